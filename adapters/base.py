@@ -1,0 +1,312 @@
+"""The adapter contract and the neutral message vocabulary.
+
+A bank adapter is a pure codec: it turns the neutral messages below into the
+bytes of one bank protocol and back, and frames a byte stream into messages.
+It never touches a socket, a clock or a database.  The gateway's link code
+drives any adapter through :class:`Adapter` alone.
+
+Every message has ``seq_no``: the sender's unique serial for that message.
+Answers carry ``reply_to``: the ``seq_no`` of the request they answer.  For an
+:class:`Instruction` the ``seq_no`` *is* the bank reference (bdc
+``SendSeqNo``), reused unchanged on every resend.
+
+Amounts are integer fen.  Dates are :class:`datetime.date`, times
+:class:`datetime.time`.  Text is ``str``; an adapter whose wire charset cannot
+carry a character raises :class:`AdapterError` at encode time.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass
+from typing import ClassVar, Iterator, Protocol, Union, runtime_checkable
+
+__all__ = [
+    "AdapterError",
+    "SignOn", "SignOnAnswer", "Heartbeat", "HeartbeatAnswer",
+    "Instruction", "StatusQuery", "BalanceQuery", "Ack",
+    "Receipt", "Result", "NotFound", "Entry", "Movement", "Balance", "Statement",
+    "Message", "OUTBOUND", "INBOUND", "Framer", "Adapter",
+]
+
+
+class AdapterError(Exception):
+    """Input that is not a valid message of the protocol, or a value the protocol cannot carry.
+
+    The message is a one-line reason fit for a log and an operator.  Adapters
+    raise nothing else on bad input.
+    """
+
+
+# -- link control (both directions) -------------------------------------------
+
+
+@dataclass(frozen=True)
+class SignOn:
+    """Sign-in request (bdc BDC001).  ``node`` is the sender's node number."""
+
+    seq_no: str
+    node: str
+
+
+@dataclass(frozen=True)
+class SignOnAnswer:
+    """Answer to :class:`SignOn`; ``ok`` False means the peer refused the session."""
+
+    seq_no: str
+    reply_to: str
+    node: str
+    ok: bool = True
+    code: str = ""
+    text: str = ""
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """Line probe (bdc SYS600); either side may send one."""
+
+    seq_no: str
+    node: str
+
+
+@dataclass(frozen=True)
+class HeartbeatAnswer:
+    """Answer to :class:`Heartbeat`."""
+
+    seq_no: str
+    reply_to: str
+    node: str
+
+
+# -- gateway to bank ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Instruction:
+    """A single credit transfer for the bank to execute (bdc BDC109).
+
+    ``seq_no`` is the bank reference: unique forever, the same on every resend,
+    and the key the bank dedupes on.
+    """
+
+    seq_no: str
+    send_date: _dt.date
+    centre_node: str          # e.g. "C52240": the instructing centre's node
+    unit_no: str              # the centre's 15-digit institution code (bdc TxUnitNo)
+    debit_account: str
+    debit_name: str
+    creditor_account: str
+    creditor_name: str
+    creditor_bank_code: str   # 12-digit CNAPS code
+    creditor_personal: bool   # True: a person's account; False: a corporate one
+    same_bank: bool           # creditor at the bank that holds the debit account
+    amount: int               # fen, > 0
+    purpose: str              # one of gateway.model.PURPOSES
+    memo: str = ""
+    reference: str = ""       # the centre's instruction id, returned in notices
+    signature: bytes = b""    # detached signature where the protocol has a place for it
+
+
+@dataclass(frozen=True)
+class StatusQuery:
+    """Ask for the outcome of an earlier instruction by its bank reference (bdc BDC110)."""
+
+    seq_no: str
+    ref: str                  # the Instruction.seq_no asked about
+    ref_date: _dt.date        # its send_date
+
+
+@dataclass(frozen=True)
+class BalanceQuery:
+    """Ask for an account's current balance (bdc BDC123)."""
+
+    seq_no: str
+    account: str
+
+
+@dataclass(frozen=True)
+class Ack:
+    """The gateway's answer to a message the bank pushed (a Movement notice).
+
+    Sent only after what it acknowledges is committed (promise G1).
+    """
+
+    seq_no: str
+    reply_to: str
+    ok: bool = True
+    code: str = ""
+    text: str = ""
+
+
+# -- bank to gateway ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """The bank has taken the instruction ``ref`` and is executing it; no outcome yet."""
+
+    seq_no: str
+    reply_to: str
+    ref: str
+    bank_seq_no: str = ""     # the settlement system's or bank's serial for the request
+
+
+@dataclass(frozen=True)
+class Result:
+    """The final outcome of instruction ``ref`` (as an answer to it or to a StatusQuery).
+
+    A Result implies receipt.  ``host_seq_no`` is the bank host serial of the
+    execution (empty on failure when the bank gave none).
+    """
+
+    seq_no: str
+    reply_to: str
+    ref: str
+    succeeded: bool
+    host_seq_no: str = ""
+    bank_seq_no: str = ""
+    code: str = ""
+    text: str = ""
+
+
+@dataclass(frozen=True)
+class NotFound:
+    """Answer to a StatusQuery: the bank has no record of ``ref`` (never received)."""
+
+    seq_no: str
+    reply_to: str
+    ref: str
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One account movement: a line of a notice or a statement.
+
+    ``amount`` is signed: negative is a debit from ``account``.
+    """
+
+    account: str
+    host_seq_no: str
+    amount: int
+    value_date: _dt.date
+    time: _dt.time
+    counterparty_account: str = ""
+    counterparty_name: str = ""
+    counterparty_bank_code: str = ""
+    balance_after: int | None = None
+    summary: str = ""
+    remark: str = ""
+    reversal: bool = False
+
+
+@dataclass(frozen=True)
+class Movement:
+    """Movements the bank pushed unasked (bdc SBDC100); answered with an :class:`Ack`."""
+
+    seq_no: str
+    entries: tuple[Entry, ...]
+
+
+@dataclass(frozen=True)
+class Balance:
+    """An account balance snapshot (answer to BalanceQuery, or pushed when ``reply_to`` is empty)."""
+
+    seq_no: str
+    reply_to: str
+    account: str
+    balance: int              # ledger balance, fen (may be negative)
+    available: int
+    overdraft: int = 0
+    account_name: str = ""
+    status: str = ""
+    as_of: _dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class Statement:
+    """A list of movements for a period (bdc BDC113 answer, camt.053)."""
+
+    seq_no: str
+    reply_to: str
+    account: str
+    entries: tuple[Entry, ...]
+    opening_balance: int | None = None
+    closing_balance: int | None = None
+
+
+Message = Union[
+    SignOn, SignOnAnswer, Heartbeat, HeartbeatAnswer, Instruction, StatusQuery, BalanceQuery, Ack,
+    Receipt, Result, NotFound, Movement, Balance, Statement,
+]
+
+OUTBOUND: tuple[type, ...] = (SignOn, Heartbeat, HeartbeatAnswer, Instruction, StatusQuery,
+                              BalanceQuery, Ack)
+"""Kinds the gateway sends to a bank."""
+
+INBOUND: tuple[type, ...] = (SignOnAnswer, Heartbeat, HeartbeatAnswer, Receipt, Result, NotFound,
+                             Movement, Balance, Statement)
+"""Kinds a bank sends to the gateway."""
+
+
+# -- the contract -------------------------------------------------------------
+
+
+@runtime_checkable
+class Framer(Protocol):
+    """Cuts a byte stream into frames.  Fed arbitrary chunks; never sees a transport.
+
+    ``feed`` returns the complete frames now available, each as the exact bytes
+    received (header included), so they can be kept as evidence.  A framing
+    violation (a lying or oversized length, a bad header) raises
+    :class:`AdapterError`; the link must then close.
+    """
+
+    def feed(self, data: bytes) -> list[bytes]: ...
+
+
+@runtime_checkable
+class Adapter(Protocol):
+    """One bank protocol.  Implementations are registered under the entry-point
+    group ``hpf_gateway.adapters`` and instantiated with no arguments; one
+    instance serves every link that speaks the protocol, so it keeps no
+    per-connection state (that lives in the :class:`Framer`).
+    """
+
+    name: ClassVar[str]
+    max_frame: ClassVar[int]
+
+    def framer(self) -> Framer:
+        """A fresh framer for one connection."""
+
+    def encode(self, message: Message, *, sender: str) -> bytes:
+        """One complete frame (header included) carrying ``message``.
+
+        ``sender`` is the sending party's node number where the frame header
+        has a place for it.  Raises :class:`AdapterError` when a value cannot be
+        carried (a character outside the charset, a field too long).
+        """
+
+    def decode(self, frame: bytes) -> Message:
+        """The neutral message in one frame as returned by :meth:`Framer.feed`.
+
+        Raises :class:`AdapterError` for anything that is not a well-formed,
+        complete message of this protocol.
+        """
+
+
+def iter_adapter_names() -> Iterator[str]:
+    """Names of the adapters installed under the ``hpf_gateway.adapters`` entry-point group."""
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group="hpf_gateway.adapters"):
+        yield ep.name
+
+
+def load_adapter(name: str) -> Adapter:
+    """Instantiate the adapter registered as ``name``; ``KeyError`` names the known ones."""
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group="hpf_gateway.adapters"):
+        if ep.name == name:
+            return ep.load()()
+    raise KeyError(f"no adapter named {name!r}; installed: {', '.join(sorted(iter_adapter_names()))}")

@@ -1,0 +1,276 @@
+"""The gateway's domain values: money, instructions, states and event kinds.
+
+Everything here is a frozen value with no I/O.  External input (JSON from a
+centre) is turned into these values by :func:`parse_instruction`, which names
+every bad field instead of stopping at the first one.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import enum
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass
+from typing import Any, Mapping
+
+__all__ = [
+    "FieldError",
+    "InvalidInput",
+    "Money",
+    "parse_amount",
+    "format_amount",
+    "Creditor",
+    "Instruction",
+    "State",
+    "FINAL_STATES",
+    "PURPOSES",
+    "parse_instruction",
+    "mask_account",
+]
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One problem with one field of an external input."""
+
+    field: str
+    reason: str
+
+
+class InvalidInput(ValueError):
+    """External input was refused; ``errors`` names every bad field."""
+
+    def __init__(self, errors: list[FieldError]) -> None:
+        super().__init__("; ".join(f"{e.field}: {e.reason}" for e in errors))
+        self.errors = errors
+
+
+# -- money -------------------------------------------------------------------
+
+# Money travels as a string with at most two decimals and no sign, exponent,
+# grouping or whitespace.  Anything else is refused, never rounded.
+_AMOUNT = re.compile(r"(0|[1-9][0-9]{0,14})(?:\.([0-9]{1,2}))?")
+
+Money = int
+"""An amount of CNY as an integer number of fen (0.01 CNY)."""
+
+
+def parse_amount(text: Any, ceiling_fen: int | None = None) -> int:
+    """Parse a positive CNY amount given as a string into fen.
+
+    Raises ``ValueError`` with a reason a centre can act on.  Floats, JSON
+    numbers, exponents, negative values, zero and more than two decimals are
+    refused; so is anything above ``ceiling_fen``.
+    """
+    if not isinstance(text, str):
+        raise ValueError("must be a string such as \"1234.56\", not a number")
+    m = _AMOUNT.fullmatch(text)
+    if m is None:
+        if re.fullmatch(r"[0-9]+\.[0-9]{3,}", text):
+            raise ValueError("more than two decimals")
+        raise ValueError("not a plain decimal amount with at most two decimals")
+    yuan, frac = m.group(1), (m.group(2) or "")
+    fen = int(yuan) * 100 + int(frac.ljust(2, "0") or "0")
+    if fen <= 0:
+        raise ValueError("must be greater than zero")
+    if ceiling_fen is not None and fen > ceiling_fen:
+        raise ValueError(f"above the per-instruction ceiling of {format_amount(ceiling_fen)}")
+    return fen
+
+
+def format_amount(fen: int) -> str:
+    """Render fen as the canonical decimal string (``123456`` -> ``"1234.56"``)."""
+    sign = "-" if fen < 0 else ""
+    fen = abs(fen)
+    return f"{sign}{fen // 100}.{fen % 100:02d}"
+
+
+def mask_account(account: str | None) -> str:
+    """Hide all but the last four characters of an account number for logs."""
+    if not account:
+        return ""
+    return "*" * max(len(account) - 4, 0) + account[-4:]
+
+
+# -- instructions ------------------------------------------------------------
+
+
+class State(str, enum.Enum):
+    """Where an instruction is in its lifecycle (DESIGN.md §5)."""
+
+    RECEIVED = "received"
+    SENT = "sent"
+    ACCEPTED = "accepted"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    IN_DOUBT = "in_doubt"
+    REJECTED = "rejected"
+
+
+FINAL_STATES = frozenset({State.SUCCEEDED, State.FAILED, State.REJECTED})
+
+PURPOSES = frozenset(
+    {"withdrawal", "loan_disbursement", "allocation", "deposit_placement", "refund", "fee", "other"}
+)
+KINDS = frozenset({"transfer"})
+
+_INSTRUCTION_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
+_BANK_CODE = re.compile(r"[0-9]{12}")
+_ACCOUNT = re.compile(r"[0-9A-Za-z-]{1,32}")
+_APPROVAL = re.compile(r"[\x21-\x7e]{1,64}")
+_FIELDS = frozenset(
+    {"instruction_id", "kind", "debit_account", "creditor", "amount", "purpose", "memo",
+     "approval_ref", "requested_date"}
+)
+_CREDITOR_FIELDS = frozenset({"account", "name", "bank_code"})
+
+
+@dataclass(frozen=True)
+class Creditor:
+    """The payee of an instruction."""
+
+    account: str
+    name: str
+    bank_code: str  # 12-digit CNAPS code
+
+
+@dataclass(frozen=True)
+class Instruction:
+    """A centre's payment instruction as validated; ``(centre_id, instruction_id)`` is unique."""
+
+    centre_id: str
+    instruction_id: str
+    kind: str
+    debit_account: str
+    creditor: Creditor
+    amount: Money
+    purpose: str
+    memo: str
+    approval_ref: str | None
+    requested_date: _dt.date
+
+    def to_json(self) -> dict[str, Any]:
+        """The canonical JSON form: what a centre sent, normalised."""
+        return {
+            "instruction_id": self.instruction_id,
+            "kind": self.kind,
+            "debit_account": self.debit_account,
+            "creditor": asdict(self.creditor),
+            "amount": format_amount(self.amount),
+            "purpose": self.purpose,
+            "memo": self.memo,
+            "approval_ref": self.approval_ref,
+            "requested_date": self.requested_date.isoformat(),
+        }
+
+    def fingerprint(self) -> str:
+        """A digest of the canonical body: the same id with another body is a conflict."""
+        canonical = json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+    @classmethod
+    def from_json(cls, centre_id: str, data: Mapping[str, Any]) -> "Instruction":
+        """Rebuild from :meth:`to_json` output (trusted, already validated)."""
+        return cls(
+            centre_id=centre_id,
+            instruction_id=data["instruction_id"],
+            kind=data["kind"],
+            debit_account=data["debit_account"],
+            creditor=Creditor(**data["creditor"]),
+            amount=parse_amount(data["amount"]),
+            purpose=data["purpose"],
+            memo=data["memo"],
+            approval_ref=data["approval_ref"],
+            requested_date=_dt.date.fromisoformat(data["requested_date"]),
+        )
+
+
+def _text(errors: list[FieldError], data: Mapping[str, Any], key: str, *, prefix: str = "",
+          required: bool = True, pattern: re.Pattern[str] | None = None, max_len: int | None = None,
+          what: str = "") -> str | None:
+    name = prefix + key
+    if key not in data or data[key] is None:
+        if required:
+            errors.append(FieldError(name, "is required"))
+        return None
+    value = data[key]
+    if not isinstance(value, str):
+        errors.append(FieldError(name, "must be a string"))
+        return None
+    if max_len is not None and len(value) > max_len:
+        errors.append(FieldError(name, f"longer than {max_len} characters"))
+        return None
+    if pattern is not None and not pattern.fullmatch(value):
+        errors.append(FieldError(name, what or "has a bad format"))
+        return None
+    if any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 or 0xD800 <= ord(c) <= 0xDFFF for c in value):
+        errors.append(FieldError(name, "contains control characters"))
+        return None
+    return value
+
+
+def parse_instruction(centre_id: str, data: Any, *, ceiling_fen: int, today: _dt.date) -> Instruction:
+    """Validate one instruction body from a centre.
+
+    Raises :class:`InvalidInput` naming every bad field; unknown fields are
+    errors too, so a typo never silently drops a value.
+    """
+    if not isinstance(data, Mapping):
+        raise InvalidInput([FieldError("", "the instruction must be a JSON object")])
+    errors: list[FieldError] = [FieldError(k, "unknown field") for k in sorted(set(data) - _FIELDS)]
+    instruction_id = _text(errors, data, "instruction_id", pattern=_INSTRUCTION_ID,
+                           what="must be 1-32 of A-Z a-z 0-9 _ -")
+    kind = data.get("kind", "transfer")
+    if kind not in KINDS:
+        errors.append(FieldError("kind", f"must be one of {sorted(KINDS)}"))
+    debit = _text(errors, data, "debit_account", pattern=_ACCOUNT, what="must be 1-32 letters or digits")
+    creditor: Creditor | None = None
+    raw_creditor = data.get("creditor")
+    if not isinstance(raw_creditor, Mapping):
+        errors.append(FieldError("creditor", "is required and must be an object"))
+    else:
+        errors.extend(FieldError("creditor." + k, "unknown field")
+                      for k in sorted(set(raw_creditor) - _CREDITOR_FIELDS))
+        c_account = _text(errors, raw_creditor, "account", prefix="creditor.", pattern=_ACCOUNT,
+                          what="must be 1-32 letters or digits")
+        c_name = _text(errors, raw_creditor, "name", prefix="creditor.", max_len=60)
+        if c_name is not None and not c_name.strip():
+            errors.append(FieldError("creditor.name", "must not be blank"))
+            c_name = None
+        c_bank = _text(errors, raw_creditor, "bank_code", prefix="creditor.", pattern=_BANK_CODE,
+                       what="must be a 12-digit CNAPS code")
+        if c_account and c_name and c_bank:
+            creditor = Creditor(c_account, c_name, c_bank)
+    amount: int | None = None
+    if "amount" not in data:
+        errors.append(FieldError("amount", "is required"))
+    else:
+        try:
+            amount = parse_amount(data["amount"], ceiling_fen)
+        except ValueError as e:
+            errors.append(FieldError("amount", str(e)))
+    purpose = data.get("purpose")
+    if purpose not in PURPOSES:
+        errors.append(FieldError("purpose", f"must be one of {', '.join(sorted(PURPOSES))}"))
+    memo = _text(errors, data, "memo", required=False, max_len=140) or ""
+    approval_ref = _text(errors, data, "approval_ref", required=False, pattern=_APPROVAL,
+                         what="must be 1-64 printable ASCII characters")
+    requested = today
+    if data.get("requested_date") is not None:
+        raw_date = data["requested_date"]
+        try:
+            if not isinstance(raw_date, str) or not re.fullmatch(r"\d{4}-\d{2}-\d{2}", raw_date):
+                raise ValueError
+            requested = _dt.date.fromisoformat(raw_date)
+        except ValueError:
+            errors.append(FieldError("requested_date", "must be a date YYYY-MM-DD"))
+        else:
+            if requested < today:
+                errors.append(FieldError("requested_date", "is in the past"))
+    if errors:
+        raise InvalidInput(errors)
+    assert instruction_id and debit and creditor and amount is not None
+    return Instruction(centre_id, instruction_id, kind, debit, creditor, amount, purpose, memo,
+                       approval_ref, requested)

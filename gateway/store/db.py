@@ -1,0 +1,319 @@
+"""The database edge: an engine, dedicated thread pools and the group-commit writer.
+
+All database work runs off the reactor, on pools that belong to this service
+(never the reactor's default pool, which the resolver shares).  Reads go to a
+small pool of their own.  Writes go through :class:`GroupCommitWriter`: one
+writer thread, and every write submitted while a commit is running joins the
+next transaction.  A caller's Deferred fires only after its transaction is
+committed (SQLite ``synchronous=FULL`` or PostgreSQL's durable commit), which
+is promise G1 without one fsync per request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, TypeVar
+
+from sqlalchemy import create_engine, event, insert, select
+from sqlalchemy.engine import Connection, Engine
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReactorThreads
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
+
+from gateway.store import schema
+
+__all__ = ["Database", "GroupCommitWriter", "Tx", "StoreUnavailable", "make_engine", "now_us"]
+
+T = TypeVar("T")
+log = Logger()
+
+GENESIS = "0" * 64
+
+
+class StoreUnavailable(Exception):
+    """The database cannot take writes now (locked, unreachable, full); nothing was stored."""
+
+
+def now_us() -> int:
+    """Wall-clock time in integer microseconds since the epoch."""
+    return time.time_ns() // 1000
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for ``url`` with the durability settings the gateway promises.
+
+    SQLite: WAL journal and ``synchronous=FULL``, so a commit is on disk when it
+    returns; a busy timeout so readers and the writer wait instead of failing.
+    """
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=FULL")
+            cur.execute("PRAGMA busy_timeout=10000")
+            cur.close()
+
+        return engine
+    return create_engine(url, pool_size=8, max_overflow=4, pool_pre_ping=True)
+
+
+class _EventIds:
+    """Time-ordered unique event ids: microseconds, a per-process prefix, a counter."""
+
+    def __init__(self) -> None:
+        self._prefix = os.urandom(3).hex()
+        self._counter = 0
+
+    def next(self, at_us: int) -> str:
+        self._counter = (self._counter + 1) & 0xFFFF
+        return f"{at_us:014x}{self._prefix}{self._counter:04x}"
+
+
+def chain_hash(prev: str, event_id: str, kind: str, payload: str, raw: bytes | None) -> str:
+    """The journal hash of one row: it covers the previous row's hash, so edits show."""
+    h = hashlib.sha256()
+    for part in (prev, event_id, kind, payload):
+        h.update(part.encode("utf-8"))
+        h.update(b"\x1f")
+    h.update(hashlib.sha256(raw or b"").digest())
+    return h.hexdigest()
+
+
+@dataclass
+class Tx:
+    """What a write operation sees: the connection of the current transaction,
+    the transaction's timestamp, and a way to append journal events.
+
+    Events are inserted together when the operation's transaction ends, in the
+    order they were appended, each chained to the one before.
+    """
+
+    conn: Connection
+    now_us: int
+    _ids: _EventIds
+    _pending: list[dict[str, Any]] = field(default_factory=list)
+    centres: set[str] = field(default_factory=set)
+
+    def event(self, kind: str, payload: dict[str, Any], *, centre_id: str | None = None,
+              instruction_id: str | None = None, bank_id: str | None = None,
+              account: str | None = None, state: str | None = None,
+              raw: bytes | None = None) -> str:
+        """Append a fact to the journal; returns its event id."""
+        event_id = self._ids.next(self.now_us)
+        self._pending.append(dict(
+            event_id=event_id, kind=kind, centre_id=centre_id, instruction_id=instruction_id,
+            bank_id=bank_id, account=account, state=state,
+            payload=json.dumps(payload, separators=(",", ":"), ensure_ascii=False, sort_keys=True),
+            raw=raw, created_us=self.now_us,
+        ))
+        if centre_id is not None and kind == "instruction.state":
+            self.centres.add(centre_id)
+        return event_id
+
+    def _flush(self, prev_hash: str) -> str:
+        for row in self._pending:
+            prev_hash = row["hash"] = chain_hash(prev_hash, row["event_id"], row["kind"],
+                                                  row["payload"], row["raw"])
+        if self._pending:
+            self.conn.execute(insert(schema.events), self._pending)
+        self._pending = []
+        return prev_hash
+
+
+WriteOp = Callable[[Tx], T]
+
+
+class GroupCommitWriter:
+    """Runs write operations in shared transactions on one dedicated thread.
+
+    ``submit(op)`` queues ``op``; while a transaction is being committed, new
+    operations wait, and all of them go into the next one.  If a shared
+    transaction fails, it is rolled back and each of its operations is retried
+    alone, so one bad operation fails only its own caller.
+    """
+
+    def __init__(self, reactor: IReactorThreads, engine: Engine, *, max_batch: int = 2000,
+                 on_commit: Callable[[set[str]], None] | None = None) -> None:
+        self._reactor = reactor
+        self._engine = engine
+        self._pool = ThreadPool(minthreads=1, maxthreads=1, name="hpf-db-writer")
+        self._queue: list[tuple[WriteOp[Any], Deferred[Any]]] = []
+        self._busy = False
+        self._max_batch = max_batch
+        self._ids = _EventIds()
+        self._last_hash: str | None = None
+        self._on_commit = on_commit
+        self._idle_waiters: list[Deferred[None]] = []
+        self.commits = 0
+        self.operations = 0
+
+    def start(self) -> None:
+        self._pool.start()
+
+    def stop(self) -> None:
+        self._pool.stop()
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    def submit(self, op: WriteOp[T]) -> Deferred[T]:
+        """Run ``op(tx)`` in a transaction; fires with its return value once committed."""
+        d: Deferred[T] = Deferred()
+        self._queue.append((op, d))
+        if not self._busy:
+            self._next()
+        return d
+
+    def idle(self) -> Deferred[None]:
+        """Fires when nothing is queued or being committed."""
+        if not self._busy and not self._queue:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._idle_waiters.append(d)
+        return d
+
+    def _next(self) -> None:
+        if not self._queue:
+            self._busy = False
+            waiters, self._idle_waiters = self._idle_waiters, []
+            for w in waiters:
+                w.callback(None)
+            return
+        self._busy = True
+        batch, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch:]
+        ops = [op for op, _ in batch]
+        d = deferToThreadPool(self._reactor, self._pool, self._run, ops)
+        d.addCallbacks(self._done, self._crashed, callbackArgs=(batch,), errbackArgs=(batch,))
+
+    def _done(self, outcome: tuple[list[tuple[bool, Any]], set[str]], batch: list[Any]) -> None:
+        results, centres = outcome
+        self.commits += 1
+        self.operations += len(batch)
+        if centres and self._on_commit is not None:
+            try:
+                self._on_commit(centres)
+            except Exception:
+                log.failure("store.on_commit_failed")
+        for (ok, value), (_, d) in zip(results, batch):
+            if ok:
+                d.callback(value)
+            else:
+                d.errback(value)
+        self._next()
+
+    def _crashed(self, failure: Failure, batch: list[Any]) -> None:
+        log.failure("store.writer_crashed", failure)
+        for _, d in batch:
+            d.errback(failure)
+        self._next()
+
+    # -- on the writer thread ------------------------------------------------
+
+    def _chain_head(self, conn: Connection) -> str:
+        if self._last_hash is None:
+            row = conn.execute(
+                select(schema.events.c.hash).order_by(schema.events.c.seq.desc()).limit(1)
+            ).first()
+            self._last_hash = row[0] if row else GENESIS
+        return self._last_hash
+
+    def _transaction(self, ops: list[WriteOp[Any]]) -> tuple[list[Any], set[str]]:
+        with self._engine.begin() as conn:
+            tx = Tx(conn, now_us(), self._ids)
+            values = [op(tx) for op in ops]
+            head = tx._flush(self._chain_head(conn))
+        self._last_hash = head  # only after the commit succeeded
+        return values, tx.centres
+
+    def _run(self, ops: list[WriteOp[Any]]) -> tuple[list[tuple[bool, Any]], set[str]]:
+        try:
+            values, centres = self._transaction(ops)
+            return [(True, v) for v in values], centres
+        except Exception:
+            if len(ops) == 1:
+                return [(False, _as_failure())], set()
+        # One of them spoiled the shared transaction: give each its own.
+        results: list[tuple[bool, Any]] = []
+        centres = set()
+        for op in ops:
+            try:
+                (value,), c = self._transaction([op])
+                results.append((True, value))
+                centres |= c
+            except Exception:
+                results.append((False, _as_failure()))
+        return results, centres
+
+
+def _as_failure() -> Failure:
+    f = Failure()
+    # The store's own errors pass through; driver errors become StoreUnavailable so
+    # callers (the centre API: 503) need not know every driver's exception types.
+    from sqlalchemy.exc import OperationalError
+
+    if f.check(OperationalError):
+        return Failure(StoreUnavailable(str(f.value).splitlines()[0]))
+    return f
+
+
+class Database(Service):
+    """The database as a service: the engine, the read pool and the group-commit writer."""
+
+    name = "database"
+
+    def __init__(self, reactor: Any, url: str, *, read_threads: int = 3) -> None:
+        self.url = url
+        self.reactor = reactor
+        self.engine = make_engine(url)
+        self._read_pool = ThreadPool(minthreads=1, maxthreads=read_threads, name="hpf-db-read")
+        self._commit_listeners: list[Callable[[set[str]], None]] = []
+        self.writer = GroupCommitWriter(reactor, self.engine, on_commit=self._committed)
+
+    def on_commit(self, listener: Callable[[set[str]], None]) -> None:
+        """Call ``listener(centre_ids)`` after each commit that changed those centres' feeds."""
+        self._commit_listeners.append(listener)
+
+    def _committed(self, centres: set[str]) -> None:
+        for listener in self._commit_listeners:
+            listener(centres)
+
+    def startService(self) -> None:
+        self._read_pool.start()
+        self.writer.start()
+        super().startService()
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        d = self.writer.idle()
+
+        def _stop(_: Any) -> None:
+            self.writer.stop()
+            self._read_pool.stop()
+            self.engine.dispose()
+
+        d.addCallback(_stop)
+        return d
+
+    def read(self, fn: Callable[..., T], *args: Any) -> Deferred[T]:
+        """Run ``fn(conn, *args)`` on the read pool; return plain values, never result objects."""
+        return deferToThreadPool(self.reactor, self._read_pool, self._read, fn, *args)
+
+    def _read(self, fn: Callable[..., T], *args: Any) -> T:
+        with self.engine.connect() as conn:
+            return fn(conn, *args)
+
+    def write(self, op: WriteOp[T]) -> Deferred[T]:
+        """Run ``op(tx)`` through the group-commit writer."""
+        return self.writer.submit(op)

@@ -1,0 +1,319 @@
+"""Queries on instructions and their journal events, named by what they do.
+
+Write operations take a :class:`~gateway.store.db.Tx` and run on the writer
+thread inside a group-committed transaction; reads take a connection and run
+on the read pool.  Every function returns plain values (dicts), never live
+result objects.  Every state change goes through :func:`gateway.lifecycle.advance`
+and appends an ``instruction.state`` event, which is the centre's feed.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+from sqlalchemy import and_, bindparam, insert, select, update
+from sqlalchemy.engine import Connection
+
+from gateway import lifecycle
+from gateway.model import Instruction, State, format_amount
+from gateway.store import schema
+from gateway.store.db import Tx
+
+__all__ = [
+    "IntakeItem", "IntakeOutcome", "intake", "get", "get_by_ref", "feed", "load_open", "load_new",
+    "record_sent", "record_bank_outcome", "record_movement", "record_balance", "bank_ref_for",
+    "public_record",
+]
+
+I = schema.instructions
+E = schema.events
+
+
+@dataclass(frozen=True)
+class IntakeItem:
+    """One validated instruction to store; ``refusal`` is set for policy rejections."""
+
+    instruction: Instruction
+    bank_id: str
+    refusal: str | None = None
+
+
+@dataclass(frozen=True)
+class IntakeOutcome:
+    """What intake did with one item: ``created``, ``existing`` (same body) or ``conflict``."""
+
+    status: str
+    record: dict[str, Any]
+
+
+def bank_ref_for(centre_id: str, row_id: int, day: _dt.date) -> str:
+    """The bank reference (bdc SendSeqNo): 5 centre digits, YYMMDD, a 9-digit serial.
+
+    The serial is the instruction's row id, so the reference is unique for as
+    long as the database lives and is fixed at intake: every resend reuses it.
+    """
+    return f"{centre_id[-5:]}{day:%y%m%d}{row_id % 1_000_000_000:09d}"
+
+
+def _row_dict(row: Any) -> dict[str, Any]:
+    return dict(row._mapping)
+
+
+def public_record(row: dict[str, Any]) -> dict[str, Any]:
+    """The record as the centre API shows it."""
+    body = json.loads(row["body"])
+    out: dict[str, Any] = {
+        "instruction_id": row["instruction_id"],
+        "state": row["state"],
+        "bank": row["bank_id"],
+        "bank_ref": row["bank_ref"],
+        "amount": format_amount(row["amount"]),
+        "created_at": _iso(row["created_us"]),
+        "updated_at": _iso(row["updated_us"]),
+        "instruction": body,
+    }
+    if row.get("reason"):
+        out["reason"] = row["reason"]
+    if row.get("host_seq_no") or row.get("result_code"):
+        out["result"] = {"host_seq_no": row.get("host_seq_no"), "code": row.get("result_code"),
+                         "bank_seq_no": row.get("bank_seq_no")}
+    return out
+
+
+def _iso(us: int) -> str:
+    return _dt.datetime.fromtimestamp(us / 1_000_000, _dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+# -- intake ------------------------------------------------------------------
+
+
+def intake(tx: Tx, items: Sequence[IntakeItem]) -> list[IntakeOutcome]:
+    """Store new instructions, recognise repeats, detect conflicts; all in ``tx``.
+
+    A repeat with the same body is ``existing`` (the caller answers 200 with
+    the current state); the same id with another body is ``conflict`` (409).
+    """
+    if not items:
+        return []
+    by_centre: dict[str, set[str]] = {}
+    for it in items:
+        by_centre.setdefault(it.instruction.centre_id, set()).add(it.instruction.instruction_id)
+    known: dict[tuple[str, str], dict[str, Any]] = {}
+    for centre, ids in by_centre.items():
+        for row in tx.conn.execute(
+            select(I).where(I.c.centre_id == centre, I.c.instruction_id.in_(sorted(ids)))
+        ):
+            known[(centre, row.instruction_id)] = _row_dict(row)
+
+    new_rows: list[dict[str, Any]] = []
+    plan: list[tuple[str, Any]] = []
+    for it in items:
+        ins = it.instruction
+        key = (ins.centre_id, ins.instruction_id)
+        fingerprint = ins.fingerprint()
+        if key in known:
+            existing = known[key]
+            plan.append(("existing" if existing["fingerprint"] == fingerprint else "conflict", existing))
+            continue
+        state = lifecycle.advance(State.RECEIVED, lifecycle.PolicyRefusal(it.refusal)) if it.refusal \
+            else State.RECEIVED
+        row = dict(
+            centre_id=ins.centre_id, instruction_id=ins.instruction_id, bank_id=it.bank_id,
+            debit_account=ins.debit_account, amount=ins.amount,
+            body=json.dumps(ins.to_json(), separators=(",", ":"), ensure_ascii=False, sort_keys=True),
+            fingerprint=fingerprint, state=state.value, bank_ref=None, reason=it.refusal, sends=0,
+            created_us=tx.now_us, updated_us=tx.now_us,
+        )
+        known[key] = row
+        new_rows.append(row)
+        plan.append(("created", row))
+
+    if new_rows:
+        ids = tx.conn.execute(
+            insert(I).returning(I.c.id, sort_by_parameter_order=True), new_rows
+        ).scalars().all()
+        day = _dt.datetime.fromtimestamp(tx.now_us / 1_000_000, _dt.timezone.utc).date()
+        refs = []
+        for row, row_id in zip(new_rows, ids):
+            row["id"] = row_id
+            if row["state"] == State.RECEIVED.value:
+                row["bank_ref"] = bank_ref_for(row["centre_id"], row_id, day)
+                refs.append({"b_id": row_id, "b_ref": row["bank_ref"]})
+        if refs:
+            tx.conn.execute(
+                update(I).where(I.c.id == bindparam("b_id")).values(bank_ref=bindparam("b_ref")), refs
+            )
+        for row in new_rows:
+            payload = {"instruction": json.loads(row["body"]), "bank": row["bank_id"],
+                       "bank_ref": row["bank_ref"]}
+            if row["reason"]:
+                payload["reason"] = row["reason"]
+            tx.event("instruction.state", payload, centre_id=row["centre_id"],
+                     instruction_id=row["instruction_id"], bank_id=row["bank_id"],
+                     account=row["debit_account"], state=row["state"])
+    return [IntakeOutcome(status, row) for status, row in plan]
+
+
+# -- reads -------------------------------------------------------------------
+
+
+def get(conn: Connection, centre_id: str, instruction_id: str) -> dict[str, Any] | None:
+    """One centre's instruction, or None (another centre's is None too)."""
+    row = conn.execute(
+        select(I).where(I.c.centre_id == centre_id, I.c.instruction_id == instruction_id)
+    ).first()
+    return _row_dict(row) if row else None
+
+
+def get_by_ref(conn: Connection, bank_ref: str) -> dict[str, Any] | None:
+    row = conn.execute(select(I).where(I.c.bank_ref == bank_ref)).first()
+    return _row_dict(row) if row else None
+
+
+def feed(conn: Connection, centre_id: str, after: int, limit: int) -> list[dict[str, Any]]:
+    """The centre's state changes with a cursor greater than ``after``, oldest first."""
+    rows = conn.execute(
+        select(E.c.seq, E.c.event_id, E.c.instruction_id, E.c.state, E.c.payload, E.c.created_us)
+        .where(E.c.centre_id == centre_id, E.c.kind == "instruction.state", E.c.seq > after)
+        .order_by(E.c.seq).limit(limit)
+    ).all()
+    out = []
+    for r in rows:
+        payload = json.loads(r.payload)
+        item = {"cursor": r.seq, "event_id": r.event_id, "instruction_id": r.instruction_id,
+                "state": r.state, "at": _iso(r.created_us)}
+        for key in ("bank_ref", "reason", "result"):
+            if payload.get(key):
+                item[key] = payload[key]
+        if r.state == State.RECEIVED.value or r.state == State.REJECTED.value:
+            item["amount"] = payload["instruction"]["amount"]
+        out.append(item)
+    return out
+
+
+_OPEN = (State.RECEIVED.value, State.SENT.value, State.ACCEPTED.value)
+
+
+def load_open(conn: Connection, bank_id: str) -> list[dict[str, Any]]:
+    """Every instruction for ``bank_id`` still waiting on the bank, oldest first (restart, takeover)."""
+    return [_row_dict(r) for r in conn.execute(
+        select(I).where(I.c.bank_id == bank_id, I.c.state.in_(_OPEN)).order_by(I.c.id)
+    )]
+
+
+def load_new(conn: Connection, bank_id: str, after_id: int, limit: int) -> list[dict[str, Any]]:
+    """Instructions received for ``bank_id`` after row ``after_id`` (intake on another node)."""
+    return [_row_dict(r) for r in conn.execute(
+        select(I).where(I.c.bank_id == bank_id, I.c.id > after_id, I.c.state == State.RECEIVED.value)
+        .order_by(I.c.id).limit(limit)
+    )]
+
+
+# -- bank facts --------------------------------------------------------------
+
+
+def _transition(tx: Tx, row: dict[str, Any], event: lifecycle.Event, *, fields: dict[str, Any],
+                payload: dict[str, Any], raw: bytes | None) -> bool:
+    """Apply ``event`` to the row; store and journal it if the state changed."""
+    old = State(row["state"])
+    new = lifecycle.advance(old, event)
+    if new is old:
+        return False
+    values = dict(fields, state=new.value, updated_us=tx.now_us)
+    tx.conn.execute(update(I).where(I.c.id == row["id"]).values(**values))
+    row.update(values)
+    payload = dict(payload, bank_ref=row["bank_ref"])
+    tx.event("instruction.state", payload, centre_id=row["centre_id"],
+             instruction_id=row["instruction_id"], bank_id=row["bank_id"],
+             account=row["debit_account"], state=new.value, raw=raw)
+    return True
+
+
+def record_sent(tx: Tx, bank_id: str, refs: Iterable[str]) -> int:
+    """Count a send of each reference; first sends move ``received`` to ``sent``."""
+    refs = list(refs)
+    if not refs:
+        return 0
+    rows = [_row_dict(r) for r in tx.conn.execute(
+        select(I).where(I.c.bank_id == bank_id, I.c.bank_ref.in_(refs)))]
+    changed = 0
+    tx.conn.execute(update(I).where(I.c.bank_id == bank_id, I.c.bank_ref.in_(refs))
+                    .values(sends=I.c.sends + 1))
+    for row in rows:
+        if row["state"] == State.RECEIVED.value:
+            changed += _transition(tx, row, lifecycle.Sent(), fields={}, payload={}, raw=None)
+    return changed
+
+
+@dataclass(frozen=True)
+class OutcomeRecorded:
+    """What recording a bank fact about an instruction did."""
+
+    known: bool              # the reference is one of this bank's instructions
+    changed: bool            # the state moved (False: a repeat, already applied)
+    record: dict[str, Any] | None
+
+
+def record_bank_outcome(tx: Tx, bank_id: str, ref: str, event: lifecycle.Event, *,
+                        host_seq_no: str = "", bank_seq_no: str = "", code: str = "",
+                        text: str = "", raw: bytes | None = None) -> OutcomeRecorded:
+    """Apply a receipt, result or status answer from ``bank_id`` about reference ``ref``.
+
+    A reference that is not this bank's instruction is reported as unknown and
+    changes nothing: a bank cannot report on another bank's instructions.
+    Contradicting outcomes raise :class:`gateway.lifecycle.ConflictingOutcome`.
+    """
+    row = tx.conn.execute(select(I).where(I.c.bank_ref == ref, I.c.bank_id == bank_id)).first()
+    if row is None:
+        return OutcomeRecorded(False, False, None)
+    rec = _row_dict(row)
+    fields: dict[str, Any] = {}
+    payload: dict[str, Any] = {}
+    if isinstance(event, (lifecycle.ResultReceived, lifecycle.ManualResolution)):
+        fields = {"host_seq_no": host_seq_no or None, "bank_seq_no": bank_seq_no or None,
+                  "result_code": code or None, "reason": text or None}
+        payload = {"result": {"succeeded": event.succeeded, "host_seq_no": host_seq_no,
+                              "bank_seq_no": bank_seq_no, "code": code, "text": text}}
+    elif isinstance(event, lifecycle.ReceiptConfirmed):
+        fields = {"bank_seq_no": bank_seq_no or None}
+    elif text:
+        fields = {"reason": text}
+        payload = {"reason": text}
+    changed = _transition(tx, rec, event, fields=fields, payload=payload, raw=raw)
+    return OutcomeRecorded(True, changed, rec)
+
+
+def _fact_seen(tx: Tx, bank_id: str, key: str) -> bool:
+    """Mark a bank fact applied; True if it had been applied before (a replay)."""
+    exists = tx.conn.execute(
+        select(schema.bank_facts.c.fact_key).where(
+            and_(schema.bank_facts.c.bank_id == bank_id, schema.bank_facts.c.fact_key == key))
+    ).first()
+    if exists:
+        return True
+    tx.conn.execute(insert(schema.bank_facts).values(bank_id=bank_id, fact_key=key))
+    return False
+
+
+def record_movement(tx: Tx, bank_id: str, entry: dict[str, Any], *, account_centre: str | None,
+                    raw: bytes | None) -> bool:
+    """Journal one account movement unless the same movement was recorded before (G3).
+
+    Returns True when it was new.  ``entry`` is the neutral Entry as JSON.
+    """
+    key = f"mv:{entry['account']}:{entry['host_seq_no']}:{entry['amount']}"
+    if _fact_seen(tx, bank_id, key[:160]):
+        return False
+    tx.event("bank.movement", dict(entry, bank=bank_id), centre_id=account_centre,
+             bank_id=bank_id, account=entry["account"], raw=raw)
+    return True
+
+
+def record_balance(tx: Tx, bank_id: str, snapshot: dict[str, Any], *, account_centre: str | None,
+                   raw: bytes | None) -> None:
+    """Journal a balance snapshot; the journal is append-only, so it can never be altered."""
+    tx.event("bank.balance", dict(snapshot, bank=bank_id), centre_id=account_centre,
+             bank_id=bank_id, account=snapshot["account"], raw=raw)

@@ -1,0 +1,75 @@
+"""The database schema, in SQLAlchemy Core.
+
+Alembic revisions under ``migrations/`` build exactly this; a test compares
+the two.  Money columns hold integer fen; times are integer microseconds
+since the epoch (UTC), so no column ever holds a float.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger, Column, Index, Integer, LargeBinary, MetaData, String, Table, Text, UniqueConstraint,
+)
+
+metadata = MetaData()
+
+# SQLite only makes INTEGER PRIMARY KEY an alias of the rowid; BigInteger keeps
+# PostgreSQL roomy while SQLite gets a real autoincrementing key.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+instructions = Table(
+    "instructions",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("centre_id", String(16), nullable=False),
+    Column("instruction_id", String(32), nullable=False),
+    Column("bank_id", String(16), nullable=False),
+    Column("debit_account", String(32), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("body", Text, nullable=False),          # canonical JSON of the instruction
+    Column("fingerprint", String(64), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("bank_ref", String(32), nullable=True),  # SendSeqNo; NULL only for rejected
+    Column("reason", Text, nullable=True),          # why rejected, failed or in doubt
+    Column("result_code", String(64), nullable=True),
+    Column("host_seq_no", String(64), nullable=True),
+    Column("bank_seq_no", String(64), nullable=True),
+    Column("sends", Integer, nullable=False, default=0),
+    Column("created_us", BigInteger, nullable=False),
+    Column("updated_us", BigInteger, nullable=False),
+    UniqueConstraint("centre_id", "instruction_id", name="uq_instructions_centre_instruction"),
+    UniqueConstraint("bank_ref", name="uq_instructions_bank_ref"),
+)
+Index("ix_instructions_bank_state", instructions.c.bank_id, instructions.c.state, instructions.c.id)
+
+# The journal: every fact, in commit order.  ``seq`` is the cursor of the
+# centre's results feed and of copies to the ledger; ``hash`` chains each row
+# to the one before so that an edit behind the daemon's back is detectable.
+events = Table(
+    "events",
+    metadata,
+    Column("seq", Id, primary_key=True, autoincrement=True),
+    Column("event_id", String(32), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("centre_id", String(16), nullable=True),
+    Column("instruction_id", String(32), nullable=True),
+    Column("bank_id", String(16), nullable=True),
+    Column("account", String(32), nullable=True),
+    Column("state", String(16), nullable=True),
+    Column("payload", Text, nullable=False),
+    Column("raw", LargeBinary, nullable=True),      # the bank's original frame, as evidence
+    Column("created_us", BigInteger, nullable=False),
+    Column("hash", String(64), nullable=False),
+    UniqueConstraint("event_id", name="uq_events_event_id"),
+)
+Index("ix_events_feed", events.c.centre_id, events.c.kind, events.c.seq)
+
+# Bank facts already applied, so a replayed or duplicated bank message is
+# recognised and acknowledged again without being applied twice (G3).
+bank_facts = Table(
+    "bank_facts",
+    metadata,
+    Column("bank_id", String(16), primary_key=True),
+    Column("fact_key", String(160), primary_key=True),
+    Column("event_seq", BigInteger, nullable=True),
+)

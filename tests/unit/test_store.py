@@ -1,0 +1,168 @@
+"""The store on SQLite and PostgreSQL: intake, idempotency, state changes, feed, group commit."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+import pytest_twisted
+from sqlalchemy import select, update
+from twisted.internet import defer, reactor
+
+from gateway import lifecycle
+from gateway.model import Creditor, Instruction, State
+from gateway.store import instructions as q
+from gateway.store import schema
+from gateway.store.db import Database, GENESIS, chain_hash
+from gateway.store.migrate import SchemaMismatch, check_current
+
+
+def make_instruction(n: int, *, centre: str = "C52240", amount: int = 10_000, memo: str = "") -> Instruction:
+    return Instruction(centre, f"I{n}", "transfer", "6200001111222233",
+                       Creditor("6200009999000011", "张三", "105100000017"), amount, "withdrawal", memo,
+                       None, dt.date(2026, 11, 27))
+
+
+@pytest.fixture
+def db(database_url):
+    database = Database(reactor, database_url)
+    database.startService()
+    yield database
+    pytest_twisted.blockon(database.stopService())
+
+
+@pytest_twisted.inlineCallbacks
+def test_intake_assigns_a_fixed_bank_reference_and_journals_received(db):
+    [out] = yield db.write(lambda tx: q.intake(tx, [q.IntakeItem(make_instruction(1), "B001")]))
+    assert out.status == "created"
+    assert out.record["state"] == "received"
+    assert len(out.record["bank_ref"]) == 20 and out.record["bank_ref"].startswith("52240")
+    rows = yield db.read(lambda c, *a: q.feed(c, "C52240", 0, 10))
+    assert [(r["instruction_id"], r["state"]) for r in rows] == [("I1", "received")]
+
+
+@pytest_twisted.inlineCallbacks
+def test_same_id_same_body_is_existing_and_other_body_is_conflict(db):
+    item = q.IntakeItem(make_instruction(1), "B001")
+    yield db.write(lambda tx: q.intake(tx, [item]))
+    [again] = yield db.write(lambda tx: q.intake(tx, [item]))
+    [clash] = yield db.write(lambda tx: q.intake(tx, [q.IntakeItem(make_instruction(1, amount=2), "B001")]))
+    assert again.status == "existing" and clash.status == "conflict"
+    count = yield db.read(lambda c: c.execute(select(schema.instructions.c.id)).all())
+    assert len(count) == 1
+
+
+@pytest_twisted.inlineCallbacks
+def test_duplicates_inside_one_batch_are_stored_once(db):
+    items = [q.IntakeItem(make_instruction(1), "B001"), q.IntakeItem(make_instruction(1), "B001")]
+    outs = yield db.write(lambda tx: q.intake(tx, items))
+    assert [o.status for o in outs] == ["created", "existing"]
+
+
+@pytest_twisted.inlineCallbacks
+def test_policy_refusal_is_stored_as_rejected_without_bank_reference(db):
+    item = q.IntakeItem(make_instruction(7), "B001", refusal="unregistered counterparty")
+    [out] = yield db.write(lambda tx: q.intake(tx, [item]))
+    assert out.record["state"] == "rejected" and out.record["bank_ref"] is None
+    rows = yield db.read(lambda c: q.feed(c, "C52240", 0, 10))
+    assert rows[0]["state"] == "rejected" and rows[0]["reason"] == "unregistered counterparty"
+
+
+@pytest_twisted.inlineCallbacks
+def test_results_are_applied_once_and_a_contradiction_is_refused(db):
+    [out] = yield db.write(lambda tx: q.intake(tx, [q.IntakeItem(make_instruction(1), "B001")]))
+    ref = out.record["bank_ref"]
+    yield db.write(lambda tx: q.record_sent(tx, "B001", [ref]))
+    ok = lifecycle.ResultReceived(True)
+    first = yield db.write(lambda tx: q.record_bank_outcome(tx, "B001", ref, ok, host_seq_no="H1", raw=b"x"))
+    second = yield db.write(lambda tx: q.record_bank_outcome(tx, "B001", ref, ok, host_seq_no="H1", raw=b"x"))
+    assert first.changed and not second.changed
+    with pytest.raises(lifecycle.ConflictingOutcome):
+        yield db.write(lambda tx: q.record_bank_outcome(tx, "B001", ref, lifecycle.ResultReceived(False)))
+    rows = yield db.read(lambda c: q.feed(c, "C52240", 0, 10))
+    assert [r["state"] for r in rows] == ["received", "sent", "succeeded"]
+    assert rows[-1]["result"]["host_seq_no"] == "H1"
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_bank_cannot_report_on_another_banks_instruction(db):
+    [out] = yield db.write(lambda tx: q.intake(tx, [q.IntakeItem(make_instruction(1), "B001")]))
+    res = yield db.write(lambda tx: q.record_bank_outcome(
+        tx, "B002", out.record["bank_ref"], lifecycle.ResultReceived(True)))
+    assert not res.known
+    rec = yield db.read(lambda c: q.get(c, "C52240", "I1"))
+    assert rec["state"] == "received"
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_replayed_movement_is_recorded_once(db):
+    entry = {"account": "6200001111222233", "host_seq_no": "H9", "amount": -500}
+    first = yield db.write(lambda tx: q.record_movement(tx, "B001", entry, account_centre="C52240", raw=b"f"))
+    again = yield db.write(lambda tx: q.record_movement(tx, "B001", entry, account_centre="C52240", raw=b"f"))
+    assert first and not again
+    kinds = yield db.read(lambda c: c.execute(select(schema.events.c.kind)).scalars().all())
+    assert kinds.count("bank.movement") == 1
+
+
+@pytest_twisted.inlineCallbacks
+def test_group_commit_puts_concurrent_writes_in_few_transactions(db):
+    items = [q.IntakeItem(make_instruction(n), "B001") for n in range(300)]
+    outs = yield defer.gatherResults([db.write(lambda tx, it=it: q.intake(tx, [it])) for it in items])
+    assert all(o[0].status == "created" for o in outs)
+    assert db.writer.operations == 300
+    assert db.writer.commits <= 5, db.writer.commits
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_failing_operation_fails_alone(db):
+    def boom(tx):
+        raise RuntimeError("bad op")
+
+    good = db.write(lambda tx: q.intake(tx, [q.IntakeItem(make_instruction(1), "B001")]))
+    bad = db.write(boom)
+    [out] = yield good
+    assert out.status == "created"
+    with pytest.raises(RuntimeError):
+        yield bad
+
+
+@pytest_twisted.inlineCallbacks
+def test_journal_rows_are_hash_chained(db):
+    yield db.write(lambda tx: q.intake(tx, [q.IntakeItem(make_instruction(n), "B001") for n in range(5)]))
+    rows = yield db.read(lambda c: c.execute(select(schema.events).order_by(schema.events.c.seq)).all())
+    prev = GENESIS
+    for r in rows:
+        assert r.hash == chain_hash(prev, r.event_id, r.kind, r.payload, r.raw)
+        prev = r.hash
+
+
+@pytest_twisted.inlineCallbacks
+def test_open_instructions_reload_for_a_bank(db):
+    outs = yield db.write(lambda tx: q.intake(tx, [q.IntakeItem(make_instruction(n), "B001") for n in range(3)]))
+    ref = outs[0].record["bank_ref"]
+    yield db.write(lambda tx: q.record_bank_outcome(tx, "B001", ref, lifecycle.ResultReceived(True)))
+    open_rows = yield db.read(lambda c: q.load_open(c, "B001"))
+    assert [r["instruction_id"] for r in open_rows] == ["I1", "I2"]
+    newer = yield db.read(lambda c: q.load_new(c, "B001", outs[1].record["id"], 10))
+    assert [r["instruction_id"] for r in newer] == ["I2"]
+
+
+def test_schema_check_refuses_an_empty_database(tmp_path):
+    from gateway.store.db import make_engine
+
+    with pytest.raises(SchemaMismatch, match="migrate"):
+        check_current(make_engine(f"sqlite:///{tmp_path / 'empty.db'}"))
+
+
+def test_migrations_build_exactly_the_schema_in_code(database_url):
+    """The Alembic revisions and gateway.store.schema agree (no autogenerate diff)."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+    from gateway.store.db import make_engine
+
+    engine = make_engine(database_url)
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), schema.metadata)
+    engine.dispose()
+    assert diff == []
