@@ -8,10 +8,7 @@ from typing import Iterator
 
 import pytest
 
-try:
-    from tests.pki_fixtures import *  # noqa: F401,F403  (dev_pki, other_ca_pki)
-except ImportError:  # TEMP until landed
-    pass
+from tests.pki_fixtures import *  # noqa: F401,F403  (dev_pki, other_ca_pki)
 
 PG_URL = os.environ.get("HPF_TEST_DATABASE_URL", "")
 

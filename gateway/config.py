@@ -1,0 +1,1018 @@
+"""Gateway configuration: a TOML file in, typed and validated frozen values out.
+
+``conf/gateway.example.toml`` is the schema by example.  :func:`load_config`
+checks the whole file in one pass and raises :class:`ConfigError` listing every
+problem, each as ``"{file}: {dotted.key}: {reason}"``, so an operator fixes
+them all at once instead of one per restart.  Unknown keys are errors (a typo
+must never silently drop a setting), and so are missing keys, values of the
+wrong type, endpoints Twisted would refuse and listeners that would collide.
+
+Paths in the file are relative to the file's own directory, so a config can be
+checked and run from anywhere.
+
+:func:`render_toml` is the inverse for the shapes a config uses; the demo
+writes its generated config with it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import math
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Collection, Iterator, Mapping, Sequence
+
+from adapters.base import iter_adapter_names
+from gateway.model import format_amount, parse_amount
+
+__all__ = [
+    "ConfigError",
+    "TlsConfig",
+    "Limits",
+    "Timeouts",
+    "CentreConfig",
+    "BankConfig",
+    "AccountConfig",
+    "CounterpartyConfig",
+    "GatewayConfig",
+    "ACCOUNT_TYPES",
+    "load_config",
+    "check_config",
+    "render_toml",
+]
+
+
+class ConfigError(Exception):
+    """The configuration file was refused.
+
+    ``problems`` lists every problem found, one line each, formatted
+    ``"{file}: {dotted.key}: {reason}"`` (``file`` as the caller named it).
+    A file that cannot be read or parsed gives one problem whose middle part
+    is ``(file)`` or the TOML error's ``line L, column C``.
+    """
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+# -- the typed configuration --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    """The gateway's own certificate and key (PEM), and the default trust bundle for peers."""
+
+    certificate: Path
+    private_key: Path
+    ca: Path
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Amount thresholds in fen and the batch size.  Defaults are the example config's values.
+
+    Promise (when loaded): ``0 < large_amount <= max_amount`` and ``1 <= max_batch <= 1000``.
+    """
+
+    max_amount: int = 5_000_000_000  # 50,000,000.00 CNY
+    large_amount: int = 100_000_000  # 1,000,000.00 CNY: approval_ref required at or above
+    max_batch: int = 1000
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Link and instruction timers in seconds.  Defaults are the example config's values.
+
+    Promise (when loaded): every value is finite and > 0, and ``dead_after > heartbeat_interval``.
+    """
+
+    heartbeat_interval: float = 15.0
+    dead_after: float = 45.0
+    receipt_timeout: float = 10.0
+    result_timeout: float = 30.0
+    status_query_interval: float = 5.0
+    status_query_attempts: int = 5
+    max_feed_wait: float = 30.0
+
+
+@dataclass(frozen=True)
+class CentreConfig:
+    """A city centre: ``id`` is its node number (``C`` + 5 digits), ``unit_no`` its 15-digit code.
+
+    ``ca`` is a trust bundle for this centre's certificates only; ``None`` means ``tls.ca``.
+    """
+
+    id: str
+    unit_no: str
+    name: str
+    ca: Path | None = None
+
+
+@dataclass(frozen=True)
+class BankConfig:
+    """A bank and its link.
+
+    ``direction`` is ``"listen"`` (the bank dials in on ``endpoint``, a Twisted
+    server endpoint string) or ``"connect"`` (the gateway dials ``endpoint``, a
+    Twisted client endpoint string).  Endpoints are plain: the gateway adds
+    TLS.  ``ca`` is a trust bundle for this bank only; ``None`` means ``tls.ca``.
+    """
+
+    id: str
+    name: str
+    adapter: str
+    node: str
+    direction: str
+    endpoint: str
+    window: int
+    ca: Path | None = None
+
+    @property
+    def listens(self) -> bool:
+        """True when the bank dials in and the gateway listens for it."""
+        return self.direction == "listen"
+
+
+ACCOUNT_TYPES = frozenset({"collection", "loan", "revenue", "other"})
+"""Account kinds: 归集 collection, 贷款 loan, 增值收益 revenue, other."""
+
+
+@dataclass(frozen=True)
+class AccountConfig:
+    """An account the gateway may debit, held at ``bank`` and owned by ``centre`` (both registered)."""
+
+    number: str
+    bank: str
+    centre: str
+    name: str
+    type: str
+
+
+@dataclass(frozen=True)
+class CounterpartyConfig:
+    """A registered payee (往来单位备案): account number, name and 12-digit CNAPS bank code."""
+
+    account: str
+    name: str
+    bank_code: str
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """The whole validated configuration.
+
+    ``path`` is the absolute path of the file it came from; every path inside
+    is absolute, and a relative SQLite URL has been resolved against the
+    file's directory.  The registries are read-only mappings in file order,
+    keyed by centre id, bank id, account number and counterparty account.
+    Every account's bank and centre is in ``banks`` and ``centres``.
+    """
+
+    path: Path
+    node: str
+    database: str
+    tls: TlsConfig
+    centre_api: str
+    ops: str
+    limits: Limits
+    timeouts: Timeouts
+    centres: Mapping[str, CentreConfig]
+    banks: Mapping[str, BankConfig]
+    accounts: Mapping[str, AccountConfig]
+    counterparties: Mapping[str, CounterpartyConfig]
+
+    def account(self, number: str) -> AccountConfig | None:
+        """The registered account ``number``, or ``None``."""
+        return self.accounts.get(number)
+
+    def bank_of(self, account: str) -> BankConfig | None:
+        """The bank holding registered account ``account``, or ``None`` for an unregistered one."""
+        found = self.accounts.get(account)
+        return None if found is None else self.banks.get(found.bank)
+
+    def counterparty(self, account: str) -> CounterpartyConfig | None:
+        """The registered counterparty with account number ``account``, or ``None``."""
+        return self.counterparties.get(account)
+
+
+# -- loading ------------------------------------------------------------------
+
+
+def load_config(path: str | Path, *, check_files: bool = True) -> GatewayConfig:
+    """Read and validate the config file at ``path``.
+
+    Raises :class:`ConfigError` listing every problem.  With ``check_files``
+    False the files named in ``[tls]`` and ``ca`` keys need not exist yet
+    (``hpf-gateway keys init`` creates them from this very config).
+    """
+    config, problems = _load(path, check_files)
+    if problems:
+        raise ConfigError(problems)
+    assert config is not None
+    return config
+
+
+def check_config(path: str | Path, *, check_files: bool = True) -> list[str]:
+    """Every problem with the config file at ``path``; an empty list means it is valid."""
+    return _load(path, check_files)[1]
+
+
+def _load(path: str | Path, check_files: bool) -> tuple[GatewayConfig | None, list[str]]:
+    file = str(path)
+    source = Path(path)
+    try:
+        raw = source.read_bytes()
+    except OSError as e:
+        return None, [f"{file}: (file): cannot be read ({e.strerror or e})"]
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return None, [f"{file}: (file): not UTF-8 text (bad byte at offset {e.start})"]
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        return None, [_syntax_problem(file, e)]
+    absolute = source.absolute()
+    checker = _Checker(file, absolute.parent, check_files)
+    config = checker.gateway(doc, absolute)
+    if checker.problems:
+        return None, checker.problems
+    return config, []
+
+
+_TOML_WHERE = re.compile(r"^(?P<msg>.*?)\s*\(at (?P<where>line \d+, column \d+|end of document)\)$",
+                         re.DOTALL)
+
+
+def _syntax_problem(file: str, error: tomllib.TOMLDecodeError) -> str:
+    """One problem line for a TOML syntax error, keeping tomllib's line and column."""
+    text = str(error)
+    m = _TOML_WHERE.match(text)
+    if m is None:
+        return f"{file}: (file): invalid TOML: {text}"
+    return f"{file}: {m.group('where')}: invalid TOML: {m.group('msg')}"
+
+
+# -- validation -----------------------------------------------------------------
+
+_Path = tuple[str, ...]
+_REQUIRED: Any = object()  # default marker: the key must be present
+
+_NODE = re.compile(r"[A-Z0-9]{6}")
+_CENTRE_ID = re.compile(r"C[0-9]{5}")
+_UNIT_NO = re.compile(r"[0-9]{15}")
+_BANK_ID = re.compile(r"[A-Z0-9]{1,16}")
+_ACCOUNT_NO = re.compile(r"[0-9A-Za-z-]{1,32}")
+_BANK_CODE = re.compile(r"[0-9]{12}")
+
+_SECTIONS = ("gateway", "tls", "listen", "limits", "timeouts", "centres", "banks", "accounts",
+             "counterparties")
+_GATEWAY_KEYS = ("node", "database")
+_TLS_KEYS = ("certificate", "private_key", "ca")
+_LISTEN_KEYS = ("centre_api", "ops")
+_LIMIT_KEYS = ("max_amount", "large_amount", "max_batch")
+_TIMEOUT_SECONDS = ("heartbeat_interval", "dead_after", "receipt_timeout", "result_timeout",
+                    "status_query_interval", "max_feed_wait")
+_TIMEOUT_KEYS = _TIMEOUT_SECONDS + ("status_query_attempts",)
+_CENTRE_KEYS = ("unit_no", "name", "ca")
+_BANK_KEYS = ("name", "adapter", "node", "direction", "endpoint", "window", "ca")
+_ACCOUNT_KEYS = ("bank", "centre", "name", "type")
+_COUNTERPARTY_KEYS = ("name", "bank_code")
+
+# A centre's creditor.name is at most 60 characters (gateway.model), so a
+# longer registered counterparty name could never match one; debit account
+# names travel in the same bank fields.  Centre and bank names are only
+# shown to people, so they get a looser cap.
+_PARTY_NAME_MAX = 60
+_LABEL_MAX = 120
+
+_NO_TLS_ENDPOINT = ("TLS is added by the gateway (client certificates are required); "
+                    "give a plain tcp: endpoint")
+_LISTEN_TYPES = ("tcp", "tcp6", "unix", "systemd")
+_CONNECT_TYPES = ("tcp", "unix")
+_WILDCARD = frozenset({"", "0.0.0.0", "::"})
+
+
+@dataclass(frozen=True)
+class _Bind:
+    """Where a listener binds, enough to tell whether two listeners collide."""
+
+    family: str  # "ip", "unix" or "systemd"
+    where: str  # interface, socket path or inherited descriptor
+    port: int = 0
+
+    def clashes(self, other: _Bind) -> bool:
+        if self.family != other.family:
+            return False
+        if self.family != "ip":
+            return self.where == other.where
+        # Port 0 asks the kernel for a free port: never a collision.  A
+        # wildcard interface takes the port on every address.
+        return (self.port == other.port != 0
+                and (self.where == other.where or self.where in _WILDCARD
+                     or other.where in _WILDCARD))
+
+
+class _Checker:
+    """Walks the parsed TOML, recording every problem and building values where all is well."""
+
+    def __init__(self, file: str, base: Path, check_files: bool) -> None:
+        self.file = file
+        self.base = base
+        self.check_files = check_files
+        self.problems: list[str] = []
+        self.listeners: list[tuple[_Path, str, _Bind]] = []
+
+    def problem(self, path: _Path, reason: str) -> None:
+        self.problems.append(f"{self.file}: {_dotted(path)}: {reason}")
+
+    # -- the document -----------------------------------------------------
+
+    def gateway(self, doc: dict[str, Any], path: Path) -> GatewayConfig | None:
+        self.keys(doc, (), _SECTIONS)
+        node, database = self.gateway_section(self.section(doc, "gateway", required=True))
+        tls = self.tls(self.section(doc, "tls", required=True))
+        centre_api, ops = self.listen(self.section(doc, "listen", required=True))
+        limits = self.limits(self.section(doc, "limits"))
+        timeouts = self.timeouts(self.section(doc, "timeouts"))
+        raw_centres = self.section(doc, "centres") or {}
+        raw_banks = self.section(doc, "banks") or {}
+        centres = self.centres(raw_centres)
+        banks = self.banks(raw_banks, node)
+        # An account naming a registered bank or centre whose own entry has
+        # problems is not blamed for them: existence is by key.
+        accounts = self.accounts(self.section(doc, "accounts") or {}, set(raw_centres),
+                                 set(raw_banks))
+        counterparties = self.counterparties(self.section(doc, "counterparties") or {})
+        self.check_listeners()
+        if (node is None or database is None or tls is None or centre_api is None or ops is None
+                or limits is None or timeouts is None or self.problems):
+            return None
+        return GatewayConfig(
+            path=path, node=node, database=database, tls=tls, centre_api=centre_api, ops=ops,
+            limits=limits, timeouts=timeouts, centres=MappingProxyType(centres),
+            banks=MappingProxyType(banks), accounts=MappingProxyType(accounts),
+            counterparties=MappingProxyType(counterparties))
+
+    def gateway_section(self, table: dict[str, Any] | None) -> tuple[str | None, str | None]:
+        if table is None:
+            return None, None
+        self.keys(table, ("gateway",), _GATEWAY_KEYS)
+        node = self.string(table, ("gateway",), "node", pattern=_NODE,
+                           what="must be 6 of A-Z 0-9 (a node number such as D00000)")
+        return node, self.database(table, ("gateway",), "database")
+
+    def tls(self, table: dict[str, Any] | None) -> TlsConfig | None:
+        if table is None:
+            return None
+        self.keys(table, ("tls",), _TLS_KEYS)
+        certificate = self.file_path(table, ("tls",), "certificate")
+        private_key = self.file_path(table, ("tls",), "private_key")
+        ca = self.file_path(table, ("tls",), "ca")
+        if certificate is None or private_key is None or ca is None:
+            return None
+        return TlsConfig(certificate, private_key, ca)
+
+    def listen(self, table: dict[str, Any] | None) -> tuple[str | None, str | None]:
+        if table is None:
+            return None, None
+        self.keys(table, ("listen",), _LISTEN_KEYS)
+        centre_api = self.endpoint(table, ("listen",), "centre_api", listen=True)
+        return centre_api, self.endpoint(table, ("listen",), "ops", listen=True)
+
+    def limits(self, table: dict[str, Any] | None) -> Limits | None:
+        if table is None:
+            return None
+        at = ("limits",)
+        self.keys(table, at, _LIMIT_KEYS)
+        defaults = Limits()
+        max_amount = self.amount(table, at, "max_amount", defaults.max_amount)
+        large_amount = self.amount(table, at, "large_amount", defaults.large_amount)
+        max_batch = self.integer(table, at, "max_batch", 1, 1000, default=defaults.max_batch)
+        if max_amount is None or large_amount is None or max_batch is None:
+            return None
+        if large_amount > max_amount:
+            self.problem(at + ("large_amount",),
+                         f"must not be above limits.max_amount ({format_amount(max_amount)})")
+            return None
+        return Limits(max_amount, large_amount, max_batch)
+
+    def timeouts(self, table: dict[str, Any] | None) -> Timeouts | None:
+        if table is None:
+            return None
+        at = ("timeouts",)
+        self.keys(table, at, _TIMEOUT_KEYS)
+        defaults = Timeouts()
+        seconds = {key: self.seconds(table, at, key, getattr(defaults, key))
+                   for key in _TIMEOUT_SECONDS}
+        attempts = self.integer(table, at, "status_query_attempts", 1, None,
+                                default=defaults.status_query_attempts)
+        heartbeat, dead_after = seconds["heartbeat_interval"], seconds["dead_after"]
+        if heartbeat is not None and dead_after is not None and dead_after <= heartbeat:
+            # A peer must get at least one probe before it is declared dead.
+            self.problem(at + ("dead_after",),
+                         f"must be greater than timeouts.heartbeat_interval ({heartbeat:g})")
+            return None
+        if attempts is None or any(v is None for v in seconds.values()):
+            return None
+        return Timeouts(**seconds, status_query_attempts=attempts)
+
+    # -- registries -------------------------------------------------------
+
+    def centres(self, table: dict[str, Any]) -> dict[str, CentreConfig]:
+        found: dict[str, CentreConfig] = {}
+        unit_of: dict[str, str] = {}
+        for centre_id, entry in self.entries(table, "centres", _CENTRE_ID,
+                                             "must be C and 5 digits (the centre's node number)"):
+            at = ("centres", centre_id)
+            self.keys(entry, at, _CENTRE_KEYS)
+            unit_no = self.string(entry, at, "unit_no", pattern=_UNIT_NO, what="must be 15 digits")
+            name = self.label(entry, at, "name", _LABEL_MAX)
+            ca = self.file_path(entry, at, "ca", default=None)
+            if unit_no is not None:
+                if unit_no in unit_of:
+                    self.problem(at + ("unit_no",),
+                                 f"same unit_no as {_dotted(('centres', unit_of[unit_no]))}")
+                unit_of.setdefault(unit_no, centre_id)
+            if unit_no is not None and name is not None:
+                found[centre_id] = CentreConfig(centre_id, unit_no, name, ca)
+        return found
+
+    def banks(self, table: dict[str, Any], gateway_node: str | None) -> dict[str, BankConfig]:
+        found: dict[str, BankConfig] = {}
+        node_of: dict[str, str] = {}
+        installed = sorted(set(iter_adapter_names()))
+        for bank_id, entry in self.entries(table, "banks", _BANK_ID, "must be 1-16 of A-Z 0-9"):
+            at = ("banks", bank_id)
+            self.keys(entry, at, _BANK_KEYS)
+            name = self.label(entry, at, "name", _LABEL_MAX)
+            adapter = self.string(entry, at, "adapter")
+            if adapter is not None and adapter not in installed:
+                self.problem(at + ("adapter",),
+                             f"no adapter named {_show(adapter)} is installed "
+                             f"(installed: {', '.join(installed) or 'none'})")
+                adapter = None
+            node = self.string(entry, at, "node", pattern=_NODE, what="must be 6 of A-Z 0-9")
+            if node is not None:
+                # The node number tells the two ends of a link apart, and a
+                # bank's frames apart from another bank's in logs and evidence.
+                if node == gateway_node:
+                    self.problem(at + ("node",), "is the gateway's own node (gateway.node)")
+                elif node in node_of:
+                    self.problem(at + ("node",), f"same node as {_dotted(('banks', node_of[node]))}")
+                node_of.setdefault(node, bank_id)
+            direction = self.string(entry, at, "direction")
+            if direction is not None and direction not in ("listen", "connect"):
+                self.problem(at + ("direction",),
+                             f'must be "listen" or "connect", not {_show(direction)}')
+                direction = None
+            if direction is not None:
+                endpoint = self.endpoint(entry, at, "endpoint", listen=direction == "listen")
+            else:
+                # Which kind of endpoint it must be is unknown; still say if it is missing.
+                endpoint = self.string(entry, at, "endpoint")
+            window = self.integer(entry, at, "window", 1, 10000)
+            ca = self.file_path(entry, at, "ca", default=None)
+            if (name is not None and adapter is not None and node is not None
+                    and direction is not None and endpoint is not None and window is not None):
+                found[bank_id] = BankConfig(bank_id, name, adapter, node, direction, endpoint,
+                                            window, ca)
+        return found
+
+    def accounts(self, table: dict[str, Any], centres: Collection[str],
+                 banks: Collection[str]) -> dict[str, AccountConfig]:
+        found: dict[str, AccountConfig] = {}
+        for number, entry in self.entries(table, "accounts", _ACCOUNT_NO,
+                                          "must be 1-32 of 0-9 A-Z a-z -"):
+            at = ("accounts", number)
+            self.keys(entry, at, _ACCOUNT_KEYS)
+            bank = self.string(entry, at, "bank")
+            if bank is not None and bank not in banks:
+                self.problem(at + ("bank",), f"no bank {_show(bank)} in [banks]")
+                bank = None
+            centre = self.string(entry, at, "centre")
+            if centre is not None and centre not in centres:
+                self.problem(at + ("centre",), f"no centre {_show(centre)} in [centres]")
+                centre = None
+            name = self.label(entry, at, "name", _PARTY_NAME_MAX)
+            kind = self.string(entry, at, "type")
+            if kind is not None and kind not in ACCOUNT_TYPES:
+                self.problem(at + ("type",),
+                             f"must be one of {', '.join(sorted(ACCOUNT_TYPES))}, not {_show(kind)}")
+                kind = None
+            if bank is not None and centre is not None and name is not None and kind is not None:
+                found[number] = AccountConfig(number, bank, centre, name, kind)
+        return found
+
+    def counterparties(self, table: dict[str, Any]) -> dict[str, CounterpartyConfig]:
+        found: dict[str, CounterpartyConfig] = {}
+        for account, entry in self.entries(table, "counterparties", _ACCOUNT_NO,
+                                           "must be 1-32 of 0-9 A-Z a-z -"):
+            at = ("counterparties", account)
+            self.keys(entry, at, _COUNTERPARTY_KEYS)
+            name = self.label(entry, at, "name", _PARTY_NAME_MAX)
+            bank_code = self.string(entry, at, "bank_code", pattern=_BANK_CODE,
+                                    what="must be a 12-digit CNAPS code")
+            if name is not None and bank_code is not None:
+                found[account] = CounterpartyConfig(account, name, bank_code)
+        return found
+
+    def entries(self, table: dict[str, Any], section: str, pattern: re.Pattern[str],
+                what: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        """The entries of a registry whose key is well formed and whose value is a table."""
+        for key, entry in table.items():
+            good_key = pattern.fullmatch(key) is not None
+            if not good_key:
+                self.problem((section, key), what)
+            if not isinstance(entry, dict):
+                self.problem((section, key), f"must be a table, not {_show(entry)}")
+            elif good_key:
+                yield key, entry
+
+    # -- listeners --------------------------------------------------------
+
+    def check_listeners(self) -> None:
+        for i, (path, endpoint, bind) in enumerate(self.listeners):
+            for earlier_path, _earlier, earlier_bind in self.listeners[:i]:
+                if bind.clashes(earlier_bind):
+                    self.problem(path, f"{_show(endpoint)} listens on the same address as "
+                                       f"{_dotted(earlier_path)}")
+                    break
+
+    # -- sections and keys ------------------------------------------------
+
+    def section(self, doc: dict[str, Any], name: str, *,
+                required: bool = False) -> dict[str, Any] | None:
+        """The table ``[name]``: empty when absent and optional, None (problem recorded) when
+        absent and required or not a table, so its keys are not reported missing one by one."""
+        value = doc.get(name)
+        if value is None:
+            if required:
+                self.problem((name,), "is required")
+                return None
+            return {}
+        if not isinstance(value, dict):
+            self.problem((name,), f"must be a table, not {_show(value)}")
+            return None
+        return value
+
+    def keys(self, table: Mapping[str, Any], path: _Path, allowed: Sequence[str]) -> None:
+        """Report every key of ``table`` not in ``allowed``, suggesting the nearest one."""
+        for key in table:
+            if key in allowed:
+                continue
+            near = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+            hint = f"did you mean {_show(near[0])}?" if near else f"known keys: {', '.join(allowed)}"
+            self.problem(path + (key,), f"unknown key ({hint})")
+
+    def present(self, table: Mapping[str, Any], path: _Path, key: str, default: Any) -> bool:
+        """Whether ``key`` is there; records "is required" when it is not and has no default."""
+        if key in table:
+            return True
+        if default is _REQUIRED:
+            self.problem(path + (key,), "is required")
+        return False
+
+    # -- values -----------------------------------------------------------
+
+    def string(self, table: Mapping[str, Any], path: _Path, key: str, *,
+               pattern: re.Pattern[str] | None = None, what: str = "") -> str | None:
+        """A required non-empty string, matching ``pattern`` when one is given."""
+        if not self.present(table, path, key, _REQUIRED):
+            return None
+        value = table[key]
+        if not isinstance(value, str):
+            self.problem(path + (key,), f"must be a string, not {_show(value)}")
+            return None
+        if not value:
+            self.problem(path + (key,), "must not be empty")
+            return None
+        if pattern is not None and not pattern.fullmatch(value):
+            self.problem(path + (key,), f"{what or 'has a bad format'}, not {_show(value)}")
+            return None
+        return value
+
+    def label(self, table: Mapping[str, Any], path: _Path, key: str, max_len: int) -> str | None:
+        """A required human-readable name: not blank, no control characters, at most ``max_len``."""
+        value = self.string(table, path, key)
+        if value is None:
+            return None
+        if not value.strip():
+            self.problem(path + (key,), "must not be blank")
+        elif len(value) > max_len:
+            self.problem(path + (key,), f"longer than {max_len} characters")
+        elif any(_is_control(c) for c in value):
+            self.problem(path + (key,), "contains control characters")
+        else:
+            return value
+        return None
+
+    def integer(self, table: Mapping[str, Any], path: _Path, key: str, low: int,
+                high: int | None, *, default: Any = _REQUIRED) -> int | None:
+        """An integer in ``low..high`` (no upper bound when ``high`` is None); never a bool."""
+        if not self.present(table, path, key, default):
+            return None if default is _REQUIRED else int(default)
+        value = table[key]
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.problem(path + (key,), f"must be an integer, not {_show(value)}")
+            return None
+        if value < low or (high is not None and value > high):
+            bounds = f"from {low} to {high}" if high is not None else f"at least {low}"
+            self.problem(path + (key,), f"must be {bounds}, not {value}")
+            return None
+        return value
+
+    def seconds(self, table: Mapping[str, Any], path: _Path, key: str,
+                default: float) -> float | None:
+        """A finite number of seconds > 0; a TOML integer is fine, a bool never is."""
+        if not self.present(table, path, key, default):
+            return float(default)
+        value = table[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            self.problem(path + (key,), f"must be a number of seconds, not {_show(value)}")
+            return None
+        seconds = float(value)
+        if not math.isfinite(seconds) or seconds <= 0:
+            self.problem(path + (key,), f"must be a finite number greater than 0, not {_show(value)}")
+            return None
+        return seconds
+
+    def amount(self, table: Mapping[str, Any], path: _Path, key: str, default: int) -> int | None:
+        """A CNY amount written as a string (``"1000000.00"``), in fen."""
+        if not self.present(table, path, key, default):
+            return default
+        try:
+            return parse_amount(table[key])
+        except ValueError as e:
+            self.problem(path + (key,), str(e))
+            return None
+
+    def file_path(self, table: Mapping[str, Any], path: _Path, key: str, *,
+                  default: Any = _REQUIRED) -> Path | None:
+        """A file path, resolved against the config's directory; it must exist if checked."""
+        if not self.present(table, path, key, default):
+            return None
+        value = table[key]
+        if not isinstance(value, str):
+            self.problem(path + (key,), f"must be a path string, not {_show(value)}")
+            return None
+        if not value or "\0" in value:
+            self.problem(path + (key,), "must be a non-empty path without NUL characters")
+            return None
+        resolved = self.base / value  # an absolute value replaces the base
+        if self.check_files:
+            if not resolved.exists():
+                self.problem(path + (key,), f"no such file: {resolved}")
+            elif not resolved.is_file():
+                self.problem(path + (key,), f"not a regular file: {resolved}")
+        return resolved
+
+    def database(self, table: Mapping[str, Any], path: _Path, key: str) -> str | None:
+        """A SQLAlchemy URL: SQLite (relative paths against the config dir) or psycopg PostgreSQL."""
+        url = self.string(table, path, key)
+        if url is None:
+            return None
+        if url.startswith("postgresql+psycopg://"):
+            from sqlalchemy.engine import make_url
+            from sqlalchemy.exc import ArgumentError
+
+            try:
+                make_url(url)
+            except (ArgumentError, ValueError) as e:
+                self.problem(path + (key,), f"not a valid PostgreSQL URL: {e}")
+                return None
+            return url
+        if url == "sqlite://":
+            return url  # in memory
+        if url.startswith("sqlite:///"):
+            file, query_mark, query = url[len("sqlite:///"):].partition("?")
+            if file in ("", ":memory:") or file.startswith("/"):
+                return url  # in memory, or already absolute (sqlite:////abs/path.db)
+            return f"sqlite:///{self.base / file}{query_mark}{query}"
+        if url.startswith("sqlite:"):
+            self.problem(path + (key,), "a SQLite URL is sqlite:///relative/path.db (to this file's "
+                                        "directory), sqlite:////absolute/path.db or sqlite:// "
+                                        f"(in memory), not {_show(url)}")
+            return None
+        self.problem(path + (key,), 'must be a "sqlite:///..." or "postgresql+psycopg://..." URL, '
+                                    f"not {_show(url)}")
+        return None
+
+    def endpoint(self, table: Mapping[str, Any], path: _Path, key: str, *,
+                 listen: bool) -> str | None:
+        """A Twisted endpoint string: a server one when ``listen``, else a client one.
+
+        Listeners are also recorded so that collisions can be reported.
+        """
+        value = self.string(table, path, key)
+        if value is None:
+            return None
+        at = path + (key,)
+        try:
+            args, kwargs = _split_endpoint(value)
+        except ValueError as e:
+            self.problem(at, str(e))
+            return None
+        kind = args.pop(0)
+        if kind in ("ssl", "tls"):
+            self.problem(at, f"{kind}: endpoints are refused: {_NO_TLS_ENDPOINT}")
+            return None
+        known = _LISTEN_TYPES if listen else _CONNECT_TYPES
+        if kind not in known:
+            role = "listening" if listen else "connecting"
+            self.problem(at, f"unknown {role} endpoint type {_show(kind)} "
+                             f"(known: {', '.join(t + ':' for t in known)})")
+            return None
+        try:
+            bind = _check_listener(kind, args, kwargs) if listen else None
+            if not listen:
+                _check_connector(kind, args, kwargs)
+            if kind != "systemd":
+                _twisted_accepts(value, server=listen)
+        except ValueError as e:
+            self.problem(at, f"not a valid {kind}: endpoint: {e}")
+            return None
+        if bind is not None:
+            self.listeners.append((at, value, bind))
+        return value
+
+
+# -- endpoint strings ----------------------------------------------------------
+
+
+def _split_endpoint(description: str) -> tuple[list[str], dict[str, str]]:
+    """Split like ``twisted.internet.endpoints._parse``: ``type:arg:key=value``.
+
+    ``:`` separates fields, the first ``=`` in a field makes it a keyword, and
+    a backslash takes the next character literally.
+    """
+    fields: list[list[str]] = []
+    parts: list[str] = []
+    current = ""
+    chars = iter(description)
+    for ch in chars:
+        if ch == "\\":
+            nxt = next(chars, None)
+            if nxt is None:
+                raise ValueError("ends with a lone backslash")
+            current += nxt
+        elif ch == ":":
+            fields.append(parts + [current])
+            parts, current = [], ""
+        elif ch == "=" and not parts:
+            parts, current = [current], ""
+        else:
+            current += ch
+    fields.append(parts + [current])
+    args: list[str] = []
+    kwargs: dict[str, str] = {}
+    for field in fields:
+        if len(field) == 1:
+            args.append(field[0])
+        elif field[0] in kwargs:
+            raise ValueError(f"{field[0]}= given twice")
+        else:
+            kwargs[field[0]] = field[1]
+    if not args or not args[0]:
+        raise ValueError("must start with an endpoint type such as tcp:")
+    return args, kwargs
+
+
+def _int_field(text: str, name: str, low: int, high: int) -> int:
+    if not re.fullmatch(r"[0-9]{1,10}", text) or not low <= int(text) <= high:
+        raise ValueError(f"{name} must be a number from {low} to {high}, not {text!r}")
+    return int(text)
+
+
+def _only(kwargs: Mapping[str, str], allowed: Collection[str]) -> None:
+    unknown = sorted(set(kwargs) - set(allowed))
+    if unknown:
+        raise ValueError(f"unknown option {unknown[0]}= (known: {', '.join(sorted(allowed))})")
+
+
+def _positional(args: list[str], kwargs: dict[str, str], names: Sequence[str]) -> dict[str, str]:
+    """Merge positional fields into keywords in ``names`` order, as Twisted's parsers do."""
+    if len(args) > len(names):
+        raise ValueError(f"too many fields (expected {', '.join(names)})")
+    merged = dict(kwargs)
+    for name, value in zip(names, args):
+        if name in merged:
+            raise ValueError(f"{name} given twice")
+        merged[name] = value
+    return merged
+
+
+def _check_listener(kind: str, args: list[str], kwargs: dict[str, str]) -> _Bind:
+    """Validate a server endpoint's fields; where it binds.  Raises ``ValueError``."""
+    if kind == "systemd":
+        if args:
+            raise ValueError("takes only domain= and index= or name=")
+        _only(kwargs, ("domain", "index", "name"))
+        if kwargs.get("domain") not in ("INET", "INET6", "UNIX"):
+            raise ValueError("domain= must be INET, INET6 or UNIX")
+        if ("index" in kwargs) == ("name" in kwargs):
+            raise ValueError("give exactly one of index= or name=")
+        if "index" in kwargs:
+            _int_field(kwargs["index"], "index", 0, 1023)
+            return _Bind("systemd", "index=" + kwargs["index"])
+        return _Bind("systemd", "name=" + kwargs["name"])
+    if kind == "unix":
+        fields = _positional(args, kwargs, ("address",))
+        _only(fields, ("address", "mode", "backlog", "lockfile"))
+        if not fields.get("address"):
+            raise ValueError("needs a socket path")
+        if "mode" in fields and not re.fullmatch(r"[0-7]{1,4}", fields["mode"]):
+            raise ValueError(f"mode must be octal such as 660, not {fields['mode']!r}")
+        if "backlog" in fields:
+            _int_field(fields["backlog"], "backlog", 1, 65535)
+        if fields.get("lockfile", "1") not in ("0", "1"):
+            raise ValueError("lockfile must be 0 or 1")
+        bind = _Bind("unix", fields["address"])
+    else:  # tcp, tcp6
+        fields = _positional(args, kwargs, ("port",))
+        _only(fields, ("port", "interface", "backlog"))
+        if "port" not in fields:
+            raise ValueError("needs a port")
+        port = _int_field(fields["port"], "port", 0, 65535)
+        if "backlog" in fields:
+            _int_field(fields["backlog"], "backlog", 1, 65535)
+        interface = fields.get("interface", "::" if kind == "tcp6" else "")
+        if interface:
+            try:
+                ipaddress.ip_address(interface)
+            except ValueError:
+                # Twisted would only fail at listen time, long after check-config said yes.
+                raise ValueError(f"interface must be an IP address (escape IPv6 colons as "
+                                 f"\\:), not {interface!r}") from None
+        bind = _Bind("ip", interface, port)
+    return bind
+
+
+def _check_connector(kind: str, args: list[str], kwargs: dict[str, str]) -> None:
+    """Validate a client endpoint's fields.  Raises ``ValueError``."""
+    if kind == "unix":
+        fields = _positional(args, kwargs, ("path",))
+        _only(fields, ("path", "lockfile", "timeout"))
+        if not fields.get("path"):
+            raise ValueError("needs a socket path")
+        if fields.get("lockfile", "0") not in ("0", "1"):
+            raise ValueError("lockfile must be 0 or 1")
+    else:  # tcp
+        fields = _positional(args, kwargs, ("host", "port"))
+        _only(fields, ("host", "port", "timeout", "bindAddress"))
+        if not fields.get("host"):
+            raise ValueError("needs a host (tcp:HOST:PORT)")
+        if "port" not in fields:
+            raise ValueError("needs a port (tcp:HOST:PORT)")
+        _int_field(fields["port"], "port", 1, 65535)
+    if "timeout" in fields:
+        _int_field(fields["timeout"], "timeout", 1, 3600)
+
+
+def _twisted_accepts(description: str, *, server: bool) -> None:
+    """Let Twisted itself build the endpoint (no I/O happens) so nothing it refuses gets past.
+
+    Called only for kinds whose fields were checked above; systemd endpoints
+    are not built here because Twisted looks the inherited descriptor up while
+    parsing, and config is checked outside systemd too.  A memory reactor
+    stands in: checking config must not install the global reactor.
+    """
+    from twisted.internet.endpoints import clientFromString, serverFromString
+    from twisted.internet.testing import MemoryReactor
+
+    try:
+        if server:
+            serverFromString(MemoryReactor(), description)
+        else:
+            clientFromString(MemoryReactor(), description)
+    except Exception as e:  # Twisted reports bad fields with assorted exception types
+        raise ValueError(f"Twisted refuses it: {e}") from e
+
+
+# -- small helpers ---------------------------------------------------------------
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _dotted(path: Sequence[str]) -> str:
+    """A key path as TOML would write it: ``banks.B001.window``, quoting odd keys."""
+    return ".".join(_toml_key(part) for part in path)
+
+
+def _show(value: Any) -> str:
+    """A value for an error message: as TOML would write it, shortened; tables only by kind."""
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    try:
+        text = _toml_value(value, inline_tables=True)
+    except (TypeError, ValueError):
+        return f"a {type(value).__name__}"  # dates and times: TOML has them, we use none
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _is_control(ch: str) -> bool:
+    code = ord(ch)
+    return code < 0x20 or 0x7F <= code < 0xA0 or 0xD800 <= code <= 0xDFFF
+
+
+# -- writing TOML ---------------------------------------------------------------
+
+_INT64 = (-(2**63), 2**63 - 1)
+_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f",
+            "\r": "\\r"}
+
+
+def render_toml(data: Mapping[str, Any], *,
+                inline: Collection[str] = ("accounts", "counterparties")) -> str:
+    """Write ``data`` as a TOML document that ``tomllib.loads`` reads back equal.
+
+    Supports nested tables, strings (any Unicode text but lone surrogates;
+    Chinese is written as is), ints (64-bit), floats (``inf``/``nan``
+    included), bools and arrays of those.  A mapping inside a table becomes a
+    ``[dotted.header]`` section, except inside the tables named in ``inline``
+    (dotted names from the top, default ``accounts`` and ``counterparties``),
+    whose entries are written one per line as inline tables.  Raises
+    ``TypeError`` for values TOML cannot hold here (``None``, non-string keys,
+    other types) and ``ValueError`` for ints out of range or lone surrogates.
+    """
+    inline_paths = {tuple(name.split(".")) for name in inline}
+    lines: list[str] = []
+    _render_table(lines, (), data, inline_paths)
+    return "\n".join(lines).strip("\n") + "\n"
+
+
+def _render_table(lines: list[str], path: tuple[str, ...], table: Mapping[str, Any],
+                  inline_paths: set[tuple[str, ...]]) -> None:
+    for key in table:
+        if not isinstance(key, str):
+            raise TypeError(f"TOML keys are strings, not {type(key).__name__}: {key!r}")
+    inline_here = path in inline_paths
+    # Plain key/value lines must come before any sub-table header, or TOML
+    # would put them in the sub-table.
+    values = [(k, v) for k, v in table.items() if inline_here or not isinstance(v, Mapping)]
+    subtables = [(k, v) for k, v in table.items() if not inline_here and isinstance(v, Mapping)]
+    # A table with only sub-tables is created implicitly by their headers;
+    # an empty one needs its own header to exist at all.
+    if path and (values or not subtables):
+        lines.append("")
+        lines.append(f"[{_dotted(path)}]")
+    for key, value in values:
+        lines.append(f"{_toml_key(key)} = {_toml_value(value, inline_tables=True)}")
+    for key, value in subtables:
+        _render_table(lines, path + (key,), value, inline_paths)
+
+
+def _toml_key(key: str) -> str:
+    return key if _BARE_KEY.fullmatch(key) else _toml_string(key)
+
+
+def _toml_string(text: str) -> str:
+    out = ['"']
+    for ch in text:
+        escaped = _ESCAPES.get(ch)
+        if escaped is not None:
+            out.append(escaped)
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\u{ord(ch):04X}")
+        elif 0xD800 <= ord(ch) <= 0xDFFF:
+            raise ValueError("a lone surrogate cannot be written as TOML (UTF-8) text")
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+def _toml_value(value: Any, *, inline_tables: bool) -> str:
+    if isinstance(value, str):
+        return _toml_string(value)
+    if isinstance(value, bool):  # before int: bool is an int subclass
+        return "true" if value else "false"
+    if isinstance(value, int):
+        if not _INT64[0] <= value <= _INT64[1]:
+            raise ValueError(f"TOML integers are 64-bit; {value} is out of range")
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return repr(value)  # shortest round-tripping form, always with "." or "e"
+    if isinstance(value, Mapping) and inline_tables:
+        for key in value:
+            if not isinstance(key, str):
+                raise TypeError(f"TOML keys are strings, not {type(key).__name__}: {key!r}")
+        if not value:
+            return "{}"
+        items = ", ".join(f"{_toml_key(k)} = {_toml_value(v, inline_tables=True)}"
+                          for k, v in value.items())
+        return "{ " + items + " }"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v, inline_tables=True) for v in value) + "]"
+    raise TypeError(f"cannot write a {type(value).__name__} as TOML")
