@@ -156,7 +156,9 @@ class Result:
     """The final outcome of instruction ``ref`` (as an answer to it or to a StatusQuery).
 
     A Result implies receipt.  ``host_seq_no`` is the bank host serial of the
-    execution (empty on failure when the bank gave none).
+    execution (empty on failure when the bank gave none).  A result the bank
+    pushes after a Receipt is a late answer to the instruction: ``reply_to``
+    is then ``ref``, and the gateway acknowledges it once committed.
     """
 
     seq_no: str
@@ -278,11 +280,11 @@ class Adapter(Protocol):
     def framer(self) -> Framer:
         """A fresh framer for one connection."""
 
-    def encode(self, message: Message, *, sender: str) -> bytes:
+    def encode(self, message: Message, *, sender: str, receiver: str = "") -> bytes:
         """One complete frame (header included) carrying ``message``.
 
-        ``sender`` is the sending party's node number where the frame header
-        has a place for it.  Raises :class:`AdapterError` when a value cannot be
+        ``sender`` and ``receiver`` are the two parties' node numbers, for
+        protocols whose frames or heads name them.  Raises :class:`AdapterError` when a value cannot be
         carried (a character outside the charset, a field too long).
         """
 

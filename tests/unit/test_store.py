@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 
 import pytest
 import pytest_twisted
-from sqlalchemy import select, update
+from sqlalchemy import select
 from twisted.internet import defer, reactor
 
 from gateway import lifecycle
-from gateway.model import Creditor, Instruction, State
+from gateway.model import Creditor, Instruction
 from gateway.store import instructions as q
 from gateway.store import schema
 from gateway.store.db import Database, GENESIS, chain_hash

@@ -1,0 +1,45 @@
+"""Prometheus metrics of one gateway, on a registry of its own (so tests can run several)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = ["GatewayMetrics"]
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+
+class GatewayMetrics:
+    """Every metric the gateway exports; names follow Prometheus conventions."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        r = self.registry = registry or CollectorRegistry()
+        self.instructions = Counter(
+            "hpf_gateway_instructions", "Instructions that entered each state, by bank.",
+            ["bank", "state"], registry=r)
+        self.submit_to_final = Histogram(
+            "hpf_gateway_submit_to_final_seconds", "From intake commit to the final state being committed.",
+            ["bank"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.link_up = Gauge(
+            "hpf_gateway_bank_link_up", "1 while the bank link is connected and signed on.", ["bank"], registry=r)
+        self.queue_depth = Gauge(
+            "hpf_gateway_bank_queue_depth", "Instructions waiting to be sent or waiting for the bank's receipt.",
+            ["bank"], registry=r)
+        self.awaiting_result = Gauge(
+            "hpf_gateway_bank_awaiting_result", "Instructions the bank has received and not yet settled.",
+            ["bank"], registry=r)
+        self.frames = Counter(
+            "hpf_gateway_bank_frames", "Frames on bank links.", ["bank", "direction"], registry=r)
+        self.resends = Counter(
+            "hpf_gateway_bank_resends", "Instructions resent with their original reference.", ["bank"], registry=r)
+        self.status_queries = Counter(
+            "hpf_gateway_bank_status_queries", "Status inquiries sent for instructions without a result.",
+            ["bank"], registry=r)
+        self.in_doubt = Counter(
+            "hpf_gateway_in_doubt", "Instructions that went in doubt.", ["bank"], registry=r)
+        self.refused = Counter(
+            "hpf_gateway_refused", "Inputs refused, by source and reason.", ["source", "reason"], registry=r)
+        self.security_events = Counter(
+            "hpf_gateway_security_events", "Refused peers and authorisation denials.", ["kind"], registry=r)
+        self.api_requests = Counter(
+            "hpf_gateway_api_requests", "Centre API requests by route and status.", ["route", "status"], registry=r)

@@ -1,0 +1,475 @@
+"""The outbox toward each bank: what to send, what to resend, what to ask, what to acknowledge.
+
+One :class:`BankDispatcher` per bank owns that bank's open instructions.  It
+sends in commit order through whatever link session is up, keeps at most
+``window`` instructions waiting for a receipt, resends with the same
+reference only while the receipt is unconfirmed (G2), turns overdue results
+into status inquiries and then ``in_doubt`` (G6), and acknowledges bank
+pushes only after they are committed (G1).  It knows nothing of sockets: a
+link session hands it decoded messages and gives it a ``send`` callable.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from collections import OrderedDict
+from dataclasses import asdict, dataclass
+from itertools import count
+from typing import Any, Iterable, Protocol
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from adapters import base as msg
+from gateway import lifecycle
+from gateway.config import BankConfig, GatewayConfig
+from gateway.metrics import GatewayMetrics
+from gateway.model import FINAL_STATES, State
+from gateway.store import instructions as q
+from gateway.store.db import Database
+
+__all__ = ["LinkSession", "BankDispatcher", "Relay"]
+
+log = Logger()
+
+_CREDITOR_IS_PERSON = {"withdrawal", "refund"}
+
+
+class LinkSession(Protocol):
+    """What a dispatcher needs of a signed-on link."""
+
+    def send(self, message: msg.Message) -> None: ...
+
+
+@dataclass
+class _Waiting:
+    """An instruction the bank has received and not settled."""
+
+    since: float
+    queries: int = 0
+    next_query_at: float = 0.0
+
+
+def _entry_json(entry: msg.Entry) -> dict[str, Any]:
+    out = asdict(entry)
+    out["value_date"] = entry.value_date.isoformat()
+    out["time"] = entry.time.isoformat()
+    return out
+
+
+class BankDispatcher:
+    """The relay for one bank (see the module docstring)."""
+
+    def __init__(self, bank: BankConfig, config: GatewayConfig, db: Database, clock: IReactorTime,
+                 metrics: GatewayMetrics) -> None:
+        self.bank = bank
+        self.config = config
+        self.db = db
+        self.clock = clock
+        self.metrics = metrics
+        self.timeouts = config.timeouts
+        self.session: LinkSession | None = None
+        self.rows: dict[str, dict[str, Any]] = {}          # ref -> row, every open instruction
+        self.pending: OrderedDict[str, None] = OrderedDict()  # refs to send on the current session
+        self.in_flight: dict[str, float] = {}               # ref -> sent at, awaiting receipt
+        self.waiting: dict[str, _Waiting] = {}              # ref -> accepted, awaiting result
+        self.queries: dict[str, str] = {}                   # StatusQuery seq_no -> ref
+        self.last_id = 0
+        self._seq = count(1)
+        self._seq_prefix = f"G{int(clock.seconds()) % 10**8:08d}"
+        self._loaded = False
+        self._sent_once: set[str] = set()  # refs sent by this process (for the resend metric)
+
+    # -- feeding -------------------------------------------------------------
+
+    def load(self) -> Deferred[None]:
+        """Take over every open instruction of this bank from the store (start-up, takeover)."""
+        d = self.db.read(q.load_open, self.bank.id)
+
+        def loaded(rows: list[dict[str, Any]]) -> None:
+            now = self.clock.seconds()
+            for row in rows:
+                ref = row["bank_ref"]
+                if ref in self.rows:
+                    continue
+                self.rows[ref] = row
+                self.last_id = max(self.last_id, row["id"])
+                if row["state"] == State.ACCEPTED.value:
+                    self.waiting[ref] = _Waiting(since=now)
+                else:
+                    self.pending[ref] = None
+            self._loaded = True
+            log.info("relay.loaded", bank=self.bank.id, open=len(rows))
+            self._gauges()
+            self.pump()
+
+        return d.addCallback(loaded)
+
+    def enqueue(self, rows: Iterable[dict[str, Any]]) -> None:
+        """New instructions committed for this bank: queue them in commit order."""
+        for row in rows:
+            ref = row["bank_ref"]
+            if ref in self.rows:
+                continue
+            self.rows[ref] = row
+            self.pending[ref] = None
+            self.last_id = max(self.last_id, row["id"])
+        self._gauges()
+        self.pump()
+
+    def poll(self) -> Deferred[None]:
+        """Pick up instructions another node's intake committed for this bank."""
+        d = self.db.read(q.load_new, self.bank.id, self.last_id, 1000)
+        return d.addCallback(self.enqueue)
+
+    # -- the link ------------------------------------------------------------
+
+    def link_up(self, session: LinkSession) -> None:
+        """A session signed on: everything without a receipt goes again, same reference."""
+        self.session = session
+        resend = list(self.in_flight)
+        self.in_flight.clear()
+        for ref in reversed(resend):
+            self.pending[ref] = None
+            self.pending.move_to_end(ref, last=False)
+        self.metrics.link_up.labels(self.bank.id).set(1)
+        log.info("link.up", bank=self.bank.id, resend=len(resend), pending=len(self.pending))
+        self.pump()
+
+    def link_down(self, session: LinkSession) -> None:
+        if session is not self.session:
+            return
+        self.session = None
+        self.metrics.link_up.labels(self.bank.id).set(0)
+        log.warn("link.down", bank=self.bank.id, in_flight=len(self.in_flight), pending=len(self.pending))
+
+    def next_seq(self) -> str:
+        """A unique serial for the gateway's own control messages on this link."""
+        return f"{self._seq_prefix}{next(self._seq):011d}"
+
+    def pump(self) -> None:
+        """Send queued instructions while the window has room."""
+        if self.session is None:
+            return
+        sent: list[str] = []
+        now = self.clock.seconds()
+        while self.pending and len(self.in_flight) < self.bank.window:
+            ref, _ = self.pending.popitem(last=False)
+            row = self.rows.get(ref)
+            if row is None:
+                continue
+            self.session.send(self._instruction(row))
+            if row.get("sends", 0) or ref in self._sent_once:
+                self.metrics.resends.labels(self.bank.id).inc()
+            self._sent_once.add(ref)
+            self.in_flight[ref] = now
+            sent.append(ref)
+        if sent:
+            d = self.db.write(lambda tx: q.record_sent(tx, self.bank.id, sent))
+            d.addCallback(self._count_sent, sent)
+            d.addErrback(lambda f: log.failure("relay.record_sent_failed", f, bank=self.bank.id))
+        self._gauges()
+
+    def _count_sent(self, changed: int, refs: list[str]) -> None:
+        for ref in refs:
+            row = self.rows.get(ref)
+            if row is not None and row["state"] == State.RECEIVED.value:
+                row["state"] = State.SENT.value
+        if changed:
+            self.metrics.instructions.labels(self.bank.id, State.SENT.value).inc(changed)
+
+    def _instruction(self, row: dict[str, Any]) -> msg.Instruction:
+        body = json.loads(row["body"])
+        centre = self.config.centres[row["centre_id"]]
+        account = self.config.accounts.get(row["debit_account"])
+        creditor = body["creditor"]
+        created = _dt.datetime.fromtimestamp(row["created_us"] / 1_000_000, _dt.timezone.utc).date()
+        return msg.Instruction(
+            seq_no=row["bank_ref"], send_date=created, centre_node=centre.id, unit_no=centre.unit_no,
+            debit_account=row["debit_account"], debit_name=account.name if account else "",
+            creditor_account=creditor["account"], creditor_name=creditor["name"],
+            creditor_bank_code=creditor["bank_code"],
+            creditor_personal=body["purpose"] in _CREDITOR_IS_PERSON,
+            same_bank=creditor["bank_code"][:3] == self.bank.node[:3],
+            amount=row["amount"], purpose=body["purpose"], memo=body.get("memo") or "",
+            reference=row["instruction_id"],
+        )
+
+    # -- what the bank says --------------------------------------------------
+
+    def handle(self, message: msg.Message, raw: bytes) -> None:
+        """One decoded message from the bank (link control is handled by the session)."""
+        match message:
+            case msg.Receipt():
+                self._on_receipt(message, raw)
+            case msg.Result():
+                self._on_result(message, raw)
+            case msg.NotFound():
+                self._on_not_found(message, raw)
+            case msg.Movement():
+                self._on_movement(message, raw)
+            case msg.Balance():
+                self._on_balance(message, raw)
+            case msg.Statement():
+                self._on_statement(message, raw)
+            case _:
+                self.metrics.refused.labels(f"bank:{self.bank.id}", "unexpected_message").inc()
+                log.warn("bank.unexpected_message", bank=self.bank.id, kind=type(message).__name__)
+
+    def _ack(self, message: msg.Message, ok: bool = True, code: str = "", text: str = "") -> None:
+        if self.session is not None:
+            self.session.send(msg.Ack(self.next_seq(), message.seq_no, ok, code, text))
+
+    def _foreign(self, message: msg.Message, what: str, value: str) -> None:
+        """A bank reported on something that is not its own: refuse, log, count, change nothing."""
+        self.metrics.refused.labels(f"bank:{self.bank.id}", f"foreign_{what}").inc()
+        self.metrics.security_events.labels(f"bank_foreign_{what}").inc()
+        log.warn("bank.foreign_" + what, bank=self.bank.id, value=value if what != "account" else None,
+                 account=value if what == "account" else None)
+        self._ack(message, ok=False, code="E403", text=f"not an {what} of this bank")
+
+    def _on_receipt(self, m: msg.Receipt, raw: bytes) -> None:
+        ref = m.ref
+        self.in_flight.pop(ref, None)
+        self.queries.pop(m.reply_to, None)
+        if ref not in self.rows:
+            # Not open here: already settled (a late receipt), or not ours at all.
+            self._apply(m, ref, lifecycle.ReceiptConfirmed(), raw, bank_seq_no=m.bank_seq_no)
+            return
+        if ref not in self.waiting:
+            self.waiting[ref] = _Waiting(since=self.clock.seconds())
+        self._apply(m, ref, lifecycle.ReceiptConfirmed(), raw, bank_seq_no=m.bank_seq_no)
+        self.pump()
+
+    def _on_result(self, m: msg.Result, raw: bytes) -> None:
+        ref = m.ref
+        answered = ref in self.in_flight or m.reply_to in self.queries
+        self.in_flight.pop(ref, None)
+        self.queries.pop(m.reply_to, None)
+        self.waiting.pop(ref, None)
+        self._apply(m, ref, lifecycle.ResultReceived(m.succeeded), raw, ack=not answered,
+                    host_seq_no=m.host_seq_no, bank_seq_no=m.bank_seq_no, code=m.code, text=m.text)
+        self.pump()
+
+    def _on_not_found(self, m: msg.NotFound, raw: bytes) -> None:
+        ref = m.ref
+        self.queries.pop(m.reply_to, None)
+        row = self.rows.get(ref)
+        if row is not None and row["state"] in (State.RECEIVED.value, State.SENT.value) \
+                and ref not in self.waiting:
+            # Never arrived: safe to send again, with the same reference.
+            self.in_flight.pop(ref, None)
+            self.pending[ref] = None
+            self.pump()
+            return
+        self.waiting.pop(ref, None)
+        self._apply(m, ref, lifecycle.NotFoundAtBank(), raw,
+                    text="the bank denies an instruction it had confirmed")
+
+    def _apply(self, m: msg.Message | None, ref: str, event: lifecycle.Event, raw: bytes | None, *,
+               ack: bool = False,
+               **fields: str) -> None:
+        d = self.db.write(lambda tx: q.record_bank_outcome(tx, self.bank.id, ref, event, raw=raw, **fields))
+
+        def done(outcome: q.OutcomeRecorded) -> None:
+            if not outcome.known:
+                if m is not None:
+                    self._foreign(m, "reference", ref)
+                return
+            rec = outcome.record
+            assert rec is not None
+            if outcome.changed:
+                self._settled(rec)
+            if ack and m is not None:
+                self._ack(m)
+
+        def failed(f: Any) -> None:
+            if f.check(lifecycle.ConflictingOutcome):
+                self.metrics.refused.labels(f"bank:{self.bank.id}", "conflicting_outcome").inc()
+                log.error("bank.conflicting_outcome", bank=self.bank.id, ref=ref,
+                          error=f.getErrorMessage())
+                if ack and m is not None:
+                    self._ack(m, ok=False, code="E409", text="contradicts the recorded outcome")
+            elif f.check(lifecycle.IllegalTransition):
+                log.warn("bank.out_of_order", bank=self.bank.id, ref=ref, error=f.getErrorMessage())
+                if ack and m is not None:
+                    self._ack(m)
+            else:
+                log.failure("relay.record_failed", f, bank=self.bank.id, ref=ref)
+
+        d.addCallbacks(done, failed)
+
+    def _settled(self, rec: dict[str, Any]) -> None:
+        state = rec["state"]
+        self.metrics.instructions.labels(self.bank.id, state).inc()
+        row = self.rows.get(rec["bank_ref"])
+        if row is not None:
+            row["state"] = state
+        if State(state) in FINAL_STATES or state == State.IN_DOUBT.value:
+            self._sent_once.discard(rec["bank_ref"])
+        if State(state) in FINAL_STATES:
+            self.rows.pop(rec["bank_ref"], None)
+            self.metrics.submit_to_final.labels(self.bank.id).observe(
+                max(rec["updated_us"] - rec["created_us"], 0) / 1_000_000)
+            log.info("instruction.final", bank=self.bank.id, centre=rec["centre_id"],
+                     instruction_id=rec["instruction_id"], state=state)
+        elif state == State.IN_DOUBT.value:
+            self.rows.pop(rec["bank_ref"], None)
+            self.metrics.in_doubt.labels(self.bank.id).inc()
+            log.error("instruction.in_doubt", bank=self.bank.id, centre=rec["centre_id"],
+                      instruction_id=rec["instruction_id"], ref=rec["bank_ref"])
+        self._gauges()
+
+    def _account_centre(self, account: str) -> str | None | bool:
+        cfg = self.config.accounts.get(account)
+        if cfg is None or cfg.bank != self.bank.id:
+            return False
+        return cfg.centre
+
+    def _on_movement(self, m: msg.Movement, raw: bytes) -> None:
+        owners = [self._account_centre(e.account) for e in m.entries]
+        for e, owner in zip(m.entries, owners):
+            if owner is False:
+                self._foreign(m, "account", e.account)
+                return
+
+        def write(tx: Any) -> int:
+            return sum(q.record_movement(tx, self.bank.id, _entry_json(e), account_centre=o, raw=raw)
+                       for e, o in zip(m.entries, owners))
+
+        d = self.db.write(write)
+        d.addCallback(lambda new: (log.info("bank.movements", bank=self.bank.id, entries=len(m.entries),
+                                            new=new), self._ack(m)))
+        d.addErrback(lambda f: log.failure("relay.movement_failed", f, bank=self.bank.id))
+
+    def _on_statement(self, m: msg.Statement, raw: bytes) -> None:
+        self._on_movement(msg.Movement(m.seq_no, m.entries), raw)
+
+    def _on_balance(self, m: msg.Balance, raw: bytes) -> None:
+        owner = self._account_centre(m.account)
+        if owner is False:
+            self._foreign(m, "account", m.account)
+            return
+        snap = {"account": m.account, "balance": m.balance, "available": m.available,
+                "overdraft": m.overdraft, "status": m.status,
+                "as_of": m.as_of.isoformat() if m.as_of else None}
+        d = self.db.write(lambda tx: q.record_balance(tx, self.bank.id, snap, account_centre=owner, raw=raw))
+        d.addErrback(lambda f: log.failure("relay.balance_failed", f, bank=self.bank.id))
+
+    # -- time ------------------------------------------------------------------
+
+    def tick(self) -> None:
+        """Resend what has no receipt in time; ask about results overdue; give up into in_doubt."""
+        now = self.clock.seconds()
+        t = self.timeouts
+        if self.session is not None:
+            late = [ref for ref, at in self.in_flight.items() if now - at >= t.receipt_timeout]
+            for ref in late:
+                del self.in_flight[ref]
+                self.pending[ref] = None
+                self.pending.move_to_end(ref, last=False)
+            if late:
+                log.warn("relay.receipt_overdue", bank=self.bank.id, count=len(late))
+        for ref, w in list(self.waiting.items()):
+            if now - w.since < t.result_timeout or now < w.next_query_at:
+                continue
+            if w.queries >= t.status_query_attempts:
+                del self.waiting[ref]
+                self._apply(None, ref, lifecycle.ResultOverdue(), None,
+                            text=f"no result after {w.queries} status inquiries")
+                continue
+            if self.session is None:
+                continue
+            row = self.rows.get(ref)
+            seq = self.next_seq()
+            self.queries[seq] = ref
+            created = (_dt.datetime.fromtimestamp(row["created_us"] / 1_000_000, _dt.timezone.utc).date()
+                       if row else _dt.date.today())
+            self.session.send(msg.StatusQuery(seq, ref, created))
+            self.metrics.status_queries.labels(self.bank.id).inc()
+            w.queries += 1
+            w.next_query_at = now + t.status_query_interval
+        self.pump()
+
+    def _gauges(self) -> None:
+        self.metrics.queue_depth.labels(self.bank.id).set(len(self.pending) + len(self.in_flight))
+        self.metrics.awaiting_result.labels(self.bank.id).set(len(self.waiting))
+
+    def depth(self) -> int:
+        return len(self.pending) + len(self.in_flight) + len(self.waiting)
+
+
+class Relay(Service):
+    """All banks' dispatchers, their timers and the routing of new instructions."""
+
+    name = "relay"
+
+    def __init__(self, config: GatewayConfig, db: Database, clock: IReactorTime, metrics: GatewayMetrics,
+                 adapters: dict[str, msg.Adapter], *, tick_interval: float = 0.2,
+                 poll_interval: float = 1.0) -> None:
+        self.config = config
+        self.adapters = adapters
+        self.dispatchers = {bank_id: BankDispatcher(bank, config, db, clock, metrics)
+                            for bank_id, bank in config.banks.items()}
+        self._clock = clock
+        self._tick = LoopingCall(self._tick_all)
+        self._tick.clock = clock
+        self._poll = LoopingCall(self._poll_all)
+        self._poll.clock = clock
+        self._tick_interval = tick_interval
+        self._poll_interval = poll_interval
+
+    def enqueue(self, rows: list[dict[str, Any]]) -> None:
+        """Route freshly committed instructions to their bank's dispatcher."""
+        by_bank: dict[str, list[dict[str, Any]]] = {}
+        for row in rows:
+            by_bank.setdefault(row["bank_id"], []).append(row)
+        for bank_id, bank_rows in by_bank.items():
+            self.dispatchers[bank_id].enqueue(bank_rows)
+
+    def encodable(self, item: q.IntakeItem) -> str | None:
+        """Why the bank's protocol cannot carry this instruction (e.g. a name outside GBK), or None.
+
+        Checked at intake so that an instruction the link could never send is
+        refused with 422 instead of sitting in the queue.
+        """
+        ins = item.instruction
+        row = {"bank_ref": "0" * 20, "body": json.dumps(ins.to_json()), "centre_id": ins.centre_id,
+               "debit_account": ins.debit_account, "amount": ins.amount, "instruction_id": ins.instruction_id,
+               "created_us": int(self.dispatchers[item.bank_id].clock.seconds() * 1_000_000)}
+        bank = self.config.banks[item.bank_id]
+        try:
+            self.adapters[item.bank_id].encode(self.dispatchers[item.bank_id]._instruction(row),
+                                               sender=self.config.node, receiver=bank.node)
+        except msg.AdapterError as e:
+            return str(e)
+        return None
+
+    def startService(self) -> None:
+        super().startService()
+        for d in self.dispatchers.values():
+            d.load().addErrback(lambda f, b=d.bank.id: log.failure("relay.load_failed", f, bank=b))
+        self._tick.start(self._tick_interval, now=False)
+        self._poll.start(self._poll_interval, now=False)
+
+    def stopService(self) -> None:
+        super().stopService()
+        for call in (self._tick, self._poll):
+            if call.running:
+                call.stop()
+
+    def _tick_all(self) -> None:
+        for d in self.dispatchers.values():
+            try:
+                d.tick()
+            except Exception:
+                log.failure("relay.tick_failed", bank=d.bank.id)
+
+    def _poll_all(self) -> None:
+        for d in self.dispatchers.values():
+            if d._loaded:
+                d.poll().addErrback(lambda f, b=d.bank.id: log.failure("relay.poll_failed", f, bank=b))

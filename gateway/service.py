@@ -1,0 +1,117 @@
+"""``makeService``: the one function that builds the gateway's whole service tree."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client.twisted import MetricsResource
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import MultiService
+from twisted.internet.endpoints import serverFromString
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+
+from adapters.base import load_adapter
+from gateway.centre_api import CentreApi, Intake, ResultsFeed, make_site
+from gateway.config import GatewayConfig
+from gateway.links import BankLink, make_link_service
+from gateway.metrics import GatewayMetrics
+from gateway.relay import Relay
+from gateway.store.db import Database
+from gateway.tls import ReloadableOptions, server_options, client_options, tls_server_factory
+
+__all__ = ["Gateway", "makeService"]
+
+
+class _Text(Resource):
+    isLeaf = True
+
+    def __init__(self, check: Any) -> None:
+        super().__init__()
+        self._check = check
+
+    def render_GET(self, request: Any) -> bytes:
+        ok, text = self._check()
+        request.setResponseCode(200 if ok else 503)
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        return text.encode() + b"\n"
+
+
+@dataclass
+class Gateway:
+    """Handles on the running parts, for the CLI, the demo and tests."""
+
+    service: MultiService
+    config: GatewayConfig
+    db: Database
+    relay: Relay
+    api: CentreApi
+    metrics: GatewayMetrics
+    links: dict[str, BankLink]
+    listeners: dict[str, StreamServerEndpointService]
+
+
+def makeService(config: GatewayConfig, reactor: Any) -> Gateway:  # noqa: N802 (Twisted convention)
+    """Wire the database, relay, bank links, centre API and ops listener under one MultiService."""
+    top = MultiService()
+    metrics = GatewayMetrics()
+    db = Database(reactor, config.database)
+    db.setServiceParent(top)
+    adapters = {bank_id: load_adapter(bank.adapter) for bank_id, bank in config.banks.items()}
+    relay = Relay(config, db, reactor, metrics, adapters)
+    relay.setServiceParent(top)
+
+    feed = ResultsFeed()
+    db.on_commit(feed.notify)
+    intake = Intake(config, db, relay.enqueue, metrics, encodable=relay.encodable)
+    api = CentreApi(config, intake, db, feed, metrics, reactor)
+
+    tls = config.tls
+    centre_trust = sorted({c.ca or tls.ca for c in config.centres.values()} | {tls.ca})
+    api_options = ReloadableOptions(server_options(tls.certificate, tls.private_key, centre_trust))
+    listeners: dict[str, StreamServerEndpointService] = {}
+    api_service = StreamServerEndpointService(
+        serverFromString(reactor, config.centre_api), tls_server_factory(make_site(api), api_options))
+    api_service._raiseSynchronously = True
+    api_service.setName("centre-api")
+    api_service.setServiceParent(top)
+    listeners["centre_api"] = api_service
+
+    links: dict[str, BankLink] = {}
+    for bank_id, bank in config.banks.items():
+        link = BankLink(bank, adapters[bank_id], relay.dispatchers[bank_id], reactor, metrics,
+                        gateway_node=config.node, heartbeat_interval=config.timeouts.heartbeat_interval,
+                        dead_after=config.timeouts.dead_after)
+        make = server_options if bank.direction == "listen" else client_options
+        options = ReloadableOptions(make(tls.certificate, tls.private_key, [bank.ca or tls.ca]))
+        svc = make_link_service(reactor, link, options)
+        svc.setServiceParent(top)
+        links[bank_id] = link
+        inner = svc.getServiceNamed(f"link-{bank_id}")
+        if isinstance(inner, StreamServerEndpointService):
+            inner._raiseSynchronously = True
+            listeners[f"bank_{bank_id}"] = inner
+
+    def ready() -> tuple[bool, str]:
+        unbound = [name for name, svc in listeners.items() if svc._waitingForPort is None
+                   or not svc._waitingForPort.called]
+        if not db.running:
+            return False, "database not open"
+        if unbound:
+            return False, "listeners not bound: " + ", ".join(sorted(unbound))
+        return True, "ready"
+
+    ops = Resource()
+    ops.putChild(b"metrics", MetricsResource(registry=metrics.registry))
+    ops.putChild(b"healthz", _Text(lambda: (True, "ok")))
+    ops.putChild(b"readyz", _Text(ready))
+    ops_site = Site(ops)
+    ops_site.noisy = False
+    ops_service = StreamServerEndpointService(serverFromString(reactor, config.ops), ops_site)
+    ops_service._raiseSynchronously = True
+    ops_service.setName("ops")
+    ops_service.setServiceParent(top)
+    listeners["ops"] = ops_service
+
+    return Gateway(top, config, db, relay, api, metrics, links, listeners)

@@ -1,0 +1,154 @@
+"""The dispatcher's timing rules on a fake clock: resend without receipt, inquire, then in_doubt (G2, G6)."""
+
+from __future__ import annotations
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.task import Clock
+
+from adapters import base as msg
+from gateway.config import load_config
+from gateway.demo import write_demo_config
+from gateway.metrics import GatewayMetrics
+from gateway.relay import BankDispatcher
+from gateway.store import instructions as q
+from gateway.store import migrate
+from gateway.store.db import Database
+from tests.unit.test_store import make_instruction
+
+
+class RecordingSession:
+    def __init__(self) -> None:
+        self.sent: list[msg.Message] = []
+
+    def send(self, message: msg.Message) -> None:
+        self.sent.append(message)
+
+    def of(self, kind: type) -> list:
+        return [m for m in self.sent if isinstance(m, kind)]
+
+
+@pytest.fixture
+def setup(tmp_path):
+    config = load_config(write_demo_config(tmp_path), check_files=False)
+    migrate.upgrade(config.database)
+    db = Database(reactor, config.database)
+    db.startService()
+    clock = Clock()
+    dispatcher = BankDispatcher(config.banks["B001"], config, db, clock, GatewayMetrics())
+    yield config, db, clock, dispatcher
+    pytest_twisted.blockon(db.stopService())
+
+
+async def _intake(db, dispatcher, n: int) -> list[dict]:
+    outs = await db.write(lambda tx: q.intake(tx, [q.IntakeItem(make_instruction(i), "B001") for i in range(n)]))
+    rows = [o.record for o in outs]
+    dispatcher.enqueue(rows)
+    return rows
+
+
+@pytest_twisted.ensureDeferred
+async def test_without_a_receipt_the_instruction_is_resent_with_the_same_reference(setup):
+    config, db, clock, d = setup
+    session = RecordingSession()
+    d.link_up(session)
+    [row] = await _intake(db, d, 1)
+    assert [m.seq_no for m in session.of(msg.Instruction)] == [row["bank_ref"]]
+    clock.advance(config.timeouts.receipt_timeout - 0.1)
+    d.tick()
+    assert len(session.of(msg.Instruction)) == 1
+    clock.advance(0.2)
+    d.tick()
+    assert [m.seq_no for m in session.of(msg.Instruction)] == [row["bank_ref"]] * 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_after_a_receipt_the_gateway_only_asks_and_finally_goes_in_doubt(setup):
+    config, db, clock, d = setup
+    t = config.timeouts
+    session = RecordingSession()
+    d.link_up(session)
+    [row] = await _intake(db, d, 1)
+    ref = row["bank_ref"]
+    d.handle(msg.Receipt("BANK1", ref, ref, "BDC1"), b"raw-receipt")
+    await db.writer.idle()
+    clock.advance(t.result_timeout + 0.01)
+    for _ in range(t.status_query_attempts):
+        d.tick()
+        clock.advance(t.status_query_interval)
+    d.tick()
+    await db.writer.idle()
+    assert len(session.of(msg.Instruction)) == 1, "never resent after the receipt"
+    queries = session.of(msg.StatusQuery)
+    assert len(queries) == t.status_query_attempts and {m.ref for m in queries} == {ref}
+    rec = await db.read(q.get, "C52240", "I0")
+    assert rec["state"] == "in_doubt"
+    # a late result still settles it, and is acknowledged once committed
+    d.handle(msg.Result("BANK2", ref, ref, True, "H000000000001"), b"raw-result")
+    await db.writer.idle()
+    rec = await db.read(q.get, "C52240", "I0")
+    assert rec["state"] == "succeeded"
+    assert [a.reply_to for a in session.of(msg.Ack)] == ["BANK2"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_window_bounds_instructions_awaiting_receipt(setup):
+    config, db, clock, d = setup
+    session = RecordingSession()
+    d.link_up(session)
+    await _intake(db, d, config.banks["B001"].window + 5)
+    assert len(session.of(msg.Instruction)) == config.banks["B001"].window
+    first = session.of(msg.Instruction)[0]
+    d.handle(msg.Receipt("BANK1", first.seq_no, first.seq_no), b"r")
+    assert len(session.of(msg.Instruction)) == config.banks["B001"].window + 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_relinked_session_gets_everything_without_a_receipt_again_in_order(setup):
+    config, db, clock, d = setup
+    s1 = RecordingSession()
+    d.link_up(s1)
+    rows = await _intake(db, d, 3)
+    d.handle(msg.Receipt("B", rows[1]["bank_ref"], rows[1]["bank_ref"]), b"r")
+    d.link_down(s1)
+    s2 = RecordingSession()
+    d.link_up(s2)
+    assert [m.seq_no for m in s2.of(msg.Instruction)] == [rows[0]["bank_ref"], rows[2]["bank_ref"]]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_result_for_another_banks_reference_is_refused_and_changes_nothing(setup):
+    config, db, clock, d = setup
+    session = RecordingSession()
+    d.link_up(session)
+    outs = await db.write(lambda tx: q.intake(tx, [q.IntakeItem(make_instruction(1), "B002")]))
+    ref = outs[0].record["bank_ref"]
+    d.handle(msg.Result("X1", ref, ref, True, "H1"), b"forged")
+    await db.writer.idle()
+    rec = await db.read(q.get, "C52240", "I1")
+    assert rec["state"] == "received"
+    [nack] = session.of(msg.Ack)
+    assert not nack.ok and nack.reply_to == "X1"
+
+
+@pytest_twisted.ensureDeferred
+async def test_movements_on_foreign_accounts_are_refused_and_ours_acknowledged_after_commit(setup):
+    import datetime as dt
+
+    config, db, clock, d = setup
+    session = RecordingSession()
+    d.link_up(session)
+    entry = msg.Entry("6200001111222233", "H7", -100, dt.date(2026, 11, 27), dt.time(10, 0))
+    foreign = msg.Entry("6222002222333344", "H8", -100, dt.date(2026, 11, 27), dt.time(10, 0))
+    d.handle(msg.Movement("N1", (foreign,)), b"n1")
+    d.handle(msg.Movement("N2", (entry,)), b"n2")
+    d.handle(msg.Movement("N3", (entry,)), b"n2-replayed")
+    await db.writer.idle()
+    acks = {a.reply_to: a.ok for a in session.of(msg.Ack)}
+    assert acks == {"N1": False, "N2": True, "N3": True}
+    from sqlalchemy import select
+    from gateway.store import schema
+
+    kinds = await db.read(lambda c: c.execute(select(schema.events.c.kind)).scalars().all())
+    assert kinds.count("bank.movement") == 1
