@@ -26,7 +26,8 @@ __all__ = [
     "SignOn", "SignOnAnswer", "Heartbeat", "HeartbeatAnswer",
     "Instruction", "StatusQuery", "BalanceQuery", "Ack",
     "Receipt", "Result", "NotFound", "Entry", "Movement", "Balance", "Statement",
-    "Message", "OUTBOUND", "INBOUND", "Framer", "Adapter",
+    "Message", "OUTBOUND", "INBOUND", "Framer", "Adapter", "decode_all", "load_adapter",
+    "iter_adapter_names",
 ]
 
 
@@ -294,6 +295,19 @@ class Adapter(Protocol):
         Raises :class:`AdapterError` for anything that is not a well-formed,
         complete message of this protocol.
         """
+
+
+def decode_all(adapter: Adapter, frame: bytes) -> list[Message]:
+    """Every neutral message in one frame.
+
+    Most frames carry one message; a protocol whose documents may carry several
+    (an ISO 20022 report with one report per account) gives its adapter a
+    ``decode_all`` method, which is used when present.
+    """
+    many = getattr(adapter, "decode_all", None)
+    if many is not None:
+        return list(many(frame))
+    return [adapter.decode(frame)]
 
 
 def iter_adapter_names() -> Iterator[str]:

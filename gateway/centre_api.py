@@ -22,7 +22,7 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from gateway.config import GatewayConfig
 from gateway.metrics import GatewayMetrics
-from gateway.model import FieldError, InvalidInput, parse_instruction
+from gateway.model import FieldError, InvalidInput, parse_booking, parse_instruction
 from gateway.store import instructions as q
 from gateway.store.db import Database, StoreUnavailable
 from gateway.tls import peer_identity
@@ -268,6 +268,7 @@ class CentreApi(Resource):
         routes = {
             ("POST", "/v1/instructions"): ("submit", self._submit),
             ("POST", "/v1/instructions/batch"): ("batch", self._batch),
+            ("POST", "/v1/bookings"): ("booking", self._booking),
             ("GET", "/v1/results"): ("results", self._results),
             ("GET", "/v1/openapi.json"): ("openapi", self._openapi_doc),
         }
@@ -334,6 +335,29 @@ class CentreApi(Resource):
             results[i] = {"index": i, "status": status,
                           key: value.to_json() if isinstance(value, Problem) else value}
         return 200, {"results": results}
+
+    async def _booking(self, request: Any, centre: str, _: str) -> tuple[int, Any]:
+        """The centre's accounting voucher for a result or a movement, journalled for the ledger."""
+        self._intake_open()
+        try:
+            booking = parse_booking(centre, self._body(request), ceiling_fen=self.config.limits.max_amount)
+        except InvalidInput as e:
+            raise Problem(422, "invalid-booking", "The booking is invalid", errors=tuple(e.errors)) from None
+        account = self.config.accounts.get(booking.account)
+        if account is None or account.centre != centre:
+            self.metrics.security_events.labels("foreign_account").inc()
+            raise Problem(403, "not-your-account", "The account is not one of this centre's",
+                          errors=(FieldError("account", "not an account of this centre"),))
+        if booking.instruction_id is not None:
+            row = await self.db.read(q.get, centre, booking.instruction_id)
+            if row is None:
+                raise Problem(422, "invalid-booking", "No such instruction for this centre",
+                              errors=(FieldError("instruction_id", "no such instruction"),))
+        status, body = await self.db.write(lambda tx: q.record_booking(tx, booking))
+        if status == "conflict":
+            raise Problem(409, "conflict", "This booking_id was used with another body",
+                          errors=(FieldError("booking_id", "already used with a different body"),))
+        return (202 if status == "created" else 200), body
 
     async def _get(self, request: Any, centre: str, path: str) -> tuple[int, Any]:
         instruction_id = path.rsplit("/", 1)[1]

@@ -98,6 +98,24 @@ class Timeouts:
     status_query_interval: float = 5.0
     status_query_attempts: int = 5
     max_feed_wait: float = 30.0
+    balance_query_interval: float = 300.0
+
+
+@dataclass(frozen=True)
+class LedgerLinkConfig:
+    """Where copies of every journal event go: the supervision ledger's ingest API.
+
+    ``url`` is ``https://HOST:PORT``; the ledger must present ``hpf://ledger/NAME``
+    from a certificate that chains to ``ca`` (``None``: ``tls.ca``).  Copies are
+    signed with ``signing_key`` (private, mode 0600) using ``signature_alg``.
+    """
+
+    url: str
+    name: str
+    ca: Path | None
+    signing_key: Path
+    signature_alg: str = "ed25519"
+    batch: int = 500
 
 
 @dataclass(frozen=True)
@@ -185,6 +203,7 @@ class GatewayConfig:
     banks: Mapping[str, BankConfig]
     accounts: Mapping[str, AccountConfig]
     counterparties: Mapping[str, CounterpartyConfig]
+    ledger: LedgerLinkConfig | None = None
 
     def account(self, number: str) -> AccountConfig | None:
         """The registered account ``number``, or ``None``."""
@@ -270,14 +289,17 @@ _BANK_ID = re.compile(r"[A-Z0-9]{1,16}")
 _ACCOUNT_NO = re.compile(r"[0-9A-Za-z-]{1,32}")
 _BANK_CODE = re.compile(r"[0-9]{12}")
 
-_SECTIONS = ("gateway", "tls", "listen", "limits", "timeouts", "centres", "banks", "accounts",
-             "counterparties")
+_HTTPS_URL = re.compile(r"https://[A-Za-z0-9.\-]+:[0-9]{1,5}")
+_IDENTITY_NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")
+_SECTIONS = ("gateway", "tls", "listen", "limits", "timeouts", "ledger", "centres", "banks",
+             "accounts", "counterparties")
+_LEDGER_KEYS = ("url", "name", "ca", "signing_key", "signature_alg", "batch")
 _GATEWAY_KEYS = ("node", "database")
 _TLS_KEYS = ("certificate", "private_key", "ca")
 _LISTEN_KEYS = ("centre_api", "ops")
 _LIMIT_KEYS = ("max_amount", "large_amount", "max_batch")
 _TIMEOUT_SECONDS = ("heartbeat_interval", "dead_after", "receipt_timeout", "result_timeout",
-                    "status_query_interval", "max_feed_wait")
+                    "status_query_interval", "max_feed_wait", "balance_query_interval")
 _TIMEOUT_KEYS = _TIMEOUT_SECONDS + ("status_query_attempts",)
 _CENTRE_KEYS = ("unit_no", "name", "ca")
 _BANK_KEYS = ("name", "adapter", "node", "direction", "endpoint", "window", "ca")
@@ -349,6 +371,7 @@ class _Checker:
         accounts = self.accounts(self.section(doc, "accounts") or {}, set(raw_centres),
                                  set(raw_banks))
         counterparties = self.counterparties(self.section(doc, "counterparties") or {})
+        ledger = self.ledger(doc.get("ledger"))
         self.check_listeners()
         if (node is None or database is None or tls is None or centre_api is None or ops is None
                 or limits is None or timeouts is None or self.problems):
@@ -357,7 +380,31 @@ class _Checker:
             path=path, node=node, database=database, tls=tls, centre_api=centre_api, ops=ops,
             limits=limits, timeouts=timeouts, centres=MappingProxyType(centres),
             banks=MappingProxyType(banks), accounts=MappingProxyType(accounts),
-            counterparties=MappingProxyType(counterparties))
+            counterparties=MappingProxyType(counterparties), ledger=ledger)
+
+    def ledger(self, table: Any) -> LedgerLinkConfig | None:
+        if table is None:
+            return None  # no ledger: events are kept, and counted as backlog
+        if not isinstance(table, dict):
+            self.problem(("ledger",), f"must be a table, not {_show(table)}")
+            return None
+        at = ("ledger",)
+        self.keys(table, at, _LEDGER_KEYS)
+        url = self.string(table, at, "url", pattern=_HTTPS_URL,
+                          what="must be https://HOST:PORT (the ledger's ingest listener)")
+        name = self.string(table, at, "name", pattern=_IDENTITY_NAME,
+                           what="must be the ledger's identity name (hpf://ledger/NAME)") \
+            if "name" in table else "main"
+        ca = self.file_path(table, at, "ca", default=None)
+        signing_key = self.file_path(table, at, "signing_key")
+        alg = table.get("signature_alg", "ed25519")
+        if alg not in ("ed25519", "ecdsa-p256-sha256"):
+            self.problem(at + ("signature_alg",), f'must be "ed25519" or "ecdsa-p256-sha256", not {_show(alg)}')
+            alg = None
+        batch = self.integer(table, at, "batch", 1, 1000, default=500)
+        if url is None or name is None or signing_key is None or alg is None or batch is None:
+            return None
+        return LedgerLinkConfig(url, name, ca, signing_key, alg, batch)
 
     def gateway_section(self, table: dict[str, Any] | None) -> tuple[str | None, str | None]:
         if table is None:

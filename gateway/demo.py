@@ -100,7 +100,8 @@ def run_demo(args: argparse.Namespace) -> int:
         svc.startService()
     tty = sys.stdout.isatty()
     print(f"hpf-gateway demo in {directory}")
-    print(f"  gateway: centre API {api_url(config)}, ops http://{config.ops.split(':')[1]}... "
+    ops_port = config.ops.split(":")[1]
+    print(f"  gateway: centre API {api_url(config)}, metrics http://127.0.0.1:{ops_port}/metrics, "
           f"log {directory / 'gateway.log'}")
     for bank_id, b in BANKS.items():
         print(f"  bank {bank_id} ({b['name']}, bdc, node {b['node']}): the gateway "

@@ -96,14 +96,15 @@ class BankLinkProtocol(Protocol):
             return self._refuse(str(e))
         for frame in frames:
             try:
-                message = self.link.adapter.decode(frame)
+                messages = msg.decode_all(self.link.adapter, frame)
             except AdapterError as e:
                 return self._refuse(str(e))
             self._last_rx = self.link.clock.seconds()
             self.link.metrics.frames.labels(self.bank, "in").inc()
-            self._receive(message, frame)
-            if self.transport is None or getattr(self.transport, "disconnecting", False):
-                return
+            for message in messages:
+                self._receive(message, frame)
+                if self.transport is None or getattr(self.transport, "disconnecting", False):
+                    return
 
     def _receive(self, message: msg.Message, frame: bytes) -> None:
         match message:

@@ -8,17 +8,19 @@ full account numbers.
 
 from __future__ import annotations
 
+import re
 import sys
 from typing import Any, TextIO
 
 import structlog
-from twisted.logger import ILogObserver, LogLevel, globalLogBeginner
+from twisted.logger import ILogObserver, LogLevel, formatEvent, globalLogBeginner
 from zope.interface import implementer
 
 from gateway.model import mask_account
 
 __all__ = ["StructlogObserver", "start_logging"]
 
+_EVENT_NAME = re.compile(r"[a-z][a-z0-9_]*(\.[a-z0-9_]+)+")
 _LEVELS = {LogLevel.debug: "debug", LogLevel.info: "info", LogLevel.warn: "warning",
            LogLevel.error: "error", LogLevel.critical: "critical"}
 _SKIP = {"log_logger", "log_source", "log_io", "log_format", "log_level", "log_namespace",
@@ -52,9 +54,10 @@ class StructlogObserver:
         if level < self._min:
             return
         fmt = event.get("log_format") or ""
-        name = fmt.split(" ", 1)[0] if fmt else (event.get("log_text") or "message")
-        if not fmt and "message" in event and isinstance(event["message"], tuple):
-            name = " ".join(str(m) for m in event["message"])  # legacy twisted.python.log
+        first = fmt.split(" ", 1)[0]
+        # Our events are named facts ("instruction.final bank={bank}"); anything
+        # else (Twisted's own sentences, legacy log.msg) is rendered as text.
+        name = first if _EVENT_NAME.fullmatch(first) else formatEvent(event)[:300]
         out: dict[str, Any] = {"event": name, "level": _LEVELS.get(level, "info"),
                                "timestamp": event.get("log_time"), "logger": event.get("log_namespace")}
         for key, value in event.items():

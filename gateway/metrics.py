@@ -43,3 +43,11 @@ class GatewayMetrics:
             "hpf_gateway_security_events", "Refused peers and authorisation denials.", ["kind"], registry=r)
         self.api_requests = Counter(
             "hpf_gateway_api_requests", "Centre API requests by route and status.", ["route", "status"], registry=r)
+        self.ledger_backlog = Gauge(
+            "hpf_gateway_ledger_backlog", "Journal events not yet delivered to the ledger.", registry=r)
+        self.ledger_copies = Counter(
+            "hpf_gateway_ledger_copies", "Copies answered by the ledger, by status.", ["status"], registry=r)
+        self.ledger_failures = Counter(
+            "hpf_gateway_ledger_failures", "Failed deliveries to the ledger (retried).", registry=r)
+        self.balance_queries = Counter(
+            "hpf_gateway_bank_balance_queries", "Scheduled balance queries sent.", ["bank"], registry=r)

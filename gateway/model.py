@@ -27,6 +27,9 @@ __all__ = [
     "FINAL_STATES",
     "PURPOSES",
     "parse_instruction",
+    "parse_signed_amount",
+    "Booking",
+    "parse_booking",
     "mask_account",
 ]
 
@@ -78,6 +81,13 @@ def parse_amount(text: Any, ceiling_fen: int | None = None) -> int:
     if ceiling_fen is not None and fen > ceiling_fen:
         raise ValueError(f"above the per-instruction ceiling of {format_amount(ceiling_fen)}")
     return fen
+
+
+def parse_signed_amount(text: Any, ceiling_fen: int | None = None) -> int:
+    """Like :func:`parse_amount`, but a leading ``-`` marks a debit (negative fen)."""
+    if isinstance(text, str) and text.startswith("-"):
+        return -parse_amount(text[1:], ceiling_fen)
+    return parse_amount(text, ceiling_fen)
 
 
 def format_amount(fen: int) -> str:
@@ -274,3 +284,76 @@ def parse_instruction(centre_id: str, data: Any, *, ceiling_fen: int, today: _dt
     assert instruction_id and debit and creditor and amount is not None
     return Instruction(centre_id, instruction_id, kind, debit, creditor, amount, purpose, memo,
                        approval_ref, requested)
+
+
+# -- bookings ----------------------------------------------------------------
+
+_BOOKING_FIELDS = frozenset({"booking_id", "instruction_id", "host_seq_no", "account", "amount",
+                             "voucher_no", "booked_on"})
+_SERIAL = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+@dataclass(frozen=True)
+class Booking:
+    """A centre's accounting voucher for a result or a movement: the third way of matching.
+
+    Exactly one of ``instruction_id`` (a result of the centre's instruction)
+    and ``host_seq_no`` (a movement the bank reported) says what it books.
+    ``amount`` is signed fen: negative for a debit of ``account``.
+    """
+
+    centre_id: str
+    booking_id: str
+    instruction_id: str | None
+    host_seq_no: str | None
+    account: str
+    amount: int
+    voucher_no: str
+    booked_on: _dt.date
+
+    def to_json(self) -> dict[str, Any]:
+        return {"booking_id": self.booking_id, "instruction_id": self.instruction_id,
+                "host_seq_no": self.host_seq_no, "account": self.account,
+                "amount": format_amount(self.amount), "voucher_no": self.voucher_no,
+                "booked_on": self.booked_on.isoformat()}
+
+    def fingerprint(self) -> str:
+        canonical = json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def parse_booking(centre_id: str, data: Any, *, ceiling_fen: int) -> Booking:
+    """Validate a booking body from a centre; :class:`InvalidInput` names every bad field."""
+    if not isinstance(data, Mapping):
+        raise InvalidInput([FieldError("", "the booking must be a JSON object")])
+    errors: list[FieldError] = [FieldError(k, "unknown field") for k in sorted(set(data) - _BOOKING_FIELDS)]
+    booking_id = _text(errors, data, "booking_id", pattern=_INSTRUCTION_ID, what="must be 1-32 of A-Z a-z 0-9 _ -")
+    instruction_id = _text(errors, data, "instruction_id", required=False, pattern=_INSTRUCTION_ID,
+                           what="must be 1-32 of A-Z a-z 0-9 _ -")
+    host_seq_no = _text(errors, data, "host_seq_no", required=False, pattern=_SERIAL,
+                        what="must be 1-64 of A-Z a-z 0-9 _ -")
+    if (instruction_id is None) == (host_seq_no is None) and "instruction_id" not in {e.field for e in errors}:
+        errors.append(FieldError("instruction_id", "give exactly one of instruction_id and host_seq_no"))
+    account = _text(errors, data, "account", pattern=_ACCOUNT, what="must be 1-32 letters or digits")
+    amount: int | None = None
+    if "amount" not in data:
+        errors.append(FieldError("amount", "is required"))
+    else:
+        try:
+            amount = parse_signed_amount(data["amount"], ceiling_fen)
+        except ValueError as e:
+            errors.append(FieldError("amount", str(e)))
+    voucher_no = _text(errors, data, "voucher_no", pattern=_SERIAL, what="must be 1-64 of A-Z a-z 0-9 _ -")
+    booked_on: _dt.date | None = None
+    raw_date = data.get("booked_on")
+    if not isinstance(raw_date, str) or not re.fullmatch(r"\d{4}-\d{2}-\d{2}", raw_date):
+        errors.append(FieldError("booked_on", "must be a date YYYY-MM-DD"))
+    else:
+        try:
+            booked_on = _dt.date.fromisoformat(raw_date)
+        except ValueError:
+            errors.append(FieldError("booked_on", "must be a date YYYY-MM-DD"))
+    if errors:
+        raise InvalidInput(errors)
+    assert booking_id and account and amount is not None and voucher_no and booked_on
+    return Booking(centre_id, booking_id, instruction_id, host_seq_no, account, amount, voucher_no, booked_on)

@@ -315,7 +315,7 @@ class BankDispatcher:
             self.rows.pop(rec["bank_ref"], None)
             self.metrics.submit_to_final.labels(self.bank.id).observe(
                 max(rec["updated_us"] - rec["created_us"], 0) / 1_000_000)
-            log.info("instruction.final", bank=self.bank.id, centre=rec["centre_id"],
+            log.debug("instruction.final", bank=self.bank.id, centre=rec["centre_id"],
                      instruction_id=rec["instruction_id"], state=state)
         elif state == State.IN_DOUBT.value:
             self.rows.pop(rec["bank_ref"], None)
@@ -325,8 +325,16 @@ class BankDispatcher:
         self._gauges()
 
     def _account_centre(self, account: str) -> str | None | bool:
+        """The owning centre; None for an account on no register; False for another bank's account.
+
+        A movement on an account nobody registered is kept and copied to the
+        ledger (its unregistered-account rule exists for exactly that); a bank
+        reporting on an account registered at another bank is refused.
+        """
         cfg = self.config.accounts.get(account)
-        if cfg is None or cfg.bank != self.bank.id:
+        if cfg is None:
+            return None
+        if cfg.bank != self.bank.id:
             return False
         return cfg.centre
 
@@ -342,7 +350,7 @@ class BankDispatcher:
                        for e, o in zip(m.entries, owners))
 
         d = self.db.write(write)
-        d.addCallback(lambda new: (log.info("bank.movements", bank=self.bank.id, entries=len(m.entries),
+        d.addCallback(lambda new: (log.debug("bank.movements", bank=self.bank.id, entries=len(m.entries),
                                             new=new), self._ack(m)))
         d.addErrback(lambda f: log.failure("relay.movement_failed", f, bank=self.bank.id))
 
@@ -359,6 +367,16 @@ class BankDispatcher:
                 "as_of": m.as_of.isoformat() if m.as_of else None}
         d = self.db.write(lambda tx: q.record_balance(tx, self.bank.id, snap, account_centre=owner, raw=raw))
         d.addErrback(lambda f: log.failure("relay.balance_failed", f, bank=self.bank.id))
+
+    def query_balances(self) -> int:
+        """Ask the bank for the balance of every registered account it holds."""
+        if self.session is None:
+            return 0
+        accounts = [n for n, a in self.config.accounts.items() if a.bank == self.bank.id]
+        for account in accounts:
+            self.session.send(msg.BalanceQuery(self.next_seq(), account))
+        self.metrics.balance_queries.labels(self.bank.id).inc(len(accounts))
+        return len(accounts)
 
     # -- time ------------------------------------------------------------------
 
@@ -422,6 +440,8 @@ class Relay(Service):
         self._poll.clock = clock
         self._tick_interval = tick_interval
         self._poll_interval = poll_interval
+        self._balances = LoopingCall(self._balances_all)
+        self._balances.clock = clock
 
     def enqueue(self, rows: list[dict[str, Any]]) -> None:
         """Route freshly committed instructions to their bank's dispatcher."""
@@ -455,10 +475,11 @@ class Relay(Service):
             d.load().addErrback(lambda f, b=d.bank.id: log.failure("relay.load_failed", f, bank=b))
         self._tick.start(self._tick_interval, now=False)
         self._poll.start(self._poll_interval, now=False)
+        self._balances.start(self.config.timeouts.balance_query_interval, now=False)
 
     def stopService(self) -> None:
         super().stopService()
-        for call in (self._tick, self._poll):
+        for call in (self._tick, self._poll, self._balances):
             if call.running:
                 call.stop()
 
@@ -468,6 +489,10 @@ class Relay(Service):
                 d.tick()
             except Exception:
                 log.failure("relay.tick_failed", bank=d.bank.id)
+
+    def _balances_all(self) -> None:
+        for d in self.dispatchers.values():
+            d.query_balances()
 
     def _poll_all(self) -> None:
         for d in self.dispatchers.values():

@@ -19,7 +19,8 @@ from gateway.links import BankLink, make_link_service
 from gateway.metrics import GatewayMetrics
 from gateway.relay import Relay
 from gateway.store.db import Database
-from gateway.tls import ReloadableOptions, server_options, client_options, tls_server_factory
+from gateway.tls import (ReloadableOptions, certificate_identity, client_options, server_options,
+                         tls_server_factory)
 
 __all__ = ["Gateway", "makeService"]
 
@@ -50,6 +51,7 @@ class Gateway:
     metrics: GatewayMetrics
     links: dict[str, BankLink]
     listeners: dict[str, StreamServerEndpointService]
+    forwarder: Any = None
 
 
 def makeService(config: GatewayConfig, reactor: Any) -> Gateway:  # noqa: N802 (Twisted convention)
@@ -114,4 +116,12 @@ def makeService(config: GatewayConfig, reactor: Any) -> Gateway:  # noqa: N802 (
     ops_service.setServiceParent(top)
     listeners["ops"] = ops_service
 
-    return Gateway(top, config, db, relay, api, metrics, links, listeners)
+    forwarder = None
+    if config.ledger is not None:
+        from gateway.forwarder import LedgerForwarder
+
+        forwarder = LedgerForwarder(config, db, reactor, metrics,
+                                    gateway_name=certificate_identity(tls.certificate).name)
+        forwarder.setServiceParent(top)
+
+    return Gateway(top, config, db, relay, api, metrics, links, listeners, forwarder)

@@ -426,3 +426,41 @@ def tls_client_endpoint(
 def certificate_not_after(path: Path) -> datetime.datetime:
     """When the (first) certificate in ``path`` expires, as an aware UTC datetime."""
     return load_certificates(path)[0].not_valid_after_utc
+
+
+@implementer(IOpenSSLClientConnectionCreator)
+class ExpectPeer:
+    """Client TLS that also refuses, during the handshake, a server that is not ``role/name``.
+
+    For clients that cannot look at the peer after the handshake (twisted.web's
+    Agent): the chain is verified as ``options`` says, and the leaf must carry
+    the ``hpf://ROLE/NAME`` identity — our hostname verification.
+    """
+
+    def __init__(self, options: TLSOptions, role: str, name: str) -> None:
+        self._options = options
+        self.role = role
+        self.name = name
+
+    def clientConnectionForTLS(  # noqa: N802 (Twisted interface)
+        self, tlsProtocol: TLSMemoryBIOProtocol  # noqa: N803
+    ) -> SSL.Connection:
+        conn = self._options.clientConnectionForTLS(tlsProtocol)
+        conn.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, self._verify)
+        return conn
+
+    def _verify(self, conn: SSL.Connection, cert: crypto.X509, errno: int, depth: int, ok: int) -> bool:
+        if not ok:
+            return False
+        if depth != 0:
+            return True
+        try:
+            identity = identity_from_certificate(cert.to_cryptography())
+        except ValueError:
+            return False
+        return identity.role == self.role and identity.name == self.name
+
+
+def certificate_identity(path: Path) -> PeerIdentity:
+    """The hpf:// identity in our own certificate file (the first certificate in it)."""
+    return identity_from_certificate(load_certificates(path)[0])

@@ -608,7 +608,7 @@ class BankLink:
 
     def _log_executed(self) -> None:
         for o in self.core.take_executed():
-            _log.info("bank.executed bank={bank} ref={ref} succeeded={succeeded} code={code} "
+            _log.debug("bank.executed bank={bank} ref={ref} succeeded={succeeded} code={code} "
                       "host_seq_no={host_seq_no}", bank=self.bank_id, ref=o.ref, succeeded=o.succeeded,
                       code=o.code, host_seq_no=o.host_seq_no)
 

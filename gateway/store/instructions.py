@@ -24,7 +24,8 @@ from gateway.store.db import Tx
 
 __all__ = [
     "IntakeItem", "IntakeOutcome", "intake", "get", "get_by_ref", "feed", "load_open", "load_new",
-    "record_sent", "record_bank_outcome", "record_movement", "record_balance", "bank_ref_for",
+    "record_sent", "record_bank_outcome", "record_movement", "record_balance", "record_booking",
+    "bank_ref_for",
     "public_record",
 ]
 
@@ -310,6 +311,21 @@ def record_movement(tx: Tx, bank_id: str, entry: dict[str, Any], *, account_cent
     tx.event("bank.movement", dict(entry, bank=bank_id), centre_id=account_centre,
              bank_id=bank_id, account=entry["account"], raw=raw)
     return True
+
+
+def record_booking(tx: Tx, booking: Any) -> tuple[str, dict[str, Any]]:
+    """Journal a centre's booking once: ``created``, ``existing`` (same body) or ``conflict``."""
+    B = schema.bookings
+    found = tx.conn.execute(select(B.c.fingerprint).where(
+        B.c.centre_id == booking.centre_id, B.c.booking_id == booking.booking_id)).first()
+    body = booking.to_json()
+    if found is not None:
+        return ("existing" if found.fingerprint == booking.fingerprint() else "conflict"), body
+    event_id = tx.event("booking", body, centre_id=booking.centre_id, instruction_id=booking.instruction_id,
+                        account=booking.account)
+    tx.conn.execute(insert(B).values(centre_id=booking.centre_id, booking_id=booking.booking_id,
+                                     fingerprint=booking.fingerprint(), event_id=event_id))
+    return "created", body
 
 
 def record_balance(tx: Tx, bank_id: str, snapshot: dict[str, Any], *, account_centre: str | None,

@@ -73,3 +73,24 @@ bank_facts = Table(
     Column("fact_key", String(160), primary_key=True),
     Column("event_seq", BigInteger, nullable=True),
 )
+
+# How far the journal has been delivered to each destination (the ledger):
+# every event with seq <= delivered_seq has been answered stored/duplicate.
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("target", String(64), primary_key=True),
+    Column("delivered_seq", BigInteger, nullable=False),
+    Column("updated_us", BigInteger, nullable=False),
+)
+
+# Bookings posted by centres, once each: the same booking_id again is a repeat
+# (same body) or a conflict (another body).
+bookings = Table(
+    "bookings",
+    metadata,
+    Column("centre_id", String(16), primary_key=True),
+    Column("booking_id", String(32), primary_key=True),
+    Column("fingerprint", String(64), nullable=False),
+    Column("event_id", String(32), nullable=False),
+)

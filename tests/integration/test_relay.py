@@ -264,3 +264,22 @@ def _tls_dial(port: int, cert, key, ca, payload: bytes) -> bytes:
             except (ConnectionError, ssl.SSLError, OSError):
                 pass
     return data
+
+
+@pytest_twisted.ensureDeferred
+async def test_bookings_are_journalled_once_and_checked(harness):
+    c = harness.client()
+    await c.submit("BK-1", amount="50.00")
+    booking = {"booking_id": "V-1", "instruction_id": "BK-1", "account": DEBIT_B001, "amount": "-50.00",
+               "voucher_no": "PZ2026-0001", "booked_on": "2026-11-27"}
+    first, body = await c.request("POST", "/v1/bookings", booking)
+    again, _ = await c.request("POST", "/v1/bookings", booking)
+    clash, _ = await c.request("POST", "/v1/bookings", dict(booking, amount="-51.00"))
+    assert (first, again, clash) == (202, 200, 409) and body["amount"] == "-50.00"
+    status, problem = await c.request("POST", "/v1/bookings", dict(booking, booking_id="V-2", account=OTHER_ACCOUNT))
+    assert status == 403
+    status, problem = await c.request("POST", "/v1/bookings", dict(booking, booking_id="V-3", instruction_id="NOPE"))
+    assert status == 422 and problem["errors"][0]["field"] == "instruction_id"
+    kinds = await harness.gateway.db.read(
+        lambda conn: conn.execute(select(schema.events.c.kind).where(schema.events.c.kind == "booking")).all())
+    assert len(kinds) == 1

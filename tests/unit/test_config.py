@@ -483,7 +483,7 @@ def test_a_missing_bank_ca_file_is_a_problem(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("path, reason", [
     (("gatway",), 'unknown key (did you mean "gateway"?)'),
-    (("zzz",), "unknown key (known keys: gateway, tls, listen, limits, timeouts, centres, "
+    (("zzz",), "unknown key (known keys: gateway, tls, listen, limits, timeouts, ledger, centres, "
                   "banks, accounts, counterparties)"),
     (("gateway", "nodes"), 'unknown key (did you mean "node"?)'),
     (("tls", "key"), "unknown key (known keys: certificate, private_key, ca)"),
@@ -654,3 +654,19 @@ def test_a_rendered_config_loads_like_the_example(tmp_path: Path) -> None:
         dataclasses.replace(original, database="")
     assert rendered.tls.ca == tmp_path / "conf" / "../keys/dev/ca.crt"
 
+
+
+def test_the_ledger_section_is_optional_and_checked(tmp_path):
+    base = (Path(__file__).parents[2] / "conf" / "gateway.example.toml").read_text(encoding="utf-8")
+    path = tmp_path / "gw.toml"
+    path.write_text(base, encoding="utf-8")
+    assert load_config(path, check_files=False).ledger is None
+    path.write_text(base + '\n[ledger]\nurl = "https://127.0.0.1:9443"\nsigning_key = "s.key"\n', encoding="utf-8")
+    ledger = load_config(path, check_files=False).ledger
+    assert ledger is not None and ledger.name == "main" and ledger.signature_alg == "ed25519"
+    assert ledger.signing_key == tmp_path / "s.key" and ledger.batch == 500
+    path.write_text(base + '\n[ledger]\nurl = "http://x"\nsigning_key = "s.key"\nsignature_alg = "rsa"\n'
+                    'batch = 0\nfoo = 1\n', encoding="utf-8")
+    problems = check_config(path, check_files=False)
+    keys = {p.split(": ")[1] for p in problems}
+    assert keys == {"ledger.url", "ledger.signature_alg", "ledger.batch", "ledger.foo"}, problems

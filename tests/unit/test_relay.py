@@ -152,3 +152,40 @@ async def test_movements_on_foreign_accounts_are_refused_and_ours_acknowledged_a
 
     kinds = await db.read(lambda c: c.execute(select(schema.events.c.kind)).scalars().all())
     assert kinds.count("bank.movement") == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_movements_on_unregistered_accounts_are_kept_for_the_ledger(setup):
+    import datetime as dt
+    from sqlalchemy import select
+    from gateway.store import schema
+
+    config, db, clock, d = setup
+    session = RecordingSession()
+    d.link_up(session)
+    stray = msg.Entry("9999000011112222", "H9", -5000, dt.date(2026, 11, 27), dt.time(9, 0))
+    d.handle(msg.Movement("N9", (stray,)), b"n9")
+    await db.writer.idle()
+    assert [(a.reply_to, a.ok) for a in session.of(msg.Ack)] == [("N9", True)]
+    rows = await db.read(lambda c: c.execute(select(schema.events.c.kind, schema.events.c.centre_id)).all())
+    assert [tuple(r) for r in rows] == [("bank.movement", None)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_balances_of_every_account_at_the_bank_are_queried_and_stored(setup):
+    import datetime as dt
+    from sqlalchemy import select
+    from gateway.store import schema
+
+    config, db, clock, d = setup
+    session = RecordingSession()
+    assert d.query_balances() == 0  # no link, nothing asked
+    d.link_up(session)
+    assert d.query_balances() == 1
+    [query] = session.of(msg.BalanceQuery)
+    assert query.account == "6200001111222233"
+    d.handle(msg.Balance("BB1", query.seq_no, query.account, 123456, 120000,
+                         as_of=dt.datetime(2026, 11, 27, 10, 0)), b"bal")
+    await db.writer.idle()
+    rows = await db.read(lambda c: c.execute(select(schema.events.c.kind, schema.events.c.payload)).all())
+    assert rows[0].kind == "bank.balance" and '"balance":123456' in rows[0].payload

@@ -1,0 +1,257 @@
+"""The bdc XML body: field schemas per transaction, reading a parsed tree, rendering one.
+
+Grammar (PROTOCOL.md §2.1): ``<message><head>field*</head><body>field* field-list*</body>
+</message>``, every element named by a ``name`` attribute (``pin`` may accompany it).
+Reading refuses stray text, unknown elements and attributes, and duplicate names; which
+names a message may carry is decided by its :class:`Shape`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from lxml import etree
+
+from adapters._xml import escape_text, needs_escape
+from adapters.base import AdapterError
+
+from . import _files
+from . import _values as v
+
+__all__ = ["Shape", "Doc", "Fields", "CENTRE", "PUSHED", "RESPONSE", "REQUEST_HEADS",
+           "REQUEST_BODIES", "RESPONSE_BODIES", "read_doc", "check_shape", "read_file", "render"]
+
+_PROLOGUE = '<?xml version="1.0" encoding="GBK"?>\n<message><head>'
+
+
+# -- schemas ------------------------------------------------------------------------
+
+_CENTRE_HEAD = ("SendDate", "SendTime", "SendSeqNo", "TxUnitNo", "SendNode", "TxCode",
+                "ReceiveNode", "CustNo", "OperNo")
+_CENTRE_REQUIRED = frozenset(_CENTRE_HEAD) - {"CustNo"}
+_PUSHED_HEAD = ("SendDate", "SendTime", "SendSeqNo", "SendNode", "TxCode", "ReceiveNode",
+                "BDCDate", "BDCTime", "BDCSeqNo")
+_RESPONSE_HEAD = ("TxStatus", "RtnCode", "RtnMessage", "ReceiveDate", "ReceiveTime",
+                  "ReceiveSeqNo", "ReceiveNode", "TxCode", "BDCDate", "BDCTime", "BDCSeqNo",
+                  "SendNode", "SendSeqNo")
+
+
+@dataclass(frozen=True)
+class Shape:
+    """The fields one message may carry: ``required`` must be present (possibly empty)."""
+
+    required: frozenset[str] = frozenset()
+    optional: frozenset[str] = frozenset()
+    groups: frozenset[str] = frozenset()
+    allowed: frozenset[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "allowed", self.required | self.optional)
+
+
+def _shape(required: str = "", optional: str = "", groups: str = "") -> Shape:
+    return Shape(frozenset(required.split()), frozenset(optional.split()), frozenset(groups.split()))
+
+
+CENTRE = Shape(_CENTRE_REQUIRED, frozenset({"CustNo"}))
+PUSHED = Shape(frozenset(_PUSHED_HEAD))
+RESPONSE = Shape(frozenset(_RESPONSE_HEAD))
+
+REQUEST_HEADS: dict[str, tuple[Shape, ...]] = {
+    "BDC001": (CENTRE,), "SYS600": (CENTRE, PUSHED), "BDC109": (CENTRE,),
+    "BDC110": (CENTRE,), "BDC123": (CENTRE,), "SBDC100": (PUSHED,),
+}
+REQUEST_BODIES: dict[str, Shape] = {
+    "BDC001": _shape(),
+    "SYS600": _shape(),
+    "BDC109": _shape("SettleType BusType DeAcctNo DeAcctName DeAcctClass CrAcctNo CrAcctName "
+                     "CrAcctClass CrBankClass Amt Summary Remark",
+                     "CrBankName CrChgNo RefAcctNo RefSeqNo Signature"),
+    "BDC110": _shape("TxDate TxSeqNo"),
+    "BDC123": _shape("CurrNo CurrIden AcctNo AcctType"),
+    "SBDC100": _shape(groups="FILE_LIST"),
+}
+RESPONSE_BODIES: dict[str, Shape] = {
+    "BDC001": _shape("HandKey"),
+    "SYS600": _shape(),
+    "BDC109": _shape("HostStatus", "HostSeqNo"),
+    # IntHostSeqN is the protocol's own misspelling; the correct spelling is tolerated too.
+    "BDC110": _shape("OldTxStatus", "HostSeqNo IntHostSeqN IntHostSeqNo PenHostSeqNo "
+                     "FineHostSeqNo OldBatchNo TxSeqNo"),
+    "BDC123": _shape("AcctNo AcctName AcctBal AcctRestBal AcctOverBal AcctStatus"),
+    "BDC113": _shape(optional="AcctNo", groups="FILE_LIST"),
+    "SBDC100": _shape(),
+}
+
+
+# -- the XML tree --------------------------------------------------------------------
+
+
+@dataclass
+class Doc:
+    tx_code: str
+    head: dict[str, str]
+    body: dict[str, str]
+    groups: dict[str, etree._Element] = field(default_factory=dict)
+
+
+def _blank(s: str | None) -> bool:
+    return not s or s.isspace()
+
+
+def _name(el: etree._Element, where: str) -> str:
+    """The ``name`` attribute of a field or field-list; only ``pin`` may accompany it."""
+    name = None
+    for key, value in el.items():
+        if key == "name":
+            name = value
+        elif key == "pin":
+            if value not in ("true", "false"):
+                raise AdapterError(f"{where}: pin must be true or false")
+        else:
+            raise AdapterError(f"{where}: unexpected attribute {v.show(str(key))}")
+    if name is None:
+        raise AdapterError(f"{where}: <{el.tag}> without a name")
+    return name
+
+
+def _fields(parent: etree._Element, where: str, *, groups_allowed: bool
+            ) -> tuple[dict[str, str], dict[str, etree._Element]]:
+    """The plain fields (name to text) and field-lists (name to element) under ``parent``.
+
+    Field names are not checked here: the message's shape refuses any it does not define.
+    """
+    text = parent.text
+    if text and not text.isspace():
+        raise AdapterError(f"{where}: stray text")
+    fields: dict[str, str] = {}
+    groups: dict[str, etree._Element] = {}
+    for el in parent:
+        tail = el.tail
+        if tail and not tail.isspace():
+            raise AdapterError(f"{where}: stray text")
+        tag = el.tag
+        items = el.items()
+        if len(items) == 1 and items[0][0] == "name":  # the common case, inline for speed
+            name = items[0][1]
+        else:
+            name = _name(el, where)
+        if name in fields or name in groups:
+            raise AdapterError(f"{where}: field {v.show(name)} appears twice")
+        if tag == "field":
+            if len(el):
+                raise AdapterError(f"{where}: field {v.show(name)} has child elements")
+            fields[name] = el.text or ""
+        elif tag == "field-list" and groups_allowed:
+            groups[name] = el
+        else:
+            raise AdapterError(f"{where}: unexpected element {v.show(str(tag))}")
+    return fields, groups
+
+
+def read_doc(root: etree._Element) -> Doc:
+    """The fields of a parsed bdc message; refuses anything outside the grammar."""
+    if root.tag != "message" or len(root.attrib):
+        raise AdapterError("body: the root element must be a plain <message>")
+    if not _blank(root.text):
+        raise AdapterError("message: stray text")
+    parts: dict[str, etree._Element] = {}
+    for el in root:
+        if el.tag not in ("head", "body") or el.tag in parts or len(el.attrib):
+            raise AdapterError(f"message: unexpected element {v.show(str(el.tag))}")
+        if not _blank(el.tail):
+            raise AdapterError("message: stray text")
+        parts[el.tag] = el
+    if len(parts) != 2:
+        raise AdapterError("message: needs one <head> and one <body>")
+    head, _ = _fields(parts["head"], "head", groups_allowed=False)
+    body, groups = _fields(parts["body"], "body", groups_allowed=True)
+    tx_code = head.get("TxCode")
+    if tx_code is None:
+        raise AdapterError("head: TxCode missing")
+    v.match("TxCode", tx_code, v.TX_CODE, "must be a transaction code")
+    return Doc(tx_code, head, body, groups)
+
+
+def check_shape(values: dict[str, str], groups: dict[str, etree._Element], shape: Shape,
+                 where: str, *, enforce_required: bool = True) -> None:
+    names = values.keys()
+    unknown = names - shape.allowed
+    if unknown:
+        raise AdapterError(f"{where}: field {v.show(min(unknown))} is not defined here")
+    if groups:
+        unknown = groups.keys() - shape.groups
+        if unknown:
+            raise AdapterError(f"{where}: field-list {v.show(min(unknown))} is not defined here")
+    if enforce_required:
+        missing = shape.required - names
+        if missing:
+            raise AdapterError(f"{where}: required field {min(missing)} missing")
+        missing = shape.groups - groups.keys()
+        if missing:
+            raise AdapterError(f"{where}: required field-list {min(missing)} missing")
+
+
+def read_file(doc: Doc, where: str) -> tuple[str, str]:
+    """(NAME, file text) of row 0 of FILE_LIST."""
+    group = doc.groups["FILE_LIST"]
+    if len(group.attrib) > 1 or not _blank(group.text):
+        raise AdapterError(f"{where}: malformed FILE_LIST")
+    rows = list(group)
+    if len(rows) != 1:
+        raise AdapterError(f"{where}: FILE_LIST must hold exactly one file, found {len(rows)}")
+    row = rows[0]
+    if row.tag not in ("field-list", "field-xxxx") or not _blank(row.tail):
+        raise AdapterError(f"{where}: malformed FILE_LIST row")
+    if _name(row, where) != "0":
+        raise AdapterError(f"{where}: the FILE_LIST row must be named 0")
+    fields, _ = _fields(row, f"{where} FILE_LIST", groups_allowed=False)
+    if set(fields) != {"NAME", "DATA"}:
+        raise AdapterError(f"{where}: a FILE_LIST row holds exactly NAME and DATA")
+    name = v.text("FILE_LIST NAME", fields["NAME"], 128)
+    return name, _files.unpack_data(fields["DATA"])
+
+
+# -- rendering -----------------------------------------------------------------------
+
+
+Fields = list[tuple[str, str]]
+
+
+def _append_fields(out: list[str], fields: Fields, escape: bool) -> None:
+    for name, value in fields:
+        if not value:
+            out.append(f'<field name="{name}"/>')
+        elif escape:
+            out.append(f'<field name="{name}">{escape_text(value)}</field>')
+        else:
+            out.append(f'<field name="{name}">{value}</field>')
+
+
+def render(head: Fields, body: Fields, file: tuple[str, str] | None) -> bytes:
+    """The GBK body of a message; a character GBK lacks is refused naming its field."""
+    file_fields: Fields = [("NAME", file[0]), ("DATA", file[1])] if file is not None else []
+    fields = head + body + file_fields
+    # One scan of all values decides whether any needs escaping (rarely): far cheaper than
+    # escaping each value on its own.
+    escape = needs_escape("".join([value for _, value in fields]))
+    out = [_PROLOGUE]
+    _append_fields(out, head, escape)
+    out.append("</head><body>")
+    _append_fields(out, body, escape)
+    if file_fields:
+        out.append('<field-list name="FILE_LIST"><field-list name="0">')
+        _append_fields(out, file_fields, escape)
+        out.append("</field-list></field-list>")
+    out.append("</body></message>")
+    try:
+        return "".join(out).encode("gbk")
+    except UnicodeEncodeError:
+        for name, value in fields:  # find the field to name; the slow path only
+            try:
+                value.encode("gbk")
+            except UnicodeEncodeError as e:
+                raise AdapterError(f"{name}: character {value[e.start]!r} cannot be carried in GBK"
+                                   ) from None
+        raise AdapterError("a character cannot be carried in GBK") from None
+

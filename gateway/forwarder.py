@@ -1,0 +1,172 @@
+"""Copies of every journal event to the supervision ledger (promise G4).
+
+The journal is the outbox: the forwarder reads events after the delivery
+cursor in ``seq`` order, signs each copy, POSTs a batch over mutual TLS and
+moves the cursor past the copies the ledger answered ``stored`` or
+``duplicate``.  One batch is in flight at a time, so copies arrive in journal
+order (hence in order per instruction and per account).  When the ledger is
+down or refuses a copy, the cursor stays, the backlog grows (a metric), and
+the same copies go again after a backoff: at-least-once delivery, made
+exactly-once in effect by the ledger's dedupe on ``event_id``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from io import BytesIO
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool, readBody
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IPolicyForHTTPS
+from zope.interface import implementer
+
+from gateway.config import GatewayConfig
+from gateway.metrics import GatewayMetrics
+from gateway.signing import Signer
+from gateway.store import journal
+from gateway.store.db import Database
+from gateway.tls import ExpectPeer, client_options
+
+__all__ = ["LedgerForwarder", "copy_of"]
+
+log = Logger()
+TARGET = "ledger"
+
+
+def copy_of(row: dict[str, Any], gateway: str, adapter: str | None) -> dict[str, Any]:
+    """The unsigned copy of one journal row (the shape the ledger ingests)."""
+    raw = row.get("raw")
+    return {
+        "gateway": gateway, "seq": row["seq"], "event_id": row["event_id"], "kind": row["kind"],
+        "centre_id": row["centre_id"], "instruction_id": row["instruction_id"], "bank_id": row["bank_id"],
+        "account": row["account"], "state": row["state"], "created_us": row["created_us"],
+        "payload": row["payload"], "raw": base64.b64encode(raw).decode("ascii") if raw else None,
+        "adapter": adapter if raw else None, "hash": row["hash"],
+    }
+
+
+@implementer(IPolicyForHTTPS)
+class _LedgerPolicy:
+    def __init__(self, creator: Any) -> None:
+        self._creator = creator
+
+    def creatorForNetloc(self, hostname: bytes, port: int) -> Any:  # noqa: N802 (Twisted interface)
+        return self._creator
+
+
+class LedgerForwarder(Service):
+    """Delivers the journal to the ledger (see the module docstring)."""
+
+    name = "ledger-forwarder"
+
+    def __init__(self, config: GatewayConfig, db: Database, reactor: IReactorTime, metrics: GatewayMetrics,
+                 *, gateway_name: str, interval: float = 0.05) -> None:
+        ledger = config.ledger
+        assert ledger is not None
+        self.config = config
+        self.db = db
+        self.reactor = reactor
+        self.metrics = metrics
+        self.gateway_name = gateway_name
+        self.url = ledger.url.rstrip("/") + "/v1/copies"
+        self.batch = ledger.batch
+        self.signer = Signer(ledger.signing_key, ledger.signature_alg)
+        tls = config.tls
+        options = client_options(tls.certificate, tls.private_key, [ledger.ca or tls.ca])
+        pool = HTTPConnectionPool(reactor, persistent=True)
+        pool.maxPersistentPerHost = 1
+        self.agent = Agent(reactor, contextFactory=_LedgerPolicy(ExpectPeer(options, "ledger", ledger.name)),
+                           pool=pool, connectTimeout=10)
+        self.pool = pool
+        self.interval = interval
+        self.adapters = {bank_id: bank.adapter for bank_id, bank in config.banks.items()}
+        self.delivered: int | None = None
+        self.failures = 0
+        self._call: Any = None
+        self._running: Deferred[None] | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        self._schedule(0)
+
+    def stopService(self) -> Deferred[None] | None:
+        super().stopService()
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        d = self._running
+        closing = self.pool.closeCachedConnections()
+        return d.addBoth(lambda _: closing) if d is not None else closing
+
+    def _schedule(self, delay: float) -> None:
+        if self.running:
+            self._call = self.reactor.callLater(delay, self._round)
+
+    def _round(self) -> None:
+        self._running = self.deliver_once()
+        self._running.addCallback(self._next)
+        self._running.addErrback(self._failed)
+
+    def _next(self, sent: int) -> None:
+        self._running = None
+        self.failures = 0
+        self._schedule(0 if sent >= self.batch else self.interval)
+
+    def _failed(self, failure: Any) -> None:
+        self._running = None
+        self.failures += 1
+        delay = min(30.0, 0.25 * 2 ** min(self.failures, 8))
+        if self.failures in (1, 10) or self.failures % 100 == 0:
+            log.warn("ledger.unreachable", error=failure.getErrorMessage()[:200], failures=self.failures,
+                     retry_in_s=delay)
+        self.metrics.ledger_failures.inc()
+        self._schedule(delay)
+
+    @inlineCallbacks
+    def deliver_once(self) -> Any:
+        """Send the next batch; fires with how many copies were accepted."""
+        if self.delivered is None:
+            self.delivered = yield self.db.read(journal.delivered, TARGET)
+        rows = yield self.db.read(journal.events_after, self.delivered, self.batch)
+        last = yield self.db.read(journal.last_seq)
+        self.metrics.ledger_backlog.set(max(last - self.delivered, 0))
+        if not rows:
+            return 0
+        copies = [self.signer.sign(copy_of(r, self.gateway_name, self.adapters.get(r["bank_id"])))
+                  for r in rows]
+        body = json.dumps({"copies": copies}, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        d = self.agent.request(b"POST", self.url.encode(), Headers({b"content-type": [b"application/json"]}),
+                               FileBodyProducer(BytesIO(body)))
+        d.addTimeout(30, self.reactor)
+        response = yield d
+        content = yield readBody(response)
+        if response.code != 200:
+            raise RuntimeError(f"ledger answered {response.code}: {content[:200]!r}")
+        results = json.loads(content)["results"]
+        if len(results) != len(rows):
+            raise RuntimeError(f"ledger answered {len(results)} results for {len(rows)} copies")
+        accepted = 0
+        for row, result in zip(rows, results):
+            if result.get("event_id") != row["event_id"]:
+                raise RuntimeError("ledger answered out of order")
+            status = result.get("status")
+            self.metrics.ledger_copies.labels(status or "unknown").inc()
+            if status not in ("stored", "duplicate"):
+                # Never skip a refused copy: stop here, keep it at the head of the backlog.
+                log.error("ledger.copy_refused", event_id=row["event_id"], seq=row["seq"],
+                          reason=str(result.get("reason"))[:200])
+                break
+            accepted += 1
+        if accepted:
+            upto = rows[accepted - 1]["seq"]
+            yield self.db.write(lambda tx: journal.mark_delivered(tx, TARGET, upto))
+            self.delivered = upto
+            self.metrics.ledger_backlog.set(max(last - upto, 0))
+        if accepted < len(rows):
+            raise RuntimeError("the ledger refused a copy")
+        return accepted

@@ -1,0 +1,40 @@
+"""Reading the journal for delivery, and the per-destination delivery cursor."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select, update, insert
+from sqlalchemy.engine import Connection
+
+from gateway.store import schema
+from gateway.store.db import Tx
+
+__all__ = ["delivered", "events_after", "last_seq", "mark_delivered"]
+
+E = schema.events
+D = schema.deliveries
+
+
+def delivered(conn: Connection, target: str) -> int:
+    """The highest seq delivered to ``target`` (0 when nothing was)."""
+    return conn.execute(select(D.c.delivered_seq).where(D.c.target == target)).scalar() or 0
+
+
+def last_seq(conn: Connection) -> int:
+    return conn.execute(select(func.max(E.c.seq))).scalar() or 0
+
+
+def events_after(conn: Connection, after: int, limit: int) -> list[dict[str, Any]]:
+    """Journal rows with seq > ``after``, oldest first, as plain dicts."""
+    return [dict(r._mapping) for r in conn.execute(
+        select(E).where(E.c.seq > after).order_by(E.c.seq).limit(limit))]
+
+
+def mark_delivered(tx: Tx, target: str, seq: int) -> None:
+    """Move ``target``'s cursor forward to ``seq`` (never backward)."""
+    current = tx.conn.execute(select(D.c.delivered_seq).where(D.c.target == target)).scalar()
+    if current is None:
+        tx.conn.execute(insert(D).values(target=target, delivered_seq=seq, updated_us=tx.now_us))
+    elif seq > current:
+        tx.conn.execute(update(D).where(D.c.target == target).values(delivered_seq=seq, updated_us=tx.now_us))

@@ -1,0 +1,148 @@
+"""Copies to the ledger: signed, in journal order, at least once, never skipping a refused copy (G4)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.task import deferLater
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+
+from gateway.signing import init_signing_key, load_public_key, verify_copy
+from gateway.store import journal
+from gateway.tls import server_options, tls_server_factory
+from tests.integration.harness import start_harness
+
+
+class FakeLedger(Resource):
+    """Answers like the ledger: stored once per event id, duplicate after, nothing after a refusal."""
+
+    isLeaf = True
+
+    def __init__(self, public_key) -> None:
+        super().__init__()
+        self.public_key = public_key
+        self.stored: dict[str, dict] = {}
+        self.order: list[int] = []
+        self.refuse_instruction: str | None = None
+        self.bad_signatures = 0
+
+    def render_POST(self, request):
+        copies = json.loads(request.content.read())["copies"]
+        results = []
+        for copy in copies:
+            if results and results[-1]["status"] in ("refused", "skipped"):
+                results.append({"event_id": copy["event_id"], "status": "skipped"})
+            elif verify_copy(copy, self.public_key) is not None:
+                self.bad_signatures += 1
+                results.append({"event_id": copy["event_id"], "status": "refused", "reason": "signature"})
+            elif copy["instruction_id"] is not None and copy["instruction_id"] == self.refuse_instruction:
+                results.append({"event_id": copy["event_id"], "status": "refused", "reason": "test"})
+            elif copy["event_id"] in self.stored:
+                results.append({"event_id": copy["event_id"], "status": "duplicate"})
+            else:
+                self.stored[copy["event_id"]] = copy
+                self.order.append(copy["seq"])
+                results.append({"event_id": copy["event_id"], "status": "stored"})
+        request.setHeader(b"content-type", b"application/json")
+        return json.dumps({"results": results}).encode()
+
+
+async def wait_for(predicate, timeout=10.0):
+    deadline = reactor.seconds() + timeout
+    while not predicate():
+        if reactor.seconds() > deadline:
+            raise AssertionError("condition not met in time")
+        await deferLater(reactor, 0.05, lambda: None)
+
+
+@pytest_twisted.ensureDeferred
+async def test_every_event_reaches_the_ledger_once_in_order_and_signed(tmp_path):
+    from gateway.pki import init_dev_pki
+
+    keys = tmp_path / "keys"
+    pki = init_dev_pki(keys, banks=["B001", "B002"], centres=["C52240", "C11000"])
+    key, pub = init_signing_key(keys)
+    ledger = FakeLedger(load_public_key(pub))
+    options = server_options(pki.cert("ledger", "main"), pki.key("ledger", "main"), [pki.ca_cert])
+    port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(
+        tls_server_factory(Site(ledger), options))
+    url = f"https://127.0.0.1:{port.getHost().port}"
+    h = await start_harness(tmp_path, ledger={"url": url, "signing_key": str(key)})
+    try:
+        await h.link_up("B001")
+        c = h.client()
+        for n in range(5):
+            await c.submit(f"L-{n}")
+        for n in range(5):
+            await c.wait_state(f"L-{n}", {"succeeded"})
+        last = await h.gateway.db.read(journal.last_seq)
+        await wait_for(lambda: len(ledger.stored) == last)
+        assert ledger.order == sorted(ledger.order) and len(set(ledger.order)) == last
+        assert ledger.bad_signatures == 0
+        kinds = {c["kind"] for c in ledger.stored.values()}
+        assert {"instruction.state", "bank.movement"} <= kinds
+        # a bank fact carries the bank's original bytes and the adapter that reads them
+        final = [c for c in ledger.stored.values() if c["state"] == "succeeded"]
+        assert final and all(c["raw"] and c["adapter"] == "bdc" for c in final)
+
+    finally:
+        await h.stop()
+        await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_refused_copy_holds_the_backlog_until_accepted(tmp_path):
+    from gateway.pki import init_dev_pki
+
+    keys = tmp_path / "keys"
+    pki = init_dev_pki(keys, banks=["B001", "B002"], centres=["C52240", "C11000"])
+    key, pub = init_signing_key(keys)
+    ledger = FakeLedger(load_public_key(pub))
+    options = server_options(pki.cert("ledger", "main"), pki.key("ledger", "main"), [pki.ca_cert])
+    site_port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(
+        tls_server_factory(Site(ledger), options))
+    url = f"https://127.0.0.1:{site_port.getHost().port}"
+    h = await start_harness(tmp_path, ledger={"url": url, "signing_key": str(key)}, banks={})
+    try:
+        c = h.client()
+        ledger.refuse_instruction = "R-1"
+        await c.submit("R-1")
+        await c.submit("R-2")
+        await wait_for(lambda: h.gateway.metrics.ledger_copies.labels("refused")._value.get() >= 1)
+        assert ledger.stored == {}, [(c["seq"], c["instruction_id"], c["state"]) for c in ledger.stored.values()]
+        assert await h.gateway.db.read(journal.delivered, "ledger") == 0
+        ledger.refuse_instruction = None
+        await wait_for(lambda: len(ledger.stored) == 2)
+        assert ledger.order == sorted(ledger.order)
+    finally:
+        await h.stop()
+        await site_port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_server_that_is_not_the_ledger_gets_nothing(tmp_path):
+    """A server with a valid certificate of another role (a bank) is refused in the handshake."""
+    from gateway.pki import init_dev_pki
+
+    keys = tmp_path / "keys"
+    pki = init_dev_pki(keys, banks=["B001", "B002"], centres=["C52240", "C11000"])
+    key, pub = init_signing_key(keys)
+    impostor = FakeLedger(load_public_key(pub))
+    options = server_options(pki.cert("bank", "B001"), pki.key("bank", "B001"), [pki.ca_cert])
+    port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(
+        tls_server_factory(Site(impostor), options))
+    h = await start_harness(tmp_path, ledger={"url": f"https://127.0.0.1:{port.getHost().port}",
+                                               "signing_key": str(key)}, banks={})
+    try:
+        await h.client().submit("X-1")
+        await wait_for(lambda: h.gateway.metrics.ledger_failures._value.get() >= 1)
+        assert impostor.stored == {}
+        assert h.gateway.metrics.ledger_backlog._value.get() >= 1
+    finally:
+        await h.stop()
+        await port.stopListening()

@@ -1,0 +1,42 @@
+"""Logs are JSON facts with fields, and never carry full account numbers."""
+
+import io
+import json
+
+from twisted.logger import Logger, LogPublisher
+
+from gateway.logs import StructlogObserver
+
+
+def _capture():
+    out = io.StringIO()
+    publisher = LogPublisher(StructlogObserver(out, console=False))
+    return out, Logger(namespace="test", observer=publisher)
+
+
+def test_named_events_become_json_with_their_fields():
+    out, log = _capture()
+    log.info("instruction.sent bank={bank}", bank="B001", instruction_id="I1")
+    line = json.loads(out.getvalue())
+    assert line["event"] == "instruction.sent" and line["bank"] == "B001" and line["instruction_id"] == "I1"
+    assert line["level"] == "info"
+
+
+def test_account_numbers_are_masked_to_the_last_four_digits():
+    out, log = _capture()
+    log.warn("centre.foreign_account", debit_account="6200001111222233", account="6222002222333344")
+    line = json.loads(out.getvalue())
+    assert line["debit_account"] == "************2233" and line["account"] == "************3344"
+    assert "6200001111222233" not in out.getvalue()
+
+
+def test_sentences_from_other_libraries_are_rendered_as_text():
+    out, log = _capture()
+    log.info("Starting factory {factory!r}", factory="F")
+    assert json.loads(out.getvalue())["event"] == "Starting factory 'F'"
+
+
+def test_debug_events_are_dropped_below_the_minimum_level():
+    out, log = _capture()
+    log.debug("instruction.final", bank="B001")
+    assert out.getvalue() == ""
