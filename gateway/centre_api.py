@@ -21,6 +21,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from gateway.config import GatewayConfig
+from gateway.faults import crash_point
 from gateway.metrics import GatewayMetrics
 from gateway.model import FieldError, InvalidInput, parse_booking, parse_instruction
 from gateway.store import instructions as q
@@ -90,9 +91,11 @@ class Intake:
 
     def __init__(self, config: GatewayConfig, db: Database, on_stored: Callable[[list[dict[str, Any]]], None],
                  metrics: GatewayMetrics, today: Callable[[], _dt.date] = _dt.date.today,
-                 encodable: Callable[[q.IntakeItem], str | None] | None = None) -> None:
+                 encodable: Callable[[q.IntakeItem], str | None] | None = None,
+                 backpressure: Callable[[str, int], str | None] | None = None) -> None:
         self.config = config
         self.encodable = encodable
+        self.backpressure = backpressure
         self.db = db
         self.on_stored = on_stored
         self.metrics = metrics
@@ -113,6 +116,12 @@ class Intake:
             log.warn("centre.foreign_account", centre=centre_id, debit_account=ins.debit_account)
             raise Problem(403, "not-your-account", "The debit account is not one of this centre's",
                           errors=(FieldError("debit_account", "not an account of this centre"),))
+        if self.backpressure is not None:
+            busy = self.backpressure(account.bank, 1)
+            if busy is not None:
+                self.metrics.refused.labels("centre_api", "backpressure").inc()
+                raise Problem(503, "unavailable", f"Bank {account.bank} cannot take more instructions now",
+                              busy, errors=(FieldError("debit_account", f"held at bank {account.bank}"),))
         item = q.IntakeItem(ins, account.bank, self.policy_refusal(ins))
         if item.refusal is None and self.encodable is not None:
             reason = self.encodable(item)
@@ -140,6 +149,7 @@ class Intake:
     def store(self, items: Sequence[q.IntakeItem]) -> Any:
         """Commit the items; fires with one :class:`IntakeOutcome` each, after the commit."""
         outcomes = yield self.db.write(lambda tx: q.intake(tx, items))
+        crash_point("intake.respond")
         created = [o.record for o in outcomes if o.status == "created"]
         for rec in created:
             self.metrics.instructions.labels(rec["bank_id"], rec["state"]).inc()

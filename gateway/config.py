@@ -82,6 +82,7 @@ class Limits:
     max_amount: int = 5_000_000_000  # 50,000,000.00 CNY
     large_amount: int = 100_000_000  # 1,000,000.00 CNY: approval_ref required at or above
     max_batch: int = 1000
+    max_queue_per_bank: int = 20_000
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,8 @@ class Timeouts:
     status_query_attempts: int = 5
     max_feed_wait: float = 30.0
     balance_query_interval: float = 300.0
+    refuse_when_link_down_for: float = 300.0
+    shutdown_drain: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -297,9 +300,10 @@ _LEDGER_KEYS = ("url", "name", "ca", "signing_key", "signature_alg", "batch")
 _GATEWAY_KEYS = ("node", "database")
 _TLS_KEYS = ("certificate", "private_key", "ca")
 _LISTEN_KEYS = ("centre_api", "ops")
-_LIMIT_KEYS = ("max_amount", "large_amount", "max_batch")
+_LIMIT_KEYS = ("max_amount", "large_amount", "max_batch", "max_queue_per_bank")
 _TIMEOUT_SECONDS = ("heartbeat_interval", "dead_after", "receipt_timeout", "result_timeout",
-                    "status_query_interval", "max_feed_wait", "balance_query_interval")
+                    "status_query_interval", "max_feed_wait", "balance_query_interval",
+                    "refuse_when_link_down_for", "shutdown_drain")
 _TIMEOUT_KEYS = _TIMEOUT_SECONDS + ("status_query_attempts",)
 _CENTRE_KEYS = ("unit_no", "name", "ca")
 _BANK_KEYS = ("name", "adapter", "node", "direction", "endpoint", "window", "ca")
@@ -441,13 +445,15 @@ class _Checker:
         max_amount = self.amount(table, at, "max_amount", defaults.max_amount)
         large_amount = self.amount(table, at, "large_amount", defaults.large_amount)
         max_batch = self.integer(table, at, "max_batch", 1, 1000, default=defaults.max_batch)
-        if max_amount is None or large_amount is None or max_batch is None:
+        max_queue = self.integer(table, at, "max_queue_per_bank", 1, 10_000_000,
+                                 default=defaults.max_queue_per_bank)
+        if max_amount is None or large_amount is None or max_batch is None or max_queue is None:
             return None
         if large_amount > max_amount:
             self.problem(at + ("large_amount",),
                          f"must not be above limits.max_amount ({format_amount(max_amount)})")
             return None
-        return Limits(max_amount, large_amount, max_batch)
+        return Limits(max_amount, large_amount, max_batch, max_queue)
 
     def timeouts(self, table: dict[str, Any] | None) -> Timeouts | None:
         if table is None:

@@ -27,6 +27,7 @@ from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
 from gateway.config import GatewayConfig
+from gateway.faults import crash_point
 from gateway.metrics import GatewayMetrics
 from gateway.signing import Signer
 from gateway.store import journal
@@ -162,6 +163,7 @@ class LedgerForwarder(Service):
                           reason=str(result.get("reason"))[:200])
                 break
             accepted += 1
+        crash_point("ledger.forward")
         if accepted:
             upto = rows[accepted - 1]["seq"]
             yield self.db.write(lambda tx: journal.mark_delivered(tx, TARGET, upto))

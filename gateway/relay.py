@@ -27,6 +27,7 @@ from twisted.logger import Logger
 from adapters import base as msg
 from gateway import lifecycle
 from gateway.config import BankConfig, GatewayConfig
+from gateway.faults import armed, crash_point
 from gateway.metrics import GatewayMetrics
 from gateway.model import FINAL_STATES, State
 from gateway.store import instructions as q
@@ -83,6 +84,7 @@ class BankDispatcher:
         self._seq_prefix = f"G{int(clock.seconds()) % 10**8:08d}"
         self._loaded = False
         self._sent_once: set[str] = set()  # refs sent by this process (for the resend metric)
+        self.down_since: float | None = clock.seconds()  # None while a session is up
 
     # -- feeding -------------------------------------------------------------
 
@@ -131,6 +133,7 @@ class BankDispatcher:
     def link_up(self, session: LinkSession) -> None:
         """A session signed on: everything without a receipt goes again, same reference."""
         self.session = session
+        self.down_since = None
         resend = list(self.in_flight)
         self.in_flight.clear()
         for ref in reversed(resend):
@@ -144,6 +147,7 @@ class BankDispatcher:
         if session is not self.session:
             return
         self.session = None
+        self.down_since = self.clock.seconds()
         self.metrics.link_up.labels(self.bank.id).set(0)
         log.warn("link.down", bank=self.bank.id, in_flight=len(self.in_flight), pending=len(self.pending))
 
@@ -168,6 +172,9 @@ class BankDispatcher:
             self._sent_once.add(ref)
             self.in_flight[ref] = now
             sent.append(ref)
+            if armed("bank.sent"):
+                # Let the reactor flush the frame to the socket first: "sent" means on the wire.
+                self.clock.callLater(0.05, crash_point, "bank.sent")
         if sent:
             d = self.db.write(lambda tx: q.record_sent(tx, self.bank.id, sent))
             d.addCallback(self._count_sent, sent)
@@ -246,6 +253,7 @@ class BankDispatcher:
         self.pump()
 
     def _on_result(self, m: msg.Result, raw: bytes) -> None:
+        crash_point("bank.result")
         ref = m.ref
         answered = ref in self.in_flight or m.reply_to in self.queries
         self.in_flight.pop(ref, None)
@@ -420,6 +428,17 @@ class BankDispatcher:
     def depth(self) -> int:
         return len(self.pending) + len(self.in_flight) + len(self.waiting)
 
+    def refusal(self, extra: int = 1) -> str | None:
+        """Why new work for this bank must wait (backpressure), or None to accept it."""
+        limits, timeouts = self.config.limits, self.config.timeouts
+        if self.depth() + extra > limits.max_queue_per_bank:
+            return f"bank {self.bank.id} has {self.depth()} instructions queued (limit {limits.max_queue_per_bank})"
+        if self.down_since is not None:
+            down = self.clock.seconds() - self.down_since
+            if down >= timeouts.refuse_when_link_down_for:
+                return f"the link to bank {self.bank.id} has been down for {int(down)} s"
+        return None
+
 
 class Relay(Service):
     """All banks' dispatchers, their timers and the routing of new instructions."""
@@ -450,6 +469,10 @@ class Relay(Service):
             by_bank.setdefault(row["bank_id"], []).append(row)
         for bank_id, bank_rows in by_bank.items():
             self.dispatchers[bank_id].enqueue(bank_rows)
+
+    def refusal(self, bank_id: str, extra: int = 1) -> str | None:
+        """Backpressure: why ``bank_id`` cannot take ``extra`` more instructions now, or None."""
+        return self.dispatchers[bank_id].refusal(extra)
 
     def encodable(self, item: q.IntakeItem) -> str | None:
         """Why the bank's protocol cannot carry this instruction (e.g. a name outside GBK), or None.

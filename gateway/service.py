@@ -66,7 +66,7 @@ def makeService(config: GatewayConfig, reactor: Any) -> Gateway:  # noqa: N802 (
 
     feed = ResultsFeed()
     db.on_commit(feed.notify)
-    intake = Intake(config, db, relay.enqueue, metrics, encodable=relay.encodable)
+    intake = Intake(config, db, relay.enqueue, metrics, encodable=relay.encodable, backpressure=relay.refusal)
     api = CentreApi(config, intake, db, feed, metrics, reactor)
 
     tls = config.tls

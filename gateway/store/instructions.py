@@ -20,6 +20,7 @@ from sqlalchemy.engine import Connection
 from gateway import lifecycle
 from gateway.model import Instruction, State, format_amount
 from gateway.store import schema
+from gateway.faults import crash_point
 from gateway.store.db import Tx
 
 __all__ = [
@@ -155,6 +156,7 @@ def intake(tx: Tx, items: Sequence[IntakeItem]) -> list[IntakeOutcome]:
             tx.event("instruction.state", payload, centre_id=row["centre_id"],
                      instruction_id=row["instruction_id"], bank_id=row["bank_id"],
                      account=row["debit_account"], state=row["state"])
+        crash_point("intake.commit")
     return [IntakeOutcome(status, row) for status, row in plan]
 
 

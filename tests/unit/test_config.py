@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
+
+from adapters.base import iter_adapter_names
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -364,7 +366,8 @@ RULES: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
     ("banks.B001.endpoint", _set("banks", "B001", "endpoint", "unix:/run/hpf/b1.sock:mode=999"),
      "not a valid unix: endpoint: mode must be octal such as 660, not '999'"),
     ("banks.B001.adapter", _set("banks", "B001", "adapter", "nope"),
-     'no adapter named "nope" is installed (installed: bdc)'),
+     'no adapter named "nope" is installed (installed: '
+     + ", ".join(sorted(set(iter_adapter_names()))) + ")"),
     ("banks.B001.window", _set("banks", "B001", "window", 0), "must be from 1 to 10000, not 0"),
     ("banks.B001.window", _set("banks", "B001", "window", 10001),
      "must be from 1 to 10000, not 10001"),

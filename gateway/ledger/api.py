@@ -1,0 +1,886 @@
+"""The ledger's two HTTPS+JSON listeners: ingest (gateways) and the supervisor API (read-only).
+
+Ingest (``POST /v1/copies``, ``hpf://gateway/NAME`` certificates of configured
+gateways only): every copy is checked before anything is stored — its shape
+(:func:`parse_copy`), that it claims the gateway its certificate names, its
+signature with that gateway's public key, and, when it carries the bank's
+original frame, that the bank's own bytes say what the copy says
+(:func:`check_raw`).  A bad signature or a bank frame that disagrees refuses
+the copy and raises a ``forged-copy`` alert.  The answer per copy is sent only
+after the commit.
+
+Supervisor API (``hpf://supervisor/NAME`` certificates listed in the config):
+reads everything; the only writes are notes and state changes on alerts.
+Every other write, and every request by anyone else, is refused with 403,
+logged with the peer's identity and counted (``hpf_ledger_denied_total``).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import csv
+import datetime as _dt
+import io
+import json
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+
+from twisted.internet.defer import Deferred, DeferredLock
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request, Site
+
+from adapters.base import AdapterError, Balance, Movement, Result, Statement, decode_all
+from gateway.centre_api import MAX_BODY, Problem, make_site, strict_json
+from gateway.ledger import store
+from gateway.ledger.config import LedgerConfig, PublicSigningKey
+from gateway.ledger.matcher import Fact, forged_copy_alert
+from gateway.ledger.verify import verify_signature
+from gateway.model import FieldError, State, format_amount
+from gateway.store.db import StoreUnavailable
+from gateway.tls import IDENTITY_NAME, PeerIdentity, peer_identity
+
+if TYPE_CHECKING:
+    from gateway.ledger.service import LedgerMetrics, MatchEngine
+
+__all__ = [
+    "COPY_KINDS", "MAX_COPIES", "ParsedCopy", "Refusal", "parse_copy", "check_raw", "CopyChecker",
+    "Ingest", "IngestApi", "SupervisorApi", "daily_report", "report_csv", "REPORT_TZ", "make_ledger_site",
+]
+
+log = Logger()
+
+MAX_COPIES = 1000
+MAX_PAYLOAD = 1024 * 1024
+COPY_KINDS = ("instruction.state", "bank.movement", "bank.balance", "booking")
+REPORT_TZ = _dt.timezone(_dt.timedelta(hours=8), "+08:00")
+"""The day of the daily report is the business day in China (UTC+8, no daylight saving)."""
+
+_EVENT_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
+_CENTRE = re.compile(r"[A-Za-z0-9_-]{1,16}")
+_INSTRUCTION = re.compile(r"[A-Za-z0-9_-]{1,32}")
+_BANK = re.compile(r"[A-Z0-9]{1,16}")
+_ACCOUNT = re.compile(r"[0-9A-Za-z-]{1,32}")
+_ADAPTER = re.compile(r"[a-z0-9_]{1,32}")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_STATES = frozenset(s.value for s in State)
+_COPY_KEYS = frozenset(store.SIGNED_FIELDS) | {"signature"}
+_INT64 = 2**63 - 1
+
+
+# -- copies: parsing and checking (pure) -------------------------------------------
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a copy is refused; ``forged`` when a forged-copy alert is due."""
+
+    event_id: str
+    reason: str
+    forged: bool = False
+
+
+@dataclass(frozen=True)
+class ParsedCopy:
+    """A copy whose shape is valid: the row to store, the parsed payload and the signed bytes."""
+
+    row: store.CopyRow
+    payload: Mapping[str, Any]
+    signed: bytes
+
+
+def _opt(doc: Mapping[str, Any], key: str, pattern: re.Pattern[str]) -> str | None:
+    value = doc[key]
+    if value is None:
+        return None
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise ValueError(f"{key} is not valid")
+    return value
+
+
+def _int(doc: Mapping[str, Any], key: str) -> int:
+    value = doc[key]
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= _INT64:
+        raise ValueError(f"{key} must be a positive whole number")
+    return value
+
+
+def _host_seq_no(kind: str, payload: Mapping[str, Any]) -> str | None:
+    value: Any = None
+    if kind in ("bank.movement", "booking"):
+        value = payload.get("host_seq_no")
+    elif kind == "instruction.state" and isinstance(payload.get("result"), Mapping):
+        value = payload["result"].get("host_seq_no")
+    return value if isinstance(value, str) and 0 < len(value) <= 64 else None
+
+
+def parse_copy(doc: Any, *, expected_alg: str) -> ParsedCopy | Refusal:
+    """Validate one copy's shape (LEDGER.md); a :class:`Refusal` says what is wrong.
+
+    Every field must be present (``null`` where there is no value) and no
+    other; ``payload`` must be a JSON object in a string, ``raw`` canonical
+    base64, ``signature_alg`` the one configured for the gateway.  Pure.
+    """
+    event_id = doc.get("event_id") if isinstance(doc, Mapping) else None
+    shown = event_id if isinstance(event_id, str) and _EVENT_ID.fullmatch(event_id) else "?"
+    if not isinstance(doc, Mapping):
+        return Refusal(shown, "malformed: a copy is a JSON object")
+    missing = sorted(_COPY_KEYS - set(doc))
+    unknown = sorted(set(doc) - _COPY_KEYS)
+    if missing or unknown:
+        parts = ([f"missing field(s) {', '.join(missing)}"] if missing else []) + \
+                ([f"unknown field(s) {', '.join(unknown)}"] if unknown else [])
+        return Refusal(shown, "malformed: " + "; ".join(parts))
+    try:
+        gateway = doc["gateway"]
+        if not isinstance(gateway, str) or not IDENTITY_NAME.fullmatch(gateway):
+            raise ValueError("gateway is not a gateway name")
+        if shown == "?":
+            raise ValueError("event_id is not valid")
+        kind = doc["kind"]
+        if kind not in COPY_KINDS:
+            raise ValueError(f"kind must be one of {', '.join(COPY_KINDS)}")
+        state = doc["state"]
+        if state is not None and state not in _STATES:
+            raise ValueError("state is not an instruction state")
+        if kind == "instruction.state" and state is None:
+            raise ValueError("an instruction.state copy names its state")
+        payload_text = doc["payload"]
+        if not isinstance(payload_text, str) or len(payload_text) > MAX_PAYLOAD:
+            raise ValueError("payload must be a JSON text of at most 1 MiB")
+        try:
+            payload = strict_json(payload_text.encode("utf-8"))
+        except (Problem, UnicodeEncodeError):
+            raise ValueError("payload is not valid JSON") from None
+        if not isinstance(payload, dict):
+            raise ValueError("payload must be a JSON object")
+        raw: bytes | None = None
+        if doc["raw"] is not None:
+            if not isinstance(doc["raw"], str) or len(doc["raw"]) > 2 * MAX_PAYLOAD:
+                raise ValueError("raw must be base64 text of at most 1 MiB of bytes")
+            try:
+                raw = base64.b64decode(doc["raw"], validate=True)
+            except (binascii.Error, ValueError):
+                raise ValueError("raw is not valid base64") from None
+            if base64.b64encode(raw).decode("ascii") != doc["raw"]:
+                raise ValueError("raw is not canonical base64")
+        gateway_hash = doc["hash"]
+        if not isinstance(gateway_hash, str) or not _HEX64.fullmatch(gateway_hash):
+            raise ValueError("hash must be 64 lowercase hex digits")
+        signature = doc["signature"]
+        if not isinstance(signature, str) or not 0 < len(signature) <= 512:
+            raise ValueError("signature must be base64 text")
+        if doc["signature_alg"] != expected_alg:
+            raise ValueError(f"signature_alg must be {expected_alg!r}, the one configured for this gateway")
+        row = store.CopyRow(
+            gateway=gateway, gateway_seq=_int(doc, "seq"), event_id=shown, kind=kind,
+            centre_id=_opt(doc, "centre_id", _CENTRE), instruction_id=_opt(doc, "instruction_id", _INSTRUCTION),
+            bank_id=_opt(doc, "bank_id", _BANK), account=_opt(doc, "account", _ACCOUNT), state=state,
+            created_us=_int(doc, "created_us"), payload=payload_text, raw=raw,
+            adapter=_opt(doc, "adapter", _ADAPTER), gateway_hash=gateway_hash, signature=signature,
+            signature_alg=expected_alg, host_seq_no=_host_seq_no(kind, payload))
+        signed = store.canonical_bytes(doc)
+    except ValueError as e:  # UnicodeEncodeError (lone surrogates) is a ValueError too
+        return Refusal(shown, f"malformed: {e}")
+    return ParsedCopy(row, payload, signed)
+
+
+def check_raw(copy: ParsedCopy, adapter: Any) -> str | None:
+    """Whether the bank's original frame says what the copy says; the disagreement, or None.
+
+    - a result (``payload.result``): the frame holds a Result for the copy's
+      ``bank_ref`` with the same ``succeeded`` and ``host_seq_no``;
+    - any other instruction state: the frame is about the copy's ``bank_ref``;
+    - a movement: the frame holds an entry on the account with the copy's
+      ``host_seq_no`` and the same signed ``amount``;
+    - a balance: the frame holds that account's balance with the same ``balance``.
+    """
+    row, payload = copy.row, copy.payload
+    assert row.raw is not None
+    try:
+        messages = decode_all(adapter, row.raw)
+    except AdapterError as e:
+        return f"raw is not a valid {row.adapter} frame ({str(e)[:120]})"
+    except Exception as e:  # an adapter bug must not take ingest down; fail closed
+        return f"raw cannot be decoded by {row.adapter} ({type(e).__name__})"
+    if row.kind == "instruction.state":
+        ref = payload.get("bank_ref")
+        about = [m for m in messages if getattr(m, "ref", None) == ref]
+        if not about:
+            return f"the bank's frame is not about bank_ref {ref!r}"
+        result = payload.get("result")
+        if isinstance(result, Mapping):
+            results = [m for m in about if isinstance(m, Result)]
+            if not results:
+                return "the bank's frame carries no result"
+            for m in results:
+                if m.succeeded == result.get("succeeded") and m.host_seq_no == result.get("host_seq_no"):
+                    return None
+            m = results[0]
+            return (f"the bank says succeeded={m.succeeded} host_seq_no={m.host_seq_no!r}, the copy says "
+                    f"succeeded={result.get('succeeded')} host_seq_no={result.get('host_seq_no')!r}")
+        return None
+    if row.kind == "bank.movement":
+        entries = [e for m in messages if isinstance(m, (Movement, Statement)) for e in m.entries]
+        account, host = payload.get("account"), payload.get("host_seq_no")
+        same = [e for e in entries if e.account == account and e.host_seq_no == host]
+        if not same:
+            return f"the bank's frame has no entry {host!r} on that account"
+        if all(e.amount != payload.get("amount") for e in same):
+            return (f"the bank says amount {format_amount(same[0].amount)}, the copy says "
+                    f"{payload.get('amount')!r} (fen) for entry {host!r}")
+        return None
+    if row.kind == "bank.balance":
+        balances = [m for m in messages if isinstance(m, Balance) and m.account == payload.get("account")]
+        if not balances:
+            return "the bank's frame has no balance for that account"
+        if all(b.balance != payload.get("balance") for b in balances):
+            return (f"the bank says balance {format_amount(balances[0].balance)}, the copy says "
+                    f"{payload.get('balance')!r} (fen)")
+        return None
+    return None  # a booking is the centre's: nothing of the bank's to compare
+
+
+class CopyChecker:
+    """Shape, signature and bank-frame checks for a gateway's copies (no I/O; thread-safe).
+
+    ``keys`` maps a gateway name to its (signature_alg, public key);
+    ``load(name)`` gives an adapter instance (adapters keep no state) or
+    raises ``KeyError`` for one not installed here; it is called once per name.
+    """
+
+    def __init__(self, keys: Mapping[str, tuple[str, PublicSigningKey]],
+                 load: Callable[[str], Any]) -> None:
+        self.keys = keys
+        self._load = load
+        self._adapters: dict[str, Any] = {}
+
+    def check(self, gateway: str, docs: Sequence[Any]) -> list[ParsedCopy | Refusal]:
+        """Each document parsed and checked; a :class:`ParsedCopy` is fit to store."""
+        alg, key = self.keys[gateway]
+        out: list[ParsedCopy | Refusal] = []
+        for doc in docs:
+            parsed = parse_copy(doc, expected_alg=alg)
+            if isinstance(parsed, Refusal):
+                out.append(parsed)
+                continue
+            row = parsed.row
+            if row.gateway != gateway:
+                out.append(Refusal(row.event_id, f"the copy claims gateway {row.gateway!r} but the "
+                                                 f"certificate is hpf://gateway/{gateway}"))
+                continue
+            if not verify_signature(key, alg, parsed.signed, row.signature):
+                out.append(Refusal(row.event_id, f"the signature does not verify with gateway {gateway}'s "
+                                                 "key", forged=True))
+                continue
+            try:
+                Fact.from_copy(doc)  # what the matcher relies on, checked before anything is stored
+            except ValueError as e:
+                out.append(Refusal(row.event_id, str(e)))  # "malformed copy: ..." from the matcher
+                continue
+            if row.raw is not None and row.adapter is not None:
+                try:
+                    adapter = self._adapter(row.adapter)
+                except KeyError:
+                    out.append(Refusal(row.event_id, f"adapter {row.adapter!r} is not installed at the "
+                                                     "ledger, so the bank's frame cannot be checked"))
+                    continue
+                disagreement = check_raw(parsed, adapter)
+                if disagreement is not None:
+                    out.append(Refusal(row.event_id, f"the bank's frame disagrees with the copy: "
+                                                     f"{disagreement}", forged=True))
+                    continue
+            out.append(parsed)
+        return out
+
+    def _adapter(self, name: str) -> Any:
+        adapter = self._adapters.get(name)
+        if adapter is None:
+            adapter = self._adapters[name] = self._load(name)
+        return adapter
+
+
+# -- ingest -------------------------------------------------------------------------
+
+
+class Ingest:
+    """Files a gateway's batch of copies: check off the reactor, store in one commit, then match.
+
+    One batch per gateway at a time (a lock per gateway), so copies from one
+    gateway reach the store in the order they were sent.
+    """
+
+    def __init__(self, db: store.LedgerDatabase, engine: MatchEngine, checker: CopyChecker,
+                 metrics: LedgerMetrics, reactor: Any, pool: ThreadPool) -> None:
+        self.db = db
+        self.engine = engine
+        self.checker = checker
+        self.metrics = metrics
+        self.reactor = reactor
+        self.pool = pool
+        self._locks: dict[str, DeferredLock] = {}
+
+    async def file(self, gateway: str, docs: Sequence[Any]) -> list[dict[str, Any]]:
+        """One result per copy, in order, each ``{"event_id", "status", "reason"?}``; after the commit."""
+        lock = self._locks.setdefault(gateway, DeferredLock())
+        await lock.acquire()
+        try:
+            return await self._file(gateway, docs)
+        finally:
+            lock.release()
+
+    async def _file(self, gateway: str, docs: Sequence[Any]) -> list[dict[str, Any]]:
+        checked = await deferToThreadPool(self.reactor, self.pool, self.checker.check, gateway, docs)
+        # Nothing after the first refused copy is stored: the gateway resends from there
+        # in journal order (see store.store_copies).
+        first_bad = next((i for i, c in enumerate(checked) if isinstance(c, Refusal)), len(checked))
+        parsed = [c for c in checked[:first_bad] if isinstance(c, ParsedCopy)]
+        forged = [forged_copy_alert(gateway, c.event_id, c.reason) for c in checked
+                  if isinstance(c, Refusal) and c.forged]
+
+        def op(tx: Any) -> tuple[list[store.CopyOutcome], list[dict[str, Any]]]:
+            outcomes = store.store_copies(tx, gateway, [p.row for p in parsed])
+            drafts = forged + [forged_copy_alert(gateway, o.event_id, o.reason)
+                               for o in outcomes if o.conflict]
+            return outcomes, store.store_alerts(tx, [_alert_row(d) for d in drafts])
+
+        outcomes, new_alerts = await self.db.write(op)
+        stored = [o.row for o in outcomes if o.status == "stored" and o.row is not None]
+        self.engine.observe(stored)
+        self.engine.alerts_created(new_alerts)
+        by_id = iter(outcomes)
+        results: list[dict[str, Any]] = []
+        for i, c in enumerate(checked):
+            if i > first_bad:
+                event_id = c.event_id if isinstance(c, Refusal) else c.row.event_id
+                result = {"event_id": event_id, "status": "skipped",
+                          "reason": "after a refused copy; send it again"}
+            elif isinstance(c, Refusal):
+                result = {"event_id": c.event_id, "status": "refused", "reason": c.reason}
+                log.warn("ledger.copy_refused", gateway=gateway, event_id=c.event_id, reason=c.reason,
+                         forged=c.forged)
+            else:
+                o = next(by_id)
+                result = {"event_id": o.event_id, "status": o.status}
+                if o.status == "refused":
+                    result["reason"] = o.reason
+                    log.warn("ledger.copy_refused", gateway=gateway, event_id=o.event_id, reason=o.reason,
+                             forged=o.conflict)
+            self.metrics.copies.labels(gateway, result["status"]).inc()
+            results.append(result)
+        if stored:
+            self.metrics.gateway_last_seq.labels(gateway).set(max(r["gateway_seq"] for r in stored))
+            self.metrics.journal_seq.set(max(r["seq"] for r in stored))
+        return results
+
+
+def _alert_row(draft: Any) -> store.AlertRow:
+    return store.AlertRow(draft.key, draft.rule, draft.severity, draft.subject, draft.summary,
+                          tuple(draft.evidence))
+
+
+# -- HTTP plumbing --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Csv:
+    """A CSV answer body."""
+
+    text: str
+
+
+class _JsonApi(Resource):
+    """One leaf resource per listener: identity first, then the route; problem+json for errors."""
+
+    isLeaf = True
+    listener = ""
+
+    def __init__(self, metrics: LedgerMetrics) -> None:
+        super().__init__()
+        self.metrics = metrics
+
+    def render(self, request: Request) -> Any:
+        d = Deferred.fromCoroutine(self._dispatch(request))
+        d.addErrback(lambda f: log.failure("ledger_api.unhandled", f))
+        return NOT_DONE_YET
+
+    async def _dispatch(self, request: Any) -> None:
+        route = "unknown"
+        body: Any
+        try:
+            identity = self._identity(request)
+            path = request.path.decode("ascii", "replace")
+            method = request.method.decode("ascii", "replace")
+            route, status, body = await self.handle(request, identity, method, path)
+        except Problem as p:
+            status, body = p.status, p
+        except StoreUnavailable as e:
+            log.warn("ledger_api.store_unavailable", listener=self.listener, error=str(e))
+            status, body = 503, Problem(503, "unavailable", "The store cannot take writes now; retry",
+                                        str(e)[:200])
+        except Exception:
+            log.failure("ledger_api.failed", listener=self.listener)
+            status, body = 500, Problem(500, "internal-error", "The ledger failed to answer; retry later")
+        if request.finished or request.channel is None:
+            return
+        self.metrics.api_requests.labels(self.listener, route, str(status)).inc()
+        _send(request, status, body)
+
+    def _identity(self, request: Any) -> PeerIdentity | None:
+        try:
+            return peer_identity(request.transport)
+        except ValueError:  # a certificate from a trusted CA that names no hpf:// identity
+            return None
+
+    def deny(self, request: Any, identity: PeerIdentity | None, reason: str, title: str) -> Problem:
+        """Log and count a refusal; the 403 problem to answer with."""
+        who = identity.uri if identity is not None else "no hpf:// identity"
+        self.metrics.denied.labels(self.listener, reason).inc()
+        log.warn("ledger.denied", listener=self.listener, peer=who, reason=reason,
+                 method=request.method.decode("ascii", "replace"),
+                 path=request.path.decode("ascii", "replace")[:200])
+        return Problem(403, reason, title)
+
+    async def handle(self, request: Any, identity: PeerIdentity | None, method: str,
+                     path: str) -> tuple[str, int, Any]:
+        raise NotImplementedError
+
+    def json_body(self, request: Any) -> Any:
+        if request.too_large:
+            raise Problem(413, "too-large", f"The body is larger than {MAX_BODY} bytes")
+        ctype = (request.getHeader(b"content-type") or b"").split(b";")[0].strip().lower()
+        if ctype != b"application/json":
+            raise Problem(415, "unsupported-media-type", "Send application/json")
+        request.content.seek(0)
+        return strict_json(request.content.read())
+
+
+def _send(request: Any, status: int, body: Any) -> None:
+    request.setResponseCode(status)
+    if isinstance(body, Problem):
+        request.setHeader(b"content-type", b"application/problem+json")
+        if status == 503:
+            request.setHeader(b"retry-after", b"1")
+        payload = json.dumps(body.to_json(), ensure_ascii=False).encode("utf-8")
+    elif isinstance(body, _Csv):
+        request.setHeader(b"content-type", b"text/csv; charset=utf-8")
+        payload = body.text.encode("utf-8")
+    else:
+        request.setHeader(b"content-type", b"application/json; charset=utf-8")
+        payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    request.setHeader(b"cache-control", b"no-store")
+    request.write(payload)
+    request.finish()
+
+
+def make_ledger_site(api: _JsonApi) -> Site:
+    """The HTTP site for a ledger listener: the centre API's bounded requests and idle timeout."""
+    return make_site(api)  # type: ignore[arg-type]  # any leaf resource serves
+
+
+# -- ingest listener ------------------------------------------------------------------
+
+
+class IngestApi(_JsonApi):
+    """``POST /v1/copies`` for configured gateways; everything else is 404/405, anyone else 403."""
+
+    listener = "ingest"
+
+    def __init__(self, config: LedgerConfig, ingest: Ingest, engine: MatchEngine,
+                 metrics: LedgerMetrics) -> None:
+        super().__init__(metrics)
+        self.config = config
+        self.ingest = ingest
+        self.engine = engine
+
+    async def handle(self, request: Any, identity: PeerIdentity | None, method: str,
+                     path: str) -> tuple[str, int, Any]:
+        if identity is None or identity.role != "gateway" or identity.name not in self.config.gateways:
+            raise self.deny(request, identity, "not-a-gateway",
+                            "Only the certificates of configured gateways may file copies")
+        if path != "/v1/copies":
+            raise Problem(404, "not-found", "No such resource")
+        if method != "POST":
+            raise Problem(405, "method-not-allowed", f"{method} is not allowed on {path}")
+        if not self.engine.ready:
+            raise Problem(503, "unavailable", "The ledger is catching up after a restart; retry")
+        body = self.json_body(request)
+        if not isinstance(body, dict) or set(body) != {"copies"} or not isinstance(body["copies"], list) \
+                or not 1 <= len(body["copies"]) <= MAX_COPIES:
+            raise Problem(422, "invalid-copies", f"The body must be {{\"copies\": [1 to {MAX_COPIES} copies]}}",
+                          errors=(FieldError("copies", f"is required, the only field, and holds 1 to "
+                                                       f"{MAX_COPIES} copies"),))
+        results = await self.ingest.file(identity.name, body["copies"])
+        return "copies", 200, {"results": results}
+
+
+# -- supervisor listener --------------------------------------------------------------
+
+_ALERT_PATH = re.compile(r"/v1/alerts/([0-9]{1,18})")
+_ALERT_ACTION = re.compile(r"/v1/alerts/([0-9]{1,18})/(notes|state)")
+_TRAIL = re.compile(r"/v1/trail/([A-Za-z0-9_-]{1,16})/([A-Za-z0-9_-]{1,32})")
+_BALANCES = re.compile(r"/v1/accounts/([0-9A-Za-z-]{1,32})/balances")
+_RULE = re.compile(r"[a-z-]{1,40}")
+_READS = ("GET", "HEAD")
+MAX_TEXT = 4000
+
+
+class SupervisorApi(_JsonApi):
+    """Read-only access for listed supervisors; notes and alert state changes are the only writes."""
+
+    listener = "supervisor"
+
+    def __init__(self, config: LedgerConfig, db: store.LedgerDatabase, engine: MatchEngine,
+                 keys: Mapping[str, tuple[str, PublicSigningKey]], metrics: LedgerMetrics) -> None:
+        super().__init__(metrics)
+        self.config = config
+        self.db = db
+        self.engine = engine
+        self.keys = keys
+
+    async def handle(self, request: Any, identity: PeerIdentity | None, method: str,
+                     path: str) -> tuple[str, int, Any]:
+        if identity is None or identity.role != "supervisor" or identity.name not in self.config.supervisors:
+            reason = "not-a-supervisor"
+            raise self.deny(request, identity, reason, "Only listed supervisors may use this API")
+        if method not in _READS:
+            action = _ALERT_ACTION.fullmatch(path)
+            if method != "POST" or action is None:
+                raise self.deny(request, identity, "read-only",
+                                "Supervision is read-only: the only writes are notes and state "
+                                "changes on alerts")
+            alert_id, what = int(action.group(1)), action.group(2)
+            if what == "notes":
+                return "note", *(await self._note(request, identity, alert_id))
+            return "state", *(await self._state(request, identity, alert_id))
+        if path == "/v1/alerts":
+            return "alerts", 200, await self._alerts(request)
+        if m := _ALERT_PATH.fullmatch(path):
+            found = await self.db.read(store.get_alert, int(m.group(1)))
+            if found is None:
+                raise Problem(404, "not-found", "No such alert")
+            return "alert", 200, found
+        if m := _TRAIL.fullmatch(path):
+            return "trail", 200, await self._trail(m.group(1), m.group(2))
+        if m := _BALANCES.fullmatch(path):
+            return "balances", 200, await self._balances(request, m.group(1))
+        if path == "/v1/reports/daily":
+            return "daily", 200, await self._daily(request)
+        raise Problem(404, "not-found", "No such resource")
+
+    # -- writes: notes and state ---------------------------------------------------
+
+    def _text(self, body: Any, allowed: set[str], field: str) -> str:
+        if not isinstance(body, dict):
+            raise Problem(422, "invalid-body", "The body must be a JSON object")
+        errors = [FieldError(k, "unknown field") for k in sorted(set(body) - allowed)]
+        text = body.get(field)
+        if not isinstance(text, str) or not text.strip():
+            errors.append(FieldError(field, "is required: non-blank text"))
+        elif len(text) > MAX_TEXT:
+            errors.append(FieldError(field, f"longer than {MAX_TEXT} characters"))
+        elif any((ord(c) < 0x20 and c not in "\n\t") or 0x7F <= ord(c) < 0xA0 or 0xD800 <= ord(c) <= 0xDFFF
+                 for c in text):
+            errors.append(FieldError(field, "contains control characters"))
+        if errors:
+            raise Problem(422, "invalid-body", "The body is invalid", errors=tuple(errors))
+        return text
+
+    async def _note(self, request: Any, identity: PeerIdentity, alert_id: int) -> tuple[int, Any]:
+        text = self._text(self.json_body(request), {"text"}, "text")
+        note = await self.db.write(lambda tx: store.add_note(tx, alert_id, identity.uri, text))
+        if note is None:
+            raise Problem(404, "not-found", "No such alert")
+        log.info("ledger.alert_note", alert_id=alert_id, who=identity.uri)
+        return 201, {"alert_id": alert_id, "note": {"id": note["id"], "who": note["who"], "action": "note",
+                                                    "text": note["text"], "at": store.iso_us(note["at_us"])}}
+
+    async def _state(self, request: Any, identity: PeerIdentity, alert_id: int) -> tuple[int, Any]:
+        body = self.json_body(request)
+        reason = self._text(body, {"state", "reason"}, "reason")
+        new_state = body.get("state")
+        if new_state not in ("acknowledged", "resolved"):
+            raise Problem(422, "invalid-body", "The body is invalid",
+                          errors=(FieldError("state", 'must be "acknowledged" or "resolved"'),))
+        outcome, alert = await self.db.write(
+            lambda tx: store.change_state(tx, alert_id, identity.uri, new_state, reason))
+        if outcome == "not-found":
+            raise Problem(404, "not-found", "No such alert")
+        if outcome == "conflict":
+            assert alert is not None
+            raise Problem(409, "invalid-transition",
+                          f"An alert in state {alert['state']} cannot become {new_state}: "
+                          "open -> acknowledged -> resolved only")
+        log.info("ledger.alert_state", alert_id=alert_id, state=new_state, who=identity.uri)
+        self.engine.refresh_alert_gauge()
+        return 200, await self.db.read(store.get_alert, alert_id)
+
+    # -- reads -------------------------------------------------------------------------
+
+    async def _alerts(self, request: Any) -> dict[str, Any]:
+        state = _arg(request, b"state")
+        if state is not None and state not in store.ALERT_STATES:
+            raise _bad_query("state", f"must be one of {', '.join(store.ALERT_STATES)}")
+        rule = _arg(request, b"rule")
+        if rule is not None and not _RULE.fullmatch(rule):
+            raise _bad_query("rule", "is not a rule name")
+        since = _arg(request, b"since")
+        since_us = _since(since) if since is not None else None
+        after = _int_arg(request, b"after", 0, 0, 10**18)
+        limit = _int_arg(request, b"limit", 100, 1, 1000)
+        rows = await self.db.read(lambda c: store.list_alerts(c, state=state, rule=rule, since_us=since_us,
+                                                              after_id=after, limit=limit))
+        return {"alerts": rows, "next": rows[-1]["id"] if rows else after}
+
+    async def _trail(self, centre_id: str, instruction_id: str) -> dict[str, Any]:
+        keys = self.keys
+
+        def read(conn: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+            rows, found = store.trail(conn, centre_id, instruction_id)
+            return [_trail_item(r, keys) for r in rows], found  # signatures checked off the reactor
+
+        rows, found = await self.db.read(read)
+        if not rows:
+            raise Problem(404, "not-found", "The ledger holds no copy about this instruction")
+        return {"centre_id": centre_id, "instruction_id": instruction_id, "copies": rows, "alerts": found}
+
+    async def _balances(self, request: Any, account: str) -> dict[str, Any]:
+        limit = _int_arg(request, b"limit", 100, 1, 1000)
+        snaps = await self.db.read(store.balance_history, account, limit)
+        tolerance = self.config.thresholds.balance_tolerance
+        out = []
+        for s in snaps:
+            item = {k: v for k, v in s.items() if k not in ("reported", "available", "expected",
+                                                           "difference", "net_movement")}
+            for key in ("reported", "available", "expected", "difference", "net_movement"):
+                if s.get(key) is not None:
+                    item[key] = format_amount(s[key])
+            if "difference" in s:
+                item["continuous"] = abs(s["difference"]) <= tolerance
+            out.append(item)
+        registered = self.config.accounts.get(account)
+        return {"account": account, "registered": registered is not None,
+                "bank_id": registered.bank if registered else None,
+                "centre_id": registered.centre if registered else None,
+                "tolerance": format_amount(tolerance), "snapshots": out,
+                "breaks": sum(1 for s in out if s.get("continuous") is False)}
+
+    async def _daily(self, request: Any) -> Any:
+        text = _arg(request, b"date")
+        if text is None:
+            raise _bad_query("date", "is required (YYYY-MM-DD)")
+        try:
+            day = _dt.date.fromisoformat(text)
+            if len(text) != 10:
+                raise ValueError
+        except ValueError:
+            raise _bad_query("date", "must be a date YYYY-MM-DD") from None
+        start = _dt.datetime.combine(day, _dt.time(), REPORT_TZ)
+        start_us = int(start.timestamp()) * 1_000_000
+        end_us = start_us + 86_400 * 1_000_000
+        data = await self.db.read(store.daily_rows, start_us, end_us)
+        report = daily_report(day, data, self.config)
+        accept = (request.getHeader(b"accept") or b"").decode("ascii", "replace").lower()
+        if "text/csv" in accept:
+            return _Csv(report_csv(report))
+        return report
+
+
+def _trail_item(row: Mapping[str, Any], keys: Mapping[str, tuple[str, PublicSigningKey]]) -> dict[str, Any]:
+    document = store.copy_document(row)
+    found = keys.get(row["gateway"])
+    verified = found is not None and verify_signature(found[1], found[0], store.canonical_bytes(document),
+                                                      row["signature"])
+    try:
+        payload: Any = json.loads(row["payload"])
+    except ValueError:
+        payload = row["payload"]
+    return {
+        "ledger_seq": row["seq"], "gateway": row["gateway"], "seq": row["gateway_seq"],
+        "event_id": row["event_id"], "kind": row["kind"], "centre_id": row["centre_id"],
+        "instruction_id": row["instruction_id"], "bank_id": row["bank_id"], "account": row["account"],
+        "state": row["state"], "created_at": store.iso_us(row["created_us"]), "created_us": row["created_us"],
+        "received_at": store.iso_us(row["received_us"]), "payload": payload, "raw": document["raw"],
+        "adapter": row["adapter"], "gateway_hash": row["gateway_hash"], "ledger_hash": row["hash"],
+        "signature": row["signature"], "signature_alg": row["signature_alg"],
+        "signature_verified": verified,
+    }
+
+
+def _arg(request: Any, name: bytes) -> str | None:
+    values = request.args.get(name)
+    if not values:
+        return None
+    try:
+        return values[0].decode("utf-8")
+    except UnicodeDecodeError:
+        raise _bad_query(name.decode(), "is not UTF-8") from None
+
+
+def _int_arg(request: Any, name: bytes, default: int, low: int, high: int) -> int:
+    text = _arg(request, name)
+    if text is None:
+        return default
+    if not text.isdigit() or len(text) > 19 or not low <= int(text) <= high:
+        raise _bad_query(name.decode(), f"must be a whole number from {low} to {high}")
+    return int(text)
+
+
+def _since(text: str) -> int:
+    """An RFC 3339 timestamp (with offset), or a date (its start, UTC+8), as microseconds."""
+    try:
+        if len(text) == 10:
+            moment = _dt.datetime.combine(_dt.date.fromisoformat(text), _dt.time(), REPORT_TZ)
+        else:
+            moment = _dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+            if moment.tzinfo is None:
+                raise ValueError
+    except ValueError:
+        raise _bad_query("since", "must be a date YYYY-MM-DD or a timestamp with an offset "
+                                  "(2026-11-27T10:00:00+08:00)") from None
+    return int(moment.timestamp() * 1_000_000)
+
+
+def _bad_query(name: str, reason: str) -> Problem:
+    return Problem(400, "invalid-query", f"{name} {reason}", errors=(FieldError(name, reason),))
+
+
+# -- the daily report ------------------------------------------------------------------
+
+_UNMATCHED_RULES = frozenset({"unsolicited-debit", "missing-result", "result-mismatch", "booking-mismatch",
+                              "duplicate-execution"})
+REPORT_COLUMNS = (
+    "centre_id", "bank_id", "account",
+    "instructed_count", "instructed_sum", "rejected_count", "rejected_sum",
+    "executed_count", "executed_sum", "failed_count", "in_doubt_count",
+    "booked_count", "booked_sum", "debit_count", "debit_sum", "credit_count", "credit_sum",
+    "closing_balance", "unmatched", "balance_breaks", "alerts",
+)
+_SUMS = ("instructed_sum", "rejected_sum", "executed_sum", "booked_sum", "debit_sum", "credit_sum")
+
+
+def daily_report(day: _dt.date, data: Mapping[str, Any], config: LedgerConfig) -> dict[str, Any]:
+    """The reconciliation of one business day (UTC+8), per centre, bank and account.
+
+    Sums are CNY strings.  ``instructed``: instructions received that day
+    (``rejected`` apart); ``executed``/``failed``/``in_doubt``: results that
+    day, summed at the instructed amount; ``booked``: the centre's bookings
+    that day, signed as booked (a debit is negative); ``debit``/``credit``:
+    the bank's movements; ``closing_balance``: the day's last snapshot;
+    ``unmatched``: alerts raised that day for items the three ways do not
+    match (unsolicited debit, missing result, result or booking mismatch,
+    duplicate execution); ``balance_breaks``: balance-break alerts that day.
+    """
+    rows: dict[tuple[str, str, str], dict[str, Any]] = {}
+    amounts: Mapping[tuple[str, str], tuple[int | None, str | None, str | None]] = data["instructions"]
+
+    def place(centre: str | None, bank: str | None, account: str | None) -> dict[str, Any]:
+        reg = config.accounts.get(account or "")
+        key = (centre or (reg.centre if reg else "") or "", bank or (reg.bank if reg else "") or "",
+               account or "")
+        row = rows.get(key)
+        if row is None:
+            row = rows[key] = {c: 0 for c in REPORT_COLUMNS[3:]}
+            row.update(centre_id=key[0], bank_id=key[1], account=key[2], closing_balance=None)
+        return row
+
+    for c in data["copies"]:
+        payload = _payload(c["payload"])
+        kind = c["kind"]
+        row = place(c["centre_id"], c["bank_id"] or payload.get("bank"), c["account"])
+        if kind == "instruction.state":
+            state = c["state"]
+            ins = payload.get("instruction") if isinstance(payload.get("instruction"), dict) else {}
+            known = amounts.get((c["centre_id"], c["instruction_id"]))
+            amount = _fen(ins.get("amount")) if ins else (known[0] if known else None)
+            if state == "received":
+                row["instructed_count"] += 1
+                row["instructed_sum"] += amount or 0
+            elif state == "rejected":
+                row["rejected_count"] += 1
+                row["rejected_sum"] += amount or 0
+            elif state == "succeeded":
+                row["executed_count"] += 1
+                row["executed_sum"] += amount or 0
+            elif state == "failed":
+                row["failed_count"] += 1
+            elif state == "in_doubt":
+                row["in_doubt_count"] += 1
+        elif kind == "booking":
+            amount = _fen(payload.get("amount"))
+            row["booked_count"] += 1
+            row["booked_sum"] += amount or 0
+        elif kind == "bank.movement":
+            amount = payload.get("amount")
+            if isinstance(amount, int) and not isinstance(amount, bool):
+                if amount < 0:
+                    row["debit_count"] += 1
+                    row["debit_sum"] += -amount
+                else:
+                    row["credit_count"] += 1
+                    row["credit_sum"] += amount
+        elif kind == "bank.balance":
+            balance = payload.get("balance")
+            if isinstance(balance, int) and not isinstance(balance, bool):
+                row["closing_balance"] = balance
+    for a in data["alerts"]:
+        row = place(a["centre_id"], a["bank_id"], a["account"])
+        row["alerts"] += 1
+        if a["rule"] in _UNMATCHED_RULES:
+            row["unmatched"] += 1
+        elif a["rule"] == "balance-break":
+            row["balance_breaks"] += 1
+
+    ordered = [rows[k] for k in sorted(rows)]
+    totals = {c: sum(r[c] for r in ordered) for c in REPORT_COLUMNS[3:] if c != "closing_balance"}
+    for r in ordered + [totals]:
+        for c in _SUMS:
+            r[c] = format_amount(r[c])
+        if r.get("closing_balance") is not None:
+            r["closing_balance"] = format_amount(r["closing_balance"])
+    return {"date": day.isoformat(), "timezone": "+08:00", "rows": ordered, "totals": totals}
+
+
+def report_csv(report: Mapping[str, Any]) -> str:
+    """The daily report as CSV (RFC 4180): a header, one line per row, then a ``TOTAL`` line."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(("date",) + REPORT_COLUMNS)
+    for row in report["rows"]:
+        writer.writerow([report["date"]] + [_cell(row.get(c)) for c in REPORT_COLUMNS])
+    totals = dict(report["totals"], centre_id="TOTAL", bank_id="", account="", closing_balance=None)
+    writer.writerow([report["date"]] + [_cell(totals.get(c)) for c in REPORT_COLUMNS])
+    return out.getvalue()
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    text = str(value)
+    # A cell a spreadsheet would run as a formula is defused (CSV injection).
+    return "'" + text if text[:1] in ("=", "+", "@") or (text[:1] == "-" and not _is_amount(text)) else text
+
+
+def _is_amount(text: str) -> bool:
+    return re.fullmatch(r"-?[0-9]+(\.[0-9]{1,2})?", text) is not None
+
+
+def _payload(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _fen(value: Any) -> int | None:
+    from gateway.model import parse_signed_amount
+
+    try:
+        return parse_signed_amount(value)
+    except ValueError:
+        return None

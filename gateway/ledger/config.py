@@ -1,0 +1,323 @@
+"""Ledger configuration: ``conf/ledger.example.toml`` in, typed and validated frozen values out.
+
+The same rules as the gateway's config (:mod:`gateway.config`, whose checker
+this module extends): every problem is reported at once as
+``"{file}: {dotted.key}: {reason}"``, unknown keys are errors, paths are
+relative to the file's directory.  Gateways' public signing keys are loaded
+and type-checked here, so a wrong key file is a config error, not a refused
+copy at three in the morning.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Mapping
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+from gateway.config import (
+    _ACCOUNT_NO,
+    _BANK_ID,
+    _CENTRE_ID,
+    _PARTY_NAME_MAX,
+    ACCOUNT_TYPES,
+    AccountConfig,
+    ConfigError,
+    CounterpartyConfig,
+    TlsConfig,
+    _Checker,
+    _show,
+    _syntax_problem,
+)
+from gateway.tls import IDENTITY_NAME
+
+__all__ = [
+    "SIGNATURE_ALGS",
+    "GatewayPeer",
+    "SupervisorPeer",
+    "LedgerThresholds",
+    "LedgerConfig",
+    "PublicSigningKey",
+    "load_ledger_config",
+    "check_ledger_config",
+    "load_public_key",
+]
+
+PublicSigningKey = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey
+
+SIGNATURE_ALGS = ("ed25519", "ecdsa-p256-sha256")
+"""Signature algorithms a gateway may sign its copies with."""
+
+
+@dataclass(frozen=True)
+class GatewayPeer:
+    """A gateway that may file copies: its certificate says ``hpf://gateway/NAME``.
+
+    ``signing_key`` is the PEM public key its copies are verified with,
+    ``signature_alg`` one of :data:`SIGNATURE_ALGS` (the key's type matches it
+    when the config was loaded with files checked).  ``ca`` is a trust bundle
+    for this gateway's certificates only; ``None`` means ``tls.ca``.
+    """
+
+    name: str
+    signing_key: Path
+    signature_alg: str = "ed25519"
+    ca: Path | None = None
+
+
+@dataclass(frozen=True)
+class SupervisorPeer:
+    """A supervisor allowed to read: its certificate says ``hpf://supervisor/NAME``.
+
+    ``ca`` is a trust bundle for this supervisor's certificates; ``None`` means ``tls.ca``.
+    """
+
+    name: str
+    ca: Path | None = None
+
+
+@dataclass(frozen=True)
+class LedgerThresholds:
+    """Matching thresholds: amounts in fen, deadlines in seconds.
+
+    Promise (when loaded): ``large_amount > 0``, deadlines finite and > 0,
+    ``balance_tolerance >= 0``.
+    """
+
+    large_amount: int = 100_000_000      # 1,000,000.00 CNY
+    result_deadline: float = 300.0
+    booking_deadline: float = 86_400.0
+    balance_tolerance: int = 0
+
+
+@dataclass(frozen=True)
+class LedgerConfig:
+    """The whole validated ledger configuration.
+
+    ``path`` is the absolute path of the file; every path inside is absolute
+    and a relative SQLite URL is resolved against the file's directory.
+    ``gateways`` and ``supervisors`` are keyed by the NAME their certificates
+    carry; only supervisors listed in ``supervisors`` may use the supervisor
+    API (none when the section is absent).  ``accounts`` and
+    ``counterparties`` are the registers in the gateway config's shape.
+    """
+
+    path: Path
+    name: str
+    database: str
+    tls: TlsConfig
+    ingest: str
+    supervisor: str
+    ops: str
+    gateways: Mapping[str, GatewayPeer]
+    supervisors: Mapping[str, SupervisorPeer]
+    thresholds: LedgerThresholds
+    accounts: Mapping[str, AccountConfig]
+    counterparties: Mapping[str, CounterpartyConfig]
+
+
+# -- loading ------------------------------------------------------------------
+
+
+def load_ledger_config(path: str | Path, *, check_files: bool = True) -> LedgerConfig:
+    """Read and validate the ledger config at ``path``; :class:`ConfigError` lists every problem.
+
+    With ``check_files`` False, the files named by ``tls`` and ``ca`` keys and
+    the gateways' signing keys need not exist (nor be readable keys) yet.
+    """
+    config, problems = _load(path, check_files)
+    if problems:
+        raise ConfigError(problems)
+    assert config is not None
+    return config
+
+
+def check_ledger_config(path: str | Path, *, check_files: bool = True) -> list[str]:
+    """Every problem with the ledger config at ``path``; an empty list means it is valid."""
+    return _load(path, check_files)[1]
+
+
+def load_public_key(path: Path, alg: str) -> PublicSigningKey:
+    """The PEM public key in ``path`` for ``alg``; ``ValueError`` says why it is not usable."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise ValueError(f"cannot be read ({e.strerror or e})") from None
+    try:
+        key = serialization.load_pem_public_key(data)
+    except (ValueError, TypeError):
+        raise ValueError("not a PEM public key (SubjectPublicKeyInfo)") from None
+    if alg == "ed25519":
+        if not isinstance(key, ed25519.Ed25519PublicKey):
+            raise ValueError("is not an Ed25519 public key (signature_alg is \"ed25519\")")
+        return key
+    if alg == "ecdsa-p256-sha256":
+        if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
+            raise ValueError("is not an ECDSA P-256 public key (signature_alg is \"ecdsa-p256-sha256\")")
+        return key
+    raise ValueError(f"unknown signature_alg {alg!r}")
+
+
+def _load(path: str | Path, check_files: bool) -> tuple[LedgerConfig | None, list[str]]:
+    file = str(path)
+    source = Path(path)
+    try:
+        raw = source.read_bytes()
+    except OSError as e:
+        return None, [f"{file}: (file): cannot be read ({e.strerror or e})"]
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return None, [f"{file}: (file): not UTF-8 text (bad byte at offset {e.start})"]
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        return None, [_syntax_problem(file, e)]
+    absolute = source.absolute()
+    checker = _LedgerChecker(file, absolute.parent, check_files)
+    config = checker.ledger_config(doc, absolute)
+    if checker.problems:
+        return None, checker.problems
+    return config, []
+
+
+# -- validation -----------------------------------------------------------------
+
+_SECTIONS = ("ledger", "tls", "listen", "gateways", "supervisors", "thresholds", "accounts",
+             "counterparties")
+_LEDGER_KEYS = ("name", "database")
+_TLS_KEYS = ("certificate", "private_key", "ca")
+_LISTEN_KEYS = ("ingest", "supervisor", "ops")
+_GATEWAY_KEYS = ("signing_key", "signature_alg", "ca")
+_SUPERVISOR_KEYS = ("ca",)
+_THRESHOLD_KEYS = ("large_amount", "result_deadline", "booking_deadline", "balance_tolerance")
+_ACCOUNT_KEYS = ("bank", "centre", "name", "type")
+_ZERO = re.compile(r"0(\.0{1,2})?")
+_IDENTITY_WHAT = "must be 1-32 of A-Z a-z 0-9 _ - (the NAME in the certificate's hpf:// URI)"
+
+
+class _LedgerChecker(_Checker):
+    """The gateway config checker's machinery, walking the ledger's sections."""
+
+    def ledger_config(self, doc: dict[str, Any], path: Path) -> LedgerConfig | None:
+        self.keys(doc, (), _SECTIONS)
+        name, database = self.ledger_section(self.section(doc, "ledger", required=True))
+        tls = self.ledger_tls(self.section(doc, "tls", required=True))
+        ingest, supervisor, ops = self.ledger_listen(self.section(doc, "listen", required=True))
+        gateways = self.gateways(self.section(doc, "gateways") or {})
+        supervisors = self.supervisors(self.section(doc, "supervisors") or {})
+        thresholds = self.thresholds(self.section(doc, "thresholds"))
+        accounts = self.ledger_accounts(self.section(doc, "accounts") or {})
+        counterparties = self.counterparties(self.section(doc, "counterparties") or {})
+        self.check_listeners()
+        if (name is None or database is None or tls is None or ingest is None or supervisor is None
+                or ops is None or thresholds is None or self.problems):
+            return None
+        return LedgerConfig(
+            path=path, name=name, database=database, tls=tls, ingest=ingest, supervisor=supervisor,
+            ops=ops, gateways=MappingProxyType(gateways), supervisors=MappingProxyType(supervisors),
+            thresholds=thresholds, accounts=MappingProxyType(accounts),
+            counterparties=MappingProxyType(counterparties))
+
+    def ledger_section(self, table: dict[str, Any] | None) -> tuple[str | None, str | None]:
+        if table is None:
+            return None, None
+        at = ("ledger",)
+        self.keys(table, at, _LEDGER_KEYS)
+        name = self.string(table, at, "name", pattern=IDENTITY_NAME, what=_IDENTITY_WHAT)
+        return name, self.database(table, at, "database")
+
+    def ledger_tls(self, table: dict[str, Any] | None) -> TlsConfig | None:
+        if table is None:
+            return None
+        self.keys(table, ("tls",), _TLS_KEYS)
+        certificate = self.file_path(table, ("tls",), "certificate")
+        private_key = self.file_path(table, ("tls",), "private_key")
+        ca = self.file_path(table, ("tls",), "ca")
+        if certificate is None or private_key is None or ca is None:
+            return None
+        return TlsConfig(certificate, private_key, ca)
+
+    def ledger_listen(self, table: dict[str, Any] | None) -> tuple[str | None, str | None, str | None]:
+        if table is None:
+            return None, None, None
+        at = ("listen",)
+        self.keys(table, at, _LISTEN_KEYS)
+        return (self.endpoint(table, at, "ingest", listen=True),
+                self.endpoint(table, at, "supervisor", listen=True),
+                self.endpoint(table, at, "ops", listen=True))
+
+    def gateways(self, table: dict[str, Any]) -> dict[str, GatewayPeer]:
+        found: dict[str, GatewayPeer] = {}
+        for name, entry in self.entries(table, "gateways", IDENTITY_NAME, _IDENTITY_WHAT):
+            at = ("gateways", name)
+            self.keys(entry, at, _GATEWAY_KEYS)
+            key_path = self.file_path(entry, at, "signing_key")
+            alg: str | None = "ed25519"
+            if "signature_alg" in entry:
+                alg = self.string(entry, at, "signature_alg")
+                if alg is not None and alg not in SIGNATURE_ALGS:
+                    self.problem(at + ("signature_alg",),
+                                 f"must be one of {', '.join(SIGNATURE_ALGS)}, not {_show(alg)}")
+                    alg = None
+            ca = self.file_path(entry, at, "ca", default=None)
+            if key_path is not None and alg is not None and self.check_files and key_path.is_file():
+                try:
+                    load_public_key(key_path, alg)
+                except ValueError as e:
+                    self.problem(at + ("signing_key",), f"{key_path}: {e}")
+                    key_path = None
+            if key_path is not None and alg is not None:
+                found[name] = GatewayPeer(name, key_path, alg, ca)
+        return found
+
+    def supervisors(self, table: dict[str, Any]) -> dict[str, SupervisorPeer]:
+        found: dict[str, SupervisorPeer] = {}
+        for name, entry in self.entries(table, "supervisors", IDENTITY_NAME, _IDENTITY_WHAT):
+            at = ("supervisors", name)
+            self.keys(entry, at, _SUPERVISOR_KEYS)
+            found[name] = SupervisorPeer(name, self.file_path(entry, at, "ca", default=None))
+        return found
+
+    def thresholds(self, table: dict[str, Any] | None) -> LedgerThresholds | None:
+        if table is None:
+            return None
+        at = ("thresholds",)
+        self.keys(table, at, _THRESHOLD_KEYS)
+        defaults = LedgerThresholds()
+        large = self.amount(table, at, "large_amount", defaults.large_amount)
+        result_deadline = self.seconds(table, at, "result_deadline", defaults.result_deadline)
+        booking_deadline = self.seconds(table, at, "booking_deadline", defaults.booking_deadline)
+        tolerance: int | None = defaults.balance_tolerance
+        if isinstance(table.get("balance_tolerance"), str) and _ZERO.fullmatch(table["balance_tolerance"]):
+            tolerance = 0  # parse_amount refuses zero; here zero is the strictest setting
+        else:
+            tolerance = self.amount(table, at, "balance_tolerance", defaults.balance_tolerance)
+        if large is None or result_deadline is None or booking_deadline is None or tolerance is None:
+            return None
+        return LedgerThresholds(large, result_deadline, booking_deadline, tolerance)
+
+    def ledger_accounts(self, table: dict[str, Any]) -> dict[str, AccountConfig]:
+        """The account register: as the gateway's, but banks and centres are named, not defined, here."""
+        found: dict[str, AccountConfig] = {}
+        for number, entry in self.entries(table, "accounts", _ACCOUNT_NO,
+                                          "must be 1-32 of 0-9 A-Z a-z -"):
+            at = ("accounts", number)
+            self.keys(entry, at, _ACCOUNT_KEYS)
+            bank = self.string(entry, at, "bank", pattern=_BANK_ID, what="must be 1-16 of A-Z 0-9")
+            centre = self.string(entry, at, "centre", pattern=_CENTRE_ID,
+                                 what="must be C and 5 digits (the centre's node number)")
+            name = self.label(entry, at, "name", _PARTY_NAME_MAX)
+            kind = self.string(entry, at, "type")
+            if kind is not None and kind not in ACCOUNT_TYPES:
+                self.problem(at + ("type",),
+                             f"must be one of {', '.join(sorted(ACCOUNT_TYPES))}, not {_show(kind)}")
+                kind = None
+            if bank is not None and centre is not None and name is not None and kind is not None:
+                found[number] = AccountConfig(number, bank, centre, name, kind)
+        return found

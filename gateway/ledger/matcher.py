@@ -1,0 +1,1265 @@
+"""The ledger's matcher: the three-way check of DESIGN.md §9, pure and deterministic.
+
+The daemon feeds every stored copy to :meth:`Matcher.observe` as a
+:class:`Fact` and calls :meth:`Matcher.tick` on a timer; both return
+:class:`~gateway.ledger.rules.AlertDraft` values, which the daemon stores once
+per key.  There is no I/O, no clock and no reactor here: time is the ``now_s``
+argument (the ledger's clock, seconds), so a test can replay any history.
+
+What it matches (the rule table, severities and keys are in
+:mod:`gateway.ledger.rules`):
+
+* **Instructions** are keyed ``CENTRE/ID``.  Their state copies may arrive in
+  any order; the body comes with ``received`` / ``rejected``, the bank's host
+  serial with ``succeeded`` / ``failed``.
+* **Debit movements** are matched to an instruction by the result's host
+  serial (same bank), else by a bank reference found in the summary or remark,
+  else by an instruction id found there (same centre, same debit account).
+  A debit that matches nothing yet is *held*: ``unsolicited-debit`` is raised
+  only from :meth:`tick`, ``result_deadline_s`` after the ledger saw it, so a
+  movement that overtakes its result never alerts.
+* **Balance snapshots** are checked pairwise in bank time: the previous
+  snapshot plus every movement whose bank time lies between them must give the
+  new one (± ``balance_tolerance``).  A movement stamped exactly at a
+  snapshot's time may or may not be in it; either reading is accepted.  A pair
+  is checked once the later snapshot is ``result_deadline_s`` old, so
+  movements still on their way are counted.
+* **Bookings** are matched by instruction id (same centre) or by host serial.
+
+Order: every check is *monotone* in what is known (once a condition holds,
+more facts never unmake it) and deadlines are measured from when the ledger
+first saw a thing, so any delivery order of the same facts within the
+deadlines yields the same alert keys.  Known limits, by design: a fact that
+arrives after the interval or deadline it belonged to was closed (e.g. a
+movement more than ``result_deadline_s`` older than a settled snapshot) is not
+re-judged; a debit whose host serial and summary point at two different
+instructions goes to whichever was known first.
+
+Idempotence and memory: each instruction, movement, booking and account
+record remembers the event ids it was built from, so the same fact given twice
+is a no-op while the record lives, and each record remembers which alert keys
+it has raised.  A record is forgotten once it has been idle for
+``Thresholds.retention`` seconds (longer than every deadline, so it is settled
+by then).  Duplicate *delivery* of a copy after that is excluded by the
+daemon's unique index on ``event_id``; the matcher keeps no global set of
+event ids.  Movements are kept per account until the next balance snapshot
+settles (or ``result_deadline_s`` when the account has no snapshot at all).
+"""
+
+from __future__ import annotations
+
+import bisect
+import datetime as _dt
+import heapq
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from gateway.ledger import rules
+from gateway.ledger.rules import AlertDraft, forged_copy_alert
+from gateway.model import format_amount, parse_amount
+
+__all__ = [
+    "Thresholds", "AccountInfo", "CounterpartyInfo", "Registry", "Fact", "AlertDraft", "Matcher",
+    "forged_copy_alert", "KINDS", "STATES",
+]
+
+KINDS = frozenset({"instruction.state", "bank.movement", "bank.balance", "booking"})
+STATES = frozenset({"received", "sent", "accepted", "succeeded", "failed", "in_doubt", "rejected"})
+_FINAL = ("succeeded", "failed", "rejected")
+_PROGRESS = ("in_doubt", "accepted", "sent", "received")  # latest first, for messages
+
+SNAPSHOT_VERSION = 1
+
+# Bank protocols carry local times without a zone; the banks are in China.
+_CST = _dt.timezone(_dt.timedelta(hours=8))
+
+
+# -- configuration -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """The matcher's knobs.  Money in fen, times in seconds.
+
+    ``retention_s`` (an addition to LEDGER.md, optional) is how long an idle
+    record is kept; it is never less than ``result_deadline_s +
+    booking_deadline_s`` and defaults to twice that.
+    """
+
+    large_amount: int
+    result_deadline_s: float
+    booking_deadline_s: float
+    balance_tolerance: int = 0
+    retention_s: float | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.large_amount, bool) or not isinstance(self.large_amount, int) \
+                or self.large_amount <= 0:
+            raise ValueError("large_amount must be a positive number of fen")
+        if isinstance(self.balance_tolerance, bool) or not isinstance(self.balance_tolerance, int) \
+                or self.balance_tolerance < 0:
+            raise ValueError("balance_tolerance must be a non-negative number of fen")
+        for name in ("result_deadline_s", "booking_deadline_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive")
+        if self.retention_s is not None and not self.retention_s > 0:
+            raise ValueError("retention_s must be positive")
+
+    @property
+    def retention(self) -> float:
+        """Seconds an idle record is kept: always past every deadline."""
+        floor = self.result_deadline_s + self.booking_deadline_s
+        return 2 * floor if self.retention_s is None else max(self.retention_s, floor)
+
+
+@dataclass(frozen=True)
+class AccountInfo:
+    """A registered account: the bank holding it, the owning centre, and whether it is a 专户."""
+
+    bank: str
+    centre: str
+    special: bool
+
+
+@dataclass(frozen=True)
+class CounterpartyInfo:
+    """A registered counterparty (往来单位备案)."""
+
+    name: str
+    bank_code: str
+
+
+@dataclass(frozen=True)
+class Registry:
+    """The ledger's own register of accounts and counterparties (keyed by account number)."""
+
+    accounts: Mapping[str, AccountInfo] = field(default_factory=dict)
+    counterparties: Mapping[str, CounterpartyInfo] = field(default_factory=dict)
+
+    def counterparty_registered(self, account: str, bank_code: str = "") -> bool:
+        """True for a registered counterparty or one of the centres' own accounts.
+
+        A registered counterparty reported with a different bank code is a
+        different account, so it is not registered.
+        """
+        if account in self.accounts:
+            return True
+        info = self.counterparties.get(account)
+        if info is None:
+            return False
+        return not (bank_code and info.bank_code and bank_code != info.bank_code)
+
+
+# -- facts ---------------------------------------------------------------------
+
+# Identifiers as wide as the gateway's journal columns allow: alert keys are
+# built from them and must stay short (the ledger stores keys up to 255 chars).
+_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")            # event ids, host serials, gateway names
+_SHORT_ID = re.compile(r"[A-Za-z0-9_.-]{1,16}")      # centre and bank ids
+_ACCOUNT = re.compile(r"[A-Za-z0-9_.-]{1,32}")       # account numbers, bank references
+_INSTRUCTION_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_TIME = re.compile(r"[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{6})?")
+_MAX_FEN = 10 ** 17
+_MAX_TEXT = 1024
+
+
+def _bad(reason: str) -> ValueError:
+    return ValueError(f"malformed copy: {reason}")
+
+
+def _int(d: Mapping[str, Any], key: str, where: str, *, minimum: int | None = None,
+         optional: bool = False) -> int | None:
+    v = d.get(key)
+    if v is None and optional:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise _bad(f"{where}{key} must be an integer")
+    if minimum is not None and v < minimum:
+        raise _bad(f"{where}{key} must be at least {minimum}")
+    if abs(v) >= _MAX_FEN:
+        raise _bad(f"{where}{key} is out of range")
+    return v
+
+
+def _text(d: Mapping[str, Any], key: str, where: str, *, pattern: re.Pattern[str] | None = None,
+          optional: bool = False, empty: bool = False, max_len: int = _MAX_TEXT) -> str | None:
+    v = d.get(key)
+    if v is None and optional:
+        return None
+    if not isinstance(v, str):
+        raise _bad(f"{where}{key} must be a string")
+    if v == "" and empty:
+        return v
+    if len(v) > max_len:
+        raise _bad(f"{where}{key} is longer than {max_len} characters")
+    if pattern is not None and not pattern.fullmatch(v):
+        raise _bad(f"{where}{key} has a bad format")
+    return v
+
+
+def _obj(d: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any]:
+    v = d.get(key)
+    if not isinstance(v, dict):
+        raise _bad(f"{where}{key} must be an object")
+    return v
+
+
+def _signed_fen(text: str) -> int:
+    """A signed money string ("-1234.56") in fen; the sign is the only addition to parse_amount."""
+    if text.startswith("-"):
+        return -parse_amount(text[1:])
+    return parse_amount(text)
+
+
+def _reject_constant(name: str) -> Any:
+    raise _bad(f"payload contains {name}")
+
+
+def _check_instruction_payload(state: str, instruction_id: str, account: str | None,
+                               p: Mapping[str, Any]) -> None:
+    _text(p, "bank_ref", "payload.", pattern=_ACCOUNT, optional=True)
+    if state in ("received", "rejected"):
+        body = _obj(p, "instruction", "payload.")
+        w = "payload.instruction."
+        if _text(body, "instruction_id", w, pattern=_INSTRUCTION_ID) != instruction_id:
+            raise _bad("payload.instruction.instruction_id differs from instruction_id")
+        debit = _text(body, "debit_account", w, pattern=_ACCOUNT)
+        if account is not None and debit != account:
+            raise _bad("payload.instruction.debit_account differs from account")
+        creditor = _obj(body, "creditor", w)
+        _text(creditor, "account", w + "creditor.", pattern=_ACCOUNT)
+        _text(creditor, "name", w + "creditor.", max_len=200, empty=True)
+        _text(creditor, "bank_code", w + "creditor.", max_len=32, empty=True)
+        try:
+            parse_amount(body.get("amount"))
+        except ValueError as e:
+            raise _bad(f"{w}amount: {e}") from None
+        _text(body, "approval_ref", w, optional=True, max_len=64)
+    elif state in ("succeeded", "failed"):
+        result = _obj(p, "result", "payload.")
+        if not isinstance(result.get("succeeded"), bool) or result["succeeded"] != (state == "succeeded"):
+            raise _bad(f"payload.result.succeeded must be {str(state == 'succeeded').lower()}")
+        _text(result, "host_seq_no", "payload.result.", pattern=_ID, empty=True, optional=True)
+    elif state == "in_doubt":
+        _text(p, "reason", "payload.", optional=True)
+
+
+def _check_movement_payload(p: Mapping[str, Any]) -> None:
+    w = "payload."
+    _text(p, "host_seq_no", w, pattern=_ID)
+    _int(p, "amount", w)
+    date = _text(p, "value_date", w, pattern=_DATE)
+    time = _text(p, "time", w, pattern=_TIME)
+    try:
+        _dt.datetime.fromisoformat(f"{date}T{time}")
+    except ValueError:
+        raise _bad("payload.value_date/time is not a real date and time") from None
+    _text(p, "counterparty_account", w, pattern=_ACCOUNT, optional=True, empty=True)
+    _text(p, "counterparty_name", w, optional=True, max_len=200)
+    _text(p, "counterparty_bank_code", w, optional=True, max_len=32)
+    _int(p, "balance_after", w, optional=True)
+    _text(p, "summary", w, optional=True)
+    _text(p, "remark", w, optional=True)
+    if not isinstance(p.get("reversal", False), bool):
+        raise _bad("payload.reversal must be true or false")
+
+
+def _check_balance_payload(p: Mapping[str, Any]) -> None:
+    _int(p, "balance", "payload.")
+    as_of = _text(p, "as_of", "payload.", optional=True, max_len=40)
+    if as_of is not None:
+        try:
+            _dt.datetime.fromisoformat(as_of)
+        except ValueError:
+            raise _bad("payload.as_of is not an ISO date-time") from None
+
+
+def _check_booking_payload(p: Mapping[str, Any]) -> None:
+    w = "payload."
+    _text(p, "booking_id", w, pattern=_ID)
+    _text(p, "instruction_id", w, pattern=_INSTRUCTION_ID, optional=True)
+    _text(p, "host_seq_no", w, pattern=_ID, optional=True)
+    _text(p, "account", w, pattern=_ACCOUNT)
+    amount = _text(p, "amount", w, max_len=24)
+    assert amount is not None
+    try:
+        _signed_fen(amount)
+    except ValueError as e:
+        raise _bad(f"payload.amount: {e}") from None
+
+
+@dataclass(frozen=True)
+class Fact:
+    """One copy as the matcher sees it: the journal columns and the parsed payload.
+
+    Build facts from copies with :meth:`from_copy`, which validates everything
+    the matcher relies on; :meth:`Matcher.observe` trusts a fact's shape.
+    """
+
+    gateway: str
+    seq: int
+    event_id: str
+    kind: str
+    centre_id: str | None
+    instruction_id: str | None
+    bank_id: str | None
+    account: str | None
+    state: str | None
+    created_us: int
+    payload: Mapping[str, Any]
+
+    @classmethod
+    def from_copy(cls, copy: Mapping[str, Any]) -> "Fact":
+        """Parse and validate one copy (LEDGER.md), payload string included.
+
+        Raises ``ValueError`` naming the first bad field.  The signature is the
+        daemon's business and is not looked at here.
+        """
+        if not isinstance(copy, Mapping):
+            raise _bad("a copy must be a JSON object")
+        gateway = _text(copy, "gateway", "", pattern=_ID)
+        seq = _int(copy, "seq", "", minimum=0)
+        event_id = _text(copy, "event_id", "", pattern=_ID)
+        kind = copy.get("kind")
+        if kind not in KINDS:
+            raise _bad(f"kind must be one of {', '.join(sorted(KINDS))}")
+        centre_id = _text(copy, "centre_id", "", pattern=_SHORT_ID, optional=True)
+        instruction_id = _text(copy, "instruction_id", "", pattern=_INSTRUCTION_ID, optional=True)
+        bank_id = _text(copy, "bank_id", "", pattern=_SHORT_ID, optional=True)
+        account = _text(copy, "account", "", pattern=_ACCOUNT, optional=True)
+        state = copy.get("state")
+        if state is not None and state not in STATES:
+            raise _bad(f"state must be one of {', '.join(sorted(STATES))} or null")
+        created_us = _int(copy, "created_us", "", minimum=0)
+        raw_payload = copy.get("payload")
+        if not isinstance(raw_payload, str):
+            raise _bad("payload must be the JSON text as stored (a string)")
+        try:
+            payload = json.loads(raw_payload, parse_constant=_reject_constant)
+        except ValueError as e:
+            raise _bad(f"payload is not JSON: {e}") from None
+        if not isinstance(payload, dict):
+            raise _bad("payload must be a JSON object")
+
+        if kind == "instruction.state":
+            if centre_id is None or instruction_id is None or state is None or bank_id is None:
+                raise _bad("an instruction.state copy needs centre_id, instruction_id, bank_id and state")
+            _check_instruction_payload(state, instruction_id, account, payload)
+        elif kind in ("bank.movement", "bank.balance"):
+            if state is not None:
+                raise _bad(f"a {kind} copy has no state")
+            p_bank = _text(payload, "bank", "payload.", pattern=_SHORT_ID, optional=True)
+            if bank_id is None and p_bank is None:
+                raise _bad(f"a {kind} copy needs bank_id")
+            if bank_id is not None and p_bank is not None and p_bank != bank_id:
+                raise _bad("payload.bank differs from bank_id")
+            p_account = _text(payload, "account", "payload.", pattern=_ACCOUNT)
+            if account is not None and p_account != account:
+                raise _bad("payload.account differs from account")
+            if kind == "bank.movement":
+                _check_movement_payload(payload)
+            else:
+                _check_balance_payload(payload)
+        else:  # booking
+            if centre_id is None:
+                raise _bad("a booking copy needs centre_id")
+            _check_booking_payload(payload)
+        assert gateway is not None and seq is not None and event_id is not None and created_us is not None
+        return cls(gateway=gateway, seq=seq, event_id=event_id, kind=kind, centre_id=centre_id,
+                   instruction_id=instruction_id, bank_id=bank_id, account=account, state=state,
+                   created_us=created_us, payload=payload)
+
+
+# -- records (mutable matcher state; each dumps to JSON) ----------------------------
+
+
+@dataclass(frozen=True)
+class _Body:
+    """What an instruction said, as the matcher compares it."""
+
+    debit_account: str
+    cp_account: str
+    cp_name: str
+    cp_bank: str
+    amount: int
+    approval_ref: str | None
+
+    @classmethod
+    def from_payload(cls, data: Mapping[str, Any]) -> "_Body":
+        c = data["creditor"]
+        return cls(data["debit_account"], c["account"], c.get("name") or "", c.get("bank_code") or "",
+                   parse_amount(data["amount"]), data.get("approval_ref") or None)
+
+    def dump(self) -> list[Any]:
+        return [self.debit_account, self.cp_account, self.cp_name, self.cp_bank, self.amount,
+                self.approval_ref]
+
+
+class _Instr:
+    __slots__ = ("key", "centre", "iid", "bank", "bank_ref", "body", "states",
+                 "others", "result", "success_s", "last_s", "debits", "bookings", "raised")
+
+    def __init__(self, key: str, centre: str, iid: str, now: float) -> None:
+        self.key = key
+        self.centre = centre
+        self.iid = iid
+        self.bank: str | None = None
+        self.bank_ref: str | None = None
+        self.body: _Body | None = None
+        self.states: dict[str, str] = {}        # state -> first event id reporting it
+        self.others: list[str] = []             # further event ids (repeats)
+        self.result: tuple[bool, str] | None = None   # (succeeded, host serial)
+        self.success_s: float | None = None
+        self.last_s = now
+        self.debits: dict[str, str] = {}        # movement key -> event id, debits matched here
+        self.bookings: dict[str, None] = {}     # booking keys naming this instruction
+        self.raised: set[str] = set()
+
+    def events(self) -> list[str]:
+        return [*self.states.values(), *self.others]
+
+    def final(self) -> bool:
+        s = self.states
+        return "succeeded" in s or "failed" in s or "rejected" in s
+
+    def dump(self) -> list[Any]:
+        return [self.key, self.centre, self.iid, self.bank, self.bank_ref,
+                self.body.dump() if self.body else None, dict(self.states),
+                list(self.others), list(self.result) if self.result else None, self.success_s,
+                self.last_s, dict(self.debits), list(self.bookings), sorted(self.raised)]
+
+    @classmethod
+    def load(cls, d: list[Any]) -> "_Instr":
+        (key, centre, iid, bank, ref, body, states, others, result, success_s, last_s,
+         debits, bookings, raised) = d
+        r = cls(key, centre, iid, last_s)
+        r.bank, r.bank_ref = bank, ref
+        r.body = _Body(*body) if body else None
+        r.states, r.others = dict(states), list(others)
+        r.result = (bool(result[0]), str(result[1])) if result else None
+        r.success_s, r.debits = success_s, dict(debits)
+        r.bookings = dict.fromkeys(bookings)
+        r.raised = set(raised)
+        return r
+
+
+class _Move:
+    __slots__ = ("key", "bank", "account", "host", "amount", "cp_account", "cp_bank", "reversal",
+                 "centre", "t", "tokens", "event_id", "others", "last_s", "instr", "waiting",
+                 "large_pending", "raised")
+
+    def __init__(self, key: str, bank: str, account: str, host: str, amount: int, cp_account: str,
+                 cp_bank: str, reversal: bool, centre: str, t: str, tokens: list[str],
+                 event_id: str, now: float) -> None:
+        self.key = key
+        self.bank = bank
+        self.account = account
+        self.host = host
+        self.amount = amount
+        self.cp_account = cp_account
+        self.cp_bank = cp_bank
+        self.reversal = reversal
+        self.centre = centre
+        self.t = t
+        self.tokens = tokens
+        self.event_id = event_id
+        self.others: list[str] = []
+        self.last_s = now
+        self.instr: str | None = None           # the instruction this debit is matched to
+        self.waiting = False                    # in the unmatched-debit indexes
+        self.large_pending = False              # large-amount still to be judged
+        self.raised: set[str] = set()
+
+    def events(self) -> list[str]:
+        return [self.event_id, *self.others]
+
+    def dump(self) -> list[Any]:
+        return [self.key, self.bank, self.account, self.host, self.amount, self.cp_account,
+                self.cp_bank, self.reversal, self.centre, self.t, list(self.tokens), self.event_id,
+                list(self.others), self.last_s, self.instr, self.waiting, self.large_pending,
+                sorted(self.raised)]
+
+    @classmethod
+    def load(cls, d: list[Any]) -> "_Move":
+        m = cls(*d[:12], now=d[13])
+        m.others, m.instr, m.waiting, m.large_pending = list(d[12]), d[14], d[15], d[16]
+        m.raised = set(d[17])
+        return m
+
+
+class _Booking:
+    __slots__ = ("key", "centre", "instr", "host", "account", "amount", "event_id", "others",
+                 "last_s", "matched", "raised")
+
+    def __init__(self, key: str, centre: str, instr: str | None, host: str | None, account: str,
+                 amount: int, event_id: str, now: float) -> None:
+        self.key = key
+        self.centre = centre
+        self.instr = instr
+        self.host = host
+        self.account = account
+        self.amount = amount
+        self.event_id = event_id
+        self.others: list[str] = []
+        self.last_s = now
+        self.matched = False                    # its instruction or movement has been seen
+        self.raised: set[str] = set()
+
+    def content(self) -> tuple[Any, ...]:
+        return (self.instr, self.host, self.account, self.amount)
+
+    def events(self) -> list[str]:
+        return [self.event_id, *self.others]
+
+    def dump(self) -> list[Any]:
+        return [self.key, self.centre, self.instr, self.host, self.account, self.amount,
+                self.event_id, list(self.others), self.last_s, self.matched, sorted(self.raised)]
+
+    @classmethod
+    def load(cls, d: list[Any]) -> "_Booking":
+        b = cls(*d[:7], now=d[8])
+        b.others, b.matched, b.raised = list(d[7]), d[9], set(d[10])
+        return b
+
+
+class _Account:
+    """Balance continuity of one account at one bank."""
+
+    __slots__ = ("bank", "account", "base", "pending", "pending_ids", "moves", "kept")
+
+    def __init__(self, bank: str, account: str) -> None:
+        self.bank = bank
+        self.account = account
+        self.base: list[Any] | None = None         # [t, balance, event id]: last settled snapshot
+        self.pending: list[list[Any]] = []         # [t, balance, event id, seen_s], sorted
+        self.pending_ids: set[str] = set()         # event ids in ``pending``
+        self.moves: list[list[Any]] = []           # [t, amount, event id, seen_s], sorted by t
+        self.kept = 0                              # size after the last prune (no snapshot yet)
+
+    def dump(self) -> list[Any]:
+        return [self.bank, self.account, list(self.base) if self.base else None,
+                [list(x) for x in self.pending], [list(x) for x in self.moves], self.kept]
+
+    @classmethod
+    def load(cls, d: list[Any]) -> "_Account":
+        a = cls(d[0], d[1])
+        a.base = list(d[2]) if d[2] else None
+        a.pending = [list(x) for x in d[3]]
+        a.pending_ids = {x[2] for x in a.pending}
+        a.moves = [list(x) for x in d[4]]
+        a.kept = d[5]
+        return a
+
+
+def _t(row: list[Any]) -> str:
+    return row[0]
+
+
+_WORD = re.compile(r"[A-Za-z0-9_-]+")
+_DIGITS = re.compile(r"[0-9]{8,}")
+
+
+def _tokens(*texts: str) -> list[str]:
+    """Candidate references in a movement's summary/remark: words and long digit runs."""
+    found: dict[str, None] = {}
+    for text in texts:
+        if text:
+            for w in _WORD.findall(text):
+                if len(w) <= 32:
+                    found[w] = None
+            for d in _DIGITS.findall(text):
+                if len(d) <= 32:
+                    found[d] = None
+    return list(found)[:16]
+
+
+def _bank_time(as_of: str | None, created_us: int) -> str:
+    """A snapshot's bank-local time as an ISO string comparable with movement times.
+
+    Without ``as_of`` the gateway's journal time stands in for it.
+    """
+    if as_of:
+        d = _dt.datetime.fromisoformat(as_of)
+        if d.tzinfo is not None:
+            d = d.astimezone(_CST).replace(tzinfo=None)
+    else:
+        d = _dt.datetime.fromtimestamp(created_us / 1_000_000, _CST).replace(tzinfo=None)
+    return d.isoformat()
+
+
+def _append(index: dict[str, list[str]], key: str, value: str) -> None:
+    lst = index.get(key)
+    if lst is None:
+        index[key] = [value]
+    elif value not in lst:
+        lst.append(value)
+
+
+def _remove(index: dict[str, list[str]], key: str, value: str) -> None:
+    lst = index.get(key)
+    if lst is not None and value in lst:
+        lst.remove(value)
+        if not lst:
+            del index[key]
+
+
+# -- the matcher ---------------------------------------------------------------------
+
+
+class Matcher:
+    """The ledger's rules as a state machine: facts and time in, alert drafts out.
+
+    Deterministic: the same facts and times give the same alerts in the same
+    order, and :meth:`snapshot` / :meth:`restore` in between changes nothing.
+    """
+
+    def __init__(self, registry: Registry, thresholds: Thresholds) -> None:
+        self.registry = registry
+        self.thresholds = thresholds
+        self._instrs: dict[str, _Instr] = {}
+        self._moves: dict[str, _Move] = {}
+        self._bookings: dict[str, _Booking] = {}
+        self._accounts: dict[str, _Account] = {}
+        self._by_ref: dict[str, str] = {}             # bank_ref -> instruction key
+        self._by_host: dict[str, str] = {}            # "bank:host" of a result -> instruction key
+        self._wait_host: dict[str, list[str]] = {}    # "bank:host" -> unmatched debit keys
+        self._wait_token: dict[str, list[str]] = {}   # summary/remark token -> unmatched debit keys
+        self._moves_by_host: dict[str, list[str]] = {}   # host -> movement keys (for bookings)
+        self._wait_book: dict[str, list[str]] = {}    # host -> booking keys waiting for a movement
+        self._deadlines: list[tuple[float, str, str]] = []  # heap of (due_s, what, key)
+
+    # -- public API ------------------------------------------------------------
+
+    def observe(self, fact: Fact, now_s: float) -> list[AlertDraft]:
+        """Take one fact into account; returns the alerts it makes certain now.
+
+        A fact already taken into account returns ``[]``.  Facts may arrive in
+        any order; what depends on facts not yet seen waits for :meth:`tick`.
+        """
+        out: list[AlertDraft] = []
+        kind = fact.kind
+        if kind == "instruction.state":
+            self._on_state(fact, now_s, out)
+        elif kind == "bank.movement":
+            self._on_movement(fact, now_s, out)
+        elif kind == "bank.balance":
+            self._on_balance(fact, now_s, out)
+        elif kind == "booking":
+            self._on_booking(fact, now_s, out)
+        else:
+            raise ValueError(f"unknown fact kind {kind!r}")
+        return out
+
+    def tick(self, now_s: float) -> list[AlertDraft]:
+        """Run every deadline due at ``now_s`` (inclusive); each fires at most once."""
+        out: list[AlertDraft] = []
+        heap = self._deadlines
+        while heap and heap[0][0] <= now_s:
+            _, what, key = heapq.heappop(heap)
+            self._DUE[what](self, key, now_s, out)
+        return out
+
+    def snapshot(self) -> dict[str, Any]:
+        """The whole state as JSON-able data; :meth:`restore` rebuilds an identical matcher.
+
+        The snapshot shares nothing with the live matcher: it stays as taken.
+        """
+        def index(d: dict[str, list[str]]) -> dict[str, list[str]]:
+            return {k: list(v) for k, v in d.items()}
+
+        return {
+            "version": SNAPSHOT_VERSION,
+            "instructions": [r.dump() for r in self._instrs.values()],
+            "movements": [r.dump() for r in self._moves.values()],
+            "bookings": [r.dump() for r in self._bookings.values()],
+            "accounts": [r.dump() for r in self._accounts.values()],
+            "by_ref": dict(self._by_ref),
+            "by_host": dict(self._by_host),
+            "wait_host": index(self._wait_host),
+            "wait_token": index(self._wait_token),
+            "moves_by_host": index(self._moves_by_host),
+            "wait_book": index(self._wait_book),
+            "deadlines": [list(d) for d in sorted(self._deadlines)],
+        }
+
+    @classmethod
+    def restore(cls, registry: Registry, thresholds: Thresholds, snap: Mapping[str, Any]) -> "Matcher":
+        """A matcher continuing from :meth:`snapshot` output (also after a JSON round trip)."""
+        if snap.get("version") != SNAPSHOT_VERSION:
+            raise ValueError(f"unsupported matcher snapshot version {snap.get('version')!r}")
+        m = cls(registry, thresholds)
+        m._instrs = {r.key: r for r in map(_Instr.load, snap["instructions"])}
+        m._moves = {r.key: r for r in map(_Move.load, snap["movements"])}
+        m._bookings = {r.key: r for r in map(_Booking.load, snap["bookings"])}
+        m._accounts = {f"{r.bank}:{r.account}": r for r in map(_Account.load, snap["accounts"])}
+        m._by_ref = dict(snap["by_ref"])
+        m._by_host = dict(snap["by_host"])
+        for name in ("wait_host", "wait_token", "moves_by_host", "wait_book"):
+            setattr(m, "_" + name, {k: list(v) for k, v in snap[name].items()})
+        m._deadlines = [(float(d), str(w), str(k)) for d, w, k in snap["deadlines"]]
+        heapq.heapify(m._deadlines)
+        return m
+
+    # -- plumbing ---------------------------------------------------------------
+
+    def _push(self, due: float, what: str, key: str) -> None:
+        heapq.heappush(self._deadlines, (due, what, key))
+
+    @staticmethod
+    def _emit(raised: set[str] | None, draft: AlertDraft, out: list[AlertDraft]) -> None:
+        if raised is not None:
+            if draft.key in raised:
+                return
+            raised.add(draft.key)
+        out.append(draft)
+
+    def _instr(self, centre: str, iid: str, now: float) -> _Instr:
+        key = f"{centre}/{iid}"
+        ins = self._instrs.get(key)
+        if ins is None:
+            ins = self._instrs[key] = _Instr(key, centre, iid, now)
+            self._push(now + self.thresholds.retention, "forget-i", key)
+        return ins
+
+    # -- instructions -----------------------------------------------------------
+
+    def _on_state(self, f: Fact, now: float, out: list[AlertDraft]) -> None:
+        assert f.centre_id is not None and f.instruction_id is not None and f.state is not None
+        ins = self._instr(f.centre_id, f.instruction_id, now)
+        eid = f.event_id
+        if eid in ins.others or eid in ins.states.values():
+            return
+        state, p = f.state, f.payload
+        ins.last_s = max(ins.last_s, now)
+        # ``changed``: something the checks in _resolve depend on is new.
+        changed = not ins.states
+        if changed:
+            # The result deadline runs from the ledger's first sight of the instruction.
+            self._push(now + self.thresholds.result_deadline_s, "result", ins.key)
+        if state in ins.states:
+            ins.others.append(eid)
+        else:
+            ins.states[state] = eid
+            if state in _FINAL:
+                changed = True
+                finals = [s for s in _FINAL if s in ins.states]
+                if len(finals) > 1:
+                    self._emit(ins.raised, rules.conflicting_reports(
+                        ins.key, "final states " + " and ".join(finals), ins.events()), out)
+        if ins.bank is None:
+            ins.bank = f.bank_id
+        ref = p.get("bank_ref")
+        if ref and self._learn_ref(ins, ref, out):
+            changed = True
+        if state == "received" or state == "rejected":
+            changed = self._learn_body(ins, p["instruction"], state == "rejected", out) or changed
+        elif state == "succeeded" or state == "failed":
+            changed = self._learn_result(ins, p["result"], state, now, out) or changed
+        elif state == "in_doubt":
+            self._emit(ins.raised, rules.in_doubt(ins.key, p.get("reason") or "", ins.events()), out)
+        if changed:
+            self._resolve(ins, now, out)
+
+    def _learn_ref(self, ins: _Instr, ref: str, out: list[AlertDraft]) -> bool:
+        """Record the bank reference; True when it is new."""
+        if ins.bank_ref is None:
+            ins.bank_ref = ref
+            owner = self._by_ref.setdefault(ref, ins.key)
+            other = self._instrs.get(owner)
+            if owner != ins.key and other is not None:
+                # Owned by the first holder, so a third claimant adds no second alert.
+                self._emit(other.raised, rules.bank_ref_reused(
+                    ref, (owner, ins.key), other.events() + ins.events()), out)
+            return True
+        if ins.bank_ref != ref:
+            self._emit(ins.raised, rules.conflicting_reports(
+                ins.key, f"bank references {ins.bank_ref} and {ref}", ins.events()), out)
+        return False
+
+    def _learn_body(self, ins: _Instr, data: Mapping[str, Any], rejected: bool,
+                    out: list[AlertDraft]) -> bool:
+        """Record what the instruction said; True when it is new."""
+        body = _Body.from_payload(data)
+        if ins.body is not None:
+            if body != ins.body:
+                self._emit(ins.raised, rules.conflicting_reports(
+                    ins.key, "two different instruction bodies", ins.events()), out)
+            return False
+        ins.body = body
+        evidence = ins.events()
+        threshold = self.thresholds.large_amount
+        if body.amount >= threshold:
+            self._emit(ins.raised, rules.large_amount_instruction(
+                ins.key, body.amount, body.approval_ref, rejected=rejected, threshold=threshold,
+                evidence=evidence), out)
+        if not self.registry.counterparty_registered(body.cp_account, body.cp_bank):
+            self._emit(ins.raised, rules.unregistered_counterparty_instruction(
+                ins.key, body.cp_account, body.cp_name, rejected=rejected, evidence=evidence), out)
+        return True
+
+    def _learn_result(self, ins: _Instr, res: Mapping[str, Any], state: str, now: float,
+                      out: list[AlertDraft]) -> bool:
+        """Record the bank's result; True when it is new."""
+        result = (bool(res["succeeded"]), res.get("host_seq_no") or "")
+        if ins.result is not None:
+            if result != ins.result:
+                self._emit(ins.raised, rules.conflicting_reports(
+                    ins.key, f"results {ins.result} and {result}", ins.events()), out)
+            return False
+        ins.result = result
+        host = result[1]
+        if host:
+            hk = f"{ins.bank}:{host}"
+            owner = self._by_host.setdefault(hk, ins.key)
+            other = self._instrs.get(owner)
+            if owner != ins.key and other is not None:
+                self._emit(other.raised, rules.host_reused(
+                    str(ins.bank), host, (owner, ins.key), other.events() + ins.events()), out)
+        if state == "succeeded" and ins.success_s is None:
+            ins.success_s = now
+            self._push(now + self.thresholds.booking_deadline_s, "booking", ins.key)
+        return True
+
+    def _resolve(self, ins: _Instr, now: float, out: list[AlertDraft]) -> None:
+        """Everything an instruction's new knowledge may settle, in a fixed order."""
+        # Debits that were waiting for this instruction.
+        cands: list[str] = []
+        if ins.result is not None and ins.result[1]:
+            cands += self._wait_host.get(f"{ins.bank}:{ins.result[1]}", ())
+        if ins.bank_ref:
+            cands += self._wait_token.get(ins.bank_ref, ())
+        if ins.body is not None:
+            for mk in self._wait_token.get(ins.iid, ()):
+                m = self._moves[mk]
+                if m.centre == ins.centre and m.account == ins.body.debit_account:
+                    cands.append(mk)
+        for mk in dict.fromkeys(cands):
+            m = self._moves[mk]
+            if m.instr is None:
+                self._link(m, ins, now, out)
+        self._check_debits(ins, out)
+        self._check_bookings(ins, out)
+
+    # -- movements ----------------------------------------------------------------
+
+    def _on_movement(self, f: Fact, now: float, out: list[AlertDraft]) -> None:
+        p = f.payload
+        bank = f.bank_id or p["bank"]
+        account = p["account"]
+        host = p["host_seq_no"]
+        amount = p["amount"]
+        cp = p.get("counterparty_account") or ""
+        reversal = bool(p.get("reversal", False))
+        mkey = f"{bank}:{account}:{host}"
+        t = f"{p['value_date']}T{p['time']}"
+        m = self._moves.get(mkey)
+        if m is not None:
+            eid = f.event_id
+            if eid == m.event_id or eid in m.others:
+                return
+            m.others.append(eid)
+            m.last_s = max(m.last_s, now)
+            if (amount, cp, reversal) != (m.amount, m.cp_account, m.reversal):
+                self._emit(m.raised, rules.movement_conflict(
+                    mkey, account, f"{format_amount(m.amount)} with {m.cp_account or '-'}",
+                    f"{format_amount(amount)} with {cp or '-'}", m.events()), out)
+                if amount != m.amount:
+                    # The gateway keeps both (its dedupe key includes the amount), so
+                    # the balance must count both.
+                    self._balance_move(bank, account, t, amount, eid, now)
+            return
+
+        registry = self.registry
+        info = registry.accounts.get(account)
+        centre = info.centre if info is not None else (f.centre_id or "")
+        tokens = _tokens(p.get("summary") or "", p.get("remark") or "") if amount < 0 else []
+        m = _Move(mkey, bank, account, host, amount, cp, p.get("counterparty_bank_code") or "",
+                  reversal, centre, t, tokens, f.event_id, now)
+        self._moves[mkey] = m
+        _append(self._moves_by_host, host, mkey)
+        self._push(now + self.thresholds.retention, "forget-m", mkey)
+        evidence = (f.event_id,)
+
+        if info is None or info.bank != bank:
+            self._emit(m.raised, rules.unregistered_account(
+                mkey, account, bank, info.bank if info is not None else None, evidence), out)
+        if cp and not registry.counterparty_registered(cp, m.cp_bank):
+            self._emit(m.raised, rules.unregistered_counterparty_movement(
+                mkey, account, cp, p.get("counterparty_name") or "", amount, evidence), out)
+        self._balance_move(bank, account, t, amount, f.event_id, now)
+        waiting = self._wait_book.get(host)
+        if waiting:
+            for bk in list(waiting):
+                b = self._bookings[bk]
+                if b.account == account:
+                    _remove(self._wait_book, host, bk)
+                    self._check_booking_movement(b, m, out)
+
+        threshold = self.thresholds.large_amount
+        if amount < 0:
+            m.large_pending = -amount >= threshold
+            ins = self._find_instruction(m)
+            if ins is None:
+                self._wait(m)
+            else:
+                self._link(m, ins, now, out)
+                self._check_debits(ins, out)
+            if m.instr is None or m.large_pending:
+                # Held until the result deadline: the instruction may still be on its way.
+                self._push(now + self.thresholds.result_deadline_s, "debit", mkey)
+        elif amount >= threshold:
+            self._emit(m.raised, rules.large_amount_movement(
+                mkey, account, amount, approval_ref=None, threshold=threshold, evidence=evidence), out)
+
+    def _find_instruction(self, m: _Move) -> _Instr | None:
+        key = self._by_host.get(f"{m.bank}:{m.host}")
+        if key is not None:
+            return self._instrs[key]
+        for tok in m.tokens:
+            key = self._by_ref.get(tok)
+            if key is not None:
+                return self._instrs[key]
+        for tok in m.tokens:
+            ins = self._instrs.get(f"{m.centre}/{tok}")
+            if ins is not None and ins.body is not None and ins.body.debit_account == m.account:
+                return ins
+        return None
+
+    def _wait(self, m: _Move) -> None:
+        m.waiting = True
+        _append(self._wait_host, f"{m.bank}:{m.host}", m.key)
+        for tok in m.tokens:
+            _append(self._wait_token, tok, m.key)
+
+    def _unwait(self, m: _Move) -> None:
+        if m.waiting:
+            m.waiting = False
+            _remove(self._wait_host, f"{m.bank}:{m.host}", m.key)
+            for tok in m.tokens:
+                _remove(self._wait_token, tok, m.key)
+
+    def _link(self, m: _Move, ins: _Instr, now: float, out: list[AlertDraft]) -> None:
+        m.instr = ins.key
+        self._unwait(m)
+        ins.debits[m.key] = m.event_id
+        ins.last_s = max(ins.last_s, now)
+        if len(ins.debits) > 1:
+            self._emit(ins.raised, rules.two_debits(
+                ins.key, ins.debits, ins.events() + list(ins.debits.values())), out)
+
+    def _check_debits(self, ins: _Instr, out: list[AlertDraft]) -> None:
+        """Compare every debit matched to ``ins`` with what it said and how it ended."""
+        body = ins.body
+        threshold = self.thresholds.large_amount
+        for mk in ins.debits:
+            m = self._moves.get(mk)
+            if m is None:
+                continue
+            diffs: list[str] = []
+            if body is not None:
+                if -m.amount != body.amount:
+                    diffs.append(f"amount {format_amount(-m.amount)} instead of {format_amount(body.amount)}")
+                if m.account != body.debit_account:
+                    diffs.append(f"debit account {m.account} instead of {body.debit_account}")
+                if m.cp_account and m.cp_account != body.cp_account:
+                    diffs.append(f"counterparty {m.cp_account} instead of {body.cp_account}")
+                if m.cp_bank and body.cp_bank and m.cp_bank != body.cp_bank:
+                    diffs.append(f"counterparty bank {m.cp_bank} instead of {body.cp_bank}")
+            if "failed" in ins.states:
+                diffs.append("the bank reported the instruction failed")
+            if "rejected" in ins.states:
+                diffs.append("the instruction was rejected and never sent")
+            if diffs:
+                self._emit(ins.raised, rules.result_mismatch(
+                    ins.key, mk, diffs, ins.events() + m.events()), out)
+            if m.large_pending and body is not None:
+                m.large_pending = False
+                # An instruction at or above the threshold has its own alert.
+                if body.amount < threshold:
+                    self._emit(m.raised, rules.large_amount_movement(
+                        mk, m.account, m.amount, approval_ref=body.approval_ref,
+                        threshold=threshold, evidence=m.events()), out)
+
+    # -- balances ------------------------------------------------------------------
+
+    def _account(self, bank: str, account: str) -> _Account:
+        key = f"{bank}:{account}"
+        a = self._accounts.get(key)
+        if a is None:
+            a = self._accounts[key] = _Account(bank, account)
+        return a
+
+    def _balance_move(self, bank: str, account: str, t: str, amount: int, eid: str, now: float) -> None:
+        a = self._account(bank, account)
+        if a.base is not None and t < a.base[0]:
+            return  # inside an interval already settled: see the module docstring
+        if a.base is None and not a.pending and len(a.moves) >= 2 * max(64, a.kept):
+            # No snapshot to compare with yet: keep only what a late first
+            # snapshot could still need.  Pruning when the list has doubled
+            # keeps the cost constant per movement.
+            horizon = now - self.thresholds.result_deadline_s
+            a.moves = [mv for mv in a.moves if mv[3] >= horizon]
+            a.kept = len(a.moves)
+        bisect.insort(a.moves, [t, amount, eid, now])
+
+    def _on_balance(self, f: Fact, now: float, out: list[AlertDraft]) -> None:
+        p = f.payload
+        bank = f.bank_id or p["bank"]
+        a = self._account(bank, p["account"])
+        eid = f.event_id
+        if eid in a.pending_ids or (a.base is not None and a.base[2] == eid):
+            return
+        t = _bank_time(p.get("as_of"), f.created_us)
+        if a.base is not None and t < a.base[0]:
+            return  # older than a settled snapshot
+        bisect.insort(a.pending, [t, p["balance"], eid, now])
+        a.pending_ids.add(eid)
+        self._push(now + self.thresholds.result_deadline_s, "balance", f"{bank}:{p['account']}")
+
+    def _due_balance(self, akey: str, now: float, out: list[AlertDraft]) -> None:
+        a = self._accounts.get(akey)
+        if a is None:
+            return
+        grace = self.thresholds.result_deadline_s
+        while a.pending and a.pending[0][3] + grace <= now:
+            t, balance, eid, _ = a.pending.pop(0)
+            a.pending_ids.discard(eid)
+            if a.base is not None:
+                if t < a.base[0]:
+                    continue
+                self._check_interval(a, t, balance, eid, out)
+            a.base = [t, balance, eid]
+            # Movements stamped at ``t`` stay: they may belong to the next interval.
+            del a.moves[:bisect.bisect_left(a.moves, t, key=_t)]
+        if not a.pending:
+            a.kept = len(a.moves)
+
+    def _check_interval(self, a: _Account, t: str, balance: int, eid: str,
+                        out: list[AlertDraft]) -> None:
+        assert a.base is not None
+        pt, pbal, peid = a.base
+        inner = tie_p = tie_s = 0
+        evidence = [peid, eid]
+        moves = a.moves
+        lo = bisect.bisect_left(moves, pt, key=_t)
+        hi = bisect.bisect_right(moves, t, key=_t)
+        for i in range(lo, hi):
+            mt, amount, meid, _ = moves[i]
+            if mt == pt:
+                tie_p += amount
+            elif mt == t:
+                tie_s += amount
+            else:
+                inner += amount
+            evidence.append(meid)
+        diff = balance - (pbal + inner)
+        # A movement stamped exactly at a snapshot's time may be in it or not.
+        if pt == t:
+            accepted: tuple[int, ...] = (0, tie_p, -tie_p)
+        else:
+            accepted = (0, tie_p, tie_s, tie_p + tie_s)
+        tol = self.thresholds.balance_tolerance
+        if any(abs(diff - x) <= tol for x in accepted):
+            return
+        self._emit(None, rules.balance_break(
+            a.bank, a.account, eid, previous=pbal, previous_at=pt, movements=inner + tie_s,
+            balance=balance, at=t, evidence=evidence), out)
+
+    # -- bookings ------------------------------------------------------------------
+
+    def _on_booking(self, f: Fact, now: float, out: list[AlertDraft]) -> None:
+        p = f.payload
+        assert f.centre_id is not None
+        centre = f.centre_id
+        bkey = f"{centre}/{p['booking_id']}"
+        iid = p.get("instruction_id")
+        instr_key = f"{centre}/{iid}" if iid else None
+        host = p.get("host_seq_no") or None
+        amount = _signed_fen(p["amount"])
+        b = self._bookings.get(bkey)
+        if b is not None:
+            eid = f.event_id
+            if eid == b.event_id or eid in b.others:
+                return
+            b.others.append(eid)
+            b.last_s = max(b.last_s, now)
+            if (instr_key, host, p["account"], amount) != b.content():
+                self._emit(b.raised, rules.booking_mismatch_booking(
+                    bkey, instr_key or b.account, "booked twice with different content",
+                    b.events()), out)
+            return
+        b = self._bookings[bkey] = _Booking(bkey, centre, instr_key, host, p["account"], amount,
+                                            f.event_id, now)
+        self._push(now + self.thresholds.retention, "forget-b", bkey)
+        if iid:
+            ins = self._instr(centre, iid, now)
+            ins.bookings[bkey] = None
+            ins.last_s = max(ins.last_s, now)
+            self._check_bookings(ins, out)
+        elif host:
+            for mk in self._moves_by_host.get(host, ()):
+                m = self._moves[mk]
+                if m.account == b.account:
+                    self._check_booking_movement(b, m, out)
+                    break
+            else:
+                _append(self._wait_book, host, bkey)
+        else:
+            b.matched = True
+            self._emit(b.raised, rules.booking_mismatch_booking(
+                bkey, b.account, "names neither an instruction nor a bank host serial",
+                b.events()), out)
+        if not b.matched:
+            self._push(now + self.thresholds.booking_deadline_s, "book", bkey)
+
+    def _check_booking_movement(self, b: _Booking, m: _Move, out: list[AlertDraft]) -> None:
+        b.matched = True
+        if b.amount != m.amount:
+            self._emit(b.raised, rules.booking_mismatch_booking(
+                b.key, b.account,
+                f"books {format_amount(b.amount)} but movement {m.key} is {format_amount(m.amount)}",
+                b.events() + m.events()), out)
+
+    def _check_bookings(self, ins: _Instr, out: list[AlertDraft]) -> None:
+        if not ins.bookings:
+            return
+        books = [self._bookings[bk] for bk in ins.bookings if bk in self._bookings]
+        if ins.states:
+            for b in books:
+                b.matched = True
+        problems: list[str] = []
+        if len(ins.bookings) > 1:
+            problems.append(f"booked {len(ins.bookings)} times")
+        body = ins.body
+        if body is not None:
+            for b in books:
+                if b.account != body.debit_account:
+                    problems.append(f"{b.key} books account {b.account}, the debit was on {body.debit_account}")
+                if b.amount != -body.amount:
+                    problems.append(f"{b.key} books {format_amount(b.amount)}, "
+                                    f"the instruction is {format_amount(-body.amount)}")
+        if "failed" in ins.states:
+            problems.append("booked although the bank reported failure")
+        if "rejected" in ins.states:
+            problems.append("booked although the instruction was rejected")
+        if problems:
+            evidence = ins.events() + [e for b in books for e in b.events()]
+            self._emit(ins.raised, rules.booking_mismatch_instruction(
+                ins.key, "; ".join(problems), evidence), out)
+
+    # -- deadlines -----------------------------------------------------------------
+
+    def _due_result(self, key: str, now: float, out: list[AlertDraft]) -> None:
+        ins = self._instrs.get(key)
+        if ins is None or not ins.states or ins.final():
+            return
+        last = next(s for s in _PROGRESS if s in ins.states)
+        self._emit(ins.raised, rules.missing_result(
+            key, last, self.thresholds.result_deadline_s, ins.events()), out)
+
+    def _due_debit(self, mkey: str, now: float, out: list[AlertDraft]) -> None:
+        m = self._moves.get(mkey)
+        if m is None:
+            return
+        ins = self._instrs.get(m.instr) if m.instr is not None else None
+        if m.instr is None:
+            info = self.registry.accounts.get(m.account)
+            if info is not None and info.bank == m.bank:
+                self._emit(m.raised, rules.unsolicited_debit(
+                    mkey, m.account, m.host, m.amount, special=info.special,
+                    deadline_s=self.thresholds.result_deadline_s, evidence=m.events()), out)
+        if m.large_pending:
+            m.large_pending = False
+            approval = ins.body.approval_ref if ins is not None and ins.body is not None else None
+            self._emit(m.raised, rules.large_amount_movement(
+                mkey, m.account, m.amount, approval_ref=approval,
+                threshold=self.thresholds.large_amount, evidence=m.events()), out)
+
+    def _due_booking(self, key: str, now: float, out: list[AlertDraft]) -> None:
+        ins = self._instrs.get(key)
+        if ins is None or ins.bookings:
+            return
+        self._emit(ins.raised, rules.booking_mismatch_instruction(
+            key, f"no booking {self.thresholds.booking_deadline_s:g}s after the bank reported success",
+            ins.events()), out)
+
+    def _due_book(self, bkey: str, now: float, out: list[AlertDraft]) -> None:
+        b = self._bookings.get(bkey)
+        if b is None or b.matched:
+            return
+        if b.instr is not None:
+            problem = f"names instruction {b.instr}, which the ledger never saw"
+            subject = b.instr
+        else:
+            others = [self._moves[mk].account for mk in self._moves_by_host.get(str(b.host), ())]
+            subject = b.account
+            if others:
+                problem = (f"books account {b.account} but the bank's host serial {b.host} "
+                           f"is on {', '.join(sorted(set(others)))}")
+            else:
+                problem = f"names host serial {b.host}, which the ledger never saw"
+        self._emit(b.raised, rules.booking_mismatch_booking(bkey, subject, problem, b.events()), out)
+
+    def _due_forget_instruction(self, key: str, now: float, out: list[AlertDraft]) -> None:
+        ins = self._instrs.get(key)
+        if ins is None:
+            return
+        due = ins.last_s + self.thresholds.retention
+        if now < due:
+            self._push(due, "forget-i", key)
+            return
+        del self._instrs[key]
+        if ins.bank_ref and self._by_ref.get(ins.bank_ref) == key:
+            del self._by_ref[ins.bank_ref]
+        if ins.result is not None and ins.result[1]:
+            hk = f"{ins.bank}:{ins.result[1]}"
+            if self._by_host.get(hk) == key:
+                del self._by_host[hk]
+
+    def _due_forget_movement(self, mkey: str, now: float, out: list[AlertDraft]) -> None:
+        m = self._moves.get(mkey)
+        if m is None:
+            return
+        due = m.last_s + self.thresholds.retention
+        if now < due:
+            self._push(due, "forget-m", mkey)
+            return
+        del self._moves[mkey]
+        self._unwait(m)
+        _remove(self._moves_by_host, m.host, mkey)
+
+    def _due_forget_booking(self, bkey: str, now: float, out: list[AlertDraft]) -> None:
+        b = self._bookings.get(bkey)
+        if b is None:
+            return
+        due = b.last_s + self.thresholds.retention
+        if now < due:
+            self._push(due, "forget-b", bkey)
+            return
+        del self._bookings[bkey]
+        if b.host:
+            _remove(self._wait_book, b.host, bkey)
+
+    _DUE = {
+        "result": _due_result,
+        "debit": _due_debit,
+        "booking": _due_booking,
+        "book": _due_book,
+        "balance": _due_balance,
+        "forget-i": _due_forget_instruction,
+        "forget-m": _due_forget_movement,
+        "forget-b": _due_forget_booking,
+    }
+
+    # Introspection for tests and metrics: how much the matcher is holding.
+    def sizes(self) -> dict[str, int]:
+        """Record counts, so a long run can show that memory stays bounded."""
+        return {
+            "instructions": len(self._instrs), "movements": len(self._moves),
+            "bookings": len(self._bookings), "accounts": len(self._accounts),
+            "account_movements": sum(len(a.moves) for a in self._accounts.values()),
+            "deadlines": len(self._deadlines),
+        }

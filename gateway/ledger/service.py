@@ -1,0 +1,493 @@
+"""``makeLedgerService``: the supervision ledger's whole service tree, and ``hpf-gateway ledger``.
+
+The tree: the database (the gateway's group-commit writer on the ledger
+schema), a small thread pool for signature and bank-frame checks, the
+:class:`MatchEngine` (the pure matcher, its persistence and its one-second
+deadline timer), and three listeners: ingest (gateways), supervisor, ops.
+
+Restart promise: the matcher's snapshot and the last ledger seq it covers are
+saved together with the alerts it raised up to that point, in one
+transaction.  On start the snapshot is restored and every copy after that seq
+is fed again before ingest opens (it answers 503 until then); alerts are
+stored once per key, so a replayed copy or a re-run deadline never repeats an
+alert, and a copy stored just before a crash is never left unmatched.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.twisted import MetricsResource
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+
+from adapters.base import load_adapter
+from gateway.ledger import store
+from gateway.ledger.api import (
+    CopyChecker,
+    Ingest,
+    IngestApi,
+    SupervisorApi,
+    make_ledger_site,
+)
+from gateway.ledger.config import LedgerConfig, PublicSigningKey, load_public_key
+from gateway.ledger.matcher import (
+    AccountInfo,
+    CounterpartyInfo,
+    Fact,
+    Matcher,
+    Registry,
+    Thresholds,
+)
+from gateway.tls import (
+    ReloadableOptions,
+    identity_from_certificate,
+    load_certificates,
+    server_options,
+    tls_server_factory,
+)
+
+__all__ = ["LedgerMetrics", "MatchEngine", "Ledger", "makeLedgerService", "run_ledger",
+           "registry_from_config", "thresholds_from_config", "load_signing_keys", "SPECIAL_ACCOUNT_TYPES"]
+
+log = Logger()
+
+_LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0)
+
+SPECIAL_ACCOUNT_TYPES = frozenset({"collection", "loan", "revenue"})
+"""Account types that are the fund's special accounts (专户: 归集, 贷款, 增值收益)."""
+
+
+class LedgerMetrics:
+    """Every metric the ledger exports, on a registry of its own (``hpf_ledger_*``)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        r = self.registry = registry or CollectorRegistry()
+        self.copies = Counter(
+            "hpf_ledger_copies", "Copies filed by gateways, by outcome (stored, duplicate, refused).",
+            ["gateway", "status"], registry=r)
+        self.match_lag = Histogram(
+            "hpf_ledger_match_lag_seconds", "From a copy's journal time at the gateway to the matcher taking it.",
+            buckets=_LAG_BUCKETS, registry=r)
+        self.open_alerts = Gauge(
+            "hpf_ledger_open_alerts", "Alerts not resolved, by rule, severity and state (open, acknowledged).",
+            ["rule", "severity", "state"], registry=r)
+        self.alerts_raised = Counter(
+            "hpf_ledger_alerts_raised", "Alerts stored, by rule and severity.", ["rule", "severity"], registry=r)
+        self.gateway_last_seq = Gauge(
+            "hpf_ledger_gateway_last_seq", "The last gateway journal seq stored from each gateway.",
+            ["gateway"], registry=r)
+        self.journal_seq = Gauge(
+            "hpf_ledger_journal_seq", "The ledger's newest journal seq.", registry=r)
+        self.matched_seq = Gauge(
+            "hpf_ledger_matched_seq", "The newest ledger seq the matcher has taken into account.", registry=r)
+        self.denied = Counter(
+            "hpf_ledger_denied", "Requests refused for who made them or for writing, by listener and reason.",
+            ["listener", "reason"], registry=r)
+        self.api_requests = Counter(
+            "hpf_ledger_api_requests", "Requests by listener, route and status.", ["listener", "route", "status"],
+            registry=r)
+        self.matcher_errors = Counter(
+            "hpf_ledger_matcher_errors", "Copies or deadlines the matcher failed on (a bug: see the log).",
+            registry=r)
+
+
+def registry_from_config(config: LedgerConfig) -> Registry:
+    """The matcher's registers from the config's [accounts] and [counterparties]."""
+    return Registry(
+        accounts={n: AccountInfo(a.bank, a.centre, a.type in SPECIAL_ACCOUNT_TYPES)
+                  for n, a in config.accounts.items()},
+        counterparties={n: CounterpartyInfo(c.name, c.bank_code) for n, c in config.counterparties.items()})
+
+
+def thresholds_from_config(config: LedgerConfig) -> Thresholds:
+    """The matcher's thresholds from the config's [thresholds]."""
+    t = config.thresholds
+    return Thresholds(large_amount=t.large_amount, result_deadline_s=t.result_deadline,
+                      booking_deadline_s=t.booking_deadline, balance_tolerance=t.balance_tolerance)
+
+
+def load_signing_keys(config: LedgerConfig) -> dict[str, tuple[str, PublicSigningKey]]:
+    """Each gateway's (signature_alg, public key); ``ValueError`` names the bad key file."""
+    keys: dict[str, tuple[str, PublicSigningKey]] = {}
+    for name, peer in config.gateways.items():
+        try:
+            keys[name] = (peer.signature_alg, load_public_key(peer.signing_key, peer.signature_alg))
+        except ValueError as e:
+            raise ValueError(f"gateways.{name}.signing_key: {peer.signing_key}: {e}") from None
+    return keys
+
+
+# -- the matcher, persisted ----------------------------------------------------------
+
+
+class MatchEngine(Service):
+    """Runs the pure :class:`Matcher` on the reactor thread and persists what it decides.
+
+    ``observe(rows)`` takes copies right after their commit, in ledger seq
+    order; the alerts they raise, and every ``snapshot_interval`` seconds the
+    matcher's snapshot with the seq it covers, are written in one
+    transaction.  A failed write keeps the alerts for the next attempt.
+    ``ready`` turns True once the copies stored after the saved snapshot have
+    been fed again (see the module docstring).
+    """
+
+    name = "matcher"
+
+    def __init__(self, db: store.LedgerDatabase, registry: Registry, thresholds: Thresholds,
+                 metrics: LedgerMetrics, reactor: Any, *, tick_interval: float = 1.0,
+                 snapshot_interval: float = 1.0, replay_page: int = 1000,
+                 clock: Callable[[], float] | None = None) -> None:
+        self.db = db
+        self.registry = registry
+        self.thresholds = thresholds
+        self.metrics = metrics
+        self.reactor = reactor
+        self.tick_interval = tick_interval
+        self.snapshot_interval = snapshot_interval
+        self.replay_page = replay_page
+        self.clock = clock or reactor.seconds
+        self.matcher: Matcher | None = None
+        self.ready = False
+        self.applied_seq = 0
+        self.saved_seq = 0
+        self._dirty = False          # state changed since the last saved snapshot
+        self._last_saved_at = 0.0
+        self._pending: list[Any] = []
+        self._flushing: Deferred[None] | None = None
+        self._starting: Deferred[None] | None = None
+        self._loop = LoopingCall(self.tick)
+        self._loop.clock = reactor
+        self._ticks = 0
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()
+        self._starting = Deferred.fromCoroutine(self._start())
+        self._starting.addErrback(lambda f: log.failure("ledger.matcher_start_failed", f))
+
+    async def _start(self) -> None:
+        last_seq, snapshot = await self.db.read(store.load_state)
+        if snapshot is not None:
+            self.matcher = Matcher.restore(self.registry, self.thresholds, json.loads(snapshot))
+        else:
+            self.matcher = Matcher(self.registry, self.thresholds)
+        self.applied_seq = self.saved_seq = last_seq
+        replayed = 0
+        while self.running:
+            rows = await self.db.read(store.copies_after, self.applied_seq, self.replay_page)
+            if not rows:
+                break
+            self._observe(rows, live=False)
+            replayed += len(rows)
+            await self._flush(force=True)
+        head, _ = await self.db.read(store.load_head)
+        heads = await self.db.read(store.gateway_heads)
+        self.metrics.journal_seq.set(head)
+        for gateway, seq in heads.items():
+            self.metrics.gateway_last_seq.labels(gateway).set(seq)
+        await self._refresh_gauge()
+        if not self.running:
+            return
+        log.info("ledger.matcher_ready", resumed_at=last_seq, replayed=replayed)
+        self.ready = True
+        self._loop.start(self.tick_interval, now=False)
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        self.ready = False
+        if self._loop.running:
+            self._loop.stop()
+        starting = self._starting or succeed(None)
+
+        async def final() -> None:
+            await starting
+            if self._flushing is not None:
+                await self._flushing  # never two flushes at once: alerts stay in order
+            if self.matcher is not None:
+                await self._flush(force=True)
+
+        return Deferred.fromCoroutine(final())
+
+    # -- input -----------------------------------------------------------------------
+
+    def observe(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Feed stored copies (rows of ``copies``, in seq order) to the matcher; persist what follows."""
+        if not rows or not self.running:
+            # Stopped: the copies are committed, and the next start replays them.
+            return
+        self._observe(rows, live=True)
+        self._kick()
+
+    def _observe(self, rows: Sequence[dict[str, Any]], *, live: bool) -> None:
+        assert self.matcher is not None
+        now = self.clock()
+        for row in rows:
+            if row["seq"] <= self.applied_seq:
+                continue  # already taken (a replay page racing a live batch cannot happen, but be sure)
+            try:
+                fact = Fact.from_copy(store.copy_document(row))
+                self._pending.extend(self.matcher.observe(fact, now))
+            except Exception:
+                self.metrics.matcher_errors.inc()
+                log.failure("ledger.matcher_failed", seq=row["seq"], event_id=row["event_id"])
+            self.applied_seq = row["seq"]
+            self._dirty = True
+            if live:
+                self.metrics.match_lag.observe(max(0.0, now - row["created_us"] / 1_000_000))
+        self.metrics.matched_seq.set(self.applied_seq)
+
+    def tick(self) -> None:
+        """Run the matcher's deadlines (every ``tick_interval``) and persist the alerts due."""
+        if self.matcher is None:
+            return
+        try:
+            drafts = self.matcher.tick(self.clock())
+        except Exception:
+            self.metrics.matcher_errors.inc()
+            log.failure("ledger.matcher_tick_failed")
+            drafts = []
+        if drafts:
+            self._pending.extend(drafts)
+            self._dirty = True
+        self._ticks += 1
+        if self._ticks % 10 == 0:
+            # Supervisors change states; recount now and then so the gauge cannot drift.
+            self.refresh_alert_gauge()
+        self._kick()
+
+    # -- persistence -----------------------------------------------------------------
+
+    def _kick(self) -> None:
+        if self._flushing is None:
+            d = Deferred.fromCoroutine(self._flush_loop())
+            if not d.called:  # finished at once (nothing to write): nothing to wait for
+                self._flushing = d
+
+    async def _flush_loop(self) -> None:
+        try:
+            await self._flush(force=False)
+        finally:
+            self._flushing = None
+
+    async def _flush(self, *, force: bool) -> None:
+        """Write pending alerts, with a snapshot when one is due; repeat while there is more."""
+        while True:
+            due = self._dirty and (force or self.clock() - self._last_saved_at >= self.snapshot_interval)
+            if not self._pending and not due:
+                return
+            assert self.matcher is not None
+            drafts, self._pending = self._pending, []
+            state: tuple[int, str] | None = None
+            if due:
+                # Taken in the same synchronous step as the drafts: the snapshot never
+                # covers an alert that is not written with it.
+                state = (self.applied_seq, json.dumps(self.matcher.snapshot(), separators=(",", ":"),
+                                                       ensure_ascii=False))
+                self._dirty = False
+            rows = [store.AlertRow(d.key, d.rule, d.severity, d.subject, d.summary, tuple(d.evidence))
+                    for d in drafts]
+            try:
+                created = await self.db.write(
+                    lambda tx, rows=rows, state=state: store.store_alerts(tx, rows, state=state))
+            except Exception:
+                log.failure("ledger.alert_write_failed", alerts=len(drafts))
+                self._pending = drafts + self._pending
+                if state is not None:
+                    self._dirty = True
+                return  # the next tick tries again
+            if state is not None:
+                self.saved_seq = state[0]
+                self._last_saved_at = self.clock()
+            self.alerts_created(created)
+            force = False
+
+    def alerts_created(self, created: Sequence[dict[str, Any]]) -> None:
+        """Count, log and gauge newly stored alerts (from the matcher or from ingest)."""
+        for a in created:
+            self.metrics.alerts_raised.labels(a["rule"], a["severity"]).inc()
+            self.metrics.open_alerts.labels(a["rule"], a["severity"], "open").inc()
+            log.warn("ledger.alert", alert_id=a["id"], rule=a["rule"], severity=a["severity"],
+                     subject=a["subject"], summary=a["summary"])
+
+    def refresh_alert_gauge(self) -> None:
+        """Recount open and acknowledged alerts from the database (in the background)."""
+        d = Deferred.fromCoroutine(self._refresh_gauge())
+        d.addErrback(lambda f: log.failure("ledger.alert_gauge_failed", f))
+
+    async def _refresh_gauge(self) -> None:
+        counts = await self.db.read(store.alert_counts)
+        self.metrics.open_alerts.clear()
+        for rule, severity, state, n in counts:
+            self.metrics.open_alerts.labels(rule, severity, state).set(n)
+
+
+# -- the tree ------------------------------------------------------------------------------
+
+
+class _PoolService(Service):
+    """A named thread pool started and stopped with the tree."""
+
+    def __init__(self, pool: ThreadPool) -> None:
+        self.pool = pool
+
+    def startService(self) -> None:
+        self.pool.start()
+        super().startService()
+
+    def stopService(self) -> None:
+        super().stopService()
+        self.pool.stop()
+
+
+class _Text(Resource):
+    isLeaf = True
+
+    def __init__(self, check: Callable[[], tuple[bool, str]]) -> None:
+        super().__init__()
+        self._check = check
+
+    def render_GET(self, request: Any) -> bytes:
+        ok, text = self._check()
+        request.setResponseCode(200 if ok else 503)
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        return text.encode() + b"\n"
+
+
+@dataclass
+class Ledger:
+    """Handles on the running parts, for the CLI, the demo and tests."""
+
+    service: MultiService
+    config: LedgerConfig
+    db: store.LedgerDatabase
+    engine: MatchEngine
+    ingest: Ingest
+    ingest_api: IngestApi
+    supervisor_api: SupervisorApi
+    metrics: LedgerMetrics
+    listeners: dict[str, StreamServerEndpointService]
+
+
+def makeLedgerService(config: LedgerConfig, reactor: Any) -> Ledger:
+    """Wire the database, checks, matcher and the ingest, supervisor and ops listeners.
+
+    Raises ``ValueError`` / :class:`gateway.tls.InsecureKeyError` for unusable
+    keys or certificates, before anything listens.
+    """
+    top = MultiService()
+    metrics = LedgerMetrics()
+    keys = load_signing_keys(config)
+    tls = config.tls
+    # Gateways check the ledger's identity before sending; a certificate naming
+    # another party would only fail there, far from the cause.
+    own = identity_from_certificate(load_certificates(tls.certificate)[0])
+    if own.role != "ledger" or own.name != config.name:
+        raise ValueError(f"tls.certificate {tls.certificate} names {own.uri}, not hpf://ledger/{config.name} "
+                         "(ledger.name)")
+    ingest_trust = sorted({g.ca or tls.ca for g in config.gateways.values()} | {tls.ca})
+    supervisor_trust = sorted({s.ca or tls.ca for s in config.supervisors.values()} | {tls.ca})
+    ingest_options = ReloadableOptions(server_options(tls.certificate, tls.private_key, ingest_trust))
+    supervisor_options = ReloadableOptions(server_options(tls.certificate, tls.private_key, supervisor_trust))
+
+    db = store.LedgerDatabase(reactor, config.database)
+    db.setServiceParent(top)
+    pool = ThreadPool(minthreads=1, maxthreads=2, name="hpf-ledger-verify")
+    _PoolService(pool).setServiceParent(top)
+    engine = MatchEngine(db, registry_from_config(config), thresholds_from_config(config), metrics, reactor)
+    engine.setServiceParent(top)
+    ingest = Ingest(db, engine, CopyChecker(keys, load_adapter), metrics, reactor, pool)
+    ingest_api = IngestApi(config, ingest, engine, metrics)
+    supervisor_api = SupervisorApi(config, db, engine, keys, metrics)
+
+    listeners: dict[str, StreamServerEndpointService] = {}
+
+    def listen(name: str, description: str, factory: Any) -> None:
+        svc = StreamServerEndpointService(serverFromString(reactor, description), factory)
+        svc._raiseSynchronously = True
+        svc.setName(name)
+        svc.setServiceParent(top)
+        listeners[name] = svc
+
+    listen("ingest", config.ingest, tls_server_factory(make_ledger_site(ingest_api), ingest_options))
+    listen("supervisor", config.supervisor,
+           tls_server_factory(make_ledger_site(supervisor_api), supervisor_options))
+
+    def ready() -> tuple[bool, str]:
+        unbound = [name for name, svc in listeners.items()
+                   if svc._waitingForPort is None or not svc._waitingForPort.called]
+        if not db.running:
+            return False, "database not open"
+        if unbound:
+            return False, "listeners not bound: " + ", ".join(sorted(unbound))
+        if not engine.ready:
+            return False, "matcher catching up"
+        return True, "ready"
+
+    ops = Resource()
+    ops.putChild(b"metrics", MetricsResource(registry=metrics.registry))
+    ops.putChild(b"healthz", _Text(lambda: (True, "ok")))
+    ops.putChild(b"readyz", _Text(ready))
+    ops_site = Site(ops)
+    ops_site.noisy = False
+    listen("ops", config.ops, ops_site)
+    return Ledger(top, config, db, engine, ingest, ingest_api, supervisor_api, metrics, listeners)
+
+
+def run_ledger(config_path: str, *, migrate: bool = False) -> int:
+    """``hpf-gateway ledger -c CONFIG [--migrate]``: run the ledger daemon until stopped.
+
+    With ``migrate`` the ledger schema is brought up to date first; without
+    it the daemon refuses a database that is not current.  Returns the exit
+    status: 2 for a bad config, schema, key or certificate (said on stderr).
+    """
+    from twisted.internet import reactor
+
+    from gateway.config import ConfigError
+    from gateway.ledger.config import load_ledger_config
+    from gateway.logs import start_logging
+    from gateway.store.db import make_engine
+    from gateway.store.migrate import SchemaMismatch
+    from gateway.tls import InsecureKeyError
+
+    try:
+        config = load_ledger_config(config_path)
+    except ConfigError as e:
+        for problem in e.problems:
+            print(problem, file=sys.stderr)
+        return 2
+    try:
+        if migrate:
+            before, after = store.MIGRATIONS.upgrade(config.database)
+            if before != after:
+                print(f"ledger schema {before or 'empty'} -> {after}", file=sys.stderr)
+        engine = make_engine(config.database)
+        try:
+            store.MIGRATIONS.check_current(engine)
+        finally:
+            engine.dispose()
+    except SchemaMismatch as e:
+        print(f"hpf-gateway ledger: {e}", file=sys.stderr)
+        return 2
+    try:
+        ledger = makeLedgerService(config, reactor)
+    except (InsecureKeyError, ValueError) as e:
+        print(f"hpf-gateway ledger: {e}", file=sys.stderr)
+        return 2
+    start_logging()
+    ledger.service.startService()
+    reactor.addSystemEventTrigger("before", "shutdown", ledger.service.stopService)
+    reactor.run()  # type: ignore[attr-defined]
+    return 0

@@ -1,0 +1,490 @@
+"""The supervision ledger daemon over real loopback TLS: ingest, supervisor API, ops, restart.
+
+Certificates come from the development PKI; the gateway's Ed25519 signing key
+is made here.  Every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import datetime as dt
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+import pytest
+import pytest_twisted
+import sqlalchemy as sa
+from cryptography.hazmat.primitives import serialization
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.ssl import Certificate, PrivateCertificate, optionsForClientTLS
+from twisted.internet.task import deferLater
+from twisted.logger import globalLogPublisher
+from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool, readBody
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IPolicyForHTTPS
+from zope.interface import implementer
+
+from gateway.config import render_toml
+from gateway.ledger import store
+from gateway.ledger.config import LedgerConfig, load_ledger_config
+from gateway.ledger.matcher import Fact, Matcher
+from gateway.ledger.service import (
+    Ledger,
+    makeLedgerService,
+    registry_from_config,
+    thresholds_from_config,
+)
+from gateway.pki import DevPki, issue
+from gateway.store.db import make_engine
+from tests.unit.test_ledger_store import (
+    DEBIT,
+    GATEWAY_KEY,
+    PAYEE,
+    _movement_frame,
+    _result_frame,
+    make_copy,
+    movement_payload,
+    received_payload,
+    result_payload,
+)
+
+DAY = dt.date(2026, 11, 27)
+CST = dt.timezone(dt.timedelta(hours=8))
+AT = int(dt.datetime(2026, 11, 27, 10, 0, tzinfo=CST).timestamp()) * 1_000_000
+TIMEOUT = 10.0
+
+
+# -- HTTPS client -------------------------------------------------------------------------
+
+
+@implementer(IPolicyForHTTPS)
+class _Policy:
+    def __init__(self, creator: Any) -> None:
+        self.creator = creator
+
+    def creatorForNetloc(self, hostname: bytes, port: int) -> Any:
+        return self.creator
+
+
+class Client:
+    """HTTPS as one party: presents ``cert``/``key``, trusts only ``ca``."""
+
+    def __init__(self, cert: Path, key: Path, ca: Path) -> None:
+        creator = optionsForClientTLS(
+            "localhost", trustRoot=Certificate.loadPEM(ca.read_bytes()),
+            clientCertificate=PrivateCertificate.loadPEM(cert.read_bytes() + key.read_bytes()))
+        self.agent = Agent(reactor, contextFactory=_Policy(creator),
+                           pool=HTTPConnectionPool(reactor, persistent=False), connectTimeout=5)
+
+    async def call(self, method: str, url: str, body: Any = None, *,
+                   accept: str = "application/json") -> tuple[int, str, Any]:
+        """(status, content type, parsed JSON or text)."""
+        headers = Headers({b"accept": [accept.encode()]})
+        producer = None
+        if body is not None:
+            headers.addRawHeader(b"content-type", b"application/json")
+            producer = FileBodyProducer(io.BytesIO(json.dumps(body, ensure_ascii=False).encode("utf-8")))
+        d = self.agent.request(method.encode(), url.encode(), headers, producer)
+        d.addTimeout(TIMEOUT, reactor)
+        response = await d
+        data = await readBody(response)
+        ctype = (response.headers.getRawHeaders(b"content-type") or [b""])[0].decode()
+        parsed: Any = data.decode("utf-8")
+        if "json" in ctype:
+            parsed = json.loads(data)
+        return response.code, ctype, parsed
+
+
+async def wait_for(check: Callable[[], Awaitable[bool]], what: str, timeout: float = TIMEOUT) -> None:
+    deadline = reactor.seconds() + timeout
+    while not await check():
+        if reactor.seconds() > deadline:
+            raise AssertionError(f"not within {timeout}s: {what}")
+        await deferLater(reactor, 0.05, lambda: None)
+
+
+# -- a running ledger -----------------------------------------------------------------------
+
+
+@dataclass
+class Env:
+    """Config, PKI and a way to start (and restart) the ledger on one database."""
+
+    tmp: Path
+    pki: DevPki
+    config: LedgerConfig
+    ledger: Ledger | None = None
+    urls: dict[str, str] | None = None
+
+    async def start(self) -> Ledger:
+        ledger = makeLedgerService(self.config, reactor)
+        ledger.service.startService()
+        urls = {}
+        for name, svc in ledger.listeners.items():
+            d: Deferred[Any] = svc._waitingForPort
+            port = await d
+            scheme = "http" if name == "ops" else "https"
+            urls[name] = f"{scheme}://localhost:{port.getHost().port}"
+        self.ledger, self.urls = ledger, urls
+
+        async def ready() -> bool:
+            return ledger.engine.ready
+
+        await wait_for(ready, "the matcher caught up")
+        return ledger
+
+    async def stop(self) -> None:
+        if self.ledger is not None:
+            await self.ledger.service.stopService()
+            self.ledger = None
+
+    def client(self, role: str, name: str = "main") -> Client:
+        return Client(self.pki.cert(role, name), self.pki.key(role, name), self.pki.ca_cert)
+
+    def url(self, listener: str, path: str) -> str:
+        assert self.urls is not None
+        return self.urls[listener] + path
+
+    async def file(self, copies: list[dict[str, Any]], client: Client | None = None) -> list[dict[str, Any]]:
+        status, _, body = await (client or self.client("gateway")).call(
+            "POST", self.url("ingest", "/v1/copies"), {"copies": copies})
+        assert status == 200, body
+        return body["results"]
+
+    async def read(self, path: str, **kw: Any) -> tuple[int, str, Any]:
+        return await self.client("supervisor", "sup1").call("GET", self.url("supervisor", path), **kw)
+
+
+@pytest.fixture
+def env(tmp_path: Path, dev_pki: DevPki) -> Any:
+    pub = tmp_path / "gateway-signing.pub"
+    pub.write_bytes(GATEWAY_KEY.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    data = {
+        "ledger": {"name": "main", "database": f"sqlite:///{tmp_path / 'ledger.db'}"},
+        "tls": {"certificate": str(dev_pki.cert("ledger")), "private_key": str(dev_pki.key("ledger")),
+                "ca": str(dev_pki.ca_cert)},
+        "listen": {"ingest": "tcp:0:interface=127.0.0.1", "supervisor": "tcp:0:interface=127.0.0.1",
+                   "ops": "tcp:0:interface=127.0.0.1"},
+        "gateways": {"main": {"signing_key": str(pub), "signature_alg": "ed25519"}},
+        "supervisors": {"sup1": {}},
+        "thresholds": {"large_amount": "1000000.00", "result_deadline": 1.5, "booking_deadline": 1.5,
+                       "balance_tolerance": "0.00"},
+        "accounts": {DEBIT: {"bank": "B001", "centre": "C52240", "name": "示例中心归集户", "type": "collection"}},
+        "counterparties": {PAYEE["account"]: {"name": PAYEE["name"], "bank_code": PAYEE["bank_code"]}},
+    }
+    path = tmp_path / "ledger.toml"
+    path.write_text(render_toml(data), encoding="utf-8")
+    config = load_ledger_config(path)
+    store.MIGRATIONS.upgrade(config.database)
+    e = Env(tmp_path, dev_pki, config)
+    yield e
+    pytest_twisted.blockon(Deferred.fromCoroutine(e.stop()))
+
+
+def keys_of(alerts: list[dict[str, Any]]) -> list[str]:
+    return sorted(a["key"] for a in alerts)
+
+
+async def all_alerts(env: Env) -> list[dict[str, Any]]:
+    status, _, body = await env.read("/v1/alerts?limit=1000")
+    assert status == 200, body
+    return body["alerts"]
+
+
+# -- ingest -----------------------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_signed_copies_are_stored_duplicates_answered_and_forgeries_refused_with_one_alert(env):
+    await env.start()
+    c1, c2 = make_copy(1), make_copy(2, instruction_id="I2")
+    forged = make_copy(3, instruction_id="I3")
+    forged = dict(forged, payload=forged["payload"].replace("100.00", "99999.00"))
+    north = make_copy(4, instruction_id="I4", gateway="north")
+
+    first = await env.file([c1, c2])
+    assert [r["status"] for r in first] == ["stored", "stored"]
+    again = await env.file([c1, forged, north])
+    # nothing after a refused copy is stored: the gateway resends from the refused one on
+    assert [r["status"] for r in again] == ["duplicate", "refused", "skipped"]
+    assert "signature" in again[1]["reason"]
+    claim = await env.file([north])
+    assert claim[0]["status"] == "refused" and "claims gateway 'north'" in claim[0]["reason"]
+    retry = await env.file([forged])
+    assert retry[0]["status"] == "refused"
+
+    alerts = await all_alerts(env)
+    forged_alerts = [a for a in alerts if a["rule"] == "forged-copy"]
+    assert [a["evidence"] for a in forged_alerts] == [[forged["event_id"]]]
+    rows = await env.ledger.db.read(store.copies_after, 0, 100)
+    assert [r["event_id"] for r in rows] == [c1["event_id"], c2["event_id"]]
+
+    # Only configured gateways file copies: a centre or a supervisor is refused, and counted.
+    status, ctype, body = await env.client("centre", "C52240").call(
+        "POST", env.url("ingest", "/v1/copies"), {"copies": [c1]})
+    assert (status, ctype, body["status"]) == (403, "application/problem+json", 403)
+    status, _, _ = await env.client("supervisor", "sup1").call(
+        "POST", env.url("ingest", "/v1/copies"), {"copies": [c1]})
+    assert status == 403
+    status, _, metrics = await env.client("gateway").call("GET", env.url("ops", "/metrics"), accept="text/plain")
+    assert 'hpf_ledger_denied_total{listener="ingest",reason="not-a-gateway"} 2.0' in metrics
+    assert 'hpf_ledger_copies_total{gateway="main",status="stored"} 2.0' in metrics
+    assert 'hpf_ledger_gateway_last_seq{gateway="main"} 2.0' in metrics
+    assert "hpf_ledger_match_lag_seconds_count 2.0" in metrics
+    status, _, text = await env.client("gateway").call("GET", env.url("ops", "/readyz"), accept="text/plain")
+    assert (status, text.strip()) == (200, "ready")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_bank_frame_that_contradicts_the_copy_is_refused_as_forged(env):
+    await env.start()
+    frame = _result_frame(5, "H0005")
+    received = make_copy(1, instruction_id="I5", payload=received_payload("I5", 5))
+    honest = make_copy(2, instruction_id="I5", state="succeeded", payload=result_payload(5, "H0005"),
+                       raw=frame, adapter="bdc")
+    lying = make_copy(3, instruction_id="I5", state="succeeded", payload=result_payload(5, "H7777"),
+                      raw=frame, adapter="bdc", event_id="0005f3lying0000001")
+    results = await env.file([received, lying, honest])
+    assert [r["status"] for r in results] == ["stored", "refused", "skipped"]
+    assert "the bank's frame disagrees" in results[1]["reason"]
+    assert (await env.file([honest]))[0]["status"] == "stored"
+    alerts = await all_alerts(env)
+    assert [a["key"] for a in alerts if a["rule"] == "forged-copy"] == [f"forged-copy:main:{lying['event_id']}"]
+
+
+# -- supervisor API: reads ---------------------------------------------------------------------
+
+
+def _day_copies() -> list[dict[str, Any]]:
+    """One instruction's whole life on 2026-11-27 (UTC+8), its movement, booking and two balances."""
+    booking = {"booking_id": "BK1", "instruction_id": "I1", "host_seq_no": None, "account": DEBIT,
+               "amount": "-12000.00", "voucher_no": "V0001", "booked_on": "2026-11-27"}
+    bal = {"bank": "B001", "account": DEBIT, "available": 0, "overdraft": 0, "status": "normal"}
+    return [
+        make_copy(1, kind="bank.balance", state=None, instruction_id=None, created_us=AT,
+                  payload=dict(bal, balance=5_000_000, as_of="2026-11-27T09:00:00+08:00")),
+        make_copy(2, instruction_id="I1", created_us=AT + 1,
+                  payload=received_payload("I1", 1, amount="12000.00")),
+        make_copy(3, instruction_id="I1", state="succeeded", created_us=AT + 2,
+                  payload=result_payload(1, "H0001"), raw=_result_frame(1, "H0001"), adapter="bdc"),
+        make_copy(4, kind="bank.movement", state=None, instruction_id=None, created_us=AT + 3,
+                  payload=movement_payload("H0001", -1_200_000, summary="I1"),
+                  raw=_movement_frame("H0001", -1_200_000), adapter="bdc"),
+        make_copy(5, kind="booking", state=None, instruction_id="I1", created_us=AT + 4, payload=booking),
+        # 50,000.00 - 12,000.00 is 38,000.00; the bank reports 37,000.00: a break of 1,000.00.
+        make_copy(6, kind="bank.balance", state=None, instruction_id=None, created_us=AT + 5,
+                  payload=dict(bal, balance=3_700_000, as_of="2026-11-27T11:00:00+08:00")),
+    ]
+
+
+@pytest_twisted.ensureDeferred
+async def test_supervisor_reads_the_trail_balances_and_the_daily_report_as_json_and_csv(env):
+    await env.start()
+    copies = _day_copies()
+    assert {r["status"] for r in await env.file(copies)} == {"stored"}
+
+    status, _, trail = await env.read("/v1/trail/C52240/I1")
+    assert status == 200
+    assert [c["event_id"] for c in trail["copies"]] == [c["event_id"] for c in copies[1:5]]
+    assert all(c["signature_verified"] is True for c in trail["copies"])
+    assert base64.b64decode(trail["copies"][1]["raw"]) == _result_frame(1, "H0001")
+    assert trail["copies"][1]["payload"]["result"]["host_seq_no"] == "H0001"
+    status, _, _ = await env.read("/v1/trail/C52240/NOPE")
+    assert status == 404
+
+    status, _, balances = await env.read(f"/v1/accounts/{DEBIT}/balances")
+    assert status == 200 and balances["registered"] is True
+    last = balances["snapshots"][-1]
+    assert (last["expected"], last["reported"], last["difference"], last["continuous"]) == \
+        ("38000.00", "37000.00", "-1000.00", False)
+    assert balances["breaks"] == 1
+
+    status, _, report = await env.read("/v1/reports/daily?date=2026-11-27")
+    assert status == 200 and report["date"] == "2026-11-27"
+    [row] = [r for r in report["rows"] if r["account"] == DEBIT]
+    assert (row["centre_id"], row["bank_id"]) == ("C52240", "B001")
+    assert (row["instructed_count"], row["instructed_sum"]) == (1, "12000.00")
+    assert (row["executed_count"], row["executed_sum"]) == (1, "12000.00")
+    assert (row["booked_count"], row["booked_sum"]) == (1, "-12000.00")
+    assert (row["debit_count"], row["debit_sum"], row["closing_balance"]) == (1, "12000.00", "37000.00")
+    status, ctype, text = await env.read("/v1/reports/daily?date=2026-11-27", accept="text/csv")
+    assert status == 200 and ctype.startswith("text/csv")
+    lines = list(csv.DictReader(io.StringIO(text)))
+    [csv_row] = [r for r in lines if r["account"] == DEBIT]
+    assert (csv_row["instructed_sum"], csv_row["executed_count"], csv_row["closing_balance"]) == \
+        ("12000.00", "1", "37000.00")
+    assert lines[-1]["centre_id"] == "TOTAL"
+    status, _, empty = await env.read("/v1/reports/daily?date=2026-11-26")
+    assert status == 200 and empty["rows"] == []
+    status, _, _ = await env.read("/v1/reports/daily?date=27-11-2026")
+    assert status == 400
+
+    async def balance_break() -> bool:
+        return any(a["rule"] == "balance-break" for a in await all_alerts(env))
+
+    await wait_for(balance_break, "the matcher's balance-break alert")
+    status, _, found = await env.read("/v1/alerts?state=open&rule=balance-break&since=2020-01-01")
+    assert status == 200 and [a["account"] for a in found["alerts"]] == [DEBIT]
+    assert copies[5]["event_id"] in found["alerts"][0]["evidence"]
+    status, _, later = await env.read("/v1/alerts?since=2099-01-01T00:00:00Z")
+    assert status == 200 and later["alerts"] == []
+    # Alerts count on the day they were raised (today, UTC+8), against their account.
+    raised = dt.datetime.fromisoformat(found["alerts"][0]["created_at"].replace("Z", "+00:00"))
+    today = raised.astimezone(CST).date().isoformat()
+    status, _, report = await env.read(f"/v1/reports/daily?date={today}")
+    [row] = [r for r in report["rows"] if r["account"] == DEBIT]
+    assert (row["balance_breaks"], row["alerts"]) == (1, 1)
+
+
+# -- supervisor API: the only writes, and every other write refused -----------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_notes_and_state_changes_are_recorded_with_who_and_every_other_write_is_refused(env):
+    await env.start()
+    forged = make_copy(1)
+    forged = dict(forged, payload=forged["payload"].replace("100.00", "5.00"))
+    await env.file([forged])
+    [alert] = await all_alerts(env)
+    sup = env.client("supervisor", "sup1")
+    base_url = env.url("supervisor", f"/v1/alerts/{alert['id']}")
+
+    status, _, note = await sup.call("POST", base_url + "/notes", {"text": "asked the gateway's operator"})
+    assert status == 201 and note["note"]["who"] == "hpf://supervisor/sup1"
+    status, _, _skipped = await sup.call("POST", base_url + "/state", {"state": "resolved", "reason": "skip"})
+    assert status == 409
+    status, _, acked = await sup.call("POST", base_url + "/state", {"state": "acknowledged", "reason": "on it"})
+    assert status == 200 and acked["state"] == "acknowledged"
+    status, _, done = await sup.call("POST", base_url + "/state", {"state": "resolved", "reason": "key rotated"})
+    assert status == 200 and done["state"] == "resolved"
+    assert [(n["who"], n["action"], n["text"]) for n in done["notes"]] == [
+        ("hpf://supervisor/sup1", "note", "asked the gateway's operator"),
+        ("hpf://supervisor/sup1", "acknowledged", "on it"),
+        ("hpf://supervisor/sup1", "resolved", "key rotated")]
+    status, _, _ = await sup.call("POST", base_url + "/notes", {"text": "x", "extra": 1})
+    assert status == 422
+
+    events: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        writes = [("PUT", base_url, {}), ("DELETE", base_url, None), ("PATCH", base_url, {}),
+                  ("POST", env.url("supervisor", "/v1/alerts"), {}),
+                  ("POST", env.url("supervisor", "/v1/copies"), {"copies": [make_copy(2)]}),
+                  ("POST", base_url + "/evidence", {})]
+        for method, url, body in writes:
+            status, ctype, problem = await sup.call(method, url, body)
+            assert (status, ctype) == (403, "application/problem+json"), (method, url)
+            assert problem["type"].endswith("read-only")
+        centre = env.client("centre", "C52240")
+        for method, url, body in [("GET", env.url("supervisor", "/v1/alerts"), None),
+                                  ("POST", base_url + "/notes", {"text": "hi"})]:
+            status, _, problem = await centre.call(method, url, body)
+            assert status == 403 and problem["type"].endswith("not-a-supervisor")
+        sup2_cert, sup2_key = issue(env.pki.ca_cert, env.pki.ca_key, env.tmp / "extra", "supervisor", "sup2")
+        status, _, _ = await Client(sup2_cert, sup2_key, env.pki.ca_cert).call(
+            "GET", env.url("supervisor", "/v1/alerts"))
+        assert status == 403  # a supervisor certificate not listed in the config
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    denied = [e for e in events if e.get("log_format") == "ledger.denied"]
+    assert {e["peer"] for e in denied} == {"hpf://supervisor/sup1", "hpf://centre/C52240",
+                                           "hpf://supervisor/sup2"}
+    assert len(denied) == len(writes) + 3
+    status, _, metrics = await sup.call("GET", env.url("ops", "/metrics"), accept="text/plain")
+    assert f'hpf_ledger_denied_total{{listener="supervisor",reason="read-only"}} {len(writes)}.0' in metrics
+    assert 'hpf_ledger_denied_total{listener="supervisor",reason="not-a-supervisor"} 3.0' in metrics
+    final = await env.ledger.db.read(store.get_alert, alert["id"])
+    assert final["state"] == "resolved" and len(final["notes"]) == 3  # the refused writes changed nothing
+
+
+# -- restart -------------------------------------------------------------------------------------
+
+
+def _reference_keys(config: LedgerConfig, copies: list[dict[str, Any]]) -> set[str]:
+    """The alerts one uninterrupted matcher raises for ``copies`` once every deadline has passed."""
+    matcher = Matcher(registry_from_config(config), thresholds_from_config(config))
+    keys = set()
+    for c in copies:
+        keys |= {d.key for d in matcher.observe(Fact.from_copy(c), 0.0)}
+    keys |= {d.key for d in matcher.tick(1e9)}
+    return keys
+
+
+@pytest_twisted.ensureDeferred
+async def test_restart_mid_stream_neither_repeats_nor_misses_an_alert(env):
+    forged = make_copy(7, instruction_id="I7")
+    forged = dict(forged, payload=forged["payload"].replace("100.00", "1.00"))
+    phase1 = [
+        make_copy(1, instruction_id="I1", payload=received_payload("I1", 1, amount="2000000.00",
+                                                                    approval_ref="APP-1")),
+        make_copy(2, instruction_id="I2"),                 # never completes: missing-result across restarts
+        make_copy(3, instruction_id="I3"),
+        make_copy(4, instruction_id="I3", state="succeeded", payload=result_payload(3, "H0003"),
+                  raw=_result_frame(3, "H0003"), adapter="bdc"),
+        make_copy(5, kind="bank.movement", state=None, instruction_id=None,
+                  payload=movement_payload("H0003", -10_000), raw=_movement_frame("H0003", -10_000),
+                  adapter="bdc"),
+        make_copy(6, kind="booking", state=None, instruction_id="I3",
+                  payload={"booking_id": "BK3", "instruction_id": "I3", "host_seq_no": None, "account": DEBIT,
+                           "amount": "-100.00", "voucher_no": "V3", "booked_on": "2026-11-27"}),
+    ]
+    phase2 = [
+        make_copy(8, instruction_id="I4"),
+        make_copy(9, instruction_id="I4", state="succeeded", payload=result_payload(8, "H0004")),  # no booking
+        make_copy(10, kind="bank.movement", state=None, instruction_id=None,
+                  payload=movement_payload("H0099", -50_000)),  # nobody instructed it
+    ]
+    phase3 = [make_copy(11, instruction_id="I5")]
+
+    await env.start()
+    assert {r["status"] for r in await env.file(phase1)} == {"stored"}
+    assert (await env.file([forged]))[0]["status"] == "refused"
+    await env.stop()
+    engine = make_engine(env.config.database)
+    with engine.connect() as conn:
+        saved = conn.execute(sa.select(store.matcher_state)).mappings().one()
+    assert saved["last_seq"] == len(phase1)  # a clean stop saves the snapshot covering everything
+
+    await env.start()
+    again = await env.file([phase1[0], forged])
+    assert [r["status"] for r in again] == ["duplicate", "refused"]
+    again = await env.file(phase2)
+    assert [r["status"] for r in again] == ["stored"] * len(phase2)
+    await env.stop()
+    # A crash after phase 2 was committed but before its snapshot: the old snapshot is all there is.
+    with engine.begin() as conn:
+        conn.execute(sa.update(store.matcher_state).values(last_seq=saved["last_seq"],
+                                                          snapshot=saved["snapshot"]))
+    engine.dispose()
+
+    await env.start()
+    assert {r["status"] for r in await env.file(phase3)} == {"stored"}
+    expected = _reference_keys(env.config, phase1 + phase2 + phase3) | {f"forged-copy:main:{forged['event_id']}"}
+    assert {"missing-result:C52240/I2", "missing-result:C52240/I5"} <= expected
+    assert any(k.startswith("unsolicited-debit:") for k in expected)
+    assert any(k.startswith("booking-mismatch:C52240/I4") for k in expected)
+
+    async def complete() -> bool:
+        return set(keys_of(await all_alerts(env))) >= expected
+
+    await wait_for(complete, f"alerts {sorted(expected)}")
+    await deferLater(reactor, 1.5, lambda: None)  # a few more ticks: nothing else may appear
+    final = keys_of(await all_alerts(env))
+    assert final == sorted(expected)  # every alert once: none repeated, none missed, none spurious
+
+
+def test_the_ledger_refuses_a_certificate_that_does_not_name_it(env):
+    """ledger.name must be the NAME in the certificate's hpf://ledger/NAME, before anything listens."""
+    from dataclasses import replace
+
+    with pytest.raises(ValueError, match="names hpf://ledger/main, not hpf://ledger/north"):
+        makeLedgerService(replace(env.config, name="north"), reactor)
+    with pytest.raises(ValueError, match="names hpf://gateway/main"):
+        makeLedgerService(replace(env.config, tls=replace(env.config.tls, certificate=env.pki.cert("gateway"),
+                                                          private_key=env.pki.key("gateway"))), reactor)

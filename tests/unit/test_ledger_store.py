@@ -1,0 +1,512 @@
+"""The ledger's store and ``verify`` on SQLite and PostgreSQL, and the pure copy checks.
+
+Copies are built and signed here exactly as LEDGER.md says a gateway does;
+tampering is done behind the store's back with plain SQL.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import pytest_twisted
+import sqlalchemy as sa
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from twisted.internet import reactor
+
+from adapters import base
+from adapters.base import load_adapter
+from gateway.config import ConfigError
+from gateway.ledger import store
+from gateway.ledger.api import CopyChecker, ParsedCopy, Refusal, check_raw, parse_copy
+from gateway.ledger.config import load_ledger_config
+from gateway.ledger.verify import verify_database, verify_main
+from gateway.store.db import Database, make_engine
+
+PG_URL = os.environ.get("HPF_TEST_DATABASE_URL", "")
+GATEWAY_KEY = ed25519.Ed25519PrivateKey.generate()
+DEBIT = "6200001111222233"
+PAYEE = {"account": "6200009999000011", "name": "张三", "bank_code": "105100000017"}
+T0 = 1_795_000_000_000_000  # 2026-11-19, microseconds
+
+
+# -- copies as a gateway builds them ----------------------------------------------------
+
+
+def bank_ref(n: int) -> str:
+    return f"5224026112700000{n:04d}"
+
+
+def received_payload(iid: str, n: int, amount: str = "100.00", **extra: Any) -> dict[str, Any]:
+    instruction = {"instruction_id": iid, "kind": "transfer", "debit_account": DEBIT, "creditor": PAYEE,
+                   "amount": amount, "purpose": "withdrawal", "memo": "", "approval_ref": None,
+                   "requested_date": "2026-11-27", **extra}
+    return {"instruction": instruction, "bank": "B001", "bank_ref": bank_ref(n)}
+
+
+def result_payload(n: int, host: str, succeeded: bool = True) -> dict[str, Any]:
+    return {"bank_ref": bank_ref(n), "result": {"succeeded": succeeded, "host_seq_no": host,
+                                                "bank_seq_no": "", "code": "0000", "text": "ok"}}
+
+
+def movement_payload(host: str, amount: int, summary: str = "") -> dict[str, Any]:
+    return {"bank": "B001", "account": DEBIT, "host_seq_no": host, "amount": amount,
+            "value_date": "2026-11-27", "time": "10:30:15", "counterparty_account": PAYEE["account"],
+            "counterparty_name": PAYEE["name"], "counterparty_bank_code": PAYEE["bank_code"],
+            "balance_after": None, "summary": summary, "remark": "", "reversal": False}
+
+
+def make_copy(seq: int, *, kind: str = "instruction.state", state: str | None = "received",
+              instruction_id: str | None = "I1", payload: dict[str, Any] | None = None,
+              raw: bytes | None = None, adapter: str | None = None, event_id: str | None = None,
+              gateway: str = "main", created_us: int | None = None, key: Any = GATEWAY_KEY,
+              alg: str = "ed25519", centre_id: str | None = "C52240", account: str | None = DEBIT) -> dict[str, Any]:
+    """A signed copy; the payload defaults to an instruction received for ``instruction_id``."""
+    if payload is None:
+        payload = received_payload(instruction_id or "I1", seq)
+    doc: dict[str, Any] = {
+        "gateway": gateway, "seq": seq, "event_id": event_id or f"{T0 + seq:014x}aaaaaa{seq:04x}",
+        "kind": kind, "centre_id": centre_id, "instruction_id": instruction_id, "bank_id": "B001",
+        "account": account, "state": state, "created_us": created_us or T0 + seq * 1000,
+        "payload": json.dumps(payload, separators=(",", ":"), ensure_ascii=False, sort_keys=True),
+        "raw": base64.b64encode(raw).decode() if raw is not None else None, "adapter": adapter,
+        "hash": f"{seq:064x}", "signature_alg": alg,
+    }
+    return sign(doc, key, alg)
+
+
+def sign(doc: dict[str, Any], key: Any = GATEWAY_KEY, alg: str = "ed25519") -> dict[str, Any]:
+    body = {k: v for k, v in doc.items() if k != "signature"}
+    data = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    signature = key.sign(data) if alg == "ed25519" else key.sign(data, ec.ECDSA(hashes.SHA256()))
+    return dict(body, signature=base64.b64encode(signature).decode())
+
+
+def row_of(doc: dict[str, Any]) -> store.CopyRow:
+    parsed = parse_copy(doc, expected_alg=doc["signature_alg"])
+    assert isinstance(parsed, ParsedCopy), parsed
+    return parsed.row
+
+
+def public_keys() -> dict[str, tuple[str, Any]]:
+    return {"main": ("ed25519", GATEWAY_KEY.public_key())}
+
+
+# -- databases ------------------------------------------------------------------------
+
+
+def _fresh_pg_database() -> Iterator[str]:
+    name = f"hpf_ledger_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = sa.engine.make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+    try:
+        yield url
+    finally:
+        with admin.connect() as c:
+            c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database with the ledger schema: a SQLite file, then a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'ledger.db'}"
+        store.MIGRATIONS.upgrade(url)
+        yield url
+        return
+    if not PG_URL:
+        pytest.skip("PostgreSQL tests need HPF_TEST_DATABASE_URL (e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test)")
+    gen = _fresh_pg_database()
+    url = next(gen)
+    store.MIGRATIONS.upgrade(url)
+    yield url
+    next(gen, None)
+
+
+@pytest.fixture
+def ldb(ledger_url: str) -> Iterator[store.LedgerDatabase]:
+    database = store.LedgerDatabase(reactor, ledger_url)
+    database.startService()
+    yield database
+    pytest_twisted.blockon(database.stopService())
+
+
+def sql(url: str, statement: str, **params: Any) -> None:
+    """Tamper behind the store's back."""
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text(statement), params)
+    engine.dispose()
+
+
+def file(ldb: store.LedgerDatabase, docs: list[dict[str, Any]], gateway: str = "main") -> Any:
+    rows = [row_of(d) for d in docs]
+    return ldb.write(lambda tx: store.store_copies(tx, gateway, rows))
+
+
+# -- schema -------------------------------------------------------------------------------
+
+
+def test_ledger_migrations_build_exactly_the_schema_in_code(ledger_url):
+    """The ledger's Alembic revisions and gateway.ledger.store agree, in their own version table."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    engine = make_engine(ledger_url)
+    with engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"version_table": "ledger_alembic_version"})
+        diff = compare_metadata(context, store.metadata)
+    store.MIGRATIONS.check_current(engine)
+    engine.dispose()
+    assert diff == []
+
+
+def test_ledger_schema_check_refuses_a_gateway_database(tmp_path):
+    from gateway.store import migrate
+
+    url = f"sqlite:///{tmp_path / 'gateway.db'}"
+    migrate.upgrade(url)
+    with pytest.raises(migrate.SchemaMismatch, match="hpf-gateway ledger --migrate"):
+        store.MIGRATIONS.check_current(make_engine(url))
+
+
+# -- copies ---------------------------------------------------------------------------------
+
+
+@pytest_twisted.inlineCallbacks
+def test_stored_copies_get_dense_ledger_seqs_and_an_intact_chain(ldb, ledger_url):
+    outcomes = yield file(ldb, [make_copy(1), make_copy(2, instruction_id="I2"), make_copy(5, instruction_id="I3")])
+    assert [(o.status, o.seq) for o in outcomes] == [("stored", 1), ("stored", 2), ("stored", 3)]
+    head = yield ldb.read(store.load_head)
+    assert head[0] == 3
+    report = verify_database(ledger_url, kind="ledger", keys=public_keys())
+    assert report.ok and report.rows == 3, report.describe()
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_same_copy_again_is_a_duplicate_and_changes_nothing(ldb, ledger_url):
+    first = make_copy(1)
+    yield file(ldb, [first])
+    [again] = yield file(ldb, [first])
+    assert (again.status, again.seq) == ("duplicate", 1)
+    rows = yield ldb.read(store.copies_after, 0, 10)
+    assert len(rows) == 1
+    assert verify_database(ledger_url, kind="ledger").ok
+
+
+@pytest_twisted.inlineCallbacks
+def test_an_event_id_reused_with_other_content_is_refused_as_a_conflict(ldb):
+    first = make_copy(1)
+    yield file(ldb, [first])
+    other = make_copy(2, event_id=first["event_id"], instruction_id="I9")
+    [o] = yield file(ldb, [other])
+    assert o.status == "refused" and o.conflict
+    [o2] = yield file(ldb, [first], gateway="other")  # same bytes, filed under another gateway
+    assert o2.status == "refused" and o2.conflict
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_lower_seq_with_a_new_event_id_is_refused_but_a_gap_is_fine(ldb):
+    yield file(ldb, [make_copy(10)])
+    [late] = yield file(ldb, [make_copy(7, instruction_id="I7")])
+    assert late.status == "refused" and "out of order" in late.reason and not late.conflict
+    [gap] = yield file(ldb, [make_copy(20, instruction_id="I20")])
+    assert gap.status == "stored"
+    heads = yield ldb.read(store.gateway_heads)
+    assert heads == {"main": 20}
+
+
+# -- alerts -----------------------------------------------------------------------------
+
+
+def draft(key: str, *evidence: str, rule: str = "missing-result", subject: str = "C52240/I1") -> store.AlertRow:
+    return store.AlertRow(f"{rule}:{key}", rule, "major", subject, f"summary of {key}", tuple(evidence))
+
+
+@pytest_twisted.inlineCallbacks
+def test_alerts_are_stored_once_per_key_placed_by_evidence_and_saved_with_the_state(ldb):
+    c = make_copy(1)
+    yield file(ldb, [c])
+    created = yield ldb.write(lambda tx: store.store_alerts(tx, [draft("C52240/I1", c["event_id"])],
+                                                          state=(1, '{"v":1}')))
+    again = yield ldb.write(lambda tx: store.store_alerts(tx, [draft("C52240/I1", c["event_id"]),
+                                                               draft("C52240/I2", rule="large-amount",
+                                                                     subject="C52240/I2")]))
+    assert len(created) == 1 and [a["key"] for a in again] == ["large-amount:C52240/I2"]
+    a = created[0]
+    assert (a["centre_id"], a["bank_id"], a["account"]) == ("C52240", "B001", DEBIT)
+    state = yield ldb.read(store.load_state)
+    assert state == (1, '{"v":1}')
+    listed = yield ldb.read(lambda conn: store.list_alerts(conn, state="open", rule="missing-result",
+                                                           since_us=None, after_id=0, limit=10))
+    assert [x["evidence"] for x in listed] == [[c["event_id"]]]
+
+
+@pytest_twisted.inlineCallbacks
+def test_alert_state_goes_open_acknowledged_resolved_only_and_records_who_and_why(ldb):
+    [a] = yield ldb.write(lambda tx: store.store_alerts(tx, [draft("x")]))
+    who = "hpf://supervisor/sup1"
+    skip = yield ldb.write(lambda tx: store.change_state(tx, a["id"], who, "resolved", "skip"))
+    assert skip[0] == "conflict"
+    ack = yield ldb.write(lambda tx: store.change_state(tx, a["id"], who, "acknowledged", "looking"))
+    back = yield ldb.write(lambda tx: store.change_state(tx, a["id"], who, "acknowledged", "again"))
+    done = yield ldb.write(lambda tx: store.change_state(tx, a["id"], who, "resolved", "explained"))
+    note = yield ldb.write(lambda tx: store.add_note(tx, a["id"], who, "called the bank"))
+    missing = yield ldb.write(lambda tx: store.change_state(tx, 999, who, "acknowledged", "?"))
+    assert [ack[0], back[0], done[0], missing[0]] == ["changed", "conflict", "changed", "not-found"]
+    assert note is not None
+    alert = yield ldb.read(store.get_alert, a["id"])
+    assert alert["state"] == "resolved"
+    assert [(n["who"], n["action"], n["text"]) for n in alert["notes"]] == [
+        (who, "acknowledged", "looking"), (who, "resolved", "explained"), (who, "note", "called the bank")]
+
+
+# -- verify: the ledger's chain ----------------------------------------------------------
+
+
+@pytest.fixture
+def chained(ldb, ledger_url) -> str:
+    """Five stored copies (ledger seqs 1-5)."""
+    pytest_twisted.blockon(file(ldb, [make_copy(n, instruction_id=f"I{n}") for n in range(1, 6)]))
+    return ledger_url
+
+
+def test_verify_names_an_altered_ledger_payload(chained):
+    sql(chained, "UPDATE copies SET payload = replace(payload, '100.00', '900.00') WHERE seq = 3")
+    report = verify_database(chained, kind="ledger")
+    assert (report.problem.seq, report.problem.kind) == (3, "altered"), report.describe()
+
+
+def test_verify_names_a_deleted_ledger_row_as_a_gap_and_a_hash_break(chained):
+    sql(chained, "DELETE FROM copies WHERE seq = 2")
+    report = verify_database(chained, kind="ledger")
+    assert (report.problem.seq, report.problem.kind) == (3, "deleted"), report.describe()
+    assert "2..2" in report.problem.detail and "gap" in report.problem.detail
+
+
+def test_verify_names_rows_deleted_at_the_tail_by_the_chain_head(chained):
+    sql(chained, "DELETE FROM copies WHERE seq >= 4")
+    report = verify_database(chained, kind="ledger")
+    assert (report.problem.seq, report.problem.kind) == (4, "deleted"), report.describe()
+
+
+def test_verify_names_a_row_appended_behind_the_ledgers_back(chained):
+    sql(chained, "INSERT INTO copies SELECT 6, gateway, gateway_seq + 10, event_id || 'x', kind, centre_id, "
+                 "instruction_id, bank_id, account, state, created_us, payload, raw, adapter, gateway_hash, "
+                 "signature, signature_alg, host_seq_no, received_us, hash FROM copies WHERE seq = 5")
+    report = verify_database(chained, kind="ledger")
+    assert (report.problem.seq, report.problem.kind) == (6, "inserted"), report.describe()
+
+
+def test_verify_names_a_row_inserted_in_the_middle_with_the_rest_renumbered(chained):
+    sql(chained, "UPDATE copies SET seq = seq + 100 WHERE seq >= 3")
+    sql(chained, "UPDATE copies SET seq = seq - 99 WHERE seq >= 100")
+    sql(chained, "INSERT INTO copies SELECT 3, gateway, gateway_seq, event_id || 'x', kind, centre_id, "
+                 "instruction_id, bank_id, account, state, created_us, payload, raw, adapter, gateway_hash, "
+                 "signature, signature_alg, host_seq_no, received_us, hash FROM copies WHERE seq = 2")
+    report = verify_database(chained, kind="ledger")
+    assert (report.problem.seq, report.problem.kind) == (3, "inserted"), report.describe()
+
+
+def test_verify_with_keys_catches_an_edit_whose_chain_was_recomputed(chained):
+    engine = make_engine(chained)
+    with engine.begin() as conn:
+        rows = [dict(r) for r in conn.execute(sa.select(store.copies).order_by(store.copies.c.seq)).mappings()]
+        prev = store.GENESIS
+        for r in rows:
+            if r["seq"] == 2:
+                r["payload"] = r["payload"].replace("100.00", "900.00")
+            r["hash"] = prev = store.ledger_chain_hash(prev, r["seq"], r["received_us"], store.copy_document(r))
+            conn.execute(sa.update(store.copies).where(store.copies.c.seq == r["seq"])
+                         .values(payload=r["payload"], hash=r["hash"]))
+        conn.execute(sa.update(store.ledger_head).values(hash=prev))
+    engine.dispose()
+    assert verify_database(chained, kind="ledger").ok  # the chain alone is fooled
+    report = verify_database(chained, kind="ledger", keys=public_keys())
+    assert (report.problem.seq, report.problem.kind) == (2, "signature"), report.describe()
+
+
+# -- verify: the gateway's chain ---------------------------------------------------------
+
+
+@pytest.fixture
+def gateway_chain(database_url) -> str:
+    """Five gateway journal events written by the gateway's own store."""
+    db = Database(reactor, database_url)
+    db.startService()
+    try:
+        for n in range(1, 6):
+            pytest_twisted.blockon(db.write(lambda tx, n=n: tx.event(
+                "bank.balance", {"account": DEBIT, "balance": n * 100}, account=DEBIT, raw=b"frame%d" % n)))
+    finally:
+        pytest_twisted.blockon(db.stopService())
+    return database_url
+
+
+def test_verify_accepts_an_intact_gateway_journal_and_names_an_edit(gateway_chain):
+    assert verify_database(gateway_chain, kind="gateway").ok
+    sql(gateway_chain, "UPDATE events SET raw = :raw WHERE seq = 4", raw=b"forged")
+    report = verify_database(gateway_chain, kind="gateway")
+    assert (report.problem.seq, report.problem.kind) == (4, "altered"), report.describe()
+
+
+def test_verify_names_a_deleted_gateway_event(gateway_chain):
+    sql(gateway_chain, "DELETE FROM events WHERE seq = 3")
+    report = verify_database(gateway_chain, kind="gateway")
+    assert (report.problem.seq, report.problem.kind) == (4, "deleted"), report.describe()
+
+
+def test_verify_names_an_inserted_gateway_event(gateway_chain):
+    sql(gateway_chain, "UPDATE events SET seq = seq + 100 WHERE seq >= 3")
+    sql(gateway_chain, "UPDATE events SET seq = seq - 99 WHERE seq >= 100")
+    sql(gateway_chain, "INSERT INTO events (seq, event_id, kind, payload, raw, created_us, hash) "
+                       "VALUES (3, 'fake', 'bank.balance', '{}', NULL, 1, :h)", h="f" * 64)
+    report = verify_database(gateway_chain, kind="gateway")
+    assert (report.problem.seq, report.problem.kind) == (3, "inserted"), report.describe()
+
+
+def test_verify_main_exits_1_on_a_broken_chain_and_0_on_an_intact_one(gateway_chain, capsys):
+    assert verify_main(database=gateway_chain, kind="gateway") == 0
+    sql(gateway_chain, "DELETE FROM events WHERE seq = 2")
+    assert verify_main(database=gateway_chain, kind="gateway") == 1
+    assert "BROKEN at seq 3 (deleted)" in capsys.readouterr().out
+    assert verify_main() == 2
+
+
+# -- the copy checks (pure) -------------------------------------------------------------
+
+
+def test_a_copy_must_have_every_field_and_no_other():
+    doc = make_copy(1)
+    missing = {k: v for k, v in doc.items() if k != "adapter"}
+    extra = dict(doc, note="hi")
+    assert "missing field(s) adapter" in parse_copy(missing, expected_alg="ed25519").reason
+    assert "unknown field(s) note" in parse_copy(extra, expected_alg="ed25519").reason
+    assert "signature_alg" in parse_copy(doc, expected_alg="ecdsa-p256-sha256").reason
+
+
+def test_raw_must_be_canonical_base64_so_the_signature_covers_exact_bytes():
+    doc = make_copy(1, raw=b"\xfb\xff")
+    doc = sign(dict(doc, raw=doc["raw"].rstrip("=")))
+    refusal = parse_copy(doc, expected_alg="ed25519")
+    assert isinstance(refusal, Refusal) and "base64" in refusal.reason
+
+
+def test_a_bad_signature_is_a_forged_refusal_and_another_gateways_claim_is_not():
+    checker = CopyChecker(public_keys(), load_adapter)
+    good = make_copy(1)
+    tampered = dict(good, payload=good["payload"].replace("100.00", "900.00"))
+    other_key = make_copy(2, key=ed25519.Ed25519PrivateKey.generate())
+    claims_other = make_copy(3, gateway="north")
+    out = checker.check("main", [good, tampered, other_key, claims_other])
+    assert isinstance(out[0], ParsedCopy)
+    assert [(o.forged, "signature" in o.reason) for o in out[1:3]] == [(True, True), (True, True)]
+    assert isinstance(out[3], Refusal) and not out[3].forged and "claims gateway" in out[3].reason
+
+
+def test_ecdsa_p256_signatures_verify_with_the_configured_key():
+    key = ec.generate_private_key(ec.SECP256R1())
+    checker = CopyChecker({"main": ("ecdsa-p256-sha256", key.public_key())}, load_adapter)
+    out = checker.check("main", [make_copy(1, key=key, alg="ecdsa-p256-sha256")])
+    assert isinstance(out[0], ParsedCopy)
+
+
+def _result_frame(n: int, host: str, succeeded: bool = True) -> bytes:
+    return load_adapter("bdc").encode(
+        base.Result(seq_no="00000000000000000001", reply_to=bank_ref(n), ref=bank_ref(n), succeeded=succeeded,
+                    host_seq_no=host, code="0000", text="ok"), sender="105000", receiver="D00000")
+
+
+def _movement_frame(host: str, amount: int) -> bytes:
+    entry = base.Entry(account=DEBIT, host_seq_no=host, amount=amount, value_date=dt.date(2026, 11, 27),
+                       time=dt.time(10, 30, 15), counterparty_account=PAYEE["account"])
+    return load_adapter("bdc").encode(base.Movement(seq_no="00000000000000000002", entries=(entry,)),
+                                      sender="105000", receiver="D00000")
+
+
+def test_the_banks_own_frame_must_agree_with_the_result_the_gateway_reports():
+    frame = _result_frame(4, "H0004")
+    honest = parse_copy(make_copy(4, state="succeeded", payload=result_payload(4, "H0004"), raw=frame,
+                                  adapter="bdc"), expected_alg="ed25519")
+    lying = parse_copy(make_copy(4, state="succeeded", payload=result_payload(4, "H9999"), raw=frame,
+                                 adapter="bdc"), expected_alg="ed25519")
+    other_ref = parse_copy(make_copy(5, state="succeeded", payload=result_payload(5, "H0004"), raw=frame,
+                                     adapter="bdc"), expected_alg="ed25519")
+    bdc = load_adapter("bdc")
+    assert check_raw(honest, bdc) is None
+    assert "host_seq_no='H0004'" in check_raw(lying, bdc)
+    assert "not about bank_ref" in check_raw(other_ref, bdc)
+
+
+def test_the_banks_own_frame_must_agree_with_a_movements_amount():
+    frame = _movement_frame("H0007", -10_000)
+    checker = CopyChecker(public_keys(), load_adapter)
+    honest = make_copy(7, kind="bank.movement", state=None, instruction_id=None,
+                       payload=movement_payload("H0007", -10_000), raw=frame, adapter="bdc")
+    lying = make_copy(8, kind="bank.movement", state=None, instruction_id=None,
+                      payload=movement_payload("H0007", -100), raw=frame, adapter="bdc")
+    garbage = make_copy(9, kind="bank.movement", state=None, instruction_id=None,
+                        payload=movement_payload("H0009", -100), raw=b"not a frame", adapter="bdc")
+    out = checker.check("main", [honest, lying, garbage])
+    assert isinstance(out[0], ParsedCopy)
+    assert out[1].forged and "amount" in out[1].reason
+    assert out[2].forged and "not a valid bdc frame" in out[2].reason
+
+
+# -- config ---------------------------------------------------------------------------------
+
+
+def _write_config(tmp_path: Path, extra: str = "", alg: str = "ed25519", key: Any = None) -> Path:
+    key = key or GATEWAY_KEY
+    (tmp_path / "gw.pub").write_bytes(key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    text = f"""
+[ledger]
+name = "main"
+database = "sqlite:///ledger.db"
+[tls]
+certificate = "x.crt"
+private_key = "x.key"
+ca = "ca.crt"
+[listen]
+ingest = "tcp:0:interface=127.0.0.1"
+supervisor = "tcp:0:interface=127.0.0.1"
+ops = "tcp:0:interface=127.0.0.1"
+[gateways.main]
+signing_key = "gw.pub"
+signature_alg = "{alg}"
+{extra}
+"""
+    path = tmp_path / "ledger.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_config_names_unknown_keys_and_a_key_of_the_wrong_type(tmp_path):
+    for name in ("x.crt", "x.key", "ca.crt"):
+        (tmp_path / name).write_text("-")
+    path = _write_config(tmp_path, "[thresholds]\nlarge_amount = \"0.50\"\nresult_deadlin = 3\n",
+                         alg="ecdsa-p256-sha256")
+    with pytest.raises(ConfigError) as e:
+        load_ledger_config(path)
+    problems = "\n".join(e.value.problems)
+    assert "thresholds.result_deadlin: unknown key (did you mean \"result_deadline\"?)" in problems
+    assert "gateways.main.signing_key" in problems and "ECDSA P-256" in problems
+
+
+def test_config_loads_resolving_paths_against_its_directory(tmp_path):
+    path = _write_config(tmp_path, "[supervisors.sup1]\n[thresholds]\nbalance_tolerance = \"0.00\"\n")
+    config = load_ledger_config(path, check_files=False)
+    assert config.database == f"sqlite:///{tmp_path / 'ledger.db'}"
+    assert config.gateways["main"].signing_key == tmp_path / "gw.pub"
+    assert set(config.supervisors) == {"sup1"} and config.thresholds.balance_tolerance == 0
