@@ -84,10 +84,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     except (InsecureKeyError, ValueError) as e:
         print(f"hpf-gateway run: {e}", file=sys.stderr)
         return 2
+    from gateway.daemon import run_daemon
+
     start_logging()
-    gateway.service.startService()
-    reactor.addSystemEventTrigger("before", "shutdown", gateway.service.stopService)
-    reactor.run()
+    run_daemon(reactor, start=gateway.start, drain=gateway.drain, stop=gateway.stop, reload=gateway.reload,
+               status=gateway.status)
     return 0
 
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client.twisted import MetricsResource
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks, maybeDeferred
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
 from twisted.internet.endpoints import serverFromString
 from twisted.web.resource import Resource
 from twisted.web.server import Site
@@ -23,6 +26,19 @@ from gateway.tls import (ReloadableOptions, certificate_identity, client_options
                          tls_server_factory)
 
 __all__ = ["Gateway", "makeService"]
+
+log = Logger()
+
+
+def _tls_options(config: GatewayConfig) -> dict[str, Any]:
+    """Fresh TLS options for the centre API and every bank link (validates the files)."""
+    tls = config.tls
+    centre_trust = sorted({c.ca or tls.ca for c in config.centres.values()} | {tls.ca})
+    out: dict[str, Any] = {"centre_api": server_options(tls.certificate, tls.private_key, centre_trust)}
+    for bank_id, bank in config.banks.items():
+        make = server_options if bank.direction == "listen" else client_options
+        out[f"bank_{bank_id}"] = make(tls.certificate, tls.private_key, [bank.ca or tls.ca])
+    return out
 
 
 class _Text(Resource):
@@ -52,6 +68,68 @@ class Gateway:
     links: dict[str, BankLink]
     listeners: dict[str, StreamServerEndpointService]
     forwarder: Any = None
+    tls_options: dict[str, ReloadableOptions] = field(default_factory=dict)
+    reactor: Any = None
+
+    def start(self) -> Deferred[None]:
+        """Start every service; fires once every listener is bound (then the daemon is ready)."""
+        self.service.startService()
+        waiting = [svc._waitingForPort for svc in self.listeners.values() if svc._waitingForPort is not None]
+        return gatherResults(waiting, consumeErrors=True).addCallback(lambda _: None)
+
+    @inlineCallbacks
+    def drain(self, deadline: float | None = None) -> Any:
+        """Stop intake (503), commit what is in flight, wait for receipts of what is on the wire."""
+        self.api.accepting = False
+        yield self.db.writer.idle()
+        limit = self.config.timeouts.shutdown_drain if deadline is None else deadline
+        end = self.reactor.seconds() + limit
+        while self.reactor.seconds() < end and any(
+                d.in_flight and d.session is not None for d in self.relay.dispatchers.values()):
+            yield deferLater(self.reactor, 0.05, lambda: None)
+        yield self.db.writer.idle()
+        left = sum(len(d.in_flight) for d in self.relay.dispatchers.values())
+        log.info("gateway.drained", awaiting_receipt=left)
+
+    def stop(self) -> Deferred[None]:
+        return maybeDeferred(self.service.stopService)
+
+    def status(self) -> str:
+        """One line for systemd's STATUS=: links up, queue depths, in-flight."""
+        parts = []
+        for bank_id, d in self.relay.dispatchers.items():
+            parts.append(f"{bank_id}:{'up' if d.session else 'down'} q={len(d.pending)} "
+                         f"w={len(d.in_flight)} r={len(d.waiting)}")
+        return "; ".join(parts) or "no banks"
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the config; swap registries, limits and certificates; keep live links.
+
+        An invalid config is refused whole (logged) and the running one stays.
+        Banks added or removed, listeners and the database need a restart.
+        """
+        from gateway.config import ConfigError, load_config
+
+        try:
+            new = load_config(self.config.path)
+            rebuilt = _tls_options(new)
+        except (ConfigError, ValueError, OSError) as e:
+            problems = e.problems if isinstance(e, ConfigError) else [str(e)]
+            log.error("gateway.reload_refused", problems=" | ".join(problems)[:2000])
+            return
+        if set(new.banks) != set(self.config.banks) or new.database != self.config.database:
+            log.warn("gateway.reload_partial", reason="banks or database changed: restart to apply those")
+        for holder in (self, self.api, self.api.intake, self.relay):
+            holder.config = new
+        for d in self.relay.dispatchers.values():
+            d.config = new
+            d.timeouts = new.timeouts
+            d.bank = new.banks.get(d.bank.id, d.bank)
+        for name, options in rebuilt.items():
+            if name in self.tls_options:
+                self.tls_options[name].replace(options)
+        log.info("gateway.reloaded", centres=len(new.centres), accounts=len(new.accounts),
+                 counterparties=len(new.counterparties))
 
 
 def makeService(config: GatewayConfig, reactor: Any) -> Gateway:  # noqa: N802 (Twisted convention)
@@ -70,8 +148,8 @@ def makeService(config: GatewayConfig, reactor: Any) -> Gateway:  # noqa: N802 (
     api = CentreApi(config, intake, db, feed, metrics, reactor)
 
     tls = config.tls
-    centre_trust = sorted({c.ca or tls.ca for c in config.centres.values()} | {tls.ca})
-    api_options = ReloadableOptions(server_options(tls.certificate, tls.private_key, centre_trust))
+    tls_options = {name: ReloadableOptions(o) for name, o in _tls_options(config).items()}
+    api_options = tls_options["centre_api"]
     listeners: dict[str, StreamServerEndpointService] = {}
     api_service = StreamServerEndpointService(
         serverFromString(reactor, config.centre_api), tls_server_factory(make_site(api), api_options))
@@ -85,9 +163,7 @@ def makeService(config: GatewayConfig, reactor: Any) -> Gateway:  # noqa: N802 (
         link = BankLink(bank, adapters[bank_id], relay.dispatchers[bank_id], reactor, metrics,
                         gateway_node=config.node, heartbeat_interval=config.timeouts.heartbeat_interval,
                         dead_after=config.timeouts.dead_after)
-        make = server_options if bank.direction == "listen" else client_options
-        options = ReloadableOptions(make(tls.certificate, tls.private_key, [bank.ca or tls.ca]))
-        svc = make_link_service(reactor, link, options)
+        svc = make_link_service(reactor, link, tls_options[f"bank_{bank_id}"])
         svc.setServiceParent(top)
         links[bank_id] = link
         inner = svc.getServiceNamed(f"link-{bank_id}")
@@ -124,4 +200,4 @@ def makeService(config: GatewayConfig, reactor: Any) -> Gateway:  # noqa: N802 (
                                     gateway_name=certificate_identity(tls.certificate).name)
         forwarder.setServiceParent(top)
 
-    return Gateway(top, config, db, relay, api, metrics, links, listeners, forwarder)
+    return Gateway(top, config, db, relay, api, metrics, links, listeners, forwarder, tls_options, reactor)

@@ -130,7 +130,7 @@ class Harness:
 
 async def start_harness(tmp: Path, *, banks: dict[str, dict[str, Any]] | None = None,
                         timeouts: dict[str, float] | None = None, database: str | None = None,
-                        ledger: dict[str, Any] | None = None) -> Harness:
+                        ledger: dict[str, Any] | None = None, limits: dict[str, Any] | None = None) -> Harness:
     """Keys, config, migrated database, a running gateway and (by default) both banks."""
     pki = init_dev_pki(tmp / "keys", banks=["B001", "B002"], centres=[CENTRE, OTHER_CENTRE])
     path = write_demo_config(tmp)
@@ -144,6 +144,8 @@ async def start_harness(tmp: Path, *, banks: dict[str, dict[str, Any]] | None = 
         data["gateway"]["database"] = database
     if ledger:
         data["ledger"] = ledger
+    if limits:
+        data["limits"].update(limits)
     path.write_text(render_toml(data), encoding="utf-8")
     config = load_config(path)
     migrate.upgrade(config.database)

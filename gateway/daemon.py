@@ -1,0 +1,127 @@
+"""The process around a service tree: systemd notification, watchdog, SIGTERM drain, SIGHUP reload.
+
+systemd's notify protocol is one datagram per state change to the socket in
+``$NOTIFY_SOCKET``; the reference client is a few lines, so it lives here
+rather than as a dependency (the maintained bindings need libsystemd headers
+to build).  ``WATCHDOG=1`` is sent from a reactor timer, so a blocked reactor
+stops the pings and systemd restarts the daemon.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+from typing import Any, Callable
+
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.task import LoopingCall, deferLater
+from twisted.logger import Logger
+
+__all__ = ["SystemdNotifier", "run_daemon"]
+
+log = Logger()
+
+
+class SystemdNotifier:
+    """Sends sd_notify messages when ``$NOTIFY_SOCKET`` is set; does nothing otherwise."""
+
+    def __init__(self, environ: dict[str, str] | None = None) -> None:
+        env = os.environ if environ is None else environ
+        address = env.get("NOTIFY_SOCKET", "")
+        self.address: str | None = None
+        if address:
+            # An abstract socket is written with a leading "@".
+            self.address = "\0" + address[1:] if address.startswith("@") else address
+        usec = env.get("WATCHDOG_USEC", "")
+        pid = env.get("WATCHDOG_PID", "")
+        self.watchdog_s: float | None = None
+        if usec.isdigit() and int(usec) > 0 and (not pid or pid == str(os.getpid())):
+            self.watchdog_s = int(usec) / 1_000_000
+
+    def notify(self, *lines: str) -> bool:
+        if self.address is None:
+            return False
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+                s.connect(self.address)
+                s.sendall("\n".join(lines).encode("utf-8"))
+            return True
+        except OSError as e:
+            log.warn("systemd.notify_failed", error=str(e))
+            return False
+
+
+def run_daemon(reactor: Any, *, start: Callable[[], Deferred[Any] | None],
+               drain: Callable[[], Deferred[Any]], stop: Callable[[], Deferred[Any] | None],
+               reload: Callable[[], None], status: Callable[[], str],
+               notifier: SystemdNotifier | None = None) -> None:
+    """Start, tell systemd READY=1 once ``start`` has fired, ping the watchdog, and handle signals.
+
+    SIGTERM/SIGINT: STOPPING=1, ``drain`` (stop intake, finish in-flight work
+    up to its deadline), then ``stop`` and leave the reactor with exit 0.
+    SIGHUP: ``reload`` (registries and certificates), keeping healthy links.
+    """
+    notifier = notifier or SystemdNotifier()
+    stopping = {"yes": False}
+
+    @inlineCallbacks
+    def begin() -> Any:
+        yield start()
+        notifier.notify("READY=1", f"STATUS={status()}", f"MAINPID={os.getpid()}")
+        log.info("daemon.ready", pid=os.getpid())
+        if notifier.watchdog_s:
+            ping = LoopingCall(lambda: notifier.notify("WATCHDOG=1", f"STATUS={status()}"))
+            ping.clock = reactor
+            ping.start(notifier.watchdog_s / 3, now=True)
+        else:
+            beat = LoopingCall(lambda: notifier.notify(f"STATUS={status()}"))
+            beat.clock = reactor
+            beat.start(10.0, now=False)
+
+    @inlineCallbacks
+    def shutdown() -> Any:
+        if stopping["yes"]:
+            return
+        stopping["yes"] = True
+        notifier.notify("STOPPING=1", "STATUS=draining")
+        log.info("daemon.stopping")
+        try:
+            yield drain()
+        except Exception:
+            log.failure("daemon.drain_failed")
+        try:
+            yield stop()
+        except Exception:
+            log.failure("daemon.stop_failed")
+        log.info("daemon.stopped")
+        if reactor.running:
+            reactor.stop()
+
+    def on_term(signum: int, frame: Any) -> None:
+        reactor.callFromThread(shutdown)
+
+    def on_hup(signum: int, frame: Any) -> None:
+        def go() -> None:
+            notifier.notify("RELOADING=1")
+            try:
+                reload()
+            except Exception:
+                log.failure("daemon.reload_failed")
+            notifier.notify("READY=1", f"STATUS={status()}")
+
+        reactor.callFromThread(go)
+
+    def failed(f: Any) -> None:
+        log.failure("daemon.start_failed", f)
+        reactor.stop()
+
+    reactor.callWhenRunning(lambda: begin().addErrback(failed))
+    reactor.callWhenRunning(lambda: (signal.signal(signal.SIGTERM, on_term),
+                                     signal.signal(signal.SIGINT, on_term),
+                                     signal.signal(signal.SIGHUP, on_hup)))
+    reactor.run(installSignalHandlers=False)
+
+
+def wait(reactor: Any, seconds: float) -> Deferred[None]:
+    return deferLater(reactor, seconds, lambda: None)

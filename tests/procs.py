@@ -1,0 +1,162 @@
+"""Real processes for daemon and fault tests: a prepared directory, the gateway and banks as subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gateway.config import GatewayConfig, load_config, render_toml
+from gateway.demo import write_demo_config
+from gateway.pki import init_dev_pki
+from gateway.store import migrate
+
+HPF = [sys.executable, "-m", "gateway.cli"]
+
+
+def prepare(tmp: Path, *, timeouts: dict[str, float] | None = None, limits: dict[str, Any] | None = None,
+            ledger: dict[str, Any] | None = None) -> GatewayConfig:
+    """Keys, a config and a migrated SQLite database in ``tmp`` (the demo's layout)."""
+    init_dev_pki(tmp / "keys", banks=["B001", "B002"], centres=["C52240"])
+    path = write_demo_config(tmp)
+    data = tomllib.loads(path.read_text(encoding="utf-8"))
+    if timeouts:
+        data["timeouts"].update(timeouts)
+    if limits:
+        data["limits"].update(limits)
+    if ledger:
+        data["ledger"] = ledger
+    path.write_text(render_toml(data), encoding="utf-8")
+    config = load_config(path)
+    migrate.upgrade(config.database)
+    return config
+
+
+@dataclass
+class Proc:
+    """A child process with its output in a file."""
+
+    name: str
+    args: list[str]
+    log: Path
+    env: dict[str, str] = field(default_factory=dict)
+    popen: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> "Proc":
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **self.env)
+        self._out = open(self.log, "ab")
+        self.popen = subprocess.Popen(self.args, stdout=self._out, stderr=subprocess.STDOUT, env=env,
+                                      start_new_session=True)
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.popen is not None
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def signal(self, sig: int) -> None:
+        if self.alive():
+            os.kill(self.pid, sig)
+
+    def wait(self, timeout: float = 20.0) -> int:
+        assert self.popen is not None
+        try:
+            return self.popen.wait(timeout)
+        finally:
+            self._out.close()
+
+    def kill(self) -> None:
+        if self.alive():
+            os.kill(self.pid, signal.SIGKILL)
+            self.popen.wait(10)  # type: ignore[union-attr]
+        if hasattr(self, "_out"):
+            self._out.close()
+
+    def text(self) -> str:
+        return self.log.read_text(encoding="utf-8", errors="replace")
+
+
+def gateway(config: GatewayConfig, *, env: dict[str, str] | None = None, tag: str = "") -> Proc:
+    return Proc("gateway", HPF + ["run", "-c", str(config.path)],
+                config.path.parent / f"gateway{tag}.log", env or {})
+
+
+def bank(config: GatewayConfig, bank_id: str, *extra: str, tag: str = "") -> Proc:
+    stats = config.path.parent / f"bank-{bank_id}{tag}.json"
+    return Proc(f"bank-{bank_id}", HPF + ["simulate", "bank", "-c", str(config.path), "--bank", bank_id,
+                                          "--stats", str(stats), *extra],
+                config.path.parent / f"bank-{bank_id}{tag}.log")
+
+
+def bank_stats(config: GatewayConfig, bank_id: str, tag: str = "") -> dict[str, Any]:
+    path = config.path.parent / f"bank-{bank_id}{tag}.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def ops_url(config: GatewayConfig, path: str) -> str:
+    return f"http://127.0.0.1:{config.ops.split(':')[1]}{path}"
+
+
+def wait_http(url: str, timeout: float = 20.0, expect: int = 200) -> str:
+    """Poll a plain-HTTP URL until it answers ``expect`` (bounded)."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == expect:
+                    return r.read().decode()
+        except Exception as e:  # not up yet
+            last = e
+        time.sleep(0.1)
+    raise AssertionError(f"{url} did not answer {expect} within {timeout}s: {last}")
+
+
+def metric(config: GatewayConfig, name: str, labels: str = "") -> float:
+    """One sample from the gateway's /metrics (0 when absent)."""
+    text = wait_http(ops_url(config, "/metrics"))
+    for line in text.splitlines():
+        if line.startswith(name + (("{" + labels + "}") if labels else "")) and not line.startswith("#"):
+            head, _, value = line.rpartition(" ")
+            if labels or head == name:
+                return float(value)
+    return 0.0
+
+
+def centre_call(config: GatewayConfig, method: str, path: str, body: Any = None, *,
+                centre: str = "C52240", timeout: float = 10.0) -> tuple[int, Any, dict[str, str]]:
+    """A blocking HTTPS call as a centre (its certificate from the prepared keys)."""
+    import http.client
+    import ssl
+
+    keys = config.tls.ca.parent
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(str(keys / "ca.crt"))
+    ctx.load_cert_chain(str(keys / f"centre-{centre}.crt"), str(keys / f"centre-{centre}.key"))
+    port = int(config.centre_api.split(":")[1])
+    conn = http.client.HTTPSConnection("localhost", port, context=ctx, timeout=timeout)
+    try:
+        data = json.dumps(body).encode() if body is not None else None
+        conn.request(method, path, body=data, headers={"content-type": "application/json"})
+        resp = conn.getresponse()
+        raw = resp.read()
+        return resp.status, (json.loads(raw) if raw else None), dict(resp.getheaders())
+    finally:
+        conn.close()
+
+
+def instruction(n: int | str, amount: str = "10.00") -> dict[str, Any]:
+    return {"instruction_id": f"F-{n}", "debit_account": "6200001111222233",
+            "creditor": {"account": "6200009999000011", "name": "张三", "bank_code": "105100000017"},
+            "amount": amount, "purpose": "withdrawal"}
