@@ -26,7 +26,7 @@ __all__ = [
     "SignOn", "SignOnAnswer", "Heartbeat", "HeartbeatAnswer",
     "Instruction", "StatusQuery", "BalanceQuery", "Ack",
     "Receipt", "Result", "NotFound", "Entry", "Movement", "Balance", "Statement",
-    "Message", "OUTBOUND", "INBOUND", "Framer", "Adapter", "decode_all", "load_adapter",
+    "Message", "OUTBOUND", "INBOUND", "Framer", "Adapter", "decode_all", "to_json", "load_adapter",
     "iter_adapter_names",
 ]
 
@@ -295,6 +295,32 @@ class Adapter(Protocol):
         Raises :class:`AdapterError` for anything that is not a well-formed,
         complete message of this protocol.
         """
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, (_dt.date, _dt.time)):  # datetime is a date
+        return value.isoformat()
+    if isinstance(value, bytes):
+        import base64
+
+        return base64.b64encode(value).decode("ascii")
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    if hasattr(value, "__dataclass_fields__"):
+        return {f: _plain(getattr(value, f)) for f in value.__dataclass_fields__}
+    return value
+
+
+def to_json(message: Message | Entry) -> dict[str, object]:
+    """A neutral message as JSON-ready data: dates ISO 8601, bytes base64, amounts integer fen.
+
+    Messages carry their kind (``{"kind": "Result", ...}``); entries do not.
+    """
+    out = _plain(message)
+    assert isinstance(out, dict)
+    if not isinstance(message, Entry):
+        out = {"kind": type(message).__name__, **out}
+    return out
 
 
 def decode_all(adapter: Adapter, frame: bytes) -> list[Message]:

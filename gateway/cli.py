@@ -1,4 +1,4 @@
-"""``hpf-gateway`` — the command line: run, migrate, check-config, keys, simulate, demo."""
+"""``hpf-gateway`` — the gateway, the ledger, their operators' tools, the simulators and the demo."""
 
 from __future__ import annotations
 
@@ -55,9 +55,13 @@ def cmd_keys_init(args: argparse.Namespace) -> int:
         config = _load(args.config, check_files=False)
         banks = sorted(set(banks) | set(config.banks))
         centres = sorted(set(centres) | set(config.centres))
+    from gateway.signing import init_signing_key
+
     pki = init_dev_pki(Path(args.dir), banks=banks, centres=centres, supervisors=args.supervisor or ("sup1",))
+    signing, public = init_signing_key(Path(args.dir))
     print(f"development PKI in {pki.directory}: CA {pki.ca_cert.name}, gateway, ledger, "
-          f"banks {', '.join(banks) or '-'}, centres {', '.join(centres) or '-'} (keys mode 0600)")
+          f"banks {', '.join(banks) or '-'}, centres {', '.join(centres) or '-'} (keys mode 0600); "
+          f"copy-signing key {signing.name} (give {public.name} to the ledger)")
     return 0
 
 
@@ -110,6 +114,129 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args)
 
 
+def cmd_ledger(args: argparse.Namespace) -> int:
+    from gateway.ledger.service import run_ledger
+
+    return run_ledger(args.config, migrate=args.migrate)
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Walk each named config's journal chain; the worst result decides the exit status."""
+    from gateway.ledger.verify import verify_main
+
+    return max(verify_main(path) for path in args.config)
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    """Copy the SQLite store with SQLite's online backup API (consistent while the daemon runs)."""
+    import sqlite3
+
+    from sqlalchemy.engine import make_url
+
+    config = _load(args.config, check_files=False)
+    url = make_url(config.database)
+    if url.get_backend_name() != "sqlite" or not url.database:
+        print("hpf-gateway backup: only the SQLite store is backed up here; for PostgreSQL use "
+              "pg_dump or base backups (docs/operations.md)", file=sys.stderr)
+        return 2
+    dest = Path(args.dest)
+    if dest.exists():
+        print(f"hpf-gateway backup: {dest} exists; give a new file", file=sys.stderr)
+        return 2
+    source = sqlite3.connect(f"file:{url.database}?mode=ro", uri=True)
+    target = sqlite3.connect(dest)
+    try:
+        source.backup(target, pages=1024)
+        check = target.execute("PRAGMA integrity_check").fetchone()[0]
+    finally:
+        target.close()
+        source.close()
+    if check != "ok":
+        print(f"hpf-gateway backup: the copy fails its integrity check: {check}", file=sys.stderr)
+        return 1
+    print(f"backed up {url.database} to {dest} (integrity ok)")
+    return 0
+
+
+def _ops(config: Any, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    import json
+    import urllib.error
+    import urllib.request
+
+    port = config.ops.split(":")[1]
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method,
+                                     data=json.dumps(body).encode() if body is not None else None,
+                                     headers={"content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
+    except OSError as e:
+        print(f"hpf-gateway: the daemon's ops listener ({config.ops}) does not answer: {e}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    import json
+
+    status, body = _ops(_load(args.config, check_files=False), "GET", "/status")
+    print(json.dumps(body, ensure_ascii=False, indent=2))
+    return 0 if status == 200 else 1
+
+
+def cmd_instructions(args: argparse.Namespace) -> int:
+    import getpass
+    import json
+
+    config = _load(args.config, check_files=False)
+    centre = args.centre or next(iter(config.centres))
+    path = f"/instructions/{centre}/{args.id}"
+    if args.instructions_command == "show":
+        status, body = _ops(config, "GET", path)
+    else:
+        status, body = _ops(config, "POST", path + "/resolve",
+                            {"outcome": args.outcome, "evidence": args.evidence, "operator": getpass.getuser()})
+    print(json.dumps(body, ensure_ascii=False, indent=2))
+    return 0 if status == 200 else 1
+
+
+def cmd_adapters_decode(args: argparse.Namespace) -> int:
+    """Print the neutral messages in a file as JSON lines; a bad file is one line on stderr, exit 1."""
+    import json
+
+    from adapters.base import AdapterError, decode_all, load_adapter, to_json
+
+    try:
+        adapter = load_adapter(args.name)
+    except KeyError as e:
+        print(f"hpf-gateway adapters decode: {e.args[0]}", file=sys.stderr)
+        return 2
+    try:
+        data = Path(args.file).read_bytes()
+    except OSError as e:
+        print(f"hpf-gateway adapters decode: {args.file}: {e.strerror}", file=sys.stderr)
+        return 1
+    try:
+        if args.framed:
+            framer = adapter.framer()
+            frames = framer.feed(data)
+            messages = [m for f in frames for m in decode_all(adapter, f)]
+            if getattr(framer, "pending", lambda: 0)():
+                raise AdapterError("the file ends inside a frame")
+        else:
+            document = getattr(adapter, "decode_document", None)
+            if document is None:
+                raise AdapterError(f"the {args.name} adapter decodes framed input only: use --framed")
+            messages = list(document(data))
+    except AdapterError as e:
+        print(f"hpf-gateway adapters decode: {args.file}: {e}", file=sys.stderr)
+        return 1
+    for m in messages:
+        print(json.dumps(to_json(m), ensure_ascii=False))
+    return 0
+
+
 def cmd_adapters_list(args: argparse.Namespace) -> int:
     from adapters.base import iter_adapter_names, load_adapter
 
@@ -146,6 +273,37 @@ def build_parser() -> argparse.ArgumentParser:
     ad = sub.add_parser("adapters", help="bank protocol adapters").add_subparsers(dest="adapters_command",
                                                                                   required=True)
     ad.add_parser("list", help="list installed adapters").set_defaults(func=cmd_adapters_list)
+    dec = ad.add_parser("decode", help="decode a file a bank sent, print neutral messages as JSON lines")
+    dec.add_argument("name", help="the adapter (hpf-gateway adapters list)")
+    dec.add_argument("file", help="one message body, or a framed stream with --framed")
+    dec.add_argument("--framed", action="store_true", help="the file holds frames as sent on the link")
+    dec.set_defaults(func=cmd_adapters_decode)
+
+    ledger = with_config(sub.add_parser("ledger", help="run the supervision ledger daemon"))
+    ledger.add_argument("--migrate", action="store_true", help="bring the ledger schema up to date first")
+    ledger.set_defaults(func=cmd_ledger)
+    verify = sub.add_parser("verify", help="walk journal hash chains; name the first altered, inserted "
+                                           "or deleted row")
+    verify.add_argument("-c", "--config", action="append", required=True,
+                        help="a gateway or ledger config (repeatable)")
+    verify.set_defaults(func=cmd_verify)
+    backup = with_config(sub.add_parser("backup", help="online backup of the SQLite store"))
+    backup.add_argument("dest", help="the new backup file")
+    backup.set_defaults(func=cmd_backup)
+    with_config(sub.add_parser("status", help="links, queues, backlog, in doubt: from the running daemon")
+                ).set_defaults(func=cmd_status)
+    ins = sub.add_parser("instructions", help="one instruction: its trail, or a manual resolution"
+                         ).add_subparsers(dest="instructions_command", required=True)
+    show = with_config(ins.add_parser("show", help="the instruction and its whole journal trail"))
+    show.add_argument("id")
+    show.add_argument("--centre", help="the centre (default: the config's first)")
+    show.set_defaults(func=cmd_instructions)
+    res = with_config(ins.add_parser("resolve", help="resolve an in-doubt instruction, with evidence"))
+    res.add_argument("id")
+    res.add_argument("--centre", help="the centre (default: the config's first)")
+    res.add_argument("--outcome", required=True, choices=("succeeded", "failed"))
+    res.add_argument("--evidence", required=True, help="what proves the outcome (bank statement line, call ref)")
+    res.set_defaults(func=cmd_instructions)
 
     sim = sub.add_parser("simulate", help="simulated banks and centres").add_subparsers(
         dest="sim_command", required=True)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 from collections import OrderedDict
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from itertools import count
 from typing import Any, Iterable, Protocol
 
@@ -53,13 +53,6 @@ class _Waiting:
     since: float
     queries: int = 0
     next_query_at: float = 0.0
-
-
-def _entry_json(entry: msg.Entry) -> dict[str, Any]:
-    out = asdict(entry)
-    out["value_date"] = entry.value_date.isoformat()
-    out["time"] = entry.time.isoformat()
-    return out
 
 
 class BankDispatcher:
@@ -354,7 +347,7 @@ class BankDispatcher:
                 return
 
         def write(tx: Any) -> int:
-            return sum(q.record_movement(tx, self.bank.id, _entry_json(e), account_centre=o, raw=raw)
+            return sum(q.record_movement(tx, self.bank.id, msg.to_json(e), account_centre=o, raw=raw)
                        for e, o in zip(m.entries, owners))
 
         d = self.db.write(write)

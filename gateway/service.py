@@ -5,14 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client.twisted import MetricsResource
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks, maybeDeferred
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.internet.endpoints import serverFromString
-from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from adapters.base import load_adapter
@@ -20,6 +18,7 @@ from gateway.centre_api import CentreApi, Intake, ResultsFeed, make_site
 from gateway.config import GatewayConfig
 from gateway.links import BankLink, make_link_service
 from gateway.metrics import GatewayMetrics
+from gateway.ops import make_ops_site
 from gateway.relay import Relay
 from gateway.store.db import Database
 from gateway.tls import (ReloadableOptions, certificate_identity, client_options, server_options,
@@ -39,20 +38,6 @@ def _tls_options(config: GatewayConfig) -> dict[str, Any]:
         make = server_options if bank.direction == "listen" else client_options
         out[f"bank_{bank_id}"] = make(tls.certificate, tls.private_key, [bank.ca or tls.ca])
     return out
-
-
-class _Text(Resource):
-    isLeaf = True
-
-    def __init__(self, check: Any) -> None:
-        super().__init__()
-        self._check = check
-
-    def render_GET(self, request: Any) -> bytes:
-        ok, text = self._check()
-        request.setResponseCode(200 if ok else 503)
-        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-        return text.encode() + b"\n"
 
 
 @dataclass
@@ -180,18 +165,6 @@ def makeService(config: GatewayConfig, reactor: Any) -> Gateway:  # noqa: N802 (
             return False, "listeners not bound: " + ", ".join(sorted(unbound))
         return True, "ready"
 
-    ops = Resource()
-    ops.putChild(b"metrics", MetricsResource(registry=metrics.registry))
-    ops.putChild(b"healthz", _Text(lambda: (True, "ok")))
-    ops.putChild(b"readyz", _Text(ready))
-    ops_site = Site(ops)
-    ops_site.noisy = False
-    ops_service = StreamServerEndpointService(serverFromString(reactor, config.ops), ops_site)
-    ops_service._raiseSynchronously = True
-    ops_service.setName("ops")
-    ops_service.setServiceParent(top)
-    listeners["ops"] = ops_service
-
     forwarder = None
     if config.ledger is not None:
         from gateway.forwarder import LedgerForwarder
@@ -200,4 +173,12 @@ def makeService(config: GatewayConfig, reactor: Any) -> Gateway:  # noqa: N802 (
                                     gateway_name=certificate_identity(tls.certificate).name)
         forwarder.setServiceParent(top)
 
-    return Gateway(top, config, db, relay, api, metrics, links, listeners, forwarder, tls_options, reactor)
+    gateway = Gateway(top, config, db, relay, api, metrics, links, listeners, forwarder, tls_options, reactor)
+    # The ops site shows the running parts, so it is built last, from the handle.
+    ops_service = StreamServerEndpointService(serverFromString(reactor, config.ops),
+                                              make_ops_site(gateway, ready))
+    ops_service._raiseSynchronously = True
+    ops_service.setName("ops")
+    ops_service.setServiceParent(top)
+    listeners["ops"] = ops_service
+    return gateway

@@ -25,7 +25,7 @@ from gateway.store.db import Tx
 
 __all__ = [
     "IntakeItem", "IntakeOutcome", "intake", "get", "get_by_ref", "feed", "load_open", "load_new",
-    "record_sent", "record_bank_outcome", "record_movement", "record_balance", "record_booking",
+    "trail", "resolve_in_doubt", "count_by_state", "record_sent", "record_bank_outcome", "record_movement", "record_balance", "record_booking",
     "bank_ref_for",
     "public_record",
 ]
@@ -169,6 +169,35 @@ def get(conn: Connection, centre_id: str, instruction_id: str) -> dict[str, Any]
         select(I).where(I.c.centre_id == centre_id, I.c.instruction_id == instruction_id)
     ).first()
     return _row_dict(row) if row else None
+
+
+def trail(conn: Connection, centre_id: str, instruction_id: str) -> list[dict[str, Any]]:
+    """Every journal event about one instruction, oldest first (payloads parsed, raw as hex)."""
+    rows = conn.execute(
+        select(E.c.seq, E.c.event_id, E.c.kind, E.c.state, E.c.payload, E.c.raw, E.c.created_us)
+        .where(E.c.centre_id == centre_id, E.c.instruction_id == instruction_id).order_by(E.c.seq)).all()
+    return [{"seq": r.seq, "event_id": r.event_id, "kind": r.kind, "state": r.state, "at": _iso(r.created_us),
+             "payload": json.loads(r.payload), "raw_bytes": len(r.raw) if r.raw else 0} for r in rows]
+
+
+def resolve_in_doubt(tx: Tx, centre_id: str, instruction_id: str, *, succeeded: bool, evidence: str,
+                     operator: str) -> OutcomeRecorded:
+    """An audited manual resolution of an in-doubt instruction (IllegalTransition otherwise)."""
+    row = tx.conn.execute(select(I).where(I.c.centre_id == centre_id, I.c.instruction_id == instruction_id)).first()
+    if row is None:
+        return OutcomeRecorded(False, False, None)
+    rec = _row_dict(row)
+    event = lifecycle.ManualResolution(succeeded)
+    payload = {"resolution": {"succeeded": succeeded, "evidence": evidence, "operator": operator}}
+    changed = _transition(tx, rec, event, fields={"reason": f"manual: {evidence}"[:500]}, payload=payload, raw=None)
+    return OutcomeRecorded(True, changed, rec)
+
+
+def count_by_state(conn: Connection) -> dict[str, int]:
+    """How many instructions are in each state."""
+    from sqlalchemy import func
+
+    return {r[0]: r[1] for r in conn.execute(select(I.c.state, func.count()).group_by(I.c.state))}
 
 
 def get_by_ref(conn: Connection, bank_ref: str) -> dict[str, Any] | None:

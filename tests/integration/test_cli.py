@@ -1,0 +1,86 @@
+"""The operator's commands against a running daemon and its store."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import time
+
+import pytest
+
+from tests import procs
+
+pytestmark = pytest.mark.slow
+
+
+def hpf(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(procs.HPF + list(args), capture_output=True, text=True, timeout=60)
+
+
+def test_check_config_names_every_problem_and_keys_init_makes_a_pki(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[gateway]\nnode = "x"\n[tls]\ncertificate = 1\n', encoding="utf-8")
+    out = hpf("check-config", "-c", str(bad))
+    assert out.returncode == 2
+    assert f"{bad}: gateway.node:" in out.stderr and f"{bad}: tls.certificate:" in out.stderr
+    assert f"{bad}: listen: is required" in out.stderr
+    out = hpf("keys", "init", str(tmp_path / "k"), "--bank", "B001", "--centre", "C52240")
+    assert out.returncode == 0, out.stderr
+    assert oct((tmp_path / "k" / "bank-B001.key").stat().st_mode & 0o777) == "0o600"
+    assert oct((tmp_path / "k" / "gateway-signing.key").stat().st_mode & 0o777) == "0o600"
+
+
+def test_in_doubt_is_resolved_by_an_operator_with_evidence_and_the_centre_sees_it(tmp_path):
+    config = procs.prepare(tmp_path, timeouts={"result_timeout": 0.3, "status_query_interval": 0.2,
+                                               "status_query_attempts": 2})
+    gw = procs.gateway(config).start()
+    # the bank confirms receipt at once and never settles: status inquiries only hear "processing"
+    bank = procs.bank(config, "B001", "--delay", "3600", "--reply-within", "0").start()
+    try:
+        procs.wait_http(procs.ops_url(config, "/readyz"))
+        deadline = time.monotonic() + 15
+        while procs.metric(config, "hpf_gateway_bank_link_up", 'bank="B001"') != 1.0:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert procs.centre_call(config, "POST", "/v1/instructions", procs.instruction(1))[0] == 202
+        deadline = time.monotonic() + 20
+        while procs.centre_call(config, "GET", "/v1/instructions/F-1")[1]["state"] != "in_doubt":
+            assert time.monotonic() < deadline, "never went in doubt"
+            time.sleep(0.1)
+        assert procs.metric(config, "hpf_gateway_in_doubt_total", 'bank="B001"') == 1.0
+
+        status = json.loads(hpf("status", "-c", str(config.path)).stdout)
+        assert status["in_doubt"] == 1 and status["links"]["B001"]["up"] is True
+
+        out = hpf("instructions", "resolve", "F-1", "-c", str(config.path), "--outcome", "succeeded",
+                  "--evidence", "bank statement 2026-11-27 line 17, host serial H000000000042")
+        assert out.returncode == 0, out.stdout + out.stderr
+        again = hpf("instructions", "resolve", "F-1", "-c", str(config.path), "--outcome", "failed",
+                    "--evidence", "second try")
+        assert again.returncode == 1 and "not in doubt" in again.stdout
+
+        _, feed, _ = procs.centre_call(config, "GET", "/v1/results?after=0")
+        states = [r["state"] for r in feed["results"] if r["instruction_id"] == "F-1"]
+        assert states[-2:] == ["in_doubt", "succeeded"]
+        shown = json.loads(hpf("instructions", "show", "F-1", "-c", str(config.path)).stdout)
+        resolution = shown["trail"][-1]["payload"]["resolution"]
+        assert resolution["succeeded"] is True and "line 17" in resolution["evidence"] and resolution["operator"]
+
+        backup = tmp_path / "backup.db"
+        out = hpf("backup", "-c", str(config.path), str(backup))
+        assert out.returncode == 0, out.stderr
+        rows = sqlite3.connect(backup).execute("select state from instructions").fetchall()
+        assert rows == [("succeeded",)]
+    finally:
+        gw.kill()
+        bank.kill()
+    out = hpf("verify", "-c", str(config.path))
+    assert out.returncode == 0 and "intact" in out.stdout, out.stdout + out.stderr
+    # an edit behind the daemon's back is caught
+    db = sqlite3.connect(tmp_path / "var" / "gateway.db")
+    db.execute("update events set payload = replace(payload, 'line 17', 'line 71') where seq = "
+               "(select max(seq) from events)")
+    db.commit()
+    out = hpf("verify", "-c", str(config.path))
+    assert out.returncode == 1 and "altered" in out.stdout, out.stdout
