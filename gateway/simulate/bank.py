@@ -11,6 +11,14 @@ transfer and keeps every push pending until the gateway acknowledges it.
 either dialling the gateway or listening for it, speaking any installed
 adapter.  Fault knobs (execution delay, failure rate, connection drops,
 silence) are seeded so that runs reproduce.
+
+The bank can also misbehave on purpose (``faults``, :data:`BANK_FAULTS`):
+commit, on a fixed schedule, each bank-side offence the supervision ledger
+exists to catch (an unsolicited debit, a result that differs from the
+instruction, a double execution, a balance answer that breaks continuity, money
+from an unregistered counterparty, a movement on an account off the register).
+See :class:`BankCore` for what each offence leaves behind and
+:func:`fault_schedule` for when.
 """
 
 from __future__ import annotations
@@ -23,9 +31,12 @@ import random
 import re
 import tempfile
 from collections import Counter, deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping, Sequence
+from types import MappingProxyType
+from typing import Any, Literal
 
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.application.service import MultiService, Service
@@ -65,6 +76,7 @@ from adapters.base import (
     StatusQuery,
     load_adapter,
 )
+from gateway.model import mask_account
 from gateway.tls import (
     PeerIdentity,
     client_options,
@@ -82,9 +94,22 @@ __all__ = [
     "CODE_HOST_DECLINED",
     "CODE_SIGN_ON_REFUSED",
     "BANK_TZ",
+    "BANK_FAULTS",
+    "FAULT_MISMATCH_EXTRA",
+    "FAULT_BALANCE_DRIFT",
+    "FAULT_AMOUNT_RANGE",
+    "FAULT_COUNTERPARTY_ACCOUNT",
+    "FAULT_COUNTERPARTY_NAME",
+    "FAULT_COUNTERPARTY_BANK_CODE",
+    "FAULT_OFF_REGISTER_ACCOUNT",
+    "FAULT_SUMMARIES",
     "Outcome",
+    "Offence",
     "BankCore",
     "parse_opening_balance",
+    "parse_faults",
+    "fault_schedule",
+    "offences_in",
     "BankLink",
     "BankSimProtocol",
     "BankSimFactory",
@@ -117,6 +142,121 @@ BANK_TZ = _dt.timezone(_dt.timedelta(hours=8), "CST")
 _NODE = re.compile(r"[0-9A-Za-z]{1,12}")
 _SERIAL_LIMIT = 10**12  # host serials are "H" + 12 digits
 
+# -- deliberate misbehaviour -------------------------------------------------------
+
+BANK_FAULTS: tuple[str, ...] = (
+    "unsolicited-debit",
+    "result-mismatch",
+    "duplicate-execution",
+    "balance-break",
+    "unregistered-counterparty",
+    "unregistered-account",
+)
+"""The offences the simulated bank can commit on purpose, in their fixed order.
+
+Each is named after the supervision ledger rule (DESIGN.md §9) it should
+trigger.  The order is part of the schedule (:func:`fault_schedule`) and of the
+order in which one transfer's offences are pushed.
+"""
+
+FAULT_MISMATCH_EXTRA = 100
+"""result-mismatch: fen booked on top of the instructed amount (1.00)."""
+
+FAULT_BALANCE_DRIFT = -10_000
+"""balance-break: fen each offence adds to the drift of the reported balance (−100.00)."""
+
+FAULT_AMOUNT_RANGE = (100_000, 1_000_000)
+"""Fen range [low, high) of the seeded amounts of unsolicited debits and the two unregistered credits."""
+
+FAULT_COUNTERPARTY_ACCOUNT = "6299990000000001"
+"""unregistered-counterparty: the made-up payer, on nobody's counterparty register."""
+FAULT_COUNTERPARTY_NAME = "未备案单位"
+FAULT_COUNTERPARTY_BANK_CODE = "999999999999"
+
+FAULT_OFF_REGISTER_ACCOUNT = "6200000000009999"
+"""unregistered-account: the account the bank books on although no register holds it.
+
+It must be on no gateway register (the gateway keeps movements on an account
+nobody registered, but refuses one on another bank's account).
+"""
+
+FAULT_SUMMARIES: Mapping[str, str] = MappingProxyType({
+    "unsolicited-debit": "其他扣款",
+    "unregistered-counterparty": "往来款",
+    "unregistered-account": "现金存入",
+})
+"""Summaries of the offences' own movements: no ASCII word or digit run, so they name no reference."""
+
+
+def _check_faults(faults: Iterable[str]) -> frozenset[str]:
+    if isinstance(faults, (str, bytes)):
+        # A string is iterable too; "balance-break" must not become a set of letters.
+        raise TypeError("faults must be a set of fault names; use parse_faults() for text")
+    chosen = frozenset(faults)
+    unknown = sorted(str(f) for f in chosen if f not in BANK_FAULTS)
+    if unknown:
+        raise ValueError(f"unknown bank fault(s) {', '.join(unknown)}; known: {', '.join(BANK_FAULTS)}")
+    return chosen
+
+
+def _check_every(fault_every: object) -> int:
+    if type(fault_every) is not int or fault_every < 1:
+        raise ValueError(f"fault_every must be a positive int, not {fault_every!r}")
+    return fault_every
+
+
+def parse_faults(text: str) -> frozenset[str]:
+    """The faults named in ``text``: comma-separated names from :data:`BANK_FAULTS`, or ``all``.
+
+    Blanks around names are ignored; an empty or all-blank text means no
+    faults.  An unknown or empty name raises ``ValueError`` naming the known ones.
+    """
+    if not text.strip():
+        return frozenset()
+    names: set[str] = set()
+    for raw in text.split(","):
+        name = raw.strip()
+        if name == "all":
+            names.update(BANK_FAULTS)
+        elif name in BANK_FAULTS:
+            names.add(name)
+        else:
+            what = f"unknown bank fault {name!r}" if name else f"empty fault name in {text!r}"
+            raise ValueError(f"{what}; known: {', '.join(BANK_FAULTS)} (or all)")
+    return frozenset(names)
+
+
+def fault_schedule(faults: Iterable[str], fault_every: int = 50) -> dict[str, int]:
+    """The offset of each enabled offence in every run of ``fault_every`` booked transfers.
+
+    The schedule, exactly: number the transfers the bank books 1, 2, 3, …
+    (an execution that succeeded and moved money; failures, refusals and
+    resends do not count).  Take the enabled offences in :data:`BANK_FAULTS`
+    order as ``f_0 … f_(F-1)``; offence ``f_j`` has the offset
+    ``o_j = 1 + (j * fault_every) // F`` and is committed with booked
+    transfer ``k`` exactly when ``k >= o_j`` and ``(k - o_j) % fault_every == 0``.
+    The offences are so spread evenly over each run; when ``fault_every < F``
+    some share a transfer, and then all of them are committed with it.
+    Returns ``{offence: o_j}`` in :data:`BANK_FAULTS` order.
+    """
+    chosen = _check_faults(faults)
+    every = _check_every(fault_every)
+    enabled = [f for f in BANK_FAULTS if f in chosen]
+    return {f: 1 + (j * every) // len(enabled) for j, f in enumerate(enabled)}
+
+
+def offences_in(faults: Iterable[str], fault_every: int, transfers: int) -> dict[str, int]:
+    """How often each enabled offence is committed while the bank books ``transfers`` transfers.
+
+    ``(transfers - o) // fault_every + 1`` for an offset ``o`` reached, else 0
+    (see :func:`fault_schedule`): what a demo of that many successful
+    instructions should show the ledger raise.
+    """
+    if transfers < 0:
+        raise ValueError("transfers must not be negative")
+    return {f: (transfers - o) // fault_every + 1 if transfers >= o else 0
+            for f, o in fault_schedule(faults, fault_every).items()}
+
 
 @dataclass(frozen=True)
 class Outcome:
@@ -129,6 +269,26 @@ class Outcome:
     code: str
     text: str
     executed_at: float
+
+
+@dataclass(frozen=True)
+class Offence:
+    """One offence the bank committed on purpose, for logs and tests.
+
+    ``transfer`` is the booked-transfer number it was scheduled on and ``ref``
+    that transfer's instruction reference; ``account`` the account it hit;
+    ``host_seq_no`` the serial of its movement (for result-mismatch the
+    transfer's own, for balance-break empty); ``amount`` the signed fen of the
+    offending entry (balance-break: the drift the reported balance now has).
+    """
+
+    fault: str
+    transfer: int
+    ref: str
+    account: str
+    host_seq_no: str
+    amount: int
+    at: float
 
 
 @dataclass
@@ -189,6 +349,40 @@ class BankCore:
 
     ``silent`` ignores every instruction (no answer, no execution).  ``drop_rate``
     is only drawn here (:meth:`draw_drop`); the link acts on it.
+
+    ``faults`` (names from :data:`BANK_FAULTS`) makes the bank misbehave on
+    purpose, on the schedule of :func:`fault_schedule` (``fault_every``): each
+    offence is committed with the booked transfer it falls on, "transfer k"
+    below, and every movement it makes is pushed like any notice (pending
+    until acknowledged), after transfer k's own notice, in :data:`BANK_FAULTS`
+    order.  The book always stays right: every change to it is notified, and
+    ``balance_after`` is the true balance.  What each offence leaves behind:
+
+    - ``unsolicited-debit``: a Movement debiting transfer k's debit account
+      (fresh host serial, summary :data:`FAULT_SUMMARIES` naming no reference,
+      no remark) by a seeded amount (:data:`FAULT_AMOUNT_RANGE`), paid to
+      transfer k's creditor (a counterparty the gateway let through); an own
+      creditor is credited too, as an own transfer would be;
+    - ``result-mismatch``: transfer k is booked for its amount plus
+      :data:`FAULT_MISMATCH_EXTRA`; the Result says success, the notice and
+      the book show the wrong amount;
+    - ``duplicate-execution``: transfer k is booked a second time with a fresh
+      host serial and pushed in a second Movement; the Result names the first;
+      ``executions`` (and ``executions_by_reference``) show 2 for it;
+    - ``balance-break``: every later Balance answer for transfer k's debit
+      account is off the true book by a further :data:`FAULT_BALANCE_DRIFT`
+      (the drift accumulates, so each offence breaks continuity once);
+    - ``unregistered-counterparty``: a Movement crediting transfer k's debit
+      account with a seeded amount from :data:`FAULT_COUNTERPARTY_ACCOUNT`
+      (on no register);
+    - ``unregistered-account``: a Movement crediting
+      :data:`FAULT_OFF_REGISTER_ACCOUNT` (a cash deposit, no counterparty)
+      with a seeded amount; the bank keeps that account off its book (no
+      balance answer, not in ``stats()["balances"]``).
+
+    Seeded amounts depend only on ``fault_seed``, the offence and its
+    occurrence number.  An offence may overdraw an account (the bank
+    misbehaves); a bank without faults never does.
     """
 
     def __init__(
@@ -207,6 +401,9 @@ class BankCore:
         seed: int = 0,
         first_serial: int = 1,
         tz: _dt.tzinfo = BANK_TZ,
+        faults: AbstractSet[str] = frozenset(),
+        fault_every: int = 50,
+        fault_seed: int = 0,
     ) -> None:
         if not _NODE.fullmatch(node) or len(node) > 6:
             raise ValueError(f"node {node!r} must be 1-6 letters or digits")
@@ -222,6 +419,15 @@ class BankCore:
         for account, balance in accounts.items():
             if type(balance) is not int or balance < 0:
                 raise ValueError(f"opening balance of {account!r} must be a non-negative int (fen)")
+        chosen = _check_faults(faults)
+        offsets = fault_schedule(chosen, fault_every)
+        if type(fault_seed) is not int:
+            raise ValueError(f"fault_seed must be an int, not {fault_seed!r}")
+        # The offences' made-up accounts must really be nobody's, this bank's included.
+        for fault, made_up in (("unregistered-counterparty", FAULT_COUNTERPARTY_ACCOUNT),
+                               ("unregistered-account", FAULT_OFF_REGISTER_ACCOUNT)):
+            if fault in chosen and made_up in accounts:
+                raise ValueError(f"fault {fault} needs account {made_up} to be none of the bank's")
         self.node = node
         self.gateway_node = gateway_node
         self.delay = float(delay)
@@ -251,6 +457,16 @@ class BankCore:
         """Event counts: succeeded, failed, failed.<code>, conflicting_resends, ignored, acks, …"""
         self.version = 0
         """Increases whenever state changes; lets a writer skip unchanged snapshots."""
+        self.faults: frozenset[str] = chosen
+        self.fault_every = fault_every
+        self.fault_seed = fault_seed
+        self._fault_offsets = offsets
+        self._booked = 0  # transfers booked so far: the clock of the fault schedule
+        self._drift: dict[str, int] = {}  # balance-break: reported minus true balance, per account
+        self._off_book: dict[str, int] = {}  # unregistered-account: balances kept off the book
+        self.offences: Counter[str] = Counter()
+        """Offences committed, per fault name."""
+        self._offences: deque[Offence] = deque(maxlen=10_000)
 
     # -- serials ---------------------------------------------------------------
 
@@ -294,6 +510,22 @@ class BankCore:
         """When the earliest executing instruction finishes, or None when nothing is executing."""
         dues = [t.due for t in self._transfers.values() if t.outcome is None]
         return min(dues) if dues else None
+
+    def reported_balance(self, account: str) -> int | None:
+        """The balance a Balance answer gives for ``account``: the book plus any balance-break drift."""
+        balance = self._balances.get(account)
+        return None if balance is None else balance + self._drift.get(account, 0)
+
+    def offences_due(self, transfer: int) -> tuple[str, ...]:
+        """The offences scheduled with booked transfer number ``transfer`` (1-based), in order."""
+        every = self.fault_every
+        return tuple(f for f, o in self._fault_offsets.items() if transfer >= o and (transfer - o) % every == 0)
+
+    def take_offences(self) -> list[Offence]:
+        """The offences committed since the last call, oldest first (for the edge to log)."""
+        offences = list(self._offences)
+        self._offences.clear()
+        return offences
 
     def take_executed(self) -> list[Outcome]:
         """The outcomes made since the last call, oldest first (for the edge to log)."""
@@ -419,6 +651,8 @@ class BankCore:
             return []
         # as_of is the bank's local time, without zone, as bank protocols carry it.
         as_of = _dt.datetime.fromtimestamp(now, self.tz).replace(tzinfo=None, microsecond=0)
+        # balance-break: the answer lies, the book does not.
+        balance += self._drift.get(message.account, 0)
         return [Balance(seq_no=self.next_seq_no(), reply_to=message.seq_no, account=message.account,
                         balance=balance, available=balance, overdraft=0,
                         account_name=self._names.get(message.account, ""), status="0", as_of=as_of)]
@@ -448,9 +682,15 @@ class BankCore:
         code = self._host_check(ins)
         entries: tuple[Entry, ...] = ()
         host_seq_no = ""
+        offences: tuple[str, ...] = ()
+        booked = ins.amount
         if code == CODE_OK:
+            self._booked += 1
+            offences = self.offences_due(self._booked) if self.faults else ()
+            if "result-mismatch" in offences:
+                booked = ins.amount + FAULT_MISMATCH_EXTRA
             host_seq_no = self._host_seq_no()
-            entries = self._book(ins, host_seq_no, now)
+            entries = self._post(ins, booked, host_seq_no, now, summary=ins.reference, remark=ins.memo)
         outcome = Outcome(ref=ref, succeeded=code == CODE_OK, host_seq_no=host_seq_no,
                           bank_seq_no=transfer.bank_seq_no, code=code, text=_TEXTS[code], executed_at=now)
         transfer.outcome = outcome
@@ -467,7 +707,76 @@ class BankCore:
             out.append(self._push(self._answer_for(transfer, reply_to=ref)))
         if entries:
             out.append(self._push(Movement(seq_no=self.next_seq_no(), entries=entries)))
+        if offences:
+            out.extend(self._offend(offences, ins, booked, host_seq_no, now))
         return out
+
+    def _offend(self, offences: tuple[str, ...], ins: base.Instruction, booked: int, host_seq_no: str,
+                now: float) -> list[Message]:
+        """Commit ``offences`` with the transfer just booked (``booked`` fen, ``host_seq_no``)."""
+        k = self._booked
+        out: list[Message] = []
+
+        def record(fault: str, account: str, host: str, amount: int) -> None:
+            self.offences[fault] += 1
+            self._offences.append(Offence(fault=fault, transfer=k, ref=ins.seq_no, account=account,
+                                          host_seq_no=host, amount=amount, at=now))
+
+        for fault in offences:  # already in BANK_FAULTS order
+            if fault == "result-mismatch":
+                record(fault, ins.debit_account, host_seq_no, -booked)
+            elif fault == "duplicate-execution":
+                self.executions[ins.seq_no] += 1
+                if ins.reference:
+                    self.executions_by_reference[f"{ins.centre_node}/{ins.reference}"] += 1
+                again = self._host_seq_no()
+                entries = self._post(ins, booked, again, now, summary=ins.reference, remark=ins.memo)
+                out.append(self._push(Movement(seq_no=self.next_seq_no(), entries=entries)))
+                record(fault, ins.debit_account, again, -booked)
+            elif fault == "balance-break":
+                drift = self._drift.get(ins.debit_account, 0) + FAULT_BALANCE_DRIFT
+                self._drift[ins.debit_account] = drift
+                record(fault, ins.debit_account, "", drift)
+            elif fault == "unsolicited-debit":
+                amount = self._fault_amount(fault)
+                host = self._host_seq_no()
+                entries = self._post(ins, amount, host, now, summary=FAULT_SUMMARIES[fault], remark="")
+                out.append(self._push(Movement(seq_no=self.next_seq_no(), entries=entries)))
+                record(fault, ins.debit_account, host, -amount)
+            elif fault == "unregistered-counterparty":
+                amount = self._fault_amount(fault)
+                host = self._host_seq_no()
+                self._balances[ins.debit_account] += amount
+                entry = self._entry(ins.debit_account, host, amount, now,
+                                    counterparty_account=FAULT_COUNTERPARTY_ACCOUNT,
+                                    counterparty_name=FAULT_COUNTERPARTY_NAME,
+                                    counterparty_bank_code=FAULT_COUNTERPARTY_BANK_CODE,
+                                    balance_after=self._balances[ins.debit_account],
+                                    summary=FAULT_SUMMARIES[fault])
+                out.append(self._push(Movement(seq_no=self.next_seq_no(), entries=(entry,))))
+                record(fault, ins.debit_account, host, amount)
+            elif fault == "unregistered-account":
+                amount = self._fault_amount(fault)
+                host = self._host_seq_no()
+                account = FAULT_OFF_REGISTER_ACCOUNT
+                self._off_book[account] = self._off_book.get(account, 0) + amount
+                entry = self._entry(account, host, amount, now, balance_after=self._off_book[account],
+                                    summary=FAULT_SUMMARIES[fault])
+                out.append(self._push(Movement(seq_no=self.next_seq_no(), entries=(entry,))))
+                record(fault, account, host, amount)
+        if "duplicate-execution" in offences:
+            self.counts["duplicate_executions_committed"] += 1
+        return out
+
+    def _fault_amount(self, fault: str) -> int:
+        # Drawn per (seed, offence, occurrence) so amounts do not depend on what else happened.
+        low, high = FAULT_AMOUNT_RANGE
+        return random.Random(f"{self.fault_seed}:{fault}:{self.offences[fault] + 1}").randrange(low, high)
+
+    def _entry(self, account: str, host_seq_no: str, amount: int, now: float, **fields: Any) -> Entry:
+        at = _dt.datetime.fromtimestamp(now, self.tz)
+        return Entry(account=account, host_seq_no=host_seq_no, amount=amount, value_date=at.date(),
+                     time=at.time().replace(microsecond=0, tzinfo=None), **fields)
 
     def _host_check(self, ins: base.Instruction) -> str:
         if type(ins.amount) is not int or ins.amount <= 0:
@@ -482,26 +791,26 @@ class BankCore:
             return CODE_HOST_DECLINED
         return CODE_OK
 
-    def _book(self, ins: base.Instruction, host_seq_no: str, now: float) -> tuple[Entry, ...]:
-        at = _dt.datetime.fromtimestamp(now, self.tz)
-        self._balances[ins.debit_account] -= ins.amount
-        debit = Entry(
-            account=ins.debit_account, host_seq_no=host_seq_no, amount=-ins.amount,
-            value_date=at.date(), time=at.time().replace(microsecond=0, tzinfo=None),
+    def _post(self, ins: base.Instruction, amount: int, host_seq_no: str, now: float, *,
+              summary: str, remark: str) -> tuple[Entry, ...]:
+        """Book ``amount`` fen from ``ins``'s debit account to its creditor; the notice's entries."""
+        self._balances[ins.debit_account] -= amount
+        debit = self._entry(
+            ins.debit_account, host_seq_no, -amount, now,
             counterparty_account=ins.creditor_account, counterparty_name=ins.creditor_name,
             counterparty_bank_code=ins.creditor_bank_code,
-            balance_after=self._balances[ins.debit_account], summary=ins.reference, remark=ins.memo,
+            balance_after=self._balances[ins.debit_account], summary=summary, remark=remark,
         )
         if ins.creditor_account not in self._balances:
             return (debit,)
         # The creditor banks here too: book the credit leg under its own host serial.
-        self._balances[ins.creditor_account] += ins.amount
+        self._balances[ins.creditor_account] += amount
         credit = Entry(
-            account=ins.creditor_account, host_seq_no=self._host_seq_no(), amount=ins.amount,
+            account=ins.creditor_account, host_seq_no=self._host_seq_no(), amount=amount,
             value_date=debit.value_date, time=debit.time,
             counterparty_account=ins.debit_account, counterparty_name=ins.debit_name,
             counterparty_bank_code=ins.creditor_bank_code if ins.same_bank else "",
-            balance_after=self._balances[ins.creditor_account], summary=ins.reference, remark=ins.memo,
+            balance_after=self._balances[ins.creditor_account], summary=summary, remark=remark,
         )
         return (debit, credit)
 
@@ -513,6 +822,11 @@ class BankCore:
         With ``per_reference`` it also lists ``executions`` per instruction
         reference and ``executions_by_reference`` per centre reference, which
         fault tests compare with what the gateway acknowledged.
+        ``duplicate_executions_committed`` counts the executions the bank
+        repeated on purpose (always 0 without the duplicate-execution fault), and
+        ``faults`` describes the misbehaviour: what is enabled, its schedule,
+        the transfers booked so far, the offences committed, the balance drift
+        per account and the balances kept off the book.
         """
         counts = dict(self.counts)
         out: dict[str, Any] = {
@@ -526,9 +840,20 @@ class BankCore:
             "conflicting_resends": counts.get("conflicting_resends", 0),
             "max_executions_per_ref": max(self.executions.values(), default=0),
             "max_executions_per_reference": max(self.executions_by_reference.values(), default=0),
+            "duplicate_executions_committed": counts.get("duplicate_executions_committed", 0),
             "pending_pushes": len(self._pending),
             "balances": dict(sorted(self._balances.items())),
             "counts": dict(sorted(counts.items())),
+            "faults": {
+                "enabled": [f for f in BANK_FAULTS if f in self.faults],
+                "every": self.fault_every,
+                "seed": self.fault_seed,
+                "schedule": dict(self._fault_offsets),
+                "booked_transfers": self._booked,
+                "committed": {f: self.offences[f] for f in BANK_FAULTS if self.offences[f]},
+                "balance_drift": dict(sorted(self._drift.items())),
+                "off_book_balances": dict(sorted(self._off_book.items())),
+            },
         }
         if per_reference:
             out["executions"] = dict(self.executions)
@@ -611,6 +936,12 @@ class BankLink:
             _log.debug("bank.executed bank={bank} ref={ref} succeeded={succeeded} code={code} "
                       "host_seq_no={host_seq_no}", bank=self.bank_id, ref=o.ref, succeeded=o.succeeded,
                       code=o.code, host_seq_no=o.host_seq_no)
+        for f in self.core.take_offences():
+            # Said loudly on purpose: a demo shows these beside the ledger's alerts.
+            _log.warn("bank.offence bank={bank} fault={fault} transfer={transfer} ref={ref} account={account} "
+                      "host_seq_no={host_seq_no} amount={amount}", bank=self.bank_id, fault=f.fault,
+                      transfer=f.transfer, ref=f.ref, account=mask_account(f.account),
+                      host_seq_no=f.host_seq_no, amount=f.amount)
 
     def _arm(self) -> None:
         due = self.core.next_due()

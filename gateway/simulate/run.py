@@ -56,6 +56,9 @@ def add_bank_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--drop-rate", type=float, default=0.0, help="chance per frame of dropping the link")
     p.add_argument("--silent", action="store_true", help="never answer instructions")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bank-faults", default="", metavar="LIST",
+                   help="offences to commit on purpose, comma-separated (see the demo's --help)")
+    p.add_argument("--fault-every", type=int, default=50, help="commit each offence once per N transfers")
     p.add_argument("--stats", help="write execution counts here as JSON every second")
 
 
@@ -88,6 +91,7 @@ def run_bank(args: argparse.Namespace) -> int:
     from gateway.cli import _load
     from gateway.logs import start_logging
     from gateway.model import parse_amount
+    from gateway.simulate.bank import parse_faults
 
     config = _load(args.config, check_files=False)
     if args.bank not in config.banks:
@@ -98,6 +102,7 @@ def run_bank(args: argparse.Namespace) -> int:
             reactor, config, args.bank, keys=Path(args.keys) if args.keys else None, endpoint=args.endpoint,
             balance_fen=parse_amount(args.balance), delay=args.delay, reply_within=args.reply_within,
             failure_rate=args.failure_rate, drop_rate=args.drop_rate, silent=args.silent, seed=args.seed,
+            faults=parse_faults(args.bank_faults), fault_every=args.fault_every,
             stats_path=Path(args.stats) if args.stats else None)
     except (ValueError, KeyError, OSError) as e:
         print(f"hpf-gateway simulate bank: {e}", file=sys.stderr)

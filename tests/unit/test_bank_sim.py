@@ -196,6 +196,10 @@ def test_any_mix_of_resends_and_queries_executes_each_reference_at_most_once(
     bank.tick(now + 10)
     assert all(n == 1 for n in bank.executions.values())
     assert bank.stats()["max_executions_per_ref"] <= 1
+    # A bank without faults never misbehaves on purpose.
+    assert bank.stats()["duplicate_executions_committed"] == 0
+    assert bank.stats()["faults"]["committed"] == {} and bank.take_offences() == []
+    assert bank.reported_balance(DEBIT) == bank.balance(DEBIT)
     assert sum(bank.executions.values()) == bank.stats()["received"]
     # Money is conserved: three debits of 100.00 at most fit in 300.00.
     assert bank.balance(DEBIT) >= 0
@@ -417,6 +421,9 @@ def test_stats_are_json_and_summarise_the_run() -> None:
     assert stats["executions"] == {ref(1): 1, ref(2): 1}
     assert stats["balances"] == {DEBIT: 990_000, OWN_CREDIT: 0}
     assert stats["pending_pushes"] == 3  # result 1, movement 1, result 2
+    assert stats["duplicate_executions_committed"] == 0
+    assert stats["faults"] == {"enabled": [], "every": 50, "seed": 0, "schedule": {}, "booked_transfers": 1,
+                               "committed": {}, "balance_drift": {}, "off_book_balances": {}}
     assert "executions" not in bank.stats(per_reference=False)
 
 
@@ -434,7 +441,8 @@ def test_bad_opening_balances_are_refused(text: str) -> None:
 
 @pytest.mark.parametrize("options", [{"failure_rate": 1.5}, {"drop_rate": -0.1}, {"delay": -1},
                                      {"node": "1050001"}, {"accounts": {DEBIT: -1}},
-                                     {"accounts": {DEBIT: 1.5}}, {"first_serial": 0}])
+                                     {"accounts": {DEBIT: 1.5}}, {"first_serial": 0},
+                                     {"faults": frozenset({"no-such-fault"})}, {"fault_every": 0}])
 def test_bad_options_are_refused(options: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         core(**options)
