@@ -387,7 +387,9 @@ class CentreApi(Resource):
             if rows or remaining <= 0:
                 break
             waiter = self.feed.wait(centre)
-            timer = self.reactor.callLater(remaining, waiter.cancel)
+            # Commits on this node wake us at once; another node's commits (several
+            # nodes on one PostgreSQL) are seen by looking again every second.
+            timer = self.reactor.callLater(min(remaining, 1.0), waiter.cancel)
             gone = request.notifyFinish()
             gone.addBoth(lambda _: waiter.cancel() if not waiter.called else None)
             try:

@@ -322,6 +322,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--rate", type=float, default=250.0, help="instructions per second (default 250)")
     demo.add_argument("--batch", type=int, default=0, help="submit through the batch API, N per request")
     demo.add_argument("--serve", action="store_true", help="keep everything running afterwards")
+    demo.add_argument("--bank-faults", default="", metavar="LIST",
+                      help="bank offences to commit on purpose, comma-separated: unsolicited-debit, "
+                           "result-mismatch, duplicate-execution, balance-break, unregistered-counterparty, "
+                           "unregistered-account")
+    demo.add_argument("--fault-every", type=int, default=50, metavar="N",
+                      help="commit each offence once per N transfers at a bank (default 50)")
     demo.set_defaults(func=cmd_demo)
     return p
 

@@ -20,6 +20,7 @@ import difflib
 import ipaddress
 import math
 import re
+import socket
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,6 +103,7 @@ class Timeouts:
     balance_query_interval: float = 300.0
     refuse_when_link_down_for: float = 300.0
     shutdown_drain: float = 10.0
+    lease_ttl: float = 3.0
 
 
 @dataclass(frozen=True)
@@ -207,6 +209,7 @@ class GatewayConfig:
     accounts: Mapping[str, AccountConfig]
     counterparties: Mapping[str, CounterpartyConfig]
     ledger: LedgerLinkConfig | None = None
+    instance: str = ""
 
     def account(self, number: str) -> AccountConfig | None:
         """The registered account ``number``, or ``None``."""
@@ -297,13 +300,13 @@ _IDENTITY_NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")
 _SECTIONS = ("gateway", "tls", "listen", "limits", "timeouts", "ledger", "centres", "banks",
              "accounts", "counterparties")
 _LEDGER_KEYS = ("url", "name", "ca", "signing_key", "signature_alg", "batch")
-_GATEWAY_KEYS = ("node", "database")
+_GATEWAY_KEYS = ("node", "database", "instance")
 _TLS_KEYS = ("certificate", "private_key", "ca")
 _LISTEN_KEYS = ("centre_api", "ops")
 _LIMIT_KEYS = ("max_amount", "large_amount", "max_batch", "max_queue_per_bank")
 _TIMEOUT_SECONDS = ("heartbeat_interval", "dead_after", "receipt_timeout", "result_timeout",
                     "status_query_interval", "max_feed_wait", "balance_query_interval",
-                    "refuse_when_link_down_for", "shutdown_drain")
+                    "refuse_when_link_down_for", "shutdown_drain", "lease_ttl")
 _TIMEOUT_KEYS = _TIMEOUT_SECONDS + ("status_query_attempts",)
 _CENTRE_KEYS = ("unit_no", "name", "ca")
 _BANK_KEYS = ("name", "adapter", "node", "direction", "endpoint", "window", "ca")
@@ -361,7 +364,12 @@ class _Checker:
 
     def gateway(self, doc: dict[str, Any], path: Path) -> GatewayConfig | None:
         self.keys(doc, (), _SECTIONS)
-        node, database = self.gateway_section(self.section(doc, "gateway", required=True))
+        gateway_table = self.section(doc, "gateway", required=True)
+        node, database = self.gateway_section(gateway_table)
+        instance = socket.gethostname()
+        if gateway_table and "instance" in gateway_table:
+            instance = self.string(gateway_table, ("gateway",), "instance", pattern=_IDENTITY_NAME,
+                                   what="must be 1-32 of A-Z a-z 0-9 _ - (this node's name)") or instance
         tls = self.tls(self.section(doc, "tls", required=True))
         centre_api, ops = self.listen(self.section(doc, "listen", required=True))
         limits = self.limits(self.section(doc, "limits"))
@@ -384,7 +392,7 @@ class _Checker:
             path=path, node=node, database=database, tls=tls, centre_api=centre_api, ops=ops,
             limits=limits, timeouts=timeouts, centres=MappingProxyType(centres),
             banks=MappingProxyType(banks), accounts=MappingProxyType(accounts),
-            counterparties=MappingProxyType(counterparties), ledger=ledger)
+            counterparties=MappingProxyType(counterparties), ledger=ledger, instance=instance)
 
     def ledger(self, table: Any) -> LedgerLinkConfig | None:
         if table is None:

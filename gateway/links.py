@@ -53,6 +53,7 @@ class BankLinkProtocol(Protocol):
     # -- connection ------------------------------------------------------------
 
     def connectionMade(self) -> None:
+        self.link.connections.add(self)
         now = self.link.clock.seconds()
         self._last_rx = self._last_probe = now
         self._timer = LoopingCall(self._check_liveness)
@@ -75,6 +76,7 @@ class BankLinkProtocol(Protocol):
         self.send(msg.SignOn(self._sign_on_seq, self.link.gateway_node))
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        self.link.connections.discard(self)
         if self._timer is not None and self._timer.running:
             self._timer.stop()
         if self.signed_on:
@@ -158,10 +160,17 @@ class BankLink(Factory):
         self.heartbeat_interval = heartbeat_interval
         self.dead_after = dead_after
         self.current: BankLinkProtocol | None = None
+        self.connections: set[BankLinkProtocol] = set()
         self.noisy = False
 
     def buildProtocol(self, addr: Any) -> BankLinkProtocol:
         return BankLinkProtocol(self)
+
+    def drop_all(self) -> None:
+        """Close every connection of this link at once (the node no longer owns it)."""
+        for proto in list(self.connections):
+            if proto.transport is not None:
+                proto.transport.abortConnection()
 
     def session_up(self, session: BankLinkProtocol) -> None:
         old, self.current = self.current, session

@@ -16,7 +16,7 @@ import json
 from collections import OrderedDict
 from dataclasses import dataclass
 from itertools import count
-from typing import Any, Iterable, Protocol
+from typing import Any, Callable, Iterable, Protocol
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
@@ -31,6 +31,7 @@ from gateway.faults import armed, crash_point
 from gateway.metrics import GatewayMetrics
 from gateway.model import FINAL_STATES, State
 from gateway.store import instructions as q
+from gateway.store import leases
 from gateway.store.db import Database
 
 __all__ = ["LinkSession", "BankDispatcher", "Relay"]
@@ -78,6 +79,13 @@ class BankDispatcher:
         self._loaded = False
         self._sent_once: set[str] = set()  # refs sent by this process (for the resend metric)
         self.down_since: float | None = clock.seconds()  # None while a session is up
+        self.claiming: set[str] = set()        # refs whose fenced claim is committing
+        # Ownership: active unless a lease keeper says otherwise (single-node tests).
+        self.active = True
+        self.owner: str | None = None
+        self.lease_name = f"bank:{bank.id}"
+        self.epoch: int | None = None
+        self.on_fenced: Callable[[], None] | None = None
 
     # -- feeding -------------------------------------------------------------
 
@@ -105,7 +113,13 @@ class BankDispatcher:
         return d.addCallback(loaded)
 
     def enqueue(self, rows: Iterable[dict[str, Any]]) -> None:
-        """New instructions committed for this bank: queue them in commit order."""
+        """New instructions committed for this bank: queue them in commit order.
+
+        On a node that does not own the link this does nothing: the owner picks
+        them up from the store (:meth:`poll`).
+        """
+        if not self.active:
+            return
         for row in rows:
             ref = row["bank_ref"]
             if ref in self.rows:
@@ -149,38 +163,92 @@ class BankDispatcher:
         return f"{self._seq_prefix}{next(self._seq):011d}"
 
     def pump(self) -> None:
-        """Send queued instructions while the window has room."""
-        if self.session is None:
+        """Claim queued instructions while the window has room, then send them.
+
+        The claim is the fenced write: it records the sends and checks, in the
+        same transaction, that this node still holds the bank's lease at its
+        epoch.  Only after it commits do the frames go out, so a node that lost
+        the lease (paused, partitioned) can never send again.
+        """
+        if self.session is None or not self.active:
             return
-        sent: list[str] = []
-        now = self.clock.seconds()
-        while self.pending and len(self.in_flight) < self.bank.window:
+        batch: list[str] = []
+        while self.pending and len(self.in_flight) + len(self.claiming) < self.bank.window:
             ref, _ = self.pending.popitem(last=False)
+            if ref in self.rows:
+                batch.append(ref)
+                self.claiming.add(ref)
+        if batch:
+            session, epoch = self.session, self.epoch
+            lease = (self.lease_name, self.owner, epoch) if self.owner is not None else None
+            d = self.db.write(lambda tx: q.record_sent(tx, self.bank.id, batch, lease=lease))
+            d.addCallbacks(self._claimed, self._claim_failed, callbackArgs=(batch, session, epoch),
+                           errbackArgs=(batch,))
+        self._gauges()
+
+    def _requeue(self, refs: list[str]) -> None:
+        for ref in reversed(refs):
+            if ref in self.rows:
+                self.pending[ref] = None
+                self.pending.move_to_end(ref, last=False)
+
+    def _claimed(self, changed: int, batch: list[str], session: LinkSession, epoch: int | None) -> None:
+        self.claiming.difference_update(batch)
+        if session is not self.session or epoch != self.epoch or not self.active:
+            self._requeue(batch)  # the link changed while the claim committed
+            return
+        now = self.clock.seconds()
+        for ref in batch:
             row = self.rows.get(ref)
             if row is None:
-                continue
-            self.session.send(self._instruction(row))
+                continue  # settled meanwhile (a late result for an earlier send)
+            session.send(self._instruction(row))
             if row.get("sends", 0) or ref in self._sent_once:
                 self.metrics.resends.labels(self.bank.id).inc()
             self._sent_once.add(ref)
             self.in_flight[ref] = now
-            sent.append(ref)
-            if armed("bank.sent"):
-                # Let the reactor flush the frame to the socket first: "sent" means on the wire.
-                self.clock.callLater(0.05, crash_point, "bank.sent")
-        if sent:
-            d = self.db.write(lambda tx: q.record_sent(tx, self.bank.id, sent))
-            d.addCallback(self._count_sent, sent)
-            d.addErrback(lambda f: log.failure("relay.record_sent_failed", f, bank=self.bank.id))
-        self._gauges()
-
-    def _count_sent(self, changed: int, refs: list[str]) -> None:
-        for ref in refs:
-            row = self.rows.get(ref)
-            if row is not None and row["state"] == State.RECEIVED.value:
+            if row["state"] == State.RECEIVED.value:
                 row["state"] = State.SENT.value
         if changed:
             self.metrics.instructions.labels(self.bank.id, State.SENT.value).inc(changed)
+        if armed("bank.sent"):
+            # Let the reactor flush the frames to the socket first: "sent" means on the wire.
+            self.clock.callLater(0.05, crash_point, "bank.sent")
+        self.pump()
+
+    def _claim_failed(self, failure: Any, batch: list[str]) -> None:
+        self.claiming.difference_update(batch)
+        self._requeue(batch)
+        if failure.check(leases.Fenced):
+            self.metrics.security_events.labels("lease_fenced").inc()
+            log.error("relay.fenced", bank=self.bank.id, owner=self.owner, epoch=self.epoch,
+                      error=failure.getErrorMessage())
+            if self.on_fenced is not None:
+                self.on_fenced()
+        else:
+            log.failure("relay.claim_failed", failure, bank=self.bank.id)  # retried by the next tick
+
+    # -- ownership -----------------------------------------------------------
+
+    def activate(self, owner: str, lease_name: str, epoch: int) -> Deferred[None]:
+        """This node now owns the bank's link (lease ``lease_name`` at ``epoch``): take its work over."""
+        self.active = True
+        self.owner, self.lease_name, self.epoch = owner, lease_name, epoch
+        log.info("relay.owner", bank=self.bank.id, owner=owner, epoch=epoch)
+        return self.load()
+
+    def deactivate(self) -> None:
+        """Another node owns the link now: forget everything held in memory (the store has it all)."""
+        self.active = False
+        self.epoch = None
+        self.session = None
+        for table in (self.rows, self.pending, self.in_flight, self.waiting, self.queries):
+            table.clear()
+        self.claiming.clear()
+        self._sent_once.clear()
+        self._loaded = False
+        self.metrics.link_up.labels(self.bank.id).set(0)
+        self._gauges()
 
     def _instruction(self, row: dict[str, Any]) -> msg.Instruction:
         body = json.loads(row["body"])
@@ -383,6 +451,8 @@ class BankDispatcher:
 
     def tick(self) -> None:
         """Resend what has no receipt in time; ask about results overdue; give up into in_doubt."""
+        if not self.active:
+            return
         now = self.clock.seconds()
         t = self.timeouts
         if self.session is not None:
@@ -488,7 +558,8 @@ class Relay(Service):
     def startService(self) -> None:
         super().startService()
         for d in self.dispatchers.values():
-            d.load().addErrback(lambda f, b=d.bank.id: log.failure("relay.load_failed", f, bank=b))
+            if d.active and d.owner is None:  # no lease keeper: this node owns every link
+                d.load().addErrback(lambda f, b=d.bank.id: log.failure("relay.load_failed", f, bank=b))
         self._tick.start(self._tick_interval, now=False)
         self._poll.start(self._poll_interval, now=False)
         self._balances.start(self.config.timeouts.balance_query_interval, now=False)
@@ -512,5 +583,5 @@ class Relay(Service):
 
     def _poll_all(self) -> None:
         for d in self.dispatchers.values():
-            if d._loaded:
+            if d._loaded and d.active:
                 d.poll().addErrback(lambda f, b=d.bank.id: log.failure("relay.poll_failed", f, bank=b))

@@ -16,6 +16,7 @@ from twisted.web.server import Site
 from adapters.base import load_adapter
 from gateway.centre_api import CentreApi, Intake, ResultsFeed, make_site
 from gateway.config import GatewayConfig
+from gateway.lease import LeaseKeeper
 from gateway.links import BankLink, make_link_service
 from gateway.metrics import GatewayMetrics
 from gateway.ops import make_ops_site
@@ -55,6 +56,7 @@ class Gateway:
     forwarder: Any = None
     tls_options: dict[str, ReloadableOptions] = field(default_factory=dict)
     reactor: Any = None
+    keepers: dict[str, LeaseKeeper] = field(default_factory=dict)
 
     def start(self) -> Deferred[None]:
         """Start every service; fires once every listener is bound (then the daemon is ready)."""
@@ -117,6 +119,24 @@ class Gateway:
                  counterparties=len(new.counterparties))
 
 
+def _link_gained(dispatcher: Any, service: Any) -> Any:
+    def gained(epoch: int) -> None:
+        dispatcher.activate(dispatcher.owner, dispatcher.lease_name, epoch).addErrback(
+            lambda f: log.failure("relay.load_failed", f, bank=dispatcher.bank.id))
+        if not service.running:
+            service.startService()
+    return gained
+
+
+def _link_lost(dispatcher: Any, service: Any, link: BankLink) -> Any:
+    def lost() -> None:
+        if service.running:
+            service.stopService()
+        link.drop_all()
+        dispatcher.deactivate()
+    return lost
+
+
 def makeService(config: GatewayConfig, reactor: Any) -> Gateway:  # noqa: N802 (Twisted convention)
     """Wire the database, relay, bank links, centre API and ops listener under one MultiService."""
     top = MultiService()
@@ -143,18 +163,29 @@ def makeService(config: GatewayConfig, reactor: Any) -> Gateway:  # noqa: N802 (
     api_service.setServiceParent(top)
     listeners["centre_api"] = api_service
 
+    # Each bank link, and the forwarder, runs on one node at a time: the one
+    # holding its lease.  The keeper starts the link when this node gains the
+    # lease and stops it (dropping connections) when it loses it.
     links: dict[str, BankLink] = {}
+    keepers: dict[str, LeaseKeeper] = {}
+    ttl = config.timeouts.lease_ttl
     for bank_id, bank in config.banks.items():
-        link = BankLink(bank, adapters[bank_id], relay.dispatchers[bank_id], reactor, metrics,
+        dispatcher = relay.dispatchers[bank_id]
+        link = BankLink(bank, adapters[bank_id], dispatcher, reactor, metrics,
                         gateway_node=config.node, heartbeat_interval=config.timeouts.heartbeat_interval,
                         dead_after=config.timeouts.dead_after)
         svc = make_link_service(reactor, link, tls_options[f"bank_{bank_id}"])
-        svc.setServiceParent(top)
-        links[bank_id] = link
         inner = svc.getServiceNamed(f"link-{bank_id}")
         if isinstance(inner, StreamServerEndpointService):
             inner._raiseSynchronously = True
-            listeners[f"bank_{bank_id}"] = inner
+        links[bank_id] = link
+        dispatcher.active = False
+        dispatcher.owner = config.instance
+        keeper = LeaseKeeper(db, reactor, lease=dispatcher.lease_name, owner=config.instance, ttl=ttl,
+                             on_gain=_link_gained(dispatcher, svc), on_lose=_link_lost(dispatcher, svc, link))
+        dispatcher.on_fenced = keeper.fenced
+        keeper.setServiceParent(top)
+        keepers[dispatcher.lease_name] = keeper
 
     def ready() -> tuple[bool, str]:
         unbound = [name for name, svc in listeners.items() if svc._waitingForPort is None
@@ -171,9 +202,14 @@ def makeService(config: GatewayConfig, reactor: Any) -> Gateway:  # noqa: N802 (
 
         forwarder = LedgerForwarder(config, db, reactor, metrics,
                                     gateway_name=certificate_identity(tls.certificate).name)
-        forwarder.setServiceParent(top)
+        keeper = LeaseKeeper(db, reactor, lease="ledger-forwarder", owner=config.instance, ttl=ttl,
+                             on_gain=lambda epoch: forwarder.startService(),
+                             on_lose=lambda: forwarder.stopService())
+        keeper.setServiceParent(top)
+        keepers["ledger-forwarder"] = keeper
 
-    gateway = Gateway(top, config, db, relay, api, metrics, links, listeners, forwarder, tls_options, reactor)
+    gateway = Gateway(top, config, db, relay, api, metrics, links, listeners, forwarder, tls_options, reactor,
+                      keepers)
     # The ops site shows the running parts, so it is built last, from the handle.
     ops_service = StreamServerEndpointService(serverFromString(reactor, config.ops),
                                               make_ops_site(gateway, ready))

@@ -161,26 +161,15 @@ SIGNED_FIELDS = ("gateway", "seq", "event_id", "kind", "centre_id", "instruction
 # -- the database service ---------------------------------------------------------
 
 
-class _LedgerWriter(GroupCommitWriter):
-    """The gateway's group-commit writer without the gateway journal.
-
-    Ledger operations never append gateway events; they keep the ledger's
-    own chain inside their transaction (see :func:`store_copies`), so the
-    gateway's chain head (the ``events`` table) is never looked up.
-    """
-
-    def _chain_head(self, conn: Connection) -> str:
-        return GENESIS
-
-
 class LedgerDatabase(Database):
     """The gateway's :class:`Database` service (pools, group commit, durability) on the ledger's schema."""
 
     name = "ledger-database"
 
     def __init__(self, reactor: Any, url: str, *, read_threads: int = 3) -> None:
+        # Ledger operations never append gateway journal events (they keep the
+        # ledger's own chain, see store_copies), so the plain writer serves.
         super().__init__(reactor, url, read_threads=read_threads)
-        self.writer = _LedgerWriter(reactor, self.engine, on_commit=self._committed)
 
 
 # -- canonical forms and the chain ----------------------------------------------

@@ -190,9 +190,9 @@ def _gateway_walk(conn: Connection) -> VerifyReport:
     from gateway.store.schema import events as e
 
     def hash_of(prev: str, row: Mapping[str, Any]) -> str:
-        return chain_hash(prev, row["event_id"], row["kind"], row["payload"], row["raw"])
+        return chain_hash(prev, row)
 
-    rows = _paged(conn, e, [e.c.seq, e.c.event_id, e.c.kind, e.c.payload, e.c.raw, e.c.hash])
+    rows = _paged(conn, e, list(e.c))
     report, _ = _walk("gateway", rows, hash_of, dense=False)
     return report
 

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, TypeVar
 
-from sqlalchemy import create_engine, event, insert, select
+from sqlalchemy import create_engine, event, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
@@ -80,13 +80,25 @@ class _EventIds:
         return f"{at_us:014x}{self._prefix}{self._counter:04x}"
 
 
-def chain_hash(prev: str, event_id: str, kind: str, payload: str, raw: bytes | None) -> str:
-    """The journal hash of one row: it covers the previous row's hash, so edits show."""
+CHAINED = ("event_id", "kind", "centre_id", "instruction_id", "bank_id", "account", "state", "payload")
+"""The journal columns a row's hash covers (with ``created_us``, ``raw`` and the previous hash)."""
+
+
+def chain_hash(prev: str, row: Any) -> str:
+    """The journal hash of one row (a mapping or a row with those attributes).
+
+    It covers the previous row's hash and every column that says what
+    happened, so an edit, an insertion or a deletion behind the daemon's
+    back breaks the chain from that row on.
+    """
+    get = row.get if isinstance(row, dict) else (lambda k: getattr(row, k))
     h = hashlib.sha256()
-    for part in (prev, event_id, kind, payload):
-        h.update(part.encode("utf-8"))
-        h.update(b"\x1f")
-    h.update(hashlib.sha256(raw or b"").digest())
+    h.update(prev.encode("ascii"))
+    for column in CHAINED:
+        value = get(column)
+        h.update(b"\x1f" + (b"\x00" if value is None else str(value).encode("utf-8")))
+    h.update(b"\x1f" + str(get("created_us")).encode("ascii"))
+    h.update(b"\x1f" + hashlib.sha256(get("raw") or b"").digest())
     return h.hexdigest()
 
 
@@ -121,14 +133,21 @@ class Tx:
             self.centres.add(centre_id)
         return event_id
 
-    def _flush(self, prev_hash: str) -> str:
+    def _flush(self) -> None:
+        """Insert the pending events, chained after the journal's head (locked for this transaction)."""
+        if not self._pending:
+            return
+        head = schema.chain_head
+        found = self.conn.execute(select(head.c.hash).where(head.c.id == 1).with_for_update()).first()
+        prev_hash = found[0] if found else GENESIS
         for row in self._pending:
-            prev_hash = row["hash"] = chain_hash(prev_hash, row["event_id"], row["kind"],
-                                                  row["payload"], row["raw"])
-        if self._pending:
-            self.conn.execute(insert(schema.events), self._pending)
+            prev_hash = row["hash"] = chain_hash(prev_hash, row)
+        self.conn.execute(insert(schema.events), self._pending)
+        if found is None:
+            self.conn.execute(insert(head).values(id=1, hash=prev_hash))
+        else:
+            self.conn.execute(update(head).where(head.c.id == 1).values(hash=prev_hash))
         self._pending = []
-        return prev_hash
 
 
 WriteOp = Callable[[Tx], T]
@@ -152,7 +171,6 @@ class GroupCommitWriter:
         self._busy = False
         self._max_batch = max_batch
         self._ids = _EventIds()
-        self._last_hash: str | None = None
         self._on_commit = on_commit
         self._idle_waiters: list[Deferred[None]] = []
         self.commits = 0
@@ -221,20 +239,11 @@ class GroupCommitWriter:
 
     # -- on the writer thread ------------------------------------------------
 
-    def _chain_head(self, conn: Connection) -> str:
-        if self._last_hash is None:
-            row = conn.execute(
-                select(schema.events.c.hash).order_by(schema.events.c.seq.desc()).limit(1)
-            ).first()
-            self._last_hash = row[0] if row else GENESIS
-        return self._last_hash
-
     def _transaction(self, ops: list[WriteOp[Any]]) -> tuple[list[Any], set[str]]:
         with self._engine.begin() as conn:
             tx = Tx(conn, now_us(), self._ids)
             values = [op(tx) for op in ops]
-            head = tx._flush(self._chain_head(conn))
-        self._last_hash = head  # only after the commit succeeded
+            tx._flush()
         return values, tx.centres
 
     def _run(self, ops: list[WriteOp[Any]]) -> tuple[list[tuple[bool, Any]], set[str]]:

@@ -19,7 +19,7 @@ from sqlalchemy.engine import Connection
 
 from gateway import lifecycle
 from gateway.model import Instruction, State, format_amount
-from gateway.store import schema
+from gateway.store import leases, schema
 from gateway.faults import crash_point
 from gateway.store.db import Tx
 
@@ -264,11 +264,19 @@ def _transition(tx: Tx, row: dict[str, Any], event: lifecycle.Event, *, fields: 
     return True
 
 
-def record_sent(tx: Tx, bank_id: str, refs: Iterable[str]) -> int:
-    """Count a send of each reference; first sends move ``received`` to ``sent``."""
+def record_sent(tx: Tx, bank_id: str, refs: Iterable[str], *,
+                lease: tuple[str, str, int] | None = None) -> int:
+    """Count a send of each reference; first sends move ``received`` to ``sent``.
+
+    With ``lease`` (name, owner, epoch) the sends are fenced: if this node no
+    longer holds that lease at that epoch, :class:`~gateway.store.leases.Fenced`
+    is raised and nothing is recorded, and the caller must not send.
+    """
     refs = list(refs)
     if not refs:
         return 0
+    if lease is not None and not leases.holds(tx, *lease):
+        raise leases.Fenced(f"lease {lease[0]} is no longer held by {lease[1]} at epoch {lease[2]}")
     rows = [_row_dict(r) for r in tx.conn.execute(
         select(I).where(I.c.bank_id == bank_id, I.c.bank_ref.in_(refs)))]
     changed = 0

@@ -94,3 +94,25 @@ bookings = Table(
     Column("fingerprint", String(64), nullable=False),
     Column("event_id", String(32), nullable=False),
 )
+
+# The journal's chain head, one row: every transaction that appends events
+# locks it (SELECT ... FOR UPDATE), so several gateway nodes on one PostgreSQL
+# append to one chain, in seq order.
+chain_head = Table(
+    "chain_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("hash", String(64), nullable=False),
+)
+
+# Which node owns each bank link (and the ledger forwarder), and its fencing
+# epoch: a node may act for a lease only while the row still names it with
+# the epoch it took; every send is checked against that.
+leases = Table(
+    "leases",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("owner", String(64), nullable=False),
+    Column("epoch", BigInteger, nullable=False),
+    Column("expires_us", BigInteger, nullable=False),
+)

@@ -79,8 +79,9 @@ def test_in_doubt_is_resolved_by_an_operator_with_evidence_and_the_centre_sees_i
     assert out.returncode == 0 and "intact" in out.stdout, out.stdout + out.stderr
     # an edit behind the daemon's back is caught
     db = sqlite3.connect(tmp_path / "var" / "gateway.db")
-    db.execute("update events set payload = replace(payload, 'line 17', 'line 71') where seq = "
-               "(select max(seq) from events)")
+    edited = db.execute("update events set payload = replace(payload, 'line 17', 'line 71') "
+                        "where payload like '%line 17%'").rowcount
     db.commit()
+    assert edited == 1
     out = hpf("verify", "-c", str(config.path))
     assert out.returncode == 1 and "altered" in out.stdout, out.stdout

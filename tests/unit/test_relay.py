@@ -45,6 +45,7 @@ async def _intake(db, dispatcher, n: int) -> list[dict]:
     outs = await db.write(lambda tx: q.intake(tx, [q.IntakeItem(make_instruction(i), "B001") for i in range(n)]))
     rows = [o.record for o in outs]
     dispatcher.enqueue(rows)
+    await db.writer.idle()  # the fenced claim commits, then the frames go out
     return rows
 
 
@@ -57,9 +58,11 @@ async def test_without_a_receipt_the_instruction_is_resent_with_the_same_referen
     assert [m.seq_no for m in session.of(msg.Instruction)] == [row["bank_ref"]]
     clock.advance(config.timeouts.receipt_timeout - 0.1)
     d.tick()
+    await db.writer.idle()
     assert len(session.of(msg.Instruction)) == 1
     clock.advance(0.2)
     d.tick()
+    await db.writer.idle()
     assert [m.seq_no for m in session.of(msg.Instruction)] == [row["bank_ref"]] * 2
 
 
@@ -101,6 +104,7 @@ async def test_the_window_bounds_instructions_awaiting_receipt(setup):
     assert len(session.of(msg.Instruction)) == config.banks["B001"].window
     first = session.of(msg.Instruction)[0]
     d.handle(msg.Receipt("BANK1", first.seq_no, first.seq_no), b"r")
+    await db.writer.idle()
     assert len(session.of(msg.Instruction)) == config.banks["B001"].window + 1
 
 
@@ -114,6 +118,7 @@ async def test_a_relinked_session_gets_everything_without_a_receipt_again_in_ord
     d.link_down(s1)
     s2 = RecordingSession()
     d.link_up(s2)
+    await db.writer.idle()
     assert [m.seq_no for m in s2.of(msg.Instruction)] == [rows[0]["bank_ref"], rows[2]["bank_ref"]]
 
 
@@ -189,3 +194,24 @@ async def test_balances_of_every_account_at_the_bank_are_queried_and_stored(setu
     await db.writer.idle()
     rows = await db.read(lambda c: c.execute(select(schema.events.c.kind, schema.events.c.payload)).all())
     assert rows[0].kind == "bank.balance" and '"balance":123456' in rows[0].payload
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_node_that_lost_its_lease_sends_nothing(setup):
+    """Fencing: the claim checks (owner, epoch) in the store before any frame goes out."""
+    from gateway.store import leases
+
+    config, db, clock, d = setup
+    epoch = await db.write(lambda tx: leases.acquire(tx, d.lease_name, "node-a", 60_000_000, None))
+    fenced = []
+    d.on_fenced = lambda: fenced.append(True)
+    await d.activate("node-a", d.lease_name, epoch)
+    session = RecordingSession()
+    d.link_up(session)
+    await _intake(db, d, 1)
+    assert len(session.of(msg.Instruction)) == 1
+    # node-b takes the lease over (node-a was paused past the TTL)
+    await db.write(lambda tx: tx.conn.execute(leases.L.update().values(expires_us=0)))
+    assert await db.write(lambda tx: leases.acquire(tx, d.lease_name, "node-b", 60_000_000, None)) == epoch + 1
+    await _intake(db, d, 2)
+    assert len(session.of(msg.Instruction)) == 1 and fenced == [True]

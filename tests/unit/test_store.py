@@ -132,7 +132,7 @@ def test_journal_rows_are_hash_chained(db):
     rows = yield db.read(lambda c: c.execute(select(schema.events).order_by(schema.events.c.seq)).all())
     prev = GENESIS
     for r in rows:
-        assert r.hash == chain_hash(prev, r.event_id, r.kind, r.payload, r.raw)
+        assert r.hash == chain_hash(prev, r)
         prev = r.hash
 
 

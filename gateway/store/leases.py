@@ -1,0 +1,57 @@
+"""Leases: which gateway node acts for a bank link (or the ledger forwarder), with a fencing epoch.
+
+A lease row names its owner, an epoch and an expiry.  Taking a lease (free,
+expired, or our own after a restart) bumps the epoch; renewing keeps it.
+Every send of an instruction is checked against ``(owner, epoch)`` in the
+same transaction that records it, so a node that lost its lease — paused,
+partitioned, or just slow — can never send again: its epoch is stale.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import insert, select, update
+
+from gateway.store import schema
+from gateway.store.db import Tx
+
+__all__ = ["Fenced", "acquire", "holds", "release"]
+
+L = schema.leases
+
+
+class Fenced(Exception):
+    """This node no longer holds the lease (another node took it over)."""
+
+
+def acquire(tx: Tx, name: str, owner: str, ttl_us: int, held_epoch: int | None) -> int | None:
+    """Take or renew lease ``name`` for ``owner``; the epoch held afterwards, or None.
+
+    ``held_epoch`` is the epoch this process believes it holds (None at
+    start): a renewal succeeds only if the row still carries it.
+    """
+    row = tx.conn.execute(select(L).where(L.c.name == name).with_for_update()).first()
+    now = tx.now_us
+    if row is None:
+        tx.conn.execute(insert(L).values(name=name, owner=owner, epoch=1, expires_us=now + ttl_us))
+        return 1
+    if row.owner == owner and held_epoch is not None and row.epoch == held_epoch:
+        tx.conn.execute(update(L).where(L.c.name == name).values(expires_us=now + ttl_us))
+        return held_epoch
+    if row.expires_us < now or (row.owner == owner and held_epoch is None):
+        epoch = row.epoch + 1
+        tx.conn.execute(update(L).where(L.c.name == name).values(owner=owner, epoch=epoch,
+                                                                 expires_us=now + ttl_us))
+        return epoch
+    return None
+
+
+def holds(tx: Tx, name: str, owner: str, epoch: int) -> bool:
+    """Whether ``owner`` still holds lease ``name`` at ``epoch`` and it has not expired."""
+    row = tx.conn.execute(select(L).where(L.c.name == name)).first()
+    return row is not None and row.owner == owner and row.epoch == epoch and row.expires_us >= tx.now_us
+
+
+def release(tx: Tx, name: str, owner: str, epoch: int) -> None:
+    """Give the lease up at once (graceful stop), so another node need not wait for it to expire."""
+    tx.conn.execute(update(L).where(L.c.name == name, L.c.owner == owner, L.c.epoch == epoch)
+                    .values(expires_us=0))
