@@ -62,8 +62,8 @@ class Migrations:
             context = MigrationContext.configure(conn, opts={"version_table": self.version_table})
             return context.get_current_revision()
 
-    def upgrade(self, url: str) -> tuple[str | None, str]:
-        """Apply every pending migration; returns (revision before, revision after)."""
+    def upgrade(self, url: str, target: str = "head") -> tuple[str | None, str]:
+        """Apply pending migrations up to ``target``; returns (revision before, revision after)."""
         engine = make_engine(url)
         try:
             before = self.current_revision(engine)
@@ -71,8 +71,8 @@ class Migrations:
             cfg = self._config(url)
             with engine.begin() as conn:
                 cfg.attributes["connection"] = conn
-                command.upgrade(cfg, "head")
-            return before, self.head_revision()
+                command.upgrade(cfg, target)
+            return before, self.head_revision() if target == "head" else target
         finally:
             engine.dispose()
 
