@@ -60,7 +60,7 @@ class LeaseKeeper(Service):
         if self.epoch is not None:
             epoch, self.epoch = self.epoch, None
             self.on_lose()
-            d = self.db.write(lambda tx: leases.release(tx, self.lease, self.owner, epoch))
+            d = self.db.write_now(lambda tx: leases.release(tx, self.lease, self.owner, epoch))
             return d.addErrback(lambda f: log.failure("lease.release_failed", f, lease=self.lease))
         return None
 
@@ -74,7 +74,7 @@ class LeaseKeeper(Service):
         self._busy = True
         held = self.epoch
         ttl_us = int(self.ttl * 1_000_000)
-        d = self.db.write(lambda tx: leases.acquire(tx, self.lease, self.owner, ttl_us, held))
+        d = self.db.write_now(lambda tx: leases.acquire(tx, self.lease, self.owner, ttl_us, held))
         d.addCallbacks(self._answer, self._failed, callbackArgs=(held, now))
 
     def _answer(self, epoch: int | None, asked_with: int | None, at: float) -> None:
@@ -110,6 +110,10 @@ class LeaseKeeper(Service):
             self.on_lose()
         except Exception:
             log.failure("lease.on_lose_failed", lease=self.lease)
+
+    def fresh(self) -> bool:
+        """Whether the lease is held and was renewed recently enough to act on it now."""
+        return self.epoch is not None and self.clock.seconds() - self.renewed_at < self.ttl * 0.75
 
     def fenced(self) -> None:
         """A fenced write proved the lease gone: stop acting now."""

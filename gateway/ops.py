@@ -92,7 +92,9 @@ def make_ops_site(gateway: Any, ready: Callable[[], tuple[bool, str]]) -> Site:
         backlog = gateway.metrics.ledger_backlog._value.get() if gateway.forwarder is not None else None
         return 200, {"ready": ready()[0], "links": links, "instructions": states,
                      "in_doubt": states.get("in_doubt", 0), "ledger_backlog": backlog,
-                     "writer_queue": gateway.db.writer.queued}
+                     "writer": {"queued": gateway.db.writer.queued, "commits": gateway.db.writer.commits,
+                                "operations": gateway.db.writer.operations,
+                                "busy_s": round(gateway.db.writer.busy_s, 3)}}
 
     async def show(request: Any, parts: list[str]) -> tuple[int, Any]:
         if len(parts) != 2:

@@ -39,6 +39,7 @@ __all__ = ["LinkSession", "BankDispatcher", "Relay"]
 log = Logger()
 
 _CREDITOR_IS_PERSON = {"withdrawal", "refund"}
+SWEEP_EVERY = 30  # polls between full sweeps of received instructions (see BankDispatcher.poll)
 
 
 class LinkSession(Protocol):
@@ -73,19 +74,23 @@ class BankDispatcher:
         self.in_flight: dict[str, float] = {}               # ref -> sent at, awaiting receipt
         self.waiting: dict[str, _Waiting] = {}              # ref -> accepted, awaiting result
         self.queries: dict[str, str] = {}                   # StatusQuery seq_no -> ref
-        self.last_id = 0
+        self.poll_mark = 0  # the highest row id seen by poll()
+        self._polls = 0
         self._seq = count(1)
         self._seq_prefix = f"G{int(clock.seconds()) % 10**8:08d}"
         self._loaded = False
         self._sent_once: set[str] = set()  # refs sent by this process (for the resend metric)
         self.down_since: float | None = clock.seconds()  # None while a session is up
         self.claiming: set[str] = set()        # refs whose fenced claim is committing
+        self._batch: list[tuple[Any, Callable[[Any], None]]] = []  # bank facts of this reactor turn
         # Ownership: active unless a lease keeper says otherwise (single-node tests).
         self.active = True
         self.owner: str | None = None
         self.lease_name = f"bank:{bank.id}"
         self.epoch: int | None = None
         self.on_fenced: Callable[[], None] | None = None
+        # Whether the lease was renewed recently enough to act on it (set by the keeper).
+        self.lease_fresh: Callable[[], bool] = lambda: True
 
     # -- feeding -------------------------------------------------------------
 
@@ -100,7 +105,7 @@ class BankDispatcher:
                 if ref in self.rows:
                     continue
                 self.rows[ref] = row
-                self.last_id = max(self.last_id, row["id"])
+                self.poll_mark = max(self.poll_mark, row["id"])
                 if row["state"] == State.ACCEPTED.value:
                     self.waiting[ref] = _Waiting(since=now)
                 else:
@@ -126,14 +131,26 @@ class BankDispatcher:
                 continue
             self.rows[ref] = row
             self.pending[ref] = None
-            self.last_id = max(self.last_id, row["id"])
         self._gauges()
         self.pump()
 
     def poll(self) -> Deferred[None]:
-        """Pick up instructions another node's intake committed for this bank."""
-        d = self.db.read(q.load_new, self.bank.id, self.last_id, 1000)
-        return d.addCallback(self.enqueue)
+        """Pick up instructions another node's intake committed for this bank.
+
+        Rows after the highest id polled so far, and every ``SWEEP_EVERY`` polls
+        all received rows: with several nodes, ids are not committed in order,
+        so a row with a lower id may become visible after a higher one.
+        """
+        self._polls += 1
+        sweep = self._polls % SWEEP_EVERY == 0
+        d = self.db.read(q.load_new, self.bank.id, 0 if sweep else self.poll_mark, 5000)
+
+        def found(rows: list[dict[str, Any]]) -> None:
+            if rows:
+                self.poll_mark = max(self.poll_mark, rows[-1]["id"])
+            self.enqueue(rows)
+
+        return d.addCallback(found)
 
     # -- the link ------------------------------------------------------------
 
@@ -170,7 +187,9 @@ class BankDispatcher:
         epoch.  Only after it commits do the frames go out, so a node that lost
         the lease (paused, partitioned) can never send again.
         """
-        if self.session is None or not self.active:
+        if self.session is None or not self.active or self.claiming:
+            # One claim at a time: what queues meanwhile goes in the next one, so a
+            # busy link claims in batches instead of one instruction per commit.
             return
         batch: list[str] = []
         while self.pending and len(self.in_flight) + len(self.claiming) < self.bank.window:
@@ -194,8 +213,10 @@ class BankDispatcher:
 
     def _claimed(self, changed: int, batch: list[str], session: LinkSession, epoch: int | None) -> None:
         self.claiming.difference_update(batch)
-        if session is not self.session or epoch != self.epoch or not self.active:
-            self._requeue(batch)  # the link changed while the claim committed
+        if session is not self.session or epoch != self.epoch or not self.active or not self.lease_fresh():
+            # The link changed while the claim committed, or this node cannot be
+            # sure it still owns it (paused past its renewal): send nothing.
+            self._requeue(batch)
             return
         now = self.clock.seconds()
         for ref in batch:
@@ -219,6 +240,7 @@ class BankDispatcher:
     def _claim_failed(self, failure: Any, batch: list[str]) -> None:
         self.claiming.difference_update(batch)
         self._requeue(batch)
+        self.clock.callLater(0.1, self.pump)
         if failure.check(leases.Fenced):
             self.metrics.security_events.labels("lease_fenced").inc()
             log.error("relay.fenced", bank=self.bank.id, owner=self.owner, epoch=self.epoch,
@@ -340,37 +362,54 @@ class BankDispatcher:
                     text="the bank denies an instruction it had confirmed")
 
     def _apply(self, m: msg.Message | None, ref: str, event: lifecycle.Event, raw: bytes | None, *,
-               ack: bool = False,
-               **fields: str) -> None:
-        d = self.db.write(lambda tx: q.record_bank_outcome(tx, self.bank.id, ref, event, raw=raw, **fields))
+               ack: bool = False, **fields: str) -> None:
+        """Record what the bank said about ``ref``; acknowledge it (if asked) after the commit."""
+        fact = q.BankFact(ref, event, raw=raw, **fields)
 
-        def done(outcome: q.OutcomeRecorded) -> None:
-            if not outcome.known:
+        def done(answer: Any) -> None:
+            if isinstance(answer, lifecycle.ConflictingOutcome):
+                self.metrics.refused.labels(f"bank:{self.bank.id}", "conflicting_outcome").inc()
+                log.error("bank.conflicting_outcome", bank=self.bank.id, ref=ref, error=str(answer))
+                if ack and m is not None:
+                    self._ack(m, ok=False, code="E409", text="contradicts the recorded outcome")
+                return
+            if isinstance(answer, lifecycle.IllegalTransition):
+                log.warn("bank.out_of_order", bank=self.bank.id, ref=ref, error=str(answer))
+                if ack and m is not None:
+                    self._ack(m)
+                return
+            if not answer.known:
                 if m is not None:
                     self._foreign(m, "reference", ref)
                 return
-            rec = outcome.record
-            assert rec is not None
-            if outcome.changed:
-                self._settled(rec)
+            if answer.changed:
+                self._settled(answer.record)
             if ack and m is not None:
                 self._ack(m)
 
-        def failed(f: Any) -> None:
-            if f.check(lifecycle.ConflictingOutcome):
-                self.metrics.refused.labels(f"bank:{self.bank.id}", "conflicting_outcome").inc()
-                log.error("bank.conflicting_outcome", bank=self.bank.id, ref=ref,
-                          error=f.getErrorMessage())
-                if ack and m is not None:
-                    self._ack(m, ok=False, code="E409", text="contradicts the recorded outcome")
-            elif f.check(lifecycle.IllegalTransition):
-                log.warn("bank.out_of_order", bank=self.bank.id, ref=ref, error=f.getErrorMessage())
-                if ack and m is not None:
-                    self._ack(m)
-            else:
-                log.failure("relay.record_failed", f, bank=self.bank.id, ref=ref)
+        self._record(fact, done)
 
-        d.addCallbacks(done, failed)
+    def _record(self, item: Any, done: Callable[[Any], None]) -> None:
+        """Queue a bank fact; everything queued in one reactor turn is committed in one operation."""
+        self._batch.append((item, done))
+        if len(self._batch) == 1:
+            self.clock.callLater(0, self._commit_batch)
+
+    def _commit_batch(self) -> None:
+        batch, self._batch = self._batch, []
+        if not batch:
+            return
+        items = [item for item, _ in batch]
+        d = self.db.write(lambda tx: q.apply_bank_batch(tx, self.bank.id, items))
+
+        def answered(answers: list[Any]) -> None:
+            for (_, done), answer in zip(batch, answers):
+                try:
+                    done(answer)
+                except Exception:
+                    log.failure("relay.after_commit_failed", bank=self.bank.id)
+
+        d.addCallbacks(answered, lambda f: log.failure("relay.record_failed", f, bank=self.bank.id))
 
     def _settled(self, rec: dict[str, Any]) -> None:
         state = rec["state"]
@@ -413,15 +452,8 @@ class BankDispatcher:
             if owner is False:
                 self._foreign(m, "account", e.account)
                 return
-
-        def write(tx: Any) -> int:
-            return sum(q.record_movement(tx, self.bank.id, msg.to_json(e), account_centre=o, raw=raw)
-                       for e, o in zip(m.entries, owners))
-
-        d = self.db.write(write)
-        d.addCallback(lambda new: (log.debug("bank.movements", bank=self.bank.id, entries=len(m.entries),
-                                            new=new), self._ack(m)))
-        d.addErrback(lambda f: log.failure("relay.movement_failed", f, bank=self.bank.id))
+        item = q.Movements(tuple((msg.to_json(e), o) for e, o in zip(m.entries, owners)), raw)
+        self._record(item, lambda new: self._ack(m))
 
     def _on_statement(self, m: msg.Statement, raw: bytes) -> None:
         self._on_movement(msg.Movement(m.seq_no, m.entries), raw)
@@ -434,8 +466,7 @@ class BankDispatcher:
         snap = {"account": m.account, "balance": m.balance, "available": m.available,
                 "overdraft": m.overdraft, "status": m.status,
                 "as_of": m.as_of.isoformat() if m.as_of else None}
-        d = self.db.write(lambda tx: q.record_balance(tx, self.bank.id, snap, account_centre=owner, raw=raw))
-        d.addErrback(lambda f: log.failure("relay.balance_failed", f, bank=self.bank.id))
+        self._record(q.BalanceSnapshot(snap, owner, raw), lambda _: None)
 
     def query_balances(self) -> int:
         """Ask the bank for the balance of every registered account it holds."""
@@ -493,6 +524,8 @@ class BankDispatcher:
 
     def refusal(self, extra: int = 1) -> str | None:
         """Why new work for this bank must wait (backpressure), or None to accept it."""
+        if not self.active:
+            return None  # another node owns the link and applies this rule there
         limits, timeouts = self.config.limits, self.config.timeouts
         if self.depth() + extra > limits.max_queue_per_bank:
             return f"bank {self.bank.id} has {self.depth()} instructions queued (limit {limits.max_queue_per_bank})"

@@ -163,9 +163,12 @@ def makeService(config: GatewayConfig, reactor: Any) -> Gateway:  # noqa: N802 (
     api_service.setServiceParent(top)
     listeners["centre_api"] = api_service
 
-    # Each bank link, and the forwarder, runs on one node at a time: the one
-    # holding its lease.  The keeper starts the link when this node gains the
-    # lease and stops it (dropping connections) when it loses it.
+    # With PostgreSQL, several nodes may share the database: each bank link,
+    # and the forwarder, runs on the node holding its lease.  The keeper starts
+    # the link when this node gains the lease and stops it (dropping
+    # connections) when it loses it.  SQLite is one node's own file: that node
+    # owns everything, with no leases to renew.
+    shared = not config.database.startswith("sqlite")
     links: dict[str, BankLink] = {}
     keepers: dict[str, LeaseKeeper] = {}
     ttl = config.timeouts.lease_ttl
@@ -179,11 +182,15 @@ def makeService(config: GatewayConfig, reactor: Any) -> Gateway:  # noqa: N802 (
         if isinstance(inner, StreamServerEndpointService):
             inner._raiseSynchronously = True
         links[bank_id] = link
+        if not shared:
+            svc.setServiceParent(top)
+            continue
         dispatcher.active = False
         dispatcher.owner = config.instance
         keeper = LeaseKeeper(db, reactor, lease=dispatcher.lease_name, owner=config.instance, ttl=ttl,
                              on_gain=_link_gained(dispatcher, svc), on_lose=_link_lost(dispatcher, svc, link))
         dispatcher.on_fenced = keeper.fenced
+        dispatcher.lease_fresh = keeper.fresh
         keeper.setServiceParent(top)
         keepers[dispatcher.lease_name] = keeper
 
@@ -202,6 +209,9 @@ def makeService(config: GatewayConfig, reactor: Any) -> Gateway:  # noqa: N802 (
 
         forwarder = LedgerForwarder(config, db, reactor, metrics,
                                     gateway_name=certificate_identity(tls.certificate).name)
+    if forwarder is not None and not shared:
+        forwarder.setServiceParent(top)
+    elif forwarder is not None:
         keeper = LeaseKeeper(db, reactor, lease="ledger-forwarder", owner=config.instance, ttl=ttl,
                              on_gain=lambda epoch: forwarder.startService(),
                              on_lose=lambda: forwarder.stopService())

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.config import GatewayConfig, load_config, render_toml
-from gateway.demo import write_demo_config
+from gateway.demo import BANKS, write_demo_config
 from gateway.pki import init_dev_pki
 from gateway.store import migrate
 
@@ -25,7 +25,7 @@ HPF = [sys.executable, "-m", "gateway.cli"]
 def prepare(tmp: Path, *, timeouts: dict[str, float] | None = None, limits: dict[str, Any] | None = None,
             ledger: dict[str, Any] | None = None) -> GatewayConfig:
     """Keys, a config and a migrated SQLite database in ``tmp`` (the demo's layout)."""
-    init_dev_pki(tmp / "keys", banks=["B001", "B002"], centres=["C52240"])
+    init_dev_pki(tmp / "keys", banks=list(BANKS), centres=["C52240"])
     path = write_demo_config(tmp)
     data = tomllib.loads(path.read_text(encoding="utf-8"))
     if timeouts:

@@ -92,6 +92,7 @@ def run_bank(args: argparse.Namespace) -> int:
     from gateway.logs import start_logging
     from gateway.model import parse_amount
     from gateway.simulate.bank import parse_faults
+    from gateway.tls import InsecureKeyError
 
     config = _load(args.config, check_files=False)
     if args.bank not in config.banks:
@@ -104,7 +105,7 @@ def run_bank(args: argparse.Namespace) -> int:
             failure_rate=args.failure_rate, drop_rate=args.drop_rate, silent=args.silent, seed=args.seed,
             faults=parse_faults(args.bank_faults), fault_every=args.fault_every,
             stats_path=Path(args.stats) if args.stats else None)
-    except (ValueError, KeyError, OSError) as e:
+    except (ValueError, KeyError, OSError, InsecureKeyError) as e:
         print(f"hpf-gateway simulate bank: {e}", file=sys.stderr)
         return 2
     start_logging()
@@ -190,6 +191,9 @@ def run_centre_cli(args: argparse.Namespace) -> int:
     reactor.run()
     if "error" in result:
         print(f"\nhpf-gateway simulate centre: {result['error'].getErrorMessage()}", file=sys.stderr)
+        return 1
+    if "report" not in result:
+        print("\nhpf-gateway simulate centre: stopped before the run finished", file=sys.stderr)
         return 1
     report = result["report"]
     print()

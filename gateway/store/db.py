@@ -175,6 +175,7 @@ class GroupCommitWriter:
         self._idle_waiters: list[Deferred[None]] = []
         self.commits = 0
         self.operations = 0
+        self.busy_s = 0.0  # time spent inside transactions (work + commit), for /status
 
     def start(self) -> None:
         self._pool.start()
@@ -240,10 +241,17 @@ class GroupCommitWriter:
     # -- on the writer thread ------------------------------------------------
 
     def _transaction(self, ops: list[WriteOp[Any]]) -> tuple[list[Any], set[str]]:
+        started = time.perf_counter()
         with self._engine.begin() as conn:
             tx = Tx(conn, now_us(), self._ids)
             values = [op(tx) for op in ops]
             tx._flush()
+            work = time.perf_counter()
+        done = time.perf_counter()
+        self.busy_s += done - started
+        if done - started > 0.25:
+            log.warn("store.slow_commit", operations=len(ops), work_ms=round((work - started) * 1000, 1),
+                     commit_ms=round((done - work) * 1000, 1))
         return values, tx.centres
 
     def _run(self, ops: list[WriteOp[Any]]) -> tuple[list[tuple[bool, Any]], set[str]]:
@@ -287,6 +295,10 @@ class Database(Service):
         self.reactor = reactor
         self.engine = make_engine(url)
         self._read_pool = ThreadPool(minthreads=1, maxthreads=read_threads, name="hpf-db-read")
+        # Small, urgent writes (lease renewals) must not queue behind a backlog of
+        # bulk work in the group-commit writer: they get their own thread and
+        # their own short transaction.
+        self._urgent_pool = ThreadPool(minthreads=1, maxthreads=1, name="hpf-db-urgent")
         self._commit_listeners: list[Callable[[set[str]], None]] = []
         self.writer = GroupCommitWriter(reactor, self.engine, on_commit=self._committed)
 
@@ -300,6 +312,7 @@ class Database(Service):
 
     def startService(self) -> None:
         self._read_pool.start()
+        self._urgent_pool.start()
         self.writer.start()
         super().startService()
 
@@ -310,6 +323,7 @@ class Database(Service):
         def _stop(_: Any) -> None:
             self.writer.stop()
             self._read_pool.stop()
+            self._urgent_pool.stop()
             self.engine.dispose()
 
         d.addCallback(_stop)
@@ -326,3 +340,19 @@ class Database(Service):
     def write(self, op: WriteOp[T]) -> Deferred[T]:
         """Run ``op(tx)`` through the group-commit writer."""
         return self.writer.submit(op)
+
+    def write_now(self, op: WriteOp[T]) -> Deferred[T]:
+        """Run ``op(tx)`` at once in a transaction of its own, beside the group-commit writer.
+
+        For small writes whose latency matters more than throughput (a lease
+        renewal); they must not append journal events.
+        """
+        return deferToThreadPool(self.reactor, self._urgent_pool, self._write_now, op)
+
+    def _write_now(self, op: WriteOp[T]) -> T:
+        with self.engine.begin() as conn:
+            tx = Tx(conn, now_us(), self.writer._ids)
+            value = op(tx)
+            if tx._pending:
+                raise RuntimeError("write_now operations must not append journal events")
+        return value

@@ -25,7 +25,8 @@ from gateway.store.db import Tx
 
 __all__ = [
     "IntakeItem", "IntakeOutcome", "intake", "get", "get_by_ref", "feed", "load_open", "load_new",
-    "trail", "resolve_in_doubt", "count_by_state", "record_sent", "record_bank_outcome", "record_movement", "record_balance", "record_booking",
+    "trail", "resolve_in_doubt", "count_by_state", "record_sent", "record_bank_outcome", "BankFact",
+    "apply_bank_facts", "record_movements", "apply_bank_batch", "Movements", "BalanceSnapshot", "record_movement", "record_balance", "record_booking",
     "bank_ref_for",
     "public_record",
 ]
@@ -189,7 +190,10 @@ def resolve_in_doubt(tx: Tx, centre_id: str, instruction_id: str, *, succeeded: 
     rec = _row_dict(row)
     event = lifecycle.ManualResolution(succeeded)
     payload = {"resolution": {"succeeded": succeeded, "evidence": evidence, "operator": operator}}
-    changed = _transition(tx, rec, event, fields={"reason": f"manual: {evidence}"[:500]}, payload=payload, raw=None)
+    dirty: dict[int, dict[str, Any]] = {}
+    changed = _transition(tx, rec, event, fields={"reason": f"manual: {evidence}"[:500]}, payload=payload,
+                          raw=None, dirty=dirty)
+    _store_dirty(tx, dirty)
     return OutcomeRecorded(True, changed, rec)
 
 
@@ -247,21 +251,44 @@ def load_new(conn: Connection, bank_id: str, after_id: int, limit: int) -> list[
 # -- bank facts --------------------------------------------------------------
 
 
+_MUTABLE = ("state", "updated_us", "host_seq_no", "bank_seq_no", "result_code", "reason")
+
+
 def _transition(tx: Tx, row: dict[str, Any], event: lifecycle.Event, *, fields: dict[str, Any],
-                payload: dict[str, Any], raw: bytes | None) -> bool:
-    """Apply ``event`` to the row; store and journal it if the state changed."""
+                payload: dict[str, Any], raw: bytes | None, dirty: dict[int, dict[str, Any]]) -> bool:
+    """Apply ``event`` to the row (in memory) and journal it if the state changed.
+
+    The row is put in ``dirty``; :func:`_store_dirty` writes every dirty row
+    once, so a batch of facts costs one UPDATE statement, not one per fact.
+    """
     old = State(row["state"])
     new = lifecycle.advance(old, event)
     if new is old:
         return False
-    values = dict(fields, state=new.value, updated_us=tx.now_us)
-    tx.conn.execute(update(I).where(I.c.id == row["id"]).values(**values))
-    row.update(values)
+    row.update(fields, state=new.value, updated_us=tx.now_us)
+    dirty[row["id"]] = row
     payload = dict(payload, bank_ref=row["bank_ref"])
     tx.event("instruction.state", payload, centre_id=row["centre_id"],
              instruction_id=row["instruction_id"], bank_id=row["bank_id"],
              account=row["debit_account"], state=new.value, raw=raw)
     return True
+
+
+def _store_dirty(tx: Tx, dirty: dict[int, dict[str, Any]]) -> None:
+    if not dirty:
+        return
+    tx.conn.execute(
+        update(I).where(I.c.id == bindparam("b_id")).values({c: bindparam("b_" + c) for c in _MUTABLE}),
+        [{"b_id": row_id, **{"b_" + c: row.get(c) for c in _MUTABLE}} for row_id, row in dirty.items()])
+
+
+def _rows_by_ref(tx: Tx, bank_id: str, refs: Iterable[str]) -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = {}
+    refs = sorted(set(refs))
+    for i in range(0, len(refs), 500):
+        for r in tx.conn.execute(select(I).where(I.c.bank_id == bank_id, I.c.bank_ref.in_(refs[i:i + 500]))):
+            found[r.bank_ref] = _row_dict(r)
+    return found
 
 
 def record_sent(tx: Tx, bank_id: str, refs: Iterable[str], *,
@@ -277,14 +304,15 @@ def record_sent(tx: Tx, bank_id: str, refs: Iterable[str], *,
         return 0
     if lease is not None and not leases.holds(tx, *lease):
         raise leases.Fenced(f"lease {lease[0]} is no longer held by {lease[1]} at epoch {lease[2]}")
-    rows = [_row_dict(r) for r in tx.conn.execute(
-        select(I).where(I.c.bank_id == bank_id, I.c.bank_ref.in_(refs)))]
-    changed = 0
+    rows = _rows_by_ref(tx, bank_id, refs)
     tx.conn.execute(update(I).where(I.c.bank_id == bank_id, I.c.bank_ref.in_(refs))
                     .values(sends=I.c.sends + 1))
-    for row in rows:
+    dirty: dict[int, dict[str, Any]] = {}
+    changed = 0
+    for row in rows.values():
         if row["state"] == State.RECEIVED.value:
-            changed += _transition(tx, row, lifecycle.Sent(), fields={}, payload={}, raw=None)
+            changed += _transition(tx, row, lifecycle.Sent(), fields={}, payload={}, raw=None, dirty=dirty)
+    _store_dirty(tx, dirty)
     return changed
 
 
@@ -297,59 +325,149 @@ class OutcomeRecorded:
     record: dict[str, Any] | None
 
 
+@dataclass(frozen=True)
+class BankFact:
+    """One thing a bank said about one of its instructions: a receipt, a result, a status answer."""
+
+    ref: str
+    event: lifecycle.Event
+    host_seq_no: str = ""
+    bank_seq_no: str = ""
+    code: str = ""
+    text: str = ""
+    raw: bytes | None = None
+
+    def change(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The columns and the journal payload this fact sets."""
+        event = self.event
+        if isinstance(event, (lifecycle.ResultReceived, lifecycle.ManualResolution)):
+            return ({"host_seq_no": self.host_seq_no or None, "bank_seq_no": self.bank_seq_no or None,
+                     "result_code": self.code or None, "reason": self.text or None},
+                    {"result": {"succeeded": event.succeeded, "host_seq_no": self.host_seq_no,
+                                "bank_seq_no": self.bank_seq_no, "code": self.code, "text": self.text}})
+        if isinstance(event, lifecycle.ReceiptConfirmed):
+            return {"bank_seq_no": self.bank_seq_no or None}, {}
+        if self.text:
+            return {"reason": self.text}, {"reason": self.text}
+        return {}, {}
+
+
+def apply_bank_facts(tx: Tx, bank_id: str, facts: Sequence[BankFact]
+                     ) -> list[OutcomeRecorded | lifecycle.IllegalTransition]:
+    """Apply a batch of facts from ``bank_id``, in order; one answer per fact.
+
+    A reference that is not this bank's instruction is answered unknown and
+    changes nothing: a bank cannot report on another bank's instructions.  A
+    fact that contradicts the recorded outcome (or cannot happen in the
+    instruction's state) is answered with the refusal and changes nothing;
+    the others in the batch still apply.
+    """
+    return apply_bank_batch(tx, bank_id, facts)
+
+
+@dataclass(frozen=True)
+class Movements:
+    """Account movements in one bank message (a notice or a statement), each with its account's centre."""
+
+    entries: tuple[tuple[dict[str, Any], str | None], ...]
+    raw: bytes | None
+
+
+@dataclass(frozen=True)
+class BalanceSnapshot:
+    snapshot: dict[str, Any]
+    centre: str | None
+    raw: bytes | None
+
+
+def apply_bank_batch(tx: Tx, bank_id: str, items: Sequence[BankFact | Movements | BalanceSnapshot]
+                     ) -> list[Any]:
+    """Apply everything a bank said in one reactor turn, in arrival order, with batched look-ups.
+
+    Answers per item: for a :class:`BankFact` as :func:`apply_bank_facts`; for
+    :class:`Movements` the number of new movements; for a balance None.
+    """
+    facts = [i for i in items if isinstance(i, BankFact)]
+    rows = _rows_by_ref(tx, bank_id, (f.ref for f in facts)) if facts else {}
+    keys = [_movement_key(e) for i in items if isinstance(i, Movements) for e, _ in i.entries]
+    seen = _facts_seen(tx, bank_id, keys) if keys else set()
+    dirty: dict[int, dict[str, Any]] = {}
+    out: list[Any] = []
+    for item in items:
+        if isinstance(item, BankFact):
+            rec = rows.get(item.ref)
+            if rec is None:
+                out.append(OutcomeRecorded(False, False, None))
+                continue
+            fields, payload = item.change()
+            try:
+                changed = _transition(tx, rec, item.event, fields=fields, payload=payload, raw=item.raw,
+                                      dirty=dirty)
+            except lifecycle.IllegalTransition as e:
+                out.append(e)
+                continue
+            out.append(OutcomeRecorded(True, changed, dict(rec)))
+        elif isinstance(item, Movements):
+            new = 0
+            for entry, centre in item.entries:
+                key = _movement_key(entry)
+                if key in seen:
+                    continue
+                seen.add(key)
+                tx.event("bank.movement", dict(entry, bank=bank_id), centre_id=centre, bank_id=bank_id,
+                         account=entry["account"], raw=item.raw)
+                new += 1
+            out.append(new)
+        else:
+            record_balance(tx, bank_id, item.snapshot, account_centre=item.centre, raw=item.raw)
+            out.append(None)
+    _store_dirty(tx, dirty)
+    return out
+
+
 def record_bank_outcome(tx: Tx, bank_id: str, ref: str, event: lifecycle.Event, *,
                         host_seq_no: str = "", bank_seq_no: str = "", code: str = "",
                         text: str = "", raw: bytes | None = None) -> OutcomeRecorded:
-    """Apply a receipt, result or status answer from ``bank_id`` about reference ``ref``.
+    """One fact (see :func:`apply_bank_facts`); a refusal is raised."""
+    [answer] = apply_bank_facts(tx, bank_id, [BankFact(ref, event, host_seq_no, bank_seq_no, code, text, raw)])
+    if isinstance(answer, lifecycle.IllegalTransition):
+        raise answer
+    return answer
 
-    A reference that is not this bank's instruction is reported as unknown and
-    changes nothing: a bank cannot report on another bank's instructions.
-    Contradicting outcomes raise :class:`gateway.lifecycle.ConflictingOutcome`.
+
+def _facts_seen(tx: Tx, bank_id: str, keys: Sequence[str]) -> set[str]:
+    """Mark bank facts applied; the keys that had been applied before (replays)."""
+    F = schema.bank_facts
+    seen: set[str] = set()
+    unique = sorted(set(keys))
+    for i in range(0, len(unique), 500):
+        seen.update(tx.conn.execute(select(F.c.fact_key).where(
+            F.c.bank_id == bank_id, F.c.fact_key.in_(unique[i:i + 500]))).scalars())
+    fresh = [k for k in unique if k not in seen]
+    if fresh:
+        tx.conn.execute(insert(F), [{"bank_id": bank_id, "fact_key": k} for k in fresh])
+    return seen
+
+
+def record_movements(tx: Tx, bank_id: str, entries: Sequence[tuple[dict[str, Any], str | None]], *,
+                     raw: bytes | None) -> int:
+    """Journal account movements unless already recorded (G3); returns how many were new.
+
+    ``entries`` holds each neutral Entry as JSON with the centre that owns its
+    account (None for an account on no register).
     """
-    row = tx.conn.execute(select(I).where(I.c.bank_ref == ref, I.c.bank_id == bank_id)).first()
-    if row is None:
-        return OutcomeRecorded(False, False, None)
-    rec = _row_dict(row)
-    fields: dict[str, Any] = {}
-    payload: dict[str, Any] = {}
-    if isinstance(event, (lifecycle.ResultReceived, lifecycle.ManualResolution)):
-        fields = {"host_seq_no": host_seq_no or None, "bank_seq_no": bank_seq_no or None,
-                  "result_code": code or None, "reason": text or None}
-        payload = {"result": {"succeeded": event.succeeded, "host_seq_no": host_seq_no,
-                              "bank_seq_no": bank_seq_no, "code": code, "text": text}}
-    elif isinstance(event, lifecycle.ReceiptConfirmed):
-        fields = {"bank_seq_no": bank_seq_no or None}
-    elif text:
-        fields = {"reason": text}
-        payload = {"reason": text}
-    changed = _transition(tx, rec, event, fields=fields, payload=payload, raw=raw)
-    return OutcomeRecorded(True, changed, rec)
+    [new] = apply_bank_batch(tx, bank_id, [Movements(tuple(entries), raw)])
+    return int(new)
 
 
-def _fact_seen(tx: Tx, bank_id: str, key: str) -> bool:
-    """Mark a bank fact applied; True if it had been applied before (a replay)."""
-    exists = tx.conn.execute(
-        select(schema.bank_facts.c.fact_key).where(
-            and_(schema.bank_facts.c.bank_id == bank_id, schema.bank_facts.c.fact_key == key))
-    ).first()
-    if exists:
-        return True
-    tx.conn.execute(insert(schema.bank_facts).values(bank_id=bank_id, fact_key=key))
-    return False
+def _movement_key(entry: dict[str, Any]) -> str:
+    return f"mv:{entry['account']}:{entry['host_seq_no']}:{entry['amount']}"[:160]
 
 
 def record_movement(tx: Tx, bank_id: str, entry: dict[str, Any], *, account_centre: str | None,
                     raw: bytes | None) -> bool:
-    """Journal one account movement unless the same movement was recorded before (G3).
-
-    Returns True when it was new.  ``entry`` is the neutral Entry as JSON.
-    """
-    key = f"mv:{entry['account']}:{entry['host_seq_no']}:{entry['amount']}"
-    if _fact_seen(tx, bank_id, key[:160]):
-        return False
-    tx.event("bank.movement", dict(entry, bank=bank_id), centre_id=account_centre,
-             bank_id=bank_id, account=entry["account"], raw=raw)
-    return True
+    """Journal one account movement unless it was recorded before (see :func:`record_movements`)."""
+    return record_movements(tx, bank_id, [(entry, account_centre)], raw=raw) == 1
 
 
 def record_booking(tx: Tx, booking: Any) -> tuple[str, dict[str, Any]]:

@@ -9,6 +9,8 @@ partitioned, or just slow — can never send again: its epoch is stale.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import insert, select, update
 
 from gateway.store import schema
@@ -29,11 +31,15 @@ def acquire(tx: Tx, name: str, owner: str, ttl_us: int, held_epoch: int | None) 
     ``held_epoch`` is the epoch this process believes it holds (None at
     start): a renewal succeeds only if the row still carries it.
     """
-    row = tx.conn.execute(select(L).where(L.c.name == name).with_for_update()).first()
     now = tx.now_us
+    row = tx.conn.execute(select(L).where(L.c.name == name).with_for_update()).first()
     if row is None:
-        tx.conn.execute(insert(L).values(name=name, owner=owner, epoch=1, expires_us=now + ttl_us))
-        return 1
+        # Several nodes may create the row at once: the first insert wins, the others read it.
+        created = tx.conn.execute(_insert_if_absent(tx).values(name=name, owner=owner, epoch=1,
+                                                               expires_us=now + ttl_us)).rowcount
+        if created:
+            return 1
+        row = tx.conn.execute(select(L).where(L.c.name == name).with_for_update()).first()
     if row.owner == owner and held_epoch is not None and row.epoch == held_epoch:
         tx.conn.execute(update(L).where(L.c.name == name).values(expires_us=now + ttl_us))
         return held_epoch
@@ -43,6 +49,14 @@ def acquire(tx: Tx, name: str, owner: str, ttl_us: int, held_epoch: int | None) 
                                                                  expires_us=now + ttl_us))
         return epoch
     return None
+
+
+def _insert_if_absent(tx: Tx) -> Any:
+    if tx.conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(L).on_conflict_do_nothing(index_elements=["name"])
+    return insert(L).prefix_with("OR IGNORE")
 
 
 def holds(tx: Tx, name: str, owner: str, epoch: int) -> bool:

@@ -41,11 +41,20 @@ def setup(tmp_path):
     pytest_twisted.blockon(db.stopService())
 
 
+async def settle(db, dispatcher) -> None:
+    """Let queued bank facts commit (they wait for the end of the reactor turn: clock.advance(0))."""
+    for _ in range(10):
+        dispatcher.clock.advance(0)
+        await db.writer.idle()
+        if not dispatcher._batch:
+            return
+
+
 async def _intake(db, dispatcher, n: int) -> list[dict]:
     outs = await db.write(lambda tx: q.intake(tx, [q.IntakeItem(make_instruction(i), "B001") for i in range(n)]))
     rows = [o.record for o in outs]
     dispatcher.enqueue(rows)
-    await db.writer.idle()  # the fenced claim commits, then the frames go out
+    await settle(db, dispatcher)  # the fenced claim commits, then the frames go out
     return rows
 
 
@@ -58,11 +67,11 @@ async def test_without_a_receipt_the_instruction_is_resent_with_the_same_referen
     assert [m.seq_no for m in session.of(msg.Instruction)] == [row["bank_ref"]]
     clock.advance(config.timeouts.receipt_timeout - 0.1)
     d.tick()
-    await db.writer.idle()
+    await settle(db, d)
     assert len(session.of(msg.Instruction)) == 1
     clock.advance(0.2)
     d.tick()
-    await db.writer.idle()
+    await settle(db, d)
     assert [m.seq_no for m in session.of(msg.Instruction)] == [row["bank_ref"]] * 2
 
 
@@ -75,13 +84,13 @@ async def test_after_a_receipt_the_gateway_only_asks_and_finally_goes_in_doubt(s
     [row] = await _intake(db, d, 1)
     ref = row["bank_ref"]
     d.handle(msg.Receipt("BANK1", ref, ref, "BDC1"), b"raw-receipt")
-    await db.writer.idle()
+    await settle(db, d)
     clock.advance(t.result_timeout + 0.01)
     for _ in range(t.status_query_attempts):
         d.tick()
         clock.advance(t.status_query_interval)
     d.tick()
-    await db.writer.idle()
+    await settle(db, d)
     assert len(session.of(msg.Instruction)) == 1, "never resent after the receipt"
     queries = session.of(msg.StatusQuery)
     assert len(queries) == t.status_query_attempts and {m.ref for m in queries} == {ref}
@@ -89,7 +98,7 @@ async def test_after_a_receipt_the_gateway_only_asks_and_finally_goes_in_doubt(s
     assert rec["state"] == "in_doubt"
     # a late result still settles it, and is acknowledged once committed
     d.handle(msg.Result("BANK2", ref, ref, True, "H000000000001"), b"raw-result")
-    await db.writer.idle()
+    await settle(db, d)
     rec = await db.read(q.get, "C52240", "I0")
     assert rec["state"] == "succeeded"
     assert [a.reply_to for a in session.of(msg.Ack)] == ["BANK2"]
@@ -104,7 +113,7 @@ async def test_the_window_bounds_instructions_awaiting_receipt(setup):
     assert len(session.of(msg.Instruction)) == config.banks["B001"].window
     first = session.of(msg.Instruction)[0]
     d.handle(msg.Receipt("BANK1", first.seq_no, first.seq_no), b"r")
-    await db.writer.idle()
+    await settle(db, d)
     assert len(session.of(msg.Instruction)) == config.banks["B001"].window + 1
 
 
@@ -118,7 +127,7 @@ async def test_a_relinked_session_gets_everything_without_a_receipt_again_in_ord
     d.link_down(s1)
     s2 = RecordingSession()
     d.link_up(s2)
-    await db.writer.idle()
+    await settle(db, d)
     assert [m.seq_no for m in s2.of(msg.Instruction)] == [rows[0]["bank_ref"], rows[2]["bank_ref"]]
 
 
@@ -130,7 +139,7 @@ async def test_a_result_for_another_banks_reference_is_refused_and_changes_nothi
     outs = await db.write(lambda tx: q.intake(tx, [q.IntakeItem(make_instruction(1), "B002")]))
     ref = outs[0].record["bank_ref"]
     d.handle(msg.Result("X1", ref, ref, True, "H1"), b"forged")
-    await db.writer.idle()
+    await settle(db, d)
     rec = await db.read(q.get, "C52240", "I1")
     assert rec["state"] == "received"
     [nack] = session.of(msg.Ack)
@@ -149,7 +158,7 @@ async def test_movements_on_foreign_accounts_are_refused_and_ours_acknowledged_a
     d.handle(msg.Movement("N1", (foreign,)), b"n1")
     d.handle(msg.Movement("N2", (entry,)), b"n2")
     d.handle(msg.Movement("N3", (entry,)), b"n2-replayed")
-    await db.writer.idle()
+    await settle(db, d)
     acks = {a.reply_to: a.ok for a in session.of(msg.Ack)}
     assert acks == {"N1": False, "N2": True, "N3": True}
     from sqlalchemy import select
@@ -170,7 +179,7 @@ async def test_movements_on_unregistered_accounts_are_kept_for_the_ledger(setup)
     d.link_up(session)
     stray = msg.Entry("9999000011112222", "H9", -5000, dt.date(2026, 11, 27), dt.time(9, 0))
     d.handle(msg.Movement("N9", (stray,)), b"n9")
-    await db.writer.idle()
+    await settle(db, d)
     assert [(a.reply_to, a.ok) for a in session.of(msg.Ack)] == [("N9", True)]
     rows = await db.read(lambda c: c.execute(select(schema.events.c.kind, schema.events.c.centre_id)).all())
     assert [tuple(r) for r in rows] == [("bank.movement", None)]
@@ -191,7 +200,7 @@ async def test_balances_of_every_account_at_the_bank_are_queried_and_stored(setu
     assert query.account == "6200001111222233"
     d.handle(msg.Balance("BB1", query.seq_no, query.account, 123456, 120000,
                          as_of=dt.datetime(2026, 11, 27, 10, 0)), b"bal")
-    await db.writer.idle()
+    await settle(db, d)
     rows = await db.read(lambda c: c.execute(select(schema.events.c.kind, schema.events.c.payload)).all())
     assert rows[0].kind == "bank.balance" and '"balance":123456' in rows[0].payload
 
