@@ -28,6 +28,7 @@ from types import MappingProxyType
 from typing import Any, Collection, Iterator, Mapping, Sequence
 
 from adapters.base import iter_adapter_names
+from gateway.tls import resolve_credential
 from gateway.model import format_amount, parse_amount
 
 __all__ = [
@@ -725,12 +726,17 @@ class _Checker:
         if not value or "\0" in value:
             self.problem(path + (key,), "must be a non-empty path without NUL characters")
             return None
-        resolved = self.base / value  # an absolute value replaces the base
+        # An absolute value replaces the base.  Under systemd's LoadCredential= a
+        # file of the same name in $CREDENTIALS_DIRECTORY is used instead.
+        resolved = resolve_credential(self.base / value)
         if self.check_files:
-            if not resolved.exists():
-                self.problem(path + (key,), f"no such file: {resolved}")
-            elif not resolved.is_file():
-                self.problem(path + (key,), f"not a regular file: {resolved}")
+            try:
+                if not resolved.exists():
+                    self.problem(path + (key,), f"no such file: {resolved}")
+                elif not resolved.is_file():
+                    self.problem(path + (key,), f"not a regular file: {resolved}")
+            except PermissionError:
+                self.problem(path + (key,), f"not readable by this user: {resolved}")
         return resolved
 
     def database(self, table: Mapping[str, Any], path: _Path, key: str) -> str | None:

@@ -14,13 +14,32 @@ import signal
 import socket
 from typing import Any, Callable
 
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred
 from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 
-__all__ = ["SystemdNotifier", "run_daemon"]
+__all__ = ["SystemdNotifier", "run_daemon", "OrderedMultiService"]
 
 log = Logger()
+
+
+class OrderedMultiService(MultiService):
+    """A MultiService that stops its children one at a time, last started first.
+
+    Twisted's MultiService stops all children at once; then the database can
+    shut its thread pools while a later service is still flushing through it.
+    Here each child finishes stopping before the one started before it begins.
+    """
+
+    @inlineCallbacks
+    def stopService(self) -> Any:
+        Service.stopService(self)
+        for child in reversed(list(self)):
+            try:
+                yield maybeDeferred(child.stopService)
+            except Exception:
+                log.failure("service.stop_failed", service=getattr(child, "name", None) or repr(child))
 
 
 class SystemdNotifier:
@@ -116,10 +135,11 @@ def run_daemon(reactor: Any, *, start: Callable[[], Deferred[Any] | None],
         log.failure("daemon.start_failed", f)
         reactor.stop()
 
+    # Handlers first: systemd may send SIGTERM the moment READY=1 arrives.
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    signal.signal(signal.SIGHUP, on_hup)
     reactor.callWhenRunning(lambda: begin().addErrback(failed))
-    reactor.callWhenRunning(lambda: (signal.signal(signal.SIGTERM, on_term),
-                                     signal.signal(signal.SIGINT, on_term),
-                                     signal.signal(signal.SIGHUP, on_hup)))
     reactor.run(installSignalHandlers=False)
 
 

@@ -7,6 +7,8 @@ from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
+
+from gateway.daemon import OrderedMultiService
 from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks, maybeDeferred
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
@@ -139,7 +141,7 @@ def _link_lost(dispatcher: Any, service: Any, link: BankLink) -> Any:
 
 def makeService(config: GatewayConfig, reactor: Any) -> Gateway:  # noqa: N802 (Twisted convention)
     """Wire the database, relay, bank links, centre API and ops listener under one MultiService."""
-    top = MultiService()
+    top = OrderedMultiService()
     metrics = GatewayMetrics()
     db = Database(reactor, config.database)
     db.setServiceParent(top)

@@ -19,7 +19,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from gateway.tls import check_key_file
+from gateway.tls import check_key_file, resolve_credential
 
 __all__ = ["ALGORITHMS", "canonical", "Signer", "load_public_key", "verify_copy", "init_signing_key"]
 
@@ -38,6 +38,7 @@ class Signer:
     def __init__(self, private_key: Path, algorithm: str = "ed25519") -> None:
         if algorithm not in ALGORITHMS:
             raise ValueError(f"signature algorithm must be one of {', '.join(ALGORITHMS)}, not {algorithm!r}")
+        private_key = resolve_credential(private_key)
         check_key_file(private_key)
         key = serialization.load_pem_private_key(private_key.read_bytes(), password=None)
         want = ed25519.Ed25519PrivateKey if algorithm == "ed25519" else ec.EllipticCurvePrivateKey

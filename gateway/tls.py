@@ -258,6 +258,7 @@ def _load_crls(paths: Sequence[Path]) -> list[x509.CertificateRevocationList]:
 def _load_identity(
     certificate: Path, private_key: Path
 ) -> tuple[x509.Certificate, list[x509.Certificate], PrivateKeyTypes]:
+    certificate, private_key = resolve_credential(certificate), resolve_credential(private_key)
     check_key_file(private_key)
     chain = load_certificates(certificate)
     try:

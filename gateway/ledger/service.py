@@ -24,6 +24,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.twisted import MetricsResource
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
+
+from gateway.daemon import OrderedMultiService
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.task import LoopingCall
@@ -379,6 +381,16 @@ class Ledger:
     supervisor_api: SupervisorApi
     metrics: LedgerMetrics
     listeners: dict[str, StreamServerEndpointService]
+    tls_options: dict[str, ReloadableOptions]
+
+
+def _tls_options(config: LedgerConfig) -> dict[str, Any]:
+    """Fresh TLS options for the ingest and supervisor listeners (validates the files)."""
+    tls = config.tls
+    ingest_trust = sorted({g.ca or tls.ca for g in config.gateways.values()} | {tls.ca})
+    supervisor_trust = sorted({s.ca or tls.ca for s in config.supervisors.values()} | {tls.ca})
+    return {"ingest": server_options(tls.certificate, tls.private_key, ingest_trust),
+            "supervisor": server_options(tls.certificate, tls.private_key, supervisor_trust)}
 
 
 def makeLedgerService(config: LedgerConfig, reactor: Any) -> Ledger:
@@ -387,7 +399,7 @@ def makeLedgerService(config: LedgerConfig, reactor: Any) -> Ledger:
     Raises ``ValueError`` / :class:`gateway.tls.InsecureKeyError` for unusable
     keys or certificates, before anything listens.
     """
-    top = MultiService()
+    top = OrderedMultiService()
     metrics = LedgerMetrics()
     keys = load_signing_keys(config)
     tls = config.tls
@@ -397,10 +409,8 @@ def makeLedgerService(config: LedgerConfig, reactor: Any) -> Ledger:
     if own.role != "ledger" or own.name != config.name:
         raise ValueError(f"tls.certificate {tls.certificate} names {own.uri}, not hpf://ledger/{config.name} "
                          "(ledger.name)")
-    ingest_trust = sorted({g.ca or tls.ca for g in config.gateways.values()} | {tls.ca})
-    supervisor_trust = sorted({s.ca or tls.ca for s in config.supervisors.values()} | {tls.ca})
-    ingest_options = ReloadableOptions(server_options(tls.certificate, tls.private_key, ingest_trust))
-    supervisor_options = ReloadableOptions(server_options(tls.certificate, tls.private_key, supervisor_trust))
+    tls_options = {name: ReloadableOptions(o) for name, o in _tls_options(config).items()}
+    ingest_options, supervisor_options = tls_options["ingest"], tls_options["supervisor"]
 
     db = store.LedgerDatabase(reactor, config.database)
     db.setServiceParent(top)
@@ -443,7 +453,7 @@ def makeLedgerService(config: LedgerConfig, reactor: Any) -> Ledger:
     ops_site = Site(ops)
     ops_site.noisy = False
     listen("ops", config.ops, ops_site)
-    return Ledger(top, config, db, engine, ingest, ingest_api, supervisor_api, metrics, listeners)
+    return Ledger(top, config, db, engine, ingest, ingest_api, supervisor_api, metrics, listeners, tls_options)
 
 
 def run_ledger(config_path: str, *, migrate: bool = False) -> int:
@@ -486,8 +496,32 @@ def run_ledger(config_path: str, *, migrate: bool = False) -> int:
     except (InsecureKeyError, ValueError) as e:
         print(f"hpf-gateway ledger: {e}", file=sys.stderr)
         return 2
+    from twisted.internet.defer import gatherResults, maybeDeferred, succeed
+
+    from gateway.daemon import run_daemon
+
+    def start() -> Any:
+        ledger.service.startService()
+        waiting = [svc._waitingForPort for svc in ledger.listeners.values() if svc._waitingForPort is not None]
+        return gatherResults(waiting, consumeErrors=True)
+
+    def reload() -> None:
+        """SIGHUP: new certificates and trust bundles for new connections; registries need a restart."""
+        try:
+            fresh = load_ledger_config(config_path)
+            rebuilt = _tls_options(fresh)
+        except (ConfigError, ValueError, OSError) as e:
+            problems = e.problems if isinstance(e, ConfigError) else [str(e)]
+            log.error("ledger.reload_refused", problems=" | ".join(problems)[:2000])
+            return
+        for name, options in rebuilt.items():
+            ledger.tls_options[name].replace(options)
+        log.info("ledger.reloaded", note="certificates and trust reloaded; registries apply after a restart")
+
+    def status() -> str:
+        return f"copies stored {int(ledger.metrics.journal_seq._value.get())}"
+
     start_logging()
-    ledger.service.startService()
-    reactor.addSystemEventTrigger("before", "shutdown", ledger.service.stopService)
-    reactor.run()  # type: ignore[attr-defined]
+    run_daemon(reactor, start=start, drain=lambda: succeed(None),
+               stop=lambda: maybeDeferred(ledger.service.stopService), reload=reload, status=status)
     return 0

@@ -422,7 +422,10 @@ def test_ecdsa_p256_signatures_verify_with_the_configured_key():
 
 
 def _result_frame(n: int, host: str, succeeded: bool = True) -> bytes:
-    return load_adapter("bdc").encode(
+    """A bank's BDC109 answer, built with a fixed clock so the same call gives the same bytes."""
+    from adapters.bdc import BdcAdapter
+
+    return BdcAdapter(clock=lambda: dt.datetime(2026, 11, 27, 10, 30, 15)).encode(
         base.Result(seq_no="00000000000000000001", reply_to=bank_ref(n), ref=bank_ref(n), succeeded=succeeded,
                     host_seq_no=host, code="0000", text="ok"), sender="105000", receiver="D00000")
 

@@ -542,8 +542,6 @@ def test_the_gateway_serves_on_sockets_systemd_passes_and_speaks_sd_notify(tmp_p
     assert "daemon.stopped" in out
 
 
-@pytest.mark.xfail(strict=True, reason="config and tls check tls.private_key on disk before "
-                                       "resolve_credential is consulted (report to the lead)")
 def test_the_gateway_reads_its_private_key_from_the_credentials_directory(tmp_path, notify_socket):
     """Under LoadCredential= the key is in $CREDENTIALS_DIRECTORY; the configured path is root's."""
     config, pki = _gateway_config(tmp_path)
@@ -568,8 +566,6 @@ def test_the_gateway_reads_its_private_key_from_the_credentials_directory(tmp_pa
     assert code == 0, out[-2000:]
 
 
-@pytest.mark.xfail(strict=True, reason="run_ledger does not go through gateway.daemon.run_daemon: no "
-                                       "READY=1, so Type=notify never starts (report to the lead)")
 def test_the_ledger_speaks_sd_notify(tmp_path, notify_socket, dev_pki):
     from gateway.signing import init_signing_key
 
