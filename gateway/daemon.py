@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sys
 from typing import Any, Callable
 
 from twisted.application.service import MultiService, Service
@@ -22,6 +23,8 @@ from twisted.logger import Logger
 __all__ = ["SystemdNotifier", "run_daemon", "OrderedMultiService"]
 
 log = Logger()
+
+SWITCH_INTERVAL = 0.0002  # seconds; see run_daemon
 
 
 class OrderedMultiService(MultiService):
@@ -83,6 +86,12 @@ def run_daemon(reactor: Any, *, start: Callable[[], Deferred[Any] | None],
     """
     notifier = notifier or SystemdNotifier()
     stopping = {"yes": False}
+    # The database threads release the GIL around every SQLite step and must get
+    # it back while the reactor thread is busy; with Python's default 5 ms switch
+    # interval each reacquisition can wait that long, so a transaction of many
+    # statements took ~5x longer under load (measured: 58 vs 345 commits/s of 50
+    # rows beside a busy thread).  A short interval keeps the writer flowing.
+    sys.setswitchinterval(SWITCH_INTERVAL)
 
     @inlineCallbacks
     def begin() -> Any:
