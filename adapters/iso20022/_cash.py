@@ -1,0 +1,341 @@
+"""camt.052 (account report), camt.053 (statement) and camt.054 (debit/credit notification).
+
+Encoded in version .001.08; read in .001.08 and .001.02.  See the package docstring for the
+mapping of Balance, Statement, Movement and Entry.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import re
+
+from adapters import base
+from adapters._xml import escape_text as esc
+from adapters.base import AdapterError
+
+from . import _values as v
+from ._read import Element, Reader, at, children, first, text_at
+from ._schema import ISO_PREFIX, LINK_NS
+
+__all__ = [
+    "CAMT052",
+    "CAMT053",
+    "CAMT054",
+    "decode_notification",
+    "decode_reports",
+    "encode_balance",
+    "encode_movement",
+    "encode_statement",
+]
+
+CAMT052 = "camt.052.001.08"
+CAMT053 = "camt.053.001.08"
+CAMT054 = "camt.054.001.08"
+
+OPENING, CLOSING = "OPBD", "CLBD"
+_BALANCE_CODE = re.compile(r"[A-Z]{4}")
+_CNAPS = re.compile(r"[0-9]{12}")
+
+
+# -- encode ---------------------------------------------------------------------------------
+
+
+def _group_header(seq_no: str, created: str, reply_to: str) -> str:
+    v.serial("seq_no", seq_no)
+    query = ""
+    if reply_to:
+        query = f"<OrgnlBizQry><MsgId>{esc(v.serial('reply_to', reply_to))}</MsgId></OrgnlBizQry>"
+    return f"<GrpHdr><MsgId>{esc(seq_no)}</MsgId><CreDtTm>{created}</CreDtTm>{query}</GrpHdr>"
+
+
+def _account(account: str, name: str = "") -> str:
+    v.account("account", account)
+    nm = f"<Nm>{esc(v.text('account_name', name, 70))}</Nm>" if name else ""
+    return f"<Acct><Id><Othr><Id>{account}</Id></Othr></Id><Ccy>CNY</Ccy>{nm}</Acct>"
+
+
+def _signed(field: str, fen: int, tag: str = "Amt") -> str:
+    amount = v.format_amount(field, fen)
+    return f'<{tag} Ccy="CNY">{amount}</{tag}><CdtDbtInd>{"DBIT" if fen < 0 else "CRDT"}</CdtDbtInd>'
+
+
+def _date_only(field: str, date: _dt.date) -> str:
+    return f"<Dt><Dt>{v.format_date(field, date)}</Dt></Dt>"
+
+
+def encode_balance(m: base.Balance, created: str) -> str:
+    """A camt.052 report with one ``Bal`` (see the package docstring)."""
+    if not m.status:
+        raise AdapterError("status: camt.052 needs the balance type (e.g. ITBD)")
+    v.text("status", m.status, 35)
+    kind = (f"<Cd>{m.status}</Cd>" if _BALANCE_CODE.fullmatch(m.status)
+            else f"<Prtry>{esc(m.status)}</Prtry>")
+    if m.as_of is None:
+        raise AdapterError("as_of: camt.052 needs the balance's date and time")
+    if not isinstance(m.overdraft, int) or isinstance(m.overdraft, bool) or m.overdraft < 0:
+        raise AdapterError("overdraft: must be integer fen, not negative (it is a credit line)")
+    line = ""
+    if m.overdraft:
+        line = (f'<CdtLine><Incl>false</Incl><Amt Ccy="CNY">'
+                f'{v.format_amount("overdraft", m.overdraft)}</Amt></CdtLine>')
+    available = ""
+    v.format_amount("available", m.available)
+    if m.available != m.balance:
+        available = f"<Avlbty><Dt><NbOfDays>0</NbOfDays></Dt>{_signed('available', m.available)}</Avlbty>"
+    return (f'<Document xmlns="{ISO_PREFIX}{CAMT052}"><BkToCstmrAcctRpt>'
+            f"{_group_header(m.seq_no, created, m.reply_to)}"
+            f"<Rpt><Id>{esc(m.seq_no)}</Id>{_account(m.account, m.account_name)}"
+            f"<Bal><Tp><CdOrPrtry>{kind}</CdOrPrtry></Tp>{line}{_signed('balance', m.balance)}"
+            f"<Dt><DtTm>{v.format_datetime('as_of', m.as_of)}</DtTm></Dt>{available}</Bal>"
+            f"</Rpt></BkToCstmrAcctRpt></Document>")
+
+
+def _check_entry(i: str, e: base.Entry) -> None:
+    if not isinstance(e, base.Entry):
+        raise AdapterError(f"{i}: must be an Entry")
+    v.account(f"{i}.account", e.account)
+    v.format_amount(f"{i}.amount", e.amount)
+    v.format_date(f"{i}.value_date", e.value_date)
+    v.format_time_of_day(f"{i}.time", e.time)
+    v.text(f"{i}.host_seq_no", e.host_seq_no, 35)
+    v.text(f"{i}.counterparty_account", e.counterparty_account, 34)
+    v.text(f"{i}.counterparty_name", e.counterparty_name, 140)
+    v.text(f"{i}.counterparty_bank_code", e.counterparty_bank_code, 35)
+    v.text(f"{i}.summary", e.summary, 140)
+    v.text(f"{i}.remark", e.remark, 500)
+    if e.balance_after is not None:
+        v.format_amount(f"{i}.balance_after", e.balance_after)
+    if not isinstance(e.reversal, bool):
+        raise AdapterError(f"{i}.reversal: must be a boolean")
+
+
+def _entry(e: base.Entry) -> str:
+    debit = e.amount < 0
+    out = ["<Ntry>", _signed("amount", e.amount)]
+    if e.reversal:
+        out.append("<RvslInd>true</RvslInd>")
+    out.append(f"<Sts><Cd>BOOK</Cd></Sts>"
+               f"<BookgDt><DtTm>{e.value_date.isoformat()}T{v.format_time_of_day('time', e.time)}"
+               f"</DtTm></BookgDt><ValDt><Dt>{e.value_date.isoformat()}</Dt></ValDt>")
+    if e.host_seq_no:
+        out.append(f"<AcctSvcrRef>{esc(e.host_seq_no)}</AcctSvcrRef>")
+    # The neutral entry has no transaction code: say only "miscellaneous credit/debit".
+    out.append(f"<BkTxCd><Domn><Cd>PMNT</Cd><Fmly><Cd>{'MDOP' if debit else 'MCOP'}</Cd>"
+               f"<SubFmlyCd>OTHR</SubFmlyCd></Fmly></Domn></BkTxCd>")
+    tx = []
+    side = "Cdtr" if debit else "Dbtr"   # the counterparty: whom we paid, or who paid us
+    parties = ""
+    if e.counterparty_name:
+        parties += f"<{side}><Pty><Nm>{esc(e.counterparty_name)}</Nm></Pty></{side}>"
+    if e.counterparty_account:
+        parties += f"<{side}Acct><Id><Othr><Id>{esc(e.counterparty_account)}</Id></Othr></Id></{side}Acct>"
+    if parties:
+        tx.append(f"<RltdPties>{parties}</RltdPties>")
+    if e.counterparty_bank_code:
+        system = ("<ClrSysId><Cd>CNAPS</Cd></ClrSysId>"
+                  if _CNAPS.fullmatch(e.counterparty_bank_code) else "")
+        tx.append(f"<RltdAgts><{side}Agt><FinInstnId><ClrSysMmbId>{system}"
+                  f"<MmbId>{esc(e.counterparty_bank_code)}</MmbId></ClrSysMmbId></FinInstnId>"
+                  f"</{side}Agt></RltdAgts>")
+    if e.summary:
+        tx.append(f"<RmtInf><Ustrd>{esc(e.summary)}</Ustrd></RmtInf>")
+    if e.balance_after is not None:
+        tx.append(f'<SplmtryData><PlcAndNm>BalAftr</PlcAndNm><Envlp><hpf:BalAftr xmlns:hpf="{LINK_NS}" '
+                  f'Ccy="CNY">{"-" if e.balance_after < 0 else ""}'
+                  f'{v.format_amount("balance_after", e.balance_after)}</hpf:BalAftr></Envlp></SplmtryData>')
+    if tx:
+        out.append(f"<NtryDtls><TxDtls>{''.join(tx)}</TxDtls></NtryDtls>")
+    if e.remark:
+        out.append(f"<AddtlNtryInf>{esc(e.remark)}</AddtlNtryInf>")
+    out.append("</Ntry>")
+    return "".join(out)
+
+
+def encode_statement(m: base.Statement, created: str, today: _dt.date) -> tuple[str, str]:
+    """(definition, document): camt.053 when the statement has an opening or closing balance
+    (a camt.053 statement must have one), else a camt.052 report with its entries only."""
+    for name in ("opening_balance", "closing_balance"):
+        value = getattr(m, name)
+        if value is not None:
+            v.format_amount(name, value)
+    if not isinstance(m.entries, tuple):
+        raise AdapterError("entries: must be a tuple")
+    for i, e in enumerate(m.entries):
+        _check_entry(f"entries[{i}]", e)
+        if e.account != m.account:
+            raise AdapterError(f"entries[{i}].account: differs from the statement's account")
+    body = "".join(_entry(e) for e in m.entries)
+    header = _group_header(m.seq_no, created, m.reply_to)
+    account = _account(m.account)
+    if m.opening_balance is None and m.closing_balance is None:
+        return CAMT052, (f'<Document xmlns="{ISO_PREFIX}{CAMT052}"><BkToCstmrAcctRpt>{header}'
+                         f"<Rpt><Id>{esc(m.seq_no)}</Id>{account}{body}</Rpt>"
+                         f"</BkToCstmrAcctRpt></Document>")
+    # The neutral statement has no period: date its balances by its first and last entries.
+    first_day = m.entries[0].value_date if m.entries else today
+    last_day = m.entries[-1].value_date if m.entries else today
+    balances = ""
+    if m.opening_balance is not None:
+        balances += (f"<Bal><Tp><CdOrPrtry><Cd>{OPENING}</Cd></CdOrPrtry></Tp>"
+                     f"{_signed('opening_balance', m.opening_balance)}{_date_only('date', first_day)}</Bal>")
+    if m.closing_balance is not None:
+        balances += (f"<Bal><Tp><CdOrPrtry><Cd>{CLOSING}</Cd></CdOrPrtry></Tp>"
+                     f"{_signed('closing_balance', m.closing_balance)}{_date_only('date', last_day)}</Bal>")
+    return CAMT053, (f'<Document xmlns="{ISO_PREFIX}{CAMT053}"><BkToCstmrStmt>{header}'
+                     f"<Stmt><Id>{esc(m.seq_no)}</Id>{account}{balances}{body}</Stmt>"
+                     f"</BkToCstmrStmt></Document>")
+
+
+def encode_movement(m: base.Movement, created: str) -> str:
+    """A camt.054 with one ``Ntfctn`` per run of consecutive entries on the same account, so
+    the entries come back in their order."""
+    if not isinstance(m.entries, tuple) or not m.entries:
+        raise AdapterError("entries: a camt.054 notification needs at least one entry")
+    runs: list[list[base.Entry]] = []
+    for i, e in enumerate(m.entries):
+        _check_entry(f"entries[{i}]", e)
+        if not runs or runs[-1][0].account != e.account:
+            runs.append([])
+        runs[-1].append(e)
+    out = [(f'<Document xmlns="{ISO_PREFIX}{CAMT054}"><BkToCstmrDbtCdtNtfctn>'
+            f"{_group_header(m.seq_no, created, '')}")]
+    for n, run in enumerate(runs, 1):
+        out.append(f"<Ntfctn><Id>{n}</Id>{_account(run[0].account)}")
+        out.extend(_entry(e) for e in run)
+        out.append("</Ntfctn>")
+    out.append("</BkToCstmrDbtCdtNtfctn></Document>")
+    return "".join(out)
+
+
+# -- decode ---------------------------------------------------------------------------------
+
+
+def _read_entry(ntry: Element, account: str, r: Reader, where: str) -> base.Entry:
+    t = r.t
+    amount = r.signed(f"{where}/Amt", ntry)
+    status = text_at(ntry, t["Sts"]) if r.legacy else (
+        text_at(ntry, t["Sts"], t["Cd"]) or text_at(ntry, t["Sts"], t["Prtry"]))
+    if status.strip() != "BOOK":
+        raise AdapterError(f"{where}/Sts: only booked (BOOK) entries are movements, "
+                           f"not {v.show(status)}")
+    booked = r.date_choice(f"{where}/BookgDt", first(ntry, t["BookgDt"]))
+    valued = r.date_choice(f"{where}/ValDt", first(ntry, t["ValDt"]))
+    day = valued if valued is not None else booked
+    if day is None:
+        raise AdapterError(f"{where}: neither a value date nor a booking date")
+    value_date = day.date() if isinstance(day, _dt.datetime) else day
+    time = booked.timetz() if isinstance(booked, _dt.datetime) else _dt.time(0)
+    tx = at(ntry, t["NtryDtls"], t["TxDtls"])
+    host = (text_at(ntry, t["AcctSvcrRef"]) or text_at(tx, t["Refs"], t["AcctSvcrRef"])
+            or text_at(ntry, t["NtryRef"]))
+    side = "Cdtr" if amount < 0 else "Dbtr"
+    pties = first(tx, t["RltdPties"])
+    summary = " ".join(u.text or "" for u in children(first(tx, t["RmtInf"]), t["Ustrd"]))
+    balance_after = None
+    if tx is not None and not r.legacy:
+        for data in children(tx, t["SplmtryData"]):
+            found = first(first(data, t["Envlp"]), f"{{{LINK_NS}}}BalAftr")
+            if found is not None:
+                v.minor_units(f"{where}/BalAftr", found.get("Ccy", ""), r.currencies)
+                balance_after = v.parse_amount(f"{where}/BalAftr", found.text)
+                break
+    reversal = text_at(ntry, t["RvslInd"]).strip() in ("true", "1")
+    return base.Entry(
+        account=account, host_seq_no=host, amount=amount, value_date=value_date, time=time,
+        counterparty_account=r.account_id("RltdPties", first(pties, t[side + "Acct"])),
+        counterparty_name=r.party_name(first(pties, t[side])),
+        counterparty_bank_code=r.agent_code(at(tx, t["RltdAgts"], t[side + "Agt"])),
+        balance_after=balance_after, summary=summary,
+        remark=text_at(ntry, t["AddtlNtryInf"]) or text_at(tx, t["AddtlTxInf"]),
+        reversal=reversal,
+    )
+
+
+def _read_account(report: Element, r: Reader, where: str) -> tuple[str, str]:
+    t = r.t
+    acct = first(report, t["Acct"])
+    r.currency(f"{where}/Acct/Ccy", first(acct, t["Ccy"]))
+    account = r.account_id(f"{where}/Acct", acct)
+    if not account:
+        raise AdapterError(f"{where}/Acct: no account identification")
+    return account, text_at(acct, t["Nm"])
+
+
+def _read_balance(bal: Element, r: Reader, where: str, seq_no: str, reply_to: str,
+                  account: str, name: str) -> tuple[str, base.Balance]:
+    t = r.t
+    kind = at(bal, t["Tp"], t["CdOrPrtry"])
+    status = text_at(kind, t["Cd"]) or text_at(kind, t["Prtry"])
+    balance = r.signed(f"{where}/Amt", bal)
+    available = balance
+    for avail in children(bal, t["Avlbty"]):
+        days = text_at(avail, t["Dt"], t["NbOfDays"]).strip()
+        if days and int(days) == 0:
+            available = r.signed(f"{where}/Avlbty/Amt", avail)
+            break
+    overdraft = 0
+    line = first(first(bal, t["CdtLine"]), t["Amt"])
+    if line is not None:
+        overdraft = r.amount(f"{where}/CdtLine/Amt", line)
+    when = r.date_choice(f"{where}/Dt", first(bal, t["Dt"]))
+    as_of = when if isinstance(when, _dt.datetime) or when is None else _dt.datetime.combine(when, _dt.time(0))
+    return status, base.Balance(seq_no=seq_no, reply_to=reply_to, account=account, balance=balance,
+                                available=available, overdraft=overdraft, account_name=name,
+                                status=status, as_of=as_of)
+
+
+def decode_reports(doc: Element, r: Reader, definition: str, reply_to: str
+                   ) -> tuple[str, str, list[base.Message]]:
+    """(MsgId, OrgnlBizQry/MsgId, messages) of a camt.052 or camt.053 document.
+
+    Per report or statement: a Statement (always for camt.053; for camt.052 when it has
+    entries or no balances) with the first OPBD and CLBD amounts as its opening and closing
+    balances, then one Balance for every other ``Bal`` (all of them when no Statement).
+    """
+    t = r.t
+    statement = definition.startswith("camt.053")
+    root = first(doc, t["BkToCstmrStmt" if statement else "BkToCstmrAcctRpt"])
+    hdr = first(root, t["GrpHdr"])
+    seq_no = v.serial("GrpHdr/MsgId", text_at(hdr, t["MsgId"]))
+    query = text_at(hdr, t["OrgnlBizQry"], t["MsgId"])
+    if query:
+        reply_to = v.serial("OrgnlBizQry/MsgId", query)
+    out: list[base.Message] = []
+    for n, report in enumerate(children(root, t["Stmt" if statement else "Rpt"]), 1):
+        where = f"{'Stmt' if statement else 'Rpt'}[{n}]"
+        account, name = _read_account(report, r, where)
+        balances = [_read_balance(b, r, f"{where}/Bal[{i}]", seq_no, reply_to, account, name)
+                    for i, b in enumerate(children(report, t["Bal"]), 1)]
+        entries = tuple(_read_entry(e, account, r, f"{where}/Ntry[{i}]")
+                        for i, e in enumerate(children(report, t["Ntry"]), 1))
+        if statement or entries or not balances:
+            opening = closing = None
+            rest = []
+            for kind, balance in balances:
+                if kind == OPENING and opening is None:
+                    opening = balance.balance
+                elif kind == CLOSING and closing is None:
+                    closing = balance.balance
+                else:
+                    rest.append(balance)
+            out.append(base.Statement(seq_no=seq_no, reply_to=reply_to, account=account,
+                                      entries=entries, opening_balance=opening,
+                                      closing_balance=closing))
+            out.extend(rest)
+        else:
+            out.extend(balance for _, balance in balances)
+    return seq_no, reply_to, out
+
+
+def decode_notification(doc: Element, r: Reader) -> tuple[str, base.Movement]:
+    """(MsgId, the Movement) of a camt.054: every entry of every notification, in order."""
+    t = r.t
+    root = first(doc, t["BkToCstmrDbtCdtNtfctn"])
+    seq_no = v.serial("GrpHdr/MsgId", text_at(root, t["GrpHdr"], t["MsgId"]))
+    entries: list[base.Entry] = []
+    for n, note in enumerate(children(root, t["Ntfctn"]), 1):
+        where = f"Ntfctn[{n}]"
+        account, _ = _read_account(note, r, where)
+        entries.extend(_read_entry(e, account, r, f"{where}/Ntry[{i}]")
+                       for i, e in enumerate(children(note, t["Ntry"]), 1))
+    return seq_no, base.Movement(seq_no=seq_no, entries=tuple(entries))

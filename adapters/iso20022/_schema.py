@@ -1,0 +1,151 @@
+"""The schemas every document is validated against, loaded once from package data.
+
+The official ISO 20022 schemas ship unchanged in ``schemas/``.  They are imported into one
+schema of our own (generated below, namespace :data:`LINK_NS`) that also defines the link
+frame and the link-control elements, so one validation pass checks a whole frame: the
+``AppHdr`` against head.001.001.02, the ``Document`` against its own message's schema, and
+our elements against our definitions.  A bare document (no frame) is validated against the
+same compiled schema, in which it is a global element of its own namespace.
+
+Compiled schemas are kept per thread: lxml validators carry an error log and are not meant
+to be shared between threads.
+"""
+
+from __future__ import annotations
+
+import threading
+from importlib import resources
+
+from lxml import etree
+
+from adapters.base import AdapterError
+
+__all__ = [
+    "DOCUMENTS",
+    "HEAD_NS",
+    "ISO_PREFIX",
+    "LINK_KINDS",
+    "LINK_NS",
+    "definition_of",
+    "schema",
+    "validate",
+]
+
+LINK_NS = "urn:hpf-gateway:iso20022-link:1"
+ISO_PREFIX = "urn:iso:std:iso:20022:tech:xsd:"
+HEAD_NS = ISO_PREFIX + "head.001.001.02"
+
+DOCUMENTS: tuple[str, ...] = (
+    "pain.001.001.09", "pain.002.001.10",
+    "camt.052.001.08", "camt.053.001.08", "camt.054.001.08",
+    "camt.052.001.02", "camt.053.001.02", "camt.054.001.02",
+)
+"""Message definitions accepted as a ``Document`` (their namespace decides the schema)."""
+
+LINK_KINDS: tuple[str, ...] = ("SignOn", "SignOnAnswer", "Heartbeat", "HeartbeatAnswer", "Ack",
+                               "StatusQuery", "BalanceQuery")
+"""Our link-control elements; ``AppHdr/MsgDefIdr`` names them ``hpf.<element>``."""
+
+_SCHEME = "hpf-iso20022-schema:"
+
+# Our own definitions.  Lengths mirror the ISO text types; the codec checks the finer rules
+# (node and serial character sets) after validation.
+_LINK_XSD = """<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema"
+ targetNamespace="{link}" xmlns="{link}" elementFormDefault="qualified"{prefixes}>
+{imports}
+<xs:element name="Frame"><xs:complexType><xs:sequence>
+ <xs:element ref="h:AppHdr"/>
+ <xs:choice>{documents}{kinds}</xs:choice>
+</xs:sequence></xs:complexType></xs:element>
+<xs:simpleType name="Max35Text"><xs:restriction base="xs:string"><xs:minLength value="1"/><xs:maxLength value="35"/></xs:restriction></xs:simpleType>
+<xs:simpleType name="Max34Text"><xs:restriction base="xs:string"><xs:minLength value="1"/><xs:maxLength value="34"/></xs:restriction></xs:simpleType>
+<xs:simpleType name="Max500Text"><xs:restriction base="xs:string"><xs:minLength value="1"/><xs:maxLength value="500"/></xs:restriction></xs:simpleType>
+<xs:simpleType name="Node"><xs:restriction base="xs:string"><xs:pattern value="[A-Za-z0-9._\\-]{{1,35}}"/></xs:restriction></xs:simpleType>
+<xs:simpleType name="Flag"><xs:restriction base="xs:string"><xs:enumeration value="true"/><xs:enumeration value="false"/></xs:restriction></xs:simpleType>
+<xs:complexType name="NodeOnly"><xs:sequence><xs:element name="Node" type="Node"/></xs:sequence></xs:complexType>
+<xs:complexType name="Answer"><xs:sequence>
+ <xs:element name="Ok" type="Flag"/>
+ <xs:element name="Cd" type="Max35Text" minOccurs="0"/>
+ <xs:element name="Txt" type="Max500Text" minOccurs="0"/>
+</xs:sequence></xs:complexType>
+<xs:element name="SignOn" type="NodeOnly"/>
+<xs:element name="Heartbeat" type="NodeOnly"/>
+<xs:element name="HeartbeatAnswer" type="NodeOnly"/>
+<xs:element name="SignOnAnswer"><xs:complexType><xs:sequence>
+ <xs:element name="Node" type="Node"/>
+ <xs:element name="Ok" type="Flag"/>
+ <xs:element name="Cd" type="Max35Text" minOccurs="0"/>
+ <xs:element name="Txt" type="Max500Text" minOccurs="0"/>
+</xs:sequence></xs:complexType></xs:element>
+<xs:element name="Ack" type="Answer"/>
+<xs:element name="StatusQuery"><xs:complexType><xs:sequence>
+ <xs:element name="Ref" type="Max35Text"/>
+ <xs:element name="RefDt" type="xs:date"/>
+</xs:sequence></xs:complexType></xs:element>
+<xs:element name="BalanceQuery"><xs:complexType><xs:sequence>
+ <xs:element name="Acct" type="Max34Text"/>
+</xs:sequence></xs:complexType></xs:element>
+<xs:element name="Sgntr"><xs:simpleType><xs:restriction base="xs:base64Binary"><xs:minLength value="1"/><xs:maxLength value="16384"/></xs:restriction></xs:simpleType></xs:element>
+<xs:element name="BalAftr"><xs:complexType><xs:simpleContent><xs:extension base="SignedAmount">
+ <xs:attribute name="Ccy" use="required"><xs:simpleType><xs:restriction base="xs:string"><xs:pattern value="[A-Z]{{3}}"/></xs:restriction></xs:simpleType></xs:attribute>
+</xs:extension></xs:simpleContent></xs:complexType></xs:element>
+<xs:simpleType name="SignedAmount"><xs:restriction base="xs:decimal"><xs:fractionDigits value="2"/><xs:totalDigits value="18"/></xs:restriction></xs:simpleType>
+</xs:schema>
+"""
+
+
+def _link_xsd() -> bytes:
+    names = ("head.001.001.02",) + DOCUMENTS
+    prefixes = "".join(f' xmlns:{"h" if i == 0 else f"d{i}"}="{ISO_PREFIX}{n}"'
+                       for i, n in enumerate(names))
+    imports = "".join(f'<xs:import namespace="{ISO_PREFIX}{n}" schemaLocation="{_SCHEME}{n}.xsd"/>'
+                      for n in names)
+    documents = "".join(f'<xs:element ref="d{i}:Document"/>' for i in range(1, len(names)))
+    kinds = "".join(f'<xs:element ref="{k}"/>' for k in LINK_KINDS)
+    return _LINK_XSD.format(link=LINK_NS, prefixes=prefixes, imports=imports, documents=documents,
+                            kinds=kinds).encode("utf-8")
+
+
+class _PackageResolver(etree.Resolver):
+    """Serves ``hpf-iso20022-schema:NAME.xsd`` from the package's ``schemas/`` and nothing else."""
+
+    def resolve(self, url: str | None, pubid: str | None, context: object) -> object | None:
+        if url and url.startswith(_SCHEME):
+            name = url[len(_SCHEME):]
+            if name.removesuffix(".xsd") in ("head.001.001.02",) + DOCUMENTS:
+                data = resources.files(__package__).joinpath("schemas", name).read_bytes()
+                return self.resolve_string(data, context)
+        return None  # unreachable for our own schema; libxml2 then fails to compile it
+
+
+_local = threading.local()
+
+
+def schema() -> etree.XMLSchema:
+    """The compiled frame-and-documents schema of this thread (built on first use)."""
+    compiled = getattr(_local, "schema", None)
+    if compiled is None:
+        parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
+        parser.resolvers.add(_PackageResolver())
+        compiled = etree.XMLSchema(etree.fromstring(_link_xsd(), parser))
+        _local.schema = compiled
+    return compiled
+
+
+def validate(root: etree._Element, what: str) -> None:
+    """Raise :class:`AdapterError` naming the first schema violation in ``root``."""
+    checker = schema()
+    if not checker.validate(root):
+        error = checker.error_log.last_error
+        reason = error.message if error is not None else "invalid"
+        line = f" (line {error.line})" if error is not None and error.line else ""
+        raise AdapterError(f"{what} is not valid against its schema{line}: {reason[:200]}")
+
+
+def definition_of(namespace: str) -> str | None:
+    """``pain.002.001.10`` for its namespace; None for a namespace we do not accept."""
+    if namespace.startswith(ISO_PREFIX):
+        name = namespace[len(ISO_PREFIX):]
+        if name in DOCUMENTS:
+            return name
+    return None
