@@ -209,6 +209,10 @@ def cmd_adapters_decode(args: argparse.Namespace) -> int:
 
     try:
         adapter = load_adapter(args.name)
+        # A link accepts only its own currency; an operator reading a bank's file wants every entry.
+        files = getattr(type(adapter), "for_operator_files", None)
+        if files is not None:
+            adapter = files()
     except KeyError as e:
         print(f"hpf-gateway adapters decode: {e.args[0]}", file=sys.stderr)
         return 2

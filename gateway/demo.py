@@ -1,9 +1,14 @@
-"""``hpf-gateway demo``: dev keys, a config, the gateway on SQLite, two banks and a centre — live.
+"""``hpf-gateway demo``: the whole system on embedded defaults, live, in one process.
 
-Everything runs in this one process on loopback.  The gateway's JSON log goes
-to ``DIR/gateway.log``; the terminal shows the centre's progress line and a
-summary.  The exit status is 0 only if every instruction reached a final
-state and no bank executed any reference twice.
+Dev keys and configs in ``DIR``; the gateway on SQLite; one simulated bank per
+adapter (bdc dials in, b2e is dialled, ISO 20022 dials in); the supervision
+ledger receiving signed copies; a simulated centre submitting instructions and
+following its feed.  The gateway's and ledger's JSON logs go to
+``DIR/gateway.log``; the terminal shows progress and a summary, with the
+ledger's alerts by rule.  ``--bank-faults`` makes the banks misbehave on
+purpose so those alerts appear.  The exit status is 0 only if every
+instruction reached a final state, no bank executed a reference twice
+unasked, and every offence asked for raised its alert.
 """
 
 from __future__ import annotations
@@ -18,19 +23,30 @@ from typing import Any
 
 from gateway.config import load_config, render_toml
 
-__all__ = ["write_demo_config", "run_demo"]
+__all__ = ["BANKS", "CENTRE", "write_demo_config", "write_ledger_config", "run_demo", "FAULT_RULES"]
 
 CENTRE = "C52240"
-BANKS = {
-    "B001": {"name": "示例银行", "node": "105000", "direction": "listen", "account": "6200001111222233",
-             "account_name": "示例中心归集户"},
-    "B002": {"name": "另一银行", "node": "102000", "direction": "connect", "account": "6222002222333344",
-             "account_name": "示例中心贷款户"},
+BANKS: dict[str, dict[str, str]] = {
+    "B001": {"name": "示例银行", "adapter": "bdc", "node": "105000", "direction": "listen",
+             "account": "6200001111222233", "account_name": "示例中心归集户", "type": "collection"},
+    "B002": {"name": "另一银行", "adapter": "b2e", "node": "102000", "direction": "connect",
+             "account": "6222002222333344", "account_name": "示例中心贷款户", "type": "loan"},
+    "B003": {"name": "第三银行", "adapter": "iso20022", "node": "104000", "direction": "listen",
+             "account": "6217003333444455", "account_name": "示例中心增值收益户", "type": "revenue"},
 }
 COUNTERPARTIES = {
     "6200009999000011": {"name": "张三", "bank_code": "105100000017"},
     "6222008888000022": {"name": "示例房地产开发有限公司", "bank_code": "102100000030"},
-    "6217001234567890": {"name": "李四", "bank_code": "103100000026"},
+    "6217001234567890": {"name": "李四", "bank_code": "104100000045"},
+}
+# Which ledger rule each bank offence must raise.
+FAULT_RULES = {
+    "unsolicited-debit": "unsolicited-debit",
+    "result-mismatch": "result-mismatch",
+    "duplicate-execution": "duplicate-execution",
+    "balance-break": "balance-break",
+    "unregistered-counterparty": "unregistered-counterparty",
+    "unregistered-account": "unregistered-account",
 }
 
 
@@ -40,16 +56,24 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def write_demo_config(directory: Path, *, ports: dict[str, int] | None = None) -> Path:
+def _registries() -> tuple[dict[str, Any], dict[str, Any]]:
+    accounts = {b["account"]: {"bank": bank_id, "centre": CENTRE, "name": b["account_name"], "type": b["type"]}
+                for bank_id, b in BANKS.items()}
+    return accounts, COUNTERPARTIES
+
+
+def write_demo_config(directory: Path, *, ports: dict[str, int] | None = None,
+                      ledger_url: str | None = None) -> Path:
     """Write ``DIR/gateway.toml`` for the demo (keys in ``DIR/keys``, database in ``DIR/var``)."""
-    ports = ports or {name: _free_port() for name in ("api", "ops", "B001", "B002")}
+    ports = ports or {name: _free_port() for name in ("api", "ops", *BANKS)}
     banks: dict[str, Any] = {}
     for bank_id, b in BANKS.items():
         endpoint = (f"tcp:{ports[bank_id]}:interface=127.0.0.1" if b["direction"] == "listen"
                     else f"tcp:127.0.0.1:{ports[bank_id]}")
-        banks[bank_id] = {"name": b["name"], "adapter": "bdc", "node": b["node"], "direction": b["direction"],
-                          "endpoint": endpoint, "window": 128}
-    data = {
+        banks[bank_id] = {"name": b["name"], "adapter": b["adapter"], "node": b["node"],
+                          "direction": b["direction"], "endpoint": endpoint, "window": 256}
+    accounts, counterparties = _registries()
+    data: dict[str, Any] = {
         "gateway": {"node": "D00000", "database": "sqlite:///var/gateway.db"},
         "tls": {"certificate": "keys/gateway.crt", "private_key": "keys/gateway.key", "ca": "keys/ca.crt"},
         "listen": {"centre_api": f"tcp:{ports['api']}:interface=127.0.0.1",
@@ -57,14 +81,14 @@ def write_demo_config(directory: Path, *, ports: dict[str, int] | None = None) -
         "limits": {"max_amount": "50000000.00", "large_amount": "1000000.00", "max_batch": 1000},
         "timeouts": {"heartbeat_interval": 5.0, "dead_after": 15.0, "receipt_timeout": 5.0,
                      "result_timeout": 10.0, "status_query_interval": 2.0, "status_query_attempts": 5,
-                     "max_feed_wait": 30.0},
+                     "max_feed_wait": 30.0, "balance_query_interval": 2.0},
         "centres": {CENTRE: {"unit_no": "522400000000000", "name": "示例市住房公积金管理中心"}},
         "banks": banks,
-        "accounts": {b["account"]: {"bank": bank_id, "centre": CENTRE, "name": b["account_name"],
-                                    "type": "collection" if bank_id == "B001" else "loan"}
-                     for bank_id, b in BANKS.items()},
-        "counterparties": COUNTERPARTIES,
+        "accounts": accounts,
+        "counterparties": counterparties,
     }
+    if ledger_url:
+        data["ledger"] = {"url": ledger_url, "name": "main", "signing_key": "keys/gateway-signing.key"}
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "var").mkdir(exist_ok=True)
     path = directory / "gateway.toml"
@@ -73,41 +97,85 @@ def write_demo_config(directory: Path, *, ports: dict[str, int] | None = None) -
     return path
 
 
+def write_ledger_config(directory: Path, ports: dict[str, int], *, result_deadline: float = 10.0) -> Path:
+    """Write ``DIR/ledger.toml``: the ledger of the demo, trusting the demo gateway's signing key."""
+    accounts, counterparties = _registries()
+    data = {
+        "ledger": {"name": "main", "database": "sqlite:///var/ledger.db"},
+        "tls": {"certificate": "keys/ledger.crt", "private_key": "keys/ledger.key", "ca": "keys/ca.crt"},
+        "listen": {"ingest": f"tcp:{ports['ingest']}:interface=127.0.0.1",
+                   "supervisor": f"tcp:{ports['supervisor']}:interface=127.0.0.1",
+                   "ops": f"tcp:{ports['ledger_ops']}:interface=127.0.0.1"},
+        "gateways": {"main": {"signing_key": "keys/gateway-signing.pub", "signature_alg": "ed25519"}},
+        "supervisors": {"sup1": {}},
+        "thresholds": {"large_amount": "1000000.00", "result_deadline": result_deadline,
+                       "booking_deadline": 86400.0, "balance_tolerance": "0.00"},
+        "accounts": accounts,
+        "counterparties": counterparties,
+    }
+    (directory / "var").mkdir(parents=True, exist_ok=True)
+    path = directory / "ledger.toml"
+    path.write_text("# Generated by `hpf-gateway demo`; see conf/ledger.example.toml for every key.\n"
+                    + render_toml(data), encoding="utf-8")
+    return path
+
+
 def run_demo(args: argparse.Namespace) -> int:
     from twisted.internet import reactor
     from twisted.internet.defer import Deferred
 
+    from gateway.ledger import store as ledger_store
+    from gateway.ledger.config import load_ledger_config
+    from gateway.ledger.service import makeLedgerService
     from gateway.logs import start_logging
     from gateway.pki import init_dev_pki
     from gateway.service import makeService
+    from gateway.signing import init_signing_key
+    from gateway.simulate.bank import parse_faults
     from gateway.simulate.centre import run_centre
     from gateway.simulate.run import api_url, bank_service_for, centre_options_for
     from gateway.store import migrate
 
+    try:
+        faults = parse_faults(args.bank_faults) if args.bank_faults else frozenset()
+    except ValueError as e:
+        print(f"hpf-gateway demo: --bank-faults: {e}", file=sys.stderr)
+        return 2
     directory = Path(args.dir).resolve()
     directory.mkdir(parents=True, exist_ok=True)
     init_dev_pki(directory / "keys", banks=list(BANKS), centres=[CENTRE])
-    config_path = write_demo_config(directory)
-    config = load_config(config_path)
+    init_signing_key(directory / "keys")
+    ports = {name: _free_port() for name in ("ingest", "supervisor", "ledger_ops")}
+    ledger_config = load_ledger_config(write_ledger_config(directory, ports))
+    ledger_store.MIGRATIONS.upgrade(ledger_config.database)
+    config = load_config(write_demo_config(directory, ledger_url=f"https://127.0.0.1:{ports['ingest']}"))
     migrate.upgrade(config.database)
     log_file = open(directory / "gateway.log", "a", encoding="utf-8")
     start_logging(log_file, console=False)
+    from gateway.daemon import SWITCH_INTERVAL
 
+    sys.setswitchinterval(SWITCH_INTERVAL)  # as the daemons do: the database threads need the GIL back
+
+    ledger = makeLedgerService(ledger_config, reactor)
     gateway = makeService(config, reactor)
-    banks = {bank_id: bank_service_for(reactor, config, bank_id, delay=0.0) for bank_id in BANKS}
+    banks = {bank_id: bank_service_for(reactor, config, bank_id, faults=faults, fault_every=args.fault_every)
+             for bank_id in BANKS}
+    ledger.service.startService()
     gateway.service.startService()
     for svc in banks.values():
         svc.startService()
     tty = sys.stdout.isatty()
     print(f"hpf-gateway demo in {directory}")
-    ops_port = config.ops.split(":")[1]
-    print(f"  gateway: centre API {api_url(config)}, metrics http://127.0.0.1:{ops_port}/metrics, "
-          f"log {directory / 'gateway.log'}")
+    print(f"  gateway: centre API {api_url(config)}, metrics http://127.0.0.1:{config.ops.split(':')[1]}/metrics")
+    print(f"  ledger: supervisor API https://localhost:{ports['supervisor']}, "
+          f"metrics http://127.0.0.1:{ports['ledger_ops']}/metrics")
     for bank_id, b in BANKS.items():
-        print(f"  bank {bank_id} ({b['name']}, bdc, node {b['node']}): the gateway "
-              f"{'listens, the bank dials in' if b['direction'] == 'listen' else 'dials the bank'}")
+        how = "the gateway listens, the bank dials in" if b["direction"] == "listen" else "the gateway dials the bank"
+        print(f"  bank {bank_id} ({b['name']}, {b['adapter']}, node {b['node']}): {how}")
+    if faults:
+        print(f"  bank offences on purpose: {', '.join(sorted(faults))} (every {args.fault_every} transfers)")
     print(f"  centre {CENTRE}: submitting {args.count} instructions at {args.rate:g}/s"
-          f"{f' in batches of {args.batch}' if args.batch else ''}")
+          f"{f' in batches of {args.batch}' if args.batch else ''}; logs in {directory / 'gateway.log'}")
 
     def progress(line: str) -> None:
         sys.stdout.write(("\r  " + line + "\x1b[K") if tty else "  " + line + "\n")
@@ -120,6 +188,16 @@ def run_demo(args: argparse.Namespace) -> int:
             reactor, base_url=api_url(config), count=args.count, rate=args.rate, duration=None,
             batch=args.batch, seed=int(time.time()), id_prefix=f"D{int(time.time()) % 10**8:08d}-",
             progress=progress, final_timeout=60.0, **centre_options_for(config, CENTRE))
+        # Let copies reach the ledger and its deadline rules run (result_deadline + a tick).
+        settle = time.monotonic() + 45
+        while time.monotonic() < settle:
+            backlog = gateway.metrics.ledger_backlog._value.get()
+            if backlog == 0 and not faults:
+                break
+            if backlog == 0 and faults and _raised(await _alerts(ledger), faults):
+                break
+            await _sleep(reactor, 0.5)
+        outcome["alerts"] = await _alerts(ledger)
 
     def finished(_: Any) -> None:
         if not args.serve:
@@ -127,18 +205,35 @@ def run_demo(args: argparse.Namespace) -> int:
 
     d = Deferred.fromCoroutine(flow())
     d.addErrback(lambda f: outcome.setdefault("error", f))
-    d.addBoth(lambda _: _summary(outcome, banks, config, directory, args.serve))
+    d.addBoth(lambda _: _summary(outcome, banks, config, directory, args.serve, faults))
     d.addBoth(finished)
-    reactor.addSystemEventTrigger("before", "shutdown", gateway.service.stopService)
-    for svc in banks.values():
+    for svc in (*banks.values(), gateway.service, ledger.service):
         reactor.addSystemEventTrigger("before", "shutdown", svc.stopService)
     reactor.run()
     log_file.close()
     return outcome.get("status", 1)
 
 
+def _sleep(reactor: Any, seconds: float) -> Any:
+    from twisted.internet.task import deferLater
+
+    return deferLater(reactor, seconds, lambda: None)
+
+
+async def _alerts(ledger: Any) -> list[dict[str, Any]]:
+    from gateway.ledger import store as ledger_store
+
+    return await ledger.db.read(lambda c: ledger_store.list_alerts(c, state=None, rule=None, since_us=None,
+                                                                   after_id=0, limit=10_000))
+
+
+def _raised(alerts: list[dict[str, Any]], faults: frozenset[str]) -> bool:
+    rules = {a["rule"] for a in alerts}
+    return all(FAULT_RULES[f] in rules for f in faults)
+
+
 def _summary(outcome: dict[str, Any], banks: dict[str, Any], config: Any, directory: Path,
-             serve: bool) -> None:
+             serve: bool, faults: frozenset[str]) -> None:
     print()
     if "error" in outcome:
         print(f"demo failed: {outcome['error'].getErrorMessage()}")
@@ -154,9 +249,32 @@ def _summary(outcome: dict[str, Any], banks: dict[str, Any], config: Any, direct
         print(f"  bank {bank_id}: executed {stats.get('executed', '?')}, duplicates answered "
               f"{stats.get('duplicates', '?')}, max executions per reference "
               f"{max(executions.values(), default=0)}")
-    ok = report.not_final == 0 and report.duplicate_finals == 0 and twice == 0
-    print("every instruction reached a final state, none executed twice" if ok
-          else "NOT every instruction is final, or something executed twice: see the log")
+    alerts = outcome.get("alerts", [])
+    by_rule: dict[str, int] = {}
+    for a in alerts:
+        by_rule[a["rule"]] = by_rule.get(a["rule"], 0) + 1
+    committed: dict[str, int] = {}
+    for svc in banks.values():
+        for fault, n in (svc.link.stats().get("faults", {}).get("committed") or {}).items():
+            committed[fault] = committed.get(fault, 0) + n
+    print("  ledger alerts by rule: " + (", ".join(f"{r} {n}" for r, n in sorted(by_rule.items())) or "none"))
+    if faults:
+        print("  offences the banks committed: " + ", ".join(f"{f} {committed.get(f, 0)}" for f in sorted(faults)))
+    # Each offence must raise its rule's alert, and (balance drift aside, which is judged per
+    # snapshot interval) exactly once per offence; no other rule may fire.
+    missing = sorted(f for f in faults if FAULT_RULES[f] not in by_rule)
+    wrong = sorted(f for f in faults if f != "balance-break" and by_rule.get(FAULT_RULES[f], 0) != committed.get(f, 0))
+    stray = sorted(set(by_rule) - {FAULT_RULES[f] for f in faults})
+    missing += [f"{f} (alerts {by_rule.get(FAULT_RULES[f], 0)} != offences {committed.get(f, 0)})" for f in wrong]
+    missing += [f"unexpected {r}" for r in stray]
+    expected_twice = "duplicate-execution" in faults
+    ok = (report.not_final == 0 and report.duplicate_finals == 0 and (twice == 0 or expected_twice)
+          and not missing)
+    if missing:
+        print(f"  offences without their alert: {', '.join(missing)}")
+    print("every instruction reached a final state" + ("" if expected_twice else ", none executed twice")
+          + (", every offence raised its alert" if faults else "") if ok else
+          "NOT as expected: see above and the log")
     outcome["status"] = 0 if ok else 1
     if serve:
         from gateway.simulate.run import api_url

@@ -85,3 +85,30 @@ def test_in_doubt_is_resolved_by_an_operator_with_evidence_and_the_centre_sees_i
     assert edited == 1
     out = hpf("verify", "-c", str(config.path))
     assert out.returncode == 1 and "altered" in out.stdout, out.stdout
+
+
+@pytest.mark.parametrize("sample", ["camt052_001_02.xml", "camt053_001_02.xml"])
+def test_adapters_decode_reports_every_entry_and_balance_of_a_real_bank_file(sample):
+    from pathlib import Path
+
+    from lxml import etree
+
+    path = Path(__file__).parents[1] / "data" / "iso20022" / sample
+    out = hpf("adapters", "decode", "iso20022", str(path))
+    assert out.returncode == 0, out.stderr
+    messages = [json.loads(line) for line in out.stdout.splitlines()]
+    tree = etree.parse(str(path))
+    entries = len(tree.xpath("//*[local-name()='Ntry']"))
+    balances = len(tree.xpath("//*[local-name()='Bal']"))
+    got_entries = sum(len(m.get("entries", [])) for m in messages)
+    got_balances = sum(1 for m in messages if m["kind"] == "Balance") + sum(
+        (m.get("opening_balance") is not None) + (m.get("closing_balance") is not None)
+        for m in messages if m["kind"] == "Statement")
+    assert (got_entries, got_balances) == (entries, balances)
+
+
+def test_adapters_decode_refuses_a_bad_file_in_one_line(tmp_path):
+    bad = tmp_path / "bad.xml"
+    bad.write_bytes(b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "b">]><x>&a;</x>')
+    out = hpf("adapters", "decode", "iso20022", str(bad))
+    assert out.returncode == 1 and len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
