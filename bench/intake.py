@@ -1,0 +1,186 @@
+"""``python -m bench intake``: durable acceptance only — batch POSTs, group commit, no bank.
+
+The gateway runs in its own process with the demo's banks configured and
+none connected (no simulator runs), so every instruction stops at
+``received``: what is measured is validation, authorisation, policy and the
+durable commit (promise G1: the 200 is sent only after the commit), shared
+by concurrent requests through the group-commit writer.
+
+``--clients N`` loops in the bench process each keep one
+``POST /v1/instructions/batch`` of ``--batch`` fresh instructions
+outstanding, as fast as the answers come, for ``--seconds`` after a short
+warm-up.  Reported per database: instructions accepted per second (items
+answered 202) and the latency of the POST (sent to the whole answer read).
+``--database`` may be given more than once; each runs on a fresh gateway
+(PostgreSQL: in a database created for the run and dropped after).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from collections import Counter
+from io import BytesIO
+from typing import Any
+
+from bench.common import BenchError, Report, latency_summary, run_reactor, self_cpu_seconds, start_bench_log
+from bench.env import Workspace, fresh_database, make_gateway_env, start_gateway
+
+HELP = "durable acceptance only: concurrent batch POSTs with no bank connected, per database"
+DEFAULT_SECONDS = 15.0
+
+_AMOUNT_FEN = (100, 500_000)  # 1.00 .. 5000.00: below the demo's large_amount, so nothing is refused by policy
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--clients", type=int, default=4, help="concurrent clients (default 4)")
+    p.add_argument("--batch", type=int, default=100, help="instructions per batch POST (default 100)")
+    p.add_argument("--warmup", type=float, default=1.0, help="seconds before measuring (default 1)")
+    p.add_argument("--database", action="append", default=None,
+                   help="'sqlite' (WAL, synchronous=FULL) or a PostgreSQL server URL (a fresh database is "
+                        "created there and dropped after); repeat to measure several (default: sqlite)")
+    p.add_argument("--dir", help="work here and keep it (default: a temporary directory)")
+    p.add_argument("--keep", action="store_true", help="keep the temporary directory")
+
+
+async def offer(reactor: Any, env: Any, *, clients: int, batch: int, seconds: float,
+                warmup: float) -> dict[str, Any]:
+    """Run ``clients`` closed-loop batch posters against ``env``'s gateway; the figures of the window."""
+    from twisted.internet.defer import Deferred, gatherResults
+    from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool, readBody
+    from twisted.web.http_headers import Headers
+
+    from gateway.simulate.centre import GatewayTLSPolicy, make_instruction
+
+    opts = env.centre_options()
+    pool = HTTPConnectionPool(reactor, persistent=True)
+    pool.maxPersistentPerHost = clients
+    agent = Agent(reactor, contextFactory=GatewayTLSPolicy(opts["certificate"], opts["private_key"], opts["ca"]),
+                  pool=pool, connectTimeout=10)
+    url = (env.api_url + "/v1/instructions/batch").encode("ascii")
+    rng = random.Random(1)
+    prefix = f"I{int(time.time()) % 10**8:08d}-"
+    state = {"n": 0, "stop": False}
+    latencies: list[float] = []
+    items: Counter[int] = Counter()
+    http: Counter[int] = Counter()
+    errors: Counter[str] = Counter()
+    t_start = time.monotonic() + warmup
+    t_end = t_start + seconds
+
+    def bodies() -> bytes:
+        first = state["n"] + 1
+        state["n"] += batch
+        docs = [make_instruction(n, id_prefix=prefix, rng=rng, debit_accounts=opts["debit_accounts"],
+                                 counterparties=opts["counterparties"], amount_fen=_AMOUNT_FEN)
+                for n in range(first, first + batch)]
+        return json.dumps({"instructions": docs}, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+    async def client() -> None:
+        headers = Headers({b"content-type": [b"application/json"], b"accept": [b"application/json"]})
+        while not state["stop"]:
+            payload = bodies()
+            t0 = time.monotonic()
+            try:
+                d = agent.request(b"POST", url, headers, FileBodyProducer(BytesIO(payload)))
+                d.addTimeout(60, reactor)
+                response = await d
+                data = await readBody(response)
+            except Exception as e:  # noqa: BLE001 (counted, not raised: a refused connection is a figure too)
+                errors[type(e).__name__] += 1
+                continue
+            t1 = time.monotonic()
+            if t1 > t_end:
+                state["stop"] = True
+            if not (t_start <= t1 <= t_end):
+                continue
+            latencies.append(t1 - t0)
+            http[response.code] += 1
+            if response.code == 200:
+                for item in json.loads(data).get("results", []):
+                    items[int(item.get("status", 0))] += 1
+
+    cpu0 = self_cpu_seconds()
+    await gatherResults([Deferred.fromCoroutine(client()) for _ in range(clients)], consumeErrors=True)
+    await pool.closeCachedConnections()
+    window = seconds
+    return {"accepted": items.get(202, 0), "items_by_status": {str(k): v for k, v in sorted(items.items())},
+            "http_by_status": {str(k): v for k, v in sorted(http.items())},
+            "errors": dict(errors), "window_s": window, "latencies": latencies,
+            "bench_cpu_s": self_cpu_seconds() - cpu0}
+
+
+def run(args: argparse.Namespace) -> Report:
+    if args.clients < 1 or not 1 <= args.batch <= 1000:
+        raise BenchError("--clients must be positive and --batch within 1..1000")
+    databases = args.database or ["sqlite"]
+    results: dict[str, dict[str, Any]] = {}
+    notes: list[str] = []
+    with Workspace(args.dir, keep=args.keep) as ws:
+        if ws.keep:
+            notes.append(f"work directory kept: {ws.directory}")
+        log_file = start_bench_log(ws.directory / "bench.log")
+
+        async def main(reactor: Any) -> None:
+            for i, spec in enumerate(databases):
+                label = "sqlite" if spec == "sqlite" else "postgresql"
+                if label in results:
+                    label = f"{label}-{i + 1}"
+                part = ws.sub(f"gateway-{i + 1}-{label}")
+                # Setting up blocks the reactor for a few seconds; nothing else runs on it meanwhile.
+                with fresh_database(spec, part) as database:
+                    try:
+                        env = make_gateway_env(part, database=database)
+                        gateway = start_gateway(ws.children, env)
+                        cpu0, wait0, t0 = gateway.cpu_seconds(), gateway.runqueue_wait_seconds(), time.monotonic()
+                        out = await offer(reactor, env, clients=args.clients, batch=args.batch,
+                                          seconds=args.seconds, warmup=args.warmup)
+                        cpu = gateway.cpu_seconds() - cpu0
+                        wait, wall = gateway.runqueue_wait_seconds() - wait0, time.monotonic() - t0
+                        _, hwm_kb = gateway.memory_kb()
+                    finally:
+                        ws.children.stop_all()
+                accepted = out["accepted"]
+                lat = latency_summary(out["latencies"])
+                results[label] = {
+                    "database": "PostgreSQL" if label.startswith("postgresql") else "SQLite (WAL, synchronous=FULL)",
+                    "instructions_per_s": round(accepted / out["window_s"], 1),
+                    "accepted": accepted,
+                    "posts": lat["count"],
+                    "post_p50_ms": lat["p50_ms"], "post_p99_ms": lat["p99_ms"], "post_max_ms": lat["max_ms"],
+                    "items_by_status": out["items_by_status"], "http_by_status": out["http_by_status"],
+                    "errors": out["errors"],
+                    # CPU over warm-up + window + drain, per instruction accepted in the window: an upper bound.
+                    "gateway_cpu_s_per_1000": round(cpu * 1000.0 / accepted, 3) if accepted else None,
+                    "gateway_cpu_share": round(cpu / wall, 3) if wall else None,
+                    "gateway_runqueue_wait_s": round(wait, 2), "wall_s": round(wall, 2),
+                    "gateway_peak_rss_mb": round(hwm_kb / 1024, 1),
+                    "bench_cpu_s": round(out["bench_cpu_s"], 2),
+                }
+
+        try:
+            run_reactor(main, timeout=len(databases) * (args.seconds + args.warmup + 240))
+        finally:
+            log_file.close()
+
+    rows: list[tuple[str, Any, str]] = [("clients x batch", f"{args.clients} x {args.batch}", "instructions/POST")]
+    for label, r in results.items():
+        rows += [
+            (f"{label}: accepted", r["instructions_per_s"], "instructions/s"),
+            (f"{label}: POST latency p50", r["post_p50_ms"], "ms"),
+            (f"{label}: POST latency p99", r["post_p99_ms"], "ms"),
+            (f"{label}: gateway CPU per 1,000", r["gateway_cpu_s_per_1000"], "CPU s (upper bound)"),
+            (f"{label}: gateway CPU share", r["gateway_cpu_share"], "cores"),
+            (f"{label}: gateway waiting for a CPU", r["gateway_runqueue_wait_s"], f"thread-s in {r['wall_s']:g} s"),
+            (f"{label}: gateway peak RSS", r["gateway_peak_rss_mb"], "MB"),
+        ]
+        refused = {k: v for k, v in r["items_by_status"].items() if k != "202"}
+        if refused or r["errors"]:
+            notes.append(f"{label}: items not accepted {refused}, request errors {r['errors']}")
+    figures = {"clients": args.clients, "batch": args.batch, "databases": results}
+    params = {"seconds": args.seconds, "clients": args.clients, "batch": args.batch, "warmup": args.warmup,
+              "databases": ["sqlite" if d == "sqlite" else "postgresql" for d in databases]}
+    return Report("intake", "intake: durable acceptance (batch API, group commit, no bank)", tuple(rows),
+                  figures, params, tuple(notes))

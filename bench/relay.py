@@ -1,0 +1,224 @@
+"""``python -m bench relay``: the whole lifecycle on this machine, and the machine's limit beside it.
+
+Processes, all on loopback:
+
+- the gateway: ``python -m gateway.cli run -c CONF`` (= ``hpf-gateway run``)
+  in a process of its own, so its CPU time and resident memory are read from
+  ``/proc/PID/stat`` and ``/proc/PID/status`` apart from everything else;
+- the demo's two simulated banks (B001 dials in, the gateway dials B002),
+  one ``hpf-gateway simulate bank -c CONF --bank B`` process each, answering
+  at once;
+- the centre: :func:`gateway.simulate.centre.run_centre` in the bench process,
+  submitting over HTTPS with the centre's certificate and following the
+  results feed; it times each instruction from submission to its final
+  state on the feed.
+
+Modes: ``--rate R`` offers R instructions/s for ``--seconds`` (single POSTs,
+or ``--batch N``); ``--saturate`` runs closed-loop: ``--concurrency C`` batch
+requests of ``--batch N`` outstanding at all times, which finds the most
+final/s the gateway sustains.
+
+Then, in the same run and with the gateway idle, the raw relay
+(:mod:`bench.rawrelay`) passes the same bdc frames through a bytes-only
+mTLS relay process with the gateway's concurrency (one link per bank, the
+bank window outstanding on each): ``ratio = instructions_per_s /
+raw_relay_msgs_per_s`` says how much of the machine's relaying capacity the
+gateway's real work (HTTPS intake, validation, durable commits, the
+lifecycle, the results feed) leaves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+from bench.common import (
+    BenchError,
+    Report,
+    free_port,
+    run_reactor,
+    scrape_metrics,
+    self_cpu_seconds,
+    start_bench_log,
+    wait_until,
+)
+from bench.env import (
+    Workspace,
+    add_workspace_arguments,
+    fresh_database,
+    make_gateway_env,
+    port_open,
+    start_bank_sims,
+    start_gateway,
+    wait_links_up,
+)
+
+HELP = "full lifecycle: gateway + simulated banks + centre, with a bytes-only mTLS relay as the machine's limit"
+DEFAULT_SECONDS = 20.0
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--rate", type=float, default=200.0, help="offered instructions per second (default 200)")
+    p.add_argument("--saturate", action="store_true",
+                   help="closed loop: keep --concurrency batch requests outstanding to find the max final/s")
+    p.add_argument("--batch", type=int, default=None,
+                   help="instructions per batch POST (default: single POSTs; 100 with --saturate)")
+    p.add_argument("--concurrency", type=int, default=8,
+                   help="outstanding requests with --saturate (default 8)")
+    p.add_argument("--raw-seconds", type=float, default=None,
+                   help="how long to measure the raw relay (default: min(10, --seconds))")
+    p.add_argument("--final-timeout", type=float, default=None,
+                   help="seconds to wait for outcomes after the last submission (default: max(30, --seconds))")
+    add_workspace_arguments(p)
+
+
+def _sum(samples: dict[Any, float], name: str) -> float:
+    return sum(v for (n, _), v in samples.items() if n == name)
+
+
+def run(args: argparse.Namespace) -> Report:
+    from bench.rawrelay import bank_argv, encode_frames, relay_argv
+
+    batch = args.batch if args.batch is not None else (100 if args.saturate else 0)
+    if not 0 <= batch <= 1000:
+        raise BenchError("--batch must be within 0..1000")
+    if args.concurrency < 1 or args.rate <= 0:
+        raise BenchError("--concurrency and --rate must be positive")
+    raw_seconds = args.raw_seconds if args.raw_seconds is not None else min(10.0, args.seconds)
+    final_timeout = args.final_timeout if args.final_timeout is not None else max(30.0, args.seconds)
+    rate = 1e6 if args.saturate else args.rate  # closed loop: only the outstanding bound paces
+    max_outstanding = args.concurrency if args.saturate else 64
+    notes: list[str] = []
+    with Workspace(args.dir, keep=args.keep) as ws:
+        if ws.keep:
+            notes.append(f"work directory kept: {ws.directory}")
+        with fresh_database(args.database, ws.sub("gateway")) as database:
+            try:
+                env = make_gateway_env(ws.sub("gateway"), database=database)
+                # Everything starts at once (banks redial until the gateway listens): a cold
+                # Python start costs about a CPU second each, and waiting in turn adds them up.
+                frames = encode_frames()
+                frames_path = ws.directory / "raw-frames.json"
+                frames.save(frames_path)
+                bank_port, relay_port = free_port(), free_port()
+                raw_bank = ws.children.spawn("raw-bank", bank_argv(port=bank_port, keys=env.keys, frames=frames_path),
+                                             log=ws.directory / "raw-bank.log")
+                raw_relay = ws.children.spawn("raw-relay", relay_argv(port=relay_port, upstream=bank_port,
+                                                                      keys=env.keys),
+                                              log=ws.directory / "raw-relay.log")
+                banks = start_bank_sims(ws.children, env, env.banks)
+                gateway = start_gateway(ws.children, env)
+                wait_links_up(env, env.banks, [gateway, *banks])
+                wait_until(lambda: port_open(bank_port) and port_open(relay_port), timeout=60,
+                           what="the raw relay's ports", children=[raw_bank, raw_relay])
+                windows = [env.config.banks[b].window for b in env.banks]
+                log_file = start_bench_log(ws.directory / "bench.log")
+
+                async def measure(reactor: Any) -> dict[str, Any]:
+                    from bench import rawrelay
+                    from gateway.simulate.centre import run_centre
+
+                    cpu0, bench0, bank0 = gateway.cpu_seconds(), self_cpu_seconds(), [b.cpu_seconds() for b in banks]
+                    wait0 = gateway.runqueue_wait_seconds()
+                    t0 = time.monotonic()
+                    report = await run_centre(
+                        reactor, base_url=env.api_url, rate=rate, duration=args.seconds, batch=batch, seed=1,
+                        id_prefix=f"R{int(time.time()) % 10**8:08d}-", final_timeout=final_timeout,
+                        max_outstanding=max_outstanding, **env.centre_options())
+                    wall = time.monotonic() - t0
+                    cpu1, bench1 = gateway.cpu_seconds(), self_cpu_seconds()
+                    wait = gateway.runqueue_wait_seconds() - wait0
+                    bank1 = [b.cpu_seconds() for b in banks]
+                    rss_kb, hwm_kb = gateway.memory_kb()
+                    samples = scrape_metrics(env.ops_port)
+                    raw = await rawrelay.measure(reactor, keys=env.keys, frames=frames, port=relay_port,
+                                                 links=len(env.banks), window=max(windows), seconds=raw_seconds,
+                                                 relay_pid=raw_relay.pid, bank_pid=raw_bank.pid)
+                    return {"report": report, "gateway_cpu_s": cpu1 - cpu0, "bench_cpu_s": bench1 - bench0,
+                            "banks_cpu_s": sum(bank1) - sum(bank0), "wall_s": wall, "wait_s": wait,
+                            "rss_kb": rss_kb,
+                            "hwm_kb": hwm_kb, "samples": samples, "raw": raw}
+
+                hard = args.seconds + final_timeout + raw_seconds + 120
+                try:
+                    out = run_reactor(measure, timeout=hard)
+                finally:
+                    log_file.close()
+            finally:
+                ws.children.stop_all()
+
+    report = out["report"]
+    raw = out["raw"]
+    final = report.final
+    ips = report.final_per_s
+    cpu_per_1000 = out["gateway_cpu_s"] * 1000.0 / final if final else None
+    ratio = ips / raw.msgs_per_s if raw.msgs_per_s else None
+    samples = out["samples"]
+    resends = _sum(samples, "hpf_gateway_bank_resends_total")
+    in_doubt = _sum(samples, "hpf_gateway_in_doubt_total")
+    submitted_per_s = report.submitted / args.seconds
+    if not args.saturate and submitted_per_s < 0.95 * args.rate:
+        notes.append(f"the offered rate was not reached: {submitted_per_s:.0f}/s submitted of {args.rate:g}/s "
+                     f"(at most {max_outstanding} requests outstanding: the gateway answered more slowly)")
+    if not args.saturate:
+        notes.append("with --rate the ratio is the offered rate over the raw relay's limit; --saturate gives the "
+                     "gateway's own limit")
+    if args.saturate:
+        notes.append("in --saturate, intake outruns the relay: a backlog builds while submitting and drains "
+                     "after, so the latencies are queueing; final/s is the relay's sustained rate")
+    if report.not_final or report.refused or report.duplicate_finals:
+        notes.append(f"not every instruction completed cleanly: {report.not_final} not final, "
+                     f"{report.refused} refused, {report.duplicate_finals} duplicate finals")
+    if resends:
+        notes.append(f"the gateway resent {resends:.0f} instructions (receipt timeouts under load)")
+    mode = (f"closed loop, {args.concurrency} outstanding batch requests of {batch}" if args.saturate
+            else f"{args.rate:g}/s offered, {'batch ' + str(batch) if batch else 'single POSTs'}")
+    figures = {
+        "mode": "saturate" if args.saturate else "rate",
+        "offered_rate": None if args.saturate else args.rate,
+        "batch": batch,
+        "concurrency": max_outstanding,
+        "database": "postgresql" if str(database).startswith("postgresql") else "sqlite (WAL, synchronous=FULL)",
+        "submitted_per_s": round(submitted_per_s, 2),
+        "instructions_per_s": round(ips, 2),
+        "p50_ms": report.p50_ms, "p95_ms": report.p95_ms, "p99_ms": report.p99_ms,
+        "gateway_cpu_s_per_1000": None if cpu_per_1000 is None else round(cpu_per_1000, 3),
+        "gateway_cpu_s": round(out["gateway_cpu_s"], 2),
+        "gateway_cpu_share": round(out["gateway_cpu_s"] / out["wall_s"], 3) if out["wall_s"] else None,
+        "gateway_runqueue_wait_s": round(out["wait_s"], 2),
+        "gateway_peak_rss_mb": round(out["hwm_kb"] / 1024, 1),
+        "gateway_rss_end_mb": round(out["rss_kb"] / 1024, 1),
+        "banks_cpu_s": round(out["banks_cpu_s"], 2),
+        "bench_cpu_s": round(out["bench_cpu_s"], 2),
+        "resends": int(resends), "in_doubt": int(in_doubt),
+        "raw_relay_msgs_per_s": round(raw.msgs_per_s, 1),
+        "raw_relay": dict(raw.to_json(), instruction_frame_bytes=len(frames.instruction),
+                          result_frame_bytes=len(frames.result)),
+        "ratio": None if ratio is None else round(ratio, 6),
+        "centre": report.to_json(),
+    }
+    rows = (
+        ("mode", mode, ""),
+        ("database", figures["database"], ""),
+        ("submitted", submitted_per_s, f"/s over {args.seconds:g} s"),
+        ("instructions final", final, f"of {report.submitted} submitted"),
+        ("instructions/s (final)", ips, "/s"),
+        ("submit to final p50", report.p50_ms, "ms"),
+        ("submit to final p95", report.p95_ms, "ms"),
+        ("submit to final p99", report.p99_ms, "ms"),
+        ("gateway CPU per 1,000 instructions", cpu_per_1000, "CPU s"),
+        ("gateway CPU share during the run", figures["gateway_cpu_share"], "cores"),
+        ("gateway waiting for a CPU (run queue)", figures["gateway_runqueue_wait_s"],
+         f"thread-s in {out['wall_s']:.1f} s (ready, but the CPUs were busy)"),
+        ("gateway peak RSS (VmHWM)", figures["gateway_peak_rss_mb"], "MB"),
+        ("not final / refused / duplicate finals",
+         f"{report.not_final} / {report.refused} / {report.duplicate_finals}", ""),
+        ("raw mTLS relay (same frames)", raw.msgs_per_s, f"msgs/s ({raw.links} links x {raw.window} outstanding)"),
+        ("raw relay CPU per 1,000 msgs (relay proc)", raw.relay_cpu_s_per_1000, "CPU s"),
+        ("ratio gateway / raw relay", ratio, ""),
+    )
+    params = {"seconds": args.seconds, "rate": args.rate, "saturate": args.saturate, "batch": batch,
+              "concurrency": args.concurrency, "raw_seconds": raw_seconds, "final_timeout": final_timeout,
+              "database": "sqlite" if args.database == "sqlite" else "postgresql"}
+    return Report("relay", "relay: the full lifecycle on loopback", rows, figures, params, tuple(notes))

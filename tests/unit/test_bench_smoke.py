@@ -1,0 +1,170 @@
+"""The benchmark harness runs and reports: one tiny run per benchmark, keys checked, speed never.
+
+Each benchmark runs as ``python -m bench NAME --seconds 1 --json FILE`` (the
+real entry point, child processes and all) with the smallest sizes, and the
+test checks that the JSON has the figures the README promises, that the
+machine is named, and that the run was clean (every instruction final, no
+alert from consistent data, no process left behind).  A few pure checks
+guard what the figures rest on: the raw relay's frames and the ledger
+benchmark's copies are what the adapters and the ledger accept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+PG_URL = os.environ.get("HPF_TEST_DATABASE_URL", "")
+MACHINE_KEYS = {"nproc", "cpu_model", "python", "git_commit"}
+
+
+def run_bench(tmp_path: Path, *args: str, timeout: float = 150) -> dict[str, Any]:
+    """Run one benchmark through its CLI; its JSON document."""
+    out = tmp_path / "figures.json"
+    work = ["--dir", str(tmp_path / "work")] if args[0] != "adapters" else []
+    proc = subprocess.run([sys.executable, "-m", "bench", *args, *work, "--json", str(out)], cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "machine:" in proc.stdout  # the table names the machine
+    doc = json.loads(out.read_text(encoding="utf-8"))
+    assert MACHINE_KEYS <= set(doc["machine"])
+    assert doc["machine"]["nproc"] >= 1
+    assert doc["benchmark"] == args[0]
+    return doc
+
+
+def no_children_left(tmp_path: Path) -> None:
+    """No process still runs with the run's directory in its command line (every child was stopped)."""
+    leftovers = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if str(tmp_path) in cmdline:
+            leftovers.append(cmdline)
+    assert not leftovers
+
+
+# -- pure: what the figures rest on ---------------------------------------------------------
+
+
+def test_the_raw_relay_passes_a_real_bdc_instruction_and_its_result():
+    from adapters import base
+    from adapters.bdc import BdcAdapter
+    from bench.rawrelay import encode_frames
+
+    frames = encode_frames()
+    adapter = BdcAdapter()
+    instruction = adapter.decode(adapter.framer().feed(frames.instruction)[0])
+    result = adapter.decode(adapter.framer().feed(frames.result)[0])
+    assert isinstance(instruction, base.Instruction) and isinstance(result, base.Result)
+    assert result.ref == instruction.seq_no and result.succeeded
+
+
+def test_the_ledger_benchmark_copies_pass_every_check_of_the_ledger_and_forget_restores_balances(tmp_path):
+    from adapters.base import load_adapter
+    from bench.ledger import Journal, _banks
+    from gateway.ledger.api import CopyChecker, ParsedCopy
+    from gateway.ledger.config import load_public_key
+    from gateway.signing import init_signing_key
+
+    key, pub = init_signing_key(tmp_path)
+    banks = _banks()
+    journal = Journal(key, banks)
+    units = [journal.lifecycle() for _ in range(2 * len(banks))]
+    copies = [c for u in units for c in u.copies]
+    assert [c["seq"] for c in copies] == list(range(1, len(copies) + 1))
+    checker = CopyChecker({"main": ("ed25519", load_public_key(pub, "ed25519"))}, load_adapter)
+    checked = checker.check("main", copies)
+    assert all(isinstance(c, ParsedCopy) for c in checked), [c for c in checked if not isinstance(c, ParsedCopy)]
+    before = {b.bank_id: b.balance for b in banks}
+    dropped = [journal.lifecycle() for _ in range(len(banks))]
+    assert {b.bank_id: b.balance for b in banks} != before
+    journal.forget(dropped)
+    assert {b.bank_id: b.balance for b in banks} == before
+
+
+def test_the_adapters_benchmark_reports_every_installed_adapter_and_kind():
+    from adapters.base import iter_adapter_names
+    from bench import adapter_codecs
+
+    report = adapter_codecs.run(argparse.Namespace(seconds=1.0, adapter=None, cpu=None))
+    adapters = report.figures["adapters"]
+    assert set(adapters) == set(iter_adapter_names())
+    for name, entry in adapters.items():
+        assert entry["instruction_encode_plus_result_decode_per_s"] > 0, name
+        assert entry["messages_per_s"] == pytest.approx(2 * entry["instruction_encode_plus_result_decode_per_s"],
+                                                        abs=2)
+        for kind in ("Instruction", "Result", "Movement", "Balance"):
+            cell = entry["kinds"][kind]
+            assert cell["supported"] and cell["encode_per_s"] > 0 and cell["decode_per_s"] > 0, (name, kind)
+            assert cell["round_trip_equal"], (name, kind)
+    assert "pairs/s" in report.table()
+
+
+# -- each benchmark end to end, through the CLI ----------------------------------------------
+
+
+@pytest.mark.slow
+def test_relay_runs_the_lifecycle_and_the_raw_relay_and_reports_the_ratio(tmp_path):
+    doc = run_bench(tmp_path, "relay", "--seconds", "1", "--rate", "20", "--raw-seconds", "0.5",
+                    "--final-timeout", "20")
+    r = doc["results"]
+    for key in ("instructions_per_s", "p50_ms", "p95_ms", "p99_ms", "gateway_cpu_s_per_1000",
+                "gateway_peak_rss_mb", "raw_relay_msgs_per_s", "ratio"):
+        assert r[key] is not None and r[key] > 0, key
+    centre = r["centre"]
+    assert centre["final"] == centre["submitted"] > 0
+    assert centre["duplicate_finals"] == 0 and centre["not_final"] == 0
+    assert r["ratio"] == pytest.approx(r["instructions_per_s"] / r["raw_relay_msgs_per_s"], rel=0.01)
+    no_children_left(tmp_path)
+
+
+@pytest.mark.slow
+def test_intake_accepts_batches_with_no_bank_and_reports_post_latency(tmp_path):
+    databases = ["--database", "sqlite"] + (["--database", PG_URL] if PG_URL else [])
+    doc = run_bench(tmp_path, "intake", "--seconds", "1", "--clients", "2", "--batch", "20", "--warmup", "0.3",
+                    *databases)
+    results = doc["results"]["databases"]
+    assert set(results) == ({"sqlite", "postgresql"} if PG_URL else {"sqlite"})
+    for label, r in results.items():
+        assert r["accepted"] > 0 and r["instructions_per_s"] > 0, label
+        assert r["post_p50_ms"] > 0 and r["post_p99_ms"] >= r["post_p50_ms"], label
+        assert set(r["items_by_status"]) == {"202"} and not r["errors"], label
+    no_children_left(tmp_path)
+
+
+@pytest.mark.slow
+def test_ledger_ingests_signed_copies_raises_no_alert_and_reports_lag(tmp_path):
+    doc = run_bench(tmp_path, "ledger", "--seconds", "1", "--rate", "20", "--burst", "30", "--batch", "60")
+    r = doc["results"]
+    assert r["max"]["events_stored"] > 0 and r["max"]["events_per_s"] > 0
+    rate = r["rate"]
+    assert rate["events_stored"] > 0 and rate["lag_samples"] > 0
+    assert 0 < rate["match_lag_p50_ms"] <= rate["match_lag_p99_ms"]
+    assert r["alerts_raised"] == {} and r["other_statuses"] == {}
+    no_children_left(tmp_path)
+
+
+@pytest.mark.slow
+def test_memory_reports_rss_idle_in_flight_and_over_a_run(tmp_path):
+    doc = run_bench(tmp_path, "memory", "--seconds", "1", "--banks", "3", "--in-flight", "60",
+                    "--instructions", "60", "--long-rate", "60", "--batch", "10", "--settle", "0.3")
+    f = doc["results"]["in_flight"]
+    assert f["banks"] == 3 and f["accepted"] == 60 and f["held"] >= 60
+    assert 0 < f["rss_idle_mb"] <= f["peak_rss_mb"] and f["rss_in_flight_mb"] > 0
+    g = doc["results"]["long_run"]
+    assert g["final"] == 60 and g["not_final"] == 0
+    assert g["rss_start_mb"] > 0 and g["rss_end_mb"] > 0 and g["rss_samples"]
+    no_children_left(tmp_path)
