@@ -3,32 +3,46 @@
 The client certificate decides the centre; the debit account decides the bank.
 Validation and policy are pure (:class:`Intake.prepare`); storage is one
 group-committed write; the answer is sent only after that commit (G1).
+
+Abuse guards (``[limits] centre_*``): :class:`ConnectionGuard` sits between
+TLS and HTTP on every connection and bounds the handshake and each request
+in time, caps connections per source address (before the handshake) and per
+certificate identity, and reports failed handshakes; :class:`RateLimiter`
+gives each peer a token bucket of requests, answering 429 with Retry-After
+beyond it.  Every refusal is counted in ``hpf_gateway_security_events_total``
+and logged with the peer.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 from dataclasses import dataclass
 from decimal import Decimal
 from importlib.resources import files
 from typing import Any, Callable, Sequence
 
+from OpenSSL import SSL
 from twisted.internet.defer import Deferred, inlineCallbacks
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IHandshakeListener, IReactorTime
 from twisted.logger import Logger
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
+from zope.interface import implementer
 
-from gateway.config import GatewayConfig
+from gateway.config import GatewayConfig, Limits
 from gateway.faults import crash_point
 from gateway.metrics import GatewayMetrics
 from gateway.model import FieldError, InvalidInput, parse_booking, parse_instruction
 from gateway.store import instructions as q
 from gateway.store.db import Database, StoreUnavailable
-from gateway.tls import peer_identity
+from gateway.tls import PeerIdentity, peer_identity
 
-__all__ = ["Problem", "Intake", "ResultsFeed", "CentreApi", "make_site", "strict_json"]
+__all__ = ["Problem", "Intake", "ResultsFeed", "CentreApi", "make_site", "strict_json", "TokenBucket",
+           "RateLimiter", "ConnectionGuard"]
 
 log = Logger()
 
@@ -46,6 +60,7 @@ class Problem(Exception):
     title: str
     detail: str = ""
     errors: tuple[FieldError, ...] = ()
+    retry_after: int | None = None  # seconds, sent as Retry-After (429, 503)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"type": _PROBLEM_TYPE + self.slug, "title": self.title,
@@ -113,7 +128,8 @@ class Intake:
         account = cfg.accounts.get(ins.debit_account)
         if account is None or account.centre != centre_id:
             self.metrics.security_events.labels("foreign_account").inc()
-            log.warn("centre.foreign_account", centre=centre_id, debit_account=ins.debit_account)
+            log.warn("centre.foreign_account", kind="foreign_account", centre=centre_id,
+                     debit_account=ins.debit_account)
             raise Problem(403, "not-your-account", "The debit account is not one of this centre's",
                           errors=(FieldError("debit_account", "not an account of this centre"),))
         if self.backpressure is not None:
@@ -181,11 +197,218 @@ class ResultsFeed:
                 d.callback(None)
 
 
+class TokenBucket:
+    """A token bucket: ``burst`` tokens at most, refilled at ``rate`` per second.  Pure; the caller gives the time."""
+
+    def __init__(self, rate: float, burst: int, now: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.tokens = float(burst)
+        self.stamp = now
+
+    def take(self, now: float) -> float:
+        """Take one token: 0.0 when there was one, else the seconds until there will be one."""
+        self.tokens = min(float(self.burst), self.tokens + max(0.0, now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return 0.0
+        return (1.0 - self.tokens) / self.rate
+
+    def full(self, now: float) -> bool:
+        """Whether the bucket would be full at ``now`` (so forgetting it changes nothing)."""
+        return self.tokens + max(0.0, now - self.stamp) * self.rate >= self.burst
+
+
+class RateLimiter:
+    """One :class:`TokenBucket` per peer key; buckets follow changed limits (SIGHUP)."""
+
+    _PRUNE_ABOVE = 10_000
+
+    def __init__(self) -> None:
+        self._buckets: dict[str, TokenBucket] = {}
+
+    def take(self, key: str, now: float, rate: float, burst: int) -> float:
+        """Take a token for ``key``: 0.0 when allowed, else the seconds to wait."""
+        bucket = self._buckets.get(key)
+        if bucket is None or bucket.rate != rate or bucket.burst != burst:
+            if len(self._buckets) > self._PRUNE_ABOVE:
+                # Full buckets hold no state worth keeping; this bounds memory under key churn.
+                self._buckets = {k: b for k, b in self._buckets.items() if not b.full(now)}
+            bucket = self._buckets[key] = TokenBucket(rate, burst, now)
+        return bucket.take(now)
+
+
+def _short(failure: Failure) -> str:
+    return str(failure.value)[:300]
+
+
+@implementer(IHandshakeListener)
+class GuardedConnection(ProtocolWrapper):
+    """One centre API connection between TLS (outside) and HTTP (inside); see :class:`ConnectionGuard`."""
+
+    factory: "ConnectionGuard"
+
+    def __init__(self, factory: "ConnectionGuard", wrapped: Any) -> None:
+        super().__init__(factory, wrapped)
+        self.ip = "?"
+        self.identity: PeerIdentity | None = None
+        self.handshake_done = False
+        self.refused = False
+        self._counted_ip = False
+        self._counted_peer: str | None = None
+        self._handshake_timer: IDelayedCall | None = None
+        self._request_timer: IDelayedCall | None = None
+        self._busy = 0
+
+    # -- connection ------------------------------------------------------------------
+
+    def makeConnection(self, transport: Any) -> None:
+        super().makeConnection(transport)
+        guard, limits = self.factory, self.factory.limits()
+        peer = transport.getPeer()
+        self.ip = str(getattr(peer, "host", peer))
+        if guard.per_ip.get(self.ip, 0) >= limits.centre_connections_per_ip:
+            self._refuse("connection_limit", "centre_api.connection_limit", ip=self.ip,
+                         limit=limits.centre_connections_per_ip, per="source address")
+            return
+        guard.per_ip[self.ip] = guard.per_ip.get(self.ip, 0) + 1
+        self._counted_ip = True
+        self._handshake_timer = guard.clock.callLater(limits.centre_handshake_timeout, self._handshake_late)
+        self._start_request_timer()
+
+    def handshakeCompleted(self) -> None:  # noqa: N802 (Twisted interface)
+        self.handshake_done = True
+        self._cancel("_handshake_timer")
+        try:
+            self.identity = peer_identity(self.transport)
+        except ValueError:  # a trusted certificate without an hpf:// identity: refused per request
+            self.identity = None
+        if self.identity is not None:
+            guard, limit = self.factory, self.factory.limits().centre_connections_per_centre
+            key = self.identity.uri
+            if guard.per_peer.get(key, 0) >= limit:
+                self._refuse("connection_limit", "centre_api.connection_limit", ip=self.ip, peer=key,
+                             limit=limit, per="certificate identity")
+                return
+            guard.per_peer[key] = guard.per_peer.get(key, 0) + 1
+            self._counted_peer = key
+        if IHandshakeListener.providedBy(self.wrappedProtocol):
+            self.wrappedProtocol.handshakeCompleted()
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._request_timer is None and self._busy == 0:
+            self._start_request_timer()
+        super().dataReceived(data)
+
+    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+        self._cancel("_handshake_timer")
+        self._cancel("_request_timer")
+        guard = self.factory
+        if self._counted_ip:
+            left = guard.per_ip.get(self.ip, 1) - 1
+            if left > 0:
+                guard.per_ip[self.ip] = left
+            else:
+                guard.per_ip.pop(self.ip, None)
+        if self._counted_peer is not None:
+            left = guard.per_peer.get(self._counted_peer, 1) - 1
+            if left > 0:
+                guard.per_peer[self._counted_peer] = left
+            else:
+                guard.per_peer.pop(self._counted_peer, None)
+        if not self.handshake_done and not self.refused and reason.check(SSL.Error):
+            guard.metrics.security_event("tls_refused", "tls.handshake_refused", listener="centre_api",
+                                         ip=self.ip, reason=_short(reason))
+        super().connectionLost(reason)
+
+    # -- the HTTP side's hooks ---------------------------------------------------------
+
+    def hpf_request_received(self, request: Request) -> None:
+        """A whole request arrived (called by :class:`LimitedRequest`): its deadline is met."""
+        self._cancel("_request_timer")
+        self._busy += 1
+        request.notifyFinish().addBoth(self._request_done)
+
+    def _request_done(self, _: Any) -> None:
+        self._busy -= 1
+
+    # -- timers ---------------------------------------------------------------------------
+
+    def _start_request_timer(self) -> None:
+        self._request_timer = self.factory.clock.callLater(
+            self.factory.limits().centre_request_timeout, self._request_late)
+
+    def _handshake_late(self) -> None:
+        self._handshake_timer = None
+        if not self.handshake_done:
+            self._refuse("handshake_timeout", "centre_api.handshake_timeout", ip=self.ip,
+                         after_s=self.factory.limits().centre_handshake_timeout)
+
+    def _request_late(self) -> None:
+        self._request_timer = None
+        if self._busy == 0:
+            self._refuse("request_timeout", "centre_api.request_timeout", ip=self.ip,
+                         peer=self.identity.uri if self.identity else None,
+                         after_s=self.factory.limits().centre_request_timeout)
+
+    def _cancel(self, name: str) -> None:
+        timer = getattr(self, name)
+        if timer is not None and timer.active():
+            timer.cancel()
+        setattr(self, name, None)
+
+    def _refuse(self, kind: str, event: str, **fields: Any) -> None:
+        self.refused = True
+        self.factory.metrics.security_event(kind, event, listener="centre_api", **fields)
+        self.transport.abortConnection()
+
+
+class ConnectionGuard(WrappingFactory):
+    """Wraps the centre API's HTTP site inside TLS: timeouts, connection caps and handshake reports.
+
+    - A connection must complete its TLS handshake within
+      ``limits.centre_handshake_timeout`` seconds and deliver each whole
+      request within ``limits.centre_request_timeout`` (from connecting, or
+      from the first byte after the previous request): a client that sends
+      nothing, or dribbles a ClientHello or headers, is dropped.
+    - At most ``centre_connections_per_ip`` connections per source address
+      (checked before any TLS work) and ``centre_connections_per_centre``
+      per certificate identity (after the handshake) are open at once.
+    - A handshake that fails on a TLS error (bad, revoked or expired
+      certificate, no certificate, old protocol, garbage) is logged as
+      ``tls.handshake_refused`` with the source address and counted.
+
+    ``limits`` is called for every new connection, so a reload applies to
+    new connections at once.
+    """
+
+    protocol = GuardedConnection  # type: ignore[assignment]
+    noisy = False
+
+    def __init__(self, site: Site, limits: Callable[[], Limits], clock: IReactorTime,
+                 metrics: GatewayMetrics) -> None:
+        super().__init__(site)
+        self.limits = limits
+        self.clock = clock
+        self.metrics = metrics
+        self.per_ip: dict[str, int] = {}
+        self.per_peer: dict[str, int] = {}
+
+
 class LimitedRequest(Request):
     """A request whose body is bounded: past MAX_BODY the rest is discarded and 413 answered."""
 
     too_large = False
     _received = 0
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:  # noqa: N802
+        # Tell a ConnectionGuard (the channel's transport, when there is one) that
+        # the whole request is in, so its deadline no longer applies.
+        hook = getattr(getattr(self.channel, "transport", None), "hpf_request_received", None)
+        if hook is not None:
+            hook(self)
+        super().requestReceived(command, path, version)
 
     def gotLength(self, length: int | None) -> None:
         if length is not None and length > MAX_BODY:
@@ -217,6 +440,7 @@ class CentreApi(Resource):
         self.metrics = metrics
         self.reactor = reactor
         self.accepting = True  # False while shutting down: intake answers 503
+        self.limiter = RateLimiter()
         self._openapi = files("gateway").joinpath("openapi.json").read_bytes()
 
     # -- plumbing ------------------------------------------------------------
@@ -229,7 +453,9 @@ class CentreApi(Resource):
     async def _dispatch(self, request: Any) -> None:
         route = "unknown"
         try:
-            centre = self._centre(request)
+            identity = self._identity(request)
+            self._throttle(request, identity)
+            centre = self._centre(identity)
             path = request.path.decode("ascii", "replace")
             method = request.method.decode("ascii", "replace")
             route, handler = self._route(method, path)
@@ -240,6 +466,10 @@ class CentreApi(Resource):
             log.warn("centre_api.store_unavailable", error=str(e))
             status, body = 503, Problem(503, "unavailable", "The store cannot take writes now; retry",
                                         str(e)[:200])
+        except Exception:
+            # A bug must still answer (and free the connection), never leave the client hanging.
+            log.failure("centre_api.failed", route=route)
+            status, body = 500, Problem(500, "internal-error", "The gateway failed to answer; retry later")
         if request.finished or getattr(request, "_disconnected", False) or request.channel is None:
             return
         self.metrics.api_requests.labels(route, str(status)).inc()
@@ -249,7 +479,9 @@ class CentreApi(Resource):
         request.setResponseCode(status)
         if isinstance(body, Problem):
             request.setHeader(b"content-type", b"application/problem+json")
-            if status == 503:
+            if body.retry_after is not None:
+                request.setHeader(b"retry-after", str(body.retry_after).encode("ascii"))
+            elif status == 503:
                 request.setHeader(b"retry-after", b"1")
             payload = json.dumps(body.to_json(), ensure_ascii=False).encode("utf-8")
         elif isinstance(body, bytes):
@@ -262,15 +494,33 @@ class CentreApi(Resource):
         request.write(payload)
         request.finish()
 
-    def _centre(self, request: Any) -> str:
+    def _identity(self, request: Any) -> PeerIdentity | None:
         try:
-            identity = peer_identity(request.transport)
+            return peer_identity(request.transport)
         except ValueError:  # a certificate from a trusted CA that names no hpf:// identity
-            identity = None
+            return None
+
+    def _throttle(self, request: Any, identity: PeerIdentity | None) -> None:
+        """Charge the peer's token bucket; 429 with Retry-After when it is empty."""
+        limits = self.config.limits
+        ip = _peer_ip(request)
+        key = identity.uri if identity is not None else f"ip:{ip}"
+        wait = self.limiter.take(key, self.reactor.seconds(), limits.centre_requests_per_second,
+                                 limits.centre_request_burst)
+        if wait > 0:
+            retry = max(1, math.ceil(wait))
+            self.metrics.security_event("rate_limited", "centre_api.rate_limited", listener="centre_api",
+                                        peer=identity.uri if identity else None, ip=ip,
+                                        rate=limits.centre_requests_per_second)
+            raise Problem(429, "rate-limited", "Too many requests from this peer; retry later",
+                          f"at most {limits.centre_requests_per_second:g} requests per second "
+                          f"(bursts of {limits.centre_request_burst})", retry_after=retry)
+
+    def _centre(self, identity: PeerIdentity | None) -> str:
         if identity is None or identity.role != "centre" or identity.name not in self.config.centres:
             who = identity.uri if identity else "no certificate"
             self.metrics.security_events.labels("unauthorised_peer").inc()
-            log.warn("centre_api.unauthorised_peer", peer=who)
+            log.warn("centre_api.unauthorised_peer", kind="unauthorised_peer", peer=who)
             raise Problem(403, "unauthorised-peer", "This certificate does not belong to a registered centre")
         return identity.name
 
@@ -356,6 +606,7 @@ class CentreApi(Resource):
         account = self.config.accounts.get(booking.account)
         if account is None or account.centre != centre:
             self.metrics.security_events.labels("foreign_account").inc()
+            log.warn("centre.foreign_account", kind="foreign_account", centre=centre, account=booking.account)
             raise Problem(403, "not-your-account", "The account is not one of this centre's",
                           errors=(FieldError("account", "not an account of this centre"),))
         if booking.instruction_id is not None:
@@ -432,11 +683,23 @@ def _wait_arg(request: Any, ceiling: float) -> float:
     return float(min(value, Decimal(str(ceiling))))
 
 
-def make_site(api: CentreApi) -> Site:
-    """The HTTP site for the centre API, with bounded request bodies."""
-    # An idle connection (including one that never finishes its TLS handshake) is
-    # dropped after IDLE_TIMEOUT; the longest long-poll is well inside it.
-    site = Site(api, requestFactory=LimitedRequest, timeout=IDLE_TIMEOUT)
+def _peer_ip(request: Any) -> str:
+    try:
+        peer = request.getClientAddress()
+    except Exception:  # a test double without an address
+        return "?"
+    return str(getattr(peer, "host", peer))
+
+
+def make_site(api: CentreApi, *, idle_timeout: float = IDLE_TIMEOUT) -> Site:
+    """The HTTP site for the centre API, with bounded request bodies.
+
+    A connection with no request in progress and nothing received for
+    ``idle_timeout`` seconds (including one that never finishes its TLS
+    handshake) is closed, and aborted 15 s later if it does not go; a request
+    being answered (a long poll) does not count as idle.
+    """
+    site = Site(api, requestFactory=LimitedRequest, timeout=idle_timeout)
     site.displayTracebacks = False
     site.noisy = False
     return site

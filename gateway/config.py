@@ -42,6 +42,7 @@ __all__ = [
     "CounterpartyConfig",
     "GatewayConfig",
     "ACCOUNT_TYPES",
+    "INSTRUCTION_SIGNATURE_ALGS",
     "load_config",
     "check_config",
     "render_toml",
@@ -67,24 +68,50 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True)
 class TlsConfig:
-    """The gateway's own certificate and key (PEM), and the default trust bundle for peers."""
+    """The gateway's own certificate and key (PEM), and the default trust bundle for peers.
+
+    ``crls`` are PEM CRL files checked on every listener and link (empty: no
+    revocation checking).  With any CRL given, checking fails closed: every CA
+    that issues a peer's certificate must have a current CRL in the list.
+    """
 
     certificate: Path
     private_key: Path
     ca: Path
+    crls: tuple[Path, ...] = ()
 
 
 @dataclass(frozen=True)
 class Limits:
-    """Amount thresholds in fen and the batch size.  Defaults are the example config's values.
+    """Amount thresholds in fen, the batch size, and the centre API's guards against abuse.
 
-    Promise (when loaded): ``0 < large_amount <= max_amount`` and ``1 <= max_batch <= 1000``.
+    Defaults are the example config's values.  Promise (when loaded):
+    ``0 < large_amount <= max_amount``, ``1 <= max_batch <= 1000``, every
+    timeout finite and > 0 with ``centre_handshake_timeout <= centre_request_timeout``,
+    and every connection and rate limit >= 1.
+
+    The centre API guards: a connection must finish its TLS handshake within
+    ``centre_handshake_timeout`` seconds and deliver each whole request
+    within ``centre_request_timeout`` of its first byte (or of connecting);
+    a keep-alive connection idle for ``centre_idle_timeout`` is closed.  At
+    most ``centre_connections_per_ip`` connections from one source address
+    (counted before the handshake) and ``centre_connections_per_centre`` per
+    centre certificate identity are open at once; each centre may make
+    ``centre_requests_per_second`` requests per second on average with bursts
+    of ``centre_request_burst`` (a token bucket), beyond which it gets 429.
     """
 
     max_amount: int = 5_000_000_000  # 50,000,000.00 CNY
     large_amount: int = 100_000_000  # 1,000,000.00 CNY: approval_ref required at or above
     max_batch: int = 1000
     max_queue_per_bank: int = 20_000
+    centre_idle_timeout: float = 75.0
+    centre_handshake_timeout: float = 10.0
+    centre_request_timeout: float = 60.0
+    centre_connections_per_ip: int = 1024
+    centre_connections_per_centre: int = 256
+    centre_requests_per_second: float = 2000.0
+    centre_request_burst: int = 2000
 
 
 @dataclass(frozen=True)
@@ -145,6 +172,11 @@ class BankConfig:
     server endpoint string) or ``"connect"`` (the gateway dials ``endpoint``, a
     Twisted client endpoint string).  Endpoints are plain: the gateway adds
     TLS.  ``ca`` is a trust bundle for this bank only; ``None`` means ``tls.ca``.
+
+    ``signature_alg`` (one of :data:`INSTRUCTION_SIGNATURE_ALGS`) says whether
+    and how every instruction sent to this bank is signed with
+    ``signing_key`` (a PEM private key, mode 0600; present exactly when the
+    algorithm is not ``"none"``); see :mod:`gateway.signing`.
     """
 
     id: str
@@ -155,6 +187,8 @@ class BankConfig:
     endpoint: str
     window: int
     ca: Path | None = None
+    signature_alg: str = "none"
+    signing_key: Path | None = None
 
     @property
     def listens(self) -> bool:
@@ -302,15 +336,22 @@ _SECTIONS = ("gateway", "tls", "listen", "limits", "timeouts", "ledger", "centre
              "accounts", "counterparties")
 _LEDGER_KEYS = ("url", "name", "ca", "signing_key", "signature_alg", "batch")
 _GATEWAY_KEYS = ("node", "database", "instance")
-_TLS_KEYS = ("certificate", "private_key", "ca")
+_TLS_KEYS = ("certificate", "private_key", "ca", "crls")
 _LISTEN_KEYS = ("centre_api", "ops")
-_LIMIT_KEYS = ("max_amount", "large_amount", "max_batch", "max_queue_per_bank")
+_LIMIT_KEYS = ("max_amount", "large_amount", "max_batch", "max_queue_per_bank", "centre_idle_timeout",
+               "centre_handshake_timeout", "centre_request_timeout", "centre_connections_per_ip",
+               "centre_connections_per_centre", "centre_requests_per_second", "centre_request_burst")
 _TIMEOUT_SECONDS = ("heartbeat_interval", "dead_after", "receipt_timeout", "result_timeout",
                     "status_query_interval", "max_feed_wait", "balance_query_interval",
                     "refuse_when_link_down_for", "shutdown_drain", "lease_ttl")
 _TIMEOUT_KEYS = _TIMEOUT_SECONDS + ("status_query_attempts",)
 _CENTRE_KEYS = ("unit_no", "name", "ca")
-_BANK_KEYS = ("name", "adapter", "node", "direction", "endpoint", "window", "ca")
+_BANK_KEYS = ("name", "adapter", "node", "direction", "endpoint", "window", "ca", "signature_alg",
+              "signing_key")
+INSTRUCTION_SIGNATURE_ALGS = ("none", "ed25519", "ecdsa-p256-sha256")
+"""Values of ``banks.X.signature_alg``.  "sm2-sm3" is recognised and refused with the reason."""
+_SM2_UNAVAILABLE = ("SM2/SM3 signing is not available: no maintained Python SM2 library is a "
+                    "dependency (see gateway.signing); use ed25519 or ecdsa-p256-sha256")
 _ACCOUNT_KEYS = ("bank", "centre", "name", "type")
 _COUNTERPARTY_KEYS = ("name", "bank_code")
 
@@ -434,9 +475,10 @@ class _Checker:
         certificate = self.file_path(table, ("tls",), "certificate")
         private_key = self.file_path(table, ("tls",), "private_key")
         ca = self.file_path(table, ("tls",), "ca")
-        if certificate is None or private_key is None or ca is None:
+        crls = self.file_list(table, ("tls",), "crls")
+        if certificate is None or private_key is None or ca is None or crls is None:
             return None
-        return TlsConfig(certificate, private_key, ca)
+        return TlsConfig(certificate, private_key, ca, crls)
 
     def listen(self, table: dict[str, Any] | None) -> tuple[str | None, str | None]:
         if table is None:
@@ -456,13 +498,28 @@ class _Checker:
         max_batch = self.integer(table, at, "max_batch", 1, 1000, default=defaults.max_batch)
         max_queue = self.integer(table, at, "max_queue_per_bank", 1, 10_000_000,
                                  default=defaults.max_queue_per_bank)
-        if max_amount is None or large_amount is None or max_batch is None or max_queue is None:
+        guards: dict[str, Any] = {
+            key: self.seconds(table, at, key, getattr(defaults, key))
+            for key in ("centre_idle_timeout", "centre_handshake_timeout", "centre_request_timeout")}
+        for key in ("centre_connections_per_ip", "centre_connections_per_centre", "centre_request_burst"):
+            guards[key] = self.integer(table, at, key, 1, 10_000_000, default=getattr(defaults, key))
+        guards["centre_requests_per_second"] = self.rate(
+            table, at, "centre_requests_per_second", defaults.centre_requests_per_second)
+        if max_amount is None or large_amount is None or max_batch is None or max_queue is None \
+                or any(v is None for v in guards.values()):
             return None
         if large_amount > max_amount:
             self.problem(at + ("large_amount",),
                          f"must not be above limits.max_amount ({format_amount(max_amount)})")
             return None
-        return Limits(max_amount, large_amount, max_batch, max_queue)
+        if guards["centre_handshake_timeout"] > guards["centre_request_timeout"]:
+            # The request deadline also runs from the connection's start, so a longer
+            # handshake allowance could never be used.
+            self.problem(at + ("centre_handshake_timeout",),
+                         f"must not be above limits.centre_request_timeout "
+                         f"({guards['centre_request_timeout']:g})")
+            return None
+        return Limits(max_amount, large_amount, max_batch, max_queue, **guards)
 
     def timeouts(self, table: dict[str, Any] | None) -> Timeouts | None:
         if table is None:
@@ -540,11 +597,33 @@ class _Checker:
                 endpoint = self.string(entry, at, "endpoint")
             window = self.integer(entry, at, "window", 1, 10000)
             ca = self.file_path(entry, at, "ca", default=None)
+            signing = self.instruction_signing(entry, at)
             if (name is not None and adapter is not None and node is not None
-                    and direction is not None and endpoint is not None and window is not None):
+                    and direction is not None and endpoint is not None and window is not None
+                    and signing is not None):
                 found[bank_id] = BankConfig(bank_id, name, adapter, node, direction, endpoint,
-                                            window, ca)
+                                            window, ca, *signing)
         return found
+
+    def instruction_signing(self, entry: Mapping[str, Any],
+                            at: _Path) -> tuple[str, Path | None] | None:
+        """A bank's ``signature_alg`` and ``signing_key``: the key is given exactly when signing."""
+        alg = entry.get("signature_alg", "none")
+        if alg == "sm2-sm3":
+            self.problem(at + ("signature_alg",), _SM2_UNAVAILABLE)
+            return None
+        if alg not in INSTRUCTION_SIGNATURE_ALGS:
+            self.problem(at + ("signature_alg",),
+                         f"must be one of {', '.join(map(_show, INSTRUCTION_SIGNATURE_ALGS))}, "
+                         f"not {_show(alg)}")
+            return None
+        if alg == "none":
+            if "signing_key" in entry:
+                self.problem(at + ("signing_key",), 'is only used with a signature_alg other than "none"')
+                return None
+            return alg, None
+        key = self.file_path(entry, at, "signing_key")
+        return None if key is None else (alg, key)
 
     def accounts(self, table: dict[str, Any], centres: Collection[str],
                  banks: Collection[str]) -> dict[str, AccountConfig]:
@@ -704,6 +783,17 @@ class _Checker:
             return None
         return seconds
 
+    def rate(self, table: Mapping[str, Any], path: _Path, key: str, default: float) -> float | None:
+        """A finite number of events per second > 0; a TOML integer is fine, a bool never is."""
+        if not self.present(table, path, key, default):
+            return float(default)
+        value = table[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not math.isfinite(float(value)) or value <= 0:
+            self.problem(path + (key,), f"must be a finite number per second greater than 0, not {_show(value)}")
+            return None
+        return float(value)
+
     def amount(self, table: Mapping[str, Any], path: _Path, key: str, default: int) -> int | None:
         """A CNY amount written as a string (``"1000000.00"``), in fen."""
         if not self.present(table, path, key, default):
@@ -738,6 +828,24 @@ class _Checker:
             except PermissionError:
                 self.problem(path + (key,), f"not readable by this user: {resolved}")
         return resolved
+
+    def file_list(self, table: Mapping[str, Any], path: _Path, key: str) -> tuple[Path, ...] | None:
+        """An optional array of file paths, each resolved and checked like :meth:`file_path`."""
+        if key not in table:
+            return ()
+        value = table[key]
+        if not isinstance(value, list):
+            self.problem(path + (key,), f"must be an array of path strings, not {_show(value)}")
+            return None
+        found: list[Path] = []
+        good = True
+        for i, item in enumerate(value):
+            resolved = self.file_path({str(i): item}, path + (key,), str(i))
+            if resolved is None:
+                good = False
+            elif resolved not in found:
+                found.append(resolved)
+        return tuple(found) if good else None
 
     def database(self, table: Mapping[str, Any], path: _Path, key: str) -> str | None:
         """A SQLAlchemy URL: SQLite (relative paths against the config dir) or psycopg PostgreSQL."""

@@ -32,7 +32,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.signing import Signer
 from gateway.store import journal
 from gateway.store.db import Database
-from gateway.tls import ExpectPeer, client_options
+from gateway.tls import ExpectPeer, TLSOptions
 
 __all__ = ["LedgerForwarder", "copy_of"]
 
@@ -67,7 +67,7 @@ class LedgerForwarder(Service):
     name = "ledger-forwarder"
 
     def __init__(self, config: GatewayConfig, db: Database, reactor: IReactorTime, metrics: GatewayMetrics,
-                 *, gateway_name: str, interval: float = 0.05) -> None:
+                 options: TLSOptions, *, gateway_name: str, interval: float = 0.05) -> None:
         ledger = config.ledger
         assert ledger is not None
         self.config = config
@@ -78,8 +78,6 @@ class LedgerForwarder(Service):
         self.url = ledger.url.rstrip("/") + "/v1/copies"
         self.batch = ledger.batch
         self.signer = Signer(ledger.signing_key, ledger.signature_alg)
-        tls = config.tls
-        options = client_options(tls.certificate, tls.private_key, [ledger.ca or tls.ca])
         pool = HTTPConnectionPool(reactor, persistent=True)
         pool.maxPersistentPerHost = 1
         self.agent = Agent(reactor, contextFactory=_LedgerPolicy(ExpectPeer(options, "ledger", ledger.name)),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
+from OpenSSL import SSL
 from twisted.application.internet import ClientService, StreamServerEndpointService, backoffPolicy
 from twisted.application.service import MultiService
 from twisted.internet.endpoints import clientFromString, serverFromString
@@ -43,6 +44,7 @@ class BankLinkProtocol(Protocol):
         self.link = link
         self.bank = link.bank.id
         self.verified = False
+        self.handshake_done = False
         self.signed_on = False
         self._sign_on_seq = ""
         self._framer = link.adapter.framer()
@@ -61,6 +63,7 @@ class BankLinkProtocol(Protocol):
         self._timer.start(max(min(self.link.heartbeat_interval, self.link.dead_after) / 3, 0.05), now=False)
 
     def handshakeCompleted(self) -> None:
+        self.handshake_done = True
         try:
             identity = peer_identity(self.transport)
         except ValueError:  # a certificate from a trusted CA that names no hpf:// identity
@@ -68,7 +71,8 @@ class BankLinkProtocol(Protocol):
         if identity is None or identity.role != "bank" or identity.name != self.bank:
             who = identity.uri if identity else "no certificate"
             self.link.metrics.security_events.labels("bank_link_wrong_peer").inc()
-            log.warn("link.wrong_peer", bank=self.bank, peer=who)
+            log.warn("link.wrong_peer", kind="bank_link_wrong_peer", bank=self.bank, peer=who,
+                     ip=_peer_ip(self.transport))
             self.transport.abortConnection()
             return
         self.verified = True
@@ -77,6 +81,13 @@ class BankLinkProtocol(Protocol):
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self.link.connections.discard(self)
+        if not self.handshake_done and reason is not None and reason.check(SSL.Error):
+            # The TLS layer refused the peer (or the peer refused us, when we dial):
+            # a bad, revoked or expired certificate, no certificate, an old protocol.
+            self.link.metrics.security_event(
+                "tls_refused", "link.tls_refused", listener=f"bank:{self.bank}",
+                direction=self.link.bank.direction, ip=_peer_ip(self.transport),
+                reason=str(reason.value)[:300])
         if self._timer is not None and self._timer.running:
             self._timer.stop()
         if self.signed_on:
@@ -143,6 +154,14 @@ class BankLinkProtocol(Protocol):
                 and now - self._last_probe >= self.link.heartbeat_interval:
             self._last_probe = now
             self.send(msg.Heartbeat(self.link.dispatcher.next_seq(), self.link.gateway_node))
+
+
+def _peer_ip(transport: Any) -> str:
+    try:
+        peer = transport.getPeer()
+    except Exception:  # no transport any more
+        return "?"
+    return str(getattr(peer, "host", peer))
 
 
 class BankLink(Factory):

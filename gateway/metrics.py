@@ -2,9 +2,28 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from typing import Any
 
-__all__ = ["GatewayMetrics"]
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from twisted.logger import Logger
+
+__all__ = ["GatewayMetrics", "SECURITY_KINDS"]
+
+_log = Logger(namespace="gateway.security")
+
+#: Kinds of ``hpf_gateway_security_events_total`` and what each counts.
+SECURITY_KINDS: dict[str, str] = {
+    "unauthorised_peer": "a trusted certificate that is not a registered centre, on the centre API",
+    "foreign_account": "a centre naming an account that is not its own",
+    "bank_link_wrong_peer": "a trusted certificate that is not this bank's, on a bank link",
+    "tls_refused": "a TLS handshake that failed on one of our listeners or links (bad, revoked, "
+                   "expired or missing certificate, old protocol, no shared cipher, garbage)",
+    "handshake_timeout": "a connection that did not finish its TLS handshake in time",
+    "request_timeout": "a connection that did not deliver a whole request in time",
+    "connection_limit": "a connection refused over the per-address or per-centre connection cap",
+    "rate_limited": "a request refused (429) over the centre's request rate",
+    "lease_fenced": "a write refused because another node took the bank link's lease",
+}
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
@@ -41,6 +60,12 @@ class GatewayMetrics:
             "hpf_gateway_refused", "Inputs refused, by source and reason.", ["source", "reason"], registry=r)
         self.security_events = Counter(
             "hpf_gateway_security_events", "Refused peers and authorisation denials.", ["kind"], registry=r)
+        self.certificate_expiry = Gauge(
+            "hpf_gateway_certificate_expiry_timestamp_seconds",
+            "When a certificate the gateway presents or trusts expires (Unix time). peer is \"gateway\" "
+            "for our own, \"gateway-chain:CN\" for an intermediate we send, "
+            "\"trust:SCOPE:CN:FINGERPRINT12\" for a trust anchor (SCOPE: default, centre/ID, bank/ID, ledger).",
+            ["peer"], registry=r)
         self.api_requests = Counter(
             "hpf_gateway_api_requests", "Centre API requests by route and status.", ["route", "status"], registry=r)
         self.ledger_backlog = Gauge(
@@ -51,3 +76,12 @@ class GatewayMetrics:
             "hpf_gateway_ledger_failures", "Failed deliveries to the ledger (retried).", registry=r)
         self.balance_queries = Counter(
             "hpf_gateway_bank_balance_queries", "Scheduled balance queries sent.", ["bank"], registry=r)
+
+    def security_event(self, kind: str, event: str, **fields: Any) -> None:
+        """Count one ``kind`` of security event and log it as ``event`` with ``fields``.
+
+        ``fields`` should name the peer (``peer=`` the hpf:// URI when the
+        certificate is known, ``ip=`` the source address) and the listener.
+        """
+        self.security_events.labels(kind).inc()
+        _log.warn(event, kind=kind, **fields)

@@ -233,7 +233,8 @@ def parse_instruction(centre_id: str, data: Any, *, ceiling_fen: int, today: _dt
     instruction_id = _text(errors, data, "instruction_id", pattern=_INSTRUCTION_ID,
                            what="must be 1-32 of A-Z a-z 0-9 _ -")
     kind = data.get("kind", "transfer")
-    if kind not in KINDS:
+    # isinstance first: a JSON array or object is unhashable and must be refused, not raise.
+    if not isinstance(kind, str) or kind not in KINDS:
         errors.append(FieldError("kind", f"must be one of {sorted(KINDS)}"))
     debit = _text(errors, data, "debit_account", pattern=_ACCOUNT, what="must be 1-32 letters or digits")
     creditor: Creditor | None = None
@@ -262,7 +263,7 @@ def parse_instruction(centre_id: str, data: Any, *, ceiling_fen: int, today: _dt
         except ValueError as e:
             errors.append(FieldError("amount", str(e)))
     purpose = data.get("purpose")
-    if purpose not in PURPOSES:
+    if not isinstance(purpose, str) or purpose not in PURPOSES:
         errors.append(FieldError("purpose", f"must be one of {', '.join(sorted(PURPOSES))}"))
     memo = _text(errors, data, "memo", required=False, max_len=140) or ""
     approval_ref = _text(errors, data, "approval_ref", required=False, pattern=_APPROVAL,

@@ -11,6 +11,7 @@ link session hands it decoded messages and gives it a ``send`` callable.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import json
 from collections import OrderedDict
@@ -278,7 +279,7 @@ class BankDispatcher:
         account = self.config.accounts.get(row["debit_account"])
         creditor = body["creditor"]
         created = _dt.datetime.fromtimestamp(row["created_us"] / 1_000_000, _dt.timezone.utc).date()
-        return msg.Instruction(
+        ins = msg.Instruction(
             seq_no=row["bank_ref"], send_date=created, centre_node=centre.id, unit_no=centre.unit_no,
             debit_account=row["debit_account"], debit_name=account.name if account else "",
             creditor_account=creditor["account"], creditor_name=creditor["name"],
@@ -288,6 +289,12 @@ class BankDispatcher:
             amount=row["amount"], purpose=body["purpose"], memo=body.get("memo") or "",
             reference=row["instruction_id"],
         )
+        # Non-repudiation ([banks.X] signature_alg): gateway.service sets the signer;
+        # the signature covers gateway.signing.instruction_signing_bytes(ins).
+        signer = getattr(self, "instruction_signer", None)
+        if signer is None:
+            return ins
+        return dataclasses.replace(ins, signature=signer.sign(ins))
 
     # -- what the bank says --------------------------------------------------
 

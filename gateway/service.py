@@ -6,41 +6,148 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import MultiService
+from twisted.application.service import MultiService, Service
 
 from gateway.daemon import OrderedMultiService
 from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks, maybeDeferred
-from twisted.internet.task import deferLater
+from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 from twisted.internet.endpoints import serverFromString
 from twisted.web.server import Site
 
 from adapters.base import load_adapter
-from gateway.centre_api import CentreApi, Intake, ResultsFeed, make_site
+from gateway.centre_api import CentreApi, ConnectionGuard, Intake, ResultsFeed, make_site
 from gateway.config import GatewayConfig
 from gateway.lease import LeaseKeeper
 from gateway.links import BankLink, make_link_service
 from gateway.metrics import GatewayMetrics
 from gateway.ops import make_ops_site
 from gateway.relay import Relay
+from gateway.signing import InstructionSigner
 from gateway.store.db import Database
-from gateway.tls import (ReloadableOptions, certificate_identity, client_options, server_options,
-                         tls_server_factory)
+from gateway.tls import (ReloadableOptions, certificate_identity, certificate_inventory,
+                         client_options, crl_next_updates, server_options, tls_server_factory)
 
-__all__ = ["Gateway", "makeService"]
+__all__ = ["Gateway", "makeService", "CertificateWatch", "EXPIRY_WARNING_DAYS"]
 
 log = Logger()
 
+#: A certificate expiring within this many days is logged as ``tls.certificate_expiring``.
+EXPIRY_WARNING_DAYS = 30
+_DAY = 86400.0
+
 
 def _tls_options(config: GatewayConfig) -> dict[str, Any]:
-    """Fresh TLS options for the centre API and every bank link (validates the files)."""
+    """Fresh TLS options for the centre API, every bank link and the ledger link (validates the files).
+
+    Every one gets the configured CRLs (``tls.crls``).
+    """
     tls = config.tls
+    crls = tls.crls
     centre_trust = sorted({c.ca or tls.ca for c in config.centres.values()} | {tls.ca})
-    out: dict[str, Any] = {"centre_api": server_options(tls.certificate, tls.private_key, centre_trust)}
+    out: dict[str, Any] = {"centre_api": server_options(tls.certificate, tls.private_key, centre_trust,
+                                                        crls=crls)}
     for bank_id, bank in config.banks.items():
         make = server_options if bank.direction == "listen" else client_options
-        out[f"bank_{bank_id}"] = make(tls.certificate, tls.private_key, [bank.ca or tls.ca])
+        out[f"bank_{bank_id}"] = make(tls.certificate, tls.private_key, [bank.ca or tls.ca], crls=crls)
+    if config.ledger is not None:
+        out["ledger"] = client_options(tls.certificate, tls.private_key, [config.ledger.ca or tls.ca],
+                                       crls=crls)
     return out
+
+
+def _instruction_signers(config: GatewayConfig) -> dict[str, InstructionSigner]:
+    """A signer for every bank whose ``signature_alg`` is not "none" (loads and checks the keys)."""
+    return {bank_id: InstructionSigner(bank.signing_key, bank.signature_alg)
+            for bank_id, bank in config.banks.items()
+            if bank.signature_alg != "none" and bank.signing_key is not None}
+
+
+def _trust_scopes(config: GatewayConfig) -> dict[str, list[Any]]:
+    """Every trust bundle in use, by who it is trusted for (labels of the expiry gauge)."""
+    tls = config.tls
+    scopes: dict[str, list[Any]] = {"default": [tls.ca]}
+    for centre_id, centre in config.centres.items():
+        if centre.ca is not None and centre.ca != tls.ca:
+            scopes[f"centre/{centre_id}"] = [centre.ca]
+    for bank_id, bank in config.banks.items():
+        if bank.ca is not None and bank.ca != tls.ca:
+            scopes[f"bank/{bank_id}"] = [bank.ca]
+    if config.ledger is not None and config.ledger.ca is not None and config.ledger.ca != tls.ca:
+        scopes["ledger"] = [config.ledger.ca]
+    return scopes
+
+
+class CertificateWatch(Service):
+    """Exports when each certificate we present or trust expires, and warns ahead of it.
+
+    ``check`` (at start, on every reload, and daily) sets
+    ``hpf_gateway_certificate_expiry_timestamp_seconds{peer=...}`` for our own
+    certificate and every trust anchor (labels: :func:`gateway.tls.certificate_inventory`),
+    dropping labels no longer configured, and logs ``tls.certificate_expiring``
+    (warning) for each one expiring within ``EXPIRY_WARNING_DAYS`` days or
+    already expired, and ``tls.crl_stale`` (error) for a CRL past its nextUpdate
+    or ``tls.crl_expiring`` (warning) within a day of it: after that every
+    peer of its CA is refused.
+    """
+
+    name = "certificate-watch"
+
+    def __init__(self, config: GatewayConfig, metrics: GatewayMetrics, clock: Any,
+                 interval: float = _DAY) -> None:
+        self.config = config
+        self.metrics = metrics
+        self.clock = clock
+        self._loop = LoopingCall(self.check)
+        self._loop.clock = clock
+        self.interval = interval
+
+    def startService(self) -> None:
+        super().startService()
+        self._loop.start(self.interval, now=True)
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self._loop.running:
+            self._loop.stop()
+
+    def check(self) -> list[tuple[str, float]]:
+        """Refresh the gauge and log what expires soon; returns (label, expiry Unix time) pairs."""
+        now = self.clock.seconds()
+        try:
+            inventory = certificate_inventory(self.config.tls.certificate, _trust_scopes(self.config))
+            crls = crl_next_updates(self.config.tls.crls)
+        except (ValueError, OSError) as e:
+            log.error("tls.certificate_check_failed", error=str(e)[:300])
+            return []
+        gauge = self.metrics.certificate_expiry
+        out: list[tuple[str, float]] = []
+        for label, not_after in inventory:
+            expires = not_after.timestamp()
+            gauge.labels(label).set(expires)
+            out.append((label, expires))
+        # Drop anchors no longer configured (set first, then remove: a scrape, which runs
+        # in a thread, never sees the gauge empty).
+        current = {label for label, _ in out}
+        stale = {s.labels["peer"] for m in gauge.collect() for s in m.samples} - current
+        for label in stale:
+            gauge.remove(label)
+        for label, not_after in inventory:
+            expires = not_after.timestamp()
+            days = (expires - now) / _DAY
+            if days < EXPIRY_WARNING_DAYS:
+                log.warn("tls.certificate_expiring", peer=label, not_after=not_after.isoformat(),
+                         days_left=round(days, 1), expired=days <= 0)
+        for issuer, next_update in crls:
+            if next_update is None:
+                continue
+            hours = (next_update.timestamp() - now) / 3600
+            if hours <= 0:
+                log.error("tls.crl_stale", issuer=issuer, next_update=next_update.isoformat())
+            elif hours < 24:
+                log.warn("tls.crl_expiring", issuer=issuer, next_update=next_update.isoformat(),
+                         hours_left=round(hours, 1))
+        return out
 
 
 @dataclass
@@ -59,6 +166,8 @@ class Gateway:
     tls_options: dict[str, ReloadableOptions] = field(default_factory=dict)
     reactor: Any = None
     keepers: dict[str, LeaseKeeper] = field(default_factory=dict)
+    certificates: CertificateWatch | None = None
+    site: Site | None = None
 
     def start(self) -> Deferred[None]:
         """Start every service; fires once every listener is bound (then the daemon is ready)."""
@@ -102,6 +211,7 @@ class Gateway:
         try:
             new = load_config(self.config.path)
             rebuilt = _tls_options(new)
+            signers = _instruction_signers(new)
         except (ConfigError, ValueError, OSError) as e:
             problems = e.problems if isinstance(e, ConfigError) else [str(e)]
             log.error("gateway.reload_refused", problems=" | ".join(problems)[:2000])
@@ -110,15 +220,21 @@ class Gateway:
             log.warn("gateway.reload_partial", reason="banks or database changed: restart to apply those")
         for holder in (self, self.api, self.api.intake, self.relay):
             holder.config = new
-        for d in self.relay.dispatchers.values():
+        for bank_id, d in self.relay.dispatchers.items():
             d.config = new
             d.timeouts = new.timeouts
             d.bank = new.banks.get(d.bank.id, d.bank)
+            d.instruction_signer = signers.get(bank_id)  # type: ignore[attr-defined]
         for name, options in rebuilt.items():
             if name in self.tls_options:
                 self.tls_options[name].replace(options)
+        if self.site is not None:
+            self.site.timeOut = new.limits.centre_idle_timeout  # new connections
+        if self.certificates is not None:
+            self.certificates.config = new
+            self.certificates.check()
         log.info("gateway.reloaded", centres=len(new.centres), accounts=len(new.accounts),
-                 counterparties=len(new.counterparties))
+                 counterparties=len(new.counterparties), crls=len(new.tls.crls))
 
 
 def _link_gained(dispatcher: Any, service: Any) -> Any:
@@ -156,10 +272,17 @@ def makeService(config: GatewayConfig, reactor: Any) -> Gateway:  # noqa: N802 (
 
     tls = config.tls
     tls_options = {name: ReloadableOptions(o) for name, o in _tls_options(config).items()}
+    signers = _instruction_signers(config)
+    for bank_id, dispatcher in relay.dispatchers.items():
+        dispatcher.instruction_signer = signers.get(bank_id)  # type: ignore[attr-defined]
+    certificates = CertificateWatch(config, metrics, reactor)
+    certificates.setServiceParent(top)
     api_options = tls_options["centre_api"]
     listeners: dict[str, StreamServerEndpointService] = {}
+    site = make_site(api, idle_timeout=config.limits.centre_idle_timeout)
+    guard = ConnectionGuard(site, lambda: api.config.limits, reactor, metrics)
     api_service = StreamServerEndpointService(
-        serverFromString(reactor, config.centre_api), tls_server_factory(make_site(api), api_options))
+        serverFromString(reactor, config.centre_api), tls_server_factory(guard, api_options))
     api_service._raiseSynchronously = True
     api_service.setName("centre-api")
     api_service.setServiceParent(top)
@@ -209,7 +332,8 @@ def makeService(config: GatewayConfig, reactor: Any) -> Gateway:  # noqa: N802 (
     if config.ledger is not None:
         from gateway.forwarder import LedgerForwarder
 
-        forwarder = LedgerForwarder(config, db, reactor, metrics,
+        # The ledger link gets the same CRLs and SIGHUP reload as every other link.
+        forwarder = LedgerForwarder(config, db, reactor, metrics, tls_options["ledger"],
                                     gateway_name=certificate_identity(tls.certificate).name)
     if forwarder is not None and not shared:
         forwarder.setServiceParent(top)
@@ -221,7 +345,7 @@ def makeService(config: GatewayConfig, reactor: Any) -> Gateway:  # noqa: N802 (
         keepers["ledger-forwarder"] = keeper
 
     gateway = Gateway(top, config, db, relay, api, metrics, links, listeners, forwarder, tls_options, reactor,
-                      keepers)
+                      keepers, certificates, site)
     # The ops site shows the running parts, so it is built last, from the handle.
     ops_service = StreamServerEndpointService(serverFromString(reactor, config.ops),
                                               make_ops_site(gateway, ready))

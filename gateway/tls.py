@@ -22,7 +22,7 @@ import datetime
 import os
 import re
 import stat
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,8 @@ __all__ = [
     "ReloadableOptions",
     "TLSOptions",
     "certificate_not_after",
+    "certificate_inventory",
+    "crl_next_updates",
     "check_key_file",
     "client_options",
     "identity_from_certificate",
@@ -427,6 +429,46 @@ def tls_client_endpoint(
 def certificate_not_after(path: Path) -> datetime.datetime:
     """When the (first) certificate in ``path`` expires, as an aware UTC datetime."""
     return load_certificates(path)[0].not_valid_after_utc
+
+
+def _common_name(name: x509.Name) -> str:
+    values = name.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    text = str(values[0].value) if values else name.rfc4514_string()
+    return text[:64]
+
+
+def certificate_inventory(
+    certificate: Path, trust: Mapping[str, Sequence[Path]]
+) -> list[tuple[str, datetime.datetime]]:
+    """Every certificate we present or trust, labelled, with when it expires.
+
+    ``certificate`` is our own file (the leaf, then intermediates we send);
+    ``trust`` maps a scope (``"default"``, ``"centre/C52240"``, ``"bank/B001"``,
+    ``"ledger"``) to its bundle files.  Labels: ``gateway`` for our leaf,
+    ``gateway-chain:CN`` for each intermediate, ``trust:SCOPE:CN:FP12`` for
+    each anchor (FP12: the first 12 hex digits of its SHA-256 fingerprint),
+    each once, in that order.  Raises ``ValueError``/``OSError`` for an
+    unreadable file.
+    """
+    chain = load_certificates(resolve_credential(Path(certificate)))
+    out: list[tuple[str, datetime.datetime]] = [("gateway", chain[0].not_valid_after_utc)]
+    out += [(f"gateway-chain:{_common_name(c.subject)}", c.not_valid_after_utc) for c in chain[1:]]
+    seen: set[str] = {label for label, _ in out}
+    for scope, paths in trust.items():
+        _require_sequence(paths, "trust")
+        for path in paths:
+            for cert in load_certificates(path):
+                label = (f"trust:{scope}:{_common_name(cert.subject)}:"
+                         f"{cert.fingerprint(hashes.SHA256()).hex()[:12]}")
+                if label not in seen:
+                    seen.add(label)
+                    out.append((label, cert.not_valid_after_utc))
+    return out
+
+
+def crl_next_updates(crls: Sequence[Path]) -> list[tuple[str, datetime.datetime | None]]:
+    """Each CRL's issuer (common name) and nextUpdate; after it, that issuer's peers are refused."""
+    return [(_common_name(crl.issuer), crl.next_update_utc) for crl in _load_crls(crls)]
 
 
 @implementer(IOpenSSLClientConnectionCreator)

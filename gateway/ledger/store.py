@@ -46,7 +46,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection
 
-from gateway.store.db import GENESIS, Database, GroupCommitWriter, Tx
+from gateway.store.db import GENESIS, Database, Tx
 from gateway.store.migrate import Migrations
 
 __all__ = [

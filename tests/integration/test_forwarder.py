@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.endpoints import serverFromString

@@ -21,7 +21,6 @@ from gateway.config import (
     CentreConfig,
     ConfigError,
     CounterpartyConfig,
-    GatewayConfig,
     Limits,
     Timeouts,
     check_config,
@@ -489,7 +488,7 @@ def test_a_missing_bank_ca_file_is_a_problem(tmp_path: Path) -> None:
     (("zzz",), "unknown key (known keys: gateway, tls, listen, limits, timeouts, ledger, centres, "
                   "banks, accounts, counterparties)"),
     (("gateway", "nodes"), 'unknown key (did you mean "node"?)'),
-    (("tls", "key"), "unknown key (known keys: certificate, private_key, ca)"),
+    (("tls", "key"), "unknown key (known keys: certificate, private_key, ca, crls)"),
     (("listen", "centre-api"), 'unknown key (did you mean "centre_api"?)'),
     (("limits", "max_amnt"), 'unknown key (did you mean "max_amount"?)'),
     (("timeouts", "heartbeat"), 'unknown key (did you mean "heartbeat_interval"?)'),
