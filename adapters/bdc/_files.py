@@ -78,6 +78,14 @@ def _column(field: str, value: str, max_len: int) -> str:
     return value
 
 
+def _not_null(field: str, value: str) -> str:
+    # Bank files use the literal "null" for "no value" in any column, so the
+    # decoder reads it as empty: a real value spelled "null" cannot be carried.
+    if value == _NULL:
+        raise AdapterError(f"{field}: the literal 'null' reads back as empty in bdc files")
+    return value
+
+
 def format_entries(entries: tuple[Entry, ...]) -> str:
     """The §5.4 file for ``entries``: lines joined by ``\\n``, none after the last."""
     lines = []
@@ -89,8 +97,8 @@ def format_entries(entries: tuple[Entry, ...]) -> str:
                    else v.format_amount(f + "balance_after", e.balance_after))
         cols = (
             str(no),
-            v.match(f + "account", e.account, v.ACCOUNT, "must be 1-32 letters or digits"),
-            v.serial(f + "host_seq_no", e.host_seq_no, optional=True),
+            _not_null(f + "account", v.match(f + "account", e.account, v.ACCOUNT, "must be 1-32 letters or digits")),
+            _not_null(f + "host_seq_no", v.serial(f + "host_seq_no", e.host_seq_no, optional=True)),
             "",                                          # txCode: bank-internal
             _column(f + "counterparty_account", e.counterparty_account, v.OTHER_LEN),
             _column(f + "counterparty_name", e.counterparty_name, v.NAME_LEN),

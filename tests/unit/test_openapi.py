@@ -37,6 +37,7 @@ OPERATIONS: dict[tuple[str, str], set[str]] = {
     ("get", "/v1/instructions/{instruction_id}"): {"200", "404"},
     ("get", "/v1/results"): {"200", "400"},
     ("get", "/v1/openapi.json"): {"200"},
+    ("post", "/v1/bookings"): {"200", "202", "400", "403", "409", "413", "422", "503"},
 }
 PROBLEM_SLUGS = {
     "invalid-json": 400, "invalid-instruction": 422, "not-your-account": 403, "conflict": 409,

@@ -1,0 +1,128 @@
+"""Per-adapter narrowing of the portable message set: the suite's one hook.
+
+The conformance suite generates messages from one *portable* set (adapters/README.md,
+"The portable set"): what every adapter is expected to carry.  An adapter that documents a
+narrower range for some field says so here, in :data:`CONFORMANCE`, keyed by its registered
+name: a few overrides of :class:`Profile` fields, each with the reason from the adapter's own
+documentation.  An adapter that carries the whole portable set needs no entry.
+
+An adapter installed from another package, which cannot edit this file, may instead give its
+class a ``conformance`` attribute holding the same kind of dict; an entry here wins over it.
+
+Profiles only ever *narrow* what is generated (or add characters that must be refused); they
+never relax an assertion.  Unknown keys are an error, so a typo cannot silently disable one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from tests.adapters.framing import LengthField
+
+__all__ = ["CONFORMANCE", "ISO_BALANCE_TYPES", "Profile", "profile_for"]
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What one adapter carries of the portable set (defaults: all of it).
+
+    ``statement_balances``
+        False: :class:`~adapters.base.Statement` opening/closing balances are always None.
+    ``pushed_balance``
+        False: :class:`~adapters.base.Balance` always answers a query (``reply_to`` non-empty).
+    ``balance_as_of_required``
+        True: ``Balance.as_of`` is always a datetime, never None.
+    ``balance_statuses``
+        Non-empty: ``Balance.status`` is one of these (else any portable status text).
+    ``reserved_codes`` / ``reserved_texts``
+        Values never generated for the ``code`` / ``text`` of SignOnAnswer, Ack and Result
+        (the protocol gives them a meaning of its own).
+    ``entry_text_forbidden`` / ``entry_text_reserved``
+        Characters never generated in, and whole values never generated for, the free-text
+        fields of an :class:`~adapters.base.Entry` (counterparty_name, summary, remark); a
+        reserved value may also be refused in any identifier of an entry (account, host_seq_no,
+        counterparty_account): in a bdc file line every column reads 'null' as empty.
+    ``must_refuse``
+        Characters ``encode`` must refuse in every text field, beyond those the suite derives
+        itself (lone surrogates; what XML 1.0 cannot carry, for an XML body; what the declared
+        wire encoding cannot encode).
+    ``wire_encoding``
+        The text encoding of the body, when the body does not declare it in an XML
+        declaration (the suite reads the declaration otherwise; without either, UTF-8 is
+        not assumed and the wrong-encoding attacks are skipped).
+    ``framing``
+        The frame's length field, when the suite cannot infer it (see
+        :func:`tests.adapters.framing.infer_length_field`).
+    """
+
+    statement_balances: bool = True
+    pushed_balance: bool = True
+    balance_as_of_required: bool = False
+    balance_statuses: tuple[str, ...] = ()
+    reserved_codes: frozenset[str] = frozenset()
+    reserved_texts: frozenset[str] = frozenset()
+    entry_text_forbidden: str = ""
+    entry_text_reserved: frozenset[str] = frozenset()
+    must_refuse: str = ""
+    wire_encoding: str | None = None
+    framing: LengthField | None = None
+
+
+# ExternalBalanceType1Code values (ISO 20022 external code sets): what an iso20022 Balance's
+# status means on that adapter (adapters/iso20022/__init__.py, "Balance").
+ISO_BALANCE_TYPES: tuple[str, ...] = (
+    "CLAV", "CLBD", "FWAV", "INFO", "ITAV", "ITBD", "OPAV", "OPBD", "PRCD", "XPCD",
+)
+
+CONFORMANCE: dict[str, dict[str, Any]] = {
+    # adapters/bdc/codec.py docstring and codec.
+    "bdc": {
+        # BDC113 answers carry detail lines only: "bdc statements carry no opening/closing balance".
+        "statement_balances": False,
+        # BDC123 is an answer (its head must echo the request serial); bdc pushes no balance.
+        "pushed_balance": False,
+        # as_of travels as the answer's ReceiveDate/ReceiveTime, which are always written.
+        "balance_as_of_required": True,
+        # The generic codes and texts are written for an empty code/text and read back as empty.
+        "reserved_codes": frozenset({"00000", "10000"}),
+        "reserved_texts": frozenset({"成功", "失败"}),
+        # Entries travel as '|'-separated file lines in which the literal 'null' means empty.
+        "entry_text_forbidden": "|",
+        "entry_text_reserved": frozenset({"null"}),
+    },
+    # adapters/b2e/__init__.py, "RetCode": 0000 and 9999 cannot be a refusal's own code.
+    "b2e": {
+        "reserved_codes": frozenset({"0000", "9999"}),
+    },
+    # adapters/iso20022/__init__.py, "Messages".
+    "iso20022": {
+        # "For this adapter Balance.status is the balance type"; camt.052 Bal needs Dt.
+        "balance_statuses": ISO_BALANCE_TYPES,
+        "balance_as_of_required": True,
+        # NotFound is RJCT with Rsn/Prtry NOTFOUND, "so a Result may not use that code".
+        "reserved_codes": frozenset({"NOTFOUND"}),
+    },
+}
+"""Overrides of :class:`Profile` per registered adapter name (see the module docstring)."""
+
+
+def profile_for(name: str, adapter: object) -> Profile:
+    """The profile of adapter ``name``: :data:`CONFORMANCE` first, then the adapter class's
+    ``conformance`` attribute, else the whole portable set.  Unknown keys raise ``TypeError``."""
+    overrides: Mapping[str, Any] | None = CONFORMANCE.get(name)
+    if overrides is None:
+        overrides = getattr(type(adapter), "conformance", None) or {}
+    known = {f.name for f in fields(Profile)}
+    unknown = set(overrides) - known
+    if unknown:
+        raise TypeError(f"conformance profile of adapter {name!r}: unknown keys {sorted(unknown)}; "
+                        f"known: {sorted(known)}")
+    values = dict(overrides)
+    for key in ("reserved_codes", "reserved_texts", "entry_text_reserved"):
+        if key in values:
+            values[key] = frozenset(values[key])
+    if "balance_statuses" in values:
+        values["balance_statuses"] = tuple(values["balance_statuses"])
+    return Profile(**values)
