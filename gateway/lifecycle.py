@@ -113,7 +113,9 @@ def advance(state: State, event: Event) -> State:
                     return state
                 raise ConflictingOutcome(state, event)
         case ResultOverdue():
-            if state is _S.ACCEPTED:
+            if state in (_S.SENT, _S.ACCEPTED):
+                # SENT: resent until the deadline and never even confirmed; whether
+                # the bank has it is unknown, so only a person (or a late answer) settles it.
                 return _S.IN_DOUBT
             if state is _S.IN_DOUBT:
                 return state

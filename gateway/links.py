@@ -212,6 +212,7 @@ def make_link_service(reactor: Any, link: BankLink, options: TLSOptions) -> Any:
     if bank.direction == "listen":
         endpoint = serverFromString(reactor, bank.endpoint)
         service = StreamServerEndpointService(endpoint, tls_server_factory(link, options))
+        service._raiseSynchronously = True  # a port that cannot be bound fails the start, loudly
     else:
         endpoint = tls_client_endpoint(clientFromString(reactor, bank.endpoint), options)
         service = ClientService(

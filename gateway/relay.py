@@ -83,6 +83,7 @@ class BankDispatcher:
         self._sent_once: set[str] = set()  # refs sent by this process (for the resend metric)
         self.down_since: float | None = clock.seconds()  # None while a session is up
         self.claiming: set[str] = set()        # refs whose fenced claim is committing
+        self.first_sent: dict[str, float] = {}   # ref -> first send by this node (receipt deadline)
         self._batch: list[tuple[Any, Callable[[Any], None]]] = []  # bank facts of this reactor turn
         # Ownership: active unless a lease keeper says otherwise (single-node tests).
         self.active = True
@@ -228,6 +229,7 @@ class BankDispatcher:
             if row.get("sends", 0) or ref in self._sent_once:
                 self.metrics.resends.labels(self.bank.id).inc()
             self._sent_once.add(ref)
+            self.first_sent.setdefault(ref, now)
             self.in_flight[ref] = now
             if row["state"] == State.RECEIVED.value:
                 row["state"] = State.SENT.value
@@ -265,7 +267,7 @@ class BankDispatcher:
         self.active = False
         self.epoch = None
         self.session = None
-        for table in (self.rows, self.pending, self.in_flight, self.waiting, self.queries):
+        for table in (self.rows, self.pending, self.in_flight, self.waiting, self.queries, self.first_sent):
             table.clear()
         self.claiming.clear()
         self._sent_once.clear()
@@ -332,6 +334,7 @@ class BankDispatcher:
     def _on_receipt(self, m: msg.Receipt, raw: bytes) -> None:
         ref = m.ref
         self.in_flight.pop(ref, None)
+        self.first_sent.pop(ref, None)
         self.queries.pop(m.reply_to, None)
         if ref not in self.rows:
             # Not open here: already settled (a late receipt), or not ours at all.
@@ -416,7 +419,16 @@ class BankDispatcher:
                 except Exception:
                     log.failure("relay.after_commit_failed", bank=self.bank.id)
 
-        d.addCallbacks(answered, lambda f: log.failure("relay.record_failed", f, bank=self.bank.id))
+        def failed(f: Any) -> None:
+            # The store refused (disk full, locked past its timeout): these are bank facts
+            # already taken off the link, so keep them and try again, in order.
+            log.failure("relay.record_failed", f, bank=self.bank.id, facts=len(batch), retry_in_s=1.0)
+            first = not self._batch
+            self._batch[:0] = batch
+            if first:
+                self.clock.callLater(1.0, self._commit_batch)
+
+        d.addCallbacks(answered, failed)
 
     def _settled(self, rec: dict[str, Any]) -> None:
         state = rec["state"]
@@ -426,6 +438,7 @@ class BankDispatcher:
             row["state"] = state
         if State(state) in FINAL_STATES or state == State.IN_DOUBT.value:
             self._sent_once.discard(rec["bank_ref"])
+            self.first_sent.pop(rec["bank_ref"], None)
         if State(state) in FINAL_STATES:
             self.rows.pop(rec["bank_ref"], None)
             self.metrics.submit_to_final.labels(self.bank.id).observe(
@@ -495,12 +508,19 @@ class BankDispatcher:
         t = self.timeouts
         if self.session is not None:
             late = [ref for ref, at in self.in_flight.items() if now - at >= t.receipt_timeout]
-            for ref in late:
+            given_up = [ref for ref in late if now - self.first_sent.get(ref, now) >= t.result_timeout]
+            for ref in given_up:
+                # Sent again and again and never confirmed: nothing is left stuck silently (G6).
                 del self.in_flight[ref]
-                self.pending[ref] = None
-                self.pending.move_to_end(ref, last=False)
+                self._apply(None, ref, lifecycle.ResultOverdue(), None,
+                            text=f"no receipt from the bank within {t.result_timeout:g} s of the first send")
+            for ref in late:
+                if ref in self.in_flight:
+                    del self.in_flight[ref]
+                    self.pending[ref] = None
+                    self.pending.move_to_end(ref, last=False)
             if late:
-                log.warn("relay.receipt_overdue", bank=self.bank.id, count=len(late))
+                log.warn("relay.receipt_overdue", bank=self.bank.id, count=len(late), given_up=len(given_up))
         for ref, w in list(self.waiting.items()):
             if now - w.since < t.result_timeout or now < w.next_query_at:
                 continue

@@ -237,22 +237,31 @@ class Gateway:
                  counterparties=len(new.counterparties), crls=len(new.tls.crls))
 
 
-def _link_gained(dispatcher: Any, service: Any) -> Any:
-    def gained(epoch: int) -> None:
+class _LinkOwnership:
+    """What a node does when it gains or loses a bank link's lease.
+
+    A listener cannot be started again once stopped (Twisted keeps its old
+    port Deferred), so every gain builds the link's service afresh.
+    """
+
+    def __init__(self, reactor: Any, link: BankLink, options: Any) -> None:
+        self.reactor, self.link, self.options = reactor, link, options
+        self.service: Any = None
+
+    def gained(self, epoch: int) -> None:
+        dispatcher = self.link.dispatcher
         dispatcher.activate(dispatcher.owner, dispatcher.lease_name, epoch).addErrback(
             lambda f: log.failure("relay.load_failed", f, bank=dispatcher.bank.id))
-        if not service.running:
-            service.startService()
-    return gained
+        if self.service is None:
+            self.service = make_link_service(self.reactor, self.link, self.options)
+            self.service.startService()
 
-
-def _link_lost(dispatcher: Any, service: Any, link: BankLink) -> Any:
-    def lost() -> None:
-        if service.running:
+    def lost(self) -> None:
+        service, self.service = self.service, None
+        if service is not None:
             service.stopService()
-        link.drop_all()
-        dispatcher.deactivate()
-    return lost
+        self.link.drop_all()
+        self.link.dispatcher.deactivate()
 
 
 def makeService(config: GatewayConfig, reactor: Any) -> Gateway:  # noqa: N802 (Twisted convention)
@@ -302,18 +311,15 @@ def makeService(config: GatewayConfig, reactor: Any) -> Gateway:  # noqa: N802 (
         link = BankLink(bank, adapters[bank_id], dispatcher, reactor, metrics,
                         gateway_node=config.node, heartbeat_interval=config.timeouts.heartbeat_interval,
                         dead_after=config.timeouts.dead_after)
-        svc = make_link_service(reactor, link, tls_options[f"bank_{bank_id}"])
-        inner = svc.getServiceNamed(f"link-{bank_id}")
-        if isinstance(inner, StreamServerEndpointService):
-            inner._raiseSynchronously = True
         links[bank_id] = link
         if not shared:
-            svc.setServiceParent(top)
+            make_link_service(reactor, link, tls_options[f"bank_{bank_id}"]).setServiceParent(top)
             continue
         dispatcher.active = False
         dispatcher.owner = config.instance
+        ownership = _LinkOwnership(reactor, link, tls_options[f"bank_{bank_id}"])
         keeper = LeaseKeeper(db, reactor, lease=dispatcher.lease_name, owner=config.instance, ttl=ttl,
-                             on_gain=_link_gained(dispatcher, svc), on_lose=_link_lost(dispatcher, svc, link))
+                             on_gain=ownership.gained, on_lose=ownership.lost)
         dispatcher.on_fenced = keeper.fenced
         dispatcher.lease_fresh = keeper.fresh
         keeper.setServiceParent(top)

@@ -27,7 +27,7 @@ EVENTS = {
 # Every (state, event) pair; None means the transition is illegal, "conflict" a contradiction.
 TABLE = {
     R: dict(refuse=X, sent=S, receipt=A, ok=OK, ko=KO, overdue=None, notfound=R, manual_ok=None, manual_ko=None),
-    S: dict(refuse=None, sent=S, receipt=A, ok=OK, ko=KO, overdue=None, notfound=S, manual_ok=None, manual_ko=None),
+    S: dict(refuse=None, sent=S, receipt=A, ok=OK, ko=KO, overdue=D, notfound=S, manual_ok=None, manual_ko=None),
     A: dict(refuse=None, sent=None, receipt=A, ok=OK, ko=KO, overdue=D, notfound=D, manual_ok=None, manual_ko=None),
     D: dict(refuse=None, sent=None, receipt=D, ok=OK, ko=KO, overdue=D, notfound=D, manual_ok=OK, manual_ko=KO),
     OK: dict(refuse=None, sent=None, receipt=OK, ok=OK, ko="conflict", overdue=None, notfound=None, manual_ok=None, manual_ko=None),

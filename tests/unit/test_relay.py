@@ -224,3 +224,25 @@ async def test_a_node_that_lost_its_lease_sends_nothing(setup):
     assert await db.write(lambda tx: leases.acquire(tx, d.lease_name, "node-b", 60_000_000, None)) == epoch + 1
     await _intake(db, d, 2)
     assert len(session.of(msg.Instruction)) == 1 and fenced == [True]
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_instruction_the_bank_never_confirms_goes_in_doubt_instead_of_being_resent_forever(setup):
+    config, db, clock, d = setup
+    t = config.timeouts
+    session = RecordingSession()
+    d.link_up(session)
+    [row] = await _intake(db, d, 1)
+    for _ in range(int(t.result_timeout / t.receipt_timeout) + 2):
+        clock.advance(t.receipt_timeout)
+        d.tick()
+        await settle(db, d)
+    rec = await db.read(q.get, "C52240", "I0")
+    assert rec["state"] == "in_doubt" and "no receipt" in rec["reason"]
+    sends = len(session.of(msg.Instruction))
+    clock.advance(t.receipt_timeout * 3)
+    d.tick()
+    await settle(db, d)
+    assert len(session.of(msg.Instruction)) == sends, "no resends once in doubt"
+    assert sends >= 2  # it was resent (same reference) while the deadline ran
+    assert {m.seq_no for m in session.of(msg.Instruction)} == {row["bank_ref"]}
