@@ -101,6 +101,17 @@ def strict_json(data: bytes) -> Any:
         raise Problem(400, "invalid-json", "The body is not valid JSON", str(e)[:200]) from None
 
 
+def json_body(request: Any) -> Any:
+    """The request's JSON body, strictly parsed; 413 past MAX_BODY, 415 unless application/json."""
+    if request.too_large:
+        raise Problem(413, "too-large", f"The body is larger than {MAX_BODY} bytes")
+    ctype = (request.getHeader(b"content-type") or b"").split(b";")[0].strip().lower()
+    if ctype != b"application/json":
+        raise Problem(415, "unsupported-media-type", "Send application/json")
+    request.content.seek(0)
+    return strict_json(request.content.read())
+
+
 class Intake:
     """Turns a centre's instruction bodies into stored instructions (validation, authorisation, policy)."""
 
@@ -543,13 +554,7 @@ class CentreApi(Resource):
         raise Problem(404, "not-found", "No such resource")
 
     def _body(self, request: Any) -> Any:
-        if request.too_large:
-            raise Problem(413, "too-large", f"The body is larger than {MAX_BODY} bytes")
-        ctype = (request.getHeader(b"content-type") or b"").split(b";")[0].strip().lower()
-        if ctype != b"application/json":
-            raise Problem(415, "unsupported-media-type", "Send application/json")
-        request.content.seek(0)
-        return strict_json(request.content.read())
+        return json_body(request)
 
     def _intake_open(self) -> None:
         if not self.accepting:

@@ -282,11 +282,11 @@ def check_config(path: str | Path, *, check_files: bool = True) -> list[str]:
     return _load(path, check_files)[1]
 
 
-def _load(path: str | Path, check_files: bool) -> tuple[GatewayConfig | None, list[str]]:
+def read_toml(path: str | Path) -> tuple[dict[str, Any] | None, list[str]]:
+    """The parsed TOML document at ``path``, or the one problem that stops reading it."""
     file = str(path)
-    source = Path(path)
     try:
-        raw = source.read_bytes()
+        raw = Path(path).read_bytes()
     except OSError as e:
         return None, [f"{file}: (file): cannot be read ({e.strerror or e})"]
     try:
@@ -294,11 +294,17 @@ def _load(path: str | Path, check_files: bool) -> tuple[GatewayConfig | None, li
     except UnicodeDecodeError as e:
         return None, [f"{file}: (file): not UTF-8 text (bad byte at offset {e.start})"]
     try:
-        doc = tomllib.loads(text)
+        return tomllib.loads(text), []
     except tomllib.TOMLDecodeError as e:
         return None, [_syntax_problem(file, e)]
-    absolute = source.absolute()
-    checker = _Checker(file, absolute.parent, check_files)
+
+
+def _load(path: str | Path, check_files: bool) -> tuple[GatewayConfig | None, list[str]]:
+    doc, problems = read_toml(path)
+    if doc is None:
+        return None, problems
+    absolute = Path(path).absolute()
+    checker = _Checker(str(path), absolute.parent, check_files)
     config = checker.gateway(doc, absolute)
     if checker.problems:
         return None, checker.problems

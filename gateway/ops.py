@@ -24,12 +24,14 @@ from gateway import lifecycle
 from gateway.centre_api import strict_json
 from gateway.store import instructions as q
 
-__all__ = ["make_ops_site"]
+__all__ = ["make_ops_site", "TextCheck"]
 
 log = Logger()
 
 
-class _Text(Resource):
+class TextCheck(Resource):
+    """A plain-text health or readiness answer: 200 when the check passes, 503 when not."""
+
     isLeaf = True
 
     def __init__(self, check: Callable[[], tuple[bool, str]]) -> None:
@@ -129,8 +131,8 @@ def make_ops_site(gateway: Any, ready: Callable[[], tuple[bool, str]]) -> Site:
 
     root = Resource()
     root.putChild(b"metrics", MetricsResource(registry=gateway.metrics.registry))
-    root.putChild(b"healthz", _Text(lambda: (True, "ok")))
-    root.putChild(b"readyz", _Text(ready))
+    root.putChild(b"healthz", TextCheck(lambda: (True, "ok")))
+    root.putChild(b"readyz", TextCheck(ready))
     root.putChild(b"status", _Json(get=status))
     root.putChild(b"instructions", _Json(get=show, post=resolve))
     site = Site(root)

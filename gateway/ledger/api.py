@@ -35,7 +35,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from adapters.base import AdapterError, Balance, Movement, Result, Statement, decode_all
-from gateway.centre_api import MAX_BODY, Problem, make_site, strict_json
+from gateway.centre_api import Problem, json_body, make_site, strict_json
 from gateway.ledger import store
 from gateway.ledger.config import LedgerConfig, PublicSigningKey
 from gateway.ledger.matcher import Fact, forged_copy_alert
@@ -450,13 +450,7 @@ class _JsonApi(Resource):
         raise NotImplementedError
 
     def json_body(self, request: Any) -> Any:
-        if request.too_large:
-            raise Problem(413, "too-large", f"The body is larger than {MAX_BODY} bytes")
-        ctype = (request.getHeader(b"content-type") or b"").split(b";")[0].strip().lower()
-        if ctype != b"application/json":
-            raise Problem(415, "unsupported-media-type", "Send application/json")
-        request.content.seek(0)
-        return strict_json(request.content.read())
+        return json_body(request)
 
 
 def _send(request: Any, status: int, body: Any) -> None:

@@ -11,7 +11,6 @@ copy at three in the morning.
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -32,7 +31,7 @@ from gateway.config import (
     TlsConfig,
     _Checker,
     _show,
-    _syntax_problem,
+    read_toml,
 )
 from gateway.tls import IDENTITY_NAME
 
@@ -164,22 +163,11 @@ def load_public_key(path: Path, alg: str) -> PublicSigningKey:
 
 
 def _load(path: str | Path, check_files: bool) -> tuple[LedgerConfig | None, list[str]]:
-    file = str(path)
-    source = Path(path)
-    try:
-        raw = source.read_bytes()
-    except OSError as e:
-        return None, [f"{file}: (file): cannot be read ({e.strerror or e})"]
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        return None, [f"{file}: (file): not UTF-8 text (bad byte at offset {e.start})"]
-    try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        return None, [_syntax_problem(file, e)]
-    absolute = source.absolute()
-    checker = _LedgerChecker(file, absolute.parent, check_files)
+    doc, problems = read_toml(path)
+    if doc is None:
+        return None, problems
+    absolute = Path(path).absolute()
+    checker = _LedgerChecker(str(path), absolute.parent, check_files)
     config = checker.ledger_config(doc, absolute)
     if checker.problems:
         return None, checker.problems

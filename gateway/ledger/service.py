@@ -26,6 +26,7 @@ from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
 
 from gateway.daemon import OrderedMultiService
+from gateway.ops import TextCheck
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.task import LoopingCall
@@ -354,20 +355,6 @@ class _PoolService(Service):
         self.pool.stop()
 
 
-class _Text(Resource):
-    isLeaf = True
-
-    def __init__(self, check: Callable[[], tuple[bool, str]]) -> None:
-        super().__init__()
-        self._check = check
-
-    def render_GET(self, request: Any) -> bytes:
-        ok, text = self._check()
-        request.setResponseCode(200 if ok else 503)
-        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-        return text.encode() + b"\n"
-
-
 @dataclass
 class Ledger:
     """Handles on the running parts, for the CLI, the demo and tests."""
@@ -448,8 +435,8 @@ def makeLedgerService(config: LedgerConfig, reactor: Any) -> Ledger:
 
     ops = Resource()
     ops.putChild(b"metrics", MetricsResource(registry=metrics.registry))
-    ops.putChild(b"healthz", _Text(lambda: (True, "ok")))
-    ops.putChild(b"readyz", _Text(ready))
+    ops.putChild(b"healthz", TextCheck(lambda: (True, "ok")))
+    ops.putChild(b"readyz", TextCheck(ready))
     ops_site = Site(ops)
     ops_site.noisy = False
     listen("ops", config.ops, ops_site)
