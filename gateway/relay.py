@@ -93,6 +93,8 @@ class BankDispatcher:
         self.on_fenced: Callable[[], None] | None = None
         # Whether the lease was renewed recently enough to act on it (set by the keeper).
         self.lease_fresh: Callable[[], bool] = lambda: True
+        # Signs every instruction sent ([banks.X] signature_alg; set by gateway.service).
+        self.instruction_signer: Any = None
 
     # -- feeding -------------------------------------------------------------
 
@@ -291,12 +293,10 @@ class BankDispatcher:
             amount=row["amount"], purpose=body["purpose"], memo=body.get("memo") or "",
             reference=row["instruction_id"],
         )
-        # Non-repudiation ([banks.X] signature_alg): gateway.service sets the signer;
-        # the signature covers gateway.signing.instruction_signing_bytes(ins).
-        signer = getattr(self, "instruction_signer", None)
-        if signer is None:
+        # Non-repudiation: the signature covers gateway.signing.instruction_signing_bytes(ins).
+        if self.instruction_signer is None:
             return ins
-        return dataclasses.replace(ins, signature=signer.sign(ins))
+        return dataclasses.replace(ins, signature=self.instruction_signer.sign(ins))
 
     # -- what the bank says --------------------------------------------------
 

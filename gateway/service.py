@@ -224,7 +224,7 @@ class Gateway:
             d.config = new
             d.timeouts = new.timeouts
             d.bank = new.banks.get(d.bank.id, d.bank)
-            d.instruction_signer = signers.get(bank_id)  # type: ignore[attr-defined]
+            d.instruction_signer = signers.get(bank_id)
         for name, options in rebuilt.items():
             if name in self.tls_options:
                 self.tls_options[name].replace(options)
@@ -283,7 +283,7 @@ def makeService(config: GatewayConfig, reactor: Any) -> Gateway:  # noqa: N802 (
     tls_options = {name: ReloadableOptions(o) for name, o in _tls_options(config).items()}
     signers = _instruction_signers(config)
     for bank_id, dispatcher in relay.dispatchers.items():
-        dispatcher.instruction_signer = signers.get(bank_id)  # type: ignore[attr-defined]
+        dispatcher.instruction_signer = signers.get(bank_id)
     certificates = CertificateWatch(config, metrics, reactor)
     certificates.setServiceParent(top)
     api_options = tls_options["centre_api"]
