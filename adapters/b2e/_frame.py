@@ -8,6 +8,7 @@ anything else before the frame is buffered.
 
 from __future__ import annotations
 
+from adapters._framing import LengthPrefixedFramer
 from adapters.base import AdapterError
 
 __all__ = ["HEADER_LEN", "MAX_BODY", "B2eFramer", "check_header"]
@@ -41,62 +42,25 @@ def check_header(header: bytes | bytearray, max_body: int) -> int | None:
     raise AdapterError(f"frame header: body length {length} exceeds {max_body}")
 
 
-class B2eFramer:
+class B2eFramer(LengthPrefixedFramer):
     """Cuts a byte stream into b2e frames (header included), fed arbitrary chunks.
 
     A non-digit header byte, a zero or oversized length, or a body that does not start with
     ``<`` is refused as soon as its bytes arrive; at most one frame (``6 + max_body`` bytes)
-    is ever held.  After a refusal the framer stays broken: every later ``feed`` raises
-    again.  Complete frames that preceded the violation in the same chunk are dropped with it
-    (the link closes and the peer resends what we never acknowledged).
+    is ever held; after a refusal the framer stays broken
+    (:class:`adapters._framing.LengthPrefixedFramer`).
     """
+
+    header_len = HEADER_LEN
 
     def __init__(self, max_body: int = MAX_BODY) -> None:
         if not 0 < max_body <= MAX_BODY:
             raise ValueError(f"max_body must be 1..{MAX_BODY}")
-        self._max_body = max_body
-        self._buf = bytearray()
-        self._need = 0                  # total size of the frame being collected; 0 = unknown
-        self._error: str | None = None
+        super().__init__(max_body)
 
-    def feed(self, data: bytes) -> list[bytes]:
-        """Complete frames now available; raises :class:`AdapterError` on a framing violation."""
-        if self._error is not None:
-            raise AdapterError(self._error)
-        try:
-            return self._feed(memoryview(data))
-        except AdapterError as e:
-            self._error = f"{e} (framer already failed)"
-            self._buf = bytearray()
-            self._need = 0
-            raise
-        except TypeError:
-            self._error = "frame: data must be bytes (framer already failed)"
-            self._buf = bytearray()
-            raise AdapterError("frame: data must be bytes") from None
+    def check_header(self, header: bytearray) -> int | None:
+        return check_header(header, self._max_body)
 
-    def _feed(self, view: memoryview) -> list[bytes]:
-        frames: list[bytes] = []
-        buf = self._buf
-        pos, end = 0, len(view)
-        while pos < end:
-            if not self._need:
-                take = min(HEADER_LEN - len(buf), end - pos)
-                buf += view[pos:pos + take]
-                pos += take
-                length = check_header(buf, self._max_body)
-                if length is None:
-                    break
-                self._need = HEADER_LEN + length
-                if pos == end:
-                    break
-            if len(buf) == HEADER_LEN and view[pos] != _BODY_START:
-                raise AdapterError(f"frame body: starts with {view[pos]:#04x}, not '<'")
-            take = min(self._need - len(buf), end - pos)
-            buf += view[pos:pos + take]
-            pos += take
-            if len(buf) == self._need:
-                frames.append(bytes(buf))
-                buf.clear()
-                self._need = 0
-        return frames
+    def check_body_start(self, first: int) -> None:
+        if first != _BODY_START:
+            raise AdapterError(f"frame body: starts with {first:#04x}, not '<'")

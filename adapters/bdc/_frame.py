@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 
+from adapters._framing import LengthPrefixedFramer
 from adapters.base import AdapterError
 
 __all__ = ["HEADER_LEN", "MAX_BODY", "check_header", "BdcFramer"]
@@ -43,51 +44,18 @@ def check_header(header: bytes | bytearray, max_body: int) -> int | None:
     return length
 
 
-class BdcFramer:
+class BdcFramer(LengthPrefixedFramer):
     """Cuts a byte stream into bdc frames (header included), fed arbitrary chunks.
 
     A bad node, flag or length is refused as soon as its bytes arrive, before any body is
-    buffered; at most one frame (``20 + max_body`` bytes) is ever held.  After a refusal
-    the framer stays broken: every later ``feed`` raises again.  Complete frames that
-    preceded the violation in the same chunk are dropped with it (the link closes and the
-    peer resends what we never acknowledged).
+    buffered; at most one frame (``20 + max_body`` bytes) is ever held; after a refusal the
+    framer stays broken (:class:`adapters._framing.LengthPrefixedFramer`).
     """
 
+    header_len = HEADER_LEN
+
     def __init__(self, max_body: int = MAX_BODY) -> None:
-        self._max_body = max_body
-        self._buf = bytearray()
-        self._need = 0                  # total size of the frame being collected; 0 = unknown
-        self._error: str | None = None
+        super().__init__(max_body)
 
-    def feed(self, data: bytes) -> list[bytes]:
-        """Complete frames now available; raises :class:`AdapterError` on a framing violation."""
-        if self._error is not None:
-            raise AdapterError(self._error)
-        try:
-            return self._feed(memoryview(data))
-        except AdapterError as e:
-            self._error = f"{e} (framer already failed)"
-            self._buf = bytearray()
-            raise
-
-    def _feed(self, view: memoryview) -> list[bytes]:
-        frames: list[bytes] = []
-        buf = self._buf
-        pos, end = 0, len(view)
-        while pos < end:
-            if not self._need:
-                take = min(HEADER_LEN - len(buf), end - pos)
-                buf += view[pos:pos + take]
-                pos += take
-                length = check_header(buf, self._max_body)
-                if length is None:
-                    break
-                self._need = HEADER_LEN + length
-            take = min(self._need - len(buf), end - pos)
-            buf += view[pos:pos + take]
-            pos += take
-            if len(buf) == self._need:
-                frames.append(bytes(buf))
-                buf.clear()
-                self._need = 0
-        return frames
+    def check_header(self, header: bytearray) -> int | None:
+        return check_header(header, self._max_body)
