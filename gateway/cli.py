@@ -59,6 +59,11 @@ def cmd_keys_init(args: argparse.Namespace) -> int:
 
     pki = init_dev_pki(Path(args.dir), banks=banks, centres=centres, supervisors=args.supervisor or ("sup1",))
     signing, public = init_signing_key(Path(args.dir))
+    for name in args.sm2_key:
+        from gateway.signing import init_sm2_key
+
+        key, pub = init_sm2_key(Path(args.dir), name)
+        print(f"SM2 instruction-signing key {key.name} (give {pub.name} to the bank)")
     print(f"development PKI in {pki.directory}: CA {pki.ca_cert.name}, gateway, ledger, "
           f"banks {', '.join(banks) or '-'}, centres {', '.join(centres) or '-'} (keys mode 0600); "
           f"copy-signing key {signing.name} (give {public.name} to the ledger)")
@@ -272,6 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
     ki.add_argument("--bank", action="append", help="a bank id (repeatable)")
     ki.add_argument("--centre", action="append", help="a centre id such as C52240 (repeatable)")
     ki.add_argument("--supervisor", action="append", help="a supervisor name (repeatable)")
+    ki.add_argument("--sm2-key", action="append", default=[], metavar="NAME",
+                    help="also make an SM2 key pair NAME.key/NAME.pub for signing instructions (repeatable)")
     ki.set_defaults(func=cmd_keys_init)
 
     ad = sub.add_parser("adapters", help="bank protocol adapters").add_subparsers(dest="adapters_command",

@@ -19,6 +19,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import math
+import importlib.util
 import re
 import socket
 import tomllib
@@ -354,10 +355,8 @@ _TIMEOUT_KEYS = _TIMEOUT_SECONDS + ("status_query_attempts",)
 _CENTRE_KEYS = ("unit_no", "name", "ca")
 _BANK_KEYS = ("name", "adapter", "node", "direction", "endpoint", "window", "ca", "signature_alg",
               "signing_key")
-INSTRUCTION_SIGNATURE_ALGS = ("none", "ed25519", "ecdsa-p256-sha256")
-"""Values of ``banks.X.signature_alg``.  "sm2-sm3" is recognised and refused with the reason."""
-_SM2_UNAVAILABLE = ("SM2/SM3 signing is not available: no maintained Python SM2 library is a "
-                    "dependency (see gateway.signing); use ed25519 or ecdsa-p256-sha256")
+INSTRUCTION_SIGNATURE_ALGS = ("none", "ed25519", "ecdsa-p256-sha256", "sm2-sm3")
+"""Values of ``banks.X.signature_alg`` ("sm2-sm3" needs the ``sm`` extra: GmSSL's binding)."""
 _ACCOUNT_KEYS = ("bank", "centre", "name", "type")
 _COUNTERPARTY_KEYS = ("name", "bank_code")
 
@@ -615,8 +614,9 @@ class _Checker:
                             at: _Path) -> tuple[str, Path | None] | None:
         """A bank's ``signature_alg`` and ``signing_key``: the key is given exactly when signing."""
         alg = entry.get("signature_alg", "none")
-        if alg == "sm2-sm3":
-            self.problem(at + ("signature_alg",), _SM2_UNAVAILABLE)
+        if alg == "sm2-sm3" and importlib.util.find_spec("gmssl_pyx") is None:
+            self.problem(at + ("signature_alg",),
+                         "sm2-sm3 needs GmSSL's binding: pip install 'hpf-gateway[sm]'")
             return None
         if alg not in INSTRUCTION_SIGNATURE_ALGS:
             self.problem(at + ("signature_alg",),

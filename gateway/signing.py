@@ -28,14 +28,16 @@ bytes from the fields it decoded and calls :func:`verify_instruction_signature`
 (or its own implementation of the above), so a changed amount, account,
 payee, reference or date is detected.
 
-SM2 with SM3 (国密, "sm2-sm3") is deliberately not offered: the only pure
-Python implementation on PyPI, ``gmssl`` 3.2.2 (last release 2023-02), draws
-signing nonces from ``random`` (not a CSPRNG: the nonces of a few signatures
-give away the private key), mangles public keys whose hex starts with 0 or 4
-after the ``04`` prefix (``str.lstrip("04")``), does not range-check ``r``
-and ``s`` when verifying, and multiplies points in data-dependent time.  The
-config refuses "sm2-sm3" with that reason; wire an HSM or a maintained
-binding (e.g. of Tongsuo or GmSSL) here when a bank requires SM2.
+SM2 with SM3 (国密, "sm2-sm3") goes through GmSSL, the reference
+implementation, by its binding ``gmssl-pyx`` (the optional ``sm`` extra):
+GB/T 32918 signatures with the SM3 digest of Z_A (default signer id
+``1234567812345678``) and the message, DER-encoded.  The pure-Python ``gmssl``
+package is not used: it draws signing nonces from ``random`` (not a CSPRNG: a
+few signatures give away the key), mangles some public keys
+(``str.lstrip("04")``) and does not range-check ``r`` and ``s``.  SM2 keys
+are PEM blocks of the raw key material (``SM2 PRIVATE KEY``: the 32-byte
+scalar then the 64-byte public point x||y; ``SM2 PUBLIC KEY``: the point),
+since ``cryptography`` cannot read SM2 keys; :func:`init_sm2_key` makes a pair.
 """
 
 from __future__ import annotations
@@ -56,7 +58,8 @@ from gateway.tls import check_key_file, resolve_credential
 
 __all__ = ["ALGORITHMS", "canonical", "Signer", "load_public_key", "verify_copy", "init_signing_key",
            "INSTRUCTION_SIGNATURE_VERSION", "instruction_signing_bytes", "InstructionSigner",
-           "InstructionSignatureError", "verify_instruction_signature"]
+           "InstructionSignatureError", "verify_instruction_signature", "Sm2PublicKey", "Sm2PrivateKey",
+           "init_sm2_key"]
 
 ALGORITHMS = ("ed25519", "ecdsa-p256-sha256")
 INSTRUCTION_SIGNATURE_VERSION = "hpf-instruction-1"
@@ -98,9 +101,67 @@ class Signer:
         return copy
 
 
+class Sm2PublicKey:
+    """An SM2 public key: the 64-byte point x||y."""
+
+    def __init__(self, point: bytes) -> None:
+        if len(point) != 64:
+            raise ValueError("an SM2 public key is 64 bytes (x||y)")
+        self.point = point
+
+
+class Sm2PrivateKey:
+    """An SM2 key pair: the 32-byte scalar and its public key."""
+
+    def __init__(self, scalar: bytes, point: bytes) -> None:
+        if len(scalar) != 32:
+            raise ValueError("an SM2 private key is 32 bytes")
+        self.scalar = scalar
+        self.public = Sm2PublicKey(point)
+
+
+def _gmssl() -> Any:
+    try:
+        import gmssl_pyx
+    except ImportError:
+        raise ValueError("sm2-sm3 needs GmSSL's binding: pip install 'hpf-gateway[sm]'") from None
+    return gmssl_pyx
+
+
+def _pem_block(data: bytes, label: str) -> bytes:
+    text = data.decode("ascii", "replace")
+    begin, end = f"-----BEGIN {label}-----", f"-----END {label}-----"
+    if begin not in text or end not in text:
+        raise ValueError(f"not a PEM {label}")
+    body = text.split(begin, 1)[1].split(end, 1)[0]
+    return base64.b64decode("".join(body.split()), validate=True)
+
+
+def _pem(data: bytes, label: str) -> bytes:
+    lines = base64.b64encode(data).decode("ascii")
+    wrapped = "\n".join(lines[i:i + 64] for i in range(0, len(lines), 64))
+    return f"-----BEGIN {label}-----\n{wrapped}\n-----END {label}-----\n".encode("ascii")
+
+
+def init_sm2_key(directory: Path, name: str) -> tuple[Path, Path]:
+    """Create ``NAME.key`` (SM2, mode 0600) and ``NAME.pub`` in ``directory`` unless present."""
+    directory.mkdir(parents=True, exist_ok=True)
+    key_path, pub_path = directory / f"{name}.key", directory / f"{name}.pub"
+    if not key_path.exists():
+        point, scalar = _gmssl().sm2_key_generate()
+        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(_pem(scalar + point, "SM2 PRIVATE KEY"))
+        pub_path.write_bytes(_pem(point, "SM2 PUBLIC KEY"))
+    return key_path, pub_path
+
+
 def load_public_key(path: Path) -> Any:
-    """A gateway's public signing key (PEM ``PUBLIC KEY``)."""
-    key = serialization.load_pem_public_key(path.read_bytes())
+    """A gateway's public signing key (PEM ``PUBLIC KEY``, or ``SM2 PUBLIC KEY``)."""
+    data = path.read_bytes()
+    if b"BEGIN SM2 PUBLIC KEY" in data:
+        return Sm2PublicKey(_pem_block(data, "SM2 PUBLIC KEY"))
+    key = serialization.load_pem_public_key(data)
     if not isinstance(key, (ed25519.Ed25519PublicKey, ec.EllipticCurvePublicKey)):
         raise ValueError(f"{path}: not an Ed25519 or ECDSA public key")
     return key
@@ -180,12 +241,25 @@ class InstructionSigner:
     """
 
     def __init__(self, private_key: Path, algorithm: str) -> None:
-        self._signer = Signer(private_key, algorithm)
         self.algorithm = algorithm
+        self._sm2: Sm2PrivateKey | None = None
+        if algorithm == "sm2-sm3":
+            private_key = resolve_credential(private_key)
+            check_key_file(private_key)
+            raw = _pem_block(private_key.read_bytes(), "SM2 PRIVATE KEY")
+            if len(raw) != 96:
+                raise ValueError(f"{private_key}: an SM2 private key file holds 32 + 64 bytes")
+            _gmssl()
+            self._sm2 = Sm2PrivateKey(raw[:32], raw[32:])
+        else:
+            self._signer = Signer(private_key, algorithm)
 
     def sign(self, ins: Instruction) -> bytes:
         """The detached signature of ``ins`` (its own ``signature`` field is not covered)."""
-        return self._signer.sign_bytes(instruction_signing_bytes(ins))
+        data = instruction_signing_bytes(ins)
+        if self._sm2 is not None:
+            return bytes(_gmssl().sm2_sign(self._sm2.scalar, self._sm2.public.point, data))
+        return self._signer.sign_bytes(data)
 
 
 def verify_instruction_signature(ins: Instruction, public_key: Any, algorithm: str) -> None:
@@ -206,6 +280,9 @@ def verify_instruction_signature(ins: Instruction, public_key: Any, algorithm: s
         elif (algorithm == "ecdsa-p256-sha256" and isinstance(public_key, ec.EllipticCurvePublicKey)
               and isinstance(public_key.curve, ec.SECP256R1)):
             public_key.verify(ins.signature, data, ec.ECDSA(hashes.SHA256()))
+        elif algorithm == "sm2-sm3" and isinstance(public_key, Sm2PublicKey):
+            if not _gmssl().sm2_verify(public_key.point, data, ins.signature):
+                raise InvalidSignature()
         else:
             raise InstructionSignatureError(
                 f"signature algorithm {algorithm!r} does not match the {type(public_key).__name__} given")

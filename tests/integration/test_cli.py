@@ -25,8 +25,10 @@ def test_check_config_names_every_problem_and_keys_init_makes_a_pki(tmp_path):
     assert out.returncode == 2
     assert f"{bad}: gateway.node:" in out.stderr and f"{bad}: tls.certificate:" in out.stderr
     assert f"{bad}: listen: is required" in out.stderr
-    out = hpf("keys", "init", str(tmp_path / "k"), "--bank", "B001", "--centre", "C52240")
+    out = hpf("keys", "init", str(tmp_path / "k"), "--bank", "B001", "--centre", "C52240",
+              "--sm2-key", "instructions-B001")
     assert out.returncode == 0, out.stderr
+    assert oct((tmp_path / "k" / "instructions-B001.key").stat().st_mode & 0o777) == "0o600"
     assert oct((tmp_path / "k" / "bank-B001.key").stat().st_mode & 0o777) == "0o600"
     assert oct((tmp_path / "k" / "gateway-signing.key").stat().st_mode & 0o777) == "0o600"
 

@@ -25,8 +25,8 @@ from twisted.internet.task import deferLater
 from adapters import base as msg
 from adapters.base import load_adapter
 from gateway.config import ConfigError, load_config, render_toml
-from gateway.signing import (InstructionSignatureError, InstructionSigner, instruction_signing_bytes,
-                             verify_instruction_signature)
+from gateway.signing import (InstructionSignatureError, InstructionSigner, init_sm2_key,
+                             instruction_signing_bytes, load_public_key, verify_instruction_signature)
 from tests.integration.harness import DEBIT_B001, start_harness
 
 INSTRUCTION = msg.Instruction(
@@ -50,6 +50,9 @@ TAMPERED = {
 
 
 def _write_key(directory: Path, alg: str) -> tuple[Path, Any]:
+    if alg == "sm2-sm3":
+        path, pub = init_sm2_key(directory, "instructions-sm2")
+        return path, load_public_key(pub)
     key = ed25519.Ed25519PrivateKey.generate() if alg == "ed25519" else ec.generate_private_key(ec.SECP256R1())
     path = directory / f"instructions-{alg}.key"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -59,7 +62,7 @@ def _write_key(directory: Path, alg: str) -> tuple[Path, Any]:
     return path, key.public_key()
 
 
-@pytest.fixture(params=["ed25519", "ecdsa-p256-sha256"])
+@pytest.fixture(params=["ed25519", "ecdsa-p256-sha256", "sm2-sm3"])
 def signer(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, InstructionSigner, Any]:
     path, public = _write_key(tmp_path, request.param)
     return request.param, InstructionSigner(path, request.param), public
@@ -151,11 +154,10 @@ def _problems(tmp_path: Path, **bank: Any) -> list[str]:
     return []
 
 
-def test_config_accepts_the_algorithms_with_a_key_and_refuses_sm2_with_its_reason(tmp_path: Path) -> None:
+def test_config_accepts_each_algorithm_with_a_key(tmp_path: Path) -> None:
     assert _problems(tmp_path, signature_alg="ed25519", signing_key="k.key") == []
     assert _problems(tmp_path, signature_alg="ecdsa-p256-sha256", signing_key="k.key") == []
-    [sm2] = _problems(tmp_path, signature_alg="sm2-sm3", signing_key="k.key")
-    assert "banks.B001.signature_alg: SM2/SM3 signing is not available" in sm2
+    assert _problems(tmp_path, signature_alg="sm2-sm3", signing_key="k.key") == []
     [missing] = _problems(tmp_path, signature_alg="ed25519")
     assert missing.endswith("banks.B001.signing_key: is required")
     [unused] = _problems(tmp_path, signature_alg="none", signing_key="k.key")
