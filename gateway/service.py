@@ -25,7 +25,7 @@ from gateway.ops import make_ops_site
 from gateway.relay import Relay
 from gateway.signing import InstructionSigner
 from gateway.store.db import Database
-from gateway.tls import (ReloadableOptions, certificate_identity, certificate_inventory,
+from gateway.tls import (HTTP_ALPN, ReloadableOptions, certificate_identity, certificate_inventory,
                          client_options, crl_next_updates, server_options, tls_server_factory)
 
 __all__ = ["Gateway", "makeService", "CertificateWatch", "EXPIRY_WARNING_DAYS"]
@@ -46,7 +46,7 @@ def _tls_options(config: GatewayConfig) -> dict[str, Any]:
     crls = tls.crls
     centre_trust = sorted({c.ca or tls.ca for c in config.centres.values()} | {tls.ca})
     out: dict[str, Any] = {"centre_api": server_options(tls.certificate, tls.private_key, centre_trust,
-                                                        crls=crls)}
+                                                        crls=crls, alpn=HTTP_ALPN)}
     for bank_id, bank in config.banks.items():
         make = server_options if bank.direction == "listen" else client_options
         out[f"bank_{bank_id}"] = make(tls.certificate, tls.private_key, [bank.ca or tls.ca], crls=crls)

@@ -42,7 +42,11 @@ from twisted.internet.ssl import AcceptableCiphers, CertificateOptions, TLSVersi
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from zope.interface import implementer
 
+HTTP_ALPN = (b"http/1.1",)
+"""What the HTTP listeners (centre API, ledger ingest and supervisor API) answer to ALPN."""
+
 __all__ = [
+    "HTTP_ALPN",
     "AEAD_CIPHERS",
     "IDENTITY_NAME",
     "ROLES",
@@ -287,6 +291,7 @@ def _options(
     private_key: Path,
     trust: Sequence[Path],
     crls: Sequence[Path],
+    alpn: Sequence[bytes] = (),
 ) -> CertificateOptions:
     leaf, extra_chain, key = _load_identity(certificate, private_key)
     anchors = _load_trust(trust)
@@ -309,6 +314,11 @@ def _options(
         acceptableCiphers=_ACCEPTABLE_CIPHERS,
         enableSessions=False,
         enableSessionTickets=False,
+        # An HTTP listener must be able to answer a client's ALPN offer (curl,
+        # requests and Java all make one): Twisted then installs the server's
+        # selection callback.  Without it the handshake failed with an
+        # internal error whenever the client offered ALPN.
+        acceptableProtocols=list(alpn) or None,
     )
     # Build the context now, so a bad key/certificate pair fails at start or
     # reload, not at the first connection.  CertificateOptions caches it and
@@ -340,6 +350,7 @@ def server_options(
     trust: Sequence[Path],
     *,
     crls: Sequence[Path] = (),
+    alpn: Sequence[bytes] = (),
 ) -> CertificateOptions:
     """TLS options for a listener that requires a client certificate.
 
@@ -348,9 +359,10 @@ def server_options(
     the ``trust`` bundles (each file may hold several PEM certificates); with
     ``crls`` it must also not be revoked, and every issuing CA must then have
     a current CRL in the list.  Raises ``InsecureKeyError`` for an exposed or
-    missing key and ``ValueError`` for unreadable or mismatched files.
+    missing key and ``ValueError`` for unreadable or mismatched files.  ``alpn``
+    lists the application protocols an HTTP listener speaks (``b"http/1.1"``).
     """
-    return _options(certificate, private_key, trust, crls)
+    return _options(certificate, private_key, trust, crls, alpn)
 
 
 def client_options(

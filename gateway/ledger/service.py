@@ -54,6 +54,7 @@ from gateway.ledger.matcher import (
     Thresholds,
 )
 from gateway.tls import (
+    HTTP_ALPN,
     ReloadableOptions,
     identity_from_certificate,
     load_certificates,
@@ -376,8 +377,8 @@ def _tls_options(config: LedgerConfig) -> dict[str, Any]:
     tls = config.tls
     ingest_trust = sorted({g.ca or tls.ca for g in config.gateways.values()} | {tls.ca})
     supervisor_trust = sorted({s.ca or tls.ca for s in config.supervisors.values()} | {tls.ca})
-    return {"ingest": server_options(tls.certificate, tls.private_key, ingest_trust),
-            "supervisor": server_options(tls.certificate, tls.private_key, supervisor_trust)}
+    return {"ingest": server_options(tls.certificate, tls.private_key, ingest_trust, alpn=HTTP_ALPN),
+            "supervisor": server_options(tls.certificate, tls.private_key, supervisor_trust, alpn=HTTP_ALPN)}
 
 
 def makeLedgerService(config: LedgerConfig, reactor: Any) -> Ledger:

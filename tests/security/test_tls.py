@@ -681,3 +681,36 @@ def test_offered_tls_1_2_suites_are_all_ecdhe_aead(dev_pki: DevPki) -> None:
     for name in tls12:
         assert name.startswith("ECDHE-"), name
         assert "GCM" in name or "CHACHA20-POLY1305" in name, name
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_centre_api_answers_clients_that_offer_alpn(tmp_path):
+    """curl, requests and Java offer ALPN; the handshake must succeed and settle on http/1.1."""
+    import socket
+    import ssl
+
+    from twisted.internet.threads import deferToThread
+
+    from tests.integration.harness import start_harness
+
+    h = await start_harness(tmp_path, banks={})
+    try:
+        port = int(h.config.centre_api.split(":")[1])
+        keys = h.pki
+
+        def dial(alpn):
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.load_verify_locations(str(keys.ca_cert))
+            ctx.load_cert_chain(str(keys.cert("centre", "C52240")), str(keys.key("centre", "C52240")))
+            ctx.set_alpn_protocols(alpn)
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+                with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+                    s.sendall(b"GET /v1/openapi.json HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                    head = s.recv(64)
+                    return s.selected_alpn_protocol(), head
+
+        for offer in (["http/1.1"], ["h2", "http/1.1"]):
+            selected, head = await deferToThread(dial, offer)
+            assert selected == "http/1.1" and head.startswith(b"HTTP/1.1 200"), (offer, selected, head)
+    finally:
+        await h.stop()
