@@ -96,9 +96,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from gateway.daemon import run_daemon
 
     start_logging()
-    run_daemon(reactor, start=gateway.start, drain=gateway.drain, stop=gateway.stop, reload=gateway.reload,
-               status=gateway.status)
-    return 0
+    return run_daemon(reactor, start=gateway.start, drain=gateway.drain, stop=gateway.stop,
+                      reload=gateway.reload, status=gateway.status)
 
 
 def cmd_simulate_bank(args: argparse.Namespace) -> int:

@@ -77,15 +77,17 @@ class SystemdNotifier:
 def run_daemon(reactor: Any, *, start: Callable[[], Deferred[Any] | None],
                drain: Callable[[], Deferred[Any]], stop: Callable[[], Deferred[Any] | None],
                reload: Callable[[], None], status: Callable[[], str],
-               notifier: SystemdNotifier | None = None) -> None:
+               notifier: SystemdNotifier | None = None) -> int:
     """Start, tell systemd READY=1 once ``start`` has fired, ping the watchdog, and handle signals.
 
     SIGTERM/SIGINT: STOPPING=1, ``drain`` (stop intake, finish in-flight work
     up to its deadline), then ``stop`` and leave the reactor with exit 0.
     SIGHUP: ``reload`` (registries and certificates), keeping healthy links.
+    Returns the exit status: 0 after a clean stop, 1 when starting failed.
     """
     notifier = notifier or SystemdNotifier()
     stopping = {"yes": False}
+    outcome = {"status": 0}
     # The database threads release the GIL around every SQLite step and must get
     # it back while the reactor thread is busy; with Python's default 5 ms switch
     # interval each reacquisition can wait that long, so a transaction of many
@@ -141,8 +143,12 @@ def run_daemon(reactor: Any, *, start: Callable[[], Deferred[Any] | None],
         reactor.callFromThread(go)
 
     def failed(f: Any) -> None:
+        # Stop what did start (its thread pools would keep the process alive), then exit 1.
         log.failure("daemon.start_failed", f)
-        reactor.stop()
+        outcome["status"] = 1
+        d = maybeDeferred(stop)
+        d.addErrback(lambda e: log.failure("daemon.stop_failed", e))
+        d.addBoth(lambda _: reactor.stop() if reactor.running else None)
 
     # Handlers first: systemd may send SIGTERM the moment READY=1 arrives.
     signal.signal(signal.SIGTERM, on_term)
@@ -150,6 +156,7 @@ def run_daemon(reactor: Any, *, start: Callable[[], Deferred[Any] | None],
     signal.signal(signal.SIGHUP, on_hup)
     reactor.callWhenRunning(lambda: begin().addErrback(failed))
     reactor.run(installSignalHandlers=False)
+    return outcome["status"]
 
 
 def wait(reactor: Any, seconds: float) -> Deferred[None]:

@@ -510,6 +510,5 @@ def run_ledger(config_path: str, *, migrate: bool = False) -> int:
         return f"copies stored {int(ledger.metrics.journal_seq._value.get())}"
 
     start_logging()
-    run_daemon(reactor, start=start, drain=lambda: succeed(None),
-               stop=lambda: maybeDeferred(ledger.service.stopService), reload=reload, status=status)
-    return 0
+    return run_daemon(reactor, start=start, drain=lambda: succeed(None),
+                      stop=lambda: maybeDeferred(ledger.service.stopService), reload=reload, status=status)

@@ -111,3 +111,19 @@ def test_run_refuses_a_group_readable_key_and_an_unmigrated_database(tmp_path):
     gw = procs.gateway(config, tag="-2").start()
     assert gw.wait(30) == 2
     assert "migrate" in gw.text()
+
+
+def test_a_listener_that_cannot_bind_makes_the_daemon_exit_1_instead_of_hanging(tmp_path):
+    import socket as _socket
+
+    config = procs.prepare(tmp_path)
+    port = int(config.centre_api.split(":")[1])
+    with _socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        gw = procs.gateway(config).start()
+        try:
+            assert gw.wait(30) == 1
+        finally:
+            gw.kill()
+    assert "daemon.start_failed" in gw.text() and "Address already in use" in gw.text()
