@@ -43,6 +43,7 @@ since ``cryptography`` cannot read SM2 keys; :func:`init_sm2_key` makes a pair.
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import os
 from pathlib import Path
@@ -56,7 +57,7 @@ from adapters.base import Instruction
 from gateway.model import format_amount
 from gateway.tls import check_key_file, resolve_credential
 
-__all__ = ["ALGORITHMS", "canonical", "Signer", "load_public_key", "verify_copy", "init_signing_key",
+__all__ = ["ALGORITHMS", "canonical", "Signer", "load_public_key", "verify_bytes", "init_signing_key",
            "INSTRUCTION_SIGNATURE_VERSION", "instruction_signing_bytes", "InstructionSigner",
            "InstructionSignatureError", "verify_instruction_signature", "Sm2PublicKey", "Sm2PrivateKey",
            "init_sm2_key"]
@@ -167,27 +168,27 @@ def load_public_key(path: Path) -> Any:
     return key
 
 
-def verify_copy(copy: Mapping[str, Any], public_key: Any) -> str | None:
-    """Why the copy's signature is not valid under ``public_key``, or None when it is."""
-    sig_text = copy.get("signature")
-    alg = copy.get("signature_alg")
-    if not isinstance(sig_text, str) or not sig_text:
-        return "unsigned copy"
+def verify_bytes(key: Any, alg: str, data: bytes, signature_b64: str) -> bool:
+    """Whether ``signature_b64`` (base64; DER for ECDSA) is ``key``'s ``alg`` signature over ``data``.
+
+    The ledger checks copies with this (over :func:`canonical` of the copy).
+    Never raises for a bad signature, bad base64 or a key of the wrong type:
+    the answer is then False.
+    """
     try:
-        sig = base64.b64decode(sig_text, validate=True)
-    except ValueError:
-        return "signature is not base64"
-    data = canonical(copy)
+        signature = base64.b64decode(signature_b64, validate=True)
+    except (binascii.Error, ValueError, TypeError):
+        return False
     try:
-        if alg == "ed25519" and isinstance(public_key, ed25519.Ed25519PublicKey):
-            public_key.verify(sig, data)
-        elif alg == "ecdsa-p256-sha256" and isinstance(public_key, ec.EllipticCurvePublicKey):
-            public_key.verify(sig, data, ec.ECDSA(hashes.SHA256()))
-        else:
-            return f"signature algorithm {alg!r} does not match the gateway's key"
-    except InvalidSignature:
-        return "signature does not verify"
-    return None
+        if alg == "ed25519" and isinstance(key, ed25519.Ed25519PublicKey):
+            key.verify(signature, data)
+            return True
+        if alg == "ecdsa-p256-sha256" and isinstance(key, ec.EllipticCurvePublicKey):
+            key.verify(signature, data, ec.ECDSA(hashes.SHA256()))
+            return True
+    except (InvalidSignature, ValueError):
+        return False
+    return False
 
 
 def init_signing_key(directory: Path, name: str = "gateway-signing") -> tuple[Path, Path]:

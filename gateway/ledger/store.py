@@ -46,6 +46,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection
 
+from gateway.signing import canonical
 from gateway.store.db import GENESIS, Database, Tx
 from gateway.store.migrate import Migrations
 
@@ -175,13 +176,8 @@ class LedgerDatabase(Database):
 # -- canonical forms and the chain ----------------------------------------------
 
 
-def canonical_bytes(document: Mapping[str, Any]) -> bytes:
-    """The bytes a copy's signature covers: the copy minus ``signature``, as canonical JSON.
-
-    Raises ``UnicodeEncodeError`` for text that is not valid Unicode (lone surrogates).
-    """
-    body = {k: v for k, v in document.items() if k != "signature"}
-    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+# The bytes a copy's signature covers: the one definition the gateway signs with.
+canonical_bytes = canonical
 
 
 def copy_document(row: Mapping[str, Any]) -> dict[str, Any]:

@@ -29,47 +29,21 @@ so there every gap is a deletion.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import sys
 import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, TextIO
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from sqlalchemy import select
 from sqlalchemy.engine import Connection, make_url
 
+from gateway.signing import verify_bytes as verify_signature
 from gateway.store.db import GENESIS, chain_hash, make_engine
 
 __all__ = ["ChainBreak", "VerifyReport", "verify_database", "verify_main", "verify_signature"]
 
 _PAGE = 2000
-
-
-def verify_signature(key: Any, alg: str, data: bytes, signature_b64: str) -> bool:
-    """Whether ``signature_b64`` (base64; DER for ECDSA) is ``key``'s signature over ``data``.
-
-    ``alg`` is ``"ed25519"`` or ``"ecdsa-p256-sha256"`` and must match the key type.
-    Never raises for a bad signature or bad base64: the answer is then False.
-    """
-    try:
-        signature = base64.b64decode(signature_b64, validate=True)
-    except (binascii.Error, ValueError, TypeError):
-        return False
-    try:
-        if alg == "ed25519" and isinstance(key, ed25519.Ed25519PublicKey):
-            key.verify(signature, data)
-            return True
-        if alg == "ecdsa-p256-sha256" and isinstance(key, ec.EllipticCurvePublicKey):
-            key.verify(signature, data, ec.ECDSA(hashes.SHA256()))
-            return True
-    except (InvalidSignature, ValueError):
-        return False
-    return False
 
 
 @dataclass(frozen=True)

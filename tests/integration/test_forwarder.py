@@ -11,7 +11,7 @@ from twisted.internet.task import deferLater
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from gateway.signing import init_signing_key, load_public_key, verify_copy
+from gateway.signing import canonical, init_signing_key, load_public_key, verify_bytes
 from gateway.store import journal
 from gateway.tls import server_options, tls_server_factory
 from tests.integration.harness import start_harness
@@ -36,7 +36,7 @@ class FakeLedger(Resource):
         for copy in copies:
             if results and results[-1]["status"] in ("refused", "skipped"):
                 results.append({"event_id": copy["event_id"], "status": "skipped"})
-            elif verify_copy(copy, self.public_key) is not None:
+            elif not verify_bytes(self.public_key, copy["signature_alg"], canonical(copy), copy["signature"]):
                 self.bad_signatures += 1
                 results.append({"event_id": copy["event_id"], "status": "refused", "reason": "signature"})
             elif copy["instruction_id"] is not None and copy["instruction_id"] == self.refuse_instruction:
