@@ -268,7 +268,9 @@ def makeService(config: GatewayConfig, reactor: Any) -> Gateway:  # noqa: N802 (
     """Wire the database, relay, bank links, centre API and ops listener under one MultiService."""
     top = OrderedMultiService()
     metrics = GatewayMetrics()
-    db = Database(reactor, config.database)
+    # A node paused inside a transaction must not keep its row locks (journal
+    # head, leases) past the point where another node takes its leases over.
+    db = Database(reactor, config.database, idle_in_transaction_timeout=config.timeouts.lease_ttl / 2)
     db.setServiceParent(top)
     adapters = {bank_id: load_adapter(bank.adapter) for bank_id, bank in config.banks.items()}
     relay = Relay(config, db, reactor, metrics, adapters)

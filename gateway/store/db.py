@@ -47,11 +47,21 @@ def now_us() -> int:
     return time.time_ns() // 1000
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, idle_in_transaction_timeout: float | None = None) -> Engine:
     """An engine for ``url`` with the durability settings the gateway promises.
 
     SQLite: WAL journal and ``synchronous=FULL``, so a commit is on disk when it
     returns; a busy timeout so readers and the writer wait instead of failing.
+
+    PostgreSQL: with ``idle_in_transaction_timeout`` (seconds) the server ends
+    any session of ours that sits inside a transaction waiting for us that
+    long.  Several nodes share the journal head row, lease rows and
+    instruction rows; a node paused (SIGSTOP, a VM freeze) or cut off in the
+    middle of a transaction would otherwise hold those row locks until it
+    wakes up, and every other node's writer would wait behind it: the cluster
+    stops even though another node took the leases over.  Our transactions
+    never wait on anything but our own code between statements, so a healthy
+    node does not come near the limit.
     """
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
@@ -65,7 +75,11 @@ def make_engine(url: str) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_size=8, max_overflow=4, pool_pre_ping=True)
+    connect_args = {}
+    if idle_in_transaction_timeout is not None:
+        ms = max(1, int(idle_in_transaction_timeout * 1000))
+        connect_args["options"] = f"-c idle_in_transaction_session_timeout={ms}"
+    return create_engine(url, pool_size=8, max_overflow=4, pool_pre_ping=True, connect_args=connect_args)
 
 
 class _EventIds:
@@ -278,9 +292,11 @@ def _as_failure() -> Failure:
     f = Failure()
     # The store's own errors pass through; driver errors become StoreUnavailable so
     # callers (the centre API: 503) need not know every driver's exception types.
-    from sqlalchemy.exc import OperationalError
+    # A connection the server ended (e.g. a transaction idle past
+    # idle_in_transaction_session_timeout: this node was paused) counts too.
+    from sqlalchemy.exc import DBAPIError, OperationalError
 
-    if f.check(OperationalError):
+    if f.check(OperationalError) or (f.check(DBAPIError) and f.value.connection_invalidated):
         return Failure(StoreUnavailable(str(f.value).splitlines()[0]))
     return f
 
@@ -290,10 +306,11 @@ class Database(Service):
 
     name = "database"
 
-    def __init__(self, reactor: Any, url: str, *, read_threads: int = 3) -> None:
+    def __init__(self, reactor: Any, url: str, *, read_threads: int = 3,
+                 idle_in_transaction_timeout: float | None = None) -> None:
         self.url = url
         self.reactor = reactor
-        self.engine = make_engine(url)
+        self.engine = make_engine(url, idle_in_transaction_timeout=idle_in_transaction_timeout)
         self._read_pool = ThreadPool(minthreads=1, maxthreads=read_threads, name="hpf-db-read")
         # Small, urgent writes (lease renewals) must not queue behind a backlog of
         # bulk work in the group-commit writer: they get their own thread and
