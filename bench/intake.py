@@ -132,7 +132,10 @@ def run(args: argparse.Namespace) -> Report:
                 # Setting up blocks the reactor for a few seconds; nothing else runs on it meanwhile.
                 with fresh_database(spec, part) as database:
                     try:
-                        env = make_gateway_env(part, database=database)
+                        # No bank is connected, so everything accepted stays queued: lift the
+                        # per-bank queue limit, or backpressure (503) would end the measurement.
+                        env = make_gateway_env(part, database=database,
+                                               overrides={"limits": {"max_queue_per_bank": 10_000_000}})
                         gateway = start_gateway(ws.children, env)
                         cpu0, wait0, t0 = gateway.cpu_seconds(), gateway.runqueue_wait_seconds(), time.monotonic()
                         out = await offer(reactor, env, clients=args.clients, batch=args.batch,

@@ -31,6 +31,7 @@ __all__ = [
     "Booking",
     "parse_booking",
     "mask_account",
+    "canonical_json",
 ]
 
 
@@ -135,6 +136,13 @@ _FIELDS = frozenset(
      "approval_ref", "requested_date"}
 )
 _CREDITOR_FIELDS = frozenset({"account", "name", "bank_code"})
+# C0 and C1 controls, DEL, and lone surrogates (which JSON can smuggle in as \\uD800).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def canonical_json(value: Any) -> str:
+    """The canonical JSON text of ``value``: sorted keys, no spaces, non-ASCII kept as is."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 @dataclass(frozen=True)
@@ -175,10 +183,21 @@ class Instruction:
             "requested_date": self.requested_date.isoformat(),
         }
 
+    def canonical(self) -> str:
+        """:meth:`to_json` as canonical JSON text (sorted keys, no spaces, UTF-8 as is).
+
+        The stored body, the fingerprint and the journal payload are all made
+        of this one string, computed once per instruction.
+        """
+        text = self.__dict__.get("_canonical")
+        if text is None:
+            text = canonical_json(self.to_json())
+            object.__setattr__(self, "_canonical", text)
+        return text
+
     def fingerprint(self) -> str:
         """A digest of the canonical body: the same id with another body is a conflict."""
-        canonical = json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+        return hashlib.sha256(self.canonical().encode("utf-8")).hexdigest()
 
     @classmethod
     def from_json(cls, centre_id: str, data: Mapping[str, Any]) -> "Instruction":
@@ -215,7 +234,7 @@ def _text(errors: list[FieldError], data: Mapping[str, Any], key: str, *, prefix
     if pattern is not None and not pattern.fullmatch(value):
         errors.append(FieldError(name, what or "has a bad format"))
         return None
-    if any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 or 0xD800 <= ord(c) <= 0xDFFF for c in value):
+    if _CONTROL.search(value):
         errors.append(FieldError(name, "contains control characters"))
         return None
     return value
@@ -319,8 +338,7 @@ class Booking:
                 "booked_on": self.booked_on.isoformat()}
 
     def fingerprint(self) -> str:
-        canonical = json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+        return hashlib.sha256(canonical_json(self.to_json()).encode("utf-8")).hexdigest()
 
 
 def parse_booking(centre_id: str, data: Any, *, ceiling_fen: int) -> Booking:

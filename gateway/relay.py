@@ -278,25 +278,33 @@ class BankDispatcher:
         self._gauges()
 
     def _instruction(self, row: dict[str, Any]) -> msg.Instruction:
+        """The message that sends stored instruction ``row``, signed when the bank wants signatures."""
         body = json.loads(row["body"])
-        centre = self.config.centres[row["centre_id"]]
-        account = self.config.accounts.get(row["debit_account"])
         creditor = body["creditor"]
         created = _dt.datetime.fromtimestamp(row["created_us"] / 1_000_000, _dt.timezone.utc).date()
-        ins = msg.Instruction(
-            seq_no=row["bank_ref"], send_date=created, centre_node=centre.id, unit_no=centre.unit_no,
-            debit_account=row["debit_account"], debit_name=account.name if account else "",
-            creditor_account=creditor["account"], creditor_name=creditor["name"],
-            creditor_bank_code=creditor["bank_code"],
-            creditor_personal=body["purpose"] in _CREDITOR_IS_PERSON,
-            same_bank=creditor["bank_code"][:3] == self.bank.node[:3],
-            amount=row["amount"], purpose=body["purpose"], memo=body.get("memo") or "",
-            reference=row["instruction_id"],
-        )
+        ins = self.message(ref=row["bank_ref"], centre_id=row["centre_id"], instruction_id=row["instruction_id"],
+                           debit_account=row["debit_account"], amount=row["amount"],
+                           creditor=(creditor["account"], creditor["name"], creditor["bank_code"]),
+                           purpose=body["purpose"], memo=body.get("memo") or "", created=created)
         # Non-repudiation: the signature covers gateway.signing.instruction_signing_bytes(ins).
         if self.instruction_signer is None:
             return ins
         return dataclasses.replace(ins, signature=self.instruction_signer.sign(ins))
+
+    def message(self, *, ref: str, centre_id: str, instruction_id: str, debit_account: str, amount: int,
+                creditor: tuple[str, str, str], purpose: str, memo: str, created: _dt.date) -> msg.Instruction:
+        """The neutral message for one instruction (unsigned): what every adapter encodes."""
+        centre = self.config.centres[centre_id]
+        account = self.config.accounts.get(debit_account)
+        c_account, c_name, c_bank = creditor
+        return msg.Instruction(
+            seq_no=ref, send_date=created, centre_node=centre.id, unit_no=centre.unit_no,
+            debit_account=debit_account, debit_name=account.name if account else "",
+            creditor_account=c_account, creditor_name=c_name, creditor_bank_code=c_bank,
+            creditor_personal=purpose in _CREDITOR_IS_PERSON,
+            same_bank=c_bank[:3] == self.bank.node[:3],
+            amount=amount, purpose=purpose, memo=memo, reference=instruction_id,
+        )
 
     # -- what the bank says --------------------------------------------------
 
@@ -604,13 +612,16 @@ class Relay(Service):
         refused with 422 instead of sitting in the queue.
         """
         ins = item.instruction
-        row = {"bank_ref": "0" * 20, "body": json.dumps(ins.to_json()), "centre_id": ins.centre_id,
-               "debit_account": ins.debit_account, "amount": ins.amount, "instruction_id": ins.instruction_id,
-               "created_us": int(self.dispatchers[item.bank_id].clock.seconds() * 1_000_000)}
+        dispatcher = self.dispatchers[item.bank_id]
+        created = _dt.datetime.fromtimestamp(dispatcher.clock.seconds(), _dt.timezone.utc).date()
+        message = dispatcher.message(
+            ref="0" * 20, centre_id=ins.centre_id, instruction_id=ins.instruction_id,
+            debit_account=ins.debit_account, amount=ins.amount,
+            creditor=(ins.creditor.account, ins.creditor.name, ins.creditor.bank_code),
+            purpose=ins.purpose, memo=ins.memo, created=created)
         bank = self.config.banks[item.bank_id]
         try:
-            self.adapters[item.bank_id].encode(self.dispatchers[item.bank_id]._instruction(row),
-                                               sender=self.config.node, receiver=bank.node)
+            self.adapters[item.bank_id].encode(message, sender=self.config.node, receiver=bank.node)
         except msg.AdapterError as e:
             return str(e)
         return None
@@ -643,5 +654,7 @@ class Relay(Service):
 
     def _poll_all(self) -> None:
         for d in self.dispatchers.values():
-            if d._loaded and d.active:
+            # Only with several nodes (a lease keeper set the owner) can another node's
+            # intake commit instructions for this link; alone, enqueue() sees them all.
+            if d._loaded and d.active and d.owner is not None:
                 d.poll().addErrback(lambda f, b=d.bank.id: log.failure("relay.poll_failed", f, bank=b))

@@ -10,6 +10,7 @@ and appends an ``instruction.state`` event, which is the centre's feed.
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
@@ -18,10 +19,10 @@ from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.engine import Connection
 
 from gateway import lifecycle
-from gateway.model import Instruction, State, format_amount
+from gateway.model import Instruction, State, canonical_json, format_amount
 from gateway.store import leases, schema
 from gateway.faults import crash_point
-from gateway.store.db import Tx
+from gateway.store.db import Tx, insert_many
 
 __all__ = [
     "IntakeItem", "IntakeOutcome", "intake", "get", "get_by_ref", "feed", "load_open", "load_new",
@@ -93,6 +94,43 @@ def _iso(us: int) -> str:
 # -- intake ------------------------------------------------------------------
 
 
+_INTAKE_COLUMNS = ("id", "centre_id", "instruction_id", "bank_id", "debit_account", "amount", "body",
+                   "fingerprint", "state", "bank_ref", "reason", "sends", "created_us", "updated_us")
+
+
+def _new_ids(tx: Tx, n: int) -> list[int]:
+    """``n`` fresh instruction ids, in order.
+
+    PostgreSQL: from the table's own sequence, so nodes sharing the database
+    never collide.  SQLite: the file has a single writer, this one (the
+    group-commit writer, inside its write transaction), so the next ids
+    follow the highest one; exactly what SQLite would assign itself.
+    """
+    conn = tx.conn
+    if conn.dialect.name == "postgresql":
+        return list(conn.exec_driver_sql(
+            "SELECT nextval(pg_get_serial_sequence('instructions', 'id')) FROM generate_series(1, %(n)s)",
+            {"n": n}).scalars())
+    top = conn.exec_driver_sql("SELECT coalesce(max(id), 0) FROM instructions").scalar()
+    return list(range(top + 1, top + 1 + n))
+
+
+def intake_payload(row: dict[str, Any]) -> str:
+    """The journal payload of a new instruction, as canonical JSON text.
+
+    It is ``canonical_json({"bank": …, "bank_ref": …, "instruction": <body>,
+    "reason": …})`` (reason only when refused), assembled around the stored
+    body, which is already canonical, instead of parsing and re-serialising it.
+    Keys are written in sorted order.
+    """
+    parts = ['{"bank":', canonical_json(row["bank_id"]), ',"bank_ref":', canonical_json(row["bank_ref"]),
+             ',"instruction":', row["body"]]
+    if row["reason"]:
+        parts += [',"reason":', canonical_json(row["reason"])]
+    parts.append("}")
+    return "".join(parts)
+
+
 def intake(tx: Tx, items: Sequence[IntakeItem]) -> list[IntakeOutcome]:
     """Store new instructions, recognise repeats, detect conflicts; all in ``tx``.
 
@@ -116,7 +154,8 @@ def intake(tx: Tx, items: Sequence[IntakeItem]) -> list[IntakeOutcome]:
     for it in items:
         ins = it.instruction
         key = (ins.centre_id, ins.instruction_id)
-        fingerprint = ins.fingerprint()
+        body = ins.canonical()
+        fingerprint = hashlib.sha256(body.encode("utf-8")).hexdigest()  # = ins.fingerprint(), once
         if key in known:
             existing = known[key]
             plan.append(("existing" if existing["fingerprint"] == fingerprint else "conflict", existing))
@@ -126,7 +165,7 @@ def intake(tx: Tx, items: Sequence[IntakeItem]) -> list[IntakeOutcome]:
         row = dict(
             centre_id=ins.centre_id, instruction_id=ins.instruction_id, bank_id=it.bank_id,
             debit_account=ins.debit_account, amount=ins.amount,
-            body=json.dumps(ins.to_json(), separators=(",", ":"), ensure_ascii=False, sort_keys=True),
+            body=body,
             fingerprint=fingerprint, state=state.value, bank_ref=None, reason=it.refusal, sends=0,
             created_us=tx.now_us, updated_us=tx.now_us,
         )
@@ -135,26 +174,16 @@ def intake(tx: Tx, items: Sequence[IntakeItem]) -> list[IntakeOutcome]:
         plan.append(("created", row))
 
     if new_rows:
-        ids = tx.conn.execute(
-            insert(I).returning(I.c.id, sort_by_parameter_order=True), new_rows
-        ).scalars().all()
+        # The ids are taken first, so each bank reference is known before the
+        # insert: one statement per batch, sent to the driver as is.
         day = _dt.datetime.fromtimestamp(tx.now_us / 1_000_000, _dt.timezone.utc).date()
-        refs = []
-        for row, row_id in zip(new_rows, ids):
+        for row, row_id in zip(new_rows, _new_ids(tx, len(new_rows))):
             row["id"] = row_id
             if row["state"] == State.RECEIVED.value:
                 row["bank_ref"] = bank_ref_for(row["centre_id"], row_id, day)
-                refs.append({"b_id": row_id, "b_ref": row["bank_ref"]})
-        if refs:
-            tx.conn.execute(
-                update(I).where(I.c.id == bindparam("b_id")).values(bank_ref=bindparam("b_ref")), refs
-            )
+        insert_many(tx.conn, I, _INTAKE_COLUMNS, [tuple(row[c] for c in _INTAKE_COLUMNS) for row in new_rows])
         for row in new_rows:
-            payload = {"instruction": json.loads(row["body"]), "bank": row["bank_id"],
-                       "bank_ref": row["bank_ref"]}
-            if row["reason"]:
-                payload["reason"] = row["reason"]
-            tx.event("instruction.state", payload, centre_id=row["centre_id"],
+            tx.event("instruction.state", intake_payload(row), centre_id=row["centre_id"],
                      instruction_id=row["instruction_id"], bank_id=row["bank_id"],
                      account=row["debit_account"], state=row["state"])
         crash_point("intake.commit")

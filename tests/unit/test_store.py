@@ -6,11 +6,13 @@ import datetime as dt
 
 import pytest
 import pytest_twisted
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import select
 from twisted.internet import defer, reactor
 
 from gateway import lifecycle
-from gateway.model import Creditor, Instruction
+from gateway.model import Creditor, Instruction, canonical_json
 from gateway.store import instructions as q
 from gateway.store import schema
 from gateway.store.db import Database, GENESIS, chain_hash
@@ -165,3 +167,15 @@ def test_migrations_build_exactly_the_schema_in_code(database_url):
         diff = compare_metadata(MigrationContext.configure(conn), schema.metadata)
     engine.dispose()
     assert diff == []
+
+
+@settings(max_examples=300, deadline=None)
+@given(bank=st.text(max_size=8), ref=st.none() | st.text(max_size=24), reason=st.none() | st.text(max_size=40),
+       body=st.dictionaries(st.text(max_size=8), st.text(max_size=12) | st.integers() | st.none(), max_size=5))
+def test_the_intake_payload_is_the_canonical_json_of_its_parts(bank, ref, reason, body):
+    """Assembled around the stored body, it must be byte for byte what canonical_json gives."""
+    row = {"bank_id": bank, "bank_ref": ref, "reason": reason, "body": canonical_json(body)}
+    expected = {"bank": bank, "bank_ref": ref, "instruction": body}
+    if reason:
+        expected["reason"] = reason
+    assert q.intake_payload(row) == canonical_json(expected)
