@@ -48,6 +48,8 @@ log = Logger()
 
 MAX_BODY = 4 * 1024 * 1024
 IDLE_TIMEOUT = 75.0
+RESERVED_IDS = frozenset({"batch"})  # instruction_ids that name a fixed path under /v1/instructions/
+MAX_FEED_WAIT = 30  # seconds: the most a centre may ask of the results feed (openapi.json); config may lower it
 _PROBLEM_TYPE = "urn:hpf-gateway:problem:"
 
 
@@ -61,6 +63,7 @@ class Problem(Exception):
     detail: str = ""
     errors: tuple[FieldError, ...] = ()
     retry_after: int | None = None  # seconds, sent as Retry-After (429, 503)
+    allow: tuple[str, ...] = ()  # the methods the resource does allow, sent as Allow (405)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"type": _PROBLEM_TYPE + self.slug, "title": self.title,
@@ -136,6 +139,11 @@ class Intake:
             self.metrics.refused.labels("centre_api", "invalid_instruction").inc()
             raise Problem(422, "invalid-instruction", "The instruction is invalid",
                           errors=tuple(e.errors)) from None
+        if ins.instruction_id in RESERVED_IDS:
+            self.metrics.refused.labels("centre_api", "invalid_instruction").inc()
+            raise Problem(422, "invalid-instruction", "The instruction is invalid",
+                          errors=(FieldError("instruction_id", "is reserved: /v1/instructions/batch is the batch "
+                                                               "endpoint, so it could not be read back"),))
         account = cfg.accounts.get(ins.debit_account)
         if account is None or account.centre != centre_id:
             self.metrics.security_events.labels("foreign_account").inc()
@@ -494,6 +502,8 @@ class CentreApi(Resource):
                 request.setHeader(b"retry-after", str(body.retry_after).encode("ascii"))
             elif status == 503:
                 request.setHeader(b"retry-after", b"1")
+            if body.allow:
+                request.setHeader(b"allow", ", ".join(body.allow).encode("ascii"))
             payload = json.dumps(body.to_json(), ensure_ascii=False).encode("utf-8")
         elif isinstance(body, bytes):
             request.setHeader(b"content-type", b"application/json")
@@ -537,21 +547,25 @@ class CentreApi(Resource):
 
     def _route(self, method: str, path: str) -> tuple[str, Any]:
         routes = {
-            ("POST", "/v1/instructions"): ("submit", self._submit),
-            ("POST", "/v1/instructions/batch"): ("batch", self._batch),
-            ("POST", "/v1/bookings"): ("booking", self._booking),
-            ("GET", "/v1/results"): ("results", self._results),
-            ("GET", "/v1/openapi.json"): ("openapi", self._openapi_doc),
+            "/v1/instructions": {"POST": ("submit", self._submit)},
+            "/v1/instructions/batch": {"POST": ("batch", self._batch)},
+            "/v1/bookings": {"POST": ("booking", self._booking)},
+            "/v1/results": {"GET": ("results", self._results)},
+            "/v1/openapi.json": {"GET": ("openapi", self._openapi_doc)},
         }
-        if (method, path) in routes:
-            return routes[(method, path)]
-        if path.startswith("/v1/instructions/") and path.count("/") == 3:
-            if method == "GET":
-                return "get", self._get
-            raise Problem(405, "method-not-allowed", f"{method} is not allowed on {path}")
-        if any(p == path for _, p in routes):
-            raise Problem(405, "method-not-allowed", f"{method} is not allowed on {path}")
-        raise Problem(404, "not-found", "No such resource")
+        methods = routes.get(path)
+        if methods is None and path.startswith("/v1/instructions/") and path.count("/") == 3:
+            # /v1/instructions/{instruction_id}.  A fixed path wins over the template, as in
+            # OpenAPI: /v1/instructions/batch takes POST only, and "batch" is never an
+            # instruction_id (RESERVED_IDS), so nothing is lost.
+            methods = {"GET": ("get", self._get)}
+        if methods is None:
+            raise Problem(404, "not-found", "No such resource")
+        if method not in methods:
+            # RFC 9110 §15.5.6: a 405 names the methods the resource does support.
+            raise Problem(405, "method-not-allowed", f"{method} is not allowed on {path}",
+                          allow=tuple(sorted(methods)))
+        return methods[method]
 
     def _body(self, request: Any) -> Any:
         return json_body(request)
@@ -675,16 +689,17 @@ def _int_arg(request: Any, name: bytes, default: int, low: int, high: int) -> in
 
 
 def _wait_arg(request: Any, ceiling: float) -> float:
+    """The ``wait`` argument: 0 to MAX_FEED_WAIT seconds (else 400), then capped at ``ceiling`` (config)."""
     values = request.args.get(b"wait")
     if not values:
         return 0.0
     try:
         value = Decimal(values[0].decode("ascii"))
-        if not value.is_finite() or value < 0:
+        if not value.is_finite() or not 0 <= value <= MAX_FEED_WAIT:
             raise ValueError
     except Exception:
-        raise Problem(400, "invalid-query", "wait must be a number of seconds",
-                      errors=(FieldError("wait", "not a non-negative number"),)) from None
+        raise Problem(400, "invalid-query", f"wait must be a number of seconds from 0 to {MAX_FEED_WAIT}",
+                      errors=(FieldError("wait", "out of range or not a number"),)) from None
     return float(min(value, Decimal(str(ceiling))))
 
 
