@@ -121,6 +121,8 @@ class GatewayEnv:
     ops_port: int
     banks: tuple[str, ...]
     overrides: Mapping[str, Any] = field(default_factory=dict)
+    ledger_config_path: Path | None = None  # the ledger's config, when the gateway forwards copies
+    ledger_ops_port: int | None = None
 
     @property
     def api_url(self) -> str:
@@ -155,14 +157,17 @@ def _extra_banks(data: dict[str, Any], count: int) -> None:
 
 
 def make_gateway_env(directory: Path, *, database: str, bank_count: int | None = None,
-                     overrides: Mapping[str, Mapping[str, Any]] | None = None) -> GatewayEnv:
+                     overrides: Mapping[str, Mapping[str, Any]] | None = None,
+                     ledger: bool = False) -> GatewayEnv:
     """Keys, config and migrated schema for a gateway in ``directory``.
 
     ``database`` is a URL (see :func:`fresh_database`).  ``bank_count``
     None keeps the demo's banks; more adds bdc banks like B001, fewer keeps
     the first ones.  ``overrides`` are
     merged into the demo config table by table, e.g.
-    ``{"timeouts": {"receipt_timeout": 3600.0}}``.
+    ``{"timeouts": {"receipt_timeout": 3600.0}}``.  With ``ledger`` the
+    gateway forwards signed copies of its journal to the demo's ledger
+    (SQLite in ``DIR/var/ledger.db``), started by :func:`start_ledger`.
     """
     from gateway.config import load_config, render_toml
     from gateway.demo import write_demo_config
@@ -183,6 +188,17 @@ def make_gateway_env(directory: Path, *, database: str, bank_count: int | None =
         data["banks"] = {k: v for k, v in data["banks"].items() if k in wanted}
         data["accounts"] = {k: v for k, v in data["accounts"].items() if v["bank"] in wanted}
     data["gateway"]["database"] = database
+    ledger_path, ledger_ops = None, None
+    if ledger:
+        from gateway.demo import write_ledger_config
+        from gateway.ledger import store as ledger_store
+        from gateway.ledger.config import load_ledger_config
+        from gateway.signing import init_signing_key
+
+        ports = {name: free_port() for name in ("ingest", "supervisor", "ledger_ops")}
+        ledger_path, ledger_ops = write_ledger_config(directory, ports), ports["ledger_ops"]
+        data["ledger"] = {"url": f"https://127.0.0.1:{ports['ingest']}", "name": "main",
+                          "signing_key": "keys/gateway-signing.key"}
     for table, values in (overrides or {}).items():
         data.setdefault(table, {}).update(values)
     path.write_text("# Written by the benchmark harness (bench/env.py) from the demo config.\n"
@@ -190,10 +206,25 @@ def make_gateway_env(directory: Path, *, database: str, bank_count: int | None =
     banks = tuple(sorted(data["banks"]))
     keys = directory / "keys"
     init_dev_pki(keys, banks=banks, centres=[CENTRE])
+    if ledger_path is not None:
+        init_signing_key(keys)
+        ledger_store.MIGRATIONS.upgrade(load_ledger_config(ledger_path).database)
     config = load_config(path)
     migrate.upgrade(config.database)
     ops_port = int(config.ops.split(":")[1])
-    return GatewayEnv(directory, path, config, database, keys, ops_port, banks, dict(overrides or {}))
+    return GatewayEnv(directory, path, config, database, keys, ops_port, banks, dict(overrides or {}),
+                      ledger_path, ledger_ops)
+
+
+def start_ledger(children: Children, env: GatewayEnv) -> Child:
+    """``hpf-gateway ledger -c CONF`` for ``env``'s ledger; returns once its ``/readyz`` answers 200."""
+    if env.ledger_config_path is None:
+        raise BenchError("this gateway was made without a ledger (make_gateway_env(..., ledger=True))")
+    child = children.spawn("ledger", python_argv("-m", "gateway.cli", "ledger", "-c", str(env.ledger_config_path)),
+                           log=env.directory / "ledger.log", cwd=env.directory)
+    wait_until(lambda: http_get(f"http://127.0.0.1:{env.ledger_ops_port}/readyz", timeout=1.0)[0] == 200,
+               timeout=_START_TIMEOUT_S, what="the ledger's /readyz", children=[child])
+    return child
 
 
 def start_gateway(children: Children, env: GatewayEnv, *, name: str = "gateway") -> Child:

@@ -8,6 +8,11 @@ Processes, all on loopback:
 - the demo's two simulated banks (B001 dials in, the gateway dials B002),
   one ``hpf-gateway simulate bank -c CONF --bank B`` process each, answering
   at once;
+- the supervision ledger: ``hpf-gateway ledger -c CONF`` (the demo's, on
+  SQLite), to which the gateway forwards a signed copy of every journal
+  event; the run is over only once every copy has been delivered (the
+  gateway's ledger backlog is 0), and the time that took after the last
+  final state is reported.  ``--no-ledger`` leaves it out;
 - the centre: :func:`gateway.simulate.centre.run_centre` in the bench process,
   submitting over HTTPS with the centre's certificate and following the
   results feed; it times each instruction from submission to its final
@@ -51,6 +56,7 @@ from bench.env import (
     port_open,
     start_bank_sims,
     start_gateway,
+    start_ledger,
     wait_links_up,
 )
 
@@ -70,6 +76,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="how long to measure the raw relay (default: min(10, --seconds))")
     p.add_argument("--final-timeout", type=float, default=None,
                    help="seconds to wait for outcomes after the last submission (default: max(30, --seconds))")
+    p.add_argument("--no-ledger", dest="ledger", action="store_false",
+                   help="run without the supervision ledger (the gateway forwards no copies)")
     add_workspace_arguments(p)
 
 
@@ -95,7 +103,7 @@ def run(args: argparse.Namespace) -> Report:
             notes.append(f"work directory kept: {ws.directory}")
         with fresh_database(args.database, ws.sub("gateway")) as database:
             try:
-                env = make_gateway_env(ws.sub("gateway"), database=database)
+                env = make_gateway_env(ws.sub("gateway"), database=database, ledger=args.ledger)
                 # Everything starts at once (banks redial until the gateway listens): a cold
                 # Python start costs about a CPU second each, and waiting in turn adds them up.
                 frames = encode_frames()
@@ -108,6 +116,7 @@ def run(args: argparse.Namespace) -> Report:
                                                                       keys=env.keys),
                                               log=ws.directory / "raw-relay.log")
                 banks = start_bank_sims(ws.children, env, env.banks)
+                ledger = start_ledger(ws.children, env) if args.ledger else None
                 gateway = start_gateway(ws.children, env)
                 wait_links_up(env, env.banks, [gateway, *banks])
                 wait_until(lambda: port_open(bank_port) and port_open(relay_port), timeout=60,
@@ -116,10 +125,13 @@ def run(args: argparse.Namespace) -> Report:
                 log_file = start_bench_log(ws.directory / "bench.log")
 
                 async def measure(reactor: Any) -> dict[str, Any]:
+                    from twisted.internet.task import deferLater
+
                     from bench import rawrelay
                     from gateway.simulate.centre import run_centre
 
                     cpu0, bench0, bank0 = gateway.cpu_seconds(), self_cpu_seconds(), [b.cpu_seconds() for b in banks]
+                    ledger0 = ledger.cpu_seconds() if ledger else 0.0
                     wait0 = gateway.runqueue_wait_seconds()
                     t0 = time.monotonic()
                     report = await run_centre(
@@ -127,6 +139,17 @@ def run(args: argparse.Namespace) -> Report:
                         id_prefix=f"R{int(time.time()) % 10**8:08d}-", final_timeout=final_timeout,
                         max_outstanding=max_outstanding, **env.centre_options())
                     wall = time.monotonic() - t0
+                    # Every copy must reach the ledger before the run counts as done.
+                    drain_s, backlog = None, None
+                    if ledger is not None:
+                        t_final = time.monotonic()
+                        while time.monotonic() - t_final < final_timeout:
+                            backlog = _sum(scrape_metrics(env.ops_port), "hpf_gateway_ledger_backlog")
+                            if backlog == 0:
+                                drain_s = time.monotonic() - t_final
+                                break
+                            await deferLater(reactor, 0.25)
+                    ledger_cpu = (ledger.cpu_seconds() - ledger0) if ledger else None
                     cpu1, bench1 = gateway.cpu_seconds(), self_cpu_seconds()
                     wait = gateway.runqueue_wait_seconds() - wait0
                     bank1 = [b.cpu_seconds() for b in banks]
@@ -137,7 +160,8 @@ def run(args: argparse.Namespace) -> Report:
                                                  relay_pid=raw_relay.pid, bank_pid=raw_bank.pid)
                     return {"report": report, "gateway_cpu_s": cpu1 - cpu0, "bench_cpu_s": bench1 - bench0,
                             "banks_cpu_s": sum(bank1) - sum(bank0), "wall_s": wall, "wait_s": wait,
-                            "rss_kb": rss_kb,
+                            "rss_kb": rss_kb, "ledger_drain_s": drain_s, "ledger_backlog": backlog,
+                            "ledger_cpu_s": ledger_cpu,
                             "hwm_kb": hwm_kb, "samples": samples, "raw": raw}
 
                 hard = args.seconds + final_timeout + raw_seconds + 120
@@ -170,6 +194,13 @@ def run(args: argparse.Namespace) -> Report:
     if report.not_final or report.refused or report.duplicate_finals:
         notes.append(f"not every instruction completed cleanly: {report.not_final} not final, "
                      f"{report.refused} refused, {report.duplicate_finals} duplicate finals")
+    copies = _sum(samples, "hpf_gateway_ledger_copies_total")
+    # The whole lifecycle, copies included: finals over (first submission -> last copy delivered).
+    with_copies = (final / (final / ips + out["ledger_drain_s"])
+                   if args.ledger and ips and out["ledger_drain_s"] is not None else None)
+    if args.ledger and out["ledger_drain_s"] is None:
+        notes.append(f"copies to the ledger did not drain within {final_timeout:g} s "
+                     f"(backlog {out['ledger_backlog']})")
     if resends:
         notes.append(f"the gateway resent {resends:.0f} instructions (receipt timeouts under load)")
     mode = (f"closed loop, {args.concurrency} outstanding batch requests of {batch}" if args.saturate
@@ -190,6 +221,12 @@ def run(args: argparse.Namespace) -> Report:
         "gateway_peak_rss_mb": round(out["hwm_kb"] / 1024, 1),
         "gateway_rss_end_mb": round(out["rss_kb"] / 1024, 1),
         "banks_cpu_s": round(out["banks_cpu_s"], 2),
+        "ledger": args.ledger,
+        "ledger_copies": int(copies),
+        "instructions_per_s_copies_delivered": None if with_copies is None else round(with_copies, 2),
+        "ledger_drain_after_last_final_s": (None if out["ledger_drain_s"] is None
+                                            else round(out["ledger_drain_s"], 2)),
+        "ledger_cpu_s": None if out["ledger_cpu_s"] is None else round(out["ledger_cpu_s"], 2),
         "bench_cpu_s": round(out["bench_cpu_s"], 2),
         "resends": int(resends), "in_doubt": int(in_doubt),
         "raw_relay_msgs_per_s": round(raw.msgs_per_s, 1),
@@ -214,11 +251,15 @@ def run(args: argparse.Namespace) -> Report:
         ("gateway peak RSS (VmHWM)", figures["gateway_peak_rss_mb"], "MB"),
         ("not final / refused / duplicate finals",
          f"{report.not_final} / {report.refused} / {report.duplicate_finals}", ""),
+        ("copies delivered to the ledger", int(copies) if args.ledger else "no ledger",
+         "" if not args.ledger else (f"all within {out['ledger_drain_s']:.1f} s of the last final"
+                                     if out["ledger_drain_s"] is not None else "NOT all delivered")),
+        ("instructions/s, copies delivered too", with_copies if args.ledger else "no ledger", "/s"),
         ("raw mTLS relay (same frames)", raw.msgs_per_s, f"msgs/s ({raw.links} links x {raw.window} outstanding)"),
         ("raw relay CPU per 1,000 msgs (relay proc)", raw.relay_cpu_s_per_1000, "CPU s"),
         ("ratio gateway / raw relay", ratio, ""),
     )
     params = {"seconds": args.seconds, "rate": args.rate, "saturate": args.saturate, "batch": batch,
               "concurrency": args.concurrency, "raw_seconds": raw_seconds, "final_timeout": final_timeout,
-              "database": "sqlite" if args.database == "sqlite" else "postgresql"}
+              "database": "sqlite" if args.database == "sqlite" else "postgresql", "ledger": args.ledger}
     return Report("relay", "relay: the full lifecycle on loopback", rows, figures, params, tuple(notes))
