@@ -662,6 +662,10 @@ class Matcher:
             self._DUE[what](self, key, now_s, out)
         return out
 
+    def size(self) -> int:
+        """How many records the state holds (what a snapshot costs, in records)."""
+        return len(self._instrs) + len(self._moves) + len(self._bookings) + len(self._accounts)
+
     def snapshot(self) -> dict[str, Any]:
         """The whole state as JSON-able data; :meth:`restore` rebuilds an identical matcher.
 

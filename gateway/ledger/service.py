@@ -140,9 +140,14 @@ class MatchEngine(Service):
     """Runs the pure :class:`Matcher` on the reactor thread and persists what it decides.
 
     ``observe(rows)`` takes copies right after their commit, in ledger seq
-    order; the alerts they raise, and every ``snapshot_interval`` seconds the
-    matcher's snapshot with the seq it covers, are written in one
-    transaction.  A failed write keeps the alerts for the next attempt.
+    order; the alerts they raise, and now and then the matcher's snapshot
+    with the seq it covers, are written in one transaction.  A snapshot
+    costs time in proportion to the matcher's state, which holds every
+    instruction for ``retention``; so one is taken at most every
+    ``snapshot_interval`` seconds *and* only once at least as many copies
+    were applied since the last one as the state holds records.  Each copy
+    then pays for at most one record's worth of snapshot, however large the
+    state grows, and a restart replays at most that many copies.  A failed write keeps the alerts for the next attempt.
     ``ready`` turns True once the copies stored after the saved snapshot have
     been fed again (see the module docstring).
     """
@@ -167,6 +172,7 @@ class MatchEngine(Service):
         self.applied_seq = 0
         self.saved_seq = 0
         self._dirty = False          # state changed since the last saved snapshot
+        self._since_saved = 0        # copies applied since the last saved snapshot
         self._last_saved_at = 0.0
         self._pending: list[Any] = []
         self._flushing: Deferred[None] | None = None
@@ -196,7 +202,9 @@ class MatchEngine(Service):
                 break
             self._observe(rows, live=False)
             replayed += len(rows)
-            await self._flush(force=True)
+            await self._flush(force=False)  # alerts per page; a snapshot when one has paid for itself
+        if replayed:
+            await self._flush(force=True)  # so that the next start need not replay them again
         head, _ = await self.db.read(store.load_head)
         heads = await self.db.read(store.gateway_heads)
         self.metrics.journal_seq.set(head)
@@ -249,6 +257,7 @@ class MatchEngine(Service):
                 log.failure("ledger.matcher_failed", seq=row["seq"], event_id=row["event_id"])
             self.applied_seq = row["seq"]
             self._dirty = True
+            self._since_saved += 1
             if live:
                 self.metrics.match_lag.observe(max(0.0, now - row["created_us"] / 1_000_000))
         self.metrics.matched_seq.set(self.applied_seq)
@@ -289,7 +298,8 @@ class MatchEngine(Service):
     async def _flush(self, *, force: bool) -> None:
         """Write pending alerts, with a snapshot when one is due; repeat while there is more."""
         while True:
-            due = self._dirty and (force or self.clock() - self._last_saved_at >= self.snapshot_interval)
+            due = self._dirty and (force or (self.clock() - self._last_saved_at >= self.snapshot_interval
+                                             and self._since_saved >= self.matcher.size()))
             if not self._pending and not due:
                 return
             assert self.matcher is not None
@@ -301,6 +311,7 @@ class MatchEngine(Service):
                 state = (self.applied_seq, json.dumps(self.matcher.snapshot(), separators=(",", ":"),
                                                        ensure_ascii=False))
                 self._dirty = False
+                since, self._since_saved = self._since_saved, 0
             rows = [store.AlertRow(d.key, d.rule, d.severity, d.subject, d.summary, tuple(d.evidence))
                     for d in drafts]
             try:
@@ -311,6 +322,7 @@ class MatchEngine(Service):
                 self._pending = drafts + self._pending
                 if state is not None:
                     self._dirty = True
+                    self._since_saved += since
                 return  # the next tick tries again
             if state is not None:
                 self.saved_seq = state[0]
