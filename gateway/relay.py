@@ -49,6 +49,23 @@ class LinkSession(Protocol):
     def send(self, message: msg.Message) -> None: ...
 
 
+_OPEN_KEYS = ("bank_ref", "centre_id", "instruction_id", "debit_account", "amount", "created_us", "state",
+              "sends")
+
+
+def _open(row: dict[str, Any]) -> dict[str, Any]:
+    """What a dispatcher keeps of an open instruction: what sending it again needs, and its state.
+
+    Every open instruction stays in memory until it settles, so the copy is
+    slim: none of the columns that only the store and the API use, and the
+    body as UTF-8 bytes (a str holding one Chinese character takes two bytes
+    for each of its mostly ASCII characters).
+    """
+    slim = {k: row[k] for k in _OPEN_KEYS}
+    slim["body"] = row["body"].encode("utf-8")
+    return slim
+
+
 @dataclass
 class _Waiting:
     """An instruction the bank has received and not settled."""
@@ -108,7 +125,7 @@ class BankDispatcher:
                 ref = row["bank_ref"]
                 if ref in self.rows:
                     continue
-                self.rows[ref] = row
+                self.rows[ref] = _open(row)
                 self.poll_mark = max(self.poll_mark, row["id"])
                 if row["state"] == State.ACCEPTED.value:
                     self.waiting[ref] = _Waiting(since=now)
@@ -133,7 +150,7 @@ class BankDispatcher:
             ref = row["bank_ref"]
             if ref in self.rows:
                 continue
-            self.rows[ref] = row
+            self.rows[ref] = _open(row)
             self.pending[ref] = None
         self._gauges()
         self.pump()
