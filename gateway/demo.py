@@ -194,7 +194,10 @@ def run_demo(args: argparse.Namespace) -> int:
             backlog = gateway.metrics.ledger_backlog._value.get()
             if backlog == 0 and not faults:
                 break
-            if backlog == 0 and faults and _raised(await _alerts(ledger), faults):
+            # Some rules judge at a deadline (unsolicited-debit: result_deadline after the
+            # movement), so wait for every offence's alert, not just the first of each rule.
+            if backlog == 0 and faults and not _shortfall(_by_rule(await _alerts(ledger)), _committed(banks),
+                                                           faults):
                 break
             await _sleep(reactor, 0.5)
         outcome["alerts"] = await _alerts(ledger)
@@ -227,9 +230,34 @@ async def _alerts(ledger: Any) -> list[dict[str, Any]]:
                                                                    after_id=0, limit=10_000))
 
 
-def _raised(alerts: list[dict[str, Any]], faults: frozenset[str]) -> bool:
-    rules = {a["rule"] for a in alerts}
-    return all(FAULT_RULES[f] in rules for f in faults)
+def _committed(banks: dict[str, Any]) -> dict[str, int]:
+    """The offences the simulated banks committed, by fault."""
+    committed: dict[str, int] = {}
+    for svc in banks.values():
+        for fault, n in (svc.link.stats().get("faults", {}).get("committed") or {}).items():
+            committed[fault] = committed.get(fault, 0) + n
+    return committed
+
+
+def _shortfall(by_rule: dict[str, int], committed: dict[str, int], faults: frozenset[str]) -> list[str]:
+    """What the ledger's alerts lack against the offences: empty when each raised its alert.
+
+    Each offence must raise its rule's alert exactly once per offence (balance
+    drift aside, judged per snapshot interval: at least once); no other rule may fire.
+    """
+    missing = sorted(f for f in faults if FAULT_RULES[f] not in by_rule)
+    wrong = sorted(f for f in faults if f != "balance-break" and by_rule.get(FAULT_RULES[f], 0) != committed.get(f, 0))
+    stray = sorted(set(by_rule) - {FAULT_RULES[f] for f in faults})
+    missing += [f"{f} (alerts {by_rule.get(FAULT_RULES[f], 0)} != offences {committed.get(f, 0)})" for f in wrong]
+    missing += [f"unexpected {r}" for r in stray]
+    return missing
+
+
+def _by_rule(alerts: list[dict[str, Any]]) -> dict[str, int]:
+    by_rule: dict[str, int] = {}
+    for a in alerts:
+        by_rule[a["rule"]] = by_rule.get(a["rule"], 0) + 1
+    return by_rule
 
 
 def _summary(outcome: dict[str, Any], banks: dict[str, Any], config: Any, directory: Path,
@@ -249,24 +277,12 @@ def _summary(outcome: dict[str, Any], banks: dict[str, Any], config: Any, direct
         print(f"  bank {bank_id}: executed {stats.get('executed', '?')}, duplicates answered "
               f"{stats.get('duplicates', '?')}, max executions per reference "
               f"{max(executions.values(), default=0)}")
-    alerts = outcome.get("alerts", [])
-    by_rule: dict[str, int] = {}
-    for a in alerts:
-        by_rule[a["rule"]] = by_rule.get(a["rule"], 0) + 1
-    committed: dict[str, int] = {}
-    for svc in banks.values():
-        for fault, n in (svc.link.stats().get("faults", {}).get("committed") or {}).items():
-            committed[fault] = committed.get(fault, 0) + n
+    by_rule = _by_rule(outcome.get("alerts", []))
+    committed = _committed(banks)
     print("  ledger alerts by rule: " + (", ".join(f"{r} {n}" for r, n in sorted(by_rule.items())) or "none"))
     if faults:
         print("  offences the banks committed: " + ", ".join(f"{f} {committed.get(f, 0)}" for f in sorted(faults)))
-    # Each offence must raise its rule's alert, and (balance drift aside, which is judged per
-    # snapshot interval) exactly once per offence; no other rule may fire.
-    missing = sorted(f for f in faults if FAULT_RULES[f] not in by_rule)
-    wrong = sorted(f for f in faults if f != "balance-break" and by_rule.get(FAULT_RULES[f], 0) != committed.get(f, 0))
-    stray = sorted(set(by_rule) - {FAULT_RULES[f] for f in faults})
-    missing += [f"{f} (alerts {by_rule.get(FAULT_RULES[f], 0)} != offences {committed.get(f, 0)})" for f in wrong]
-    missing += [f"unexpected {r}" for r in stray]
+    missing = _shortfall(by_rule, committed, faults)
     expected_twice = "duplicate-execution" in faults
     ok = (report.not_final == 0 and report.duplicate_finals == 0 and (twice == 0 or expected_twice)
           and not missing)

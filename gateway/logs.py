@@ -2,8 +2,9 @@
 
 Log events are named facts with fields: ``log.info("instruction.sent", bank=..., ref=...)``
 (a format string whose first word is the event name also works).  Any field whose name
-says it holds an account number is masked to its last four digits, so logs never carry
-full account numbers.
+says it holds an account number is masked to its last four digits, and in the free-text
+fields written for people (``_FREE_TEXT``: an alert's subject and summary, which may name
+accounts) every long number is, so logs never carry full account numbers.
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ import structlog
 from twisted.logger import ILogObserver, LogLevel, formatEvent, globalLogBeginner
 from zope.interface import implementer
 
-from gateway.model import mask_account
+from gateway.model import mask_account, mask_numbers
 
 __all__ = ["StructlogObserver", "start_logging"]
 
 _EVENT_NAME = re.compile(r"[a-z][a-z0-9_]*(\.[a-z0-9_]+)+")
 _LEVELS = {LogLevel.debug: "debug", LogLevel.info: "info", LogLevel.warn: "warning",
            LogLevel.error: "error", LogLevel.critical: "critical"}
+_FREE_TEXT = frozenset({"subject", "summary"})
 _SKIP = {"log_logger", "log_source", "log_io", "log_format", "log_level", "log_namespace",
          "log_time", "log_failure", "log_trace", "log_observer", "log_legacy", "log_text", "message",
          "system", "format", "isError", "time", "log_system", "printed", "why", "failure"}
@@ -63,7 +65,12 @@ class StructlogObserver:
         for key, value in event.items():
             if key in _SKIP or key.startswith("log_"):
                 continue
-            out[key] = mask_account(str(value)) if "account" in key.lower() and value else _plain(value)
+            if "account" in key.lower() and value:
+                out[key] = mask_account(str(value))
+            elif key in _FREE_TEXT and isinstance(value, str):
+                out[key] = mask_numbers(value)
+            else:
+                out[key] = _plain(value)
         failure = event.get("log_failure")
         if failure is not None:
             out["error"] = failure.getErrorMessage()

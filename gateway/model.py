@@ -31,6 +31,7 @@ __all__ = [
     "Booking",
     "parse_booking",
     "mask_account",
+    "mask_numbers",
     "canonical_json",
 ]
 
@@ -103,6 +104,20 @@ def mask_account(account: str | None) -> str:
     if not account:
         return ""
     return "*" * max(len(account) - 4, 0) + account[-4:]
+
+
+# A run of 8 or more digits standing alone (not inside a word such as a host serial "H9582...").
+_LONG_NUMBER = re.compile(r"(?<![0-9A-Za-z])[0-9]{8,}(?![0-9A-Za-z])")
+
+
+def mask_numbers(text: str) -> str:
+    """``text`` with every stand-alone run of 8 or more digits masked as :func:`mask_account` does.
+
+    For free text written for people (an alert's subject and summary) that
+    may name account numbers among other things: in logs, any long number is
+    hidden rather than risk a full account number.
+    """
+    return _LONG_NUMBER.sub(lambda m: mask_account(m.group()), text)
 
 
 # -- instructions ------------------------------------------------------------

@@ -115,3 +115,41 @@ async def test_a_demo_like_flow_logs_no_key_material_and_no_full_account_number(
 
     assert mask_account(OTHER_ACCOUNT) in text and mask_account(DEBIT_B001) in text
     assert "hpf://bank/B001" in text
+
+
+def test_the_demo_run_logs_no_key_material_and_no_full_account_number(tmp_path: Path) -> None:
+    """``hpf-gateway demo`` itself, as the README runs it, with the bank offences turned on.
+
+    (All but balance-break: that one needs two balance snapshots around the
+    offence, which a run this short may not see; tests/integration covers it.)
+
+    Its gateway, ledger and simulator logs (``DIR/gateway.log``) are scanned for
+    the private keys it generated and the registered account numbers in full.
+    """
+    import subprocess
+    import sys
+
+    from gateway.config import load_config
+    from gateway.demo import FAULT_RULES
+    from gateway.model import mask_account
+
+    directory = tmp_path / "demo"
+    run = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "demo", "--dir", str(directory), "--count", "60", "--rate", "60",
+         "--fault-every", "5", "--bank-faults", ",".join(sorted(set(FAULT_RULES) - {"balance-break"}))],
+        capture_output=True, text=True, timeout=180)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    text = (directory / "gateway.log").read_text(encoding="utf-8")
+    assert len(text.splitlines()) > 100, "the demo should have logged plenty"
+    assert "-----BEGIN" not in text and "PRIVATE KEY" not in text
+    keys = sorted((directory / "keys").glob("*.key"))
+    assert len(keys) >= 6
+    for key in keys:
+        for fragment in _key_fragments(key):
+            assert fragment not in text, f"material of {key.name} is in the demo's logs"
+    config = load_config(directory / "gateway.toml")
+    numbers = {n for n in (*config.accounts, *config.counterparties) if len(re.sub(r"\D", "", n)) >= 8}
+    assert len(numbers) >= 4
+    for number in numbers:
+        assert number not in text, f"account {number} appears unmasked in the demo's logs"
+    assert any(mask_account(n) in text for n in numbers)  # not vacuous: accounts were logged, masked

@@ -30,6 +30,18 @@ def test_account_numbers_are_masked_to_the_last_four_digits():
     assert "6200001111222233" not in out.getvalue()
 
 
+def test_long_numbers_in_an_alerts_free_text_are_masked_and_words_are_kept():
+    """Found by the demo log scan: a ledger alert's summary named a movement's account in full."""
+    out, log = _capture()
+    log.warn("ledger.alert", subject="6217003333444455",
+             summary="movement B003:6217003333444455:H958284520008 for instruction C52240/D9-00000005 differs")
+    line = json.loads(out.getvalue())
+    assert "6217003333444455" not in out.getvalue()
+    assert line["subject"] == "************4455"
+    assert line["summary"] == ("movement B003:************4455:H958284520008 for instruction "
+                               "C52240/D9-****0005 differs")
+
+
 def test_sentences_from_other_libraries_are_rendered_as_text():
     out, log = _capture()
     log.info("Starting factory {factory!r}", factory="F")
