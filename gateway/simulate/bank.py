@@ -443,6 +443,9 @@ class BankCore:
         self._serial = first_serial
         self._drop_rng = random.Random(f"{seed}:drop")
         self._transfers: dict[str, _Transfer] = {}
+        # The transfers still executing (no outcome yet): few at any time, whereas
+        # _transfers keeps every one ever received (resends are answered from it).
+        self._executing: dict[str, _Transfer] = {}
         # Pushed messages by seq_no, in push order (dicts keep insertion order).
         self._pending: dict[str, Message] = {}
         # Outcomes made since the last take_executed(); bounded for a core nobody drains.
@@ -508,8 +511,7 @@ class BankCore:
 
     def next_due(self) -> float | None:
         """When the earliest executing instruction finishes, or None when nothing is executing."""
-        dues = [t.due for t in self._transfers.values() if t.outcome is None]
-        return min(dues) if dues else None
+        return min((t.due for t in self._executing.values()), default=None)
 
     def reported_balance(self, account: str) -> int | None:
         """The balance a Balance answer gives for ``account``: the book plus any balance-break drift."""
@@ -582,7 +584,7 @@ class BankCore:
 
     def tick(self, now: float) -> list[Message]:
         """Finish every execution due by ``now``; return the answers and pushes it produces."""
-        due = sorted((t for t in self._transfers.values() if t.outcome is None and t.due <= now),
+        due = sorted((t for t in self._executing.values() if t.due <= now),
                      key=lambda t: (t.due, t.received_at))
         out: list[Message] = []
         for transfer in due:
@@ -618,6 +620,7 @@ class BankCore:
         transfer = _Transfer(instruction=message, bank_seq_no=self.next_seq_no(), received_at=now,
                              due=now + self.delay, answer_to=message.seq_no if synchronous else "")
         self._transfers[ref] = transfer
+        self._executing[ref] = transfer
         self.counts["received"] += 1
         if not synchronous:
             return [Receipt(seq_no=self.next_seq_no(), reply_to=message.seq_no, ref=ref,
@@ -694,6 +697,7 @@ class BankCore:
         outcome = Outcome(ref=ref, succeeded=code == CODE_OK, host_seq_no=host_seq_no,
                           bank_seq_no=transfer.bank_seq_no, code=code, text=_TEXTS[code], executed_at=now)
         transfer.outcome = outcome
+        self._executing.pop(ref, None)
         self._executed.append(outcome)
         self.counts["succeeded" if outcome.succeeded else "failed"] += 1
         if not outcome.succeeded:
@@ -835,7 +839,7 @@ class BankCore:
             "executed": sum(self.executions.values()),
             "succeeded": counts.get("succeeded", 0),
             "failed": counts.get("failed", 0),
-            "executing": sum(1 for t in self._transfers.values() if t.outcome is None),
+            "executing": len(self._executing),
             "duplicates": sum(self.duplicates.values()),
             "conflicting_resends": counts.get("conflicting_resends", 0),
             "max_executions_per_ref": max(self.executions.values(), default=0),
