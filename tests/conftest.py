@@ -49,3 +49,20 @@ def database_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
         next(gen)
     except StopIteration:
         pass
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database, dropped afterwards (skips without HPF_TEST_DATABASE_URL)."""
+    from gateway.store import migrate
+
+    if not PG_URL:
+        pytest.skip("needs PostgreSQL: set HPF_TEST_DATABASE_URL "
+                    "(e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test)")
+    gen = _fresh_pg_database()
+    url = next(gen)
+    try:
+        migrate.upgrade(url)
+        yield url
+    finally:
+        gen.close()  # runs the generator's finally: DROP DATABASE ... WITH (FORCE)

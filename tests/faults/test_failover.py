@@ -30,7 +30,7 @@ import time
 import tomllib
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.client import HTTPException
 from pathlib import Path
@@ -41,9 +41,7 @@ import sqlalchemy as sa
 
 from gateway.config import GatewayConfig, load_config, render_toml
 from gateway.ledger.verify import verify_database
-from gateway.store import migrate
 from tests import procs
-from tests.conftest import PG_URL, _fresh_pg_database
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -358,21 +356,6 @@ def _feed(config: GatewayConfig) -> list[dict[str, Any]]:
 
 
 # -- the test ---------------------------------------------------------------------------
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A fresh, migrated PostgreSQL database, dropped afterwards."""
-    if not PG_URL:
-        pytest.skip("the failover test needs PostgreSQL: set HPF_TEST_DATABASE_URL "
-                    "(e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test)")
-    gen = _fresh_pg_database()
-    url = next(gen)
-    try:
-        migrate.upgrade(url)
-        yield url
-    finally:
-        gen.close()  # runs the generator's finally: DROP DATABASE ... WITH (FORCE)
 
 
 def _say(text: str) -> None:

@@ -17,32 +17,17 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
 
-from gateway.store import leases, migrate
+from gateway.store import leases
 from gateway.store.db import Tx, _EventIds, make_engine, now_us
-from tests.conftest import PG_URL, _fresh_pg_database
 
 pytestmark = pytest.mark.postgres
 
 LIMIT = 1.0  # the gateway uses lease_ttl / 2
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    if not PG_URL:
-        pytest.skip("needs PostgreSQL: set HPF_TEST_DATABASE_URL")
-    gen = _fresh_pg_database()
-    url = next(gen)
-    try:
-        migrate.upgrade(url)
-        yield url
-    finally:
-        gen.close()
 
 
 def _append_event(engine: sa.Engine, kind: str) -> None:
