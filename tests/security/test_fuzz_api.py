@@ -12,7 +12,7 @@ reproducible, the local database of examples still grows when run by hand):
 - documents generated from ``gateway/openapi.json``'s own ``Instruction``
   schema: schema-valid ones are never refused as malformed JSON and are
   refused only for what the schema documents it cannot say; ones broken in one
-  schema constraint are always 422 (600 + 600).
+  schema constraint are always 422 (300 + 300).
 
 End to end over HTTPS, a fixed sample of those bodies is posted alone and in a
 batch: each gets a 4xx problem and nothing is stored.
