@@ -258,23 +258,16 @@ class _Poster:
 
     def __init__(self, reactor: Any, keys: Path, url: str) -> None:
         from twisted.web.client import Agent, HTTPConnectionPool
-        from twisted.web.iweb import IPolicyForHTTPS
-        from zope.interface import implementer
 
-        from gateway.tls import ExpectPeer, client_options
+        from gateway.tls import ExpectPeer, FixedCreatorPolicy, client_options
 
         creator = ExpectPeer(client_options(keys / "gateway.crt", keys / "gateway.key", [keys / "ca.crt"]),
                              "ledger", "main")
 
-        @implementer(IPolicyForHTTPS)
-        class _Policy:
-            def creatorForNetloc(self, hostname: bytes, port: int) -> Any:
-                return creator
-
         self.reactor = reactor
         self.pool = HTTPConnectionPool(reactor, persistent=True)
         self.pool.maxPersistentPerHost = 1
-        self.agent = Agent(reactor, contextFactory=_Policy(), pool=self.pool, connectTimeout=10)
+        self.agent = Agent(reactor, contextFactory=FixedCreatorPolicy(creator), pool=self.pool, connectTimeout=10)
         self.url = url.encode("ascii")
         self.stored = 0
         self.other: dict[str, int] = {}

@@ -23,8 +23,6 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool, readBody
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IPolicyForHTTPS
-from zope.interface import implementer
 
 from gateway.config import GatewayConfig
 from gateway.faults import crash_point
@@ -32,7 +30,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.signing import Signer
 from gateway.store import journal
 from gateway.store.db import Database
-from gateway.tls import ExpectPeer, TLSOptions
+from gateway.tls import ExpectPeer, FixedCreatorPolicy, TLSOptions
 
 __all__ = ["LedgerForwarder", "copy_of"]
 
@@ -50,15 +48,6 @@ def copy_of(row: dict[str, Any], gateway: str, adapter: str | None) -> dict[str,
         "payload": row["payload"], "raw": base64.b64encode(raw).decode("ascii") if raw else None,
         "adapter": adapter if raw else None, "hash": row["hash"],
     }
-
-
-@implementer(IPolicyForHTTPS)
-class _LedgerPolicy:
-    def __init__(self, creator: Any) -> None:
-        self._creator = creator
-
-    def creatorForNetloc(self, hostname: bytes, port: int) -> Any:  # noqa: N802 (Twisted interface)
-        return self._creator
 
 
 class LedgerForwarder(Service):
@@ -80,7 +69,7 @@ class LedgerForwarder(Service):
         self.signer = Signer(ledger.signing_key, ledger.signature_alg)
         pool = HTTPConnectionPool(reactor, persistent=True)
         pool.maxPersistentPerHost = 1
-        self.agent = Agent(reactor, contextFactory=_LedgerPolicy(ExpectPeer(options, "ledger", ledger.name)),
+        self.agent = Agent(reactor, contextFactory=FixedCreatorPolicy(ExpectPeer(options, "ledger", ledger.name)),
                            pool=pool, connectTimeout=10)
         self.pool = pool
         self.interval = interval

@@ -40,12 +40,14 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.ssl import AcceptableCiphers, CertificateOptions, TLSVersion
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
+from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
 HTTP_ALPN = (b"http/1.1",)
 """What the HTTP listeners (centre API, ledger ingest and supervisor API) answer to ALPN."""
 
 __all__ = [
+    "FixedCreatorPolicy",
     "HTTP_ALPN",
     "AEAD_CIPHERS",
     "IDENTITY_NAME",
@@ -519,3 +521,18 @@ class ExpectPeer:
 def certificate_identity(path: Path) -> PeerIdentity:
     """The hpf:// identity in our own certificate file (the first certificate in it)."""
     return identity_from_certificate(load_certificates(path)[0])
+
+
+@implementer(IPolicyForHTTPS)
+class FixedCreatorPolicy:
+    """An ``Agent`` TLS policy that uses one connection creator whatever the URL's host.
+
+    Peers here are known by their certificate's ``hpf://`` identity (checked
+    by the creator, e.g. :class:`ExpectPeer`), not by host name.
+    """
+
+    def __init__(self, creator: IOpenSSLClientConnectionCreator) -> None:
+        self.creator = creator
+
+    def creatorForNetloc(self, hostname: bytes, port: int) -> IOpenSSLClientConnectionCreator:  # noqa: N802
+        return self.creator

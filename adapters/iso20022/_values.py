@@ -12,7 +12,7 @@ import datetime as _dt
 import re
 
 from adapters.base import AdapterError
-from adapters.bdc._values import show
+from adapters.bdc._values import match, show
 
 __all__ = [
     "ACCOUNT",
@@ -81,18 +81,6 @@ def text(field: str, value: object, max_len: int, *, required: bool = False) -> 
         raise AdapterError(f"{field}: must not be empty")
     if _CONTROL.search(value) is not None:
         raise AdapterError(f"{field}: contains a control character")
-    return value
-
-
-def match(field: str, value: object, pattern: re.Pattern[str], what: str, *,
-          optional: bool = False) -> str:
-    """``value`` if it matches ``pattern`` in full (or is empty and ``optional``)."""
-    if not isinstance(value, str):
-        raise AdapterError(f"{field}: must be text")
-    if optional and value == "":
-        return value
-    if pattern.fullmatch(value) is None:
-        raise AdapterError(f"{field}: {what}, not {show(value)}")
     return value
 
 

@@ -47,11 +47,11 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool, ResponseDone
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IPolicyForHTTPS, IResponse
+from twisted.web.iweb import IResponse
 from zope.interface import implementer
 
 from gateway.model import PURPOSES, InvalidInput, parse_amount, parse_instruction
-from gateway.tls import client_options, identity_from_certificate, load_certificates
+from gateway.tls import FixedCreatorPolicy, client_options, identity_from_certificate, load_certificates
 
 __all__ = [
     "FINAL_STATES",
@@ -621,8 +621,7 @@ class _GatewayOnly:
         return connection
 
 
-@implementer(IPolicyForHTTPS)
-class GatewayTLSPolicy:
+class GatewayTLSPolicy(FixedCreatorPolicy):
     """The ``Agent`` TLS policy of a centre: present our certificate, accept only the gateway.
 
     The gateway is recognised by its ``hpf://gateway/NAME`` certificate
@@ -630,10 +629,7 @@ class GatewayTLSPolicy:
     """
 
     def __init__(self, certificate: Path, private_key: Path, ca: Path) -> None:
-        self._creator = _GatewayOnly(client_options(certificate, private_key, [ca]))
-
-    def creatorForNetloc(self, hostname: bytes, port: int) -> IOpenSSLClientConnectionCreator:  # noqa: N802
-        return self._creator
+        super().__init__(_GatewayOnly(client_options(certificate, private_key, [ca])))
 
 
 # -- HTTP -------------------------------------------------------------------------

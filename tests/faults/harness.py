@@ -77,8 +77,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_until(check: Callable[[], Any], what: str, timeout: float, interval: float = 0.1) -> Any:
-    """Poll ``check`` until it returns something truthy (returned); AssertionError after ``timeout``."""
+def wait_until(check: Callable[[], Any], what: str, timeout: float, interval: float = 0.1,
+               explain: Callable[[], object] | None = None) -> Any:
+    """Poll ``check`` until it returns something truthy (returned); AssertionError after ``timeout``.
+
+    ``explain`` adds what is still wrong to the message.
+    """
     deadline = time.monotonic() + timeout
     last: Any = None
     while True:
@@ -92,7 +96,8 @@ def wait_until(check: Callable[[], Any], what: str, timeout: float, interval: fl
             if last:
                 return last
         if time.monotonic() >= deadline:
-            raise AssertionError(f"not within {timeout}s: {what} (last: {last!r})"[:2000])
+            why = f"; {explain()}" if explain is not None else ""
+            raise AssertionError(f"not within {timeout}s: {what} (last: {last!r}{why})"[:3000])
         time.sleep(interval)
 
 

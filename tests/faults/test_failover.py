@@ -30,7 +30,7 @@ import time
 import tomllib
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http.client import HTTPException
 from pathlib import Path
@@ -42,6 +42,7 @@ import sqlalchemy as sa
 from gateway.config import GatewayConfig, load_config, render_toml
 from gateway.ledger.verify import verify_database
 from tests import procs
+from tests.faults.harness import free_port, wait_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -101,12 +102,6 @@ class Node:
         return self.log_path().stat().st_size
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _node_configs(tmp: Path, url: str, names: list[str]) -> list[GatewayConfig]:
     """One config per node: shared keys, database and banks; own instance name and ports.
 
@@ -117,42 +112,18 @@ def _node_configs(tmp: Path, url: str, names: list[str]) -> list[GatewayConfig]:
     base = procs.prepare(tmp, timeouts={"lease_ttl": LEASE_TTL})
     data = tomllib.loads(base.path.read_text(encoding="utf-8"))
     data["banks"] = {b: data["banks"][b] for b in BANKS}
-    data["banks"]["B001"].update(direction="connect", endpoint=f"tcp:127.0.0.1:{_free_port()}")
+    data["banks"]["B001"].update(direction="connect", endpoint=f"tcp:127.0.0.1:{free_port()}")
     data["accounts"] = {n: a for n, a in data["accounts"].items() if a["bank"] in BANKS}
     data["gateway"]["database"] = url
     out = []
     for name in names:
         data["gateway"]["instance"] = name
-        data["listen"]["centre_api"] = f"tcp:{_free_port()}:interface=127.0.0.1"
-        data["listen"]["ops"] = f"tcp:{_free_port()}:interface=127.0.0.1"
+        data["listen"]["centre_api"] = f"tcp:{free_port()}:interface=127.0.0.1"
+        data["listen"]["ops"] = f"tcp:{free_port()}:interface=127.0.0.1"
         path = tmp / f"{name}.toml"
         path.write_text(render_toml(data), encoding="utf-8")
         out.append(load_config(path))
     return out
-
-
-def _wait(check: Callable[[], Any], what: str, timeout: float, interval: float = 0.05,
-          explain: Callable[[], object] | None = None) -> Any:
-    """Poll ``check`` until it returns something truthy; AssertionError naming ``what`` after ``timeout``.
-
-    ``explain`` adds what is still wrong to the message.
-    """
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        try:
-            last = check()
-        except AssertionError:
-            raise
-        except Exception as e:  # noqa: BLE001 (a process or file not there yet: keep polling)
-            last = e
-        else:
-            if last:
-                return last
-        if time.monotonic() >= deadline:
-            why = f"; {explain()}" if explain is not None else ""
-            raise AssertionError(f"not within {timeout}s: {what} (last: {last!r}{why})"[:3000])
-        time.sleep(interval)
 
 
 def _scrape(node: Node) -> dict[str, float]:
@@ -174,7 +145,7 @@ def _link_up(node: Node, bank: str) -> bool:
 def _wait_links(nodes: list[Node], what: str, timeout: float) -> None:
     """Wait until each bank's link is up on one of ``nodes`` (none of them may be paused)."""
     for bank in BANKS:
-        _wait(lambda b=bank: any(_link_up(n, b) for n in nodes), f"{bank}'s link up {what}", timeout)
+        wait_until(lambda b=bank: any(_link_up(n, b) for n in nodes), f"{bank}'s link up {what}", timeout)
 
 
 @dataclass(frozen=True)
@@ -374,7 +345,7 @@ def _takeover(engine: sa.Engine, lease: str, bank: str, gone: Node, candidates: 
         node = by_name[row.owner]
         return (node, row) if _link_up(node, bank) else None
 
-    node, row = _wait(owned, f"another node owns {lease} with its link up", TAKEOVER_LIMIT + 5)
+    node, row = wait_until(owned, f"another node owns {lease} with its link up", TAKEOVER_LIMIT + 5, 0.05)
     return node, row, time.monotonic() - since
 
 
@@ -446,7 +417,7 @@ def test_bank_link_fails_over_and_a_paused_owner_is_fenced_without_double_execut
         # Settle everything while the stale node is still paused: afterwards only it could send.
         centre.pause()
         settled = _Settled(engine, centre.created_on)
-        _wait(settled, "every instruction settled during the pause", 15, 0.1, settled.explain)
+        wait_until(settled, "every instruction settled during the pause", 15, 0.1, settled.explain)
         time.sleep(1.3)  # the simulators write their stats every second
         frames_before = {b: _instruction_frames(configs[0], b) for b in BANKS}
         paused_for = time.monotonic() - t1
@@ -459,8 +430,8 @@ def test_bank_link_fails_over_and_a_paused_owner_is_fenced_without_double_execut
         def noticed() -> list[str]:
             return [e["event"] for e in stale.events(mark) if e.get("event") in FENCING_EVENTS]
 
-        fencing = _wait(noticed, f"{stale.name} notices it lost bank:B001 after SIGCONT", 10)
-        _wait(lambda: not _link_up(stale, "B001"), f"{stale.name} drops B001's link", 5)
+        fencing = wait_until(noticed, f"{stale.name} notices it lost bank:B001 after SIGCONT", 10, 0.05)
+        wait_until(lambda: not _link_up(stale, "B001"), f"{stale.name} drops B001's link", 5, 0.05)
         timings["fenced_after_resume_s"] = time.monotonic() - t2
         time.sleep(2.5)  # let anything the stale node might still send reach the bank and its stats
         frames_after = {b: _instruction_frames(configs[0], b) for b in BANKS}
@@ -478,7 +449,7 @@ def test_bank_link_fails_over_and_a_paused_owner_is_fenced_without_double_execut
         centre.pause()
         centre.close()
         assert centre.error is None, centre.error
-        _wait(settled, "every instruction settled at the end", 20, 0.1, settled.explain)
+        wait_until(settled, "every instruction settled at the end", 20, 0.1, settled.explain)
 
         # The centre's retry of an answered instruction on another node: same record, nothing new.
         retried = 0

@@ -13,8 +13,6 @@ from twisted.internet.ssl import Certificate, PrivateCertificate, optionsForClie
 from twisted.internet.task import deferLater
 from twisted.web.client import Agent, HTTPConnectionPool, readBody
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IPolicyForHTTPS
-from zope.interface import implementer
 
 from gateway.config import GatewayConfig, load_config, render_toml
 from gateway.demo import CENTRE, write_demo_config
@@ -22,21 +20,13 @@ from gateway.pki import DevPki, init_dev_pki
 from gateway.service import Gateway, makeService
 from gateway.simulate.run import api_url, bank_service_for
 from gateway.store import migrate
+from gateway.tls import FixedCreatorPolicy
 
 OTHER_CENTRE = "C11000"
 OTHER_ACCOUNT = "6200001111999999"  # C11000's account at B001
 DEBIT_B001 = "6200001111222233"
 DEBIT_B002 = "6222002222333344"
 PAYEE = {"account": "6200009999000011", "name": "张三", "bank_code": "105100000017"}
-
-
-@implementer(IPolicyForHTTPS)
-class _Policy:
-    def __init__(self, creator: Any) -> None:
-        self.creator = creator
-
-    def creatorForNetloc(self, hostname: bytes, port: int) -> Any:  # noqa: N802
-        return self.creator
 
 
 class CentreClient:
@@ -49,15 +39,16 @@ class CentreClient:
         creator = optionsForClientTLS("localhost", trustRoot=Certificate.loadPEM(ca.read_bytes()),
                                       clientCertificate=client_cert)
         self.pool = HTTPConnectionPool(reactor, persistent=False)
-        self.agent = Agent(reactor, contextFactory=_Policy(creator), pool=self.pool, connectTimeout=5)
+        self.agent = Agent(reactor, contextFactory=FixedCreatorPolicy(creator), pool=self.pool, connectTimeout=5)
         self.base = base_url
 
     async def request(self, method: str, path: str, body: Any = None, *,
                       raw: bytes | None = None, ctype: str = "application/json") -> tuple[int, Any]:
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
         headers = Headers({b"content-type": [ctype.encode()]})
-        from twisted.web.client import FileBodyProducer
         from io import BytesIO
+
+        from twisted.web.client import FileBodyProducer
 
         producer = FileBodyProducer(BytesIO(data)) if data is not None else None
         d = self.agent.request(method.encode(), (self.base + path).encode(), headers, producer)

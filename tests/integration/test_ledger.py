@@ -26,8 +26,6 @@ from twisted.internet.task import deferLater
 from twisted.logger import globalLogPublisher
 from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool, readBody
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IPolicyForHTTPS
-from zope.interface import implementer
 
 from gateway.config import render_toml
 from gateway.ledger import store
@@ -41,6 +39,7 @@ from gateway.ledger.service import (
 )
 from gateway.pki import DevPki, issue
 from gateway.store.db import make_engine
+from gateway.tls import FixedCreatorPolicy
 from tests.unit.test_ledger_store import (
     DEBIT,
     GATEWAY_KEY,
@@ -62,15 +61,6 @@ TIMEOUT = 10.0
 # -- HTTPS client -------------------------------------------------------------------------
 
 
-@implementer(IPolicyForHTTPS)
-class _Policy:
-    def __init__(self, creator: Any) -> None:
-        self.creator = creator
-
-    def creatorForNetloc(self, hostname: bytes, port: int) -> Any:
-        return self.creator
-
-
 class Client:
     """HTTPS as one party: presents ``cert``/``key``, trusts only ``ca``."""
 
@@ -78,7 +68,7 @@ class Client:
         creator = optionsForClientTLS(
             "localhost", trustRoot=Certificate.loadPEM(ca.read_bytes()),
             clientCertificate=PrivateCertificate.loadPEM(cert.read_bytes() + key.read_bytes()))
-        self.agent = Agent(reactor, contextFactory=_Policy(creator),
+        self.agent = Agent(reactor, contextFactory=FixedCreatorPolicy(creator),
                            pool=HTTPConnectionPool(reactor, persistent=False), connectTimeout=5)
 
     async def call(self, method: str, url: str, body: Any = None, *,

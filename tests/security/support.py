@@ -25,11 +25,10 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool, readBody
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
 from gateway.logs import StructlogObserver
-from gateway.tls import tls_client_endpoint
+from gateway.tls import FixedCreatorPolicy, tls_client_endpoint
 
 TIMEOUT = 10.0
 
@@ -170,15 +169,6 @@ async def sleep(seconds: float) -> None:
 # -- HTTPS -----------------------------------------------------------------------------
 
 
-@implementer(IPolicyForHTTPS)
-class _Policy:
-    def __init__(self, creator: Any) -> None:
-        self.creator = creator
-
-    def creatorForNetloc(self, hostname: bytes, port: int) -> Any:  # noqa: N802
-        return self.creator
-
-
 @dataclass(frozen=True)
 class Answer:
     """One HTTP answer: status, headers (lowercase names, first value) and the parsed body."""
@@ -197,7 +187,7 @@ class Https:
             client_cert = PrivateCertificate.loadPEM(cert.read_bytes() + key.read_bytes())
         creator = optionsForClientTLS("localhost", trustRoot=Certificate.loadPEM(ca.read_bytes()),
                                       clientCertificate=client_cert)
-        self.agent = Agent(reactor, contextFactory=_Policy(creator),
+        self.agent = Agent(reactor, contextFactory=FixedCreatorPolicy(creator),
                            pool=HTTPConnectionPool(reactor, persistent=False), connectTimeout=5)
 
     async def call(self, method: str, url: str, body: Any = None, *, raw: bytes | None = None,

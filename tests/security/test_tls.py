@@ -37,13 +37,13 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import CertificateOptions
 from twisted.python.failure import Failure
 from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
-from twisted.web.iweb import IPolicyForHTTPS
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 from zope.interface import implementer
 
 from gateway.pki import DevPki, issue, write_crl
 from gateway.tls import (
+    FixedCreatorPolicy,
     InsecureKeyError,
     PeerIdentity,
     ReloadableOptions,
@@ -545,15 +545,6 @@ async def test_gateway_dials_a_bank_served_on_loopback_and_each_sees_the_other(
     assert server.handshakes[0].identity.uri == "hpf://gateway/main"
 
 
-@implementer(IPolicyForHTTPS)
-class _Policy:
-    def __init__(self, options: Any) -> None:
-        self._options = options
-
-    def creatorForNetloc(self, hostname: bytes, port: int) -> Any:  # noqa: N802
-        return self._options
-
-
 class _Collect(Protocol):
     """Collects a response body (readBody warns about this transport)."""
 
@@ -590,7 +581,7 @@ async def test_web_request_channel_transport_names_the_client(
     try:
         agent = Agent(
             reactor,
-            contextFactory=_Policy(client_for(dev_pki, "centre", "C11000")),
+            contextFactory=FixedCreatorPolicy(client_for(dev_pki, "centre", "C11000")),
             pool=HTTPConnectionPool(reactor, persistent=False),
         )
         url = f"https://127.0.0.1:{port.getHost().port}/".encode()
