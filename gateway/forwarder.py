@@ -18,7 +18,7 @@ from io import BytesIO
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool, readBody
@@ -78,6 +78,7 @@ class LedgerForwarder(Service):
         self.failures = 0
         self._call: Any = None
         self._running: Deferred[None] | None = None
+        self._marking: Deferred[None] | None = None
 
     def startService(self) -> None:
         super().startService()
@@ -87,9 +88,9 @@ class LedgerForwarder(Service):
         super().stopService()
         if self._call is not None and self._call.active():
             self._call.cancel()
-        d = self._running
+        d = self._running if self._running is not None else self._marked()
         closing = self.pool.closeCachedConnections()
-        return d.addBoth(lambda _: closing) if d is not None else closing
+        return d.addBoth(lambda _: self._marked()).addBoth(lambda _: closing)
 
     def _schedule(self, delay: float) -> None:
         if self.running:
@@ -115,19 +116,34 @@ class LedgerForwarder(Service):
         self.metrics.ledger_failures.inc()
         self._schedule(delay)
 
+    def _prepare(self, conn: Any, after: int) -> tuple[list[tuple[int, str]], bytes | None, int]:
+        """On a read thread: the next batch after ``after`` as (seq, event_id) pairs and the signed
+        request body, and the journal's newest seq.  Building, signing (libsodium, without the
+        GIL) and serialising here keeps that work off the reactor thread."""
+        rows = journal.events_after(conn, after, self.batch)
+        last = journal.last_seq(conn)
+        if not rows:
+            return [], None, last
+        copies = [self.signer.sign(copy_of(r, self.gateway_name, self.adapters.get(r["bank_id"]))) for r in rows]
+        body = json.dumps({"copies": copies}, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        return [(r["seq"], r["event_id"]) for r in rows], body, last
+
     @inlineCallbacks
     def deliver_once(self) -> Any:
-        """Send the next batch; fires with how many copies were accepted."""
+        """Send the next batch; fires with how many copies were accepted.
+
+        The delivered mark of one batch is committed while the next is prepared and
+        sent: a mark lost to a crash only means copies sent again, which the ledger
+        answers "duplicate" (G4).  At most one mark is outstanding, and its failure
+        fails the round that waits for it.
+        """
         if self.delivered is None:
             self.delivered = yield self.db.read(journal.delivered, TARGET)
-        rows = yield self.db.read(journal.events_after, self.delivered, self.batch)
-        last = yield self.db.read(journal.last_seq)
+        rows, body, last = yield self.db.read(self._prepare, self.delivered)
         self.metrics.ledger_backlog.set(max(last - self.delivered, 0))
         if not rows:
+            yield self._marked()
             return 0
-        copies = [self.signer.sign(copy_of(r, self.gateway_name, self.adapters.get(r["bank_id"])))
-                  for r in rows]
-        body = json.dumps({"copies": copies}, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         d = self.agent.request(b"POST", self.url.encode(), Headers({b"content-type": [b"application/json"]}),
                                FileBodyProducer(BytesIO(body)))
         d.addTimeout(30, self.reactor)
@@ -139,23 +155,30 @@ class LedgerForwarder(Service):
         if len(results) != len(rows):
             raise RuntimeError(f"ledger answered {len(results)} results for {len(rows)} copies")
         accepted = 0
-        for row, result in zip(rows, results):
-            if result.get("event_id") != row["event_id"]:
+        for (seq, event_id), result in zip(rows, results):
+            if result.get("event_id") != event_id:
                 raise RuntimeError("ledger answered out of order")
             status = result.get("status")
             self.metrics.ledger_copies.labels(status or "unknown").inc()
             if status not in ("stored", "duplicate"):
                 # Never skip a refused copy: stop here, keep it at the head of the backlog.
-                log.error("ledger.copy_refused", event_id=row["event_id"], seq=row["seq"],
+                log.error("ledger.copy_refused", event_id=event_id, seq=seq,
                           reason=str(result.get("reason"))[:200])
                 break
             accepted += 1
         crash_point("ledger.forward")
+        yield self._marked()
         if accepted:
-            upto = rows[accepted - 1]["seq"]
-            yield self.db.write(lambda tx: journal.mark_delivered(tx, TARGET, upto))
+            upto = rows[accepted - 1][0]
+            self._marking = self.db.write(lambda tx: journal.mark_delivered(tx, TARGET, upto))
             self.delivered = upto
             self.metrics.ledger_backlog.set(max(last - upto, 0))
         if accepted < len(rows):
+            yield self._marked()
             raise RuntimeError("the ledger refused a copy")
         return accepted
+
+    def _marked(self) -> Deferred[None]:
+        """The outstanding delivered mark, committed (fires at once when there is none)."""
+        marking, self._marking = self._marking, None
+        return marking if marking is not None else succeed(None)

@@ -52,6 +52,8 @@ from typing import Any, Mapping
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from nacl import bindings as _sodium
+from nacl.exceptions import BadSignatureError as _SodiumBadSignature
 
 from adapters.base import Instruction
 from gateway.model import format_amount
@@ -64,6 +66,28 @@ __all__ = ["ALGORITHMS", "canonical", "Signer", "load_public_key", "verify_bytes
 
 ALGORITHMS = ("ed25519", "ecdsa-p256-sha256")
 INSTRUCTION_SIGNATURE_VERSION = "hpf-instruction-1"
+_ED25519_SIGNATURE_LEN = 64
+
+
+# Ed25519 itself runs in libsodium (PyNaCl): keys are still read and checked with
+# ``cryptography``, but signing and verifying go through libsodium, which is about twice as
+# fast here and releases the GIL (cffi), so the ledger's verifier threads and the gateway's
+# signing run beside the reactor instead of taking turns with it (bench/README.md, item 12).
+
+def _ed25519_sign(secret: bytes, data: bytes) -> bytes:
+    return _sodium.crypto_sign(data, secret)[:_ED25519_SIGNATURE_LEN]
+
+
+def _ed25519_verify(key: ed25519.Ed25519PublicKey, signature: bytes, data: bytes) -> bool:
+    # crypto_sign_open takes signature || message, so a signature of another length would
+    # shift the split: refuse it first.
+    if len(signature) != _ED25519_SIGNATURE_LEN:
+        return False
+    try:
+        _sodium.crypto_sign_open(signature + data, key.public_bytes_raw())
+    except (_SodiumBadSignature, ValueError, TypeError):
+        return False
+    return True
 
 
 def canonical(copy: Mapping[str, Any]) -> bytes:
@@ -88,11 +112,14 @@ class Signer:
             raise ValueError(f"{private_key}: ECDSA keys must be on P-256")
         self.algorithm = algorithm
         self._key = key
+        self._ed25519: bytes | None = None
+        if isinstance(key, ed25519.Ed25519PrivateKey):  # libsodium's secret key: seed || public key
+            self._ed25519 = key.private_bytes_raw() + key.public_key().public_bytes_raw()
 
     def sign_bytes(self, data: bytes) -> bytes:
         """The raw signature over ``data``: 64 bytes for Ed25519, DER for ECDSA (over SHA-256)."""
-        if isinstance(self._key, ed25519.Ed25519PrivateKey):
-            return self._key.sign(data)
+        if self._ed25519 is not None:
+            return _ed25519_sign(self._ed25519, data)
         return self._key.sign(data, ec.ECDSA(hashes.SHA256()))
 
     def sign(self, copy: dict[str, Any]) -> dict[str, Any]:
@@ -179,10 +206,9 @@ def verify_bytes(key: Any, alg: str, data: bytes, signature_b64: str) -> bool:
         signature = base64.b64decode(signature_b64, validate=True)
     except (binascii.Error, ValueError, TypeError):
         return False
+    if alg == "ed25519":
+        return isinstance(key, ed25519.Ed25519PublicKey) and _ed25519_verify(key, signature, data)
     try:
-        if alg == "ed25519" and isinstance(key, ed25519.Ed25519PublicKey):
-            key.verify(signature, data)
-            return True
         if alg == "ecdsa-p256-sha256" and isinstance(key, ec.EllipticCurvePublicKey):
             key.verify(signature, data, ec.ECDSA(hashes.SHA256()))
             return True
@@ -277,7 +303,8 @@ def verify_instruction_signature(ins: Instruction, public_key: Any, algorithm: s
     data = instruction_signing_bytes(ins)
     try:
         if algorithm == "ed25519" and isinstance(public_key, ed25519.Ed25519PublicKey):
-            public_key.verify(ins.signature, data)
+            if not _ed25519_verify(public_key, ins.signature, data):
+                raise InvalidSignature()
         elif (algorithm == "ecdsa-p256-sha256" and isinstance(public_key, ec.EllipticCurvePublicKey)
               and isinstance(public_key.curve, ec.SECP256R1)):
             public_key.verify(ins.signature, data, ec.ECDSA(hashes.SHA256()))

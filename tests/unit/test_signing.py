@@ -1,0 +1,73 @@
+"""Copy signatures: libsodium's Ed25519 agrees with the standard, and hostile signatures fail.
+
+Ed25519 runs through libsodium (PyNaCl) for speed while keys are read with
+``cryptography``; these tests hold the two implementations to each other, so a
+signature made by one verifies with the other, and hold the verifier to refusing
+every malformed signature without raising.
+"""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway.signing import Signer, canonical, init_signing_key, load_public_key, verify_bytes
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Signer, object, object]:
+    directory: Path = tmp_path_factory.mktemp("keys")
+    key_path, pub_path = init_signing_key(directory)
+    private = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+    return Signer(key_path), load_public_key(pub_path), private
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def test_a_signed_copy_verifies_and_any_edit_does_not(keys: tuple[Signer, object, object]) -> None:
+    signer, public, _ = keys
+    copy = signer.sign({"seq": 7, "kind": "instruction.received", "payload": "{\"amount\":\"1.00\"}"})
+    assert copy["signature_alg"] == "ed25519"
+    assert verify_bytes(public, "ed25519", canonical(copy), copy["signature"])
+    edited = dict(copy, seq=8)
+    assert not verify_bytes(public, "ed25519", canonical(edited), copy["signature"])
+
+
+@settings(max_examples=200, derandomize=True, deadline=None)
+@given(st.binary(max_size=2048))
+def test_libsodium_and_openssl_ed25519_agree(keys: tuple[Signer, object, object], data: bytes) -> None:
+    signer, public, private = keys
+    ours = signer.sign_bytes(data)
+    assert ours == private.sign(data)  # type: ignore[attr-defined]  # Ed25519 is deterministic
+    public.verify(ours, data)  # type: ignore[attr-defined]  # raises if OpenSSL disagrees
+    assert verify_bytes(public, "ed25519", data, _b64(private.sign(data)))  # type: ignore[attr-defined]
+
+
+def test_signatures_of_the_wrong_length_are_refused_not_re_split(keys: tuple[Signer, object, object]) -> None:
+    # libsodium verifies signature || message: a real signature cut to 63 bytes, presented
+    # with its last byte moved to the front of the message, joins back into the genuine pair.
+    # Without the length check this would "verify" a message that was never signed.
+    signer, public, _ = keys
+    message = b"the signed message"
+    signature = signer.sign_bytes(message)
+    assert not verify_bytes(public, "ed25519", signature[63:] + message, _b64(signature[:63]))
+    assert not verify_bytes(public, "ed25519", message[1:], _b64(signature + message[:1]))
+    assert not verify_bytes(public, "ed25519", message, _b64(b""))
+    assert verify_bytes(public, "ed25519", message, _b64(signature))
+
+
+@settings(max_examples=200, derandomize=True, deadline=None)
+@given(st.binary(max_size=100), st.text(max_size=100))
+def test_hostile_signatures_are_false_never_an_exception(keys: tuple[Signer, object, object],
+                                                          data: bytes, signature: str) -> None:
+    _, public, _ = keys
+    assert verify_bytes(public, "ed25519", data, signature) is False
+    assert verify_bytes(public, "ecdsa-p256-sha256", data, signature) is False
+    assert verify_bytes(object(), "ed25519", data, signature) is False
