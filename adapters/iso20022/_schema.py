@@ -8,13 +8,18 @@ our elements against our definitions.  A bare document (no frame) is validated a
 same compiled schema, in which it is a global element of its own namespace.
 
 Compiled schemas are kept per thread: lxml validators carry an error log and are not meant
-to be shared between threads.
+to be shared between threads.  The official schemas are imported by their ``file:`` URI and
+read by libxml2 itself, not through an lxml ``Resolver``: lxml routes an import to a Python
+resolver through state shared by every thread, so a thread compiling its schema while
+another parsed sometimes lost an import and failed with ``XMLSchemaParseError``
+(``tests/adapters/test_iso20022_threads.py``).
 """
 
 from __future__ import annotations
 
 import threading
 from importlib import resources
+from pathlib import Path
 
 from lxml import etree
 
@@ -46,7 +51,6 @@ LINK_KINDS: tuple[str, ...] = ("SignOn", "SignOnAnswer", "Heartbeat", "Heartbeat
                                "StatusQuery", "BalanceQuery")
 """Our link-control elements; ``AppHdr/MsgDefIdr`` names them ``hpf.<element>``."""
 
-_SCHEME = "hpf-iso20022-schema:"
 
 # Our own definitions.  Lengths mirror the ISO text types; the codec checks the finer rules
 # (node and serial character sets) after validation.
@@ -98,7 +102,8 @@ def _link_xsd() -> bytes:
     names = ("head.001.001.02",) + DOCUMENTS
     prefixes = "".join(f' xmlns:{"h" if i == 0 else f"d{i}"}="{ISO_PREFIX}{n}"'
                        for i, n in enumerate(names))
-    imports = "".join(f'<xs:import namespace="{ISO_PREFIX}{n}" schemaLocation="{_SCHEME}{n}.xsd"/>'
+    where = _schema_directory().as_uri()
+    imports = "".join(f'<xs:import namespace="{ISO_PREFIX}{n}" schemaLocation="{where}/{n}.xsd"/>'
                       for n in names)
     documents = "".join(f'<xs:element ref="d{i}:Document"/>' for i in range(1, len(names)))
     kinds = "".join(f'<xs:element ref="{k}"/>' for k in LINK_KINDS)
@@ -106,16 +111,13 @@ def _link_xsd() -> bytes:
                             kinds=kinds).encode("utf-8")
 
 
-class _PackageResolver(etree.Resolver):
-    """Serves ``hpf-iso20022-schema:NAME.xsd`` from the package's ``schemas/`` and nothing else."""
-
-    def resolve(self, url: str | None, pubid: str | None, context: object) -> object | None:
-        if url and url.startswith(_SCHEME):
-            name = url[len(_SCHEME):]
-            if name.removesuffix(".xsd") in ("head.001.001.02",) + DOCUMENTS:
-                data = resources.files(__package__).joinpath("schemas", name).read_bytes()
-                return self.resolve_string(data, context)
-        return None  # unreachable for our own schema; libxml2 then fails to compile it
+def _schema_directory() -> Path:
+    """The package's ``schemas/`` directory, which must be on disk (libxml2 reads it)."""
+    directory = Path(str(resources.files(__package__).joinpath("schemas")))
+    if not (directory / "head.001.001.02.xsd").is_file():
+        raise RuntimeError(f"the ISO 20022 schemas are not on disk at {directory}: install "
+                           "hpf-gateway as files, not as a zip archive")
+    return directory.resolve()
 
 
 _local = threading.local()
@@ -126,7 +128,6 @@ def schema() -> etree.XMLSchema:
     compiled = getattr(_local, "schema", None)
     if compiled is None:
         parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
-        parser.resolvers.add(_PackageResolver())
         compiled = etree.XMLSchema(etree.fromstring(_link_xsd(), parser))
         _local.schema = compiled
     return compiled

@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import socket
+import threading
 import tracemalloc
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -137,6 +138,48 @@ def test_many_frames_in_one_chunk(kit: Kit) -> None:
     got = kit.adapter.framer().feed(stream)
     assert got == [f for _, f in pairs]
     assert [kit.adapter.decode(f) for f in got] == [m for m, _ in pairs]
+
+
+def test_threads_decoding_at_once_each_get_every_message(kit: Kit) -> None:
+    """The ledger checks bank frames on several threads, each starting cold (an XML adapter
+    builds per-thread parsers and schemas on first use) while others decode.  Every thread
+    must decode every frame exactly as one thread does.  With the ISO 20022 schemas
+    imported through an lxml Resolver, about one run in three lost an import here."""
+    pairs = _frames(kit, ("Result", "Movement", "Balance", "Receipt"))
+    failures: list[str] = []
+    busy = threading.Event()
+
+    def decode_all_frames() -> None:
+        framer = kit.adapter.framer()
+        for message, frame in pairs:
+            try:
+                got = [kit.adapter.decode(f) for f in framer.feed(frame)]
+            except Exception as e:  # noqa: BLE001 (collected: a thread must not die silently)
+                failures.append(f"{type(message).__name__}: {e!r}"[:300])
+                continue
+            if got != [message]:
+                failures.append(f"{type(message).__name__}: decoded differently")
+
+    def background() -> None:
+        while busy.is_set() and not failures:
+            decode_all_frames()
+
+    busy.set()
+    runner = threading.Thread(target=background)
+    runner.start()
+    try:
+        for _ in range(60):  # fresh threads, so each builds its per-thread state beside the runner
+            cold = [threading.Thread(target=decode_all_frames) for _ in range(6)]
+            for t in cold:
+                t.start()
+            for t in cold:
+                t.join(timeout=30)
+            if failures:
+                break
+    finally:
+        busy.clear()
+        runner.join(timeout=30)
+    assert not failures, failures[:3]
 
 
 def test_framer_fed_byte_by_byte_yields_each_frame_at_its_last_byte(kit: Kit) -> None:
