@@ -39,9 +39,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     times, lags = array("d"), array("d")
     observe = ledger.engine.observe
 
-    def observe_and_time(rows: Sequence[dict[str, Any]]) -> None:
-        # Ingest calls engine.observe(stored) right after the commit; the matcher runs inside it.
-        observe(rows)
+    def observe_and_time(rows: Sequence[dict[str, Any]], facts: Any = None) -> None:
+        # Ingest calls engine.observe(stored, facts) right after the commit; the matcher runs inside it.
+        observe(rows, facts)
         now = time.time()
         for row in rows:
             times.append(now)

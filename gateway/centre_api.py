@@ -75,27 +75,32 @@ class Problem(Exception):
         return out
 
 
+def _unique_pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in items:
+        if k in out:
+            raise ValueError(f"duplicate key {k!r}")
+        out[k] = v
+    return out
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+# One decoder for every call: json.loads with hooks builds a new one each time, which cost
+# more than parsing a small document (the ledger parses every copy's payload with it).
+_STRICT = json.JSONDecoder(object_pairs_hook=_unique_pairs, parse_constant=_no_constant, parse_float=Decimal)
+
+
 def strict_json(data: bytes) -> Any:
     """Parse a request body, refusing what lenient parsers let through.
 
     Duplicate keys, NaN/Infinity, invalid UTF-8 and absurd nesting are errors;
     numbers with a fraction are kept exact (Decimal), never floats.
     """
-
-    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for k, v in items:
-            if k in out:
-                raise ValueError(f"duplicate key {k!r}")
-            out[k] = v
-        return out
-
-    def constant(name: str) -> Any:
-        raise ValueError(f"{name} is not a JSON number")
-
     try:
-        text = data.decode("utf-8")
-        return json.loads(text, object_pairs_hook=pairs, parse_constant=constant, parse_float=Decimal)
+        return _STRICT.decode(data.decode("utf-8"))
     except UnicodeDecodeError:
         raise Problem(400, "invalid-json", "The body is not UTF-8") from None
     except RecursionError:

@@ -24,7 +24,7 @@ import datetime as _dt
 import io
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from twisted.internet.defer import Deferred, DeferredLock, FirstError, gatherResults
@@ -91,6 +91,7 @@ class ParsedCopy:
     row: store.CopyRow
     payload: Mapping[str, Any]
     signed: bytes
+    fact: Fact | None = None  # what the matcher reads, once the copy passed every check
 
 
 def _opt(doc: Mapping[str, Any], key: str, pattern: re.Pattern[str]) -> str | None:
@@ -278,7 +279,7 @@ class CopyChecker:
                                                  "key", forged=True))
                 continue
             try:
-                Fact.from_copy(doc)  # what the matcher relies on, checked before anything is stored
+                fact = Fact.from_copy(doc)  # what the matcher relies on, checked before anything is stored
             except ValueError as e:
                 out.append(Refusal(row.event_id, str(e)))  # "malformed copy: ..." from the matcher
                 continue
@@ -294,7 +295,7 @@ class CopyChecker:
                     out.append(Refusal(row.event_id, f"the bank's frame disagrees with the copy: "
                                                      f"{disagreement}", forged=True))
                     continue
-            out.append(parsed)
+            out.append(replace(parsed, fact=fact))
         return out
 
     def _adapter(self, name: str) -> Any:
@@ -371,7 +372,8 @@ class Ingest:
 
         outcomes, new_alerts = await self.db.write(op)
         stored = [o.row for o in outcomes if o.status == "stored" and o.row is not None]
-        self.engine.observe(stored)
+        facts = {p.row.event_id: p.fact for p in parsed}
+        self.engine.observe(stored, [facts.get(r["event_id"]) for r in stored])
         self.engine.alerts_created(new_alerts)
         by_id = iter(outcomes)
         results: list[dict[str, Any]] = []

@@ -235,22 +235,29 @@ class MatchEngine(Service):
 
     # -- input -----------------------------------------------------------------------
 
-    def observe(self, rows: Sequence[dict[str, Any]]) -> None:
-        """Feed stored copies (rows of ``copies``, in seq order) to the matcher; persist what follows."""
+    def observe(self, rows: Sequence[dict[str, Any]], facts: Sequence[Fact | None] | None = None) -> None:
+        """Feed stored copies (rows of ``copies``, in seq order) to the matcher; persist what follows.
+
+        ``facts``, when given, are the rows' facts as the ingest check already parsed them
+        (None where it did not); the rest are parsed again from the rows.
+        """
         if not rows or not self.running:
             # Stopped: the copies are committed, and the next start replays them.
             return
-        self._observe(rows, live=True)
+        self._observe(rows, live=True, facts=facts)
         self._kick()
 
-    def _observe(self, rows: Sequence[dict[str, Any]], *, live: bool) -> None:
+    def _observe(self, rows: Sequence[dict[str, Any]], *, live: bool,
+                 facts: Sequence[Fact | None] | None = None) -> None:
         assert self.matcher is not None
         now = self.clock()
-        for row in rows:
+        for i, row in enumerate(rows):
             if row["seq"] <= self.applied_seq:
                 continue  # already taken (a replay page racing a live batch cannot happen, but be sure)
             try:
-                fact = Fact.from_copy(store.copy_document(row))
+                fact = facts[i] if facts is not None else None
+                if fact is None:
+                    fact = Fact.from_copy(store.copy_document(row))
                 self._pending.extend(self.matcher.observe(fact, now))
             except Exception:
                 self.metrics.matcher_errors.inc()

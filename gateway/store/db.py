@@ -172,7 +172,25 @@ class Tx:
 WriteOp = Callable[[Tx], T]
 
 _EVENT_COLUMNS = (*CHAINED, "raw", "created_us", "hash")
-_INSERTS: dict[tuple[str, str, tuple[str, ...]], str] = {}
+_STATEMENTS: dict[tuple[str, str, str, tuple[str, ...]], str] = {}
+
+
+def _driver_sql(conn: Connection, verb: str, table: Any, columns: tuple[str, ...], key: str | None) -> str:
+    """The driver-level text of ``verb`` on ``table``'s ``columns`` (built once per dialect)."""
+    dialect = conn.dialect
+    cache_key = (dialect.name, verb, table.name, columns + ((key,) if key else ()))
+    sql = _STATEMENTS.get(cache_key)
+    if sql is None:
+        mark = "?" if dialect.paramstyle == "qmark" else "%s"
+        for c in columns + ((key,) if key else ()):
+            table.c[c]  # noqa: B018 (a column the table lacks fails here, loudly, not in the driver)
+        if verb == "insert":
+            sql = (f"INSERT INTO {table.name} ({', '.join(columns)}) "
+                   f"VALUES ({', '.join([mark] * len(columns))})")
+        else:
+            sql = f"UPDATE {table.name} SET {', '.join(f'{c} = {mark}' for c in columns)} WHERE {key} = {mark}"
+        _STATEMENTS[cache_key] = sql
+    return sql
 
 
 def insert_many(conn: Connection, table: Any, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
@@ -183,18 +201,16 @@ def insert_many(conn: Connection, table: Any, columns: tuple[str, ...], rows: li
     there.  The values must already be what the columns store (str, int,
     bytes, None), which is all the gateway's schema holds.
     """
-    if not rows:
-        return
-    dialect = conn.dialect
-    key = (dialect.name, table.name, columns)
-    sql = _INSERTS.get(key)
-    if sql is None:
-        mark = "?" if dialect.paramstyle == "qmark" else "%s"
-        for c in columns:
-            table.c[c]  # noqa: B018 (a column the table lacks fails here, loudly, not in the driver)
-        sql = _INSERTS[key] = (f"INSERT INTO {table.name} ({', '.join(columns)}) "
-                               f"VALUES ({', '.join([mark] * len(columns))})")
-    conn.exec_driver_sql(sql, rows)
+    if rows:
+        conn.exec_driver_sql(_driver_sql(conn, "insert", table, columns, None), rows)
+
+
+def update_many(conn: Connection, table: Any, key: str, columns: tuple[str, ...],
+                rows: list[tuple[Any, ...]]) -> None:
+    """Set ``columns`` of the row whose ``key`` column matches, for each tuple of ``rows``
+    (the new values in ``columns`` order, then the key), the way :func:`insert_many` inserts."""
+    if rows:
+        conn.exec_driver_sql(_driver_sql(conn, "update", table, columns, key), rows)
 
 
 class GroupCommitWriter:

@@ -16,14 +16,14 @@ import json
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection
 
 from gateway import lifecycle
 from gateway.model import Instruction, State, canonical_json, format_amount
 from gateway.store import leases, schema
 from gateway.faults import crash_point
-from gateway.store.db import Tx, insert_many
+from gateway.store.db import Tx, insert_many, update_many
 
 __all__ = [
     "IntakeItem", "IntakeOutcome", "intake", "get", "get_by_ref", "feed", "load_open", "load_new",
@@ -310,9 +310,8 @@ def _transition(tx: Tx, row: dict[str, Any], event: lifecycle.Event, *, fields: 
 def _store_dirty(tx: Tx, dirty: dict[int, dict[str, Any]]) -> None:
     if not dirty:
         return
-    tx.conn.execute(
-        update(I).where(I.c.id == bindparam("b_id")).values({c: bindparam("b_" + c) for c in _MUTABLE}),
-        [{"b_id": row_id, **{"b_" + c: row.get(c) for c in _MUTABLE}} for row_id, row in dirty.items()])
+    update_many(tx.conn, I, "id", _MUTABLE,
+                [tuple([row.get(c) for c in _MUTABLE] + [row_id]) for row_id, row in dirty.items()])
 
 
 _COLUMNS = tuple(I.c.keys())
