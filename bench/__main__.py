@@ -61,7 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"machine: {machine['nproc']} x {machine['cpu_model']}, Python {machine['python']}, "
           f"commit {(machine['git_commit'] or '?')[:12]}"
           f"{' + uncommitted changes' if machine['git_dirty_files'] else ''}, "
-          f"load average at start {' '.join(str(x) for x in machine['load_average_at_start'])}")
+          f"load average at start {' '.join(str(x) for x in machine['load_average_at_start'])}, "
+          f"a 2,000,000-step Python loop took {machine['python_loop_ms']:g} ms")
     if args.json:
         # The load at the end says whether the machine stayed as busy as it was at the start.
         machine["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]

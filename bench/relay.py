@@ -235,6 +235,15 @@ def run(args: argparse.Namespace) -> Report:
         "ratio": None if ratio is None else round(ratio, 6),
         "centre": report.to_json(),
     }
+    # Where the two cores went: every process of the run, per instruction that became final.
+    per = (lambda cpu: None if cpu is None or not final else round(cpu * 1000.0 / final, 2))
+    budget = (f"gateway {per(out['gateway_cpu_s'])}, banks {per(out['banks_cpu_s'])}, "
+              f"ledger {per(out['ledger_cpu_s']) if args.ledger else '-'}, centre {per(out['bench_cpu_s'])}")
+    figures["cpu_s_per_1000_by_process"] = {
+        "gateway": per(out["gateway_cpu_s"]), "banks": per(out["banks_cpu_s"]),
+        "ledger": per(out["ledger_cpu_s"]), "centre_bench_process": per(out["bench_cpu_s"])}
+    figures["ledger_cpu_s_per_1000_copies"] = (round(out["ledger_cpu_s"] * 1000.0 / copies, 3)
+                                               if args.ledger and copies and out["ledger_cpu_s"] else None)
     rows = (
         ("mode", mode, ""),
         ("database", figures["database"], ""),
@@ -249,6 +258,7 @@ def run(args: argparse.Namespace) -> Report:
         ("gateway waiting for a CPU (run queue)", figures["gateway_runqueue_wait_s"],
          f"thread-s in {out['wall_s']:.1f} s (ready, but the CPUs were busy)"),
         ("gateway peak RSS (VmHWM)", figures["gateway_peak_rss_mb"], "MB"),
+        ("CPU per 1,000 instructions, by process", budget, "CPU s (run and drain)"),
         ("not final / refused / duplicate finals",
          f"{report.not_final} / {report.refused} / {report.duplicate_finals}", ""),
         ("copies delivered to the ledger", int(copies) if args.ledger else "no ledger",
