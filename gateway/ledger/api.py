@@ -177,14 +177,16 @@ def parse_copy(doc: Any, *, expected_alg: str) -> ParsedCopy | Refusal:
             raise ValueError("signature must be base64 text")
         if doc["signature_alg"] != expected_alg:
             raise ValueError(f"signature_alg must be {expected_alg!r}, the one configured for this gateway")
-        row = store.CopyRow(
+        fields = dict(
             gateway=gateway, gateway_seq=_int(doc, "seq"), event_id=shown, kind=kind,
             centre_id=_opt(doc, "centre_id", _CENTRE), instruction_id=_opt(doc, "instruction_id", _INSTRUCTION),
             bank_id=_opt(doc, "bank_id", _BANK), account=_opt(doc, "account", _ACCOUNT), state=state,
             created_us=_int(doc, "created_us"), payload=payload_text, raw=raw,
             adapter=_opt(doc, "adapter", _ADAPTER), gateway_hash=gateway_hash, signature=signature,
             signature_alg=expected_alg, host_seq_no=_host_seq_no(kind, payload))
+        # Only now is every field a str, int or None, so the canonical form exists.
         signed = store.canonical_bytes(doc)
+        row = store.CopyRow(**fields, signed=signed)
     except ValueError as e:  # UnicodeEncodeError (lone surrogates) is a ValueError too
         return Refusal(shown, f"malformed: {e}")
     return ParsedCopy(row, payload, signed)

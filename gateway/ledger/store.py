@@ -21,7 +21,7 @@ import base64
 import datetime as _dt
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -47,7 +47,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 
 from gateway.signing import canonical
-from gateway.store.db import GENESIS, Database, Tx
+from gateway.store.db import GENESIS, Database, Tx, insert_many
 from gateway.store.migrate import Migrations
 
 __all__ = [
@@ -196,13 +196,17 @@ def copy_document(row: Mapping[str, Any]) -> dict[str, Any]:
 
 def ledger_chain_hash(prev: str, seq: int, received_us: int, document: Mapping[str, Any]) -> str:
     """The ledger hash of one copy: the previous hash, its seq and arrival, the signed bytes and signature."""
+    return _chain_hash(prev, seq, received_us, canonical_bytes(document), document["signature"])
+
+
+def _chain_hash(prev: str, seq: int, received_us: int, signed: bytes, signature: Any) -> str:
     h = hashlib.sha256()
     for part in (prev, str(seq), str(received_us)):
         h.update(part.encode("ascii"))
         h.update(b"\x1f")
-    h.update(canonical_bytes(document))
+    h.update(signed)
     h.update(b"\x1f")
-    h.update(str(document["signature"]).encode("ascii", "replace"))
+    h.update(str(signature).encode("ascii", "replace"))
     return h.hexdigest()
 
 
@@ -230,10 +234,13 @@ class CopyRow:
     signature: str
     signature_alg: str
     host_seq_no: str | None
+    # canonical_bytes of the copy as checked, when the caller has them (the ingest check
+    # does): the same bytes the stored row gives back, so the chain need not rebuild them.
+    signed: bytes | None = field(default=None, compare=False, repr=False)
 
     def values(self) -> dict[str, Any]:
         """The columns of this copy (without seq, received_us and hash)."""
-        return {f: getattr(self, f) for f in self.__dataclass_fields__}
+        return {f: getattr(self, f) for f in _COPY_COLUMNS}
 
 
 @dataclass(frozen=True)
@@ -263,6 +270,10 @@ class AlertRow:
     subject: str
     summary: str
     evidence: tuple[str, ...]
+
+
+_COPY_COLUMNS = tuple(f for f in CopyRow.__dataclass_fields__ if f != "signed")
+_STORED_COLUMNS = _COPY_COLUMNS + ("seq", "received_us", "hash")
 
 
 def _head(conn: Connection) -> tuple[int, str]:
@@ -322,13 +333,14 @@ def store_copies(tx: Tx, gateway: str, rows: Sequence[CopyRow]) -> list[CopyOutc
             continue
         seq += 1
         values.update(seq=seq, received_us=tx.now_us)
-        values["hash"] = prev = ledger_chain_hash(prev, seq, tx.now_us, copy_document(values))
+        signed = r.signed if r.signed is not None else canonical_bytes(copy_document(values))
+        values["hash"] = prev = _chain_hash(prev, seq, tx.now_us, signed, r.signature)
         new_rows.append(values)
         known[r.event_id] = values
         last_gseq = r.gateway_seq
         outcomes.append(CopyOutcome(r.event_id, "stored", seq=seq, row=values))
     if new_rows:
-        conn.execute(insert(copies), new_rows)
+        insert_many(conn, copies, _STORED_COLUMNS, [tuple([v[c] for c in _STORED_COLUMNS]) for v in new_rows])
         if head_before == 0 and conn.execute(select(ledger_head.c.id)).first() is None:
             conn.execute(insert(ledger_head).values(id=1, seq=seq, hash=prev))
         else:
