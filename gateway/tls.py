@@ -153,6 +153,11 @@ def peer_identity(transport: Any) -> PeerIdentity | None:
     when there is no peer certificate (not TLS, or handshake not finished);
     raises ``ValueError`` when there is one that names no valid identity.
     """
+    cached = getattr(transport, "_hpf_peer_identity", None)
+    if cached is not None:
+        # Read once per connection: the peer cannot change its certificate, since
+        # renegotiation is refused (OP_NO_RENEGOTIATION) and TLS 1.3 has none.
+        return cached
     get_certificate = getattr(transport, "getPeerCertificate", None)
     if get_certificate is None:
         return None
@@ -161,7 +166,13 @@ def peer_identity(transport: Any) -> PeerIdentity | None:
         return None
     if isinstance(cert, crypto.X509):
         cert = cert.to_cryptography()
-    return identity_from_certificate(cert)
+    identity = identity_from_certificate(cert)
+    if _OP_NO_RENEGOTIATION:
+        try:
+            transport._hpf_peer_identity = identity
+        except AttributeError:  # a transport that takes no attributes is asked every time
+            pass
+    return identity
 
 
 # -- key files ----------------------------------------------------------------
