@@ -12,7 +12,7 @@ to be shared between threads.  The official schemas are imported by their ``file
 read by libxml2 itself, not through an lxml ``Resolver``: lxml routes an import to a Python
 resolver through state shared by every thread, so a thread compiling its schema while
 another parsed sometimes lost an import and failed with ``XMLSchemaParseError``
-(``tests/adapters/test_iso20022_threads.py``).
+(``test_threads_decoding_at_once_each_get_every_message`` in ``tests/adapters/test_conformance.py``).
 """
 
 from __future__ import annotations
