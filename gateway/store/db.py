@@ -15,6 +15,7 @@ import hashlib
 import os
 import time
 from dataclasses import dataclass, field
+from collections.abc import Iterator
 from typing import Any, Callable, TypeVar
 
 from sqlalchemy import create_engine, event, insert, select, update
@@ -173,44 +174,86 @@ WriteOp = Callable[[Tx], T]
 
 _EVENT_COLUMNS = (*CHAINED, "raw", "created_us", "hash")
 _STATEMENTS: dict[tuple[str, str, str, tuple[str, ...]], str] = {}
+_PG_MAX_PARAMETERS = 65_535  # the wire protocol's limit per statement
 
 
-def _driver_sql(conn: Connection, verb: str, table: Any, columns: tuple[str, ...], key: str | None) -> str:
-    """The driver-level text of ``verb`` on ``table``'s ``columns`` (built once per dialect)."""
-    dialect = conn.dialect
-    cache_key = (dialect.name, verb, table.name, columns + ((key,) if key else ()))
+def _checked(table: Any, columns: tuple[str, ...]) -> None:
+    for c in columns:
+        table.c[c]  # noqa: B018 (a column the table lacks fails here, loudly, not in the driver)
+
+
+def _sqlite_sql(verb: str, table: Any, columns: tuple[str, ...], key: str | None) -> str:
+    cache_key = ("sqlite", verb, table.name, columns + ((key,) if key else ()))
     sql = _STATEMENTS.get(cache_key)
     if sql is None:
-        mark = "?" if dialect.paramstyle == "qmark" else "%s"
-        for c in columns + ((key,) if key else ()):
-            table.c[c]  # noqa: B018 (a column the table lacks fails here, loudly, not in the driver)
+        _checked(table, columns + ((key,) if key else ()))
         if verb == "insert":
-            sql = (f"INSERT INTO {table.name} ({', '.join(columns)}) "
-                   f"VALUES ({', '.join([mark] * len(columns))})")
+            sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
         else:
-            sql = f"UPDATE {table.name} SET {', '.join(f'{c} = {mark}' for c in columns)} WHERE {key} = {mark}"
+            sql = f"UPDATE {table.name} SET {', '.join(f'{c} = ?' for c in columns)} WHERE {key} = ?"
         _STATEMENTS[cache_key] = sql
     return sql
 
 
-def insert_many(conn: Connection, table: Any, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
-    """Insert ``rows`` (tuples in ``columns`` order) with one prepared statement run by the driver.
+def _pg_chunks(rows: list[tuple[Any, ...]], width: int) -> Iterator[list[tuple[Any, ...]]]:
+    per = max(1, _PG_MAX_PARAMETERS // width)
+    for i in range(0, len(rows), per):
+        yield rows[i:i + per]
 
-    For the hot inserts (instructions at intake, journal events): SQLAlchemy's
-    per-row parameter processing costs more than the database's own work
-    there.  The values must already be what the columns store (str, int,
-    bytes, None), which is all the gateway's schema holds.
+
+def _pg_values(n: int, width: int) -> str:
+    row = "(" + ", ".join(["%s"] * width) + ")"
+    return ", ".join([row] * n)
+
+
+# On PostgreSQL every multi-row write is ONE statement (multi-row VALUES), never the driver's
+# executemany: psycopg pipelines executemany, and a node frozen (SIGSTOP, a VM pause) in the
+# middle of sending a pipeline leaves its backend waiting for the rest of it.  The server does
+# not count that as idle in a transaction, so idle_in_transaction_session_timeout never ends
+# it, and its row locks stopped every other node (tests/faults/test_failover.py caught it;
+# tests/unit/test_store.py holds the store to it).
+
+
+def insert_many(conn: Connection, table: Any, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+    """Insert ``rows`` (tuples in ``columns`` order) with prepared SQL sent straight to the driver.
+
+    For the hot inserts (instructions at intake, journal events, copies at the
+    ledger): SQLAlchemy's per-row parameter processing costs more than the
+    database's own work there.  The values must already be what the columns
+    store (str, int, bytes, None), which is all the gateway's schema holds.
     """
-    if rows:
-        conn.exec_driver_sql(_driver_sql(conn, "insert", table, columns, None), rows)
+    if not rows:
+        return
+    if conn.dialect.name != "postgresql":
+        conn.exec_driver_sql(_sqlite_sql("insert", table, columns, None), rows)
+        return
+    _checked(table, columns)
+    for chunk in _pg_chunks(rows, len(columns)):
+        conn.exec_driver_sql(f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES "
+                             f"{_pg_values(len(chunk), len(columns))}",
+                             tuple([v for row in chunk for v in row]))
 
 
 def update_many(conn: Connection, table: Any, key: str, columns: tuple[str, ...],
                 rows: list[tuple[Any, ...]]) -> None:
     """Set ``columns`` of the row whose ``key`` column matches, for each tuple of ``rows``
     (the new values in ``columns`` order, then the key), the way :func:`insert_many` inserts."""
-    if rows:
-        conn.exec_driver_sql(_driver_sql(conn, "update", table, columns, key), rows)
+    if not rows:
+        return
+    if conn.dialect.name != "postgresql":
+        conn.exec_driver_sql(_sqlite_sql("update", table, columns, key), rows)
+        return
+    _checked(table, columns + (key,))
+    names = columns + (key,)
+    # Each value is cast to its column's type: a VALUES column of parameters that are all
+    # NULL would otherwise be text.
+    cast = {c: table.c[c].type.compile(dialect=conn.dialect) for c in names}
+    assignments = ", ".join(f"{c} = v.{c}::{cast[c]}" for c in columns)
+    for chunk in _pg_chunks(rows, len(names)):
+        conn.exec_driver_sql(f"UPDATE {table.name} AS t SET {assignments} "
+                             f"FROM (VALUES {_pg_values(len(chunk), len(names))}) AS v({', '.join(names)}) "
+                             f"WHERE t.{key} = v.{key}::{cast[key]}",
+                             tuple([v for row in chunk for v in row]))
 
 
 class GroupCommitWriter:

@@ -517,7 +517,7 @@ def _facts_seen(tx: Tx, bank_id: str, keys: Sequence[str]) -> set[str]:
             F.c.bank_id == bank_id, F.c.fact_key.in_(unique[i:i + 500]))).scalars())
     fresh = [k for k in unique if k not in seen]
     if fresh:
-        tx.conn.execute(insert(F), [{"bank_id": bank_id, "fact_key": k} for k in fresh])
+        insert_many(tx.conn, F, ("bank_id", "fact_key"), [(bank_id, k) for k in fresh])
     return seen
 
 

@@ -179,3 +179,36 @@ def test_the_intake_payload_is_the_canonical_json_of_its_parts(bank, ref, reason
     if reason:
         expected["reason"] = reason
     assert q.intake_payload(row) == canonical_json(expected)
+
+
+@pytest_twisted.inlineCallbacks
+def test_multi_row_writes_are_single_statements_on_postgresql(pg_url):
+    """On PostgreSQL no write may go through the driver's executemany.  psycopg pipelines it,
+    and a node frozen while sending a pipeline leaves its backend waiting for the rest: the
+    server does not count that as idle in a transaction, so the idle-in-transaction limit
+    never ends it and its row locks stop every other node (the failover test caught this)."""
+    from sqlalchemy import event
+
+    database = Database(reactor, pg_url)
+    database.startService()
+    many: list[str] = []
+
+    def seen(conn, cursor, statement, parameters, context, executemany):
+        if executemany:
+            many.append(statement[:80])
+
+    event.listen(database.engine, "before_cursor_execute", seen)
+    try:
+        items = [q.IntakeItem(make_instruction(n), "B001") for n in range(1, 41)]
+        outs = yield database.write(lambda tx: q.intake(tx, items))
+        refs = [o.record["bank_ref"] for o in outs]
+        sent = yield database.write(lambda tx: q.record_sent(tx, "B001", refs))
+        entries = [({"account": "6200001111222233", "host_seq_no": f"H{n}", "amount": -n}, "C52240")
+                   for n in range(1, 30)]
+        moved = yield database.write(lambda tx: q.record_movements(tx, "B001", entries, raw=b"notice"))
+        states = yield database.read(lambda c: c.execute(select(schema.instructions.c.state)).scalars().all())
+    finally:
+        yield database.stopService()
+    assert (len(outs), sent, moved) == (40, 40, 29)
+    assert set(states) == {"sent"}
+    assert many == [], many
