@@ -215,7 +215,7 @@ def _pg_values(n: int, width: int) -> str:
 
 
 def insert_many(conn: Connection, table: Any, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
-    """Insert ``rows`` (tuples in ``columns`` order) with prepared SQL sent straight to the driver.
+    """Insert ``rows`` (tuples in ``columns`` order) with SQL sent straight to the driver.
 
     For the hot inserts (instructions at intake, journal events, copies at the
     ledger): SQLAlchemy's per-row parameter processing costs more than the
