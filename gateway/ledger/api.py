@@ -86,12 +86,17 @@ class Refusal:
 
 @dataclass(frozen=True)
 class ParsedCopy:
-    """A copy whose shape is valid: the row to store, the parsed payload and the signed bytes."""
+    """A copy whose shape is valid: the row to store (with the signed bytes) and the parsed payload."""
 
     row: store.CopyRow
     payload: Mapping[str, Any]
-    signed: bytes
     fact: Fact | None = None  # what the matcher reads, once the copy passed every check
+
+    @property
+    def signed(self) -> bytes:
+        """The bytes the gateway's signature covers (:func:`store.canonical_bytes` of the copy)."""
+        assert self.row.signed is not None  # parse_copy always sets them
+        return self.row.signed
 
 
 def _opt(doc: Mapping[str, Any], key: str, pattern: re.Pattern[str]) -> str | None:
@@ -185,11 +190,10 @@ def parse_copy(doc: Any, *, expected_alg: str) -> ParsedCopy | Refusal:
             adapter=_opt(doc, "adapter", _ADAPTER), gateway_hash=gateway_hash, signature=signature,
             signature_alg=expected_alg, host_seq_no=_host_seq_no(kind, payload))
         # Only now is every field a str, int or None, so the canonical form exists.
-        signed = store.canonical_bytes(doc)
-        row = store.CopyRow(**fields, signed=signed)
+        row = store.CopyRow(**fields, signed=store.canonical_bytes(doc))
     except ValueError as e:  # UnicodeEncodeError (lone surrogates) is a ValueError too
         return Refusal(shown, f"malformed: {e}")
-    return ParsedCopy(row, payload, signed)
+    return ParsedCopy(row, payload)
 
 
 def check_raw(copy: ParsedCopy, adapter: Any) -> str | None:

@@ -243,16 +243,19 @@ def update_many(conn: Connection, table: Any, key: str, columns: tuple[str, ...]
     if conn.dialect.name != "postgresql":
         conn.exec_driver_sql(_sqlite_sql("update", table, columns, key), rows)
         return
-    _checked(table, columns + (key,))
     names = columns + (key,)
-    # Each value is cast to its column's type: a VALUES column of parameters that are all
-    # NULL would otherwise be text.
-    cast = {c: table.c[c].type.compile(dialect=conn.dialect) for c in names}
-    assignments = ", ".join(f"{c} = v.{c}::{cast[c]}" for c in columns)
+    cache_key = ("postgresql", "update", table.name, names)
+    head = _STATEMENTS.get(cache_key)
+    if head is None:
+        _checked(table, names)
+        # Each value is cast to its column's type: a VALUES column of parameters that are
+        # all NULL would otherwise be text.
+        cast = {c: table.c[c].type.compile(dialect=conn.dialect) for c in names}
+        head = _STATEMENTS[cache_key] = (
+            f"UPDATE {table.name} AS t SET {', '.join(f'{c} = v.{c}::{cast[c]}' for c in columns)} "
+            f"FROM (VALUES {{}}) AS v({', '.join(names)}) WHERE t.{key} = v.{key}::{cast[key]}")
     for chunk in _pg_chunks(rows, len(names)):
-        conn.exec_driver_sql(f"UPDATE {table.name} AS t SET {assignments} "
-                             f"FROM (VALUES {_pg_values(len(chunk), len(names))}) AS v({', '.join(names)}) "
-                             f"WHERE t.{key} = v.{key}::{cast[key]}",
+        conn.exec_driver_sql(head.format(_pg_values(len(chunk), len(names))),
                              tuple([v for row in chunk for v in row]))
 
 

@@ -330,19 +330,18 @@ def _rows_where(tx: Tx, column: str, values: Iterable[str], *, centre_id: str | 
     conn = tx.conn
     select_list = ", ".join(_COLUMNS)
     postgres = conn.dialect.name == "postgresql"
-    centre = "centre_id = %s AND " if postgres else "centre_id = ? AND "
-    prefix = (centre if centre_id is not None else "", (centre_id,) if centre_id is not None else ())
+    mark = "%s" if postgres else "?"
+    where, fixed = (f"centre_id = {mark} AND ", (centre_id,)) if centre_id is not None else ("", ())
     out: list[dict[str, Any]] = []
     for i in range(0, len(keys), 500):
         chunk = keys[i:i + 500]
         if postgres:
             result = conn.exec_driver_sql(
-                f"SELECT {select_list} FROM instructions WHERE {prefix[0]}{column} = ANY(%s)",
-                prefix[1] + (chunk,))
+                f"SELECT {select_list} FROM instructions WHERE {where}{column} = ANY(%s)", fixed + (chunk,))
         else:
             result = conn.exec_driver_sql(
-                f"SELECT {select_list} FROM instructions WHERE {prefix[0]}{column} IN "
-                f"({', '.join('?' * len(chunk))})", prefix[1] + tuple(chunk))
+                f"SELECT {select_list} FROM instructions WHERE {where}{column} IN "
+                f"({', '.join('?' * len(chunk))})", fixed + tuple(chunk))
         rows = result.cursor.fetchall()
         result.close()
         out += [dict(zip(_COLUMNS, values)) for values in rows]
