@@ -109,6 +109,15 @@ def strict_json(data: bytes) -> Any:
         raise Problem(400, "invalid-json", "The body is not valid JSON", str(e)[:200]) from None
 
 
+class JsonText(str):
+    """An answer already rendered as JSON text: sent as it is, never serialised again."""
+
+
+def _json(value: Any) -> str:
+    """``value`` as the compact JSON text every answer uses."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
 def json_body(request: Any) -> Any:
     """The request's JSON body, strictly parsed; 413 past MAX_BODY, 415 unless application/json."""
     if request.too_large:
@@ -510,12 +519,15 @@ class CentreApi(Resource):
             if body.allow:
                 request.setHeader(b"allow", ", ".join(body.allow).encode("ascii"))
             payload = json.dumps(body.to_json(), ensure_ascii=False).encode("utf-8")
+        elif isinstance(body, JsonText):
+            request.setHeader(b"content-type", b"application/json; charset=utf-8")
+            payload = body.encode("utf-8")
         elif isinstance(body, bytes):
             request.setHeader(b"content-type", b"application/json")
             payload = body
         else:
             request.setHeader(b"content-type", b"application/json; charset=utf-8")
-            payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+            payload = _json(body).encode("utf-8")
         request.setHeader(b"cache-control", b"no-store")
         request.write(payload)
         request.finish()
@@ -591,7 +603,7 @@ class CentreApi(Resource):
         if outcome.status == "conflict":
             return 409, Problem(409, "conflict", "This instruction_id was used with another body",
                                 errors=(FieldError("instruction_id", "already used with a different body"),))
-        return (202 if outcome.status == "created" else 200), q.public_record(outcome.record)
+        return (202 if outcome.status == "created" else 200), JsonText(q.public_record_json(outcome.record))
 
     async def _batch(self, request: Any, centre: str, _: str) -> tuple[int, Any]:
         self._intake_open()
@@ -603,7 +615,8 @@ class CentreApi(Resource):
         if not 1 <= len(raw) <= self.config.limits.max_batch:
             raise Problem(422, "invalid-instruction", "Batch size out of range",
                           errors=(FieldError("instructions", f"must hold 1 to {self.config.limits.max_batch} items"),))
-        results: list[dict[str, Any] | None] = [None] * len(raw)
+        # Rendered item by item: an instruction's record is JSON text around its stored body.
+        results: list[str] = [""] * len(raw)
         items: list[q.IntakeItem] = []
         positions: list[int] = []
         for i, entry in enumerate(raw):
@@ -611,14 +624,14 @@ class CentreApi(Resource):
                 items.append(self.intake.prepare(centre, entry))
                 positions.append(i)
             except Problem as p:
-                results[i] = {"index": i, "status": p.status, "problem": p.to_json()}
+                results[i] = _json({"index": i, "status": p.status, "problem": p.to_json()})
         outcomes = await self.intake.store(items) if items else []
         for i, outcome in zip(positions, outcomes):
             status, value = self._outcome(outcome)
-            key = "problem" if isinstance(value, Problem) else "instruction"
-            results[i] = {"index": i, "status": status,
-                          key: value.to_json() if isinstance(value, Problem) else value}
-        return 200, {"results": results}
+            results[i] = (_json({"index": i, "status": status, "problem": value.to_json()})
+                          if isinstance(value, Problem)
+                          else f'{{"index":{i},"status":{status},"instruction":{value}}}')
+        return 200, JsonText('{"results":[' + ",".join(results) + "]}")
 
     async def _booking(self, request: Any, centre: str, _: str) -> tuple[int, Any]:
         """The centre's accounting voucher for a result or a movement, journalled for the ledger."""
@@ -649,7 +662,7 @@ class CentreApi(Resource):
         row = await self.db.read(q.get, centre, instruction_id)
         if row is None:
             raise Problem(404, "not-found", "No such instruction for this centre")
-        return 200, q.public_record(row)
+        return 200, JsonText(q.public_record_json(row))
 
     async def _results(self, request: Any, centre: str, _: str) -> tuple[int, Any]:
         after = _int_arg(request, b"after", 0, 0, 2**62)

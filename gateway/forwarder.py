@@ -124,8 +124,9 @@ class LedgerForwarder(Service):
         last = journal.last_seq(conn)
         if not rows:
             return [], None, last
-        copies = [self.signer.sign(copy_of(r, self.gateway_name, self.adapters.get(r["bank_id"]))) for r in rows]
-        body = json.dumps({"copies": copies}, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        copies = ",".join(self.signer.sign_json(copy_of(r, self.gateway_name, self.adapters.get(r["bank_id"])))
+                          for r in rows)
+        body = f'{{"copies":[{copies}]}}'.encode("utf-8")
         return [(r["seq"], r["event_id"]) for r in rows], body, last
 
     @inlineCallbacks

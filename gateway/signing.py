@@ -59,7 +59,7 @@ from adapters.base import Instruction
 from gateway.model import format_amount
 from gateway.tls import check_key_file, resolve_credential
 
-__all__ = ["ALGORITHMS", "canonical", "Signer", "load_public_key", "verify_bytes", "init_signing_key",
+__all__ = ["ALGORITHMS", "canonical", "canonical_text", "Signer", "load_public_key", "verify_bytes", "init_signing_key",
            "INSTRUCTION_SIGNATURE_VERSION", "instruction_signing_bytes", "InstructionSigner",
            "InstructionSignatureError", "verify_instruction_signature", "Sm2PublicKey", "Sm2PrivateKey",
            "init_sm2_key"]
@@ -90,10 +90,15 @@ def _ed25519_verify(key: ed25519.Ed25519PublicKey, signature: bytes, data: bytes
     return True
 
 
+def canonical_text(copy: Mapping[str, Any]) -> str:
+    """The copy without ``signature``, as canonical JSON text (see :func:`canonical`)."""
+    body = {k: v for k, v in copy.items() if k != "signature"}
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def canonical(copy: Mapping[str, Any]) -> bytes:
     """The bytes a copy's signature covers: the copy without ``signature``, canonical JSON."""
-    body = {k: v for k, v in copy.items() if k != "signature"}
-    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return canonical_text(copy).encode("utf-8")
 
 
 class Signer:
@@ -122,11 +127,23 @@ class Signer:
             return _ed25519_sign(self._ed25519, data)
         return self._key.sign(data, ec.ECDSA(hashes.SHA256()))
 
+    def _seal(self, copy: dict[str, Any]) -> tuple[str, str]:
+        # Sets signature_alg (signed with the rest); the canonical text and the base64 signature.
+        copy["signature_alg"] = self.algorithm
+        text = canonical_text(copy)
+        return text, base64.b64encode(self.sign_bytes(text.encode("utf-8"))).decode("ascii")
+
     def sign(self, copy: dict[str, Any]) -> dict[str, Any]:
         """Add ``signature_alg`` and ``signature`` to ``copy`` (in place) and return it."""
-        copy["signature_alg"] = self.algorithm
-        copy["signature"] = base64.b64encode(self.sign_bytes(canonical(copy))).decode("ascii")
+        _, copy["signature"] = self._seal(copy)
         return copy
+
+    def sign_json(self, copy: dict[str, Any]) -> str:
+        """The document :meth:`sign` gives, as JSON text: the canonical text the signature
+        covers with ``signature`` added.  The copy is serialised once, not once to sign and
+        again to send."""
+        text, signature = self._seal(copy)
+        return f'{text[:-1]},"signature":"{signature}"}}'
 
 
 class Sm2PublicKey:

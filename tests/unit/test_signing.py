@@ -9,6 +9,7 @@ every malformed signature without raising.
 from __future__ import annotations
 
 import base64
+import json
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,21 @@ def test_a_signed_copy_verifies_and_any_edit_does_not(keys: tuple[Signer, object
     assert verify_bytes(public, "ed25519", canonical(copy), copy["signature"])
     edited = dict(copy, seq=8)
     assert not verify_bytes(public, "ed25519", canonical(edited), copy["signature"])
+
+
+_JSON_VALUES = st.none() | st.integers() | st.text(max_size=20)
+
+
+@settings(max_examples=200, derandomize=True, deadline=None)
+@given(st.dictionaries(st.text(max_size=10).filter(lambda k: k not in ("signature", "signature_alg")),
+                       _JSON_VALUES, max_size=8))
+def test_the_sent_text_is_the_signed_copy(keys: tuple[Signer, object, object], fields: dict) -> None:
+    """The forwarder sends sign_json's text without serialising the copy again: it must read
+    back as exactly the document sign() gives, and that document must verify."""
+    signer, public, _ = keys
+    sent = json.loads(signer.sign_json(dict(fields)))
+    assert sent == signer.sign(dict(fields))
+    assert verify_bytes(public, "ed25519", canonical(sent), sent["signature"])
 
 
 @settings(max_examples=200, derandomize=True, deadline=None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import pytest
 import pytest_twisted
@@ -179,6 +180,21 @@ def test_the_intake_payload_is_the_canonical_json_of_its_parts(bank, ref, reason
     if reason:
         expected["reason"] = reason
     assert q.intake_payload(row) == canonical_json(expected)
+
+
+_TEXT = st.text(max_size=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(row=st.fixed_dictionaries({
+    "instruction_id": _TEXT, "state": st.sampled_from([s.value for s in lifecycle.State]), "bank_id": _TEXT,
+    "bank_ref": st.none() | _TEXT, "amount": st.integers(1, 10**15), "created_us": st.integers(0, 2**52),
+    "updated_us": st.integers(0, 2**52), "reason": st.none() | _TEXT, "host_seq_no": st.none() | _TEXT,
+    "result_code": st.none() | _TEXT, "bank_seq_no": st.none() | _TEXT,
+    "body": st.dictionaries(_TEXT, _TEXT | st.integers() | st.none(), max_size=5).map(canonical_json)}))
+def test_the_answered_record_text_is_the_record(row):
+    """The centre API sends the record as text around the stored body: it must read back as the record."""
+    assert json.loads(q.public_record_json(row)) == q.public_record(row)
 
 
 @pytest_twisted.inlineCallbacks
