@@ -30,6 +30,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from twisted.internet import reactor
 
+    from gateway.daemon import SWITCH_INTERVAL, settle_heap
     from gateway.ledger.config import load_ledger_config
     from gateway.ledger.service import makeLedgerService
     from gateway.logs import start_logging
@@ -54,7 +55,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                              encoding="utf-8")
 
     start_logging()
+    # The process settings hpf-gateway ledger runs with (gateway.daemon.run_daemon).
+    sys.setswitchinterval(SWITCH_INTERVAL)
     ledger.service.startService()
+    reactor.callWhenRunning(settle_heap)
     reactor.addSystemEventTrigger("before", "shutdown", ledger.service.stopService)
     reactor.addSystemEventTrigger("after", "shutdown", write)
     reactor.run()  # type: ignore[attr-defined]

@@ -25,7 +25,7 @@ from prometheus_client.twisted import MetricsResource
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
 
-from gateway.daemon import OrderedMultiService
+from gateway.daemon import OrderedMultiService, gc_paused
 from gateway.ops import TextCheck
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import serverFromString
@@ -315,8 +315,9 @@ class MatchEngine(Service):
             if due:
                 # Taken in the same synchronous step as the drafts: the snapshot never
                 # covers an alert that is not written with it.
-                state = (self.applied_seq, json.dumps(self.matcher.snapshot(), separators=(",", ":"),
-                                                       ensure_ascii=False))
+                with gc_paused():
+                    state = (self.applied_seq, json.dumps(self.matcher.snapshot(), separators=(",", ":"),
+                                                           ensure_ascii=False))
                 self._dirty = False
                 since, self._since_saved = self._since_saved, 0
             rows = [store.AlertRow(d.key, d.rule, d.severity, d.subject, d.summary, tuple(d.evidence))
