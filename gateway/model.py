@@ -12,7 +12,7 @@ import enum
 import hashlib
 import json
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 __all__ = [
@@ -190,7 +190,8 @@ class Instruction:
             "instruction_id": self.instruction_id,
             "kind": self.kind,
             "debit_account": self.debit_account,
-            "creditor": asdict(self.creditor),
+            "creditor": {"account": self.creditor.account, "name": self.creditor.name,
+                         "bank_code": self.creditor.bank_code},
             "amount": format_amount(self.amount),
             "purpose": self.purpose,
             "memo": self.memo,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 
@@ -180,6 +181,13 @@ def test_the_intake_payload_is_the_canonical_json_of_its_parts(bank, ref, reason
     if reason:
         expected["reason"] = reason
     assert q.intake_payload(row) == canonical_json(expected)
+
+
+def test_the_canonical_body_names_every_field_of_the_creditor():
+    """to_json spells the creditor out (asdict cost more than the rest of it): a field added to
+    Creditor must not silently drop out of the stored body."""
+    ins = make_instruction(1)
+    assert ins.to_json()["creditor"] == dataclasses.asdict(ins.creditor)
 
 
 _TEXT = st.text(max_size=12)
