@@ -144,11 +144,15 @@ class Intake:
         self.metrics = metrics
         self.today = today
 
-    def prepare(self, centre_id: str, body: Any) -> q.IntakeItem:
-        """Validate one body; raises :class:`Problem` (422, 403).  Pure: touches no storage."""
+    def prepare(self, centre_id: str, body: Any, today: _dt.date | None = None) -> q.IntakeItem:
+        """Validate one body; raises :class:`Problem` (422, 403).  Pure: touches no storage.
+
+        ``today`` is the intake's date (a batch reads the clock once for all its items).
+        """
         cfg = self.config
         try:
-            ins = parse_instruction(centre_id, body, ceiling_fen=cfg.limits.max_amount, today=self.today())
+            ins = parse_instruction(centre_id, body, ceiling_fen=cfg.limits.max_amount,
+                                    today=self.today() if today is None else today)
         except InvalidInput as e:
             self.metrics.refused.labels("centre_api", "invalid_instruction").inc()
             raise Problem(422, "invalid-instruction", "The instruction is invalid",
@@ -619,9 +623,10 @@ class CentreApi(Resource):
         results: list[str] = [""] * len(raw)
         items: list[q.IntakeItem] = []
         positions: list[int] = []
+        today = self.intake.today()
         for i, entry in enumerate(raw):
             try:
-                items.append(self.intake.prepare(centre, entry))
+                items.append(self.intake.prepare(centre, entry, today))
                 positions.append(i)
             except Problem as p:
                 results[i] = _json({"index": i, "status": p.status, "problem": p.to_json()})
