@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, GCCollector, Histogram, ProcessCollector
 from twisted.logger import Logger
 
 __all__ = ["GatewayMetrics", "SECURITY_KINDS"]
@@ -33,6 +33,10 @@ class GatewayMetrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         r = self.registry = registry or CollectorRegistry()
+        # The process's CPU, memory and file descriptors, and the cycle collector's work
+        # (prometheus_client's standard process_* and python_gc_* families).
+        ProcessCollector(registry=r)
+        GCCollector(registry=r)
         self.instructions = Counter(
             "hpf_gateway_instructions", "Instructions that entered each state, by bank.",
             ["bank", "state"], registry=r)

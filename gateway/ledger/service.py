@@ -20,7 +20,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, GCCollector, Histogram, ProcessCollector
 from prometheus_client.twisted import MetricsResource
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
@@ -78,6 +78,10 @@ class LedgerMetrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         r = self.registry = registry or CollectorRegistry()
+        # The process's CPU, memory and file descriptors, and the cycle collector's work
+        # (prometheus_client's standard process_* and python_gc_* families).
+        ProcessCollector(registry=r)
+        GCCollector(registry=r)
         self.copies = Counter(
             "hpf_ledger_copies", "Copies filed by gateways, by outcome (stored, duplicate, refused).",
             ["gateway", "status"], registry=r)

@@ -460,6 +460,8 @@ async def test_live_metrics_pass_promtool_lint_and_hold_every_metric_the_rules_n
     # the exposition really was parsed: a counter, a gauge and a histogram of each daemon
     assert {"hpf_gateway_in_doubt_total", "hpf_gateway_bank_link_up", "hpf_gateway_submit_to_final_seconds_bucket",
             "hpf_ledger_copies_total", "hpf_ledger_open_alerts", "hpf_ledger_match_lag_seconds_bucket"} <= exported
+    for name, text in live_metrics.items():  # operations.md points operators at these
+        assert {"process_resident_memory_bytes", "python_gc_collections_total"} <= _sample_names(_families(text)), name
     named = set(_METRIC.findall(RULES.read_text(encoding="utf-8")))
     missing = named - exported
     assert missing == NOT_YET_EXPORTED, (
