@@ -259,6 +259,27 @@ def update_many(conn: Connection, table: Any, key: str, columns: tuple[str, ...]
                              tuple([v for row in chunk for v in row]))
 
 
+def select_rows(conn: Connection, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    """Every row of a SELECT sent straight to the driver, as tuples.
+
+    For the hot reads (the intake's and the bank answers' instruction look-ups,
+    the results feed, the forwarder's journal read): building a SQLAlchemy
+    statement and its per-row result processing cost more than the query.
+    ``sql`` uses the connection's own parameter marker (:func:`marker`); the
+    columns read must be plain str, int, bytes or None, as the schema's are.
+    """
+    result = conn.exec_driver_sql(sql, params)
+    try:
+        return result.cursor.fetchall()
+    finally:
+        result.close()
+
+
+def marker(conn: Connection) -> str:
+    """The driver's parameter marker for ``conn``: ``%s`` (psycopg) or ``?`` (sqlite3)."""
+    return "%s" if conn.dialect.name == "postgresql" else "?"
+
+
 class GroupCommitWriter:
     """Runs write operations in shared transactions on one dedicated thread.
 

@@ -23,7 +23,7 @@ from gateway import lifecycle
 from gateway.model import Instruction, State, canonical_json, format_amount
 from gateway.store import leases, schema
 from gateway.faults import crash_point
-from gateway.store.db import Tx, insert_many, update_many
+from gateway.store.db import Tx, insert_many, marker, select_rows, update_many
 
 __all__ = [
     "IntakeItem", "IntakeOutcome", "intake", "get", "get_by_ref", "feed", "load_open", "load_new",
@@ -262,16 +262,9 @@ _SHOWS_AMOUNT = (State.RECEIVED.value, State.REJECTED.value)
 
 
 def feed(conn: Connection, centre_id: str, after: int, limit: int) -> list[dict[str, Any]]:
-    """The centre's state changes with a cursor greater than ``after``, oldest first.
-
-    Sent straight to the driver (every column is a plain str or int): centres
-    long-poll this, and SQLAlchemy's per-row result processing cost more than
-    the query.
-    """
-    sql = _FEED_SQL.format(m="%s" if conn.dialect.name == "postgresql" else "?")
-    result = conn.exec_driver_sql(sql, (centre_id, "instruction.state", after, limit))
-    rows = result.cursor.fetchall()
-    result.close()
+    """The centre's state changes with a cursor greater than ``after``, oldest first (read at
+    driver level: centres long-poll this)."""
+    rows = select_rows(conn, _FEED_SQL.format(m=marker(conn)), (centre_id, "instruction.state", after, limit))
     out = []
     for seq, event_id, instruction_id, state, payload_text, created_us in rows:
         payload = json.loads(payload_text)
@@ -343,32 +336,25 @@ _COLUMNS = tuple(I.c.keys())
 def _rows_where(tx: Tx, column: str, values: Iterable[str], *, centre_id: str | None = None
                 ) -> list[dict[str, Any]]:
     """Instructions whose ``column`` is one of ``values`` (and, given ``centre_id``, that
-    centre's), as row dicts.
-
-    Sent straight to the driver: on the hot paths (every intake, every claim and
-    every batch of bank answers) building the SQLAlchemy statement and its per-row
-    result processing cost more than the query.  Every column is a plain str or int,
-    so nothing is lost.
+    centre's), as row dicts, read at driver level (:func:`select_rows`): on the hot paths
+    (every intake, every claim and every batch of bank answers).
     """
     assert column in _COLUMNS
     keys = sorted(set(values))
     conn = tx.conn
     select_list = ", ".join(_COLUMNS)
     postgres = conn.dialect.name == "postgresql"
-    mark = "%s" if postgres else "?"
+    mark = marker(conn)
     where, fixed = (f"centre_id = {mark} AND ", (centre_id,)) if centre_id is not None else ("", ())
     out: list[dict[str, Any]] = []
     for i in range(0, len(keys), 500):
         chunk = keys[i:i + 500]
         if postgres:
-            result = conn.exec_driver_sql(
-                f"SELECT {select_list} FROM instructions WHERE {where}{column} = ANY(%s)", fixed + (chunk,))
+            rows = select_rows(conn, f"SELECT {select_list} FROM instructions WHERE {where}{column} = ANY(%s)",
+                               fixed + (chunk,))
         else:
-            result = conn.exec_driver_sql(
-                f"SELECT {select_list} FROM instructions WHERE {where}{column} IN "
-                f"({', '.join('?' * len(chunk))})", fixed + tuple(chunk))
-        rows = result.cursor.fetchall()
-        result.close()
+            rows = select_rows(conn, f"SELECT {select_list} FROM instructions WHERE {where}{column} IN "
+                                     f"({', '.join('?' * len(chunk))})", fixed + tuple(chunk))
         out += [dict(zip(_COLUMNS, values)) for values in rows]
     return out
 

@@ -8,7 +8,7 @@ from sqlalchemy import func, select, update, insert
 from sqlalchemy.engine import Connection
 
 from gateway.store import schema
-from gateway.store.db import Tx
+from gateway.store.db import Tx, marker, select_rows
 
 __all__ = ["delivered", "events_after", "last_seq", "mark_delivered"]
 
@@ -30,16 +30,9 @@ _EVENTS_AFTER = f"SELECT {', '.join(_EVENT_COLUMNS)} FROM events WHERE seq > {{m
 
 
 def events_after(conn: Connection, after: int, limit: int) -> list[dict[str, Any]]:
-    """Journal rows with seq > ``after``, oldest first, as plain dicts.
-
-    Sent straight to the driver: the forwarder reads every row of the journal
-    this way, and SQLAlchemy's per-row result processing cost more than the
-    query.  Every column is a str, an int, bytes (``raw``) or None.
-    """
-    sql = _EVENTS_AFTER.format(m="%s" if conn.dialect.name == "postgresql" else "?")
-    result = conn.exec_driver_sql(sql, (after, limit))
-    rows = result.cursor.fetchall()
-    result.close()
+    """Journal rows with seq > ``after``, oldest first, as plain dicts (read at driver level:
+    the forwarder reads every row of the journal this way)."""
+    rows = select_rows(conn, _EVENTS_AFTER.format(m=marker(conn)), (after, limit))
     return [dict(zip(_EVENT_COLUMNS, row)) for row in rows]
 
 
