@@ -237,11 +237,10 @@ def run(args: argparse.Namespace) -> Report:
     }
     # Where the two cores went: every process of the run, per instruction that became final.
     per = (lambda cpu: None if cpu is None or not final else round(cpu * 1000.0 / final, 2))
-    budget = (f"gateway {per(out['gateway_cpu_s'])}, banks {per(out['banks_cpu_s'])}, "
-              f"ledger {per(out['ledger_cpu_s']) if args.ledger else '-'}, centre {per(out['bench_cpu_s'])}")
-    figures["cpu_s_per_1000_by_process"] = {
+    by_process = figures["cpu_s_per_1000_by_process"] = {
         "gateway": per(out["gateway_cpu_s"]), "banks": per(out["banks_cpu_s"]),
         "ledger": per(out["ledger_cpu_s"]), "centre_bench_process": per(out["bench_cpu_s"])}
+    budget = ", ".join(f"{name.split('_')[0]} {'-' if cpu is None else cpu}" for name, cpu in by_process.items())
     figures["ledger_cpu_s_per_1000_copies"] = (round(out["ledger_cpu_s"] * 1000.0 / copies, 3)
                                                if args.ledger and copies and out["ledger_cpu_s"] else None)
     rows = (

@@ -31,7 +31,6 @@ def test_gc_paused_leaves_a_pause_it_did_not_start() -> None:
 
 def test_settle_heap_freezes_what_exists_and_only_raises_the_young_threshold() -> None:
     before = gc.get_threshold()
-    kept = object()  # noqa: F841 (alive while settling: it must be frozen with the rest)
     try:
         settle_heap()
         assert gc.get_freeze_count() > 0
