@@ -28,13 +28,14 @@ import codecs
 import functools
 import re
 import threading
-from typing import Iterable
+from typing import Iterable, Sequence
 
 from lxml import etree
 
 from adapters.base import AdapterError
 
-__all__ = ["parse_xml", "escape_text", "escape_attr", "needs_escape", "DEFAULT_MAX_DEPTH"]
+__all__ = ["parse_xml", "escape_text", "escape_attr", "needs_escape", "check_text", "encode_text",
+           "DEFAULT_MAX_DEPTH"]
 
 DEFAULT_MAX_DEPTH = 32
 
@@ -206,3 +207,32 @@ def escape_attr(value: str) -> str:
     if "\t" in value:
         value = value.replace("\t", "&#9;")
     return value
+
+
+def encode_text(document: str, fields: Sequence[tuple[str, str]], encoding: str, label: str) -> bytes:
+    """``document`` in ``encoding``; a character it lacks is refused naming the field of
+    ``fields`` (the values the document was built from) that holds it."""
+    try:
+        return document.encode(encoding)
+    except UnicodeEncodeError:
+        raise _uncarried(fields, encoding, label) from None
+
+
+def check_text(fields: Sequence[tuple[str, str]], encoding: str, label: str) -> None:
+    """Refuse what writing ``fields`` as element text in ``encoding`` would refuse, without
+    writing them: a character XML 1.0 cannot carry (as :func:`escape_text` does) or one the
+    encoding lacks (as :func:`encode_text` does, naming the field).  Markup is ASCII, so the
+    values alone decide."""
+    joined = "".join([value for _, value in fields])
+    if needs_escape(joined):
+        escape_text(joined)
+    encode_text(joined, fields, encoding, label)
+
+
+def _uncarried(fields: Sequence[tuple[str, str]], encoding: str, label: str) -> AdapterError:
+    for name, value in fields:  # find the field to name; the slow path only
+        try:
+            value.encode(encoding)
+        except UnicodeEncodeError as e:
+            return AdapterError(f"{name}: character {value[e.start]!r} cannot be carried in {label}")
+    return AdapterError(f"a character cannot be carried in {label}")

@@ -26,7 +26,7 @@ __all__ = [
     "SignOn", "SignOnAnswer", "Heartbeat", "HeartbeatAnswer",
     "Instruction", "StatusQuery", "BalanceQuery", "Ack",
     "Receipt", "Result", "NotFound", "Entry", "Movement", "Balance", "Statement",
-    "Message", "OUTBOUND", "INBOUND", "Framer", "Adapter", "decode_all", "to_json", "load_adapter",
+    "Message", "OUTBOUND", "INBOUND", "Framer", "Adapter", "decode_all", "check", "to_json", "load_adapter",
     "iter_adapter_names",
 ]
 
@@ -334,6 +334,21 @@ def decode_all(adapter: Adapter, frame: bytes) -> list[Message]:
     if many is not None:
         return list(many(frame))
     return [adapter.decode(frame)]
+
+
+def check(adapter: Adapter, message: Message, *, sender: str, receiver: str = "") -> None:
+    """Raise the :class:`AdapterError` that ``adapter.encode`` would raise for ``message``.
+
+    For refusing, before it is stored, what a link could never send.  An adapter that can
+    say so without writing the frame gives itself a ``check`` method with ``encode``'s
+    arguments, which is used when present; it need not check the frame-size limit.
+    Otherwise the message is encoded and the frame dropped.
+    """
+    cheaper = getattr(adapter, "check", None)
+    if cheaper is not None:
+        cheaper(message, sender=sender, receiver=receiver)
+    else:
+        adapter.encode(message, sender=sender, receiver=receiver)
 
 
 def iter_adapter_names() -> Iterator[str]:

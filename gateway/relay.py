@@ -638,7 +638,7 @@ class Relay(Service):
             purpose=ins.purpose, memo=ins.memo, created=created)
         bank = self.config.banks[item.bank_id]
         try:
-            self.adapters[item.bank_id].encode(message, sender=self.config.node, receiver=bank.node)
+            msg.check(self.adapters[item.bank_id], message, sender=self.config.node, receiver=bank.node)
         except msg.AdapterError as e:
             return str(e)
         return None

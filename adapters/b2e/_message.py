@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 from lxml import etree
 
-from adapters._xml import escape_text, needs_escape
+from adapters._xml import check_text, encode_text, escape_text, needs_escape
 from adapters.base import AdapterError
 
 from . import _values as v
@@ -28,6 +28,7 @@ __all__ = [
     "Doc",
     "Fields",
     "Shape",
+    "check",
     "check_entries",
     "check_shape",
     "read_doc",
@@ -218,12 +219,22 @@ def _xml(fields: Fields, escape: bool) -> str:
     return "".join([f"<{name}>{value}</{name}>" for name, value in fields])
 
 
-def render(head: Fields, body: Fields, entries: list[Fields] | None) -> bytes:
-    """The GBK body of one message; a character GBK lacks is refused naming its field."""
+def _every(head: Fields, body: Fields, entries: list[Fields] | None) -> Fields:
     every = head + body
     if entries:
         for e in entries:
             every += e
+    return every
+
+
+def check(head: Fields, body: Fields, entries: list[Fields] | None) -> None:
+    """Refuse what :func:`render` would refuse for these fields, without rendering them."""
+    check_text(_every(head, body, entries), "gbk", "GBK")
+
+
+def render(head: Fields, body: Fields, entries: list[Fields] | None) -> bytes:
+    """The GBK body of one message; a character GBK lacks is refused naming its field."""
+    every = _every(head, body, entries)
     # One scan of all values decides whether any needs escaping (rarely): far cheaper than
     # escaping each value on its own.
     escape = needs_escape("".join([value for _, value in every]))
@@ -233,13 +244,4 @@ def render(head: Fields, body: Fields, entries: list[Fields] | None) -> bytes:
         out += ["<Entry>" + _xml(e, escape) + "</Entry>" for e in entries]
         out.append("</Entries>")
     out.append("</body></B2E>")
-    try:
-        return "".join(out).encode("gbk")
-    except UnicodeEncodeError:
-        for name, value in every:  # find the field to name; the slow path only
-            try:
-                value.encode("gbk")
-            except UnicodeEncodeError as e:
-                raise AdapterError(f"{name}: character {value[e.start]!r} cannot be carried in GBK"
-                                   ) from None
-        raise AdapterError("a character cannot be carried in GBK") from None
+    return encode_text("".join(out), every, "gbk", "GBK")

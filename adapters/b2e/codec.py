@@ -31,6 +31,7 @@ from ._message import (
     REQUESTS,
     Doc,
     Fields,
+    check,
     check_entries,
     check_shape,
     read_doc,
@@ -166,10 +167,20 @@ class B2eAdapter:
         SendNo and RecvNo (``receiver`` may be empty).  Raises :class:`AdapterError` naming
         the field when a value cannot be carried.
         """
+        out = self._out(message)
+        return self._write(out, self._head(out, sender, receiver))
+
+    def check(self, message: base.Message, *, sender: str, receiver: str = "") -> None:
+        """Raise the :class:`AdapterError` that :meth:`encode` would raise for ``message``,
+        without writing the frame (the frame-size limit aside)."""
+        out = self._out(message)
+        check(self._head(out, sender, receiver), out.body, out.entries)
+
+    def _out(self, message: base.Message) -> _Out:
         encoder = self._encoders.get(type(message))
         if encoder is None:
             raise AdapterError(f"b2e cannot carry a {type(message).__name__}")
-        return self._write(encoder(message), sender, receiver)
+        return encoder(message)
 
     def encode_already_done(self, message: base.Receipt | base.Result, *, sender: str,
                             receiver: str = "") -> bytes:
@@ -186,11 +197,11 @@ class B2eAdapter:
         if out.code != "PAYENT":
             raise AdapterError("reply_to: an already-done answer answers the resent transfer "
                                "itself (reply_to == ref)")
-        return self._write(out._replace(ret=(RET_ALREADY_DONE, RET_ALREADY_DONE_MSG)), sender,
-                           receiver)
+        out = out._replace(ret=(RET_ALREADY_DONE, RET_ALREADY_DONE_MSG))
+        return self._write(out, self._head(out, sender, receiver))
 
-    def _write(self, out: _Out, sender: str, receiver: str) -> bytes:
-        """The frame for ``out``: the head completed with the parties and the clock's stamp."""
+    def _head(self, out: _Out, sender: str, receiver: str) -> Fields:
+        """The head of ``out``: the parties and the clock's stamp."""
         v.node("sender", sender)
         v.node("receiver", receiver, optional=True)
         now = self._clock()
@@ -205,6 +216,10 @@ class B2eAdapter:
                  ("SendNo", sender), ("RecvNo", receiver)]
         if out.reply_to is not None:
             head += [("RetCode", out.ret[0]), ("RetMsg", out.ret[1])]
+        return head
+
+    def _write(self, out: _Out, head: Fields) -> bytes:
+        """The frame for ``out`` under ``head``."""
         body = render(head, out.body, out.entries)
         if len(body) > self.max_frame:
             raise AdapterError(f"message of {len(body)} bytes exceeds the b2e frame limit {self.max_frame}")

@@ -12,14 +12,14 @@ from dataclasses import dataclass, field
 
 from lxml import etree
 
-from adapters._xml import escape_text, needs_escape
+from adapters._xml import check_text, encode_text, escape_text, needs_escape
 from adapters.base import AdapterError
 
 from . import _files
 from . import _values as v
 
 __all__ = ["Shape", "Doc", "Fields", "CENTRE", "PUSHED", "RESPONSE", "REQUEST_HEADS",
-           "REQUEST_BODIES", "RESPONSE_BODIES", "read_doc", "check_shape", "read_file", "render"]
+           "REQUEST_BODIES", "RESPONSE_BODIES", "read_doc", "check_shape", "read_file", "check", "render"]
 
 _PROLOGUE = '<?xml version="1.0" encoding="GBK"?>\n<message><head>'
 
@@ -228,10 +228,19 @@ def _append_fields(out: list[str], fields: Fields, escape: bool) -> None:
             out.append(f'<field name="{name}">{value}</field>')
 
 
+def _every(head: Fields, body: Fields, file: tuple[str, str] | None) -> tuple[Fields, Fields]:
+    file_fields: Fields = [("NAME", file[0]), ("DATA", file[1])] if file is not None else []
+    return head + body + file_fields, file_fields
+
+
+def check(head: Fields, body: Fields, file: tuple[str, str] | None) -> None:
+    """Refuse what :func:`render` would refuse for these fields, without rendering them."""
+    check_text(_every(head, body, file)[0], "gbk", "GBK")
+
+
 def render(head: Fields, body: Fields, file: tuple[str, str] | None) -> bytes:
     """The GBK body of a message; a character GBK lacks is refused naming its field."""
-    file_fields: Fields = [("NAME", file[0]), ("DATA", file[1])] if file is not None else []
-    fields = head + body + file_fields
+    fields, file_fields = _every(head, body, file)
     # One scan of all values decides whether any needs escaping (rarely): far cheaper than
     # escaping each value on its own.
     escape = needs_escape("".join([value for _, value in fields]))
@@ -244,14 +253,4 @@ def render(head: Fields, body: Fields, file: tuple[str, str] | None) -> bytes:
         _append_fields(out, file_fields, escape)
         out.append("</field-list></field-list>")
     out.append("</body></message>")
-    try:
-        return "".join(out).encode("gbk")
-    except UnicodeEncodeError:
-        for name, value in fields:  # find the field to name; the slow path only
-            try:
-                value.encode("gbk")
-            except UnicodeEncodeError as e:
-                raise AdapterError(f"{name}: character {value[e.start]!r} cannot be carried in GBK"
-                                   ) from None
-        raise AdapterError("a character cannot be carried in GBK") from None
-
+    return encode_text("".join(out), fields, "gbk", "GBK")

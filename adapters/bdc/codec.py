@@ -61,7 +61,7 @@ from . import _files
 from . import _values as v
 from ._frame import HEADER_LEN, MAX_BODY, BdcFramer, check_header
 from ._message import (CENTRE, PUSHED, REQUEST_BODIES, REQUEST_HEADS, RESPONSE, RESPONSE_BODIES,
-                       Doc, Fields, check_shape, read_doc, read_file, render)
+                       Doc, Fields, check, check_shape, read_doc, read_file, render)
 
 __all__ = ["BdcAdapter", "BdcFramer", "MAX_BODY", "HEADER_LEN", "OPER_NO"]
 
@@ -146,6 +146,21 @@ class BdcAdapter:
         ``receiver`` is the peer's node: ReceiveNode of requests, SendNode of answers.
         Raises :class:`AdapterError` naming the field when a value cannot be carried.
         """
+        out = self._out(message, sender, receiver)
+        body = render(out.head, out.body, out.file)
+        if len(body) > self.max_frame:
+            raise AdapterError(f"message of {len(body)} bytes exceeds the bdc frame limit "
+                               f"{self.max_frame}")
+        flag = b"1" if isinstance(message, _SIGN_IN_KINDS) else b"0"
+        return sender.encode("ascii") + flag + bytes(9) + len(body).to_bytes(4, "big") + body
+
+    def check(self, message: base.Message, *, sender: str, receiver: str = "") -> None:
+        """Raise the :class:`AdapterError` that :meth:`encode` would raise for ``message``,
+        without writing the frame (the frame-size limit aside)."""
+        out = self._out(message, sender, receiver)
+        check(out.head, out.body, out.file)
+
+    def _out(self, message: base.Message, sender: str, receiver: str) -> _Out:
         encoder = self._encoders.get(type(message))
         if encoder is None:
             raise AdapterError(f"bdc cannot carry a {type(message).__name__}")
@@ -156,13 +171,7 @@ class BdcAdapter:
         now = self._clock()
         if not isinstance(now, _dt.datetime):
             raise AdapterError("clock: must return a datetime")
-        out = encoder(message, sender, receiver, now)
-        body = render(out.head, out.body, out.file)
-        if len(body) > self.max_frame:
-            raise AdapterError(f"message of {len(body)} bytes exceeds the bdc frame limit "
-                               f"{self.max_frame}")
-        flag = b"1" if isinstance(message, _SIGN_IN_KINDS) else b"0"
-        return sender.encode("ascii") + flag + bytes(9) + len(body).to_bytes(4, "big") + body
+        return encoder(message, sender, receiver, now)
 
     @staticmethod
     def _stamp(now: _dt.datetime) -> tuple[str, str]:

@@ -123,11 +123,23 @@ class Iso20022Adapter:
         Raises :class:`AdapterError` naming the field when a value cannot be carried (too long
         for its ISO element, a control character, a currency amount out of range, ...).
         """
+        definition, head, payload = self._parts(message, sender, receiver)
+        return self._frame(definition, head, payload)
+
+    def check(self, message: base.Message, *, sender: str, receiver: str = "") -> None:
+        """Raise the :class:`AdapterError` that :meth:`encode` would raise for ``message``,
+        without framing it (the frame-size limit and the optional outbound schema check
+        aside)."""
+        self._parts(message, sender, receiver)
+
+    def _parts(self, message: base.Message, sender: str, receiver: str) -> tuple[str, str, str]:
+        """(MsgDefIdr, AppHdr, payload) of ``message``."""
         self._nodes(sender, receiver)
         created, now = self._stamp()
         definition, seq_no, reply_to, payload = self._payload(message, created, now, sender, receiver)
-        return self._frame(definition, seq_no, reply_to, self._answered(message), payload,
-                           created, sender, receiver)
+        head = self._app_header(definition, seq_no, reply_to, self._answered(message), created,
+                                sender, receiver)
+        return definition, head, payload
 
     def encode_batch(self, instructions: Sequence[base.Instruction], *, sender: str,
                      receiver: str) -> bytes:
@@ -142,8 +154,9 @@ class Iso20022Adapter:
         self._nodes(sender, receiver)
         created, _ = self._stamp()
         payload = pay.encode_pain001(instructions, None, created, sender, receiver)
-        return self._frame(pay.PAIN001, pay.batch_id(instructions), "", "", payload, created,
-                           sender, receiver)
+        head = self._app_header(pay.PAIN001, pay.batch_id(instructions), "", "", created, sender,
+                                receiver)
+        return self._frame(pay.PAIN001, head, payload)
 
     @staticmethod
     def _nodes(sender: str, receiver: str) -> None:
@@ -165,20 +178,24 @@ class Iso20022Adapter:
     def _answered(self, message: base.Message) -> str:
         return _ANSWERS.get(type(message), _UNKNOWN)
 
-    def _frame(self, definition: str, seq_no: str, reply_to: str, answered: str, payload: str,
-               created: str, sender: str, receiver: str) -> bytes:
-        """The length-prefixed frame: AppHdr, then the payload.  ``reply_to`` goes in
-        AppHdr/Rltd for link control only; documents carry it themselves."""
+    @staticmethod
+    def _app_header(definition: str, seq_no: str, reply_to: str, answered: str, created: str,
+                    sender: str, receiver: str) -> str:
+        """The AppHdr.  ``reply_to`` goes in AppHdr/Rltd for link control only; documents
+        carry it themselves."""
         seq = esc(v.serial("seq_no", seq_no))
         related = ""
         if reply_to and definition.startswith("hpf."):
             related = (f"<Rltd><Fr>{_party(receiver)}</Fr><To>{_party(sender)}</To>"
                        f"<BizMsgIdr>{esc(v.serial('reply_to', reply_to))}</BizMsgIdr>"
                        f"<MsgDefIdr>{answered}</MsgDefIdr><CreDt>{created}</CreDt></Rltd>")
-        body = (f'<hpf:Frame xmlns:hpf="{LINK_NS}"><AppHdr xmlns="{HEAD_NS}">'
-                f"<Fr>{_party(sender)}</Fr><To>{_party(receiver)}</To>"
+        return (f'<AppHdr xmlns="{HEAD_NS}"><Fr>{_party(sender)}</Fr><To>{_party(receiver)}</To>'
                 f"<BizMsgIdr>{seq}</BizMsgIdr><MsgDefIdr>{definition}</MsgDefIdr>"
-                f"<CreDt>{created}</CreDt>{related}</AppHdr>{payload}</hpf:Frame>").encode()
+                f"<CreDt>{created}</CreDt>{related}</AppHdr>")
+
+    def _frame(self, definition: str, head: str, payload: str) -> bytes:
+        """The length-prefixed frame: AppHdr, then the payload."""
+        body = f'<hpf:Frame xmlns:hpf="{LINK_NS}">{head}{payload}</hpf:Frame>'.encode()
         if len(body) > self.max_frame:
             raise AdapterError(f"message of {len(body)} bytes exceeds the frame limit {self.max_frame}")
         if self._validate_outbound:

@@ -54,8 +54,22 @@ class Kit:
         return BANK_NODE, GATEWAY_NODE
 
     def encode(self, message: base.Message) -> bytes:
+        """``adapter.encode``, and ``adapters.base.check`` must give the same answer: every
+        test that encodes holds the adapter's cheaper check to its encoder."""
         sender, receiver = self.nodes(message)
-        return self.adapter.encode(message, sender=sender, receiver=receiver)
+        try:
+            frame = self.adapter.encode(message, sender=sender, receiver=receiver)
+        except base.AdapterError as refused:
+            try:
+                base.check(self.adapter, message, sender=sender, receiver=receiver)
+            except base.AdapterError as checked:
+                assert str(checked) == str(refused), f"check and encode disagree on {message!r}"
+            else:  # check may leave the frame-size limit out, and nothing else
+                assert "exceeds" in str(refused) and "frame limit" in str(refused), \
+                    f"check accepted what encode refused ({refused}): {message!r}"
+            raise
+        base.check(self.adapter, message, sender=sender, receiver=receiver)
+        return frame
 
 
 def _wire_encoding(body: bytes, profile: Profile) -> tuple[bool, str | None]:

@@ -101,6 +101,25 @@ def test_adapter_meets_the_contract(kit: Kit) -> None:
         assert checked_decode(a, not_a_frame) is None
 
 
+def test_check_encodes_for_an_adapter_without_a_check_of_its_own() -> None:
+    """``base.check`` needs nothing beyond the required contract: without a ``check`` method
+    the adapter's ``encode`` answers, refusals and all."""
+    calls: list[tuple[base.Message, str, str]] = []
+
+    class EncodeOnly:
+        def encode(self, message: base.Message, *, sender: str, receiver: str = "") -> bytes:
+            calls.append((message, sender, receiver))
+            if message.seq_no == "2":
+                raise AdapterError("seq_no: 2 cannot be carried")
+            return b"frame"
+
+    a = EncodeOnly()
+    assert base.check(a, base.Heartbeat("1", "C52240"), sender="C52240", receiver="105000") is None
+    with pytest.raises(AdapterError, match="2 cannot be carried"):
+        base.check(a, base.Heartbeat("2", "C52240"), sender="C52240", receiver="105000")
+    assert [(m.seq_no, s, r) for m, s, r in calls] == [("1", "C52240", "105000"), ("2", "C52240", "105000")]
+
+
 # -- 1. round trips --------------------------------------------------------------------------
 
 

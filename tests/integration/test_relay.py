@@ -129,6 +129,24 @@ async def test_malformed_instructions_get_422_naming_every_bad_field(harness):
 
 
 @pytest_twisted.ensureDeferred
+async def test_an_instruction_the_banks_protocol_cannot_carry_gets_422_and_is_not_stored(harness):
+    """bdc speaks GBK: a memo with a character outside it is refused at intake, naming the
+    wire field, instead of being stored and failing at the link; the same memo in GBK goes."""
+    c = harness.client()
+    status, problem = await c.submit("ENC-1", memo="公积金提取 \U0001f600")
+    assert status == 422, problem
+    assert "cannot be carried in GBK" in problem["errors"][0]["reason"]
+    status, out = await c.request("POST", "/v1/instructions/batch", {"instructions": [
+        {"instruction_id": "ENC-2", "debit_account": DEBIT_B001, "creditor": PAYEE, "amount": "1.00",
+         "purpose": "withdrawal", "memo": "\u20ac"},
+        {"instruction_id": "ENC-3", "debit_account": DEBIT_B001, "creditor": PAYEE, "amount": "1.00",
+         "purpose": "withdrawal", "memo": "公积金提取"}]})
+    assert status == 200 and [r["status"] for r in out["results"]] == [422, 202]
+    await c.wait_state("ENC-3", {"succeeded"})
+    assert await stored(harness) == 1
+
+
+@pytest_twisted.ensureDeferred
 async def test_batch_answers_one_result_per_item(harness):
     c = harness.client()
     body = {"instructions": [
