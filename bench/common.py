@@ -22,7 +22,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -163,6 +163,20 @@ def runqueue_wait_seconds(pid: int) -> float:
 def self_cpu_seconds() -> float:
     """CPU seconds used so far by this process (all threads)."""
     return proc_cpu_seconds(os.getpid())
+
+
+def usable_cores() -> int:
+    """The cores this process (and the processes it starts) may run on."""
+    return len(os.sched_getaffinity(0))
+
+
+def cpu_bound(cpu_s_per_1000: Iterable[float | None], cores: int | None = None) -> int | None:
+    """The most items per second that ``cores`` fully used could carry at these CPU costs
+    (CPU seconds per 1,000 items, one per process; None for a process not run)."""
+    total = sum(c for c in cpu_s_per_1000 if c is not None)
+    if total <= 0:
+        return None
+    return int((cores or usable_cores()) * 1000.0 / total)
 
 
 def memory_kb(pid: int) -> tuple[int, int]:

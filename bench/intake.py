@@ -25,7 +25,8 @@ from collections import Counter
 from io import BytesIO
 from typing import Any
 
-from bench.common import BenchError, Report, latency_summary, run_reactor, self_cpu_seconds, start_bench_log
+from bench.common import (BenchError, Report, cpu_bound, latency_summary, run_reactor, self_cpu_seconds,
+                          start_bench_log, usable_cores)
 from bench.env import Workspace, fresh_database, make_gateway_env, start_gateway
 
 HELP = "durable acceptance only: concurrent batch POSTs with no bank connected, per database"
@@ -161,7 +162,11 @@ def run(args: argparse.Namespace) -> Report:
                     "gateway_runqueue_wait_s": round(wait, 2), "wall_s": round(wall, 2),
                     "gateway_peak_rss_mb": round(hwm_kb / 1024, 1),
                     "bench_cpu_s": round(out["bench_cpu_s"], 2),
+                    "clients_cpu_s_per_1000": round(out["bench_cpu_s"] * 1000.0 / accepted, 3) if accepted else None,
                 }
+                r = results[label]
+                r["cpu_bound_instructions_per_s"] = cpu_bound([r["gateway_cpu_s_per_1000"],
+                                                               r["clients_cpu_s_per_1000"]])
 
         try:
             run_reactor(main, timeout=len(databases) * (args.seconds + args.warmup + 240))
@@ -175,6 +180,9 @@ def run(args: argparse.Namespace) -> Report:
             (f"{label}: POST latency p50", r["post_p50_ms"], "ms"),
             (f"{label}: POST latency p99", r["post_p99_ms"], "ms"),
             (f"{label}: gateway CPU per 1,000", r["gateway_cpu_s_per_1000"], "CPU s (upper bound)"),
+            (f"{label}: the clients' CPU per 1,000", r["clients_cpu_s_per_1000"], "CPU s (upper bound)"),
+            (f"{label}: the most these costs allow", r["cpu_bound_instructions_per_s"],
+             f"/s on {usable_cores()} cores, gateway and clients at full use"),
             (f"{label}: gateway CPU share", r["gateway_cpu_share"], "cores"),
             (f"{label}: gateway waiting for a CPU", r["gateway_runqueue_wait_s"], f"thread-s in {r['wall_s']:g} s"),
             (f"{label}: gateway peak RSS", r["gateway_peak_rss_mb"], "MB"),

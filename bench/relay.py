@@ -41,11 +41,13 @@ from typing import Any
 from bench.common import (
     BenchError,
     Report,
+    cpu_bound,
     free_port,
     run_reactor,
     scrape_metrics,
     self_cpu_seconds,
     start_bench_log,
+    usable_cores,
     wait_until,
 )
 from bench.env import (
@@ -241,6 +243,7 @@ def run(args: argparse.Namespace) -> Report:
         "gateway": per(out["gateway_cpu_s"]), "banks": per(out["banks_cpu_s"]),
         "ledger": per(out["ledger_cpu_s"]), "centre_bench_process": per(out["bench_cpu_s"])}
     budget = ", ".join(f"{name.split('_')[0]} {'-' if cpu is None else cpu}" for name, cpu in by_process.items())
+    bound = figures["cpu_bound_instructions_per_s"] = cpu_bound(by_process.values())
     figures["ledger_cpu_s_per_1000_copies"] = (round(out["ledger_cpu_s"] * 1000.0 / copies, 3)
                                                if args.ledger and copies and out["ledger_cpu_s"] else None)
     rows = (
@@ -258,6 +261,7 @@ def run(args: argparse.Namespace) -> Report:
          f"thread-s in {out['wall_s']:.1f} s (ready, but the CPUs were busy)"),
         ("gateway peak RSS (VmHWM)", figures["gateway_peak_rss_mb"], "MB"),
         ("CPU per 1,000 instructions, by process", budget, "CPU s (run and drain)"),
+        ("the most these costs allow", bound, f"/s on {usable_cores()} cores, every process at full use"),
         ("not final / refused / duplicate finals",
          f"{report.not_final} / {report.refused} / {report.duplicate_finals}", ""),
         ("copies delivered to the ledger", int(copies) if args.ledger else "no ledger",

@@ -72,6 +72,15 @@ def test_the_raw_relay_passes_a_real_bdc_instruction_and_its_result():
     assert result.ref == instruction.seq_no and result.succeeded
 
 
+def test_the_cpu_bound_is_the_cores_over_the_summed_costs():
+    from bench.common import cpu_bound, usable_cores
+
+    assert cpu_bound([0.95, 0.27, 0.87, 0.06], cores=2) == 930   # 2,000 / 2.15
+    assert cpu_bound([0.5, None], cores=2) == 4000                 # a process not run costs nothing
+    assert cpu_bound([None, None], cores=2) is None
+    assert cpu_bound([1.0]) == usable_cores() * 1000
+
+
 def test_the_ledger_benchmark_copies_pass_every_check_of_the_ledger_and_forget_restores_balances(tmp_path):
     from adapters.base import load_adapter
     from bench.ledger import Journal, _banks
@@ -128,6 +137,10 @@ def test_relay_runs_the_lifecycle_and_the_raw_relay_and_reports_the_ratio(tmp_pa
     assert centre["final"] == centre["submitted"] > 0
     assert centre["duplicate_finals"] == 0 and centre["not_final"] == 0
     assert r["ratio"] == pytest.approx(r["instructions_per_s"] / r["raw_relay_msgs_per_s"], rel=0.01)
+    costs = r["cpu_s_per_1000_by_process"]
+    assert costs["gateway"] > 0 and costs["banks"] > 0 and costs["ledger"] > 0
+    assert r["cpu_bound_instructions_per_s"] == pytest.approx(
+        len(os.sched_getaffinity(0)) * 1000 / sum(costs.values()), abs=1)
     no_children_left(tmp_path)
 
 
@@ -142,6 +155,7 @@ def test_intake_accepts_batches_with_no_bank_and_reports_post_latency(tmp_path):
         assert r["accepted"] > 0 and r["instructions_per_s"] > 0, label
         assert r["post_p50_ms"] > 0 and r["post_p99_ms"] >= r["post_p50_ms"], label
         assert set(r["items_by_status"]) == {"202"} and not r["errors"], label
+        assert r["clients_cpu_s_per_1000"] > 0 and r["cpu_bound_instructions_per_s"] > 0, label
     no_children_left(tmp_path)
 
 
