@@ -20,8 +20,10 @@ What it matches (the rule table, severities and keys are in
   movement that overtakes its result never alerts.
 * **Balance snapshots** are checked pairwise in bank time: the previous
   snapshot plus every movement whose bank time lies between them must give the
-  new one (± ``balance_tolerance``).  A movement stamped exactly at a
-  snapshot's time may or may not be in it; either reading is accepted.  A pair
+  new one (± ``balance_tolerance``).  Bank times have whole seconds: of the
+  movements stamped in a snapshot's own second, the snapshot may hold the
+  first ones the bank reported (any number of them, none and all included),
+  and the next snapshot the rest.  A pair
   is checked once the later snapshot is ``result_deadline_s`` old, so
   movements still on their way are counted.
 * **Bookings** are matched by instruction id (same centre) or by host serial.
@@ -29,7 +31,8 @@ What it matches (the rule table, severities and keys are in
 Order: every check is *monotone* in what is known (once a condition holds,
 more facts never unmake it) and deadlines are measured from when the ledger
 first saw a thing, so any delivery order of the same facts within the
-deadlines yields the same alert keys.  Known limits, by design: a fact that
+deadlines yields the same alert keys, except the order of an account's movements
+within one second, which says which of them a snapshot of that second holds.  Known limits, by design: a fact that
 arrives after the interval or deadline it belonged to was closed (e.g. a
 movement more than ``result_deadline_s`` older than a settled snapshot) is not
 re-judged; a debit whose host serial and summary point at two different
@@ -558,6 +561,47 @@ def _t(row: list[Any]) -> str:
     return row[0]
 
 
+def _explained(diff: int, tie_p: list[int], tie_s: list[int], *, same_time: bool, tolerance: int) -> bool:
+    """Whether the movements stamped in the same second as the two snapshots account for
+    ``diff`` (the later balance minus the earlier one and every movement strictly between).
+
+    Bank times have whole seconds, and a busy account moves many times a second, so a
+    snapshot holds some of its own second's movements: those the bank executed before it,
+    which are the first ones it reported.  ``tie_p`` and ``tie_s`` are the movements of
+    the earlier and the later snapshot's second, in the order the bank reported them.  The
+    later snapshot adds the ones of ``tie_p`` the earlier had not (a tail) and holds the
+    first ones of ``tie_s`` (a head).  With both snapshots in one second (``same_time``),
+    it holds a longer head of the same movements than the earlier one, or a shorter one
+    when the earlier was taken later.
+    """
+    def near(sums: list[int], target: int) -> bool:  # some value of ascending ``sums`` within tolerance
+        i = bisect.bisect_left(sums, target - tolerance)
+        return i < len(sums) and sums[i] <= target + tolerance
+
+    if same_time:
+        heads = [0]
+        for amount in tie_p:
+            heads.append(heads[-1] + amount)
+        seen: list[int] = []
+        for head in heads:  # a segment sum is one head minus an earlier (or later) one
+            bisect.insort(seen, head)
+            if near(seen, head - diff) or near(seen, head + diff):
+                return True
+        return False
+    heads = [0]
+    for amount in tie_s:
+        heads.append(heads[-1] + amount)
+    heads.sort()
+    tail = 0
+    if near(heads, diff):
+        return True
+    for amount in reversed(tie_p):
+        tail += amount
+        if near(heads, diff - tail):
+            return True
+    return False
+
+
 _WORD = re.compile(r"[A-Za-z0-9_-]+")
 _DIGITS = re.compile(r"[0-9]{8,}")
 
@@ -1007,7 +1051,8 @@ class Matcher:
             horizon = now - self.thresholds.result_deadline_s
             a.moves = [mv for mv in a.moves if mv[3] >= horizon]
             a.kept = len(a.moves)
-        bisect.insort(a.moves, [t, amount, eid, now])
+        # After any movement of the same second: the order the bank reported them in.
+        bisect.insort(a.moves, [t, amount, eid, now], key=_t)
 
     def _on_balance(self, f: Fact, now: float, out: list[AlertDraft]) -> None:
         p = f.payload
@@ -1045,7 +1090,9 @@ class Matcher:
                         out: list[AlertDraft]) -> None:
         assert a.base is not None
         pt, pbal, peid = a.base
-        inner = tie_p = tie_s = 0
+        inner = 0
+        tie_p: list[int] = []
+        tie_s: list[int] = []
         evidence = [peid, eid]
         moves = a.moves
         lo = bisect.bisect_left(moves, pt, key=_t)
@@ -1053,23 +1100,18 @@ class Matcher:
         for i in range(lo, hi):
             mt, amount, meid, _ = moves[i]
             if mt == pt:
-                tie_p += amount
+                tie_p.append(amount)
             elif mt == t:
-                tie_s += amount
+                tie_s.append(amount)
             else:
                 inner += amount
             evidence.append(meid)
         diff = balance - (pbal + inner)
-        # A movement stamped exactly at a snapshot's time may be in it or not.
-        if pt == t:
-            accepted: tuple[int, ...] = (0, tie_p, -tie_p)
-        else:
-            accepted = (0, tie_p, tie_s, tie_p + tie_s)
-        tol = self.thresholds.balance_tolerance
-        if any(abs(diff - x) <= tol for x in accepted):
+        if _explained(diff, tie_p, tie_s, same_time=pt == t, tolerance=self.thresholds.balance_tolerance):
             return
+        tie_s_sum = sum(tie_s)
         self._emit(None, rules.balance_break(
-            a.bank, a.account, eid, previous=pbal, previous_at=pt, movements=inner + tie_s,
+            a.bank, a.account, eid, previous=pbal, previous_at=pt, movements=inner + tie_s_sum,
             balance=balance, at=t, evidence=evidence), out)
 
     # -- bookings ------------------------------------------------------------------

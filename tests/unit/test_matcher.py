@@ -445,6 +445,69 @@ def test_balance_accepts_a_movement_stamped_exactly_at_the_snapshot_time_either_
         assert run(copies) == [], included
 
 
+def _clock(second: int) -> str:
+    return f"{10 + second // 3600:02d}:{second // 60 % 60:02d}:{second % 60:02d}"
+
+
+def test_balance_holds_the_first_movements_of_its_own_second_and_the_next_one_the_rest() -> None:
+    """A busy account: five credits in the second 10:00:01, the snapshot of that second taken
+    after the second of them, the next snapshot after all five (and one more credit)."""
+    j = Journal()
+    copies = [j.balance(SPECIAL, 1_000, at="10:00:00")]
+    credits = [1, 20, 300, 4_000, 50_000]
+    for n, amount in enumerate(credits[:2]):
+        copies.append(j.movement(SPECIAL, host_of(n), amount, at="10:00:01", cp=SPECIAL))
+    copies.append(j.balance(SPECIAL, 1_000 + 21, at="10:00:01"))
+    for n, amount in enumerate(credits[2:], 2):
+        copies.append(j.movement(SPECIAL, host_of(n), amount, at="10:00:01", cp=SPECIAL))
+    copies.append(j.movement(SPECIAL, host_of(9), 600_000, at="10:00:02", cp=SPECIAL))
+    copies.append(j.balance(SPECIAL, 1_000 + sum(credits) + 600_000, at="10:00:03"))
+    assert "balance-break" not in rules_of(run(copies))
+
+
+def test_balance_break_when_a_snapshot_holds_movements_of_its_second_out_of_the_banks_order() -> None:
+    """Of three credits in its second, a snapshot can hold the first, the first two or all
+    three; never the first and the third without the second."""
+    for held, breaks in ((1, False), (3, False), (7, False), (5, True), (6, True)):
+        j = Journal()
+        copies = [j.balance(SPECIAL, 0, at="10:00:00")]
+        copies += [j.movement(SPECIAL, host_of(n), 1 << n, at="10:00:01", cp=SPECIAL) for n in range(3)]
+        copies.append(j.balance(SPECIAL, held, at="10:00:01"))
+        assert ("balance-break" in rules_of(run(copies))) is breaks, held
+
+
+def test_two_snapshots_in_one_second_differ_by_the_movements_reported_between_them() -> None:
+    for (first, second), breaks in (((1, 7), False), ((7, 1), False), ((1, 3), False), ((0, 5), True)):
+        j = Journal()
+        copies = [j.balance(SPECIAL, 0, at="10:00:00")]
+        copies += [j.movement(SPECIAL, host_of(n), 1 << n, at="10:00:01", cp=SPECIAL) for n in range(3)]
+        copies += [j.balance(SPECIAL, first, at="10:00:01"), j.balance(SPECIAL, second, at="10:00:01")]
+        assert ("balance-break" in rules_of(run(copies))) is breaks, (first, second)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(st.tuples(st.just("move"), st.integers(-10**6, 10**6).filter(bool), st.booleans()),
+                          st.tuples(st.just("snapshot"), st.just(0), st.booleans())), max_size=60),
+       st.sampled_from([0.001, 1.0, 30.0]))
+def test_an_honest_busy_account_never_breaks_its_balance(ops: list[tuple[str, int, bool]], step: float) -> None:
+    """Movements and snapshots of one account as a bank reports them: whole-second times,
+    many movements a second, snapshots between any two; the copies arrive in that order,
+    at any pace.  No balance-break: this failed while a snapshot had to hold all or none of
+    its second's movements."""
+    j = Journal()
+    balance, second = 5_000_000, 0
+    copies = [j.balance(SPECIAL, balance, at=_clock(second))]
+    for n, (kind, amount, tick) in enumerate(ops):
+        second += tick
+        if kind == "move":
+            balance += amount
+            copies.append(j.movement(SPECIAL, host_of(n), amount, at=_clock(second), cp=SPECIAL))
+        else:
+            copies.append(j.balance(SPECIAL, balance, at=_clock(second)))
+    copies.append(j.balance(SPECIAL, balance, at=_clock(second + 1)))
+    assert "balance-break" not in rules_of(run(copies, step=step))
+
+
 def test_balance_break_when_money_moved_without_a_reported_movement() -> None:
     j = Journal()
     copies = [j.balance(SPECIAL, 500_000, at="09:00:00"), j.balance(SPECIAL, 400_000, at="10:00:00")]
