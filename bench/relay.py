@@ -157,6 +157,7 @@ def run(args: argparse.Namespace) -> Report:
                     bank1 = [b.cpu_seconds() for b in banks]
                     rss_kb, hwm_kb = gateway.memory_kb()
                     samples = scrape_metrics(env.ops_port)
+                    ledger_samples = scrape_metrics(env.ledger_ops_port) if ledger is not None else {}
                     raw = await rawrelay.measure(reactor, keys=env.keys, frames=frames, port=relay_port,
                                                  links=len(env.banks), window=max(windows), seconds=raw_seconds,
                                                  relay_pid=raw_relay.pid, bank_pid=raw_bank.pid)
@@ -164,7 +165,8 @@ def run(args: argparse.Namespace) -> Report:
                             "banks_cpu_s": sum(bank1) - sum(bank0), "wall_s": wall, "wait_s": wait,
                             "rss_kb": rss_kb, "ledger_drain_s": drain_s, "ledger_backlog": backlog,
                             "ledger_cpu_s": ledger_cpu,
-                            "hwm_kb": hwm_kb, "samples": samples, "raw": raw}
+                            "hwm_kb": hwm_kb, "samples": samples, "ledger_samples": ledger_samples,
+                            "raw": raw}
 
                 hard = args.seconds + final_timeout + raw_seconds + 120
                 try:
@@ -197,6 +199,12 @@ def run(args: argparse.Namespace) -> Report:
         notes.append(f"not every instruction completed cleanly: {report.not_final} not final, "
                      f"{report.refused} refused, {report.duplicate_finals} duplicate finals")
     copies = _sum(samples, "hpf_gateway_ledger_copies_total")
+    # What the ledger's matching made of the run, by the time the copies had drained.
+    alerts: dict[str, int] = {}
+    for (name, labels), value in out["ledger_samples"].items():
+        if name == "hpf_ledger_alerts_raised_total" and value:
+            rule = dict(labels)["rule"]
+            alerts[rule] = alerts.get(rule, 0) + int(value)
     # The whole lifecycle, copies included: finals over (first submission -> last copy delivered).
     with_copies = (final / (final / ips + out["ledger_drain_s"])
                    if args.ledger and ips and out["ledger_drain_s"] is not None else None)
@@ -225,6 +233,7 @@ def run(args: argparse.Namespace) -> Report:
         "banks_cpu_s": round(out["banks_cpu_s"], 2),
         "ledger": args.ledger,
         "ledger_copies": int(copies),
+        "ledger_alerts_by_rule": dict(sorted(alerts.items())) if args.ledger else None,
         "instructions_per_s_copies_delivered": None if with_copies is None else round(with_copies, 2),
         "ledger_drain_after_last_final_s": (None if out["ledger_drain_s"] is None
                                             else round(out["ledger_drain_s"], 2)),
@@ -268,6 +277,8 @@ def run(args: argparse.Namespace) -> Report:
          "" if not args.ledger else (f"all within {out['ledger_drain_s']:.1f} s of the last final"
                                      if out["ledger_drain_s"] is not None else "NOT all delivered")),
         ("instructions/s, copies delivered too", with_copies if args.ledger else "no ledger", "/s"),
+        ("alerts the ledger raised", (", ".join(f"{rule} {n}" for rule, n in sorted(alerts.items())) or "none")
+         if args.ledger else "no ledger", "by rule, when the copies had drained"),
         ("raw mTLS relay (same frames)", raw.msgs_per_s, f"msgs/s ({raw.links} links x {raw.window} outstanding)"),
         ("raw relay CPU per 1,000 msgs (relay proc)", raw.relay_cpu_s_per_1000, "CPU s"),
         ("ratio gateway / raw relay", ratio, ""),

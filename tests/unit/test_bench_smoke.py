@@ -137,6 +137,7 @@ def test_relay_runs_the_lifecycle_and_the_raw_relay_and_reports_the_ratio(tmp_pa
     assert centre["final"] == centre["submitted"] > 0
     assert centre["duplicate_finals"] == 0 and centre["not_final"] == 0
     assert r["ratio"] == pytest.approx(r["instructions_per_s"] / r["raw_relay_msgs_per_s"], rel=0.01)
+    assert r["ledger_alerts_by_rule"] == {}   # consistent copies of a clean run: nothing to report
     costs = r["cpu_s_per_1000_by_process"]
     assert costs["gateway"] > 0 and costs["banks"] > 0 and costs["ledger"] > 0
     assert r["cpu_bound_instructions_per_s"] == pytest.approx(
