@@ -65,7 +65,7 @@ from gateway.model import format_amount, parse_amount
 
 __all__ = [
     "Thresholds", "AccountInfo", "CounterpartyInfo", "Registry", "Fact", "AlertDraft", "Matcher",
-    "forged_copy_alert", "KINDS", "STATES",
+    "StreamClock", "forged_copy_alert", "KINDS", "STATES",
 ]
 
 KINDS = frozenset({"instruction.state", "bank.movement", "bank.balance", "booking"})
@@ -555,6 +555,50 @@ class _Account:
         a.moves = [list(x) for x in d[4]]
         a.kept = d[5]
         return a
+
+
+class StreamClock:
+    """The time the matcher's deadlines are measured in: the ledger's clock, held back by how
+    far the copies lag behind the gateways that made them.
+
+    "No result 60 s after the instruction was seen" must not count the seconds the copies
+    spent queued on their way: when the ledger ingests more slowly than a gateway commits,
+    an instruction's result reaches it later and later after the instruction itself, and a
+    deadline on the ledger's own clock fires for results the gateway had long ago.  Each
+    copy's delay (the ledger's time when it is matched minus the gateway's ``created_us``)
+    is compared with the smallest delay seen from that gateway, which is the two clocks'
+    offset plus the quickest delivery; the excess is how far the ledger is behind.  The
+    clock runs the ledger's time less the largest such excess over the gateways, and never
+    backwards.  While a gateway sends nothing its last excess stands, so deadlines still
+    fall due in real time once the ledger has caught up with it.
+
+    Neither clock's reading is trusted beyond differences of the same gateway's times; a
+    gateway whose clock is set back by X holds the ledger's deadlines back by X until the
+    ledger restarts.  Pure: the caller passes the ledger's time.
+    """
+
+    __slots__ = ("_floor", "_excess", "_now")
+
+    def __init__(self) -> None:
+        self._floor: dict[str, float] = {}    # gateway -> smallest delay seen
+        self._excess: dict[str, float] = {}   # gateway -> its last copy's delay over that
+        self._now = float("-inf")
+
+    def copy(self, gateway: str, created_us: int, wall: float) -> float:
+        """The time to match a copy of ``gateway`` made at ``created_us`` by, at ledger time ``wall``."""
+        delay = wall - created_us / 1_000_000
+        floor = self._floor.get(gateway)
+        if floor is None or delay < floor:
+            self._floor[gateway] = floor = delay
+        self._excess[gateway] = delay - floor
+        return self.now(wall)
+
+    def now(self, wall: float) -> float:
+        """The time to run deadlines by, at ledger time ``wall``."""
+        behind = max(self._excess.values(), default=0.0)
+        if wall - behind > self._now:
+            self._now = wall - behind
+        return self._now
 
 
 def _t(row: list[Any]) -> str:

@@ -51,6 +51,7 @@ from gateway.ledger.matcher import (
     Fact,
     Matcher,
     Registry,
+    StreamClock,
     Thresholds,
 )
 from gateway.tls import (
@@ -172,6 +173,7 @@ class MatchEngine(Service):
         self.replay_page = replay_page
         self.clock = clock or reactor.seconds
         self.matcher: Matcher | None = None
+        self.stream = StreamClock()  # deadlines run on the gateways' time, not the copies' queue
         self.ready = False
         self.applied_seq = 0
         self.saved_seq = 0
@@ -254,7 +256,7 @@ class MatchEngine(Service):
     def _observe(self, rows: Sequence[dict[str, Any]], *, live: bool,
                  facts: Sequence[Fact | None] | None = None) -> None:
         assert self.matcher is not None
-        now = self.clock()
+        wall = self.clock()
         for i, row in enumerate(rows):
             if row["seq"] <= self.applied_seq:
                 continue  # already taken (a replay page racing a live batch cannot happen, but be sure)
@@ -262,6 +264,7 @@ class MatchEngine(Service):
                 fact = facts[i] if facts is not None else None
                 if fact is None:
                     fact = Fact.from_copy(store.copy_document(row))
+                now = self.stream.copy(row["gateway"], row["created_us"], wall)
                 self._pending.extend(self.matcher.observe(fact, now))
             except Exception:
                 self.metrics.matcher_errors.inc()
@@ -270,7 +273,7 @@ class MatchEngine(Service):
             self._dirty = True
             self._since_saved += 1
             if live:
-                self.metrics.match_lag.observe(max(0.0, now - row["created_us"] / 1_000_000))
+                self.metrics.match_lag.observe(max(0.0, wall - row["created_us"] / 1_000_000))
         self.metrics.matched_seq.set(self.applied_seq)
 
     def tick(self) -> None:
@@ -278,7 +281,7 @@ class MatchEngine(Service):
         if self.matcher is None:
             return
         try:
-            drafts = self.matcher.tick(self.clock())
+            drafts = self.matcher.tick(self.stream.now(self.clock()))
         except Exception:
             self.metrics.matcher_errors.inc()
             log.failure("ledger.matcher_tick_failed")

@@ -471,6 +471,32 @@ async def test_restart_mid_stream_neither_repeats_nor_misses_an_alert(env):
 
 
 @pytest_twisted.ensureDeferred
+async def test_deadlines_run_on_the_gateways_time_while_the_copies_lag(env):
+    """The gateway had I1's result 0.15 s after I1; the ledger, falling behind, gets it 2.5 s
+    after (the deadline is 1.5 s): no missing-result for I1.  I2, which never ends, gets one."""
+    await env.start()
+    t0 = int(reactor.seconds() * 1_000_000)
+    bal = {"bank": "B001", "account": DEBIT, "balance": 5_000_000, "available": 5_000_000, "overdraft": 0,
+           "status": "normal"}
+    await env.file([make_copy(1, instruction_id="I1", created_us=t0, payload=received_payload("I1", 1)),
+                    make_copy(2, instruction_id="I2", created_us=t0 + 1_000, payload=received_payload("I2", 2))])
+    for k in range(10):  # the gateway commits a copy every 10 ms; they arrive every 250 ms
+        await deferLater(reactor, 0.25, lambda: None)
+        await env.file([make_copy(3 + k, kind="bank.balance", state=None, instruction_id=None,
+                                  created_us=t0 + 2_000 + k * 10_000,
+                                  payload=dict(bal, as_of=f"2026-11-27T09:00:{k:02d}+08:00"))])
+    await env.file([make_copy(13, instruction_id="I1", state="succeeded", created_us=t0 + 150_000,
+                              payload=result_payload(1, "H0001"))])
+
+    async def i2_missing() -> bool:
+        return "missing-result:C52240/I2" in keys_of(await all_alerts(env))
+
+    await wait_for(i2_missing, "the missing result of I2")
+    missing = [k for k in keys_of(await all_alerts(env)) if k.startswith("missing-result:")]
+    assert missing == ["missing-result:C52240/I2"]
+
+
+@pytest_twisted.ensureDeferred
 async def test_the_matcher_snapshot_is_taken_with_the_collector_paused(env, monkeypatch):
     """A snapshot allocates a container per record; with the collector running, that set off
     full collections over the whole heap (three quarters of the snapshot's time)."""

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.ledger.matcher import (
-    AccountInfo, AlertDraft, CounterpartyInfo, Fact, Matcher, Registry, Thresholds, forged_copy_alert,
+    AccountInfo, AlertDraft, CounterpartyInfo, Fact, Matcher, Registry, StreamClock, Thresholds, forged_copy_alert,
 )
 from gateway.ledger.rules import RULES
 from gateway.model import format_amount
@@ -512,6 +512,58 @@ def test_balance_break_when_money_moved_without_a_reported_movement() -> None:
     j = Journal()
     copies = [j.balance(SPECIAL, 500_000, at="09:00:00"), j.balance(SPECIAL, 400_000, at="10:00:00")]
     assert rules_of(run(copies)) == ["balance-break"]
+
+
+# -- the stream clock: deadlines on the gateway's time -------------------------------------
+
+
+def test_the_stream_clock_holds_the_ledger_back_by_how_far_the_copies_lag() -> None:
+    def us(s: float) -> int:
+        return int(s * 1_000_000)
+
+    c = StreamClock()
+    assert c.copy("main", us(1000), wall=500.0) == 500.0   # the first copy sets the offset
+    assert c.copy("main", us(1001), wall=502.0) == 501.0   # made 1 s later, here 2 s later
+    assert c.now(510.0) == 509.0                           # quiet: runs in real time, 1 s back
+    assert c.copy("main", us(1002), wall=520.0) == 509.0   # now 18 s behind: never backwards
+    assert c.now(528.0) == 510.0
+    assert c.copy("main", us(1029), wall=529.0) == 529.0   # caught up
+    assert c.copy("north", us(1), wall=530.0) == 530.0     # each gateway has its own offset
+    assert c.copy("north", us(3), wall=540.0) == 532.0     # and the one furthest behind counts
+    assert c.copy("main", us(1040), wall=541.0) == 533.0
+
+
+def _lagging(copies: list[dict[str, Any]], lag_per_copy: float, clock: StreamClock | None,
+             until: float) -> list[AlertDraft]:
+    """Feed ``copies`` as a ledger falling behind does: each reaches it ``lag_per_copy`` s
+    later than the one before, relative to when the gateway made it; the matcher ticks
+    every second, on the ledger's own clock (``clock`` None) or on ``clock``."""
+    start = copies[0]["created_us"] / 1e6
+    arrivals = [(T0 + (c["created_us"] / 1e6 - start) + n * lag_per_copy, c) for n, c in enumerate(copies)]
+    m = Matcher(REGISTRY, TH)
+    out: list[AlertDraft] = []
+    wall = T0
+    while wall < until:
+        while arrivals and arrivals[0][0] <= wall:
+            _, c = arrivals.pop(0)
+            now = wall if clock is None else clock.copy(c["gateway"], c["created_us"], wall)
+            out += m.observe(Fact.from_copy(c), now)
+        out += m.tick(wall if clock is None else clock.now(wall))
+        wall += 0.5
+    return out
+
+
+def test_a_ledger_falling_behind_raises_no_missing_result_for_a_result_the_gateway_had_in_time() -> None:
+    """The gateway had the result a few milliseconds after the instruction; the ledger, behind
+    and falling further, gets it 70 s after (the deadline is 60).  On the ledger's own clock
+    that was a missing result; on the stream clock it is not, and an instruction that really
+    never ends still alerts once 60 s of the gateway's time have passed."""
+    j = Journal()
+    p = payment(j, 1, 250_000)
+    copies = [p["received"], p["sent"], p["accepted"], p["succeeded"], j.instruction("I2", 1_000, ref=ref_of(2))]
+    assert "missing-result" in rules_of(_lagging(copies[:4], 23.5, None, until=T0 + 200))
+    alerts = _lagging(copies, 23.5, StreamClock(), until=T0 + 500)
+    assert [a.key for a in alerts if a.rule == "missing-result"] == [f"missing-result:{CENTRE}/I2"]
 
 
 # -- unregistered-counterparty -----------------------------------------------------------
