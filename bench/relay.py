@@ -278,7 +278,9 @@ def run(args: argparse.Namespace) -> Report:
                                      if out["ledger_drain_s"] is not None else "NOT all delivered")),
         ("instructions/s, copies delivered too", with_copies if args.ledger else "no ledger", "/s"),
         ("alerts the ledger raised", (", ".join(f"{rule} {n}" for rule, n in sorted(alerts.items())) or "none")
-         if args.ledger else "no ledger", "by rule, when the copies had drained"),
+         if args.ledger else "no ledger",
+         "" if not args.ledger else ("by rule, once the copies had drained" if out["ledger_drain_s"] is not None
+                                     else "by rule, before the copies had all drained")),
         ("raw mTLS relay (same frames)", raw.msgs_per_s, f"msgs/s ({raw.links} links x {raw.window} outstanding)"),
         ("raw relay CPU per 1,000 msgs (relay proc)", raw.relay_cpu_s_per_1000, "CPU s"),
         ("ratio gateway / raw relay", ratio, ""),
