@@ -133,13 +133,39 @@ def machine_info() -> dict[str, Any]:
 # -- /proc ------------------------------------------------------------------------------
 
 
-def proc_cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds used so far by every thread of process ``pid`` (from /proc/PID/stat)."""
+def _stat(pid: int) -> list[str]:
     data = Path(f"/proc/{pid}/stat").read_text()
     # The command name (field 2) may contain spaces and parentheses: split after the last ')'.
-    fields = data[data.rindex(")") + 2:].split()
-    utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of proc(5)
-    return (utime + stime) / _CLK_TCK
+    return data[data.rindex(")") + 2:].split()
+
+
+def proc_cpu_seconds(pid: int, *, with_children: bool = False) -> float:
+    """User + system CPU seconds used so far by every thread of process ``pid`` (from /proc/PID/stat).
+
+    ``with_children``: and by every process it started, those still running (e.g. the
+    ledger's check processes) and those it has reaped.
+    """
+    fields = _stat(pid)
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime: fields 14 and 15 of proc(5)
+    if with_children:
+        ticks += int(fields[13]) + int(fields[14])  # cutime, cstime: its reaped children's
+        parents: dict[int, list[int]] = {}
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    parents.setdefault(int(_stat(int(entry.name))[1]), []).append(int(entry.name))
+                except (OSError, ValueError, IndexError):
+                    continue  # ended meanwhile
+        todo = list(parents.get(pid, ()))
+        while todo:
+            child = todo.pop()
+            try:
+                child_fields = _stat(child)
+            except OSError:
+                continue
+            ticks += int(child_fields[11]) + int(child_fields[12])
+            todo += parents.get(child, ())
+    return ticks / _CLK_TCK
 
 
 def runqueue_wait_seconds(pid: int) -> float:
@@ -225,8 +251,8 @@ class Child:
         return self.popen.poll() is None
 
     def cpu_seconds(self) -> float:
-        """CPU seconds this process has used (all threads)."""
-        return proc_cpu_seconds(self.pid)
+        """CPU seconds this process has used (all threads), and the processes it started."""
+        return proc_cpu_seconds(self.pid, with_children=True)
 
     def memory_kb(self) -> tuple[int, int]:
         """(VmRSS, VmHWM) in KiB."""

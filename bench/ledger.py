@@ -86,6 +86,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--burst", type=int, default=None,
                    help="instructions pre-signed for the max phase (default: 300 x --seconds)")
     p.add_argument("--phase", choices=("both", "rate", "max"), default="both")
+    p.add_argument("--check-processes", type=int, default=None,
+                   help="the ledger's check_processes (default: the ledger's own default, 2; 0 checks on a thread)")
     add_workspace_arguments(p)
 
 
@@ -232,11 +234,15 @@ class Lifecycle:
 # -- the ledger -------------------------------------------------------------------------------
 
 
-def _write_ledger_config(directory: Path, database: str, banks: list[_Bank], ports: dict[str, int]) -> Path:
+def _write_ledger_config(directory: Path, database: str, banks: list[_Bank], ports: dict[str, int],
+                         check_processes: int | None = None) -> Path:
     from gateway.config import render_toml
 
+    ledger: dict[str, Any] = {"name": "main", "database": database}
+    if check_processes is not None:
+        ledger["check_processes"] = check_processes
     data = {
-        "ledger": {"name": "main", "database": database},
+        "ledger": ledger,
         "tls": {"certificate": "keys/ledger.crt", "private_key": "keys/ledger.key", "ca": "keys/ca.crt"},
         "listen": {name: f"tcp:{port}:interface=127.0.0.1" for name, port in ports.items()},
         "gateways": {_GATEWAY: {"signing_key": "keys/gateway-signing.pub", "signature_alg": "ed25519"}},
@@ -411,7 +417,7 @@ def run(args: argparse.Namespace) -> Report:
                 init_dev_pki(keys, banks=[b.bank_id for b in banks], centres=[CENTRE])
                 signing_key, _ = init_signing_key(keys)
                 ports = {"ingest": free_port(), "supervisor": free_port(), "ops": free_port()}
-                config = _write_ledger_config(directory, database, banks, ports)
+                config = _write_ledger_config(directory, database, banks, ports, args.check_processes)
                 ledger_store.MIGRATIONS.upgrade(database)
                 lags_path = directory / "lags.json"
                 host = ws.children.spawn("ledger", python_argv("-m", "bench.ledgerhost", "-c", str(config),
@@ -524,6 +530,7 @@ def run(args: argparse.Namespace) -> Report:
     if out["other_statuses"]:
         notes.append(f"copies not stored: {out['other_statuses']}")
     params = {"seconds": args.seconds, "rate": args.rate, "batch": args.batch, "burst": burst, "phase": args.phase,
-              "database": "sqlite" if args.database == "sqlite" else "postgresql"}
+              "database": "sqlite" if args.database == "sqlite" else "postgresql",
+              "check_processes": args.check_processes}
     return Report("ledger", "ledger: ingest + match of signed copies over mTLS", tuple(rows), figures, params,
                   tuple(notes))

@@ -23,10 +23,16 @@ import csv
 import datetime as _dt
 import io
 import json
+import multiprocessing
 import re
+import signal
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
+from cryptography.hazmat.primitives import serialization
+from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredLock
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -49,7 +55,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "COPY_KINDS", "MAX_COPIES", "ParsedCopy", "Refusal", "parse_copy", "check_raw", "CopyChecker",
-    "Ingest", "IngestApi", "SupervisorApi", "daily_report", "report_csv", "REPORT_TZ", "make_ledger_site",
+    "CheckPool", "ChecksUnavailable", "Ingest", "IngestApi", "SupervisorApi", "daily_report", "report_csv", "REPORT_TZ", "make_ledger_site",
 ]
 
 log = Logger()
@@ -311,24 +317,148 @@ class CopyChecker:
         return adapter
 
 
+# -- checking beside the ledger's process ---------------------------------------------
+
+_worker: CopyChecker | None = None
+
+
+def _start_worker(keys: Mapping[str, tuple[str, bytes]], load: Callable[[str], Any]) -> None:
+    """In a check process: a :class:`CopyChecker` of its own, from the gateways' PEM keys."""
+    from gateway.daemon import settle_heap
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's ^C is the ledger's to handle
+    global _worker
+    _worker = CopyChecker({name: (alg, serialization.load_pem_public_key(pem))  # type: ignore[misc]
+                           for name, (alg, pem) in keys.items()}, load)
+    settle_heap()
+
+
+def _check_in_worker(gateway: str, docs: Sequence[Any]) -> list[ParsedCopy | Refusal]:
+    assert _worker is not None, "not a check process"
+    return _worker.check(gateway, docs)
+
+
+def _ready() -> None:
+    """Nothing: submitted once per process at start, so that they are spawned before a batch waits."""
+
+
+class ChecksUnavailable(Exception):
+    """A check process died while checking; nothing of its batch was stored (the sender retries)."""
+
+
+class CheckPool(Service):
+    """Checks a gateway's batch of copies with a :class:`CopyChecker`: in ``processes`` worker
+    processes, or on a thread of the ledger's own pool when ``processes`` is 0.
+
+    The checks are most of the ledger's work per copy, and its process uses one core (one
+    GIL) however many the machine has.  With processes, a batch is cut into slices that
+    are checked at once, and :meth:`check` hands back one Deferred per slice, in order, so
+    that the slices already checked are stored and matched while the rest are checked.  A
+    worker that dies fails the batches it was checking with :class:`ChecksUnavailable`, and
+    a fresh pool takes the next.
+    """
+
+    name = "check-pool"
+    MIN_SLICE = 50
+
+    def __init__(self, checker: CopyChecker, keys: Mapping[str, tuple[str, Any]], processes: int,
+                 reactor: Any, threads: ThreadPool, load: Callable[[str], Any]) -> None:
+        self.checker = checker
+        self.processes = processes
+        self.reactor = reactor
+        self.threads = threads
+        self._init = (_start_worker, ({name: (alg, key.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+            for name, (alg, key) in keys.items()}, load))
+        self._executor: ProcessPoolExecutor | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        if self.processes:
+            self._executor = self._new_executor()
+
+    def stopService(self) -> None:
+        super().stopService()
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)
+
+    def pids(self) -> list[int]:
+        """The check processes' ids (none when checking on a thread or stopped)."""
+        executor = self._executor
+        processes = getattr(executor, "_processes", None) or {}
+        return sorted(p.pid for p in processes.values() if p.pid is not None)
+
+    def _new_executor(self) -> ProcessPoolExecutor:
+        # spawn, not fork: a fork of the running reactor process would copy its threads' locks.
+        initializer, initargs = self._init
+        executor = ProcessPoolExecutor(self.processes, mp_context=multiprocessing.get_context("spawn"),
+                                       initializer=initializer, initargs=initargs)
+        for _ in range(self.processes):
+            executor.submit(_ready)
+        return executor
+
+    def check(self, gateway: str, docs: Sequence[Any]) -> list[Deferred[list[ParsedCopy | Refusal]]]:
+        """One Deferred per consecutive slice of ``docs``, in order; together they cover it."""
+        if not self.processes:
+            return [deferToThreadPool(self.reactor, self.threads, self.checker.check, gateway, docs)]
+        size = max(self.MIN_SLICE, -(-len(docs) // (2 * self.processes)))
+        return [self._submit(gateway, docs[i:i + size]) for i in range(0, len(docs), size)]
+
+    def _submit(self, gateway: str, docs: Sequence[Any]) -> Deferred[list[ParsedCopy | Refusal]]:
+        d: Deferred[list[ParsedCopy | Refusal]] = Deferred()
+        executor = self._executor
+        if executor is None:
+            d.errback(ChecksUnavailable("the ledger is not running; retry"))
+            return d
+        try:
+            future = executor.submit(_check_in_worker, gateway, list(docs))
+        except BrokenProcessPool:
+            self._replace(executor)
+            d.errback(ChecksUnavailable("a check process had died; retry"))
+            return d
+        future.add_done_callback(lambda f: self.reactor.callFromThread(self._settle, d, f, executor))
+        return d
+
+    def _settle(self, d: Deferred[Any], future: Future[Any], executor: ProcessPoolExecutor) -> None:
+        if future.cancelled():  # the pool was shut down: the ledger is stopping
+            d.errback(ChecksUnavailable("the ledger is stopping; retry"))
+            return
+        error = future.exception()
+        if error is None:
+            d.callback(future.result())
+        elif isinstance(error, BrokenProcessPool):
+            log.error("ledger.check_process_died", error=str(error)[:200])
+            self._replace(executor)
+            d.errback(ChecksUnavailable("a check process died while checking; retry"))
+        else:
+            d.errback(error)
+
+    def _replace(self, broken: ProcessPoolExecutor) -> None:
+        if broken is self._executor:
+            broken.shutdown(wait=False, cancel_futures=True)
+            self._executor = self._new_executor() if self.running else None
+
+
 # -- ingest -------------------------------------------------------------------------
 
 
 class Ingest:
-    """Files a gateway's batch of copies: check off the reactor, store in one commit, then match.
+    """Files a gateway's batch of copies: check off the reactor, store in order, then match.
 
     One batch per gateway at a time (a lock per gateway), so copies from one
-    gateway reach the store in the order they were sent.
+    gateway reach the store in the order they were sent.  The batch is checked
+    by the :class:`CheckPool`, in slices when it checks in processes; each slice
+    is stored in one commit and matched as soon as it and the slices before it
+    are checked.
     """
 
-    def __init__(self, db: store.LedgerDatabase, engine: MatchEngine, checker: CopyChecker,
-                 metrics: LedgerMetrics, reactor: Any, pool: ThreadPool) -> None:
+    def __init__(self, db: store.LedgerDatabase, engine: MatchEngine, checks: CheckPool,
+                 metrics: LedgerMetrics) -> None:
         self.db = db
         self.engine = engine
-        self.checker = checker
+        self.checks = checks
         self.metrics = metrics
-        self.reactor = reactor
-        self.pool = pool
         self._locks: dict[str, DeferredLock] = {}
 
     async def file(self, gateway: str, docs: Sequence[Any]) -> list[dict[str, Any]]:
@@ -341,12 +471,28 @@ class Ingest:
             lock.release()
 
     async def _file(self, gateway: str, docs: Sequence[Any]) -> list[dict[str, Any]]:
-        # One batch is checked on one thread.  Sharing it among the pool's threads was measured
-        # (bench/README.md, item 13): no more copies per second, and 20 % more CPU per copy.
-        checked = await deferToThreadPool(self.reactor, self.pool, self.checker.check, gateway, docs)
+        # On a thread, one batch is checked on one thread: sharing it among threads was
+        # measured (bench/README.md, item 13): no more copies per second, 20 % more CPU per copy.
+        slices = self.checks.check(gateway, docs)
+        results: list[dict[str, Any]] = []
+        try:
+            for d in slices:
+                checked = await d
+                results += await self._file_checked(gateway, checked, after_refusal=any(
+                    r["status"] in ("refused", "skipped") for r in results))
+        finally:
+            for d in slices:  # a failed slice fails the batch; the others' failures are its too
+                d.addErrback(lambda _: None)
+        return results
+
+    async def _file_checked(self, gateway: str, checked: Sequence[ParsedCopy | Refusal], *,
+                            after_refusal: bool) -> list[dict[str, Any]]:
+        """Store and match one checked slice; ``after_refusal``: an earlier copy of the batch was
+        not stored, so none of these may be (the gateway resends from that one on)."""
         # Nothing after the first refused copy is stored: the gateway resends from there
         # in journal order (see store.store_copies).
-        first_bad = next((i for i, c in enumerate(checked) if isinstance(c, Refusal)), len(checked))
+        first_bad = 0 if after_refusal else next(
+            (i for i, c in enumerate(checked) if isinstance(c, Refusal)), len(checked))
         parsed = [c for c in checked[:first_bad] if isinstance(c, ParsedCopy)]
         forged = [forged_copy_alert(gateway, c.event_id, c.reason) for c in checked
                   if isinstance(c, Refusal) and c.forged]
@@ -357,15 +503,19 @@ class Ingest:
                                for o in outcomes if o.conflict]
             return outcomes, store.store_alerts(tx, [_alert_row(d) for d in drafts])
 
-        outcomes, new_alerts = await self.db.write(op)
-        stored = [o.row for o in outcomes if o.status == "stored" and o.row is not None]
-        facts = {p.row.event_id: p.fact for p in parsed}
-        self.engine.observe(stored, [facts.get(r["event_id"]) for r in stored])
-        self.engine.alerts_created(new_alerts)
+        outcomes: list[store.CopyOutcome] = []
+        if parsed or forged:
+            outcomes, new_alerts = await self.db.write(op)
+            stored = [o.row for o in outcomes if o.status == "stored" and o.row is not None]
+            facts = {p.row.event_id: p.fact for p in parsed}
+            self.engine.observe(stored, [facts.get(r["event_id"]) for r in stored])
+            self.engine.alerts_created(new_alerts)
+        else:
+            stored = []
         by_id = iter(outcomes)
         results: list[dict[str, Any]] = []
         for i, c in enumerate(checked):
-            if i > first_bad:
+            if after_refusal or i > first_bad:
                 event_id = c.event_id if isinstance(c, Refusal) else c.row.event_id
                 result = {"event_id": event_id, "status": "skipped",
                           "reason": "after a refused copy; send it again"}
@@ -432,6 +582,8 @@ class _JsonApi(Resource):
             log.warn("ledger_api.store_unavailable", listener=self.listener, error=str(e))
             status, body = 503, Problem(503, "unavailable", "The store cannot take writes now; retry",
                                         str(e)[:200])
+        except ChecksUnavailable as e:
+            status, body = 503, Problem(503, "unavailable", "The copies could not be checked; retry", str(e))
         except Exception:
             log.failure("ledger_api.failed", listener=self.listener)
             status, body = 500, Problem(500, "internal-error", "The ledger failed to answer; retry later")

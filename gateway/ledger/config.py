@@ -109,6 +109,7 @@ class LedgerConfig:
     path: Path
     name: str
     database: str
+    check_processes: int
     tls: TlsConfig
     ingest: str
     supervisor: str
@@ -178,7 +179,8 @@ def _load(path: str | Path, check_files: bool) -> tuple[LedgerConfig | None, lis
 
 _SECTIONS = ("ledger", "tls", "listen", "gateways", "supervisors", "thresholds", "accounts",
              "counterparties")
-_LEDGER_KEYS = ("name", "database")
+_LEDGER_KEYS = ("name", "database", "check_processes")
+DEFAULT_CHECK_PROCESSES = 2
 _TLS_KEYS = ("certificate", "private_key", "ca")
 _LISTEN_KEYS = ("ingest", "supervisor", "ops")
 _GATEWAY_KEYS = ("signing_key", "signature_alg", "ca")
@@ -194,7 +196,7 @@ class _LedgerChecker(_Checker):
 
     def ledger_config(self, doc: dict[str, Any], path: Path) -> LedgerConfig | None:
         self.keys(doc, (), _SECTIONS)
-        name, database = self.ledger_section(self.section(doc, "ledger", required=True))
+        name, database, check_processes = self.ledger_section(self.section(doc, "ledger", required=True))
         tls = self.ledger_tls(self.section(doc, "tls", required=True))
         ingest, supervisor, ops = self.ledger_listen(self.section(doc, "listen", required=True))
         gateways = self.gateways(self.section(doc, "gateways") or {})
@@ -203,22 +205,24 @@ class _LedgerChecker(_Checker):
         accounts = self.ledger_accounts(self.section(doc, "accounts") or {})
         counterparties = self.counterparties(self.section(doc, "counterparties") or {})
         self.check_listeners()
-        if (name is None or database is None or tls is None or ingest is None or supervisor is None
-                or ops is None or thresholds is None or self.problems):
+        if (name is None or database is None or check_processes is None or tls is None or ingest is None
+                or supervisor is None or ops is None or thresholds is None or self.problems):
             return None
         return LedgerConfig(
-            path=path, name=name, database=database, tls=tls, ingest=ingest, supervisor=supervisor,
+            path=path, name=name, database=database, check_processes=check_processes, tls=tls,
+            ingest=ingest, supervisor=supervisor,
             ops=ops, gateways=MappingProxyType(gateways), supervisors=MappingProxyType(supervisors),
             thresholds=thresholds, accounts=MappingProxyType(accounts),
             counterparties=MappingProxyType(counterparties))
 
-    def ledger_section(self, table: dict[str, Any] | None) -> tuple[str | None, str | None]:
+    def ledger_section(self, table: dict[str, Any] | None) -> tuple[str | None, str | None, int | None]:
         if table is None:
-            return None, None
+            return None, None, None
         at = ("ledger",)
         self.keys(table, at, _LEDGER_KEYS)
         name = self.string(table, at, "name", pattern=IDENTITY_NAME, what=_IDENTITY_WHAT)
-        return name, self.database(table, at, "database")
+        return (name, self.database(table, at, "database"),
+                self.integer(table, at, "check_processes", 0, 16, default=DEFAULT_CHECK_PROCESSES))
 
     def ledger_tls(self, table: dict[str, Any] | None) -> TlsConfig | None:
         if table is None:

@@ -1,8 +1,9 @@
 """``makeLedgerService``: the supervision ledger's whole service tree, and ``hpf-gateway ledger``.
 
 The tree: the database (the gateway's group-commit writer on the ledger
-schema), a small thread pool for signature and bank-frame checks, the
-:class:`MatchEngine` (the pure matcher, its persistence and its one-second
+schema), the :class:`~gateway.ledger.api.CheckPool` (signature, shape and
+bank-frame checks, in ``check_processes`` processes beside this one, or on a
+small thread pool), the :class:`MatchEngine` (the pure matcher, its persistence and its one-second
 deadline timer), and three listeners: ingest (gateways), supervisor, ops.
 
 Restart promise: the matcher's snapshot and the last ledger seq it covers are
@@ -38,6 +39,7 @@ from twisted.web.server import Site
 from adapters.base import load_adapter
 from gateway.ledger import store
 from gateway.ledger.api import (
+    CheckPool,
     CopyChecker,
     Ingest,
     IngestApi,
@@ -391,6 +393,7 @@ class Ledger:
     config: LedgerConfig
     db: store.LedgerDatabase
     engine: MatchEngine
+    checks: CheckPool
     ingest: Ingest
     ingest_api: IngestApi
     supervisor_api: SupervisorApi
@@ -431,9 +434,11 @@ def makeLedgerService(config: LedgerConfig, reactor: Any) -> Ledger:
     db.setServiceParent(top)
     pool = ThreadPool(minthreads=1, maxthreads=2, name="hpf-ledger-verify")
     _PoolService(pool).setServiceParent(top)
+    checks = CheckPool(CopyChecker(keys, load_adapter), keys, config.check_processes, reactor, pool, load_adapter)
+    checks.setServiceParent(top)
     engine = MatchEngine(db, registry_from_config(config), thresholds_from_config(config), metrics, reactor)
     engine.setServiceParent(top)
-    ingest = Ingest(db, engine, CopyChecker(keys, load_adapter), metrics, reactor, pool)
+    ingest = Ingest(db, engine, checks, metrics)
     ingest_api = IngestApi(config, ingest, engine, metrics)
     supervisor_api = SupervisorApi(config, db, engine, keys, metrics)
 
@@ -468,7 +473,8 @@ def makeLedgerService(config: LedgerConfig, reactor: Any) -> Ledger:
     ops_site = Site(ops)
     ops_site.noisy = False
     listen("ops", config.ops, ops_site)
-    return Ledger(top, config, db, engine, ingest, ingest_api, supervisor_api, metrics, listeners, tls_options)
+    return Ledger(top, config, db, engine, checks, ingest, ingest_api, supervisor_api, metrics, listeners,
+                  tls_options)
 
 
 def run_ledger(config_path: str, *, migrate: bool = False) -> int:

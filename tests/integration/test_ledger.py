@@ -12,6 +12,8 @@ import datetime as dt
 import gc
 import io
 import json
+import os
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Awaitable, Callable
@@ -32,6 +34,7 @@ from gateway.config import render_toml
 from gateway.ledger import store
 from gateway.ledger.config import LedgerConfig, load_ledger_config
 from gateway.ledger.matcher import Fact, Matcher
+from gateway.ledger.api import CheckPool
 from gateway.ledger.service import (
     Ledger,
     makeLedgerService,
@@ -230,6 +233,59 @@ async def test_signed_copies_are_stored_duplicates_answered_and_forgeries_refuse
     assert "hpf_ledger_match_lag_seconds_count 2.0" in metrics
     status, _, text = await env.client("gateway").call("GET", env.url("ops", "/readyz"), accept="text/plain")
     assert (status, text.strip()) == (200, "ready")
+
+
+def _reconfigure(env: Env, **ledger: Any) -> None:
+    """Rewrite the ledger section of ``env``'s config (before it starts)."""
+    text = env.config.path.read_text(encoding="utf-8")
+    for key, value in ledger.items():
+        text = text.replace("[ledger]\n", f"[ledger]\n{key} = {value}\n", 1)
+    env.config.path.write_text(text, encoding="utf-8")
+    env.config = load_ledger_config(env.config.path)
+
+
+@pytest.mark.parametrize("processes", [0, 2])
+@pytest_twisted.ensureDeferred
+async def test_a_batch_checked_in_slices_is_answered_as_one_checked_whole(env, monkeypatch, processes):
+    """In processes the batch is checked in slices of one copy here, stored and matched slice
+    by slice; the answer, what is stored and the alerts are those of the whole batch checked on
+    a thread: nothing after the first refused copy is stored, and a later forgery still alerts."""
+    _reconfigure(env, check_processes=processes)
+    monkeypatch.setattr(CheckPool, "MIN_SLICE", 1)
+    ledger = await env.start()
+    assert len(ledger.checks.pids()) == processes
+    copies = [make_copy(n, instruction_id=f"I{n}") for n in range(1, 7)]
+    forged = (2, 5)
+    for n in forged:
+        copies[n - 1] = dict(copies[n - 1], payload=copies[n - 1]["payload"].replace("100.00", "99999.00"))
+    answer = await env.file(copies)
+    assert [r["status"] for r in answer] == ["stored", "refused", "skipped", "skipped", "skipped", "skipped"]
+    rows = await env.ledger.db.read(store.copies_after, 0, 100)
+    assert [r["event_id"] for r in rows] == [copies[0]["event_id"]]
+    forged_alerts = sorted(a["evidence"][0] for a in await all_alerts(env) if a["rule"] == "forged-copy")
+    assert forged_alerts == sorted(copies[n - 1]["event_id"] for n in forged)
+    honest = [make_copy(n, instruction_id=f"I{n}") for n in range(2, 7)]
+    assert [r["status"] for r in await env.file(honest)] == ["stored"] * 5
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_killed_check_process_fails_its_batch_with_503_and_the_next_is_checked(env):
+    ledger = await env.start()
+    victims = ledger.checks.pids()
+    assert len(victims) == 2
+    for pid in victims:
+        os.kill(pid, signal.SIGKILL)
+    statuses = []
+    for n in range(1, 4):  # the death is noticed at the latest by the first batch after it
+        status, _, body = await env.client("gateway").call(
+            "POST", env.url("ingest", "/v1/copies"), {"copies": [make_copy(n, instruction_id=f"I{n}")]})
+        statuses.append(status)
+        if status == 200:
+            assert body["results"][0]["status"] == "stored"
+            break
+        assert status == 503, body
+    assert statuses[-1] == 200
+    assert not set(ledger.checks.pids()) & set(victims)
 
 
 @pytest_twisted.ensureDeferred

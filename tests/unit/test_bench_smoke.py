@@ -81,6 +81,27 @@ def test_the_cpu_bound_is_the_cores_over_the_summed_costs():
     assert cpu_bound([1.0]) == usable_cores() * 1000
 
 
+def test_a_process_cpu_counts_the_processes_it_started_when_asked():
+    """The ledger checks copies in processes of its own: its CPU must include theirs."""
+    import time
+
+    from bench.common import proc_cpu_seconds
+
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.4: pass\ntime.sleep(30)"
+    parent = subprocess.Popen([sys.executable, "-c", f"import subprocess, sys\n"
+                               f"subprocess.run([sys.executable, '-c', {burn!r}])"])
+    try:
+        deadline = time.monotonic() + 20
+        while proc_cpu_seconds(parent.pid, with_children=True) - proc_cpu_seconds(parent.pid) < 0.35:
+            assert time.monotonic() < deadline, "the child's CPU was never counted"
+            time.sleep(0.05)
+        assert proc_cpu_seconds(parent.pid) < 0.35   # its own: starting Python, then waiting
+    finally:
+        subprocess.run(["pkill", "-KILL", "-P", str(parent.pid)], check=False)  # while it is still the parent
+        parent.kill()
+        parent.wait()
+
+
 def test_the_ledger_benchmark_copies_pass_every_check_of_the_ledger_and_forget_restores_balances(tmp_path):
     from adapters.base import load_adapter
     from bench.ledger import Journal, _banks

@@ -516,6 +516,19 @@ def test_config_names_unknown_keys_and_a_key_of_the_wrong_type(tmp_path):
     assert "gateways.main.signing_key" in problems and "ECDSA P-256" in problems
 
 
+def test_config_check_processes_defaults_to_two_and_is_bounded(tmp_path):
+    assert load_ledger_config(_write_config(tmp_path, ""), check_files=False).check_processes == 2
+    for bad, why in (("-1", "must be from 0 to 16, not -1"), ("17", "must be from 0 to 16, not 17"),
+                     ('"2"', "must be an integer")):
+        path = _write_config(tmp_path, "")
+        path.write_text(path.read_text().replace("[ledger]\n", f"[ledger]\ncheck_processes = {bad}\n"))
+        with pytest.raises(ConfigError) as e:
+            load_ledger_config(path, check_files=False)
+        assert f"ledger.check_processes: {why}" in "\n".join(e.value.problems)
+    path.write_text(path.read_text().replace('check_processes = "2"', "check_processes = 0"))
+    assert load_ledger_config(path, check_files=False).check_processes == 0
+
+
 def test_config_loads_resolving_paths_against_its_directory(tmp_path):
     path = _write_config(tmp_path, "[supervisors.sup1]\n[thresholds]\nbalance_tolerance = \"0.00\"\n")
     config = load_ledger_config(path, check_files=False)
