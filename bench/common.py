@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
 import datetime as _dt
 import json
 import math
@@ -26,6 +25,8 @@ from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Se
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+
+from gateway.daemon import die_with_parent
 
 __all__ = [
     "REPO",
@@ -57,7 +58,6 @@ T = TypeVar("T")
 REPO: Path = Path(__file__).resolve().parent.parent
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
-_PR_SET_PDEATHSIG = 1
 
 
 class BenchError(Exception):
@@ -219,19 +219,10 @@ def memory_kb(pid: int) -> tuple[int, int]:
 # -- child processes ----------------------------------------------------------------------
 
 
-try:
-    _PRCTL: Any = ctypes.CDLL(None, use_errno=True).prctl  # looked up here, not in the forked child
-except (OSError, AttributeError):  # not Linux
-    _PRCTL = None
-
-
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
     # If the bench itself is killed (even with SIGKILL), the kernel sends the
-    # child SIGTERM: no simulator or gateway outlives the run.  Only a foreign
-    # call with two ints happens here, nothing that takes a lock another thread
-    # of the parent could hold.
-    if _PRCTL is not None:
-        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    # child SIGTERM: no simulator or gateway outlives the run.
+    die_with_parent(signal.SIGTERM)
 
 
 @dataclass

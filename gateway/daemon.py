@@ -9,6 +9,7 @@ stops the pings and systemd restarts the daemon.
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import os
 import signal
@@ -161,6 +162,27 @@ def run_daemon(reactor: Any, *, start: Callable[[], Deferred[Any] | None],
     reactor.callWhenRunning(lambda: begin().addErrback(failed))
     reactor.run(installSignalHandlers=False)
     return outcome["status"]
+
+
+_PR_SET_PDEATHSIG = 1
+try:
+    _PRCTL: Any = ctypes.CDLL(None, use_errno=True).prctl  # looked up here, not in a forked child
+except (OSError, AttributeError):  # not Linux
+    _PRCTL = None
+
+
+def die_with_parent(sig: int = signal.SIGKILL, parent: int | None = None) -> None:
+    """Have the kernel send this process ``sig`` when its parent dies, however it dies.
+
+    Safe between fork and exec (one foreign call with two ints, no lock).  With
+    ``parent``, the pid the caller was started by: a process whose parent died
+    before the request (it has been re-parented) exits at once instead.
+    Linux only; elsewhere nothing happens.
+    """
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, sig)
+    if parent is not None and os.getppid() != parent:
+        os._exit(1)
 
 
 def settle_heap() -> None:

@@ -24,6 +24,7 @@ import datetime as _dt
 import io
 import json
 import multiprocessing
+import os
 import re
 import signal
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -55,7 +56,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "COPY_KINDS", "MAX_COPIES", "ParsedCopy", "Refusal", "parse_copy", "check_raw", "CopyChecker",
-    "CheckPool", "ChecksUnavailable", "Ingest", "IngestApi", "SupervisorApi", "daily_report", "report_csv", "REPORT_TZ", "make_ledger_site",
+    "CheckPool", "ChecksUnavailable", "Ingest", "IngestApi", "SupervisorApi", "daily_report", "report_csv",
+    "REPORT_TZ", "make_ledger_site",
 ]
 
 log = Logger()
@@ -322,10 +324,13 @@ class CopyChecker:
 _worker: CopyChecker | None = None
 
 
-def _start_worker(keys: Mapping[str, tuple[str, bytes]], load: Callable[[str], Any]) -> None:
+def _start_worker(keys: Mapping[str, tuple[str, bytes]], load: Callable[[str], Any], ledger: int) -> None:
     """In a check process: a :class:`CopyChecker` of its own, from the gateways' PEM keys."""
-    from gateway.daemon import settle_heap
+    from gateway.daemon import die_with_parent, settle_heap
 
+    # Killed with the ledger, however it dies: a worker holds both ends of its task queue,
+    # so it would otherwise wait on it for ever once the ledger is gone.
+    die_with_parent(signal.SIGKILL, ledger)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's ^C is the ledger's to handle
     global _worker
     _worker = CopyChecker({name: (alg, serialization.load_pem_public_key(pem))  # type: ignore[misc]
@@ -343,7 +348,9 @@ def _ready() -> None:
 
 
 class ChecksUnavailable(Exception):
-    """A check process died while checking; nothing of its batch was stored (the sender retries)."""
+    """A slice of a batch could not be checked (its check process died, or the ledger is
+    stopping).  The slices before it may be stored; the gateway sends the whole batch again,
+    and those copies are answered ``duplicate``."""
 
 
 class CheckPool(Service):
@@ -393,7 +400,7 @@ class CheckPool(Service):
         # spawn, not fork: a fork of the running reactor process would copy its threads' locks.
         initializer, initargs = self._init
         executor = ProcessPoolExecutor(self.processes, mp_context=multiprocessing.get_context("spawn"),
-                                       initializer=initializer, initargs=initargs)
+                                       initializer=initializer, initargs=(*initargs, os.getpid()))
         for _ in range(self.processes):
             executor.submit(_ready)
         return executor

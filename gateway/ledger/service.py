@@ -3,8 +3,9 @@
 The tree: the database (the gateway's group-commit writer on the ledger
 schema), the :class:`~gateway.ledger.api.CheckPool` (signature, shape and
 bank-frame checks, in ``check_processes`` processes beside this one, or on a
-small thread pool), the :class:`MatchEngine` (the pure matcher, its persistence and its one-second
-deadline timer), and three listeners: ingest (gateways), supervisor, ops.
+small thread pool), the :class:`MatchEngine` (the pure matcher, its
+persistence and its one-second deadline timer), and three listeners: ingest
+(gateways), supervisor, ops.
 
 Restart promise: the matcher's snapshot and the last ledger seq it covers are
 saved together with the alerts it raised up to that point, in one

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.faults.harness import Load, Rig, count_everything, dump, settle, wait_until
@@ -43,5 +45,35 @@ def test_a_ledger_down_for_the_whole_run_gets_every_event_exactly_once_when_it_r
               f"failed deliveries {failures:g}) -> 0; {counts.line()}")
         assert failures >= 1
         counts.assert_exactly_once()
+    finally:
+        rig.kill_all()
+
+
+def _state(pid: int) -> tuple[str, int] | None:
+    """(state, parent pid) of a process, or None when it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    state, ppid = stat[stat.rindex(")") + 2:].split()[:2]
+    return state, int(ppid)
+
+
+def _children(pid: int) -> list[int]:
+    """The live (not zombie) processes whose parent is ``pid``."""
+    return [int(e.name) for e in Path("/proc").iterdir()
+            if e.name.isdigit() and (s := _state(int(e.name))) is not None and s[1] == pid and s[0] != "Z"]
+
+
+def test_a_ledger_killed_with_sigkill_takes_its_check_processes_with_it(tmp_path):
+    """The check processes hold both ends of their task queue, so nothing tells them the ledger
+    is gone: without the parent-death signal they would wait for ever, orphaned."""
+    rig = Rig.prepare(tmp_path)
+    try:
+        ledger = rig.start_ledger()
+        workers = wait_until(lambda: len(c := _children(ledger.pid)) >= 2 and c, "two check processes", 15)
+        ledger.kill()
+        wait_until(lambda: all((s := _state(w)) is None or s[0] == "Z" for w in workers),
+                   "the check processes gone", 10)
     finally:
         rig.kill_all()
