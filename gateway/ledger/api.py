@@ -482,11 +482,12 @@ class Ingest:
         # measured (bench/README.md, item 13): no more copies per second, 20 % more CPU per copy.
         slices = self.checks.check(gateway, docs)
         results: list[dict[str, Any]] = []
+        refused = False
         try:
             for d in slices:
-                checked = await d
-                results += await self._file_checked(gateway, checked, after_refusal=any(
-                    r["status"] in ("refused", "skipped") for r in results))
+                done = await self._file_checked(gateway, await d, after_refusal=refused)
+                refused = refused or any(r["status"] in ("refused", "skipped") for r in done)
+                results += done
         finally:
             for d in slices:  # a failed slice fails the batch; the others' failures are its too
                 d.addErrback(lambda _: None)

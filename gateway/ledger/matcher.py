@@ -1153,9 +1153,8 @@ class Matcher:
         diff = balance - (pbal + inner)
         if _explained(diff, tie_p, tie_s, same_time=pt == t, tolerance=self.thresholds.balance_tolerance):
             return
-        tie_s_sum = sum(tie_s)
         self._emit(None, rules.balance_break(
-            a.bank, a.account, eid, previous=pbal, previous_at=pt, movements=inner + tie_s_sum,
+            a.bank, a.account, eid, previous=pbal, previous_at=pt, movements=inner + sum(tie_s),
             balance=balance, at=t, evidence=evidence), out)
 
     # -- bookings ------------------------------------------------------------------
