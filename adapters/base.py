@@ -26,7 +26,8 @@ __all__ = [
     "SignOn", "SignOnAnswer", "Heartbeat", "HeartbeatAnswer",
     "Instruction", "StatusQuery", "BalanceQuery", "Ack",
     "Receipt", "Result", "NotFound", "Entry", "Movement", "Balance", "Statement",
-    "Message", "OUTBOUND", "INBOUND", "Framer", "Adapter", "decode_all", "check", "to_json", "load_adapter",
+    "Message", "OUTBOUND", "INBOUND", "Framer", "Adapter", "decode_all", "check", "to_json", "from_json",
+    "load_adapter",
     "iter_adapter_names",
 ]
 
@@ -321,6 +322,54 @@ def to_json(message: Message | Entry) -> dict[str, object]:
     if not isinstance(message, Entry):
         out = {"kind": type(message).__name__, **out}
     return out
+
+
+def from_json(data: dict[str, object]) -> Message:
+    """The neutral message :func:`to_json` made ``data`` from; ``ValueError`` for anything else.
+
+    For our own records (a simulator's journal), not for input from outside:
+    field values are converted by their declared types and not validated further.
+    """
+    import typing
+
+    kinds = {k.__name__: k for k in (*OUTBOUND, *INBOUND)}
+    kind = kinds.get(str(data.get("kind")))
+    if kind is None:
+        raise ValueError(f"not a neutral message kind: {data.get('kind')!r}")
+    return _from_plain(kind, {k: v for k, v in data.items() if k != "kind"}, typing.get_type_hints)
+
+
+def _from_plain(cls: type, data: dict[str, object], hints_of: object) -> object:
+    import base64
+    import types
+    import typing
+
+    hints = hints_of(cls)  # type: ignore[operator]
+
+    def convert(tp: object, value: object) -> object:
+        if value is None:
+            return None
+        args = typing.get_args(tp)
+        if typing.get_origin(tp) in (Union, types.UnionType):
+            return convert(next(a for a in args if a is not type(None)), value)
+        if typing.get_origin(tp) is tuple:
+            return tuple(convert(args[0], v) for v in value)  # type: ignore[union-attr]
+        if tp is _dt.datetime:
+            return _dt.datetime.fromisoformat(str(value))
+        if tp is _dt.date:
+            return _dt.date.fromisoformat(str(value))
+        if tp is _dt.time:
+            return _dt.time.fromisoformat(str(value))
+        if tp is bytes:
+            return base64.b64decode(str(value))
+        if isinstance(tp, type) and hasattr(tp, "__dataclass_fields__"):
+            return _from_plain(tp, value, hints_of)  # type: ignore[arg-type]
+        return value
+
+    unknown = set(data) - set(hints)
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown fields {sorted(unknown)}")
+    return cls(**{k: convert(hints[k], v) for k, v in data.items()})
 
 
 def decode_all(adapter: Adapter, frame: bytes) -> list[Message]:

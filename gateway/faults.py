@@ -10,7 +10,8 @@ Points: ``intake.commit`` (inside the intake transaction, before COMMIT),
 ``bank.sent`` (instruction written to the bank link, before its receipt),
 ``bank.result`` (a result read from the link, before it is committed and
 acknowledged), ``ledger.forward`` (copies answered by the ledger, before the
-delivery cursor is saved).
+delivery cursor is saved); in the bank simulator, ``simbank.answer`` (an
+instruction executed and journalled, before the bank's answer is written).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import signal
 
 __all__ = ["POINTS", "crash_point", "armed"]
 
-POINTS = ("intake.commit", "intake.respond", "bank.sent", "bank.result", "ledger.forward")
+POINTS = ("intake.commit", "intake.respond", "bank.sent", "bank.result", "ledger.forward", "simbank.answer")
 
 _target, _, _nth = os.environ.get("HPF_CRASH_AT", "").partition("@")
 _remaining = int(_nth) if _nth.isdigit() else 1

@@ -92,11 +92,12 @@ def gateway(config: GatewayConfig, *, env: dict[str, str] | None = None, tag: st
                 config.path.parent / f"gateway{tag}.log", env or {})
 
 
-def bank(config: GatewayConfig, bank_id: str, *extra: str, tag: str = "") -> Proc:
+def bank(config: GatewayConfig, bank_id: str, *extra: str, tag: str = "",
+         env: dict[str, str] | None = None) -> Proc:
     stats = config.path.parent / f"bank-{bank_id}{tag}.json"
     return Proc(f"bank-{bank_id}", HPF + ["simulate", "bank", "-c", str(config.path), "--bank", bank_id,
                                           "--stats", str(stats), *extra],
-                config.path.parent / f"bank-{bank_id}{tag}.log")
+                config.path.parent / f"bank-{bank_id}{tag}.log", env or {})
 
 
 def bank_stats(config: GatewayConfig, bank_id: str, tag: str = "") -> dict[str, Any]:

@@ -76,6 +76,7 @@ from adapters.base import (
     StatusQuery,
     load_adapter,
 )
+from gateway.faults import crash_point
 from gateway.model import mask_account
 from gateway.tls import (
     PeerIdentity,
@@ -928,6 +929,8 @@ class BankLink:
     def receive(self, message: Message) -> list[Message]:
         """Feed one message to the core now; re-arm the execution timer."""
         out = self.core.receive(message, self.reactor.seconds())
+        if isinstance(message, base.Instruction):
+            crash_point("simbank.answer")
         if isinstance(message, base.Instruction) and self.core.duplicates[message.seq_no]:
             _log.info("bank.duplicate bank={bank} ref={ref} copies={copies}", bank=self.bank_id,
                       ref=message.seq_no, copies=self.core.duplicates[message.seq_no])

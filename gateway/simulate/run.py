@@ -60,6 +60,8 @@ def add_bank_arguments(p: argparse.ArgumentParser) -> None:
                    help="offences to commit on purpose, comma-separated (see the demo's --help)")
     p.add_argument("--fault-every", type=int, default=50, help="commit each offence once per N transfers")
     p.add_argument("--stats", help="write execution counts here as JSON every second")
+    p.add_argument("--state", help="keep the bank's executed references and balances in this file, "
+                                   "so a killed bank comes back as it was (restart it with the same options)")
 
 
 def bank_service_for(reactor: Any, config: GatewayConfig, bank_id: str, *, keys: Path | None = None,
@@ -72,10 +74,17 @@ def bank_service_for(reactor: Any, config: GatewayConfig, bank_id: str, *, keys:
     accounts = {n: balance_fen for n, a in config.accounts.items() if a.bank == bank_id}
     names = {n: a.name for n, a in config.accounts.items() if a.bank == bank_id}
     stats_path = core_options.pop("stats_path", None)
+    state_path = core_options.pop("state_path", None)
     if "first_serial" not in core_options:
         core_options["first_serial"] = BankCore.serial_start_for(reactor.seconds())
-    core = BankCore(node=bank.node, accounts=accounts, account_names=names, gateway_node=config.node,
-                    **core_options)
+    if state_path is not None:
+        from gateway.simulate.durable import DurableBankCore
+
+        core: BankCore = DurableBankCore(state_path, node=bank.node, accounts=accounts, account_names=names,
+                                         gateway_node=config.node, **core_options)
+    else:
+        core = BankCore(node=bank.node, accounts=accounts, account_names=names, gateway_node=config.node,
+                        **core_options)
     return make_bank_service(
         reactor, adapter_name=bank.adapter, bank_id=bank_id, node=bank.node,
         role="dial" if bank.direction == "listen" else "listen",
@@ -104,7 +113,8 @@ def run_bank(args: argparse.Namespace) -> int:
             balance_fen=parse_amount(args.balance), delay=args.delay, reply_within=args.reply_within,
             failure_rate=args.failure_rate, drop_rate=args.drop_rate, silent=args.silent, seed=args.seed,
             faults=parse_faults(args.bank_faults), fault_every=args.fault_every,
-            stats_path=Path(args.stats) if args.stats else None)
+            stats_path=Path(args.stats) if args.stats else None,
+            state_path=Path(args.state) if args.state else None)
     except (ValueError, KeyError, OSError, InsecureKeyError) as e:
         print(f"hpf-gateway simulate bank: {e}", file=sys.stderr)
         return 2

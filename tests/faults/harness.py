@@ -177,9 +177,9 @@ class Rig:
     def _ready(self) -> bool:
         return _http_ok(procs.ops_url(self.config, "/readyz"))
 
-    def start_bank(self, *extra: str) -> procs.Proc:
+    def start_bank(self, *extra: str, env: dict[str, str] | None = None) -> procs.Proc:
         """Start the simulated bank B001 (it dials the gateway); stats in ``bank-B001.json``."""
-        bank = procs.bank(self.config, "B001", *extra).start()
+        bank = procs.bank(self.config, "B001", *extra, env=env).start()
         self.started.append(bank)
         return bank
 
