@@ -136,7 +136,8 @@ def metric(config: GatewayConfig, name: str, labels: str = "") -> float:
 
 
 def centre_call(config: GatewayConfig, method: str, path: str, body: Any = None, *,
-                centre: str = "C52240", timeout: float = 10.0) -> tuple[int, Any, dict[str, str]]:
+                centre: str = "C52240", timeout: float = 10.0,
+                port: int | None = None) -> tuple[int, Any, dict[str, str]]:
     """A blocking HTTPS call as a centre (its certificate from the prepared keys)."""
     import http.client
     import ssl
@@ -145,7 +146,7 @@ def centre_call(config: GatewayConfig, method: str, path: str, body: Any = None,
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.load_verify_locations(str(keys / "ca.crt"))
     ctx.load_cert_chain(str(keys / f"centre-{centre}.crt"), str(keys / f"centre-{centre}.key"))
-    port = int(config.centre_api.split(":")[1])
+    port = port or int(config.centre_api.split(":")[1])
     conn = http.client.HTTPSConnection("localhost", port, context=ctx, timeout=timeout)
     try:
         data = json.dumps(body).encode() if body is not None else None

@@ -986,6 +986,10 @@ class BankLink:
         return out
 
 
+#: Probes (heartbeat intervals) without a byte from the gateway before the line is taken for dead.
+DEAD_AFTER_PROBES = 3
+
+
 @implementer(IHandshakeListener)
 class BankSimProtocol(Protocol):
     """One connection of the simulated bank with the gateway.
@@ -994,7 +998,9 @@ class BankSimProtocol(Protocol):
     identity, else the connection is closed.  The gateway signs on first;
     until then only SignOn and Heartbeat are answered.  Once signed on the
     bank pushes its pending notices and results and probes the line every
-    ``heartbeat_interval``.  Any :class:`AdapterError` closes the connection.
+    ``heartbeat_interval``; a gateway silent for :data:`DEAD_AFTER_PROBES`
+    probes is taken for dead and the connection aborted, as a bank's front-end
+    does with a half-open line.  Any :class:`AdapterError` closes the connection.
     """
 
     def __init__(self, link: BankLink) -> None:
@@ -1004,11 +1010,25 @@ class BankSimProtocol(Protocol):
         self.is_signed_on = False
         self._closing = False
         self._heartbeat: LoopingCall | None = None
+        self._last_rx = 0.0
+        self._sign_on_deadline: IDelayedCall | None = None
 
     # -- connection ------------------------------------------------------------
 
     def connectionMade(self) -> None:
+        self._last_rx = self.link.reactor.seconds()
+        # A line that never gets as far as a sign-on (a handshake that hangs, a peer that
+        # accepted and says nothing) is given up like a silent one.
+        self._sign_on_deadline = self.link.reactor.callLater(
+            DEAD_AFTER_PROBES * self.link.heartbeat_interval, self._no_sign_on)
         self.link.connection_made(self)
+
+    def _no_sign_on(self) -> None:
+        self._sign_on_deadline = None
+        if not self.is_signed_on and not self._closing:
+            self.link.counters["dead_peers"] += 1
+            _log.warn("bank.no_sign_on bank={bank}", bank=self.link.bank_id)
+            self._close(abort=True)
 
     def handshakeCompleted(self) -> None:
         try:
@@ -1038,6 +1058,8 @@ class BankSimProtocol(Protocol):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self._heartbeat is not None and self._heartbeat.running:
             self._heartbeat.stop()
+        if self._sign_on_deadline is not None and self._sign_on_deadline.active():
+            self._sign_on_deadline.cancel()
         self.link.connection_lost(self)
         _log.info("bank.connection_lost bank={bank} reason={reason}", bank=self.link.bank_id,
                   reason=reason.getErrorMessage())
@@ -1053,6 +1075,7 @@ class BankSimProtocol(Protocol):
             return
         counters = self.link.counters
         counters["bytes_in"] += len(data)
+        self._last_rx = self.link.reactor.seconds()
         try:
             for frame in self.framer.feed(data):
                 if self._closing:
@@ -1087,6 +1110,8 @@ class BankSimProtocol(Protocol):
         if isinstance(message, SignOn) and out and isinstance(out[0], SignOnAnswer):
             if out[0].ok and not self.is_signed_on:
                 self.is_signed_on = True
+                if self._sign_on_deadline is not None and self._sign_on_deadline.active():
+                    self._sign_on_deadline.cancel()
                 _log.info("bank.signed_on bank={bank} node={node}", bank=link.bank_id, node=message.node)
                 self._heartbeat = LoopingCall(self._probe)
                 self._heartbeat.clock = link.reactor
@@ -1097,6 +1122,13 @@ class BankSimProtocol(Protocol):
                 self._close()
 
     def _probe(self) -> None:
+        silent = self.link.reactor.seconds() - self._last_rx
+        if silent >= DEAD_AFTER_PROBES * self.link.heartbeat_interval:
+            self.link.counters["dead_peers"] += 1
+            _log.warn("bank.dead_peer bank={bank} silent_s={silent}", bank=self.link.bank_id,
+                      silent=round(silent, 1))
+            self._close(abort=True)
+            return
         self.send(self.link.core.heartbeat())
 
     def send(self, message: Message) -> None:

@@ -296,9 +296,12 @@ class Load(threading.Thread):
     """
 
     def __init__(self, config: GatewayConfig, ids: list[str], *, interval: float = 0.05,
-                 deadline: float = 60.0, retry_pause: float = 0.15) -> None:
+                 deadline: float = 60.0, retry_pause: float = 0.15, port: int | None = None,
+                 call_timeout: float = 15.0) -> None:
         super().__init__(daemon=True, name="centre-load")
         self.config = config
+        self.port = port  # another way to the centre API (a proxy), else the configured one
+        self.call_timeout = call_timeout
         self.ids = ids
         self.interval = interval
         self.deadline = time.monotonic() + deadline
@@ -321,7 +324,8 @@ class Load(threading.Thread):
         start = time.monotonic()
         while time.monotonic() < self.deadline:
             try:
-                status, _, _ = procs.centre_call(self.config, "POST", "/v1/instructions", body, timeout=15)
+                status, _, _ = procs.centre_call(self.config, "POST", "/v1/instructions", body,
+                                                 timeout=self.call_timeout, port=self.port)
             except _TRANSIENT as e:
                 self.answers[instruction_id].append(type(e).__name__)
                 time.sleep(self.retry_pause)

@@ -333,18 +333,46 @@ def test_refused_sign_on_closes_the_connection(pki: DevPki) -> None:
 
 def test_bank_probes_the_line_every_heartbeat_interval_once_signed_on(pki: DevPki) -> None:
     fake = FakeLink(pki, new_core(), heartbeat_interval=10.0)
-    fake.clock.advance(30)
+    fake.clock.advance(29)
     assert fake.take() == []
     fake.sign_on()
     fake.take()
     fake.clock.advance(9.9)
     assert fake.take() == []
     fake.clock.advance(0.1)
-    assert [type(m) for m in fake.take()] == [Heartbeat]
-    fake.clock.pump([10, 10])
-    assert [type(m) for m in fake.take()] == [Heartbeat, Heartbeat]
+    (probe,) = fake.take()
+    assert isinstance(probe, Heartbeat)
+    for _ in range(2):
+        fake.send(HeartbeatAnswer(seq_no=fake.seq(), reply_to=probe.seq_no, node="D00000"))
+        fake.clock.advance(10)
+        (probe,) = fake.take()
+        assert isinstance(probe, Heartbeat)
     fake.protocol.connectionLost()
     assert not fake.clock.getDelayedCalls()
+
+
+def test_bank_drops_a_line_that_never_signs_on(pki: DevPki) -> None:
+    """A connection that never reaches sign-on (a hung handshake, a peer that says nothing) is given up."""
+    fake = FakeLink(pki, new_core(), heartbeat_interval=10.0)
+    fake.clock.advance(29.9)
+    assert not fake.transport.disconnecting
+    fake.clock.advance(0.1)
+    assert fake.transport.disconnecting or fake.transport.disconnected
+    assert fake.link.counters["dead_peers"] == 1
+
+
+def test_bank_drops_a_gateway_that_has_been_silent_for_three_probes(pki: DevPki) -> None:
+    """A half-open line (the gateway gone without a FIN) is given up, so the bank can dial again."""
+    fake = FakeLink(pki, new_core(), heartbeat_interval=10.0)
+    fake.sign_on()
+    fake.take()
+    fake.clock.pump([10, 10])
+    assert [type(m) for m in fake.take()] == [Heartbeat, Heartbeat]
+    assert not fake.transport.disconnecting
+    fake.clock.advance(10)
+    assert fake.take() == []
+    assert fake.transport.disconnecting or fake.transport.disconnected
+    assert fake.link.counters["dead_peers"] == 1
 
 
 def test_execution_delay_runs_on_the_reactor_clock_and_then_the_outcome_is_pushed(pki: DevPki) -> None:
