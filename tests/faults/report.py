@@ -1,0 +1,45 @@
+"""The reliability table of docs/reliability.md from the fault suite's counts.
+
+Every fault test appends one JSON line of counts to ``fault-counts.jsonl`` in
+pytest's base temporary directory.  Run the suite with a known base, then::
+
+    python -m pytest tests/faults --basetemp=/tmp/faults
+    python -m tests.faults.report /tmp/faults/fault-counts.jsonl
+
+prints one Markdown row per test: the fault, the load, the counts that must be
+zero and, where the test measured it, the time until the link was back.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+COLUMNS = ("lost", "not final", "executed twice", "missing from feed", "missing at ledger", "recovery")
+
+
+def row(c: dict) -> str:
+    name = c.get("test", "?").replace("test_", "", 1)
+    load = f"{c['submitted']} instructions"
+    not_final = c["acknowledged"] - c["feed_final_once"]
+    ledger = "—" if c.get("ledger_missing") is None else c["ledger_missing"]
+    recovery = f"link back in {c['link_back_s']} s" if "link_back_s" in c else "—"
+    cells = (name, load, c["lost"], not_final, c["executed_twice"], c["feed_missing_final"], ledger, recovery)
+    return "| " + " | ".join(str(x) for x in cells) + " |"
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        print(__doc__, file=sys.stderr)
+        return 2
+    print("| fault (test) | load | " + " | ".join(COLUMNS) + " |")
+    print("|---|---|" + "---|" * len(COLUMNS))
+    for line in Path(argv[0]).read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            print(row(json.loads(line)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
