@@ -7,6 +7,7 @@ elements and the mapping of every neutral message; this module ties the pieces t
 from __future__ import annotations
 
 import datetime as _dt
+from dataclasses import replace
 from collections.abc import Callable, Iterable, Sequence
 from typing import ClassVar
 
@@ -22,13 +23,18 @@ from . import _payments as pay
 from . import _values as v
 from ._frame import HEADER_LEN, MAX_FRAME, Iso20022Framer, body_of
 from ._read import Reader, tags, text_at
+from ._order import reordered
 from ._schema import (
-    DOCUMENTS,
     HEAD_NS,
     ISO_PREFIX,
     LINK_KINDS,
     LINK_NS,
+    READABLE,
+    ROOTS,
     definition_of,
+    document_schema,
+    first_error,
+    schema_file,
     validate,
 )
 
@@ -288,14 +294,39 @@ class Iso20022Adapter:
     def _decode_bare(self, body: bytes, max_bytes: int) -> list[base.Message]:
         root = parse_xml(body, max_bytes=max_bytes, max_depth=MAX_DEPTH)
         tag = root.tag if isinstance(root.tag, str) else ""
-        ns = tag[1:tag.index("}")] if tag.startswith("{") else ""
-        definition = definition_of(ns) if tag.endswith(_DOCUMENT) else None
-        if definition is None:
-            what = ns.removeprefix(ISO_PREFIX) if tag.endswith(_DOCUMENT) else tag
-            raise AdapterError(f"not a supported ISO 20022 Document: {v.show(what)}; "
-                               f"supported: {', '.join(DOCUMENTS)}")
-        validate(root, definition)
-        return self._decode_document(root, definition, None)
+        ns, _, local = tag[1:].partition("}") if tag.startswith("{") else ("", "", tag)
+        if local != "Document":
+            raise AdapterError(f"not an ISO 20022 Document: root element {v.show(tag)}")
+        problems: list[base.Problem] = []
+        if not ns:
+            # Some banks' files carry no namespace at all: the message element still says
+            # which message it is, though not which version.
+            message = root[0].tag if len(root) and isinstance(root[0].tag, str) else ""
+            definition = ROOTS.get(message, "")
+            if not definition:
+                raise AdapterError(f"Document without a namespace holds no message we read: "
+                                   f"{v.show(message)}")
+            problems.append(base.Problem("Document", f"no namespace: read as {definition} by the "
+                                         "elements its versions share, not schema-validated"))
+        else:
+            definition = ns.removeprefix(ISO_PREFIX)
+            if not ns.startswith(ISO_PREFIX) or definition not in READABLE:
+                raise AdapterError(f"not a supported ISO 20022 Document: {v.show(definition)}; "
+                                   f"supported: {', '.join(READABLE)}")
+            checker = document_schema(definition)
+            if checker is None:
+                problems.append(base.Problem("Document", f"no official {definition} schema in the "
+                                             "package: read by the elements its versions share, "
+                                             "not schema-validated"))
+            elif not checker.validate(root):
+                error = first_error(checker)
+                fixed = reordered(root, schema_file(definition))  # type: ignore[arg-type]
+                if not checker.validate(fixed):
+                    raise AdapterError(f"{definition} is not valid against its schema: {error}")
+                problems.append(base.Problem("Document", "elements out of schema order (read in "
+                                             f"schema order): {error}"))
+                root = fixed
+        return self._decode_document(root, definition, None, tuple(problems))
 
     def _decode_frame(self, frame: bytes) -> list[base.Message]:
         body = body_of(frame, self.max_frame)
@@ -330,24 +361,28 @@ class Iso20022Adapter:
         return self._decode_document(payload, definition, (seq_no, reply_to))
 
     def _decode_document(self, doc: etree._Element, definition: str,
-                         header: tuple[str, str] | None) -> list[base.Message]:
-        ns = doc.tag[1:doc.tag.index("}")]
+                         header: tuple[str, str] | None,
+                         problems: tuple[base.Problem, ...] = ()) -> list[base.Message]:
+        ns = doc.tag[1:doc.tag.index("}")] if doc.tag.startswith("{") else ""
         r = self._readers.get(ns)
         if r is None:
             r = self._readers[ns] = Reader(ns, self.currencies)
         wanted = header[1] if header else ""
         answers = True
-        if definition == pay.PAIN001:
+        if definition.startswith("pain.001"):
             msg_id, instructions = pay.decode_pain001(doc, r)
             messages: list[base.Message] = list(instructions)
             reply_to, answers = "", False
-        elif definition == pay.PAIN002:
+        elif definition.startswith("pain.002"):
             msg_id, reply_to, messages = pay.decode_pain002(doc, r)
+            if problems:
+                messages = [replace(m, problems=problems) if isinstance(m, (base.Receipt, base.Result))
+                            else m for m in messages]
         elif definition.startswith("camt.054"):
-            msg_id, movement = _cash.decode_notification(doc, r)
+            msg_id, movement = _cash.decode_notification(doc, r, problems)
             messages, reply_to, answers = [movement], "", False
         else:
-            msg_id, reply_to, messages = _cash.decode_reports(doc, r, definition, wanted)
+            msg_id, reply_to, messages = _cash.decode_reports(doc, r, definition, wanted, problems)
         if header is not None:
             if msg_id != header[0]:
                 raise AdapterError(f"AppHdr/BizMsgIdr {v.show(header[0])} differs from "
