@@ -230,16 +230,17 @@ def _status(ntry: Element, r: Reader) -> str:
     return (text_at(sts, t["Cd"]) or text_at(sts, t["Prtry"]) or sts.text or "").strip()
 
 
-def _detail(tx: Element, r: Reader, side: str, where: str, sign: int) -> base.TxDetail:
-    """One ``TxDtls``: its own amount (``Amt`` from .03, ``AmtDtls/TxAmt/Amt`` in every
-    version), references and counterparty."""
+def _detail(tx: Element, r: Reader, side: str, where: str, sign: int, currency: str
+            ) -> base.TxDetail:
+    """One ``TxDtls``: its own amount in the entry's currency (``Amt`` from .03 on,
+    ``AmtDtls/TxAmt/Amt`` in every version; None when neither is in that currency, as in a
+    foreign-currency transaction), references and counterparty."""
     t = r.t
-    amount_el = first(tx, t["Amt"])
-    if amount_el is None:
-        amount_el = at(tx, t["AmtDtls"], t["TxAmt"], t["Amt"])
     amount = None
-    if amount_el is not None:
-        amount = sign * r.amount(f"{where}/Amt", amount_el)
+    for el in (first(tx, t["Amt"]), at(tx, t["AmtDtls"], t["TxAmt"], t["Amt"])):
+        if el is not None and (el.get("Ccy") or "").strip() == currency:
+            amount = sign * r.amount(f"{where}/Amt", el)
+            break
     refs = first(tx, t["Refs"])
     reference = (text_at(refs, t["AcctSvcrRef"]) or text_at(refs, t["EndToEndId"])
                  or text_at(refs, t["TxId"]) or text_at(refs, t["InstrId"]))
@@ -269,7 +270,8 @@ def _read_entry(ntry: Element, account: str, r: Reader, where: str) -> tuple[str
     side = "Cdtr" if amount < 0 else "Dbtr"
     sign = -1 if amount < 0 else 1
     txs = [tx for dtls in children(ntry, t["NtryDtls"]) for tx in children(dtls, t["TxDtls"])]
-    details = tuple(_detail(tx, r, side, f"{where}/TxDtls[{i}]", sign) for i, tx in enumerate(txs, 1))
+    details = tuple(_detail(tx, r, side, f"{where}/TxDtls[{i}]", sign, currency)
+                    for i, tx in enumerate(txs, 1))
     tx = txs[0] if txs else None
     host = (text_at(ntry, t["AcctSvcrRef"]) or text_at(tx, t["Refs"], t["AcctSvcrRef"])
             or text_at(ntry, t["NtryRef"]))
@@ -375,8 +377,9 @@ def decode_reports(doc: Element, r: Reader, definition: str, reply_to: str,
     entries, pending entries, unreadable parts or no balances) with the first OPBD and CLBD
     amounts as its opening and closing balances, then one Balance for every other ``Bal``
     (all of them when no Statement).  A balance or an entry that cannot be read becomes a
-    :class:`~adapters.base.Problem` of the Statement; ``problems`` (the document's own, such
-    as a tolerated schema departure) go on every message that has a place for them.
+    :class:`~adapters.base.Problem` of the Statement.  ``problems`` are the schema check's:
+    a part it set apart goes on its report's Statement, the document's own (part
+    ``Document``, such as elements out of order) on the first message.
     """
     t = r.t
     statement = definition.startswith("camt.053")
@@ -391,6 +394,8 @@ def decode_reports(doc: Element, r: Reader, definition: str, reply_to: str,
         where = f"{'Stmt' if statement else 'Rpt'}[{n}]"
         account, name, acct_currency = _read_account(report, r, where)
         parts = _Parts(r, account)
+        # Parts the schema check set apart belong to the report they were in.
+        parts.problems.extend(p for p in problems if p.part.startswith(where + "/"))
         balances = []
         for i, b in enumerate(children(report, t["Bal"]), 1):
             try:
@@ -411,9 +416,10 @@ def decode_reports(doc: Element, r: Reader, definition: str, reply_to: str,
                     closing = balance
                 else:
                     rest.append(balance)
-            known = opening or closing
-            currency = acct_currency or (known.currency if known else
-                                         parts.entries[0].currency if parts.entries else "CNY")
+            # The account's currency, else what its amounts say (the neutral default if none).
+            said = [b.currency for b in (opening, closing) if b is not None]
+            said += [b.currency for _, b in balances] + [e.currency for e in parts.entries + parts.pending]
+            currency = acct_currency or (said[0] if said else "CNY")
             for kind, b in ((OPENING, opening), (CLOSING, closing)):
                 if b is not None and b.currency != currency:
                     # One currency per statement's balances: the odd one stays a plain Balance.
@@ -426,11 +432,22 @@ def decode_reports(doc: Element, r: Reader, definition: str, reply_to: str,
                 seq_no=seq_no, reply_to=reply_to, account=account, entries=tuple(parts.entries),
                 opening_balance=opening.balance if opening else None,
                 closing_balance=closing.balance if closing else None, currency=currency,
-                pending=tuple(parts.pending), problems=problems + found))
-            out.extend(replace(b, problems=problems) if problems else b for b in rest)
+                pending=tuple(parts.pending), problems=found))
+            out.extend(rest)
         else:
-            out.extend(replace(b, problems=problems) if problems else b for _, b in balances)
-    return seq_no, reply_to, out
+            out.extend(balance for _, balance in balances)
+    return seq_no, reply_to, _with_document_problems(out, problems)
+
+
+def _with_document_problems(out: list[base.Message], problems: tuple[base.Problem, ...]
+                            ) -> list[base.Message]:
+    """``out`` with the document's own problems (those of part ``Document``) on its first
+    message, so each is stored and alerted once."""
+    whole = tuple(p for p in problems if p.part == "Document")
+    if whole and out:
+        first_message = out[0]
+        out[0] = replace(first_message, problems=whole + first_message.problems)  # type: ignore[arg-type]
+    return out
 
 
 def decode_notification(doc: Element, r: Reader, problems: tuple[base.Problem, ...] = ()
@@ -442,7 +459,7 @@ def decode_notification(doc: Element, r: Reader, problems: tuple[base.Problem, .
     seq_no = v.serial("GrpHdr/MsgId", text_at(root, t["GrpHdr"], t["MsgId"]))
     entries: list[base.Entry] = []
     pending: list[base.Entry] = []
-    found: list[base.Problem] = list(problems)
+    found: list[base.Problem] = list(problems)   # the document's own and the parts set apart
     for n, note in enumerate(children(root, t["Ntfctn"]), 1):
         where = f"Ntfctn[{n}]"
         try:

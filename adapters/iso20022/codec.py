@@ -23,7 +23,7 @@ from . import _payments as pay
 from . import _values as v
 from ._frame import HEADER_LEN, MAX_FRAME, Iso20022Framer, body_of
 from ._read import Reader, tags, text_at
-from ._order import reordered
+from ._order import reordered, set_apart
 from ._schema import (
     HEAD_NS,
     ISO_PREFIX,
@@ -319,14 +319,30 @@ class Iso20022Adapter:
                                              "package: read by the elements its versions share, "
                                              "not schema-validated"))
             elif not checker.validate(root):
-                error = first_error(checker)
-                fixed = reordered(root, schema_file(definition))  # type: ignore[arg-type]
-                if not checker.validate(fixed):
-                    raise AdapterError(f"{definition} is not valid against its schema: {error}")
-                problems.append(base.Problem("Document", "elements out of schema order (read in "
-                                             f"schema order): {error}"))
-                root = fixed
+                root = self._tolerate(root, definition, checker, problems)
         return self._decode_document(root, definition, None, tuple(problems))
+
+    @staticmethod
+    def _tolerate(root: etree._Element, definition: str, checker: etree.XMLSchema,
+                  problems: list[base.Problem]) -> etree._Element:
+        """The part of an invalid bank document that can be read, the rest as ``problems``:
+        elements out of schema order are read in schema order (flagged); an entry or a
+        balance that breaks its schema otherwise is set apart with its bytes.  Anything
+        else invalid refuses the document, naming the first violation."""
+        error = first_error(checker)
+        fixed, moved = reordered(root, schema_file(definition))  # type: ignore[arg-type]
+        if moved:
+            problems.append(base.Problem("Document", "elements out of schema order (read in "
+                                         f"schema order): {error}"))
+        if checker.validate(fixed):
+            return fixed
+        errors = [(e.line, e.message[:200]) for e in checker.error_log]
+        apart = set_apart(fixed, errors)
+        if apart is None or not checker.validate(fixed):
+            raise AdapterError(f"{definition} is not valid against its schema: "
+                               f"{first_error(checker) if apart is not None else error}")
+        problems.extend(base.Problem(path, reason, raw) for path, reason, raw in apart)
+        return fixed
 
     def _decode_frame(self, frame: bytes) -> list[base.Message]:
         body = body_of(frame, self.max_frame)
@@ -375,9 +391,8 @@ class Iso20022Adapter:
             reply_to, answers = "", False
         elif definition.startswith("pain.002"):
             msg_id, reply_to, messages = pay.decode_pain002(doc, r)
-            if problems:
-                messages = [replace(m, problems=problems) if isinstance(m, (base.Receipt, base.Result))
-                            else m for m in messages]
+            if problems and isinstance(messages[0], (base.Receipt, base.Result)):
+                messages[0] = replace(messages[0], problems=problems)   # once per document
         elif definition.startswith("camt.054"):
             msg_id, movement = _cash.decode_notification(doc, r, problems)
             messages, reply_to, answers = [movement], "", False

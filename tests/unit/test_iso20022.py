@@ -611,7 +611,19 @@ def test_pain001_version_08_is_not_accepted_on_input() -> None:
         ANY_CURRENCY.decode_document((DATA / "pain001_001_08.xml").read_bytes())
 
 
-def test_a_sample_made_schema_invalid_is_refused() -> None:
+def test_a_sample_entry_made_schema_invalid_is_set_apart_and_the_rest_read() -> None:
+    whole = ANY_CURRENCY.decode_document((DATA / "camt052_001_02.xml").read_bytes())
     body = (DATA / "camt052_001_02.xml").read_bytes().replace(b"<Sts>BOOK</Sts>", b"<Sts>DONE</Sts>", 1)
+    before = [m for m in whole if isinstance(m, base.Statement)]
+    after = [m for m in ANY_CURRENCY.decode_document(body) if isinstance(m, base.Statement)]
+    (problem,) = [p for m in after for p in m.problems]
+    assert problem.part.endswith("/Ntry[1]") and "schema" in problem.reason
+    assert b"<Sts>DONE</Sts>" in problem.raw
+    booked = [e for m in before for e in m.entries]
+    assert [e for m in after for e in m.entries] == booked[1:]   # only that entry is set apart
+
+
+def test_a_sample_made_schema_invalid_outside_any_entry_or_balance_is_refused() -> None:
+    body = (DATA / "camt052_001_02.xml").read_bytes().replace(b"<MsgId>", b"<MsgId>" + b"x" * 40, 1)
     with pytest.raises(AdapterError, match="schema"):
         ANY_CURRENCY.decode_document(body)
