@@ -46,7 +46,7 @@ ISO_PREFIX = "urn:iso:std:iso:20022:tech:xsd:"
 HEAD_NS = ISO_PREFIX + "head.001.001.02"
 
 DOCUMENTS: tuple[str, ...] = (
-    "pain.001.001.09", "pain.002.001.10",
+    "pain.001.001.09", "pain.001.001.03", "pain.002.001.10",
     "camt.052.001.08", "camt.053.001.08", "camt.054.001.08",
     "camt.052.001.02", "camt.053.001.02", "camt.054.001.02",
 )
@@ -161,7 +161,7 @@ def definition_of(namespace: str) -> str | None:
 
 READABLE: tuple[str, ...] = tuple(
     f"{kind}.001.{n:02d}" for kind in ("camt.052", "camt.053", "camt.054") for n in range(2, 9)
-) + ("pain.002.001.03", "pain.002.001.10", "pain.001.001.09")
+) + ("pain.002.001.03", "pain.002.001.10", "pain.001.001.09", "pain.001.001.03")
 """Message definitions read from a bank's bare document (``decode_document``): read by the
 elements their versions share, each validated against its official schema when shipped."""
 

@@ -85,6 +85,10 @@ class Iso20022Adapter:
     minor units and reports amounts in its minor units (for an operator reading bank files;
     the neutral Entry carries no currency).  Encoded amounts are always CNY.
 
+    ``pain001`` is the version instructions are written in: ``pain.001.001.09`` (default) or
+    ``pain.001.001.03`` for a bank that still takes the 2009 version (config
+    ``banks.X.iso20022_pain001``); every version is read.
+
     ``clock`` only fills creation times (AppHdr/CreDt, GrpHdr/CreDtTm) and the dates of a
     statement without entries; it defaults to UTC now.  ``validate_outbound`` re-parses and
     validates every encoded frame against the schemas (about five times the cost of an
@@ -102,7 +106,10 @@ class Iso20022Adapter:
 
     def __init__(self, currencies: Iterable[str] | None = frozenset({"CNY"}), *,
                  clock: Callable[[], _dt.datetime] | None = None,
-                 validate_outbound: bool = False) -> None:
+                 validate_outbound: bool = False, pain001: str = pay.PAIN001) -> None:
+        if pain001 not in pay.PAIN001_VERSIONS:
+            raise ValueError(f"pain001: one of {', '.join(pay.PAIN001_VERSIONS)}, not {pain001!r}")
+        self.pain001 = pain001
         if currencies is not None:
             currencies = frozenset(currencies)
             if not currencies:
@@ -159,10 +166,10 @@ class Iso20022Adapter:
             raise AdapterError("instructions: a batch needs at least one instruction")
         self._nodes(sender, receiver)
         created, _ = self._stamp()
-        payload = pay.encode_pain001(instructions, None, created, sender, receiver)
-        head = self._app_header(pay.PAIN001, pay.batch_id(instructions), "", "", created, sender,
+        payload = pay.encode_pain001(instructions, None, created, sender, receiver, self.pain001)
+        head = self._app_header(self.pain001, pay.batch_id(instructions), "", "", created, sender,
                                 receiver)
-        return self._frame(pay.PAIN001, head, payload)
+        return self._frame(self.pain001, head, payload)
 
     @staticmethod
     def _nodes(sender: str, receiver: str) -> None:
@@ -213,7 +220,8 @@ class Iso20022Adapter:
                  receiver: str) -> tuple[str, str, str, str]:
         """(MsgDefIdr, BizMsgIdr, reply_to, payload XML) of one message."""
         if isinstance(m, base.Instruction):
-            return pay.PAIN001, m.seq_no, "", pay.encode_pain001([m], m.seq_no, created, sender, receiver)
+            return self.pain001, m.seq_no, "", pay.encode_pain001([m], m.seq_no, created, sender,
+                                                                   receiver, self.pain001)
         if isinstance(m, (base.Receipt, base.Result, base.NotFound)):
             return pay.PAIN002, m.seq_no, m.reply_to, pay.encode_pain002(m, created)
         if isinstance(m, base.Balance):
