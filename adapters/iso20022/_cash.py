@@ -66,8 +66,17 @@ def _date_only(field: str, date: _dt.date) -> str:
     return f"<Dt><Dt>{v.format_date(field, date)}</Dt></Dt>"
 
 
+def _cny_only(field: str, currency: object, problems: object = ()) -> None:
+    """What the link writes: CNY amounts, and no unreadable parts (those are a reader's)."""
+    if currency != "CNY":
+        raise AdapterError(f"{field}: the link writes CNY only, not {v.show(str(currency))}")
+    if problems:
+        raise AdapterError("problems: unreadable parts are a bank file's, never written")
+
+
 def encode_balance(m: base.Balance, created: str) -> str:
     """A camt.052 report with one ``Bal`` (see the package docstring)."""
+    _cny_only("currency", m.currency, m.problems)
     if not m.status:
         raise AdapterError("status: camt.052 needs the balance type (e.g. ITBD)")
     v.text("status", m.status, 35)
@@ -110,14 +119,17 @@ def _check_entry(i: str, e: base.Entry) -> None:
         v.format_amount(f"{i}.balance_after", e.balance_after)
     if not isinstance(e.reversal, bool):
         raise AdapterError(f"{i}.reversal: must be a boolean")
+    _cny_only(f"{i}.currency", e.currency)
+    if e.details:
+        raise AdapterError(f"{i}.details: the link writes no batch details")
 
 
-def _entry(e: base.Entry) -> str:
+def _entry(e: base.Entry, status: str = "BOOK") -> str:
     debit = e.amount < 0
     out = ["<Ntry>", _signed("amount", e.amount)]
     if e.reversal:
         out.append("<RvslInd>true</RvslInd>")
-    out.append(f"<Sts><Cd>BOOK</Cd></Sts>"
+    out.append(f"<Sts><Cd>{status}</Cd></Sts>"
                f"<BookgDt><DtTm>{e.value_date.isoformat()}T{v.format_time_of_day('time', e.time)}"
                f"</DtTm></BookgDt><ValDt><Dt>{e.value_date.isoformat()}</Dt></ValDt>")
     if e.host_seq_no:
@@ -163,11 +175,16 @@ def encode_statement(m: base.Statement, created: str, today: _dt.date) -> tuple[
             v.format_amount(name, value)
     if not isinstance(m.entries, tuple):
         raise AdapterError("entries: must be a tuple")
-    for i, e in enumerate(m.entries):
-        _check_entry(f"entries[{i}]", e)
-        if e.account != m.account:
-            raise AdapterError(f"entries[{i}].account: differs from the statement's account")
-    body = "".join(_entry(e) for e in m.entries)
+    _cny_only("currency", m.currency, m.problems)
+    if not isinstance(m.pending, tuple):
+        raise AdapterError("pending: must be a tuple")
+    for name, group in (("entries", m.entries), ("pending", m.pending)):
+        for i, e in enumerate(group):
+            _check_entry(f"{name}[{i}]", e)
+            if e.account != m.account:
+                raise AdapterError(f"{name}[{i}].account: differs from the statement's account")
+    # Pending entries follow the booked ones, status PDNG: the reader keeps them apart.
+    body = "".join(_entry(e) for e in m.entries) + "".join(_entry(e, "PDNG") for e in m.pending)
     header = _group_header(m.seq_no, created, m.reply_to)
     account = _account(m.account)
     if m.opening_balance is None and m.closing_balance is None:
@@ -192,19 +209,23 @@ def encode_statement(m: base.Statement, created: str, today: _dt.date) -> tuple[
 def encode_movement(m: base.Movement, created: str) -> str:
     """A camt.054 with one ``Ntfctn`` per run of consecutive entries on the same account, so
     the entries come back in their order."""
-    if not isinstance(m.entries, tuple) or not m.entries:
+    if not isinstance(m.entries, tuple) or not isinstance(m.pending, tuple) or not (m.entries or m.pending):
         raise AdapterError("entries: a camt.054 notification needs at least one entry")
-    runs: list[list[base.Entry]] = []
-    for i, e in enumerate(m.entries):
-        _check_entry(f"entries[{i}]", e)
-        if not runs or runs[-1][0].account != e.account:
+    _cny_only("currency", "CNY", m.problems)
+    # Booked entries first, then pending ones (status PDNG): each group keeps its order.
+    runs: list[list[tuple[base.Entry, str]]] = []
+    tagged = [(f"entries[{i}]", e, "BOOK") for i, e in enumerate(m.entries)]
+    tagged += [(f"pending[{i}]", e, "PDNG") for i, e in enumerate(m.pending)]
+    for where, e, status in tagged:
+        _check_entry(where, e)
+        if not runs or runs[-1][0][0].account != e.account:
             runs.append([])
-        runs[-1].append(e)
+        runs[-1].append((e, status))
     out = [(f'<Document xmlns="{ISO_PREFIX}{CAMT054}"><BkToCstmrDbtCdtNtfctn>'
             f"{_group_header(m.seq_no, created, '')}")]
     for n, run in enumerate(runs, 1):
-        out.append(f"<Ntfctn><Id>{n}</Id>{_account(run[0].account)}")
-        out.extend(_entry(e) for e in run)
+        out.append(f"<Ntfctn><Id>{n}</Id>{_account(run[0][0].account)}")
+        out.extend(_entry(e, status) for e, status in run)
         out.append("</Ntfctn>")
     out.append("</BkToCstmrDbtCdtNtfctn></Document>")
     return "".join(out)

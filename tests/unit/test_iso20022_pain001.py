@@ -116,3 +116,33 @@ def test_config_refuses_a_pain001_version_on_another_adapter(tmp_path) -> None:
 
     _, problems = problems_after(tmp_path, _set("banks", "B001", "pain001_version", "pain.001.001.03"))
     assert problems and "only used with adapter" in problems[0]
+
+
+# -- the link writes only what it reads back ---------------------------------------------------
+
+ENTRY = base.Entry("6200001111222233", "H1", -100, dt.date(2025, 1, 2), dt.time(9, 30))
+
+
+def test_pending_entries_cross_the_link_as_pdng_and_come_back_pending() -> None:
+    later = dataclasses.replace(ENTRY, host_seq_no="H2", amount=250)
+    for m in (base.Statement("S1", "Q1", ENTRY.account, (ENTRY,), 1000, 900, pending=(later,)),
+              base.Movement("M1", (ENTRY,), pending=(later,)),
+              base.Movement("M2", (), pending=(later,))):
+        frame = NEW.encode(m, sender=BANK, receiver=GATEWAY)
+        assert b"<Sts><Cd>PDNG</Cd></Sts>" in frame
+        assert NEW.decode(frame) == m
+
+
+@pytest.mark.parametrize("message, field", [
+    (base.Movement("M1", (dataclasses.replace(ENTRY, currency="JPY"),)), "currency"),
+    (base.Movement("M1", (dataclasses.replace(ENTRY, details=(base.TxDetail("R"),)),)), "details"),
+    (base.Movement("M1", (ENTRY,), problems=(base.Problem("Document", "x"),)), "problems"),
+    (base.Statement("S1", "", ENTRY.account, (), 5, currency="EUR"), "currency"),
+    (base.Balance("B1", "", ENTRY.account, 5, 5, status="ITBD", as_of=dt.datetime(2025, 1, 2),
+                  currency="USD"), "currency"),
+], ids=["entry-currency", "details", "problems", "statement-currency", "balance-currency"])
+def test_what_the_link_cannot_carry_back_is_refused_at_encode(message, field) -> None:
+    with pytest.raises(AdapterError, match=field):
+        NEW.encode(message, sender=BANK, receiver=GATEWAY)
+    with pytest.raises(AdapterError, match=field):
+        NEW.check(message, sender=BANK, receiver=GATEWAY)
