@@ -25,7 +25,7 @@ __all__ = [
     "AdapterError",
     "SignOn", "SignOnAnswer", "Heartbeat", "HeartbeatAnswer",
     "Instruction", "StatusQuery", "BalanceQuery", "Ack",
-    "Receipt", "Result", "NotFound", "Entry", "Movement", "Balance", "Statement",
+    "Receipt", "Result", "NotFound", "Entry", "Movement", "Balance", "Statement", "Problem", "TxDetail",
     "Message", "OUTBOUND", "INBOUND", "Framer", "Adapter", "decode_all", "check", "to_json", "from_json",
     "load_adapter",
     "iter_adapter_names",
@@ -144,6 +144,21 @@ class Ack:
 
 
 @dataclass(frozen=True)
+class Problem:
+    """A part of a bank's document the adapter could not read, or a departure from the
+    document's schema it tolerated; what was readable was decoded all the same.
+
+    ``part`` names where (``Stmt[1]/Ntry[3]``, ``Document``); ``raw`` holds the part's bytes
+    as received (empty when the problem is the whole document's), so it can be stored and
+    alerted on.
+    """
+
+    part: str
+    reason: str
+    raw: bytes = b""
+
+
+@dataclass(frozen=True)
 class Receipt:
     """The bank has taken the instruction ``ref`` and is executing it; no outcome yet."""
 
@@ -151,6 +166,7 @@ class Receipt:
     reply_to: str
     ref: str
     bank_seq_no: str = ""     # the settlement system's or bank's serial for the request
+    problems: tuple[Problem, ...] = ()   # tolerated departures of the document it came in
 
 
 @dataclass(frozen=True)
@@ -171,6 +187,7 @@ class Result:
     bank_seq_no: str = ""
     code: str = ""
     text: str = ""
+    problems: tuple[Problem, ...] = ()   # tolerated departures of the document it came in
 
 
 @dataclass(frozen=True)
@@ -183,10 +200,27 @@ class NotFound:
 
 
 @dataclass(frozen=True)
+class TxDetail:
+    """One transaction inside a bank's entry (an ISO 20022 ``TxDtls``): a batch entry has
+    several.  ``amount`` is in minor units of the entry's currency, signed like the entry,
+    None when the bank gave none for the detail."""
+
+    reference: str = ""
+    amount: int | None = None
+    counterparty_account: str = ""
+    counterparty_name: str = ""
+    counterparty_bank_code: str = ""
+    summary: str = ""
+    remark: str = ""
+
+
+@dataclass(frozen=True)
 class Entry:
     """One account movement: a line of a notice or a statement.
 
-    ``amount`` is signed: negative is a debit from ``account``.
+    ``amount`` is signed: negative is a debit from ``account``; it is in minor units of
+    ``currency`` (its ISO 4217 exponent: fen for CNY, yen for JPY, fils for BHD).
+    ``details`` holds every transaction of a batch entry where the protocol reports them.
     """
 
     account: str
@@ -201,14 +235,22 @@ class Entry:
     summary: str = ""
     remark: str = ""
     reversal: bool = False
+    currency: str = "CNY"
+    details: tuple[TxDetail, ...] = ()
 
 
 @dataclass(frozen=True)
 class Movement:
-    """Movements the bank pushed unasked (bdc SBDC100); answered with an :class:`Ack`."""
+    """Movements the bank pushed unasked (bdc SBDC100); answered with an :class:`Ack`.
+
+    ``pending`` entries are announced, not booked: kept as facts, never booked.
+    ``problems`` are the parts of the bank's document that could not be read.
+    """
 
     seq_no: str
     entries: tuple[Entry, ...]
+    pending: tuple[Entry, ...] = ()
+    problems: tuple[Problem, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -224,6 +266,8 @@ class Balance:
     account_name: str = ""
     status: str = ""
     as_of: _dt.datetime | None = None
+    currency: str = "CNY"
+    problems: tuple[Problem, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -236,6 +280,9 @@ class Statement:
     entries: tuple[Entry, ...]
     opening_balance: int | None = None
     closing_balance: int | None = None
+    currency: str = "CNY"                 # of the balances (each entry names its own)
+    pending: tuple[Entry, ...] = ()       # announced, not booked: never booked
+    problems: tuple[Problem, ...] = ()    # parts of the document that could not be read
 
 
 Message = Union[
@@ -312,14 +359,14 @@ def _plain(value: object) -> object:
     return value
 
 
-def to_json(message: Message | Entry) -> dict[str, object]:
+def to_json(message: Message | Entry | Problem | TxDetail) -> dict[str, object]:
     """A neutral message as JSON-ready data: dates ISO 8601, bytes base64, amounts integer fen.
 
     Messages carry their kind (``{"kind": "Result", ...}``); entries do not.
     """
     out = _plain(message)
     assert isinstance(out, dict)
-    if not isinstance(message, Entry):
+    if not isinstance(message, (Entry, Problem, TxDetail)):
         out = {"kind": type(message).__name__, **out}
     return out
 

@@ -190,6 +190,7 @@ class BankConfig:
     ca: Path | None = None
     signature_alg: str = "none"
     signing_key: Path | None = None
+    pain001_version: str = ""   # iso20022 only: the pain.001 version written ("" = the adapter's default)
 
     @property
     def listens(self) -> bool:
@@ -354,7 +355,9 @@ _TIMEOUT_SECONDS = ("heartbeat_interval", "dead_after", "receipt_timeout", "resu
 _TIMEOUT_KEYS = _TIMEOUT_SECONDS + ("status_query_attempts",)
 _CENTRE_KEYS = ("unit_no", "name", "ca")
 _BANK_KEYS = ("name", "adapter", "node", "direction", "endpoint", "window", "ca", "signature_alg",
-              "signing_key")
+              "signing_key", "pain001_version")
+PAIN001_VERSIONS = ("pain.001.001.09", "pain.001.001.03")
+"""Values of ``banks.X.pain001_version`` (iso20022 banks only)."""
 INSTRUCTION_SIGNATURE_ALGS = ("none", "ed25519", "ecdsa-p256-sha256", "sm2-sm3")
 """Values of ``banks.X.signature_alg`` ("sm2-sm3" needs the ``sm`` extra: GmSSL's binding)."""
 _ACCOUNT_KEYS = ("bank", "centre", "name", "type")
@@ -603,12 +606,33 @@ class _Checker:
             window = self.integer(entry, at, "window", 1, 10000)
             ca = self.file_path(entry, at, "ca", default=None)
             signing = self.instruction_signing(entry, at)
+            pain001 = self.pain001_version(entry, at, adapter, signing)
             if (name is not None and adapter is not None and node is not None
                     and direction is not None and endpoint is not None and window is not None
-                    and signing is not None):
+                    and signing is not None and pain001 is not None):
                 found[bank_id] = BankConfig(bank_id, name, adapter, node, direction, endpoint,
-                                            window, ca, *signing)
+                                            window, ca, *signing, pain001_version=pain001)
         return found
+
+    def pain001_version(self, entry: Mapping[str, Any], at: _Path, adapter: str | None,
+                        signing: tuple[str, Path | None] | None) -> str | None:
+        """``banks.X.pain001_version``: the pain.001 version an iso20022 bank takes."""
+        version = entry.get("pain001_version", "")
+        if version == "":
+            return ""
+        if adapter is not None and adapter != "iso20022":
+            self.problem(at + ("pain001_version",), "is only used with adapter = \"iso20022\"")
+            return None
+        if version not in PAIN001_VERSIONS:
+            self.problem(at + ("pain001_version",),
+                         f"must be one of {', '.join(map(_show, PAIN001_VERSIONS))}, not {_show(version)}")
+            return None
+        if version == "pain.001.001.03" and signing is not None and signing[0] != "none":
+            # The 2009 version has no SplmtryData, so a signature has nowhere to go.
+            self.problem(at + ("pain001_version",),
+                         'pain.001.001.03 carries no signature: use signature_alg = "none" or pain.001.001.09')
+            return None
+        return version
 
     def instruction_signing(self, entry: Mapping[str, Any],
                             at: _Path) -> tuple[str, Path | None] | None:

@@ -492,16 +492,20 @@ class BankDispatcher:
         return cfg.centre
 
     def _on_movement(self, m: msg.Movement, raw: bytes) -> None:
-        owners = [self._account_centre(e.account) for e in m.entries]
-        for e, owner in zip(m.entries, owners):
+        every = m.entries + m.pending
+        owners = [self._account_centre(e.account) for e in every]
+        for e, owner in zip(every, owners):
             if owner is False:
                 self._foreign(m, "account", e.account)
                 return
-        item = q.Movements(tuple((msg.to_json(e), o) for e, o in zip(m.entries, owners)), raw)
+        booked = len(m.entries)
+        item = q.Movements(tuple((msg.to_json(e), o) for e, o in zip(m.entries, owners[:booked])), raw,
+                           tuple((msg.to_json(e), o) for e, o in zip(m.pending, owners[booked:])),
+                           _problems(m.problems))
         self._record(item, lambda new: self._ack(m))
 
     def _on_statement(self, m: msg.Statement, raw: bytes) -> None:
-        self._on_movement(msg.Movement(m.seq_no, m.entries), raw)
+        self._on_movement(msg.Movement(m.seq_no, m.entries, m.pending, m.problems), raw)
 
     def _on_balance(self, m: msg.Balance, raw: bytes) -> None:
         owner = self._account_centre(m.account)
@@ -511,7 +515,11 @@ class BankDispatcher:
         snap = {"account": m.account, "balance": m.balance, "available": m.available,
                 "overdraft": m.overdraft, "status": m.status,
                 "as_of": m.as_of.isoformat() if m.as_of else None}
+        if m.currency != "CNY":   # amounts in another currency's minor units: say which
+            snap["currency"] = m.currency
         self._record(q.BalanceSnapshot(snap, owner, raw), lambda _: None)
+        if m.problems:
+            self._record(q.Movements((), raw, (), _problems(m.problems)), lambda _: None)
 
     def query_balances(self) -> int:
         """Ask the bank for the balance of every registered account it holds."""
@@ -675,3 +683,8 @@ class Relay(Service):
             # intake commit instructions for this link; alone, enqueue() sees them all.
             if d._loaded and d.active and d.owner is not None:
                 d.poll().addErrback(lambda f, b=d.bank.id: log.failure("relay.poll_failed", f, bank=b))
+
+
+def _problems(problems: tuple[msg.Problem, ...]) -> tuple[tuple[dict[str, Any], bytes], ...]:
+    """Unreadable parts of a bank's document as journal payloads (part, reason) with their bytes."""
+    return tuple(({"part": p.part, "reason": p.reason}, p.raw) for p in problems)

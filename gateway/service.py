@@ -15,9 +15,9 @@ from twisted.logger import Logger
 from twisted.internet.endpoints import serverFromString
 from twisted.web.server import Site
 
-from adapters.base import load_adapter
+from adapters.base import Adapter, load_adapter
 from gateway.centre_api import CentreApi, ConnectionGuard, Intake, ResultsFeed, make_site
-from gateway.config import GatewayConfig
+from gateway.config import BankConfig, GatewayConfig
 from gateway.lease import LeaseKeeper
 from gateway.links import BankLink, make_link_service
 from gateway.metrics import GatewayMetrics
@@ -272,7 +272,7 @@ def makeService(config: GatewayConfig, reactor: Any) -> Gateway:  # noqa: N802 (
     # head, leases) past the point where another node takes its leases over.
     db = Database(reactor, config.database, idle_in_transaction_timeout=config.timeouts.lease_ttl / 2)
     db.setServiceParent(top)
-    adapters = {bank_id: load_adapter(bank.adapter) for bank_id, bank in config.banks.items()}
+    adapters = {bank_id: _bank_adapter(bank) for bank_id, bank in config.banks.items()}
     relay = Relay(config, db, reactor, metrics, adapters)
     relay.setServiceParent(top)
 
@@ -362,3 +362,11 @@ def makeService(config: GatewayConfig, reactor: Any) -> Gateway:  # noqa: N802 (
     ops_service.setServiceParent(top)
     listeners["ops"] = ops_service
     return gateway
+
+
+def _bank_adapter(bank: BankConfig) -> Adapter:
+    """The bank's adapter, told the pain.001 version when the bank's config names one."""
+    adapter = load_adapter(bank.adapter)
+    if bank.pain001_version:
+        adapter = type(adapter)(pain001=bank.pain001_version)  # type: ignore[call-arg]
+    return adapter

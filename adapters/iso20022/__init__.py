@@ -62,7 +62,8 @@ Messages
   ones with the same debtor, account and date share a PmtInf; MsgId ``B`` + a hash of the
   references); ``decode_all`` returns them all, ``decode`` refuses a frame holding several.
   pain.001.001.08 (the sample file) is not accepted: it is outbound for us and we ship no
-  schema to validate it.
+  schema to validate it.  ``pain001="pain.001.001.03"`` writes the 2009 version instead (a
+  plain ISODate ReqdExctnDt, no SplmtryData, so no signature).
 * **Receipt / Result / NotFound** -> ``pain.002.001.10``: GrpHdr/MsgId = seq_no;
   OrgnlGrpInfAndSts/OrgnlMsgId = reply_to (OrgnlMsgNmId pain.001.001.09, or hpf.StatusQuery
   when answering a query); OrgnlPmtInfId and OrgnlEndToEndId = ref.  TxSts: Receipt ``ACSP``
@@ -95,9 +96,19 @@ Messages
   when 12 digits), RmtInf/Ustrd = summary, SplmtryData/Envlp/hpf:BalAftr = balance_after;
   AddtlNtryInf = remark.  Reading banks' files: host_seq_no falls back to TxDtls/Refs/AcctSvcrRef
   then NtryRef, remark to AddtlTxInf, summary joins every Ustrd with a space, a Dt-only
-  BookgDt gives time 00:00, and only BOOK entries are accepted (a pending one is no movement).
+  BookgDt gives time 00:00.  Only BOOK entries are movements: PDNG and FUTR ones go to the
+  message's ``pending`` (kept, never booked), any other status is a problem.  A batch entry
+  keeps every TxDtls in ``Entry.details`` (the entry's own fields come from the first).
 
-Reading camt.052/053 (either version): per Rpt/Stmt, a Statement (always for camt.053; for
+Bank files (``decode_document``): camt.052/053/054 .001.02 to .001.08, pain.002 .001.03 and
+.001.10, pain.001 .001.03 and .001.09, read by the elements their versions share, each validated
+against its official schema where ``schemas/`` has it.  Elements out of schema order are read in
+schema order and flagged; an entry or balance that breaks its schema otherwise is set apart; a
+version without a shipped schema, or a document without a namespace, is read and flagged.  What
+cannot be read is kept as a :class:`~adapters.base.Problem` (part, reason, bytes) on the message,
+and the rest is decoded.  ``docs/protocols/iso20022.md`` has the whole mapping.
+
+Reading camt.052/053 (any version): per Rpt/Stmt, a Statement (always for camt.053; for
 camt.052 when the report has entries or no balance) whose opening/closing are the first OPBD
 and CLBD amounts, followed by one Balance for every other ``<Bal>``; a camt.052 report with
 balances and no entries gives one Balance per ``<Bal>``.  So every entry and every balance of
@@ -105,11 +116,13 @@ a bank's file is reported, and our own encodings decode back to exactly one mess
 
 Values
 ------
-* Amounts are integer minor units.  Links accept only CNY (:class:`Iso20022Adapter` default
-  ``currencies={"CNY"}``; any other currency is refused, naming it).  ``currencies=None`` (for
-  an operator reading bank files) accepts any ISO 4217 currency with two decimals and reports
-  its minor units; the neutral Entry has no currency field, so the currency is not reported.
-  Digits past the second decimal must be zero (``132.4600``).  We always write CNY.
+* Amounts are integer minor units of their currency's own ISO 4217 exponent (:mod:`.iso4217`:
+  JPY 0, CNY 2, BHD 3), and every Entry, Balance and Statement says its currency.  Links accept
+  only CNY (:class:`Iso20022Adapter` default ``currencies={"CNY"}``): an entry or balance in
+  another currency is kept as a problem naming it, an instruction in one refused.
+  ``currencies=None`` (for an operator reading bank files) accepts any ISO 4217 currency with
+  minor units.  Digits past the currency's decimals must be zero (``132.4600``).  We always
+  write CNY.
 * Date-times round-trip exactly: microseconds are written when not zero, an aware value keeps
   its offset (``Z`` for UTC), a naive one is written without a zone (bank local time) and read
   back naive.  Entry.time keeps its zone the same way.

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import datetime as _dt
 import re
+from dataclasses import replace
+
+from lxml import etree
 
 from adapters import base
 from adapters._xml import escape_text as esc
@@ -63,8 +66,17 @@ def _date_only(field: str, date: _dt.date) -> str:
     return f"<Dt><Dt>{v.format_date(field, date)}</Dt></Dt>"
 
 
+def _cny_only(field: str, currency: object, problems: object = ()) -> None:
+    """What the link writes: CNY amounts, and no unreadable parts (those are a reader's)."""
+    if currency != "CNY":
+        raise AdapterError(f"{field}: the link writes CNY only, not {v.show(str(currency))}")
+    if problems:
+        raise AdapterError("problems: unreadable parts are a bank file's, never written")
+
+
 def encode_balance(m: base.Balance, created: str) -> str:
     """A camt.052 report with one ``Bal`` (see the package docstring)."""
+    _cny_only("currency", m.currency, m.problems)
     if not m.status:
         raise AdapterError("status: camt.052 needs the balance type (e.g. ITBD)")
     v.text("status", m.status, 35)
@@ -107,14 +119,17 @@ def _check_entry(i: str, e: base.Entry) -> None:
         v.format_amount(f"{i}.balance_after", e.balance_after)
     if not isinstance(e.reversal, bool):
         raise AdapterError(f"{i}.reversal: must be a boolean")
+    _cny_only(f"{i}.currency", e.currency)
+    if e.details:
+        raise AdapterError(f"{i}.details: the link writes no batch details")
 
 
-def _entry(e: base.Entry) -> str:
+def _entry(e: base.Entry, status: str = "BOOK") -> str:
     debit = e.amount < 0
     out = ["<Ntry>", _signed("amount", e.amount)]
     if e.reversal:
         out.append("<RvslInd>true</RvslInd>")
-    out.append(f"<Sts><Cd>BOOK</Cd></Sts>"
+    out.append(f"<Sts><Cd>{status}</Cd></Sts>"
                f"<BookgDt><DtTm>{e.value_date.isoformat()}T{v.format_time_of_day('time', e.time)}"
                f"</DtTm></BookgDt><ValDt><Dt>{e.value_date.isoformat()}</Dt></ValDt>")
     if e.host_seq_no:
@@ -160,11 +175,16 @@ def encode_statement(m: base.Statement, created: str, today: _dt.date) -> tuple[
             v.format_amount(name, value)
     if not isinstance(m.entries, tuple):
         raise AdapterError("entries: must be a tuple")
-    for i, e in enumerate(m.entries):
-        _check_entry(f"entries[{i}]", e)
-        if e.account != m.account:
-            raise AdapterError(f"entries[{i}].account: differs from the statement's account")
-    body = "".join(_entry(e) for e in m.entries)
+    _cny_only("currency", m.currency, m.problems)
+    if not isinstance(m.pending, tuple):
+        raise AdapterError("pending: must be a tuple")
+    for name, group in (("entries", m.entries), ("pending", m.pending)):
+        for i, e in enumerate(group):
+            _check_entry(f"{name}[{i}]", e)
+            if e.account != m.account:
+                raise AdapterError(f"{name}[{i}].account: differs from the statement's account")
+    # Pending entries follow the booked ones, status PDNG: the reader keeps them apart.
+    body = "".join(_entry(e) for e in m.entries) + "".join(_entry(e, "PDNG") for e in m.pending)
     header = _group_header(m.seq_no, created, m.reply_to)
     account = _account(m.account)
     if m.opening_balance is None and m.closing_balance is None:
@@ -189,19 +209,23 @@ def encode_statement(m: base.Statement, created: str, today: _dt.date) -> tuple[
 def encode_movement(m: base.Movement, created: str) -> str:
     """A camt.054 with one ``Ntfctn`` per run of consecutive entries on the same account, so
     the entries come back in their order."""
-    if not isinstance(m.entries, tuple) or not m.entries:
+    if not isinstance(m.entries, tuple) or not isinstance(m.pending, tuple) or not (m.entries or m.pending):
         raise AdapterError("entries: a camt.054 notification needs at least one entry")
-    runs: list[list[base.Entry]] = []
-    for i, e in enumerate(m.entries):
-        _check_entry(f"entries[{i}]", e)
-        if not runs or runs[-1][0].account != e.account:
+    _cny_only("currency", "CNY", m.problems)
+    # Booked entries first, then pending ones (status PDNG): each group keeps its order.
+    runs: list[list[tuple[base.Entry, str]]] = []
+    tagged = [(f"entries[{i}]", e, "BOOK") for i, e in enumerate(m.entries)]
+    tagged += [(f"pending[{i}]", e, "PDNG") for i, e in enumerate(m.pending)]
+    for where, e, status in tagged:
+        _check_entry(where, e)
+        if not runs or runs[-1][0][0].account != e.account:
             runs.append([])
-        runs[-1].append(e)
+        runs[-1].append((e, status))
     out = [(f'<Document xmlns="{ISO_PREFIX}{CAMT054}"><BkToCstmrDbtCdtNtfctn>'
             f"{_group_header(m.seq_no, created, '')}")]
     for n, run in enumerate(runs, 1):
-        out.append(f"<Ntfctn><Id>{n}</Id>{_account(run[0].account)}")
-        out.extend(_entry(e) for e in run)
+        out.append(f"<Ntfctn><Id>{n}</Id>{_account(run[0][0].account)}")
+        out.extend(_entry(e, status) for e, status in run)
         out.append("</Ntfctn>")
     out.append("</BkToCstmrDbtCdtNtfctn></Document>")
     return "".join(out)
@@ -210,14 +234,53 @@ def encode_movement(m: base.Movement, created: str) -> str:
 # -- decode ---------------------------------------------------------------------------------
 
 
-def _read_entry(ntry: Element, account: str, r: Reader, where: str) -> base.Entry:
+_PENDING = frozenset({"PDNG", "FUTR"})   # announced, not yet (or not yet finally) booked
+
+
+def _raw(el: Element) -> bytes:
+    """An element's bytes as received (namespace declarations it relies on included)."""
+    return etree.tostring(el, encoding="utf-8", with_tail=False)
+
+
+def _status(ntry: Element, r: Reader) -> str:
+    """The entry's status: ``<Sts>BOOK</Sts>`` up to .06, ``<Sts><Cd>BOOK</Cd></Sts>`` from .07."""
     t = r.t
-    amount = r.signed(f"{where}/Amt", ntry)
-    status = text_at(ntry, t["Sts"]) if r.legacy else (
-        text_at(ntry, t["Sts"], t["Cd"]) or text_at(ntry, t["Sts"], t["Prtry"]))
-    if status.strip() != "BOOK":
-        raise AdapterError(f"{where}/Sts: only booked (BOOK) entries are movements, "
-                           f"not {v.show(status)}")
+    sts = first(ntry, t["Sts"])
+    if sts is None:
+        return ""
+    return (text_at(sts, t["Cd"]) or text_at(sts, t["Prtry"]) or sts.text or "").strip()
+
+
+def _detail(tx: Element, r: Reader, side: str, where: str, sign: int, currency: str
+            ) -> base.TxDetail:
+    """One ``TxDtls``: its own amount in the entry's currency (``Amt`` from .03 on,
+    ``AmtDtls/TxAmt/Amt`` in every version; None when neither is in that currency, as in a
+    foreign-currency transaction), references and counterparty."""
+    t = r.t
+    amount = None
+    for el in (first(tx, t["Amt"]), at(tx, t["AmtDtls"], t["TxAmt"], t["Amt"])):
+        if el is not None and (el.get("Ccy") or "").strip() == currency:
+            amount = sign * r.amount(f"{where}/Amt", el)
+            break
+    refs = first(tx, t["Refs"])
+    reference = (text_at(refs, t["AcctSvcrRef"]) or text_at(refs, t["EndToEndId"])
+                 or text_at(refs, t["TxId"]) or text_at(refs, t["InstrId"]))
+    pties = first(tx, t["RltdPties"])
+    return base.TxDetail(
+        reference=reference.strip(), amount=amount,
+        counterparty_account=r.account_id("RltdPties", first(pties, t[side + "Acct"])),
+        counterparty_name=r.party_name(first(pties, t[side])),
+        counterparty_bank_code=r.agent_code(at(tx, t["RltdAgts"], t[side + "Agt"])),
+        summary=" ".join(u.text or "" for u in children(first(tx, t["RmtInf"]), t["Ustrd"])),
+        remark=text_at(tx, t["AddtlTxInf"]),
+    )
+
+
+def _read_entry(ntry: Element, account: str, r: Reader, where: str) -> tuple[str, base.Entry]:
+    """(status, entry) of one ``Ntry``; the caller decides what the status makes of it."""
+    t = r.t
+    amount, currency = r.signed_money(f"{where}/Amt", ntry)
+    status = _status(ntry, r)
     booked = r.date_choice(f"{where}/BookgDt", first(ntry, t["BookgDt"]))
     valued = r.date_choice(f"{where}/ValDt", first(ntry, t["ValDt"]))
     day = valued if valued is not None else booked
@@ -225,72 +288,119 @@ def _read_entry(ntry: Element, account: str, r: Reader, where: str) -> base.Entr
         raise AdapterError(f"{where}: neither a value date nor a booking date")
     value_date = day.date() if isinstance(day, _dt.datetime) else day
     time = booked.timetz() if isinstance(booked, _dt.datetime) else _dt.time(0)
-    tx = at(ntry, t["NtryDtls"], t["TxDtls"])
+    side = "Cdtr" if amount < 0 else "Dbtr"
+    sign = -1 if amount < 0 else 1
+    txs = [tx for dtls in children(ntry, t["NtryDtls"]) for tx in children(dtls, t["TxDtls"])]
+    details = tuple(_detail(tx, r, side, f"{where}/TxDtls[{i}]", sign, currency)
+                    for i, tx in enumerate(txs, 1))
+    tx = txs[0] if txs else None
     host = (text_at(ntry, t["AcctSvcrRef"]) or text_at(tx, t["Refs"], t["AcctSvcrRef"])
             or text_at(ntry, t["NtryRef"]))
-    side = "Cdtr" if amount < 0 else "Dbtr"
-    pties = first(tx, t["RltdPties"])
-    summary = " ".join(u.text or "" for u in children(first(tx, t["RmtInf"]), t["Ustrd"]))
     balance_after = None
-    if tx is not None and not r.legacy:
-        for data in children(tx, t["SplmtryData"]):
-            found = first(first(data, t["Envlp"]), f"{{{LINK_NS}}}BalAftr")
-            if found is not None:
-                v.minor_units(f"{where}/BalAftr", found.get("Ccy", ""), r.currencies)
-                balance_after = v.parse_amount(f"{where}/BalAftr", found.text)
-                break
+    for data in children(tx, t["SplmtryData"]):
+        found = first(first(data, t["Envlp"]), f"{{{LINK_NS}}}BalAftr")
+        if found is not None:
+            digits = v.minor_units(f"{where}/BalAftr", found.get("Ccy", ""), r.currencies)
+            balance_after = v.parse_amount(f"{where}/BalAftr", found.text, digits)
+            break
     reversal = text_at(ntry, t["RvslInd"]).strip() in ("true", "1")
-    return base.Entry(
+    first_tx = details[0] if details else base.TxDetail()
+    entry = base.Entry(
         account=account, host_seq_no=host, amount=amount, value_date=value_date, time=time,
-        counterparty_account=r.account_id("RltdPties", first(pties, t[side + "Acct"])),
-        counterparty_name=r.party_name(first(pties, t[side])),
-        counterparty_bank_code=r.agent_code(at(tx, t["RltdAgts"], t[side + "Agt"])),
-        balance_after=balance_after, summary=summary,
-        remark=text_at(ntry, t["AddtlNtryInf"]) or text_at(tx, t["AddtlTxInf"]),
-        reversal=reversal,
+        counterparty_account=first_tx.counterparty_account,
+        counterparty_name=first_tx.counterparty_name,
+        counterparty_bank_code=first_tx.counterparty_bank_code,
+        balance_after=balance_after, summary=first_tx.summary,
+        remark=text_at(ntry, t["AddtlNtryInf"]) or first_tx.remark,
+        reversal=reversal, currency=currency,
+        # Only a batch's details say more than the entry itself; a single one is in the entry.
+        details=details if len(details) > 1 else (),
     )
+    return status, entry
 
 
-def _read_account(report: Element, r: Reader, where: str) -> tuple[str, str]:
+class _Parts:
+    """What one report, statement or notification yields: booked and pending entries, and the
+    parts that could not be read (kept with their bytes and the reason)."""
+
+    def __init__(self, r: Reader, account: str) -> None:
+        self.r, self.account = r, account
+        self.entries: list[base.Entry] = []
+        self.pending: list[base.Entry] = []
+        self.problems: list[base.Problem] = []
+
+    def problem(self, where: str, reason: str, el: Element | None) -> None:
+        self.problems.append(base.Problem(where, reason, _raw(el) if el is not None else b""))
+
+    def entry(self, ntry: Element, where: str) -> None:
+        try:
+            status, entry = _read_entry(ntry, self.account, self.r, where)
+        except AdapterError as e:
+            self.problem(where, str(e), ntry)
+            return
+        if status == "BOOK":
+            self.entries.append(entry)
+        elif status in _PENDING:
+            self.pending.append(entry)
+        else:   # INFO and anything unknown: never a movement
+            self.problem(where, f"entry status {v.show(status)} is neither booked nor pending", ntry)
+
+
+def _read_account(report: Element, r: Reader, where: str) -> tuple[str, str, str]:
+    """(account, name, currency) of a report's ``Acct``; the currency is empty when absent."""
     t = r.t
     acct = first(report, t["Acct"])
-    r.currency(f"{where}/Acct/Ccy", first(acct, t["Ccy"]))
+    ccy = first(acct, t["Ccy"])
+    currency = (ccy.text or "").strip() if ccy is not None else ""
+    if currency:
+        v.minor_units(f"{where}/Acct/Ccy", currency, r.currencies)
     account = r.account_id(f"{where}/Acct", acct)
     if not account:
         raise AdapterError(f"{where}/Acct: no account identification")
-    return account, text_at(acct, t["Nm"])
+    return account, text_at(acct, t["Nm"]), currency
 
 
 def _read_balance(bal: Element, r: Reader, where: str, seq_no: str, reply_to: str,
                   account: str, name: str) -> tuple[str, base.Balance]:
     t = r.t
     kind = at(bal, t["Tp"], t["CdOrPrtry"])
-    status = text_at(kind, t["Cd"]) or text_at(kind, t["Prtry"])
-    balance = r.signed(f"{where}/Amt", bal)
+    status = (text_at(kind, t["Cd"]) or text_at(kind, t["Prtry"])).strip()
+    balance, currency = r.signed_money(f"{where}/Amt", bal)
     available = balance
     for avail in children(bal, t["Avlbty"]):
         days = text_at(avail, t["Dt"], t["NbOfDays"]).strip()
         if days and int(days) == 0:
-            available = r.signed(f"{where}/Avlbty/Amt", avail)
+            available, other = r.signed_money(f"{where}/Avlbty/Amt", avail)
+            if other != currency:
+                raise AdapterError(f"{where}/Avlbty/Amt: currency {v.show(other)} differs from "
+                                   f"the balance's {currency}")
             break
     overdraft = 0
     line = first(first(bal, t["CdtLine"]), t["Amt"])
     if line is not None:
-        overdraft = r.amount(f"{where}/CdtLine/Amt", line)
+        overdraft, other = r.money(f"{where}/CdtLine/Amt", line)
+        if other != currency:
+            raise AdapterError(f"{where}/CdtLine/Amt: currency {v.show(other)} differs from "
+                               f"the balance's {currency}")
     when = r.date_choice(f"{where}/Dt", first(bal, t["Dt"]))
     as_of = when if isinstance(when, _dt.datetime) or when is None else _dt.datetime.combine(when, _dt.time(0))
     return status, base.Balance(seq_no=seq_no, reply_to=reply_to, account=account, balance=balance,
                                 available=available, overdraft=overdraft, account_name=name,
-                                status=status, as_of=as_of)
+                                status=status, as_of=as_of, currency=currency)
 
 
-def decode_reports(doc: Element, r: Reader, definition: str, reply_to: str
+def decode_reports(doc: Element, r: Reader, definition: str, reply_to: str,
+                   problems: tuple[base.Problem, ...] = ()
                    ) -> tuple[str, str, list[base.Message]]:
     """(MsgId, OrgnlBizQry/MsgId, messages) of a camt.052 or camt.053 document.
 
     Per report or statement: a Statement (always for camt.053; for camt.052 when it has
-    entries or no balances) with the first OPBD and CLBD amounts as its opening and closing
-    balances, then one Balance for every other ``Bal`` (all of them when no Statement).
+    entries, pending entries, unreadable parts or no balances) with the first OPBD and CLBD
+    amounts as its opening and closing balances, then one Balance for every other ``Bal``
+    (all of them when no Statement).  A balance or an entry that cannot be read becomes a
+    :class:`~adapters.base.Problem` of the Statement.  ``problems`` are the schema check's:
+    a part it set apart goes on its report's Statement, the document's own (part
+    ``Document``, such as elements out of order) on the first message.
     """
     t = r.t
     statement = definition.startswith("camt.053")
@@ -303,39 +413,86 @@ def decode_reports(doc: Element, r: Reader, definition: str, reply_to: str
     out: list[base.Message] = []
     for n, report in enumerate(children(root, t["Stmt" if statement else "Rpt"]), 1):
         where = f"{'Stmt' if statement else 'Rpt'}[{n}]"
-        account, name = _read_account(report, r, where)
-        balances = [_read_balance(b, r, f"{where}/Bal[{i}]", seq_no, reply_to, account, name)
-                    for i, b in enumerate(children(report, t["Bal"]), 1)]
-        entries = tuple(_read_entry(e, account, r, f"{where}/Ntry[{i}]")
-                        for i, e in enumerate(children(report, t["Ntry"]), 1))
-        if statement or entries or not balances:
+        account, name, acct_currency = _read_account(report, r, where)
+        parts = _Parts(r, account)
+        # Parts the schema check set apart belong to the report they were in.
+        parts.problems.extend(p for p in problems if p.part.startswith(where + "/"))
+        balances = []
+        for i, b in enumerate(children(report, t["Bal"]), 1):
+            try:
+                balances.append(_read_balance(b, r, f"{where}/Bal[{i}]", seq_no, reply_to, account,
+                                              name))
+            except AdapterError as e:
+                parts.problem(f"{where}/Bal[{i}]", str(e), b)
+        for i, e in enumerate(children(report, t["Ntry"]), 1):
+            parts.entry(e, f"{where}/Ntry[{i}]")
+        found = tuple(parts.problems)
+        if statement or parts.entries or parts.pending or found or not balances:
             opening = closing = None
             rest = []
             for kind, balance in balances:
                 if kind == OPENING and opening is None:
-                    opening = balance.balance
+                    opening = balance
                 elif kind == CLOSING and closing is None:
-                    closing = balance.balance
+                    closing = balance
                 else:
                     rest.append(balance)
-            out.append(base.Statement(seq_no=seq_no, reply_to=reply_to, account=account,
-                                      entries=entries, opening_balance=opening,
-                                      closing_balance=closing))
+            # The account's currency, else what its amounts say (the neutral default if none).
+            said = [b.currency for b in (opening, closing) if b is not None]
+            said += [b.currency for _, b in balances] + [e.currency for e in parts.entries + parts.pending]
+            currency = acct_currency or (said[0] if said else "CNY")
+            for kind, b in ((OPENING, opening), (CLOSING, closing)):
+                if b is not None and b.currency != currency:
+                    # One currency per statement's balances: the odd one stays a plain Balance.
+                    rest.insert(0, b)
+                    if kind == OPENING:
+                        opening = None
+                    else:
+                        closing = None
+            out.append(base.Statement(
+                seq_no=seq_no, reply_to=reply_to, account=account, entries=tuple(parts.entries),
+                opening_balance=opening.balance if opening else None,
+                closing_balance=closing.balance if closing else None, currency=currency,
+                pending=tuple(parts.pending), problems=found))
             out.extend(rest)
         else:
             out.extend(balance for _, balance in balances)
-    return seq_no, reply_to, out
+    return seq_no, reply_to, _with_document_problems(out, problems)
 
 
-def decode_notification(doc: Element, r: Reader) -> tuple[str, base.Movement]:
-    """(MsgId, the Movement) of a camt.054: every entry of every notification, in order."""
+def _with_document_problems(out: list[base.Message], problems: tuple[base.Problem, ...]
+                            ) -> list[base.Message]:
+    """``out`` with the document's own problems (those of part ``Document``) on its first
+    message, so each is stored and alerted once."""
+    whole = tuple(p for p in problems if p.part == "Document")
+    if whole and out:
+        first_message = out[0]
+        out[0] = replace(first_message, problems=whole + first_message.problems)  # type: ignore[arg-type]
+    return out
+
+
+def decode_notification(doc: Element, r: Reader, problems: tuple[base.Problem, ...] = ()
+                        ) -> tuple[str, base.Movement]:
+    """(MsgId, the Movement) of a camt.054: every entry of every notification, in order;
+    pending entries apart, unreadable ones as problems."""
     t = r.t
     root = first(doc, t["BkToCstmrDbtCdtNtfctn"])
     seq_no = v.serial("GrpHdr/MsgId", text_at(root, t["GrpHdr"], t["MsgId"]))
     entries: list[base.Entry] = []
+    pending: list[base.Entry] = []
+    found: list[base.Problem] = list(problems)   # the document's own and the parts set apart
     for n, note in enumerate(children(root, t["Ntfctn"]), 1):
         where = f"Ntfctn[{n}]"
-        account, _ = _read_account(note, r, where)
-        entries.extend(_read_entry(e, account, r, f"{where}/Ntry[{i}]")
-                       for i, e in enumerate(children(note, t["Ntry"]), 1))
-    return seq_no, base.Movement(seq_no=seq_no, entries=tuple(entries))
+        try:
+            account, _, _ = _read_account(note, r, where)
+        except AdapterError as e:
+            found.append(base.Problem(where, str(e), _raw(note)))
+            continue
+        parts = _Parts(r, account)
+        for i, e in enumerate(children(note, t["Ntry"]), 1):
+            parts.entry(e, f"{where}/Ntry[{i}]")
+        entries.extend(parts.entries)
+        pending.extend(parts.pending)
+        found.extend(parts.problems)
+    return seq_no, base.Movement(seq_no=seq_no, entries=tuple(entries), pending=tuple(pending),
+                                 problems=tuple(found))

@@ -24,6 +24,8 @@ from ._schema import ISO_PREFIX, LINK_NS
 __all__ = [
     "NOT_FOUND",
     "PAIN001",
+    "PAIN001_03",
+    "PAIN001_VERSIONS",
     "PAIN002",
     "PURPOSES",
     "STATUS_QUERY_DEF",
@@ -35,6 +37,9 @@ __all__ = [
 ]
 
 PAIN001 = "pain.001.001.09"
+PAIN001_03 = "pain.001.001.03"
+PAIN001_VERSIONS = (PAIN001, PAIN001_03)
+"""The pain.001 versions written, as a bank's config chooses (the 2019 one by default)."""
 PAIN002 = "pain.002.001.10"
 STATUS_QUERY_DEF = "hpf.StatusQuery"
 
@@ -132,8 +137,11 @@ def _same(value: str) -> str:
     return value
 
 
-def _transfer(m: base.Instruction, e: Callable[[str], str]) -> str:
+def _transfer(m: base.Instruction, e: Callable[[str], str], definition: str = PAIN001) -> str:
     """One CdtTrfTxInf; ``e`` escapes text (or passes it through when it is known plain)."""
+    if m.signature and definition == PAIN001_03:
+        raise AdapterError("signature: pain.001.001.03 has no place for one (SplmtryData came "
+                           "with .04); a bank written .03 takes no signature_alg")
     reference = f"<InstrId>{e(m.reference)}</InstrId>" if m.reference else ""
     agent = (f"<CdtrAgt><FinInstnId><ClrSysMmbId><ClrSysId><Cd>{CROSS_BANK}</Cd></ClrSysId>"
              f"<MmbId>{m.creditor_bank_code}</MmbId></ClrSysMmbId></FinInstnId></CdtrAgt>"
@@ -163,13 +171,16 @@ def _total(fen: int) -> str:
 
 
 def _payment(group: Sequence[base.Instruction], receiver: str, e: Callable[[str], str],
-             total: str) -> str:
+             total: str, definition: str = PAIN001) -> str:
     head = group[0]
     name = f"<Nm>{e(head.debit_name)}</Nm>" if head.debit_name else ""
-    transfers = _transfer(head, e) if len(group) == 1 else "".join(_transfer(m, e) for m in group)
+    transfers = "".join(_transfer(m, e, definition) for m in group)
+    # ISODate in .03; a Dt/DtTm choice from .04 on.
+    day = head.send_date.isoformat()
+    when = day if definition == PAIN001_03 else f"<Dt>{day}</Dt>"
     return (f"<PmtInf><PmtInfId>{e(head.seq_no)}</PmtInfId><PmtMtd>TRF</PmtMtd>"
             f"<NbOfTxs>{len(group)}</NbOfTxs><CtrlSum>{total}</CtrlSum>"
-            f"<ReqdExctnDt><Dt>{head.send_date.isoformat()}</Dt></ReqdExctnDt>"
+            f"<ReqdExctnDt>{when}</ReqdExctnDt>"
             f"<Dbtr>{name}<Id><OrgId>"
             f"<Othr><Id>{head.unit_no}</Id><SchmeNm><Prtry>{UNIT_SCHEME}</Prtry></SchmeNm></Othr>"
             f"<Othr><Id>{head.centre_node}</Id><SchmeNm><Prtry>{NODE_SCHEME}</Prtry></SchmeNm></Othr>"
@@ -179,8 +190,9 @@ def _payment(group: Sequence[base.Instruction], receiver: str, e: Callable[[str]
             f"{transfers}</PmtInf>")
 
 
-def _document(msg_id: str, created: str, count: int, total: str, sender: str, payments: str) -> str:
-    return (f'<Document xmlns="{ISO_PREFIX}{PAIN001}"><CstmrCdtTrfInitn><GrpHdr>'
+def _document(msg_id: str, created: str, count: int, total: str, sender: str, payments: str,
+              definition: str = PAIN001) -> str:
+    return (f'<Document xmlns="{ISO_PREFIX}{definition}"><CstmrCdtTrfInitn><GrpHdr>'
             f"<MsgId>{esc(msg_id)}</MsgId><CreDtTm>{created}</CreDtTm>"
             f"<NbOfTxs>{count}</NbOfTxs><CtrlSum>{total}</CtrlSum>"
             f"<InitgPty><Id><OrgId><Othr><Id>{sender}</Id></Othr></OrgId></Id></InitgPty></GrpHdr>"
@@ -188,10 +200,11 @@ def _document(msg_id: str, created: str, count: int, total: str, sender: str, pa
 
 
 def encode_pain001(instructions: Sequence[base.Instruction], msg_id: str | None, created: str,
-                   sender: str, receiver: str) -> str:
-    """One pain.001 document: consecutive instructions from the same debtor, account and date
-    share a PmtInf; each is one CdtTrfTxInf.  ``msg_id`` None is a batch's (:func:`batch_id`);
-    ``sender`` and ``receiver`` are checked nodes."""
+                   sender: str, receiver: str, definition: str = PAIN001) -> str:
+    """One pain.001 document in version ``definition`` (one of :data:`PAIN001_VERSIONS`):
+    consecutive instructions from the same debtor, account and date share a PmtInf; each is
+    one CdtTrfTxInf.  ``msg_id`` None is a batch's (:func:`batch_id`); ``sender`` and
+    ``receiver`` are checked nodes."""
     if len(instructions) == 1 and msg_id is not None:
         # The link's case, kept short: one instruction, its reference as the MsgId.
         m = instructions[0]
@@ -199,7 +212,8 @@ def encode_pain001(instructions: Sequence[base.Instruction], msg_id: str | None,
         if e is esc:
             _check_instruction(-1, m)
         total = _total(m.amount)
-        return _document(msg_id, created, 1, total, sender, _payment(instructions, receiver, e, total))
+        return _document(msg_id, created, 1, total, sender,
+                         _payment(instructions, receiver, e, total, definition), definition)
     plain = True
     seen: set[str] = set()
     for i, m in enumerate(instructions):
@@ -220,9 +234,10 @@ def encode_pain001(instructions: Sequence[base.Instruction], msg_id: str | None,
             groups.append([])
             key = k
         groups[-1].append(m)
-    payments = "".join(_payment(g, receiver, e, _total(sum(m.amount for m in g))) for g in groups)
+    payments = "".join(_payment(g, receiver, e, _total(sum(m.amount for m in g)), definition)
+                       for g in groups)
     return _document(msg_id, created, len(instructions),
-                     _total(sum(m.amount for m in instructions)), sender, payments)
+                     _total(sum(m.amount for m in instructions)), sender, payments, definition)
 
 
 def _signature(tx: Element, r: Reader) -> bytes:
@@ -237,7 +252,7 @@ def _signature(tx: Element, r: Reader) -> bytes:
 
 
 def decode_pain001(doc: Element, r: Reader) -> tuple[str, list[base.Instruction]]:
-    """(MsgId, every instruction) of a validated pain.001.001.09 document."""
+    """(MsgId, every instruction) of a validated pain.001.001.09 or .03 document."""
     t = r.t
     root = first(doc, t["CstmrCdtTrfInitn"])
     hdr = first(root, t["GrpHdr"])
@@ -246,7 +261,11 @@ def decode_pain001(doc: Element, r: Reader) -> tuple[str, list[base.Instruction]
     for pmt in children(root, t["PmtInf"]):
         if text_at(pmt, t["PmtMtd"]) != "TRF":
             raise AdapterError("PmtMtd: only TRF (credit transfer) is supported")
-        when = r.date_choice("ReqdExctnDt", first(pmt, t["ReqdExctnDt"]))
+        requested = first(pmt, t["ReqdExctnDt"])
+        if requested is not None and len(requested) == 0:   # .03: a plain ISODate
+            when: _dt.date | None = v.parse_date("ReqdExctnDt", requested.text)
+        else:
+            when = r.date_choice("ReqdExctnDt", requested)
         send_date = when.date() if isinstance(when, _dt.datetime) else when
         if send_date is None:
             raise AdapterError("ReqdExctnDt: missing")

@@ -29,7 +29,7 @@ class Tags(dict[str, str]):
         self.ns = ns
 
     def __missing__(self, name: str) -> str:
-        tag = self[name] = f"{{{self.ns}}}{name}"
+        tag = self[name] = f"{{{self.ns}}}{name}" if self.ns else name   # lxml: no namespace, no braces
         return tag
 
 
@@ -76,20 +76,30 @@ class Reader:
     def __init__(self, ns: str, currencies: frozenset[str] | None) -> None:
         self.t = tags(ns)
         self.currencies = currencies
-        self.legacy = ns.endswith(".001.02")   # the 2009 camt versions
 
-    def amount(self, field: str, el: Element | None) -> int:
-        """An ``...AndAmount`` element (with its ``Ccy``) as unsigned minor units."""
+    def money(self, field: str, el: Element | None) -> tuple[int, str]:
+        """An ``...AndAmount`` element (with its ``Ccy``) as (unsigned minor units in the
+        currency's own ISO 4217 exponent, currency)."""
         if el is None:
             raise AdapterError(f"{field}: missing")
-        v.minor_units(field, el.get("Ccy", ""), self.currencies)
-        return v.parse_amount(field, el.text)
+        currency = (el.get("Ccy") or "").strip()
+        digits = v.minor_units(field, currency, self.currencies)
+        return v.parse_amount(field, el.text, digits), currency
 
-    def signed(self, field: str, parent: Element, amount_tag: str = "Amt") -> int:
+    def amount(self, field: str, el: Element | None) -> int:
+        return self.money(field, el)[0]
+
+    def signed_money(self, field: str, parent: Element, amount_tag: str = "Amt") -> tuple[int, str]:
         """``Amt`` with the sibling ``CdtDbtInd``: a debit is negative."""
         t = self.t
-        fen = self.amount(field, first(parent, t[amount_tag]))
-        return -fen if text_at(parent, t["CdtDbtInd"]) == "DBIT" else fen
+        minor, currency = self.money(field, first(parent, t[amount_tag]))
+        indicator = text_at(parent, t["CdtDbtInd"]).strip()
+        if indicator not in ("CRDT", "DBIT"):
+            raise AdapterError(f"{field}: CdtDbtInd must be CRDT or DBIT, not {v.show(indicator)}")
+        return (-minor if indicator == "DBIT" else minor), currency
+
+    def signed(self, field: str, parent: Element, amount_tag: str = "Amt") -> int:
+        return self.signed_money(field, parent, amount_tag)[0]
 
     def currency(self, field: str, el: Element | None) -> None:
         if el is not None:
@@ -121,16 +131,15 @@ class Reader:
         fin = first(agent, t["FinInstnId"])
         if fin is None:
             return ""
-        return (text_at(fin, t["ClrSysMmbId"], t["MmbId"])
-                or text_at(fin, t["BIC"] if self.legacy else t["BICFI"])
-                or text_at(fin, t["Othr"], t["Id"]))
+        # BIC in the 2009 versions, BICFI from .03 on: a version-agnostic reader takes either.
+        return (text_at(fin, t["ClrSysMmbId"], t["MmbId"]) or text_at(fin, t["BICFI"])
+                or text_at(fin, t["BIC"]) or text_at(fin, t["Othr"], t["Id"]))
 
     def party_name(self, party: Element | None) -> str:
-        """The name of a party: ``Nm`` in 2009 messages, ``Pty/Nm`` (or ``Agt/FinInstnId/Nm``)
-        in the 2019 ones."""
+        """The name of a party: ``Nm`` up to the .06 versions, ``Pty/Nm`` (or
+        ``Agt/FinInstnId/Nm``) from .07 on; whichever the document has."""
         if party is None:
             return ""
         t = self.t
-        if self.legacy:
-            return text_at(party, t["Nm"])
-        return text_at(party, t["Pty"], t["Nm"]) or text_at(party, t["Agt"], t["FinInstnId"], t["Nm"])
+        return (text_at(party, t["Nm"]) or text_at(party, t["Pty"], t["Nm"])
+                or text_at(party, t["Agt"], t["FinInstnId"], t["Nm"]))

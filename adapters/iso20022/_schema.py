@@ -27,6 +27,11 @@ from adapters.base import AdapterError
 
 __all__ = [
     "DOCUMENTS",
+    "READABLE",
+    "ROOTS",
+    "document_schema",
+    "first_error",
+    "schema_file",
     "HEAD_NS",
     "ISO_PREFIX",
     "LINK_KINDS",
@@ -41,7 +46,7 @@ ISO_PREFIX = "urn:iso:std:iso:20022:tech:xsd:"
 HEAD_NS = ISO_PREFIX + "head.001.001.02"
 
 DOCUMENTS: tuple[str, ...] = (
-    "pain.001.001.09", "pain.002.001.10",
+    "pain.001.001.09", "pain.001.001.03", "pain.002.001.10",
     "camt.052.001.08", "camt.053.001.08", "camt.054.001.08",
     "camt.052.001.02", "camt.053.001.02", "camt.054.001.02",
 )
@@ -150,3 +155,44 @@ def definition_of(namespace: str) -> str | None:
         if name in DOCUMENTS:
             return name
     return None
+
+
+# -- bank files: every version banks send, each against its own official schema -------------
+
+READABLE: tuple[str, ...] = tuple(
+    f"{kind}.001.{n:02d}" for kind in ("camt.052", "camt.053", "camt.054") for n in range(2, 9)
+) + ("pain.002.001.03", "pain.002.001.10", "pain.001.001.09", "pain.001.001.03")
+"""Message definitions read from a bank's bare document (``decode_document``): read by the
+elements their versions share, each validated against its official schema when shipped."""
+
+ROOTS: dict[str, str] = {"BkToCstmrAcctRpt": "camt.052", "BkToCstmrStmt": "camt.053",
+                         "BkToCstmrDbtCdtNtfctn": "camt.054", "CstmrPmtStsRpt": "pain.002",
+                         "CstmrCdtTrfInitn": "pain.001"}
+"""The message element under ``Document``, naming the message of a document without a
+namespace (the version is then unknown)."""
+
+
+def schema_file(definition: str) -> Path | None:
+    """The shipped official schema of ``definition``; None when the package has none."""
+    path = _schema_directory() / f"{definition}.xsd"
+    return path if path.is_file() else None
+
+
+def document_schema(definition: str) -> etree.XMLSchema | None:
+    """The compiled official schema of one definition (per thread), None when not shipped."""
+    cache = getattr(_local, "documents", None)
+    if cache is None:
+        cache = _local.documents = {}
+    if definition not in cache:
+        path = schema_file(definition)
+        cache[definition] = etree.XMLSchema(file=str(path)) if path is not None else None
+    return cache[definition]
+
+
+def first_error(checker: etree.XMLSchema) -> str:
+    """The first violation in ``checker``'s log, one line with its line number."""
+    error = checker.error_log[0] if len(checker.error_log) else None
+    if error is None:
+        return "invalid"
+    line = f" (line {error.line})" if error.line else ""
+    return f"{error.message[:200]}{line}"

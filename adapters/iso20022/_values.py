@@ -14,6 +14,8 @@ import re
 from adapters.base import AdapterError
 from adapters.bdc._values import match, show
 
+from .iso4217 import exponent
+
 __all__ = [
     "ACCOUNT",
     "BANK_CODE",
@@ -50,17 +52,6 @@ _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
 
 MAX_FEN = 10**18 - 1
 """The largest amount in minor units: the schemas' amounts have at most 18 digits in all."""
-
-# ISO 4217 currencies whose minor unit is not 2 (0, 3 or 4 decimals), and codes with no
-# minor unit at all (funds, metals, testing).  Every other well-formed code is taken as 2.
-_NOT_TWO_DECIMALS = frozenset({
-    "BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF", "UGX", "UYI", "VND",
-    "VUV", "XAF", "XOF", "XPF",                                  # 0 decimals
-    "BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND",             # 3 decimals
-    "CLF", "UYW",                                                # 4 decimals
-    "XAG", "XAU", "XBA", "XBB", "XBC", "XBD", "XDR", "XPD", "XPT", "XSU", "XTS", "XUA", "XXX",
-})
-_CURRENCY = re.compile(r"[A-Z]{3}")
 
 # xs:decimal lexical space (whitespace is collapsed by the schema, so strip first).
 _DECIMAL = re.compile(r"([+-]?)([0-9]*)(?:\.([0-9]*))?")
@@ -116,33 +107,34 @@ def format_amount(field: str, fen: object, *, positive: bool = False) -> str:
     return f"{fen // 100}.{fen % 100:02d}"
 
 
-def minor_units(field: str, currency: str, allowed: frozenset[str] | None) -> None:
-    """Refuse a currency the adapter does not carry (see :class:`Iso20022Adapter`)."""
-    if allowed is not None:
-        if currency not in allowed:
-            raise AdapterError(f"{field}: currency {show(currency)} is not accepted here "
-                               f"(only {', '.join(sorted(allowed))})")
-        return
-    if _CURRENCY.fullmatch(currency) is None or currency in _NOT_TWO_DECIMALS:
-        raise AdapterError(f"{field}: currency {show(currency)} does not have two decimals")
+def minor_units(field: str, currency: str, allowed: frozenset[str] | None) -> int:
+    """The ISO 4217 exponent of ``currency``; refuses a code that is no currency with amounts,
+    or one outside ``allowed`` (see :class:`Iso20022Adapter`)."""
+    digits = exponent(currency)
+    if digits is None:
+        raise AdapterError(f"{field}: {show(currency)} is not an ISO 4217 currency with minor units")
+    if allowed is not None and currency not in allowed:
+        raise AdapterError(f"{field}: currency {show(currency)} is not accepted here "
+                           f"(only {', '.join(sorted(allowed))})")
+    return digits
 
 
-def parse_amount(field: str, value: str | None) -> int:
-    """An xs:decimal amount as minor units of a two-decimal currency.
+def parse_amount(field: str, value: str | None, digits: int = 2) -> int:
+    """An xs:decimal amount as minor units of a currency with ``digits`` decimals.
 
-    Digits past the second decimal must be zero (``132.4600`` is 13246); anything finer
-    is refused rather than rounded.
+    Digits past the currency's own decimals must be zero (``132.4600`` is 13246 in CNY,
+    ``1500.0`` is 1500 in JPY); anything finer is refused rather than rounded.
     """
     m = _DECIMAL.fullmatch((value or "").strip())
     if m is None or not (m.group(2) or m.group(3)):
         raise AdapterError(f"{field}: not a decimal amount, {show(value or '')}")
     whole, frac = m.group(2) or "0", m.group(3) or ""
-    if frac[2:].strip("0"):
-        raise AdapterError(f"{field}: amount {show(value or '')} has more than two decimals")
-    fen = int(whole) * 100 + int((frac[:2]).ljust(2, "0"))
-    if fen > MAX_FEN:
+    if frac[digits:].strip("0"):
+        raise AdapterError(f"{field}: amount {show(value or '')} has more than {digits} decimals")
+    minor = int(whole) * 10**digits + int((frac[:digits]).ljust(digits, "0") or "0")
+    if minor > MAX_FEN:
         raise AdapterError(f"{field}: amount has more than 18 digits")
-    return -fen if m.group(1) == "-" else fen
+    return -minor if m.group(1) == "-" else minor
 
 
 # -- dates and times ------------------------------------------------------------------------

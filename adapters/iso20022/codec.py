@@ -7,6 +7,7 @@ elements and the mapping of every neutral message; this module ties the pieces t
 from __future__ import annotations
 
 import datetime as _dt
+from dataclasses import replace
 from collections.abc import Callable, Iterable, Sequence
 from typing import ClassVar
 
@@ -22,13 +23,18 @@ from . import _payments as pay
 from . import _values as v
 from ._frame import HEADER_LEN, MAX_FRAME, Iso20022Framer, body_of
 from ._read import Reader, tags, text_at
+from ._order import reordered, set_apart
 from ._schema import (
-    DOCUMENTS,
     HEAD_NS,
     ISO_PREFIX,
     LINK_KINDS,
     LINK_NS,
+    READABLE,
+    ROOTS,
     definition_of,
+    document_schema,
+    first_error,
+    schema_file,
     validate,
 )
 
@@ -79,6 +85,10 @@ class Iso20022Adapter:
     minor units and reports amounts in its minor units (for an operator reading bank files;
     the neutral Entry carries no currency).  Encoded amounts are always CNY.
 
+    ``pain001`` is the version instructions are written in: ``pain.001.001.09`` (default) or
+    ``pain.001.001.03`` for a bank that still takes the 2009 version (config
+    ``banks.X.iso20022_pain001``); every version is read.
+
     ``clock`` only fills creation times (AppHdr/CreDt, GrpHdr/CreDtTm) and the dates of a
     statement without entries; it defaults to UTC now.  ``validate_outbound`` re-parses and
     validates every encoded frame against the schemas (about five times the cost of an
@@ -96,7 +106,10 @@ class Iso20022Adapter:
 
     def __init__(self, currencies: Iterable[str] | None = frozenset({"CNY"}), *,
                  clock: Callable[[], _dt.datetime] | None = None,
-                 validate_outbound: bool = False) -> None:
+                 validate_outbound: bool = False, pain001: str = pay.PAIN001) -> None:
+        if pain001 not in pay.PAIN001_VERSIONS:
+            raise ValueError(f"pain001: one of {', '.join(pay.PAIN001_VERSIONS)}, not {pain001!r}")
+        self.pain001 = pain001
         if currencies is not None:
             currencies = frozenset(currencies)
             if not currencies:
@@ -153,10 +166,10 @@ class Iso20022Adapter:
             raise AdapterError("instructions: a batch needs at least one instruction")
         self._nodes(sender, receiver)
         created, _ = self._stamp()
-        payload = pay.encode_pain001(instructions, None, created, sender, receiver)
-        head = self._app_header(pay.PAIN001, pay.batch_id(instructions), "", "", created, sender,
+        payload = pay.encode_pain001(instructions, None, created, sender, receiver, self.pain001)
+        head = self._app_header(self.pain001, pay.batch_id(instructions), "", "", created, sender,
                                 receiver)
-        return self._frame(pay.PAIN001, head, payload)
+        return self._frame(self.pain001, head, payload)
 
     @staticmethod
     def _nodes(sender: str, receiver: str) -> None:
@@ -207,7 +220,8 @@ class Iso20022Adapter:
                  receiver: str) -> tuple[str, str, str, str]:
         """(MsgDefIdr, BizMsgIdr, reply_to, payload XML) of one message."""
         if isinstance(m, base.Instruction):
-            return pay.PAIN001, m.seq_no, "", pay.encode_pain001([m], m.seq_no, created, sender, receiver)
+            return self.pain001, m.seq_no, "", pay.encode_pain001([m], m.seq_no, created, sender,
+                                                                   receiver, self.pain001)
         if isinstance(m, (base.Receipt, base.Result, base.NotFound)):
             return pay.PAIN002, m.seq_no, m.reply_to, pay.encode_pain002(m, created)
         if isinstance(m, base.Balance):
@@ -288,14 +302,55 @@ class Iso20022Adapter:
     def _decode_bare(self, body: bytes, max_bytes: int) -> list[base.Message]:
         root = parse_xml(body, max_bytes=max_bytes, max_depth=MAX_DEPTH)
         tag = root.tag if isinstance(root.tag, str) else ""
-        ns = tag[1:tag.index("}")] if tag.startswith("{") else ""
-        definition = definition_of(ns) if tag.endswith(_DOCUMENT) else None
-        if definition is None:
-            what = ns.removeprefix(ISO_PREFIX) if tag.endswith(_DOCUMENT) else tag
-            raise AdapterError(f"not a supported ISO 20022 Document: {v.show(what)}; "
-                               f"supported: {', '.join(DOCUMENTS)}")
-        validate(root, definition)
-        return self._decode_document(root, definition, None)
+        ns, _, local = tag[1:].partition("}") if tag.startswith("{") else ("", "", tag)
+        if local != "Document":
+            raise AdapterError(f"not an ISO 20022 Document: root element {v.show(tag)}")
+        problems: list[base.Problem] = []
+        if not ns:
+            # Some banks' files carry no namespace at all: the message element still says
+            # which message it is, though not which version.
+            message = root[0].tag if len(root) and isinstance(root[0].tag, str) else ""
+            definition = ROOTS.get(message, "")
+            if not definition:
+                raise AdapterError(f"Document without a namespace holds no message we read: "
+                                   f"{v.show(message)}")
+            problems.append(base.Problem("Document", f"no namespace: read as {definition} by the "
+                                         "elements its versions share, not schema-validated"))
+        else:
+            definition = ns.removeprefix(ISO_PREFIX)
+            if not ns.startswith(ISO_PREFIX) or definition not in READABLE:
+                raise AdapterError(f"not a supported ISO 20022 Document: {v.show(definition)}; "
+                                   f"supported: {', '.join(READABLE)}")
+            checker = document_schema(definition)
+            if checker is None:
+                problems.append(base.Problem("Document", f"no official {definition} schema in the "
+                                             "package: read by the elements its versions share, "
+                                             "not schema-validated"))
+            elif not checker.validate(root):
+                root = self._tolerate(root, definition, checker, problems)
+        return self._decode_document(root, definition, None, tuple(problems))
+
+    @staticmethod
+    def _tolerate(root: etree._Element, definition: str, checker: etree.XMLSchema,
+                  problems: list[base.Problem]) -> etree._Element:
+        """The part of an invalid bank document that can be read, the rest as ``problems``:
+        elements out of schema order are read in schema order (flagged); an entry or a
+        balance that breaks its schema otherwise is set apart with its bytes.  Anything
+        else invalid refuses the document, naming the first violation."""
+        error = first_error(checker)
+        fixed, moved = reordered(root, schema_file(definition))  # type: ignore[arg-type]
+        if moved:
+            problems.append(base.Problem("Document", "elements out of schema order (read in "
+                                         f"schema order): {error}"))
+        if checker.validate(fixed):
+            return fixed
+        errors = [(e.line, e.message[:200]) for e in checker.error_log]
+        apart = set_apart(fixed, errors)
+        if apart is None or not checker.validate(fixed):
+            raise AdapterError(f"{definition} is not valid against its schema: "
+                               f"{first_error(checker) if apart is not None else error}")
+        problems.extend(base.Problem(path, reason, raw) for path, reason, raw in apart)
+        return fixed
 
     def _decode_frame(self, frame: bytes) -> list[base.Message]:
         body = body_of(frame, self.max_frame)
@@ -330,24 +385,27 @@ class Iso20022Adapter:
         return self._decode_document(payload, definition, (seq_no, reply_to))
 
     def _decode_document(self, doc: etree._Element, definition: str,
-                         header: tuple[str, str] | None) -> list[base.Message]:
-        ns = doc.tag[1:doc.tag.index("}")]
+                         header: tuple[str, str] | None,
+                         problems: tuple[base.Problem, ...] = ()) -> list[base.Message]:
+        ns = doc.tag[1:doc.tag.index("}")] if doc.tag.startswith("{") else ""
         r = self._readers.get(ns)
         if r is None:
             r = self._readers[ns] = Reader(ns, self.currencies)
         wanted = header[1] if header else ""
         answers = True
-        if definition == pay.PAIN001:
+        if definition.startswith("pain.001"):
             msg_id, instructions = pay.decode_pain001(doc, r)
             messages: list[base.Message] = list(instructions)
             reply_to, answers = "", False
-        elif definition == pay.PAIN002:
+        elif definition.startswith("pain.002"):
             msg_id, reply_to, messages = pay.decode_pain002(doc, r)
+            if problems and isinstance(messages[0], (base.Receipt, base.Result)):
+                messages[0] = replace(messages[0], problems=problems)   # once per document
         elif definition.startswith("camt.054"):
-            msg_id, movement = _cash.decode_notification(doc, r)
+            msg_id, movement = _cash.decode_notification(doc, r, problems)
             messages, reply_to, answers = [movement], "", False
         else:
-            msg_id, reply_to, messages = _cash.decode_reports(doc, r, definition, wanted)
+            msg_id, reply_to, messages = _cash.decode_reports(doc, r, definition, wanted, problems)
         if header is not None:
             if msg_id != header[0]:
                 raise AdapterError(f"AppHdr/BizMsgIdr {v.show(header[0])} differs from "

@@ -449,10 +449,18 @@ def apply_bank_facts(tx: Tx, bank_id: str, facts: Sequence[BankFact]
 
 @dataclass(frozen=True)
 class Movements:
-    """Account movements in one bank message (a notice or a statement), each with its account's centre."""
+    """Account movements in one bank message (a notice or a statement), each with its account's centre.
+
+    ``pending`` are entries the bank announced but has not booked (journalled as
+    ``bank.movement_pending``, never as movements); ``problems`` the parts of the bank's
+    document it could not read, each JSON with its bytes (journalled as ``bank.unreadable``
+    with those bytes as the event's raw, so they can be alerted on).
+    """
 
     entries: tuple[tuple[dict[str, Any], str | None], ...]
     raw: bytes | None
+    pending: tuple[tuple[dict[str, Any], str | None], ...] = ()
+    problems: tuple[tuple[dict[str, Any], bytes], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -472,6 +480,7 @@ def apply_bank_batch(tx: Tx, bank_id: str, items: Sequence[BankFact | Movements 
     facts = [i for i in items if isinstance(i, BankFact)]
     rows = _rows_by_ref(tx, bank_id, (f.ref for f in facts)) if facts else {}
     keys = [_movement_key(e) for i in items if isinstance(i, Movements) for e, _ in i.entries]
+    keys += [_movement_key(e, "pd") for i in items if isinstance(i, Movements) for e, _ in i.pending]
     seen = _facts_seen(tx, bank_id, keys) if keys else set()
     dirty: dict[int, dict[str, Any]] = {}
     out: list[Any] = []
@@ -499,6 +508,15 @@ def apply_bank_batch(tx: Tx, bank_id: str, items: Sequence[BankFact | Movements 
                 tx.event("bank.movement", dict(entry, bank=bank_id), centre_id=centre, bank_id=bank_id,
                          account=entry["account"], raw=item.raw)
                 new += 1
+            for entry, centre in item.pending:
+                key = _movement_key(entry, "pd")
+                if key not in seen:   # an intraday report repeats what is still pending
+                    seen.add(key)
+                    tx.event("bank.movement_pending", dict(entry, bank=bank_id), centre_id=centre,
+                             bank_id=bank_id, account=entry["account"], raw=item.raw)
+            for problem, part in item.problems:
+                tx.event("bank.unreadable", dict(problem, bank=bank_id), bank_id=bank_id,
+                         raw=part or item.raw)
             out.append(new)
         else:
             record_balance(tx, bank_id, item.snapshot, account_centre=item.centre, raw=item.raw)
@@ -542,8 +560,8 @@ def record_movements(tx: Tx, bank_id: str, entries: Sequence[tuple[dict[str, Any
     return int(new)
 
 
-def _movement_key(entry: dict[str, Any]) -> str:
-    return f"mv:{entry['account']}:{entry['host_seq_no']}:{entry['amount']}"[:160]
+def _movement_key(entry: dict[str, Any], prefix: str = "mv") -> str:
+    return f"{prefix}:{entry['account']}:{entry['host_seq_no']}:{entry['amount']}"[:160]
 
 
 def record_movement(tx: Tx, bank_id: str, entry: dict[str, Any], *, account_centre: str | None,

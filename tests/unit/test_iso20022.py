@@ -427,29 +427,38 @@ def test_header_and_document_that_disagree_are_refused() -> None:
     assert "answers nothing" in refused(reframe(sign_on, b"</AppHdr>", related + b"</AppHdr>"))
 
 
-def test_cny_only_link_refuses_euro_naming_the_currency() -> None:
-    frames = [
-        ADAPTER.encode(base.Balance("B", "", "A1", 100, 100, status="ITBD", as_of=FIXED_NOW),
-                       sender=BANK, receiver=GATEWAY),
-        ADAPTER.encode(make_instruction(), sender=GATEWAY, receiver=BANK),
-        ADAPTER.encode(base.Movement("M", (base.Entry("A1", "H", 5, dt.date(2025, 1, 1), dt.time(1)),)),
-                       sender=BANK, receiver=GATEWAY),
-    ]
-    for frame in frames:
+def test_cny_only_link_keeps_a_euro_part_as_a_problem_and_refuses_a_euro_instruction() -> None:
+    instruction = ADAPTER.encode(make_instruction(), sender=GATEWAY, receiver=BANK)
+    assert "EUR" in refused(reframe(instruction, b'Ccy="CNY"', b'Ccy="EUR"'))
+    balance = ADAPTER.encode(base.Balance("B", "", "A1", 100, 100, status="ITBD", as_of=FIXED_NOW),
+                             sender=BANK, receiver=GATEWAY)
+    movement = ADAPTER.encode(base.Movement("M", (base.Entry("A1", "H", 5, dt.date(2025, 1, 1),
+                                                             dt.time(1)),)),
+                              sender=BANK, receiver=GATEWAY)
+    for frame in (balance, movement):
         euro = reframe(frame, b'Ccy="CNY"', b'Ccy="EUR"')
-        assert "EUR" in refused(euro)
-        assert ANY_CURRENCY.decode_all(euro)  # an operator reading files may accept it
+        (message,) = ADAPTER.decode_all(euro)
+        # Nothing in euro is booked on a CNY link; the part is kept, bytes and reason, to alert on.
+        assert isinstance(message, (base.Statement, base.Movement)) and not message.entries
+        (problem,) = message.problems
+        assert "EUR" in problem.reason and b'Ccy="EUR"' in problem.raw
+        read = ANY_CURRENCY.decode_all(euro)[0]  # an operator reading files takes any currency
+        assert "EUR" in {getattr(read, "currency", ""), *(e.currency for e in getattr(read, "entries", ()))}
 
 
-def test_any_currency_mode_refuses_currencies_without_two_decimals_and_finer_amounts() -> None:
+def test_any_currency_mode_reads_each_currency_with_its_own_exponent() -> None:
     frame = ADAPTER.encode(base.Balance("B", "", "A1", 100, 100, status="ITBD", as_of=FIXED_NOW),
                            sender=BANK, receiver=GATEWAY)
-    assert "JPY" in refused(reframe(frame, b'Ccy="CNY"', b'Ccy="JPY"'), ANY_CURRENCY)
-    assert "two decimals" in refused(reframe(frame, b">1.00<", b">1.005<"), ANY_CURRENCY)
+    (yen,) = ANY_CURRENCY.decode_all(reframe(frame, b'Ccy="CNY"', b'Ccy="JPY"'))
+    assert isinstance(yen, base.Balance) and (yen.balance, yen.currency) == (1, "JPY")
+    (fils,) = ANY_CURRENCY.decode_all(reframe(reframe(frame, b'Ccy="CNY"', b'Ccy="BHD"'), b">1.00<", b">1.005<"))
+    assert isinstance(fils, base.Balance) and (fils.balance, fils.currency) == (1005, "BHD")
+    (finer,) = ANY_CURRENCY.decode_all(reframe(frame, b">1.00<", b">1.005<"))
+    assert isinstance(finer, base.Statement) and "more than 2 decimals" in finer.problems[0].reason
     (balance,) = ANY_CURRENCY.decode_all(reframe(frame, b">1.00<", b">1.0000<"))
     assert isinstance(balance, base.Balance) and balance.balance == 100
-    with pytest.raises(ValueError):
-        Iso20022Adapter(currencies={"JPY"})
+    (metal,) = ANY_CURRENCY.decode_all(reframe(frame, b'Ccy="CNY"', b'Ccy="XAU"'))
+    assert isinstance(metal, base.Statement) and "XAU" in metal.problems[0].reason
 
 
 # -- what cannot be carried is refused at encode ------------------------------------------
@@ -540,9 +549,10 @@ def test_camt054_version_02_is_read() -> None:
     assert movement == base.Movement("N1", (base.Entry(
         "6200001111222233", "H9", 1230, dt.date(2025, 1, 1), dt.time(9, 30), counterparty_account="99",
         counterparty_name="单位", counterparty_bank_code="ICBKCNBJ"),))
-    pending = body.replace(b"<Sts>BOOK</Sts>", b"<Sts>PDNG</Sts>")
-    with pytest.raises(AdapterError, match="PDNG"):
-        ADAPTER.decode_document(pending)
+    (pending,) = ADAPTER.decode_document(body.replace(b"<Sts>BOOK</Sts>", b"<Sts>PDNG</Sts>"))
+    # Announced, not booked: kept as a pending fact, never among the booked entries.
+    assert isinstance(pending, base.Movement) and pending.entries == ()
+    assert pending.pending == movement.entries
 
 
 def test_a_report_on_two_accounts_decodes_to_two_messages_and_decode_refuses_it() -> None:
@@ -601,7 +611,19 @@ def test_pain001_version_08_is_not_accepted_on_input() -> None:
         ANY_CURRENCY.decode_document((DATA / "pain001_001_08.xml").read_bytes())
 
 
-def test_a_sample_made_schema_invalid_is_refused() -> None:
+def test_a_sample_entry_made_schema_invalid_is_set_apart_and_the_rest_read() -> None:
+    whole = ANY_CURRENCY.decode_document((DATA / "camt052_001_02.xml").read_bytes())
     body = (DATA / "camt052_001_02.xml").read_bytes().replace(b"<Sts>BOOK</Sts>", b"<Sts>DONE</Sts>", 1)
+    before = [m for m in whole if isinstance(m, base.Statement)]
+    after = [m for m in ANY_CURRENCY.decode_document(body) if isinstance(m, base.Statement)]
+    (problem,) = [p for m in after for p in m.problems]
+    assert problem.part.endswith("/Ntry[1]") and "schema" in problem.reason
+    assert b"<Sts>DONE</Sts>" in problem.raw
+    booked = [e for m in before for e in m.entries]
+    assert [e for m in after for e in m.entries] == booked[1:]   # only that entry is set apart
+
+
+def test_a_sample_made_schema_invalid_outside_any_entry_or_balance_is_refused() -> None:
+    body = (DATA / "camt052_001_02.xml").read_bytes().replace(b"<MsgId>", b"<MsgId>" + b"x" * 40, 1)
     with pytest.raises(AdapterError, match="schema"):
         ANY_CURRENCY.decode_document(body)
