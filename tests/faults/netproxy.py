@@ -153,7 +153,13 @@ class FaultyLink:
         last_due = 0.0
         try:
             while True:
-                chunk = await reader.read(16384)
+                try:
+                    chunk = await reader.read(16384)
+                except OSError:
+                    # One side was reset: the other sees a reset too, as through a real network.
+                    for w in pair:
+                        self._reset(w)
+                    return
                 if not chunk:
                     if not self.faults.silent:
                         await queue.put((last_due, b""))  # FIN after what is still on its way

@@ -1,0 +1,147 @@
+"""PostgreSQL failing under load: sessions killed mid-commit, the database unreachable, resets mid-frame.
+
+The gateway runs on a fresh PostgreSQL database reached through a
+:class:`~tests.faults.netproxy.FaultyLink`, so the network to the database can
+fail while the test reads and kills sessions over a direct connection.  Each
+case ends, with nothing restarted, with every acknowledged instruction
+executed once at the bank, final once on the feed and copied once to the
+ledger.  Killing every session of the database is what a server restart does
+to the gateway's connections; a real restart of the shared server is not done
+here, because other tests' databases live on it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+
+from gateway.config import load_config
+from gateway.store import migrate
+from tests import procs
+from tests.conftest import PG_URL, _fresh_pg_database
+from tests.faults.harness import Load, Rig, count_everything, dump, settle
+from tests.faults.netproxy import FaultyLink
+
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+
+N = 60
+TIMERS = {"heartbeat_interval": 1.0, "dead_after": 3.0, "receipt_timeout": 2.0, "result_timeout": 30.0,
+          "lease_ttl": 3.0}
+
+
+@pytest.fixture
+def pg_database() -> Iterator[str]:
+    if not PG_URL:
+        pytest.skip("needs PostgreSQL: set HPF_TEST_DATABASE_URL")
+    gen = _fresh_pg_database()
+    url = next(gen)
+    migrate.upgrade(url)
+    yield url
+    try:
+        next(gen)
+    except StopIteration:
+        pass
+
+
+def _through(proxy: FaultyLink, url: str) -> str:
+    u = sa.engine.make_url(url)
+    return u.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+
+
+def _kill_sessions(direct: sa.Engine, database: str) -> int:
+    with direct.connect() as c:
+        return int(c.execute(sa.text(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = :d AND pid <> pg_backend_pid()"), {"d": database}).scalar() or 0)
+
+
+def _rig(tmp_path, pg_database: str, proxy: FaultyLink) -> Rig:
+    rig = Rig.prepare(tmp_path, timeouts=TIMERS)
+    text = rig.config.path.read_text(encoding="utf-8")
+    rig.config.path.write_text(text.replace('"sqlite:///var/gateway.db"', f'"{_through(proxy, pg_database)}"'),
+                               encoding="utf-8")
+    rig.config = load_config(rig.config.path)
+    assert rig.config.database.startswith("postgresql"), rig.config.database
+    return rig
+
+
+def _settle_and_count(rig: Rig, load: Load, gw: procs.Proc, bank: procs.Proc, request, **extra) -> None:
+    load.finish(120)
+    feed = settle(rig, load.acknowledged, timeout=90)
+    rig.wait_link(timeout=30)
+    assert gw.alive(), "the gateway died of its database"
+    assert rig.stop(gw) == 0
+    rig.stop(bank)
+    stats = rig.bank_stats()
+    counts = count_everything(rig, load, feed=feed, stats=stats)
+    dump(rig.tmp.parent / "fault-counts.jsonl", counts, test=request.node.name, **extra)
+    print(f"\n{request.node.name}: {counts.line()} {extra}")
+    counts.assert_exactly_once()
+
+
+def test_database_sessions_killed_mid_commit_lose_and_double_nothing(tmp_path, pg_database, request):
+    proxy = FaultyLink(("127.0.0.1", sa.engine.make_url(pg_database).port or 5432))
+    direct = sa.create_engine(pg_database)
+    database = sa.engine.make_url(pg_database).database
+    rig = _rig(tmp_path, pg_database, proxy)
+    try:
+        rig.start_ledger()
+        gw = rig.start_gateway()
+        bank = rig.start_bank()
+        rig.wait_link()
+        load = Load(rig.config, [f"PK-{n}" for n in range(N)], interval=0.1, deadline=120)
+        load.start()
+        killed = 0
+        until = time.monotonic() + 5
+        while time.monotonic() < until:  # every session, every 0.3 s: commits die half-way
+            killed += _kill_sessions(direct, database)
+            time.sleep(0.3)
+        assert killed > 0
+        _settle_and_count(rig, load, gw, bank, request, sessions_killed=killed)
+    finally:
+        rig.kill_all()
+        proxy.close()
+        direct.dispose()
+
+
+@pytest.mark.parametrize("fault,seconds", [("unreachable", 30.0), ("reset-mid-frame", 5.0)])
+def test_database_unreachable_or_reset_loses_and_doubles_nothing(tmp_path, pg_database, fault, seconds,
+                                                                  request):
+    proxy = FaultyLink(("127.0.0.1", sa.engine.make_url(pg_database).port or 5432))
+    rig = _rig(tmp_path, pg_database, proxy)
+    try:
+        rig.start_ledger()
+        gw = rig.start_gateway()
+        bank = rig.start_bank()
+        rig.wait_link()
+        load = Load(rig.config, [f"PU-{n}" for n in range(N)], interval=0.1, deadline=150, call_timeout=5.0)
+        load.start()
+        time.sleep(1)
+        if fault == "unreachable":
+            proxy.black_hole()
+            proxy.reset_all()
+        else:
+            proxy.reset_after(3000)
+        time.sleep(seconds)
+        proxy.heal()
+        healed = time.monotonic()
+        ready = threading.Event()
+
+        def poll() -> None:
+            while not ready.is_set() and time.monotonic() - healed < 60:
+                try:
+                    if procs.metric(rig.config, "hpf_gateway_bank_link_up", 'bank="B001"') == 1.0:
+                        ready.set()
+                except Exception:  # the ops listener may be busy; poll again
+                    pass
+                time.sleep(0.1)
+        poll()
+        _settle_and_count(rig, load, gw, bank, request, fault=fault, fault_s=seconds,
+                          link_back_s=round(time.monotonic() - healed, 2))
+    finally:
+        rig.kill_all()
+        proxy.close()
