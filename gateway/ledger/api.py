@@ -321,8 +321,8 @@ class Ingest:
                             after_refusal: bool) -> list[dict[str, Any]]:
         """Store and match one checked slice; ``after_refusal``: an earlier copy of the batch was
         not stored, so none of these may be (the gateway resends from that one on)."""
-        # Nothing after the first refused copy is stored: the gateway resends from there
-        # in journal order (see store.store_copies).
+        # Nothing after the first copy refused whole is stored: the gateway resends from there
+        # in journal order (see store.store_copies).  Unreadable copies are not refusals here.
         first_bad = 0 if after_refusal else next(
             (i for i, c in enumerate(checked) if isinstance(c, Refusal)), len(checked))
         parsed = [c for c in checked[:first_bad] if isinstance(c, ParsedCopy)]

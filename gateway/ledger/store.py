@@ -50,7 +50,6 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 
 from gateway import copies as spec
-from gateway.signing import canonical
 from gateway.store.db import GENESIS, Database, Tx, insert_many
 from gateway.store.migrate import Migrations
 
@@ -183,23 +182,21 @@ class LedgerDatabase(Database):
 
 
 # The bytes a copy's signature covers: the one definition the gateway signs with.
-canonical_bytes = canonical
+canonical_bytes = spec.signing_input
+
+
+_COLUMN_OF = {"seq": "gateway_seq", "hash": "gateway_hash"}  # the copy's field -> the ledger's column
 
 
 def copy_document(row: Mapping[str, Any]) -> dict[str, Any]:
     """A stored copy as the JSON document the gateway signed (``raw`` base64, ``signature`` included)."""
     if row.get("document") is not None:
         return dict(json.loads(row["document"]), signature=row["signature"])
-    raw = row["raw"]
-    return {
-        "gateway": row["gateway"], "seq": row["gateway_seq"], "event_id": row["event_id"],
-        "kind": row["kind"], "centre_id": row["centre_id"], "instruction_id": row["instruction_id"],
-        "bank_id": row["bank_id"], "account": row["account"], "state": row["state"],
-        "created_us": row["created_us"], "payload": row["payload"],
-        "raw": base64.b64encode(raw).decode("ascii") if raw is not None else None,
-        "adapter": row["adapter"], "hash": row["gateway_hash"], "signature_alg": row["signature_alg"],
-        "signature": row["signature"],
-    }
+    doc = {f: row[_COLUMN_OF.get(f, f)] for f in SIGNED_FIELDS}
+    if doc["raw"] is not None:
+        doc["raw"] = base64.b64encode(doc["raw"]).decode("ascii")
+    doc["signature"] = row["signature"]
+    return doc
 
 
 def signed_bytes(row: Mapping[str, Any]) -> bytes:
