@@ -5,7 +5,9 @@
 ``null``, never left out:
 
 - ``gateway`` (the sender's ``hpf://gateway/NAME``), ``seq`` (its journal
-  seq), ``event_id``, ``hash`` (the journal row's own hash chain);
+  seq), ``event_id``, ``hash`` (the journal row's hash: carried for the
+  record, not recomputed by the ledger; ``hpf-gateway verify`` checks the
+  gateway's chain);
 - ``kind`` (:data:`KINDS`), ``centre_id``, ``instruction_id``, ``bank_id``,
   ``account``, ``state`` (an instruction state, for ``instruction.state``),
   ``created_us`` (microseconds since the epoch, UTC);
@@ -23,24 +25,29 @@ ledger relies on, and tolerant of payload fields it does not read: a
 payload may carry more than is listed here (a manual resolution's
 ``proposed_by``/``confirmed_by``, say) and is still read.
 
-**Refused is not forged.**  The ledger reads a copy in two steps:
+**Refused is not forged.**  The ledger reads a copy in two steps, the
+*envelope* (:func:`read_envelope`: the field set, the sender, its place in
+the sender's journal -- ``seq``, ``event_id``, ``hash`` -- and the signature
+input) and the *content* (:func:`read_content`: kind, state, identifiers,
+payload, the bank's frame).  What a failure does depends on what still holds:
 
-1. The *envelope* (:func:`read_envelope`): the field set, who sent it, where
-   it sits in the sender's journal (``seq``, ``event_id``, ``hash``) and the
-   signature.  A copy that fails here, whose signature does not verify, that
-   claims another gateway, that reuses a stored event id with other content
-   or comes out of the sender's journal order, or whose bank frame
-   contradicts it, proves nothing: it is refused, nothing after it in the
-   batch is stored (the gateway sends it again, and stays stuck on it: that
-   is the alarm), and a bad signature or a contradicting frame raises
-   ``forged-copy``.
-2. The *content* (:func:`read_copy`): kind, state, identifiers and payload.
-   A copy whose envelope holds (well signed, in the sender's order) but
-   whose content the ledger cannot read is :class:`Unreadable`: the ledger
-   stores it as refused, verbatim, in its own hash chain (so ``verify``
-   still walks it and its signature), raises ``copy-refused``, and takes the
-   copies behind it.  The gateway signed it, so it is a fact about what the
-   gateway journalled, even if the ledger cannot match it.
+- **Refused whole** (nothing stored, nothing after it in the batch stored,
+  the gateway sends it again and stays on it: that is the alarm): an
+  envelope that does not read, a signature that does not verify
+  (``forged-copy``), a copy claiming another gateway, an event id already
+  stored with other content (``forged-copy``) or a seq out of the sender's
+  journal order (the ledger's store checks those two), and a bank frame
+  that contradicts the copy (``forged-copy``).  Such a copy is not the
+  gateway's, or not in its journal's order, or not what the bank said:
+  keeping it would let it into the ledger's chain as if it were a fact.
+- **Stored as refused** (:class:`Unreadable`): the envelope reads, the
+  signature verifies, the copy is in the sender's order, but the content
+  does not read (an unknown kind or state, a payload field the ledger relies
+  on missing or malformed, an adapter the ledger does not have).  The
+  gateway signed it, so it is a fact about what the gateway journalled: the
+  ledger keeps it verbatim in its own hash chain (``verify`` walks it and
+  re-checks its signature), raises ``copy-refused``, answers
+  ``refused-stored``, and the copies behind it are stored as usual.
 
 Pure: no I/O, no reactor.
 """
