@@ -250,8 +250,7 @@ def read(doc: Any, *, expected_alg: str) -> Copy | Unreadable | Refusal:
     if isinstance(env, Refusal):
         return env
     try:
-        return read_content(doc, gateway=env.gateway, seq=env.seq, gateway_hash=env.hash,
-                            signature=env.signature, signature_alg=env.signature_alg, signed=env.signed)
+        return read_content(env)
     except CopyError as e:
         return Unreadable(env, str(e))
 
@@ -275,14 +274,14 @@ def read_copy(doc: Any) -> Copy:
     if alg is not None and not isinstance(alg, str):
         raise _bad("signature_alg must be a string")
     assert gateway is not None and seq is not None and gateway_hash is not None
-    return read_content(doc, gateway=gateway, seq=seq, gateway_hash=gateway_hash, signature=signature,
-                        signature_alg=alg, signed=b"")
+    return read_content(Envelope(gateway, seq, doc["event_id"], gateway_hash, signature or "", alg or "",
+                                 b"", doc))
 
 
-def read_content(doc: Mapping[str, Any], *, gateway: str, seq: int, gateway_hash: str, signature: str | None,
-                 signature_alg: str | None, signed: bytes) -> Copy:
-    """The content of a copy whose envelope was read (:func:`read_envelope` or :func:`read_copy`)."""
-    event_id = doc["event_id"]
+def read_content(env: Envelope) -> Copy:
+    """The content of a copy whose envelope was read (raises :class:`CopyError`)."""
+    doc, gateway, seq, gateway_hash = env.document, env.gateway, env.seq, env.hash
+    event_id = env.event_id
     kind = doc["kind"]
     if kind not in KINDS:
         raise _bad(f"kind must be one of {', '.join(KINDS)}")
@@ -336,8 +335,8 @@ def read_content(doc: Mapping[str, Any], *, gateway: str, seq: int, gateway_hash
     return Copy(gateway=gateway, seq=seq, event_id=event_id, kind=kind, centre_id=centre_id,
                 instruction_id=instruction_id, bank_id=bank_id, account=account, state=state,
                 created_us=created_us, payload=payload, payload_text=payload_text, raw=raw, adapter=adapter,
-                hash=gateway_hash, signature=signature, signature_alg=signature_alg,
-                host_seq_no=_host_seq_no(kind, payload), signed=signed)
+                hash=gateway_hash, signature=env.signature or None, signature_alg=env.signature_alg or None,
+                host_seq_no=_host_seq_no(kind, payload), signed=env.signed)
 
 
 def _decode(text: str) -> dict[str, Any]:

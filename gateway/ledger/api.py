@@ -43,7 +43,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from gateway.centre_api import Problem, json_body, make_site
-from gateway.copies import Envelope, Refusal, Unreadable, check_raw, read, read_envelope
+from gateway.copies import CopyError, Refusal, Unreadable, check_raw, read_content, read_envelope
 from gateway.ledger import store
 from gateway.ledger.config import LedgerConfig, PublicSigningKey
 from gateway.ledger.matcher import Fact, forged_copy_alert
@@ -69,8 +69,7 @@ REPORT_TZ = _dt.timezone(_dt.timedelta(hours=8), "+08:00")
 """The day of the daily report is the business day in China (UTC+8, no daylight saving)."""
 
 
-
-# -- copies: checking (pure; the copy itself is gateway.copies') ----------------------
+# -- copies: the checks before storing (the copy itself is defined in gateway.copies) ------
 
 
 @dataclass(frozen=True)
@@ -102,21 +101,22 @@ class CopyChecker:
         alg, key = self.keys[gateway]
         out: list[ParsedCopy | Refusal] = []
         for doc in docs:
-            copy = read(doc, expected_alg=alg)
-            if isinstance(copy, Refusal):
-                out.append(copy)
+            env = read_envelope(doc, expected_alg=alg)
+            if isinstance(env, Refusal):
+                out.append(env)
                 continue
-            env = copy.envelope if isinstance(copy, Unreadable) else copy
             if env.gateway != gateway:
                 out.append(Refusal(env.event_id, f"the copy claims gateway {env.gateway!r} but the "
                                                  f"certificate is hpf://gateway/{gateway}"))
                 continue
-            if not verify_signature(key, alg, env.signed, env.signature or ""):
+            if not verify_signature(key, alg, env.signed, env.signature):
                 out.append(Refusal(env.event_id, f"the signature does not verify with gateway {gateway}'s "
                                                  "key", forged=True))
                 continue
-            if isinstance(copy, Unreadable):
-                out.append(ParsedCopy(store.CopyRow.unreadable(copy)))
+            try:
+                copy = read_content(env)
+            except CopyError as e:
+                out.append(ParsedCopy(store.CopyRow.unreadable(Unreadable(env, str(e)))))
                 continue
             if copy.raw is not None and copy.adapter is not None:
                 try:
@@ -124,9 +124,7 @@ class CopyChecker:
                 except KeyError:
                     reason = (f"adapter {copy.adapter!r} is not installed at the ledger, so the bank's "
                               "frame cannot be checked")
-                    envelope = read_envelope(doc, expected_alg=alg)
-                    assert isinstance(envelope, Envelope)  # read above
-                    out.append(ParsedCopy(store.CopyRow.unreadable(Unreadable(envelope, reason))))
+                    out.append(ParsedCopy(store.CopyRow.unreadable(Unreadable(env, reason))))
                     continue
                 disagreement = check_raw(copy, adapter)
                 if disagreement is not None:
