@@ -68,7 +68,7 @@ from gateway.tls import IDENTITY_NAME
 __all__ = [
     "SIGNED_FIELDS", "FIELDS", "KINDS", "STATES", "MAX_PAYLOAD", "ACCOUNT",
     "copy_of", "signing_input", "Envelope", "Copy", "Unreadable", "Refusal", "CopyError",
-    "read", "read_envelope", "read_copy", "read_content", "check_raw",
+    "read", "read_envelope", "read_copy", "read_content", "check_raw", "signed_fen",
 ]
 
 SIGNED_FIELDS = ("gateway", "seq", "event_id", "kind", "centre_id", "instruction_id", "bank_id",

@@ -18,7 +18,6 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from cryptography.hazmat.primitives.asymmetric import ed25519
 from twisted.internet import reactor
 
 from adapters import base

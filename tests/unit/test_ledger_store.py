@@ -24,8 +24,8 @@ from twisted.internet import reactor
 from adapters import base
 from adapters.base import load_adapter
 from gateway.config import ConfigError
-from gateway.ledger import store
 from gateway.copies import Copy, Refusal, check_raw, read, read_copy, read_envelope
+from gateway.ledger import store
 from gateway.ledger.api import CopyChecker, ParsedCopy
 from gateway.ledger.config import load_ledger_config
 from gateway.ledger.verify import verify_database, verify_main
