@@ -4,7 +4,7 @@ The ledger daemon (:func:`gateway.ledger.service.makeLedgerService`) runs in a
 process of its own (:mod:`bench.ledgerhost`, which also records the exact
 match lag of every copy).  The bench process plays a gateway's forwarder:
 it generates the journal of realistic instruction lifecycles, turns each
-event into a copy with :func:`gateway.forwarder.copy_of`, signs it with
+event into a copy with :func:`gateway.copies.copy_of`, signs it with
 :class:`gateway.signing.Signer` (Ed25519) and POSTs batches over mTLS with
 the gateway's certificate, one batch in flight at a time, in journal order —
 as ``LedgerForwarder`` does (a full batch is followed at once, a partial one
@@ -123,7 +123,7 @@ class Journal:
     Rows are built as ``gateway.store`` would journal them (payload JSON
     compact and sorted, ``created_us`` of the commit, the chain hash of
     :func:`gateway.store.db.chain_hash`); copies come from
-    :func:`gateway.forwarder.copy_of` and :class:`gateway.signing.Signer`.
+    :func:`gateway.copies.copy_of` and :class:`gateway.signing.Signer`.
     """
 
     def __init__(self, signing_key: Path, banks: list[_Bank], *, seed: int = 1) -> None:
@@ -145,7 +145,7 @@ class Journal:
 
     def _copy(self, bank: _Bank, kind: str, payload: dict[str, Any], *, instruction_id: str | None,
               state: str | None, raw: bytes | None) -> dict[str, Any]:
-        from gateway.forwarder import copy_of
+        from gateway.copies import copy_of
         from gateway.store.db import chain_hash
 
         at_us = time.time_ns() // 1000

@@ -2,17 +2,18 @@
 
 The journal is the outbox: the forwarder reads events after the delivery
 cursor in ``seq`` order, signs each copy, POSTs a batch over mutual TLS and
-moves the cursor past the copies the ledger answered ``stored`` or
-``duplicate``.  One batch is in flight at a time, so copies arrive in journal
-order (hence in order per instruction and per account).  When the ledger is
-down or refuses a copy, the cursor stays, the backlog grows (a metric), and
-the same copies go again after a backoff: at-least-once delivery, made
-exactly-once in effect by the ledger's dedupe on ``event_id``.
+moves the cursor past the copies the ledger answered ``stored``,
+``duplicate`` or ``refused-stored`` (well signed but unreadable to the
+ledger, kept there as refused and alerted: see :mod:`gateway.copies`).  One
+batch is in flight at a time, so copies arrive in journal order (hence in
+order per instruction and per account).  When the ledger is down or refuses
+a copy whole, the cursor stays, the backlog grows (a metric), and the same
+copies go again after a backoff: at-least-once delivery, made exactly-once
+in effect by the ledger's dedupe on ``event_id``.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 from io import BytesIO
 from typing import Any
@@ -25,6 +26,7 @@ from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool, read
 from twisted.web.http_headers import Headers
 
 from gateway.config import GatewayConfig
+from gateway.copies import copy_of
 from gateway.faults import crash_point
 from gateway.metrics import GatewayMetrics
 from gateway.signing import Signer
@@ -32,22 +34,13 @@ from gateway.store import journal
 from gateway.store.db import Database
 from gateway.tls import ExpectPeer, FixedCreatorPolicy, TLSOptions
 
-__all__ = ["LedgerForwarder", "copy_of"]
+__all__ = ["LedgerForwarder"]
+
+DELIVERED = ("stored", "duplicate", "refused-stored")
+"""The ledger's answers that take a copy off the backlog."""
 
 log = Logger()
 TARGET = "ledger"
-
-
-def copy_of(row: dict[str, Any], gateway: str, adapter: str | None) -> dict[str, Any]:
-    """The unsigned copy of one journal row (the shape the ledger ingests)."""
-    raw = row.get("raw")
-    return {
-        "gateway": gateway, "seq": row["seq"], "event_id": row["event_id"], "kind": row["kind"],
-        "centre_id": row["centre_id"], "instruction_id": row["instruction_id"], "bank_id": row["bank_id"],
-        "account": row["account"], "state": row["state"], "created_us": row["created_us"],
-        "payload": row["payload"], "raw": base64.b64encode(raw).decode("ascii") if raw else None,
-        "adapter": adapter if raw else None, "hash": row["hash"],
-    }
 
 
 class LedgerForwarder(Service):
@@ -161,8 +154,11 @@ class LedgerForwarder(Service):
                 raise RuntimeError("ledger answered out of order")
             status = result.get("status")
             self.metrics.ledger_copies.labels(status or "unknown").inc()
-            if status not in ("stored", "duplicate"):
-                # Never skip a refused copy: stop here, keep it at the head of the backlog.
+            if status == "refused-stored":
+                log.warn("ledger.copy_refused_stored", event_id=event_id, seq=seq,
+                         reason=str(result.get("reason"))[:200])
+            elif status not in DELIVERED:
+                # Never skip a copy refused whole: stop here, keep it at the head of the backlog.
                 log.error("ledger.copy_refused", event_id=event_id, seq=seq,
                           reason=str(result.get("reason"))[:200])
                 break

@@ -1,13 +1,16 @@
 """The ledger's two HTTPS+JSON listeners: ingest (gateways) and the supervisor API (read-only).
 
 Ingest (``POST /v1/copies``, ``hpf://gateway/NAME`` certificates of configured
-gateways only): every copy is checked before anything is stored — its shape
-(:func:`parse_copy`), that it claims the gateway its certificate names, its
-signature with that gateway's public key, and, when it carries the bank's
+gateways only): every copy is checked before anything is stored — its
+envelope (:func:`gateway.copies.read_envelope`), that it claims the gateway
+its certificate names, its signature with that gateway's public key, its
+content (:func:`gateway.copies.read_content`) and, when it carries the bank's
 original frame, that the bank's own bytes say what the copy says
-(:func:`check_raw`).  A bad signature or a bank frame that disagrees refuses
-the copy and raises a ``forged-copy`` alert.  The answer per copy is sent only
-after the commit.
+(:func:`gateway.copies.check_raw`).  A bad signature or a bank frame that
+disagrees refuses the copy and raises a ``forged-copy`` alert; a well-signed
+copy whose content cannot be read is stored as refused (``refused-stored``)
+and raises ``copy-refused``, and the copies after it are stored as usual.
+The answer per copy is sent only after the commit.
 
 Supervisor API (``hpf://supervisor/NAME`` certificates listed in the config):
 reads everything; the only writes are notes and state changes on alerts.
@@ -17,8 +20,6 @@ logged with the peer's identity and counted (``hpf_ledger_denied_total``).
 
 from __future__ import annotations
 
-import base64
-import binascii
 import csv
 import datetime as _dt
 import io
@@ -29,7 +30,7 @@ import re
 import signal
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from cryptography.hazmat.primitives import serialization
@@ -41,21 +42,22 @@ from twisted.python.threadpool import ThreadPool
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
-from adapters.base import AdapterError, Balance, Movement, Result, Statement, decode_all
-from gateway.centre_api import Problem, json_body, make_site, strict_json
+from gateway.centre_api import Problem, json_body, make_site
+from gateway.copies import CopyError, Refusal, Unreadable, check_raw, read_content, read_envelope
 from gateway.ledger import store
 from gateway.ledger.config import LedgerConfig, PublicSigningKey
 from gateway.ledger.matcher import Fact, forged_copy_alert
+from gateway.ledger.rules import copy_refused_alert
 from gateway.ledger.verify import verify_signature
-from gateway.model import FieldError, State, format_amount
+from gateway.model import FieldError, format_amount
 from gateway.store.db import StoreUnavailable
-from gateway.tls import IDENTITY_NAME, PeerIdentity, peer_identity
+from gateway.tls import PeerIdentity, peer_identity
 
 if TYPE_CHECKING:
     from gateway.ledger.service import LedgerMetrics, MatchEngine
 
 __all__ = [
-    "COPY_KINDS", "MAX_COPIES", "ParsedCopy", "Refusal", "parse_copy", "check_raw", "CopyChecker",
+    "MAX_COPIES", "ParsedCopy", "CopyChecker",
     "CheckPool", "ChecksUnavailable", "Ingest", "IngestApi", "SupervisorApi", "daily_report", "report_csv",
     "REPORT_TZ", "make_ledger_site",
 ]
@@ -63,201 +65,20 @@ __all__ = [
 log = Logger()
 
 MAX_COPIES = 1000
-MAX_PAYLOAD = 1024 * 1024
-COPY_KINDS = ("instruction.state", "bank.movement", "bank.balance", "booking")
 REPORT_TZ = _dt.timezone(_dt.timedelta(hours=8), "+08:00")
 """The day of the daily report is the business day in China (UTC+8, no daylight saving)."""
 
-_EVENT_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
-_CENTRE = re.compile(r"[A-Za-z0-9_-]{1,16}")
-_INSTRUCTION = re.compile(r"[A-Za-z0-9_-]{1,32}")
-_BANK = re.compile(r"[A-Z0-9]{1,16}")
-_ACCOUNT = re.compile(r"[0-9A-Za-z-]{1,32}")
-_ADAPTER = re.compile(r"[a-z0-9_]{1,32}")
-_HEX64 = re.compile(r"[0-9a-f]{64}")
-_STATES = frozenset(s.value for s in State)
-_COPY_KEYS = frozenset(store.SIGNED_FIELDS) | {"signature"}
-_INT64 = 2**63 - 1
 
-
-# -- copies: parsing and checking (pure) -------------------------------------------
-
-
-@dataclass(frozen=True)
-class Refusal:
-    """Why a copy is refused; ``forged`` when a forged-copy alert is due."""
-
-    event_id: str
-    reason: str
-    forged: bool = False
+# -- copies: the checks before storing (the copy itself is defined in gateway.copies) ------
 
 
 @dataclass(frozen=True)
 class ParsedCopy:
-    """A copy whose shape is valid: the row to store (with the signed bytes) and the parsed payload."""
+    """A copy fit to store: its row, and what the matcher reads (None for a copy stored as
+    refused, see :class:`gateway.copies.Unreadable`)."""
 
     row: store.CopyRow
-    payload: Mapping[str, Any]
-    fact: Fact | None = None  # what the matcher reads, once the copy passed every check
-
-    @property
-    def signed(self) -> bytes:
-        """The bytes the gateway's signature covers (:func:`store.canonical_bytes` of the copy)."""
-        assert self.row.signed is not None  # parse_copy always sets them
-        return self.row.signed
-
-
-def _opt(doc: Mapping[str, Any], key: str, pattern: re.Pattern[str]) -> str | None:
-    value = doc[key]
-    if value is None:
-        return None
-    if not isinstance(value, str) or not pattern.fullmatch(value):
-        raise ValueError(f"{key} is not valid")
-    return value
-
-
-def _int(doc: Mapping[str, Any], key: str) -> int:
-    value = doc[key]
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= _INT64:
-        raise ValueError(f"{key} must be a positive whole number")
-    return value
-
-
-def _host_seq_no(kind: str, payload: Mapping[str, Any]) -> str | None:
-    value: Any = None
-    if kind in ("bank.movement", "booking"):
-        value = payload.get("host_seq_no")
-    elif kind == "instruction.state" and isinstance(payload.get("result"), Mapping):
-        value = payload["result"].get("host_seq_no")
-    return value if isinstance(value, str) and 0 < len(value) <= 64 else None
-
-
-def parse_copy(doc: Any, *, expected_alg: str) -> ParsedCopy | Refusal:
-    """Validate one copy's shape (LEDGER.md); a :class:`Refusal` says what is wrong.
-
-    Every field must be present (``null`` where there is no value) and no
-    other; ``payload`` must be a JSON object in a string, ``raw`` canonical
-    base64, ``signature_alg`` the one configured for the gateway.  Pure.
-    """
-    event_id = doc.get("event_id") if isinstance(doc, Mapping) else None
-    shown = event_id if isinstance(event_id, str) and _EVENT_ID.fullmatch(event_id) else "?"
-    if not isinstance(doc, Mapping):
-        return Refusal(shown, "malformed: a copy is a JSON object")
-    missing = sorted(_COPY_KEYS - set(doc))
-    unknown = sorted(set(doc) - _COPY_KEYS)
-    if missing or unknown:
-        parts = ([f"missing field(s) {', '.join(missing)}"] if missing else []) + \
-                ([f"unknown field(s) {', '.join(unknown)}"] if unknown else [])
-        return Refusal(shown, "malformed: " + "; ".join(parts))
-    try:
-        gateway = doc["gateway"]
-        if not isinstance(gateway, str) or not IDENTITY_NAME.fullmatch(gateway):
-            raise ValueError("gateway is not a gateway name")
-        if shown == "?":
-            raise ValueError("event_id is not valid")
-        kind = doc["kind"]
-        if kind not in COPY_KINDS:
-            raise ValueError(f"kind must be one of {', '.join(COPY_KINDS)}")
-        state = doc["state"]
-        if state is not None and state not in _STATES:
-            raise ValueError("state is not an instruction state")
-        if kind == "instruction.state" and state is None:
-            raise ValueError("an instruction.state copy names its state")
-        payload_text = doc["payload"]
-        if not isinstance(payload_text, str) or len(payload_text) > MAX_PAYLOAD:
-            raise ValueError("payload must be a JSON text of at most 1 MiB")
-        try:
-            payload = strict_json(payload_text.encode("utf-8"))
-        except (Problem, UnicodeEncodeError):
-            raise ValueError("payload is not valid JSON") from None
-        if not isinstance(payload, dict):
-            raise ValueError("payload must be a JSON object")
-        raw: bytes | None = None
-        if doc["raw"] is not None:
-            if not isinstance(doc["raw"], str) or len(doc["raw"]) > 2 * MAX_PAYLOAD:
-                raise ValueError("raw must be base64 text of at most 1 MiB of bytes")
-            try:
-                raw = base64.b64decode(doc["raw"], validate=True)
-            except (binascii.Error, ValueError):
-                raise ValueError("raw is not valid base64") from None
-            if base64.b64encode(raw).decode("ascii") != doc["raw"]:
-                raise ValueError("raw is not canonical base64")
-        gateway_hash = doc["hash"]
-        if not isinstance(gateway_hash, str) or not _HEX64.fullmatch(gateway_hash):
-            raise ValueError("hash must be 64 lowercase hex digits")
-        signature = doc["signature"]
-        if not isinstance(signature, str) or not 0 < len(signature) <= 512:
-            raise ValueError("signature must be base64 text")
-        if doc["signature_alg"] != expected_alg:
-            raise ValueError(f"signature_alg must be {expected_alg!r}, the one configured for this gateway")
-        fields = dict(
-            gateway=gateway, gateway_seq=_int(doc, "seq"), event_id=shown, kind=kind,
-            centre_id=_opt(doc, "centre_id", _CENTRE), instruction_id=_opt(doc, "instruction_id", _INSTRUCTION),
-            bank_id=_opt(doc, "bank_id", _BANK), account=_opt(doc, "account", _ACCOUNT), state=state,
-            created_us=_int(doc, "created_us"), payload=payload_text, raw=raw,
-            adapter=_opt(doc, "adapter", _ADAPTER), gateway_hash=gateway_hash, signature=signature,
-            signature_alg=expected_alg, host_seq_no=_host_seq_no(kind, payload))
-        # Only now is every field a str, int or None, so the canonical form exists.
-        row = store.CopyRow(**fields, signed=store.canonical_bytes(doc))
-    except ValueError as e:  # UnicodeEncodeError (lone surrogates) is a ValueError too
-        return Refusal(shown, f"malformed: {e}")
-    return ParsedCopy(row, payload)
-
-
-def check_raw(copy: ParsedCopy, adapter: Any) -> str | None:
-    """Whether the bank's original frame says what the copy says; the disagreement, or None.
-
-    - a result (``payload.result``): the frame holds a Result for the copy's
-      ``bank_ref`` with the same ``succeeded`` and ``host_seq_no``;
-    - any other instruction state: the frame is about the copy's ``bank_ref``;
-    - a movement: the frame holds an entry on the account with the copy's
-      ``host_seq_no`` and the same signed ``amount``;
-    - a balance: the frame holds that account's balance with the same ``balance``.
-    """
-    row, payload = copy.row, copy.payload
-    assert row.raw is not None
-    try:
-        messages = decode_all(adapter, row.raw)
-    except AdapterError as e:
-        return f"raw is not a valid {row.adapter} frame ({str(e)[:120]})"
-    except Exception as e:  # an adapter bug must not take ingest down; fail closed
-        return f"raw cannot be decoded by {row.adapter} ({type(e).__name__})"
-    if row.kind == "instruction.state":
-        ref = payload.get("bank_ref")
-        about = [m for m in messages if getattr(m, "ref", None) == ref]
-        if not about:
-            return f"the bank's frame is not about bank_ref {ref!r}"
-        result = payload.get("result")
-        if isinstance(result, Mapping):
-            results = [m for m in about if isinstance(m, Result)]
-            if not results:
-                return "the bank's frame carries no result"
-            for m in results:
-                if m.succeeded == result.get("succeeded") and m.host_seq_no == result.get("host_seq_no"):
-                    return None
-            m = results[0]
-            return (f"the bank says succeeded={m.succeeded} host_seq_no={m.host_seq_no!r}, the copy says "
-                    f"succeeded={result.get('succeeded')} host_seq_no={result.get('host_seq_no')!r}")
-        return None
-    if row.kind == "bank.movement":
-        entries = [e for m in messages if isinstance(m, (Movement, Statement)) for e in m.entries]
-        account, host = payload.get("account"), payload.get("host_seq_no")
-        same = [e for e in entries if e.account == account and e.host_seq_no == host]
-        if not same:
-            return f"the bank's frame has no entry {host!r} on that account"
-        if all(e.amount != payload.get("amount") for e in same):
-            return (f"the bank says amount {format_amount(same[0].amount)}, the copy says "
-                    f"{payload.get('amount')!r} (fen) for entry {host!r}")
-        return None
-    if row.kind == "bank.balance":
-        balances = [m for m in messages if isinstance(m, Balance) and m.account == payload.get("account")]
-        if not balances:
-            return "the bank's frame has no balance for that account"
-        if all(b.balance != payload.get("balance") for b in balances):
-            return (f"the bank says balance {format_amount(balances[0].balance)}, the copy says "
-                    f"{payload.get('balance')!r} (fen)")
-        return None
-    return None  # a booking is the centre's: nothing of the bank's to compare
+    fact: Fact | None = None
 
 
 class CopyChecker:
@@ -275,41 +96,42 @@ class CopyChecker:
         self._adapters: dict[str, Any] = {}
 
     def check(self, gateway: str, docs: Sequence[Any]) -> list[ParsedCopy | Refusal]:
-        """Each document parsed and checked; a :class:`ParsedCopy` is fit to store."""
+        """Each document checked (see :mod:`gateway.copies` for what refuses a copy whole and
+        what stores it as refused); a :class:`ParsedCopy` is fit to store."""
         alg, key = self.keys[gateway]
         out: list[ParsedCopy | Refusal] = []
         for doc in docs:
-            parsed = parse_copy(doc, expected_alg=alg)
-            if isinstance(parsed, Refusal):
-                out.append(parsed)
+            env = read_envelope(doc, expected_alg=alg)
+            if isinstance(env, Refusal):
+                out.append(env)
                 continue
-            row = parsed.row
-            if row.gateway != gateway:
-                out.append(Refusal(row.event_id, f"the copy claims gateway {row.gateway!r} but the "
+            if env.gateway != gateway:
+                out.append(Refusal(env.event_id, f"the copy claims gateway {env.gateway!r} but the "
                                                  f"certificate is hpf://gateway/{gateway}"))
                 continue
-            if not verify_signature(key, alg, parsed.signed, row.signature):
-                out.append(Refusal(row.event_id, f"the signature does not verify with gateway {gateway}'s "
+            if not verify_signature(key, alg, env.signed, env.signature):
+                out.append(Refusal(env.event_id, f"the signature does not verify with gateway {gateway}'s "
                                                  "key", forged=True))
                 continue
             try:
-                fact = Fact.from_copy(doc)  # what the matcher relies on, checked before anything is stored
-            except ValueError as e:
-                out.append(Refusal(row.event_id, str(e)))  # "malformed copy: ..." from the matcher
+                copy = read_content(env)
+            except CopyError as e:
+                out.append(ParsedCopy(store.CopyRow.unreadable(Unreadable(env, str(e)))))
                 continue
-            if row.raw is not None and row.adapter is not None:
+            if copy.raw is not None and copy.adapter is not None:
                 try:
-                    adapter = self._adapter(row.adapter)
+                    adapter = self._adapter(copy.adapter)
                 except KeyError:
-                    out.append(Refusal(row.event_id, f"adapter {row.adapter!r} is not installed at the "
-                                                     "ledger, so the bank's frame cannot be checked"))
+                    reason = (f"adapter {copy.adapter!r} is not installed at the ledger, so the bank's "
+                              "frame cannot be checked")
+                    out.append(ParsedCopy(store.CopyRow.unreadable(Unreadable(env, reason))))
                     continue
-                disagreement = check_raw(parsed, adapter)
+                disagreement = check_raw(copy, adapter)
                 if disagreement is not None:
-                    out.append(Refusal(row.event_id, f"the bank's frame disagrees with the copy: "
+                    out.append(Refusal(env.event_id, f"the bank's frame disagrees with the copy: "
                                                      f"{disagreement}", forged=True))
                     continue
-            out.append(replace(parsed, fact=fact))
+            out.append(ParsedCopy(store.CopyRow.of(copy), copy))
         return out
 
     def _adapter(self, name: str) -> Any:
@@ -497,8 +319,8 @@ class Ingest:
                             after_refusal: bool) -> list[dict[str, Any]]:
         """Store and match one checked slice; ``after_refusal``: an earlier copy of the batch was
         not stored, so none of these may be (the gateway resends from that one on)."""
-        # Nothing after the first refused copy is stored: the gateway resends from there
-        # in journal order (see store.store_copies).
+        # Nothing after the first copy refused whole is stored: the gateway resends from there
+        # in journal order (see store.store_copies).  Unreadable copies are not refusals here.
         first_bad = 0 if after_refusal else next(
             (i for i, c in enumerate(checked) if isinstance(c, Refusal)), len(checked))
         parsed = [c for c in checked[:first_bad] if isinstance(c, ParsedCopy)]
@@ -507,14 +329,15 @@ class Ingest:
 
         def op(tx: Any) -> tuple[list[store.CopyOutcome], list[dict[str, Any]]]:
             outcomes = store.store_copies(tx, gateway, [p.row for p in parsed])
-            drafts = forged + [forged_copy_alert(gateway, o.event_id, o.reason)
-                               for o in outcomes if o.conflict]
+            drafts = forged + [forged_copy_alert(gateway, o.event_id, o.reason) if o.conflict
+                               else copy_refused_alert(gateway, o.event_id, o.reason)
+                               for o in outcomes if o.conflict or o.status == "refused-stored"]
             return outcomes, store.store_alerts(tx, [_alert_row(d) for d in drafts])
 
         outcomes: list[store.CopyOutcome] = []
         if parsed or forged:
             outcomes, new_alerts = await self.db.write(op)
-            stored = [o.row for o in outcomes if o.status == "stored" and o.row is not None]
+            stored = [o.row for o in outcomes if o.status in ("stored", "refused-stored") and o.row is not None]
             facts = {p.row.event_id: p.fact for p in parsed}
             self.engine.observe(stored, [facts.get(r["event_id"]) for r in stored])
             self.engine.alerts_created(new_alerts)
@@ -534,7 +357,11 @@ class Ingest:
             else:
                 o = next(by_id)
                 result = {"event_id": o.event_id, "status": o.status}
-                if o.status == "refused":
+                if o.status == "refused-stored":
+                    result["reason"] = o.reason
+                    log.warn("ledger.copy_refused_stored", gateway=gateway, event_id=o.event_id,
+                             reason=o.reason[:300])
+                elif o.status == "refused":
                     result["reason"] = o.reason
                     log.warn("ledger.copy_refused", gateway=gateway, event_id=o.event_id, reason=o.reason,
                              forged=o.conflict)
@@ -857,7 +684,7 @@ class SupervisorApi(_JsonApi):
 def _trail_item(row: Mapping[str, Any], keys: Mapping[str, tuple[str, PublicSigningKey]]) -> dict[str, Any]:
     document = store.copy_document(row)
     found = keys.get(row["gateway"])
-    verified = found is not None and verify_signature(found[1], found[0], store.canonical_bytes(document),
+    verified = found is not None and verify_signature(found[1], found[0], store.signed_bytes(row),
                                                       row["signature"])
     try:
         payload: Any = json.loads(row["payload"])
@@ -871,7 +698,7 @@ def _trail_item(row: Mapping[str, Any], keys: Mapping[str, tuple[str, PublicSign
         "received_at": store.iso_us(row["received_us"]), "payload": payload, "raw": document["raw"],
         "adapter": row["adapter"], "gateway_hash": row["gateway_hash"], "ledger_hash": row["hash"],
         "signature": row["signature"], "signature_alg": row["signature_alg"],
-        "signature_verified": verified,
+        "signature_verified": verified, "refused": row.get("refused"),
     }
 
 

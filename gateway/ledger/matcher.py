@@ -54,11 +54,11 @@ from __future__ import annotations
 import bisect
 import datetime as _dt
 import heapq
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from gateway.copies import KINDS as _KINDS, STATES, Copy, signed_fen as _signed_fen
 from gateway.ledger import rules
 from gateway.ledger.rules import AlertDraft, forged_copy_alert
 from gateway.model import format_amount, parse_amount
@@ -68,8 +68,7 @@ __all__ = [
     "StreamClock", "forged_copy_alert", "KINDS", "STATES",
 ]
 
-KINDS = frozenset({"instruction.state", "bank.movement", "bank.balance", "booking"})
-STATES = frozenset({"received", "sent", "accepted", "succeeded", "failed", "in_doubt", "rejected"})
+KINDS = frozenset(_KINDS)
 _FINAL = ("succeeded", "failed", "rejected")
 _PROGRESS = ("in_doubt", "accepted", "sent", "received")  # latest first, for messages
 
@@ -157,223 +156,9 @@ class Registry:
 
 # -- facts ---------------------------------------------------------------------
 
-# Identifiers as wide as the gateway's journal columns allow: alert keys are
-# built from them and must stay short (the ledger stores keys up to 255 chars).
-_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")            # event ids, host serials, gateway names
-_SHORT_ID = re.compile(r"[A-Za-z0-9_.-]{1,16}")      # centre and bank ids
-_ACCOUNT = re.compile(r"[A-Za-z0-9_.-]{1,32}")       # account numbers, bank references
-_INSTRUCTION_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
-_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
-_TIME = re.compile(r"[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{6})?")
-_MAX_FEN = 10 ** 17
-_MAX_TEXT = 1024
-
-
-def _bad(reason: str) -> ValueError:
-    return ValueError(f"malformed copy: {reason}")
-
-
-def _int(d: Mapping[str, Any], key: str, where: str, *, minimum: int | None = None,
-         optional: bool = False) -> int | None:
-    v = d.get(key)
-    if v is None and optional:
-        return None
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise _bad(f"{where}{key} must be an integer")
-    if minimum is not None and v < minimum:
-        raise _bad(f"{where}{key} must be at least {minimum}")
-    if abs(v) >= _MAX_FEN:
-        raise _bad(f"{where}{key} is out of range")
-    return v
-
-
-def _text(d: Mapping[str, Any], key: str, where: str, *, pattern: re.Pattern[str] | None = None,
-          optional: bool = False, empty: bool = False, max_len: int = _MAX_TEXT) -> str | None:
-    v = d.get(key)
-    if v is None and optional:
-        return None
-    if not isinstance(v, str):
-        raise _bad(f"{where}{key} must be a string")
-    if v == "" and empty:
-        return v
-    if len(v) > max_len:
-        raise _bad(f"{where}{key} is longer than {max_len} characters")
-    if pattern is not None and not pattern.fullmatch(v):
-        raise _bad(f"{where}{key} has a bad format")
-    return v
-
-
-def _obj(d: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any]:
-    v = d.get(key)
-    if not isinstance(v, dict):
-        raise _bad(f"{where}{key} must be an object")
-    return v
-
-
-def _signed_fen(text: str) -> int:
-    """A signed money string ("-1234.56") in fen; the sign is the only addition to parse_amount."""
-    if text.startswith("-"):
-        return -parse_amount(text[1:])
-    return parse_amount(text)
-
-
-def _reject_constant(name: str) -> Any:
-    raise _bad(f"payload contains {name}")
-
-
-def _check_instruction_payload(state: str, instruction_id: str, account: str | None,
-                               p: Mapping[str, Any]) -> None:
-    _text(p, "bank_ref", "payload.", pattern=_ACCOUNT, optional=True)
-    if state in ("received", "rejected"):
-        body = _obj(p, "instruction", "payload.")
-        w = "payload.instruction."
-        if _text(body, "instruction_id", w, pattern=_INSTRUCTION_ID) != instruction_id:
-            raise _bad("payload.instruction.instruction_id differs from instruction_id")
-        debit = _text(body, "debit_account", w, pattern=_ACCOUNT)
-        if account is not None and debit != account:
-            raise _bad("payload.instruction.debit_account differs from account")
-        creditor = _obj(body, "creditor", w)
-        _text(creditor, "account", w + "creditor.", pattern=_ACCOUNT)
-        _text(creditor, "name", w + "creditor.", max_len=200, empty=True)
-        _text(creditor, "bank_code", w + "creditor.", max_len=32, empty=True)
-        try:
-            parse_amount(body.get("amount"))
-        except ValueError as e:
-            raise _bad(f"{w}amount: {e}") from None
-        _text(body, "approval_ref", w, optional=True, max_len=64)
-    elif state in ("succeeded", "failed"):
-        result = _obj(p, "result", "payload.")
-        if not isinstance(result.get("succeeded"), bool) or result["succeeded"] != (state == "succeeded"):
-            raise _bad(f"payload.result.succeeded must be {str(state == 'succeeded').lower()}")
-        _text(result, "host_seq_no", "payload.result.", pattern=_ID, empty=True, optional=True)
-    elif state == "in_doubt":
-        _text(p, "reason", "payload.", optional=True)
-
-
-def _check_movement_payload(p: Mapping[str, Any]) -> None:
-    w = "payload."
-    _text(p, "host_seq_no", w, pattern=_ID)
-    _int(p, "amount", w)
-    date = _text(p, "value_date", w, pattern=_DATE)
-    time = _text(p, "time", w, pattern=_TIME)
-    try:
-        _dt.datetime.fromisoformat(f"{date}T{time}")
-    except ValueError:
-        raise _bad("payload.value_date/time is not a real date and time") from None
-    _text(p, "counterparty_account", w, pattern=_ACCOUNT, optional=True, empty=True)
-    _text(p, "counterparty_name", w, optional=True, max_len=200)
-    _text(p, "counterparty_bank_code", w, optional=True, max_len=32)
-    _int(p, "balance_after", w, optional=True)
-    _text(p, "summary", w, optional=True)
-    _text(p, "remark", w, optional=True)
-    if not isinstance(p.get("reversal", False), bool):
-        raise _bad("payload.reversal must be true or false")
-
-
-def _check_balance_payload(p: Mapping[str, Any]) -> None:
-    _int(p, "balance", "payload.")
-    as_of = _text(p, "as_of", "payload.", optional=True, max_len=40)
-    if as_of is not None:
-        try:
-            _dt.datetime.fromisoformat(as_of)
-        except ValueError:
-            raise _bad("payload.as_of is not an ISO date-time") from None
-
-
-def _check_booking_payload(p: Mapping[str, Any]) -> None:
-    w = "payload."
-    _text(p, "booking_id", w, pattern=_ID)
-    _text(p, "instruction_id", w, pattern=_INSTRUCTION_ID, optional=True)
-    _text(p, "host_seq_no", w, pattern=_ID, optional=True)
-    _text(p, "account", w, pattern=_ACCOUNT)
-    amount = _text(p, "amount", w, max_len=24)
-    assert amount is not None
-    try:
-        _signed_fen(amount)
-    except ValueError as e:
-        raise _bad(f"payload.amount: {e}") from None
-
-
-@dataclass(frozen=True)
-class Fact:
-    """One copy as the matcher sees it: the journal columns and the parsed payload.
-
-    Build facts from copies with :meth:`from_copy`, which validates everything
-    the matcher relies on; :meth:`Matcher.observe` trusts a fact's shape.
-    """
-
-    gateway: str
-    seq: int
-    event_id: str
-    kind: str
-    centre_id: str | None
-    instruction_id: str | None
-    bank_id: str | None
-    account: str | None
-    state: str | None
-    created_us: int
-    payload: Mapping[str, Any]
-
-    @classmethod
-    def from_copy(cls, copy: Mapping[str, Any]) -> "Fact":
-        """Parse and validate one copy (LEDGER.md), payload string included.
-
-        Raises ``ValueError`` naming the first bad field.  The signature is the
-        daemon's business and is not looked at here.
-        """
-        if not isinstance(copy, Mapping):
-            raise _bad("a copy must be a JSON object")
-        gateway = _text(copy, "gateway", "", pattern=_ID)
-        seq = _int(copy, "seq", "", minimum=0)
-        event_id = _text(copy, "event_id", "", pattern=_ID)
-        kind = copy.get("kind")
-        if kind not in KINDS:
-            raise _bad(f"kind must be one of {', '.join(sorted(KINDS))}")
-        centre_id = _text(copy, "centre_id", "", pattern=_SHORT_ID, optional=True)
-        instruction_id = _text(copy, "instruction_id", "", pattern=_INSTRUCTION_ID, optional=True)
-        bank_id = _text(copy, "bank_id", "", pattern=_SHORT_ID, optional=True)
-        account = _text(copy, "account", "", pattern=_ACCOUNT, optional=True)
-        state = copy.get("state")
-        if state is not None and state not in STATES:
-            raise _bad(f"state must be one of {', '.join(sorted(STATES))} or null")
-        created_us = _int(copy, "created_us", "", minimum=0)
-        raw_payload = copy.get("payload")
-        if not isinstance(raw_payload, str):
-            raise _bad("payload must be the JSON text as stored (a string)")
-        try:
-            payload = json.loads(raw_payload, parse_constant=_reject_constant)
-        except ValueError as e:
-            raise _bad(f"payload is not JSON: {e}") from None
-        if not isinstance(payload, dict):
-            raise _bad("payload must be a JSON object")
-
-        if kind == "instruction.state":
-            if centre_id is None or instruction_id is None or state is None or bank_id is None:
-                raise _bad("an instruction.state copy needs centre_id, instruction_id, bank_id and state")
-            _check_instruction_payload(state, instruction_id, account, payload)
-        elif kind in ("bank.movement", "bank.balance"):
-            if state is not None:
-                raise _bad(f"a {kind} copy has no state")
-            p_bank = _text(payload, "bank", "payload.", pattern=_SHORT_ID, optional=True)
-            if bank_id is None and p_bank is None:
-                raise _bad(f"a {kind} copy needs bank_id")
-            if bank_id is not None and p_bank is not None and p_bank != bank_id:
-                raise _bad("payload.bank differs from bank_id")
-            p_account = _text(payload, "account", "payload.", pattern=_ACCOUNT)
-            if account is not None and p_account != account:
-                raise _bad("payload.account differs from account")
-            if kind == "bank.movement":
-                _check_movement_payload(payload)
-            else:
-                _check_balance_payload(payload)
-        else:  # booking
-            if centre_id is None:
-                raise _bad("a booking copy needs centre_id")
-            _check_booking_payload(payload)
-        assert gateway is not None and seq is not None and event_id is not None and created_us is not None
-        return cls(gateway=gateway, seq=seq, event_id=event_id, kind=kind, centre_id=centre_id,
-                   instruction_id=instruction_id, bank_id=bank_id, account=account, state=state,
-                   created_us=created_us, payload=payload)
+# A fact is a copy as gateway.copies reads it: that module validates everything the
+# matcher relies on, so Matcher.observe trusts a fact's shape.
+Fact = Copy
 
 
 # -- records (mutable matcher state; each dumps to JSON) ----------------------------
@@ -849,7 +634,9 @@ class Matcher:
         if state == "received" or state == "rejected":
             changed = self._learn_body(ins, p["instruction"], state == "rejected", out) or changed
         elif state == "succeeded" or state == "failed":
-            changed = self._learn_result(ins, p["result"], state, now, out) or changed
+            # An operator's resolution settles it like a result, without a host serial.
+            outcome = p["result"] if "result" in p else p["resolution"]
+            changed = self._learn_result(ins, outcome, state, now, out) or changed
         elif state == "in_doubt":
             self._emit(ins.raised, rules.in_doubt(ins.key, p.get("reason") or "", ins.events()), out)
         if changed:

@@ -71,7 +71,7 @@ __all__ = [
     "balance_break", "unregistered_counterparty_instruction", "unregistered_counterparty_movement",
     "large_amount_instruction", "large_amount_movement",
     "booking_mismatch_instruction", "booking_mismatch_booking", "unregistered_account",
-    "forged_copy_alert",
+    "forged_copy_alert", "COPY_REFUSED", "copy_refused_alert",
 ]
 
 RULES: tuple[str, ...] = (
@@ -80,7 +80,8 @@ RULES: tuple[str, ...] = (
     "unregistered-account",
 )
 FORGED_COPY = "forged-copy"
-ALL_RULES = frozenset(RULES) | {FORGED_COPY}
+COPY_REFUSED = "copy-refused"
+ALL_RULES = frozenset(RULES) | {FORGED_COPY, COPY_REFUSED}
 
 Severity = Literal["critical", "major", "minor"]
 SEVERITIES: frozenset[str] = frozenset({"critical", "major", "minor"})
@@ -360,4 +361,19 @@ def forged_copy_alert(gateway: str, event_id: str, reason: str) -> AlertDraft:
     return AlertDraft(
         key=f"forged-copy:{gw}:{ev}", rule="forged-copy", severity="major", subject=gw,
         summary=f"copy {ev} claiming gateway {gw} was refused: {_clean(str(reason), 200)}",
+        evidence=(ev,))
+
+
+def copy_refused_alert(gateway: str, event_id: str, reason: str) -> AlertDraft:
+    """The alert for a well-signed copy the ledger could not read and stored as refused.
+
+    Supervision is blind to that fact until someone reads the copy (its trail
+    shows it verbatim) and the gateway and ledger agree on the copy format again.
+    """
+    gw = _clean(str(gateway), 64) or "?"
+    ev = _clean(str(event_id), 64) or "?"
+    return AlertDraft(
+        key=f"copy-refused:{gw}:{ev}", rule=COPY_REFUSED, severity="major", subject=gw,
+        summary=f"copy {ev} from gateway {gw} is signed but unreadable, stored as refused: "
+                f"{_clean(str(reason), 200)}",
         evidence=(ev,))

@@ -263,19 +263,21 @@ class MatchEngine(Service):
         for i, row in enumerate(rows):
             if row["seq"] <= self.applied_seq:
                 continue  # already taken (a replay page racing a live batch cannot happen, but be sure)
+            readable = row.get("refused") is None  # a copy stored as refused: copy-refused says so
             try:
                 fact = facts[i] if facts is not None else None
-                if fact is None:
+                if readable and fact is None:
                     fact = Fact.from_copy(store.copy_document(row))
-                now = self.stream.copy(row["gateway"], row["created_us"], wall)
-                self._pending.extend(self.matcher.observe(fact, now))
+                if fact is not None:
+                    now = self.stream.copy(row["gateway"], row["created_us"], wall)
+                    self._pending.extend(self.matcher.observe(fact, now))
             except Exception:
                 self.metrics.matcher_errors.inc()
                 log.failure("ledger.matcher_failed", seq=row["seq"], event_id=row["event_id"])
             self.applied_seq = row["seq"]
             self._dirty = True
             self._since_saved += 1
-            if live:
+            if live and readable:
                 self.metrics.match_lag.observe(max(0.0, wall - row["created_us"] / 1_000_000))
         self.metrics.matched_seq.set(self.applied_seq)
 

@@ -5,7 +5,10 @@ gateways.  ``seq`` is the ledger's own order, assigned densely (1, 2, 3, …)
 by the single writer thread, and ``hash`` chains every row to the one before
 it over everything the gateway signed, the signature, the seq and the
 arrival time; ``ledger_head`` records the newest seq and hash in the same
-transaction, so a row deleted at the tail shows too.  Alerts are stored once
+transaction, so a row deleted at the tail shows too.  A copy stored as
+refused (:class:`gateway.copies.Unreadable`) is a row of kind ``refused``
+with its reason and the exact text the gateway signed (``document``); it is
+chained like any other, and every named read by kind passes it by.  Alerts are stored once
 per key (``alerts.key`` is unique); ``matcher_state`` holds the matcher's
 snapshot and the last ledger seq it covers.
 
@@ -46,15 +49,15 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection
 
-from gateway.signing import canonical
+from gateway import copies as spec
 from gateway.store.db import GENESIS, Database, Tx, insert_many
 from gateway.store.migrate import Migrations
 
 __all__ = [
     "metadata", "copies", "ledger_head", "matcher_state", "alerts", "alert_notes",
-    "MIGRATIONS", "ALERT_STATES", "SIGNED_FIELDS",
+    "MIGRATIONS", "ALERT_STATES", "SIGNED_FIELDS", "REFUSED",
     "LedgerDatabase", "CopyRow", "CopyOutcome", "AlertRow",
-    "canonical_bytes", "copy_document", "ledger_chain_hash",
+    "canonical_bytes", "copy_document", "signed_bytes", "ledger_chain_hash", "row_chain_hash",
     "store_copies", "store_alerts", "add_note", "change_state",
     "load_state", "load_head", "copies_after", "gateway_heads", "list_alerts", "get_alert",
     "alert_counts", "trail", "balance_history", "daily_rows",
@@ -87,6 +90,8 @@ copies = Table(
     Column("host_seq_no", String(64), nullable=True),   # from the payload, for trails
     Column("received_us", BigInteger, nullable=False),
     Column("hash", String(64), nullable=False),
+    Column("refused", Text, nullable=True),              # why a copy is stored as refused
+    Column("document", Text, nullable=True),             # a refused copy's signed text, verbatim
     UniqueConstraint("event_id", name="uq_copies_event_id"),
 )
 Index("ix_copies_gateway_seq", copies.c.gateway, copies.c.gateway_seq)
@@ -154,9 +159,9 @@ MIGRATIONS = Migrations(Path(__file__).with_name("migrations"), version_table="l
 ALERT_STATES = ("open", "acknowledged", "resolved")
 _NEXT_STATE = {"open": "acknowledged", "acknowledged": "resolved"}
 
-SIGNED_FIELDS = ("gateway", "seq", "event_id", "kind", "centre_id", "instruction_id", "bank_id",
-                 "account", "state", "created_us", "payload", "raw", "adapter", "hash", "signature_alg")
-"""Every field of a copy but ``signature``: what the gateway's signature covers."""
+SIGNED_FIELDS = spec.SIGNED_FIELDS
+REFUSED = "refused"
+"""The ``kind`` of a copy stored as refused (its claimed kind is in its ``document``)."""
 
 
 # -- the database service ---------------------------------------------------------
@@ -177,26 +182,38 @@ class LedgerDatabase(Database):
 
 
 # The bytes a copy's signature covers: the one definition the gateway signs with.
-canonical_bytes = canonical
+canonical_bytes = spec.signing_input
+
+
+_COLUMN_OF = {"seq": "gateway_seq", "hash": "gateway_hash"}  # the copy's field -> the ledger's column
 
 
 def copy_document(row: Mapping[str, Any]) -> dict[str, Any]:
     """A stored copy as the JSON document the gateway signed (``raw`` base64, ``signature`` included)."""
-    raw = row["raw"]
-    return {
-        "gateway": row["gateway"], "seq": row["gateway_seq"], "event_id": row["event_id"],
-        "kind": row["kind"], "centre_id": row["centre_id"], "instruction_id": row["instruction_id"],
-        "bank_id": row["bank_id"], "account": row["account"], "state": row["state"],
-        "created_us": row["created_us"], "payload": row["payload"],
-        "raw": base64.b64encode(raw).decode("ascii") if raw is not None else None,
-        "adapter": row["adapter"], "hash": row["gateway_hash"], "signature_alg": row["signature_alg"],
-        "signature": row["signature"],
-    }
+    if row.get("document") is not None:
+        return dict(json.loads(row["document"]), signature=row["signature"])
+    doc = {f: row[_COLUMN_OF.get(f, f)] for f in SIGNED_FIELDS}
+    if doc["raw"] is not None:
+        doc["raw"] = base64.b64encode(doc["raw"]).decode("ascii")
+    doc["signature"] = row["signature"]
+    return doc
+
+
+def signed_bytes(row: Mapping[str, Any]) -> bytes:
+    """The bytes the gateway signed for a stored copy (a refused one's are kept as they came)."""
+    if row.get("document") is not None:
+        return str(row["document"]).encode("utf-8")
+    return canonical_bytes(copy_document(row))
 
 
 def ledger_chain_hash(prev: str, seq: int, received_us: int, document: Mapping[str, Any]) -> str:
     """The ledger hash of one copy: the previous hash, its seq and arrival, the signed bytes and signature."""
     return _chain_hash(prev, seq, received_us, canonical_bytes(document), document["signature"])
+
+
+def row_chain_hash(prev: str, row: Mapping[str, Any]) -> str:
+    """:func:`ledger_chain_hash` of a stored row (refused or not)."""
+    return _chain_hash(prev, row["seq"], row["received_us"], signed_bytes(row), row["signature"])
 
 
 def _chain_hash(prev: str, seq: int, received_us: int, signed: bytes, signature: Any) -> str:
@@ -215,7 +232,8 @@ def _chain_hash(prev: str, seq: int, received_us: int, signed: bytes, signature:
 
 @dataclass(frozen=True)
 class CopyRow:
-    """A verified copy ready to store: the parsed fields (``raw`` as bytes) and ``host_seq_no``."""
+    """A checked copy ready to store: the parsed fields (``raw`` as bytes) and ``host_seq_no``;
+    for one stored as refused, the reason and the signed text (:meth:`unreadable`)."""
 
     gateway: str
     gateway_seq: int
@@ -234,6 +252,8 @@ class CopyRow:
     signature: str
     signature_alg: str
     host_seq_no: str | None
+    refused: str | None = None
+    document: str | None = None
     # canonical_bytes of the copy as checked, when the caller has them (the ingest check
     # does): the same bytes the stored row gives back, so the chain need not rebuild them.
     signed: bytes | None = field(default=None, compare=False, repr=False)
@@ -242,10 +262,41 @@ class CopyRow:
         """The columns of this copy (without seq, received_us and hash)."""
         return {f: getattr(self, f) for f in _COPY_COLUMNS}
 
+    @classmethod
+    def of(cls, copy: spec.Copy) -> "CopyRow":
+        """The row of a copy read whole (its ``signed`` bytes included)."""
+        assert copy.signature is not None and copy.signature_alg is not None
+        return cls(copy.gateway, copy.seq, copy.event_id, copy.kind, copy.centre_id, copy.instruction_id,
+                   copy.bank_id, copy.account, copy.state, copy.created_us, copy.payload_text, copy.raw,
+                   copy.adapter, copy.hash, copy.signature, copy.signature_alg, copy.host_seq_no,
+                   signed=copy.signed or None)
+
+    @classmethod
+    def unreadable(cls, found: spec.Unreadable) -> "CopyRow":
+        """The row of a copy stored as refused: the envelope, the identifiers that are valid, the
+        reason, and the signed text verbatim (the columns are for copies the ledger can read)."""
+        env, doc = found.envelope, found.envelope.document
+
+        def valid(key: str, pattern: Any) -> str | None:
+            value = doc.get(key)
+            return value if isinstance(value, str) and pattern.fullmatch(value) else None
+
+        created = doc.get("created_us")
+        payload = doc.get("payload")
+        return cls(env.gateway, env.seq, env.event_id, REFUSED, valid("centre_id", spec.CENTRE),
+                   valid("instruction_id", spec.INSTRUCTION), valid("bank_id", spec.BANK),
+                   valid("account", spec.ACCOUNT), doc.get("state") if doc.get("state") in spec.STATES else None,
+                   created if isinstance(created, int) and not isinstance(created, bool)
+                   and 0 < created < 2**63 else 0,
+                   payload if isinstance(payload, str) and "\x00" not in payload else "", None, None, env.hash,
+                   env.signature, env.signature_alg, None, refused=found.reason[:1000],
+                   document=env.signed.decode("utf-8"), signed=env.signed)
+
 
 @dataclass(frozen=True)
 class CopyOutcome:
-    """What happened to one copy: ``stored`` (with its ledger ``seq``), ``duplicate`` or ``refused``.
+    """What happened to one copy: ``stored`` (with its ledger ``seq``), ``refused-stored`` (stored
+    as refused, with its seq), ``duplicate``, ``refused`` or ``skipped``.
 
     ``conflict`` is True when the event id was already stored with other
     content (a forged-copy alert is due); ``row`` is the stored row for a
@@ -290,7 +341,8 @@ def store_copies(tx: Tx, gateway: str, rows: Sequence[CopyRow]) -> list[CopyOutc
       ``refused`` with ``conflict`` set;
     - a new event id whose gateway seq is not above the gateway's last stored
       seq: ``refused`` (out of order, or inserted into the gateway's journal);
-    - otherwise ``stored``, with the next ledger seq, chained;
+    - otherwise ``stored``, with the next ledger seq, chained; a row built
+      with :meth:`CopyRow.unreadable` the same way, answered ``refused-stored``;
     - every row after a refused one: ``skipped``, nothing stored.  A gateway
       sends its journal in order and resends from the refused copy on, so
       storing what follows it would turn the resend into an out-of-order
@@ -316,8 +368,7 @@ def store_copies(tx: Tx, gateway: str, rows: Sequence[CopyRow]) -> list[CopyOutc
         values = r.values()
         existing = known.get(r.event_id)
         if existing is not None:
-            if existing["gateway"] == gateway and \
-                    canonical_bytes(copy_document(existing)) == canonical_bytes(copy_document(values)):
+            if existing["gateway"] == gateway and signed_bytes(existing) == (r.signed or signed_bytes(values)):
                 outcomes.append(CopyOutcome(r.event_id, "duplicate", "already stored",
                                             seq=existing["seq"]))
             else:
@@ -333,12 +384,13 @@ def store_copies(tx: Tx, gateway: str, rows: Sequence[CopyRow]) -> list[CopyOutc
             continue
         seq += 1
         values.update(seq=seq, received_us=tx.now_us)
-        signed = r.signed if r.signed is not None else canonical_bytes(copy_document(values))
+        signed = r.signed if r.signed is not None else signed_bytes(values)
         values["hash"] = prev = _chain_hash(prev, seq, tx.now_us, signed, r.signature)
         new_rows.append(values)
         known[r.event_id] = values
         last_gseq = r.gateway_seq
-        outcomes.append(CopyOutcome(r.event_id, "stored", seq=seq, row=values))
+        outcomes.append(CopyOutcome(r.event_id, "stored" if r.refused is None else "refused-stored",
+                                    r.refused or "", seq=seq, row=values))
     if new_rows:
         insert_many(conn, copies, _STORED_COLUMNS, [tuple([v[c] for c in _STORED_COLUMNS]) for v in new_rows])
         if head_before == 0 and conn.execute(select(ledger_head.c.id)).first() is None:
@@ -594,7 +646,7 @@ def daily_rows(conn: Connection, start_us: int, end_us: int) -> dict[str, Any]:
     day = [dict(r) for r in conn.execute(
         select(copies.c.seq, copies.c.kind, copies.c.centre_id, copies.c.instruction_id,
                copies.c.bank_id, copies.c.account, copies.c.state, copies.c.payload, copies.c.created_us)
-        .where(copies.c.created_us >= start_us, copies.c.created_us < end_us)
+        .where(copies.c.created_us >= start_us, copies.c.created_us < end_us, copies.c.kind != REFUSED)
         .order_by(copies.c.seq)).mappings()]
     wanted = sorted({(r["centre_id"], r["instruction_id"]) for r in day
                      if r["instruction_id"] and r["centre_id"]})

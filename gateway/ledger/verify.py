@@ -8,7 +8,9 @@ Two journals are chained (DESIGN.md §8):
 - the ledger's ``copies`` table: :func:`gateway.ledger.store.ledger_chain_hash`
   over everything the gateway signed, the signature, the ledger seq and the
   arrival time; ``ledger_head`` holds the newest seq and hash, so rows
-  deleted from or appended at the tail show too.  With the gateways' public
+  deleted from or appended at the tail show too.  A copy stored as refused
+  (:class:`gateway.copies.Unreadable`) is chained and signed over the text
+  the gateway signed, kept verbatim, and is checked the same way.  With the gateways' public
   keys the ledger walk also re-verifies every copy's signature, which catches
   an edit even when the attacker recomputed the whole chain.
 
@@ -175,7 +177,7 @@ def _ledger_walk(conn: Connection, keys: Mapping[str, tuple[str, Any]] | None) -
     from gateway.ledger import store
 
     def hash_of(prev: str, row: Mapping[str, Any]) -> str:
-        return store.ledger_chain_hash(prev, row["seq"], row["received_us"], store.copy_document(row))
+        return store.row_chain_hash(prev, row)
 
     def check(row: dict[str, Any]) -> str | None:
         if keys is None:
@@ -184,8 +186,7 @@ def _ledger_walk(conn: Connection, keys: Mapping[str, tuple[str, Any]] | None) -
         if found is None:
             return f"copy {row['event_id']} names gateway {row['gateway']!r}, whose key is not configured"
         alg, key = found
-        document = store.copy_document(row)
-        if not verify_signature(key, alg, store.canonical_bytes(document), document["signature"]):
+        if not verify_signature(key, alg, store.signed_bytes(row), row["signature"]):
             return (f"copy {row['event_id']}'s signature by gateway {row['gateway']} no longer verifies: "
                     f"it was altered and the chain recomputed")
         return None

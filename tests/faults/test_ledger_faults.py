@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
-from tests.faults.harness import Load, Rig, count_everything, dump, settle, wait_until
+from gateway.ledger.verify import verify_main
+from gateway.store import schema
+from tests.faults.harness import Load, Rig, count_everything, dump, read_only_engine, settle, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -75,5 +80,65 @@ def test_a_ledger_killed_with_sigkill_takes_its_check_processes_with_it(tmp_path
         ledger.kill()
         wait_until(lambda: all((s := _state(w)) is None or s[0] == "Z" for w in workers),
                    "the check processes gone", 10)
+    finally:
+        rig.kill_all()
+
+
+def _journal_an_event_this_ledger_cannot_read(url: str) -> str:
+    """Before the gateway starts: an event of a kind this ledger does not know (a gateway newer
+    than its ledger), chained into the journal as the gateway's writer would; its event id."""
+    from gateway.store.db import GENESIS, chain_hash, make_engine
+
+    engine = make_engine(url)
+    now_us = int(time.time() * 1_000_000)
+    row = dict(event_id=f"{now_us:014x}abcdef0001", kind="bank.rumour", centre_id="C52240", instruction_id=None,
+               bank_id="B001", account=None, state=None, payload='{"said":"maybe"}', raw=None, created_us=now_us)
+    try:
+        with engine.begin() as conn:
+            head = schema.chain_head
+            prev = conn.execute(sa.select(head.c.hash).where(head.c.id == 1)).scalar()
+            row["hash"] = chain_hash(prev or GENESIS, row)
+            conn.execute(sa.insert(schema.events).values(**row))
+            if prev is None:
+                conn.execute(sa.insert(head).values(id=1, hash=row["hash"]))
+            else:
+                conn.execute(sa.update(head).where(head.c.id == 1).values(hash=row["hash"]))
+    finally:
+        engine.dispose()
+    return str(row["event_id"])
+
+
+def test_a_copy_the_ledger_cannot_read_is_kept_there_as_refused_and_never_stalls_the_rest(tmp_path):
+    """Issue 16 item 2: the forwarder used to retry such a copy for ever, and every later copy waited."""
+    rig = Rig.prepare(tmp_path)
+    unreadable = _journal_an_event_this_ledger_cannot_read(rig.config.database)
+    ids = [f"U-{n}" for n in range(5)]
+    try:
+        ledger = rig.start_ledger()
+        gw = rig.start_gateway()
+        bank = rig.start_bank()
+        rig.wait_link()
+        load = Load(rig.config, ids, interval=0.05)
+        load.start()
+        load.finish(30)
+        settle(rig, ids, timeout=30)  # every event at the ledger, the unreadable one first
+        wait_until(lambda: rig.metric("hpf_gateway_ledger_backlog") == 0, "the backlog metric at 0", 10)
+        assert rig.metric("hpf_gateway_ledger_copies_total", 'status="refused-stored"') == 1
+        assert rig.ledger_db is not None
+        engine = read_only_engine(rig.ledger_db)
+        try:
+            with engine.connect() as c:
+                refused = c.execute(sa.text("SELECT event_id, kind, refused FROM copies WHERE refused IS NOT NULL"
+                                            )).all()
+                alerts = c.execute(sa.text("SELECT rule, evidence FROM alerts WHERE rule = 'copy-refused'")).all()
+        finally:
+            engine.dispose()
+        assert [(r.event_id, r.kind) for r in refused] == [(unreadable, "refused")]
+        assert "kind must be one of" in refused[0].refused
+        assert [(a.rule, json.loads(a.evidence)) for a in alerts] == [("copy-refused", [unreadable])]
+        assert verify_main(str(rig.ledger_conf)) == 0  # the chain holds, signatures re-verified
+        assert rig.stop(gw) == 0
+        rig.stop(bank)
+        rig.stop(ledger)
     finally:
         rig.kill_all()

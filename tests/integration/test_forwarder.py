@@ -28,6 +28,7 @@ class FakeLedger(Resource):
         self.stored: dict[str, dict] = {}
         self.order: list[int] = []
         self.refuse_instruction: str | None = None
+        self.unreadable_instruction: str | None = None
         self.bad_signatures = 0
 
     def render_POST(self, request):
@@ -41,6 +42,10 @@ class FakeLedger(Resource):
                 results.append({"event_id": copy["event_id"], "status": "refused", "reason": "signature"})
             elif copy["instruction_id"] is not None and copy["instruction_id"] == self.refuse_instruction:
                 results.append({"event_id": copy["event_id"], "status": "refused", "reason": "test"})
+            elif copy["instruction_id"] is not None and copy["instruction_id"] == self.unreadable_instruction:
+                self.stored[copy["event_id"]] = copy
+                self.order.append(copy["seq"])
+                results.append({"event_id": copy["event_id"], "status": "refused-stored", "reason": "test"})
             elif copy["event_id"] in self.stored:
                 results.append({"event_id": copy["event_id"], "status": "duplicate"})
             else:
@@ -145,3 +150,32 @@ async def test_a_server_that_is_not_the_ledger_gets_nothing(tmp_path):
     finally:
         await h.stop()
         await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_copy_kept_by_the_ledger_as_refused_does_not_hold_the_backlog(tmp_path):
+    """``refused-stored``: the ledger kept a well-signed copy it cannot read; the ones behind it go on."""
+    from gateway.pki import init_dev_pki
+
+    keys = tmp_path / "keys"
+    pki = init_dev_pki(keys, banks=["B001", "B002"], centres=["C52240", "C11000"])
+    key, pub = init_signing_key(keys)
+    ledger = FakeLedger(load_public_key(pub))
+    ledger.unreadable_instruction = "R-1"
+    options = server_options(pki.cert("ledger", "main"), pki.key("ledger", "main"), [pki.ca_cert])
+    site_port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(
+        tls_server_factory(Site(ledger), options))
+    url = f"https://127.0.0.1:{site_port.getHost().port}"
+    h = await start_harness(tmp_path, ledger={"url": url, "signing_key": str(key)}, banks={})
+    try:
+        c = h.client()
+        await c.submit("R-1")
+        await c.submit("R-2")
+        await wait_for(lambda: {c["instruction_id"] for c in ledger.stored.values()} == {"R-1", "R-2"})
+        await wait_for(lambda: h.gateway.metrics.ledger_backlog._value.get() == 0)
+        assert h.gateway.metrics.ledger_copies.labels("refused-stored")._value.get() >= 1
+        assert h.gateway.metrics.ledger_copies.labels("refused")._value.get() == 0
+        assert ledger.order == sorted(ledger.order)
+    finally:
+        await h.stop()
+        await site_port.stopListening()

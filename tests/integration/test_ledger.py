@@ -41,6 +41,7 @@ from gateway.ledger.service import (
     registry_from_config,
     thresholds_from_config,
 )
+from gateway.ledger.verify import verify_database
 from gateway.pki import DevPki, issue
 from gateway.store.db import make_engine
 from gateway.tls import FixedCreatorPolicy
@@ -233,6 +234,38 @@ async def test_signed_copies_are_stored_duplicates_answered_and_forgeries_refuse
     assert "hpf_ledger_match_lag_seconds_count 2.0" in metrics
     status, _, text = await env.client("gateway").call("GET", env.url("ops", "/readyz"), accept="text/plain")
     assert (status, text.strip()) == (200, "ready")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_well_signed_copy_the_ledger_cannot_read_is_stored_as_refused_and_the_rest_go_on(env):
+    """The manual-resolution stall: one copy the ledger cannot read must not hold back the ones
+    behind it.  It is kept (verbatim, in the chain), answered ``refused-stored`` and alerted."""
+    await env.start()
+    c1 = make_copy(1)
+    unreadable = make_copy(2, instruction_id="I2", state="succeeded", payload={"bank_ref": "R2", "verdict": "ok"})
+    c3 = make_copy(3, instruction_id="I3")
+    results = await env.file([c1, unreadable, c3])
+    assert [r["status"] for r in results] == ["stored", "refused-stored", "stored"]
+    assert "payload.result" in results[1]["reason"]
+    again = await env.file([unreadable])
+    assert again[0]["status"] == "duplicate"
+
+    [alert] = [a for a in await all_alerts(env) if a["rule"] == "copy-refused"]
+    assert alert["evidence"] == [unreadable["event_id"]] and alert["centre_id"] == "C52240"
+    assert alert["key"] == f"copy-refused:main:{unreadable['event_id']}"
+    status, _, trail = await env.read("/v1/trail/C52240/I2")
+    assert status == 200 and trail["copies"][0]["signature_verified"] is True
+    assert "payload.result" in trail["copies"][0]["refused"]
+
+    # A restart replays the journal through the matcher: the refused copy is passed by, not an error.
+    await env.stop()
+    await env.start()
+    status, _, metrics = await env.client("gateway").call("GET", env.url("ops", "/metrics"), accept="text/plain")
+    assert 'hpf_ledger_copies_total{gateway="main",status="refused-stored"}' not in metrics  # a fresh process
+    assert "hpf_ledger_matcher_errors_total 0.0" in metrics
+    report = verify_database(env.config.database, kind="ledger",
+                             keys={"main": ("ed25519", GATEWAY_KEY.public_key())})
+    assert report.ok and report.rows == 3, report.describe()
 
 
 def _reconfigure(env: Env, **ledger: Any) -> None:

@@ -24,8 +24,9 @@ from twisted.internet import reactor
 from adapters import base
 from adapters.base import load_adapter
 from gateway.config import ConfigError
+from gateway.copies import Copy, Refusal, check_raw, read, read_copy, read_envelope
 from gateway.ledger import store
-from gateway.ledger.api import CopyChecker, ParsedCopy, Refusal, check_raw, parse_copy
+from gateway.ledger.api import CopyChecker, ParsedCopy
 from gateway.ledger.config import load_ledger_config
 from gateway.ledger.verify import verify_database, verify_main
 from gateway.store.db import Database, make_engine
@@ -90,9 +91,9 @@ def sign(doc: dict[str, Any], key: Any = GATEWAY_KEY, alg: str = "ed25519") -> d
 
 
 def row_of(doc: dict[str, Any]) -> store.CopyRow:
-    parsed = parse_copy(doc, expected_alg=doc["signature_alg"])
-    assert isinstance(parsed, ParsedCopy), parsed
-    return parsed.row
+    copy = read(doc, expected_alg=doc["signature_alg"])
+    assert isinstance(copy, Copy), copy
+    return store.CopyRow.of(copy)
 
 
 def public_keys() -> dict[str, tuple[str, Any]]:
@@ -193,11 +194,12 @@ def test_stored_copies_get_dense_ledger_seqs_and_an_intact_chain(ldb, ledger_url
     assert report.ok and report.rows == 3, report.describe()
 
 
-@pytest.mark.parametrize("payload", [None, {"account": DEBIT, "note": "张三 \u2028 \\ \"quoted\""}])
+@pytest.mark.parametrize("payload", [None, {"account": DEBIT, "balance": 100, "note": "张三 \u2028 \\ \"quoted\""}])
 def test_the_checked_bytes_are_the_bytes_the_stored_row_gives_back(payload):
     """The chain hashes a copy with the bytes the ingest check already built; the verifier rebuilds
     them from the stored row.  They must be the same bytes, or every chain would break."""
-    doc = make_copy(7, payload=payload, raw="报文 <x/>".encode("gbk"), adapter="bdc")
+    kind = dict(kind="bank.balance", state=None, instruction_id=None) if payload else {}
+    doc = make_copy(7, payload=payload, raw="报文 <x/>".encode("gbk"), adapter="bdc", **kind)
     row = row_of(doc)
     assert row.signed == store.canonical_bytes(store.copy_document(row.values()))
 
@@ -312,7 +314,7 @@ def test_verify_names_rows_deleted_at_the_tail_by_the_chain_head(chained):
 def test_verify_names_a_row_appended_behind_the_ledgers_back(chained):
     sql(chained, "INSERT INTO copies SELECT 6, gateway, gateway_seq + 10, event_id || 'x', kind, centre_id, "
                  "instruction_id, bank_id, account, state, created_us, payload, raw, adapter, gateway_hash, "
-                 "signature, signature_alg, host_seq_no, received_us, hash FROM copies WHERE seq = 5")
+                 "signature, signature_alg, host_seq_no, received_us, hash, refused, document FROM copies WHERE seq = 5")
     report = verify_database(chained, kind="ledger")
     assert (report.problem.seq, report.problem.kind) == (6, "inserted"), report.describe()
 
@@ -322,7 +324,7 @@ def test_verify_names_a_row_inserted_in_the_middle_with_the_rest_renumbered(chai
     sql(chained, "UPDATE copies SET seq = seq - 99 WHERE seq >= 100")
     sql(chained, "INSERT INTO copies SELECT 3, gateway, gateway_seq, event_id || 'x', kind, centre_id, "
                  "instruction_id, bank_id, account, state, created_us, payload, raw, adapter, gateway_hash, "
-                 "signature, signature_alg, host_seq_no, received_us, hash FROM copies WHERE seq = 2")
+                 "signature, signature_alg, host_seq_no, received_us, hash, refused, document FROM copies WHERE seq = 2")
     report = verify_database(chained, kind="ledger")
     assert (report.problem.seq, report.problem.kind) == (3, "inserted"), report.describe()
 
@@ -399,16 +401,19 @@ def test_a_copy_must_have_every_field_and_no_other():
     doc = make_copy(1)
     missing = {k: v for k, v in doc.items() if k != "adapter"}
     extra = dict(doc, note="hi")
-    assert "missing field(s) adapter" in parse_copy(missing, expected_alg="ed25519").reason
-    assert "unknown field(s) note" in parse_copy(extra, expected_alg="ed25519").reason
-    assert "signature_alg" in parse_copy(doc, expected_alg="ecdsa-p256-sha256").reason
+    assert "missing field(s) adapter" in read_envelope(missing, expected_alg="ed25519").reason
+    assert "unknown field(s) note" in read_envelope(extra, expected_alg="ed25519").reason
+    assert "signature_alg" in read_envelope(doc, expected_alg="ecdsa-p256-sha256").reason
 
 
 def test_raw_must_be_canonical_base64_so_the_signature_covers_exact_bytes():
     doc = make_copy(1, raw=b"\xfb\xff")
     doc = sign(dict(doc, raw=doc["raw"].rstrip("=")))
-    refusal = parse_copy(doc, expected_alg="ed25519")
-    assert isinstance(refusal, Refusal) and "base64" in refusal.reason
+    with pytest.raises(ValueError, match="base64"):
+        read_copy(doc)
+    # Well signed but unreadable: stored as refused, verbatim, not refused whole.
+    [out] = CopyChecker(public_keys(), load_adapter).check("main", [doc])
+    assert isinstance(out, ParsedCopy) and out.fact is None and "base64" in (out.row.refused or "")
 
 
 def test_a_bad_signature_is_a_forged_refusal_and_another_gateways_claim_is_not():
@@ -448,12 +453,12 @@ def _movement_frame(host: str, amount: int) -> bytes:
 
 def test_the_banks_own_frame_must_agree_with_the_result_the_gateway_reports():
     frame = _result_frame(4, "H0004")
-    honest = parse_copy(make_copy(4, state="succeeded", payload=result_payload(4, "H0004"), raw=frame,
-                                  adapter="bdc"), expected_alg="ed25519")
-    lying = parse_copy(make_copy(4, state="succeeded", payload=result_payload(4, "H9999"), raw=frame,
-                                 adapter="bdc"), expected_alg="ed25519")
-    other_ref = parse_copy(make_copy(5, state="succeeded", payload=result_payload(5, "H0004"), raw=frame,
-                                     adapter="bdc"), expected_alg="ed25519")
+    honest = read_copy(make_copy(4, state="succeeded", payload=result_payload(4, "H0004"), raw=frame,
+                                 adapter="bdc"))
+    lying = read_copy(make_copy(4, state="succeeded", payload=result_payload(4, "H9999"), raw=frame,
+                                adapter="bdc"))
+    other_ref = read_copy(make_copy(5, state="succeeded", payload=result_payload(5, "H0004"), raw=frame,
+                                    adapter="bdc"))
     bdc = load_adapter("bdc")
     assert check_raw(honest, bdc) is None
     assert "host_seq_no='H0004'" in check_raw(lying, bdc)

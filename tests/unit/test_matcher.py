@@ -316,6 +316,23 @@ def test_failed_result_counts_as_a_result() -> None:
     assert run(copies) == []
 
 
+@pytest.mark.parametrize("resolution", [
+    {"succeeded": True, "evidence": "statement line 12", "operator": "ops1"},
+    {"succeeded": True, "evidence": "statement line 12", "proposed_by": "hpf://operator/ops1",
+     "confirmed_by": "hpf://operator/ops2"},
+], ids=["one operator", "proposer and confirmer"])
+def test_a_manual_resolution_settles_an_in_doubt_instruction_like_a_result(resolution: dict[str, Any]) -> None:
+    """The operator's resolution is the final state: the debit it explains is not unsolicited."""
+    j = Journal()
+    ref = ref_of(1)
+    copies = [j.instruction("I1", 250_000, ref=ref), j.progress("I1", "accepted", ref),
+              j.progress("I1", "in_doubt", ref, reason="no answer to 5 queries"),
+              j._state("I1", "succeeded", {"bank_ref": ref, "resolution": resolution}, SPECIAL),
+              j.movement(SPECIAL, host_of(1), -250_000, summary="I1"),
+              j.booking("BK1", -250_000, iid="I1")]
+    assert rules_of(run(copies)) == ["missing-result"]  # the in_doubt's own, and nothing after it
+
+
 # -- result-mismatch ---------------------------------------------------------------------
 
 

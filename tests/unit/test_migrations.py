@@ -76,3 +76,44 @@ def test_a_database_newer_than_this_release_is_refused(tmp_path):
     with pytest.raises(migrate.SchemaMismatch, match="newer than this release"):
         migrate.upgrade(url)
     engine.dispose()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_ledger_with_copies_migrates_to_refused_copies_and_its_chain_continues(tmp_path):
+    """Ledger L0001 -> L0002: the stored copies keep their hashes, and a refused copy chains after them."""
+    from gateway.ledger import store as ledger_store
+    from tests.unit.test_ledger_store import GATEWAY_KEY, make_copy, row_of, sign
+
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    ledger_store.MIGRATIONS.upgrade(url, target="L0001")
+    engine = make_engine(url)
+    prev = GENESIS
+    with engine.begin() as conn:
+        for n in (1, 2):
+            values = row_of(make_copy(n, instruction_id=f"I{n}")).values()
+            values.pop("refused")
+            values.pop("document")
+            values.update(seq=n, received_us=1_000_000 + n)
+            values["hash"] = prev = ledger_store.ledger_chain_hash(
+                prev, n, values["received_us"], ledger_store.copy_document(values))
+            conn.execute(sa.insert(sa.table("copies", *[sa.column(c) for c in values])).values(**values))
+        conn.execute(sa.text("insert into ledger_head (id, seq, hash) values (1, 2, :h)"), {"h": prev})
+    engine.dispose()
+    assert ledger_store.MIGRATIONS.upgrade(url) == ("L0001", "L0002")
+    keys = {"main": ("ed25519", GATEWAY_KEY.public_key())}
+    assert verify_database(url, kind="ledger", keys=keys).ok
+
+    from gateway.copies import Unreadable, read
+
+    unreadable = read(sign(dict(make_copy(3), kind="bank.rumour")), expected_alg="ed25519")
+    assert isinstance(unreadable, Unreadable)
+    db = ledger_store.LedgerDatabase(reactor, url)
+    db.startService()
+    try:
+        [out] = await db.write(lambda tx: ledger_store.store_copies(
+            tx, "main", [ledger_store.CopyRow.unreadable(unreadable)]))
+        assert (out.status, out.seq) == ("refused-stored", 3)
+    finally:
+        await db.stopService()
+    report = verify_database(url, kind="ledger", keys=keys)
+    assert report.ok and report.rows == 3, report.describe()

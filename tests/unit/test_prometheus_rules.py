@@ -236,8 +236,18 @@ SCENARIOS = [
         series("hpf_gateway_ledger_copies_total", {**GW, "status": "stored"}, "0+10x20"),
         series("hpf_gateway_ledger_copies_total", {**GW, "status": "duplicate"}, "0+1x20"),
         series("hpf_gateway_ledger_copies_total", {**GW, "status": "refused"}, "0 0 1x20"),
+        # kept at the ledger as refused: delivery goes on, so not this alert
+        series("hpf_gateway_ledger_copies_total", {**GW, "status": "refused-stored"}, "0 0 1x20"),
     ], [fires("HpfLedgerRefusesCopies", "1m"),
         fires("HpfLedgerRefusesCopies", "4m", {**GW, "status": "refused", "severity": "critical"})]),
+    Scenario("HpfLedgerCopiesUnreadable", [
+        series("hpf_gateway_ledger_copies_total", {**GW, "status": "stored"}, "0+10x20"),
+        series("hpf_gateway_ledger_copies_total", {**GW, "status": "refused-stored"}, "0 0 1x20"),
+        series("hpf_gateway_ledger_copies_total", {**GW, "instance": "gw2:9108", "status": "refused"},
+               "0 0 1x20"),
+    ], [fires("HpfLedgerCopiesUnreadable", "1m"),
+        fires("HpfLedgerCopiesUnreadable", "4m",
+              {**GW, "status": "refused-stored", "severity": "warning"})]),
     Scenario("HpfCertificateExpiresSoon", [
         series("hpf_gateway_certificate_expiry_timestamp_seconds", {**GW, "peer": "bank/B001"},
                f"{20 * DAY}x130"),
