@@ -75,7 +75,14 @@ SIGNED_FIELDS = ("gateway", "seq", "event_id", "kind", "centre_id", "instruction
                  "account", "state", "created_us", "payload", "raw", "adapter", "hash", "signature_alg")
 """Every field of a copy but ``signature``: what the gateway's signature covers."""
 FIELDS = frozenset(SIGNED_FIELDS) | {"signature"}
-KINDS = ("instruction.state", "bank.movement", "bank.balance", "booking")
+KINDS = ("instruction.state", "bank.movement", "bank.balance", "booking", "bank.movement_pending",
+         "bank.unreadable", "bank.file")
+"""``bank.movement_pending``: an entry the bank announced and has not booked (never matched as a
+movement); ``bank.unreadable``: a part of a bank's document that could not be read, its bytes as
+``raw``; ``bank.file``: a file exchanged with a bank (host-to-host), its bytes as ``raw``."""
+
+#: Kinds whose ``raw`` is the bank's whole frame, checked against the copy by :func:`check_raw`.
+FRAME_KINDS = frozenset({"instruction.state", "bank.movement", "bank.balance", "bank.movement_pending"})
 STATES = frozenset(s.value for s in State)
 MAX_PAYLOAD = 1024 * 1024
 
@@ -314,7 +321,7 @@ def read_content(env: Envelope) -> Copy:
         if centre_id is None or instruction_id is None or state is None or bank_id is None:
             raise _bad("an instruction.state copy needs centre_id, instruction_id, bank_id and state")
         _check_instruction(state, instruction_id, account, payload)
-    elif kind in ("bank.movement", "bank.balance"):
+    elif kind in ("bank.movement", "bank.balance", "bank.movement_pending", "bank.unreadable", "bank.file"):
         if state is not None:
             raise _bad(f"a {kind} copy has no state")
         p_bank = _text(payload, "bank", "payload.", pattern=BANK, optional=True)
@@ -322,9 +329,14 @@ def read_content(env: Envelope) -> Copy:
             raise _bad(f"a {kind} copy needs bank_id")
         if bank_id is not None and p_bank is not None and p_bank != bank_id:
             raise _bad("payload.bank differs from bank_id")
-        if _text(payload, "account", "payload.", pattern=ACCOUNT) != account and account is not None:
-            raise _bad("payload.account differs from account")
-        (_check_movement if kind == "bank.movement" else _check_balance)(payload)
+        if kind == "bank.unreadable":
+            _check_unreadable(payload)
+        elif kind == "bank.file":
+            _check_file(payload, raw)
+        else:
+            if _text(payload, "account", "payload.", pattern=ACCOUNT) != account and account is not None:
+                raise _bad("payload.account differs from account")
+            (_check_balance if kind == "bank.balance" else _check_movement)(payload)
     else:  # booking
         if centre_id is None:
             raise _bad("a booking copy needs centre_id")
@@ -462,6 +474,23 @@ def _check_movement(p: Mapping[str, Any]) -> None:
         raise _bad("payload.reversal must be true or false")
 
 
+def _check_unreadable(p: Mapping[str, Any]) -> None:
+    _text(p, "part", "payload.", max_len=200)
+    _text(p, "reason", "payload.", max_len=2000)
+
+
+def _check_file(p: Mapping[str, Any], raw: bytes | None) -> None:
+    import hashlib
+
+    if p.get("direction") not in ("in", "out"):
+        raise _bad("payload.direction must be in or out")
+    _text(p, "name", "payload.", max_len=255)
+    digest = _text(p, "sha256", "payload.", pattern=re.compile(r"[0-9a-f]{64}"))
+    size = _int(p, "size", "payload.", minimum=0, maximum=2 * MAX_PAYLOAD)
+    if raw is None or len(raw) != size or hashlib.sha256(raw).hexdigest() != digest:
+        raise _bad("raw is not the file the payload names (size or SHA-256 differ)")
+
+
 def _check_balance(p: Mapping[str, Any]) -> None:
     _int(p, "balance", "payload.")
     as_of = _text(p, "as_of", "payload.", optional=True, max_len=40)
@@ -503,6 +532,8 @@ def check_raw(copy: Copy, adapter: Any) -> str | None:
 
     payload = copy.payload
     assert copy.raw is not None
+    if copy.kind not in FRAME_KINDS:
+        return None  # a part of a document or a whole file: bytes kept as evidence, not a frame
     try:
         messages = decode_all(adapter, copy.raw)
     except AdapterError as e:
@@ -526,8 +557,9 @@ def check_raw(copy: Copy, adapter: Any) -> str | None:
             return (f"the bank says succeeded={m.succeeded} host_seq_no={m.host_seq_no!r}, the copy says "
                     f"succeeded={result.get('succeeded')} host_seq_no={result.get('host_seq_no')!r}")
         return None
-    if copy.kind == "bank.movement":
-        entries = [e for m in messages if isinstance(m, (Movement, Statement)) for e in m.entries]
+    if copy.kind in ("bank.movement", "bank.movement_pending"):
+        entries = [e for m in messages if isinstance(m, (Movement, Statement))
+                   for e in (m.entries if copy.kind == "bank.movement" else m.pending)]
         account, host = payload.get("account"), payload.get("host_seq_no")
         same = [e for e in entries if e.account == account and e.host_seq_no == host]
         if not same:

@@ -522,6 +522,12 @@ class Matcher:
             self._on_balance(fact, now_s, out)
         elif kind == "booking":
             self._on_booking(fact, now_s, out)
+        elif kind == "bank.unreadable":
+            self._emit(None, rules.bank_data_unreadable(fact.bank_id or str(fact.payload.get("bank", "")),
+                                                        str(fact.payload.get("part", "")),
+                                                        str(fact.payload.get("reason", "")), fact.event_id), out)
+        elif kind in ("bank.movement_pending", "bank.file"):
+            pass  # announced, not booked; a file's contents come as their own facts
         else:
             raise ValueError(f"unknown fact kind {kind!r}")
         return out

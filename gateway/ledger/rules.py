@@ -71,7 +71,7 @@ __all__ = [
     "balance_break", "unregistered_counterparty_instruction", "unregistered_counterparty_movement",
     "large_amount_instruction", "large_amount_movement",
     "booking_mismatch_instruction", "booking_mismatch_booking", "unregistered_account",
-    "forged_copy_alert", "COPY_REFUSED", "copy_refused_alert",
+    "forged_copy_alert", "COPY_REFUSED", "copy_refused_alert", "BANK_DATA_UNREADABLE", "bank_data_unreadable",
 ]
 
 RULES: tuple[str, ...] = (
@@ -81,7 +81,8 @@ RULES: tuple[str, ...] = (
 )
 FORGED_COPY = "forged-copy"
 COPY_REFUSED = "copy-refused"
-ALL_RULES = frozenset(RULES) | {FORGED_COPY, COPY_REFUSED}
+BANK_DATA_UNREADABLE = "bank-data-unreadable"
+ALL_RULES = frozenset(RULES) | {FORGED_COPY, COPY_REFUSED, BANK_DATA_UNREADABLE}
 
 Severity = Literal["critical", "major", "minor"]
 SEVERITIES: frozenset[str] = frozenset({"critical", "major", "minor"})
@@ -376,4 +377,18 @@ def copy_refused_alert(gateway: str, event_id: str, reason: str) -> AlertDraft:
         key=f"copy-refused:{gw}:{ev}", rule=COPY_REFUSED, severity="major", subject=gw,
         summary=f"copy {ev} from gateway {gw} is signed but unreadable, stored as refused: "
                 f"{_clean(str(reason), 200)}",
+        evidence=(ev,))
+
+
+def bank_data_unreadable(bank: str, part: str, reason: str, event_id: str) -> AlertDraft:
+    """A part of a bank's document (a balance, an entry) the gateway could not read.
+
+    The rest of the document was read and matched; this part's bytes are the
+    copy's evidence, and until someone reads them supervision does not know
+    what they say.
+    """
+    b, pt, ev = _clean(str(bank), 16) or "?", _clean(str(part), 120), _clean(str(event_id), 64)
+    return AlertDraft(
+        key=f"{BANK_DATA_UNREADABLE}:{ev}", rule=BANK_DATA_UNREADABLE, severity="major", subject=b,
+        summary=f"bank {b} sent {pt or 'a part'} that could not be read: {_clean(str(reason), 200)}",
         evidence=(ev,))

@@ -105,12 +105,27 @@ async def journal_everything(db: Database) -> list[dict[str, Any]]:
                                        "amount": "-100.00", "voucher_no": "V1", "booked_on": "2026-11-27"},
                             ceiling_fen=10**12)
     await db.write(lambda tx: q.record_booking(tx, booking))
+    # An ISO 20022 notice with an entry the bank announced but has not booked, and a part of
+    # another document that could not be read (its bytes kept), as the relay records them.
+    from adapters.iso20022 import Iso20022Adapter
+    from gateway.sftp import BankFile, record_bank_file
+
+    pending = base.Entry(account=DEBIT, host_seq_no="H0009", amount=5_000, value_date=dt.date(2026, 11, 27),
+                         time=dt.time(11, 0, 0))
+    notice = Iso20022Adapter().encode(base.Movement(seq_no="N1", entries=(), pending=(pending,)),
+                                      sender="B003", receiver="D00000")
+    unreadable = ({"part": "Stmt[1]/Ntry[2]", "reason": "Amt has no currency"}, b"<Ntry><Amt>1</Amt></Ntry>")
+    await db.write(lambda tx: q.apply_bank_batch(tx, "B003", [
+        q.Movements((), notice, pending=((base.to_json(pending), "C52240"),), problems=(unreadable,))]))
+    await db.write(lambda tx: record_bank_file(tx, "B003", BankFile.of("camt053_20261127.xml", notice), "in"))
     return await db.read(journal.events_after, 0, 1000)
 
 
 def signed_copies(signer: Signer, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The documents the forwarder sends, parsed back as the ledger's ingest parses a body."""
-    return [json.loads(signer.sign_json(copy_of(r, "main", "bdc" if r["raw"] else None))) for r in rows]
+    adapters = {"B001": "bdc", "B003": "iso20022"}
+    return [json.loads(signer.sign_json(copy_of(r, "main", adapters[r["bank_id"] or "B001"] if r["raw"] else None)))
+            for r in rows]
 
 
 @pytest_twisted.ensureDeferred
@@ -120,16 +135,19 @@ async def test_every_event_the_gateway_journals_is_a_copy_the_ledger_reads(db, g
     assert {r["kind"] for r in rows} == set(KINDS)
     assert {r["state"] for r in rows if r["kind"] == "instruction.state"} == STATES
     assert sum("resolution" in json.loads(r["payload"]) for r in rows) == 2
-    assert sum(r["raw"] is not None for r in rows) == 3  # the bank's frames are checked too
+    assert sum(r["raw"] is not None for r in rows) == 6  # the bank's frames are checked too
     checked = checker.check("main", signed_copies(signer, rows))
     unread = [(r["kind"], r["state"], c) for r, c in zip(rows, checked)
               if not isinstance(c, ParsedCopy) or c.fact is None]
     assert unread == []
     # ... and the matcher takes every one of them.
     matcher = Matcher(Registry(), Thresholds(large_amount=10**12, result_deadline_s=30, booking_deadline_s=60))
+    alerts = []
     for n, c in enumerate(checked):
         assert isinstance(c, ParsedCopy) and c.fact is not None
-        matcher.observe(c.fact, float(n))
+        alerts += matcher.observe(c.fact, float(n))
+    # The part of a bank's document nobody could read is an alert; a pending entry and a file are not.
+    assert [a.rule for a in alerts if a.rule.startswith("bank-")] == ["bank-data-unreadable"]
 
 
 @pytest_twisted.ensureDeferred
