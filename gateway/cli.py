@@ -206,10 +206,15 @@ def cmd_instructions(args: argparse.Namespace) -> int:
 
 
 def cmd_adapters_decode(args: argparse.Namespace) -> int:
-    """Print the neutral messages in a file as JSON lines; a bad file is one line on stderr, exit 1."""
+    """Print the neutral messages in a file as JSON lines; a bad file is one line on stderr, exit 1.
+
+    Framed input is read a chunk at a time and printed frame by frame (a bad frame stops there);
+    a bare document is refused unread beyond the adapter's maximum document size.
+    """
     import json
 
-    from adapters.base import AdapterError, decode_all, load_adapter, to_json
+    from adapters._framing import read_frames
+    from adapters.base import AdapterError, decode_all, load_adapter, max_document, read_bounded, to_json
 
     try:
         adapter = load_adapter(args.name)
@@ -220,28 +225,28 @@ def cmd_adapters_decode(args: argparse.Namespace) -> int:
     except KeyError as e:
         print(f"hpf-gateway adapters decode: {e.args[0]}", file=sys.stderr)
         return 2
+    document = getattr(adapter, "decode_document", None)
+    if not args.framed and document is None:
+        print(f"hpf-gateway adapters decode: the {args.name} adapter decodes framed input only: use --framed",
+              file=sys.stderr)
+        return 1
+    # Read no more than the adapter's bound at once: a device or a huge file is refused, never slurped.
     try:
-        data = Path(args.file).read_bytes()
+        with open(args.file, "rb") as stream:
+            if args.framed:
+                for frame in read_frames(adapter, stream):
+                    for m in decode_all(adapter, frame):
+                        print(json.dumps(to_json(m), ensure_ascii=False))
+            else:
+                for m in document(read_bounded(stream, max_document(adapter))):
+                    print(json.dumps(to_json(m), ensure_ascii=False))
     except OSError as e:
         print(f"hpf-gateway adapters decode: {args.file}: {e.strerror}", file=sys.stderr)
         return 1
-    try:
-        if args.framed:
-            framer = adapter.framer()
-            frames = framer.feed(data)
-            messages = [m for f in frames for m in decode_all(adapter, f)]
-            if getattr(framer, "pending", lambda: 0)():
-                raise AdapterError("the file ends inside a frame")
-        else:
-            document = getattr(adapter, "decode_document", None)
-            if document is None:
-                raise AdapterError(f"the {args.name} adapter decodes framed input only: use --framed")
-            messages = list(document(data))
     except AdapterError as e:
+        sys.stdout.flush()
         print(f"hpf-gateway adapters decode: {args.file}: {e}", file=sys.stderr)
         return 1
-    for m in messages:
-        print(json.dumps(to_json(m), ensure_ascii=False))
     return 0
 
 
