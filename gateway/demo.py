@@ -28,11 +28,14 @@ __all__ = ["BANKS", "CENTRE", "write_demo_config", "write_ledger_config", "run_d
 CENTRE = "C52240"
 BANKS: dict[str, dict[str, str]] = {
     "B001": {"name": "示例银行", "adapter": "bdc", "node": "105000", "direction": "listen",
-             "account": "6200001111222233", "account_name": "示例中心归集户", "type": "collection"},
+             "account": "6200001111222233", "account_name": "示例中心归集户", "type": "collection",
+             "bank_code": "105100000017"},
     "B002": {"name": "另一银行", "adapter": "b2e", "node": "102000", "direction": "connect",
-             "account": "6222002222333344", "account_name": "示例中心贷款户", "type": "loan"},
+             "account": "6222002222333344", "account_name": "示例中心贷款户", "type": "loan",
+             "bank_code": "102100000030"},
     "B003": {"name": "第三银行", "adapter": "iso20022", "node": "104000", "direction": "listen",
-             "account": "6217003333444455", "account_name": "示例中心增值收益户", "type": "revenue"},
+             "account": "6217003333444455", "account_name": "示例中心增值收益户", "type": "revenue",
+             "bank_code": "104100000045"},
 }
 COUNTERPARTIES = {
     "6200009999000011": {"name": "张三", "bank_code": "105100000017"},
@@ -57,7 +60,8 @@ def _free_port() -> int:
 
 
 def _registries() -> tuple[dict[str, Any], dict[str, Any]]:
-    accounts = {b["account"]: {"bank": bank_id, "centre": CENTRE, "name": b["account_name"], "type": b["type"]}
+    accounts = {b["account"]: {"bank": bank_id, "centre": CENTRE, "name": b["account_name"], "type": b["type"],
+                               "bank_code": b["bank_code"]}
                 for bank_id, b in BANKS.items()}
     return accounts, COUNTERPARTIES
 
