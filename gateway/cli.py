@@ -147,6 +147,9 @@ def cmd_backup(args: argparse.Namespace) -> int:
     if dest.exists():
         print(f"hpf-gateway backup: {dest} exists; give a new file", file=sys.stderr)
         return 2
+    from gateway.store.db import private_file
+
+    private_file(dest)  # the copy holds every account's data
     source = sqlite3.connect(f"file:{url.database}?mode=ro", uri=True)
     target = sqlite3.connect(dest)
     try:
@@ -348,6 +351,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    import os
+
+    from gateway.store.db import PRIVATE_UMASK
+
+    # Databases, logs, configs, keys, backups and reports hold account data: whatever the
+    # caller's umask, nothing this process creates is readable by group or others.
+    os.umask(os.umask(PRIVATE_UMASK) | PRIVATE_UMASK)
     args = build_parser().parse_args(argv)
     return int(args.func(args) or 0)
 
