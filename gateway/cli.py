@@ -29,6 +29,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         print(problem, file=sys.stderr)
     if problems:
         return 2
+    from gateway.pki import config_development_trust
+
+    for warning in config_development_trust(_load(args.config)):
+        print(f"{args.config}: warning: {warning}", file=sys.stderr)
     print(f"{args.config}: ok")
     return 0
 
@@ -47,7 +51,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_init(args: argparse.Namespace) -> int:
-    from gateway.pki import init_dev_pki
+    from gateway.pki import init_pki
 
     banks: Sequence[str] = args.bank or ()
     centres: Sequence[str] = args.centre or ()
@@ -57,14 +61,21 @@ def cmd_keys_init(args: argparse.Namespace) -> int:
         centres = sorted(set(centres) | set(config.centres))
     from gateway.signing import init_signing_key
 
-    pki = init_dev_pki(Path(args.dir), banks=banks, centres=centres, supervisors=args.supervisor or ("sup1",))
+    try:
+        pki = init_pki(Path(args.dir), banks=banks, centres=centres, supervisors=args.supervisor or ("sup1",),
+                       production=args.production, crl_url=args.crl_url, days=args.days)
+    except ValueError as e:
+        print(f"hpf-gateway keys init: {e}", file=sys.stderr)
+        return 2
     signing, public = init_signing_key(Path(args.dir))
     for name in args.sm2_key:
         from gateway.signing import init_sm2_key
 
         key, pub = init_sm2_key(Path(args.dir), name)
         print(f"SM2 instruction-signing key {key.name} (give {pub.name} to the bank)")
-    print(f"development PKI in {pki.directory}: CA {pki.ca_cert.name}, gateway, ledger, "
+    kind = (f"production PKI (leaves {args.days or 397} days, CRL at {args.crl_url}: publish "
+            f"{pki.directory / 'ca.crl'} there and keep it current)" if args.production else "development PKI")
+    print(f"{kind} in {pki.directory}: CA {pki.ca_cert.name}, gateway, ledger, "
           f"banks {', '.join(banks) or '-'}, centres {', '.join(centres) or '-'} (keys mode 0600); "
           f"copy-signing key {signing.name} (give {public.name} to the ledger)")
     return 0
@@ -286,6 +297,10 @@ def build_parser() -> argparse.ArgumentParser:
     ki.add_argument("--supervisor", action="append", help="a supervisor name (repeatable)")
     ki.add_argument("--sm2-key", action="append", default=[], metavar="NAME",
                     help="also make an SM2 key pair NAME.key/NAME.pub for signing instructions (repeatable)")
+    ki.add_argument("--production", action="store_true",
+                    help="a CA not marked as a development one; leaves of at most 397 days naming --crl-url")
+    ki.add_argument("--crl-url", help="with --production: where the CA's CRL is published (http or https URL)")
+    ki.add_argument("--days", type=int, help="leaf validity in days (default 825; with --production 397, the most)")
     ki.set_defaults(func=cmd_keys_init)
 
     ad = sub.add_parser("adapters", help="bank protocol adapters").add_subparsers(dest="adapters_command",
