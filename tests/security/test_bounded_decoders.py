@@ -94,3 +94,31 @@ def test_every_codec_refuses_a_frame_or_document_beyond_its_bound(name):
     if document is not None:
         with pytest.raises(AdapterError):
             document(b"<" + b"a" * (max_document(adapter) + 1))
+
+
+class _Endless:
+    """A stream that never ends: ``frame`` over and over, counting what was read."""
+
+    def __init__(self, frame: bytes) -> None:
+        self.frame, self.read_bytes = frame, 0
+
+    def read(self, n: int) -> bytes:
+        out = (self.frame * (n // len(self.frame) + 2))[:n]
+        self.read_bytes += len(out)
+        return out
+
+
+@pytest.mark.parametrize("name", ADAPTERS)
+def test_frames_of_an_endless_stream_come_one_at_a_time_without_reading_ahead(name):
+    import itertools
+
+    from adapters._framing import CHUNK, read_frames
+    from adapters.base import Heartbeat
+
+    adapter = load_adapter(name)
+    frame = adapter.encode(Heartbeat(seq_no="D000002026120700000001", node="D00000"),
+                           sender="D00000", receiver="105000")
+    stream = _Endless(frame)
+    first = list(itertools.islice(read_frames(adapter, stream), 3))
+    assert first == [frame] * 3
+    assert stream.read_bytes <= CHUNK  # what was held is one chunk, not the stream
