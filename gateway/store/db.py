@@ -53,10 +53,16 @@ def _private_sqlite(url: str) -> None:
     database = make_url(url).database
     if not database or database == ":memory:" or database.startswith("file:"):
         return
-    private_file(database)
-    for suffix in ("-wal", "-shm", "-journal"):
-        if os.path.exists(database + suffix):
-            os.chmod(database + suffix, 0o600)
+    try:
+        if not os.path.exists(database):
+            private_file(database)
+        for path in (database, database + "-wal", database + "-shm", database + "-journal"):
+            if os.path.exists(path):
+                st = os.stat(path)
+                if st.st_mode & 0o077 and st.st_uid == os.getuid():  # ours to narrow (verify may read another's)
+                    os.chmod(path, 0o600)
+    except OSError:
+        return  # a directory that is missing or not ours: SQLite says so itself when it opens the file
 
 
 T = TypeVar("T")
