@@ -146,7 +146,7 @@ def init_pki(
     days.  Production: a CA without the mark, leaves of ``days`` (at most and by
     default :data:`MAX_PRODUCTION_DAYS`) carrying a CRL distribution point
     ``crl_url`` (required, http or https), and a first, empty CRL ``ca.crl`` to
-    publish there; it refuses to issue from a development CA or to mix with one.
+    publish there.  Neither kind issues from the other's CA.
 
     Idempotent: an existing CA is reused, existing leaf certificates are kept,
     and only missing ones are issued, each valid for ``days`` days.  A leaf
@@ -192,6 +192,8 @@ def init_pki(
     ca_cert = _load_cert(ca_cert_path)
     if production and is_development_ca(ca_cert):
         raise ValueError(f"{ca_cert_path} is a development CA: a production PKI needs its own directory")
+    if not production and not is_development_ca(ca_cert):
+        raise ValueError(f"{ca_cert_path} is a production CA: issue from it with --production (and its CRL URL)")
     pki = DevPki(directory=directory, ca_cert=ca_cert_path, ca_key=ca_key_path)
     for role, name in parties:
         cert_path, key_path = pki.cert(role, name), pki.key(role, name)

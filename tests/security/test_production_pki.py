@@ -65,6 +65,13 @@ def test_production_refuses_to_issue_from_a_development_ca(tmp_path):
     assert out.returncode == 2 and "development CA" in out.stderr
 
 
+def test_a_production_ca_issues_nothing_without_production_rules(tmp_path):
+    assert _init_production(tmp_path / "keys").returncode == 0
+    out = hpf("keys", "init", str(tmp_path / "keys"), "--bank", "B009")
+    assert out.returncode == 2 and "production CA" in out.stderr
+    assert not (tmp_path / "keys" / "bank-B009.crt").exists()
+
+
 def test_development_leaves_carry_no_crl_point_and_their_ca_is_marked(tmp_path):
     pki = init_dev_pki(tmp_path / "keys", banks=["B001"], centres=[CENTRE])
     assert is_development_ca(_cert(pki.ca_cert))
