@@ -64,6 +64,7 @@ def huge(tmp_path_factory: pytest.TempPathFactory) -> dict[bool, Path]:
     return {True: framed, False: bare}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,framed", [(n, f) for n in ADAPTERS for f in _kinds(n)])
 @pytest.mark.parametrize("source", ["/dev/zero", "huge file"])
 def test_the_cli_refuses_endless_or_huge_input_at_once_in_bounded_memory(name, framed, source, huge):
@@ -75,6 +76,7 @@ def test_the_cli_refuses_endless_or_huge_input_at_once_in_bounded_memory(name, f
     assert got["maxrss_kb"] < RSS_LIMIT_KB, f"peak RSS {got['maxrss_kb']} KB"
 
 
+@pytest.mark.slow
 def test_a_bare_document_one_byte_over_the_bound_is_refused_with_the_bound_named(tmp_path):
     name = next(n for n in ADAPTERS if hasattr(load_adapter(n), "decode_document"))
     limit = max_document(load_adapter(name))
