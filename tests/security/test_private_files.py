@@ -29,7 +29,7 @@ def _show(modes: dict) -> str:
 @pytest.mark.parametrize("umask", [0o022, 0o000], ids=["umask-022", "umask-000"])
 def test_every_file_the_demo_writes_is_0600_in_a_0700_directory(demo_run, umask):
     run = demo_run(umask=umask, faults=FAULTS if umask == 0o022 else "")
-    assert "ledger alerts by rule" in run.stdout, run.stdout[-2000:] + run.stderr[-2000:]
+    assert "ledger alerts by rule" in run.stdout, run.stdout[-2000:] + run.stderr[-2000:]  # the run finished
     names = {p.name for p in run.modes}
     assert {"gateway.db", "ledger.db", "gateway.log", "gateway.toml", "ledger.toml", "ca.key"} <= names
     assert any(n.endswith("-wal") for n in names), "the run was watched while the databases were open"
