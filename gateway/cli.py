@@ -51,7 +51,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_init(args: argparse.Namespace) -> int:
-    from gateway.pki import init_pki
+    from gateway.pki import MAX_PRODUCTION_DAYS, init_pki
 
     banks: Sequence[str] = args.bank or ()
     centres: Sequence[str] = args.centre or ()
@@ -73,7 +73,7 @@ def cmd_keys_init(args: argparse.Namespace) -> int:
 
         key, pub = init_sm2_key(Path(args.dir), name)
         print(f"SM2 instruction-signing key {key.name} (give {pub.name} to the bank)")
-    kind = (f"production PKI (leaves {args.days or 397} days, CRL at {args.crl_url}: publish "
+    kind = (f"production PKI (leaves {args.days or MAX_PRODUCTION_DAYS} days, CRL at {args.crl_url}: publish "
             f"{pki.directory / 'ca.crl'} there and keep it current)" if args.production else "development PKI")
     print(f"{kind} in {pki.directory}: CA {pki.ca_cert.name}, gateway, ledger, "
           f"banks {', '.join(banks) or '-'}, centres {', '.join(centres) or '-'} (keys mode 0600); "
