@@ -11,11 +11,15 @@ never acknowledged.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Iterator
+from typing import BinaryIO, ClassVar
 
-from adapters.base import AdapterError
+from adapters.base import Adapter, AdapterError
 
-__all__ = ["LengthPrefixedFramer"]
+__all__ = ["LengthPrefixedFramer", "read_frames", "CHUNK"]
+
+CHUNK = 64 * 1024
+"""How much of a stream :func:`read_frames` reads at a time."""
 
 
 class LengthPrefixedFramer:
@@ -89,3 +93,21 @@ class LengthPrefixedFramer:
                 buf.clear()
                 self._need = 0
         return frames
+
+
+def read_frames(adapter: Adapter, stream: BinaryIO, *, chunk: int = CHUNK) -> Iterator[bytes]:
+    """The frames of a recorded stream (a file of frames as sent on a link), one at a time.
+
+    Reads ``chunk`` bytes at a time through a fresh framer of ``adapter``, so no more than one
+    frame (bounded by the adapter's ``max_frame``) and one chunk are ever held, whatever the
+    stream's length; a framing violation or a stream that ends inside a frame raises
+    :class:`AdapterError` as soon as it is seen.
+    """
+    framer = adapter.framer()
+    while True:
+        data = stream.read(chunk)
+        if not data:
+            break
+        yield from framer.feed(data)
+    if getattr(framer, "pending", lambda: 0)():
+        raise AdapterError("the stream ends inside a frame")

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import datetime as _dt
 from dataclasses import dataclass
-from typing import ClassVar, Iterator, Protocol, Union, runtime_checkable
+from typing import BinaryIO, ClassVar, Iterator, Protocol, Union, runtime_checkable
 
 __all__ = [
     "AdapterError",
@@ -27,8 +27,7 @@ __all__ = [
     "Instruction", "StatusQuery", "BalanceQuery", "Ack",
     "Receipt", "Result", "NotFound", "Entry", "Movement", "Balance", "Statement", "Problem", "TxDetail",
     "Message", "OUTBOUND", "INBOUND", "Framer", "Adapter", "decode_all", "check", "to_json", "from_json",
-    "load_adapter",
-    "iter_adapter_names",
+    "load_adapter", "iter_adapter_names", "max_document", "read_bounded",
 ]
 
 
@@ -321,6 +320,12 @@ class Adapter(Protocol):
     group ``hpf_gateway.adapters`` and instantiated with no arguments; one
     instance serves every link that speaks the protocol, so it keeps no
     per-connection state (that lives in the :class:`Framer`).
+
+    ``max_frame`` is the largest frame body the adapter reads or writes; every
+    reader of the adapter's input (framer, ``decode``, ``decode_document``, the
+    CLI) holds at most that much of one message and refuses more at once.  An
+    adapter whose bare documents (``decode_document``) may be larger than a frame
+    says so with a ``max_document`` attribute (see :func:`max_document`).
     """
 
     name: ClassVar[str]
@@ -445,6 +450,20 @@ def check(adapter: Adapter, message: Message, *, sender: str, receiver: str = ""
         cheaper(message, sender=sender, receiver=receiver)
     else:
         adapter.encode(message, sender=sender, receiver=receiver)
+
+
+def max_document(adapter: Adapter) -> int:
+    """The largest bare document ``adapter.decode_document`` is given: its ``max_document``, else ``max_frame``."""
+    return int(getattr(adapter, "max_document", adapter.max_frame))
+
+
+def read_bounded(stream: BinaryIO, limit: int) -> bytes:
+    """All of ``stream`` when it holds at most ``limit`` bytes; else :class:`AdapterError`, having
+    read no more than ``limit + 1`` bytes (so a device or a huge file is refused at once)."""
+    data = stream.read(limit + 1)
+    if len(data) > limit:
+        raise AdapterError(f"more than {limit} bytes: larger than the largest document this adapter reads")
+    return data
 
 
 def iter_adapter_names() -> Iterator[str]:

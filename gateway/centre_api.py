@@ -169,6 +169,13 @@ class Intake:
                      debit_account=ins.debit_account)
             raise Problem(403, "not-your-account", "The debit account is not one of this centre's",
                           errors=(FieldError("debit_account", "not an account of this centre"),))
+        mismatch = self.own_account_mismatch(ins)
+        if mismatch:
+            self.metrics.refused.labels("centre_api", "invalid_instruction").inc()
+            log.warn("centre.own_account_mismatch", centre=centre_id, creditor_account=ins.creditor.account,
+                     fields=",".join(e.field for e in mismatch))
+            raise Problem(422, "invalid-instruction", "The creditor does not match the centre's own account",
+                          errors=mismatch)
         if self.backpressure is not None:
             busy = self.backpressure(account.bank, 1)
             if busy is not None:
@@ -183,6 +190,24 @@ class Intake:
                 raise Problem(422, "invalid-instruction", "The bank's protocol cannot carry this instruction",
                               errors=(FieldError("", reason),))
         return item
+
+    def own_account_mismatch(self, ins: Any) -> tuple[FieldError, ...]:
+        """For a transfer to one of the centre's own registered accounts, each creditor field that
+        differs from the register (a bank code the register lacks cannot be checked, so differs)."""
+        c = ins.creditor
+        own = self.config.accounts.get(c.account)
+        if own is None or own.centre != ins.centre_id:
+            return ()
+        errors = []
+        if c.name != own.name:
+            errors.append(FieldError("creditor.name", "is not the registered name of this account of the centre"))
+        if not own.bank_code:
+            errors.append(FieldError("creditor.bank_code", "this account of the centre has no bank_code in the "
+                                                           "register, so a transfer to it cannot be checked"))
+        elif c.bank_code != own.bank_code:
+            errors.append(FieldError("creditor.bank_code", "is not the registered bank code of this account of "
+                                                           "the centre"))
+        return tuple(errors)
 
     def policy_refusal(self, ins: Any) -> str | None:
         """Why policy refuses the instruction (stored as rejected), or None."""

@@ -29,6 +29,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         print(problem, file=sys.stderr)
     if problems:
         return 2
+    from gateway.pki import config_development_trust
+
+    for warning in config_development_trust(_load(args.config)):
+        print(f"{args.config}: warning: {warning}", file=sys.stderr)
     print(f"{args.config}: ok")
     return 0
 
@@ -47,7 +51,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_init(args: argparse.Namespace) -> int:
-    from gateway.pki import init_dev_pki
+    from gateway.pki import MAX_PRODUCTION_DAYS, init_pki
 
     banks: Sequence[str] = args.bank or ()
     centres: Sequence[str] = args.centre or ()
@@ -57,14 +61,21 @@ def cmd_keys_init(args: argparse.Namespace) -> int:
         centres = sorted(set(centres) | set(config.centres))
     from gateway.signing import init_signing_key
 
-    pki = init_dev_pki(Path(args.dir), banks=banks, centres=centres, supervisors=args.supervisor or ("sup1",))
+    try:
+        pki = init_pki(Path(args.dir), banks=banks, centres=centres, supervisors=args.supervisor or ("sup1",),
+                       production=args.production, crl_url=args.crl_url, days=args.days)
+    except ValueError as e:
+        print(f"hpf-gateway keys init: {e}", file=sys.stderr)
+        return 2
     signing, public = init_signing_key(Path(args.dir))
     for name in args.sm2_key:
         from gateway.signing import init_sm2_key
 
         key, pub = init_sm2_key(Path(args.dir), name)
         print(f"SM2 instruction-signing key {key.name} (give {pub.name} to the bank)")
-    print(f"development PKI in {pki.directory}: CA {pki.ca_cert.name}, gateway, ledger, "
+    kind = (f"production PKI (leaves {args.days or MAX_PRODUCTION_DAYS} days, CRL at {args.crl_url}: publish "
+            f"{pki.directory / 'ca.crl'} there and keep it current)" if args.production else "development PKI")
+    print(f"{kind} in {pki.directory}: CA {pki.ca_cert.name}, gateway, ledger, "
           f"banks {', '.join(banks) or '-'}, centres {', '.join(centres) or '-'} (keys mode 0600); "
           f"copy-signing key {signing.name} (give {public.name} to the ledger)")
     return 0
@@ -147,6 +158,9 @@ def cmd_backup(args: argparse.Namespace) -> int:
     if dest.exists():
         print(f"hpf-gateway backup: {dest} exists; give a new file", file=sys.stderr)
         return 2
+    from gateway.store.db import private_file
+
+    private_file(dest)  # the copy holds every account's data
     source = sqlite3.connect(f"file:{url.database}?mode=ro", uri=True)
     target = sqlite3.connect(dest)
     try:
@@ -206,10 +220,15 @@ def cmd_instructions(args: argparse.Namespace) -> int:
 
 
 def cmd_adapters_decode(args: argparse.Namespace) -> int:
-    """Print the neutral messages in a file as JSON lines; a bad file is one line on stderr, exit 1."""
+    """Print the neutral messages in a file as JSON lines; a bad file is one line on stderr, exit 1.
+
+    Framed input is read a chunk at a time and printed frame by frame (a bad frame stops there);
+    a bare document is refused unread beyond the adapter's maximum document size.
+    """
     import json
 
-    from adapters.base import AdapterError, decode_all, load_adapter, to_json
+    from adapters._framing import read_frames
+    from adapters.base import AdapterError, decode_all, load_adapter, max_document, read_bounded, to_json
 
     try:
         adapter = load_adapter(args.name)
@@ -220,28 +239,28 @@ def cmd_adapters_decode(args: argparse.Namespace) -> int:
     except KeyError as e:
         print(f"hpf-gateway adapters decode: {e.args[0]}", file=sys.stderr)
         return 2
+    document = getattr(adapter, "decode_document", None)
+    if not args.framed and document is None:
+        print(f"hpf-gateway adapters decode: the {args.name} adapter decodes framed input only: use --framed",
+              file=sys.stderr)
+        return 1
+    # Read no more than the adapter's bound at once: a device or a huge file is refused, never slurped.
     try:
-        data = Path(args.file).read_bytes()
+        with open(args.file, "rb") as stream:
+            if args.framed:
+                for frame in read_frames(adapter, stream):
+                    for m in decode_all(adapter, frame):
+                        print(json.dumps(to_json(m), ensure_ascii=False))
+            else:
+                for m in document(read_bounded(stream, max_document(adapter))):
+                    print(json.dumps(to_json(m), ensure_ascii=False))
     except OSError as e:
         print(f"hpf-gateway adapters decode: {args.file}: {e.strerror}", file=sys.stderr)
         return 1
-    try:
-        if args.framed:
-            framer = adapter.framer()
-            frames = framer.feed(data)
-            messages = [m for f in frames for m in decode_all(adapter, f)]
-            if getattr(framer, "pending", lambda: 0)():
-                raise AdapterError("the file ends inside a frame")
-        else:
-            document = getattr(adapter, "decode_document", None)
-            if document is None:
-                raise AdapterError(f"the {args.name} adapter decodes framed input only: use --framed")
-            messages = list(document(data))
     except AdapterError as e:
+        sys.stdout.flush()
         print(f"hpf-gateway adapters decode: {args.file}: {e}", file=sys.stderr)
         return 1
-    for m in messages:
-        print(json.dumps(to_json(m), ensure_ascii=False))
     return 0
 
 
@@ -278,6 +297,10 @@ def build_parser() -> argparse.ArgumentParser:
     ki.add_argument("--supervisor", action="append", help="a supervisor name (repeatable)")
     ki.add_argument("--sm2-key", action="append", default=[], metavar="NAME",
                     help="also make an SM2 key pair NAME.key/NAME.pub for signing instructions (repeatable)")
+    ki.add_argument("--production", action="store_true",
+                    help="a CA not marked as a development one; leaves of at most 397 days naming --crl-url")
+    ki.add_argument("--crl-url", help="with --production: where the CA's CRL is published (http or https URL)")
+    ki.add_argument("--days", type=int, help="leaf validity in days (default 825; with --production 397, the most)")
     ki.set_defaults(func=cmd_keys_init)
 
     ad = sub.add_parser("adapters", help="bank protocol adapters").add_subparsers(dest="adapters_command",
@@ -343,6 +366,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    import os
+
+    from gateway.store.db import PRIVATE_UMASK
+
+    # Databases, logs, configs, keys, backups and reports hold account data: whatever the
+    # caller's umask, nothing this process creates is readable by group or others.
+    os.umask(os.umask(PRIVATE_UMASK) | PRIVATE_UMASK)
     args = build_parser().parse_args(argv)
     return int(args.func(args) or 0)
 

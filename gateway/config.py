@@ -30,7 +30,7 @@ from typing import Any, Collection, Iterator, Mapping, Sequence
 
 from adapters.base import iter_adapter_names
 from gateway.tls import resolve_credential
-from gateway.model import format_amount, parse_amount
+from gateway.model import deceptive_character, format_amount, parse_amount
 
 __all__ = [
     "ConfigError",
@@ -211,6 +211,7 @@ class AccountConfig:
     centre: str
     name: str
     type: str
+    bank_code: str = ""       # the 12-digit CNAPS code of the branch holding it; "" = not registered
 
 
 @dataclass(frozen=True)
@@ -360,7 +361,7 @@ PAIN001_VERSIONS = ("pain.001.001.09", "pain.001.001.03")
 """Values of ``banks.X.pain001_version`` (iso20022 banks only)."""
 INSTRUCTION_SIGNATURE_ALGS = ("none", "ed25519", "ecdsa-p256-sha256", "sm2-sm3")
 """Values of ``banks.X.signature_alg`` ("sm2-sm3" needs the ``sm`` extra: GmSSL's binding)."""
-_ACCOUNT_KEYS = ("bank", "centre", "name", "type")
+_ACCOUNT_KEYS = ("bank", "centre", "name", "type", "bank_code")
 _COUNTERPARTY_KEYS = ("name", "bank_code")
 
 # A centre's creditor.name is at most 60 characters (gateway.model), so a
@@ -676,8 +677,11 @@ class _Checker:
                 self.problem(at + ("type",),
                              f"must be one of {', '.join(sorted(ACCOUNT_TYPES))}, not {_show(kind)}")
                 kind = None
-            if bank is not None and centre is not None and name is not None and kind is not None:
-                found[number] = AccountConfig(number, bank, centre, name, kind)
+            bank_code = "" if "bank_code" not in entry else self.string(
+                entry, at, "bank_code", pattern=_BANK_CODE, what="must be a 12-digit CNAPS code")
+            if (bank is not None and centre is not None and name is not None and kind is not None
+                    and bank_code is not None):
+                found[number] = AccountConfig(number, bank, centre, name, kind, bank_code)
         return found
 
     def counterparties(self, table: dict[str, Any]) -> dict[str, CounterpartyConfig]:
@@ -779,6 +783,8 @@ class _Checker:
             self.problem(path + (key,), f"longer than {max_len} characters")
         elif any(_is_control(c) for c in value):
             self.problem(path + (key,), "contains control characters")
+        elif deceptive_character(value) is not None:
+            self.problem(path + (key,), str(deceptive_character(value)))
         else:
             return value
         return None

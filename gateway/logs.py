@@ -2,9 +2,10 @@
 
 Log events are named facts with fields: ``log.info("instruction.sent", bank=..., ref=...)``
 (a format string whose first word is the event name also works).  Any field whose name
-says it holds an account number is masked to its last four digits, and in the free-text
-fields written for people (``_FREE_TEXT``: an alert's subject and summary, which may name
-accounts) every long number is, so logs never carry full account numbers.
+says it holds an account number is masked to its last four digits, and in every other
+text of every event (fields, request paths and query strings, Twisted's own lines such as
+the web access log, error messages and tracebacks) every stand-alone run of 8 or more
+digits is, so logs never carry full account numbers whoever wrote the event.
 """
 
 from __future__ import annotations
@@ -24,18 +25,17 @@ __all__ = ["StructlogObserver", "start_logging"]
 _EVENT_NAME = re.compile(r"[a-z][a-z0-9_]*(\.[a-z0-9_]+)+")
 _LEVELS = {LogLevel.debug: "debug", LogLevel.info: "info", LogLevel.warn: "warning",
            LogLevel.error: "error", LogLevel.critical: "critical"}
-_FREE_TEXT = frozenset({"subject", "summary"})
 _SKIP = {"log_logger", "log_source", "log_io", "log_format", "log_level", "log_namespace",
          "log_time", "log_failure", "log_trace", "log_observer", "log_legacy", "log_text", "message",
          "system", "format", "isError", "time", "log_system", "printed", "why", "failure"}
 
 
 def _plain(value: Any) -> Any:
-    if isinstance(value, (str, int, float, bool)) or value is None:
+    if isinstance(value, (int, float, bool)) or value is None:
         return value
     if isinstance(value, bytes):
         return value[:64].hex()
-    return str(value)
+    return mask_numbers(str(value))
 
 
 @implementer(ILogObserver)
@@ -59,7 +59,7 @@ class StructlogObserver:
         first = fmt.split(" ", 1)[0]
         # Our events are named facts ("instruction.final bank={bank}"); anything
         # else (Twisted's own sentences, legacy log.msg) is rendered as text.
-        name = first if _EVENT_NAME.fullmatch(first) else formatEvent(event)[:300]
+        name = first if _EVENT_NAME.fullmatch(first) else mask_numbers(formatEvent(event)[:300])
         out: dict[str, Any] = {"event": name, "level": _LEVELS.get(level, "info"),
                                "timestamp": event.get("log_time"), "logger": event.get("log_namespace")}
         for key, value in event.items():
@@ -67,16 +67,14 @@ class StructlogObserver:
                 continue
             if "account" in key.lower() and value:
                 out[key] = mask_account(str(value))
-            elif key in _FREE_TEXT and isinstance(value, str):
-                out[key] = mask_numbers(value)
             else:
                 out[key] = _plain(value)
         failure = event.get("log_failure")
         if failure is not None:
-            out["error"] = failure.getErrorMessage()
+            out["error"] = mask_numbers(failure.getErrorMessage())
             out["error_type"] = failure.type.__name__ if failure.type else ""
             if level >= LogLevel.error:
-                out["traceback"] = failure.getTraceback()
+                out["traceback"] = mask_numbers(failure.getTraceback())
         try:
             line = self._render(None, out["level"], out)
         except Exception as e:  # never let logging take the daemon down

@@ -34,6 +34,7 @@ __all__ = [
     "mask_account",
     "mask_numbers",
     "canonical_json",
+    "deceptive_character",
 ]
 
 
@@ -154,6 +155,21 @@ _FIELDS = frozenset(
 _CREDITOR_FIELDS = frozenset({"account", "name", "bank_code"})
 # C0 and C1 controls, DEL, and lone surrogates (which JSON can smuggle in as \\uD800).
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+# Text that displays other than it reads: bidirectional controls (LRM, RLM, ALM, the embeddings,
+# overrides and isolates) and zero-width or invisible characters (ZWSP, ZWNJ, ZWJ, WJ, the
+# invisible operators, BOM).  A creditor name or memo with one could show a bank clerk or a
+# supervisor something else than what the bytes say.
+_DECEPTIVE = re.compile("[\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
+
+
+def deceptive_character(text: str) -> str | None:
+    """Why ``text`` may display other than it reads (its first bidirectional control or
+    zero-width character, with its position), or None when it has none."""
+    m = _DECEPTIVE.search(text)
+    if m is None:
+        return None
+    return f"contains U+{ord(m.group()):04X} at position {m.start()}: bidirectional controls and " \
+           "zero-width characters are refused"
 
 
 def canonical_json(value: Any) -> str:
@@ -253,6 +269,10 @@ def _text(errors: list[FieldError], data: Mapping[str, Any], key: str, *, prefix
         return None
     if _CONTROL.search(value):
         errors.append(FieldError(name, "contains control characters"))
+        return None
+    lie = deceptive_character(value)
+    if lie is not None:
+        errors.append(FieldError(name, lie))
         return None
     return value
 

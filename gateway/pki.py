@@ -2,6 +2,12 @@
 
 This is for development, demos and tests.  Production parties bring their own
 certificates (see ``keys/README.md``); nothing here is needed at run time.
+With ``production=True`` the same code makes a small CA of our own fit for
+production (:func:`init_pki`): leaves of at most :data:`MAX_PRODUCTION_DAYS`
+days that name where the CA's CRL is published, and a CA not marked as a
+development one.  A development CA is marked in its subject
+(:data:`DEVELOPMENT_MARK`), so :func:`development_cas` can tell a config that
+trusts one.
 
 Every leaf certificate names its party in the subjectAltName as a URI
 ``hpf://ROLE/NAME`` (``hpf://bank/B001``), which is what ``gateway.tls`` reads
@@ -28,9 +34,11 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -43,7 +51,13 @@ from gateway.tls import IDENTITY_NAME, ROLES, identity_from_certificate
 __all__ = [
     "ROLES",
     "DevPki",
+    "DEVELOPMENT_MARK",
+    "MAX_PRODUCTION_DAYS",
+    "config_development_trust",
+    "development_cas",
     "init_dev_pki",
+    "init_pki",
+    "is_development_ca",
     "issue",
     "leaf_stem",
     "make_ca",
@@ -59,6 +73,12 @@ _CA_DAYS = 3650
 _BACKDATE = datetime.timedelta(minutes=5)
 _KEY_MODE = 0o600
 _CERT_MODE = 0o644
+
+DEVELOPMENT_MARK = "DEVELOPMENT ONLY - not for production"
+"""The organizationalUnitName of every CA ``keys init`` makes without ``--production``."""
+_DEV_CA_NAME = "hpf-gateway development CA"   # also the CN of dev CAs made before the mark
+MAX_PRODUCTION_DAYS = 397
+"""The longest validity of a production leaf (the CA/Browser Forum's ceiling for TLS certificates)."""
 
 
 @dataclass(frozen=True)
@@ -103,7 +123,30 @@ def init_dev_pki(
     supervisors: Iterable[str] = ("sup1",),
     days: int = 825,
 ) -> DevPki:
-    """Create (or complete) a development PKI in ``directory``.
+    """Create (or complete) a development PKI in ``directory``: :func:`init_pki` for development."""
+    return init_pki(directory, banks=banks, centres=centres, gateway=gateway, ledger=ledger,
+                    supervisors=supervisors, days=days)
+
+
+def init_pki(
+    directory: Path,
+    *,
+    banks: Iterable[str],
+    centres: Iterable[str],
+    gateway: str = "main",
+    ledger: str = "main",
+    supervisors: Iterable[str] = ("sup1",),
+    days: int | None = None,
+    production: bool = False,
+    crl_url: str | None = None,
+) -> DevPki:
+    """Create (or complete) a PKI in ``directory``: development by default, else production.
+
+    Development: a CA marked :data:`DEVELOPMENT_MARK`, leaves of ``days`` (825)
+    days.  Production: a CA without the mark, leaves of ``days`` (at most and by
+    default :data:`MAX_PRODUCTION_DAYS`) carrying a CRL distribution point
+    ``crl_url`` (required, http or https), and a first, empty CRL ``ca.crl`` to
+    publish there.  Neither kind issues from the other's CA.
 
     Idempotent: an existing CA is reused, existing leaf certificates are kept,
     and only missing ones are issued, each valid for ``days`` days.  A leaf
@@ -118,8 +161,18 @@ def init_dev_pki(
     parties += [("supervisor", s) for s in supervisors]
     for role, name in parties:
         _check_identity(role, name)  # before anything is written
+    if days is None:
+        days = MAX_PRODUCTION_DAYS if production else 825
     if days < 1:
         raise ValueError(f"days must be at least 1, not {days}")
+    if production:
+        if days > MAX_PRODUCTION_DAYS:
+            raise ValueError(f"production leaves are valid for at most {MAX_PRODUCTION_DAYS} days, not {days}")
+        if not crl_url or not re.fullmatch(r"https?://[^\s/]+/\S*", crl_url):
+            raise ValueError("production leaves need a CRL distribution point: give an http(s) URL where "
+                             "the CA's CRL is published")
+    elif crl_url is not None:
+        raise ValueError("a CRL distribution point is for production PKIs only")
 
     directory = Path(directory)
     if not directory.exists():
@@ -132,9 +185,15 @@ def init_dev_pki(
             "refusing to guess (restore the missing file or remove both)"
         )
     if not ca_cert_path.exists():
-        make_ca(directory, "hpf-gateway development CA")
+        make_ca(directory, "hpf-gateway CA" if production else _DEV_CA_NAME, development=not production)
+        if production:
+            write_crl(ca_cert_path, ca_key_path, directory / "ca.crl")
 
     ca_cert = _load_cert(ca_cert_path)
+    if production and is_development_ca(ca_cert):
+        raise ValueError(f"{ca_cert_path} is a development CA: a production PKI needs its own directory")
+    if not production and not is_development_ca(ca_cert):
+        raise ValueError(f"{ca_cert_path} is a production CA: issue from it with --production (and its CRL URL)")
     pki = DevPki(directory=directory, ca_cert=ca_cert_path, ca_key=ca_key_path)
     for role, name in parties:
         cert_path, key_path = pki.cert(role, name), pki.key(role, name)
@@ -168,16 +227,52 @@ def init_dev_pki(
             role,
             name,
             not_before=now - _BACKDATE,
-            not_after=now + datetime.timedelta(days=days),
+            not_after=now - _BACKDATE + datetime.timedelta(days=days),  # the whole period, backdate included
+            crl_url=crl_url,
         )
     return pki
 
 
-def make_ca(directory: Path, name: str, *, days: int = _CA_DAYS) -> tuple[Path, Path]:
+def is_development_ca(cert: x509.Certificate) -> bool:
+    """True for a CA ``keys init`` made without ``--production`` (marked, or named as dev CAs were)."""
+    units = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)]
+    names = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    return DEVELOPMENT_MARK in units or _DEV_CA_NAME in names
+
+
+def config_development_trust(config: Any) -> list[str]:
+    """One line per trust bundle of a gateway config that holds a development CA.
+
+    A production config must never trust one: its key sits beside the certificates it signed.
+    """
+    bundles = {"tls.ca": config.tls.ca}
+    if config.ledger is not None:
+        bundles["ledger.ca"] = config.ledger.ca
+    bundles.update({f"banks.{b}.ca": bank.ca for b, bank in config.banks.items()})
+    bundles.update({f"centres.{c}.ca": centre.ca for c, centre in config.centres.items()})
+    lines = []
+    for where, bundle in bundles.items():
+        for subject in development_cas(bundle) if bundle is not None else ():
+            lines.append(f"{where}: {bundle} holds the development CA {subject!r} (made by `hpf-gateway keys "
+                         f"init` without --production): fine for a trial, never for production")
+    return lines
+
+
+def development_cas(bundle: Path) -> list[str]:
+    """The subjects of the development CAs in the PEM bundle ``bundle`` (empty if none or unreadable)."""
+    try:
+        certs = x509.load_pem_x509_certificates(Path(bundle).read_bytes())
+    except (OSError, ValueError):
+        return []
+    return [c.subject.rfc4514_string() for c in certs if is_development_ca(c)]
+
+
+def make_ca(directory: Path, name: str, *, days: int = _CA_DAYS, development: bool = True) -> tuple[Path, Path]:
     """Create a new CA as ``directory/ca.crt`` and ``directory/ca.key``.
 
     The CA has an ECDSA P-256 key, BasicConstraints CA=True (critical,
     path length 0: it signs leaves only) and KeyUsage keyCertSign + cRLSign.
+    A ``development`` CA carries :data:`DEVELOPMENT_MARK` as its subject's OU.
     Returns ``(ca_cert_path, ca_key_path)``.  Refuses to overwrite existing
     files (``FileExistsError``).
     """
@@ -187,6 +282,7 @@ def make_ca(directory: Path, name: str, *, days: int = _CA_DAYS) -> tuple[Path, 
     subject = x509.Name(
         [
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, "hpf-gateway"),
+            *([x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, DEVELOPMENT_MARK)] if development else []),
             x509.NameAttribute(NameOID.COMMON_NAME, name),
         ]
     )
@@ -237,8 +333,11 @@ def issue(
     *,
     not_before: datetime.datetime | None = None,
     not_after: datetime.datetime | None = None,
+    crl_url: str | None = None,
 ) -> tuple[Path, Path]:
     """Issue a leaf certificate for ``hpf://ROLE/NAME`` signed by the given CA.
+
+    With ``crl_url`` the leaf names it as its CRL distribution point.
 
     Writes ``out_dir/<stem>.crt`` and ``out_dir/<stem>.key`` (stem from
     ``leaf_stem``); if the key file already exists (and the certificate does
@@ -273,7 +372,7 @@ def issue(
         raise ValueError("not_after must be later than not_before")
 
     uri = f"hpf://{role}/{name}"
-    cert = (
+    builder = (
         x509.CertificateBuilder()
         .subject_name(
             x509.Name(
@@ -327,8 +426,12 @@ def issue(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
             critical=False,
         )
-        .sign(ca_key, hashes.SHA256())
     )
+    if crl_url is not None:
+        builder = builder.add_extension(x509.CRLDistributionPoints([x509.DistributionPoint(
+            full_name=[x509.UniformResourceIdentifier(crl_url)], relative_name=None, reasons=None,
+            crl_issuer=None)]), critical=False)
+    cert = builder.sign(ca_key, hashes.SHA256())
     _write_file(cert_path, cert.public_bytes(serialization.Encoding.PEM), _CERT_MODE)
     return cert_path, key_path
 

@@ -31,7 +31,39 @@ from twisted.python.threadpool import ThreadPool
 from gateway.model import canonical_json
 from gateway.store import schema
 
-__all__ = ["Database", "GroupCommitWriter", "Tx", "StoreUnavailable", "make_engine", "now_us"]
+__all__ = ["Database", "GroupCommitWriter", "Tx", "StoreUnavailable", "make_engine", "now_us", "private_file",
+           "PRIVATE_UMASK"]
+
+PRIVATE_UMASK = 0o077
+"""Added to the process umask by every ``hpf-gateway`` command: what it writes is its user's alone."""
+
+
+def private_file(path: str | os.PathLike[str]) -> None:
+    """Make sure ``path`` exists with mode 0600 (created so, never briefly readable by others;
+    an existing file is narrowed).  For files that hold account data."""
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+    os.chmod(path, 0o600)
+
+
+def _private_sqlite(url: str) -> None:
+    """Create the SQLite database file 0600 before SQLite does (its journal, WAL and shared-memory
+    files take the database's mode), and narrow any of them left wider."""
+    from sqlalchemy.engine import make_url
+
+    database = make_url(url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    try:
+        if not os.path.exists(database):
+            private_file(database)
+        for path in (database, database + "-wal", database + "-shm", database + "-journal"):
+            if os.path.exists(path):
+                st = os.stat(path)
+                if st.st_mode & 0o077 and st.st_uid == os.getuid():  # ours to narrow (verify may read another's)
+                    os.chmod(path, 0o600)
+    except OSError:
+        return  # a directory that is missing or not ours: SQLite says so itself when it opens the file
+
 
 T = TypeVar("T")
 log = Logger()
@@ -65,6 +97,7 @@ def make_engine(url: str, *, idle_in_transaction_timeout: float | None = None) -
     node does not come near the limit.
     """
     if url.startswith("sqlite"):
+        _private_sqlite(url)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
 
         @event.listens_for(engine, "connect")

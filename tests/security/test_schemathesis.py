@@ -72,6 +72,8 @@ BEYOND_SCHEMA: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {
         ("requested_date", r"is in the past$"),                   # depends on today
         ("amount", r"above the per-instruction ceiling"),        # limits.max_amount
         ("", r""),                                               # the bank's protocol cannot carry it
+        ("creditor.name", r"^is not the registered name"),       # an own account, against the register
+        ("creditor.bank_code", r"^(is not the registered bank code|this account of the centre has no bank_code)"),
     ),
     ("POST", "/v1/bookings"): (
         ("instruction_id", r"no such instruction$"),             # depends on what is stored

@@ -84,7 +84,7 @@ def test_example_config_loads_with_the_values_it_states() -> None:
     }
     assert list(config.accounts) == ["6200001111222233", "6222002222333344"]
     assert config.accounts["6222002222333344"] == AccountConfig(
-        "6222002222333344", "B002", "C52240", "示例中心贷款户", "loan")
+        "6222002222333344", "B002", "C52240", "示例中心贷款户", "loan", "102100000030")
     assert config.counterparties["6222008888000022"] == CounterpartyConfig(
         "6222008888000022", "示例房地产开发有限公司", "102100000030")
 
@@ -92,7 +92,7 @@ def test_example_config_loads_with_the_values_it_states() -> None:
 def test_helpers_find_accounts_their_banks_and_counterparties() -> None:
     config = load_config(EXAMPLE, check_files=False)
     assert config.account(ACCOUNT) == AccountConfig(ACCOUNT, "B001", "C52240", "示例中心归集户",
-                                                    "collection")
+                                                    "collection", "105100000017")
     bank = config.bank_of(ACCOUNT)
     assert bank is not None and bank.id == "B001" and bank.listens
     assert config.bank_of("6222002222333344") == config.banks["B002"]
@@ -494,7 +494,7 @@ def test_a_missing_bank_ca_file_is_a_problem(tmp_path: Path) -> None:
     (("timeouts", "heartbeat"), 'unknown key (did you mean "heartbeat_interval"?)'),
     (("centres", "C52240", "unit"), 'unknown key (did you mean "unit_no"?)'),
     (("banks", "B001", "windows"), 'unknown key (did you mean "window"?)'),
-    (("accounts", ACCOUNT, "owner"), "unknown key (known keys: bank, centre, name, type)"),
+    (("accounts", ACCOUNT, "owner"), "unknown key (known keys: bank, centre, name, type, bank_code)"),
     (("counterparties", COUNTERPARTY, "bank"), 'unknown key (did you mean "bank_code"?)'),
 ])
 def test_unknown_keys_are_refused_at_every_level(tmp_path: Path, path: tuple[str, ...],
