@@ -25,7 +25,7 @@ from gateway.ops import make_ops_site
 from gateway.relay import Relay
 from gateway.signing import InstructionSigner
 from gateway.store.db import Database
-from gateway.tls import (HTTP_ALPN, ReloadableOptions, certificate_identity, certificate_inventory,
+from gateway.tls import (HTTP_ALPN, PartyAnchors, ReloadableOptions, certificate_identity, certificate_inventory,
                          client_options, crl_next_updates, server_options, tls_server_factory)
 
 __all__ = ["Gateway", "makeService", "CertificateWatch", "EXPIRY_WARNING_DAYS"]
@@ -44,14 +44,17 @@ def _tls_options(config: GatewayConfig) -> dict[str, Any]:
     """
     tls = config.tls
     crls = tls.crls
-    centre_trust = sorted({c.ca or tls.ca for c in config.centres.values()} | {tls.ca})
-    out: dict[str, Any] = {"centre_api": server_options(tls.certificate, tls.private_key, centre_trust,
+    # Each party is trusted through its own bundle only (tls.ca where it has none).
+    centres = PartyAnchors({("centre", cid): [c.ca or tls.ca] for cid, c in config.centres.items()})
+    out: dict[str, Any] = {"centre_api": server_options(tls.certificate, tls.private_key, centres,
                                                         crls=crls, alpn=HTTP_ALPN)}
     for bank_id, bank in config.banks.items():
         make = server_options if bank.direction == "listen" else client_options
-        out[f"bank_{bank_id}"] = make(tls.certificate, tls.private_key, [bank.ca or tls.ca], crls=crls)
+        out[f"bank_{bank_id}"] = make(tls.certificate, tls.private_key,
+                                      PartyAnchors({("bank", bank_id): [bank.ca or tls.ca]}), crls=crls)
     if config.ledger is not None:
-        out["ledger"] = client_options(tls.certificate, tls.private_key, [config.ledger.ca or tls.ca],
+        out["ledger"] = client_options(tls.certificate, tls.private_key,
+                                       PartyAnchors({("ledger", config.ledger.name): [config.ledger.ca or tls.ca]}),
                                        crls=crls)
     return out
 
@@ -282,7 +285,7 @@ def makeService(config: GatewayConfig, reactor: Any) -> Gateway:  # noqa: N802 (
     api = CentreApi(config, intake, db, feed, metrics, reactor)
 
     tls = config.tls
-    tls_options = {name: ReloadableOptions(o) for name, o in _tls_options(config).items()}
+    tls_options = {name: ReloadableOptions(o, name) for name, o in _tls_options(config).items()}
     signers = _instruction_signers(config)
     for bank_id, dispatcher in relay.dispatchers.items():
         dispatcher.instruction_signer = signers.get(bank_id)

@@ -59,6 +59,7 @@ from gateway.ledger.matcher import (
 )
 from gateway.tls import (
     HTTP_ALPN,
+    PartyAnchors,
     ReloadableOptions,
     identity_from_certificate,
     load_certificates,
@@ -406,10 +407,11 @@ class Ledger:
 def _tls_options(config: LedgerConfig) -> dict[str, Any]:
     """Fresh TLS options for the ingest and supervisor listeners (validates the files)."""
     tls = config.tls
-    ingest_trust = sorted({g.ca or tls.ca for g in config.gateways.values()} | {tls.ca})
-    supervisor_trust = sorted({s.ca or tls.ca for s in config.supervisors.values()} | {tls.ca})
-    return {"ingest": server_options(tls.certificate, tls.private_key, ingest_trust, alpn=HTTP_ALPN),
-            "supervisor": server_options(tls.certificate, tls.private_key, supervisor_trust, alpn=HTTP_ALPN)}
+    # Each party is trusted through its own bundle only (tls.ca where it has none).
+    gateways = PartyAnchors({("gateway", n): [g.ca or tls.ca] for n, g in config.gateways.items()})
+    supervisors = PartyAnchors({("supervisor", n): [s.ca or tls.ca] for n, s in config.supervisors.items()})
+    return {"ingest": server_options(tls.certificate, tls.private_key, gateways, alpn=HTTP_ALPN),
+            "supervisor": server_options(tls.certificate, tls.private_key, supervisors, alpn=HTTP_ALPN)}
 
 
 def makeLedgerService(config: LedgerConfig, reactor: Any) -> Ledger:
@@ -428,7 +430,7 @@ def makeLedgerService(config: LedgerConfig, reactor: Any) -> Ledger:
     if own.role != "ledger" or own.name != config.name:
         raise ValueError(f"tls.certificate {tls.certificate} names {own.uri}, not hpf://ledger/{config.name} "
                          "(ledger.name)")
-    tls_options = {name: ReloadableOptions(o) for name, o in _tls_options(config).items()}
+    tls_options = {name: ReloadableOptions(o, name) for name, o in _tls_options(config).items()}
     ingest_options, supervisor_options = tls_options["ingest"], tls_options["supervisor"]
 
     db = store.LedgerDatabase(reactor, config.database)
