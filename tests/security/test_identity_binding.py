@@ -39,9 +39,16 @@ from gateway.demo import write_demo_config
 from gateway.ledger import service as ledger_service
 from gateway.ledger.config import LedgerConfig, load_ledger_config
 from gateway.pki import DevPki, init_dev_pki, issue, make_ca
+from gateway.ledger import store as ledger_store
+from gateway.ledger.service import makeLedgerService
+from gateway.service import makeService
 from gateway.signing import init_signing_key
+from gateway.simulate.run import api_url
+from gateway.store import instructions as q
+from gateway.store import migrate
 from gateway.tls import (ExpectPeer, PartyAnchors, ReloadableOptions, chain_refusal, client_options,
                          load_certificates, server_options, tls_client_endpoint, tls_server_factory)
+from tests.integration.harness import DEBIT_B001, PAYEE, CentreClient
 from tests.security.support import TIMEOUT, capture_logs
 
 OWN = {"centre/C52251": "c52251-ca", "bank/B001": "b001-ca", "supervisor/sup2": "sup2-ca",
@@ -237,3 +244,68 @@ async def test_every_listener_and_dialler(world: World, listener: str, issuer: s
         assert len(refused) == 1, refused
         if refused[0]["kind"] == "identity_refused":
             assert refused[0]["peer"] == f"hpf://{role}/{name}", refused
+
+
+# -- whole daemons: a forged party stores nothing ---------------------------------------------
+
+
+async def _refused(client: CentreClient, method: str, url_path: str, body: Any = None) -> bool:
+    try:
+        await client.request(method, url_path, body)
+    except Exception:  # the handshake failed: the connection was closed or reset
+        return True
+    return False
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_centres_own_ca_cannot_submit_as_another_centre_on_the_centre_api(world: World) -> None:
+    migrate.upgrade(world.gateway.database)
+    gateway = makeService(world.gateway, reactor)
+    gateway.service.startService()
+    try:
+        await gateway.listeners["centre_api"]._waitingForPort
+        url, ca = api_url(world.gateway), world.pki.ca_cert
+        debit = {"instruction_id": "FORGED-1", "debit_account": DEBIT_B001, "creditor": PAYEE,
+                 "amount": "100.00", "purpose": "withdrawal"}
+        with capture_logs() as logs:
+            forged = CentreClient(*world.cert("c52251-ca", "centre", "C52240"), ca, url)
+            assert await _refused(forged, "POST", "/v1/instructions", debit)
+            assert await _refused(forged, "GET", "/v1/results")
+            wrong_ca = CentreClient(*world.cert("default", "centre", "C52251"), ca, url)
+            assert await _refused(wrong_ca, "GET", "/v1/results")
+        assert await gateway.db.read(q.count_by_state) == {}
+        lines = logs.named("tls.identity_refused")
+        assert [e["peer"] for e in lines] == ["hpf://centre/C52240"] * 2 + ["hpf://centre/C52251"]
+        assert all("own trust anchor" in e["reason"] for e in lines)
+
+        # The parties themselves, each through its own anchor, are served.
+        own = CentreClient(*world.cert("c52251-ca", "centre", "C52251"), ca, url)
+        assert (await own.request("GET", "/v1/results"))[0] == 200
+        status, record = await CentreClient(*world.cert("default", "centre", "C52240"), ca, url).request(
+            "POST", "/v1/instructions", debit)
+        assert status == 202, record
+    finally:
+        await gateway.service.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_supervisors_own_ca_cannot_act_as_another_supervisor(world: World) -> None:
+    ledger_store.MIGRATIONS.upgrade(world.ledger.database)
+    ledger = makeLedgerService(world.ledger, reactor)
+    ledger.service.startService()
+    try:
+        port = await ledger.listeners["supervisor"]._waitingForPort
+        url, ca = f"https://localhost:{port.getHost().port}", world.pki.ca_cert
+        with capture_logs() as logs:
+            forged = CentreClient(*world.cert("sup2-ca", "supervisor", "sup1"), ca, url)
+            assert await _refused(forged, "GET", "/v1/alerts")
+            assert await _refused(forged, "POST", "/v1/alerts/1/notes", {"text": "written as sup1"})
+            wrong_ca = CentreClient(*world.cert("default", "supervisor", "sup2"), ca, url)
+            assert await _refused(wrong_ca, "GET", "/v1/alerts")
+        lines = logs.named("tls.identity_refused")
+        assert [e["peer"] for e in lines] == ["hpf://supervisor/sup1"] * 2 + ["hpf://supervisor/sup2"]
+        status, body = await CentreClient(*world.cert("sup2-ca", "supervisor", "sup2"), ca, url).request(
+            "GET", "/v1/alerts")
+        assert status == 200 and body["alerts"] == []
+    finally:
+        await ledger.service.stopService()
