@@ -18,31 +18,15 @@ from prometheus_client.twisted import MetricsResource
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Site
+from twisted.web.server import NOT_DONE_YET
 
 from gateway import lifecycle
-from gateway.centre_api import strict_json
+from gateway.web import ConnectionLimits, TextCheck, guarded_site, strict_json
 from gateway.store import instructions as q
 
-__all__ = ["make_ops_site", "TextCheck"]
+__all__ = ["make_ops_site"]
 
 log = Logger()
-
-
-class TextCheck(Resource):
-    """A plain-text health or readiness answer: 200 when the check passes, 503 when not."""
-
-    isLeaf = True
-
-    def __init__(self, check: Callable[[], tuple[bool, str]]) -> None:
-        super().__init__()
-        self._check = check
-
-    def render_GET(self, request: Any) -> bytes:
-        ok, text = self._check()
-        request.setResponseCode(200 if ok else 503)
-        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-        return text.encode() + b"\n"
 
 
 class _Json(Resource):
@@ -83,8 +67,9 @@ class _Json(Resource):
         return NOT_DONE_YET
 
 
-def make_ops_site(gateway: Any, ready: Callable[[], tuple[bool, str]]) -> Site:
-    """The ops site of one gateway (see the module docstring)."""
+def make_ops_site(gateway: Any, ready: Callable[[], tuple[bool, str]],
+                  limits: Callable[[], ConnectionLimits] = ConnectionLimits) -> Any:
+    """The ops listener's factory for one gateway (see the module docstring), guarded like every listener."""
 
     async def status(request: Any, parts: list[str]) -> tuple[int, Any]:
         states = await gateway.db.read(q.count_by_state)
@@ -135,6 +120,4 @@ def make_ops_site(gateway: Any, ready: Callable[[], tuple[bool, str]]) -> Site:
     root.putChild(b"readyz", TextCheck(ready))
     root.putChild(b"status", _Json(get=status))
     root.putChild(b"instructions", _Json(get=show, post=resolve))
-    site = Site(root)
-    site.noisy = False
-    return site
+    return guarded_site(root, limits, gateway.reactor, gateway.metrics.security_event, listener="ops", tls=False)

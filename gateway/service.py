@@ -16,7 +16,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.web.server import Site
 
 from adapters.base import load_adapter
-from gateway.centre_api import CentreApi, ConnectionGuard, Intake, ResultsFeed, make_site
+from gateway.centre_api import CentreApi, Intake, ResultsFeed, connection_limits
 from gateway.config import GatewayConfig
 from gateway.lease import LeaseKeeper
 from gateway.links import BankLink, make_link_service
@@ -25,6 +25,7 @@ from gateway.ops import make_ops_site
 from gateway.relay import Relay
 from gateway.signing import InstructionSigner
 from gateway.store.db import Database
+from gateway.web import guarded_site
 from gateway.tls import (HTTP_ALPN, PartyAnchors, ReloadableOptions, certificate_identity, certificate_inventory,
                          client_options, crl_next_updates, server_options, tls_server_factory)
 
@@ -293,8 +294,9 @@ def makeService(config: GatewayConfig, reactor: Any) -> Gateway:  # noqa: N802 (
     certificates.setServiceParent(top)
     api_options = tls_options["centre_api"]
     listeners: dict[str, StreamServerEndpointService] = {}
-    site = make_site(api, idle_timeout=config.limits.centre_idle_timeout)
-    guard = ConnectionGuard(site, lambda: api.config.limits, reactor, metrics)
+    guard = guarded_site(api, lambda: connection_limits(api.config.limits), reactor, metrics.security_event,
+                         listener="centre_api")
+    site = guard.wrappedFactory
     api_service = StreamServerEndpointService(
         serverFromString(reactor, config.centre_api), tls_server_factory(guard, api_options))
     api_service._raiseSynchronously = True
@@ -359,7 +361,8 @@ def makeService(config: GatewayConfig, reactor: Any) -> Gateway:  # noqa: N802 (
                       keepers, certificates, site)
     # The ops site shows the running parts, so it is built last, from the handle.
     ops_service = StreamServerEndpointService(serverFromString(reactor, config.ops),
-                                              make_ops_site(gateway, ready))
+                                              make_ops_site(gateway, ready,
+                                                            lambda: connection_limits(gateway.config.limits)))
     ops_service._raiseSynchronously = True
     ops_service.setName("ops")
     ops_service.setServiceParent(top)

@@ -28,14 +28,12 @@ from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
 
 from gateway.daemon import OrderedMultiService, gc_paused
-from gateway.ops import TextCheck
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 from twisted.web.resource import Resource
-from twisted.web.server import Site
 
 from adapters.base import load_adapter
 from gateway.ledger import store
@@ -45,7 +43,6 @@ from gateway.ledger.api import (
     Ingest,
     IngestApi,
     SupervisorApi,
-    make_ledger_site,
 )
 from gateway.ledger.config import LedgerConfig, PublicSigningKey, load_public_key
 from gateway.ledger.matcher import (
@@ -57,6 +54,7 @@ from gateway.ledger.matcher import (
     StreamClock,
     Thresholds,
 )
+from gateway.web import TextCheck, guarded_site
 from gateway.tls import (
     HTTP_ALPN,
     PartyAnchors,
@@ -402,6 +400,7 @@ class Ledger:
     metrics: LedgerMetrics
     listeners: dict[str, StreamServerEndpointService]
     tls_options: dict[str, ReloadableOptions]
+    limits: list[Any]  # [the listeners' ConnectionLimits]: one cell, replaced on reload
 
 
 def _tls_options(config: LedgerConfig) -> dict[str, Any]:
@@ -454,9 +453,16 @@ def makeLedgerService(config: LedgerConfig, reactor: Any) -> Ledger:
         svc.setServiceParent(top)
         listeners[name] = svc
 
-    listen("ingest", config.ingest, tls_server_factory(make_ledger_site(ingest_api), ingest_options))
-    listen("supervisor", config.supervisor,
-           tls_server_factory(make_ledger_site(supervisor_api), supervisor_options))
+    def report(kind: str, event: str, **fields: Any) -> None:
+        metrics.denied.labels(fields.get("listener", "?"), kind).inc()
+        log.warn(event, kind=kind, **fields)
+
+    # Every listener gets the same guards (gateway.web), read per connection so a reload applies.
+    limits = [config.limits]
+    guarded = {name: guarded_site(resource, lambda: limits[0], reactor, report, listener=name, tls=tls)
+               for name, resource, tls in (("ingest", ingest_api, True), ("supervisor", supervisor_api, True))}
+    listen("ingest", config.ingest, tls_server_factory(guarded["ingest"], ingest_options))
+    listen("supervisor", config.supervisor, tls_server_factory(guarded["supervisor"], supervisor_options))
 
     def ready() -> tuple[bool, str]:
         unbound = [name for name, svc in listeners.items()
@@ -473,11 +479,9 @@ def makeLedgerService(config: LedgerConfig, reactor: Any) -> Ledger:
     ops.putChild(b"metrics", MetricsResource(registry=metrics.registry))
     ops.putChild(b"healthz", TextCheck(lambda: (True, "ok")))
     ops.putChild(b"readyz", TextCheck(ready))
-    ops_site = Site(ops)
-    ops_site.noisy = False
-    listen("ops", config.ops, ops_site)
+    listen("ops", config.ops, guarded_site(ops, lambda: limits[0], reactor, report, listener="ops", tls=False))
     return Ledger(top, config, db, engine, checks, ingest, ingest_api, supervisor_api, metrics, listeners,
-                  tls_options)
+                  tls_options, limits)
 
 
 def run_ledger(config_path: str, *, migrate: bool = False) -> int:
@@ -540,6 +544,7 @@ def run_ledger(config_path: str, *, migrate: bool = False) -> int:
             return
         for name, options in rebuilt.items():
             ledger.tls_options[name].replace(options)
+        ledger.limits[0] = fresh.limits
         log.info("ledger.reloaded", note="certificates and trust reloaded; registries apply after a restart")
 
     def status() -> str:
