@@ -27,7 +27,7 @@ from gateway.signing import InstructionSigner
 from gateway.store.db import Database
 from gateway.web import guarded_site
 from gateway.tls import (HTTP_ALPN, PartyAnchors, ReloadableOptions, certificate_identity, certificate_inventory,
-                         client_options, crl_next_updates, server_options, tls_server_factory)
+                         client_options, export_crl_next_updates, server_options, tls_server_factory)
 
 __all__ = ["Gateway", "makeService", "CertificateWatch", "EXPIRY_WARNING_DAYS"]
 
@@ -120,7 +120,7 @@ class CertificateWatch(Service):
         now = self.clock.seconds()
         try:
             inventory = certificate_inventory(self.config.tls.certificate, _trust_scopes(self.config))
-            crls = crl_next_updates(self.config.tls.crls)
+            crls = export_crl_next_updates(self.metrics.crl_next_update, self.config.tls.crls)
         except (ValueError, OSError) as e:
             log.error("tls.certificate_check_failed", error=str(e)[:300])
             return []
@@ -229,15 +229,17 @@ class Gateway:
             d.timeouts = new.timeouts
             d.bank = new.banks.get(d.bank.id, d.bank)
             d.instruction_signer = signers.get(bank_id)
+        closed = 0
         for name, options in rebuilt.items():
             if name in self.tls_options:
-                self.tls_options[name].replace(options)
+                # Open connections the new trust refuses (revoked, party removed) are closed now.
+                closed += self.tls_options[name].replace(options)
         if self.site is not None:
             self.site.timeOut = new.limits.centre_idle_timeout  # new connections
         if self.certificates is not None:
             self.certificates.config = new
             self.certificates.check()
-        log.info("gateway.reloaded", centres=len(new.centres), accounts=len(new.accounts),
+        log.info("gateway.reloaded", closed=closed, centres=len(new.centres), accounts=len(new.accounts),
                  counterparties=len(new.counterparties), crls=len(new.tls.crls))
 
 

@@ -66,6 +66,7 @@ __all__ = [
     "chain_refusal",
     "certificate_inventory",
     "crl_next_updates",
+    "export_crl_next_updates",
     "check_key_file",
     "client_options",
     "identity_from_certificate",
@@ -703,6 +704,22 @@ def certificate_inventory(
 def crl_next_updates(crls: Sequence[Path]) -> list[tuple[str, datetime.datetime | None]]:
     """Each CRL's issuer (common name) and nextUpdate; after it, that issuer's peers are refused."""
     return [(_common_name(crl.issuer), crl.next_update_utc) for crl in _load_crls(crls)]
+
+
+def export_crl_next_updates(gauge: Any, crls: Sequence[Path]) -> list[tuple[str, datetime.datetime | None]]:
+    """Set ``gauge{issuer}`` to each CRL's nextUpdate (Unix time), dropping issuers no longer listed.
+
+    The alert rule compares it with the time, so a stale CRL is seen even
+    when nothing reloads.  Unreadable files leave the gauge as it was.
+    """
+    updates = crl_next_updates(crls)
+    current = {issuer: when.timestamp() for issuer, when in updates if when is not None}
+    for issuer, value in current.items():
+        gauge.labels(issuer).set(value)
+    listed = {s.labels["issuer"] for m in gauge.collect() for s in m.samples}
+    for issuer in listed - set(current):
+        gauge.remove(issuer)
+    return updates
 
 
 @implementer(IOpenSSLClientConnectionCreator)

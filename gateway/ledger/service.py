@@ -57,6 +57,7 @@ from gateway.ledger.matcher import (
 from gateway.web import TextCheck, guarded_site
 from gateway.tls import (
     HTTP_ALPN,
+    export_crl_next_updates,
     PartyAnchors,
     ReloadableOptions,
     identity_from_certificate,
@@ -112,6 +113,10 @@ class LedgerMetrics:
         self.matcher_errors = Counter(
             "hpf_ledger_matcher_errors", "Copies or deadlines the matcher failed on (a bug: see the log).",
             registry=r)
+        self.crl_next_update = Gauge(
+            "hpf_ledger_crl_next_update_timestamp_seconds",
+            "When each configured CRL (tls.crls) must be replaced (its nextUpdate, Unix time); past it, "
+            "every peer of that issuer is refused.", ["issuer"], registry=r)
 
 
 def registry_from_config(config: LedgerConfig) -> Registry:
@@ -402,6 +407,29 @@ class Ledger:
     tls_options: dict[str, ReloadableOptions]
     limits: list[Any]  # [the listeners' ConnectionLimits]: one cell, replaced on reload
 
+    def reload(self) -> bool:
+        """SIGHUP: new certificates, trust, CRLs and limits; open connections the new trust refuses are closed.
+
+        An invalid config is refused whole (logged) and the running one stays;
+        registries apply after a restart.  Returns whether it was applied.
+        """
+        from gateway.config import ConfigError
+        from gateway.ledger.config import load_ledger_config
+
+        try:
+            fresh = load_ledger_config(self.config.path)
+            rebuilt = _tls_options(fresh)
+        except (ConfigError, ValueError, OSError) as e:
+            problems = e.problems if isinstance(e, ConfigError) else [str(e)]
+            log.error("ledger.reload_refused", problems=" | ".join(problems)[:2000])
+            return False
+        closed = sum(self.tls_options[name].replace(options) for name, options in rebuilt.items())
+        self.limits[0] = fresh.limits
+        export_crl_next_updates(self.metrics.crl_next_update, fresh.tls.crls)
+        log.info("ledger.reloaded", closed=closed, crls=len(fresh.tls.crls),
+                 note="certificates, trust and CRLs reloaded; registries apply after a restart")
+        return True
+
 
 def _tls_options(config: LedgerConfig) -> dict[str, Any]:
     """Fresh TLS options for the ingest and supervisor listeners (validates the files)."""
@@ -409,8 +437,9 @@ def _tls_options(config: LedgerConfig) -> dict[str, Any]:
     # Each party is trusted through its own bundle only (tls.ca where it has none).
     gateways = PartyAnchors({("gateway", n): [g.ca or tls.ca] for n, g in config.gateways.items()})
     supervisors = PartyAnchors({("supervisor", n): [s.ca or tls.ca] for n, s in config.supervisors.items()})
-    return {"ingest": server_options(tls.certificate, tls.private_key, gateways, alpn=HTTP_ALPN),
-            "supervisor": server_options(tls.certificate, tls.private_key, supervisors, alpn=HTTP_ALPN)}
+    return {"ingest": server_options(tls.certificate, tls.private_key, gateways, crls=tls.crls, alpn=HTTP_ALPN),
+            "supervisor": server_options(tls.certificate, tls.private_key, supervisors, crls=tls.crls,
+                                         alpn=HTTP_ALPN)}
 
 
 def makeLedgerService(config: LedgerConfig, reactor: Any) -> Ledger:
@@ -430,6 +459,7 @@ def makeLedgerService(config: LedgerConfig, reactor: Any) -> Ledger:
         raise ValueError(f"tls.certificate {tls.certificate} names {own.uri}, not hpf://ledger/{config.name} "
                          "(ledger.name)")
     tls_options = {name: ReloadableOptions(o, name) for name, o in _tls_options(config).items()}
+    export_crl_next_updates(metrics.crl_next_update, tls.crls)
     ingest_options, supervisor_options = tls_options["ingest"], tls_options["supervisor"]
 
     db = store.LedgerDatabase(reactor, config.database)
@@ -534,18 +564,7 @@ def run_ledger(config_path: str, *, migrate: bool = False) -> int:
         return gatherResults(waiting, consumeErrors=True)
 
     def reload() -> None:
-        """SIGHUP: new certificates and trust bundles for new connections; registries need a restart."""
-        try:
-            fresh = load_ledger_config(config_path)
-            rebuilt = _tls_options(fresh)
-        except (ConfigError, ValueError, OSError) as e:
-            problems = e.problems if isinstance(e, ConfigError) else [str(e)]
-            log.error("ledger.reload_refused", problems=" | ".join(problems)[:2000])
-            return
-        for name, options in rebuilt.items():
-            ledger.tls_options[name].replace(options)
-        ledger.limits[0] = fresh.limits
-        log.info("ledger.reloaded", note="certificates and trust reloaded; registries apply after a restart")
+        ledger.reload()
 
     def status() -> str:
         return f"copies stored {int(ledger.metrics.journal_seq._value.get())}"
