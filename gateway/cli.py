@@ -162,17 +162,29 @@ def cmd_backup(args: argparse.Namespace) -> int:
     return 0
 
 
-def _ops(config: Any, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+def _ops(config: Any, method: str, path: str, body: Any = None, *, token: bytes | None = None,
+         cert: str | None = None, key: str | None = None) -> tuple[int, Any]:
     import json
+    import ssl
     import urllib.error
     import urllib.request
 
     port = config.ops.split(":")[1]
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method,
+    headers = {"content-type": "application/json"}
+    if token is not None:
+        headers["authorization"] = "Bearer " + token.decode("ascii", "replace")
+    context = None
+    if config.ops_tls:  # the daemon's certificate is checked against tls.ca; ours proves the operator
+        context = ssl.create_default_context(cafile=str(config.tls.ca))
+        context.check_hostname = False
+        if cert and key:
+            context.load_cert_chain(cert, key)
+    scheme = "https" if config.ops_tls else "http"
+    request = urllib.request.Request(f"{scheme}://127.0.0.1:{port}{path}", method=method,
                                      data=json.dumps(body).encode() if body is not None else None,
-                                     headers={"content-type": "application/json"})
+                                     headers=headers)
     try:
-        with urllib.request.urlopen(request, timeout=10) as r:
+        with urllib.request.urlopen(request, timeout=10, context=context) as r:
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read() or b"{}")
@@ -190,8 +202,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_instructions(args: argparse.Namespace) -> int:
-    import getpass
     import json
+    import os
+    from pathlib import Path
 
     config = _load(args.config, check_files=False)
     centre = args.centre or next(iter(config.centres))
@@ -199,10 +212,13 @@ def cmd_instructions(args: argparse.Namespace) -> int:
     if args.instructions_command == "show":
         status, body = _ops(config, "GET", path)
     else:
-        status, body = _ops(config, "POST", path + "/resolve",
-                            {"outcome": args.outcome, "evidence": args.evidence, "operator": getpass.getuser()})
+        # The operator is who the token or certificate proves; the ops listener ignores names in bodies.
+        token_file = args.token_file or os.environ.get("HPF_OPERATOR_TOKEN_FILE")
+        token = Path(token_file).read_bytes().strip() if token_file else None
+        status, body = _ops(config, "POST", path + "/resolve", {"outcome": args.outcome, "evidence": args.evidence},
+                            token=token, cert=args.cert, key=args.key)
     print(json.dumps(body, ensure_ascii=False, indent=2))
-    return 0 if status == 200 else 1
+    return 0 if status in (200, 202) else 1
 
 
 def cmd_adapters_decode(args: argparse.Namespace) -> int:
@@ -313,6 +329,10 @@ def build_parser() -> argparse.ArgumentParser:
     res.add_argument("--centre", help="the centre (default: the config's first)")
     res.add_argument("--outcome", required=True, choices=("succeeded", "failed"))
     res.add_argument("--evidence", required=True, help="what proves the outcome (bank statement line, call ref)")
+    res.add_argument("--token-file", help="your operator token (default: $HPF_OPERATOR_TOKEN_FILE); a first call "
+                                          "proposes, another operator's call with the same outcome confirms")
+    res.add_argument("--cert", help="your hpf://operator/NAME certificate, when listen.ops_tls is on")
+    res.add_argument("--key", help="its private key")
     res.set_defaults(func=cmd_instructions)
 
     sim = sub.add_parser("simulate", help="simulated banks and centres").add_subparsers(

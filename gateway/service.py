@@ -53,6 +53,9 @@ def _tls_options(config: GatewayConfig) -> dict[str, Any]:
         make = server_options if bank.direction == "listen" else client_options
         out[f"bank_{bank_id}"] = make(tls.certificate, tls.private_key,
                                       PartyAnchors({("bank", bank_id): [bank.ca or tls.ca]}), crls=crls)
+    if config.ops_tls:
+        operators = PartyAnchors({("operator", n): [o.ca or tls.ca] for n, o in config.operators.items()})
+        out["ops"] = server_options(tls.certificate, tls.private_key, operators, crls=crls, alpn=HTTP_ALPN)
     if config.ledger is not None:
         out["ledger"] = client_options(tls.certificate, tls.private_key,
                                        PartyAnchors({("ledger", config.ledger.name): [config.ledger.ca or tls.ca]}),
@@ -362,9 +365,10 @@ def makeService(config: GatewayConfig, reactor: Any) -> Gateway:  # noqa: N802 (
     gateway = Gateway(top, config, db, relay, api, metrics, links, listeners, forwarder, tls_options, reactor,
                       keepers, certificates, site)
     # The ops site shows the running parts, so it is built last, from the handle.
-    ops_service = StreamServerEndpointService(serverFromString(reactor, config.ops),
-                                              make_ops_site(gateway, ready,
-                                                            lambda: connection_limits(gateway.config.limits)))
+    ops_factory: Any = make_ops_site(gateway, ready, lambda: connection_limits(gateway.config.limits))
+    if config.ops_tls:
+        ops_factory = tls_server_factory(ops_factory, tls_options["ops"])
+    ops_service = StreamServerEndpointService(serverFromString(reactor, config.ops), ops_factory)
     ops_service._raiseSynchronously = True
     ops_service.setName("ops")
     ops_service.setServiceParent(top)
