@@ -46,7 +46,8 @@ def _tls_options(config: GatewayConfig) -> dict[str, Any]:
     tls = config.tls
     crls = tls.crls
     # Each party is trusted through its own bundle only (tls.ca where it has none).
-    centres = PartyAnchors({("centre", cid): [c.ca or tls.ca] for cid, c in config.centres.items()})
+    centres = PartyAnchors({("centre", cid): [c.ca or tls.ca] for cid, c in config.centres.items()},
+                           default=[tls.ca])
     out: dict[str, Any] = {"centre_api": server_options(tls.certificate, tls.private_key, centres,
                                                         crls=crls, alpn=HTTP_ALPN)}
     for bank_id, bank in config.banks.items():
@@ -54,7 +55,8 @@ def _tls_options(config: GatewayConfig) -> dict[str, Any]:
         out[f"bank_{bank_id}"] = make(tls.certificate, tls.private_key,
                                       PartyAnchors({("bank", bank_id): [bank.ca or tls.ca]}), crls=crls)
     if config.ops_tls:
-        operators = PartyAnchors({("operator", n): [o.ca or tls.ca] for n, o in config.operators.items()})
+        operators = PartyAnchors({("operator", n): [o.ca or tls.ca] for n, o in config.operators.items()},
+                                 default=[tls.ca])
         out["ops"] = server_options(tls.certificate, tls.private_key, operators, crls=crls, alpn=HTTP_ALPN)
     if config.ledger is not None:
         out["ledger"] = client_options(tls.certificate, tls.private_key,

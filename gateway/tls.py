@@ -70,6 +70,7 @@ __all__ = [
     "check_key_file",
     "client_options",
     "identity_from_certificate",
+    "is_tls_error",
     "load_certificates",
     "peer_identity",
     "resolve_credential",
@@ -197,12 +198,14 @@ class PartyAnchors:
 
     Built from ``{(role, name): bundle files}``: the anchors of a party are the
     certificates in its own bundles (a CA, an intermediate, or its pinned
-    certificate).  ``bundles`` is the union, which the TLS handshake loads;
-    :func:`chain_refusal` then requires the chain to end at the party's own.
+    certificate).  ``bundles`` is the union (``default`` when there is no
+    party), which the TLS handshake loads; :func:`chain_refusal` then requires
+    the chain to end at the party's own.
     Reads the files (``ValueError``/``OSError`` when one is unreadable).
     """
 
-    def __init__(self, parties: Mapping[tuple[str, str], Sequence[Path]]) -> None:
+    def __init__(self, parties: Mapping[tuple[str, str], Sequence[Path]], *,
+                 default: Sequence[Path] = ()) -> None:
         self._anchors: dict[tuple[str, str], frozenset[bytes]] = {}
         paths: set[Path] = set()
         for party, bundle in parties.items():
@@ -210,7 +213,9 @@ class PartyAnchors:
             self._anchors[party] = frozenset(
                 _fingerprint(c) for path in bundle for c in load_certificates(path))
             paths.update(Path(p) for p in bundle)
-        self.bundles: list[Path] = sorted(paths)
+        # With no party configured the handshake still needs an anchor (OpenSSL and
+        # Twisted refuse an empty store); ``default`` then vouches for no party.
+        self.bundles: list[Path] = sorted(paths) or [Path(p) for p in default]
 
     def __contains__(self, party: object) -> bool:
         return party in self._anchors
@@ -247,6 +252,11 @@ def chain_refusal(
     if not any(_fingerprint(c) in anchors for c in chain):
         return f"chain of {identity.uri} does not end at that party's own trust anchor"
     return None
+
+
+def is_tls_error(failure: Any) -> bool:
+    """Whether a connection was lost to a TLS error (bad, revoked or expired certificate, garbage)."""
+    return failure.check(SSL.Error) is not None
 
 
 def _revoked(leaf: x509.Certificate, crls: Sequence[x509.CertificateRevocationList]) -> bool:
@@ -475,10 +485,7 @@ def _options(
 ) -> CertificateOptions:
     leaf, extra_chain, key = _load_identity(certificate, private_key)
     parties = trust if isinstance(trust, PartyAnchors) else None
-    if parties is None:
-        anchors = _load_trust(trust)  # type: ignore[arg-type]
-    else:  # no party configured: an empty store, which refuses every peer
-        anchors = _load_trust(parties.bundles) if parties.bundles else []
+    anchors = _load_trust(parties.bundles if parties is not None else trust)  # type: ignore[arg-type]
     revocations = _load_crls(crls)
     # CertificateOptions' annotations still say pyOpenSSL PKey/X509, but these
     # values only reach Context.use_certificate/use_privatekey/

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Callable
 
-from OpenSSL import SSL
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IHandshakeListener, IReactorTime
 from twisted.logger import Logger
@@ -30,7 +29,7 @@ from zope.interface import implementer
 
 from gateway.model import FieldError
 from gateway.store.db import StoreUnavailable
-from gateway.tls import PeerIdentity, peer_identity
+from gateway.tls import PeerIdentity, is_tls_error, peer_identity
 
 __all__ = ["MAX_BODY", "IDLE_TIMEOUT", "Problem", "strict_json", "json_body", "json_text", "JsonText", "Csv",
            "send", "JsonApi", "TextCheck", "ConnectionLimits", "ConnectionGuard", "GuardedConnection", "LimitedRequest",
@@ -399,7 +398,7 @@ class GuardedConnection(ProtocolWrapper):
                 guard.per_peer[self._counted_peer] = left
             else:
                 guard.per_peer.pop(self._counted_peer, None)
-        if not self.handshake_done and not self.refused and reason.check(SSL.Error):
+        if not self.handshake_done and not self.refused and is_tls_error(reason):
             guard.report("tls_refused", "tls.handshake_refused", listener=guard.listener,
                          ip=self.ip, reason=_short(reason))
         super().connectionLost(reason)

@@ -435,8 +435,10 @@ def _tls_options(config: LedgerConfig) -> dict[str, Any]:
     """Fresh TLS options for the ingest and supervisor listeners (validates the files)."""
     tls = config.tls
     # Each party is trusted through its own bundle only (tls.ca where it has none).
-    gateways = PartyAnchors({("gateway", n): [g.ca or tls.ca] for n, g in config.gateways.items()})
-    supervisors = PartyAnchors({("supervisor", n): [s.ca or tls.ca] for n, s in config.supervisors.items()})
+    gateways = PartyAnchors({("gateway", n): [g.ca or tls.ca] for n, g in config.gateways.items()},
+                            default=[tls.ca])
+    supervisors = PartyAnchors({("supervisor", n): [s.ca or tls.ca] for n, s in config.supervisors.items()},
+                               default=[tls.ca])
     return {"ingest": server_options(tls.certificate, tls.private_key, gateways, crls=tls.crls, alpn=HTTP_ALPN),
             "supervisor": server_options(tls.certificate, tls.private_key, supervisors, crls=tls.crls,
                                          alpn=HTTP_ALPN)}
