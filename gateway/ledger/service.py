@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, GCCollector, Histogram, ProcessCollector
@@ -408,10 +408,10 @@ class Ledger:
     limits: list[Any]  # [the listeners' ConnectionLimits]: one cell, replaced on reload
 
     def reload(self) -> bool:
-        """SIGHUP: new certificates, trust, CRLs and limits; open connections the new trust refuses are closed.
+        """SIGHUP: new certificates, trust, CRLs, limits and supervisors; open connections the new trust refuses are closed.
 
         An invalid config is refused whole (logged) and the running one stays;
-        registries apply after a restart.  Returns whether it was applied.
+        gateways and registries apply after a restart.  Returns whether it was applied.
         """
         from gateway.config import ConfigError
         from gateway.ledger.config import load_ledger_config
@@ -425,6 +425,8 @@ class Ledger:
             return False
         closed = sum(self.tls_options[name].replace(options) for name, options in rebuilt.items())
         self.limits[0] = fresh.limits
+        # Who may read and annotate follows the file at once; gateways need their keys, so a restart.
+        self.supervisor_api.config = replace(self.supervisor_api.config, supervisors=fresh.supervisors)
         export_crl_next_updates(self.metrics.crl_next_update, fresh.tls.crls)
         log.info("ledger.reloaded", closed=closed, crls=len(fresh.tls.crls),
                  note="certificates, trust and CRLs reloaded; registries apply after a restart")

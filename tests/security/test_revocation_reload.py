@@ -149,7 +149,17 @@ async def test_the_ledger_takes_crls_and_closes_a_revoked_supervisors_open_conne
                                                            pki.key("supervisor", "sup1"), [pki.ca_cert]))
             await settle(probe, 2.0)
         assert not probe.open and logs.named("tls.chain_refused")
-        other.close()
+
+        # sup2 leaves the config: its open connection is closed, and a new one is not served.
+        _set_toml(path, lambda d: d["supervisors"].pop("sup2"))
+        with capture_logs() as logs:
+            assert ledger.reload()
+            await settle(other, WITHIN)
+        assert not other.open and gateway.open
+        assert [e["peer"] for e in logs.named("tls.connection_closed")] == ["hpf://supervisor/sup2"]
+        again = await _keep_alive(port, pki, "supervisor", "sup2", "/v1/alerts")
+        assert again.received.startswith(b"HTTP/1.1 403 "), again.received[:100]
+        again.close()
         gateway.close()
     finally:
         await ledger.service.stopService()
