@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import subprocess
 import tomllib
 from io import BytesIO
 from pathlib import Path
@@ -24,6 +25,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
+from twisted.internet.threads import deferToThread
 from twisted.web.client import Agent, FileBodyProducer, readBody
 from twisted.web.http_headers import Headers
 
@@ -31,6 +33,7 @@ from gateway.config import ConfigError, load_config, render_toml
 from gateway.pki import issue, make_ca
 from gateway.store import instructions as q
 from tests.integration.harness import CENTRE, DEBIT_B001, Harness, start_harness
+from tests.procs import HPF
 from tests.security.support import Https, capture_logs
 
 IN_DOUBT = {"result_timeout": 0.3, "status_query_interval": 0.2, "status_query_attempts": 2}
@@ -134,9 +137,12 @@ async def test_on_a_tls_ops_listener_the_operator_is_its_certificate_bound_to_it
                 await Https(*forged, h.pki.ca_cert).call("POST", url, body)
         assert [e["peer"] for e in logs.named("tls.identity_refused")] == ["hpf://operator/carol"]
         assert (await carol.call("POST", url, body)).status == 202
-        erin = Https(keys / "operator-erin.crt", keys / "operator-erin.key", h.pki.ca_cert)
-        answer = await erin.call("POST", url, body)
-        assert answer.status == 200, answer.body
+        # erin confirms with the operator's command, presenting her certificate.
+        out = await deferToThread(subprocess.run, HPF + [
+            "instructions", "resolve", "OPS-2", "-c", str(h.config.path), "--centre", CENTRE, "--outcome", "failed",
+            "--evidence", body["evidence"], "--cert", str(keys / "operator-erin.crt"),
+            "--key", str(keys / "operator-erin.key")], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0 and '"confirmed_by": "erin"' in out.stdout, out.stdout + out.stderr
         trail = await h.gateway.db.read(q.trail, CENTRE, "OPS-2")
         resolution = trail[-1]["payload"]["resolution"]
         assert (resolution["proposed_by"], resolution["confirmed_by"]) == ("carol", "erin")
