@@ -4,10 +4,10 @@ The client certificate decides the centre; the debit account decides the bank.
 Validation and policy are pure (:class:`Intake.prepare`); storage is one
 group-committed write; the answer is sent only after that commit (G1).
 
-Abuse guards (``[limits] centre_*``): :class:`ConnectionGuard` sits between
-TLS and HTTP on every connection and bounds the handshake and each request
-in time, caps connections per source address (before the handshake) and per
-certificate identity, and reports failed handshakes; :class:`RateLimiter`
+Abuse guards (``[limits] centre_*``): :func:`connection_limits` feeds the
+shared :class:`gateway.web.ConnectionGuard` (handshake and request deadlines,
+connections per source address and per certificate identity, failed
+handshakes reported), on every listener of the gateway; :class:`RateLimiter`
 gives each peer a token bucket of requests, answering 429 with Retry-After
 beyond it.  Every refusal is counted in ``hpf_gateway_security_events_total``
 and logged with the peer.
@@ -16,117 +16,32 @@ and logged with the peer.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import math
-from dataclasses import dataclass
 from decimal import Decimal
 from importlib.resources import files
 from typing import Any, Callable, Sequence
 
-from OpenSSL import SSL
 from twisted.internet.defer import Deferred, inlineCallbacks
-from twisted.internet.interfaces import IDelayedCall, IHandshakeListener, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
-from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
-from twisted.python.failure import Failure
-from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Request, Site
-from zope.interface import implementer
 
 from gateway.config import GatewayConfig, Limits
 from gateway.faults import crash_point
 from gateway.metrics import GatewayMetrics
 from gateway.model import FieldError, InvalidInput, parse_booking, parse_instruction
 from gateway.store import instructions as q
-from gateway.store.db import Database, StoreUnavailable
-from gateway.tls import PeerIdentity, peer_identity
+from gateway.store.db import Database
+from gateway.tls import PeerIdentity
+# Problem and strict_json stay importable from here for existing callers; they live in gateway.web.
+from gateway.web import ConnectionLimits, JsonApi, JsonText, Problem, json_body, json_text, peer_ip, strict_json
 
-__all__ = ["Problem", "Intake", "ResultsFeed", "CentreApi", "make_site", "strict_json", "TokenBucket",
-           "RateLimiter", "ConnectionGuard"]
+__all__ = ["Problem", "Intake", "ResultsFeed", "CentreApi", "strict_json", "TokenBucket", "RateLimiter",
+           "connection_limits"]
 
 log = Logger()
 
-MAX_BODY = 4 * 1024 * 1024
-IDLE_TIMEOUT = 75.0
 RESERVED_IDS = frozenset({"batch"})  # instruction_ids that name a fixed path under /v1/instructions/
 MAX_FEED_WAIT = 30  # seconds: the most a centre may ask of the results feed (openapi.json); config may lower it
-_PROBLEM_TYPE = "urn:hpf-gateway:problem:"
-
-
-@dataclass(eq=False)
-class Problem(Exception):
-    """An RFC 9457 problem answer: status, a slug for ``type``, and the bad fields."""
-
-    status: int
-    slug: str
-    title: str
-    detail: str = ""
-    errors: tuple[FieldError, ...] = ()
-    retry_after: int | None = None  # seconds, sent as Retry-After (429, 503)
-    allow: tuple[str, ...] = ()  # the methods the resource does allow, sent as Allow (405)
-
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"type": _PROBLEM_TYPE + self.slug, "title": self.title,
-                               "status": self.status}
-        if self.detail:
-            out["detail"] = self.detail
-        if self.errors:
-            out["errors"] = [{"field": e.field, "reason": e.reason} for e in self.errors]
-        return out
-
-
-def _unique_pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in items:
-        if k in out:
-            raise ValueError(f"duplicate key {k!r}")
-        out[k] = v
-    return out
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
-# One decoder for every call: json.loads with hooks builds a new one each time, which cost
-# more than parsing a small document (the ledger parses every copy's payload with it).
-_STRICT = json.JSONDecoder(object_pairs_hook=_unique_pairs, parse_constant=_no_constant, parse_float=Decimal)
-
-
-def strict_json(data: bytes) -> Any:
-    """Parse a request body, refusing what lenient parsers let through.
-
-    Duplicate keys, NaN/Infinity, invalid UTF-8 and absurd nesting are errors;
-    numbers with a fraction are kept exact (Decimal), never floats.
-    """
-    try:
-        return _STRICT.decode(data.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise Problem(400, "invalid-json", "The body is not UTF-8") from None
-    except RecursionError:
-        raise Problem(400, "invalid-json", "The body nests too deeply") from None
-    except ValueError as e:
-        raise Problem(400, "invalid-json", "The body is not valid JSON", str(e)[:200]) from None
-
-
-class JsonText(str):
-    """An answer already rendered as JSON text: sent as it is, never serialised again."""
-
-
-def _json(value: Any) -> str:
-    """``value`` as the compact JSON text every answer uses."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-
-
-def json_body(request: Any) -> Any:
-    """The request's JSON body, strictly parsed; 413 past MAX_BODY, 415 unless application/json."""
-    if request.too_large:
-        raise Problem(413, "too-large", f"The body is larger than {MAX_BODY} bytes")
-    ctype = (request.getHeader(b"content-type") or b"").split(b";")[0].strip().lower()
-    if ctype != b"application/json":
-        raise Problem(415, "unsupported-media-type", "Send application/json")
-    request.content.seek(0)
-    return strict_json(request.content.read())
 
 
 class Intake:
@@ -301,196 +216,12 @@ class RateLimiter:
         return bucket.take(now)
 
 
-def _short(failure: Failure) -> str:
-    return str(failure.value)[:300]
-
-
-@implementer(IHandshakeListener)
-class GuardedConnection(ProtocolWrapper):
-    """One centre API connection between TLS (outside) and HTTP (inside); see :class:`ConnectionGuard`."""
-
-    factory: "ConnectionGuard"
-
-    def __init__(self, factory: "ConnectionGuard", wrapped: Any) -> None:
-        super().__init__(factory, wrapped)
-        self.ip = "?"
-        self.identity: PeerIdentity | None = None
-        self.handshake_done = False
-        self.refused = False
-        self._counted_ip = False
-        self._counted_peer: str | None = None
-        self._handshake_timer: IDelayedCall | None = None
-        self._request_timer: IDelayedCall | None = None
-        self._busy = 0
-
-    # -- connection ------------------------------------------------------------------
-
-    def makeConnection(self, transport: Any) -> None:
-        super().makeConnection(transport)
-        guard, limits = self.factory, self.factory.limits()
-        peer = transport.getPeer()
-        self.ip = str(getattr(peer, "host", peer))
-        if guard.per_ip.get(self.ip, 0) >= limits.centre_connections_per_ip:
-            self._refuse("connection_limit", "centre_api.connection_limit", ip=self.ip,
-                         limit=limits.centre_connections_per_ip, per="source address")
-            return
-        guard.per_ip[self.ip] = guard.per_ip.get(self.ip, 0) + 1
-        self._counted_ip = True
-        self._handshake_timer = guard.clock.callLater(limits.centre_handshake_timeout, self._handshake_late)
-        self._start_request_timer()
-
-    def handshakeCompleted(self) -> None:  # noqa: N802 (Twisted interface)
-        self.handshake_done = True
-        self._cancel("_handshake_timer")
-        try:
-            self.identity = peer_identity(self.transport)
-        except ValueError:  # a trusted certificate without an hpf:// identity: refused per request
-            self.identity = None
-        if self.identity is not None:
-            guard, limit = self.factory, self.factory.limits().centre_connections_per_centre
-            key = self.identity.uri
-            if guard.per_peer.get(key, 0) >= limit:
-                self._refuse("connection_limit", "centre_api.connection_limit", ip=self.ip, peer=key,
-                             limit=limit, per="certificate identity")
-                return
-            guard.per_peer[key] = guard.per_peer.get(key, 0) + 1
-            self._counted_peer = key
-        if IHandshakeListener.providedBy(self.wrappedProtocol):
-            self.wrappedProtocol.handshakeCompleted()
-
-    def dataReceived(self, data: bytes) -> None:
-        if self._request_timer is None and self._busy == 0:
-            self._start_request_timer()
-        super().dataReceived(data)
-
-    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
-        self._cancel("_handshake_timer")
-        self._cancel("_request_timer")
-        guard = self.factory
-        if self._counted_ip:
-            left = guard.per_ip.get(self.ip, 1) - 1
-            if left > 0:
-                guard.per_ip[self.ip] = left
-            else:
-                guard.per_ip.pop(self.ip, None)
-        if self._counted_peer is not None:
-            left = guard.per_peer.get(self._counted_peer, 1) - 1
-            if left > 0:
-                guard.per_peer[self._counted_peer] = left
-            else:
-                guard.per_peer.pop(self._counted_peer, None)
-        if not self.handshake_done and not self.refused and reason.check(SSL.Error):
-            guard.metrics.security_event("tls_refused", "tls.handshake_refused", listener="centre_api",
-                                         ip=self.ip, reason=_short(reason))
-        super().connectionLost(reason)
-
-    # -- the HTTP side's hooks ---------------------------------------------------------
-
-    def hpf_request_received(self, request: Request) -> None:
-        """A whole request arrived (called by :class:`LimitedRequest`): its deadline is met."""
-        self._cancel("_request_timer")
-        self._busy += 1
-        request.notifyFinish().addBoth(self._request_done)
-
-    def _request_done(self, _: Any) -> None:
-        self._busy -= 1
-
-    # -- timers ---------------------------------------------------------------------------
-
-    def _start_request_timer(self) -> None:
-        self._request_timer = self.factory.clock.callLater(
-            self.factory.limits().centre_request_timeout, self._request_late)
-
-    def _handshake_late(self) -> None:
-        self._handshake_timer = None
-        if not self.handshake_done:
-            self._refuse("handshake_timeout", "centre_api.handshake_timeout", ip=self.ip,
-                         after_s=self.factory.limits().centre_handshake_timeout)
-
-    def _request_late(self) -> None:
-        self._request_timer = None
-        if self._busy == 0:
-            self._refuse("request_timeout", "centre_api.request_timeout", ip=self.ip,
-                         peer=self.identity.uri if self.identity else None,
-                         after_s=self.factory.limits().centre_request_timeout)
-
-    def _cancel(self, name: str) -> None:
-        timer = getattr(self, name)
-        if timer is not None and timer.active():
-            timer.cancel()
-        setattr(self, name, None)
-
-    def _refuse(self, kind: str, event: str, **fields: Any) -> None:
-        self.refused = True
-        self.factory.metrics.security_event(kind, event, listener="centre_api", **fields)
-        self.transport.abortConnection()
-
-
-class ConnectionGuard(WrappingFactory):
-    """Wraps the centre API's HTTP site inside TLS: timeouts, connection caps and handshake reports.
-
-    - A connection must complete its TLS handshake within
-      ``limits.centre_handshake_timeout`` seconds and deliver each whole
-      request within ``limits.centre_request_timeout`` (from connecting, or
-      from the first byte after the previous request): a client that sends
-      nothing, or dribbles a ClientHello or headers, is dropped.
-    - At most ``centre_connections_per_ip`` connections per source address
-      (checked before any TLS work) and ``centre_connections_per_centre``
-      per certificate identity (after the handshake) are open at once.
-    - A handshake that fails on a TLS error (bad, revoked or expired
-      certificate, no certificate, old protocol, garbage) is logged as
-      ``tls.handshake_refused`` with the source address and counted.
-
-    ``limits`` is called for every new connection, so a reload applies to
-    new connections at once.
-    """
-
-    protocol = GuardedConnection  # type: ignore[assignment]
-    noisy = False
-
-    def __init__(self, site: Site, limits: Callable[[], Limits], clock: IReactorTime,
-                 metrics: GatewayMetrics) -> None:
-        super().__init__(site)
-        self.limits = limits
-        self.clock = clock
-        self.metrics = metrics
-        self.per_ip: dict[str, int] = {}
-        self.per_peer: dict[str, int] = {}
-
-
-class LimitedRequest(Request):
-    """A request whose body is bounded: past MAX_BODY the rest is discarded and 413 answered."""
-
-    too_large = False
-    _received = 0
-
-    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:  # noqa: N802
-        # Tell a ConnectionGuard (the channel's transport, when there is one) that
-        # the whole request is in, so its deadline no longer applies.
-        hook = getattr(getattr(self.channel, "transport", None), "hpf_request_received", None)
-        if hook is not None:
-            hook(self)
-        super().requestReceived(command, path, version)
-
-    def gotLength(self, length: int | None) -> None:
-        if length is not None and length > MAX_BODY:
-            self.too_large = True
-            length = 0
-        super().gotLength(length)
-
-    def handleContentChunk(self, data: bytes) -> None:
-        self._received += len(data)
-        if self._received > MAX_BODY:
-            self.too_large = True
-            return
-        if not self.too_large:
-            super().handleContentChunk(data)
-
-
-class CentreApi(Resource):
+class CentreApi(JsonApi):
     """Routes /v1/… for centres.  One leaf resource: the paths are few and fixed."""
 
-    isLeaf = True
+    listener = "centre_api"
+    log_prefix = "centre_api"
+    failure_title = "The gateway failed to answer; retry later"
 
     def __init__(self, config: GatewayConfig, intake: Intake, db: Database, feed: ResultsFeed,
                  metrics: GatewayMetrics, reactor: IReactorTime) -> None:
@@ -507,70 +238,22 @@ class CentreApi(Resource):
 
     # -- plumbing ------------------------------------------------------------
 
-    def render(self, request: Request) -> Any:
-        d = Deferred.fromCoroutine(self._dispatch(request))
-        d.addErrback(lambda f: log.failure("centre_api.unhandled", f))
-        return NOT_DONE_YET
+    async def handle(self, request: Any, identity: PeerIdentity | None, method: str,
+                     path: str) -> tuple[str, int, Any]:
+        self._throttle(request, identity)
+        centre = self._centre(identity)
+        route, handler = self._route(method, path)
+        request.hpf_route = route
+        status, body = await handler(request, centre, path)
+        return route, status, body
 
-    async def _dispatch(self, request: Any) -> None:
-        route = "unknown"
-        try:
-            identity = self._identity(request)
-            self._throttle(request, identity)
-            centre = self._centre(identity)
-            path = request.path.decode("ascii", "replace")
-            method = request.method.decode("ascii", "replace")
-            route, handler = self._route(method, path)
-            status, body = await handler(request, centre, path)
-        except Problem as p:
-            status, body = p.status, p
-        except StoreUnavailable as e:
-            log.warn("centre_api.store_unavailable", error=str(e))
-            status, body = 503, Problem(503, "unavailable", "The store cannot take writes now; retry",
-                                        str(e)[:200])
-        except Exception:
-            # A bug must still answer (and free the connection), never leave the client hanging.
-            log.failure("centre_api.failed", route=route)
-            status, body = 500, Problem(500, "internal-error", "The gateway failed to answer; retry later")
-        if request.finished or getattr(request, "_disconnected", False) or request.channel is None:
-            return
+    def counted(self, route: str, status: int) -> None:
         self.metrics.api_requests.labels(route, str(status)).inc()
-        self._send(request, status, body)
-
-    def _send(self, request: Any, status: int, body: Any) -> None:
-        request.setResponseCode(status)
-        if isinstance(body, Problem):
-            request.setHeader(b"content-type", b"application/problem+json")
-            if body.retry_after is not None:
-                request.setHeader(b"retry-after", str(body.retry_after).encode("ascii"))
-            elif status == 503:
-                request.setHeader(b"retry-after", b"1")
-            if body.allow:
-                request.setHeader(b"allow", ", ".join(body.allow).encode("ascii"))
-            payload = json.dumps(body.to_json(), ensure_ascii=False).encode("utf-8")
-        elif isinstance(body, JsonText):
-            request.setHeader(b"content-type", b"application/json; charset=utf-8")
-            payload = body.encode("utf-8")
-        elif isinstance(body, bytes):
-            request.setHeader(b"content-type", b"application/json")
-            payload = body
-        else:
-            request.setHeader(b"content-type", b"application/json; charset=utf-8")
-            payload = _json(body).encode("utf-8")
-        request.setHeader(b"cache-control", b"no-store")
-        request.write(payload)
-        request.finish()
-
-    def _identity(self, request: Any) -> PeerIdentity | None:
-        try:
-            return peer_identity(request.transport)
-        except ValueError:  # a certificate from a trusted CA that names no hpf:// identity
-            return None
 
     def _throttle(self, request: Any, identity: PeerIdentity | None) -> None:
         """Charge the peer's token bucket; 429 with Retry-After when it is empty."""
         limits = self.config.limits
-        ip = _peer_ip(request)
+        ip = peer_ip(request)
         key = identity.uri if identity is not None else f"ip:{ip}"
         wait = self.limiter.take(key, self.reactor.seconds(), limits.centre_requests_per_second,
                                  limits.centre_request_burst)
@@ -654,11 +337,11 @@ class CentreApi(Resource):
                 items.append(self.intake.prepare(centre, entry, today))
                 positions.append(i)
             except Problem as p:
-                results[i] = _json({"index": i, "status": p.status, "problem": p.to_json()})
+                results[i] = json_text({"index": i, "status": p.status, "problem": p.to_json()})
         outcomes = await self.intake.store(items) if items else []
         for i, outcome in zip(positions, outcomes):
             status, value = self._outcome(outcome)
-            results[i] = (_json({"index": i, "status": status, "problem": value.to_json()})
+            results[i] = (json_text({"index": i, "status": status, "problem": value.to_json()})
                           if isinstance(value, Problem)
                           else f'{{"index":{i},"status":{status},"instruction":{value}}}')
         return 200, JsonText('{"results":[' + ",".join(results) + "]}")
@@ -751,26 +434,10 @@ def _wait_arg(request: Any, ceiling: float) -> float:
     return float(min(value, Decimal(str(ceiling))))
 
 
-def _peer_ip(request: Any) -> str:
-    try:
-        peer = request.getClientAddress()
-    except Exception:  # a test double without an address
-        return "?"
-    return str(getattr(peer, "host", peer))
-
-
-def make_site(api: CentreApi, *, idle_timeout: float = IDLE_TIMEOUT) -> Site:
-    """The HTTP site for the centre API, with bounded request bodies.
-
-    A connection with no request in progress and nothing received for
-    ``idle_timeout`` seconds (including one that never finishes its TLS
-    handshake) is closed, and aborted 15 s later if it does not go; a request
-    being answered (a long poll) does not count as idle.
-    """
-    # parsePOSTFormSubmission=False: the API speaks JSON only, so Twisted need not parse every
-    # POST's Content-Type through the email package (a tenth of a millisecond per request)
-    # or take multipart bodies apart.
-    site = Site(api, requestFactory=LimitedRequest, timeout=idle_timeout, parsePOSTFormSubmission=False)
-    site.displayTracebacks = False
-    site.noisy = False
-    return site
+def connection_limits(limits: Limits) -> ConnectionLimits:
+    """The ``[limits] centre_*`` guards, as every gateway listener applies them."""
+    return ConnectionLimits(connections_per_ip=limits.centre_connections_per_ip,
+                            connections_per_peer=limits.centre_connections_per_centre,
+                            handshake_timeout=limits.centre_handshake_timeout,
+                            request_timeout=limits.centre_request_timeout,
+                            idle_timeout=limits.centre_idle_timeout)

@@ -176,17 +176,29 @@ def cmd_backup(args: argparse.Namespace) -> int:
     return 0
 
 
-def _ops(config: Any, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+def _ops(config: Any, method: str, path: str, body: Any = None, *, token: bytes | None = None,
+         cert: str | None = None, key: str | None = None) -> tuple[int, Any]:
     import json
+    import ssl
     import urllib.error
     import urllib.request
 
     port = config.ops.split(":")[1]
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method,
+    headers = {"content-type": "application/json"}
+    if token is not None:
+        headers["authorization"] = "Bearer " + token.decode("ascii", "replace")
+    context = None
+    if config.ops_tls:  # the daemon's certificate is checked against tls.ca; ours proves the operator
+        context = ssl.create_default_context(cafile=str(config.tls.ca))
+        context.check_hostname = False
+        if cert and key:
+            context.load_cert_chain(cert, key)
+    scheme = "https" if config.ops_tls else "http"
+    request = urllib.request.Request(f"{scheme}://127.0.0.1:{port}{path}", method=method,
                                      data=json.dumps(body).encode() if body is not None else None,
-                                     headers={"content-type": "application/json"})
+                                     headers=headers)
     try:
-        with urllib.request.urlopen(request, timeout=10) as r:
+        with urllib.request.urlopen(request, timeout=10, context=context) as r:
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read() or b"{}")
@@ -198,25 +210,29 @@ def _ops(config: Any, method: str, path: str, body: Any = None) -> tuple[int, An
 def cmd_status(args: argparse.Namespace) -> int:
     import json
 
-    status, body = _ops(_load(args.config, check_files=False), "GET", "/status")
+    status, body = _ops(_load(args.config, check_files=False), "GET", "/status", cert=args.cert, key=args.key)
     print(json.dumps(body, ensure_ascii=False, indent=2))
     return 0 if status == 200 else 1
 
 
 def cmd_instructions(args: argparse.Namespace) -> int:
-    import getpass
     import json
+    import os
+    from pathlib import Path
 
     config = _load(args.config, check_files=False)
     centre = args.centre or next(iter(config.centres))
     path = f"/instructions/{centre}/{args.id}"
     if args.instructions_command == "show":
-        status, body = _ops(config, "GET", path)
+        status, body = _ops(config, "GET", path, cert=args.cert, key=args.key)
     else:
-        status, body = _ops(config, "POST", path + "/resolve",
-                            {"outcome": args.outcome, "evidence": args.evidence, "operator": getpass.getuser()})
+        # The operator is who the token or certificate proves; the ops listener ignores names in bodies.
+        token_file = args.token_file or os.environ.get("HPF_OPERATOR_TOKEN_FILE")
+        token = Path(token_file).read_bytes().strip() if token_file else None
+        status, body = _ops(config, "POST", path + "/resolve", {"outcome": args.outcome, "evidence": args.evidence},
+                            token=token, cert=args.cert, key=args.key)
     print(json.dumps(body, ensure_ascii=False, indent=2))
-    return 0 if status == 200 else 1
+    return 0 if status in (200, 202) else 1
 
 
 def cmd_adapters_decode(args: argparse.Namespace) -> int:
@@ -323,19 +339,27 @@ def build_parser() -> argparse.ArgumentParser:
     backup = with_config(sub.add_parser("backup", help="online backup of the SQLite store"))
     backup.add_argument("dest", help="the new backup file")
     backup.set_defaults(func=cmd_backup)
-    with_config(sub.add_parser("status", help="links, queues, backlog, in doubt: from the running daemon")
-                ).set_defaults(func=cmd_status)
+    def with_operator(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--cert", help="your hpf://operator/NAME certificate, when listen.ops_tls is on")
+        p.add_argument("--key", help="its private key")
+        return p
+
+    with_operator(with_config(sub.add_parser("status", help="links, queues, backlog, in doubt: from the running "
+                                                           "daemon"))).set_defaults(func=cmd_status)
     ins = sub.add_parser("instructions", help="one instruction: its trail, or a manual resolution"
                          ).add_subparsers(dest="instructions_command", required=True)
-    show = with_config(ins.add_parser("show", help="the instruction and its whole journal trail"))
+    show = with_operator(with_config(ins.add_parser("show", help="the instruction and its whole journal trail")))
     show.add_argument("id")
     show.add_argument("--centre", help="the centre (default: the config's first)")
     show.set_defaults(func=cmd_instructions)
-    res = with_config(ins.add_parser("resolve", help="resolve an in-doubt instruction, with evidence"))
+    res = with_operator(with_config(ins.add_parser("resolve", help="propose or confirm the resolution of an "
+                                                                   "in-doubt instruction, with evidence")))
     res.add_argument("id")
     res.add_argument("--centre", help="the centre (default: the config's first)")
     res.add_argument("--outcome", required=True, choices=("succeeded", "failed"))
     res.add_argument("--evidence", required=True, help="what proves the outcome (bank statement line, call ref)")
+    res.add_argument("--token-file", help="your operator token (default: $HPF_OPERATOR_TOKEN_FILE); a first call "
+                                          "proposes, another operator's call with the same outcome confirms")
     res.set_defaults(func=cmd_instructions)
 
     sim = sub.add_parser("simulate", help="simulated banks and centres").add_subparsers(

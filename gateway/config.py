@@ -23,7 +23,7 @@ import importlib.util
 import re
 import socket
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Collection, Iterator, Mapping, Sequence
@@ -33,6 +33,8 @@ from gateway.tls import resolve_credential
 from gateway.model import deceptive_character, format_amount, parse_amount
 
 __all__ = [
+    "OperatorConfig",
+    "endpoint_interface",
     "ConfigError",
     "TlsConfig",
     "Limits",
@@ -65,6 +67,22 @@ class ConfigError(Exception):
 
 
 # -- the typed configuration --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    """An operator who may write on the ops listener (``[operators.NAME]``).
+
+    They authenticate with a client certificate naming ``hpf://operator/NAME``
+    that chains to ``ca`` (``None``: ``tls.ca``) when the ops listener speaks
+    TLS (``listen.ops_tls``), or with the secret token in ``token_file``
+    (mode 0600; read through ``$CREDENTIALS_DIRECTORY`` under systemd
+    ``LoadCredential=``) sent as ``Authorization: Bearer TOKEN``.
+    """
+
+    name: str
+    token_file: Path | None = None
+    ca: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -248,6 +266,8 @@ class GatewayConfig:
     counterparties: Mapping[str, CounterpartyConfig]
     ledger: LedgerLinkConfig | None = None
     instance: str = ""
+    operators: Mapping[str, OperatorConfig] = field(default_factory=lambda: MappingProxyType({}))
+    ops_tls: bool = False
 
     def account(self, number: str) -> AccountConfig | None:
         """The registered account ``number``, or ``None``."""
@@ -342,11 +362,12 @@ _BANK_CODE = re.compile(r"[0-9]{12}")
 _HTTPS_URL = re.compile(r"https://[A-Za-z0-9.\-]+:[0-9]{1,5}")
 _IDENTITY_NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")
 _SECTIONS = ("gateway", "tls", "listen", "limits", "timeouts", "ledger", "centres", "banks",
-             "accounts", "counterparties")
+             "accounts", "counterparties", "operators")
 _LEDGER_KEYS = ("url", "name", "ca", "signing_key", "signature_alg", "batch")
 _GATEWAY_KEYS = ("node", "database", "instance")
 _TLS_KEYS = ("certificate", "private_key", "ca", "crls")
-_LISTEN_KEYS = ("centre_api", "ops")
+_LISTEN_KEYS = ("centre_api", "ops", "ops_tls")
+_OPERATOR_KEYS = ("token_file", "ca")
 _LIMIT_KEYS = ("max_amount", "large_amount", "max_batch", "max_queue_per_bank", "centre_idle_timeout",
                "centre_handshake_timeout", "centre_request_timeout", "centre_connections_per_ip",
                "centre_connections_per_centre", "centre_requests_per_second", "centre_request_burst")
@@ -422,7 +443,8 @@ class _Checker:
             instance = self.string(gateway_table, ("gateway",), "instance", pattern=_IDENTITY_NAME,
                                    what="must be 1-32 of A-Z a-z 0-9 _ - (this node's name)") or instance
         tls = self.tls(self.section(doc, "tls", required=True))
-        centre_api, ops = self.listen(self.section(doc, "listen", required=True))
+        centre_api, ops, ops_tls = self.listen(self.section(doc, "listen", required=True))
+        operators = self.operators(self.section(doc, "operators") or {})
         limits = self.limits(self.section(doc, "limits"))
         timeouts = self.timeouts(self.section(doc, "timeouts"))
         raw_centres = self.section(doc, "centres") or {}
@@ -443,7 +465,8 @@ class _Checker:
             path=path, node=node, database=database, tls=tls, centre_api=centre_api, ops=ops,
             limits=limits, timeouts=timeouts, centres=MappingProxyType(centres),
             banks=MappingProxyType(banks), accounts=MappingProxyType(accounts),
-            counterparties=MappingProxyType(counterparties), ledger=ledger, instance=instance)
+            counterparties=MappingProxyType(counterparties), ledger=ledger, instance=instance,
+            operators=MappingProxyType(operators), ops_tls=ops_tls)
 
     def ledger(self, table: Any) -> LedgerLinkConfig | None:
         if table is None:
@@ -489,12 +512,33 @@ class _Checker:
             return None
         return TlsConfig(certificate, private_key, ca, crls)
 
-    def listen(self, table: dict[str, Any] | None) -> tuple[str | None, str | None]:
+    def listen(self, table: dict[str, Any] | None) -> tuple[str | None, str | None, bool]:
         if table is None:
-            return None, None
+            return None, None, False
         self.keys(table, ("listen",), _LISTEN_KEYS)
         centre_api = self.endpoint(table, ("listen",), "centre_api", listen=True)
-        return centre_api, self.endpoint(table, ("listen",), "ops", listen=True)
+        ops = self.endpoint(table, ("listen",), "ops", listen=True)
+        ops_tls = table.get("ops_tls", False)
+        if not isinstance(ops_tls, bool):
+            self.problem(("listen", "ops_tls"), f"must be true or false, not {_show(ops_tls)}")
+            ops_tls = False
+        if ops is not None and not ops_tls and not _loopback_endpoint(ops):
+            # Whoever reaches the ops listener may read every instruction and, with a
+            # credential, resolve money: off loopback only behind client certificates.
+            self.problem(("listen", "ops"), "must listen on loopback (interface=127.0.0.1 or ::1, or a "
+                                            "unix: socket) unless listen.ops_tls = true (TLS with client "
+                                            "certificates)")
+        return centre_api, ops, ops_tls
+
+    def operators(self, table: dict[str, Any]) -> dict[str, OperatorConfig]:
+        found: dict[str, OperatorConfig] = {}
+        for name, entry in self.entries(table, "operators", _IDENTITY_NAME,
+                                        "must be 1-32 of A-Z a-z 0-9 _ - (the NAME in hpf://operator/NAME)"):
+            at = ("operators", name)
+            self.keys(entry, at, _OPERATOR_KEYS)
+            token_file = self.file_path(entry, at, "token_file", default=None)
+            found[name] = OperatorConfig(name, token_file, self.file_path(entry, at, "ca", default=None))
+        return found
 
     def limits(self, table: dict[str, Any] | None) -> Limits | None:
         if table is None:
@@ -954,6 +998,29 @@ class _Checker:
 
 
 # -- endpoint strings ----------------------------------------------------------
+
+
+def endpoint_interface(description: str) -> str | None:
+    """The address a (valid) tcp:/tcp6: server endpoint binds ("" for every interface); None for others."""
+    args, kwargs = _split_endpoint(description)
+    kind = args.pop(0)
+    if kind not in ("tcp", "tcp6"):
+        return None
+    return _positional(args, kwargs, ("port",)).get("interface", "")
+
+
+def _loopback_endpoint(description: str) -> bool:
+    """Whether a (valid) server endpoint string listens on loopback only (a unix: socket counts)."""
+    kind = _split_endpoint(description)[0][0]
+    if kind == "unix":
+        return True
+    if kind == "systemd":
+        return _split_endpoint(description)[1].get("domain") == "UNIX"
+    interface = endpoint_interface(description)
+    try:
+        return bool(interface) and ipaddress.ip_address(interface).is_loopback
+    except ValueError:
+        return False
 
 
 def _split_endpoint(description: str) -> tuple[list[str], dict[str, str]]:

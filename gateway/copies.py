@@ -352,7 +352,7 @@ def read_content(env: Envelope) -> Copy:
 
 
 def _decode(text: str) -> dict[str, Any]:
-    from gateway.centre_api import strict_json  # duplicate keys, NaN, floats refused as for every body
+    from gateway.web import strict_json  # duplicate keys, NaN, floats refused as for every body
 
     try:
         value = strict_json(text.encode("utf-8"))

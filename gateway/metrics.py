@@ -70,6 +70,10 @@ class GatewayMetrics:
             "for our own, \"gateway-chain:CN\" for an intermediate we send, "
             "\"trust:SCOPE:CN:FINGERPRINT12\" for a trust anchor (SCOPE: default, centre/ID, bank/ID, ledger).",
             ["peer"], registry=r)
+        self.crl_next_update = Gauge(
+            "hpf_gateway_crl_next_update_timestamp_seconds",
+            "When each configured CRL (tls.crls) must be replaced (its nextUpdate, Unix time); past it, "
+            "every peer of that issuer is refused.", ["issuer"], registry=r)
         self.api_requests = Counter(
             "hpf_gateway_api_requests", "Centre API requests by route and status.", ["route", "status"], registry=r)
         self.ledger_backlog = Gauge(

@@ -16,7 +16,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.web.server import Site
 
 from adapters.base import Adapter, load_adapter
-from gateway.centre_api import CentreApi, ConnectionGuard, Intake, ResultsFeed, make_site
+from gateway.centre_api import CentreApi, Intake, ResultsFeed, connection_limits
 from gateway.config import BankConfig, GatewayConfig
 from gateway.lease import LeaseKeeper
 from gateway.links import BankLink, make_link_service
@@ -25,8 +25,9 @@ from gateway.ops import make_ops_site
 from gateway.relay import Relay
 from gateway.signing import InstructionSigner
 from gateway.store.db import Database
-from gateway.tls import (HTTP_ALPN, ReloadableOptions, certificate_identity, certificate_inventory,
-                         client_options, crl_next_updates, server_options, tls_server_factory)
+from gateway.web import guarded_site
+from gateway.tls import (HTTP_ALPN, PartyAnchors, ReloadableOptions, certificate_identity, certificate_inventory,
+                         client_options, export_crl_next_updates, server_options, tls_server_factory)
 
 __all__ = ["Gateway", "makeService", "CertificateWatch", "EXPIRY_WARNING_DAYS"]
 
@@ -44,14 +45,22 @@ def _tls_options(config: GatewayConfig) -> dict[str, Any]:
     """
     tls = config.tls
     crls = tls.crls
-    centre_trust = sorted({c.ca or tls.ca for c in config.centres.values()} | {tls.ca})
-    out: dict[str, Any] = {"centre_api": server_options(tls.certificate, tls.private_key, centre_trust,
+    # Each party is trusted through its own bundle only (tls.ca where it has none).
+    centres = PartyAnchors({("centre", cid): [c.ca or tls.ca] for cid, c in config.centres.items()},
+                           default=[tls.ca])
+    out: dict[str, Any] = {"centre_api": server_options(tls.certificate, tls.private_key, centres,
                                                         crls=crls, alpn=HTTP_ALPN)}
     for bank_id, bank in config.banks.items():
         make = server_options if bank.direction == "listen" else client_options
-        out[f"bank_{bank_id}"] = make(tls.certificate, tls.private_key, [bank.ca or tls.ca], crls=crls)
+        out[f"bank_{bank_id}"] = make(tls.certificate, tls.private_key,
+                                      PartyAnchors({("bank", bank_id): [bank.ca or tls.ca]}), crls=crls)
+    if config.ops_tls:
+        operators = PartyAnchors({("operator", n): [o.ca or tls.ca] for n, o in config.operators.items()},
+                                 default=[tls.ca])
+        out["ops"] = server_options(tls.certificate, tls.private_key, operators, crls=crls, alpn=HTTP_ALPN)
     if config.ledger is not None:
-        out["ledger"] = client_options(tls.certificate, tls.private_key, [config.ledger.ca or tls.ca],
+        out["ledger"] = client_options(tls.certificate, tls.private_key,
+                                       PartyAnchors({("ledger", config.ledger.name): [config.ledger.ca or tls.ca]}),
                                        crls=crls)
     return out
 
@@ -116,7 +125,7 @@ class CertificateWatch(Service):
         now = self.clock.seconds()
         try:
             inventory = certificate_inventory(self.config.tls.certificate, _trust_scopes(self.config))
-            crls = crl_next_updates(self.config.tls.crls)
+            crls = export_crl_next_updates(self.metrics.crl_next_update, self.config.tls.crls)
         except (ValueError, OSError) as e:
             log.error("tls.certificate_check_failed", error=str(e)[:300])
             return []
@@ -225,15 +234,17 @@ class Gateway:
             d.timeouts = new.timeouts
             d.bank = new.banks.get(d.bank.id, d.bank)
             d.instruction_signer = signers.get(bank_id)
+        closed = 0
         for name, options in rebuilt.items():
             if name in self.tls_options:
-                self.tls_options[name].replace(options)
+                # Open connections the new trust refuses (revoked, party removed) are closed now.
+                closed += self.tls_options[name].replace(options)
         if self.site is not None:
             self.site.timeOut = new.limits.centre_idle_timeout  # new connections
         if self.certificates is not None:
             self.certificates.config = new
             self.certificates.check()
-        log.info("gateway.reloaded", centres=len(new.centres), accounts=len(new.accounts),
+        log.info("gateway.reloaded", closed=closed, centres=len(new.centres), accounts=len(new.accounts),
                  counterparties=len(new.counterparties), crls=len(new.tls.crls))
 
 
@@ -282,7 +293,7 @@ def makeService(config: GatewayConfig, reactor: Any) -> Gateway:  # noqa: N802 (
     api = CentreApi(config, intake, db, feed, metrics, reactor)
 
     tls = config.tls
-    tls_options = {name: ReloadableOptions(o) for name, o in _tls_options(config).items()}
+    tls_options = {name: ReloadableOptions(o, name) for name, o in _tls_options(config).items()}
     signers = _instruction_signers(config)
     for bank_id, dispatcher in relay.dispatchers.items():
         dispatcher.instruction_signer = signers.get(bank_id)
@@ -290,8 +301,9 @@ def makeService(config: GatewayConfig, reactor: Any) -> Gateway:  # noqa: N802 (
     certificates.setServiceParent(top)
     api_options = tls_options["centre_api"]
     listeners: dict[str, StreamServerEndpointService] = {}
-    site = make_site(api, idle_timeout=config.limits.centre_idle_timeout)
-    guard = ConnectionGuard(site, lambda: api.config.limits, reactor, metrics)
+    guard = guarded_site(api, lambda: connection_limits(api.config.limits), reactor, metrics.security_event,
+                         listener="centre_api")
+    site = guard.wrappedFactory
     api_service = StreamServerEndpointService(
         serverFromString(reactor, config.centre_api), tls_server_factory(guard, api_options))
     api_service._raiseSynchronously = True
@@ -355,8 +367,10 @@ def makeService(config: GatewayConfig, reactor: Any) -> Gateway:  # noqa: N802 (
     gateway = Gateway(top, config, db, relay, api, metrics, links, listeners, forwarder, tls_options, reactor,
                       keepers, certificates, site)
     # The ops site shows the running parts, so it is built last, from the handle.
-    ops_service = StreamServerEndpointService(serverFromString(reactor, config.ops),
-                                              make_ops_site(gateway, ready))
+    ops_factory: Any = make_ops_site(gateway, ready, lambda: connection_limits(gateway.config.limits))
+    if config.ops_tls:
+        ops_factory = tls_server_factory(ops_factory, tls_options["ops"])
+    ops_service = StreamServerEndpointService(serverFromString(reactor, config.ops), ops_factory)
     ops_service._raiseSynchronously = True
     ops_service.setName("ops")
     ops_service.setServiceParent(top)

@@ -10,7 +10,10 @@ Policy, the same for servers and clients (DESIGN §8):
   loaded.  Every certificate in a bundle is a trust anchor, so a bundle may
   hold CAs or a pinned peer certificate.
 - Who the peer *is* comes from its certificate's ``hpf://ROLE/NAME`` URI
-  (``identity_from_certificate``); the caller checks it after the handshake.
+  (``identity_from_certificate``), and it counts only when the verified chain
+  ends at the anchor configured for that very party (:class:`PartyAnchors`,
+  :func:`chain_refusal`), checked during the handshake; the caller then checks
+  that the party is one this listener or link serves.
 
 pyOpenSSL's own X509/PKey API is being deprecated; everything outside this
 module works with ``cryptography`` objects and paths, so that change stays here.
@@ -22,6 +25,7 @@ import datetime
 import os
 import re
 import stat
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +43,7 @@ from twisted.internet.interfaces import (
     IStreamClientEndpoint,
 )
 from twisted.internet.ssl import AcceptableCiphers, CertificateOptions, TLSVersion
+from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
@@ -53,15 +58,19 @@ __all__ = [
     "IDENTITY_NAME",
     "ROLES",
     "InsecureKeyError",
+    "PartyAnchors",
     "PeerIdentity",
     "ReloadableOptions",
     "TLSOptions",
     "certificate_not_after",
+    "chain_refusal",
     "certificate_inventory",
     "crl_next_updates",
+    "export_crl_next_updates",
     "check_key_file",
     "client_options",
     "identity_from_certificate",
+    "is_tls_error",
     "load_certificates",
     "peer_identity",
     "resolve_credential",
@@ -70,9 +79,11 @@ __all__ = [
     "tls_server_factory",
 ]
 
+log = Logger()
+
 #: Roles a certificate may name in its ``hpf://ROLE/NAME`` URI.
 ROLES: frozenset[str] = frozenset(
-    {"gateway", "bank", "centre", "ledger", "supervisor", "ops"}
+    {"gateway", "bank", "centre", "ledger", "supervisor", "ops", "operator"}
 )
 #: What a NAME in ``hpf://ROLE/NAME`` may be (the same alphabet as our ids).
 IDENTITY_NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")
@@ -173,6 +184,151 @@ def peer_identity(transport: Any) -> PeerIdentity | None:
         except AttributeError:  # a transport that takes no attributes is asked every time
             pass
     return identity
+
+
+# -- identity bound to its own anchor -----------------------------------------
+
+
+def _fingerprint(cert: x509.Certificate) -> bytes:
+    return cert.fingerprint(hashes.SHA256())
+
+
+class PartyAnchors:
+    """Which trust anchors vouch for which party: every party's trust is its own.
+
+    Built from ``{(role, name): bundle files}``: the anchors of a party are the
+    certificates in its own bundles (a CA, an intermediate, or its pinned
+    certificate).  ``bundles`` is the union (``default`` when there is no
+    party), which the TLS handshake loads; :func:`chain_refusal` then requires
+    the chain to end at the party's own.
+    Reads the files (``ValueError``/``OSError`` when one is unreadable).
+    """
+
+    def __init__(self, parties: Mapping[tuple[str, str], Sequence[Path]], *,
+                 default: Sequence[Path] = ()) -> None:
+        self._anchors: dict[tuple[str, str], frozenset[bytes]] = {}
+        paths: set[Path] = set()
+        for party, bundle in parties.items():
+            _require_sequence(bundle, "trust")
+            self._anchors[party] = frozenset(
+                _fingerprint(c) for path in bundle for c in load_certificates(path))
+            paths.update(Path(p) for p in bundle)
+        # With no party configured the handshake still needs an anchor (OpenSSL and
+        # Twisted refuse an empty store); ``default`` then vouches for no party.
+        self.bundles: list[Path] = sorted(paths) or [Path(p) for p in default]
+
+    def __contains__(self, party: object) -> bool:
+        return party in self._anchors
+
+    def anchors(self, role: str, name: str) -> frozenset[bytes] | None:
+        """SHA-256 fingerprints of the party's anchors; ``None`` for a party not configured here."""
+        return self._anchors.get((role, name))
+
+
+def chain_refusal(
+    chain: Sequence[x509.Certificate], role: str, name: str, parties: PartyAnchors
+) -> str | None:
+    """Why a verified peer chain does not count as party ``role``/``name``; ``None`` when it does.
+
+    ``chain`` is the chain TLS verified, leaf first, ending at the trust
+    anchor the handshake found.  It counts only when the leaf names exactly
+    ``hpf://ROLE/NAME``, that party is configured, and one certificate of the
+    chain (the leaf itself, for a pinned certificate) is one of that party's
+    own anchors: another party's CA, or the default CA for a party configured
+    with its own, mints nothing.  The one place this is decided, for every
+    listener and link.
+    """
+    if not chain:
+        return "no certificate"
+    try:
+        identity = identity_from_certificate(chain[0])
+    except ValueError as e:
+        return str(e)
+    if (identity.role, identity.name) != (role, name):
+        return f"certificate names {identity.uri}, not hpf://{role}/{name}"
+    anchors = parties.anchors(role, name)
+    if anchors is None:
+        return f"hpf://{role}/{name} is not a configured party here"
+    if not any(_fingerprint(c) in anchors for c in chain):
+        return f"chain of {identity.uri} does not end at that party's own trust anchor"
+    return None
+
+
+def is_tls_error(failure: Any) -> bool:
+    """Whether a connection was lost to a TLS error (bad, revoked or expired certificate, garbage)."""
+    return failure.check(SSL.Error) is not None
+
+
+def _revoked(leaf: x509.Certificate, crls: Sequence[x509.CertificateRevocationList]) -> bool:
+    return any(crl.issuer == leaf.issuer
+               and crl.get_revoked_certificate_by_serial_number(leaf.serial_number) is not None
+               for crl in crls)
+
+
+def _uri_of(cert: crypto.X509) -> str | None:
+    try:
+        return identity_from_certificate(cert.to_cryptography()).uri
+    except ValueError:
+        return None
+
+
+def _verify_error(errno: int) -> str:
+    """OpenSSL's text for an X509 verify error number (e.g. "unable to get local issuer certificate")."""
+    from OpenSSL._util import ffi, lib  # pyOpenSSL's own binding; it exposes no public call for this
+
+    try:
+        return str(ffi.string(lib.X509_verify_cert_error_string(errno)).decode("ascii", "replace"))
+    except Exception:  # pragma: no cover - a binding without the function
+        return f"verify error {errno}"
+
+
+class _Binder:
+    """The handshake's verify callback: collects the verified chain and binds the leaf's identity to it.
+
+    A leaf naming a party configured in ``parties`` is refused unless
+    :func:`chain_refusal` accepts it; with ``expect`` (a dialler that knows
+    whom it calls) the leaf must be that party.  A leaf naming no configured
+    party passes, for the caller to refuse as not one of its parties.
+    What was decided stays on the connection for :func:`peer_identity` and
+    for re-checking on reload.
+    """
+
+    def __init__(self, parties: PartyAnchors | None) -> None:
+        self.parties = parties
+
+    def __call__(self, conn: SSL.Connection, cert: crypto.X509, errno: int, depth: int, ok: int,
+                 expect: tuple[str, str] | None = None) -> bool:
+        if not ok:
+            if not conn.__dict__.get("_hpf_said"):  # one line per connection, at its first error
+                conn._hpf_said = True  # type: ignore[attr-defined]
+                log.warn("tls.chain_refused", kind="chain_refused", peer=_uri_of(cert), depth=depth,
+                         subject=_common_name(cert.to_cryptography().subject), reason=_verify_error(errno))
+            return False
+        seen = conn.__dict__.setdefault("_hpf_seen", {})
+        seen[depth] = cert
+        if depth != 0:
+            return True
+        chain = [seen[d].to_cryptography() for d in sorted(seen)]
+        conn._hpf_chain = chain  # type: ignore[attr-defined]
+        try:
+            identity: PeerIdentity | None = identity_from_certificate(chain[0])
+        except ValueError:
+            identity = None
+        party = expect or ((identity.role, identity.name) if identity is not None else None)
+        if self.parties is None:
+            reason = None if expect is None or (identity and (identity.role, identity.name) == expect) \
+                else f"certificate does not name hpf://{expect[0]}/{expect[1]}"
+        elif party is not None and (expect is not None or party in self.parties):
+            reason = chain_refusal(chain, party[0], party[1], self.parties)
+        else:
+            reason = None
+        if reason is not None:
+            log.warn("tls.identity_refused", kind="identity_refused",
+                     peer=identity.uri if identity else None, reason=reason,
+                     anchor=chain[-1].fingerprint(hashes.SHA256()).hex()[:12])
+            return False
+        conn._hpf_bound = party if self.parties is not None and party in self.parties else None  # type: ignore[attr-defined]
+        return True
 
 
 # -- key files ----------------------------------------------------------------
@@ -299,21 +455,43 @@ def _load_identity(
     return leaf, chain[1:], key
 
 
+class _BoundOptions(CertificateOptions):
+    """CertificateOptions that remember whom they trust for what, to bind and re-check identities."""
+
+    parties: PartyAnchors | None = None
+    revocations: list[x509.CertificateRevocationList] = []
+    binder: _Binder
+
+    def refusal(self, conn: SSL.Connection) -> str | None:
+        """Why an open connection made under older options is not acceptable under these, or None."""
+        chain = getattr(conn, "_hpf_chain", None)
+        party = getattr(conn, "_hpf_bound", None)
+        if not chain or party is None:
+            return None  # nothing was bound on it: no party of ours to lose
+        if self.parties is None:
+            return None
+        reason = chain_refusal(chain, party[0], party[1], self.parties)
+        if reason is None and _revoked(chain[0], self.revocations):
+            reason = "certificate revoked"
+        return reason
+
+
 def _options(
     certificate: Path,
     private_key: Path,
-    trust: Sequence[Path],
+    trust: Sequence[Path] | PartyAnchors,
     crls: Sequence[Path],
     alpn: Sequence[bytes] = (),
 ) -> CertificateOptions:
     leaf, extra_chain, key = _load_identity(certificate, private_key)
-    anchors = _load_trust(trust)
+    parties = trust if isinstance(trust, PartyAnchors) else None
+    anchors = _load_trust(parties.bundles if parties is not None else trust)  # type: ignore[arg-type]
     revocations = _load_crls(crls)
     # CertificateOptions' annotations still say pyOpenSSL PKey/X509, but these
     # values only reach Context.use_certificate/use_privatekey/
     # add_extra_chain_cert, which take cryptography objects (and warn on the
     # deprecated pyOpenSSL ones).  The trust store still wants pyOpenSSL X509.
-    options = CertificateOptions(
+    options = _BoundOptions(
         privateKey=key,  # type: ignore[arg-type]
         certificate=leaf,  # type: ignore[arg-type]
         extraCertChain=extra_chain or None,  # type: ignore[arg-type]
@@ -340,6 +518,12 @@ def _options(
     context = options.getContext()
     if _OP_NO_RENEGOTIATION:
         context.set_options(_OP_NO_RENEGOTIATION)
+    options.parties, options.revocations = parties, revocations
+    options.binder = _Binder(parties)
+    # The same verification OpenSSL does (VERIFY_CLIENT_ONCE as Twisted sets it),
+    # plus binding each configured party's identity to its own anchor.
+    context.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT | SSL.VERIFY_CLIENT_ONCE,
+                       options.binder)
     store = context.get_cert_store()
     if store is None:  # pragma: no cover - pyOpenSSL always has one
         raise RuntimeError("OpenSSL context has no certificate store")
@@ -360,7 +544,7 @@ def _options(
 def server_options(
     certificate: Path,
     private_key: Path,
-    trust: Sequence[Path],
+    trust: Sequence[Path] | PartyAnchors,
     *,
     crls: Sequence[Path] = (),
     alpn: Sequence[bytes] = (),
@@ -374,6 +558,9 @@ def server_options(
     a current CRL in the list.  Raises ``InsecureKeyError`` for an exposed or
     missing key and ``ValueError`` for unreadable or mismatched files.  ``alpn``
     lists the application protocols an HTTP listener speaks (``b"http/1.1"``).
+    With ``trust`` a :class:`PartyAnchors`, its bundles are trusted and a
+    client naming one of its parties is accepted only as :func:`chain_refusal`
+    allows (refused in the handshake, logged as ``tls.identity_refused``).
     """
     return _options(certificate, private_key, trust, crls, alpn)
 
@@ -381,7 +568,7 @@ def server_options(
 def client_options(
     certificate: Path,
     private_key: Path,
-    trust: Sequence[Path],
+    trust: Sequence[Path] | PartyAnchors,
     *,
     crls: Sequence[Path] = (),
 ) -> CertificateOptions:
@@ -403,31 +590,61 @@ class ReloadableOptions:
 
     Pass this to ``tls_server_factory`` / ``tls_client_endpoint``; on SIGHUP
     build new options (which validates the files) and ``replace`` them.
-    Connections already up keep the context they started with; new ones use
-    the new certificate, key, trust and CRLs.
+    New connections use the new certificate, key, trust and CRLs; open ones
+    keep their context, except those whose peer the new options refuse
+    (revoked, party removed, anchor changed), which are closed.
     """
 
-    def __init__(self, options: CertificateOptions) -> None:
+    def __init__(self, options: CertificateOptions, name: str = "") -> None:
         self._current = options
+        self.name = name
+        # Open connections, to re-check on replace (weak: a closed one just goes).
+        self._live: weakref.WeakKeyDictionary[TLSMemoryBIOProtocol, SSL.Connection] = (
+            weakref.WeakKeyDictionary())
 
     @property
     def current(self) -> CertificateOptions:
         """The options new connections are made with."""
         return self._current
 
-    def replace(self, options: CertificateOptions) -> None:
-        """Use ``options`` for every connection from now on."""
+    def replace(self, options: CertificateOptions) -> int:
+        """Use ``options`` for every connection from now on, and close open ones they refuse.
+
+        An open connection whose peer was bound to a configured party is
+        aborted at once when, under ``options``, its certificate is revoked,
+        its party is no longer configured, or its chain no longer ends at that
+        party's anchor (logged as ``tls.connection_closed``).  Returns how
+        many were closed.
+        """
         self._current = options
+        check = getattr(options, "refusal", None)
+        closed = 0
+        if check is None:
+            return closed
+        for protocol, conn in list(self._live.items()):
+            reason = check(conn)
+            if reason is None or getattr(protocol, "disconnected", False):
+                continue
+            party = getattr(conn, "_hpf_bound", None)
+            log.warn("tls.connection_closed", kind="closed_on_reload", listener=self.name,
+                     peer=f"hpf://{party[0]}/{party[1]}" if party else None, reason=reason)
+            protocol.abortConnection()
+            closed += 1
+        return closed
 
     def serverConnectionForTLS(  # noqa: N802 (Twisted interface)
         self, tlsProtocol: TLSMemoryBIOProtocol  # noqa: N803
     ) -> SSL.Connection:
-        return self._current.serverConnectionForTLS(tlsProtocol)
+        conn = self._current.serverConnectionForTLS(tlsProtocol)
+        self._live[tlsProtocol] = conn
+        return conn
 
     def clientConnectionForTLS(  # noqa: N802 (Twisted interface)
         self, tlsProtocol: TLSMemoryBIOProtocol  # noqa: N803
     ) -> SSL.Connection:
-        return self._current.clientConnectionForTLS(tlsProtocol)
+        conn = self._current.clientConnectionForTLS(tlsProtocol)
+        self._live[tlsProtocol] = conn
+        return conn
 
 
 TLSOptions = CertificateOptions | ReloadableOptions
@@ -496,13 +713,30 @@ def crl_next_updates(crls: Sequence[Path]) -> list[tuple[str, datetime.datetime 
     return [(_common_name(crl.issuer), crl.next_update_utc) for crl in _load_crls(crls)]
 
 
+def export_crl_next_updates(gauge: Any, crls: Sequence[Path]) -> list[tuple[str, datetime.datetime | None]]:
+    """Set ``gauge{issuer}`` to each CRL's nextUpdate (Unix time), dropping issuers no longer listed.
+
+    The alert rule compares it with the time, so a stale CRL is seen even
+    when nothing reloads.  Unreadable files leave the gauge as it was.
+    """
+    updates = crl_next_updates(crls)
+    current = {issuer: when.timestamp() for issuer, when in updates if when is not None}
+    for issuer, value in current.items():
+        gauge.labels(issuer).set(value)
+    listed = {s.labels["issuer"] for m in gauge.collect() for s in m.samples}
+    for issuer in listed - set(current):
+        gauge.remove(issuer)
+    return updates
+
+
 @implementer(IOpenSSLClientConnectionCreator)
 class ExpectPeer:
     """Client TLS that also refuses, during the handshake, a server that is not ``role/name``.
 
     For clients that cannot look at the peer after the handshake (twisted.web's
     Agent): the chain is verified as ``options`` says, and the leaf must carry
-    the ``hpf://ROLE/NAME`` identity — our hostname verification.
+    the ``hpf://ROLE/NAME`` identity, bound to that party's own anchor when
+    ``options`` trust a :class:`PartyAnchors` — our hostname verification.
     """
 
     def __init__(self, options: TLSOptions, role: str, name: str) -> None:
@@ -514,19 +748,12 @@ class ExpectPeer:
         self, tlsProtocol: TLSMemoryBIOProtocol  # noqa: N803
     ) -> SSL.Connection:
         conn = self._options.clientConnectionForTLS(tlsProtocol)
-        conn.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, self._verify)
+        options = self._options.current if isinstance(self._options, ReloadableOptions) else self._options
+        binder = getattr(options, "binder", None) or _Binder(None)
+        expect = (self.role, self.name)
+        conn.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT,
+                        lambda c, cert, errno, depth, ok: binder(c, cert, errno, depth, ok, expect))
         return conn
-
-    def _verify(self, conn: SSL.Connection, cert: crypto.X509, errno: int, depth: int, ok: int) -> bool:
-        if not ok:
-            return False
-        if depth != 0:
-            return True
-        try:
-            identity = identity_from_certificate(cert.to_cryptography())
-        except ValueError:
-            return False
-        return identity.role == self.role and identity.name == self.name
 
 
 def certificate_identity(path: Path) -> PeerIdentity:

@@ -39,19 +39,16 @@ from twisted.internet.defer import Deferred, DeferredLock
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
-from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Request, Site
 
-from gateway.centre_api import Problem, json_body, make_site
 from gateway.copies import CopyError, Refusal, Unreadable, check_raw, read_content, read_envelope
+from gateway.web import Csv, JsonApi, Problem, json_body
 from gateway.ledger import store
 from gateway.ledger.config import LedgerConfig, PublicSigningKey
 from gateway.ledger.matcher import Fact, forged_copy_alert
 from gateway.ledger.rules import copy_refused_alert
 from gateway.ledger.verify import verify_signature
 from gateway.model import FieldError, format_amount
-from gateway.store.db import StoreUnavailable
-from gateway.tls import PeerIdentity, peer_identity
+from gateway.tls import PeerIdentity
 
 if TYPE_CHECKING:
     from gateway.ledger.service import LedgerMetrics, MatchEngine
@@ -59,7 +56,7 @@ if TYPE_CHECKING:
 __all__ = [
     "MAX_COPIES", "ParsedCopy", "CopyChecker",
     "CheckPool", "ChecksUnavailable", "Ingest", "IngestApi", "SupervisorApi", "daily_report", "report_csv",
-    "REPORT_TZ", "make_ledger_site",
+    "REPORT_TZ",
 ]
 
 log = Logger()
@@ -381,57 +378,23 @@ def _alert_row(draft: Any) -> store.AlertRow:
 # -- HTTP plumbing --------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Csv:
-    """A CSV answer body."""
+class _JsonApi(JsonApi):
+    """A ledger listener's resource: identity first, then the route; problem+json for errors."""
 
-    text: str
-
-
-class _JsonApi(Resource):
-    """One leaf resource per listener: identity first, then the route; problem+json for errors."""
-
-    isLeaf = True
-    listener = ""
+    log_prefix = "ledger_api"
+    failure_title = "The ledger failed to answer; retry later"
 
     def __init__(self, metrics: LedgerMetrics) -> None:
         super().__init__()
         self.metrics = metrics
 
-    def render(self, request: Request) -> Any:
-        d = Deferred.fromCoroutine(self._dispatch(request))
-        d.addErrback(lambda f: log.failure("ledger_api.unhandled", f))
-        return NOT_DONE_YET
-
-    async def _dispatch(self, request: Any) -> None:
-        route = "unknown"
-        body: Any
-        try:
-            identity = self._identity(request)
-            path = request.path.decode("ascii", "replace")
-            method = request.method.decode("ascii", "replace")
-            route, status, body = await self.handle(request, identity, method, path)
-        except Problem as p:
-            status, body = p.status, p
-        except StoreUnavailable as e:
-            log.warn("ledger_api.store_unavailable", listener=self.listener, error=str(e))
-            status, body = 503, Problem(503, "unavailable", "The store cannot take writes now; retry",
-                                        str(e)[:200])
-        except ChecksUnavailable as e:
-            status, body = 503, Problem(503, "unavailable", "The copies could not be checked; retry", str(e))
-        except Exception:
-            log.failure("ledger_api.failed", listener=self.listener)
-            status, body = 500, Problem(500, "internal-error", "The ledger failed to answer; retry later")
-        if request.finished or request.channel is None:
-            return
+    def counted(self, route: str, status: int) -> None:
         self.metrics.api_requests.labels(self.listener, route, str(status)).inc()
-        _send(request, status, body)
 
-    def _identity(self, request: Any) -> PeerIdentity | None:
-        try:
-            return peer_identity(request.transport)
-        except ValueError:  # a certificate from a trusted CA that names no hpf:// identity
-            return None
+    def unavailable(self, error: Exception) -> Problem | None:
+        if isinstance(error, ChecksUnavailable):
+            return Problem(503, "unavailable", "The copies could not be checked; retry", str(error))
+        return None
 
     def deny(self, request: Any, identity: PeerIdentity | None, reason: str, title: str) -> Problem:
         """Log and count a refusal; the 403 problem to answer with."""
@@ -442,35 +405,8 @@ class _JsonApi(Resource):
                  path=request.path.decode("ascii", "replace")[:200])
         return Problem(403, reason, title)
 
-    async def handle(self, request: Any, identity: PeerIdentity | None, method: str,
-                     path: str) -> tuple[str, int, Any]:
-        raise NotImplementedError
-
     def json_body(self, request: Any) -> Any:
         return json_body(request)
-
-
-def _send(request: Any, status: int, body: Any) -> None:
-    request.setResponseCode(status)
-    if isinstance(body, Problem):
-        request.setHeader(b"content-type", b"application/problem+json")
-        if status == 503:
-            request.setHeader(b"retry-after", b"1")
-        payload = json.dumps(body.to_json(), ensure_ascii=False).encode("utf-8")
-    elif isinstance(body, _Csv):
-        request.setHeader(b"content-type", b"text/csv; charset=utf-8")
-        payload = body.text.encode("utf-8")
-    else:
-        request.setHeader(b"content-type", b"application/json; charset=utf-8")
-        payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    request.setHeader(b"cache-control", b"no-store")
-    request.write(payload)
-    request.finish()
-
-
-def make_ledger_site(api: _JsonApi) -> Site:
-    """The HTTP site for a ledger listener: the centre API's bounded requests and idle timeout."""
-    return make_site(api)  # type: ignore[arg-type]  # any leaf resource serves
 
 
 # -- ingest listener ------------------------------------------------------------------
@@ -677,7 +613,7 @@ class SupervisorApi(_JsonApi):
         report = daily_report(day, data, self.config)
         accept = (request.getHeader(b"accept") or b"").decode("ascii", "replace").lower()
         if "text/csv" in accept:
-            return _Csv(report_csv(report))
+            return Csv(report_csv(report))
         return report
 
 

@@ -34,6 +34,7 @@ from gateway.config import (
     read_toml,
 )
 from gateway.tls import IDENTITY_NAME
+from gateway.web import ConnectionLimits
 
 __all__ = [
     "SIGNATURE_ALGS",
@@ -119,6 +120,8 @@ class LedgerConfig:
     thresholds: LedgerThresholds
     accounts: Mapping[str, AccountConfig]
     counterparties: Mapping[str, CounterpartyConfig]
+    #: The guards of every ledger listener (``[limits]``; defaults as the gateway's centre API).
+    limits: ConnectionLimits = ConnectionLimits()
 
 
 # -- loading ------------------------------------------------------------------
@@ -177,11 +180,13 @@ def _load(path: str | Path, check_files: bool) -> tuple[LedgerConfig | None, lis
 
 # -- validation -----------------------------------------------------------------
 
-_SECTIONS = ("ledger", "tls", "listen", "gateways", "supervisors", "thresholds", "accounts",
+_SECTIONS = ("ledger", "tls", "listen", "limits", "gateways", "supervisors", "thresholds", "accounts",
              "counterparties")
 _LEDGER_KEYS = ("name", "database", "check_processes")
 DEFAULT_CHECK_PROCESSES = 2
-_TLS_KEYS = ("certificate", "private_key", "ca")
+_TLS_KEYS = ("certificate", "private_key", "ca", "crls")
+_LIMIT_KEYS = ("connections_per_ip", "connections_per_peer", "handshake_timeout", "request_timeout",
+               "idle_timeout")
 _LISTEN_KEYS = ("ingest", "supervisor", "ops")
 _GATEWAY_KEYS = ("signing_key", "signature_alg", "ca")
 _SUPERVISOR_KEYS = ("ca",)
@@ -202,18 +207,19 @@ class _LedgerChecker(_Checker):
         gateways = self.gateways(self.section(doc, "gateways") or {})
         supervisors = self.supervisors(self.section(doc, "supervisors") or {})
         thresholds = self.thresholds(self.section(doc, "thresholds"))
+        limits = self.ledger_limits(self.section(doc, "limits") or {})
         accounts = self.ledger_accounts(self.section(doc, "accounts") or {})
         counterparties = self.counterparties(self.section(doc, "counterparties") or {})
         self.check_listeners()
         if (name is None or database is None or check_processes is None or tls is None or ingest is None
-                or supervisor is None or ops is None or thresholds is None or self.problems):
+                or supervisor is None or ops is None or thresholds is None or limits is None or self.problems):
             return None
         return LedgerConfig(
             path=path, name=name, database=database, check_processes=check_processes, tls=tls,
             ingest=ingest, supervisor=supervisor,
             ops=ops, gateways=MappingProxyType(gateways), supervisors=MappingProxyType(supervisors),
             thresholds=thresholds, accounts=MappingProxyType(accounts),
-            counterparties=MappingProxyType(counterparties))
+            counterparties=MappingProxyType(counterparties), limits=limits)
 
     def ledger_section(self, table: dict[str, Any] | None) -> tuple[str | None, str | None, int | None]:
         if table is None:
@@ -231,9 +237,26 @@ class _LedgerChecker(_Checker):
         certificate = self.file_path(table, ("tls",), "certificate")
         private_key = self.file_path(table, ("tls",), "private_key")
         ca = self.file_path(table, ("tls",), "ca")
-        if certificate is None or private_key is None or ca is None:
+        crls = self.file_list(table, ("tls",), "crls")
+        if certificate is None or private_key is None or ca is None or crls is None:
             return None
-        return TlsConfig(certificate, private_key, ca)
+        return TlsConfig(certificate, private_key, ca, crls)
+
+    def ledger_limits(self, table: dict[str, Any]) -> ConnectionLimits | None:
+        at = ("limits",)
+        self.keys(table, at, _LIMIT_KEYS)
+        defaults = ConnectionLimits()
+        values: dict[str, Any] = {key: self.integer(table, at, key, 1, 10_000_000, default=getattr(defaults, key))
+                                  for key in ("connections_per_ip", "connections_per_peer")}
+        for key in ("handshake_timeout", "request_timeout", "idle_timeout"):
+            values[key] = self.seconds(table, at, key, getattr(defaults, key))
+        if any(v is None for v in values.values()):
+            return None
+        if values["handshake_timeout"] > values["request_timeout"]:
+            self.problem(at + ("handshake_timeout",),
+                         f"must not be above limits.request_timeout ({values['request_timeout']:g})")
+            return None
+        return ConnectionLimits(**values)
 
     def ledger_listen(self, table: dict[str, Any] | None) -> tuple[str | None, str | None, str | None]:
         if table is None:

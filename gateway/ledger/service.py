@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, GCCollector, Histogram, ProcessCollector
@@ -28,14 +28,12 @@ from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
 
 from gateway.daemon import OrderedMultiService, gc_paused
-from gateway.ops import TextCheck
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 from twisted.web.resource import Resource
-from twisted.web.server import Site
 
 from adapters.base import load_adapter
 from gateway.ledger import store
@@ -45,7 +43,6 @@ from gateway.ledger.api import (
     Ingest,
     IngestApi,
     SupervisorApi,
-    make_ledger_site,
 )
 from gateway.ledger.config import LedgerConfig, PublicSigningKey, load_public_key
 from gateway.ledger.matcher import (
@@ -57,8 +54,11 @@ from gateway.ledger.matcher import (
     StreamClock,
     Thresholds,
 )
+from gateway.web import TextCheck, guarded_site
 from gateway.tls import (
     HTTP_ALPN,
+    export_crl_next_updates,
+    PartyAnchors,
     ReloadableOptions,
     identity_from_certificate,
     load_certificates,
@@ -113,6 +113,10 @@ class LedgerMetrics:
         self.matcher_errors = Counter(
             "hpf_ledger_matcher_errors", "Copies or deadlines the matcher failed on (a bug: see the log).",
             registry=r)
+        self.crl_next_update = Gauge(
+            "hpf_ledger_crl_next_update_timestamp_seconds",
+            "When each configured CRL (tls.crls) must be replaced (its nextUpdate, Unix time); past it, "
+            "every peer of that issuer is refused.", ["issuer"], registry=r)
 
 
 def registry_from_config(config: LedgerConfig) -> Registry:
@@ -403,15 +407,45 @@ class Ledger:
     metrics: LedgerMetrics
     listeners: dict[str, StreamServerEndpointService]
     tls_options: dict[str, ReloadableOptions]
+    limits: list[Any]  # [the listeners' ConnectionLimits]: one cell, replaced on reload
+
+    def reload(self) -> bool:
+        """SIGHUP: new certificates, trust, CRLs, limits and supervisors; open connections the new trust refuses are closed.
+
+        An invalid config is refused whole (logged) and the running one stays;
+        gateways and registries apply after a restart.  Returns whether it was applied.
+        """
+        from gateway.config import ConfigError
+        from gateway.ledger.config import load_ledger_config
+
+        try:
+            fresh = load_ledger_config(self.config.path)
+            rebuilt = _tls_options(fresh)
+        except (ConfigError, ValueError, OSError) as e:
+            problems = e.problems if isinstance(e, ConfigError) else [str(e)]
+            log.error("ledger.reload_refused", problems=" | ".join(problems)[:2000])
+            return False
+        closed = sum(self.tls_options[name].replace(options) for name, options in rebuilt.items())
+        self.limits[0] = fresh.limits
+        # Who may read and annotate follows the file at once; gateways need their keys, so a restart.
+        self.supervisor_api.config = replace(self.supervisor_api.config, supervisors=fresh.supervisors)
+        export_crl_next_updates(self.metrics.crl_next_update, fresh.tls.crls)
+        log.info("ledger.reloaded", closed=closed, crls=len(fresh.tls.crls),
+                 note="certificates, trust and CRLs reloaded; registries apply after a restart")
+        return True
 
 
 def _tls_options(config: LedgerConfig) -> dict[str, Any]:
     """Fresh TLS options for the ingest and supervisor listeners (validates the files)."""
     tls = config.tls
-    ingest_trust = sorted({g.ca or tls.ca for g in config.gateways.values()} | {tls.ca})
-    supervisor_trust = sorted({s.ca or tls.ca for s in config.supervisors.values()} | {tls.ca})
-    return {"ingest": server_options(tls.certificate, tls.private_key, ingest_trust, alpn=HTTP_ALPN),
-            "supervisor": server_options(tls.certificate, tls.private_key, supervisor_trust, alpn=HTTP_ALPN)}
+    # Each party is trusted through its own bundle only (tls.ca where it has none).
+    gateways = PartyAnchors({("gateway", n): [g.ca or tls.ca] for n, g in config.gateways.items()},
+                            default=[tls.ca])
+    supervisors = PartyAnchors({("supervisor", n): [s.ca or tls.ca] for n, s in config.supervisors.items()},
+                               default=[tls.ca])
+    return {"ingest": server_options(tls.certificate, tls.private_key, gateways, crls=tls.crls, alpn=HTTP_ALPN),
+            "supervisor": server_options(tls.certificate, tls.private_key, supervisors, crls=tls.crls,
+                                         alpn=HTTP_ALPN)}
 
 
 def makeLedgerService(config: LedgerConfig, reactor: Any) -> Ledger:
@@ -430,7 +464,8 @@ def makeLedgerService(config: LedgerConfig, reactor: Any) -> Ledger:
     if own.role != "ledger" or own.name != config.name:
         raise ValueError(f"tls.certificate {tls.certificate} names {own.uri}, not hpf://ledger/{config.name} "
                          "(ledger.name)")
-    tls_options = {name: ReloadableOptions(o) for name, o in _tls_options(config).items()}
+    tls_options = {name: ReloadableOptions(o, name) for name, o in _tls_options(config).items()}
+    export_crl_next_updates(metrics.crl_next_update, tls.crls)
     ingest_options, supervisor_options = tls_options["ingest"], tls_options["supervisor"]
 
     db = store.LedgerDatabase(reactor, config.database)
@@ -454,9 +489,16 @@ def makeLedgerService(config: LedgerConfig, reactor: Any) -> Ledger:
         svc.setServiceParent(top)
         listeners[name] = svc
 
-    listen("ingest", config.ingest, tls_server_factory(make_ledger_site(ingest_api), ingest_options))
-    listen("supervisor", config.supervisor,
-           tls_server_factory(make_ledger_site(supervisor_api), supervisor_options))
+    def report(kind: str, event: str, **fields: Any) -> None:
+        metrics.denied.labels(fields.get("listener", "?"), kind).inc()
+        log.warn(event, kind=kind, **fields)
+
+    # Every listener gets the same guards (gateway.web), read per connection so a reload applies.
+    limits = [config.limits]
+    guarded = {name: guarded_site(resource, lambda: limits[0], reactor, report, listener=name, tls=tls)
+               for name, resource, tls in (("ingest", ingest_api, True), ("supervisor", supervisor_api, True))}
+    listen("ingest", config.ingest, tls_server_factory(guarded["ingest"], ingest_options))
+    listen("supervisor", config.supervisor, tls_server_factory(guarded["supervisor"], supervisor_options))
 
     def ready() -> tuple[bool, str]:
         unbound = [name for name, svc in listeners.items()
@@ -473,11 +515,9 @@ def makeLedgerService(config: LedgerConfig, reactor: Any) -> Ledger:
     ops.putChild(b"metrics", MetricsResource(registry=metrics.registry))
     ops.putChild(b"healthz", TextCheck(lambda: (True, "ok")))
     ops.putChild(b"readyz", TextCheck(ready))
-    ops_site = Site(ops)
-    ops_site.noisy = False
-    listen("ops", config.ops, ops_site)
+    listen("ops", config.ops, guarded_site(ops, lambda: limits[0], reactor, report, listener="ops", tls=False))
     return Ledger(top, config, db, engine, checks, ingest, ingest_api, supervisor_api, metrics, listeners,
-                  tls_options)
+                  tls_options, limits)
 
 
 def run_ledger(config_path: str, *, migrate: bool = False) -> int:
@@ -530,17 +570,7 @@ def run_ledger(config_path: str, *, migrate: bool = False) -> int:
         return gatherResults(waiting, consumeErrors=True)
 
     def reload() -> None:
-        """SIGHUP: new certificates and trust bundles for new connections; registries need a restart."""
-        try:
-            fresh = load_ledger_config(config_path)
-            rebuilt = _tls_options(fresh)
-        except (ConfigError, ValueError, OSError) as e:
-            problems = e.problems if isinstance(e, ConfigError) else [str(e)]
-            log.error("ledger.reload_refused", problems=" | ".join(problems)[:2000])
-            return
-        for name, options in rebuilt.items():
-            ledger.tls_options[name].replace(options)
-        log.info("ledger.reloaded", note="certificates and trust reloaded; registries apply after a restart")
+        ledger.reload()
 
     def status() -> str:
         return f"copies stored {int(ledger.metrics.journal_seq._value.get())}"

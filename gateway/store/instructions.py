@@ -229,14 +229,24 @@ def trail(conn: Connection, centre_id: str, instruction_id: str) -> list[dict[st
 
 
 def resolve_in_doubt(tx: Tx, centre_id: str, instruction_id: str, *, succeeded: bool, evidence: str,
-                     operator: str) -> OutcomeRecorded:
-    """An audited manual resolution of an in-doubt instruction (IllegalTransition otherwise)."""
+                     operator: str, confirmed_by: str | None = None,
+                     confirmation: str | None = None) -> OutcomeRecorded:
+    """An audited manual resolution of an in-doubt instruction (IllegalTransition otherwise).
+
+    ``operator`` proposed it with ``evidence``; ``confirmed_by`` (another
+    operator) confirmed it, with ``confirmation`` if they said anything.
+    """
     row = tx.conn.execute(select(I).where(I.c.centre_id == centre_id, I.c.instruction_id == instruction_id)).first()
     if row is None:
         return OutcomeRecorded(False, False, None)
     rec = _row_dict(row)
     event = lifecycle.ManualResolution(succeeded)
-    payload = {"resolution": {"succeeded": succeeded, "evidence": evidence, "operator": operator}}
+    resolution: dict[str, Any] = {"succeeded": succeeded, "evidence": evidence, "operator": operator}
+    if confirmed_by is not None:
+        resolution.update(proposed_by=operator, confirmed_by=confirmed_by)
+        if confirmation:
+            resolution["confirmation"] = confirmation
+    payload = {"resolution": resolution}
     dirty: dict[int, dict[str, Any]] = {}
     changed = _transition(tx, rec, event, fields={"reason": f"manual: {evidence}"[:500]}, payload=payload,
                           raw=None, dirty=dirty)

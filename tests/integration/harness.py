@@ -121,7 +121,8 @@ class Harness:
 
 async def start_harness(tmp: Path, *, banks: dict[str, dict[str, Any]] | None = None,
                         timeouts: dict[str, float] | None = None, database: str | None = None,
-                        ledger: dict[str, Any] | None = None, limits: dict[str, Any] | None = None) -> Harness:
+                        ledger: dict[str, Any] | None = None, limits: dict[str, Any] | None = None,
+                        operators: dict[str, Any] | None = None, ops_tls: bool = False) -> Harness:
     """Keys, config, migrated database, a running gateway and (by default) both banks."""
     pki = init_dev_pki(tmp / "keys", banks=["B001", "B002"], centres=[CENTRE, OTHER_CENTRE])
     path = write_demo_config(tmp)
@@ -137,6 +138,10 @@ async def start_harness(tmp: Path, *, banks: dict[str, dict[str, Any]] | None = 
         data["ledger"] = ledger
     if limits:
         data["limits"].update(limits)
+    if operators:
+        data["operators"] = operators
+    if ops_tls:
+        data["listen"]["ops_tls"] = True
     path.write_text(render_toml(data), encoding="utf-8")
     config = load_config(path)
     migrate.upgrade(config.database)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import secrets
 import sqlite3
 import subprocess
 import time
+import tomllib
 
 import pytest
 
+from gateway.config import load_config, render_toml
 from tests import procs
 
 pytestmark = pytest.mark.slow
@@ -33,9 +36,24 @@ def test_check_config_names_every_problem_and_keys_init_makes_a_pki(tmp_path):
     assert oct((tmp_path / "k" / "gateway-signing.key").stat().st_mode & 0o777) == "0o600"
 
 
-def test_in_doubt_is_resolved_by_an_operator_with_evidence_and_the_centre_sees_it(tmp_path):
+def _operators(config, tmp_path, *names):
+    """Give the config operators with token files (mode 0600); their paths by name."""
+    data = tomllib.loads(config.path.read_text(encoding="utf-8"))
+    tokens = {}
+    for name in names:
+        path = tmp_path / f"operator-{name}.token"
+        path.write_text(secrets.token_urlsafe(32) + "\n", encoding="utf-8")
+        path.chmod(0o600)
+        tokens[name] = str(path)
+        data.setdefault("operators", {})[name] = {"token_file": str(path)}
+    config.path.write_text(render_toml(data), encoding="utf-8")
+    return load_config(config.path), tokens
+
+
+def test_in_doubt_is_resolved_by_two_operators_with_evidence_and_the_centre_sees_it(tmp_path):
     config = procs.prepare(tmp_path, timeouts={"result_timeout": 0.3, "status_query_interval": 0.2,
                                                "status_query_attempts": 2})
+    config, tokens = _operators(config, tmp_path, "alice", "bob")
     gw = procs.gateway(config).start()
     # the bank confirms receipt at once and never settles: status inquiries only hear "processing"
     bank = procs.bank(config, "B001", "--delay", "3600", "--reply-within", "0").start()
@@ -55,11 +73,20 @@ def test_in_doubt_is_resolved_by_an_operator_with_evidence_and_the_centre_sees_i
         status = json.loads(hpf("status", "-c", str(config.path)).stdout)
         assert status["in_doubt"] == 1 and status["links"]["B001"]["up"] is True
 
-        out = hpf("instructions", "resolve", "F-1", "-c", str(config.path), "--outcome", "succeeded",
+        resolve = ("instructions", "resolve", "F-1", "-c", str(config.path))
+        anonymous = hpf(*resolve, "--outcome", "succeeded", "--evidence", "no token")
+        assert anonymous.returncode == 1 and "Authenticate as an operator" in anonymous.stdout
+        out = hpf(*resolve, "--outcome", "succeeded", "--token-file", tokens["alice"],
                   "--evidence", "bank statement 2026-11-27 line 17, host serial H000000000042")
-        assert out.returncode == 0, out.stdout + out.stderr
-        again = hpf("instructions", "resolve", "F-1", "-c", str(config.path), "--outcome", "failed",
-                    "--evidence", "second try")
+        assert out.returncode == 0 and "awaiting" in out.stdout, out.stdout + out.stderr
+        alone = hpf(*resolve, "--outcome", "succeeded", "--token-file", tokens["alice"],
+                    "--evidence", "statement line 17, restated")
+        assert alone.returncode == 0 and "awaiting" in alone.stdout  # still a proposal: one operator is not two
+        assert procs.centre_call(config, "GET", "/v1/instructions/F-1")[1]["state"] == "in_doubt"
+        out = hpf(*resolve, "--outcome", "succeeded", "--token-file", tokens["bob"],
+                  "--evidence", "checked the statement too")
+        assert out.returncode == 0 and '"confirmed_by": "bob"' in out.stdout, out.stdout + out.stderr
+        again = hpf(*resolve, "--outcome", "failed", "--token-file", tokens["bob"], "--evidence", "second try")
         assert again.returncode == 1 and "not in doubt" in again.stdout
 
         _, feed, _ = procs.centre_call(config, "GET", "/v1/results?after=0")
@@ -67,7 +94,10 @@ def test_in_doubt_is_resolved_by_an_operator_with_evidence_and_the_centre_sees_i
         assert states[-2:] == ["in_doubt", "succeeded"]
         shown = json.loads(hpf("instructions", "show", "F-1", "-c", str(config.path)).stdout)
         resolution = shown["trail"][-1]["payload"]["resolution"]
-        assert resolution["succeeded"] is True and "line 17" in resolution["evidence"] and resolution["operator"]
+        assert resolution["succeeded"] is True and resolution["evidence"] == "statement line 17, restated"
+        assert (resolution["operator"], resolution["proposed_by"], resolution["confirmed_by"]) == \
+            ("alice", "alice", "bob")
+        assert resolution["confirmation"] == "checked the statement too"
 
         backup = tmp_path / "backup.db"
         out = hpf("backup", "-c", str(config.path), str(backup))

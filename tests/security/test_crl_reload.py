@@ -2,10 +2,11 @@
 
 The gateway runs as a subprocess (tests/procs.py) with a CRL that revokes
 nothing and a simulated bank B001 dialled in.  The centre's certificate is
-then revoked in a new CRL and the gateway gets SIGHUP: a new connection with
-the revoked certificate is refused (logged and counted as a refused
-handshake), while the bank link that was up stays up — the same session
-carries an instruction submitted after the reload with the centre's
+then revoked in a new CRL and the gateway gets SIGHUP: the centre's open
+keep-alive connection is closed within a second (``tls.connection_closed``),
+a new connection with the revoked certificate is refused (logged and counted
+as a refused handshake), while the bank link that was up stays up — the same
+session carries an instruction submitted after the reload with the centre's
 rotated certificate.
 """
 
@@ -29,14 +30,18 @@ from tests import procs
 pytestmark = pytest.mark.slow
 
 
-def _call(config: GatewayConfig, cert: Path, key: Path, method: str, path: str,
-          body: Any = None) -> tuple[int, Any]:
+def _open(config: GatewayConfig, cert: Path, key: Path) -> http.client.HTTPSConnection:
     keys = config.tls.ca.parent
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.load_verify_locations(str(keys / "ca.crt"))
     ctx.load_cert_chain(str(cert), str(key))
     port = int(config.centre_api.split(":")[1])
-    conn = http.client.HTTPSConnection("localhost", port, context=ctx, timeout=10)
+    return http.client.HTTPSConnection("localhost", port, context=ctx, timeout=10)
+
+
+def _call(config: GatewayConfig, cert: Path, key: Path, method: str, path: str,
+          body: Any = None) -> tuple[int, Any]:
+    conn = _open(config, cert, key)
     try:
         data = json.dumps(body).encode() if body is not None else None
         conn.request(method, path, body=data, headers={"content-type": "application/json"})
@@ -95,9 +100,23 @@ def test_a_revoked_centre_is_refused_after_sighup_and_the_bank_link_stays_up(tmp
               "F-1 succeeded")
         assert len(_events(gateway, "link.up")) == 1
 
+        # A keep-alive connection with the certificate about to be revoked: answered, then held open.
+        held = _open(config, old_cert, old_key)
+        held.request("GET", "/v1/results")
+        assert held.getresponse().read() and held.sock is not None
+
         write_crl(ca, ca_key, crl, [old_cert])
         gateway.signal(signal.SIGHUP)
         _wait(lambda: _events(gateway, "gateway.reloaded"), "the reload")
+        # Closed by the gateway within a second of the reload: the socket reads end-of-stream.
+        held.sock.settimeout(1.0)
+        try:
+            assert held.sock.recv(1) == b"", "the revoked centre's open connection was served on"
+        except (ssl.SSLError, ConnectionError):
+            pass  # closed under the TLS layer: the same promise
+        held.close()
+        [closed] = _events(gateway, "tls.connection_closed")
+        assert closed["peer"] == "hpf://centre/C52240" and closed["reason"] == "certificate revoked"
 
         with pytest.raises((ssl.SSLError, ConnectionError, http.client.RemoteDisconnected)):
             _call(config, old_cert, old_key, "GET", "/v1/results")

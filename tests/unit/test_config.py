@@ -486,7 +486,7 @@ def test_a_missing_bank_ca_file_is_a_problem(tmp_path: Path) -> None:
 @pytest.mark.parametrize("path, reason", [
     (("gatway",), 'unknown key (did you mean "gateway"?)'),
     (("zzz",), "unknown key (known keys: gateway, tls, listen, limits, timeouts, ledger, centres, "
-                  "banks, accounts, counterparties)"),
+                  "banks, accounts, counterparties, operators)"),
     (("gateway", "nodes"), 'unknown key (did you mean "node"?)'),
     (("tls", "key"), "unknown key (known keys: certificate, private_key, ca, crls)"),
     (("listen", "centre-api"), 'unknown key (did you mean "centre_api"?)'),

@@ -260,6 +260,15 @@ SCENARIOS = [
                f"{20 * DAY}x10"),
         series("hpf_gateway_certificate_expiry_timestamp_seconds", {**GW, "peer": "self"}, f"{3 * DAY}x10"),
     ], [fires("HpfCertificateExpiresVerySoon", "5m", {**GW, "peer": "self", "severity": "critical"})]),
+    Scenario("HpfCrlStale", [
+        # nextUpdate an hour in (time() starts at 0 here); another CRL good for a day
+        series("hpf_gateway_crl_next_update_timestamp_seconds", {**GW, "issuer": "hpf-dev-ca"}, "3600x130"),
+        series("hpf_gateway_crl_next_update_timestamp_seconds", {**GW, "issuer": "bank-ca"}, f"{DAY}x130"),
+        series("hpf_ledger_crl_next_update_timestamp_seconds", {**LD, "issuer": "sup-ca"}, "7200x130"),
+    ], [fires("HpfCrlStale", "50m"),
+        fires("HpfCrlStale", "90m", {**GW, "issuer": "hpf-dev-ca", "severity": "critical"}),
+        fires("HpfCrlStale", "125m", {**GW, "issuer": "hpf-dev-ca", "severity": "critical"},
+              {**LD, "issuer": "sup-ca", "severity": "critical"})]),
     Scenario("HpfSecurityRefusals", [
         series("hpf_gateway_security_events_total", {**GW, "kind": "unauthorised_peer"}, "0 0 2x20"),
         series("hpf_gateway_security_events_total", {**GW, "kind": "foreign_account"}, "1x20"),
