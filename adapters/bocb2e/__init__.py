@@ -9,8 +9,9 @@ answers with one document.  :mod:`adapters.bocb2e.codec` writes and reads the do
 sources and everything that is unknown, is docs/protocols/bocb2e.md.
 """
 
+from adapters.bocb2e.adapter import BocB2eAdapter, DocumentFramer
 from adapters.bocb2e.codec import MAX_DOCUMENT, MORE, NOT_SIGNED_ON, OK, PROCESSING, Terminal
 from adapters.bocb2e.session import NotSignedOn, Refused, Session, StatementAnswer, StatementPage
 
-__all__ = ["MAX_DOCUMENT", "MORE", "NOT_SIGNED_ON", "OK", "PROCESSING", "NotSignedOn", "Refused",
+__all__ = ["BocB2eAdapter", "DocumentFramer", "MAX_DOCUMENT", "MORE", "NOT_SIGNED_ON", "OK", "PROCESSING", "NotSignedOn", "Refused",
            "Session", "StatementAnswer", "StatementPage", "Terminal"]

@@ -15,6 +15,7 @@ __all__ = [
     "MAX_DOCUMENT", "OK", "MORE", "PROCESSING", "NOT_SIGNED_ON", "Terminal", "Head", "Record",
     "Answer", "write_request", "sign_on_body", "sign_off_body", "transfer_body", "status_body",
     "balance_body", "statement_body", "read_answer", "write_answer", "record_xml", "read_request",
+    "read_document", "answer_body", "Request",
 ]
 
 MAX_DOCUMENT = 4 * 1024 * 1024
@@ -218,8 +219,8 @@ def _children(el: etree._Element) -> list[etree._Element]:
     for child in el:
         if isinstance(child, etree._Comment):
             continue
-        if not isinstance(child.tag, str):
-            raise AdapterError("unexpected XML node")
+        if not isinstance(child.tag, str) or child.tag.startswith("{"):
+            raise AdapterError("unexpected XML node (bocb2e uses no namespaces)")
         out.append(child)
     return out
 
@@ -229,7 +230,7 @@ def _text(el: etree._Element | None) -> str:
         return ""
     if _children(el):
         raise AdapterError(f"{v.show(el.tag)}: expected text, found elements")
-    return (el.text or "").strip()
+    return el.text or ""
 
 
 def _one(el: etree._Element, name: str) -> etree._Element | None:
@@ -237,6 +238,14 @@ def _one(el: etree._Element, name: str) -> etree._Element | None:
     if len(found) > 1:
         raise AdapterError(f"{name}: appears {len(found)} times")
     return found[0] if found else None
+
+
+def _root_parts(root: etree._Element) -> None:
+    if set(root.attrib.keys()) - {"version", "security", "lang"}:
+        raise AdapterError("bocb2e: unknown attribute on the root")
+    names = [c.tag for c in _children(root)]
+    if names != ["head", "trans"]:
+        raise AdapterError(f"bocb2e: the root must hold head then trans, not {v.show(names, 60)}")
 
 
 def _head(root: etree._Element) -> Head:
@@ -281,12 +290,12 @@ def _leaves(el: etree._Element, prefix: str = "") -> dict[str, str]:
         else:
             if path in out:
                 raise AdapterError(f"{v.show(path)}: appears twice")
-            out[path] = (child.text or "").strip()
+            out[path] = child.text or ""
     return out
 
 
 def _count(el: etree._Element, name: str) -> int | None:
-    text = _text(_one(el, name))
+    text = _text(_one(el, name)).strip()
     if not text:
         return None
     if not text.isascii() or not text.isdigit() or len(text) > 9:
@@ -297,28 +306,24 @@ def _count(el: etree._Element, name: str) -> int | None:
 def read_answer(data: bytes) -> Answer:
     """One answer document.  Refuses (AdapterError) anything that is not one; unknown leaves
     of a record are kept in ``leaves`` and otherwise ignored."""
-    try:
-        root = _parse(data)
-        head = _head(root)
-        trn = _trans(root)
-        tag = trn.tag
-        if not (tag.startswith("trn-b2e") and tag.endswith("-rs")):
-            raise AdapterError(f"{v.show(tag)} is not an answer")
-        trncod = tag[4:-3]
-        code, text = _status(trn, tag)
-        records = []
-        for child in _children(trn):
-            if child.tag in ("status", "totalnum", "notenum"):
-                continue
-            if child.tag != f"{trncod}-rs":
-                continue  # tolerant reader: a leaf we do not know (ceitinfo, ...) is ignored
-            rcode, rtext = _status(child, child.tag) if _one(child, "status") is not None \
-                else ("", "")
-            records.append(Record(rcode, rtext, _leaves(child)))
-        return Answer(head, trncod, code, text, tuple(records), _count(trn, "totalnum"),
-                      _count(trn, "notenum"))
-    except (ValueError, LookupError, UnicodeError, etree.LxmlError) as e:
-        raise AdapterError(f"bocb2e: {type(e).__name__}") from None
+    doc = read_document(data)
+    if not isinstance(doc, Answer):
+        raise AdapterError(f"{doc.trncod} request where an answer was expected")
+    return doc
+
+
+def _answer_of(head: Head, trn: etree._Element) -> Answer:
+    tag = trn.tag
+    trncod = tag[4:-3]
+    code, text = _status(trn, tag)
+    records = []
+    for child in _children(trn):
+        if child.tag != f"{trncod}-rs":
+            continue  # tolerant reader: status, counts and leaves we do not know (ceitinfo, ...)
+        rcode, rtext = _status(child, child.tag) if _one(child, "status") is not None else ("", "")
+        records.append(Record(rcode, rtext, _leaves(child)))
+    return Answer(head, trncod, code, text, tuple(records), _count(trn, "totalnum"),
+                  _count(trn, "notenum"))
 
 
 @dataclass(frozen=True)
@@ -334,25 +339,41 @@ class Request:
 def read_request(data: bytes) -> Request:
     """A request document: head, trncod, the transaction's own leaves (``transtype``) and
     its ``b2eNNNN-rq`` records (leaves by path)."""
+    doc = read_document(data)
+    if not isinstance(doc, Request):
+        raise AdapterError(f"{doc.trncod} answer where a request was expected")
+    return doc
+
+
+def _request_of(head: Head, trn: etree._Element) -> Request:
+    tag = trn.tag
+    trncod = tag[4:-3]
+    if head.trncod and head.trncod != trncod:
+        raise AdapterError(f"head trncod {v.show(head.trncod)} disagrees with {v.show(tag)}")
+    fields: dict[str, str] = {}
+    records = []
+    for child in _children(trn):
+        if child.tag == f"{trncod}-rq":
+            records.append(_leaves(child))
+        elif not _children(child):
+            fields[child.tag] = child.text or ""
+    if not records:
+        raise AdapterError(f"{tag}: no {trncod}-rq record")
+    return Request(head, trncod, fields, tuple(records))
+
+
+def read_document(data: bytes) -> Request | Answer:
+    """Any bocb2e document: a request (``trn-b2eNNNN-rq``) or an answer (``-rs``)."""
     try:
         root = _parse(data)
+        _root_parts(root)
         head = _head(root)
         trn = _trans(root)
         tag = trn.tag
-        if not (tag.startswith("trn-b2e") and tag.endswith("-rq")):
-            raise AdapterError(f"{v.show(tag)} is not a request")
-        trncod = tag[4:-3]
-        if head.trncod and head.trncod != trncod:
-            raise AdapterError(f"head trncod {v.show(head.trncod)} disagrees with {v.show(tag)}")
-        fields: dict[str, str] = {}
-        records = []
-        for child in _children(trn):
-            if child.tag == f"{trncod}-rq":
-                records.append(_leaves(child))
-            elif not _children(child):
-                fields[child.tag] = (child.text or "").strip()
-        if not records:
-            raise AdapterError(f"{tag}: no {trncod}-rq record")
-        return Request(head, trncod, fields, tuple(records))
-    except (ValueError, LookupError, UnicodeError, etree.LxmlError) as e:
+        if tag.startswith("trn-b2e") and tag.endswith("-rs") and len(tag) > 10:
+            return _answer_of(head, trn)
+        if tag.startswith("trn-b2e") and tag.endswith("-rq") and len(tag) > 10:
+            return _request_of(head, trn)
+        raise AdapterError(f"{v.show(tag)} is not a bocb2e transaction")
+    except (ValueError, LookupError, UnicodeError, RecursionError, etree.LxmlError) as e:
         raise AdapterError(f"bocb2e: {type(e).__name__}") from None

@@ -238,3 +238,49 @@ def test_text_gb18030_cannot_carry_is_refused_naming_the_field() -> None:
     with pytest.raises(AdapterError, match="toname"):
         signed_on().request(instruction().__class__(**{**instruction().__dict__,
                                                        "creditor_name": "张\ud800"}))
+
+
+# -- the neutral adapter (the contract's face) --------------------------------------------------
+
+
+def test_the_adapter_reads_every_source_sample_as_a_neutral_message() -> None:
+    from adapters.bocb2e import BocB2eAdapter
+
+    a = BocB2eAdapter()
+    assert a.decode(fixture("b2e0009-rs.xml").strip()) == base.Receipt(
+        "04051003128", "04051003128", "1234561191", bank_seq_no="16005010586")
+    assert a.decode(fixture("b2e0007-rs.xml").strip()) == base.Result(
+        "04051003128", "04051003128", "1234561191", succeeded=True, host_seq_no="16005010586",
+        bank_seq_no="16005010586", text="交易成功")
+    balance = a.decode(fixture("b2e0005-rs.xml").strip())
+    assert isinstance(balance, base.Balance) and balance.balance == 12345670
+    statement = a.decode(fixture("b2e0035-rs.xml").strip())
+    assert isinstance(statement, base.Statement) and statement.account == "254608672703"
+    assert [e.amount for e in statement.entries] == [-5000, 100000]
+    signon = a.decode(fixture("b2e0001-rs.xml").strip())
+    assert isinstance(signon, base.SignOnAnswer) and signon.ok
+    with pytest.raises(AdapterError, match="B107"):
+        a.decode(fixture("b2eerror-rs.xml").strip())
+
+
+def test_the_framer_cuts_captured_documents_at_each_root_end() -> None:
+    from adapters.bocb2e import BocB2eAdapter
+
+    a = BocB2eAdapter()
+    one, two = fixture("b2e0009-rs.xml").strip(), fixture("b2e0005-rs.xml").strip()
+    f = a.framer()
+    assert f.feed(one[:50]) == [] and f.pending() == 50
+    assert f.feed(one[50:] + two) == [one, two] and f.pending() == 0
+    for bad in (b"x<bocb2e/>", b"<bocb2e>\x00"):
+        with pytest.raises(AdapterError):
+            a.framer().feed(bad)
+
+
+def test_the_adapter_writes_what_the_session_writes_for_a_transfer() -> None:
+    """One codec serves both faces: the same transfer, the same record."""
+    from adapters.bocb2e import BocB2eAdapter
+
+    ins = instruction()
+    by_adapter = c.read_request(BocB2eAdapter(TERMINAL).encode(ins, sender="C52240"))
+    by_session = c.read_request(signed_on().request(ins))
+    assert by_adapter.records == by_session.records
