@@ -17,7 +17,7 @@ again) or may have been (``None``: the caller asks the bank before any resend).
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -109,8 +109,12 @@ class HttpTransport:
     def __init__(self, reactor: Any, url: str, *, local_addresses: Iterable[str] = (),
                  content_type: bytes = b"text/plain; charset=GB18030", timeout: float = 25.0,
                  max_answer: int = 4 * 1024 * 1024,
-                 tls_policy: IPolicyForHTTPS | None = None) -> None:
+                 tls_policy: IPolicyForHTTPS | None = None,
+                 query: Callable[[bytes], str] | None = None) -> None:
+        if query is not None and "?" in url:
+            raise ValueError("front-end URL: a query is added per request; give the URL without one")
         self._url = check_front_end_url(url, local_addresses).encode("ascii")
+        self._query = query
         self._reactor: IReactorTime = reactor
         self._timeout = timeout
         self._max = max_answer
@@ -123,7 +127,10 @@ class HttpTransport:
     def request(self, payload: bytes) -> Deferred[bytes]:
         """The front-end's answer body to ``payload``; :class:`TransportError` on failure."""
         result: Deferred[bytes] = Deferred()
-        d = self._agent.request(b"POST", self._url, self._headers, _Payload(payload))
+        url = self._url
+        if self._query is not None:  # a front-end that wants the package named in the URL (ICBC NC)
+            url += b"?" + self._query(payload).encode("ascii")
+        d = self._agent.request(b"POST", url, self._headers, _Payload(payload))
         reading: list[_Collect] = []
         timer = self._reactor.callLater(self._timeout, self._expire, d, result, reading)
 
