@@ -9,7 +9,8 @@ answers with one document.  :mod:`adapters.bocb2e.codec` writes and reads the do
 sources and everything that is unknown, is docs/protocols/bocb2e.md.
 """
 
-from adapters.bocb2e.adapter import BocB2eAdapter, DocumentFramer
+from adapters._documents import DocumentFramer
+from adapters.bocb2e.adapter import BocB2eAdapter
 from adapters.bocb2e.codec import MAX_DOCUMENT, MORE, NOT_SIGNED_ON, OK, PROCESSING, Terminal
 from adapters.bocb2e.session import NotSignedOn, Refused, Session, StatementAnswer, StatementPage
 

@@ -23,67 +23,17 @@ from typing import ClassVar
 from lxml import etree
 
 from adapters import base
+from adapters._documents import DocumentFramer
 from adapters.base import AdapterError
 from adapters.bocb2e import _values as v
 from adapters.bocb2e import codec as c
 
-__all__ = ["BocB2eAdapter", "DocumentFramer", "NOT_CARRIED"]
+__all__ = ["BocB2eAdapter", "NOT_CARRIED"]
 
 NOT_CARRIED = (base.Heartbeat, base.HeartbeatAnswer, base.Ack, base.NotFound, base.Movement)
 """Neutral kinds with no place in bocb2e."""
 
 _END = b"</bocb2e>"
-
-
-class DocumentFramer:
-    """Cuts a stream of bocb2e documents (captured HTTP bodies, one after another) at each
-    root end tag.  HTTP itself delimits bodies on the link; this is for captures and for the
-    contract.  A stream that does not start a document with ``<`` (after an optional UTF-8
-    BOM), holds a NUL byte, or runs past ``max_frame`` without an end tag is refused, so no
-    more than one document is ever held."""
-
-    def __init__(self, max_frame: int = c.MAX_DOCUMENT) -> None:
-        self._max = max_frame
-        self._buf = bytearray()
-        self._scanned = 0
-        self._error: str | None = None
-
-    def pending(self) -> int:
-        return len(self._buf)
-
-    def feed(self, data: bytes) -> list[bytes]:
-        if self._error is not None:
-            raise AdapterError(self._error)
-        if not isinstance(data, (bytes, bytearray)):
-            self._error = "frame: data must be bytes"
-            raise AdapterError(self._error)
-        if 0 in data:  # no GB18030, GBK or UTF-8 document holds one: refuse before buffering
-            self._fail("frame: a NUL byte is no part of a bocb2e document")
-        self._buf += data
-        frames = []
-        while self._buf:
-            start = bytes(self._buf[:4]).removeprefix(b"\xef\xbb\xbf")[:1]
-            if start and start != b"<" and not (b"\xef\xbb\xbf".startswith(bytes(self._buf[:3]))
-                                                and len(self._buf) < 3):
-                self._fail("frame: a document must start with '<'")
-            at = self._buf.find(_END, max(0, self._scanned - len(_END) + 1))
-            if at < 0:
-                self._scanned = len(self._buf)
-                if len(self._buf) > self._max:
-                    self._fail(f"frame: no document end within {self._max} bytes")
-                break
-            end = at + len(_END)
-            if end > self._max:
-                self._fail(f"frame: document of {end} bytes exceeds {self._max}")
-            frames.append(bytes(self._buf[:end]))
-            del self._buf[:end]
-            self._scanned = 0
-        return frames
-
-    def _fail(self, reason: str) -> None:
-        self._error = reason
-        self._buf.clear()
-        raise AdapterError(reason)
 
 
 class BocB2eAdapter:
@@ -96,7 +46,7 @@ class BocB2eAdapter:
         self._terminal = terminal or c.Terminal("", "", "")
 
     def framer(self) -> DocumentFramer:
-        return DocumentFramer(self.max_frame)
+        return DocumentFramer(_END, self.max_frame)
 
     # -- encode ------------------------------------------------------------------------------
 
@@ -232,9 +182,10 @@ class BocB2eAdapter:
         except (ValueError, LookupError, UnicodeError, etree.LxmlError, RecursionError) as e:
             raise AdapterError(f"bocb2e: {type(e).__name__}") from None
 
-    def decode_document(self, body: bytes) -> base.Message:
-        """One unframed document (``hpf-gateway adapters decode bocb2e file.xml``)."""
-        return self.decode(body)
+    def decode_document(self, body: bytes) -> list[base.Message]:
+        """One unframed document (``hpf-gateway adapters decode bocb2e file.xml``); the
+        whitespace a file adds around it is no part of it."""
+        return [self.decode(body.strip(b" \t\r\n"))]
 
     def _decode(self, frame: bytes) -> base.Message:
         if not isinstance(frame, bytes) or not frame.endswith(_END):

@@ -8,6 +8,7 @@ package.  :mod:`adapters.icbc.codec` writes and reads the forms and ``<CMS>`` do
 protocol's reference, its sources and what is unknown: docs/protocols/icbc.md.
 """
 
+from adapters.icbc.adapter import IcbcAdapter
 from adapters.icbc.codec import BANK_CODE, MAX_DOCUMENT
 from adapters.icbc.session import (
     Corporate,
@@ -18,5 +19,5 @@ from adapters.icbc.session import (
     Session,
 )
 
-__all__ = ["BANK_CODE", "MAX_DOCUMENT", "Corporate", "HistoryAnswer", "HistoryPage", "NcError",
+__all__ = ["BANK_CODE", "MAX_DOCUMENT", "Corporate", "HistoryAnswer", "HistoryPage", "IcbcAdapter", "NcError",
            "Refused", "Session"]

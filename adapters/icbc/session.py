@@ -184,7 +184,7 @@ class Session:
     def read(self, m: base.Instruction | base.StatusQuery | base.BalanceQuery | HistoryPage,
              body: bytes) -> list[base.Message] | HistoryAnswer:
         if isinstance(m, base.Instruction):
-            return [self._payent(m, self._doc(body, "PAYENT"))]
+            return [self._payent(m.seq_no, self._doc(body, "PAYENT"))]
         if isinstance(m, base.StatusQuery):
             return [self._qpayent(m, self._doc(body, "QPAYENT"))]
         if isinstance(m, base.BalanceQuery):
@@ -194,8 +194,8 @@ class Session:
         raise AdapterError(f"ICBC: no answer is read for a {type(m).__name__}")
 
     @staticmethod
-    def _payent(m: base.Instruction, doc: c.Doc) -> base.Message:
-        if doc.pub.fSeqno != m.seq_no:
+    def _payent(seq_no: str, doc: c.Doc) -> base.Message:
+        if doc.pub.fSeqno != seq_no:
             raise AdapterError("PAYENT answer for another package")
         for rd in doc.records:
             code = rd.get("iRetCode")
@@ -203,7 +203,7 @@ class Session:
                 raise Refused(code, rd.get("iRetMsg"))
         serial = doc.pub.extra.get("SerialNo", "") or doc.get("SerialNo")
         # NC took the package; the outcome comes from QPAYENT only.
-        return base.Receipt(m.seq_no, m.seq_no, m.seq_no,
+        return base.Receipt(seq_no, seq_no, seq_no,
                             bank_seq_no=_serial("SerialNo", serial) if serial else "")
 
     @staticmethod

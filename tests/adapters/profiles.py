@@ -119,6 +119,27 @@ def _bocb2e_narrow(m: Any) -> Any:
     return m
 
 
+def _icbc_narrow(m: Any) -> Any:
+    """What ICBC's CMS documents carry of a portable message (adapters/icbc/adapter.py
+    docstring; docs/protocols/icbc.md, "Neutral messages")."""
+    if isinstance(m, base.Instruction):                          # NC signs; no place for these
+        return replace(m, centre_node="", unit_no="", creditor_personal=False, signature=b"",
+                       creditor_bank_code="" if m.same_bank else m.creditor_bank_code)
+    if isinstance(m, base.StatusQuery):
+        return replace(m, ref_date=dt.date.min)                  # QPAYENT asks by QryfSeqno
+    if isinstance(m, base.Receipt):
+        return replace(m, seq_no=m.reply_to)                     # an answer's serial is fSeqno
+    if isinstance(m, base.Result):                               # one serial, QrySerialNo
+        return replace(m, seq_no=m.reply_to, host_seq_no=m.bank_seq_no if m.succeeded else "",
+                       code="" if m.succeeded else (m.code or "Result6"))
+    if isinstance(m, base.Balance):                              # Balance and UsableBalance only
+        return replace(m, seq_no=m.reply_to, overdraft=0, account_name="", status="", as_of=None)
+    if isinstance(m, base.Statement):                            # no reversal flag, no zero row
+        entries = tuple(replace(e, reversal=False, amount=e.amount or 1) for e in m.entries)
+        return replace(m, seq_no=m.reply_to, entries=entries)
+    return m
+
+
 CONFORMANCE: dict[str, dict[str, Any]] = {
     # adapters/bdc/codec.py docstring and codec.
     "bdc": {
@@ -149,6 +170,16 @@ CONFORMANCE: dict[str, dict[str, Any]] = {
         # rspcod: B001/B002 ok, B054/B059/B266 processing, B107/1033 not signed on; a refusal
         # must carry a code of its own.
         "reserved_codes": frozenset({"", "B001", "B002", "B054", "B059", "B266", "B107", "1033"}),
+        "statement_balances": False,
+        "pushed_balance": False,
+    },
+    # adapters/icbc/adapter.py and docs/protocols/icbc.md: one CMS document per frame.
+    "icbc": {
+        "framing": Delimited(),
+        # NC has no sign-on, heartbeat, acknowledgement, push or "no such instruction" answer.
+        "kinds": ("Instruction", "StatusQuery", "BalanceQuery", "Receipt", "Result", "Balance",
+                  "Statement"),
+        "narrow": _icbc_narrow,
         "statement_balances": False,
         "pushed_balance": False,
     },

@@ -242,3 +242,27 @@ async def test_a_session_pays_through_nc_over_loopback_http() -> None:
     finally:
         await trade.stopListening()
         await sign.stopListening()
+
+
+def test_the_adapter_reads_the_source_sample_and_nc_answers_as_captured() -> None:
+    from adapters.icbc import IcbcAdapter
+
+    a = IcbcAdapter()
+    sample = (DATA / "QPAYENT-rs.xml").read_bytes().strip()
+    assert a.decode(sample) == base.Receipt(
+        "68612255120160604021126", "68612255120160604021126", "68612255120160604021120300",
+        bank_seq_no="CMM700429979")
+    assert a.decode_document(nc(sample)) == [a.decode(sample)]
+    with pytest.raises(AdapterError, match="40418"):
+        a.decode_document(b"errorCode=40418")
+    f = a.framer()
+    assert f.feed(sample + (DATA / "QACCBAL-rs.xml").read_bytes().strip())[0] == sample
+
+
+def test_the_adapter_writes_the_package_the_session_writes() -> None:
+    from adapters.icbc import IcbcAdapter
+
+    ins = instruction()
+    by_adapter = c.read_document(IcbcAdapter(CORP).encode(ins, sender="C52240"))
+    by_session = c.read_document(session().payent_document(ins))
+    assert by_adapter.records == by_session.records
