@@ -22,7 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from twisted.internet import error as terror
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
@@ -31,7 +31,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IBodyProducer, IPolicyForHTTPS, IResponse
 from zope.interface import implementer
 
-__all__ = ["TransportError", "check_front_end_url", "HttpTransport"]
+__all__ = ["TransportError", "check_front_end_url", "HttpTransport", "NcTransport"]
 
 _NOT_DELIVERED = (terror.ConnectionRefusedError, terror.DNSLookupError, terror.NoRouteError,
                   terror.ConnectError)
@@ -198,3 +198,65 @@ class _Payload:
 
     def stopProducing(self) -> None:
         pass
+
+
+class NcTransport:
+    """ICBC's NC behind the same ``request(document) -> Deferred[document]`` interface.
+
+    The payload is a CMS request document (what the icbc adapter encodes); NC wants it in a
+    form, PAYENT packages signed first by its signing port.  So: a PAYENT document goes to
+    ``signing`` and what NC returns between ``<sign>`` tags becomes ``reqData``; a query goes
+    as it is; the form is posted through ``trading`` (whose ``query`` names the package in
+    the URL).  NC's ``reqData=<base64>`` answer gives back the document as NC sent it; an
+    ``errorCode=NNNNN`` answer is a :class:`TransportError` that may have been delivered, so
+    a transfer that meets one stays in doubt.  A signing failure was never delivered.
+    """
+
+    def __init__(self, trading: HttpTransport, signing: HttpTransport) -> None:
+        self.trading, self.signing = trading, signing
+
+    def request(self, payload: bytes) -> Deferred[bytes]:
+        from adapters.base import AdapterError
+        from adapters.icbc import codec as nc
+
+        try:
+            doc = nc.read_document(payload)
+        except AdapterError as e:
+            return fail(TransportError(f"not a CMS request: {e}", False))
+
+        def post(req_data: str) -> Deferred[bytes]:
+            return self.trading.request(nc.form_body(doc.pub, req_data))
+
+        def signed(answer: bytes) -> str:
+            try:
+                return nc.read_signature(answer)
+            except AdapterError as e:
+                raise TransportError(f"NC signing port: {e}", False) from None
+
+        def never_sent(f: Failure) -> Failure:
+            if f.check(TransportError) and f.value.delivered is not False:
+                # The signing port has the package, but the bank has nothing yet.
+                return Failure(TransportError(f"NC signing port: {f.getErrorMessage()}", False))
+            return f
+
+        def unwrap(body: bytes) -> bytes:
+            try:
+                inner = nc.nc_answer_document(body)
+            except AdapterError as e:
+                raise TransportError(f"NC answer: {e}", None) from None
+            if isinstance(inner, str):
+                raise TransportError(f"NC answered errorCode={inner}", None)
+            return inner
+
+        if doc.pub.TransCode == "PAYENT":
+            d = self.signing.request(nc.sign_request(payload))
+            d.addCallback(signed)
+            d.addErrback(never_sent)
+            d.addCallback(post)
+        else:
+            try:
+                d = post(payload.decode(nc.ENCODING))
+            except (UnicodeDecodeError, AdapterError) as e:
+                return fail(TransportError(f"not a GBK CMS request: {e}", False))
+        d.addCallback(unwrap)
+        return d

@@ -27,11 +27,33 @@ from adapters._documents import DocumentFramer
 from adapters.base import AdapterError
 from adapters.bocb2e import _values as v
 from adapters.bocb2e import codec as c
+from adapters.bocb2e.session import Session
 
 __all__ = ["BocB2eAdapter", "NOT_CARRIED"]
 
 NOT_CARRIED = (base.Heartbeat, base.HeartbeatAnswer, base.Ack, base.NotFound, base.Movement)
 """Neutral kinds with no place in bocb2e."""
+_REQUESTS = (base.SignOn, base.Instruction, base.StatusQuery, base.BalanceQuery)
+
+
+def _stateless(terminal: c.Terminal) -> Session:
+    """A session that reads answers without keeping anything (its token is a placeholder)."""
+    session = Session(terminal, "", lambda: dt.datetime(2000, 1, 1))
+    session.token = "-"
+    return session
+
+
+def _bind(session: Session, frame: bytes, request: base.Message) -> base.Message:
+    if not isinstance(frame, bytes) or not frame.strip().endswith(_END):
+        raise AdapterError("frame: not one bocb2e document")
+    if isinstance(request, base.SignOn):
+        answer = session.signed_on(frame.strip())
+        return base.SignOnAnswer(answer.seq_no, request.seq_no, answer.node, answer.ok,
+                                 answer.code, answer.text)
+    if not isinstance(request, (base.Instruction, base.StatusQuery, base.BalanceQuery)):
+        raise AdapterError(f"bocb2e: no answer is read for a {type(request).__name__}")
+    [message] = session.read(request, frame.strip())
+    return message
 
 _END = b"</bocb2e>"
 
@@ -42,8 +64,11 @@ class BocB2eAdapter:
     name: ClassVar[str] = "bocb2e"
     max_frame: ClassVar[int] = c.MAX_DOCUMENT
 
-    def __init__(self, terminal: c.Terminal | None = None) -> None:
-        self._terminal = terminal or c.Terminal("", "", "")
+    def __init__(self, terminal: c.Terminal | None = None, session: Session | None = None) -> None:
+        # With a session (one per configured bank) requests carry its terminal and token and
+        # answers go through its rules; without one this is the stateless face.
+        self._session = session
+        self._terminal = session.terminal if session is not None else (terminal or c.Terminal("", "", ""))
 
     def framer(self) -> DocumentFramer:
         return DocumentFramer(_END, self.max_frame)
@@ -56,6 +81,10 @@ class BocB2eAdapter:
 
     def encode(self, message: base.Message, *, sender: str, receiver: str = "") -> bytes:
         m = message
+        if self._session is not None and isinstance(m, _REQUESTS):
+            if isinstance(m, base.SignOn):
+                return self._session.sign_on(v.serial("trnid", m.seq_no))
+            return self._session.request(m)
         if isinstance(m, base.SignOn):
             return c.write_request(self._head(m.seq_no, "b2e0001"),
                                    c.sign_on_body(dt.datetime(2000, 1, 1), ""), [])
@@ -173,6 +202,31 @@ class BocB2eAdapter:
             raise AdapterError("account: an empty b2e0035 page names no account")
         return self._answer(m.reply_to, "b2e0035", c.Record("", ""), more=tuple(rows),
                             counts=(len(rows), len(rows)))
+
+    # -- answers bound to their request (one HTTP exchange) ---------------------------------
+
+    def decode_answer(self, frame: bytes, request: base.Message) -> base.Message:
+        """The answer in ``frame`` to ``request``, the request its HTTP exchange carried.
+
+        With a session, a sign-on answer keeps its token and B107/1033 drop it
+        (:class:`~adapters.bocb2e.session.NotSignedOn`); without one nothing is kept.  A
+        b2e0009 answer is a Receipt or :class:`~adapters.bocb2e.session.Refused`, never final.
+        """
+        session = self._session or _stateless(self._terminal)
+        return _bind(session, frame, request)
+
+    def decode_all(self, frame: bytes) -> list[base.Message]:
+        """Every message in ``frame``: one document, or a request followed by its answer (the
+        evidence of one exchange), read as the answer bound to that request."""
+        framer = DocumentFramer(_END, self.max_frame * 2)
+        try:
+            parts = framer.feed(frame)
+        except AdapterError:
+            parts = []
+        if len(parts) == 2 and framer.pending() == 0 and b"".join(parts).strip() == frame.strip():
+            request = self.decode(parts[0])
+            return [_bind(_stateless(self._terminal), parts[1], request)]
+        return [self.decode(frame)]
 
     # -- decode ------------------------------------------------------------------------------
 

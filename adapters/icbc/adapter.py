@@ -16,6 +16,7 @@ balances.  NC has no sign-on, heartbeat, acknowledgement or push: those kinds ar
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from typing import ClassVar
 
 from lxml import etree
@@ -46,14 +47,21 @@ class IcbcAdapter:
     name: ClassVar[str] = "icbc"
     max_frame: ClassVar[int] = c.MAX_DOCUMENT
 
-    def __init__(self, corporate: s.Corporate | None = None) -> None:
+    def __init__(self, corporate: s.Corporate | None = None,
+                 now: Callable[[], dt.datetime] | None = None) -> None:
+        # With a clock (the link's, one adapter per configured bank) every request's
+        # TranDate/TranTime is the clock's, as NC expects; without one this is the stateless face.
         self._corp = corporate or s.Corporate("", "")
+        self._now = now
 
     def framer(self) -> DocumentFramer:
         return DocumentFramer(_END, self.max_frame)
 
     def _pub(self, code: str, fseqno: str, day: dt.date | None = None) -> c.Pub:
         s._serial("fSeqno", fseqno)
+        if self._now is not None:
+            stamp_day, stamp_time = c.tran_stamp(self._now())
+            return c.Pub(code, self._corp.cis, self._corp.cert_id, stamp_day, stamp_time, fseqno)
         stamp = f"{day.year:04d}{day.month:02d}{day.day:02d}" if day else ""
         return c.Pub(code, self._corp.cis, self._corp.cert_id, stamp,
                      "000000000000" if day else "", fseqno)
@@ -165,6 +173,45 @@ class IcbcAdapter:
         return self._answer("QHISD", m.reply_to, {
             "AccNo": s._account("account", m.account), "CurrType": "001", "NextTag": "",
             "TotalNum": str(len(rows))}, tuple(rows))
+
+    # -- answers bound to their request (one exchange with NC) ------------------------------
+
+    def decode_answer(self, frame: bytes, request: base.Message) -> base.Message:
+        """The answer document in ``frame`` to ``request`` (the request its exchange carried):
+        PAYENT a Receipt, QPAYENT a Receipt or Result by the Result code, QACCBAL a Balance;
+        a RetCode other than 0 is :class:`~adapters.icbc.session.Refused` (no outcome)."""
+        try:
+            if not isinstance(frame, bytes) or not frame.strip().endswith(_END):
+                raise AdapterError("frame: not one CMS document")
+            doc = c.read_document(frame.strip())
+            expected = {base.Instruction: "PAYENT", base.StatusQuery: "QPAYENT",
+                        base.BalanceQuery: "QACCBAL"}.get(type(request))
+            if expected is None:
+                raise AdapterError(f"icbc: no answer is read for a {type(request).__name__}")
+            if not doc.answer or doc.pub.TransCode != expected:
+                raise AdapterError(f"icbc: expected a {expected} answer")
+            if doc.pub.RetCode != "0":
+                raise s.Refused(doc.pub.RetCode or "", doc.pub.RetMsg)
+            if isinstance(request, base.Instruction):
+                return s.Session._payent(request.seq_no, doc)
+            if isinstance(request, base.StatusQuery):
+                return s.Session._qpayent(request, doc)
+            assert isinstance(request, base.BalanceQuery)
+            return s.Session._qaccbal(request, doc)
+        except (ValueError, LookupError, UnicodeError, RecursionError, etree.LxmlError) as e:
+            raise AdapterError(f"icbc: {type(e).__name__}") from None
+
+    def decode_all(self, frame: bytes) -> list[base.Message]:
+        """One document, or a request followed by its answer (one exchange's evidence), read
+        as the answer bound to that request."""
+        framer = DocumentFramer(_END, self.max_frame * 2)
+        try:
+            parts = framer.feed(frame)
+        except AdapterError:
+            parts = []
+        if len(parts) == 2 and framer.pending() == 0:
+            return [self.decode_answer(parts[1], self.decode(parts[0]))]
+        return [self.decode(frame)]
 
     # -- decode ------------------------------------------------------------------------------
 

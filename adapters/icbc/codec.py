@@ -21,7 +21,7 @@ from adapters.base import AdapterError
 __all__ = [
     "MAX_DOCUMENT", "BANK_CODE", "Pub", "Rd", "Doc", "NcAnswer", "write_document", "read_document",
     "form_body", "read_form", "read_nc_answer", "write_nc_answer", "sign_request", "read_signature",
-    "fen", "parse_fen", "show", "nc_query", "tran_stamp",
+    "fen", "parse_fen", "show", "nc_query", "tran_stamp", "nc_answer_document",
 ]
 
 MAX_DOCUMENT = 4 * 1024 * 1024
@@ -238,6 +238,20 @@ def read_nc_answer(body: bytes) -> NcAnswer:
     except (binascii.Error, ValueError):
         raise AdapterError("NC answer: reqData is not base64") from None
     return NcAnswer(read_document(xml))
+
+
+def nc_answer_document(body: bytes) -> bytes | str:
+    """The document bytes NC's answer carries (base64-decoded, as sent), or its error code."""
+    m = _ERROR.fullmatch(body)
+    if m is not None:
+        return m.group(1).decode("ascii")
+    if not body.startswith(b"reqData="):
+        raise AdapterError("NC answer: neither reqData= nor errorCode=")
+    raw = body[len(b"reqData="):].replace(b"\r", b"").replace(b"\n", b"")
+    try:
+        return base64.b64decode(raw, validate=True)
+    except (binascii.Error, ValueError):
+        raise AdapterError("NC answer: reqData is not base64") from None
 
 
 def write_nc_answer(answer: NcAnswer) -> bytes:

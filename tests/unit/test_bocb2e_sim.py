@@ -150,3 +150,52 @@ def test_balance_of_an_unknown_account_is_refused() -> None:
     front, s, clock = setup()
     with pytest.raises(Refused):
         ask(front, s, clock, base.BalanceQuery("q", "999"))
+
+
+# -- the adapter with a session: what a request/answer link drives --------------------------------
+
+
+def test_the_adapter_with_a_session_signs_on_pays_and_reads_answers_bound_to_requests() -> None:
+    """A link that knows only encode and decode_answer (one exchange per request) gets the
+    token kept, transfers keyed by their reference, and B107 handled by the session."""
+    from adapters.bocb2e import BocB2eAdapter
+
+    clock = Clock()
+    front = BocFrontEnd("12345678", "BOC", "pw", {PAYER: 10_000_00, PAYEE: 0},
+                        token_ttl=dt.timedelta(minutes=5), polls_before_final=0)
+    session = Session(TERMINAL, "pw", clock)
+    a = BocB2eAdapter(session=session)
+
+    def exchange(m: base.Message) -> base.Message:
+        frame = a.encode(m, sender="C52240", receiver="104000")
+        return a.decode_answer(front.answer(frame, clock.now), m)
+
+    answer = exchange(base.SignOn("S1", "C52240"))
+    assert isinstance(answer, base.SignOnAnswer) and answer.ok and answer.reply_to == "S1"
+    ins = instruction("52240260304000000009", 1_00)
+    assert exchange(ins) == base.Receipt("52240260304000000009", ins.seq_no, ins.seq_no,
+                                         bank_seq_no=front.transfers[ins.seq_no].obssid)
+    result = exchange(base.StatusQuery("Q1", ins.seq_no, T0.date()))
+    assert isinstance(result, base.Result) and result.succeeded and result.reply_to == "Q1"
+    clock.now += dt.timedelta(minutes=6)
+    with pytest.raises(NotSignedOn):
+        exchange(base.BalanceQuery("B1", PAYER))
+    with pytest.raises(NotSignedOn):   # no token until a sign-on gets through
+        a.encode(base.BalanceQuery("B2", PAYER), sender="C52240")
+    assert exchange(base.SignOn("S2", "C52240")).ok
+    assert exchange(base.BalanceQuery("B3", PAYER)).balance == 9_999_00
+    assert front.executions == 1
+
+
+def test_the_evidence_of_one_exchange_decodes_to_the_bound_answer() -> None:
+    """The link keeps request + answer as evidence; decode_all reads the pair, statelessly."""
+    from adapters.bocb2e import BocB2eAdapter
+
+    front, s, clock = setup(polls_before_final=0)
+    q = base.StatusQuery("Q5", "never", T0.date())
+    request = BocB2eAdapter(session=s).encode(q, sender="C52240")
+    answer = front.answer(request, clock.now)
+    token = s.token
+    [got] = BocB2eAdapter().decode_all(request + answer)
+    assert isinstance(got, base.Result) and got.reply_to == "Q5" and got.ref == "never"
+    assert s.token == token

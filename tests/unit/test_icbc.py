@@ -266,3 +266,60 @@ def test_the_adapter_writes_the_package_the_session_writes() -> None:
     by_adapter = c.read_document(IcbcAdapter(CORP).encode(ins, sender="C52240"))
     by_session = c.read_document(session().payent_document(ins))
     assert by_adapter.records == by_session.records
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_adapter_and_nc_transport_pay_through_the_simulated_nc() -> None:
+    """What a request/answer link drives: adapter.encode -> NcTransport (signing, form, URL
+    query, base64) -> adapter.decode_answer; errorCode and signing failures as transport errors."""
+    from adapters.icbc import IcbcAdapter
+    from gateway.http_transport import NcTransport, TransportError
+
+    front = NcFrontEnd(CORP.cis, CORP.cert_id, {PAYER: 10_000, PAYEE: 0}, polls_before_final=1)
+    trade_site, sign_site = make_sites(front, lambda: T0)
+    trade = reactor.listenTCP(0, trade_site, interface="127.0.0.1")
+    sign = reactor.listenTCP(0, sign_site, interface="127.0.0.1")
+    try:
+        nc_link = NcTransport(
+            HttpTransport(reactor, f"http://127.0.0.1:{trade.getHost().port}{TRADE_PATH.decode()}",
+                          timeout=10, content_type=b"application/x-www-form-urlencoded",
+                          query=lambda form: c.nc_query(form, T0)),
+            HttpTransport(reactor, f"http://127.0.0.1:{sign.getHost().port}", timeout=10,
+                          content_type=b"INFOSEC_SIGN/1.0"))
+        a = IcbcAdapter(CORP, lambda: T0)
+
+        async def exchange(m: base.Message) -> base.Message:
+            frame = a.encode(m, sender="C52240", receiver="102000")
+            return a.decode_answer(await nc_link.request(frame), m)
+
+        ins = instruction("P7", 1_000, same_bank=True)
+        receipt = await exchange(ins)
+        assert isinstance(receipt, base.Receipt) and receipt.ref == "P7"
+        q = base.StatusQuery("Q7", "P7", T0.date())
+        assert isinstance(await exchange(q), base.Receipt)        # Result 4 first
+        result = await exchange(q)
+        assert isinstance(result, base.Result) and result.succeeded and result.reply_to == "Q7"
+        balance = await exchange(base.BalanceQuery("B7", PAYER))
+        assert balance.balance == 9_000
+        with pytest.raises(Refused):
+            await exchange(base.StatusQuery("Q8", "unknown", T0.date()))
+        with pytest.raises(TransportError) as e:   # NC refuses a form of another customer
+            other = IcbcAdapter(Corporate("999", CORP.cert_id), lambda: T0)
+            await nc_link.request(other.encode(base.BalanceQuery("B8", PAYER), sender="C52240"))
+        assert e.value.delivered is None and "errorCode" in str(e.value)
+    finally:
+        await trade.stopListening()
+        await sign.stopListening()
+    with pytest.raises(TransportError) as e:   # signing port gone: never delivered
+        await nc_link.request(a.encode(instruction("P8", 1), sender="C52240"))
+    assert e.value.delivered is False
+    assert front.executions == 1
+
+
+def test_the_evidence_of_one_exchange_decodes_to_the_bound_answer() -> None:
+    from adapters.icbc import IcbcAdapter
+
+    q = base.StatusQuery("Q1", "68612255120160604021120300", T0.date())
+    request = IcbcAdapter(CORP, lambda: T0).encode(q, sender="C52240")
+    [got] = IcbcAdapter().decode_all(request + (DATA / "QPAYENT-rs.xml").read_bytes())
+    assert isinstance(got, base.Receipt) and got.reply_to == "Q1"
