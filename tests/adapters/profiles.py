@@ -16,6 +16,7 @@ never relax an assertion.  Unknown keys are an error, so a typo cannot silently 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
@@ -140,6 +141,34 @@ def _icbc_narrow(m: Any) -> Any:
     return m
 
 
+def _digits(serial: str) -> str:
+    """A serial as the 1-16 digits of a CCB REQUEST_SN (a stable digest of any other value)."""
+    if serial.isascii() and serial.isdigit() and len(serial) <= 16:
+        return serial
+    return str(int.from_bytes(hashlib.sha256(serial.encode()).digest()[:8], "big") % 10 ** 16)
+
+
+def _ccb_narrow(m: Any) -> Any:
+    """What CCB's <TX> documents carry of a portable message (adapters/ccb/codec.py;
+    docs/protocols/ccb.md, "Neutral messages"): REQUEST_SNs are 1-16 digits."""
+    serials = {f: _digits(getattr(m, f)) for f in ("seq_no", "reply_to", "ref") if hasattr(m, f)}
+    m = replace(m, **serials)
+    if isinstance(m, base.Instruction):                          # 6W8010 has no place for these
+        return replace(m, send_date=dt.date.min, centre_node="", unit_no="", debit_name="-",
+                       creditor_personal=False, purpose="other", reference="", signature=b"",
+                       creditor_bank_code="" if m.same_bank else m.creditor_bank_code)
+    if isinstance(m, base.StatusQuery):
+        return replace(m, ref_date=dt.date.min)                  # 6W1503 asks by REQUEST_SN1
+    if isinstance(m, (base.Receipt, base.NotFound)):
+        return replace(m, seq_no=m.reply_to)                     # an answer's serial is the request's
+    if isinstance(m, base.Result):                               # DEAL_RESULT, one serial, no reason
+        return replace(m, seq_no=m.reply_to, host_seq_no=m.bank_seq_no if m.succeeded else "",
+                       code="" if m.succeeded else "DEAL_RESULT3")
+    if isinstance(m, base.Balance):                              # BALANCE and BALANCE1 only
+        return replace(m, seq_no=m.reply_to, overdraft=0, account_name="", status="", as_of=None)
+    return m
+
+
 CONFORMANCE: dict[str, dict[str, Any]] = {
     # adapters/bdc/codec.py docstring and codec.
     "bdc": {
@@ -181,6 +210,15 @@ CONFORMANCE: dict[str, dict[str, Any]] = {
                   "Statement"),
         "narrow": _icbc_narrow,
         "statement_balances": False,
+        "pushed_balance": False,
+    },
+    # adapters/ccb/codec.py and docs/protocols/ccb.md: one <TX> per connection.
+    "ccb": {
+        "framing": Delimited(),
+        # No sign-on (every request carries the password), heartbeat, push or statement yet.
+        "kinds": ("Instruction", "StatusQuery", "BalanceQuery", "Receipt", "Result", "NotFound",
+                  "Balance"),
+        "narrow": _ccb_narrow,
         "pushed_balance": False,
     },
     # adapters/iso20022/__init__.py, "Messages".
