@@ -134,3 +134,54 @@ def test_a_url_outside_the_guard_is_refused_at_construction() -> None:
     with pytest.raises(ValueError):
         HttpTransport(reactor, "http://10.0.0.8/x")
     assert isinstance(Deferred(), Deferred)
+
+
+def _self_signed() -> tuple[bytes, bytes]:
+    """(certificate PEM, key PEM) for 127.0.0.1, a CA of its own."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    import ipaddress
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "front-end")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    return (cert.public_bytes(serialization.Encoding.PEM),
+            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption()))
+
+
+@pytest_twisted.ensureDeferred
+async def test_https_where_the_front_end_offers_it_and_only_with_its_certificate() -> None:
+    from twisted.internet import ssl
+    from twisted.web.client import BrowserLikePolicyForHTTPS
+
+    cert_pem, key_pem = _self_signed()
+    server_cert = ssl.PrivateCertificate.loadPEM(cert_pem + key_pem)
+    front = BocFrontEnd("12345678", "BOC", "pw", {"254608672703": 1_00})
+    port = reactor.listenSSL(0, make_site(front, lambda: T0), server_cert.options(),
+                             interface="127.0.0.1")
+    try:
+        url = f"https://127.0.0.1:{port.getHost().port}/B2EC/E2BServlet"
+        trusted = HttpTransport(reactor, url, timeout=10, tls_policy=BrowserLikePolicyForHTTPS(
+            trustRoot=ssl.Certificate.loadPEM(cert_pem)))
+        s = Session(Terminal("E1", "12345678", "BOC"), "pw", lambda: T0)
+        assert s.signed_on(await trusted.request(s.sign_on("s1"))).ok
+        other, _ = _self_signed()
+        untrusted = HttpTransport(reactor, url, timeout=10, tls_policy=BrowserLikePolicyForHTTPS(
+            trustRoot=ssl.Certificate.loadPEM(other)))
+        with pytest.raises(TransportError):
+            await untrusted.request(s.sign_on("s2"))
+    finally:
+        await port.stopListening()
