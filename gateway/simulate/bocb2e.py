@@ -115,7 +115,7 @@ class BocFrontEnd:
                                                    "unsupported trncod"), [])
         try:
             body = handler(req, now)
-        except AdapterError as e:
+        except (AdapterError, ValueError) as e:  # a bad begnum is answered, never a crash
             msg = str(e)[:120]
             body = c.answer_body(req.trncod, SIM_CODES["bad_request"], msg)
         return c.write_answer(h, body, [("rspmsg", body)])

@@ -113,7 +113,7 @@ class NcFrontEnd:
             return c.write_nc_answer(c.NcAnswer(None, SIM_CODES["bad_form"]))
         try:
             out = handler(doc, now)
-        except AdapterError as e:
+        except (AdapterError, ValueError) as e:  # a bad date or NextTag is answered, never a crash
             out = self._answer(doc, SIM_CODES["bad_form"], str(e)[:100], {}, ())
         return c.write_nc_answer(c.NcAnswer(out))
 

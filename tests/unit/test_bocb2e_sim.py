@@ -199,3 +199,11 @@ def test_the_evidence_of_one_exchange_decodes_to_the_bound_answer() -> None:
     [got] = BocB2eAdapter().decode_all(request + answer)
     assert isinstance(got, base.Result) and got.reply_to == "Q5" and got.ref == "never"
     assert s.token == token
+
+
+def test_a_statement_request_with_a_bad_page_number_is_answered_not_crashed() -> None:
+    front, s, clock = setup()
+    page = StatementPage("p", PAYER, T0.date(), T0.date())
+    data = s.request(page).replace(b"<begnum>1</begnum>", b"<begnum>x</begnum>")
+    with pytest.raises(Refused):
+        s.read(page, front.answer(data, clock.now))

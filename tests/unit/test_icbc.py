@@ -323,3 +323,10 @@ def test_the_evidence_of_one_exchange_decodes_to_the_bound_answer() -> None:
     request = IcbcAdapter(CORP, lambda: T0).encode(q, sender="C52240")
     [got] = IcbcAdapter().decode_all(request + (DATA / "QPAYENT-rs.xml").read_bytes())
     assert isinstance(got, base.Receipt) and got.reply_to == "Q1"
+
+
+def test_simulated_nc_answers_a_bad_next_tag_instead_of_crashing() -> None:
+    front = NcFrontEnd(CORP.cis, CORP.cert_id, {PAYER: 1})
+    page = HistoryPage("H1", PAYER, T0.date(), T0.date(), "not-a-number")
+    with pytest.raises(Refused):
+        session().read(page, front.trade(session().request(page), T0))
