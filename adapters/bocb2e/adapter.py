@@ -63,6 +63,10 @@ class BocB2eAdapter:
 
     name: ClassVar[str] = "bocb2e"
     max_frame: ClassVar[int] = c.MAX_DOCUMENT
+    # What a request/answer link must know: whether it signs on before requests, and that
+    # the protocol has no line probe (an idle link is not a dead one).
+    needs_sign_on: ClassVar[bool] = True
+    has_heartbeat: ClassVar[bool] = False
 
     def __init__(self, terminal: c.Terminal | None = None, session: Session | None = None) -> None:
         # With a session (one per configured bank) requests carry its terminal and token and

@@ -133,6 +133,10 @@ class CcbAdapter:
 
     name: ClassVar[str] = "ccb"
     max_frame: ClassVar[int] = MAX_DOCUMENT
+    # What a request/answer link must know: whether it signs on before requests, and that
+    # the protocol has no line probe (an idle link is not a dead one).
+    needs_sign_on: ClassVar[bool] = False
+    has_heartbeat: ClassVar[bool] = False
 
     def __init__(self, customer: Customer | None = None) -> None:
         self._customer = customer or Customer("", "")

@@ -46,6 +46,10 @@ class IcbcAdapter:
 
     name: ClassVar[str] = "icbc"
     max_frame: ClassVar[int] = c.MAX_DOCUMENT
+    # What a request/answer link must know: whether it signs on before requests, and that
+    # the protocol has no line probe (an idle link is not a dead one).
+    needs_sign_on: ClassVar[bool] = False
+    has_heartbeat: ClassVar[bool] = False
 
     def __init__(self, corporate: s.Corporate | None = None,
                  now: Callable[[], dt.datetime] | None = None) -> None:

@@ -169,3 +169,18 @@ async def test_one_tx_per_tcp_connection_over_loopback() -> None:
         assert CcbAdapter().decode_answer(answer, q).balance == 123_45
     finally:
         await port.stopListening()
+
+
+def test_each_front_end_adapter_says_whether_it_signs_on_and_that_it_has_no_heartbeat() -> None:
+    from adapters.bocb2e import BocB2eAdapter
+    from adapters.icbc import IcbcAdapter
+
+    assert (BocB2eAdapter.needs_sign_on, IcbcAdapter.needs_sign_on, CcbAdapter.needs_sign_on) == \
+        (True, False, False)
+    for adapter in (BocB2eAdapter(), IcbcAdapter(), CcbAdapter()):
+        assert type(adapter).has_heartbeat is False
+        with pytest.raises(AdapterError):
+            adapter.encode(base.Heartbeat("1", "C52240"), sender="C52240")
+        if not type(adapter).needs_sign_on:
+            with pytest.raises(AdapterError):
+                adapter.encode(base.SignOn("1", "C52240"), sender="C52240")
