@@ -103,6 +103,13 @@ class _Collect(Protocol):
             self._done.errback(TransportError(f"answer cut short: {reason.getErrorMessage()}", None))
 
 
+def _discard() -> _Collect:
+    """A body reader that drops the connection at its first byte, its error observed."""
+    ignored: Deferred[bytes] = Deferred()
+    ignored.addErrback(lambda _: None)
+    return _Collect(ignored, 0)
+
+
 class HttpTransport:
     """POSTs each payload to one front-end URL (see the module docstring)."""
 
@@ -139,12 +146,12 @@ class HttpTransport:
                 return
             if response.code != 200:
                 result.errback(TransportError(f"front-end answered HTTP {response.code}", None))
-                response.deliverBody(_Collect(Deferred(), 0))
+                response.deliverBody(_discard())
                 return
             declared = response.length
             if isinstance(declared, int) and declared > self._max:
                 result.errback(TransportError(f"answer of {declared} bytes exceeds {self._max}", None))
-                response.deliverBody(_Collect(Deferred(), 0))
+                response.deliverBody(_discard())
                 return
             reading.append(_Collect(result, self._max))
             response.deliverBody(reading[0])
