@@ -75,8 +75,6 @@ class IcbcAdapter:
     def encode(self, message: base.Message, *, sender: str, receiver: str = "") -> bytes:
         m = message
         if isinstance(m, base.Instruction):
-            if m.same_bank and m.creditor_bank_code:
-                raise AdapterError("creditor_bank_code: not written for a transfer within ICBC")
             if not m.same_bank and not (len(m.creditor_bank_code) == 12
                                         and m.creditor_bank_code.isdigit()):
                 raise AdapterError("creditor_bank_code: a 12-digit CNAPS code is needed across banks")
@@ -87,7 +85,9 @@ class IcbcAdapter:
                   "PayAccNameCN": _text("debit_name", m.debit_name, 60, required=True),
                   "RecAccNo": s._account("creditor_account", m.creditor_account),
                   "RecAccNameCN": _text("creditor_name", m.creditor_name, 60, required=True),
-                  "SysIOFlg": "1" if m.same_bank else "2", "RecBankNo": m.creditor_bank_code,
+                  # Within ICBC the payee's bank is ICBC: its CNAPS code is not written.
+                  "SysIOFlg": "1" if m.same_bank else "2",
+                  "RecBankNo": "" if m.same_bank else m.creditor_bank_code,
                   "CurrType": "001", "PayAmt": c.fen("amount", m.amount),
                   "UseCN": s.PURPOSE_TEXT[m.purpose], "Summary": _text("memo", m.memo, 140),
                   "ERPSqn": _text("reference", m.reference, 35)}

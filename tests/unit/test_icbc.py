@@ -330,3 +330,12 @@ def test_simulated_nc_answers_a_bad_next_tag_instead_of_crashing() -> None:
     page = HistoryPage("H1", PAYER, T0.date(), T0.date(), "not-a-number")
     with pytest.raises(Refused):
         session().read(page, front.trade(session().request(page), T0))
+
+
+def test_a_transfer_within_icbc_is_never_refused_for_carrying_a_bank_code() -> None:
+    """The gateway may hold the payee's CNAPS code for a same-bank transfer; it is not written."""
+    from adapters.icbc import IcbcAdapter
+
+    ins = base.Instruction(**{**instruction(same_bank=True).__dict__, "creditor_bank_code": "102100000030"})
+    [rd] = c.read_document(IcbcAdapter(CORP).encode(ins, sender="C52240")).records
+    assert rd.get("SysIOFlg") == "1" and rd.get("RecBankNo") == ""
