@@ -69,11 +69,15 @@ def sample_messages() -> dict[str, list[Any]]:
         "Ack": [b.Ack("00000000000000000007", "10500026112700000012")],
         "Receipt": [b.Receipt("10500026112700000009", ref, ref, "B2026112700000009")],
         "Result": [b.Result("10500026112700000010", ref, ref, True, "H2026112700000001", "B2026112700000009",
-                            "0000", "交易成功")],
+                            "0000", "交易成功"),
+                   # Front-end protocols report one serial and no code of their own on success.
+                   b.Result("10500026112700000010", ref, ref, True, "B2026112700000009", "B2026112700000009")],
         "NotFound": [b.NotFound("10500026112700000011", "00000000000000000005", ref)],
         "Movement": [b.Movement("10500026112700000012", (entry(0),))],
         "Balance": [b.Balance("10500026112700000013", "00000000000000000006", account, 99_875_000, 99_875_000, 0,
-                              "示例中心归集户", "0", _dt.datetime(2026, 11, 27, 10, 30, 15))],
+                              "示例中心归集户", "0", _dt.datetime(2026, 11, 27, 10, 30, 15)),
+                    # Front-end protocols: a book and an available balance, nothing else.
+                    b.Balance("10500026112700000013", "00000000000000000006", account, 99_875_000, 99_875_000)],
         "Statement": [b.Statement("10500026112700000014", "00000000000000000006", account, statement_entries,
                                   100_000_000, 98_748_955),
                       b.Statement("10500026112700000014", "00000000000000000006", account, statement_entries)],

@@ -41,6 +41,7 @@ __all__ = [
     "Timeouts",
     "CentreConfig",
     "BankConfig",
+    "FrontEndConfig",
     "AccountConfig",
     "CounterpartyConfig",
     "GatewayConfig",
@@ -184,6 +185,44 @@ class CentreConfig:
 
 
 @dataclass(frozen=True)
+class FrontEndConfig:
+    """A bank's direct-connect front-end on the gateway's own network (``banks.X.front_end``),
+    for the adapters that reach their bank through one (:data:`FRONT_END_ADAPTERS`).
+
+    ``url`` (and ICBC's ``sign_url``) must be loopback or one of ``local_addresses``
+    (:func:`gateway.http_transport.check_front_end_url`).  The credentials are the bank's
+    identifiers for the gateway; the operator password lives in ``password_file`` (mode 0600)
+    and is read only when signing on, never kept here nor logged.
+    """
+
+    url: str
+    local_addresses: tuple[str, ...] = ()
+    timeout: float = 25.0
+    max_answer: int = 4 * 1024 * 1024
+    termid: str = ""
+    custid: str = ""
+    cusopr: str = ""
+    password_file: Path | None = None
+    cis: str = ""
+    cert_id: str = ""
+    sign_url: str = ""
+
+    def password(self) -> str:
+        """The operator password from ``password_file`` (one line; the line break dropped)."""
+        if self.password_file is None:
+            raise ValueError("this front-end has no password_file")
+        return self.password_file.read_text(encoding="utf-8").rstrip("\r\n")
+
+
+FRONT_END_ADAPTERS: dict[str, tuple[str, ...]] = {
+    "bocb2e": ("termid", "custid", "cusopr", "password_file"),
+    "icbc": ("cis", "cert_id", "sign_url"),
+}
+"""Adapters reached through a front-end, with the credential keys each needs."""
+_FRONT_END_KEYS = ("url", "local_addresses", "timeout", "max_answer")
+
+
+@dataclass(frozen=True)
 class BankConfig:
     """A bank and its link.
 
@@ -209,6 +248,7 @@ class BankConfig:
     signature_alg: str = "none"
     signing_key: Path | None = None
     pain001_version: str = ""   # iso20022 only: the pain.001 version written ("" = the adapter's default)
+    front_end: FrontEndConfig | None = None
 
     @property
     def listens(self) -> bool:
@@ -361,6 +401,7 @@ _BANK_CODE = re.compile(r"[0-9]{12}")
 
 _HTTPS_URL = re.compile(r"https://[A-Za-z0-9.\-]+:[0-9]{1,5}")
 _IDENTITY_NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")
+_CREDENTIAL = re.compile(r"[!-~]{1,40}")
 _SECTIONS = ("gateway", "tls", "listen", "limits", "timeouts", "ledger", "centres", "banks",
              "accounts", "counterparties", "operators")
 _LEDGER_KEYS = ("url", "name", "ca", "signing_key", "signature_alg", "batch")
@@ -377,7 +418,7 @@ _TIMEOUT_SECONDS = ("heartbeat_interval", "dead_after", "receipt_timeout", "resu
 _TIMEOUT_KEYS = _TIMEOUT_SECONDS + ("status_query_attempts",)
 _CENTRE_KEYS = ("unit_no", "name", "ca")
 _BANK_KEYS = ("name", "adapter", "node", "direction", "endpoint", "window", "ca", "signature_alg",
-              "signing_key", "pain001_version")
+              "signing_key", "pain001_version", "front_end")
 PAIN001_VERSIONS = ("pain.001.001.09", "pain.001.001.03")
 """Values of ``banks.X.pain001_version`` (iso20022 banks only)."""
 INSTRUCTION_SIGNATURE_ALGS = ("none", "ed25519", "ecdsa-p256-sha256", "sm2-sm3")
@@ -652,11 +693,13 @@ class _Checker:
             ca = self.file_path(entry, at, "ca", default=None)
             signing = self.instruction_signing(entry, at)
             pain001 = self.pain001_version(entry, at, adapter, signing)
+            front_end = self.front_end(entry, at, adapter)
             if (name is not None and adapter is not None and node is not None
                     and direction is not None and endpoint is not None and window is not None
-                    and signing is not None and pain001 is not None):
+                    and signing is not None and pain001 is not None and front_end is not False):
                 found[bank_id] = BankConfig(bank_id, name, adapter, node, direction, endpoint,
-                                            window, ca, *signing, pain001_version=pain001)
+                                            window, ca, *signing, pain001_version=pain001,
+                                            front_end=front_end or None)
         return found
 
     def pain001_version(self, entry: Mapping[str, Any], at: _Path, adapter: str | None,
@@ -678,6 +721,58 @@ class _Checker:
                          'pain.001.001.03 carries no signature: use signature_alg = "none" or pain.001.001.09')
             return None
         return version
+
+    def front_end(self, entry: Mapping[str, Any], at: _Path,
+                  adapter: str | None) -> FrontEndConfig | None | bool:
+        """``banks.X.front_end``: required for a front-end adapter, refused for any other; False
+        when it has a problem (already reported)."""
+        from gateway.http_transport import check_front_end_url
+
+        needs = FRONT_END_ADAPTERS.get(adapter or "")
+        if "front_end" not in entry:
+            if needs is not None:
+                self.problem(at + ("front_end",), f"is required for adapter {_show(adapter)}")
+                return False
+            return None
+        table = entry["front_end"]
+        at = at + ("front_end",)
+        if needs is None:
+            if adapter is not None:
+                self.problem(at, f"is only used with adapters {', '.join(FRONT_END_ADAPTERS)}")
+            return False
+        if not isinstance(table, dict):
+            self.problem(at, "must be a table")
+            return False
+        self.keys(table, at, _FRONT_END_KEYS + needs)
+        locals_ = table.get("local_addresses", [])
+        if not isinstance(locals_, list) or not all(isinstance(a, str) and a for a in locals_):
+            self.problem(at + ("local_addresses",), "must be an array of address strings")
+            return False
+        values: dict[str, Any] = {}
+        good = True
+        for key in ("url", "sign_url"):
+            if key == "url" or key in needs:
+                url = self.string(table, at, key)
+                try:
+                    values[key] = check_front_end_url(url or "", locals_) if url else None
+                except ValueError as e:
+                    self.problem(at + (key,), str(e))
+                good = good and values.get(key) is not None
+        for key in ("termid", "custid", "cusopr", "cis", "cert_id"):
+            if key in needs:
+                values[key] = self.string(table, at, key, pattern=_CREDENTIAL,
+                                          what="must be 1-40 printable ASCII characters")
+                good = good and values[key] is not None
+        if "password_file" in needs:
+            values["password_file"] = self.file_path(table, at, "password_file")
+            good = good and values["password_file"] is not None
+        timeout = self.seconds(table, at, "timeout", 25.0)
+        max_answer = self.integer(table, at, "max_answer", 1024, 64 * 1024 * 1024,
+                                  default=4 * 1024 * 1024)
+        if not good or timeout is None or max_answer is None:
+            return False
+        return FrontEndConfig(local_addresses=tuple(locals_), timeout=timeout,
+                              max_answer=max_answer, **values)
 
     def instruction_signing(self, entry: Mapping[str, Any],
                             at: _Path) -> tuple[str, Path | None] | None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["MAX_HEADER", "FramingUnknown", "LengthField", "infer_length_field"]
+__all__ = ["MAX_HEADER", "Delimited", "FramingUnknown", "LengthField", "infer_length_field"]
 
 MAX_HEADER = 64
 """The longest frame header the inference considers, in bytes."""
@@ -90,6 +90,37 @@ class LengthField:
     def body(self, frame: bytes) -> bytes:
         """The bytes after the header."""
         return frame[self.header_len:]
+
+
+@dataclass(frozen=True)
+class Delimited:
+    """No length header: each frame is one whole document, ended by its own closing markup
+    (a protocol carried one document per HTTP body, whose framer cuts captures at the root's
+    end tag).  A header cannot lie, so the suite's length-lie tests do not apply; an
+    unterminated stream must still be refused once it passes ``max_frame``."""
+
+    template: bytes = b""
+    offset: int = 0
+    width: int = 0
+    fmt: str = "none"
+
+    header_len = 0
+    delimited = True
+
+    @property
+    def max_declarable(self) -> int:
+        return 0
+
+    def declared(self, frame: bytes) -> int | None:
+        return len(frame)
+
+    def wrap(self, body: bytes, declared: int | None = None) -> bytes:
+        if declared not in (None, len(body)):
+            raise ValueError("a delimited frame has no length to state")
+        return body
+
+    def body(self, frame: bytes) -> bytes:
+        return frame
 
 
 def _candidates(frame: bytes) -> list[tuple[int, int, str, int]]:

@@ -155,6 +155,8 @@ class Portable:
             lambda s: s not in excluded_entry)
         self.statuses = (st.sampled_from(p.balance_statuses) if p.balance_statuses
                          else _text(STATUS_LEN))
+        self.kinds: tuple[str, ...] = p.kinds or KIND_NAMES
+        self.narrow: Callable[[Any], Any] = p.narrow or (lambda m: m)
         self._strategies: dict[str, st.SearchStrategy[Any]] = {
             "SignOn": st.builds(base.SignOn, seq_no=serials, node=nodes),
             "SignOnAnswer": self._answer(base.SignOnAnswer, node=nodes),
@@ -179,8 +181,8 @@ class Portable:
     # -- strategies ---------------------------------------------------------------------
 
     def strategy(self, kind: str) -> st.SearchStrategy[Any]:
-        """Portable messages of ``kind`` (a neutral class name)."""
-        return self._strategies[kind]
+        """Portable messages of ``kind`` (a neutral class name), as the profile narrows them."""
+        return self._strategies[kind].map(self.narrow)
 
     def _answer(self, kind: type, **more: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
         return _answers(kind, self.codes, self.texts, more)
@@ -319,7 +321,7 @@ class Portable:
                 opening_balance=None if small or not p.statement_balances else -CEILING,
                 closing_balance=None if small or not p.statement_balances else CEILING),
         }
-        return build[kind]()
+        return self.narrow(build[kind]())
 
     # -- text carriers --------------------------------------------------------------------
 
@@ -346,6 +348,20 @@ class Portable:
             out.append(TextCarrier("Balance.status", lambda t: replace(balance, status=t)))
         out += [TextCarrier(f"Entry.{f}", lambda t, f=f: base.Movement("1", (replace(entry, **{f: t}),)))
                 for f in ("counterparty_name", "summary", "remark")]
+        if self.profile.kinds or self.profile.narrow:
+            # A statement carries entries where no movement does: the same fields, there.
+            if "Movement" not in self.kinds and "Statement" in self.kinds:
+                out += [TextCarrier(f"Statement.entries.{f}", lambda t, f=f: base.Statement(
+                    "1", "2", "6", (replace(entry, **{f: t}),))) for f in
+                    ("counterparty_name", "summary", "remark")]
+            probe = "张三&<李四>"
+            kept = []
+            for carrier in out:
+                built = carrier.build(probe)
+                if type(built).__name__ in self.kinds and _holds(self.narrow(built), probe):
+                    kept.append(TextCarrier(carrier.label,
+                                            lambda t, b=carrier.build: self.narrow(b(t))))
+            out = kept
         return out
 
     # -- identifier sentinels ---------------------------------------------------------------
@@ -370,6 +386,38 @@ class Portable:
                 lambda v, f=f: base.Statement("1", "2", v if f == "account" else entry.account,
                                               (replace(entry, **{f: v}),)))
         reserved = self.profile.entry_text_reserved
-        return [(f"{label}={value}", build(value),
-                 ".entries[0]." in label and value in reserved)
-                for label, build in builders.items() for value in SENTINELS]
+        cases = [(f"{label}={value}", build(value),
+                  ".entries[0]." in label and value in reserved)
+                 for label, build in builders.items() for value in SENTINELS]
+        if not (self.profile.kinds or self.profile.narrow):
+            return cases
+        # Only cases the profile's protocol carries, with the sentinel still in its field.
+        out = []
+        for label, message, may_refuse in cases:
+            if type(message).__name__ not in self.kinds:
+                continue
+            narrowed = self.narrow(message)
+            path, value = label.split("=", 1)
+            if _field(narrowed, path.split(".", 1)[1]) == value:
+                out.append((label, narrowed, may_refuse))
+        return out
+
+
+def _holds(message: Any, text: str) -> bool:
+    """Whether ``text`` is the value of some field of ``message`` or of one of its entries."""
+    for name in getattr(message, "__dataclass_fields__", {}):
+        value = getattr(message, name)
+        if value == text or (isinstance(value, tuple) and any(_holds(e, text) for e in value)):
+            return True
+    return False
+
+
+def _field(message: Any, path: str) -> Any:
+    """The value at ``path`` (``ref``, ``entries[0].account``) of ``message``."""
+    for part in path.split("."):
+        if part.endswith("]"):
+            name, index = part[:-1].split("[")
+            message = getattr(message, name)[int(index)]
+        else:
+            message = getattr(message, part)
+    return message

@@ -15,11 +15,14 @@ never relax an assertion.  Unknown keys are an error, so a typo cannot silently 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, fields
+import datetime as dt
+import hashlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from tests.adapters.framing import LengthField
+from adapters import base
+from tests.adapters.framing import Delimited, LengthField
 
 __all__ = ["CONFORMANCE", "ISO_BALANCE_TYPES", "Profile", "profile_for"]
 
@@ -54,7 +57,16 @@ class Profile:
         not assumed and the wrong-encoding attacks are skipped).
     ``framing``
         The frame's length field, when the suite cannot infer it (see
-        :func:`tests.adapters.framing.infer_length_field`).
+        :func:`tests.adapters.framing.infer_length_field`), or
+        :class:`~tests.adapters.framing.Delimited` for one document per frame with no header.
+    ``kinds``
+        Non-empty: the neutral kinds the protocol carries; every other kind must be refused
+        at encode (a protocol with no heartbeat, no push, no acknowledgement).
+    ``narrow``
+        A function taking a portable message to the form the protocol carries (a field it has
+        no place for set to what decode reads back, an answer's serial that is the request's):
+        every generated message passes through it, and the round trip is exact on the result.
+        Text carriers and sentinel cases whose value it removes are left out.
     """
 
     statement_balances: bool = True
@@ -67,7 +79,9 @@ class Profile:
     entry_text_reserved: frozenset[str] = frozenset()
     must_refuse: str = ""
     wire_encoding: str | None = None
-    framing: LengthField | None = None
+    framing: LengthField | Delimited | None = None
+    kinds: tuple[str, ...] = ()
+    narrow: Callable[[Any], Any] | None = None
 
 
 # ExternalBalanceType1Code values (ISO 20022 external code sets): what an iso20022 Balance's
@@ -75,6 +89,85 @@ class Profile:
 ISO_BALANCE_TYPES: tuple[str, ...] = (
     "CLAV", "CLBD", "FWAV", "INFO", "ITAV", "ITBD", "OPAV", "OPBD", "PRCD", "XPCD",
 )
+
+def _bocb2e_narrow(m: Any) -> Any:
+    """What bocb2e carries of a portable message (adapters/bocb2e/adapter.py docstring;
+    docs/protocols/bocb2e.md, "Neutral messages")."""
+    if isinstance(m, base.SignOn):
+        return replace(m, node="")                               # b2e0001 names no node
+    if isinstance(m, base.Instruction):                          # b2e0009 has no place for these
+        return replace(m, centre_node="", unit_no="", creditor_personal=False, purpose="other",
+                       reference="", signature=b"",
+                       creditor_bank_code="" if m.same_bank else m.creditor_bank_code)
+    if isinstance(m, base.StatusQuery):
+        return replace(m, ref_date=dt.date.min)                  # b2e0007 asks by insid only
+    if isinstance(m, base.SignOnAnswer):
+        return replace(m, seq_no=m.reply_to, node="",            # an answer's serial is the trnid
+                       code=m.code or ("" if m.ok else "E"))
+    if isinstance(m, base.Receipt):
+        return replace(m, seq_no=m.reply_to)
+    if isinstance(m, base.Result):                               # one bank serial, obssid
+        # A refused record always has an rspcod of its own: an empty one becomes "E".
+        return replace(m, seq_no=m.reply_to, host_seq_no=m.bank_seq_no if m.succeeded else "",
+                       code="" if m.succeeded else (m.code or "E"))
+    if isinstance(m, base.Balance):                              # baldat is a date; no status
+        as_of = None if m.as_of is None else dt.datetime.combine(m.as_of.date(), dt.time())
+        return replace(m, seq_no=m.reply_to, status="", as_of=as_of)
+    if isinstance(m, base.Statement):                            # no reversal flag; an empty page
+        entries = tuple(replace(e, reversal=False) for e in m.entries)   # names no account
+        return replace(m, seq_no=m.reply_to, entries=entries,
+                       account=m.account if entries else "")
+    return m
+
+
+def _icbc_narrow(m: Any) -> Any:
+    """What ICBC's CMS documents carry of a portable message (adapters/icbc/adapter.py
+    docstring; docs/protocols/icbc.md, "Neutral messages")."""
+    if isinstance(m, base.Instruction):                          # NC signs; no place for these
+        return replace(m, centre_node="", unit_no="", creditor_personal=False, signature=b"",
+                       creditor_bank_code="" if m.same_bank else m.creditor_bank_code)
+    if isinstance(m, base.StatusQuery):
+        return replace(m, ref_date=dt.date.min)                  # QPAYENT asks by QryfSeqno
+    if isinstance(m, base.Receipt):
+        return replace(m, seq_no=m.reply_to)                     # an answer's serial is fSeqno
+    if isinstance(m, base.Result):                               # one serial, QrySerialNo
+        return replace(m, seq_no=m.reply_to, host_seq_no=m.bank_seq_no if m.succeeded else "",
+                       code="" if m.succeeded else (m.code or "Result6"))
+    if isinstance(m, base.Balance):                              # Balance and UsableBalance only
+        return replace(m, seq_no=m.reply_to, overdraft=0, account_name="", status="", as_of=None)
+    if isinstance(m, base.Statement):                            # no reversal flag, no zero row
+        entries = tuple(replace(e, reversal=False, amount=e.amount or 1) for e in m.entries)
+        return replace(m, seq_no=m.reply_to, entries=entries)
+    return m
+
+
+def _digits(serial: str) -> str:
+    """A serial as the 1-16 digits of a CCB REQUEST_SN (a stable digest of any other value)."""
+    if serial.isascii() and serial.isdigit() and len(serial) <= 16:
+        return serial
+    return str(int.from_bytes(hashlib.sha256(serial.encode()).digest()[:8], "big") % 10 ** 16)
+
+
+def _ccb_narrow(m: Any) -> Any:
+    """What CCB's <TX> documents carry of a portable message (adapters/ccb/codec.py;
+    docs/protocols/ccb.md, "Neutral messages"): REQUEST_SNs are 1-16 digits."""
+    serials = {f: _digits(getattr(m, f)) for f in ("seq_no", "reply_to", "ref") if hasattr(m, f)}
+    m = replace(m, **serials)
+    if isinstance(m, base.Instruction):                          # 6W8010 has no place for these
+        return replace(m, send_date=dt.date.min, centre_node="", unit_no="", debit_name="-",
+                       creditor_personal=False, purpose="other", reference="", signature=b"",
+                       creditor_bank_code="" if m.same_bank else m.creditor_bank_code)
+    if isinstance(m, base.StatusQuery):
+        return replace(m, ref_date=dt.date.min)                  # 6W1503 asks by REQUEST_SN1
+    if isinstance(m, (base.Receipt, base.NotFound)):
+        return replace(m, seq_no=m.reply_to)                     # an answer's serial is the request's
+    if isinstance(m, base.Result):                               # DEAL_RESULT, one serial, no reason
+        return replace(m, seq_no=m.reply_to, host_seq_no=m.bank_seq_no if m.succeeded else "",
+                       code="" if m.succeeded else "DEAL_RESULT3")
+    if isinstance(m, base.Balance):                              # BALANCE and BALANCE1 only
+        return replace(m, seq_no=m.reply_to, overdraft=0, account_name="", status="", as_of=None)
+    return m
+
 
 CONFORMANCE: dict[str, dict[str, Any]] = {
     # adapters/bdc/codec.py docstring and codec.
@@ -95,6 +188,38 @@ CONFORMANCE: dict[str, dict[str, Any]] = {
     # adapters/b2e/__init__.py, "RetCode": 0000 and 9999 cannot be a refusal's own code.
     "b2e": {
         "reserved_codes": frozenset({"0000", "9999"}),
+    },
+    # adapters/bocb2e/adapter.py and docs/protocols/bocb2e.md: one document per HTTP body.
+    "bocb2e": {
+        "framing": Delimited(),
+        # No heartbeat, acknowledgement, push or "no such transfer" code exists in the sources.
+        "kinds": ("SignOn", "SignOnAnswer", "Instruction", "StatusQuery", "BalanceQuery",
+                  "Receipt", "Result", "Balance", "Statement"),
+        "narrow": _bocb2e_narrow,
+        # rspcod: B001/B002 ok, B054/B059/B266 processing, B107/1033 not signed on; a refusal
+        # must carry a code of its own.
+        "reserved_codes": frozenset({"", "B001", "B002", "B054", "B059", "B266", "B107", "1033"}),
+        "statement_balances": False,
+        "pushed_balance": False,
+    },
+    # adapters/icbc/adapter.py and docs/protocols/icbc.md: one CMS document per frame.
+    "icbc": {
+        "framing": Delimited(),
+        # NC has no sign-on, heartbeat, acknowledgement, push or "no such instruction" answer.
+        "kinds": ("Instruction", "StatusQuery", "BalanceQuery", "Receipt", "Result", "Balance",
+                  "Statement"),
+        "narrow": _icbc_narrow,
+        "statement_balances": False,
+        "pushed_balance": False,
+    },
+    # adapters/ccb/codec.py and docs/protocols/ccb.md: one <TX> per connection.
+    "ccb": {
+        "framing": Delimited(),
+        # No sign-on (every request carries the password), heartbeat, push or statement yet.
+        "kinds": ("Instruction", "StatusQuery", "BalanceQuery", "Receipt", "Result", "NotFound",
+                  "Balance"),
+        "narrow": _ccb_narrow,
+        "pushed_balance": False,
     },
     # adapters/iso20022/__init__.py, "Messages".
     "iso20022": {
@@ -125,4 +250,6 @@ def profile_for(name: str, adapter: object) -> Profile:
             values[key] = frozenset(values[key])
     if "balance_statuses" in values:
         values["balance_statuses"] = tuple(values["balance_statuses"])
+    if "kinds" in values:
+        values["kinds"] = tuple(values["kinds"])
     return Profile(**values)

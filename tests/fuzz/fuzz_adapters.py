@@ -27,7 +27,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 from adapters import base as msg  # noqa: E402
 from adapters.base import AdapterError, load_adapter  # noqa: E402
 
-ADAPTERS = ("bdc", "b2e", "iso20022")
+ADAPTERS = ("bdc", "b2e", "iso20022", "bocb2e", "icbc")
 _ENTRY = msg.Entry(account="6200001111222233", host_seq_no="H000001", amount=-12345,
                    value_date=dt.date(2026, 11, 27), time=dt.time(10, 0, 0),
                    counterparty_account="6200009999000011", counterparty_name="张三",

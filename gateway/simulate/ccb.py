@@ -1,0 +1,146 @@
+"""A simulated CCB WLPT client and the bank behind it: pure answer logic and a loopback TCP
+edge (one ``<TX>`` per connection, answered, then closed).
+
+As the sources show the real one: customer id, operator and password checked on every
+request; 6W8010/6W8060 transfers keyed by REQUEST_SN, a repeated REQUEST_SN answered
+``0130Z110B144`` (记录重复: seen in a public simulator, presumably the bank's own); 6W1503
+by REQUEST_SN1 with DEAL_RESULT 4 success, 3 failure, and ``0130Z110BB22`` for no such
+request; 6W0100 balances; amounts in yuan.  Each transfer executes at most once.
+
+**The simulator's own choices:** DEAL_RESULT ``2`` while in progress (the sources say only
+"anything but 3 and 4"); a wrong password is RETURN_CODE ``SIM401``; a failure's
+RETURN_MSG is 余额不足.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from twisted.internet.protocol import Factory, Protocol
+
+from adapters._documents import DocumentFramer
+from adapters.base import AdapterError
+from adapters.bocb2e import _values as v
+from adapters.ccb import codec as c
+
+__all__ = ["WlptClient", "WlptFactory", "SIM_CODES"]
+
+SIM_CODES = {"bad_login": "SIM401", "bad_request": "SIM400"}
+
+
+@dataclass
+class _Transfer:
+    sn: str
+    credit_no: str
+    payer: str
+    payee: str
+    amount: int
+    polls_left: int
+    deal: str = "2"
+
+
+@dataclass
+class WlptClient:
+    """The WLPT client and its bank (see the module docstring)."""
+
+    cust_id: str
+    user_id: str
+    password: str
+    balances: dict[str, int]
+    polls_before_final: int = 1
+    transfers: dict[str, _Transfer] = field(default_factory=dict)
+    seen: set[str] = field(default_factory=set)
+    executions: int = 0
+    _credit: int = 100761892436
+
+    def answer(self, data: bytes, now: dt.datetime) -> bytes:
+        try:
+            tx = c.read_tx(data)
+        except AdapterError as e:
+            return self._reply("", "", SIM_CODES["bad_request"], str(e)[:80], {})
+        sn, code = tx.head["REQUEST_SN"], tx.head["TX_CODE"]
+        h = tx.head
+        if (h.get("CUST_ID"), h.get("USER_ID"), h.get("PASSWORD")) != \
+                (self.cust_id, self.user_id, self.password):
+            return self._reply(sn, code, SIM_CODES["bad_login"], "密码错误", {})
+        if sn in self.seen:
+            return self._reply(sn, code, c.DUPLICATE, "记录重复", {})
+        self.seen.add(sn)
+        try:
+            if code in ("6W8010", "6W8060"):
+                self._credit += 1
+                t = _Transfer(sn, str(self._credit), tx.get("PAY_ACCNO"), tx.get("RECV_ACCNO"),
+                              v.parse_yuan("AMOUNT", tx.get("AMOUNT"), positive=True),
+                              self.polls_before_final)
+                self.transfers[sn] = t
+                return self._reply(sn, code, c.OK, "", {"CREDIT_NO": t.credit_no,
+                                                         "CST_PAY_NO": tx.get("CST_PAY_NO")})
+            if code == "6W1503":
+                t = self.transfers.get(tx.get("REQUEST_SN1"))
+                if t is None:
+                    return self._reply(sn, code, c.NOT_FOUND, "记录不存在",
+                                       {"REQUEST_SN1": tx.get("REQUEST_SN1")})
+                msg = self._advance(t)
+                return self._reply(sn, code, c.OK, msg, {"REQUEST_SN1": t.sn, "DEAL_RESULT": t.deal,
+                                                         "CREDIT_NO": t.credit_no})
+            if code == "6W0100":
+                acct = tx.get("ACC_NO")
+                if acct not in self.balances:
+                    return self._reply(sn, code, SIM_CODES["bad_request"], "无此账户", {})
+                amount = v.format_yuan("BALANCE", self.balances[acct], signed=True)
+                return self._reply(sn, code, c.OK, "", {"ACC_NO": acct, "BALANCE": amount,
+                                                        "BALANCE1": amount})
+        except AdapterError as e:
+            return self._reply(sn, code, SIM_CODES["bad_request"], str(e)[:80], {})
+        return self._reply(sn, code, SIM_CODES["bad_request"], "unsupported TX_CODE", {})
+
+    def _advance(self, t: _Transfer) -> str:
+        if t.deal in (c.DEAL_SUCCEEDED, c.DEAL_FAILED):
+            return "余额不足" if t.deal == c.DEAL_FAILED else ""
+        if t.polls_left > 0:
+            t.polls_left -= 1
+            return ""
+        if self.balances.get(t.payer, -1) < t.amount:
+            t.deal = c.DEAL_FAILED
+            return "余额不足"
+        self.balances[t.payer] -= t.amount
+        if t.payee in self.balances:
+            self.balances[t.payee] += t.amount
+        self.executions += 1
+        t.deal = c.DEAL_SUCCEEDED
+        return ""
+
+    def _reply(self, sn: str, code: str, ret: str, msg: str, info: dict[str, str]) -> bytes:
+        head = {"REQUEST_SN": sn, "CUST_ID": self.cust_id, "TX_CODE": code, "RETURN_CODE": ret,
+                "RETURN_MSG": msg, "LANGUAGE": "CN"}
+        return c.write_tx(c.Tx(head, info))
+
+
+class _OneTx(Protocol):
+    def __init__(self, client: WlptClient, now: Callable[[], dt.datetime]) -> None:
+        self.client, self.now = client, now
+        self.framer = DocumentFramer(b"</TX>", c.MAX_DOCUMENT)
+
+    def dataReceived(self, data: bytes) -> None:
+        try:
+            frames = self.framer.feed(data)
+        except AdapterError:
+            self.transport.loseConnection()
+            return
+        if frames:
+            self.transport.write(self.client.answer(frames[0], self.now()))
+            self.transport.loseConnection()
+
+
+class WlptFactory(Factory):
+    """Serves ``client`` on a TCP port: one request per connection."""
+
+    noisy = False
+
+    def __init__(self, client: WlptClient, now: Callable[[], dt.datetime]) -> None:
+        self.client, self.now = client, now
+
+    def buildProtocol(self, addr: object) -> _OneTx:
+        return _OneTx(self.client, self.now)
