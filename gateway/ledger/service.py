@@ -401,6 +401,7 @@ class Ledger:
     metrics: LedgerMetrics
     listeners: dict[str, StreamServerEndpointService]
     tls_options: dict[str, ReloadableOptions]
+    console: Any = None  # the supervision console, when [console] is configured
 
 
 def _tls_options(config: LedgerConfig) -> dict[str, Any]:
@@ -408,8 +409,14 @@ def _tls_options(config: LedgerConfig) -> dict[str, Any]:
     tls = config.tls
     ingest_trust = sorted({g.ca or tls.ca for g in config.gateways.values()} | {tls.ca})
     supervisor_trust = sorted({s.ca or tls.ca for s in config.supervisors.values()} | {tls.ca})
-    return {"ingest": server_options(tls.certificate, tls.private_key, ingest_trust, alpn=HTTP_ALPN),
-            "supervisor": server_options(tls.certificate, tls.private_key, supervisor_trust, alpn=HTTP_ALPN)}
+    options = {"ingest": server_options(tls.certificate, tls.private_key, ingest_trust, alpn=HTTP_ALPN),
+               "supervisor": server_options(tls.certificate, tls.private_key, supervisor_trust, alpn=HTTP_ALPN)}
+    if config.console is not None:
+        from gateway.ledger.console import console_trust
+
+        options["console"] = server_options(tls.certificate, tls.private_key, console_trust(config),
+                                            alpn=HTTP_ALPN)
+    return options
 
 
 def makeLedgerService(config: LedgerConfig, reactor: Any) -> Ledger:
@@ -455,6 +462,12 @@ def makeLedgerService(config: LedgerConfig, reactor: Any) -> Ledger:
     listen("ingest", config.ingest, tls_server_factory(make_ledger_site(ingest_api), ingest_options))
     listen("supervisor", config.supervisor,
            tls_server_factory(make_ledger_site(supervisor_api), supervisor_options))
+    console = None
+    if config.console is not None:
+        from gateway.ledger.console import console_listener
+
+        console, console_site = console_listener(config, db, engine, keys, metrics, top)
+        listen("console", config.console.listen, tls_server_factory(console_site, tls_options["console"]))
 
     def ready() -> tuple[bool, str]:
         unbound = [name for name, svc in listeners.items()
@@ -475,7 +488,7 @@ def makeLedgerService(config: LedgerConfig, reactor: Any) -> Ledger:
     ops_site.noisy = False
     listen("ops", config.ops, ops_site)
     return Ledger(top, config, db, engine, checks, ingest, ingest_api, supervisor_api, metrics, listeners,
-                  tls_options)
+                  tls_options, console)
 
 
 def run_ledger(config_path: str, *, migrate: bool = False) -> int:

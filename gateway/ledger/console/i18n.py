@@ -1,0 +1,141 @@
+"""The console's message catalogue: zh-CN by default, English on request (pure).
+
+A message is looked up by its key; a key missing from the catalogue is a bug
+(:func:`translate` raises, and a unit test renders every template in both
+languages).  The language comes from ``?lang=``, then the ``hpf-lang`` cookie,
+then ``Accept-Language``.
+"""
+
+from __future__ import annotations
+
+__all__ = ["LANGS", "DEFAULT", "CATALOGUE", "translate", "choose_lang"]
+
+LANGS = ("zh-CN", "en")
+DEFAULT = "zh-CN"
+
+CATALOGUE: dict[str, tuple[str, str]] = {
+    "title": ("住房公积金资金监管", "HPF fund supervision"),
+    "nav.overview": ("总览", "Overview"),
+    "nav.alerts": ("数据预警", "Alerts"),
+    "nav.inquiries": ("意见反馈", "Inquiries"),
+    "nav.conditions": ("预警条件设置", "Alert conditions"),
+    "nav.reports": ("监管报告", "Reports"),
+    "nav.accounts": ("银行账户管理", "Bank accounts"),
+    "who.province": ("省级监管", "Province supervisor"),
+    "who.city": ("市级监管", "City supervisor"),
+    "who.staff": ("中心经办", "Centre staff"),
+    "lang.other": ("English", "中文"),
+    "overview.today": ("今日（北京时间）", "Today (UTC+8)"),
+    "overview.by_centre_bank": ("按中心和银行的指令", "Instructions by centre and bank"),
+    "overview.open_by_severity": ("未处理预警（按级别）", "Open alerts by severity"),
+    "overview.in_doubt": ("结果未明", "In doubt"),
+    "overview.overdue": ("逾期未回结果", "Overdue results"),
+    "overview.match_lag": ("比对滞后（条）", "Match lag (copies)"),
+    "overview.balance_breaks": ("余额不符", "Balance breaks"),
+    "overview.overdue_inquiries": ("逾期意见反馈", "Overdue inquiries"),
+    "col.centre": ("中心", "Centre"),
+    "col.city": ("城市", "City"),
+    "col.bank": ("银行", "Bank"),
+    "col.account": ("账户", "Account"),
+    "col.instructions": ("指令数", "Instructions"),
+    "col.amount": ("金额（元）", "Amount (CNY)"),
+    "col.succeeded": ("成功", "Succeeded"),
+    "col.failed": ("失败", "Failed"),
+    "col.rejected": ("拒绝", "Rejected"),
+    "col.in_doubt": ("未明", "In doubt"),
+    "col.id": ("编号", "No."),
+    "col.rule": ("规则", "Rule"),
+    "col.severity": ("级别", "Severity"),
+    "col.state": ("状态", "State"),
+    "col.subject": ("对象", "Subject"),
+    "col.summary": ("摘要", "Summary"),
+    "col.created": ("时间", "Raised"),
+    "col.deadline": ("期限", "Deadline"),
+    "col.question": ("问题", "Question"),
+    "col.answer": ("答复", "Answer"),
+    "col.who": ("操作人", "By"),
+    "col.reason": ("原因", "Reason"),
+    "filter.all": ("全部", "All"),
+    "filter.from": ("起始日期", "From"),
+    "filter.to": ("截止日期", "To"),
+    "filter.apply": ("筛选", "Filter"),
+    "page.next": ("下一页", "Next page"),
+    "page.first": ("第一页", "First page"),
+    "alerts.none": ("没有符合条件的预警", "No alert matches"),
+    "alerts.ack_selected": ("确认所选预警", "Acknowledge selected"),
+    "alerts.select_all": ("全选", "Select all"),
+    "alerts.reason": ("处理说明", "Reason"),
+    "alert.evidence": ("证据", "Evidence"),
+    "alert.instruction": ("支付指令", "Instruction"),
+    "alert.copies": ("副本（网关签名）", "Copies (signed by the gateway)"),
+    "alert.decoded": ("银行原始报文（解析）", "Bank's original frame (decoded)"),
+    "alert.raw": ("银行原始报文（原文）", "Bank's original frame (raw)"),
+    "alert.signature_ok": ("签名有效", "Signature verified"),
+    "alert.signature_bad": ("签名无效", "Signature does NOT verify"),
+    "alert.balances": ("余额", "Balances"),
+    "alert.expected": ("应有余额", "Expected"),
+    "alert.reported": ("银行余额", "Reported"),
+    "alert.difference": ("差额", "Difference"),
+    "alert.timeline": ("时间线", "Timeline"),
+    "alert.notes": ("处理记录", "Notes"),
+    "alert.add_note": ("添加备注", "Add note"),
+    "alert.acknowledge": ("确认", "Acknowledge"),
+    "alert.resolve": ("办结", "Resolve"),
+    "alert.ask": ("向中心发送意见反馈", "Send the centre an inquiry"),
+    "alert.deadline_days": ("期限（天）", "Deadline (days)"),
+    "alert.raise_manual": ("人工预警", "Raise a manual alert"),
+    "alert.event_id": ("事实编号（副本 event_id）", "Fact (copy event id)"),
+    "alert.submit": ("提交", "Submit"),
+    "inquiry.answer": ("答复", "Answer"),
+    "inquiry.attachment": ("附件（PDF、PNG、JPEG、TXT，不超过 2 MB）", "Attachment (PDF, PNG, JPEG, TXT, at most 2 MB)"),
+    "inquiry.none": ("没有意见反馈", "No inquiry"),
+    "inquiry.overdue": ("已逾期", "Overdue"),
+    "state.open": ("待处理", "open"),
+    "state.acknowledged": ("已确认", "acknowledged"),
+    "state.resolved": ("已办结", "resolved"),
+    "state.answered": ("已答复", "answered"),
+    "severity.critical": ("严重", "critical"),
+    "severity.major": ("重要", "major"),
+    "severity.minor": ("一般", "minor"),
+    "conditions.large_amount": ("大额阈值（元）", "Large-amount threshold (CNY)"),
+    "conditions.balance_tolerance": ("余额容差（元）", "Balance tolerance (CNY)"),
+    "conditions.result_deadline": ("结果期限（秒）", "Result deadline (s)"),
+    "conditions.unregistered_counterparty": ("未登记收付款方预警", "Unregistered-counterparty alerts"),
+    "conditions.default": ("默认", "default"),
+    "conditions.on": ("开", "on"),
+    "conditions.off": ("关", "off"),
+    "conditions.history": ("变更历史", "History"),
+    "conditions.save": ("保存", "Save"),
+    "error.title": ("无法完成", "Cannot do that"),
+    "error.403": ("无权访问", "Not allowed"),
+    "error.404": ("未找到", "Not found"),
+    "error.400": ("请求无效", "Invalid request"),
+    "error.back": ("返回总览", "Back to the overview"),
+}
+
+
+def translate(key: str, lang: str) -> str:
+    """The message ``key`` in ``lang`` (``KeyError`` for an unknown key: a bug)."""
+    zh, en = CATALOGUE[key]
+    return en if lang == "en" else zh
+
+
+def choose_lang(query: str | None, cookie: str | None, accept_language: str | None) -> str:
+    """The page's language: an explicit choice first, then the browser's preference, else zh-CN."""
+    for choice in (query, cookie):
+        if choice in LANGS:
+            return choice
+    best: tuple[float, str] | None = None
+    for part in (accept_language or "")[:200].split(","):
+        tag, _, params = part.strip().partition(";")
+        q = 1.0
+        if params.strip().startswith("q="):
+            try:
+                q = float(params.strip()[2:])
+            except ValueError:
+                continue
+        tag = tag.strip().lower()
+        lang = "zh-CN" if tag.startswith("zh") else "en" if tag.startswith("en") else None
+        if lang is not None and q > 0 and (best is None or q > best[0]):
+            best = (q, lang)
+    return best[1] if best else DEFAULT

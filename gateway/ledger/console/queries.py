@@ -1,0 +1,311 @@
+"""The console's reads and writes on the ledger's database (functions of a connection or a Tx).
+
+Every write is also appended to ``console_journal``, hash-chained like the
+copies (each row's hash covers the previous hash, its seq, time, who, action,
+subject and canonical JSON body), in the same transaction as the change it
+records.  Scope is applied here too: every read takes the centres in scope
+(None: all), so a page cannot forget it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from typing import Any, Collection, Mapping, Sequence
+
+from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy.engine import Connection
+
+from gateway.ledger import store
+from gateway.ledger.store import alerts, centre_conditions, console_journal, copies, inquiries
+from gateway.store.db import GENESIS, Tx
+
+__all__ = ["journal", "verify_journal", "journal_for", "inbox", "alert_row", "overview_counts",
+           "evidence", "acknowledge", "note", "raise_manual", "ask", "answer", "list_inquiries",
+           "get_inquiry", "overdue_inquiries", "raise_overdue", "conditions", "set_conditions",
+           "MANUAL", "INQUIRY_OVERDUE", "CONSOLE_RULES"]
+
+MANUAL = "manual"
+INQUIRY_OVERDUE = "inquiry-overdue"
+CONSOLE_RULES = (MANUAL, INQUIRY_OVERDUE)
+Centres = Collection[str] | None
+
+
+# -- the journal ----------------------------------------------------------------------
+
+
+def _journal_hash(prev: str, seq: int, at_us: int, who: str, action: str, subject: str, body: str) -> str:
+    h = hashlib.sha256()
+    for part in (prev, str(seq), str(at_us), who, action, subject, body):
+        h.update(part.encode("utf-8"))
+        h.update(b"\x1f")
+    return h.hexdigest()
+
+
+def journal(tx: Tx, who: str, action: str, subject: str, body: Mapping[str, Any]) -> int:
+    """Append one console write to the chained journal; its seq."""
+    conn = tx.conn
+    last = conn.execute(select(console_journal.c.seq, console_journal.c.hash)
+                        .order_by(console_journal.c.seq.desc()).limit(1)).first()
+    seq, prev = (int(last[0]) + 1, last[1]) if last else (1, GENESIS)
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    conn.execute(insert(console_journal).values(
+        seq=seq, at_us=tx.now_us, who=who[:80], action=action[:32], subject=subject[:100], body=text,
+        hash=_journal_hash(prev, seq, tx.now_us, who[:80], action[:32], subject[:100], text)))
+    return seq
+
+
+def verify_journal(conn: Connection) -> int | None:
+    """The seq of the first journal row whose hash or place does not hold; None when all hold."""
+    prev, expected = GENESIS, 1
+    for r in conn.execute(select(console_journal).order_by(console_journal.c.seq)).mappings():
+        if r["seq"] != expected or r["hash"] != _journal_hash(prev, r["seq"], r["at_us"], r["who"], r["action"],
+                                                              r["subject"], r["body"]):
+            return int(r["seq"])
+        prev, expected = r["hash"], expected + 1
+    return None
+
+
+def journal_for(conn: Connection, subject: str) -> list[dict[str, Any]]:
+    """The journal rows about one subject, oldest first."""
+    return [dict(r) for r in conn.execute(select(console_journal).where(console_journal.c.subject == subject)
+                                          .order_by(console_journal.c.seq)).mappings()]
+
+
+# -- alerts ------------------------------------------------------------------------------
+
+
+def _in_scope(column: Any, centres: Centres) -> Any:
+    return True if centres is None else column.in_(sorted(centres))
+
+
+def inbox(conn: Connection, centres: Centres, *, rule: str | None = None, severity: str | None = None,
+          centre: str | None = None, bank: str | None = None, state: str | None = None,
+          from_us: int | None = None, to_us: int | None = None, before_id: int | None = None,
+          limit: int = 50) -> list[dict[str, Any]]:
+    """Alerts newest first, filtered, after the keyset ``before_id`` (ids strictly below it)."""
+    q = select(alerts.c.id, alerts.c.rule, alerts.c.severity, alerts.c.state, alerts.c.subject,
+               alerts.c.summary, alerts.c.centre_id, alerts.c.bank_id, alerts.c.account,
+               alerts.c.created_us).where(_in_scope(alerts.c.centre_id, centres))
+    for column, value in ((alerts.c.rule, rule), (alerts.c.severity, severity), (alerts.c.centre_id, centre),
+                          (alerts.c.bank_id, bank), (alerts.c.state, state)):
+        if value is not None:
+            q = q.where(column == value)
+    if from_us is not None:
+        q = q.where(alerts.c.created_us >= from_us)
+    if to_us is not None:
+        q = q.where(alerts.c.created_us < to_us)
+    if before_id is not None:
+        q = q.where(alerts.c.id < before_id)
+    return [dict(r) for r in conn.execute(q.order_by(alerts.c.id.desc()).limit(limit)).mappings()]
+
+
+def alert_row(conn: Connection, alert_id: int, centres: Centres) -> dict[str, Any] | None:
+    """One alert in scope, or None (absent and out of scope look the same)."""
+    row = conn.execute(select(alerts).where(alerts.c.id == alert_id)).mappings().first()
+    if row is None or (centres is not None and row["centre_id"] not in centres):
+        return None
+    return dict(row)
+
+
+def overview_counts(conn: Connection, centres: Centres, start_us: int, end_us: int) -> dict[str, Any]:
+    """Today's instruction states by centre and bank, instructed sums, open alerts by severity and rule."""
+    states = conn.execute(
+        select(copies.c.centre_id, copies.c.bank_id, copies.c.state, func.count())
+        .where(copies.c.kind == "instruction.state", copies.c.created_us >= start_us,
+               copies.c.created_us < end_us, _in_scope(copies.c.centre_id, centres))
+        .group_by(copies.c.centre_id, copies.c.bank_id, copies.c.state)).all()
+    sums: dict[tuple[str, str], int] = {}
+    for centre, bank, payload in conn.execute(
+            select(copies.c.centre_id, copies.c.bank_id, copies.c.payload)
+            .where(copies.c.kind == "instruction.state", copies.c.state == "received",
+                   copies.c.created_us >= start_us, copies.c.created_us < end_us,
+                   _in_scope(copies.c.centre_id, centres))):
+        amount = store._amount_or_none((store._loads(payload).get("instruction") or {}).get("amount"))
+        sums[(centre or "", bank or "")] = sums.get((centre or "", bank or ""), 0) + (amount or 0)
+    open_alerts = conn.execute(
+        select(alerts.c.severity, alerts.c.rule, func.count())
+        .where(alerts.c.state == "open", _in_scope(alerts.c.centre_id, centres))
+        .group_by(alerts.c.severity, alerts.c.rule)).all()
+    return {"states": [(c or "", b or "", s, int(n)) for c, b, s, n in states], "sums": sums,
+            "open": [(s, r, int(n)) for s, r, n in open_alerts]}
+
+
+def evidence(conn: Connection, alert: Mapping[str, Any]) -> dict[str, Any]:
+    """What an alert rests on: its evidence copies and the instruction's trail, the account's
+    recent balances, its notes, inquiries and journal."""
+    ids = json.loads(alert["evidence"])[:200]
+    rows: dict[int, dict[str, Any]] = {}
+    for chunk in store._chunks(ids, 200):
+        for r in conn.execute(select(copies).where(copies.c.event_id.in_(list(chunk)))).mappings():
+            rows[r["seq"]] = dict(r)
+    subject = alert["subject"]
+    if "/" in subject:
+        centre, instruction = subject.split("/", 1)
+        trail, _ = store.trail(conn, centre, instruction)
+        for r in trail:
+            rows.setdefault(r["seq"], r)
+    balances = store.balance_history(conn, alert["account"], 5) if alert["account"] else []
+    notes = [dict(n) for n in conn.execute(select(store.alert_notes).where(
+        store.alert_notes.c.alert_id == alert["id"]).order_by(store.alert_notes.c.id)).mappings()]
+    asked = [dict(i) for i in conn.execute(select(inquiries).where(inquiries.c.alert_id == alert["id"])
+                                           .order_by(inquiries.c.id)).mappings()]
+    return {"copies": [rows[s] for s in sorted(rows)], "balances": balances, "notes": notes,
+            "inquiries": asked, "journal": journal_for(conn, f"alert/{alert['id']}")}
+
+
+def acknowledge(tx: Tx, who: str, ids: Sequence[int], reason: str, centres: Centres) -> list[int]:
+    """Acknowledge each open alert of ``ids`` in scope; the ids changed (others are left as they are)."""
+    changed = []
+    for alert_id in ids:
+        if alert_row(tx.conn, alert_id, centres) is None:
+            continue
+        outcome, _ = store.change_state(tx, alert_id, who, "acknowledged", reason)
+        if outcome == "changed":
+            journal(tx, who, "acknowledged", f"alert/{alert_id}", {"reason": reason})
+            changed.append(alert_id)
+    return changed
+
+
+def resolve(tx: Tx, who: str, alert_id: int, reason: str, centres: Centres) -> str:
+    """Resolve an acknowledged alert in scope: "changed", "not-found" or "conflict"."""
+    if alert_row(tx.conn, alert_id, centres) is None:
+        return "not-found"
+    outcome, _ = store.change_state(tx, alert_id, who, "resolved", reason)
+    if outcome == "changed":
+        journal(tx, who, "resolved", f"alert/{alert_id}", {"reason": reason})
+    return outcome
+
+
+def note(tx: Tx, who: str, alert_id: int, text: str, centres: Centres) -> bool:
+    """Add a note to an alert in scope; False when there is none."""
+    if alert_row(tx.conn, alert_id, centres) is None:
+        return False
+    store.add_note(tx, alert_id, who, text)
+    journal(tx, who, "note", f"alert/{alert_id}", {"text": text})
+    return True
+
+
+def raise_manual(tx: Tx, who: str, event_id: str, severity: str, summary: str,
+                 centres: Centres) -> int | None:
+    """A supervisor's own alert on a stored fact in scope; its id, or None when no such fact."""
+    row = tx.conn.execute(select(copies.c.event_id, copies.c.centre_id, copies.c.instruction_id,
+                                 copies.c.account).where(copies.c.event_id == event_id)).first()
+    if row is None or (centres is not None and row.centre_id not in centres):
+        return None
+    subject = f"{row.centre_id}/{row.instruction_id}" if row.centre_id and row.instruction_id else \
+        (row.account or event_id)
+    key = f"{MANUAL}:{secrets.token_hex(8)}"
+    [created] = store.store_alerts(tx, [store.AlertRow(key, MANUAL, severity, subject, summary, (event_id,))])
+    journal(tx, who, "manual-alert", f"alert/{created['id']}",
+            {"event_id": event_id, "severity": severity, "summary": summary})
+    return int(created["id"])
+
+
+# -- inquiries (意见反馈) -------------------------------------------------------------------
+
+
+def ask(tx: Tx, who: str, alert_id: int, question: str, deadline_us: int, centres: Centres) -> int | None:
+    """Send the alert's centre an inquiry; its id, or None (no alert in scope, or of no centre)."""
+    alert = alert_row(tx.conn, alert_id, centres)
+    if alert is None or alert["centre_id"] is None:
+        return None
+    inquiry_id = int(tx.conn.execute(insert(inquiries).values(
+        alert_id=alert_id, centre_id=alert["centre_id"], question=question, asked_by=who[:80],
+        asked_us=tx.now_us, deadline_us=deadline_us, state="open")).inserted_primary_key[0])
+    journal(tx, who, "inquiry", f"inquiry/{inquiry_id}",
+            {"alert_id": alert_id, "centre_id": alert["centre_id"], "question": question,
+             "deadline_us": deadline_us})
+    journal(tx, who, "inquiry", f"alert/{alert_id}", {"inquiry_id": inquiry_id})
+    return inquiry_id
+
+
+def answer(tx: Tx, who: str, inquiry_id: int, text: str, attachment: tuple[str, str, bytes] | None,
+           centres: Centres) -> str:
+    """The centre's answer to an open inquiry in scope: "answered", "not-found" or "conflict"."""
+    row = get_inquiry(tx.conn, inquiry_id, centres)
+    if row is None:
+        return "not-found"
+    if row["state"] != "open":
+        return "conflict"
+    name, ctype, data = attachment if attachment else (None, None, None)
+    tx.conn.execute(update(inquiries).where(inquiries.c.id == inquiry_id, inquiries.c.state == "open").values(
+        state="answered", answer=text, answered_by=who[:80], answered_us=tx.now_us,
+        attachment_name=name, attachment_type=ctype, attachment=data))
+    body: dict[str, Any] = {"answer": text}
+    if data is not None:
+        body["attachment"] = {"name": name, "type": ctype, "sha256": hashlib.sha256(data).hexdigest()}
+    journal(tx, who, "answer", f"inquiry/{inquiry_id}", body)
+    return "answered"
+
+
+def get_inquiry(conn: Connection, inquiry_id: int, centres: Centres) -> dict[str, Any] | None:
+    row = conn.execute(select(inquiries).where(inquiries.c.id == inquiry_id)).mappings().first()
+    if row is None or (centres is not None and row["centre_id"] not in centres):
+        return None
+    return dict(row)
+
+
+def list_inquiries(conn: Connection, centres: Centres, *, state: str | None = None,
+                   before_id: int | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    cols = [c for c in inquiries.c if c.name != "attachment"]
+    q = select(*cols).where(_in_scope(inquiries.c.centre_id, centres))
+    if state is not None:
+        q = q.where(inquiries.c.state == state)
+    if before_id is not None:
+        q = q.where(inquiries.c.id < before_id)
+    return [dict(r) for r in conn.execute(q.order_by(inquiries.c.id.desc()).limit(limit)).mappings()]
+
+
+def overdue_inquiries(conn: Connection, now_us: int) -> list[dict[str, Any]]:
+    """Open inquiries past their deadline that have not raised their alert yet."""
+    return [dict(r) for r in conn.execute(
+        select(inquiries.c.id, inquiries.c.alert_id, inquiries.c.centre_id, inquiries.c.deadline_us)
+        .where(inquiries.c.state == "open", inquiries.c.deadline_us <= now_us,
+               inquiries.c.overdue_alert.is_(None)).limit(500)).mappings()]
+
+
+def raise_overdue(tx: Tx, now_us: int) -> list[dict[str, Any]]:
+    """Raise one ``inquiry-overdue`` alert per open inquiry past its deadline; the new alerts."""
+    created_all: list[dict[str, Any]] = []
+    for q in overdue_inquiries(tx.conn, now_us):
+        alert = tx.conn.execute(select(alerts.c.evidence).where(alerts.c.id == q["alert_id"])).first()
+        evidence = tuple(json.loads(alert[0])[:50]) if alert else ()
+        created = store.store_alerts(tx, [store.AlertRow(
+            f"{INQUIRY_OVERDUE}:{q['id']}", INQUIRY_OVERDUE, "major", f"{q['centre_id']}/inquiry-{q['id']}",
+            f"inquiry {q['id']} about alert {q['alert_id']} was not answered by its deadline", evidence)])
+        found = created[0]["id"] if created else tx.conn.execute(
+            select(alerts.c.id).where(alerts.c.key == f"{INQUIRY_OVERDUE}:{q['id']}")).scalar()
+        if created:
+            # The alert belongs to the centre asked, whatever its evidence says.
+            tx.conn.execute(update(alerts).where(alerts.c.id == found).values(centre_id=q["centre_id"]))
+            created[0]["centre_id"] = q["centre_id"]
+        tx.conn.execute(update(inquiries).where(inquiries.c.id == q["id"]).values(overdue_alert=found))
+        journal(tx, "hpf://ledger/console", "inquiry-overdue", f"inquiry/{q['id']}", {"alert_id": found})
+        created_all += created
+    return created_all
+
+
+# -- alert conditions (预警条件设置) ---------------------------------------------------------
+
+CONDITION_FIELDS = ("large_amount", "balance_tolerance", "result_deadline_ms", "unregistered_counterparty")
+
+
+def conditions(conn: Connection) -> dict[str, dict[str, Any]]:
+    """Every centre's own conditions, by centre."""
+    return {r["centre_id"]: dict(r) for r in conn.execute(select(centre_conditions)).mappings()}
+
+
+def set_conditions(tx: Tx, who: str, centre: str, values: Mapping[str, int | None], reason: str) -> dict[str, Any]:
+    """Replace a centre's conditions (None: the configured default), journalled with the reason."""
+    row = {f: values.get(f) for f in CONDITION_FIELDS}
+    conn = tx.conn
+    if conn.execute(select(centre_conditions.c.centre_id).where(centre_conditions.c.centre_id == centre)).first():
+        conn.execute(update(centre_conditions).where(centre_conditions.c.centre_id == centre).values(
+            **row, updated_by=who[:80], updated_us=tx.now_us))
+    else:
+        conn.execute(insert(centre_conditions).values(centre_id=centre, **row, updated_by=who[:80],
+                                                      updated_us=tx.now_us))
+    journal(tx, who, "conditions", f"centre/{centre}", {"values": row, "reason": reason})
+    return dict(row, centre_id=centre)

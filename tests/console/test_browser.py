@@ -1,0 +1,177 @@
+"""The console in Chromium over a real ledger: evidence, inquiries, scope, hostile content, CSRF.
+
+One ledger and one browser for the module; each identity gets its own browser
+context presenting its certificate (Playwright's ``client_certificates``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+
+from tests.console.support import OTHER_ACCOUNT, LedgerProcess, browser_context
+from tests.unit.test_ledger_store import make_copy, received_payload
+
+XSS = '<script>window.__pwned=1</script><img src=x onerror="window.__pwned=2">'
+TIMEOUT = 15_000
+
+
+def now_us() -> int:
+    return int(time.time() * 1_000_000)
+
+
+@pytest.fixture(scope="module")
+def seeded(ledger: LedgerProcess) -> dict[str, Any]:
+    """Two offences: a large amount in Guiyang (C52240), an unregistered payee with a hostile name in Beijing."""
+    t = now_us()
+    large = make_copy(1, instruction_id="BIG1", payload=received_payload("BIG1", 1, amount="2000000.00"),
+                      created_us=t)
+    hostile = make_copy(2, instruction_id="XSS1", centre_id="C11000", account=OTHER_ACCOUNT, created_us=t + 1,
+                        payload=received_payload("XSS1", 2, debit_account=OTHER_ACCOUNT,
+                                                 creditor={"account": "6200001234000099", "name": XSS,
+                                                           "bank_code": "105100000017"}))
+    ledger.file([large, hostile])
+    big = ledger.wait_alert(lambda a: a["rule"] == "large-amount" and a["subject"] == "C52240/BIG1", "large amount")
+    xss = ledger.wait_alert(lambda a: a["rule"] == "unregistered-counterparty" and a["centre_id"] == "C11000",
+                            "unregistered counterparty")
+    return {"big": big, "xss": xss, "large_event": large["event_id"]}
+
+
+@pytest.fixture
+def as_party(browser: Any, ledger: LedgerProcess) -> Any:
+    opened: list[Any] = []
+
+    def open_as(party: str, **kw: Any) -> Any:
+        context = browser_context(browser, ledger, party, **kw)
+        context.set_default_timeout(TIMEOUT)
+        opened.append(context)
+        return context.new_page()
+
+    yield open_as
+    for c in opened:
+        c.close()
+
+
+def test_a_province_supervisor_sees_the_overview_and_an_alerts_evidence(ledger, seeded, as_party):
+    page = as_party("supervisor/sup1")
+    response = page.goto(ledger.url + "/")
+    assert response.status == 200
+    csp = response.headers["content-security-policy"]
+    assert "default-src 'self'" in csp and "unsafe-inline" not in csp
+    assert "省级监管" in page.inner_text("#who")  # zh-CN by default
+    table = page.inner_text("#by-centre-bank")
+    assert "C52240" in table and "C11000" in table and "2000000.00" in table and "贵阳市" in table
+    page.click("#open-major")
+    assert "severity=major" in page.url
+    page.goto(ledger.url + f"/alerts?rule=large-amount")
+    page.click(f"a[href='/alerts/{seeded['big']['id']}']")
+    assert page.inner_text("#summary") == seeded["big"]["summary"]
+    assert "2000000.00" in page.inner_text("#instruction")
+    assert page.locator("#copies .sig.ok").count() >= 1 and page.locator("#copies .sig.bad").count() == 0
+    # English on request, kept for the next page
+    page.goto(ledger.url + "/?lang=en")
+    assert "Province supervisor" in page.inner_text("#who")
+    page.goto(ledger.url + "/alerts")
+    assert "Acknowledge selected" in page.content()
+
+
+def test_hostile_names_render_as_text(ledger, seeded, as_party):
+    page = as_party("supervisor/sup1")
+    dialogs: list[str] = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    page.goto(ledger.url + f"/alerts/{seeded['xss']['id']}")
+    assert XSS in page.inner_text("#instruction")  # shown literally, as text
+    assert json.dumps(XSS, ensure_ascii=False) in page.inner_text("#copies")
+    assert page.locator("img[src=x]").count() == 0 and page.locator("#copies script").count() == 0
+    assert page.evaluate("window.__pwned") is None and dialogs == []
+
+
+def test_a_cross_site_post_is_refused(ledger, seeded, as_party, tmp_path):
+    page = as_party("supervisor/sup1")
+    alert_id = seeded["xss"]["id"]
+    page.goto(ledger.url + f"/alerts/{alert_id}")  # the browser now holds the CSRF cookie
+    token = page.locator("#acknowledge").locator("xpath=..").locator("input[name=csrf]").get_attribute("value")
+    # Another site's page posting to the console, even with a stolen token: refused by the browser's headers.
+    evil = tmp_path / "evil.html"
+    evil.write_text(f'<form id="f" method="post" action="{ledger.url}/alerts/ack">'
+                    f'<input name="csrf" value="{token}"><input name="id" value="{alert_id}">'
+                    '<input name="reason" value="pwned"></form>', encoding="utf-8")
+    page.goto(evil.as_uri())
+    with page.expect_navigation():
+        page.evaluate("document.getElementById('f').submit()")
+    assert "403" in page.inner_text("h1")
+    # Without the browser: no cookie, or a token of another identity, is refused too.
+    body = f"csrf={token}&id={alert_id}&reason=x".encode()
+    status, _ = ledger.https("supervisor/city1", "POST", ledger.url + "/alerts/ack", body,
+                             {"content-type": "application/x-www-form-urlencoded",
+                              "cookie": "__Host-hpf-csrf=abc"})
+    assert status == 403
+    page.goto(ledger.url + f"/alerts/{alert_id}")
+    assert page.inner_text("#alert-state") == "待处理"  # still open
+
+
+def test_inquiry_from_a_supervisor_answered_by_the_centre(ledger, seeded, as_party, tmp_path):
+    sup = as_party("supervisor/sup1")
+    alert_id = seeded["big"]["id"]
+    sup.goto(ledger.url + f"/alerts/{alert_id}")
+    sup.fill("#ask textarea[name=question]", "请说明这笔大额支付的审批依据")
+    sup.fill("#ask input[name=days]", "3")
+    sup.click("#ask button")
+    assert "/inquiries/" in sup.url, sup.inner_text("main")
+    inquiry_url = sup.url
+    assert sup.inner_text("#inquiry-state") == "待处理"
+
+    staff = as_party("staff/alice")
+    staff.goto(ledger.url + "/inquiries")
+    staff.click(f"a[href='{inquiry_url[len(ledger.url):]}']")
+    staff.fill("#answer-form textarea[name=answer]", "审批单号 SP-2026-001，附件为审批记录。")
+    note = tmp_path / "审批记录.txt"
+    note.write_text("审批记录：同意。\n", encoding="utf-8")
+    staff.set_input_files("#answer-form input[name=attachment]", str(note))
+    staff.click("#answer-form button")
+    assert staff.inner_text("#inquiry-state") == "已答复"
+
+    sup.reload()
+    assert "SP-2026-001" in sup.inner_text("#answer")
+    with sup.expect_download() as got:
+        sup.click("#attachment")
+    assert got.value.suggested_filename == "审批记录.txt"
+    # The supervisor acknowledges from the inbox (bulk form), with a reason.
+    sup.goto(ledger.url + "/alerts?rule=large-amount&state=open")
+    sup.check(f"input[name=id][value='{alert_id}']")
+    sup.fill("input[name=reason]", "已核实审批")
+    sup.click("#ack")
+    sup.goto(ledger.url + f"/alerts/{alert_id}")
+    assert sup.inner_text("#alert-state") == "已确认"
+    assert "已核实审批" in sup.inner_text("#notes")
+
+
+def test_scope_by_page_and_by_direct_url(ledger, seeded, as_party):
+    big, xss = seeded["big"]["id"], seeded["xss"]["id"]
+    city = as_party("supervisor/city1")  # Guiyang: C52240 only
+    city.goto(ledger.url + "/alerts")
+    ids = city.locator("#alerts tbody a").all_inner_texts()
+    assert str(big) in ids and str(xss) not in ids
+    assert city.goto(ledger.url + f"/alerts/{xss}").status == 404
+    assert "C11000" not in city.goto(ledger.url + "/").text()
+
+    staff = as_party("staff/bob")  # Beijing centre staff
+    assert staff.goto(ledger.url + f"/alerts/{big}").status == 404
+    assert staff.goto(ledger.url + f"/alerts/{xss}").status == 200
+    assert staff.locator("#acknowledge").count() == 0  # staff only answer
+    assert staff.goto(ledger.url + "/conditions").status == 403
+    # A write by staff is refused on the server, whatever the page shows.
+    token = staff.locator("input[name=csrf]").first.get_attribute("value") if staff.locator(
+        "input[name=csrf]").count() else "0" * 64
+    result = staff.evaluate("""async ([url, token, id]) => {
+        const r = await fetch(url + '/alerts/ack', {method: 'POST', headers: {'content-type':
+            'application/x-www-form-urlencoded'}, body: 'csrf=' + token + '&id=' + id + '&reason=x'});
+        return r.status; }""", [ledger.url, token, xss])
+    assert result == 403
+
+    # A centre's business-system certificate is no console user.
+    status, _ = ledger.https("centre/C52240", "GET", ledger.url + "/")
+    assert status == 403
