@@ -50,6 +50,7 @@ from gateway.ledger.api import (
 from gateway.ledger.config import LedgerConfig, PublicSigningKey, load_public_key
 from gateway.ledger.matcher import (
     AccountInfo,
+    CentreConditions,
     CounterpartyInfo,
     Fact,
     Matcher,
@@ -130,6 +131,15 @@ def thresholds_from_config(config: LedgerConfig) -> Thresholds:
                       booking_deadline_s=t.booking_deadline, balance_tolerance=t.balance_tolerance)
 
 
+def conditions_from_row(row: Any) -> CentreConditions:
+    """A ``centre_conditions`` row as the matcher's :class:`CentreConditions`."""
+    deadline = row["result_deadline_ms"]
+    switch = row["unregistered_counterparty"]
+    return CentreConditions(large_amount=row["large_amount"], balance_tolerance=row["balance_tolerance"],
+                            result_deadline_s=deadline / 1000 if deadline is not None else None,
+                            unregistered_counterparty=None if switch is None else bool(switch))
+
+
 def load_signing_keys(config: LedgerConfig) -> dict[str, tuple[str, PublicSigningKey]]:
     """Each gateway's (signature_alg, public key); ``ValueError`` names the bad key file."""
     keys: dict[str, tuple[str, PublicSigningKey]] = {}
@@ -203,6 +213,7 @@ class MatchEngine(Service):
             self.matcher = Matcher.restore(self.registry, self.thresholds, json.loads(snapshot))
         else:
             self.matcher = Matcher(self.registry, self.thresholds)
+        await self.conditions_changed()
         self.applied_seq = self.saved_seq = last_seq
         replayed = 0
         while self.running:
@@ -225,6 +236,13 @@ class MatchEngine(Service):
         log.info("ledger.matcher_ready", resumed_at=last_seq, replayed=replayed)
         self.ready = True
         self._loop.start(self.tick_interval, now=False)
+
+    async def conditions_changed(self) -> None:
+        """Give the matcher every centre's conditions as stored now (the console's 预警条件设置):
+        they apply to the next fact, without a restart."""
+        rows = await self.db.read(store.load_conditions)
+        if self.matcher is not None:
+            self.matcher.conditions = {centre: conditions_from_row(r) for centre, r in rows.items()}
 
     def stopService(self) -> Deferred[None]:
         super().stopService()

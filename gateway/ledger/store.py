@@ -57,7 +57,7 @@ __all__ = [
     "LedgerDatabase", "CopyRow", "CopyOutcome", "AlertRow",
     "canonical_bytes", "copy_document", "ledger_chain_hash",
     "store_copies", "store_alerts", "add_note", "change_state",
-    "load_state", "load_head", "copies_after", "gateway_heads", "list_alerts", "get_alert",
+    "load_state", "load_conditions", "load_head", "copies_after", "gateway_heads", "list_alerts", "get_alert",
     "alert_counts", "trail", "balance_history", "daily_rows",
 ]
 
@@ -497,6 +497,11 @@ def load_state(conn: Connection) -> tuple[int, str | None]:
     row = conn.execute(select(matcher_state.c.last_seq, matcher_state.c.snapshot)
                        .where(matcher_state.c.id == 1)).first()
     return (int(row[0]), row[1]) if row else (0, None)
+
+
+def load_conditions(conn: Connection) -> dict[str, dict[str, Any]]:
+    """Every centre's own alert conditions (rows of ``centre_conditions``), by centre."""
+    return {r["centre_id"]: dict(r) for r in conn.execute(select(centre_conditions)).mappings()}
 
 
 def load_head(conn: Connection) -> tuple[int, str]:

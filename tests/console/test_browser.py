@@ -175,3 +175,31 @@ def test_scope_by_page_and_by_direct_url(ledger, seeded, as_party):
     # A centre's business-system certificate is no console user.
     status, _ = ledger.https("centre/C52240", "GET", ledger.url + "/")
     assert status == 403
+
+
+def test_a_province_supervisor_changes_a_threshold_and_the_next_instruction_alerts_under_it(
+        ledger, seeded, as_party):
+    page = as_party("supervisor/sup1")
+    page.goto(ledger.url + "/conditions")
+    page.select_option("#set-conditions select[name=centre]", "C52240")
+    page.fill("#set-conditions input[name=large_amount]", "500.00")
+    page.fill("#set-conditions input[name=reason]", "专项检查期间下调大额阈值")
+    page.click("#set-conditions button")
+    assert "500.00" in page.inner_text("#conditions")
+    assert "专项检查期间下调大额阈值" in page.inner_text("#history")
+    # No restart: the very next instruction of 600.00 is large for C52240 ...
+    ledger.file([make_copy(3, instruction_id="MID1", payload=received_payload("MID1", 3, amount="600.00"),
+                           created_us=now_us())])
+    alert = ledger.wait_alert(lambda a: a["subject"] == "C52240/MID1" and a["rule"] == "large-amount",
+                              "large amount under the new threshold")
+    assert "500.00" in alert["summary"]
+    # ... and a city supervisor may look but not change them.
+    city = as_party("supervisor/city1")
+    city.goto(ledger.url + "/conditions")
+    assert city.locator("#set-conditions").count() == 0
+    token = city.locator("input[name=csrf]").count()
+    assert token == 0
+    status, _ = ledger.https("supervisor/city1", "POST", ledger.url + "/conditions",
+                             b"centre=C52240&large_amount=1.00&reason=x",
+                             {"content-type": "application/x-www-form-urlencoded"})
+    assert status == 403

@@ -611,9 +611,7 @@ class ConsoleResource(Resource):
             raise Refused(400, "error.400", "unregistered_counterparty is on, off or default")
         values["unregistered_counterparty"] = None if not switch else int(switch == "on")
         await c.db.write(lambda tx: queries.set_conditions(tx, viewer.uri, centre, values, reason))
-        hook = getattr(c.engine, "conditions_changed", None)
-        if hook is not None:
-            await hook()
+        await c.engine.conditions_changed()  # live: the next fact is judged under them
         log.info("console.conditions", who=viewer.uri, centre=centre)
         return Redirect("/conditions")
 
