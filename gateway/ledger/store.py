@@ -52,7 +52,7 @@ from gateway.store.migrate import Migrations
 
 __all__ = [
     "metadata", "copies", "ledger_head", "matcher_state", "alerts", "alert_notes",
-    "console_journal", "inquiries", "centre_conditions",
+    "console_journal", "inquiries", "centre_conditions", "rectifications", "rectification_alerts",
     "MIGRATIONS", "ALERT_STATES", "SIGNED_FIELDS",
     "LedgerDatabase", "CopyRow", "CopyOutcome", "AlertRow",
     "canonical_bytes", "copy_document", "ledger_chain_hash",
@@ -185,6 +185,33 @@ inquiries = Table(
 )
 Index("ix_inquiries_centre_state", inquiries.c.centre_id, inquiries.c.state, inquiries.c.id)
 Index("ix_inquiries_alert", inquiries.c.alert_id)
+
+# 问题纠正: a rectification opened from alerts; the centre plans, the supervisor approves, it closes.
+rectifications = Table(
+    "rectifications",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("centre_id", String(16), nullable=False),
+    Column("title", Text, nullable=False),
+    Column("state", String(16), nullable=False),         # see gateway.ledger.console.rectify
+    Column("opened_by", String(80), nullable=False),
+    Column("opened_us", BigInteger, nullable=False),
+    Column("plan_due_us", BigInteger, nullable=False),
+    Column("done_due_us", BigInteger, nullable=False),
+    Column("plan", Text, nullable=True),
+    Column("evidence", Text, nullable=True),
+    Column("updated_us", BigInteger, nullable=False),
+)
+Index("ix_rectifications_centre_state", rectifications.c.centre_id, rectifications.c.state, rectifications.c.id)
+
+rectification_alerts = Table(
+    "rectification_alerts",
+    metadata,
+    Column("rectification_id", BigInteger, ForeignKey("rectifications.id", name="fk_rect_alerts_rect"),
+           primary_key=True, autoincrement=False),
+    Column("alert_id", BigInteger, ForeignKey("alerts.id", name="fk_rect_alerts_alert"), primary_key=True,
+           autoincrement=False),
+)
 
 # 预警条件设置: a centre's own alert conditions, overriding [thresholds] field by field (NULL: the default).
 centre_conditions = Table(

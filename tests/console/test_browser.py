@@ -203,3 +203,50 @@ def test_a_province_supervisor_changes_a_threshold_and_the_next_instruction_aler
                              b"centre=C52240&large_amount=1.00&reason=x",
                              {"content-type": "application/x-www-form-urlencoded"})
     assert status == 403
+
+
+def test_a_rectification_is_opened_planned_returned_approved_and_closed(ledger, seeded, as_party):
+    sup = as_party("supervisor/sup1")
+    alert_id = seeded["xss"]["id"]
+    sup.goto(ledger.url + "/alerts?centre=C11000")
+    sup.check(f"input[name=id][value='{alert_id}']")
+    sup.fill("#open-rectification input[name=title]", "未备案收款方付款")
+    sup.fill("#open-rectification input[name=plan_days]", "5")
+    sup.click("#open-rectification button")
+    assert "/rectifications/" in sup.url, sup.inner_text("main")
+    rect_url = sup.url
+    assert sup.inner_text("#rect-state") == "待提交方案"
+    assert sup.locator("#step-submit-plan").count() == 0  # the plan is the centre's to write
+
+    assert as_party("staff/alice").goto(rect_url).status == 404  # another centre's
+    staff = as_party("staff/bob")
+    staff.goto(ledger.url + "/rectifications")
+    staff.click(f"a[href='{rect_url[len(ledger.url):]}']")
+
+    def step(page: Any, action: str, text: str) -> None:
+        page.fill(f"#step-{action} textarea", text)
+        page.click(f"#step-{action} button")
+
+    step(staff, "submit-plan", "补办备案")
+    sup.goto(rect_url)
+    step(sup, "return", "方案不完整：缺少时间表")
+    assert sup.inner_text("#rect-state") == "待提交方案", sup.inner_text("main")
+    staff.goto(rect_url)
+    assert staff.locator("#step-approve").count() == 0
+    step(staff, "submit-plan", "补办备案，十日内完成")
+    sup.goto(rect_url)
+    step(sup, "approve", "同意")
+    staff.goto(rect_url)
+    step(staff, "progress", "已提交备案材料")
+    sup.goto(rect_url)
+    step(sup, "close", "备案回执编号 BA-0001")
+    assert sup.inner_text("#rect-state") == "已关闭"
+    assert "BA-0001" in sup.inner_text("#rect-evidence")
+    history = sup.inner_text("#rect-history")
+    for who, text in (("hpf://staff/bob", "补办备案"), ("hpf://supervisor/sup1", "缺少时间表"),
+                      ("hpf://staff/bob", "已提交备案材料")):
+        assert who in history and text in history
+    # A closed rectification takes no further step, from anyone.
+    status, _ = ledger.https("staff/bob", "POST", rect_url + "/progress", b"text=x",
+                             {"content-type": "application/x-www-form-urlencoded"})
+    assert status == 403

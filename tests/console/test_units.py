@@ -129,10 +129,10 @@ def test_every_message_a_template_uses_is_in_the_catalogue_in_both_languages():
     for entry in templates.iterdir():
         text = entry.read_text(encoding="utf-8")
         used |= set(re.findall(r"""\bt\(\s*["']([a-z_.0-9]+)["']\s*\)""", text))
-        for prefix in re.findall(r"""\bt\(\s*["']([a-z_]+\.)["']\s*\+""", text):
+        for prefix in re.findall(r"""\bt\(\s*["']([a-z_.]+\.)["']\s*\+""", text):
             used |= {k for k in CATALOGUE if k.startswith(prefix)}
     assert used and used <= set(CATALOGUE), sorted(used - set(CATALOGUE))
-    for key in ("severity.critical", "severity.major", "severity.minor", "state.open", "state.acknowledged",
+    for key in ("rect.state.awaiting-plan", "rect.action.submit-plan", "severity.critical", "severity.major", "severity.minor", "state.open", "state.acknowledged",
                 "state.resolved", "state.answered", "who.province", "who.city", "who.staff"):
         assert translate(key, "en") and translate(key, "zh-CN")
     assert all(zh.strip() and en.strip() for zh, en in CATALOGUE.values())
@@ -262,3 +262,44 @@ def test_a_centres_own_conditions_apply_to_the_next_fact(config):
     drafts = m.observe(Fact.from_copy(odd), 2.0)
     assert [d.rule for d in drafts] == ["large-amount"]  # the counterparty check is off for this centre
     assert "500.00" in drafts[0].summary
+
+
+# -- rectifications ---------------------------------------------------------------------------------
+
+
+def test_each_rectification_step_belongs_to_one_side():
+    from gateway.ledger.console.rectify import next_state, overdue_step
+
+    assert next_state("awaiting-plan", "submit-plan", supervisor=False) == "plan-submitted"
+    assert next_state("awaiting-plan", "submit-plan", supervisor=True) is None
+    assert next_state("plan-submitted", "approve", supervisor=True) == "in-progress"
+    assert next_state("plan-submitted", "approve", supervisor=False) is None
+    assert next_state("plan-submitted", "return", supervisor=True) == "awaiting-plan"
+    assert next_state("in-progress", "close", supervisor=True) == "closed"
+    assert next_state("closed", "progress", supervisor=False) is None
+    assert overdue_step("awaiting-plan", 10, 20, 9) is None
+    assert overdue_step("awaiting-plan", 10, 20, 10) == "plan"
+    assert overdue_step("in-progress", 10, 20, 20) == "closure"
+    assert overdue_step("closed", 10, 20, 99) is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_late_rectification_step_raises_one_alert_per_step(ldb):
+    alerts = await ldb.write(lambda tx: store.store_alerts(tx, _alerts(3, lambda i: "C52240" if i < 2 else "C11000")))
+    mixed = await ldb.write(lambda tx: queries.open_rectification(
+        tx, "hpf://supervisor/prov", [a["id"] for a in alerts], "x", 10, 20, None))
+    assert mixed == "centres"
+    rid = await ldb.write(lambda tx: queries.open_rectification(
+        tx, "hpf://supervisor/prov", [alerts[0]["id"], alerts[1]["id"]], "x", 10, 20, None))
+    assert await ldb.write(lambda tx: queries.raise_overdue_rectifications(tx, 9)) == []
+    [late_plan] = await ldb.write(lambda tx: queries.raise_overdue_rectifications(tx, 10))
+    assert (late_plan["rule"], late_plan["centre_id"]) == ("rectification-overdue", "C52240")
+    assert await ldb.write(lambda tx: queries.raise_overdue_rectifications(tx, 15)) == []  # once
+    assert await ldb.write(lambda tx: queries.act_on_rectification(
+        tx, "hpf://staff/alice", rid, "submit-plan", "plan", False, {"C52240"})) == "done"
+    assert await ldb.write(lambda tx: queries.act_on_rectification(
+        tx, "hpf://staff/alice", rid, "approve", "", False, {"C52240"})) == "conflict"
+    [late_close] = await ldb.write(lambda tx: queries.raise_overdue_rectifications(tx, 20))
+    assert "closure" in late_close["summary"]
+    row = await ldb.read(queries.get_rectification, rid, None)
+    assert row["alerts"] == [alerts[0]["id"], alerts[1]["id"]] and row["plan"] == "plan"

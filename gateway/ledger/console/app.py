@@ -35,7 +35,7 @@ from gateway.centre_api import LimitedRequest
 from gateway.ledger import store
 from gateway.ledger.api import REPORT_TZ, _trail_item
 from gateway.ledger.config import LedgerConfig, PublicSigningKey
-from gateway.ledger.console import charts, csrf, queries
+from gateway.ledger.console import charts, csrf, queries, rectify
 from gateway.ledger.console.i18n import choose_lang, translate
 from gateway.ledger.console.scope import Viewer, centres_of_config, city_of, viewer_for
 from gateway.ledger.rules import RULES, SEVERITIES
@@ -65,6 +65,8 @@ _BANK = re.compile(r"[A-Z0-9]{1,16}")
 _EVENT = re.compile(r"[0-9A-Za-z_-]{1,64}")
 _STATIC = ("console.css", "console.js")
 _LANG_COOKIE = b"hpf-lang"
+_STEPS = frozenset(action for _, action in rectify.ACTIONS)
+_STAFF_STEPS = frozenset(action for (_, action), (_, who) in rectify.ACTIONS.items() if who == "staff")
 
 
 class Refused(Exception):
@@ -345,7 +347,9 @@ class ConsoleResource(Resource):
             lambda template, ctx: self._page(request, viewer, lang, template, ctx)  # noqa: E731
         parts = [p for p in path.split("/") if p]
         if method == "POST":
-            if not viewer.supervisor and not (len(parts) == 3 and parts[0] == "inquiries" and parts[2] == "answer"):
+            staff_may = (len(parts) == 3 and ((parts[0] == "inquiries" and parts[2] == "answer") or (
+                parts[0] == "rectifications" and parts[2] in _STAFF_STEPS)))
+            if not viewer.supervisor and not staff_may:
                 raise self._deny(request, None, "staff-answer-only")
             form = self._form(request)
             if parts == ["alerts", "ack"]:
@@ -364,6 +368,12 @@ class ConsoleResource(Resource):
                 if viewer.supervisor:
                     raise self._deny(request, None, "staff-only")
                 return "answer", await self._answer(viewer, int(parts[1]), form)
+            if parts == ["rectifications"]:
+                return "rectify-open", await self._open_rectification(viewer, form)
+            if len(parts) == 3 and parts[0] == "rectifications" and _ID.fullmatch(parts[1]) \
+                    and parts[2] in _STEPS:
+                return "rectify-step", await self._rectification_step(request, viewer, int(parts[1]), parts[2],
+                                                                      form)
             if parts == ["conditions"]:
                 if not viewer.province:
                     raise self._deny(request, None, "province-only")
@@ -381,6 +391,20 @@ class ConsoleResource(Resource):
             return "inquiry", page("inquiry.html", await self._inquiry(viewer, int(parts[1])))
         if len(parts) == 3 and parts[0] == "inquiries" and _ID.fullmatch(parts[1]) and parts[2] == "attachment":
             return "attachment", await self._attachment(viewer, int(parts[1]))
+        if parts == ["rectifications"]:
+            before = _pattern(request, b"before", _ID)
+            rows = await self.console.db.read(lambda conn: queries.list_rectifications(
+                conn, viewer.centres, before_id=int(before) if before else None, limit=PAGE + 1))
+            return "rectifications", page("rectifications.html", {
+                "rectifications": rows[:PAGE], "next_before": rows[PAGE - 1]["id"] if len(rows) > PAGE else None,
+                "now_us": self._now_us()})
+        if len(parts) == 2 and parts[0] == "rectifications" and _ID.fullmatch(parts[1]):
+            row = await self.console.db.read(queries.get_rectification, int(parts[1]), viewer.centres)
+            if row is None:
+                raise Refused(404, "error.404")
+            steps = [a for (state, a), (_, who) in rectify.ACTIONS.items()
+                     if state == row["state"] and (who == "supervisor") == viewer.supervisor]
+            return "rectification", page("rectification.html", {"r": row, "steps": steps, "now_us": self._now_us()})
         if parts == ["conditions"]:
             if not viewer.supervisor:
                 raise self._deny(request, None, "supervisors-only")
@@ -576,6 +600,39 @@ class ConsoleResource(Resource):
         # Always a download, never rendered in our origin.
         return Raw(row["attachment"], "application/octet-stream", row["attachment_name"])
 
+    # -- rectifications ----------------------------------------------------------------------
+
+    def _now_us(self) -> int:
+        return int(self.console.engine.reactor.seconds() * 1_000_000)
+
+    async def _open_rectification(self, viewer: Viewer, form: Mapping[str, Any]) -> Redirect:
+        ids = [int(i) for i in (form.get("id") or []) if _ID.fullmatch(i)][:PAGE * 4]
+        title = _clean_text(form.get("title"), "title")
+        plan_days, due_days = form.get("plan_days") or "", form.get("due_days") or ""
+        if not (plan_days.isdigit() and due_days.isdigit() and 1 <= int(plan_days) <= int(due_days) <= 365):
+            raise Refused(400, "error.400", "deadlines: 1 <= plan days <= closure days <= 365")
+        now = self._now_us()
+        rid = await self.console.db.write(lambda tx: queries.open_rectification(
+            tx, viewer.uri, ids, title, now + int(plan_days) * 86_400_000_000, now + int(due_days) * 86_400_000_000,
+            viewer.centres))
+        if rid == "not-found":
+            raise Refused(404, "error.404", "choose alerts in your scope")
+        if rid == "centres":
+            raise Refused(400, "error.400", "a rectification is about the alerts of one centre")
+        return Redirect(f"/rectifications/{rid}")
+
+    async def _rectification_step(self, request: Any, viewer: Viewer, rid: int, action: str,
+                                  form: Mapping[str, Any]) -> Redirect:
+        text = _clean_text(form.get("text"), "text", required=action in ("submit-plan", "progress", "close",
+                                                                         "return"))
+        outcome = await self.console.db.write(lambda tx: queries.act_on_rectification(
+            tx, viewer.uri, rid, action, text, viewer.supervisor, viewer.centres))
+        if outcome == "not-found":
+            raise Refused(404, "error.404")
+        if outcome == "conflict":
+            raise self._deny(request, None, f"rectification-{action}-not-allowed")
+        return Redirect(f"/rectifications/{rid}")
+
     # -- conditions --------------------------------------------------------------------------
 
     async def _conditions(self, viewer: Viewer) -> dict[str, Any]:
@@ -657,7 +714,8 @@ def _date(request: Any, name: bytes) -> _dt.date | None:
 
 
 class OverdueWatch(Service):
-    """Every ``interval`` seconds, raise an alert for each inquiry past its deadline (once each)."""
+    """Every ``interval`` seconds, raise an alert for each inquiry and rectification step past its
+    deadline (once each)."""
 
     name = "console-overdue"
 
@@ -681,7 +739,8 @@ class OverdueWatch(Service):
         now_us = int(c.engine.reactor.seconds() * 1_000_000)
 
         async def run() -> None:
-            created = await c.db.write(lambda tx: queries.raise_overdue(tx, now_us))
+            created = await c.db.write(lambda tx: queries.raise_overdue(tx, now_us)
+                                       + queries.raise_overdue_rectifications(tx, now_us))
             if created:
                 c.engine.alerts_created(created)
 

@@ -24,11 +24,12 @@ from gateway.store.db import GENESIS, Tx
 __all__ = ["journal", "verify_journal", "journal_for", "inbox", "alert_row", "overview_counts",
            "evidence", "acknowledge", "note", "raise_manual", "ask", "answer", "list_inquiries",
            "get_inquiry", "overdue_inquiries", "raise_overdue", "conditions", "set_conditions",
-           "MANUAL", "INQUIRY_OVERDUE", "CONSOLE_RULES"]
+           "MANUAL", "INQUIRY_OVERDUE", "CONSOLE_RULES", "open_rectification", "get_rectification",
+           "list_rectifications", "act_on_rectification", "raise_overdue_rectifications"]
 
 MANUAL = "manual"
 INQUIRY_OVERDUE = "inquiry-overdue"
-CONSOLE_RULES = (MANUAL, INQUIRY_OVERDUE)
+CONSOLE_RULES = (MANUAL, INQUIRY_OVERDUE, "rectification-overdue")
 Centres = Collection[str] | None
 
 
@@ -309,3 +310,106 @@ def set_conditions(tx: Tx, who: str, centre: str, values: Mapping[str, int | Non
                                                       updated_us=tx.now_us))
     journal(tx, who, "conditions", f"centre/{centre}", {"values": row, "reason": reason})
     return dict(row, centre_id=centre)
+
+
+# -- rectifications (问题纠正) ------------------------------------------------------------------
+
+RECTIFICATION_OVERDUE = "rectification-overdue"
+
+
+def open_rectification(tx: Tx, who: str, alert_ids: Sequence[int], title: str, plan_due_us: int,
+                       done_due_us: int, centres: Centres) -> int | str:
+    """A rectification for alerts of one centre in scope: its id, or why not ("not-found", "centres")."""
+    from gateway.ledger.store import rectification_alerts, rectifications
+
+    found = [alert_row(tx.conn, i, centres) for i in dict.fromkeys(alert_ids)]
+    if not found or any(a is None for a in found):
+        return "not-found"
+    owners = {a["centre_id"] for a in found if a is not None}
+    if len(owners) != 1 or None in owners:
+        return "centres"
+    (centre,) = owners
+    rid = int(tx.conn.execute(insert(rectifications).values(
+        centre_id=centre, title=title, state="awaiting-plan", opened_by=who[:80], opened_us=tx.now_us,
+        plan_due_us=plan_due_us, done_due_us=done_due_us, updated_us=tx.now_us)).inserted_primary_key[0])
+    for a in found:
+        assert a is not None
+        tx.conn.execute(insert(rectification_alerts).values(rectification_id=rid, alert_id=a["id"]))
+        journal(tx, who, "rectification", f"alert/{a['id']}", {"rectification_id": rid})
+    journal(tx, who, "open", f"rectification/{rid}", {"title": title, "alerts": [a["id"] for a in found if a],
+                                                      "plan_due_us": plan_due_us, "done_due_us": done_due_us})
+    return rid
+
+
+def get_rectification(conn: Connection, rid: int, centres: Centres) -> dict[str, Any] | None:
+    from gateway.ledger.store import rectification_alerts, rectifications
+
+    row = conn.execute(select(rectifications).where(rectifications.c.id == rid)).mappings().first()
+    if row is None or (centres is not None and row["centre_id"] not in centres):
+        return None
+    out = dict(row)
+    out["alerts"] = [int(a) for a in conn.execute(select(rectification_alerts.c.alert_id).where(
+        rectification_alerts.c.rectification_id == rid).order_by(rectification_alerts.c.alert_id)).scalars()]
+    out["journal"] = [dict(j, body=json.loads(j["body"])) for j in journal_for(conn, f"rectification/{rid}")]
+    return out
+
+
+def list_rectifications(conn: Connection, centres: Centres, *, before_id: int | None = None,
+                        limit: int = 50) -> list[dict[str, Any]]:
+    from gateway.ledger.store import rectifications
+
+    q = select(rectifications).where(_in_scope(rectifications.c.centre_id, centres))
+    if before_id is not None:
+        q = q.where(rectifications.c.id < before_id)
+    return [dict(r) for r in conn.execute(q.order_by(rectifications.c.id.desc()).limit(limit)).mappings()]
+
+
+def act_on_rectification(tx: Tx, who: str, rid: int, action: str, text: str, supervisor: bool,
+                         centres: Centres) -> str:
+    """Take one step (:mod:`.rectify`): "done", "not-found" or "conflict" (not allowed now or to you)."""
+    from gateway.ledger.console.rectify import next_state
+    from gateway.ledger.store import rectifications
+
+    row = get_rectification(tx.conn, rid, centres)
+    if row is None:
+        return "not-found"
+    new_state = next_state(row["state"], action, supervisor)
+    if new_state is None:
+        return "conflict"
+    values: dict[str, Any] = {"state": new_state, "updated_us": tx.now_us}
+    if action == "submit-plan":
+        values["plan"] = text
+    elif action == "close":
+        values["evidence"] = text
+    tx.conn.execute(update(rectifications).where(rectifications.c.id == rid,
+                                                 rectifications.c.state == row["state"]).values(**values))
+    journal(tx, who, action, f"rectification/{rid}", {"text": text, "state": new_state})
+    return "done"
+
+
+def raise_overdue_rectifications(tx: Tx, now_us: int) -> list[dict[str, Any]]:
+    """One ``rectification-overdue`` alert per late step (the plan, the closure) of each rectification."""
+    from gateway.ledger.console.rectify import overdue_step
+    from gateway.ledger.store import rectifications
+
+    created_all: list[dict[str, Any]] = []
+    late = tx.conn.execute(select(rectifications).where(
+        or_(and_(rectifications.c.state == "awaiting-plan", rectifications.c.plan_due_us <= now_us),
+            and_(rectifications.c.state.in_(("plan-submitted", "in-progress")),
+                 rectifications.c.done_due_us <= now_us))).limit(500)).mappings().all()
+    for r in late:
+        step = overdue_step(r["state"], r["plan_due_us"], r["done_due_us"], now_us)
+        if step is None:
+            continue
+        due = r["plan_due_us"] if step == "plan" else r["done_due_us"]
+        key = f"{RECTIFICATION_OVERDUE}:{r['id']}:{step}:{due}"
+        created = store.store_alerts(tx, [store.AlertRow(
+            key, RECTIFICATION_OVERDUE, "major", f"{r['centre_id']}/rectification-{r['id']}",
+            f"rectification {r['id']}: the {step} is past its deadline", ())])
+        for a in created:
+            tx.conn.execute(update(alerts).where(alerts.c.id == a["id"]).values(centre_id=r["centre_id"]))
+            a["centre_id"] = r["centre_id"]
+            journal(tx, "hpf://ledger/console", "overdue", f"rectification/{r['id']}",
+                    {"step": step, "alert_id": a["id"]})
+        created_all += created
+    return created_all

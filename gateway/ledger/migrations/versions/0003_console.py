@@ -1,4 +1,4 @@
-"""The supervision console: its hash-chained journal, inquiries, per-centre conditions, inbox index.
+"""The supervision console: its chained journal, inquiries, rectifications, per-centre conditions, an index.
 
 Revision ID: L0003
 Revises: L0001
@@ -49,6 +49,29 @@ def upgrade() -> None:
     op.create_index("ix_inquiries_centre_state", "inquiries", ["centre_id", "state", "id"])
     op.create_index("ix_inquiries_alert", "inquiries", ["alert_id"])
     op.create_table(
+        "rectifications",
+        sa.Column("id", Id, primary_key=True, autoincrement=True),
+        sa.Column("centre_id", sa.String(16), nullable=False),
+        sa.Column("title", sa.Text, nullable=False),
+        sa.Column("state", sa.String(16), nullable=False),
+        sa.Column("opened_by", sa.String(80), nullable=False),
+        sa.Column("opened_us", sa.BigInteger, nullable=False),
+        sa.Column("plan_due_us", sa.BigInteger, nullable=False),
+        sa.Column("done_due_us", sa.BigInteger, nullable=False),
+        sa.Column("plan", sa.Text, nullable=True),
+        sa.Column("evidence", sa.Text, nullable=True),
+        sa.Column("updated_us", sa.BigInteger, nullable=False),
+    )
+    op.create_index("ix_rectifications_centre_state", "rectifications", ["centre_id", "state", "id"])
+    op.create_table(
+        "rectification_alerts",
+        sa.Column("rectification_id", sa.BigInteger,
+                  sa.ForeignKey("rectifications.id", name="fk_rect_alerts_rect"), primary_key=True,
+                  autoincrement=False),
+        sa.Column("alert_id", sa.BigInteger, sa.ForeignKey("alerts.id", name="fk_rect_alerts_alert"),
+                  primary_key=True, autoincrement=False),
+    )
+    op.create_table(
         "centre_conditions",
         sa.Column("centre_id", sa.String(16), primary_key=True, autoincrement=False),
         sa.Column("large_amount", sa.BigInteger, nullable=True),
@@ -62,6 +85,9 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("centre_conditions")
+    op.drop_table("rectification_alerts")
+    op.drop_index("ix_rectifications_centre_state", "rectifications")
+    op.drop_table("rectifications")
     op.drop_index("ix_inquiries_alert", "inquiries")
     op.drop_index("ix_inquiries_centre_state", "inquiries")
     op.drop_table("inquiries")
