@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.console.support import OTHER_ACCOUNT, LedgerProcess, browser_context
+from tests.unit.test_ledger_store import DEBIT
 from tests.unit.test_ledger_store import make_copy, received_payload
 
 XSS = '<script>window.__pwned=1</script><img src=x onerror="window.__pwned=2">'
@@ -250,3 +252,22 @@ def test_a_rectification_is_opened_planned_returned_approved_and_closed(ledger, 
     status, _ = ledger.https("staff/bob", "POST", rect_url + "/progress", b"text=x",
                              {"content-type": "application/x-www-form-urlencoded"})
     assert status == 403
+
+
+def test_a_monthly_report_renders_its_charts_and_the_accounts_their_balances(ledger, seeded, as_party):
+    page = as_party("supervisor/sup1")
+    page.goto(ledger.url + "/reports?period=month")
+    for chart in ("#volume-chart", "#amount-chart", "#rules-chart", "#banks-chart", "#ack-chart"):
+        assert page.locator(f"{chart} svg").count() == 1
+    assert page.locator("#rules-chart svg path, #rules-chart svg circle").count() >= 1  # the pie has slices
+    assessment = page.inner_text("#assessment")
+    assert "C52240" in assessment and "C11000" in assessment
+    with page.expect_download() as got:
+        page.click("#csv")
+    text = Path(got.value.path()).read_text(encoding="utf-8")
+    assert text.startswith("date,instructions,instructed_sum") and "C52240" in text
+    city = as_party("supervisor/city1")
+    city.goto(ledger.url + "/accounts")
+    table = city.inner_text("#accounts")
+    assert DEBIT in table and OTHER_ACCOUNT not in table
+    assert as_party("staff/bob").goto(ledger.url + "/reports").status == 403

@@ -303,3 +303,34 @@ async def test_a_late_rectification_step_raises_one_alert_per_step(ldb):
     assert "closure" in late_close["summary"]
     row = await ldb.read(queries.get_rectification, rid, None)
     assert row["alerts"] == [alerts[0]["id"], alerts[1]["id"]] and row["plan"] == "plan"
+
+
+# -- reports ------------------------------------------------------------------------------------------
+
+
+def test_report_periods_series_and_assessment():
+    import datetime as dt
+
+    from gateway.ledger.console.reports import day_series, period_range, report_csv
+
+    d = dt.date(2026, 11, 27)
+    assert period_range("day", d) == (d, dt.date(2026, 11, 28))
+    assert period_range("month", d) == (dt.date(2026, 11, 1), dt.date(2026, 12, 1))
+    assert period_range("quarter", d) == (dt.date(2026, 10, 1), dt.date(2027, 1, 1))
+    assert period_range("year", d) == (dt.date(2026, 1, 1), dt.date(2027, 1, 1))
+    assert period_range("month", dt.date(2026, 12, 31)) == (dt.date(2026, 12, 1), dt.date(2027, 1, 1))
+    with pytest.raises(ValueError):
+        period_range("week", d)
+    epoch_day = (d - dt.date(1970, 1, 1)).days
+    series = day_series({epoch_day: [3, 12345]}, dt.date(2026, 11, 26), dt.date(2026, 11, 29))
+    assert series == [("2026-11-26", 0, 0), ("2026-11-27", 3, 12345), ("2026-11-28", 0, 0)]
+    hour = 3_600_000_000
+    data = {"centres": {"C52240": 20_000}, "overdue_inquiries": {"C52240": 1},
+            "responses": [(1, "large-amount", "C52240", 0, 2 * hour, 4 * hour), (2, "balance-break", "C52240", 0, None, None),
+                          (3, "inquiry-overdue", "C52240", 0, None, None),
+                          (4, "rectification-overdue", "C52240", 0, None, None)]}
+    [row] = queries.assessment(data, ["C52240"])
+    assert row == {"centre": "C52240", "instructions": 20_000, "alerts": 2, "per_10k": 1.0, "ack_hours": 2.0,
+                   "resolve_hours": 4.0, "overdue_inquiries": 1, "overdue_rectifications": 1}
+    text = report_csv(series, [row])
+    assert "2026-11-27,3,123.45" in text and "C52240,20000,2,1.0,2.0,4.0,1,1" in text

@@ -35,7 +35,7 @@ from gateway.centre_api import LimitedRequest
 from gateway.ledger import store
 from gateway.ledger.api import REPORT_TZ, _trail_item
 from gateway.ledger.config import LedgerConfig, PublicSigningKey
-from gateway.ledger.console import charts, csrf, queries, rectify
+from gateway.ledger.console import charts, csrf, queries, rectify, reports
 from gateway.ledger.console.i18n import choose_lang, translate
 from gateway.ledger.console.scope import Viewer, centres_of_config, city_of, viewer_for
 from gateway.ledger.rules import RULES, SEVERITIES
@@ -62,6 +62,7 @@ _STATES = store.ALERT_STATES
 _ID = re.compile(r"[0-9]{1,18}")
 _CENTRE = re.compile(r"C[0-9]{5}")
 _BANK = re.compile(r"[A-Z0-9]{1,16}")
+_ACCOUNT = re.compile(r"[0-9A-Za-z-]{1,32}")
 _EVENT = re.compile(r"[0-9A-Za-z_-]{1,64}")
 _STATIC = ("console.css", "console.js")
 _LANG_COOKIE = b"hpf-lang"
@@ -405,6 +406,12 @@ class ConsoleResource(Resource):
             steps = [a for (state, a), (_, who) in rectify.ACTIONS.items()
                      if state == row["state"] and (who == "supervisor") == viewer.supervisor]
             return "rectification", page("rectification.html", {"r": row, "steps": steps, "now_us": self._now_us()})
+        if parts == ["reports"]:
+            if not viewer.supervisor:
+                raise self._deny(request, None, "supervisors-only")
+            return "report", await self._report(request, viewer, lang, page)
+        if parts == ["accounts"]:
+            return "accounts", page("accounts.html", await self._accounts(viewer))
         if parts == ["conditions"]:
             if not viewer.supervisor:
                 raise self._deny(request, None, "supervisors-only")
@@ -449,10 +456,12 @@ class ConsoleResource(Resource):
         c = self.console
         f = {"rule": _choice(request, b"rule", ALERT_RULES), "severity": _choice(request, b"severity", SEVERITIES),
              "state": _choice(request, b"state", _STATES), "centre": _pattern(request, b"centre", _CENTRE),
-             "bank": _pattern(request, b"bank", _BANK), "from": _date(request, b"from"), "to": _date(request, b"to")}
+             "bank": _pattern(request, b"bank", _BANK), "account": _pattern(request, b"account", _ACCOUNT),
+             "from": _date(request, b"from"), "to": _date(request, b"to")}
         before = _pattern(request, b"before", _ID)
         rows = await c.db.read(lambda conn: queries.inbox(
             conn, viewer.centres, rule=f["rule"], severity=f["severity"], centre=f["centre"], bank=f["bank"],
+            account=f["account"],
             state=f["state"], from_us=_day_start_us(f["from"]) if f["from"] else None,
             to_us=_day_start_us(f["to"]) + 86_400_000_000 if f["to"] else None,
             before_id=int(before) if before else None, limit=PAGE + 1))
@@ -599,6 +608,54 @@ class ConsoleResource(Resource):
             raise Refused(404, "error.404")
         # Always a download, never rendered in our origin.
         return Raw(row["attachment"], "application/octet-stream", row["attachment_name"])
+
+    # -- reports and accounts ----------------------------------------------------------------
+
+    async def _report(self, request: Any, viewer: Viewer, lang: str, page: Callable[..., bytes]) -> Any:
+        c = self.console
+        period = _choice(request, b"period", reports.PERIODS) or "month"
+        day = _date(request, b"date") or _dt.datetime.now(REPORT_TZ).date()
+        centre = _pattern(request, b"centre", _CENTRE)
+        if centre is not None and not viewer.sees_centre(centre):
+            raise Refused(404, "error.404")
+        first, end = reports.period_range(period, day)
+        scope = {centre} if centre else viewer.centres
+        data = await c.db.read(queries.report_data, scope, _day_start_us(first), _day_start_us(end))
+        series = reports.day_series(data["days"], first, end)
+        shown = [centre] if centre else viewer.visible(c.centres)
+        table = queries.assessment(data, shown)
+        if _arg(request, b"format") == "csv":
+            return Raw(reports.report_csv(series, table).encode("utf-8"), "text/csv; charset=utf-8",
+                       f"report-{period}-{first.isoformat()}.csv")
+        by_bank: dict[str, int] = {}
+        for bank, state, n in data["outcomes"]:
+            by_bank[f"{bank} {translate('col.' + state, lang)}"] = n
+        ack_by_rule: dict[str, list[float]] = {}
+        for _, rule, _, created, acked, _ in data["responses"]:
+            if acked is not None:
+                ack_by_rule.setdefault(rule, []).append((acked - created) / 3.6e9)
+        t = lambda key: translate(key, lang)  # noqa: E731
+        return page("report.html", {
+            "period": period, "day": day.isoformat(), "first": first.isoformat(),
+            "last": (end - _dt.timedelta(days=1)).isoformat(), "centre": centre, "centres": viewer.visible(c.centres),
+            "periods": reports.PERIODS, "series": series, "assessment": table,
+            "volume_chart": charts.line_chart([(d, n) for d, n, _ in series], title=t("report.volume")),
+            "amount_chart": charts.line_chart([(d, fen / 100) for d, _, fen in series], title=t("report.amount")),
+            "rules_chart": charts.pie_chart(sorted(data["rules"]), title=t("report.by_rule")),
+            "banks_chart": charts.bar_chart(sorted(by_bank.items()), title=t("report.by_bank")),
+            "ack_chart": charts.bar_chart(sorted((r, round(sum(v) / len(v), 2)) for r, v in ack_by_rule.items()),
+                                          title=t("report.ack_hours")),
+        })
+
+    async def _accounts(self, viewer: Viewer) -> dict[str, Any]:
+        c = self.console
+        mine = [a for a in c.config.accounts.values() if viewer.sees_centre(a.centre)]
+
+        def read(conn: Any) -> list[dict[str, Any]]:
+            return [dict(queries.account_status(conn, a.number), account=a.number, bank=a.bank, centre=a.centre,
+                         name=a.name, type=a.type) for a in mine]
+
+        return {"accounts": await c.db.read(read)}
 
     # -- rectifications ----------------------------------------------------------------------
 

@@ -83,6 +83,7 @@ def _in_scope(column: Any, centres: Centres) -> Any:
 
 def inbox(conn: Connection, centres: Centres, *, rule: str | None = None, severity: str | None = None,
           centre: str | None = None, bank: str | None = None, state: str | None = None,
+          account: str | None = None,
           from_us: int | None = None, to_us: int | None = None, before_id: int | None = None,
           limit: int = 50) -> list[dict[str, Any]]:
     """Alerts newest first, filtered, after the keyset ``before_id`` (ids strictly below it)."""
@@ -90,7 +91,7 @@ def inbox(conn: Connection, centres: Centres, *, rule: str | None = None, severi
                alerts.c.summary, alerts.c.centre_id, alerts.c.bank_id, alerts.c.account,
                alerts.c.created_us).where(_in_scope(alerts.c.centre_id, centres))
     for column, value in ((alerts.c.rule, rule), (alerts.c.severity, severity), (alerts.c.centre_id, centre),
-                          (alerts.c.bank_id, bank), (alerts.c.state, state)):
+                          (alerts.c.bank_id, bank), (alerts.c.state, state), (alerts.c.account, account)):
         if value is not None:
             q = q.where(column == value)
     if from_us is not None:
@@ -413,3 +414,105 @@ def raise_overdue_rectifications(tx: Tx, now_us: int) -> list[dict[str, Any]]:
                     {"step": step, "alert_id": a["id"]})
         created_all += created
     return created_all
+
+
+# -- reports and assessment (监管报告, 考核) -----------------------------------------------------
+
+DAY_US = 86_400_000_000
+_CST_US = 8 * 3_600_000_000  # days are business days in China (UTC+8)
+
+
+def report_data(conn: Connection, centres: Centres, start_us: int, end_us: int) -> dict[str, Any]:
+    """What a report over [start_us, end_us) is drawn from, in scope.
+
+    ``days``: {day index (UTC+8): [instructions, instructed fen]}; ``outcomes``: [(bank, state, n)];
+    ``rules``: [(rule, n)]; ``responses``: [(alert id, rule, centre, created, first ack, resolved)];
+    ``centres``: {centre: instructions}; ``overdue_inquiries``: {centre: n}.
+    """
+    from gateway.ledger.store import alert_notes
+
+    days: dict[int, list[int]] = {}
+    per_centre: dict[str, int] = {}
+    for created, centre, payload in conn.execute(
+            select(copies.c.created_us, copies.c.centre_id, copies.c.payload)
+            .where(copies.c.kind == "instruction.state", copies.c.state == "received",
+                   copies.c.created_us >= start_us, copies.c.created_us < end_us,
+                   _in_scope(copies.c.centre_id, centres))):
+        day = (created + _CST_US) // DAY_US
+        amount = store._amount_or_none((store._loads(payload).get("instruction") or {}).get("amount")) or 0
+        slot = days.setdefault(day, [0, 0])
+        slot[0] += 1
+        slot[1] += amount
+        per_centre[centre or ""] = per_centre.get(centre or "", 0) + 1
+    outcomes = [(b or "", s, int(n)) for b, s, n in conn.execute(
+        select(copies.c.bank_id, copies.c.state, func.count())
+        .where(copies.c.kind == "instruction.state", copies.c.state.in_(("succeeded", "failed", "rejected",
+                                                                           "in_doubt")),
+               copies.c.created_us >= start_us, copies.c.created_us < end_us,
+               _in_scope(copies.c.centre_id, centres))
+        .group_by(copies.c.bank_id, copies.c.state))]
+    in_range = and_(alerts.c.created_us >= start_us, alerts.c.created_us < end_us,
+                    _in_scope(alerts.c.centre_id, centres))
+    rules = [(r, int(n)) for r, n in conn.execute(
+        select(alerts.c.rule, func.count()).where(in_range).group_by(alerts.c.rule))]
+    acked = select(alert_notes.c.alert_id, func.min(alert_notes.c.at_us).label("at")).where(
+        alert_notes.c.action == "acknowledged").group_by(alert_notes.c.alert_id).subquery()
+    resolved = select(alert_notes.c.alert_id, func.min(alert_notes.c.at_us).label("at")).where(
+        alert_notes.c.action == "resolved").group_by(alert_notes.c.alert_id).subquery()
+    responses = [tuple(r) for r in conn.execute(
+        select(alerts.c.id, alerts.c.rule, alerts.c.centre_id, alerts.c.created_us, acked.c.at, resolved.c.at)
+        .select_from(alerts.outerjoin(acked, acked.c.alert_id == alerts.c.id)
+                     .outerjoin(resolved, resolved.c.alert_id == alerts.c.id))
+        .where(in_range))]
+    overdue = {c: int(n) for c, n in conn.execute(
+        select(inquiries.c.centre_id, func.count()).where(
+            inquiries.c.overdue_alert.is_not(None), inquiries.c.asked_us >= start_us, inquiries.c.asked_us < end_us,
+            _in_scope(inquiries.c.centre_id, centres)).group_by(inquiries.c.centre_id))}
+    return {"days": days, "outcomes": outcomes, "rules": rules, "responses": responses, "centres": per_centre,
+            "overdue_inquiries": overdue}
+
+
+def assessment(data: Mapping[str, Any], centres: Sequence[str]) -> list[dict[str, Any]]:
+    """考核: per centre, alerts per 10,000 instructions, mean hours to acknowledge and to resolve,
+    overdue inquiries and rectifications (pure, from :func:`report_data`)."""
+    rows = []
+    for centre in centres:
+        mine = [r for r in data["responses"] if r[2] == centre]
+        alerts_n = sum(1 for r in mine if r[1] not in CONSOLE_RULES)
+        acks = [(r[4] - r[3]) / 3.6e9 for r in mine if r[4] is not None]
+        resolves = [(r[5] - r[3]) / 3.6e9 for r in mine if r[5] is not None]
+        instructions = data["centres"].get(centre, 0)
+        rows.append({
+            "centre": centre, "instructions": instructions, "alerts": alerts_n,
+            "per_10k": round(alerts_n * 10_000 / instructions, 1) if instructions else None,
+            "ack_hours": round(sum(acks) / len(acks), 2) if acks else None,
+            "resolve_hours": round(sum(resolves) / len(resolves), 2) if resolves else None,
+            "overdue_inquiries": data["overdue_inquiries"].get(centre, 0),
+            "overdue_rectifications": sum(1 for r in mine if r[1] == "rectification-overdue"),
+        })
+    return rows
+
+
+# -- accounts (银行账户管理) ------------------------------------------------------------------------
+
+
+def account_status(conn: Connection, account: str) -> dict[str, Any]:
+    """An account's latest bank balance, the balance the ledger expects now (that balance plus the
+    movements filed since), its last movement and its open alerts."""
+    last = conn.execute(select(copies.c.seq, copies.c.payload, copies.c.created_us).where(
+        copies.c.account == account, copies.c.kind == "bank.balance").order_by(copies.c.seq.desc()).limit(1)).first()
+    reported = store._int_or_none(store._loads(last.payload).get("balance")) if last else None
+    expected = None
+    if last is not None and reported is not None:
+        net = 0
+        for (payload,) in conn.execute(select(copies.c.payload).where(
+                copies.c.account == account, copies.c.kind == "bank.movement", copies.c.seq > last.seq)):
+            net += store._int_or_none(store._loads(payload).get("amount")) or 0
+        expected = reported + net
+    move = conn.execute(select(copies.c.payload, copies.c.created_us).where(
+        copies.c.account == account, copies.c.kind == "bank.movement").order_by(copies.c.seq.desc()).limit(1)).first()
+    open_alerts = conn.execute(select(func.count()).where(alerts.c.account == account,
+                                                          alerts.c.state != "resolved")).scalar()
+    return {"reported": reported, "reported_us": last.created_us if last else None, "expected": expected,
+            "last_movement": store._int_or_none(store._loads(move.payload).get("amount")) if move else None,
+            "last_movement_us": move.created_us if move else None, "open_alerts": int(open_alerts or 0)}
