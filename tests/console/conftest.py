@@ -10,8 +10,8 @@ from tests.console.support import CHROMIUM, CHROMIUM_ARGS, LedgerProcess, chromi
 
 
 @pytest.fixture(scope="module")
-def ledger(tmp_path_factory: pytest.TempPathFactory, dev_pki: Any) -> Iterator[LedgerProcess]:
-    running = start_ledger(tmp_path_factory.mktemp("console-ledger"), dev_pki)
+def ledger(tmp_path_factory: pytest.TempPathFactory, dev_pki: Any, other_ca_pki: Any) -> Iterator[LedgerProcess]:
+    running = start_ledger(tmp_path_factory.mktemp("console-ledger"), dev_pki, other_ca_pki)
     try:
         yield running
     finally:

@@ -65,6 +65,7 @@ class LedgerProcess:
     tmp: Path
     pki: DevPki
     ports: dict[str, int]
+    other: DevPki | None = None  # an unrelated CA: carol's own anchor
     parties: dict[str, Party] = field(default_factory=dict)
     popen: subprocess.Popen[bytes] | None = None
     seq: int = 0
@@ -92,7 +93,9 @@ class LedgerProcess:
             "counterparties": {PAYEE["account"]: {"name": PAYEE["name"], "bank_code": PAYEE["bank_code"]}},
             "console": {"listen": f"tcp:{self.ports['console']}:interface=127.0.0.1", "cities": CITIES,
                         "city_supervisors": {"city1": "guiyang"},
-                        "staff": {"alice": {"centre": "C52240"}, "bob": {"centre": "C11000"}}},
+                        "staff": {"alice": {"centre": "C52240"}, "bob": {"centre": "C11000"},
+                                  **({"carol": {"centre": "C52240", "ca": str(self.other.ca_cert)}}
+                                     if self.other else {})}},
         }
         path = self.tmp / "ledger.toml"
         path.write_text(render_toml(data), encoding="utf-8")
@@ -108,6 +111,13 @@ class LedgerProcess:
             self.parties[f"{role}/{name}"] = Party(cert, key)
         self.parties["supervisor/sup1"] = Party(self.pki.cert("supervisor", "sup1"), self.pki.key("supervisor", "sup1"))
         self.parties["gateway"] = Party(self.pki.cert("gateway"), self.pki.key("gateway"))
+        if self.other is not None:
+            # carol's certificates from her own CA and from the dev CA; one claiming alice from carol's CA
+            for who in ("carol", "alice"):
+                cert, key = issue(self.other.ca_cert, self.other.ca_key, self.tmp / "other", "staff", who)
+                self.parties[f"other/staff/{who}"] = Party(cert, key)
+            cert, key = issue(self.pki.ca_cert, self.pki.ca_key, keys, "staff", "carol")
+            self.parties["staff/carol"] = Party(cert, key)
 
     def start(self, timeout: float = 30.0) -> None:
         path = self.config()
@@ -181,8 +191,8 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
-def start_ledger(tmp: Path, pki: DevPki) -> LedgerProcess:
-    ledger = LedgerProcess(tmp, pki, {n: free_port() for n in ("ingest", "supervisor", "ops", "console")})
+def start_ledger(tmp: Path, pki: DevPki, other: DevPki | None = None) -> LedgerProcess:
+    ledger = LedgerProcess(tmp, pki, {n: free_port() for n in ("ingest", "supervisor", "ops", "console")}, other)
     ledger.issue_parties()
     ledger.start()
     return ledger

@@ -271,3 +271,12 @@ def test_a_monthly_report_renders_its_charts_and_the_accounts_their_balances(led
     table = city.inner_text("#accounts")
     assert DEBIT in table and OTHER_ACCOUNT not in table
     assert as_party("staff/bob").goto(ledger.url + "/reports").status == 403
+
+
+def test_a_certificate_counts_only_under_the_anchor_of_the_party_it_names(ledger, seeded):
+    # carol's entry names her own CA: her certificate from it is let in ...
+    assert ledger.https("other/staff/carol", "GET", ledger.url + "/")[0] == 200
+    # ... one for her from the dev CA is not, and her CA cannot speak for alice (dev CA's).
+    assert ledger.https("staff/carol", "GET", ledger.url + "/")[0] == 403
+    assert ledger.https("other/staff/alice", "GET", ledger.url + "/")[0] == 403
+    assert ledger.https("staff/alice", "GET", ledger.url + "/")[0] == 200

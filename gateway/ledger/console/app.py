@@ -36,6 +36,7 @@ from gateway.ledger import store
 from gateway.ledger.api import REPORT_TZ, _trail_item
 from gateway.ledger.config import LedgerConfig, PublicSigningKey
 from gateway.ledger.console import charts, csrf, queries, rectify, reports
+from gateway.ledger.console.anchors import chain_is_anchored, party_anchors, verified_chain
 from gateway.ledger.console.i18n import choose_lang, translate
 from gateway.ledger.console.scope import Viewer, centres_of_config, city_of, viewer_for
 from gateway.ledger.rules import RULES, SEVERITIES
@@ -143,6 +144,7 @@ class Console:
         self.metrics = metrics
         self.secret = secret or secrets.token_bytes(32)
         self.centres = centres_of_config(config)
+        self.anchors = party_anchors(config)
         self.templates = jinja2.Environment(
             loader=jinja2.PackageLoader("gateway.ledger.console", "templates"),
             autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
@@ -195,6 +197,8 @@ class ConsoleResource(Resource):
                 viewer = viewer_for(identity, c.config)
                 if viewer is None:
                     raise self._deny(request, identity, "not-a-console-user")
+                if not chain_is_anchored(viewer.uri, verified_chain(request.transport), c.anchors):
+                    raise self._deny(request, identity, "not-this-partys-anchor")
                 if request.too_large if hasattr(request, "too_large") else False:
                     raise Refused(413, "error.400", "the request is too large")
                 if method == "POST":
