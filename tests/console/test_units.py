@@ -334,3 +334,21 @@ def test_report_periods_series_and_assessment():
                    "resolve_hours": 4.0, "overdue_inquiries": 1, "overdue_rectifications": 1}
     text = report_csv(series, [row])
     assert "2026-11-27,3,123.45" in text and "C52240,20000,2,1.0,2.0,4.0,1,1" in text
+
+
+@pytest_twisted.ensureDeferred
+async def test_daily_totals_take_each_instruction_once_as_copies_arrive(ldb):
+    from gateway.ledger.console.queries import DAY_US, DailyTotals
+    from tests.unit.test_ledger_store import T0
+
+    totals = DailyTotals()
+    await file(ldb, [make_copy(1, instruction_id="A1", payload=received_payload("A1", 1, amount="1.50")),
+                     make_copy(2, instruction_id="A1", state="sent", payload={"bank_ref": "x"})])
+    await ldb.read(totals.refresh)
+    await ldb.read(totals.refresh)  # nothing new: nothing counted twice
+    day = (T0 + 8 * 3_600_000_000) // DAY_US
+    assert totals.between(None, day, day + 1) == {(day, "C52240", "B001"): (1, 150)}
+    await file(ldb, [make_copy(3, instruction_id="A2", payload=received_payload("A2", 3, amount="2.00"))])
+    await ldb.read(totals.refresh)
+    assert totals.between(None, day, day + 1) == {(day, "C52240", "B001"): (2, 350)}
+    assert totals.between({"C11000"}, day, day + 1) == {} and totals.between(None, day + 1, day + 2) == {}

@@ -145,6 +145,7 @@ class Console:
         self.secret = secret or secrets.token_bytes(32)
         self.centres = centres_of_config(config)
         self.anchors = party_anchors(config)
+        self.totals = queries.DailyTotals()
         self.templates = jinja2.Environment(
             loader=jinja2.PackageLoader("gateway.ledger.console", "templates"),
             autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
@@ -428,7 +429,7 @@ class ConsoleResource(Resource):
         c = self.console
         today = _dt.datetime.now(REPORT_TZ).date()
         start = _day_start_us(today)
-        data = await c.db.read(queries.overview_counts, viewer.centres, start, start + 86_400_000_000)
+        data = await c.db.read(queries.overview_counts, viewer.centres, start, start + 86_400_000_000, c.totals)
         head, _ = await c.db.read(store.load_head)
         rows: dict[tuple[str, str], dict[str, Any]] = {}
         for centre, bank, state, n in data["states"]:
@@ -624,7 +625,7 @@ class ConsoleResource(Resource):
             raise Refused(404, "error.404")
         first, end = reports.period_range(period, day)
         scope = {centre} if centre else viewer.centres
-        data = await c.db.read(queries.report_data, scope, _day_start_us(first), _day_start_us(end))
+        data = await c.db.read(queries.report_data, scope, _day_start_us(first), _day_start_us(end), c.totals)
         series = reports.day_series(data["days"], first, end)
         shown = [centre] if centre else viewer.visible(c.centres)
         table = queries.assessment(data, shown)
@@ -800,6 +801,7 @@ class OverdueWatch(Service):
         now_us = int(c.engine.reactor.seconds() * 1_000_000)
 
         async def run() -> None:
+            await c.db.read(c.totals.refresh)  # keeps the overview's and reports' totals warm
             created = await c.db.write(lambda tx: queries.raise_overdue(tx, now_us)
                                        + queries.raise_overdue_rectifications(tx, now_us))
             if created:

@@ -25,7 +25,8 @@ __all__ = ["journal", "verify_journal", "journal_for", "inbox", "alert_row", "ov
            "evidence", "acknowledge", "note", "raise_manual", "ask", "answer", "list_inquiries",
            "get_inquiry", "overdue_inquiries", "raise_overdue", "conditions", "set_conditions",
            "MANUAL", "INQUIRY_OVERDUE", "CONSOLE_RULES", "open_rectification", "get_rectification",
-           "list_rectifications", "act_on_rectification", "raise_overdue_rectifications"]
+           "list_rectifications", "act_on_rectification", "raise_overdue_rectifications", "DailyTotals", "report_data", "assessment",
+           "account_status"]
 
 MANUAL = "manual"
 INQUIRY_OVERDUE = "inquiry-overdue"
@@ -111,21 +112,16 @@ def alert_row(conn: Connection, alert_id: int, centres: Centres) -> dict[str, An
     return dict(row)
 
 
-def overview_counts(conn: Connection, centres: Centres, start_us: int, end_us: int) -> dict[str, Any]:
+def overview_counts(conn: Connection, centres: Centres, start_us: int, end_us: int,
+                    totals: "DailyTotals") -> dict[str, Any]:
     """Today's instruction states by centre and bank, instructed sums, open alerts by severity and rule."""
     states = conn.execute(
         select(copies.c.centre_id, copies.c.bank_id, copies.c.state, func.count())
         .where(copies.c.kind == "instruction.state", copies.c.created_us >= start_us,
                copies.c.created_us < end_us, _in_scope(copies.c.centre_id, centres))
         .group_by(copies.c.centre_id, copies.c.bank_id, copies.c.state)).all()
-    sums: dict[tuple[str, str], int] = {}
-    for centre, bank, payload in conn.execute(
-            select(copies.c.centre_id, copies.c.bank_id, copies.c.payload)
-            .where(copies.c.kind == "instruction.state", copies.c.state == "received",
-                   copies.c.created_us >= start_us, copies.c.created_us < end_us,
-                   _in_scope(copies.c.centre_id, centres))):
-        amount = store._amount_or_none((store._loads(payload).get("instruction") or {}).get("amount"))
-        sums[(centre or "", bank or "")] = sums.get((centre or "", bank or ""), 0) + (amount or 0)
+    day = (start_us + _CST_US) // DAY_US
+    sums = {(c, b): fen for (_, c, b), (_, fen) in totals.refresh(conn).between(centres, day, day + 1).items()}
     open_alerts = conn.execute(
         select(alerts.c.severity, alerts.c.rule, func.count())
         .where(alerts.c.state == "open", _in_scope(alerts.c.centre_id, centres))
@@ -422,7 +418,8 @@ DAY_US = 86_400_000_000
 _CST_US = 8 * 3_600_000_000  # days are business days in China (UTC+8)
 
 
-def report_data(conn: Connection, centres: Centres, start_us: int, end_us: int) -> dict[str, Any]:
+def report_data(conn: Connection, centres: Centres, start_us: int, end_us: int,
+                totals: "DailyTotals") -> dict[str, Any]:
     """What a report over [start_us, end_us) is drawn from, in scope.
 
     ``days``: {day index (UTC+8): [instructions, instructed fen]}; ``outcomes``: [(bank, state, n)];
@@ -433,17 +430,12 @@ def report_data(conn: Connection, centres: Centres, start_us: int, end_us: int) 
 
     days: dict[int, list[int]] = {}
     per_centre: dict[str, int] = {}
-    for created, centre, payload in conn.execute(
-            select(copies.c.created_us, copies.c.centre_id, copies.c.payload)
-            .where(copies.c.kind == "instruction.state", copies.c.state == "received",
-                   copies.c.created_us >= start_us, copies.c.created_us < end_us,
-                   _in_scope(copies.c.centre_id, centres))):
-        day = (created + _CST_US) // DAY_US
-        amount = store._amount_or_none((store._loads(payload).get("instruction") or {}).get("amount")) or 0
+    first_day, end_day = (start_us + _CST_US) // DAY_US, (end_us + _CST_US) // DAY_US
+    for (day, centre, _), (n, fen) in totals.refresh(conn).between(centres, first_day, end_day).items():
         slot = days.setdefault(day, [0, 0])
-        slot[0] += 1
-        slot[1] += amount
-        per_centre[centre or ""] = per_centre.get(centre or "", 0) + 1
+        slot[0] += n
+        slot[1] += fen
+        per_centre[centre] = per_centre.get(centre, 0) + n
     outcomes = [(b or "", s, int(n)) for b, s, n in conn.execute(
         select(copies.c.bank_id, copies.c.state, func.count())
         .where(copies.c.kind == "instruction.state", copies.c.state.in_(("succeeded", "failed", "rejected",
@@ -516,3 +508,40 @@ def account_status(conn: Connection, account: str) -> dict[str, Any]:
     return {"reported": reported, "reported_us": last.created_us if last else None, "expected": expected,
             "last_movement": store._int_or_none(store._loads(move.payload).get("amount")) if move else None,
             "last_movement_us": move.created_us if move else None, "open_alerts": int(open_alerts or 0)}
+
+
+class DailyTotals:
+    """Received instructions per (business day UTC+8, centre, bank): count and instructed fen.
+
+    Kept up to date incrementally: :meth:`refresh` reads only the copies filed
+    since the last call (the ledger's seq only grows, from one writer), so each
+    instruction's payload is parsed once however often the overview and the
+    reports are drawn.  Thread-safe (refreshes run on the read pool).
+    """
+
+    def __init__(self) -> None:
+        import threading
+
+        self.seq = 0
+        self.totals: dict[tuple[int, str, str], list[int]] = {}
+        self._lock = threading.Lock()
+
+    def refresh(self, conn: Connection) -> "DailyTotals":
+        with self._lock:
+            rows = conn.execute(
+                select(copies.c.seq, copies.c.created_us, copies.c.centre_id, copies.c.bank_id, copies.c.payload)
+                .where(copies.c.seq > self.seq, copies.c.kind == "instruction.state", copies.c.state == "received")
+                .order_by(copies.c.seq)).all()
+            for seq, created, centre, bank, payload in rows:
+                amount = store._amount_or_none((store._loads(payload).get("instruction") or {}).get("amount"))
+                slot = self.totals.setdefault(((created + _CST_US) // DAY_US, centre or "", bank or ""), [0, 0])
+                slot[0] += 1
+                slot[1] += amount or 0
+                self.seq = seq
+        return self
+
+    def between(self, centres: Centres, first_day: int, end_day: int) -> dict[tuple[int, str, str], tuple[int, int]]:
+        """{(day, centre, bank): (count, fen)} for days in [first_day, end_day) and centres in scope."""
+        with self._lock:
+            return {k: (v[0], v[1]) for k, v in self.totals.items()
+                    if first_day <= k[0] < end_day and (centres is None or k[1] in centres)}
