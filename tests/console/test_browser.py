@@ -15,7 +15,7 @@ import pytest
 
 from tests.console.support import OTHER_ACCOUNT, LedgerProcess, browser_context
 from tests.unit.test_ledger_store import DEBIT
-from tests.unit.test_ledger_store import make_copy, received_payload
+from tests.unit.test_ledger_store import _result_frame, make_copy, received_payload, result_payload
 
 XSS = '<script>window.__pwned=1</script><img src=x onerror="window.__pwned=2">'
 TIMEOUT = 15_000
@@ -35,7 +35,10 @@ def seeded(ledger: LedgerProcess) -> dict[str, Any]:
                         payload=received_payload("XSS1", 2, debit_account=OTHER_ACCOUNT,
                                                  creditor={"account": "6200001234000099", "name": XSS,
                                                            "bank_code": "105100000017"}))
-    ledger.file([large, hostile])
+    # the bank's result for BIG1, with the bank's own BDC frame (decoded and shown raw on the evidence page)
+    result = make_copy(3, instruction_id="BIG1", state="succeeded", payload=result_payload(1, "H0001"),
+                       raw=_result_frame(1, "H0001"), adapter="bdc", created_us=t + 2)
+    ledger.file([large, hostile, result])
     big = ledger.wait_alert(lambda a: a["rule"] == "large-amount" and a["subject"] == "C52240/BIG1", "large amount")
     xss = ledger.wait_alert(lambda a: a["rule"] == "unregistered-counterparty" and a["centre_id"] == "C11000",
                             "unregistered counterparty")
@@ -72,7 +75,9 @@ def test_a_province_supervisor_sees_the_overview_and_an_alerts_evidence(ledger, 
     page.click(f"a[href='/alerts/{seeded['big']['id']}']")
     assert page.inner_text("#summary") == seeded["big"]["summary"]
     assert "2000000.00" in page.inner_text("#instruction")
-    assert page.locator("#copies .sig.ok").count() >= 1 and page.locator("#copies .sig.bad").count() == 0
+    assert page.locator("#copies .sig.ok").count() >= 2 and page.locator("#copies .sig.bad").count() == 0
+    decoded, raw = page.inner_text("#copies pre.decoded"), page.inner_text("#copies pre.raw")
+    assert "Result(" in decoded and "H0001" in decoded and "H0001" in raw
     # English on request, kept for the next page
     page.goto(ledger.url + "/?lang=en")
     assert "Province supervisor" in page.inner_text("#who")
@@ -149,6 +154,9 @@ def test_inquiry_from_a_supervisor_answered_by_the_centre(ledger, seeded, as_par
     sup.goto(ledger.url + f"/alerts/{alert_id}")
     assert sup.inner_text("#alert-state") == "已确认"
     assert "已核实审批" in sup.inner_text("#notes")
+    sup.locator("form[action$='/resolve'] input[name=reason]").fill("审批齐全，办结")
+    sup.click("#resolve")
+    assert sup.inner_text("#alert-state") == "已办结"
 
 
 def test_scope_by_page_and_by_direct_url(ledger, seeded, as_party):
@@ -190,7 +198,7 @@ def test_a_province_supervisor_changes_a_threshold_and_the_next_instruction_aler
     assert "500.00" in page.inner_text("#conditions")
     assert "专项检查期间下调大额阈值" in page.inner_text("#history")
     # No restart: the very next instruction of 600.00 is large for C52240 ...
-    ledger.file([make_copy(3, instruction_id="MID1", payload=received_payload("MID1", 3, amount="600.00"),
+    ledger.file([make_copy(4, instruction_id="MID1", payload=received_payload("MID1", 4, amount="600.00"),
                            created_us=now_us())])
     alert = ledger.wait_alert(lambda a: a["subject"] == "C52240/MID1" and a["rule"] == "large-amount",
                               "large amount under the new threshold")

@@ -352,3 +352,16 @@ async def test_daily_totals_take_each_instruction_once_as_copies_arrive(ldb):
     await ldb.read(totals.refresh)
     assert totals.between(None, day, day + 1) == {(day, "C52240", "B001"): (2, 350)}
     assert totals.between({"C11000"}, day, day + 1) == {} and totals.between(None, day + 1, day + 2) == {}
+
+
+def test_a_banks_frame_is_shown_decoded_by_its_adapter_and_as_readable_text():
+    from gateway.ledger.console.app import describe_frame
+    from tests.unit.test_ledger_store import _result_frame
+
+    decoded, text = describe_frame("bdc", _result_frame(1, "H0001"))
+    assert decoded.startswith("Result(") and "host_seq_no='H0001'" in decoded
+    assert "H0001" in text and "\x00" not in text and "\\x00" in text  # binary header escaped, XML readable
+    assert describe_frame("bdc", "报文 <x/>".encode("gbk"))[1] == "报文 <x/>"
+    bad_decoded, _ = describe_frame("bdc", b"garbage")
+    assert bad_decoded.startswith("(")  # the adapter's refusal is shown, the page still renders
+    assert describe_frame(None, None) == (None, None)

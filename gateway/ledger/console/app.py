@@ -122,12 +122,16 @@ def describe_frame(adapter_name: str | None, raw: bytes | None) -> tuple[str | N
             decoded = "\n".join(repr(m) for m in decode_all(load_adapter(adapter_name), raw))
         except Exception as e:  # hostile bytes: say so, never fail the page
             decoded = f"({type(e).__name__}: {str(e)[:200]})"
-    for encoding in ("utf-8", "gb18030"):
+    text = None
+    for encoding in ("utf-8", "gb18030"):  # banks' frames are UTF-8 or GB 18030 (GBK) text
         try:
-            return decoded, raw.decode(encoding)
+            text = raw.decode(encoding)
+            break
         except UnicodeDecodeError:
             continue
-    return decoded, raw.hex(" ")
+    if text is None:  # a binary header or broken bytes: what is text stays readable, the rest escaped
+        text = raw.decode("utf-8", "backslashreplace")
+    return decoded, "".join(c if c.isprintable() or c in "\n\t" else f"\\x{ord(c):02x}" for c in text)
 
 
 class Console:
