@@ -347,10 +347,11 @@ async def test_daily_totals_take_each_instruction_once_as_copies_arrive(ldb):
     await ldb.read(totals.refresh)
     await ldb.read(totals.refresh)  # nothing new: nothing counted twice
     day = (T0 + 8 * 3_600_000_000) // DAY_US
-    assert totals.between(None, day, day + 1) == {(day, "C52240", "B001"): (1, 150)}
+    assert totals.between(None, day, day + 1) == {(day, "C52240", "B001", "received"): (1, 150),
+                                                  (day, "C52240", "B001", "sent"): (1, 0)}
     await file(ldb, [make_copy(3, instruction_id="A2", payload=received_payload("A2", 3, amount="2.00"))])
     await ldb.read(totals.refresh)
-    assert totals.between(None, day, day + 1) == {(day, "C52240", "B001"): (2, 350)}
+    assert totals.between(None, day, day + 1)[(day, "C52240", "B001", "received")] == (2, 350)
     assert totals.between({"C11000"}, day, day + 1) == {} and totals.between(None, day + 1, day + 2) == {}
 
 

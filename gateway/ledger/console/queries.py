@@ -14,7 +14,7 @@ import json
 import secrets
 from typing import Any, Collection, Mapping, Sequence
 
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import and_, case, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
 from gateway.ledger import store
@@ -115,18 +115,15 @@ def alert_row(conn: Connection, alert_id: int, centres: Centres) -> dict[str, An
 def overview_counts(conn: Connection, centres: Centres, start_us: int, end_us: int,
                     totals: "DailyTotals") -> dict[str, Any]:
     """Today's instruction states by centre and bank, instructed sums, open alerts by severity and rule."""
-    states = conn.execute(
-        select(copies.c.centre_id, copies.c.bank_id, copies.c.state, func.count())
-        .where(copies.c.kind == "instruction.state", copies.c.created_us >= start_us,
-               copies.c.created_us < end_us, _in_scope(copies.c.centre_id, centres))
-        .group_by(copies.c.centre_id, copies.c.bank_id, copies.c.state)).all()
     day = (start_us + _CST_US) // DAY_US
-    sums = {(c, b): fen for (_, c, b), (_, fen) in totals.refresh(conn).between(centres, day, day + 1).items()}
+    today = totals.refresh(conn).between(centres, day, day + 1)
+    states = [(c, b, st, n) for (_, c, b, st), (n, _) in today.items()]
+    sums = {(c, b): fen for (_, c, b, st), (_, fen) in today.items() if st == "received"}
     open_alerts = conn.execute(
         select(alerts.c.severity, alerts.c.rule, func.count())
         .where(alerts.c.state == "open", _in_scope(alerts.c.centre_id, centres))
         .group_by(alerts.c.severity, alerts.c.rule)).all()
-    return {"states": [(c or "", b or "", s, int(n)) for c, b, s, n in states], "sums": sums,
+    return {"states": states, "sums": sums,
             "open": [(s, r, int(n)) for s, r, n in open_alerts]}
 
 
@@ -431,18 +428,17 @@ def report_data(conn: Connection, centres: Centres, start_us: int, end_us: int,
     days: dict[int, list[int]] = {}
     per_centre: dict[str, int] = {}
     first_day, end_day = (start_us + _CST_US) // DAY_US, (end_us + _CST_US) // DAY_US
-    for (day, centre, _), (n, fen) in totals.refresh(conn).between(centres, first_day, end_day).items():
+    outcome: dict[tuple[str, str], int] = {}
+    for (day, centre, bank, state), (n, fen) in totals.refresh(conn).between(centres, first_day, end_day).items():
+        if state in ("succeeded", "failed", "rejected", "in_doubt"):
+            outcome[(bank, state)] = outcome.get((bank, state), 0) + n
+        if state != "received":
+            continue
         slot = days.setdefault(day, [0, 0])
         slot[0] += n
         slot[1] += fen
         per_centre[centre] = per_centre.get(centre, 0) + n
-    outcomes = [(b or "", s, int(n)) for b, s, n in conn.execute(
-        select(copies.c.bank_id, copies.c.state, func.count())
-        .where(copies.c.kind == "instruction.state", copies.c.state.in_(("succeeded", "failed", "rejected",
-                                                                           "in_doubt")),
-               copies.c.created_us >= start_us, copies.c.created_us < end_us,
-               _in_scope(copies.c.centre_id, centres))
-        .group_by(copies.c.bank_id, copies.c.state))]
+    outcomes = [(b, st, n) for (b, st), n in sorted(outcome.items())]
     in_range = and_(alerts.c.created_us >= start_us, alerts.c.created_us < end_us,
                     _in_scope(alerts.c.centre_id, centres))
     rules = [(r, int(n)) for r, n in conn.execute(
@@ -511,7 +507,8 @@ def account_status(conn: Connection, account: str) -> dict[str, Any]:
 
 
 class DailyTotals:
-    """Received instructions per (business day UTC+8, centre, bank): count and instructed fen.
+    """Instruction states per (business day UTC+8, centre, bank, state): count, and instructed fen
+    for ``received``.
 
     Kept up to date incrementally: :meth:`refresh` reads only the copies filed
     since the last call (the ledger's seq only grows, from one writer), so each
@@ -523,25 +520,29 @@ class DailyTotals:
         import threading
 
         self.seq = 0
-        self.totals: dict[tuple[int, str, str], list[int]] = {}
+        self.totals: dict[tuple[int, str, str, str], list[int]] = {}
         self._lock = threading.Lock()
 
     def refresh(self, conn: Connection) -> "DailyTotals":
         with self._lock:
             rows = conn.execute(
-                select(copies.c.seq, copies.c.created_us, copies.c.centre_id, copies.c.bank_id, copies.c.payload)
-                .where(copies.c.seq > self.seq, copies.c.kind == "instruction.state", copies.c.state == "received")
+                select(copies.c.seq, copies.c.created_us, copies.c.centre_id, copies.c.bank_id, copies.c.state,
+                       case((copies.c.state == "received", copies.c.payload), else_=None))
+                .where(copies.c.seq > self.seq, copies.c.kind == "instruction.state")
                 .order_by(copies.c.seq)).all()
-            for seq, created, centre, bank, payload in rows:
-                amount = store._amount_or_none((store._loads(payload).get("instruction") or {}).get("amount"))
-                slot = self.totals.setdefault(((created + _CST_US) // DAY_US, centre or "", bank or ""), [0, 0])
+            for seq, created, centre, bank, state, payload in rows:
+                amount = store._amount_or_none((store._loads(payload).get("instruction") or {}).get("amount")) \
+                    if payload is not None else None
+                key = ((created + _CST_US) // DAY_US, centre or "", bank or "", state or "")
+                slot = self.totals.setdefault(key, [0, 0])
                 slot[0] += 1
                 slot[1] += amount or 0
                 self.seq = seq
         return self
 
-    def between(self, centres: Centres, first_day: int, end_day: int) -> dict[tuple[int, str, str], tuple[int, int]]:
-        """{(day, centre, bank): (count, fen)} for days in [first_day, end_day) and centres in scope."""
+    def between(self, centres: Centres, first_day: int, end_day: int) -> dict[tuple[int, str, str, str],
+                                                                              tuple[int, int]]:
+        """{(day, centre, bank, state): (count, fen)} for days in [first_day, end_day) and centres in scope."""
         with self._lock:
             return {k: (v[0], v[1]) for k, v in self.totals.items()
                     if first_day <= k[0] < end_day and (centres is None or k[1] in centres)}
