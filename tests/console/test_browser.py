@@ -78,6 +78,13 @@ def test_a_province_supervisor_sees_the_overview_and_an_alerts_evidence(ledger, 
     assert page.locator("#copies .sig.ok").count() >= 2 and page.locator("#copies .sig.bad").count() == 0
     decoded, raw = page.inner_text("#copies pre.decoded"), page.inner_text("#copies pre.raw")
     assert "Result(" in decoded and "H0001" in decoded and "H0001" in raw
+    # A manual alert on one of the facts shown, raised from the evidence itself
+    page.locator("#copies details summary").first.click()
+    form = page.locator("#copies form.manual").first
+    form.locator("select[name=severity]").select_option("critical")
+    form.locator("textarea[name=summary]").fill("人工核查：大额支付需复核")
+    form.locator("button").click()
+    assert page.inner_text("#summary") == "人工核查：大额支付需复核" and "manual" in page.inner_text("h1")
     # English on request, kept for the next page
     page.goto(ledger.url + "/?lang=en")
     assert "Province supervisor" in page.inner_text("#who")
