@@ -295,3 +295,21 @@ def test_a_certificate_counts_only_under_the_anchor_of_the_party_it_names(ledger
     assert ledger.https("staff/carol", "GET", ledger.url + "/")[0] == 403
     assert ledger.https("other/staff/alice", "GET", ledger.url + "/")[0] == 403
     assert ledger.https("staff/alice", "GET", ledger.url + "/")[0] == 200
+
+
+def test_an_answer_with_an_attachment_of_a_forbidden_type_is_refused(ledger, seeded, as_party, tmp_path):
+    sup = as_party("supervisor/sup1")
+    sup.goto(ledger.url + f"/alerts/{seeded['big']['id']}")
+    sup.fill("#ask textarea[name=question]", "请补充材料")
+    sup.click("#ask button")
+    inquiry_url = sup.url
+    staff = as_party("staff/alice")
+    staff.goto(inquiry_url)
+    page = tmp_path / "page.html"
+    page.write_text("<script>alert(1)</script>", encoding="utf-8")
+    staff.fill("#answer-form textarea[name=answer]", "见附件")
+    staff.set_input_files("#answer-form input[name=attachment]", str(page))
+    staff.click("#answer-form button")
+    assert "400" in staff.inner_text("h1")
+    staff.goto(inquiry_url)
+    assert staff.inner_text("#inquiry-state") == "待处理"  # nothing stored

@@ -366,3 +366,16 @@ def test_a_banks_frame_is_shown_decoded_by_its_adapter_and_as_readable_text():
     bad_decoded, _ = describe_frame("bdc", b"garbage")
     assert bad_decoded.startswith("(")  # the adapter's refusal is shown, the page still renders
     assert describe_frame(None, None) == (None, None)
+
+
+def test_no_template_holds_what_the_content_security_policy_would_block():
+    from gateway.ledger.console.app import CSP
+
+    assert "'unsafe-inline'" not in CSP and "default-src 'self'" in CSP and "frame-ancestors 'none'" in CSP
+    templates = files("gateway.ledger.console").joinpath("templates")
+    for entry in templates.iterdir():
+        text = entry.read_text(encoding="utf-8")
+        assert "style=" not in text and "<style" not in text, entry.name
+        assert re.findall(r"<script[^>]*>", text) in ([], ['<script src="/static/console.js" defer>']), entry.name
+        assert not re.search(r"\son[a-z]+\s*=", text), entry.name  # no inline event handlers
+        assert "|safe" not in text.replace(" ", ""), entry.name  # nothing bypasses autoescaping
