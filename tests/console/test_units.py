@@ -192,6 +192,10 @@ async def test_the_inbox_pages_by_keyset_within_scope_and_filters(ldb):
     assert len(everyone) == 130
     critical = await ldb.read(lambda c: queries.inbox(c, None, severity="critical", centre="C11000", limit=1000))
     assert critical and all(a["severity"] == "critical" and a["centre_id"] == "C11000" for a in critical)
+    newest, oldest = everyone[0]["created_us"], everyone[-1]["created_us"]
+    assert len(await ldb.read(lambda c: queries.inbox(c, None, from_us=newest + 1, limit=1000))) == 0
+    assert len(await ldb.read(lambda c: queries.inbox(c, None, to_us=oldest, limit=1000))) == 0
+    assert len(await ldb.read(lambda c: queries.inbox(c, None, from_us=oldest, to_us=newest + 1, limit=1000))) == 130
     some = everyone[0]["id"]
     assert await ldb.read(queries.alert_row, some, None) is not None
     outside = next(a["id"] for a in everyone if a["centre_id"] == "C11000")
