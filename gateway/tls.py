@@ -83,7 +83,7 @@ log = Logger()
 
 #: Roles a certificate may name in its ``hpf://ROLE/NAME`` URI.
 ROLES: frozenset[str] = frozenset(
-    {"gateway", "bank", "centre", "ledger", "supervisor", "ops", "operator"}
+    {"gateway", "bank", "centre", "ledger", "supervisor", "ops", "operator", "staff"}
 )
 #: What a NAME in ``hpf://ROLE/NAME`` may be (the same alphabet as our ids).
 IDENTITY_NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")

@@ -42,6 +42,9 @@ __all__ = [
     "SupervisorPeer",
     "LedgerThresholds",
     "LedgerConfig",
+    "ConsoleConfig",
+    "ConsoleCity",
+    "ConsoleStaff",
     "PublicSigningKey",
     "load_ledger_config",
     "check_ledger_config",
@@ -96,6 +99,38 @@ class LedgerThresholds:
 
 
 @dataclass(frozen=True)
+class ConsoleCity:
+    """A city of the province: its display name and the centres that belong to it."""
+
+    key: str
+    name: str
+    centres: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ConsoleStaff:
+    """A centre's staff member: its certificate says ``hpf://staff/NAME``; ``ca`` as for supervisors."""
+
+    name: str
+    centre: str
+    ca: Path | None = None
+
+
+@dataclass(frozen=True)
+class ConsoleConfig:
+    """The supervision console (``[console]``): its listener, the cities, who works at which level.
+
+    A supervisor of ``[supervisors]`` named in ``city_supervisors`` sees that
+    city's centres only; every other listed supervisor is a province supervisor.
+    """
+
+    listen: str
+    cities: Mapping[str, ConsoleCity]
+    city_supervisors: Mapping[str, str]
+    staff: Mapping[str, ConsoleStaff]
+
+
+@dataclass(frozen=True)
 class LedgerConfig:
     """The whole validated ledger configuration.
 
@@ -122,6 +157,7 @@ class LedgerConfig:
     counterparties: Mapping[str, CounterpartyConfig]
     #: The guards of every ledger listener (``[limits]``; defaults as the gateway's centre API).
     limits: ConnectionLimits = ConnectionLimits()
+    console: ConsoleConfig | None = None
 
 
 # -- loading ------------------------------------------------------------------
@@ -181,7 +217,10 @@ def _load(path: str | Path, check_files: bool) -> tuple[LedgerConfig | None, lis
 # -- validation -----------------------------------------------------------------
 
 _SECTIONS = ("ledger", "tls", "listen", "limits", "gateways", "supervisors", "thresholds", "accounts",
-             "counterparties")
+             "counterparties", "console")
+_CONSOLE_KEYS = ("listen", "cities", "city_supervisors", "staff")
+_CITY_KEYS = ("name", "centres")
+_STAFF_KEYS = ("centre", "ca")
 _LEDGER_KEYS = ("name", "database", "check_processes")
 DEFAULT_CHECK_PROCESSES = 2
 _TLS_KEYS = ("certificate", "private_key", "ca", "crls")
@@ -210,6 +249,7 @@ class _LedgerChecker(_Checker):
         limits = self.ledger_limits(self.section(doc, "limits") or {})
         accounts = self.ledger_accounts(self.section(doc, "accounts") or {})
         counterparties = self.counterparties(self.section(doc, "counterparties") or {})
+        console = self.console(doc.get("console"), supervisors)
         self.check_listeners()
         if (name is None or database is None or check_processes is None or tls is None or ingest is None
                 or supervisor is None or ops is None or thresholds is None or limits is None or self.problems):
@@ -219,7 +259,57 @@ class _LedgerChecker(_Checker):
             ingest=ingest, supervisor=supervisor,
             ops=ops, gateways=MappingProxyType(gateways), supervisors=MappingProxyType(supervisors),
             thresholds=thresholds, accounts=MappingProxyType(accounts),
-            counterparties=MappingProxyType(counterparties), limits=limits)
+            counterparties=MappingProxyType(counterparties), limits=limits, console=console)
+
+    def console(self, table: Any, supervisors: Mapping[str, SupervisorPeer]) -> ConsoleConfig | None:
+        """``[console]``, or None when absent (no console listener)."""
+        if table is None:
+            return None
+        at: tuple[str, ...] = ("console",)
+        if not isinstance(table, dict):
+            self.problem(at, f"must be a table, not {_show(table)}")
+            return None
+        self.keys(table, at, _CONSOLE_KEYS)
+        listen = self.endpoint(table, at, "listen", listen=True)
+        cities: dict[str, ConsoleCity] = {}
+        seen: dict[str, str] = {}
+        for key, entry in self.entries(table.get("cities") or {}, "console.cities", IDENTITY_NAME, _IDENTITY_WHAT):
+            where = at + ("cities", key)
+            self.keys(entry, where, _CITY_KEYS)
+            name = self.label(entry, where, "name", _PARTY_NAME_MAX)
+            centres = entry.get("centres")
+            if not isinstance(centres, list) or not centres or not all(
+                    isinstance(c, str) and _CENTRE_ID.fullmatch(c) for c in centres):
+                self.problem(where + ("centres",), "must be a non-empty list of centre ids (C and 5 digits)")
+                continue
+            for c in centres:
+                if c in seen:
+                    self.problem(where + ("centres",), f"{c} already belongs to city {seen[c]}")
+                seen[c] = key
+            if name is not None:
+                cities[key] = ConsoleCity(key, name, tuple(centres))
+        city_supervisors: dict[str, str] = {}
+        for name, city in (table.get("city_supervisors") or {}).items():
+            where = at + ("city_supervisors", name)
+            if name not in supervisors:
+                self.problem(where, "is not a supervisor listed in [supervisors]")
+            elif not isinstance(city, str) or city not in cities:
+                self.problem(where, f"must name a city of [console.cities], not {_show(city)}")
+            else:
+                city_supervisors[name] = city
+        staff: dict[str, ConsoleStaff] = {}
+        for name, entry in self.entries(table.get("staff") or {}, "console.staff", IDENTITY_NAME, _IDENTITY_WHAT):
+            where = at + ("staff", name)
+            self.keys(entry, where, _STAFF_KEYS)
+            centre = self.string(entry, where, "centre", pattern=_CENTRE_ID,
+                                 what="must be C and 5 digits (the centre's node number)")
+            ca = self.file_path(entry, where, "ca", default=None)
+            if centre is not None:
+                staff[name] = ConsoleStaff(name, centre, ca)
+        if listen is None:
+            return None
+        return ConsoleConfig(listen, MappingProxyType(cities), MappingProxyType(city_supervisors),
+                             MappingProxyType(staff))
 
     def ledger_section(self, table: dict[str, Any] | None) -> tuple[str | None, str | None, int | None]:
         if table is None:

@@ -64,7 +64,7 @@ from gateway.ledger.rules import AlertDraft, forged_copy_alert
 from gateway.model import format_amount, parse_amount
 
 __all__ = [
-    "Thresholds", "AccountInfo", "CounterpartyInfo", "Registry", "Fact", "AlertDraft", "Matcher",
+    "Thresholds", "CentreConditions", "AccountInfo", "CounterpartyInfo", "Registry", "Fact", "AlertDraft", "Matcher",
     "StreamClock", "forged_copy_alert", "KINDS", "STATES",
 ]
 
@@ -114,6 +114,19 @@ class Thresholds:
         """Seconds an idle record is kept: always past every deadline."""
         floor = self.result_deadline_s + self.booking_deadline_s
         return 2 * floor if self.retention_s is None else max(self.retention_s, floor)
+
+
+@dataclass(frozen=True)
+class CentreConditions:
+    """A centre's own alert conditions, set in the console (None: the configured threshold).
+
+    Read live: a change applies to the next fact the matcher takes, without a restart.
+    """
+
+    large_amount: int | None = None
+    balance_tolerance: int | None = None
+    result_deadline_s: float | None = None
+    unregistered_counterparty: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -492,6 +505,7 @@ class Matcher:
     def __init__(self, registry: Registry, thresholds: Thresholds) -> None:
         self.registry = registry
         self.thresholds = thresholds
+        self.conditions: Mapping[str, CentreConditions] = {}  # per centre; replaced whole, live
         self._instrs: dict[str, _Instr] = {}
         self._moves: dict[str, _Move] = {}
         self._bookings: dict[str, _Booking] = {}
@@ -609,6 +623,34 @@ class Matcher:
 
     # -- instructions -----------------------------------------------------------
 
+    # -- per-centre conditions (the configured thresholds where a centre sets none) --------
+
+    def _own(self, centre: str | None) -> CentreConditions | None:
+        return self.conditions.get(centre) if centre is not None else None
+
+    def _account_centre(self, account: str | None) -> str | None:
+        info = self.registry.accounts.get(account) if account is not None else None
+        return info.centre if info is not None else None
+
+    def _large(self, centre: str | None) -> int:
+        own = self._own(centre)
+        return own.large_amount if own is not None and own.large_amount is not None \
+            else self.thresholds.large_amount
+
+    def _result_deadline(self, centre: str | None) -> float:
+        own = self._own(centre)
+        return own.result_deadline_s if own is not None and own.result_deadline_s is not None \
+            else self.thresholds.result_deadline_s
+
+    def _tolerance(self, centre: str | None) -> int:
+        own = self._own(centre)
+        return own.balance_tolerance if own is not None and own.balance_tolerance is not None \
+            else self.thresholds.balance_tolerance
+
+    def _counterparty_check(self, centre: str | None) -> bool:
+        own = self._own(centre)
+        return own is None or own.unregistered_counterparty is not False
+
     def _on_state(self, f: Fact, now: float, out: list[AlertDraft]) -> None:
         assert f.centre_id is not None and f.instruction_id is not None and f.state is not None
         ins = self._instr(f.centre_id, f.instruction_id, now)
@@ -621,7 +663,7 @@ class Matcher:
         changed = not ins.states
         if changed:
             # The result deadline runs from the ledger's first sight of the instruction.
-            self._push(now + self.thresholds.result_deadline_s, "result", ins.key)
+            self._push(now + self._result_deadline(f.centre_id), "result", ins.key)
         if state in ins.states:
             ins.others.append(eid)
         else:
@@ -675,12 +717,13 @@ class Matcher:
             return False
         ins.body = body
         evidence = ins.events()
-        threshold = self.thresholds.large_amount
+        threshold = self._large(ins.centre)
         if body.amount >= threshold:
             self._emit(ins.raised, rules.large_amount_instruction(
                 ins.key, body.amount, body.approval_ref, rejected=rejected, threshold=threshold,
                 evidence=evidence), out)
-        if not self.registry.counterparty_registered(body.cp_account, body.cp_bank):
+        if self._counterparty_check(ins.centre) and \
+                not self.registry.counterparty_registered(body.cp_account, body.cp_bank):
             self._emit(ins.raised, rules.unregistered_counterparty_instruction(
                 ins.key, body.cp_account, body.cp_name, rejected=rejected, evidence=evidence), out)
         return True
@@ -783,7 +826,7 @@ class Matcher:
                     _remove(self._wait_book, host, bk)
                     self._check_booking_movement(b, m, out)
 
-        threshold = self.thresholds.large_amount
+        threshold = self._large(self._account_centre(account))
         if amount < 0:
             m.large_pending = -amount >= threshold
             ins = self._find_instruction(m)
@@ -794,7 +837,7 @@ class Matcher:
                 self._check_debits(ins, out)
             if m.instr is None or m.large_pending:
                 # Held until the result deadline: the instruction may still be on its way.
-                self._push(now + self.thresholds.result_deadline_s, "debit", mkey)
+                self._push(now + self._result_deadline(self._account_centre(account)), "debit", mkey)
         elif amount >= threshold:
             self._emit(m.raised, rules.large_amount_movement(
                 mkey, account, amount, approval_ref=None, threshold=threshold, evidence=evidence), out)
@@ -838,7 +881,7 @@ class Matcher:
     def _check_debits(self, ins: _Instr, out: list[AlertDraft]) -> None:
         """Compare every debit matched to ``ins`` with what it said and how it ended."""
         body = ins.body
-        threshold = self.thresholds.large_amount
+        threshold = self._large(ins.centre)
         for mk in ins.debits:
             m = self._moves.get(mk)
             if m is None:
@@ -944,7 +987,7 @@ class Matcher:
                 inner += amount
             evidence.append(meid)
         diff = balance - (pbal + inner)
-        if _explained(diff, tie_p, tie_s, same_time=pt == t, tolerance=self.thresholds.balance_tolerance):
+        if _explained(diff, tie_p, tie_s, same_time=pt == t, tolerance=self._tolerance(self._account_centre(a.account))):
             return
         self._emit(None, rules.balance_break(
             a.bank, a.account, eid, previous=pbal, previous_at=pt, movements=inner + sum(tie_s),
@@ -1052,13 +1095,13 @@ class Matcher:
             if info is not None and info.bank == m.bank:
                 self._emit(m.raised, rules.unsolicited_debit(
                     mkey, m.account, m.host, m.amount, special=info.special,
-                    deadline_s=self.thresholds.result_deadline_s, evidence=m.events()), out)
+                    deadline_s=self._result_deadline(info.centre), evidence=m.events()), out)
         if m.large_pending:
             m.large_pending = False
             approval = ins.body.approval_ref if ins is not None and ins.body is not None else None
             self._emit(m.raised, rules.large_amount_movement(
                 mkey, m.account, m.amount, approval_ref=approval,
-                threshold=self.thresholds.large_amount, evidence=m.events()), out)
+                threshold=self._large(self._account_centre(m.account)), evidence=m.events()), out)
 
     def _due_booking(self, key: str, now: float, out: list[AlertDraft]) -> None:
         ins = self._instrs.get(key)

@@ -47,6 +47,7 @@ from gateway.ledger.api import (
 from gateway.ledger.config import LedgerConfig, PublicSigningKey, load_public_key
 from gateway.ledger.matcher import (
     AccountInfo,
+    CentreConditions,
     CounterpartyInfo,
     Fact,
     Matcher,
@@ -134,6 +135,15 @@ def thresholds_from_config(config: LedgerConfig) -> Thresholds:
                       booking_deadline_s=t.booking_deadline, balance_tolerance=t.balance_tolerance)
 
 
+def conditions_from_row(row: Any) -> CentreConditions:
+    """A ``centre_conditions`` row as the matcher's :class:`CentreConditions`."""
+    deadline = row["result_deadline_ms"]
+    switch = row["unregistered_counterparty"]
+    return CentreConditions(large_amount=row["large_amount"], balance_tolerance=row["balance_tolerance"],
+                            result_deadline_s=deadline / 1000 if deadline is not None else None,
+                            unregistered_counterparty=None if switch is None else bool(switch))
+
+
 def load_signing_keys(config: LedgerConfig) -> dict[str, tuple[str, PublicSigningKey]]:
     """Each gateway's (signature_alg, public key); ``ValueError`` names the bad key file."""
     keys: dict[str, tuple[str, PublicSigningKey]] = {}
@@ -207,6 +217,7 @@ class MatchEngine(Service):
             self.matcher = Matcher.restore(self.registry, self.thresholds, json.loads(snapshot))
         else:
             self.matcher = Matcher(self.registry, self.thresholds)
+        await self.conditions_changed()
         self.applied_seq = self.saved_seq = last_seq
         replayed = 0
         while self.running:
@@ -229,6 +240,13 @@ class MatchEngine(Service):
         log.info("ledger.matcher_ready", resumed_at=last_seq, replayed=replayed)
         self.ready = True
         self._loop.start(self.tick_interval, now=False)
+
+    async def conditions_changed(self) -> None:
+        """Give the matcher every centre's conditions as stored now (the console's 预警条件设置):
+        they apply to the next fact, without a restart."""
+        rows = await self.db.read(store.load_conditions)
+        if self.matcher is not None:
+            self.matcher.conditions = {centre: conditions_from_row(r) for centre, r in rows.items()}
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
@@ -433,6 +451,7 @@ class Ledger:
         log.info("ledger.reloaded", closed=closed, crls=len(fresh.tls.crls),
                  note="certificates, trust and CRLs reloaded; registries apply after a restart")
         return True
+    console: Any = None  # the supervision console, when [console] is configured
 
 
 def _tls_options(config: LedgerConfig) -> dict[str, Any]:
@@ -443,9 +462,15 @@ def _tls_options(config: LedgerConfig) -> dict[str, Any]:
                             default=[tls.ca])
     supervisors = PartyAnchors({("supervisor", n): [s.ca or tls.ca] for n, s in config.supervisors.items()},
                                default=[tls.ca])
-    return {"ingest": server_options(tls.certificate, tls.private_key, gateways, crls=tls.crls, alpn=HTTP_ALPN),
-            "supervisor": server_options(tls.certificate, tls.private_key, supervisors, crls=tls.crls,
-                                         alpn=HTTP_ALPN)}
+    options = {"ingest": server_options(tls.certificate, tls.private_key, gateways, crls=tls.crls, alpn=HTTP_ALPN),
+               "supervisor": server_options(tls.certificate, tls.private_key, supervisors, crls=tls.crls,
+                                            alpn=HTTP_ALPN)}
+    if config.console is not None:
+        from gateway.ledger.console import console_trust
+
+        options["console"] = server_options(tls.certificate, tls.private_key, console_trust(config),
+                                            crls=tls.crls, alpn=HTTP_ALPN)
+    return options
 
 
 def makeLedgerService(config: LedgerConfig, reactor: Any) -> Ledger:
@@ -499,6 +524,14 @@ def makeLedgerService(config: LedgerConfig, reactor: Any) -> Ledger:
                for name, resource, tls in (("ingest", ingest_api, True), ("supervisor", supervisor_api, True))}
     listen("ingest", config.ingest, tls_server_factory(guarded["ingest"], ingest_options))
     listen("supervisor", config.supervisor, tls_server_factory(guarded["supervisor"], supervisor_options))
+    console = None
+    if config.console is not None:
+        from gateway.ledger.console import console_listener
+
+        console, console_site = console_listener(config, db, engine, keys, metrics, top)
+        guarded["console"] = guarded_site(console_site, lambda: limits[0], reactor, report, listener="console",
+                                          tls=True)
+        listen("console", config.console.listen, tls_server_factory(guarded["console"], tls_options["console"]))
 
     def ready() -> tuple[bool, str]:
         unbound = [name for name, svc in listeners.items()
@@ -517,7 +550,7 @@ def makeLedgerService(config: LedgerConfig, reactor: Any) -> Ledger:
     ops.putChild(b"readyz", TextCheck(ready))
     listen("ops", config.ops, guarded_site(ops, lambda: limits[0], reactor, report, listener="ops", tls=False))
     return Ledger(top, config, db, engine, checks, ingest, ingest_api, supervisor_api, metrics, listeners,
-                  tls_options, limits)
+                  tls_options, limits, console)
 
 
 def run_ledger(config_path: str, *, migrate: bool = False) -> int:

@@ -55,11 +55,12 @@ from gateway.store.migrate import Migrations
 
 __all__ = [
     "metadata", "copies", "ledger_head", "matcher_state", "alerts", "alert_notes",
+    "console_journal", "inquiries", "centre_conditions", "rectifications", "rectification_alerts",
     "MIGRATIONS", "ALERT_STATES", "SIGNED_FIELDS", "REFUSED",
     "LedgerDatabase", "CopyRow", "CopyOutcome", "AlertRow",
     "canonical_bytes", "copy_document", "signed_bytes", "ledger_chain_hash", "row_chain_hash",
     "store_copies", "store_alerts", "add_note", "change_state",
-    "load_state", "load_head", "copies_after", "gateway_heads", "list_alerts", "get_alert",
+    "load_state", "load_conditions", "load_head", "copies_after", "gateway_heads", "list_alerts", "get_alert",
     "alert_counts", "trail", "balance_history", "daily_rows",
 ]
 
@@ -139,6 +140,7 @@ alerts = Table(
 )
 Index("ix_alerts_state_rule", alerts.c.state, alerts.c.rule, alerts.c.id)
 Index("ix_alerts_created", alerts.c.created_us)
+Index("ix_alerts_centre", alerts.c.centre_id, alerts.c.id)  # the console's inbox, scoped by centre
 
 alert_notes = Table(
     "alert_notes",
@@ -151,6 +153,83 @@ alert_notes = Table(
     Column("at_us", BigInteger, nullable=False),
 )
 Index("ix_alert_notes_alert", alert_notes.c.alert_id, alert_notes.c.id)
+
+# The supervision console's writes, hash-chained like the copies: who did what, to what, when.
+console_journal = Table(
+    "console_journal",
+    metadata,
+    Column("seq", Id, primary_key=True, autoincrement=False),
+    Column("at_us", BigInteger, nullable=False),
+    Column("who", String(80), nullable=False),           # the authenticated hpf:// identity
+    Column("action", String(32), nullable=False),
+    Column("subject", String(100), nullable=False),      # "alert/12", "inquiry/3", "centre/C52240"
+    Column("body", Text, nullable=False),                # canonical JSON
+    Column("hash", String(64), nullable=False),
+)
+Index("ix_console_journal_subject", console_journal.c.subject, console_journal.c.seq)
+
+# 意见反馈: a supervisor's question to a centre about an alert, with a deadline, and its answer.
+inquiries = Table(
+    "inquiries",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("alert_id", BigInteger, ForeignKey("alerts.id", name="fk_inquiries_alert"), nullable=False),
+    Column("centre_id", String(16), nullable=False),
+    Column("question", Text, nullable=False),
+    Column("asked_by", String(80), nullable=False),
+    Column("asked_us", BigInteger, nullable=False),
+    Column("deadline_us", BigInteger, nullable=False),
+    Column("state", String(16), nullable=False),         # "open", "answered"
+    Column("answer", Text, nullable=True),
+    Column("answered_by", String(80), nullable=True),
+    Column("answered_us", BigInteger, nullable=True),
+    Column("attachment_name", String(100), nullable=True),
+    Column("attachment_type", String(64), nullable=True),
+    Column("attachment", LargeBinary, nullable=True),
+    Column("overdue_alert", BigInteger, nullable=True),  # the alert raised when the deadline passed
+)
+Index("ix_inquiries_centre_state", inquiries.c.centre_id, inquiries.c.state, inquiries.c.id)
+Index("ix_inquiries_alert", inquiries.c.alert_id)
+
+# 问题纠正: a rectification opened from alerts; the centre plans, the supervisor approves, it closes.
+rectifications = Table(
+    "rectifications",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("centre_id", String(16), nullable=False),
+    Column("title", Text, nullable=False),
+    Column("state", String(16), nullable=False),         # see gateway.ledger.console.rectify
+    Column("opened_by", String(80), nullable=False),
+    Column("opened_us", BigInteger, nullable=False),
+    Column("plan_due_us", BigInteger, nullable=False),
+    Column("done_due_us", BigInteger, nullable=False),
+    Column("plan", Text, nullable=True),
+    Column("evidence", Text, nullable=True),
+    Column("updated_us", BigInteger, nullable=False),
+)
+Index("ix_rectifications_centre_state", rectifications.c.centre_id, rectifications.c.state, rectifications.c.id)
+
+rectification_alerts = Table(
+    "rectification_alerts",
+    metadata,
+    Column("rectification_id", BigInteger, ForeignKey("rectifications.id", name="fk_rect_alerts_rect"),
+           primary_key=True, autoincrement=False),
+    Column("alert_id", BigInteger, ForeignKey("alerts.id", name="fk_rect_alerts_alert"), primary_key=True,
+           autoincrement=False),
+)
+
+# 预警条件设置: a centre's own alert conditions, overriding [thresholds] field by field (NULL: the default).
+centre_conditions = Table(
+    "centre_conditions",
+    metadata,
+    Column("centre_id", String(16), primary_key=True, autoincrement=False),
+    Column("large_amount", BigInteger, nullable=True),
+    Column("balance_tolerance", BigInteger, nullable=True),
+    Column("result_deadline_ms", BigInteger, nullable=True),
+    Column("unregistered_counterparty", Integer, nullable=True),  # 1 on, 0 off
+    Column("updated_by", String(80), nullable=False),
+    Column("updated_us", BigInteger, nullable=False),
+)
 
 MIGRATIONS = Migrations(Path(__file__).with_name("migrations"), version_table="ledger_alembic_version",
                         migrate_hint="hpf-gateway ledger --migrate -c CONFIG")
@@ -497,6 +576,11 @@ def load_state(conn: Connection) -> tuple[int, str | None]:
     row = conn.execute(select(matcher_state.c.last_seq, matcher_state.c.snapshot)
                        .where(matcher_state.c.id == 1)).first()
     return (int(row[0]), row[1]) if row else (0, None)
+
+
+def load_conditions(conn: Connection) -> dict[str, dict[str, Any]]:
+    """Every centre's own alert conditions (rows of ``centre_conditions``), by centre."""
+    return {r["centre_id"]: dict(r) for r in conn.execute(select(centre_conditions)).mappings()}
 
 
 def load_head(conn: Connection) -> tuple[int, str]:

@@ -99,7 +99,7 @@ async def test_a_ledger_with_copies_migrates_to_refused_copies_and_its_chain_con
             conn.execute(sa.insert(sa.table("copies", *[sa.column(c) for c in values])).values(**values))
         conn.execute(sa.text("insert into ledger_head (id, seq, hash) values (1, 2, :h)"), {"h": prev})
     engine.dispose()
-    assert ledger_store.MIGRATIONS.upgrade(url) == ("L0001", "L0002")
+    assert ledger_store.MIGRATIONS.upgrade(url, target="L0002") == ("L0001", "L0002")
     keys = {"main": ("ed25519", GATEWAY_KEY.public_key())}
     assert verify_database(url, kind="ledger", keys=keys).ok
 

@@ -1,0 +1,548 @@
+"""The console's reads and writes on the ledger's database (functions of a connection or a Tx).
+
+Every write is also appended to ``console_journal``, hash-chained like the
+copies (each row's hash covers the previous hash, its seq, time, who, action,
+subject and canonical JSON body), in the same transaction as the change it
+records.  Scope is applied here too: every read takes the centres in scope
+(None: all), so a page cannot forget it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from typing import Any, Collection, Mapping, Sequence
+
+from sqlalchemy import and_, case, func, insert, or_, select, update
+from sqlalchemy.engine import Connection
+
+from gateway.ledger import store
+from gateway.ledger.store import alerts, centre_conditions, console_journal, copies, inquiries
+from gateway.store.db import GENESIS, Tx
+
+__all__ = ["journal", "verify_journal", "journal_for", "inbox", "alert_row", "overview_counts",
+           "evidence", "acknowledge", "note", "raise_manual", "ask", "answer", "list_inquiries",
+           "get_inquiry", "overdue_inquiries", "raise_overdue", "conditions", "set_conditions",
+           "MANUAL", "INQUIRY_OVERDUE", "CONSOLE_RULES", "open_rectification", "get_rectification",
+           "list_rectifications", "act_on_rectification", "raise_overdue_rectifications", "DailyTotals", "report_data", "assessment",
+           "account_status"]
+
+MANUAL = "manual"
+INQUIRY_OVERDUE = "inquiry-overdue"
+CONSOLE_RULES = (MANUAL, INQUIRY_OVERDUE, "rectification-overdue")
+Centres = Collection[str] | None
+
+
+# -- the journal ----------------------------------------------------------------------
+
+
+def _journal_hash(prev: str, seq: int, at_us: int, who: str, action: str, subject: str, body: str) -> str:
+    h = hashlib.sha256()
+    for part in (prev, str(seq), str(at_us), who, action, subject, body):
+        h.update(part.encode("utf-8"))
+        h.update(b"\x1f")
+    return h.hexdigest()
+
+
+def journal(tx: Tx, who: str, action: str, subject: str, body: Mapping[str, Any]) -> int:
+    """Append one console write to the chained journal; its seq."""
+    conn = tx.conn
+    last = conn.execute(select(console_journal.c.seq, console_journal.c.hash)
+                        .order_by(console_journal.c.seq.desc()).limit(1)).first()
+    seq, prev = (int(last[0]) + 1, last[1]) if last else (1, GENESIS)
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    conn.execute(insert(console_journal).values(
+        seq=seq, at_us=tx.now_us, who=who[:80], action=action[:32], subject=subject[:100], body=text,
+        hash=_journal_hash(prev, seq, tx.now_us, who[:80], action[:32], subject[:100], text)))
+    return seq
+
+
+def verify_journal(conn: Connection) -> int | None:
+    """The seq of the first journal row whose hash or place does not hold; None when all hold."""
+    prev, expected = GENESIS, 1
+    for r in conn.execute(select(console_journal).order_by(console_journal.c.seq)).mappings():
+        if r["seq"] != expected or r["hash"] != _journal_hash(prev, r["seq"], r["at_us"], r["who"], r["action"],
+                                                              r["subject"], r["body"]):
+            return int(r["seq"])
+        prev, expected = r["hash"], expected + 1
+    return None
+
+
+def journal_for(conn: Connection, subject: str) -> list[dict[str, Any]]:
+    """The journal rows about one subject, oldest first."""
+    return [dict(r) for r in conn.execute(select(console_journal).where(console_journal.c.subject == subject)
+                                          .order_by(console_journal.c.seq)).mappings()]
+
+
+# -- alerts ------------------------------------------------------------------------------
+
+
+def _in_scope(column: Any, centres: Centres) -> Any:
+    return True if centres is None else column.in_(sorted(centres))
+
+
+def inbox(conn: Connection, centres: Centres, *, rule: str | None = None, severity: str | None = None,
+          centre: str | None = None, bank: str | None = None, state: str | None = None,
+          account: str | None = None,
+          from_us: int | None = None, to_us: int | None = None, before_id: int | None = None,
+          limit: int = 50) -> list[dict[str, Any]]:
+    """Alerts newest first, filtered, after the keyset ``before_id`` (ids strictly below it)."""
+    q = select(alerts.c.id, alerts.c.rule, alerts.c.severity, alerts.c.state, alerts.c.subject,
+               alerts.c.summary, alerts.c.centre_id, alerts.c.bank_id, alerts.c.account,
+               alerts.c.created_us).where(_in_scope(alerts.c.centre_id, centres))
+    for column, value in ((alerts.c.rule, rule), (alerts.c.severity, severity), (alerts.c.centre_id, centre),
+                          (alerts.c.bank_id, bank), (alerts.c.state, state), (alerts.c.account, account)):
+        if value is not None:
+            q = q.where(column == value)
+    if from_us is not None:
+        q = q.where(alerts.c.created_us >= from_us)
+    if to_us is not None:
+        q = q.where(alerts.c.created_us < to_us)
+    if before_id is not None:
+        q = q.where(alerts.c.id < before_id)
+    return [dict(r) for r in conn.execute(q.order_by(alerts.c.id.desc()).limit(limit)).mappings()]
+
+
+def alert_row(conn: Connection, alert_id: int, centres: Centres) -> dict[str, Any] | None:
+    """One alert in scope, or None (absent and out of scope look the same)."""
+    row = conn.execute(select(alerts).where(alerts.c.id == alert_id)).mappings().first()
+    if row is None or (centres is not None and row["centre_id"] not in centres):
+        return None
+    return dict(row)
+
+
+def overview_counts(conn: Connection, centres: Centres, start_us: int, end_us: int,
+                    totals: "DailyTotals") -> dict[str, Any]:
+    """Today's instruction states by centre and bank, instructed sums, open alerts by severity and rule."""
+    day = (start_us + _CST_US) // DAY_US
+    today = totals.refresh(conn).between(centres, day, day + 1)
+    states = [(c, b, st, n) for (_, c, b, st), (n, _) in today.items()]
+    sums = {(c, b): fen for (_, c, b, st), (_, fen) in today.items() if st == "received"}
+    open_alerts = conn.execute(
+        select(alerts.c.severity, alerts.c.rule, func.count())
+        .where(alerts.c.state == "open", _in_scope(alerts.c.centre_id, centres))
+        .group_by(alerts.c.severity, alerts.c.rule)).all()
+    return {"states": states, "sums": sums,
+            "open": [(s, r, int(n)) for s, r, n in open_alerts]}
+
+
+def evidence(conn: Connection, alert: Mapping[str, Any]) -> dict[str, Any]:
+    """What an alert rests on: its evidence copies and the instruction's trail, the account's
+    recent balances, its notes, inquiries and journal."""
+    ids = json.loads(alert["evidence"])[:200]
+    rows: dict[int, dict[str, Any]] = {}
+    for chunk in store._chunks(ids, 200):
+        for r in conn.execute(select(copies).where(copies.c.event_id.in_(list(chunk)))).mappings():
+            rows[r["seq"]] = dict(r)
+    subject = alert["subject"]
+    if "/" in subject:
+        centre, instruction = subject.split("/", 1)
+        trail, _ = store.trail(conn, centre, instruction)
+        for r in trail:
+            rows.setdefault(r["seq"], r)
+    balances = store.balance_history(conn, alert["account"], 5) if alert["account"] else []
+    notes = [dict(n) for n in conn.execute(select(store.alert_notes).where(
+        store.alert_notes.c.alert_id == alert["id"]).order_by(store.alert_notes.c.id)).mappings()]
+    asked = [dict(i) for i in conn.execute(select(inquiries).where(inquiries.c.alert_id == alert["id"])
+                                           .order_by(inquiries.c.id)).mappings()]
+    return {"copies": [rows[s] for s in sorted(rows)], "balances": balances, "notes": notes,
+            "inquiries": asked, "journal": journal_for(conn, f"alert/{alert['id']}")}
+
+
+def acknowledge(tx: Tx, who: str, ids: Sequence[int], reason: str, centres: Centres) -> list[int]:
+    """Acknowledge each open alert of ``ids`` in scope; the ids changed (others are left as they are)."""
+    changed = []
+    for alert_id in ids:
+        if alert_row(tx.conn, alert_id, centres) is None:
+            continue
+        outcome, _ = store.change_state(tx, alert_id, who, "acknowledged", reason)
+        if outcome == "changed":
+            journal(tx, who, "acknowledged", f"alert/{alert_id}", {"reason": reason})
+            changed.append(alert_id)
+    return changed
+
+
+def resolve(tx: Tx, who: str, alert_id: int, reason: str, centres: Centres) -> str:
+    """Resolve an acknowledged alert in scope: "changed", "not-found" or "conflict"."""
+    if alert_row(tx.conn, alert_id, centres) is None:
+        return "not-found"
+    outcome, _ = store.change_state(tx, alert_id, who, "resolved", reason)
+    if outcome == "changed":
+        journal(tx, who, "resolved", f"alert/{alert_id}", {"reason": reason})
+    return outcome
+
+
+def note(tx: Tx, who: str, alert_id: int, text: str, centres: Centres) -> bool:
+    """Add a note to an alert in scope; False when there is none."""
+    if alert_row(tx.conn, alert_id, centres) is None:
+        return False
+    store.add_note(tx, alert_id, who, text)
+    journal(tx, who, "note", f"alert/{alert_id}", {"text": text})
+    return True
+
+
+def raise_manual(tx: Tx, who: str, event_id: str, severity: str, summary: str,
+                 centres: Centres) -> int | None:
+    """A supervisor's own alert on a stored fact in scope; its id, or None when no such fact."""
+    row = tx.conn.execute(select(copies.c.event_id, copies.c.centre_id, copies.c.instruction_id,
+                                 copies.c.account).where(copies.c.event_id == event_id)).first()
+    if row is None or (centres is not None and row.centre_id not in centres):
+        return None
+    subject = f"{row.centre_id}/{row.instruction_id}" if row.centre_id and row.instruction_id else \
+        (row.account or event_id)
+    key = f"{MANUAL}:{secrets.token_hex(8)}"
+    [created] = store.store_alerts(tx, [store.AlertRow(key, MANUAL, severity, subject, summary, (event_id,))])
+    journal(tx, who, "manual-alert", f"alert/{created['id']}",
+            {"event_id": event_id, "severity": severity, "summary": summary})
+    return int(created["id"])
+
+
+# -- inquiries (意见反馈) -------------------------------------------------------------------
+
+
+def ask(tx: Tx, who: str, alert_id: int, question: str, deadline_us: int, centres: Centres) -> int | None:
+    """Send the alert's centre an inquiry; its id, or None (no alert in scope, or of no centre)."""
+    alert = alert_row(tx.conn, alert_id, centres)
+    if alert is None or alert["centre_id"] is None:
+        return None
+    inquiry_id = int(tx.conn.execute(insert(inquiries).values(
+        alert_id=alert_id, centre_id=alert["centre_id"], question=question, asked_by=who[:80],
+        asked_us=tx.now_us, deadline_us=deadline_us, state="open")).inserted_primary_key[0])
+    journal(tx, who, "inquiry", f"inquiry/{inquiry_id}",
+            {"alert_id": alert_id, "centre_id": alert["centre_id"], "question": question,
+             "deadline_us": deadline_us})
+    journal(tx, who, "inquiry", f"alert/{alert_id}", {"inquiry_id": inquiry_id})
+    return inquiry_id
+
+
+def answer(tx: Tx, who: str, inquiry_id: int, text: str, attachment: tuple[str, str, bytes] | None,
+           centres: Centres) -> str:
+    """The centre's answer to an open inquiry in scope: "answered", "not-found" or "conflict"."""
+    row = get_inquiry(tx.conn, inquiry_id, centres)
+    if row is None:
+        return "not-found"
+    if row["state"] != "open":
+        return "conflict"
+    name, ctype, data = attachment if attachment else (None, None, None)
+    tx.conn.execute(update(inquiries).where(inquiries.c.id == inquiry_id, inquiries.c.state == "open").values(
+        state="answered", answer=text, answered_by=who[:80], answered_us=tx.now_us,
+        attachment_name=name, attachment_type=ctype, attachment=data))
+    body: dict[str, Any] = {"answer": text}
+    if data is not None:
+        body["attachment"] = {"name": name, "type": ctype, "sha256": hashlib.sha256(data).hexdigest()}
+    journal(tx, who, "answer", f"inquiry/{inquiry_id}", body)
+    return "answered"
+
+
+def get_inquiry(conn: Connection, inquiry_id: int, centres: Centres) -> dict[str, Any] | None:
+    row = conn.execute(select(inquiries).where(inquiries.c.id == inquiry_id)).mappings().first()
+    if row is None or (centres is not None and row["centre_id"] not in centres):
+        return None
+    return dict(row)
+
+
+def list_inquiries(conn: Connection, centres: Centres, *, state: str | None = None,
+                   before_id: int | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    cols = [c for c in inquiries.c if c.name != "attachment"]
+    q = select(*cols).where(_in_scope(inquiries.c.centre_id, centres))
+    if state is not None:
+        q = q.where(inquiries.c.state == state)
+    if before_id is not None:
+        q = q.where(inquiries.c.id < before_id)
+    return [dict(r) for r in conn.execute(q.order_by(inquiries.c.id.desc()).limit(limit)).mappings()]
+
+
+def overdue_inquiries(conn: Connection, now_us: int) -> list[dict[str, Any]]:
+    """Open inquiries past their deadline that have not raised their alert yet."""
+    return [dict(r) for r in conn.execute(
+        select(inquiries.c.id, inquiries.c.alert_id, inquiries.c.centre_id, inquiries.c.deadline_us)
+        .where(inquiries.c.state == "open", inquiries.c.deadline_us <= now_us,
+               inquiries.c.overdue_alert.is_(None)).limit(500)).mappings()]
+
+
+def raise_overdue(tx: Tx, now_us: int) -> list[dict[str, Any]]:
+    """Raise one ``inquiry-overdue`` alert per open inquiry past its deadline; the new alerts."""
+    created_all: list[dict[str, Any]] = []
+    for q in overdue_inquiries(tx.conn, now_us):
+        alert = tx.conn.execute(select(alerts.c.evidence).where(alerts.c.id == q["alert_id"])).first()
+        evidence = tuple(json.loads(alert[0])[:50]) if alert else ()
+        created = store.store_alerts(tx, [store.AlertRow(
+            f"{INQUIRY_OVERDUE}:{q['id']}", INQUIRY_OVERDUE, "major", f"{q['centre_id']}/inquiry-{q['id']}",
+            f"inquiry {q['id']} about alert {q['alert_id']} was not answered by its deadline", evidence)])
+        found = created[0]["id"] if created else tx.conn.execute(
+            select(alerts.c.id).where(alerts.c.key == f"{INQUIRY_OVERDUE}:{q['id']}")).scalar()
+        if created:
+            # The alert belongs to the centre asked, whatever its evidence says.
+            tx.conn.execute(update(alerts).where(alerts.c.id == found).values(centre_id=q["centre_id"]))
+            created[0]["centre_id"] = q["centre_id"]
+        tx.conn.execute(update(inquiries).where(inquiries.c.id == q["id"]).values(overdue_alert=found))
+        journal(tx, "hpf://ledger/console", "inquiry-overdue", f"inquiry/{q['id']}", {"alert_id": found})
+        created_all += created
+    return created_all
+
+
+# -- alert conditions (预警条件设置) ---------------------------------------------------------
+
+CONDITION_FIELDS = ("large_amount", "balance_tolerance", "result_deadline_ms", "unregistered_counterparty")
+
+
+def conditions(conn: Connection) -> dict[str, dict[str, Any]]:
+    """Every centre's own conditions, by centre."""
+    return {r["centre_id"]: dict(r) for r in conn.execute(select(centre_conditions)).mappings()}
+
+
+def set_conditions(tx: Tx, who: str, centre: str, values: Mapping[str, int | None], reason: str) -> dict[str, Any]:
+    """Replace a centre's conditions (None: the configured default), journalled with the reason."""
+    row = {f: values.get(f) for f in CONDITION_FIELDS}
+    conn = tx.conn
+    if conn.execute(select(centre_conditions.c.centre_id).where(centre_conditions.c.centre_id == centre)).first():
+        conn.execute(update(centre_conditions).where(centre_conditions.c.centre_id == centre).values(
+            **row, updated_by=who[:80], updated_us=tx.now_us))
+    else:
+        conn.execute(insert(centre_conditions).values(centre_id=centre, **row, updated_by=who[:80],
+                                                      updated_us=tx.now_us))
+    journal(tx, who, "conditions", f"centre/{centre}", {"values": row, "reason": reason})
+    return dict(row, centre_id=centre)
+
+
+# -- rectifications (问题纠正) ------------------------------------------------------------------
+
+RECTIFICATION_OVERDUE = "rectification-overdue"
+
+
+def open_rectification(tx: Tx, who: str, alert_ids: Sequence[int], title: str, plan_due_us: int,
+                       done_due_us: int, centres: Centres) -> int | str:
+    """A rectification for alerts of one centre in scope: its id, or why not ("not-found", "centres")."""
+    from gateway.ledger.store import rectification_alerts, rectifications
+
+    found = [alert_row(tx.conn, i, centres) for i in dict.fromkeys(alert_ids)]
+    if not found or any(a is None for a in found):
+        return "not-found"
+    owners = {a["centre_id"] for a in found if a is not None}
+    if len(owners) != 1 or None in owners:
+        return "centres"
+    (centre,) = owners
+    rid = int(tx.conn.execute(insert(rectifications).values(
+        centre_id=centre, title=title, state="awaiting-plan", opened_by=who[:80], opened_us=tx.now_us,
+        plan_due_us=plan_due_us, done_due_us=done_due_us, updated_us=tx.now_us)).inserted_primary_key[0])
+    for a in found:
+        assert a is not None
+        tx.conn.execute(insert(rectification_alerts).values(rectification_id=rid, alert_id=a["id"]))
+        journal(tx, who, "rectification", f"alert/{a['id']}", {"rectification_id": rid})
+    journal(tx, who, "open", f"rectification/{rid}", {"title": title, "alerts": [a["id"] for a in found if a],
+                                                      "plan_due_us": plan_due_us, "done_due_us": done_due_us})
+    return rid
+
+
+def get_rectification(conn: Connection, rid: int, centres: Centres) -> dict[str, Any] | None:
+    from gateway.ledger.store import rectification_alerts, rectifications
+
+    row = conn.execute(select(rectifications).where(rectifications.c.id == rid)).mappings().first()
+    if row is None or (centres is not None and row["centre_id"] not in centres):
+        return None
+    out = dict(row)
+    out["alerts"] = [int(a) for a in conn.execute(select(rectification_alerts.c.alert_id).where(
+        rectification_alerts.c.rectification_id == rid).order_by(rectification_alerts.c.alert_id)).scalars()]
+    out["journal"] = [dict(j, body=json.loads(j["body"])) for j in journal_for(conn, f"rectification/{rid}")]
+    return out
+
+
+def list_rectifications(conn: Connection, centres: Centres, *, before_id: int | None = None,
+                        limit: int = 50) -> list[dict[str, Any]]:
+    from gateway.ledger.store import rectifications
+
+    q = select(rectifications).where(_in_scope(rectifications.c.centre_id, centres))
+    if before_id is not None:
+        q = q.where(rectifications.c.id < before_id)
+    return [dict(r) for r in conn.execute(q.order_by(rectifications.c.id.desc()).limit(limit)).mappings()]
+
+
+def act_on_rectification(tx: Tx, who: str, rid: int, action: str, text: str, supervisor: bool,
+                         centres: Centres) -> str:
+    """Take one step (:mod:`.rectify`): "done", "not-found" or "conflict" (not allowed now or to you)."""
+    from gateway.ledger.console.rectify import next_state
+    from gateway.ledger.store import rectifications
+
+    row = get_rectification(tx.conn, rid, centres)
+    if row is None:
+        return "not-found"
+    new_state = next_state(row["state"], action, supervisor)
+    if new_state is None:
+        return "conflict"
+    values: dict[str, Any] = {"state": new_state, "updated_us": tx.now_us}
+    if action == "submit-plan":
+        values["plan"] = text
+    elif action == "close":
+        values["evidence"] = text
+    tx.conn.execute(update(rectifications).where(rectifications.c.id == rid,
+                                                 rectifications.c.state == row["state"]).values(**values))
+    journal(tx, who, action, f"rectification/{rid}", {"text": text, "state": new_state})
+    return "done"
+
+
+def raise_overdue_rectifications(tx: Tx, now_us: int) -> list[dict[str, Any]]:
+    """One ``rectification-overdue`` alert per late step (the plan, the closure) of each rectification."""
+    from gateway.ledger.console.rectify import overdue_step
+    from gateway.ledger.store import rectifications
+
+    created_all: list[dict[str, Any]] = []
+    late = tx.conn.execute(select(rectifications).where(
+        or_(and_(rectifications.c.state == "awaiting-plan", rectifications.c.plan_due_us <= now_us),
+            and_(rectifications.c.state.in_(("plan-submitted", "in-progress")),
+                 rectifications.c.done_due_us <= now_us))).limit(500)).mappings().all()
+    for r in late:
+        step = overdue_step(r["state"], r["plan_due_us"], r["done_due_us"], now_us)
+        if step is None:
+            continue
+        due = r["plan_due_us"] if step == "plan" else r["done_due_us"]
+        key = f"{RECTIFICATION_OVERDUE}:{r['id']}:{step}:{due}"
+        created = store.store_alerts(tx, [store.AlertRow(
+            key, RECTIFICATION_OVERDUE, "major", f"{r['centre_id']}/rectification-{r['id']}",
+            f"rectification {r['id']}: the {step} is past its deadline", ())])
+        for a in created:
+            tx.conn.execute(update(alerts).where(alerts.c.id == a["id"]).values(centre_id=r["centre_id"]))
+            a["centre_id"] = r["centre_id"]
+            journal(tx, "hpf://ledger/console", "overdue", f"rectification/{r['id']}",
+                    {"step": step, "alert_id": a["id"]})
+        created_all += created
+    return created_all
+
+
+# -- reports and assessment (监管报告, 考核) -----------------------------------------------------
+
+DAY_US = 86_400_000_000
+_CST_US = 8 * 3_600_000_000  # days are business days in China (UTC+8)
+
+
+def report_data(conn: Connection, centres: Centres, start_us: int, end_us: int,
+                totals: "DailyTotals") -> dict[str, Any]:
+    """What a report over [start_us, end_us) is drawn from, in scope.
+
+    ``days``: {day index (UTC+8): [instructions, instructed fen]}; ``outcomes``: [(bank, state, n)];
+    ``rules``: [(rule, n)]; ``responses``: [(alert id, rule, centre, created, first ack, resolved)];
+    ``centres``: {centre: instructions}; ``overdue_inquiries``: {centre: n}.
+    """
+    from gateway.ledger.store import alert_notes
+
+    days: dict[int, list[int]] = {}
+    per_centre: dict[str, int] = {}
+    first_day, end_day = (start_us + _CST_US) // DAY_US, (end_us + _CST_US) // DAY_US
+    outcome: dict[tuple[str, str], int] = {}
+    for (day, centre, bank, state), (n, fen) in totals.refresh(conn).between(centres, first_day, end_day).items():
+        if state in ("succeeded", "failed", "rejected", "in_doubt"):
+            outcome[(bank, state)] = outcome.get((bank, state), 0) + n
+        if state != "received":
+            continue
+        slot = days.setdefault(day, [0, 0])
+        slot[0] += n
+        slot[1] += fen
+        per_centre[centre] = per_centre.get(centre, 0) + n
+    outcomes = [(b, st, n) for (b, st), n in sorted(outcome.items())]
+    in_range = and_(alerts.c.created_us >= start_us, alerts.c.created_us < end_us,
+                    _in_scope(alerts.c.centre_id, centres))
+    rules = [(r, int(n)) for r, n in conn.execute(
+        select(alerts.c.rule, func.count()).where(in_range).group_by(alerts.c.rule))]
+    acked = select(alert_notes.c.alert_id, func.min(alert_notes.c.at_us).label("at")).where(
+        alert_notes.c.action == "acknowledged").group_by(alert_notes.c.alert_id).subquery()
+    resolved = select(alert_notes.c.alert_id, func.min(alert_notes.c.at_us).label("at")).where(
+        alert_notes.c.action == "resolved").group_by(alert_notes.c.alert_id).subquery()
+    responses = [tuple(r) for r in conn.execute(
+        select(alerts.c.id, alerts.c.rule, alerts.c.centre_id, alerts.c.created_us, acked.c.at, resolved.c.at)
+        .select_from(alerts.outerjoin(acked, acked.c.alert_id == alerts.c.id)
+                     .outerjoin(resolved, resolved.c.alert_id == alerts.c.id))
+        .where(in_range))]
+    overdue = {c: int(n) for c, n in conn.execute(
+        select(inquiries.c.centre_id, func.count()).where(
+            inquiries.c.overdue_alert.is_not(None), inquiries.c.asked_us >= start_us, inquiries.c.asked_us < end_us,
+            _in_scope(inquiries.c.centre_id, centres)).group_by(inquiries.c.centre_id))}
+    return {"days": days, "outcomes": outcomes, "rules": rules, "responses": responses, "centres": per_centre,
+            "overdue_inquiries": overdue}
+
+
+def assessment(data: Mapping[str, Any], centres: Sequence[str]) -> list[dict[str, Any]]:
+    """考核: per centre, alerts per 10,000 instructions, mean hours to acknowledge and to resolve,
+    overdue inquiries and rectifications (pure, from :func:`report_data`)."""
+    rows = []
+    for centre in centres:
+        mine = [r for r in data["responses"] if r[2] == centre]
+        alerts_n = sum(1 for r in mine if r[1] not in CONSOLE_RULES)
+        acks = [(r[4] - r[3]) / 3.6e9 for r in mine if r[4] is not None]
+        resolves = [(r[5] - r[3]) / 3.6e9 for r in mine if r[5] is not None]
+        instructions = data["centres"].get(centre, 0)
+        rows.append({
+            "centre": centre, "instructions": instructions, "alerts": alerts_n,
+            "per_10k": round(alerts_n * 10_000 / instructions, 1) if instructions else None,
+            "ack_hours": round(sum(acks) / len(acks), 2) if acks else None,
+            "resolve_hours": round(sum(resolves) / len(resolves), 2) if resolves else None,
+            "overdue_inquiries": data["overdue_inquiries"].get(centre, 0),
+            "overdue_rectifications": sum(1 for r in mine if r[1] == "rectification-overdue"),
+        })
+    return rows
+
+
+# -- accounts (银行账户管理) ------------------------------------------------------------------------
+
+
+def account_status(conn: Connection, account: str) -> dict[str, Any]:
+    """An account's latest bank balance, the balance the ledger expects now (that balance plus the
+    movements filed since), its last movement and its open alerts."""
+    last = conn.execute(select(copies.c.seq, copies.c.payload, copies.c.created_us).where(
+        copies.c.account == account, copies.c.kind == "bank.balance").order_by(copies.c.seq.desc()).limit(1)).first()
+    reported = store._int_or_none(store._loads(last.payload).get("balance")) if last else None
+    expected = None
+    if last is not None and reported is not None:
+        net = 0
+        for (payload,) in conn.execute(select(copies.c.payload).where(
+                copies.c.account == account, copies.c.kind == "bank.movement", copies.c.seq > last.seq)):
+            net += store._int_or_none(store._loads(payload).get("amount")) or 0
+        expected = reported + net
+    move = conn.execute(select(copies.c.payload, copies.c.created_us).where(
+        copies.c.account == account, copies.c.kind == "bank.movement").order_by(copies.c.seq.desc()).limit(1)).first()
+    open_alerts = conn.execute(select(func.count()).where(alerts.c.account == account,
+                                                          alerts.c.state != "resolved")).scalar()
+    return {"reported": reported, "reported_us": last.created_us if last else None, "expected": expected,
+            "last_movement": store._int_or_none(store._loads(move.payload).get("amount")) if move else None,
+            "last_movement_us": move.created_us if move else None, "open_alerts": int(open_alerts or 0)}
+
+
+class DailyTotals:
+    """Instruction states per (business day UTC+8, centre, bank, state): count, and instructed fen
+    for ``received``.
+
+    Kept up to date incrementally: :meth:`refresh` reads only the copies filed
+    since the last call (the ledger's seq only grows, from one writer), so each
+    instruction's payload is parsed once however often the overview and the
+    reports are drawn.  Thread-safe (refreshes run on the read pool).
+    """
+
+    def __init__(self) -> None:
+        import threading
+
+        self.seq = 0
+        self.totals: dict[tuple[int, str, str, str], list[int]] = {}
+        self._lock = threading.Lock()
+
+    def refresh(self, conn: Connection) -> "DailyTotals":
+        with self._lock:
+            rows = conn.execute(
+                select(copies.c.seq, copies.c.created_us, copies.c.centre_id, copies.c.bank_id, copies.c.state,
+                       case((copies.c.state == "received", copies.c.payload), else_=None))
+                .where(copies.c.seq > self.seq, copies.c.kind == "instruction.state")
+                .order_by(copies.c.seq)).all()
+            for seq, created, centre, bank, state, payload in rows:
+                amount = store._amount_or_none((store._loads(payload).get("instruction") or {}).get("amount")) \
+                    if payload is not None else None
+                key = ((created + _CST_US) // DAY_US, centre or "", bank or "", state or "")
+                slot = self.totals.setdefault(key, [0, 0])
+                slot[0] += 1
+                slot[1] += amount or 0
+                self.seq = seq
+        return self
+
+    def between(self, centres: Centres, first_day: int, end_day: int) -> dict[tuple[int, str, str, str],
+                                                                              tuple[int, int]]:
+        """{(day, centre, bank, state): (count, fen)} for days in [first_day, end_day) and centres in scope."""
+        with self._lock:
+            return {k: (v[0], v[1]) for k, v in self.totals.items()
+                    if first_day <= k[0] < end_day and (centres is None or k[1] in centres)}
