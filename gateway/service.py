@@ -22,6 +22,7 @@ from gateway.lease import LeaseKeeper
 from gateway.links import BankLink, make_link_service
 from gateway.metrics import GatewayMetrics
 from gateway.ops import make_ops_site
+from gateway.outbox import Phase
 from gateway.relay import Relay
 from gateway.signing import InstructionSigner
 from gateway.store.db import Database
@@ -186,7 +187,7 @@ class Gateway:
                 d.in_flight and d.session is not None for d in self.relay.dispatchers.values()):
             yield deferLater(self.reactor, 0.05, lambda: None)
         yield self.db.writer.idle()
-        left = sum(len(d.in_flight) for d in self.relay.dispatchers.values())
+        left = sum(d.in_flight for d in self.relay.dispatchers.values())
         log.info("gateway.drained", awaiting_receipt=left)
 
     def stop(self) -> Deferred[None]:
@@ -196,8 +197,9 @@ class Gateway:
         """One line for systemd's STATUS=: links up, queue depths, in-flight."""
         parts = []
         for bank_id, d in self.relay.dispatchers.items():
-            parts.append(f"{bank_id}:{'up' if d.session else 'down'} q={len(d.pending)} "
-                         f"w={len(d.in_flight)} r={len(d.waiting)}")
+            counts = d.outbox.counts
+            parts.append(f"{bank_id}:{'up' if d.session else 'down'} q={counts[Phase.QUEUED]} "
+                         f"w={d.in_flight} r={counts[Phase.AWAITING_RESULT]}")
         return "; ".join(parts) or "no banks"
 
     def reload(self) -> None:
