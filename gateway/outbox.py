@@ -229,7 +229,7 @@ class Outbox:
         for e in self.entries.values():
             if e.phase is Phase.AWAITING_RESULT:
                 self._schedule_result(e, now)  # inquiries held while the link was down are due
-        return self._pump(now)
+        return self.tick(now)
 
     def link_down(self, now: float) -> list[Effect]:
         """The session is gone: whatever awaited a receipt is queued to go again on the next one."""
