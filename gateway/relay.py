@@ -110,6 +110,8 @@ class BankDispatcher:
         self._loaded = False
         self.outbox = self._fresh_outbox()
         self._timer: Any = None  # the one IDelayedCall for outbox.next_deadline()
+        self._queue_gauge = metrics.queue_depth.labels(bank.id)
+        self._awaiting_gauge = metrics.awaiting_result.labels(bank.id)
         self.down_since: float | None = clock.seconds()  # None while a session is up
         self._batch: list[tuple[Any, Callable[[Any], None]]] = []  # bank facts of this reactor turn
         # Ownership: active unless a lease keeper says otherwise (single-node tests).
@@ -201,7 +203,8 @@ class BankDispatcher:
             self.tick()
         except Exception:
             log.failure("relay.tick_failed", bank=self._bank.id)
-            self._arm()
+            # Not at once: a deadline that keeps failing must not spin the reactor.
+            self._timer = self.clock.callLater(1.0, self._wake)
 
     def _claim(self, outbox: Outbox, claim: Claim) -> None:
         """The fenced write: record the sends, checking the lease in the same transaction.
@@ -535,9 +538,8 @@ class BankDispatcher:
         self._run(self.outbox.tick(self.clock.seconds()))
 
     def _gauges(self) -> None:
-        counts = self.outbox.counts
-        self.metrics.queue_depth.labels(self._bank.id).set(self.outbox.unconfirmed)
-        self.metrics.awaiting_result.labels(self._bank.id).set(counts[Phase.AWAITING_RESULT])
+        self._queue_gauge.set(self.outbox.unconfirmed)
+        self._awaiting_gauge.set(self.outbox.counts[Phase.AWAITING_RESULT])
 
     def depth(self) -> int:
         return self.outbox.depth
