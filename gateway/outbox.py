@@ -43,7 +43,7 @@ from __future__ import annotations
 import enum
 import heapq
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Union
 
 from adapters import base as msg
@@ -98,7 +98,7 @@ class Open:
     sends: int = 0          # sends the store recorded before this outbox existed
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Entry:
     """Everything the outbox knows of one reference."""
 
@@ -112,7 +112,7 @@ class Entry:
     accepted_at: float | None = None  # receipt seen (or loaded as accepted)
     queries: int = 0                  # status inquiries sent since the receipt
     next_query_at: float | None = None  # next inquiry (or, inquiries used up, in_doubt) is due
-    asked: list[str] = field(default_factory=list)  # seq_nos of the inquiries sent
+    asked: tuple[str, ...] = ()       # seq_nos of the inquiries sent
     deadline: float | None = None     # when tick() must look at it next
 
 
@@ -449,7 +449,7 @@ class Outbox:
                 return [Record(e.ref, lifecycle.ResultOverdue(), text=f"no result after {e.queries} status inquiries")]
             if self.up:
                 seq = self.new_seq()
-                e.asked.append(seq)
+                e.asked += (seq,)
                 e.queries += 1
                 e.next_query_at = now + self.schedule.wait_after(e.queries)
                 self._schedule_result(e, now)

@@ -53,12 +53,11 @@ class LinkSession(Protocol):
     def send(self, message: msg.Message) -> None: ...
 
 
-_OPEN_KEYS = ("bank_ref", "centre_id", "instruction_id", "debit_account", "amount", "created_us", "state",
-              "sends")
+_OPEN_KEYS = ("bank_ref", "centre_id", "instruction_id", "debit_account", "amount", "created_us")
 
 
 def _open(row: dict[str, Any]) -> dict[str, Any]:
-    """What a dispatcher keeps of an open instruction: what sending it again needs, and its state.
+    """What a dispatcher keeps of an open instruction: what sending it (again) needs.
 
     Every open instruction stays in memory until it settles, so the copy is
     slim: none of the columns that only the store and the API use, and the
