@@ -342,6 +342,12 @@ class BankDispatcher:
         """A unique serial for the gateway's own control messages on this link."""
         return f"{self._seq_prefix}{next(self._seq):011d}"
 
+    def counts(self) -> dict[str, int]:
+        """Instructions held, by where they stand (for /status and systemd's STATUS=)."""
+        c = self.outbox.counts
+        return {"queued": c[Phase.QUEUED], "awaiting_receipt": self.in_flight,
+                "awaiting_result": c[Phase.AWAITING_RESULT]}
+
     @property
     def in_flight(self) -> int:
         """Instructions on the wire awaiting their receipt (or whose send is being recorded)."""

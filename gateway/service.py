@@ -22,7 +22,6 @@ from gateway.lease import LeaseKeeper
 from gateway.links import BankLink, make_link_service
 from gateway.metrics import GatewayMetrics
 from gateway.ops import make_ops_site
-from gateway.outbox import Phase
 from gateway.relay import Relay
 from gateway.signing import InstructionSigner
 from gateway.store.db import Database
@@ -197,9 +196,9 @@ class Gateway:
         """One line for systemd's STATUS=: links up, queue depths, in-flight."""
         parts = []
         for bank_id, d in self.relay.dispatchers.items():
-            counts = d.outbox.counts
-            parts.append(f"{bank_id}:{'up' if d.session else 'down'} q={counts[Phase.QUEUED]} "
-                         f"w={d.in_flight} r={counts[Phase.AWAITING_RESULT]}")
+            c = d.counts()
+            parts.append(f"{bank_id}:{'up' if d.session else 'down'} q={c['queued']} "
+                         f"w={c['awaiting_receipt']} r={c['awaiting_result']}")
         return "; ".join(parts) or "no banks"
 
     def reload(self) -> None:
