@@ -16,7 +16,8 @@ reactor, no database and no sockets:
   unexecuted for ever (a stuck instruction the gateway must give up on).
 
 Every step is checked as it happens (:class:`Broken` names the promise); a
-restart is a fresh Outbox rebuilt from the store alone.
+restart is a fresh Outbox rebuilt from the store alone.  :class:`Node` is
+the hand-driven counterpart for example tests (no bank, no randomness).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from gateway.model import FINAL_STATES, State
 from gateway.outbox import (Ack, Claim, Effect, Foreign, Open, Outbox, Outcome, Phase, Query, Record, Schedule,
                             Send)
 
-__all__ = ["Broken", "World", "SCHEDULE", "STEPS", "random_steps"]
+__all__ = ["Broken", "World", "Node", "SCHEDULE", "NODE_SCHEDULE", "STEPS", "apply_step", "random_steps"]
 
 SCHEDULE = Schedule(receipt_timeout=2.0, give_up_unconfirmed=7.0, first_query_after=3.0, query_interval=1.0,
                     query_backoff=2.0, max_query_interval=3.0, query_attempts=3, give_up_after=None)
@@ -413,3 +414,82 @@ def apply_step(world: World, step: tuple[str, int, int]) -> None:
 def random_steps(rng: random.Random, n: int) -> list[tuple[str, int, int]]:
     kinds = rng.choices(STEPS, weights=_WEIGHTS, k=n)
     return [(k, rng.randrange(1000), rng.randrange(1000)) for k in kinds]
+
+
+NODE_SCHEDULE = Schedule(receipt_timeout=10.0, give_up_unconfirmed=30.0, first_query_after=30.0, query_interval=5.0,
+                         query_attempts=5)
+
+
+class Node:
+    """An outbox driven by hand for example tests: its clock, and what it made happen."""
+
+    def __init__(self, window: int = 4, schedule: Schedule = NODE_SCHEDULE) -> None:
+        self.n = 0
+        self.ob = Outbox(window, schedule, self.seq)
+        self.now = 0.0
+        self.sent: list[tuple[float, str]] = []
+        self.queries: list[tuple[float, str, str]] = []
+        self.records: list[Record] = []
+        self.acks: list[Ack | Foreign] = []
+        self.claims: list[Claim] = []
+        self.hold_claims = False
+        self.states: dict[str, str] = {}
+
+    def seq(self) -> str:
+        self.n += 1
+        return f"G{self.n}"
+
+    def run(self, effects: list) -> None:
+        for e in effects:
+            if isinstance(e, Claim):
+                self.claims.append(e)
+                if not self.hold_claims:
+                    self.commit_claim()
+            elif isinstance(e, Send):
+                self.sent.append((self.now, e.ref))
+            elif isinstance(e, Query):
+                self.queries.append((self.now, e.ref, e.seq))
+            elif isinstance(e, Record):
+                self.records.append(e)
+            else:
+                self.acks.append(e)
+        self.ob.check()
+
+    def commit_claim(self) -> None:
+        claim = self.claims.pop(0)
+        for ref in claim.refs:
+            self.states[ref] = "sent"
+        self.run(self.ob.claimed(claim, self.now))
+
+    def commit(self, outcome: Outcome = Outcome.CHANGED) -> list[Record]:
+        """Commit every recorded fact with ``outcome`` (its state from the lifecycle)."""
+        done, self.records = self.records, []
+        for r in done:
+            old = self.states.get(r.ref, "sent")
+            state = lifecycle.advance(lifecycle.State(old), r.event).value if outcome is Outcome.CHANGED else old
+            self.states[r.ref] = state
+            self.run(self.ob.recorded(r, outcome, state))
+        return done
+
+    def submit(self, *refs: str) -> None:
+        self.run(self.ob.committed([Open(ref, {"ref": ref}) for ref in refs], self.now))
+
+    def up(self) -> None:
+        self.run(self.ob.link_up(self.now))
+
+    def down(self) -> None:
+        self.run(self.ob.link_down(self.now))
+
+    def hear(self, m: msg.Message) -> None:
+        self.run(self.ob.bank(m, b"raw", self.now))
+
+    def wait(self, seconds: float) -> None:
+        """Time passes; the driver's timer fires at every deadline on the way."""
+        end = self.now + seconds
+        while (due := self.ob.next_deadline()) is not None and due <= end:
+            self.now = max(self.now, due)
+            self.run(self.ob.tick(self.now))
+        self.now = end
+
+    def sent_refs(self) -> list[str]:
+        return [ref for _, ref in self.sent]

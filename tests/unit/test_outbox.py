@@ -30,8 +30,7 @@ from hypothesis import strategies as st
 
 from adapters import base as msg
 from gateway.outbox import Schedule
-from tests.faults.relay_world import STEPS, World, apply_step
-from tests.unit.test_relay import Node
+from tests.faults.relay_world import STEPS, Node, World, apply_step
 
 step = st.tuples(st.sampled_from(STEPS), st.integers(0, 999), st.integers(0, 999))
 

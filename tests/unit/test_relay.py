@@ -1,8 +1,8 @@
 """The relay's rules on the pure Outbox: resend without receipt, inquire, in_doubt, the window (G1, G2, G6).
 
-No database, no reactor: a :class:`Node` carries the outbox's effects out the
-way the driver does, committing claims at once unless told to hold them, and
-keeps what went to the bank.  The driver itself (store, link, timer) is
+No database, no reactor: a :class:`~tests.faults.relay_world.Node` carries
+the outbox's effects out the way the driver does, committing claims at once
+unless told to hold them, and keeps what went to the bank.  The driver itself (store, link, timer) is
 tested in tests/integration/test_relay_driver.py.
 """
 
@@ -12,86 +12,9 @@ import pytest
 
 from adapters import base as msg
 from gateway import lifecycle
-from gateway.outbox import (Ack, Claim, Foreign, Open, Outbox, Outcome, Phase, Query, Record, Schedule,
-                            Send)
-
-SCHEDULE = Schedule(receipt_timeout=10.0, give_up_unconfirmed=30.0, first_query_after=30.0, query_interval=5.0,
-                    query_attempts=5)
-
-
-class Node:
-    """An outbox, its clock and what it made happen."""
-
-    def __init__(self, window: int = 4, schedule: Schedule = SCHEDULE) -> None:
-        self.n = 0
-        self.ob = Outbox(window, schedule, self.seq)
-        self.now = 0.0
-        self.sent: list[tuple[float, str]] = []
-        self.queries: list[tuple[float, str, str]] = []
-        self.records: list[Record] = []
-        self.acks: list[Ack | Foreign] = []
-        self.claims: list[Claim] = []
-        self.hold_claims = False
-        self.states: dict[str, str] = {}
-
-    def seq(self) -> str:
-        self.n += 1
-        return f"G{self.n}"
-
-    def run(self, effects: list) -> None:
-        for e in effects:
-            if isinstance(e, Claim):
-                self.claims.append(e)
-                if not self.hold_claims:
-                    self.commit_claim()
-            elif isinstance(e, Send):
-                self.sent.append((self.now, e.ref))
-            elif isinstance(e, Query):
-                self.queries.append((self.now, e.ref, e.seq))
-            elif isinstance(e, Record):
-                self.records.append(e)
-            else:
-                self.acks.append(e)
-        self.ob.check()
-
-    def commit_claim(self) -> None:
-        claim = self.claims.pop(0)
-        for ref in claim.refs:
-            self.states[ref] = "sent"
-        self.run(self.ob.claimed(claim, self.now))
-
-    def commit(self, outcome: Outcome = Outcome.CHANGED) -> list[Record]:
-        """Commit every recorded fact with ``outcome`` (its state from the lifecycle)."""
-        done, self.records = self.records, []
-        for r in done:
-            old = self.states.get(r.ref, "sent")
-            state = lifecycle.advance(lifecycle.State(old), r.event).value if outcome is Outcome.CHANGED else old
-            self.states[r.ref] = state
-            self.run(self.ob.recorded(r, outcome, state))
-        return done
-
-    def submit(self, *refs: str) -> None:
-        self.run(self.ob.committed([Open(ref, {"ref": ref}) for ref in refs], self.now))
-
-    def up(self) -> None:
-        self.run(self.ob.link_up(self.now))
-
-    def down(self) -> None:
-        self.run(self.ob.link_down(self.now))
-
-    def hear(self, m: msg.Message) -> None:
-        self.run(self.ob.bank(m, b"raw", self.now))
-
-    def wait(self, seconds: float) -> None:
-        """Time passes; the driver's timer fires at every deadline on the way."""
-        end = self.now + seconds
-        while (due := self.ob.next_deadline()) is not None and due <= end:
-            self.now = max(self.now, due)
-            self.run(self.ob.tick(self.now))
-        self.now = end
-
-    def sent_refs(self) -> list[str]:
-        return [ref for _, ref in self.sent]
+from gateway.outbox import Ack, Foreign, Open, Outcome, Phase, Send
+from tests.faults.relay_world import NODE_SCHEDULE as SCHEDULE
+from tests.faults.relay_world import Node
 
 
 def test_without_a_receipt_the_instruction_is_resent_with_the_same_reference() -> None:
