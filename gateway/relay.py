@@ -152,19 +152,22 @@ class BankDispatcher:
     def _run(self, effects: list[Effect]) -> None:
         """Carry out the outbox's effects in order, then arm the timer for its next deadline."""
         outbox = self.outbox
+        link = outbox.link
         sent = 0
         for effect in effects:
+            if isinstance(effect, (Send, Query)) and (self.session is None or outbox.link != link):
+                # A send failed so that the link went down (or was replaced) meanwhile: the
+                # outbox has queued these again for the next session.
+                continue
             match effect:
                 case Claim():
                     self._claim(outbox, effect)
                 case Send(ref=ref, payload=row, resend=resend):
-                    assert self.session is not None
                     self.session.send(self._instruction(row))
                     sent += 1
                     if resend:
                         self.metrics.resends.labels(self._bank.id).inc()
                 case Query(ref=ref, seq=seq, payload=row):
-                    assert self.session is not None
                     created = _dt.datetime.fromtimestamp(row["created_us"] / 1_000_000, _dt.timezone.utc).date()
                     self.session.send(msg.StatusQuery(seq, ref, created))
                     self.metrics.status_queries.labels(self._bank.id).inc()

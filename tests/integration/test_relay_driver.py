@@ -282,3 +282,24 @@ def test_bad_status_cadence_keys_are_refused(tmp_path, keys, problem):
     with pytest.raises(ConfigError) as e:
         load_config(_with_bank_keys(tmp_path, **keys), check_files=False)
     assert any(problem in p for p in e.value.problems), e.value.problems
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_link_that_dies_inside_send_loses_nothing_and_sends_nothing_more_on_it(setup):
+    """A transport may fail while writing (one connection per request): the rest waits for the next link."""
+    config, db, clock, d = setup
+
+    class Dying(RecordingSession):
+        def send(self, message: msg.Message) -> None:
+            super().send(message)
+            if isinstance(message, msg.Instruction):
+                d.link_down(self)
+
+    dying = Dying()
+    d.link_up(dying)
+    rows = await _intake(db, d, 3)
+    assert len(dying.of(msg.Instruction)) == 1  # the first write killed it; nothing more on it
+    fresh = RecordingSession()
+    d.link_up(fresh)
+    await settle(db, d)
+    assert [m.seq_no for m in fresh.of(msg.Instruction)] == [r["bank_ref"] for r in rows]
