@@ -10,7 +10,9 @@ metrics and the one timer for the outbox's next deadline.  Nothing runs on a
 timer when nothing is due; only with several nodes on PostgreSQL does the
 owner also poll the store for instructions another node's intake committed.
 It knows nothing of sockets: a link session hands it decoded messages and
-gives it a ``send`` callable.
+gives it a ``send`` callable.  (Over 600 lines because the dispatcher also
+records and acknowledges what concerns accounts rather than references:
+movements, statements, balances.)
 """
 
 from __future__ import annotations
