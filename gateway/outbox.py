@@ -53,6 +53,9 @@ __all__ = ["Phase", "Schedule", "Open", "Entry", "Outbox", "Outcome",
            "Claim", "Send", "Query", "Record", "Ack", "Foreign", "Effect"]
 
 
+DAY = 86400.0
+
+
 class Phase(enum.Enum):
     QUEUED = "queued"                      # waits for a live link and a window slot
     CLAIMING = "claiming"                  # its send is being recorded (fenced); goes out once committed
@@ -67,9 +70,9 @@ class Schedule:
 
     Status inquiries for a confirmed reference: the first ``first_query_after``
     after its receipt, then waits of ``query_interval`` growing by
-    ``query_backoff`` per inquiry up to ``max_query_interval``; ``in_doubt`` one
-    wait after the last of ``query_attempts`` inquiries, or ``give_up_after``
-    after the receipt if that comes first.
+    ``query_backoff`` per inquiry up to ``max_query_interval`` (a day when not
+    set); ``in_doubt`` one wait after the last of ``query_attempts`` inquiries,
+    or ``give_up_after`` after the receipt if that comes first.
     """
 
     receipt_timeout: float = 10.0
@@ -83,9 +86,10 @@ class Schedule:
     claim_retry: float = 0.1
 
     def wait_after(self, queries: int) -> float:
-        """The wait after the ``queries``-th inquiry (1-based) before the next step."""
-        wait = self.query_interval * self.query_backoff ** max(queries - 1, 0)
-        return wait if self.max_query_interval is None else min(wait, self.max_query_interval)
+        """The wait after the ``queries``-th inquiry (1-based) before the next step (at most a day uncapped)."""
+        # The exponent is bounded so that a long backoff never overflows a float.
+        wait = self.query_interval * self.query_backoff ** min(max(queries - 1, 0), 64)
+        return min(wait, DAY if self.max_query_interval is None else self.max_query_interval)
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,8 @@ def test_the_wait_between_inquiries_backs_off_up_to_its_cap() -> None:
     s = Schedule(query_interval=5.0, query_backoff=2.0, max_query_interval=30.0)
     assert [s.wait_after(k) for k in range(1, 7)] == [5.0, 10.0, 20.0, 30.0, 30.0, 30.0]
     assert [Schedule().wait_after(k) for k in (1, 2, 3)] == [5.0, 5.0, 5.0]  # the default: no backoff
+    steep = Schedule(query_interval=1.0, query_backoff=10.0)  # no cap given: a day at most, never overflowing
+    assert steep.wait_after(3) == 100.0 and steep.wait_after(1000) == 86400.0
 
 
 def _confirmed(schedule: Schedule) -> Node:
