@@ -89,7 +89,9 @@ class Schedule:
         """The wait after the ``queries``-th inquiry (1-based) before the next step (at most a day uncapped)."""
         # The exponent is bounded so that a long backoff never overflows a float.
         wait = self.query_interval * self.query_backoff ** min(max(queries - 1, 0), 64)
-        return min(wait, DAY if self.max_query_interval is None else self.max_query_interval)
+        if self.max_query_interval is not None:
+            return min(wait, self.max_query_interval)
+        return min(wait, max(DAY, self.query_interval))  # without backoff: the interval as configured
 
 
 @dataclass(frozen=True)
