@@ -510,6 +510,12 @@ class Outbox:
         if when is not None:
             self._n += 1
             heapq.heappush(self._timers, (when, self._n, e.ref))
+            if len(self._timers) > 2 * len(self.entries) + 64:
+                # Stale timers stay until they reach the top; behind a long deadline they would
+                # pile up (one per send), so rebuild from the live ones.
+                self._timers = [(x.deadline, i, x.ref) for i, x in enumerate(self.entries.values())
+                                if x.deadline is not None]
+                heapq.heapify(self._timers)
 
     def _drop(self, e: Entry) -> None:
         self._set(e, Phase.SETTLING)

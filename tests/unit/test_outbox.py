@@ -99,3 +99,14 @@ def test_an_answer_to_an_inquiry_is_not_acknowledged_and_ends_the_inquiries() ->
     node.commit()
     node.wait(100)
     assert len(node.queries) == 1 and node.acks == [] and node.states["R1"] == "succeeded"
+
+
+def test_stale_timers_do_not_pile_up_behind_a_long_deadline() -> None:
+    node = _confirmed(Schedule(first_query_after=86400.0))  # R1: a deadline a day away, at the top
+    for i in range(2000):
+        node.submit(f"S{i}")
+        node.hear(msg.Result(f"B{i}", f"S{i}", f"S{i}", True))
+        node.commit()
+    assert len(node.ob.entries) == 1 and len(node.ob._timers) <= 2 * len(node.ob.entries) + 64
+    node.wait(86400.0)
+    assert [ref for _, ref, _ in node.queries] == ["R1"]
