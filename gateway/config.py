@@ -182,6 +182,7 @@ class StatusPolicy:
     max_interval: float | None = None
     attempts: int | None = None
     give_up_after: float | None = None
+    before_resend: bool = False  # ask the status of an unconfirmed reference before sending it again
 
 
 @dataclass(frozen=True)
@@ -377,7 +378,7 @@ _CENTRE_KEYS = ("unit_no", "name", "ca")
 _BANK_KEYS = ("name", "adapter", "node", "direction", "endpoint", "window", "ca", "signature_alg",
               "signing_key")
 _STATUS_KEYS = ("status_first_after", "status_interval", "status_backoff", "status_max_interval",
-                "status_attempts", "status_give_up_after")
+                "status_attempts", "status_give_up_after", "status_before_resend")
 INSTRUCTION_SIGNATURE_ALGS = ("none", "ed25519", "ecdsa-p256-sha256", "sm2-sm3")
 """Values of ``banks.X.signature_alg`` ("sm2-sm3" needs the ``sm`` extra: GmSSL's binding)."""
 _ACCOUNT_KEYS = ("bank", "centre", "name", "type")
@@ -646,6 +647,10 @@ class _Checker:
                 or not math.isfinite(float(backoff)) or not 1.0 <= backoff <= 10.0:
             self.problem(at + ("status_backoff",), f"must be a number from 1 to 10, not {_show(backoff)}")
             return None
+        before_resend = entry.get("status_before_resend", False)
+        if not isinstance(before_resend, bool):
+            self.problem(at + ("status_before_resend",), f"must be true or false, not {_show(before_resend)}")
+            return None
         attempts = self.integer(entry, at, "status_attempts", 1, 1000, default=None) \
             if "status_attempts" in entry else None
         if any(given[key] is None for key in given if key in entry) or ("status_attempts" in entry
@@ -657,7 +662,7 @@ class _Checker:
                          f"must not be below status_interval ({interval:g})")
             return None
         return StatusPolicy(given["status_first_after"], interval, float(backoff), cap, attempts,
-                            given["status_give_up_after"])
+                            given["status_give_up_after"], before_resend)
 
     def instruction_signing(self, entry: Mapping[str, Any],
                             at: _Path) -> tuple[str, Path | None] | None:

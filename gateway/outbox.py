@@ -18,6 +18,11 @@ is recorded)::
       └────────────────────────────────────────────┘                              ▼
     any phase ──result──▶ SETTLING ◀── overdue (never confirmed / inquiries used up / NotFound after receipt)
 
+With ``ask_before_resend`` (a bank whose handling of a resent reference is
+unknown), a QUEUED entry that was sent before goes to ASKING instead of
+CLAIMING: a status inquiry, asked again at each receipt deadline, and a new
+send only once the bank answers NotFound (a receipt or result confirms it).
+
 Promises (checked by tests/unit/test_outbox.py, property and examples):
 
 - G1: an :class:`Ack` for a bank message is only ever returned by
@@ -28,12 +33,13 @@ Promises (checked by tests/unit/test_outbox.py, property and examples):
   while no receipt, result or status answer confirming it has come in; two
   sends of one reference are separated by its receipt deadline
   (``receipt_timeout``), a link drop, or a status answer saying the bank has
-  not got it (NotFound).  After the receipt only :class:`Query` goes out.
+  not got it (NotFound); with ``ask_before_resend``, by a NotFound always.
+  After the receipt only :class:`Query` goes out.
 - G6: an unconfirmed reference is given up into ``in_doubt`` once its first
   send is ``give_up_unconfirmed`` old; a confirmed one is asked about on the
   bank's :class:`Schedule` and goes ``in_doubt`` when the inquiries are used
   up (or ``give_up_after`` has passed since the receipt).
-- The window: ``CLAIMING + AWAITING_RECEIPT <= window`` at all times.
+- The window: ``CLAIMING + AWAITING_RECEIPT + ASKING <= window`` at all times.
 - Commit order: first sends go out in the order the instructions were
   committed (resends of unconfirmed ones go first).
 """
@@ -60,6 +66,7 @@ class Phase(enum.Enum):
     QUEUED = "queued"                      # waits for a live link and a window slot
     CLAIMING = "claiming"                  # its send is being recorded (fenced); goes out once committed
     AWAITING_RECEIPT = "awaiting_receipt"  # on the wire; resent, same reference, if no receipt in time
+    ASKING = "asking"                      # sent before, unconfirmed: its status is asked before any resend
     AWAITING_RESULT = "awaiting_result"    # the bank confirmed it: from now on only status inquiries
     SETTLING = "settling"                  # its final or in_doubt fact is being recorded; nothing goes out
 
@@ -84,6 +91,7 @@ class Schedule:
     query_attempts: int = 5
     give_up_after: float | None = None
     claim_retry: float = 0.1
+    ask_before_resend: bool = False  # for a bank whose handling of a resent reference is unknown
 
     def wait_after(self, queries: int) -> float:
         """The wait after the ``queries``-th inquiry (1-based) before the next step (at most a day uncapped)."""
@@ -119,6 +127,7 @@ class Entry:
     queries: int = 0                  # status inquiries sent since the receipt
     next_query_at: float | None = None  # next inquiry (or, inquiries used up, in_doubt) is due
     asked: tuple[str, ...] = ()       # seq_nos of the inquiries sent
+    cleared: bool = False             # a NotFound said the bank has it not: sending again is safe
     deadline: float | None = None     # when tick() must look at it next
 
 
@@ -195,7 +204,8 @@ class Outcome(enum.Enum):
 
 
 _SETTLED_STATES = frozenset({"succeeded", "failed", "rejected", "in_doubt"})
-_UNCONFIRMED = (Phase.QUEUED, Phase.CLAIMING, Phase.AWAITING_RECEIPT)
+_UNCONFIRMED = (Phase.QUEUED, Phase.CLAIMING, Phase.AWAITING_RECEIPT, Phase.ASKING)
+_OUT = (Phase.CLAIMING, Phase.AWAITING_RECEIPT, Phase.ASKING)  # what the window counts
 
 
 class Outbox:
@@ -257,6 +267,7 @@ class Outbox:
                 continue  # confirmed or settled while the claim committed: nothing to send
             effects.append(Send(ref, e.payload, resend=e.sends > 0))
             e.sends += 1
+            e.cleared = False
             if e.first_sent is None:
                 e.first_sent = now
             e.sent_at = now
@@ -314,7 +325,7 @@ class Outbox:
             if e is None or e.deadline != when:
                 continue  # stale: the entry moved on or left
             e.deadline = None
-            if e.phase is Phase.AWAITING_RECEIPT:
+            if e.phase in (Phase.AWAITING_RECEIPT, Phase.ASKING):
                 assert e.first_sent is not None
                 if now - e.first_sent >= self.schedule.give_up_unconfirmed:
                     # Sent again and again and never confirmed: nothing is left stuck silently (G6).
@@ -323,11 +334,11 @@ class Outbox:
                         f"no receipt from the bank within {self.schedule.give_up_unconfirmed:g} s "
                         f"of the first send")))
                 else:
-                    resend.append(e)
+                    resend.append(e)  # queued again: sent, or with ask_before_resend asked first
             elif e.phase is Phase.AWAITING_RESULT:
                 effects += self._result_due(e, now)
         if resend:
-            resend.sort(key=lambda e: (e.sent_at, e.order))
+            resend.sort(key=lambda e: (e.sent_at or 0.0, e.order))
             self._requeue([e.ref for e in resend])
         if self._retry_at is not None and self._retry_at <= now:
             self._retry_at = None
@@ -358,7 +369,7 @@ class Outbox:
 
     @property
     def unconfirmed(self) -> int:
-        return self.counts[Phase.QUEUED] + self.counts[Phase.CLAIMING] + self.counts[Phase.AWAITING_RECEIPT]
+        return sum(self.counts[p] for p in _UNCONFIRMED)
 
     def check(self) -> None:
         """Assert the invariants between the record and its indexes (tests call it after every input)."""
@@ -369,15 +380,15 @@ class Outbox:
             assert (e.phase is Phase.QUEUED) == (ref in self._queue), ref
             if e.phase is Phase.CLAIMING:
                 assert self._claim is not None and ref in self._claim.refs, ref
-            if e.phase is Phase.AWAITING_RECEIPT:
-                assert self.up and e.sent_at is not None and e.deadline is not None, ref
+            if e.phase in (Phase.AWAITING_RECEIPT, Phase.ASKING):
+                assert self.up and e.first_sent is not None and e.deadline is not None, ref
             if e.phase is Phase.AWAITING_RESULT:
                 assert e.accepted_at is not None, ref
             if e.phase in (Phase.QUEUED, Phase.CLAIMING, Phase.SETTLING):
                 assert e.deadline is None, ref
         assert counts == self.counts, (counts, self.counts)
         assert len(self._queue) == counts[Phase.QUEUED]
-        assert counts[Phase.CLAIMING] + counts[Phase.AWAITING_RECEIPT] <= self.window
+        assert sum(counts[p] for p in _OUT) <= self.window
 
     # -- the bank's messages -----------------------------------------------------
 
@@ -391,7 +402,7 @@ class Outbox:
         e = self.entries.get(m.ref)
         answered = False  # an answer to our send or inquiry is not acknowledged; a push is
         if e is not None:
-            answered = e.phase is Phase.AWAITING_RECEIPT or m.reply_to in e.asked
+            answered = e.phase in (Phase.AWAITING_RECEIPT, Phase.ASKING) or m.reply_to in e.asked
             self._set(e, Phase.SETTLING)
         return [Record(m.ref, lifecycle.ResultReceived(m.succeeded), m, raw, ack=not answered)] + self._pump(now)
 
@@ -399,7 +410,8 @@ class Outbox:
         e = self.entries.get(m.ref)
         if e is not None and e.phase in _UNCONFIRMED:
             # Never arrived: safe to send again, with the same reference.
-            if e.phase is Phase.AWAITING_RECEIPT:
+            e.cleared = True
+            if e.phase in (Phase.AWAITING_RECEIPT, Phase.ASKING):
                 self._requeue([e.ref])
             return self._pump(now)
         if e is not None:
@@ -470,23 +482,39 @@ class Outbox:
         if self._retry_at is not None and now < self._retry_at:
             return []
         self._retry_at = None
-        room = self.window - self.counts[Phase.CLAIMING] - self.counts[Phase.AWAITING_RECEIPT]
+        room = self.window - sum(self.counts[p] for p in _OUT)
         refs: list[str] = []
-        while self._queue and len(refs) < room:
+        asks: list[Effect] = []
+        while self._queue and len(refs) + len(asks) < room:
             ref, _ = self._queue.popitem(last=False)
             e = self.entries[ref]
             self.counts[Phase.QUEUED] -= 1
+            if self.schedule.ask_before_resend and e.sends > 0 and not e.cleared:
+                # Sent before (maybe by a node that died): ask, and send again only on "not found".
+                e.phase = Phase.ASKING
+                self.counts[Phase.ASKING] += 1
+                asks.append(self._ask(e, now))
+                continue
             e.phase = Phase.CLAIMING
             self.counts[Phase.CLAIMING] += 1
             refs.append(ref)
         if not refs:
-            return []
+            return asks
         self._claim = Claim(tuple(refs), self.link)
-        return [self._claim]
+        return asks + [self._claim]
+
+    def _ask(self, e: Entry, now: float) -> Query:
+        """An unconfirmed entry's status inquiry; asked again at its receipt deadline until given up."""
+        if e.first_sent is None:
+            e.first_sent = now  # sent by an earlier node: the give-up runs from the first ask
+        seq = self.new_seq()
+        e.asked += (seq,)
+        self._due(e, now + self.schedule.receipt_timeout)
+        return Query(e.ref, seq, e.payload)
 
     def _requeue_unconfirmed(self) -> None:
-        out = [e for e in self.entries.values() if e.phase is Phase.AWAITING_RECEIPT]
-        out.sort(key=lambda e: (e.sent_at, e.order))
+        out = [e for e in self.entries.values() if e.phase in (Phase.AWAITING_RECEIPT, Phase.ASKING)]
+        out.sort(key=lambda e: (e.sent_at or 0.0, e.order))
         self._requeue([e.ref for e in out])
 
     def _requeue(self, refs: list[str]) -> None:

@@ -83,6 +83,7 @@ def schedule_for(bank: BankConfig, timeouts: Timeouts) -> Schedule:
         max_query_interval=p.max_interval,
         query_attempts=timeouts.status_query_attempts if p.attempts is None else p.attempts,
         give_up_after=p.give_up_after,
+        ask_before_resend=p.before_resend,
     )
 
 
@@ -356,7 +357,8 @@ class BankDispatcher:
     @property
     def in_flight(self) -> int:
         """Instructions on the wire awaiting their receipt (or whose send is being recorded)."""
-        return self.outbox.counts[Phase.AWAITING_RECEIPT] + self.outbox.counts[Phase.CLAIMING]
+        c = self.outbox.counts
+        return c[Phase.AWAITING_RECEIPT] + c[Phase.CLAIMING] + c[Phase.ASKING]
 
     # -- ownership -----------------------------------------------------------
 

@@ -90,6 +90,10 @@ class World:
         self._last_send: dict[str, tuple[float, int]] = {}  # ref -> (time, link generation) of its last Send
         self._not_found_since: set[str] = set()  # refs a NotFound answered since their last Send
         self._finals: dict[str, str] = {}
+        # Across restarts (the world knows what really went out): refs sent at least once, and
+        # whether a NotFound about each reached a gateway since its last send.
+        self._ever_sent: set[str] = set()
+        self._nf_since_send: dict[str, bool] = {}
 
     # -- the gateway node ---------------------------------------------------------
 
@@ -137,6 +141,10 @@ class World:
             if not (self.now - at >= self.schedule.receipt_timeout or link != self.outbox.link
                     or ref in self._not_found_since):
                 raise Broken(f"G2: {ref} sent twice within {self.now - at:g} s on one link with no status answer")
+        if self.schedule.ask_before_resend and ref in self._ever_sent and not self._nf_since_send.get(ref):
+            raise Broken(f"G2: {ref} sent again without the bank saying it has it not (ask_before_resend)")
+        self._ever_sent.add(ref)
+        self._nf_since_send[ref] = False
         self._last_send[ref] = (self.now, self.outbox.link)
         self._not_found_since.discard(ref)
         # The window, seen from outside: sent on this link, no answer yet, receipt deadline not passed.
@@ -259,6 +267,7 @@ class World:
             self._told.add(m.ref)
         if isinstance(m, msg.NotFound):
             self._not_found_since.add(m.ref)
+            self._nf_since_send[m.ref] = True
         self._run(self.outbox.bank(m, b"", self.now))
 
     def deliver_to_bank(self, i: int) -> None:

@@ -39,7 +39,8 @@ def world_for(seed: int) -> tuple[World, list[tuple[str, int, int]]]:
     schedule = Schedule(receipt_timeout=2.0, give_up_unconfirmed=rng.choice([5.0, 9.0]),
                         first_query_after=rng.choice([1.0, 3.0]), query_interval=1.0,
                         query_backoff=rng.choice([1.0, 2.0]), max_query_interval=rng.choice([None, 3.0]),
-                        query_attempts=rng.choice([1, 3]), give_up_after=rng.choice([None, None, 8.0]))
+                        query_attempts=rng.choice([1, 3]), give_up_after=rng.choice([None, None, 8.0]),
+                        ask_before_resend=rng.random() < 0.3)
     world = World(random.Random(rng.getrandbits(64)), window=rng.choice([1, 2, 4]), schedule=schedule,
                   stuck_rate=rng.choice([0.0, 0.2]), sync_rate=rng.choice([0.0, 0.5]))
     world.link_up()

@@ -255,17 +255,19 @@ def test_a_banks_status_cadence_is_read_from_its_section_and_defaults_to_the_tim
 
     config = load_config(_with_bank_keys(tmp_path, status_first_after=2, status_interval=1.5,
                                          status_backoff=2.0, status_max_interval=60,
-                                         status_attempts=12, status_give_up_after=3600),
+                                         status_attempts=12, status_give_up_after=3600,
+                                         status_before_resend=True),
                          check_files=False)
     s = schedule_for(config.banks["B001"], config.timeouts)
     assert (s.first_query_after, s.query_interval, s.query_backoff, s.max_query_interval, s.query_attempts,
-            s.give_up_after) == (2.0, 1.5, 2.0, 60.0, 12, 3600.0)
+            s.give_up_after, s.ask_before_resend) == (2.0, 1.5, 2.0, 60.0, 12, 3600.0, True)
     t = config.timeouts
     default = schedule_for(config.banks["B002"], t)  # no status keys: today's behaviour
     assert (default.first_query_after, default.query_interval, default.query_backoff,
             default.max_query_interval, default.query_attempts, default.give_up_after) == \
         (t.result_timeout, t.status_query_interval, 1.0, None, t.status_query_attempts, None)
     assert (default.receipt_timeout, default.give_up_unconfirmed) == (t.receipt_timeout, t.result_timeout)
+    assert not default.ask_before_resend
 
 
 @pytest.mark.parametrize("keys, problem", [
@@ -275,6 +277,7 @@ def test_a_banks_status_cadence_is_read_from_its_section_and_defaults_to_the_tim
     ({"status_interval": 10, "status_max_interval": 5},
      "banks.B001.status_max_interval: must not be below status_interval"),
     ({"status_every": 5}, "banks.B001.status_every"),
+    ({"status_before_resend": "yes"}, "banks.B001.status_before_resend: must be true or false"),
 ])
 def test_bad_status_cadence_keys_are_refused(tmp_path, keys, problem):
     from gateway.config import ConfigError
@@ -303,3 +306,27 @@ async def test_a_link_that_dies_inside_send_loses_nothing_and_sends_nothing_more
     d.link_up(fresh)
     await settle(db, d)
     assert [m.seq_no for m in fresh.of(msg.Instruction)] == [r["bank_ref"] for r in rows]
+
+
+@pytest_twisted.ensureDeferred
+async def test_after_a_restart_a_bank_that_wants_it_is_asked_before_anything_is_sent_again(setup):
+    """status_before_resend: what an earlier process sent is reconciled by a status inquiry, never resent blindly."""
+    import dataclasses
+
+    from gateway.config import StatusPolicy
+
+    config, db, clock, d = setup
+    d.link_up(RecordingSession())
+    [row] = await _intake(db, d, 1)  # sent (and recorded as sent) by the process that then died
+    bank = dataclasses.replace(config.banks["B001"], status=StatusPolicy(before_resend=True))
+    again = BankDispatcher(bank, config, db, clock, GatewayMetrics())
+    await again.load()
+    session = RecordingSession()
+    again.link_up(session)
+    await settle(db, again)
+    assert session.of(msg.Instruction) == []
+    [query] = session.of(msg.StatusQuery)
+    assert query.ref == row["bank_ref"]
+    again.handle(msg.NotFound("BANK1", query.seq_no, row["bank_ref"]), b"raw-not-found")
+    await settle(db, again)
+    assert [m.seq_no for m in session.of(msg.Instruction)] == [row["bank_ref"]]

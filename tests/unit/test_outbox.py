@@ -7,6 +7,8 @@ order, lost and duplicated, link drops, time, crashes.  Checked at every
 effect (the world raises :class:`Broken`), the exact invariants are:
 
 - G1: an Ack (or a refusal) is returned only by ``recorded``, after the commit.
+- With ``ask_before_resend``: a reference that really went out before (by this
+  node or one that crashed) goes again only after a NotFound about it.
 - G2: every Send follows its committed claim (the store counts the send
   first); no Send of a reference after this node heard a receipt or a result
   for it, nor when the store has it accepted or settled; two Sends of one
@@ -23,22 +25,24 @@ effect (the world raises :class:`Broken`), the exact invariants are:
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from adapters import base as msg
-from gateway.outbox import Schedule
-from tests.faults.relay_world import STEPS, Node, World, apply_step
+from gateway.outbox import Open, Phase, Schedule
+from tests.faults.relay_world import SCHEDULE, STEPS, Node, World, apply_step
 
 step = st.tuples(st.sampled_from(STEPS), st.integers(0, 999), st.integers(0, 999))
 
 
 @settings(max_examples=300, deadline=None)
-@given(steps=st.lists(step, max_size=80), seed=st.integers(0, 2**32), window=st.integers(1, 4))
-def test_the_outbox_keeps_its_promises_whatever_comes_in(steps, seed, window) -> None:
-    world = World(random.Random(seed), window=window)
+@given(steps=st.lists(step, max_size=80), seed=st.integers(0, 2**32), window=st.integers(1, 4),
+       ask=st.booleans())
+def test_the_outbox_keeps_its_promises_whatever_comes_in(steps, seed, window, ask) -> None:
+    world = World(random.Random(seed), window=window, schedule=dataclasses.replace(SCHEDULE, ask_before_resend=ask))
     world.link_up()
     for s in steps:
         apply_step(world, s)
@@ -110,3 +114,44 @@ def test_stale_timers_do_not_pile_up_behind_a_long_deadline() -> None:
     assert len(node.ob.entries) == 1 and len(node.ob._timers) <= 2 * len(node.ob.entries) + 64
     node.wait(86400.0)
     assert [ref for _, ref, _ in node.queries] == ["R1"]
+
+
+ASK = Schedule(receipt_timeout=10.0, give_up_unconfirmed=30.0, ask_before_resend=True)
+
+
+def test_asking_before_a_resend_sends_again_only_on_not_found() -> None:
+    node = Node(schedule=ASK)
+    node.up()
+    node.submit("R1")
+    node.wait(10.0)  # no receipt in time: ask, do not send
+    assert node.sent_refs() == ["R1"] and [(at, ref) for at, ref, _ in node.queries] == [(10.0, "R1")]
+    node.wait(10.0)  # no answer either: ask again
+    assert node.sent_refs() == ["R1"] and len(node.queries) == 2
+    node.hear(msg.NotFound("B1", node.queries[-1][2], "R1"))
+    assert node.sent == [(0.0, "R1"), (20.0, "R1")]
+
+
+def test_asking_before_a_resend_a_processing_answer_confirms_it() -> None:
+    node = Node(schedule=ASK)
+    node.up()
+    node.submit("R1")
+    node.wait(10.0)
+    node.hear(msg.Receipt("B1", node.queries[-1][2], "R1"))
+    assert node.ob.phase("R1") is Phase.AWAITING_RESULT
+    node.wait(5.0)
+    assert node.sent_refs() == ["R1"]
+
+
+def test_asking_before_a_resend_covers_a_relink_and_a_restart_and_gives_up_in_time() -> None:
+    node = Node(schedule=ASK)
+    node.run(node.ob.loaded([Open("R1", {}, sends=1), Open("R2", {})], 0.0))  # R1: sent by the dead node
+    node.up()
+    assert node.sent_refs() == ["R2"] and [ref for _, ref, _ in node.queries] == ["R1"]
+    node.down()
+    node.up()
+    assert node.sent_refs() == ["R2"], "nothing sent blindly after a relink"
+    assert [ref for _, ref, _ in node.queries] == ["R1", "R1", "R2"]
+    node.wait(40.0)
+    assert node.sent_refs() == ["R2"]
+    node.commit()
+    assert node.states == {"R1": "in_doubt", "R2": "in_doubt"}
