@@ -42,6 +42,7 @@ __all__ = [
     "CentreConfig",
     "BankConfig",
     "FrontEndConfig",
+    "StatusPolicy",
     "AccountConfig",
     "CounterpartyConfig",
     "GatewayConfig",
@@ -185,6 +186,25 @@ class CentreConfig:
 
 
 @dataclass(frozen=True)
+class StatusPolicy:
+    """A bank's status-inquiry cadence (``[banks.X]`` ``status_*`` keys); None: the ``[timeouts]`` value.
+
+    The first inquiry ``first_after`` seconds after the receipt, then waits of
+    ``interval`` multiplied by ``backoff`` after each inquiry, at most
+    ``max_interval``; ``in_doubt`` one wait after the ``attempts``-th, or
+    ``give_up_after`` seconds after the receipt if that comes first.
+    """
+
+    first_after: float | None = None
+    interval: float | None = None
+    backoff: float = 1.0
+    max_interval: float | None = None
+    attempts: int | None = None
+    give_up_after: float | None = None
+    before_resend: bool = False  # ask the status of an unconfirmed reference before sending it again
+
+
+@dataclass(frozen=True)
 class FrontEndConfig:
     """A bank's direct-connect front-end on the gateway's own network (``banks.X.front_end``),
     for the adapters that reach their bank through one (:data:`FRONT_END_ADAPTERS`).
@@ -249,6 +269,8 @@ class BankConfig:
     signing_key: Path | None = None
     pain001_version: str = ""   # iso20022 only: the pain.001 version written ("" = the adapter's default)
     front_end: FrontEndConfig | None = None
+    # Status inquiries for what the bank confirmed (gateway.outbox.Schedule); None: [timeouts].
+    status: StatusPolicy | None = None
 
     @property
     def listens(self) -> bool:
@@ -421,6 +443,8 @@ _BANK_KEYS = ("name", "adapter", "node", "direction", "endpoint", "window", "ca"
               "signing_key", "pain001_version", "front_end")
 PAIN001_VERSIONS = ("pain.001.001.09", "pain.001.001.03")
 """Values of ``banks.X.pain001_version`` (iso20022 banks only)."""
+_STATUS_KEYS = ("status_first_after", "status_interval", "status_backoff", "status_max_interval",
+                "status_attempts", "status_give_up_after", "status_before_resend")
 INSTRUCTION_SIGNATURE_ALGS = ("none", "ed25519", "ecdsa-p256-sha256", "sm2-sm3")
 """Values of ``banks.X.signature_alg`` ("sm2-sm3" needs the ``sm`` extra: GmSSL's binding)."""
 _ACCOUNT_KEYS = ("bank", "centre", "name", "type", "bank_code")
@@ -662,7 +686,7 @@ class _Checker:
         installed = sorted(set(iter_adapter_names()))
         for bank_id, entry in self.entries(table, "banks", _BANK_ID, "must be 1-16 of A-Z 0-9"):
             at = ("banks", bank_id)
-            self.keys(entry, at, _BANK_KEYS)
+            self.keys(entry, at, _BANK_KEYS + _STATUS_KEYS)
             name = self.label(entry, at, "name", _LABEL_MAX)
             adapter = self.string(entry, at, "adapter")
             if adapter is not None and adapter not in installed:
@@ -694,12 +718,14 @@ class _Checker:
             signing = self.instruction_signing(entry, at)
             pain001 = self.pain001_version(entry, at, adapter, signing)
             front_end = self.front_end(entry, at, adapter)
+            status = self.status_policy(entry, at)
             if (name is not None and adapter is not None and node is not None
                     and direction is not None and endpoint is not None and window is not None
-                    and signing is not None and pain001 is not None and front_end is not False):
+                    and signing is not None and pain001 is not None and front_end is not False
+                    and status is not None):
                 found[bank_id] = BankConfig(bank_id, name, adapter, node, direction, endpoint,
                                             window, ca, *signing, pain001_version=pain001,
-                                            front_end=front_end or None)
+                                            front_end=front_end or None, status=status or None)
         return found
 
     def pain001_version(self, entry: Mapping[str, Any], at: _Path, adapter: str | None,
@@ -773,6 +799,35 @@ class _Checker:
             return False
         return FrontEndConfig(local_addresses=tuple(locals_), timeout=timeout,
                               max_answer=max_answer, **values)
+
+    def status_policy(self, entry: Mapping[str, Any], at: _Path) -> StatusPolicy | bool | None:
+        """A bank's ``status_*`` keys; False when it has none (the [timeouts] values hold), None if bad."""
+        if not any(key in entry for key in _STATUS_KEYS):
+            return False
+        given = {key: self.seconds(entry, at, key, 1.0) if key in entry else None
+                 for key in ("status_first_after", "status_interval", "status_max_interval",
+                             "status_give_up_after")}
+        backoff = entry.get("status_backoff", 1.0)
+        if isinstance(backoff, bool) or not isinstance(backoff, (int, float)) \
+                or not math.isfinite(float(backoff)) or not 1.0 <= backoff <= 10.0:
+            self.problem(at + ("status_backoff",), f"must be a number from 1 to 10, not {_show(backoff)}")
+            return None
+        before_resend = entry.get("status_before_resend", False)
+        if not isinstance(before_resend, bool):
+            self.problem(at + ("status_before_resend",), f"must be true or false, not {_show(before_resend)}")
+            return None
+        attempts = self.integer(entry, at, "status_attempts", 1, 1000, default=None) \
+            if "status_attempts" in entry else None
+        if any(given[key] is None for key in given if key in entry) or ("status_attempts" in entry
+                                                                          and attempts is None):
+            return None
+        interval, cap = given["status_interval"], given["status_max_interval"]
+        if cap is not None and interval is not None and cap < interval:
+            self.problem(at + ("status_max_interval",),
+                         f"must not be below status_interval ({interval:g})")
+            return None
+        return StatusPolicy(given["status_first_after"], interval, float(backoff), cap, attempts,
+                            given["status_give_up_after"], before_resend)
 
     def instruction_signing(self, entry: Mapping[str, Any],
                             at: _Path) -> tuple[str, Path | None] | None:

@@ -198,8 +198,7 @@ def make_ops_site(gateway: Any, ready: Callable[[], tuple[bool, str]],
 
     async def status(request: Any, parts: list[str]) -> tuple[int, Any]:
         states = await gateway.db.read(q.count_by_state)
-        links = {bank_id: {"up": d.session is not None, "queued": len(d.pending), "awaiting_receipt":
-                           len(d.in_flight), "awaiting_result": len(d.waiting)}
+        links = {bank_id: {"up": d.session is not None, **d.counts()}
                  for bank_id, d in gateway.relay.dispatchers.items()}
         backlog = gateway.metrics.ledger_backlog._value.get() if gateway.forwarder is not None else None
         return 200, {"ready": ready()[0], "links": links, "instructions": states,

@@ -1,12 +1,18 @@
-"""The outbox toward each bank: what to send, what to resend, what to ask, what to acknowledge.
+"""The relay toward each bank: a Twisted driver around the pure :class:`~gateway.outbox.Outbox`.
 
-One :class:`BankDispatcher` per bank owns that bank's open instructions.  It
-sends in commit order through whatever link session is up, keeps at most
-``window`` instructions waiting for a receipt, resends with the same
-reference only while the receipt is unconfirmed (G2), turns overdue results
-into status inquiries and then ``in_doubt`` (G6), and acknowledges bank
-pushes only after they are committed (G1).  It knows nothing of sockets: a
-link session hands it decoded messages and gives it a ``send`` callable.
+One :class:`BankDispatcher` per bank feeds its outbox every input (a commit
+of new instructions, the link going up or down, a claim committed, a bank
+message, a deadline reached) and carries out the effects it returns: the
+fenced claim of sends in the store, frames on the link, bank facts recorded
+in group commits and acknowledged after them (G1).  The outbox holds the
+rules (G2, G6, the window, commit order); the driver holds the I/O, the
+metrics and the one timer for the outbox's next deadline.  Nothing runs on a
+timer when nothing is due; only with several nodes on PostgreSQL does the
+owner also poll the store for instructions another node's intake committed.
+It knows nothing of sockets: a link session hands it decoded messages and
+gives it a ``send`` callable.  (Over 600 lines because the dispatcher also
+records and acknowledges what concerns accounts rather than references:
+movements, statements, balances.)
 """
 
 from __future__ import annotations
@@ -14,8 +20,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import json
-from collections import OrderedDict
-from dataclasses import dataclass
 from itertools import count
 from typing import Any, Callable, Iterable, Protocol
 
@@ -27,15 +31,17 @@ from twisted.logger import Logger
 
 from adapters import base as msg
 from gateway import lifecycle
-from gateway.config import BankConfig, GatewayConfig
+from gateway.config import BankConfig, GatewayConfig, StatusPolicy, Timeouts
 from gateway.faults import armed, crash_point
 from gateway.metrics import GatewayMetrics
 from gateway.model import FINAL_STATES, State
+from gateway.outbox import (Ack, Claim, Effect, Foreign, Open, Outbox, Outcome, Phase, Query, Record, Schedule,
+                            Send)
 from gateway.store import instructions as q
 from gateway.store import leases
 from gateway.store.db import Database
 
-__all__ = ["LinkSession", "BankDispatcher", "Relay"]
+__all__ = ["LinkSession", "BankDispatcher", "Relay", "schedule_for"]
 
 log = Logger()
 
@@ -49,12 +55,11 @@ class LinkSession(Protocol):
     def send(self, message: msg.Message) -> None: ...
 
 
-_OPEN_KEYS = ("bank_ref", "centre_id", "instruction_id", "debit_account", "amount", "created_us", "state",
-              "sends")
+_OPEN_KEYS = ("bank_ref", "centre_id", "instruction_id", "debit_account", "amount", "created_us")
 
 
 def _open(row: dict[str, Any]) -> dict[str, Any]:
-    """What a dispatcher keeps of an open instruction: what sending it again needs, and its state.
+    """What a dispatcher keeps of an open instruction: what sending it (again) needs.
 
     Every open instruction stays in memory until it settles, so the copy is
     slim: none of the columns that only the store and the API use, and the
@@ -66,41 +71,50 @@ def _open(row: dict[str, Any]) -> dict[str, Any]:
     return slim
 
 
-@dataclass
-class _Waiting:
-    """An instruction the bank has received and not settled."""
-
-    since: float
-    queries: int = 0
-    next_query_at: float = 0.0
+def schedule_for(bank: BankConfig, timeouts: Timeouts) -> Schedule:
+    """The outbox timers of ``bank``: its own status cadence where it has one, else ``[timeouts]``."""
+    p = bank.status or StatusPolicy()
+    return Schedule(
+        receipt_timeout=timeouts.receipt_timeout,
+        give_up_unconfirmed=timeouts.result_timeout,
+        first_query_after=timeouts.result_timeout if p.first_after is None else p.first_after,
+        query_interval=timeouts.status_query_interval if p.interval is None else p.interval,
+        query_backoff=p.backoff,
+        max_query_interval=p.max_interval,
+        query_attempts=timeouts.status_query_attempts if p.attempts is None else p.attempts,
+        give_up_after=p.give_up_after,
+        ask_before_resend=p.before_resend,
+    )
 
 
 class BankDispatcher:
-    """The relay for one bank (see the module docstring)."""
+    """The relay for one bank: the Twisted driver of its :class:`~gateway.outbox.Outbox`.
+
+    Every input goes to the outbox with the time; every effect it returns is
+    carried out here against the store and the link; then one timer is armed
+    for the outbox's next deadline, and none when it has none (an idle relay
+    sleeps).
+    """
 
     def __init__(self, bank: BankConfig, config: GatewayConfig, db: Database, clock: IReactorTime,
                  metrics: GatewayMetrics) -> None:
-        self.bank = bank
+        self._bank = bank
         self.config = config
+        self._timeouts = config.timeouts
         self.db = db
         self.clock = clock
         self.metrics = metrics
-        self.timeouts = config.timeouts
         self.session: LinkSession | None = None
-        self.rows: dict[str, dict[str, Any]] = {}          # ref -> row, every open instruction
-        self.pending: OrderedDict[str, None] = OrderedDict()  # refs to send on the current session
-        self.in_flight: dict[str, float] = {}               # ref -> sent at, awaiting receipt
-        self.waiting: dict[str, _Waiting] = {}              # ref -> accepted, awaiting result
-        self.queries: dict[str, str] = {}                   # StatusQuery seq_no -> ref
         self.poll_mark = 0  # the highest row id seen by poll()
         self._polls = 0
         self._seq = count(1)
         self._seq_prefix = f"G{int(clock.seconds()) % 10**8:08d}"
         self._loaded = False
-        self._sent_once: set[str] = set()  # refs sent by this process (for the resend metric)
+        self.outbox = self._fresh_outbox()
+        self._timer: Any = None  # the one IDelayedCall for outbox.next_deadline()
+        self._queue_gauge = metrics.queue_depth.labels(bank.id)
+        self._awaiting_gauge = metrics.awaiting_result.labels(bank.id)
         self.down_since: float | None = clock.seconds()  # None while a session is up
-        self.claiming: set[str] = set()        # refs whose fenced claim is committing
-        self.first_sent: dict[str, float] = {}   # ref -> first send by this node (receipt deadline)
         self._batch: list[tuple[Any, Callable[[Any], None]]] = []  # bank facts of this reactor turn
         # Ownership: active unless a lease keeper says otherwise (single-node tests).
         self.active = True
@@ -113,47 +127,185 @@ class BankDispatcher:
         # Signs every instruction sent ([banks.X] signature_alg; set by gateway.service).
         self.instruction_signer: Any = None
 
+    def _fresh_outbox(self) -> Outbox:
+        return Outbox(self._bank.window, schedule_for(self._bank, self._timeouts), self.next_seq)
+
+    # A SIGHUP reload swaps the bank's and the timers' config: the outbox follows.
+    @property
+    def bank(self) -> BankConfig:
+        return self._bank
+
+    @bank.setter
+    def bank(self, bank: BankConfig) -> None:
+        self._bank = bank
+        self.outbox.window = bank.window
+        self.outbox.schedule = schedule_for(bank, self._timeouts)
+
+    @property
+    def timeouts(self) -> Timeouts:
+        return self._timeouts
+
+    @timeouts.setter
+    def timeouts(self, timeouts: Timeouts) -> None:
+        self._timeouts = timeouts
+        self.outbox.schedule = schedule_for(self._bank, timeouts)
+
+    # -- carrying effects out ------------------------------------------------
+
+    def _run(self, effects: list[Effect]) -> None:
+        """Carry out the outbox's effects in order, then arm the timer for its next deadline."""
+        outbox = self.outbox
+        link = outbox.link
+        sent = 0
+        for effect in effects:
+            if isinstance(effect, (Send, Query)) and (self.session is None or outbox.link != link):
+                # A send failed so that the link went down (or was replaced) meanwhile: the
+                # outbox has queued these again for the next session.
+                continue
+            match effect:
+                case Claim():
+                    self._claim(outbox, effect)
+                case Send(ref=ref, payload=row, resend=resend):
+                    self.session.send(self._instruction(row))
+                    sent += 1
+                    if resend:
+                        self.metrics.resends.labels(self._bank.id).inc()
+                case Query(ref=ref, seq=seq, payload=row):
+                    created = _dt.datetime.fromtimestamp(row["created_us"] / 1_000_000, _dt.timezone.utc).date()
+                    self.session.send(msg.StatusQuery(seq, ref, created))
+                    self.metrics.status_queries.labels(self._bank.id).inc()
+                case Record():
+                    self._record(self._fact(effect), lambda answer, r=effect: self._answered(outbox, r, answer))
+                case Ack(message=m, ok=ok, code=code, text=text):
+                    self._ack(m, ok, code, text)
+                case Foreign(message=m, ref=ref):
+                    self._foreign(m, "reference", ref)
+        if sent and armed("bank.sent"):
+            # Let the reactor flush the frames to the socket first: "sent" means on the wire.
+            self.clock.callLater(0.05, crash_point, "bank.sent")
+        self._gauges()
+        self._arm()
+
+    def _arm(self) -> None:
+        """One timer, for the outbox's next deadline; none at all when nothing is due."""
+        when = self.outbox.next_deadline() if self.active else None
+        timer = self._timer
+        if when is None:
+            if timer is not None and timer.active():
+                timer.cancel()
+            self._timer = None
+            return
+        delay = max(0.0, when - self.clock.seconds())
+        if timer is not None and timer.active():
+            if timer.getTime() > when:
+                timer.reset(delay)
+            return  # an earlier wake finds nothing due and re-arms
+        self._timer = self.clock.callLater(delay, self._wake)
+
+    def _wake(self) -> None:
+        self._timer = None
+        try:
+            self.tick()
+        except Exception:
+            log.failure("relay.tick_failed", bank=self._bank.id)
+            # Not at once: a deadline that keeps failing must not spin the reactor.
+            self._timer = self.clock.callLater(1.0, self._wake)
+
+    def _claim(self, outbox: Outbox, claim: Claim) -> None:
+        """The fenced write: record the sends, checking the lease in the same transaction.
+
+        Only after it commits do the frames go out, so a node that lost the
+        lease (paused, partitioned) can never send again.
+        """
+        session, epoch = self.session, self.epoch
+        lease = (self.lease_name, self.owner, epoch) if self.owner is not None else None
+        refs = list(claim.refs)
+        d = self.db.write(lambda tx: q.record_sent(tx, self._bank.id, refs, lease=lease))
+
+        def claimed(changed: int) -> None:
+            if outbox is not self.outbox:
+                return  # deactivated meanwhile: that outbox is gone
+            now = self.clock.seconds()
+            if session is not self.session or epoch != self.epoch or not self.active or not self.lease_fresh():
+                # The link changed while the claim committed, or this node cannot be
+                # sure it still owns it (paused past its renewal): send nothing.
+                self._run(outbox.claim_failed(claim, now))
+                return
+            if changed:
+                self.metrics.instructions.labels(self._bank.id, State.SENT.value).inc(changed)
+            self._run(outbox.claimed(claim, now))
+
+        def failed(failure: Any) -> None:
+            if failure.check(leases.Fenced):
+                self.metrics.security_events.labels("lease_fenced").inc()
+                log.error("relay.fenced", bank=self._bank.id, owner=self.owner, epoch=self.epoch,
+                          error=failure.getErrorMessage())
+                if self.on_fenced is not None:
+                    self.on_fenced()
+            else:
+                log.failure("relay.claim_failed", failure, bank=self._bank.id)  # retried shortly
+            if outbox is self.outbox:
+                self._run(outbox.claim_failed(claim, self.clock.seconds()))
+
+        d.addCallbacks(claimed, failed)
+
+    def _fact(self, r: Record) -> q.BankFact:
+        m = r.message
+        if isinstance(m, msg.Result):
+            return q.BankFact(r.ref, r.event, raw=r.raw, host_seq_no=m.host_seq_no, bank_seq_no=m.bank_seq_no,
+                              code=m.code, text=m.text)
+        if isinstance(m, msg.Receipt):
+            return q.BankFact(r.ref, r.event, raw=r.raw, bank_seq_no=m.bank_seq_no)
+        return q.BankFact(r.ref, r.event, raw=r.raw, text=r.text)
+
+    def _answered(self, outbox: Outbox, r: Record, answer: Any) -> None:
+        """A recorded fact's answer from the store, told to the outbox (which then may acknowledge)."""
+        state = None
+        if isinstance(answer, lifecycle.ConflictingOutcome):
+            self.metrics.refused.labels(f"bank:{self._bank.id}", "conflicting_outcome").inc()
+            log.error("bank.conflicting_outcome", bank=self._bank.id, ref=r.ref, error=str(answer))
+            outcome = Outcome.CONFLICT
+        elif isinstance(answer, lifecycle.IllegalTransition):
+            log.warn("bank.out_of_order", bank=self._bank.id, ref=r.ref, error=str(answer))
+            outcome = Outcome.ILLEGAL
+        elif not answer.known:
+            outcome = Outcome.UNKNOWN
+        else:
+            outcome = Outcome.CHANGED if answer.changed else Outcome.SAME
+            state = answer.record["state"] if answer.record else None
+            if answer.changed:
+                self._settled(answer.record)
+        if outbox is self.outbox:  # else deactivated meanwhile: that link and its session are gone
+            self._run(outbox.recorded(r, outcome, state))
+
     # -- feeding -------------------------------------------------------------
 
     def load(self) -> Deferred[None]:
         """Take over every open instruction of this bank from the store (start-up, takeover)."""
-        d = self.db.read(q.load_open, self.bank.id)
+        d = self.db.read(q.load_open, self._bank.id)
 
         def loaded(rows: list[dict[str, Any]]) -> None:
-            now = self.clock.seconds()
+            items = []
             for row in rows:
-                ref = row["bank_ref"]
-                if ref in self.rows:
-                    continue
-                self.rows[ref] = _open(row)
                 self.poll_mark = max(self.poll_mark, row["id"])
-                if row["state"] == State.ACCEPTED.value:
-                    self.waiting[ref] = _Waiting(since=now)
-                else:
-                    self.pending[ref] = None
+                items.append(Open(row["bank_ref"], _open(row), accepted=row["state"] == State.ACCEPTED.value,
+                                  sends=row.get("sends") or 0))
             self._loaded = True
-            log.info("relay.loaded", bank=self.bank.id, open=len(rows))
-            self._gauges()
-            self.pump()
+            log.info("relay.loaded", bank=self._bank.id, open=len(rows))
+            self._run(self.outbox.loaded(items, self.clock.seconds()))
 
         return d.addCallback(loaded)
 
     def enqueue(self, rows: Iterable[dict[str, Any]]) -> None:
-        """New instructions committed for this bank: queue them in commit order.
+        """New instructions committed for this bank: queue them in commit order (and send at once).
 
         On a node that does not own the link this does nothing: the owner picks
         them up from the store (:meth:`poll`).
         """
         if not self.active:
             return
-        for row in rows:
-            ref = row["bank_ref"]
-            if ref in self.rows:
-                continue
-            self.rows[ref] = _open(row)
-            self.pending[ref] = None
-        self._gauges()
-        self.pump()
+        items = [Open(row["bank_ref"], _open(row), sends=row.get("sends") or 0) for row in rows]
+        self._run(self.outbox.committed(items, self.clock.seconds()))
 
     def poll(self) -> Deferred[None]:
         """Pick up instructions another node's intake committed for this bank.
@@ -164,7 +316,7 @@ class BankDispatcher:
         """
         self._polls += 1
         sweep = self._polls % SWEEP_EVERY == 0
-        d = self.db.read(q.load_new, self.bank.id, 0 if sweep else self.poll_mark, 5000)
+        d = self.db.read(q.load_new, self._bank.id, 0 if sweep else self.poll_mark, 5000)
 
         def found(rows: list[dict[str, Any]]) -> None:
             if rows:
@@ -179,98 +331,34 @@ class BankDispatcher:
         """A session signed on: everything without a receipt goes again, same reference."""
         self.session = session
         self.down_since = None
-        resend = list(self.in_flight)
-        self.in_flight.clear()
-        for ref in reversed(resend):
-            self.pending[ref] = None
-            self.pending.move_to_end(ref, last=False)
-        self.metrics.link_up.labels(self.bank.id).set(1)
-        log.info("link.up", bank=self.bank.id, resend=len(resend), pending=len(self.pending))
-        self.pump()
+        self.metrics.link_up.labels(self._bank.id).set(1)
+        log.info("link.up", bank=self._bank.id, pending=self.outbox.unconfirmed)
+        self._run(self.outbox.link_up(self.clock.seconds()))
 
     def link_down(self, session: LinkSession) -> None:
         if session is not self.session:
             return
         self.session = None
         self.down_since = self.clock.seconds()
-        self.metrics.link_up.labels(self.bank.id).set(0)
-        log.warn("link.down", bank=self.bank.id, in_flight=len(self.in_flight), pending=len(self.pending))
+        self.metrics.link_up.labels(self._bank.id).set(0)
+        log.warn("link.down", bank=self._bank.id, in_flight=self.in_flight, pending=self.outbox.unconfirmed)
+        self._run(self.outbox.link_down(self.clock.seconds()))
 
     def next_seq(self) -> str:
         """A unique serial for the gateway's own control messages on this link."""
         return f"{self._seq_prefix}{next(self._seq):011d}"
 
-    def pump(self) -> None:
-        """Claim queued instructions while the window has room, then send them.
+    def counts(self) -> dict[str, int]:
+        """Instructions held, by where they stand (for /status and systemd's STATUS=)."""
+        c = self.outbox.counts
+        return {"queued": c[Phase.QUEUED], "awaiting_receipt": self.in_flight,
+                "awaiting_result": c[Phase.AWAITING_RESULT]}
 
-        The claim is the fenced write: it records the sends and checks, in the
-        same transaction, that this node still holds the bank's lease at its
-        epoch.  Only after it commits do the frames go out, so a node that lost
-        the lease (paused, partitioned) can never send again.
-        """
-        if self.session is None or not self.active or self.claiming:
-            # One claim at a time: what queues meanwhile goes in the next one, so a
-            # busy link claims in batches instead of one instruction per commit.
-            return
-        batch: list[str] = []
-        while self.pending and len(self.in_flight) + len(self.claiming) < self.bank.window:
-            ref, _ = self.pending.popitem(last=False)
-            if ref in self.rows:
-                batch.append(ref)
-                self.claiming.add(ref)
-        if batch:
-            session, epoch = self.session, self.epoch
-            lease = (self.lease_name, self.owner, epoch) if self.owner is not None else None
-            d = self.db.write(lambda tx: q.record_sent(tx, self.bank.id, batch, lease=lease))
-            d.addCallbacks(self._claimed, self._claim_failed, callbackArgs=(batch, session, epoch),
-                           errbackArgs=(batch,))
-        self._gauges()
-
-    def _requeue(self, refs: list[str]) -> None:
-        for ref in reversed(refs):
-            if ref in self.rows:
-                self.pending[ref] = None
-                self.pending.move_to_end(ref, last=False)
-
-    def _claimed(self, changed: int, batch: list[str], session: LinkSession, epoch: int | None) -> None:
-        self.claiming.difference_update(batch)
-        if session is not self.session or epoch != self.epoch or not self.active or not self.lease_fresh():
-            # The link changed while the claim committed, or this node cannot be
-            # sure it still owns it (paused past its renewal): send nothing.
-            self._requeue(batch)
-            return
-        now = self.clock.seconds()
-        for ref in batch:
-            row = self.rows.get(ref)
-            if row is None:
-                continue  # settled meanwhile (a late result for an earlier send)
-            session.send(self._instruction(row))
-            if row.get("sends", 0) or ref in self._sent_once:
-                self.metrics.resends.labels(self.bank.id).inc()
-            self._sent_once.add(ref)
-            self.first_sent.setdefault(ref, now)
-            self.in_flight[ref] = now
-            if row["state"] == State.RECEIVED.value:
-                row["state"] = State.SENT.value
-        if changed:
-            self.metrics.instructions.labels(self.bank.id, State.SENT.value).inc(changed)
-        if armed("bank.sent"):
-            # Let the reactor flush the frames to the socket first: "sent" means on the wire.
-            self.clock.callLater(0.05, crash_point, "bank.sent")
-        self.pump()
-
-    def _claim_failed(self, failure: Any, batch: list[str]) -> None:
-        self.claiming.difference_update(batch)
-        self._requeue(batch)
-        self.clock.callLater(0.1, self.pump)
-        if failure.check(leases.Fenced):
-            self.metrics.security_events.labels("lease_fenced").inc()
-            log.error("relay.fenced", bank=self.bank.id, owner=self.owner, epoch=self.epoch,
-                      error=failure.getErrorMessage())
-            if self.on_fenced is not None:
-                self.on_fenced()
-        else:
-            log.failure("relay.claim_failed", failure, bank=self.bank.id)  # retried by the next tick
+    @property
+    def in_flight(self) -> int:
+        """Instructions on the wire awaiting their receipt (or whose send is being recorded)."""
+        c = self.outbox.counts
+        return c[Phase.AWAITING_RECEIPT] + c[Phase.CLAIMING] + c[Phase.ASKING]
 
     # -- ownership -----------------------------------------------------------
 
@@ -278,7 +366,7 @@ class BankDispatcher:
         """This node now owns the bank's link (lease ``lease_name`` at ``epoch``): take its work over."""
         self.active = True
         self.owner, self.lease_name, self.epoch = owner, lease_name, epoch
-        log.info("relay.owner", bank=self.bank.id, owner=owner, epoch=epoch)
+        log.info("relay.owner", bank=self._bank.id, owner=owner, epoch=epoch)
         return self.load()
 
     def deactivate(self) -> None:
@@ -286,13 +374,17 @@ class BankDispatcher:
         self.active = False
         self.epoch = None
         self.session = None
-        for table in (self.rows, self.pending, self.in_flight, self.waiting, self.queries, self.first_sent):
-            table.clear()
-        self.claiming.clear()
-        self._sent_once.clear()
+        self.outbox = self._fresh_outbox()
         self._loaded = False
-        self.metrics.link_up.labels(self.bank.id).set(0)
+        self.metrics.link_up.labels(self._bank.id).set(0)
         self._gauges()
+        self._arm()
+
+    def stop(self) -> None:
+        """Cancel the timer (the service stops)."""
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
 
     def _instruction(self, row: dict[str, Any]) -> msg.Instruction:
         """The message that sends stored instruction ``row``, signed when the bank wants signatures."""
@@ -328,12 +420,8 @@ class BankDispatcher:
     def handle(self, message: msg.Message, raw: bytes) -> None:
         """One decoded message from the bank (link control is handled by the session)."""
         match message:
-            case msg.Receipt():
-                self._on_receipt(message, raw)
-            case msg.Result():
-                self._on_result(message, raw)
-            case msg.NotFound():
-                self._on_not_found(message, raw)
+            case msg.Receipt() | msg.Result() | msg.NotFound():
+                self._on_instruction_news(message, raw)
             case msg.Movement():
                 self._on_movement(message, raw)
             case msg.Balance():
@@ -356,73 +444,11 @@ class BankDispatcher:
                  account=value if what == "account" else None)
         self._ack(message, ok=False, code="E403", text=f"not an {what} of this bank")
 
-    def _on_receipt(self, m: msg.Receipt, raw: bytes) -> None:
-        ref = m.ref
-        self.in_flight.pop(ref, None)
-        self.first_sent.pop(ref, None)
-        self.queries.pop(m.reply_to, None)
-        if ref not in self.rows:
-            # Not open here: already settled (a late receipt), or not ours at all.
-            self._apply(m, ref, lifecycle.ReceiptConfirmed(), raw, bank_seq_no=m.bank_seq_no)
-            return
-        if ref not in self.waiting:
-            self.waiting[ref] = _Waiting(since=self.clock.seconds())
-        self._apply(m, ref, lifecycle.ReceiptConfirmed(), raw, bank_seq_no=m.bank_seq_no)
-        self.pump()
-
-    def _on_result(self, m: msg.Result, raw: bytes) -> None:
-        crash_point("bank.result")
-        ref = m.ref
-        answered = ref in self.in_flight or m.reply_to in self.queries
-        self.in_flight.pop(ref, None)
-        self.queries.pop(m.reply_to, None)
-        self.waiting.pop(ref, None)
-        self._apply(m, ref, lifecycle.ResultReceived(m.succeeded), raw, ack=not answered,
-                    host_seq_no=m.host_seq_no, bank_seq_no=m.bank_seq_no, code=m.code, text=m.text)
-        self.pump()
-
-    def _on_not_found(self, m: msg.NotFound, raw: bytes) -> None:
-        ref = m.ref
-        self.queries.pop(m.reply_to, None)
-        row = self.rows.get(ref)
-        if row is not None and row["state"] in (State.RECEIVED.value, State.SENT.value) \
-                and ref not in self.waiting:
-            # Never arrived: safe to send again, with the same reference.
-            self.in_flight.pop(ref, None)
-            self.pending[ref] = None
-            self.pump()
-            return
-        self.waiting.pop(ref, None)
-        self._apply(m, ref, lifecycle.NotFoundAtBank(), raw,
-                    text="the bank denies an instruction it had confirmed")
-
-    def _apply(self, m: msg.Message | None, ref: str, event: lifecycle.Event, raw: bytes | None, *,
-               ack: bool = False, **fields: str) -> None:
-        """Record what the bank said about ``ref``; acknowledge it (if asked) after the commit."""
-        fact = q.BankFact(ref, event, raw=raw, **fields)
-
-        def done(answer: Any) -> None:
-            if isinstance(answer, lifecycle.ConflictingOutcome):
-                self.metrics.refused.labels(f"bank:{self.bank.id}", "conflicting_outcome").inc()
-                log.error("bank.conflicting_outcome", bank=self.bank.id, ref=ref, error=str(answer))
-                if ack and m is not None:
-                    self._ack(m, ok=False, code="E409", text="contradicts the recorded outcome")
-                return
-            if isinstance(answer, lifecycle.IllegalTransition):
-                log.warn("bank.out_of_order", bank=self.bank.id, ref=ref, error=str(answer))
-                if ack and m is not None:
-                    self._ack(m)
-                return
-            if not answer.known:
-                if m is not None:
-                    self._foreign(m, "reference", ref)
-                return
-            if answer.changed:
-                self._settled(answer.record)
-            if ack and m is not None:
-                self._ack(m)
-
-        self._record(fact, done)
+    def _on_instruction_news(self, m: msg.Message, raw: bytes) -> None:
+        """A receipt, result or status answer: the outbox decides what it means and what to record."""
+        if isinstance(m, msg.Result):
+            crash_point("bank.result")
+        self._run(self.outbox.bank(m, raw, self.clock.seconds()))
 
     def _record(self, item: Any, done: Callable[[Any], None]) -> None:
         """Queue a bank fact; everything queued in one reactor turn is committed in one operation."""
@@ -456,26 +482,18 @@ class BankDispatcher:
         d.addCallbacks(answered, failed)
 
     def _settled(self, rec: dict[str, Any]) -> None:
+        """Count and log a state change the store committed."""
         state = rec["state"]
-        self.metrics.instructions.labels(self.bank.id, state).inc()
-        row = self.rows.get(rec["bank_ref"])
-        if row is not None:
-            row["state"] = state
-        if State(state) in FINAL_STATES or state == State.IN_DOUBT.value:
-            self._sent_once.discard(rec["bank_ref"])
-            self.first_sent.pop(rec["bank_ref"], None)
+        self.metrics.instructions.labels(self._bank.id, state).inc()
         if State(state) in FINAL_STATES:
-            self.rows.pop(rec["bank_ref"], None)
-            self.metrics.submit_to_final.labels(self.bank.id).observe(
+            self.metrics.submit_to_final.labels(self._bank.id).observe(
                 max(rec["updated_us"] - rec["created_us"], 0) / 1_000_000)
-            log.debug("instruction.final", bank=self.bank.id, centre=rec["centre_id"],
-                     instruction_id=rec["instruction_id"], state=state)
+            log.debug("instruction.final", bank=self._bank.id, centre=rec["centre_id"],
+                      instruction_id=rec["instruction_id"], state=state)
         elif state == State.IN_DOUBT.value:
-            self.rows.pop(rec["bank_ref"], None)
-            self.metrics.in_doubt.labels(self.bank.id).inc()
-            log.error("instruction.in_doubt", bank=self.bank.id, centre=rec["centre_id"],
+            self.metrics.in_doubt.labels(self._bank.id).inc()
+            log.error("instruction.in_doubt", bank=self._bank.id, centre=rec["centre_id"],
                       instruction_id=rec["instruction_id"], ref=rec["bank_ref"])
-        self._gauges()
 
     def _account_centre(self, account: str) -> str | None | bool:
         """The owning centre; None for an account on no register; False for another bank's account.
@@ -534,53 +552,17 @@ class BankDispatcher:
     # -- time ------------------------------------------------------------------
 
     def tick(self) -> None:
-        """Resend what has no receipt in time; ask about results overdue; give up into in_doubt."""
+        """Do what is due now (resends, inquiries, in_doubt); called by the timer, callable any time."""
         if not self.active:
             return
-        now = self.clock.seconds()
-        t = self.timeouts
-        if self.session is not None:
-            late = [ref for ref, at in self.in_flight.items() if now - at >= t.receipt_timeout]
-            given_up = [ref for ref in late if now - self.first_sent.get(ref, now) >= t.result_timeout]
-            for ref in given_up:
-                # Sent again and again and never confirmed: nothing is left stuck silently (G6).
-                del self.in_flight[ref]
-                self._apply(None, ref, lifecycle.ResultOverdue(), None,
-                            text=f"no receipt from the bank within {t.result_timeout:g} s of the first send")
-            for ref in late:
-                if ref in self.in_flight:
-                    del self.in_flight[ref]
-                    self.pending[ref] = None
-                    self.pending.move_to_end(ref, last=False)
-            if late:
-                log.warn("relay.receipt_overdue", bank=self.bank.id, count=len(late), given_up=len(given_up))
-        for ref, w in list(self.waiting.items()):
-            if now - w.since < t.result_timeout or now < w.next_query_at:
-                continue
-            if w.queries >= t.status_query_attempts:
-                del self.waiting[ref]
-                self._apply(None, ref, lifecycle.ResultOverdue(), None,
-                            text=f"no result after {w.queries} status inquiries")
-                continue
-            if self.session is None:
-                continue
-            row = self.rows.get(ref)
-            seq = self.next_seq()
-            self.queries[seq] = ref
-            created = (_dt.datetime.fromtimestamp(row["created_us"] / 1_000_000, _dt.timezone.utc).date()
-                       if row else _dt.date.today())
-            self.session.send(msg.StatusQuery(seq, ref, created))
-            self.metrics.status_queries.labels(self.bank.id).inc()
-            w.queries += 1
-            w.next_query_at = now + t.status_query_interval
-        self.pump()
+        self._run(self.outbox.tick(self.clock.seconds()))
 
     def _gauges(self) -> None:
-        self.metrics.queue_depth.labels(self.bank.id).set(len(self.pending) + len(self.in_flight))
-        self.metrics.awaiting_result.labels(self.bank.id).set(len(self.waiting))
+        self._queue_gauge.set(self.outbox.unconfirmed)
+        self._awaiting_gauge.set(self.outbox.counts[Phase.AWAITING_RESULT])
 
     def depth(self) -> int:
-        return len(self.pending) + len(self.in_flight) + len(self.waiting)
+        return self.outbox.depth
 
     def refusal(self, extra: int = 1) -> str | None:
         """Why new work for this bank must wait (backpressure), or None to accept it."""
@@ -588,32 +570,28 @@ class BankDispatcher:
             return None  # another node owns the link and applies this rule there
         limits, timeouts = self.config.limits, self.config.timeouts
         if self.depth() + extra > limits.max_queue_per_bank:
-            return f"bank {self.bank.id} has {self.depth()} instructions queued (limit {limits.max_queue_per_bank})"
+            return f"bank {self._bank.id} has {self.depth()} instructions queued (limit {limits.max_queue_per_bank})"
         if self.down_since is not None:
             down = self.clock.seconds() - self.down_since
             if down >= timeouts.refuse_when_link_down_for:
-                return f"the link to bank {self.bank.id} has been down for {int(down)} s"
+                return f"the link to bank {self._bank.id} has been down for {int(down)} s"
         return None
 
 
 class Relay(Service):
-    """All banks' dispatchers, their timers and the routing of new instructions."""
+    """All banks' dispatchers, the balance schedule, and the routing of new instructions."""
 
     name = "relay"
 
     def __init__(self, config: GatewayConfig, db: Database, clock: IReactorTime, metrics: GatewayMetrics,
-                 adapters: dict[str, msg.Adapter], *, tick_interval: float = 0.2,
-                 poll_interval: float = 1.0) -> None:
+                 adapters: dict[str, msg.Adapter], *, poll_interval: float = 1.0) -> None:
         self.config = config
         self.adapters = adapters
         self.dispatchers = {bank_id: BankDispatcher(bank, config, db, clock, metrics)
                             for bank_id, bank in config.banks.items()}
         self._clock = clock
-        self._tick = LoopingCall(self._tick_all)
-        self._tick.clock = clock
         self._poll = LoopingCall(self._poll_all)
         self._poll.clock = clock
-        self._tick_interval = tick_interval
         self._poll_interval = poll_interval
         self._balances = LoopingCall(self._balances_all)
         self._balances.clock = clock
@@ -656,22 +634,20 @@ class Relay(Service):
         for d in self.dispatchers.values():
             if d.active and d.owner is None:  # no lease keeper: this node owns every link
                 d.load().addErrback(lambda f, b=d.bank.id: log.failure("relay.load_failed", f, bank=b))
-        self._tick.start(self._tick_interval, now=False)
-        self._poll.start(self._poll_interval, now=False)
+        # The safety sweep: only several nodes sharing PostgreSQL (a lease keeper set the
+        # owner) can commit instructions this node's intake never saw; alone, the intake's
+        # commit wakes the dispatcher (Intake on_stored -> enqueue) and nothing polls.
+        if any(d.owner is not None for d in self.dispatchers.values()):
+            self._poll.start(self._poll_interval, now=False)
         self._balances.start(self.config.timeouts.balance_query_interval, now=False)
 
     def stopService(self) -> None:
         super().stopService()
-        for call in (self._tick, self._poll, self._balances):
+        for call in (self._poll, self._balances):
             if call.running:
                 call.stop()
-
-    def _tick_all(self) -> None:
         for d in self.dispatchers.values():
-            try:
-                d.tick()
-            except Exception:
-                log.failure("relay.tick_failed", bank=d.bank.id)
+            d.stop()
 
     def _balances_all(self) -> None:
         for d in self.dispatchers.values():

@@ -195,7 +195,7 @@ class Gateway:
                 d.in_flight and d.session is not None for d in self.relay.dispatchers.values()):
             yield deferLater(self.reactor, 0.05, lambda: None)
         yield self.db.writer.idle()
-        left = sum(len(d.in_flight) for d in self.relay.dispatchers.values())
+        left = sum(d.in_flight for d in self.relay.dispatchers.values())
         log.info("gateway.drained", awaiting_receipt=left)
 
     def stop(self) -> Deferred[None]:
@@ -205,8 +205,9 @@ class Gateway:
         """One line for systemd's STATUS=: links up, queue depths, in-flight."""
         parts = []
         for bank_id, d in self.relay.dispatchers.items():
-            parts.append(f"{bank_id}:{'up' if d.session else 'down'} q={len(d.pending)} "
-                         f"w={len(d.in_flight)} r={len(d.waiting)}")
+            c = d.counts()
+            parts.append(f"{bank_id}:{'up' if d.session else 'down'} q={c['queued']} "
+                         f"w={c['awaiting_receipt']} r={c['awaiting_result']}")
         return "; ".join(parts) or "no banks"
 
     def reload(self) -> None:

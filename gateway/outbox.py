@@ -1,0 +1,555 @@
+"""The relay toward one bank as a pure machine: one record per reference, inputs in, effects out.
+
+An :class:`Outbox` holds every open instruction of one bank as one
+:class:`Entry` whose :class:`Phase` says exactly where it stands.  It does no
+I/O and reads no clock: the driver (:class:`gateway.relay.BankDispatcher`)
+feeds it inputs with the time (``committed``, ``loaded``, ``link_up``,
+``link_down``, ``claimed``, ``claim_failed``, ``bank``, ``recorded``,
+``tick``) and carries out the effects each returns, in order (:class:`Claim`,
+:class:`Send`, :class:`Query`, :class:`Record`, :class:`Ack`,
+:class:`Foreign`), then arms one timer for :meth:`Outbox.next_deadline`.
+
+Phases of an entry (it leaves the outbox once its final or ``in_doubt`` fact
+is recorded)::
+
+    QUEUED ──claim──▶ CLAIMING ──claimed──▶ AWAITING_RECEIPT ──receipt──▶ AWAITING_RESULT
+      ▲  ▲                │ link changed,          │ receipt_timeout,             │ queries on the
+      │  └────────────────┘ claim failed           │ link down, NotFound          │ bank's schedule
+      └────────────────────────────────────────────┘                              ▼
+    any phase ──result──▶ SETTLING ◀── overdue (never confirmed / inquiries used up / NotFound after receipt)
+
+With ``ask_before_resend`` (a bank whose handling of a resent reference is
+unknown), a QUEUED entry that was sent before goes to ASKING instead of
+CLAIMING: a status inquiry, asked again at each receipt deadline, and a new
+send only once the bank answers NotFound (a receipt or result confirms it).
+
+Promises (checked by tests/unit/test_outbox.py, property and examples):
+
+- G1: an :class:`Ack` for a bank message is only ever returned by
+  :meth:`Outbox.recorded`, i.e. after the driver committed what it said.
+- G2: a :class:`Send` follows only a :class:`Claim` that the driver confirmed
+  committed (:meth:`Outbox.claimed`) on the same link generation, so every
+  send is recorded (and fenced by the lease) first.  A reference is sent only
+  while no receipt, result or status answer confirming it has come in; two
+  sends of one reference are separated by its receipt deadline
+  (``receipt_timeout``), a link drop, or a status answer saying the bank has
+  not got it (NotFound); with ``ask_before_resend``, by a NotFound always.
+  After the receipt only :class:`Query` goes out.
+- G6: an unconfirmed reference is given up into ``in_doubt`` once its first
+  send is ``give_up_unconfirmed`` old; a confirmed one is asked about on the
+  bank's :class:`Schedule` and goes ``in_doubt`` when the inquiries are used
+  up (or ``give_up_after`` has passed since the receipt).
+- The window: ``CLAIMING + AWAITING_RECEIPT + ASKING <= window`` at all times.
+- Commit order: first sends go out in the order the instructions were
+  committed (resends of unconfirmed ones go first).
+"""
+
+from __future__ import annotations
+
+import enum
+import heapq
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Union
+
+from adapters import base as msg
+from gateway import lifecycle
+
+__all__ = ["Phase", "Schedule", "Open", "Entry", "Outbox", "Outcome",
+           "Claim", "Send", "Query", "Record", "Ack", "Foreign", "Effect"]
+
+
+DAY = 86400.0
+
+
+class Phase(enum.Enum):
+    QUEUED = "queued"                      # waits for a live link and a window slot
+    CLAIMING = "claiming"                  # its send is being recorded (fenced); goes out once committed
+    AWAITING_RECEIPT = "awaiting_receipt"  # on the wire; resent, same reference, if no receipt in time
+    ASKING = "asking"                      # sent before, unconfirmed: its status is asked before any resend
+    AWAITING_RESULT = "awaiting_result"    # the bank confirmed it: from now on only status inquiries
+    SETTLING = "settling"                  # its final or in_doubt fact is being recorded; nothing goes out
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A bank's timers, in seconds.
+
+    Status inquiries for a confirmed reference: the first ``first_query_after``
+    after its receipt, then waits of ``query_interval`` growing by
+    ``query_backoff`` per inquiry up to ``max_query_interval`` (a day when not
+    set); ``in_doubt`` one wait after the last of ``query_attempts`` inquiries,
+    or ``give_up_after`` after the receipt if that comes first.
+    """
+
+    receipt_timeout: float = 10.0
+    give_up_unconfirmed: float = 30.0
+    first_query_after: float = 30.0
+    query_interval: float = 5.0
+    query_backoff: float = 1.0
+    max_query_interval: float | None = None
+    query_attempts: int = 5
+    give_up_after: float | None = None
+    claim_retry: float = 0.1
+    ask_before_resend: bool = False  # for a bank whose handling of a resent reference is unknown
+
+    def wait_after(self, queries: int) -> float:
+        """The wait after the ``queries``-th inquiry (1-based) before the next step (at most a day uncapped)."""
+        # The exponent is bounded so that a long backoff never overflows a float.
+        wait = self.query_interval * self.query_backoff ** min(max(queries - 1, 0), 64)
+        if self.max_query_interval is not None:
+            return min(wait, self.max_query_interval)
+        return min(wait, max(DAY, self.query_interval))  # without backoff: the interval as configured
+
+
+@dataclass(frozen=True)
+class Open:
+    """An open instruction handed to the outbox: its reference and what sending it needs (opaque)."""
+
+    ref: str
+    payload: Any
+    accepted: bool = False  # the store says the bank confirmed it (a reload after restart or takeover)
+    sends: int = 0          # sends the store recorded before this outbox existed
+
+
+@dataclass(eq=False, slots=True)
+class Entry:
+    """Everything the outbox knows of one reference."""
+
+    ref: str
+    payload: Any
+    phase: Phase
+    order: int                        # commit order
+    sends: int = 0                    # recorded sends, the store's and this outbox's
+    first_sent: float | None = None   # first send by this outbox: the unconfirmed give-up runs from it
+    sent_at: float | None = None      # the latest send
+    accepted_at: float | None = None  # receipt seen (or loaded as accepted)
+    queries: int = 0                  # status inquiries sent since the receipt
+    next_query_at: float | None = None  # next inquiry (or, inquiries used up, in_doubt) is due
+    asked: tuple[str, ...] = ()       # seq_nos of the inquiries sent
+    cleared: bool = False             # a NotFound said the bank has it not: sending again is safe
+    deadline: float | None = None     # when tick() must look at it next
+
+
+# -- effects -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Record one send of each of ``refs``, fenced by the link lease; report with claimed/claim_failed."""
+
+    refs: tuple[str, ...]
+    link: int  # the link generation the claim was made for
+
+
+@dataclass(frozen=True)
+class Send:
+    """Write the instruction ``ref`` to the link (its claim has committed)."""
+
+    ref: str
+    payload: Any
+    resend: bool
+
+
+@dataclass(frozen=True)
+class Query:
+    """Ask the bank the status of ``ref`` with serial ``seq``."""
+
+    ref: str
+    seq: str
+    payload: Any
+
+
+@dataclass(frozen=True)
+class Record:
+    """Commit ``event`` about ``ref`` (from ``message``, or the outbox's own ``text``); report with recorded."""
+
+    ref: str
+    event: lifecycle.Event
+    message: msg.Message | None = None
+    raw: bytes | None = None
+    ack: bool = False  # acknowledge ``message`` once committed
+    text: str = ""
+
+
+@dataclass(frozen=True)
+class Ack:
+    """Acknowledge ``message`` to the bank (only ever after its fact committed: G1)."""
+
+    message: msg.Message
+    ok: bool = True
+    code: str = ""
+    text: str = ""
+
+
+@dataclass(frozen=True)
+class Foreign:
+    """The bank spoke of a reference that is not its own: refuse ``message``."""
+
+    message: msg.Message
+    ref: str
+
+
+Effect = Union[Claim, Send, Query, Record, Ack, Foreign]
+
+
+class Outcome(enum.Enum):
+    """What committing a :class:`Record` did in the store."""
+
+    CHANGED = "changed"      # the state moved (to the state given with it)
+    SAME = "same"            # a repeat of a known fact
+    ILLEGAL = "illegal"      # does not fit the instruction's history (out of order)
+    CONFLICT = "conflict"    # contradicts the recorded outcome
+    UNKNOWN = "unknown"      # not this bank's reference
+
+
+_SETTLED_STATES = frozenset({"succeeded", "failed", "rejected", "in_doubt"})
+_UNCONFIRMED = (Phase.QUEUED, Phase.CLAIMING, Phase.AWAITING_RECEIPT, Phase.ASKING)
+_OUT = (Phase.CLAIMING, Phase.AWAITING_RECEIPT, Phase.ASKING)  # what the window counts
+
+
+class Outbox:
+    """The open instructions of one bank and what to do about each (see the module docstring)."""
+
+    def __init__(self, window: int, schedule: Schedule, new_seq: Callable[[], str]) -> None:
+        self.window = window
+        self.schedule = schedule
+        self.new_seq = new_seq
+        self.entries: dict[str, Entry] = {}
+        self.up = False
+        self.link = 0  # generation: bumped by every link_up
+        self.counts: dict[Phase, int] = {p: 0 for p in Phase}
+        self._queue: OrderedDict[str, None] = OrderedDict()  # exactly the QUEUED refs, in send order
+        self._claim: Claim | None = None  # the claim being committed (one at a time)
+        self._retry_at: float | None = None  # after a failed claim, none before this
+        self._timers: list[tuple[float, int, str]] = []  # (deadline, n, ref); stale items skipped
+        self._n = 0
+
+    # -- inputs ------------------------------------------------------------------
+
+    def committed(self, items: Iterable[Open], now: float) -> list[Effect]:
+        """New instructions committed for this bank, in commit order."""
+        for item in items:
+            self._add(item, now)
+        return self._pump(now)
+
+    def loaded(self, items: Iterable[Open], now: float) -> list[Effect]:
+        """The open instructions the store holds (start-up, takeover); those already held are kept."""
+        return self.committed(items, now)
+
+    def link_up(self, now: float) -> list[Effect]:
+        """A session signed on: what has no receipt goes (again) first, then the queue."""
+        self.link += 1
+        self.up = True
+        self._requeue_unconfirmed()
+        for e in self.entries.values():
+            if e.phase is Phase.AWAITING_RESULT:
+                self._schedule_result(e, now)  # inquiries held while the link was down are due
+        return self.tick(now)
+
+    def link_down(self, now: float) -> list[Effect]:
+        """The session is gone: whatever awaited a receipt is queued to go again on the next one."""
+        self.up = False
+        self._requeue_unconfirmed()
+        return []
+
+    def claimed(self, claim: Claim, now: float) -> list[Effect]:
+        """The claim committed: send what is still to be sent, if the link is the one it was made for."""
+        if claim is self._claim:
+            self._claim = None
+        effects: list[Effect] = []
+        if not self.up or claim.link != self.link:
+            self._requeue([ref for ref in claim.refs if self._phase(ref) is Phase.CLAIMING])
+            return effects + self._pump(now)
+        for ref in claim.refs:
+            e = self.entries.get(ref)
+            if e is None or e.phase is not Phase.CLAIMING:
+                continue  # confirmed or settled while the claim committed: nothing to send
+            effects.append(Send(ref, e.payload, resend=e.sends > 0))
+            e.sends += 1
+            e.cleared = False
+            if e.first_sent is None:
+                e.first_sent = now
+            e.sent_at = now
+            self._set(e, Phase.AWAITING_RECEIPT)
+            self._due(e, now + self.schedule.receipt_timeout)
+        return effects + self._pump(now)
+
+    def claim_failed(self, claim: Claim, now: float) -> list[Effect]:
+        """The claim did not commit (or cannot be used): queue its references again; retry a little later."""
+        if claim is self._claim:
+            self._claim = None
+        self._requeue([ref for ref in claim.refs if self._phase(ref) is Phase.CLAIMING])
+        self._retry_at = now + self.schedule.claim_retry
+        return []
+
+    def bank(self, message: msg.Message, raw: bytes | None, now: float) -> list[Effect]:
+        """A receipt, result or status answer from the bank."""
+        match message:
+            case msg.Receipt():
+                return self._receipt(message, raw, now)
+            case msg.Result():
+                return self._result(message, raw, now)
+            case msg.NotFound():
+                return self._not_found(message, raw, now)
+        raise TypeError(f"not a message about an instruction: {type(message).__name__}")
+
+    def recorded(self, record: Record, outcome: Outcome, state: str | None = None) -> list[Effect]:
+        """``record`` committed with ``outcome`` (``state``: the state it is in now, when known)."""
+        e = self.entries.get(record.ref)
+        m = record.message
+        effects: list[Effect] = []
+        if outcome is Outcome.UNKNOWN:
+            if m is not None:
+                effects.append(Foreign(m, record.ref))
+        elif outcome is Outcome.CONFLICT:
+            if record.ack and m is not None:
+                effects.append(Ack(m, ok=False, code="E409", text="contradicts the recorded outcome"))
+        elif record.ack and m is not None:
+            effects.append(Ack(m))
+        if e is None:
+            return effects
+        if state in _SETTLED_STATES or outcome is Outcome.CONFLICT or outcome is Outcome.UNKNOWN \
+                or e.phase is Phase.SETTLING:
+            # Settled in the store (or the store refuses what settling it said): it leaves.
+            self._drop(e)
+        return effects
+
+    def tick(self, now: float) -> list[Effect]:
+        """Everything due by ``now``: resends without receipt, inquiries, give-ups, a failed claim's retry."""
+        effects: list[Effect] = []
+        resend: list[Entry] = []
+        while self._timers and self._timers[0][0] <= now:
+            when, _, ref = heapq.heappop(self._timers)
+            e = self.entries.get(ref)
+            if e is None or e.deadline != when:
+                continue  # stale: the entry moved on or left
+            e.deadline = None
+            if e.phase in (Phase.AWAITING_RECEIPT, Phase.ASKING):
+                assert e.first_sent is not None
+                if now - e.first_sent >= self.schedule.give_up_unconfirmed:
+                    # Sent again and again and never confirmed: nothing is left stuck silently (G6).
+                    self._set(e, Phase.SETTLING)
+                    effects.append(Record(ref, lifecycle.ResultOverdue(), text=(
+                        f"no receipt from the bank within {self.schedule.give_up_unconfirmed:g} s "
+                        f"of the first send")))
+                else:
+                    resend.append(e)  # queued again: sent, or with ask_before_resend asked first
+            elif e.phase is Phase.AWAITING_RESULT:
+                effects += self._result_due(e, now)
+        if resend:
+            resend.sort(key=lambda e: (e.sent_at or 0.0, e.order))
+            self._requeue([e.ref for e in resend])
+        if self._retry_at is not None and self._retry_at <= now:
+            self._retry_at = None
+        return effects + self._pump(now)
+
+    # -- what the driver asks ----------------------------------------------------
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`tick` next has something to do; None: nothing until an input comes."""
+        while self._timers:
+            when, _, ref = self._timers[0]
+            e = self.entries.get(ref)
+            if e is not None and e.deadline == when:
+                break
+            heapq.heappop(self._timers)
+        when = self._timers[0][0] if self._timers else None
+        if self._retry_at is not None and self._queue and self.up:
+            when = self._retry_at if when is None else min(when, self._retry_at)
+        return when
+
+    def phase(self, ref: str) -> Phase | None:
+        return self._phase(ref)
+
+    @property
+    def depth(self) -> int:
+        """Instructions held and not settling: queued, on the wire or awaiting their result."""
+        return len(self.entries) - self.counts[Phase.SETTLING]
+
+    @property
+    def unconfirmed(self) -> int:
+        return sum(self.counts[p] for p in _UNCONFIRMED)
+
+    def check(self) -> None:
+        """Assert the invariants between the record and its indexes (tests call it after every input)."""
+        counts = {p: 0 for p in Phase}
+        for ref, e in self.entries.items():
+            assert e.ref == ref
+            counts[e.phase] += 1
+            assert (e.phase is Phase.QUEUED) == (ref in self._queue), ref
+            if e.phase is Phase.CLAIMING:
+                assert self._claim is not None and ref in self._claim.refs, ref
+            if e.phase in (Phase.AWAITING_RECEIPT, Phase.ASKING):
+                assert self.up and e.first_sent is not None and e.deadline is not None, ref
+            if e.phase is Phase.AWAITING_RESULT:
+                assert e.accepted_at is not None, ref
+            if e.phase in (Phase.QUEUED, Phase.CLAIMING, Phase.SETTLING):
+                assert e.deadline is None, ref
+        assert counts == self.counts, (counts, self.counts)
+        assert len(self._queue) == counts[Phase.QUEUED]
+        assert sum(counts[p] for p in _OUT) <= self.window
+
+    # -- the bank's messages -----------------------------------------------------
+
+    def _receipt(self, m: msg.Receipt, raw: bytes | None, now: float) -> list[Effect]:
+        e = self.entries.get(m.ref)
+        if e is not None and e.phase in _UNCONFIRMED:
+            self._accept(e, now)
+        return [Record(m.ref, lifecycle.ReceiptConfirmed(), m, raw)] + self._pump(now)
+
+    def _result(self, m: msg.Result, raw: bytes | None, now: float) -> list[Effect]:
+        e = self.entries.get(m.ref)
+        answered = False  # an answer to our send or inquiry is not acknowledged; a push is
+        if e is not None:
+            answered = e.phase in (Phase.AWAITING_RECEIPT, Phase.ASKING) or m.reply_to in e.asked
+            self._set(e, Phase.SETTLING)
+        return [Record(m.ref, lifecycle.ResultReceived(m.succeeded), m, raw, ack=not answered)] + self._pump(now)
+
+    def _not_found(self, m: msg.NotFound, raw: bytes | None, now: float) -> list[Effect]:
+        e = self.entries.get(m.ref)
+        if e is not None and e.phase in _UNCONFIRMED:
+            # Never arrived: safe to send again, with the same reference.
+            e.cleared = True
+            if e.phase in (Phase.AWAITING_RECEIPT, Phase.ASKING):
+                self._requeue([e.ref])
+            return self._pump(now)
+        if e is not None:
+            self._set(e, Phase.SETTLING)
+        return [Record(m.ref, lifecycle.NotFoundAtBank(), m, raw,
+                       text="the bank denies an instruction it had confirmed")]
+
+    # -- moving entries ----------------------------------------------------------
+
+    def _add(self, item: Open, now: float) -> None:
+        if item.ref in self.entries:
+            return
+        self._n += 1
+        e = Entry(item.ref, item.payload, Phase.QUEUED, order=self._n, sends=item.sends)
+        self.entries[item.ref] = e
+        self.counts[Phase.QUEUED] += 1
+        self._queue[item.ref] = None
+        if item.accepted:
+            self._accept(e, now)
+
+    def _accept(self, e: Entry, now: float) -> None:
+        self._set(e, Phase.AWAITING_RESULT)
+        e.accepted_at = now
+        e.queries = 0
+        e.next_query_at = now + self.schedule.first_query_after
+        self._schedule_result(e, now)
+
+    def _give_up_at(self, e: Entry) -> float | None:
+        if self.schedule.give_up_after is None:
+            return None
+        assert e.accepted_at is not None
+        return e.accepted_at + self.schedule.give_up_after
+
+    def _schedule_result(self, e: Entry, now: float) -> None:
+        """Arm a confirmed entry's next step: an inquiry needs the link; giving up does not."""
+        assert e.next_query_at is not None
+        candidates = [t for t in (self._give_up_at(e),) if t is not None]
+        if self.up or e.queries >= self.schedule.query_attempts:
+            candidates.append(e.next_query_at)
+        self._due(e, min(candidates) if candidates else None)
+
+    def _result_due(self, e: Entry, now: float) -> list[Effect]:
+        give_up = self._give_up_at(e)
+        assert e.next_query_at is not None and e.accepted_at is not None
+        if give_up is not None and now >= give_up:
+            self._set(e, Phase.SETTLING)
+            return [Record(e.ref, lifecycle.ResultOverdue(), text=(
+                f"no result within {self.schedule.give_up_after:g} s of the receipt, "
+                f"after {e.queries} status inquiries"))]
+        if now >= e.next_query_at:
+            if e.queries >= self.schedule.query_attempts:
+                self._set(e, Phase.SETTLING)
+                return [Record(e.ref, lifecycle.ResultOverdue(), text=f"no result after {e.queries} status inquiries")]
+            if self.up:
+                seq = self.new_seq()
+                e.asked += (seq,)
+                e.queries += 1
+                e.next_query_at = now + self.schedule.wait_after(e.queries)
+                self._schedule_result(e, now)
+                return [Query(e.ref, seq, e.payload)]
+        self._schedule_result(e, now)
+        return []
+
+    def _pump(self, now: float) -> list[Effect]:
+        """Claim queued references while the window has room: one claim at a time, in queue order."""
+        if not self.up or self._claim is not None or not self._queue:
+            return []
+        if self._retry_at is not None and now < self._retry_at:
+            return []
+        self._retry_at = None
+        room = self.window - sum(self.counts[p] for p in _OUT)
+        refs: list[str] = []
+        asks: list[Effect] = []
+        while self._queue and len(refs) + len(asks) < room:
+            ref, _ = self._queue.popitem(last=False)
+            e = self.entries[ref]
+            self.counts[Phase.QUEUED] -= 1
+            if self.schedule.ask_before_resend and e.sends > 0 and not e.cleared:
+                # Sent before (maybe by a node that died): ask, and send again only on "not found".
+                e.phase = Phase.ASKING
+                self.counts[Phase.ASKING] += 1
+                asks.append(self._ask(e, now))
+                continue
+            e.phase = Phase.CLAIMING
+            self.counts[Phase.CLAIMING] += 1
+            refs.append(ref)
+        if not refs:
+            return asks
+        self._claim = Claim(tuple(refs), self.link)
+        return asks + [self._claim]
+
+    def _ask(self, e: Entry, now: float) -> Query:
+        """An unconfirmed entry's status inquiry; asked again at its receipt deadline until given up."""
+        if e.first_sent is None:
+            e.first_sent = now  # sent by an earlier node: the give-up runs from the first ask
+        seq = self.new_seq()
+        e.asked += (seq,)
+        self._due(e, now + self.schedule.receipt_timeout)
+        return Query(e.ref, seq, e.payload)
+
+    def _requeue_unconfirmed(self) -> None:
+        out = [e for e in self.entries.values() if e.phase in (Phase.AWAITING_RECEIPT, Phase.ASKING)]
+        out.sort(key=lambda e: (e.sent_at or 0.0, e.order))
+        self._requeue([e.ref for e in out])
+
+    def _requeue(self, refs: list[str]) -> None:
+        """Put ``refs`` at the front of the queue, in the order given."""
+        for ref in reversed(refs):
+            e = self.entries[ref]
+            self._set(e, Phase.QUEUED)
+            self._queue[ref] = None
+            self._queue.move_to_end(ref, last=False)
+
+    def _set(self, e: Entry, phase: Phase) -> None:
+        if e.phase is Phase.QUEUED and phase is not Phase.QUEUED:
+            self._queue.pop(e.ref, None)
+        self.counts[e.phase] -= 1
+        self.counts[phase] += 1
+        e.phase = phase
+        e.deadline = None  # a timer of the old phase is stale now
+
+    def _due(self, e: Entry, when: float | None) -> None:
+        e.deadline = when
+        if when is not None:
+            self._n += 1
+            heapq.heappush(self._timers, (when, self._n, e.ref))
+            if len(self._timers) > 2 * len(self.entries) + 64:
+                # Stale timers stay until they reach the top; behind a long deadline they would
+                # pile up (one per send), so rebuild from the live ones.
+                self._timers = [(x.deadline, i, x.ref) for i, x in enumerate(self.entries.values())
+                                if x.deadline is not None]
+                heapq.heapify(self._timers)
+
+    def _drop(self, e: Entry) -> None:
+        self._set(e, Phase.SETTLING)
+        self.counts[Phase.SETTLING] -= 1
+        del self.entries[e.ref]
+
+    def _phase(self, ref: str) -> Phase | None:
+        e = self.entries.get(ref)
+        return None if e is None else e.phase
