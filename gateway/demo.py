@@ -139,8 +139,6 @@ def write_ledger_config(directory: Path, ports: dict[str, int], *, result_deadli
     """Write ``DIR/ledger.toml``: the ledger of the demo, trusting the demo gateway's signing key
     (and, with ``second_city``, the second city's gateway under its own CA)."""
     accounts, counterparties = _registries()
-    # The ledger's register has no bank codes: it matches movements, not creditors.
-    accounts = {n: {k: v for k, v in a.items() if k != "bank_code"} for n, a in accounts.items()}
     data = {
         "ledger": {"name": "main", "database": "sqlite:///var/ledger.db"},
         "tls": {"certificate": "keys/ledger.crt", "private_key": "keys/ledger.key", "ca": "keys/ca.crt"},

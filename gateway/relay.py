@@ -333,6 +333,9 @@ class BankDispatcher:
         self.down_since = None
         self.metrics.link_up.labels(self._bank.id).set(1)
         log.info("link.up", bank=self._bank.id, pending=self.outbox.unconfirmed)
+        # The session opens with every account's balance, ahead of what it sends: each movement
+        # then has a snapshot before it, which the ledger's balance-break rule needs to judge it.
+        self.query_balances()
         self._run(self.outbox.link_up(self.clock.seconds()))
 
     def link_down(self, session: LinkSession) -> None:

@@ -230,7 +230,7 @@ _LISTEN_KEYS = ("ingest", "supervisor", "ops")
 _GATEWAY_KEYS = ("signing_key", "signature_alg", "ca")
 _SUPERVISOR_KEYS = ("ca",)
 _THRESHOLD_KEYS = ("large_amount", "result_deadline", "booking_deadline", "balance_tolerance")
-_ACCOUNT_KEYS = ("bank", "centre", "name", "type")
+_ACCOUNT_KEYS = ("bank", "centre", "name", "type", "bank_code")
 _ZERO = re.compile(r"0(\.0{1,2})?")
 _IDENTITY_WHAT = "must be 1-32 of A-Z a-z 0-9 _ - (the NAME in the certificate's hpf:// URI)"
 
@@ -423,6 +423,10 @@ class _LedgerChecker(_Checker):
                 self.problem(at + ("type",),
                              f"must be one of {', '.join(sorted(ACCOUNT_TYPES))}, not {_show(kind)}")
                 kind = None
-            if bank is not None and centre is not None and name is not None and kind is not None:
-                found[number] = AccountConfig(number, bank, centre, name, kind)
+            # The gateway's register as it is: its bank codes are checked, the ledger needs none.
+            bank_code = "" if "bank_code" not in entry else self.string(
+                entry, at, "bank_code", pattern=re.compile(r"[0-9]{12}"), what="must be a 12-digit CNAPS code")
+            if bank is not None and centre is not None and name is not None and kind is not None \
+                    and bank_code is not None:
+                found[number] = AccountConfig(number, bank, centre, name, kind, bank_code)
         return found

@@ -126,9 +126,11 @@ async def test_balances_of_every_account_at_the_bank_are_queried_and_stored(setu
     session = RecordingSession()
     assert d.query_balances() == 0  # no link, nothing asked
     d.link_up(session)
-    assert d.query_balances() == 1
+    # A session opens with the balances, before anything else it sends.
     [query] = session.of(msg.BalanceQuery)
-    assert query.account == "6200001111222233"
+    assert session.sent[0] == query and query.account == "6200001111222233"
+    assert d.query_balances() == 1
+    assert len(session.of(msg.BalanceQuery)) == 2
     d.handle(msg.Balance("BB1", query.seq_no, query.account, 123456, 120000,
                          as_of=dt.datetime(2026, 11, 27, 10, 0)), b"bal")
     await settle(db, d)
