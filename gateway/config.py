@@ -163,6 +163,8 @@ class CentreConfig:
     unit_no: str
     name: str
     ca: Path | None = None
+    cust_no: str = ""        # bdc CustNo: the customer number the banks gave this centre
+    oper_no: str = ""        # bdc OperNo: the operator its requests name ("" = the adapter's own)
 
 
 @dataclass(frozen=True)
@@ -352,7 +354,8 @@ _TIMEOUT_SECONDS = ("heartbeat_interval", "dead_after", "receipt_timeout", "resu
                     "status_query_interval", "max_feed_wait", "balance_query_interval",
                     "refuse_when_link_down_for", "shutdown_drain", "lease_ttl")
 _TIMEOUT_KEYS = _TIMEOUT_SECONDS + ("status_query_attempts",)
-_CENTRE_KEYS = ("unit_no", "name", "ca")
+_CENTRE_KEYS = ("unit_no", "name", "ca", "cust_no", "oper_no")
+_HEAD_CODE = re.compile(r"[0-9A-Za-z_-]{1,32}")  # bdc CustNo / OperNo
 _BANK_KEYS = ("name", "adapter", "node", "direction", "endpoint", "window", "ca", "signature_alg",
               "signing_key")
 INSTRUCTION_SIGNATURE_ALGS = ("none", "ed25519", "ecdsa-p256-sha256", "sm2-sm3")
@@ -558,13 +561,16 @@ class _Checker:
             unit_no = self.string(entry, at, "unit_no", pattern=_UNIT_NO, what="must be 15 digits")
             name = self.label(entry, at, "name", _LABEL_MAX)
             ca = self.file_path(entry, at, "ca", default=None)
+            heads = {key: self.string(entry, at, key, pattern=_HEAD_CODE,
+                                      what="must be 1-32 of A-Z a-z 0-9 _ -") or ""
+                     for key in ("cust_no", "oper_no") if key in entry}
             if unit_no is not None:
                 if unit_no in unit_of:
                     self.problem(at + ("unit_no",),
                                  f"same unit_no as {_dotted(('centres', unit_of[unit_no]))}")
                 unit_of.setdefault(unit_no, centre_id)
             if unit_no is not None and name is not None:
-                found[centre_id] = CentreConfig(centre_id, unit_no, name, ca)
+                found[centre_id] = CentreConfig(centre_id, unit_no, name, ca, **heads)
         return found
 
     def banks(self, table: dict[str, Any], gateway_node: str | None) -> dict[str, BankConfig]:

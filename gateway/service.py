@@ -264,6 +264,13 @@ class _LinkOwnership:
         self.link.dispatcher.deactivate()
 
 
+def _adapter_for(config: GatewayConfig, bank: Any) -> Any:
+    """Bank ``bank``'s adapter, tuned to the gateway's config when it offers ``for_gateway``."""
+    adapter = load_adapter(bank.adapter)
+    tune = getattr(adapter, "for_gateway", None)
+    return tune(config, bank) if tune is not None else adapter
+
+
 def makeService(config: GatewayConfig, reactor: Any) -> Gateway:  # noqa: N802 (Twisted convention)
     """Wire the database, relay, bank links, centre API and ops listener under one MultiService."""
     top = OrderedMultiService()
@@ -272,7 +279,7 @@ def makeService(config: GatewayConfig, reactor: Any) -> Gateway:  # noqa: N802 (
     # head, leases) past the point where another node takes its leases over.
     db = Database(reactor, config.database, idle_in_transaction_timeout=config.timeouts.lease_ttl / 2)
     db.setServiceParent(top)
-    adapters = {bank_id: load_adapter(bank.adapter) for bank_id, bank in config.banks.items()}
+    adapters = {bank_id: _adapter_for(config, bank) for bank_id, bank in config.banks.items()}
     relay = Relay(config, db, reactor, metrics, adapters)
     relay.setServiceParent(top)
 

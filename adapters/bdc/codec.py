@@ -183,6 +183,16 @@ class BdcAdapter:
         other.ignored = self.ignored
         return other
 
+    def for_gateway(self, config: object, bank: object) -> "BdcAdapter":
+        """The instance one bank's link uses: every centre's head profile from ``config``
+        (its ``centres``: ``id``, ``unit_no``, ``cust_no``, ``oper_no``) and the dialect of
+        the bank's connection model (``bank.connection``: the echo dialect only for
+        ``"persistent"``)."""
+        centres = {c.id: CentreProfile(c.unit_no, c.cust_no, c.oper_no or OPER_NO)  # type: ignore[attr-defined]
+                   for c in getattr(config, "centres", {}).values()}
+        return self.variant(echo=getattr(bank, "connection", "persistent") == "persistent",
+                            centres=centres)
+
     # -- encode ----------------------------------------------------------------------
 
     def encode(self, message: base.Message, *, sender: str, receiver: str = "") -> bytes:

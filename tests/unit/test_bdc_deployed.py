@@ -176,3 +176,21 @@ def test_an_empty_notice_file_is_an_empty_movement() -> None:
     body = body[:start] + '<field name="DATA"/></field-list></field-list></body></message>'
     raw = body.encode("gbk")
     assert ECHO.decode(frame[:16] + len(raw).to_bytes(4, "big") + raw) == Movement("D1", ())
+
+
+def test_a_centres_config_fills_its_bdc_heads(tmp_path: object) -> None:
+    import tomllib
+    from pathlib import Path
+
+    from gateway.config import load_config
+    from tests.unit.test_config import EXAMPLE, write
+
+    data = tomllib.loads(EXAMPLE.read_text(encoding="utf-8"))
+    data["centres"]["C52240"].update(cust_no="KH0001", oper_no="OP-7")
+    config = load_config(write(Path(str(tmp_path)), data), check_files=False)
+    assert (config.centres["C52240"].cust_no, config.centres["C52240"].oper_no) == ("KH0001", "OP-7")
+    bank = next(iter(config.banks.values()))
+    adapter = BdcAdapter(clock=lambda: NOW).for_gateway(config, bank)
+    body = text(adapter.encode(SignOn("S1", "C52240"), sender="C52240", receiver=BANK))
+    assert '<field name="TxUnitNo">522400000000000</field>' in body
+    assert '<field name="CustNo">KH0001</field>' in body and '<field name="OperNo">OP-7</field>' in body
