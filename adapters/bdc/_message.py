@@ -253,6 +253,9 @@ def render(head: Fields, body: Fields, file: tuple[str, str] | None) -> bytes:
     escape = needs_escape("".join([value for _, value in fields]))
     out = [_PROLOGUE]
     _append_fields(out, head, escape)
+    if not body and not file_fields:
+        out.append("</head><body/></message>")  # an empty body as JAXB writes it
+        return encode_text("".join(out), fields, "gbk", "GBK")
     out.append("</head><body>")
     _append_fields(out, body, escape)
     if file_fields:

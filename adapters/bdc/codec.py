@@ -98,7 +98,7 @@ class AnswerRefused(AdapterError):
         self.tx_code, self.code, self.text = tx_code, code, text
 
 _SIGN_IN_CODES = frozenset({"BDC001", "SYS600"})
-_SIGN_IN_KINDS = (base.SignOn, base.SignOnAnswer, base.Heartbeat, base.HeartbeatAnswer)
+_SIGN_IN_REQUESTS = (base.SignOn, base.Heartbeat)
 
 OK_CODE, OK_TEXT = "00000", "成功"
 FAIL_CODE, FAIL_TEXT = "10000", "失败"
@@ -207,7 +207,9 @@ class BdcAdapter:
         if len(body) > self.max_frame:
             raise AdapterError(f"message of {len(body)} bytes exceeds the bdc frame limit "
                                f"{self.max_frame}")
-        flag = b"1" if isinstance(message, _SIGN_IN_KINDS) else b"0"
+        # Sign-in-class requests travel in clear ('1'); every answer carries '0', as the
+        # deployed centre writes its replies (even the clear SYS600 one).
+        flag = b"1" if isinstance(message, _SIGN_IN_REQUESTS) else b"0"
         return sender.encode("ascii") + flag + bytes(9) + len(body).to_bytes(4, "big") + body
 
     def check(self, message: base.Message, *, sender: str, receiver: str = "") -> None:
@@ -294,9 +296,11 @@ class BdcAdapter:
 
     def _enc_heartbeat_answer(self, m: base.HeartbeatAnswer, sender: str, receiver: str,
                               now: _dt.datetime) -> _Out:
+        # A centre's reply leaves BDCDate/BDCTime/BDCSeqNo empty (PROTOCOL.md §3.3).
         head = self._response_head(now, "SYS600", ("0", OK_CODE, OK_TEXT), seq_no=m.seq_no,
                                    reply_to=m.reply_to, answering_node=m.node,
-                                   requesting_node=receiver)
+                                   requesting_node=receiver,
+                                   bdc_stamp=not str(m.node).startswith("C"))
         return _Out(head, [])
 
     def _enc_instruction(self, m: base.Instruction, sender: str, receiver: str,
@@ -532,9 +536,12 @@ class BdcAdapter:
             return base.StatusQuery(seq_no=seq_no, ref=v.serial("TxSeqNo", b["TxSeqNo"]),
                                     ref_date=v.parse_date("TxDate", b["TxDate"]))
         if code == "BDC123":
-            for name, expected in (("CurrNo", "156"), ("CurrIden", "1"), ("AcctType", "1")):
-                if b[name] != expected:
-                    raise AdapterError(f"{name}: must be {expected}, not {v.show(b[name])}")
+            # The deployed centre's balance caller swaps CurrNo and CurrIden: either order is CNY.
+            if (b["CurrNo"], b["CurrIden"]) not in (("156", "1"), ("1", "156")):
+                raise AdapterError(f"CurrNo/CurrIden: only CNY (156, 1) is carried, not "
+                                   f"{v.show(b['CurrNo'])}/{v.show(b['CurrIden'])}")
+            if b["AcctType"] != "1":
+                raise AdapterError(f"AcctType: must be 1, not {v.show(b['AcctType'])}")
             return base.BalanceQuery(seq_no=seq_no, account=v.match(
                 "AcctNo", b["AcctNo"], v.ACCOUNT, "must be 1-32 letters or digits"))
         # SBDC100, the only other supported request: every row's file, in order

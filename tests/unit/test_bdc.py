@@ -217,12 +217,13 @@ def test_generic_codes_and_texts_read_back_as_empty() -> None:
 
 
 @pytest.mark.parametrize("message,flag", [
-    (SignOn("S1", CENTRE), b"1"), (SignOnAnswer("R1", "S1", BANK), b"1"),
-    (Heartbeat("H1", CENTRE), b"1"), (HeartbeatAnswer("R1", "H1", BANK), b"1"),
+    # Answers carry '0' as the deployed centre writes its replies, even in clear.
+    (SignOn("S1", CENTRE), b"1"), (SignOnAnswer("R1", "S1", BANK), b"0"),
+    (Heartbeat("H1", CENTRE), b"1"), (HeartbeatAnswer("R1", "H1", BANK), b"0"),
     (StatusQuery("Q1", "S0", dt.date(2017, 11, 30)), b"0"), (Ack("A1", "M1"), b"0"),
     (NotFound("R1", "Q1", "S0"), b"0"),
 ])
-def test_header_flag_is_1_only_for_sign_in_class_messages(message: Any, flag: bytes) -> None:
+def test_header_flag_is_1_only_for_sign_in_class_requests(message: Any, flag: bytes) -> None:
     frame = ADAPTER.encode(message, sender=CENTRE, receiver=BANK)
     assert frame[6:7] == flag
     assert frame[7:16] == bytes(9)
