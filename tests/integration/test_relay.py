@@ -197,24 +197,36 @@ async def test_a_bank_link_presenting_a_centres_certificate_is_refused(harness):
 
 
 @pytest_twisted.ensureDeferred
-async def test_hostile_bdc_frames_close_the_link_and_store_nothing(harness):
+async def test_hostile_bdc_frames_are_refused_and_store_nothing(harness):
+    """A bad frame header closes the connection; a well-framed bad message is refused on its
+    own and the connection goes on: an unsupported request sent after the bad messages is
+    still answered (in protocol, TxStatus 1), and only the bad header then ends it."""
     port = int(harness.config.banks["B001"].endpoint.split(":")[1])
     pki = harness.pki
     await harness.stop_bank("B001")
     body_dtd = ('<?xml version="1.0" encoding="GBK"?><!DOCTYPE m [<!ENTITY x "y">]><message><head/>'
                 '<body/></message>').encode()
-    hostile = [
-        b"105000" + b"0" + b"\0" * 9 + struct.pack(">I", 50_000_000),   # length that lies (50 MB)
-        b"105000" + b"0" + b"\0" * 9 + struct.pack(">I", len(body_dtd)) + body_dtd,
-        b"105000" + b"0" + b"\0" * 9 + struct.pack(">I", 10) + b"\xff\xfe\xfd<msg\x81\x00\x80",
-        b"\x00" * 40,
-    ]
-    for frame in hostile:
-        got = await deferToThread(_tls_dial, port, pki.cert("bank", "B001"), pki.key("bank", "B001"),
-                                  pki.ca_cert, frame)
-        # the gateway's sign-on may arrive first; then the connection must be closed on us
-        assert got is not None
-    assert harness.gateway.metrics.refused.labels("bank:B001", "bad_frame")._value.get() >= len(hostile)
+    unsupported = ('<?xml version="1.0" encoding="GBK"?>\n<message><head>'
+                   '<field name="SendDate">20171130</field><field name="SendTime">103016</field>'
+                   '<field name="SendSeqNo">10500017113000000001</field><field name="SendNode">105000</field>'
+                   '<field name="TxCode">BDC904</field><field name="ReceiveNode">D00000</field>'
+                   '<field name="BDCDate"/><field name="BDCTime"/><field name="BDCSeqNo"/>'
+                   '</head><body/></message>').encode("gbk")
+    bad_header = b"\x00" * 40
+
+    def framed(body: bytes) -> bytes:
+        return b"105000" + b"0" + b"\0" * 9 + struct.pack(">I", len(body)) + body
+
+    got = await deferToThread(_tls_dial, port, pki.cert("bank", "B001"), pki.key("bank", "B001"),
+                              pki.ca_cert, framed(body_dtd) + framed(b"\xff\xfe\xfd<msg\x81\x00\x80")
+                              + framed(unsupported), b'<field name="TxCode">BDC904</field>', bad_header)
+    assert '<field name="TxStatus">1</field><field name="RtnCode">10000</field>' in got.decode("gbk", "replace")
+    for frame in (b"105000" + b"0" + b"\0" * 9 + struct.pack(">I", 50_000_000), bad_header):
+        assert await deferToThread(_tls_dial, port, pki.cert("bank", "B001"), pki.key("bank", "B001"),
+                                   pki.ca_cert, frame) is not None
+    refused = harness.gateway.metrics.refused
+    assert refused.labels("bank:B001", "bad_message")._value.get() >= 3
+    assert refused.labels("bank:B001", "bad_frame")._value.get() >= 3
     assert await stored(harness) == 0
     events = await harness.gateway.db.read(
         lambda c: c.execute(select(func.count()).select_from(schema.events)).scalar())
@@ -261,8 +273,10 @@ def deferToThread(f, *args):
     return d2t(f, *args)
 
 
-def _tls_dial(port: int, cert, key, ca, payload: bytes) -> bytes:
-    """Blocking TLS client (run in a thread): send payload, return what came back before close."""
+def _tls_dial(port: int, cert, key, ca, payload: bytes, wait_for: bytes = b"", then: bytes = b"") -> bytes:
+    """Blocking TLS client (run in a thread): send payload, return what came back before close.
+
+    With ``wait_for``: once those bytes have come back, send ``then``."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.load_verify_locations(str(ca))
@@ -279,6 +293,9 @@ def _tls_dial(port: int, cert, key, ca, payload: bytes) -> bytes:
                     if not chunk:
                         break
                     data += chunk
+                    if wait_for and wait_for in data:
+                        wait_for = b""
+                        s.sendall(then)
             except (ConnectionError, ssl.SSLError, OSError):
                 pass
     return data
