@@ -192,6 +192,9 @@ class BankConfig:
     ca: Path | None = None
     signature_alg: str = "none"
     signing_key: Path | None = None
+    connection: str = "persistent"      # or "per_request": a connection per request/answer
+    peer_endpoint: str | None = None    # per_request: the other direction's endpoint
+    request_timeout: float = 60.0       # per_request: seconds an exchange may take
 
     @property
     def listens(self) -> bool:
@@ -357,7 +360,8 @@ _TIMEOUT_KEYS = _TIMEOUT_SECONDS + ("status_query_attempts",)
 _CENTRE_KEYS = ("unit_no", "name", "ca", "cust_no", "oper_no")
 _HEAD_CODE = re.compile(r"[0-9A-Za-z_-]{1,32}")  # bdc CustNo / OperNo
 _BANK_KEYS = ("name", "adapter", "node", "direction", "endpoint", "window", "ca", "signature_alg",
-              "signing_key")
+              "signing_key", "connection", "peer_endpoint", "request_timeout")
+BANK_CONNECTIONS = ("persistent", "per_request")
 INSTRUCTION_SIGNATURE_ALGS = ("none", "ed25519", "ecdsa-p256-sha256", "sm2-sm3")
 """Values of ``banks.X.signature_alg`` ("sm2-sm3" needs the ``sm`` extra: GmSSL's binding)."""
 _ACCOUNT_KEYS = ("bank", "centre", "name", "type")
@@ -609,12 +613,44 @@ class _Checker:
             window = self.integer(entry, at, "window", 1, 10000)
             ca = self.file_path(entry, at, "ca", default=None)
             signing = self.instruction_signing(entry, at)
+            exchange = self.connection(entry, at, direction)
             if (name is not None and adapter is not None and node is not None
                     and direction is not None and endpoint is not None and window is not None
-                    and signing is not None):
+                    and signing is not None and exchange is not None):
                 found[bank_id] = BankConfig(bank_id, name, adapter, node, direction, endpoint,
-                                            window, ca, *signing)
+                                            window, ca, *signing, *exchange)
         return found
+
+    def connection(self, entry: Mapping[str, Any], at: _Path,
+                   direction: str | None) -> tuple[str, str | None, float] | None:
+        """A bank's ``connection``, ``peer_endpoint`` and ``request_timeout``.
+
+        ``per_request`` needs the other direction's endpoint when the gateway listens
+        (it must dial the bank for its own requests); when it dials, the listener for
+        the bank's pushes is optional.
+        """
+        connection = "persistent"
+        if "connection" in entry:
+            connection = self.string(entry, at, "connection") or ""
+            if connection not in BANK_CONNECTIONS:
+                if connection:
+                    self.problem(at + ("connection",), f'must be "persistent" or "per_request", '
+                                                      f"not {_show(connection)}")
+                return None
+        peer = None
+        if "peer_endpoint" in entry or (connection == "per_request" and direction == "listen"):
+            if connection != "per_request":
+                self.problem(at + ("peer_endpoint",), 'only for connection = "per_request"')
+                return None
+            if direction is None:
+                return None
+            peer = self.endpoint(entry, at, "peer_endpoint", listen=direction == "connect")
+            if peer is None:
+                return None
+        timeout = self.seconds(entry, at, "request_timeout", 60.0)
+        if timeout is None:
+            return None
+        return connection, peer, timeout
 
     def instruction_signing(self, entry: Mapping[str, Any],
                             at: _Path) -> tuple[str, Path | None] | None:

@@ -27,7 +27,10 @@ __all__ = ["BANKS", "CENTRE", "write_demo_config", "write_ledger_config", "run_d
 
 CENTRE = "C52240"
 BANKS: dict[str, dict[str, str]] = {
+    # bdc as deployed: a connection per request; the bank dials in with its notices and
+    # the gateway dials the bank with its requests (peer_endpoint).
     "B001": {"name": "示例银行", "adapter": "bdc", "node": "105000", "direction": "listen",
+             "connection": "per_request",
              "account": "6200001111222233", "account_name": "示例中心归集户", "type": "collection"},
     "B002": {"name": "另一银行", "adapter": "b2e", "node": "102000", "direction": "connect",
              "account": "6222002222333344", "account_name": "示例中心贷款户", "type": "loan"},
@@ -72,6 +75,11 @@ def write_demo_config(directory: Path, *, ports: dict[str, int] | None = None,
                     else f"tcp:127.0.0.1:{ports[bank_id]}")
         banks[bank_id] = {"name": b["name"], "adapter": b["adapter"], "node": b["node"],
                           "direction": b["direction"], "endpoint": endpoint, "window": 256}
+        if b.get("connection") == "per_request":
+            peer = ports.get(f"{bank_id}_peer") or _free_port()
+            # The bank listens for the gateway's requests: at most 16 connections at once.
+            banks[bank_id].update(connection="per_request", window=16,
+                                  peer_endpoint=f"tcp:127.0.0.1:{peer}")
     accounts, counterparties = _registries()
     data: dict[str, Any] = {
         "gateway": {"node": "D00000", "database": "sqlite:///var/gateway.db"},
@@ -171,6 +179,8 @@ def run_demo(args: argparse.Namespace) -> int:
           f"metrics http://127.0.0.1:{ports['ledger_ops']}/metrics")
     for bank_id, b in BANKS.items():
         how = "the gateway listens, the bank dials in" if b["direction"] == "listen" else "the gateway dials the bank"
+        if b.get("connection") == "per_request":
+            how = "a connection per request, both ways (as deployed)"
         print(f"  bank {bank_id} ({b['name']}, {b['adapter']}, node {b['node']}): {how}")
     if faults:
         print(f"  bank offences on purpose: {', '.join(sorted(faults))} (every {args.fault_every} transfers)")

@@ -19,6 +19,7 @@ from adapters.base import load_adapter
 from gateway.centre_api import CentreApi, ConnectionGuard, Intake, ResultsFeed, make_site
 from gateway.config import GatewayConfig
 from gateway.lease import LeaseKeeper
+from gateway.exchange import ExchangeLink, make_exchange_link, make_exchange_service
 from gateway.links import BankLink, make_link_service
 from gateway.metrics import GatewayMetrics
 from gateway.ops import make_ops_site
@@ -160,7 +161,7 @@ class Gateway:
     relay: Relay
     api: CentreApi
     metrics: GatewayMetrics
-    links: dict[str, BankLink]
+    links: dict[str, BankLink | ExchangeLink]
     listeners: dict[str, StreamServerEndpointService]
     forwarder: Any = None
     tls_options: dict[str, ReloadableOptions] = field(default_factory=dict)
@@ -244,7 +245,7 @@ class _LinkOwnership:
     port Deferred), so every gain builds the link's service afresh.
     """
 
-    def __init__(self, reactor: Any, link: BankLink, options: Any) -> None:
+    def __init__(self, reactor: Any, link: BankLink | ExchangeLink, options: Any) -> None:
         self.reactor, self.link, self.options = reactor, link, options
         self.service: Any = None
 
@@ -253,7 +254,7 @@ class _LinkOwnership:
         dispatcher.activate(dispatcher.owner, dispatcher.lease_name, epoch).addErrback(
             lambda f: log.failure("relay.load_failed", f, bank=dispatcher.bank.id))
         if self.service is None:
-            self.service = make_link_service(self.reactor, self.link, self.options)
+            self.service = _link_service(self.reactor, self.link, self.options)
             self.service.startService()
 
     def lost(self) -> None:
@@ -262,6 +263,13 @@ class _LinkOwnership:
             service.stopService()
         self.link.drop_all()
         self.link.dispatcher.deactivate()
+
+
+def _link_service(reactor: Any, link: Any, options: Any) -> Any:
+    """The service keeping ``link``: a persistent session, or per-request exchanges."""
+    if isinstance(link, ExchangeLink):
+        return make_exchange_service(reactor, link, options)
+    return make_link_service(reactor, link, options)
 
 
 def _adapter_for(config: GatewayConfig, bank: Any) -> Any:
@@ -312,17 +320,23 @@ def makeService(config: GatewayConfig, reactor: Any) -> Gateway:  # noqa: N802 (
     # connections) when it loses it.  SQLite is one node's own file: that node
     # owns everything, with no leases to renew.
     shared = not config.database.startswith("sqlite")
-    links: dict[str, BankLink] = {}
+    links: dict[str, BankLink | ExchangeLink] = {}
     keepers: dict[str, LeaseKeeper] = {}
     ttl = config.timeouts.lease_ttl
     for bank_id, bank in config.banks.items():
         dispatcher = relay.dispatchers[bank_id]
-        link = BankLink(bank, adapters[bank_id], dispatcher, reactor, metrics,
-                        gateway_node=config.node, heartbeat_interval=config.timeouts.heartbeat_interval,
-                        dead_after=config.timeouts.dead_after)
+        if bank.connection == "per_request":
+            link = make_exchange_link(reactor, bank, adapters[bank_id], dispatcher, metrics,
+                                      tls_options[f"bank_{bank_id}"], gateway_node=config.node,
+                                      heartbeat_interval=config.timeouts.heartbeat_interval,
+                                      dead_after=config.timeouts.dead_after)
+        else:
+            link = BankLink(bank, adapters[bank_id], dispatcher, reactor, metrics,
+                            gateway_node=config.node, heartbeat_interval=config.timeouts.heartbeat_interval,
+                            dead_after=config.timeouts.dead_after)
         links[bank_id] = link
         if not shared:
-            make_link_service(reactor, link, tls_options[f"bank_{bank_id}"]).setServiceParent(top)
+            _link_service(reactor, link, tls_options[f"bank_{bank_id}"]).setServiceParent(top)
             continue
         dispatcher.active = False
         dispatcher.owner = config.instance

@@ -753,6 +753,23 @@ class BdcAdapter:
             bound["ref"] = request.ref
         return dataclasses.replace(message, **bound)
 
+    def decode_all(self, frame: bytes) -> list[base.Message]:
+        """The message in one frame, or the answer in an exchange kept as evidence.
+
+        A per-request link keeps as evidence the bytes of both directions of a connection:
+        the request frame, then the answer frame.  The answer names no request, so it is
+        read bound to the request before it (:meth:`decode_answer`); that is what the
+        connection meant.
+        """
+        if len(frame) < HEADER_LEN:
+            return [self.decode(frame)]
+        first = check_header(frame[:HEADER_LEN], self.max_frame)
+        if first is None or HEADER_LEN + first >= len(frame):
+            return [self.decode(frame)]
+        cut = HEADER_LEN + first
+        request = self.decode(frame[:cut])
+        return [self.decode_answer(frame[cut:], request)]
+
     def refusal(self, frame: bytes, *, sender: str, seq_no: str) -> bytes | None:
         """The protocol's own refusal of a request frame we cannot take, or None.
 
