@@ -613,7 +613,7 @@ class _Checker:
             window = self.integer(entry, at, "window", 1, 10000)
             ca = self.file_path(entry, at, "ca", default=None)
             signing = self.instruction_signing(entry, at)
-            exchange = self.connection(entry, at, direction)
+            exchange = self.connection(entry, at, direction, adapter)
             if (name is not None and adapter is not None and node is not None
                     and direction is not None and endpoint is not None and window is not None
                     and signing is not None and exchange is not None):
@@ -621,15 +621,18 @@ class _Checker:
                                             window, ca, *signing, *exchange)
         return found
 
-    def connection(self, entry: Mapping[str, Any], at: _Path,
-                   direction: str | None) -> tuple[str, str | None, float] | None:
+    def connection(self, entry: Mapping[str, Any], at: _Path, direction: str | None,
+                   adapter: str | None) -> tuple[str, str | None, float] | None:
         """A bank's ``connection``, ``peer_endpoint`` and ``request_timeout``.
 
-        ``per_request`` needs the other direction's endpoint when the gateway listens
-        (it must dial the bank for its own requests); when it dials, the listener for
-        the bank's pushes is optional.
+        The default is the protocol's deployed model: ``per_request`` for bdc,
+        ``persistent`` otherwise.  ``per_request`` needs the other direction's endpoint
+        when the gateway listens (it must dial the bank for its own requests); when it
+        dials, the listener for the bank's pushes is optional.
         """
-        connection = "persistent"
+        if adapter is None:
+            return None  # already reported; which model applies is unknown
+        connection = "per_request" if adapter == "bdc" else "persistent"
         if "connection" in entry:
             connection = self.string(entry, at, "connection") or ""
             if connection not in BANK_CONNECTIONS:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-from collections import deque
+from collections import Counter, deque
 from typing import Any, Callable, Protocol as TypingProtocol
 
 from twisted.internet.defer import Deferred
@@ -225,6 +225,8 @@ def bind_answer(adapter: Adapter, frame: bytes, request: msg.Message) -> msg.Mes
 class ExchangeLink:
     """A bank link of request/answer exchanges (see the module docstring)."""
 
+    RESEND_AFTER_LOSS = 2  # at once; past that, the dispatcher's own receipt timer decides
+
     def __init__(self, bank: Any, adapter: Adapter, dispatcher: Any, clock: IReactorTime, metrics: Any,
                  transport: Transport, *, gateway_node: str, heartbeat_interval: float,
                  dead_after: float, retry_after: float = 1.0,
@@ -240,6 +242,7 @@ class ExchangeLink:
         self.queue: deque[msg.Message] = deque()
         self.active = 0
         self.awaiting: dict[str, Any] = {}   # a bank request's serial -> its inbound connection
+        self._resent: Counter[str] = Counter()  # instruction -> resends after a lost answer
         self._last_ok = 0.0
         self._retry: Any = None
         self._probe = LoopingCall(self._tick)
@@ -320,6 +323,7 @@ class ExchangeLink:
 
     def _answered(self, frame: bytes, message: msg.Message, wire: msg.Message, request: bytes) -> None:
         self.active -= 1
+        self._resent.pop(message.seq_no, None)
         self.metrics.frames.labels(self.bank.id, "in").inc()
         self._last_ok = self.clock.seconds()
         try:
@@ -353,10 +357,17 @@ class ExchangeLink:
         self.metrics.refused.labels(f"bank:{self.bank.id}", "no_answer").inc()
         log.warn("link.no_answer", bank=self.bank.id, kind=type(message).__name__, reason=reason)
         if isinstance(failure.value, ExchangeFailed) and not failure.value.connected and self.signed_on:
-            # The bank cannot be reached: the session is down until a sign-on gets through.
+            # The bank cannot be reached: the session is down until a sign-on gets through
+            # (the dispatcher then sends again what has no receipt, same reference).
             self._down()
             if self._retry is None:
                 self._retry = self.clock.callLater(self.retry_after, self._sign_on)
+        elif isinstance(message, msg.Instruction) and self.signed_on \
+                and self._resent[message.seq_no] < self.RESEND_AFTER_LOSS:
+            # The answer was lost on its connection, as a dropped persistent link loses it:
+            # send it again at once, same reference, for the bank to answer the original.
+            self._resent[message.seq_no] += 1
+            self.queue.appendleft(message)
         self._after(message, ok=False)
         self._pump()
 

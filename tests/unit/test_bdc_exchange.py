@@ -294,3 +294,14 @@ async def test_stream_transport_refuses_an_answer_with_a_bad_header() -> None:
                                                    receiver=BANK_NODE))
     finally:
         await port.stopListening()
+
+
+def test_an_instruction_whose_answer_was_lost_goes_again_at_once_with_its_reference() -> None:
+    link, bank, dispatcher, _ = signed_on()
+    link.send(instruction(1))
+    sent = bank.pending.pop(0)
+    sent[1].errback(ExchangeFailed("closed before an answer"))
+    assert [p for p, _ in bank.pending] == [sent[0]]  # the very same frame
+    for _ in range(ExchangeLink.RESEND_AFTER_LOSS):
+        bank.pending.pop(0)[1].errback(ExchangeFailed("closed before an answer"))
+    assert bank.pending == []  # then the dispatcher's receipt timer decides
