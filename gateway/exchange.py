@@ -45,7 +45,7 @@ from gateway.links import refuse_message
 
 __all__ = ["Transport", "StreamTransport", "ExchangeLink", "InboundFactory", "Serials",
            "ExchangeFailed", "bind_answer", "check_bank_peer", "make_exchange_link",
-           "make_exchange_service"]
+           "make_exchange_service", "IgnoredFieldsCollector"]
 
 log = Logger()
 
@@ -555,3 +555,26 @@ def make_exchange_service(reactor: Any, link: ExchangeLink, options: Any) -> Any
         service.setName(f"link-{bank.id}")
         service.setServiceParent(container)
     return container
+
+
+class IgnoredFieldsCollector:
+    """Exports, per bank, the unknown fields its adapter read and ignored.
+
+    ``hpf_gateway_bank_ignored_fields_total{bank, field}``, from the adapter's optional
+    ``ignored`` counter (field name to count): a bank sending fields we do not know is worth
+    seeing, and never worth refusing.
+    """
+
+    def __init__(self, adapters: Any) -> None:
+        self.adapters = adapters
+
+    def collect(self) -> Any:
+        from prometheus_client.core import CounterMetricFamily
+
+        family = CounterMetricFamily("hpf_gateway_bank_ignored_fields",
+                                     "Unknown fields read in bank messages and ignored, by bank and name.",
+                                     labels=["bank", "field"])
+        for bank_id, adapter in self.adapters.items():
+            for name, count in sorted(dict(getattr(adapter, "ignored", {}) or {}).items()):
+                family.add_metric([bank_id, name], count)
+        yield family

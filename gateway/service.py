@@ -19,7 +19,8 @@ from adapters.base import load_adapter
 from gateway.centre_api import CentreApi, ConnectionGuard, Intake, ResultsFeed, make_site
 from gateway.config import GatewayConfig
 from gateway.lease import LeaseKeeper
-from gateway.exchange import ExchangeLink, make_exchange_link, make_exchange_service
+from gateway.exchange import (IgnoredFieldsCollector, ExchangeLink, make_exchange_link,
+                              make_exchange_service)
 from gateway.links import BankLink, make_link_service
 from gateway.metrics import GatewayMetrics
 from gateway.ops import make_ops_site
@@ -289,6 +290,7 @@ def makeService(config: GatewayConfig, reactor: Any) -> Gateway:  # noqa: N802 (
     db.setServiceParent(top)
     adapters = {bank_id: _adapter_for(config, bank) for bank_id, bank in config.banks.items()}
     relay = Relay(config, db, reactor, metrics, adapters)
+    metrics.registry.register(IgnoredFieldsCollector(adapters))
     relay.setServiceParent(top)
 
     feed = ResultsFeed()

@@ -305,3 +305,18 @@ def test_an_instruction_whose_answer_was_lost_goes_again_at_once_with_its_refere
     for _ in range(ExchangeLink.RESEND_AFTER_LOSS):
         bank.pending.pop(0)[1].errback(ExchangeFailed("closed before an answer"))
     assert bank.pending == []  # then the dispatcher's receipt timer decides
+
+
+def test_ignored_fields_are_exported_per_bank_and_name() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from gateway.exchange import IgnoredFieldsCollector
+
+    adapter = BdcAdapter(clock=lambda: NOW, echo=False)
+    frame = adapter.encode(Result("B1", "S1", "S1", True, "H1"), sender=BANK_NODE, receiver=GATEWAY)
+    body = frame[20:].decode("gbk").replace("</body>", '<field name="Remark">x</field></body>').encode("gbk")
+    adapter.decode(frame[:16] + len(body).to_bytes(4, "big") + body)
+    registry = CollectorRegistry()
+    registry.register(IgnoredFieldsCollector({"B001": adapter, "B002": object()}))
+    text = generate_latest(registry).decode()
+    assert 'hpf_gateway_bank_ignored_fields_total{bank="B001",field="Remark"} 1.0' in text
