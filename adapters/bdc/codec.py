@@ -64,6 +64,7 @@ from adapters.base import AdapterError
 from . import _files
 from . import _values as v
 from ._frame import HEADER_LEN, MAX_BODY, BdcFramer, check_header
+from .cipher import BodyCipher
 from ._message import (CENTRE, PUSHED, REQUEST_BODIES, REQUEST_HEADS, RESPONSE, RESPONSE_BODIES,
                        Doc, Fields, check, check_shape, read_doc, read_files, render)
 
@@ -99,6 +100,7 @@ class AnswerRefused(AdapterError):
 
 _SIGN_IN_CODES = frozenset({"BDC001", "SYS600"})
 _SIGN_IN_REQUESTS = (base.SignOn, base.Heartbeat)
+_SIGN_IN_ANSWERS = (base.SignOnAnswer, base.HeartbeatAnswer)
 
 OK_CODE, OK_TEXT = "00000", "成功"
 FAIL_CODE, FAIL_TEXT = "10000", "失败"
@@ -155,9 +157,13 @@ class BdcAdapter:
     max_frame: ClassVar[int] = MAX_BODY
 
     def __init__(self, clock: Callable[[], _dt.datetime] | None = None, *, echo: bool = True,
-                 centres: Mapping[str, CentreProfile] | None = None) -> None:
+                 centres: Mapping[str, CentreProfile] | None = None,
+                 cipher: BodyCipher | None = None) -> None:
         self._clock = clock or _dt.datetime.now
         self.echo = echo
+        self.cipher = cipher
+        # The session key of the bank's link (set by a sign-on), shared with variants.
+        self._session: dict[str, bytes] = {}
         self.centres: dict[str, CentreProfile] = dict(centres or {})
         self.ignored: Counter[str] = Counter()
         """Unknown field names read and ignored, with how often (for a metric)."""
@@ -179,9 +185,33 @@ class BdcAdapter:
                 centres: Mapping[str, CentreProfile] | None = None) -> "BdcAdapter":
         """A copy with another dialect or centre profiles (sharing the clock and counter)."""
         other = BdcAdapter(self._clock, echo=self.echo if echo is None else echo,
-                           centres=self.centres if centres is None else centres)
+                           centres=self.centres if centres is None else centres, cipher=self.cipher)
         other.ignored = self.ignored
+        other._session = self._session
         return other
+
+    def _seal(self, body: bytes, clear: bool) -> bytes:
+        """``body`` as it travels: encrypted with the session key unless ``clear`` or no cipher."""
+        if self.cipher is None or clear:
+            return body
+        key = self._session.get("key")
+        if key is None:
+            raise AdapterError("no session key: a business message needs a sign-on first")
+        return self.cipher.encrypt(body, key)
+
+    def _open(self, frame: bytes) -> tuple[bytes, bool]:
+        """(the clear body of ``frame``, whether it travelled in clear).
+
+        Flag '1' is clear; with a cipher, '0' is encrypted, except a clear XML body, which
+        the caller then accepts only for sign-in-class codes (the deployed replies to those
+        carry '0' in clear)."""
+        body = bytes(frame[HEADER_LEN:])
+        if self.cipher is None or frame[6] == 0x31 or body.startswith(b"<?xml"):
+            return body, True
+        key = self._session.get("key")
+        if key is None:
+            raise AdapterError("body: encrypted, and no session key (no sign-on yet)")
+        return self.cipher.decrypt(body, key), False
 
     def for_gateway(self, config: object, bank: object) -> "BdcAdapter":
         """The instance one bank's link uses: every centre's head profile from ``config``
@@ -203,7 +233,8 @@ class BdcAdapter:
         Raises :class:`AdapterError` naming the field when a value cannot be carried.
         """
         out = self._out(message, sender, receiver)
-        body = render(out.head, out.body, out.file)
+        body = self._seal(render(out.head, out.body, out.file),
+                          clear=isinstance(message, _SIGN_IN_REQUESTS + _SIGN_IN_ANSWERS))
         if len(body) > self.max_frame:
             raise AdapterError(f"message of {len(body)} bytes exceeds the bdc frame limit "
                                f"{self.max_frame}")
@@ -286,7 +317,10 @@ class BdcAdapter:
         head = self._response_head(now, "BDC001", _ok_code(m.ok, m.code, m.text), seq_no=m.seq_no,
                                    reply_to=m.reply_to, answering_node=m.node,
                                    requesting_node=receiver)
-        return _Out(head, [("HandKey", "")])
+        hand_key = ""
+        if self.cipher is not None and m.ok:  # the answering side makes the session key
+            hand_key, self._session["key"] = self.cipher.new_hand_key()
+        return _Out(head, [("HandKey", hand_key)])
 
     def _enc_heartbeat(self, m: base.Heartbeat, sender: str, receiver: str,
                        now: _dt.datetime) -> _Out:
@@ -477,9 +511,11 @@ class BdcAdapter:
         if length != len(frame) - HEADER_LEN:
             raise AdapterError(f"frame: header says {length} body bytes, frame has "
                                f"{len(frame) - HEADER_LEN}")
-        root = parse_xml(bytes(frame[HEADER_LEN:]), max_bytes=self.max_frame, max_depth=6,
-                         encodings=("gbk",))
+        body, clear = self._open(frame)
+        root = parse_xml(body, max_bytes=self.max_frame, max_depth=6, encodings=("gbk",))
         doc = read_doc(root)
+        if self.cipher is not None and clear and doc.tx_code not in _SIGN_IN_CODES:
+            raise AdapterError(f"frame: a {doc.tx_code} message in clear while bodies are encrypted")
         if frame[6] == 0x31 and doc.tx_code not in _SIGN_IN_CODES:
             # A clear-text ('1') flag on a business message; '0' on sign-in replies is a
             # documented quirk and tolerated.
@@ -647,6 +683,8 @@ class BdcAdapter:
         bank_seq_no = v.serial("BDCSeqNo", h.get("BDCSeqNo", ""), optional=True)
         if code == "BDC001":
             v.text("HandKey", b.get("HandKey", ""), 4096)  # bounded; a cipher takes it
+            if self.cipher is not None and ok:
+                self._session["key"] = self.cipher.session_key(b.get("HandKey", ""))
             c, t = _read_code(ok, h)
             return base.SignOnAnswer(seq_no=seq_no, reply_to=reply_to, node=node, ok=ok, code=c, text=t)
         if code == "SYS600":
@@ -781,7 +819,7 @@ class BdcAdapter:
         try:
             if len(frame) <= HEADER_LEN:
                 return None
-            root = parse_xml(bytes(frame[HEADER_LEN:]), max_bytes=self.max_frame, max_depth=6,
+            root = parse_xml(self._open(frame)[0], max_bytes=self.max_frame, max_depth=6,
                              encodings=("gbk",))
             doc = read_doc(root)
             h = doc.head
@@ -794,5 +832,8 @@ class BdcAdapter:
                                        requesting_node=requester, bdc_stamp=False)
         except (AdapterError, ValueError, TypeError, LookupError, etree.LxmlError):
             return None
-        body = render(head, [], None)
+        try:
+            body = self._seal(render(head, [], None), clear=doc.tx_code in _SIGN_IN_CODES)
+        except AdapterError:
+            return None  # no session key to answer with
         return sender.encode("ascii") + b"0" + bytes(9) + len(body).to_bytes(4, "big") + body

@@ -320,3 +320,59 @@ def test_ignored_fields_are_exported_per_bank_and_name() -> None:
     registry.register(IgnoredFieldsCollector({"B001": adapter, "B002": object()}))
     text = generate_latest(registry).decode()
     assert 'hpf_gateway_bank_ignored_fields_total{bank="B001",field="Remark"} 1.0' in text
+
+
+# -- body encryption ---------------------------------------------------------------------
+
+
+def test_encrypted_bodies_end_to_end_through_the_link_with_a_session_key_from_sign_on() -> None:
+    """The plug-in point: the bank's sign-on answer carries HandKey, both sides then encrypt
+    every business body (flag '0') and keep sign-in-class ones in clear."""
+    from adapters.base import AdapterError
+    from adapters.bdc.cipher import TestCipher
+
+    gateway_side = BdcAdapter(clock=lambda: NOW, echo=False, cipher=TestCipher())
+    bank_side = BdcAdapter(clock=lambda: NOW, echo=False, cipher=TestCipher())
+    clock, dispatcher = Clock(), Recorder()
+    wire: list[tuple[bytes, bytes]] = []
+
+    class Answering:
+        def request(self, payload: bytes) -> Deferred[bytes]:
+            request = bank_side.decode(payload)
+            if isinstance(request, SignOn):
+                answer = SignOnAnswer("B0", request.seq_no, BANK_NODE)
+            else:
+                answer = Result("B1", request.seq_no, request.seq_no, True, "H1")
+            frame = bank_side.encode(answer, sender=BANK_NODE, receiver=GATEWAY)
+            wire.append((payload, frame))
+            d: Deferred[bytes] = Deferred()
+            d.callback(frame)
+            return d
+
+    link = ExchangeLink(BankConf(), gateway_side, dispatcher, clock, GatewayMetrics(), Answering(),
+                        gateway_node=GATEWAY, heartbeat_interval=5.0, dead_after=15.0, today=lambda: NOW)
+    link.start()
+    assert dispatcher.ups == [link]
+    sign_on, sign_on_answer = wire[0]
+    assert sign_on[6:7] == b"1" and sign_on[20:].startswith(b"<?xml")
+    assert sign_on_answer[20:].startswith(b"<?xml") and b'name="HandKey">' in sign_on_answer
+    link.send(instruction(1))
+    request, answer = wire[1]
+    assert request[6:7] == b"0" and not request[20:].startswith(b"<?xml") and "乙".encode("gbk") not in request
+    assert not answer[20:].startswith(b"<?xml")
+    (result, _), = dispatcher.handled
+    assert result == Result("B1", instruction(1).seq_no, instruction(1).seq_no, True, "H1")
+    with pytest.raises(AdapterError, match="in clear while bodies are encrypted"):
+        gateway_side.decode(ADAPTER.encode(Result("B1", "S1", "S1", True, "H1"), sender=BANK_NODE,
+                                           receiver=GATEWAY))
+    with pytest.raises(AdapterError, match="does not decrypt"):
+        gateway_side.decode(answer[:30] + bytes([answer[30] ^ 1]) + answer[31:])
+    assert BdcAdapter(cipher=TestCipher()).refusal(request, sender=BANK_NODE, seq_no="B9") is None
+
+
+def test_without_a_sign_on_no_business_message_is_encoded() -> None:
+    from adapters.base import AdapterError
+    from adapters.bdc.cipher import TestCipher
+
+    with pytest.raises(AdapterError, match="sign-on first"):
+        BdcAdapter(cipher=TestCipher()).encode(instruction(1), sender=GATEWAY, receiver=BANK_NODE)
