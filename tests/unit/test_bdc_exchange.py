@@ -376,3 +376,43 @@ def test_without_a_sign_on_no_business_message_is_encoded() -> None:
 
     with pytest.raises(AdapterError, match="sign-on first"):
         BdcAdapter(cipher=TestCipher()).encode(instruction(1), sender=GATEWAY, receiver=BANK_NODE)
+
+
+# -- the persistent link (gateway/links.py): one bad message never costs it ---------------
+
+
+def test_a_persistent_link_refuses_a_bad_message_and_goes_on() -> None:
+    from twisted.internet.testing import StringTransport
+
+    from gateway.links import BankLink
+
+    echo = BdcAdapter(clock=lambda: NOW)
+    dispatcher = Recorder()
+    link = BankLink(BankConf(), echo, dispatcher, Clock(), GatewayMetrics(), gateway_node=GATEWAY,
+                    heartbeat_interval=5.0, dead_after=15.0)
+    proto = link.buildProtocol(None)
+    transport = StringTransport()
+    proto.makeConnection(transport)
+    proto.verified = True
+    proto._sign_on_seq = "S0"
+    proto.dataReceived(echo.encode(SignOnAnswer("B0", "S0", BANK_NODE), sender=BANK_NODE, receiver=GATEWAY))
+    assert proto.signed_on and dispatcher.ups == [proto]
+    transport.clear()
+    unsupported = ('<?xml version="1.0" encoding="GBK"?>\n<message><head>'
+                   '<field name="SendDate">20171130</field><field name="SendTime">103016</field>'
+                   '<field name="SendSeqNo">B7</field><field name="SendNode">105000</field>'
+                   '<field name="TxCode">BDC904</field><field name="ReceiveNode">D00000</field>'
+                   '</head><body/></message>').encode("gbk")
+    garbage = b"\xff\xfe<msg"
+    good = echo.encode(Result("B1", "S1", "S1", True, "H1"), sender=BANK_NODE, receiver=GATEWAY)
+    proto.dataReceived(b"".join(b"105000" + b"0" + bytes(9) + len(body).to_bytes(4, "big") + body
+                                for body in (unsupported, garbage)) + good)
+    assert not transport.disconnecting
+    # The protocol's own answer to BDC904 (the garbage one gets none: it has no head to answer).
+    assert transport.value().count(b"<message>") == 1 and b">BDC904<" in transport.value()
+    assert b'<field name="TxStatus">1</field><field name="RtnCode">10000</field>' in transport.value()
+    assert [m for m, _ in dispatcher.handled] == [Result("B1", "S1", "S1", True, "H1")]
+    assert link.metrics.refused.labels("bank:B001", "bad_message")._value.get() == 2
+    proto.dataReceived(b"\x00" * 40)  # an unreadable header: that does close it
+    assert link.metrics.refused.labels("bank:B001", "bad_frame")._value.get() == 1
+    assert transport.disconnecting
