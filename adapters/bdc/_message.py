@@ -62,12 +62,17 @@ RESPONSE = Shape(frozenset({"TxStatus", "TxCode"}),
                  frozenset(_RESPONSE_HEAD) | {"SendSeqNo"})
 
 REQUEST_HEADS: dict[str, tuple[Shape, ...]] = {
-    "BDC001": (CENTRE,), "SYS600": (CENTRE, PUSHED), "BDC109": (CENTRE,),
+    "BDC001": (CENTRE,), "SYS600": (CENTRE, PUSHED), "BDC101": (CENTRE,), "BDC109": (CENTRE,),
     "BDC110": (CENTRE,), "BDC123": (CENTRE,), "SBDC100": (PUSHED,),
 }
 REQUEST_BODIES: dict[str, Shape] = {
     "BDC001": _shape(),
     "SYS600": _shape(),
+    # Single payment: principal (CapAmt) and interest (IntAmt, here always empty) legs.
+    "BDC101": _shape("SettleType BusType DeAcctNo DeAcctName DeAcctClass CapAmt CrAcctNo "
+                     "CrAcctName CrAcctClass CrBankClass Amt",
+                     "DeIntAcctNo DeIntAcctName DeIntAcctClass DeIntCrAcct IntAmt CrBankName "
+                     "CrChgNo RefAcctNo RefSeqNo1 RefSeqNo2 Summary Remark Signature"),
     "BDC109": _shape("SettleType BusType DeAcctNo DeAcctName DeAcctClass CrAcctNo CrAcctName "
                      "CrAcctClass CrBankClass Amt",
                      "CrBankName CrChgNo RefAcctNo RefSeqNo Summary Remark Signature"),
@@ -78,6 +83,7 @@ REQUEST_BODIES: dict[str, Shape] = {
 RESPONSE_BODIES: dict[str, Shape] = {
     "BDC001": _shape(optional="HandKey"),
     "SYS600": _shape(),
+    "BDC101": _shape(optional="HostStatus CapHostSeqNo IntHostSeqNo"),
     "BDC109": _shape(optional="HostStatus HostSeqNo"),
     # IntHostSeqN is the protocol's own misspelling; the correct spelling is tolerated too.
     # TxSeqNo is our echo extension; the deployed answer never carries it.

@@ -232,7 +232,26 @@ class BdcAdapter:
         ``receiver`` is the peer's node: ReceiveNode of requests, SendNode of answers.
         Raises :class:`AdapterError` naming the field when a value cannot be carried.
         """
+        return self._frame(self._out(message, sender, receiver), message, sender)
+
+    def encode_answer(self, message: base.Message, request: base.Message, *, sender: str,
+                      receiver: str = "") -> bytes:
+        """``message`` written as the answer to ``request`` on its connection.
+
+        The same as :meth:`encode`, except that the direct answer to a single payment
+        (BDC101, a partial withdrawal) is a BDC101 answer, with the principal's host serial
+        in ``CapHostSeqNo``.
+        """
         out = self._out(message, sender, receiver)
+        if (isinstance(request, base.Instruction) and request.purpose == "withdrawal"
+                and isinstance(message, (base.Receipt, base.Result))
+                and message.reply_to == message.ref == request.seq_no):
+            head = [(n, "BDC101" if n == "TxCode" else value) for n, value in out.head]
+            body = [("CapHostSeqNo" if n == "HostSeqNo" else n, value) for n, value in out.body]
+            out = _Out(head, body + [("IntHostSeqNo", "")], out.file)
+        return self._frame(out, message, sender)
+
+    def _frame(self, out: _Out, message: base.Message, sender: str) -> bytes:
         body = self._seal(render(out.head, out.body, out.file),
                           clear=isinstance(message, _SIGN_IN_REQUESTS + _SIGN_IN_ANSWERS))
         if len(body) > self.max_frame:
@@ -344,9 +363,14 @@ class BdcAdapter:
             raise AdapterError(f"purpose: bdc has no BusType for {v.show(str(m.purpose))}")
         if not isinstance(m.same_bank, bool) or not isinstance(m.creditor_personal, bool):
             raise AdapterError("same_bank, creditor_personal: must be booleans")
-        head = self._centre_head(now, "BDC109", m.seq_no, m.centre_node, receiver,
+        # A partial withdrawal goes out as BDC101 (single payment), as the deployed centre
+        # sends it; every other purpose as BDC109 (single transfer).
+        payment = m.purpose == "withdrawal"
+        head = self._centre_head(now, "BDC101" if payment else "BDC109", m.seq_no, m.centre_node,
+                                 receiver,
                                  unit_no=v.match("unit_no", m.unit_no, v.UNIT_NO, "must be 15 digits"),
                                  send_date=v.format_date("send_date", m.send_date))
+        amount = v.format_amount("amount", m.amount, positive=True)
         body = [
             ("SettleType", "1" if m.same_bank else "2"), ("BusType", bus_type),
             ("DeAcctNo", v.match("debit_account", m.debit_account, v.ACCOUNT,
@@ -362,13 +386,18 @@ class BdcAdapter:
             # A same-bank transfer needs no branch code (PROTOCOL.md §2.4 leaves it empty).
             ("CrChgNo", v.match("creditor_bank_code", m.creditor_bank_code, v.BANK_CODE,
                                 "must be a 12-digit branch code", optional=m.same_bank)),
-            ("Amt", v.format_amount("amount", m.amount, positive=True)),
+            ("Amt", amount),
             # The centre's reference goes where the deployed centre puts its business
             # serial, so that it comes back in the bank's notices.
             ("RefAcctNo", ""), ("RefSeqNo", v.text("reference", m.reference, v.REFERENCE_LEN)),
             ("Summary", m.reference),
             ("Remark", v.text("memo", m.memo, v.MEMO_LEN)),
         ]
+        if payment:  # PROTOCOL order of BDC101: principal, interest legs, then the payee
+            body = (body[:5] + [("CapAmt", amount), ("DeIntAcctNo", ""), ("DeIntAcctName", ""),
+                                ("DeIntAcctClass", ""), ("DeIntCrAcct", ""), ("IntAmt", "")]
+                    + body[5:12] + [("RefAcctNo", ""), ("RefSeqNo1", m.reference), ("RefSeqNo2", "")]
+                    + body[14:])
         if not isinstance(m.signature, bytes):
             raise AdapterError("signature: must be bytes")
         if m.signature:
@@ -565,7 +594,7 @@ class BdcAdapter:
             return base.SignOn(seq_no=seq_no, node=h["SendNode"])
         if code == "SYS600":
             return base.Heartbeat(seq_no=seq_no, node=h["SendNode"])
-        if code == "BDC109":
+        if code in ("BDC101", "BDC109"):
             return self._dec_instruction(doc)
         b = doc.body
         if code == "BDC110":
@@ -613,8 +642,16 @@ class BdcAdapter:
             raise AdapterError(f"CrAcctClass: must be 1 or 2, not {v.show(b['CrAcctClass'])}")
         if b.get("RefAcctNo"):
             raise AdapterError("RefAcctNo: not supported, must be empty")  # a sub-ledger we cannot keep
-        # The centre's business serial: in Summary (as deployed) or RefSeqNo.
-        reference = b.get("Summary") or b.get("RefSeqNo", "")
+        # The centre's business serial: in Summary (as deployed) or RefSeqNo(1).
+        reference = b.get("Summary") or b.get("RefSeqNo", "") or b.get("RefSeqNo1", "")
+        if doc.tx_code == "BDC101":
+            if purpose != "withdrawal":
+                raise AdapterError(f"BusType: {v.show(b['BusType'])} is not carried as a single payment")
+            if b.get("IntAmt") not in (None, "") and v.parse_amount("IntAmt", b["IntAmt"]) != 0:
+                raise AdapterError("IntAmt: an interest leg is not supported")
+            if v.parse_amount("CapAmt", b["CapAmt"]) != v.parse_amount("Amt", b["Amt"]):
+                raise AdapterError("CapAmt: differs from Amt (only a principal leg is carried)")
+
         v.text("CrBankName", b.get("CrBankName", ""), v.NAME_LEN)  # informational, not kept
         if "CrChgNo" not in b and not same_bank:
             raise AdapterError("CrChgNo: missing (a cross-bank transfer needs the branch code)")
@@ -692,8 +729,10 @@ class BdcAdapter:
         if code == "SBDC100":
             c, t = _read_code(ok, h)
             return base.Ack(seq_no=seq_no, reply_to=reply_to, ok=ok, code=c, text=t)
-        if code == "BDC109":
-            host_seq_no = v.serial("HostSeqNo", b.get("HostSeqNo", ""), optional=True)
+        if code in ("BDC101", "BDC109"):
+            host_seq_no = v.serial("HostSeqNo", b.get("HostSeqNo", "") or b.get("CapHostSeqNo", ""),
+                                   optional=True)
+            v.serial("IntHostSeqNo", b.get("IntHostSeqNo", ""), optional=True)  # no interest leg
             host_status = b.get("HostStatus", "")
             v.text("HostStatus", host_status, v.STATUS_LEN)
             if status == "0" and host_status in ("0", ""):

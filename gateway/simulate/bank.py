@@ -1177,6 +1177,7 @@ class ExchangeBankLink(BankLink):
             return
         answers = [m for m in out if getattr(m, "reply_to", None) == message.seq_no]
         self._route([m for m in out if m not in answers])
+        protocol.request = message
         if answers:
             protocol.answer(answers[0])
         elif isinstance(message, base.Instruction) and self.core.outcome(message.seq_no) is None \
@@ -1272,8 +1273,26 @@ class ExchangeBankProtocol(BankSimProtocol):
         self.link.counters["frames_in." + type(message).__name__] += 1
         self.link.exchange(self, message)
 
+    request: Message | None = None
+
     def answer(self, message: Message) -> None:
-        self.send(message)
+        """Write the answer to this connection's request (a BDC101 answer to a single payment)."""
+        encode_answer = getattr(self.link.adapter, "encode_answer", None)
+        if encode_answer is not None and self.request is not None and not self._closing:
+            try:
+                frame = encode_answer(message, self.request, sender=self.link.core.node,
+                                      receiver=self.link.core.gateway_node)
+            except AdapterError as e:
+                self.link.counters["adapter_errors"] += 1
+                _log.error("bank.encode_failed bank={bank} reason={reason}", bank=self.link.bank_id,
+                           reason=str(e))
+                self._close()
+                return
+            self.link.counters["frames_out"] += 1
+            self.link.counters["frames_out." + type(message).__name__] += 1
+            self.transport.write(frame)
+        else:
+            self.send(message)
         self._close()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:

@@ -635,7 +635,7 @@ def instruction_frame() -> bytes:
 
 
 @pytest.mark.parametrize("old,new,reason", [
-    ('<field name="TxCode">BDC109', '<field name="TxCode">BDC777', "not supported"),
+    ('<field name="TxCode">BDC101', '<field name="TxCode">BDC777', "not supported"),
     ('<field name="Amt">2500.00</field>', "", "required field Amt missing"),
     ('<field name="Amt">2500.00', '<field name="Amt">2500.001', "Amt"),
     ('<field name="Amt">2500.00', '<field name="Amt">-2500.00', "Amt"),

@@ -126,7 +126,7 @@ def test_requests_are_filled_from_the_centre_profile() -> None:
     body = text(adapter.encode(INSTRUCTION, sender="C99999", receiver=BANK))
     for field, value in (("TxUnitNo", "123400000000000"), ("CustNo", "KH0001"),
                          ("OperNo", "123400000000000000001"), ("CrBankName", "中国银行股份有限公司"),
-                         ("RefSeqNo", "081711300000042"), ("Summary", "081711300000042"),
+                         ("RefSeqNo1", "081711300000042"), ("Summary", "081711300000042"),
                          ("SendSeqNo", "12340171130000000007")):
         assert f'<field name="{field}">{value}</field>' in body
     query = text(adapter.encode(BalanceQuery("12340171130000000008", "62"), sender=CENTRE, receiver=BANK))
@@ -194,3 +194,46 @@ def test_a_centres_config_fills_its_bdc_heads(tmp_path: object) -> None:
     body = text(adapter.encode(SignOn("S1", "C52240"), sender="C52240", receiver=BANK))
     assert '<field name="TxUnitNo">522400000000000</field>' in body
     assert '<field name="CustNo">KH0001</field>' in body and '<field name="OperNo">OP-7</field>' in body
+
+
+def test_a_partial_withdrawal_goes_as_a_single_payment_and_comes_back_unchanged() -> None:
+    frame = ECHO.encode(INSTRUCTION, sender=CENTRE, receiver=BANK)
+    body = text(frame)
+    assert '<field name="TxCode">BDC101</field>' in body
+    assert '<field name="CapAmt">2500.00</field>' in body and '<field name="IntAmt"/>' in body
+    assert ECHO.decode(frame) == INSTRUCTION
+    other = ECHO.encode(INSTRUCTION.__class__(**{**INSTRUCTION.__dict__, "purpose": "allocation"}),
+                        sender=CENTRE, receiver=BANK)
+    assert '<field name="TxCode">BDC109</field>' in text(other)
+
+
+def test_a_single_payment_answer_gives_the_principal_host_serial() -> None:
+    frame = CANONICAL.encode(Result("B1", "S1", "S1", True, "H1"), sender=BANK, receiver=CENTRE)
+    body = text(frame).replace(">BDC109<", ">BDC101<").replace('name="HostSeqNo"', 'name="CapHostSeqNo"')
+    raw = body.encode("gbk")
+    got = CANONICAL.decode_answer(frame[:16] + len(raw).to_bytes(4, "big") + raw,
+                                  INSTRUCTION.__class__(**{**INSTRUCTION.__dict__, "seq_no": "S1"}))
+    assert got == Result("B1", "S1", "S1", True, "H1")
+
+
+@pytest.mark.parametrize("old,new,reason", [
+    ('<field name="CapAmt">2500.00', '<field name="CapAmt">2400.00', "CapAmt"),
+    ('<field name="IntAmt"/>', '<field name="IntAmt">1.00</field>', "IntAmt"),
+    ('<field name="BusType">02', '<field name="BusType">18', "single payment"),
+])
+def test_single_payments_we_cannot_carry_are_refused(old: str, new: str, reason: str) -> None:
+    frame = ECHO.encode(INSTRUCTION, sender=CENTRE, receiver=BANK)
+    body = text(frame).replace(old, new).encode("gbk")
+    with pytest.raises(AdapterError, match=reason):
+        ECHO.decode(frame[:16] + len(body).to_bytes(4, "big") + body)
+
+
+def test_the_direct_answer_to_a_single_payment_is_a_bdc101_answer() -> None:
+    answer = Result("B1", INSTRUCTION.seq_no, INSTRUCTION.seq_no, True, "H1")
+    frame = CANONICAL.encode_answer(answer, INSTRUCTION, sender=BANK, receiver=CENTRE)
+    body = text(frame)
+    assert '<field name="TxCode">BDC101</field>' in body and '<field name="CapHostSeqNo">H1</field>' in body
+    assert CANONICAL.decode_answer(frame, INSTRUCTION) == answer
+    transfer = INSTRUCTION.__class__(**{**INSTRUCTION.__dict__, "purpose": "allocation"})
+    assert CANONICAL.encode_answer(answer, transfer, sender=BANK, receiver=CENTRE) == \
+        CANONICAL.encode(answer, sender=BANK, receiver=CENTRE)

@@ -47,6 +47,10 @@ SINGLE_TRANSFER_IN = ("SettleType", "BusType", "DeAcctNo", "DeAcctName", "DeAcct
                       "CrAcctNo", "CrAcctName", "CrAcctClass", "CrBankClass", "CrBankName",
                       "CrChgNo", "Amt", "RefAcctNo", "Summary", "Remark")  # SingleTransferAccountIn
 SINGLE_TRANSFER_OUT = ("HostStatus", "HostSeqNo")                       # SingleTransferAccountOut
+SINGLE_PAYMENT_IN = ("SettleType", "BusType", "DeAcctNo", "DeAcctName", "DeAcctClass", "CapAmt",
+                     "DeIntAcctNo", "DeIntAcctName", "DeIntAcctClass", "DeIntCrAcct", "IntAmt",
+                     "CrAcctNo", "CrAcctName", "CrAcctClass", "CrBankClass", "CrBankName", "CrChgNo",
+                     "Amt", "RefAcctNo", "Summary", "Remark")           # SinglePaymentIn
 RESULT_QUERY_IN = ("TxDate", "TxSeqNo")                                 # TransactionResultQueryIn
 RESULT_QUERY_OUT = ("OldTxStatus", "HostSeqNo", "IntHostSeqN", "PenHostSeqNo", "FineHostSeqNo",
                     "OldBatchNo")                                       # TransactionResultQueryOut

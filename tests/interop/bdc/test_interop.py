@@ -58,14 +58,29 @@ INSTRUCTION = Instruction(
 # -- centre to bank: what the centre writes, read ----------------------------------------
 
 
+TRANSFER = dataclasses.replace(INSTRUCTION, purpose="allocation", creditor_personal=False,
+                               reference="081711300000042", memo="资金划转")
+
+
 @pytest.mark.parametrize("amt", [java.amount("2500"), java.amount("2500.00"), java.amount("2.5E+3")])
 def test_single_transfer_request_as_the_centre_writes_it_is_read(amt: str) -> None:
     """SingleTransferAccountIn + CenterHeadIn via ParmBean2XMLBean and JAXBUtil: no RefSeqNo,
     RefAcctNo null, the amount as BigDecimal.toString writes it."""
     body = list(zip(java.SINGLE_TRANSFER_IN, (
-        "2", "02", "6200001111222233", "示例中心归集户", "2", "6200004444555566", "张三", "1", "1",
-        "中国银行", "104100000017", amt, None, "021711300000042", "部分提取")))
+        "2", "18", "6200001111222233", "示例中心归集户", "2", "6200004444555566", "张三", "2", "1",
+        "中国银行", "104100000017", amt, None, "081711300000042", "资金划转")))
     frame = java.frame(CENTRE, java.jaxb_xml(centre_head("BDC109"), body))
+    assert ADAPTER.decode(frame) == TRANSFER
+
+
+def test_partial_withdrawal_as_the_centre_writes_it_is_read() -> None:
+    """SinglePaymentIn (CollectionWithdrawlTrader's call): principal only, interest legs null,
+    no RefSeqNo1/RefSeqNo2 in the bean."""
+    body = list(zip(java.SINGLE_PAYMENT_IN, (
+        "2", "02", "6200001111222233", "示例中心归集户", "2", java.amount("2500"), None, None, None,
+        None, None, "6200004444555566", "张三", "1", "1", "中国银行", "104100000017",
+        java.amount("2500"), None, "021711300000042", "部分提取")))
+    frame = java.frame(CENTRE, java.jaxb_xml(centre_head("BDC101"), body))
     assert ADAPTER.decode(frame) == INSTRUCTION
 
 
@@ -93,14 +108,18 @@ def test_sign_in_as_the_centre_writes_it_is_read() -> None:
 
 def test_our_requests_carry_every_field_of_the_centres_beans_in_their_order() -> None:
     """CenterHeadIn and SingleTransferAccountIn field order; PROTOCOL's RefSeqNo after RefAcctNo."""
-    frame = ADAPTER.encode(INSTRUCTION, sender=BDC, receiver=BANK)
+    frame = ADAPTER.encode(TRANSFER, sender=BDC, receiver=BANK)
     assert body_names(frame, "head") == list(java.CENTER_HEAD_IN)
     expected = list(java.SINGLE_TRANSFER_IN)
     expected.insert(expected.index("RefAcctNo") + 1, "RefSeqNo")
     assert body_names(frame, "body") == expected
-    for name, value in (("CrBankName", "中国银行股份有限公司"), ("Summary", "021711300000042"),
-                        ("RefSeqNo", "021711300000042"), ("CustNo", "GZ20057304"), ("Amt", "2500.00")):
+    for name, value in (("CrBankName", "中国银行股份有限公司"), ("Summary", "081711300000042"),
+                        ("RefSeqNo", "081711300000042"), ("CustNo", "GZ20057304"), ("Amt", "2500.00")):
         assert f'<field name="{name}">{value}</field>' in frame[20:].decode("gbk")
+    payment = ADAPTER.encode(INSTRUCTION, sender=BDC, receiver=BANK)  # SinglePaymentIn's order,
+    expected = list(java.SINGLE_PAYMENT_IN)                          # PROTOCOL's RefSeqNo1/2 added
+    expected[expected.index("RefAcctNo") + 1:expected.index("RefAcctNo") + 1] = ["RefSeqNo1", "RefSeqNo2"]
+    assert body_names(payment, "body") == expected
     query = ADAPTER.encode(StatusQuery("Q1", SEQ, dt.date(2017, 11, 30)), sender=CENTRE, receiver=BANK)
     assert body_names(query, "body") == list(java.RESULT_QUERY_IN)
     balance = ADAPTER.encode(BalanceQuery("Q2", "62"), sender=CENTRE, receiver=BANK)
