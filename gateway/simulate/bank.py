@@ -1148,7 +1148,8 @@ class ExchangeBankLink(BankLink):
     """
 
     def __init__(self, reactor: IReactorTime, core: BankCore, adapter: Adapter, *, bank_id: str,
-                 heartbeat_interval: float = 15.0, push: Any = None, push_every: float = 1.0) -> None:
+                 heartbeat_interval: float = 15.0, push: Any = None, push_every: float = 1.0,
+                 deployed_style: bool = True) -> None:
         super().__init__(reactor, core, adapter, bank_id=bank_id, heartbeat_interval=heartbeat_interval)
         self.push = push
         self.waiting: dict[str, "ExchangeBankProtocol"] = {}  # request serial -> its connection
@@ -1156,6 +1157,20 @@ class ExchangeBankLink(BankLink):
         self._repush = LoopingCall(self.push_pending)
         self._repush.clock = reactor
         self.push_every = push_every
+        self.deployed_style = deployed_style
+        self._unconfirmed = 0
+
+    def styled(self, frame: bytes, message: Message) -> bytes:
+        """``frame`` as the deployed systems would write it, when ``deployed_style``; and a
+        not-yet answer to an instruction with TxStatus ``1`` rather than ``2`` every other time
+        (both mean "unconfirmed, ask BDC110" to the deployed centre)."""
+        if not self.deployed_style:
+            return frame
+        if isinstance(message, Receipt) and message.reply_to == message.ref:
+            self._unconfirmed += 1
+            if self._unconfirmed % 2:
+                frame = frame.replace(b'<field name="TxStatus">2</field>', b'<field name="TxStatus">1</field>', 1)
+        return deployed_style(frame)
 
     def start(self) -> None:
         if self.push is not None and not self._repush.running:
@@ -1215,6 +1230,7 @@ class ExchangeBankLink(BankLink):
             _log.error("bank.encode_failed bank={bank} reason={reason}", bank=self.bank_id, reason=str(e))
             self.core.discard_push(message.seq_no)
             return
+        frame = self.styled(frame, message)
         self.pushing.add(message.seq_no)
         self.counters["frames_out"] += 1
         self.counters["frames_out." + type(message).__name__] += 1
@@ -1234,6 +1250,53 @@ class ExchangeBankLink(BankLink):
         d = self.push.request(frame)
         d.addCallbacks(answered, failed)
         d.addBoth(lambda _: self.pushing.discard(message.seq_no))
+
+
+_AMOUNT_FIELD = re.compile(r'(<field name="(?:Amt|CapAmt|AcctBal|AcctRestBal|AcctOverBal)">)(-?[0-9]+\.[0-9]{2})(</field>)')
+_DATA_FIELD = re.compile(r'(<field name="DATA">)([0-9A-F]+)(</field>)')
+
+
+def _java_amount(text: str) -> str:
+    """An amount as the public centre-side Java writes a BigDecimal made from it: no trailing zeros."""
+    from decimal import Decimal
+
+    return f"{Decimal(text).normalize():f}"
+
+
+def _java_line(line: str) -> str:
+    """A notice line as the public project's AccChangeNoticeFile writes one: unset columns as
+    ``null``, amounts without trailing zeros."""
+    if "|" not in line:
+        return line
+    cols = line[:line.rfind("|")].split("|")
+    for i in (3, 9, 10, 15, 16, 17, 18):
+        if i < len(cols) and cols[i] == "":
+            cols[i] = "null"
+    for i in (6, 14):
+        if i < len(cols) and cols[i]:
+            cols[i] = _java_amount(cols[i])
+    return "|".join(cols) + "|"
+
+
+def deployed_style(frame: bytes) -> bytes:
+    """A clear bdc frame rewritten the way the deployed systems write it (docs/protocols/bdc.md):
+    amounts without trailing zeros, notice lines with ``null`` columns, the body before the head,
+    indented.  The same message; only the writing differs, so a tolerant reader reads the same."""
+    from adapters.bdc._files import pack_data, unpack_data
+
+    text = frame[20:].decode("gbk")
+    if not text.startswith("<?xml"):
+        return frame  # encrypted: left alone
+    text = _AMOUNT_FIELD.sub(lambda m: m.group(1) + _java_amount(m.group(2)) + m.group(3), text)
+    text = _DATA_FIELD.sub(lambda m: m.group(1) + pack_data(
+        "\n".join(_java_line(x) for x in unpack_data(m.group(2)).split("\n"))) + m.group(3), text)
+    head = text[text.index("<head>"):text.index("</head>") + len("</head>")]
+    body_start = text.index("</head>") + len("</head>")
+    body = text[body_start:text.rindex("</message>")]
+    text = (text[:text.index("<head>")] + " \n  " + body + "  \n  " + head.replace("><field", ">\n    <field")
+            + " \n</message>\n")
+    raw = text.encode("gbk")
+    return frame[:16] + len(raw).to_bytes(4, "big") + raw
 
 
 class ExchangeBankProtocol(BankSimProtocol):
@@ -1290,7 +1353,7 @@ class ExchangeBankProtocol(BankSimProtocol):
                 return
             self.link.counters["frames_out"] += 1
             self.link.counters["frames_out." + type(message).__name__] += 1
-            self.transport.write(frame)
+            self.transport.write(self.link.styled(frame, message))
         else:
             self.send(message)
         self._close()

@@ -358,7 +358,7 @@ def test_encrypted_bodies_end_to_end_through_the_link_with_a_session_key_from_si
     assert sign_on_answer[20:].startswith(b"<?xml") and b'name="HandKey">' in sign_on_answer
     link.send(instruction(1))
     request, answer = wire[1]
-    assert request[6:7] == b"0" and not request[20:].startswith(b"<?xml") and "乙".encode("gbk") not in request
+    assert request[6:7] == b"0" and not request[20:].startswith(b"<?xml") and b'<field name="CrAcctName">' not in request
     assert not answer[20:].startswith(b"<?xml")
     (result, _), = dispatcher.handled
     assert result == Result("B1", instruction(1).seq_no, instruction(1).seq_no, True, "H1")
@@ -416,3 +416,45 @@ def test_a_persistent_link_refuses_a_bad_message_and_goes_on() -> None:
     proto.dataReceived(b"\x00" * 40)  # an unreadable header: that does close it
     assert link.metrics.refused.labels("bank:B001", "bad_frame")._value.get() == 1
     assert transport.disconnecting
+
+
+# -- the simulator writes as the deployed systems write ----------------------------------
+
+
+@pytest.mark.parametrize("message", [
+    Movement("M1", (__import__("adapters.base", fromlist=["Entry"]).Entry(
+        "6200001111222233", "H1", -250000, dt.date(2017, 11, 30), dt.time(10, 0, 0), "6200004444555566",
+        "张三", "", 100000000, "s", "r"),)),
+    Balance("B1", "Q1", "6200001111222233", 100000000, 99999950, 0, "示例", "0", dt.datetime(2017, 11, 30, 10)),
+    Result("B2", "S1", "S1", True, "H1"),
+    Receipt("B3", "S1", "S1"),
+])
+def test_the_simulators_deployed_style_reads_back_the_same(message: Any) -> None:
+    from gateway.simulate.bank import deployed_style
+
+    frame = ADAPTER.encode(message, sender=BANK_NODE, receiver=GATEWAY)
+    styled = deployed_style(frame)
+    assert styled != frame and styled[20:].decode("gbk").index("<body") < styled[20:].decode("gbk").index("<head>")
+    assert ADAPTER.decode(styled) == ADAPTER.decode(frame)
+    if isinstance(message, Movement):
+        from adapters.bdc._files import unpack_data
+
+        data = styled.decode("gbk").split('<field name="DATA">')[1].split("<")[0]
+        line = unpack_data(data)
+        assert "|-2500|" in line and "|1000000|" in line and "|null|" in line
+    if isinstance(message, Balance):
+        assert b'<field name="AcctBal">1000000</field>' in styled
+        assert b'<field name="AcctOverBal">0</field>' in styled
+
+
+def test_the_simulator_answers_unconfirmed_with_tx_status_1_every_other_time() -> None:
+    from gateway.simulate.bank import BankCore, ExchangeBankLink
+
+    core = BankCore(node=BANK_NODE, accounts={"6200001111222233": 10**12})
+    link = ExchangeBankLink(Clock(), core, ADAPTER, bank_id="B001")
+    receipt = Receipt("B3", "S1", "S1")
+    frames = [link.styled(ADAPTER.encode(receipt, sender=BANK_NODE, receiver=GATEWAY), receipt)
+              for _ in range(2)]
+    assert [b'<field name="TxStatus">1</field>' in f for f in frames] == [True, False]
+    assert all(ADAPTER.decode_answer(f, instruction(1).__class__(**{**instruction(1).__dict__, "seq_no": "S1"}))
+               == Receipt("B3", "S1", "S1") for f in frames)
