@@ -237,3 +237,39 @@ def test_the_direct_answer_to_a_single_payment_is_a_bdc101_answer() -> None:
     transfer = INSTRUCTION.__class__(**{**INSTRUCTION.__dict__, "purpose": "allocation"})
     assert CANONICAL.encode_answer(answer, transfer, sender=BANK, receiver=CENTRE) == \
         CANONICAL.encode(answer, sender=BANK, receiver=CENTRE)
+
+
+# -- hostile input on the new paths: an AdapterError or a message, never anything else ----
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_REQUEST = ECHO.encode(INSTRUCTION, sender=CENTRE, receiver=BANK)
+_ANSWER = CANONICAL.encode(Result("B1", INSTRUCTION.seq_no, INSTRUCTION.seq_no, True, "H1"),
+                           sender=BANK, receiver=CENTRE)
+
+
+@settings(max_examples=200, deadline=None)
+@given(cut=st.integers(0, 10**6), junk=st.binary(max_size=16), where=st.sampled_from(["request", "answer"]))
+def test_exchange_evidence_corrupted_anywhere_is_refused_or_read(cut: int, junk: bytes, where: str) -> None:
+    request, answer = _REQUEST, _ANSWER
+    if where == "request":
+        at = cut % len(request)
+        request = request[:at] + junk + request[at + len(junk):]
+    else:
+        at = cut % len(answer)
+        answer = answer[:at] + junk + answer[at + len(junk):]
+    try:
+        got = ECHO.decode_all(request + answer)
+    except AdapterError:
+        return
+    assert len(got) == 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.binary(max_size=200), cut=st.integers(0, 10**6))
+def test_refusal_of_any_bytes_is_a_frame_or_none(data: bytes, cut: int) -> None:
+    at = cut % len(_REQUEST)
+    for frame in (data, _REQUEST[:at] + data, _REQUEST[:20] + data):
+        answer = CANONICAL.refusal(frame, sender=BANK, seq_no="B9")
+        assert answer is None or CANONICAL.framer().feed(answer) == [answer]
