@@ -1574,6 +1574,9 @@ def _exchange_bank_service(reactor: Any, adapter: Adapter, *, bank_id: str, endp
     variant = getattr(adapter, "variant", None)
     if variant is not None:
         adapter = variant(echo=False)  # the deployed dialect: answers name no request
+    # The deployed interface pushes no results: an outcome not in the answer is asked with
+    # BDC110 (and the money shows in the SBDC100 notice).
+    core.push_results = False
     push = None
     if push_endpoint is not None:
         def gateway_only(transport: Any) -> str | None:
