@@ -458,3 +458,32 @@ def test_the_simulator_answers_unconfirmed_with_tx_status_1_every_other_time() -
     assert [b'<field name="TxStatus">1</field>' in f for f in frames] == [True, False]
     assert all(ADAPTER.decode_answer(f, instruction(1).__class__(**{**instruction(1).__dict__, "seq_no": "S1"}))
                == Receipt("B3", "S1", "S1") for f in frames)
+
+
+def test_the_banks_probe_on_its_own_connection_is_answered_there_and_closed() -> None:
+    from twisted.internet.testing import StringTransport
+
+    from gateway.exchange import InboundFactory
+
+    link, bank, dispatcher, clock = signed_on()
+    proto = InboundFactory(link, timeout=5.0).buildProtocol(None)
+    transport = StringTransport()
+    proto.makeConnection(transport)
+    probe = ADAPTER.encode(Heartbeat("D0000020171130004711", "D00000"), sender="D00000", receiver=GATEWAY)
+    proto.dataReceived(probe)
+    answer = ADAPTER.decode(transport.value())
+    assert type(answer).__name__ == "HeartbeatAnswer" and transport.disconnecting
+    assert transport.value()[6:7] == b"0"  # as the deployed centre flags its SYS600 reply
+
+
+def test_a_connection_that_says_nothing_is_closed_after_the_timeout() -> None:
+    from twisted.internet.testing import StringTransport
+
+    from gateway.exchange import InboundFactory
+
+    link, bank, dispatcher, clock = signed_on()
+    proto = InboundFactory(link, timeout=5.0).buildProtocol(None)
+    transport = StringTransport()
+    proto.makeConnection(transport)
+    clock.advance(5.0)
+    assert transport.disconnecting and transport.value() == b""
