@@ -59,6 +59,20 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _free_ports(names: Any) -> dict[str, int]:
+    """A distinct free loopback port per name (all held open until each is chosen)."""
+    held = []
+    try:
+        for _ in names:
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            held.append(s)
+        return {name: int(s.getsockname()[1]) for name, s in zip(names, held)}
+    finally:
+        for s in held:
+            s.close()
+
+
 def _registries() -> tuple[dict[str, Any], dict[str, Any]]:
     accounts = {b["account"]: {"bank": bank_id, "centre": CENTRE, "name": b["account_name"], "type": b["type"]}
                 for bank_id, b in BANKS.items()}
@@ -68,7 +82,8 @@ def _registries() -> tuple[dict[str, Any], dict[str, Any]]:
 def write_demo_config(directory: Path, *, ports: dict[str, int] | None = None,
                       ledger_url: str | None = None) -> Path:
     """Write ``DIR/gateway.toml`` for the demo (keys in ``DIR/keys``, database in ``DIR/var``)."""
-    ports = ports or {name: _free_port() for name in ("api", "ops", *BANKS)}
+    ports = ports or _free_ports(("api", "ops", *BANKS,
+                                  *(f"{b}_peer" for b, v in BANKS.items() if v.get("connection") == "per_request")))
     banks: dict[str, Any] = {}
     for bank_id, b in BANKS.items():
         endpoint = (f"tcp:{ports[bank_id]}:interface=127.0.0.1" if b["direction"] == "listen"
