@@ -17,4 +17,5 @@ BENCHMARKS: dict[str, str] = {
     "adapters": "bench.adapter_codecs",
     "ledger": "bench.ledger",
     "memory": "bench.memory",
+    "bdc-exchange": "bench.bdc_exchange",
 }

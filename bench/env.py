@@ -152,6 +152,11 @@ def _extra_banks(data: dict[str, Any], count: int) -> None:
             "endpoint": f"tcp:{port}:interface=127.0.0.1" if listen else f"tcp:127.0.0.1:{port}",
             "window": template["window"],
         }
+        if template.get("connection") == "per_request":  # bdc as deployed: the other direction too
+            data["banks"][bank_id]["connection"] = "per_request"
+            other = free_port()
+            data["banks"][bank_id]["peer_endpoint"] = (f"tcp:127.0.0.1:{other}" if listen
+                                                       else f"tcp:{other}:interface=127.0.0.1")
         data["accounts"][f"62300000{i + 1:08d}"] = {"bank": bank_id, "centre": CENTRE,
                                                      "name": f"示例中心专户{i + 1:03d}", "type": "collection"}
 

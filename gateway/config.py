@@ -183,6 +183,8 @@ class CentreConfig:
     unit_no: str
     name: str
     ca: Path | None = None
+    cust_no: str = ""        # bdc CustNo: the customer number the banks gave this centre
+    oper_no: str = ""        # bdc OperNo: the operator its requests name ("" = the adapter's own)
 
 
 @dataclass(frozen=True)
@@ -271,6 +273,9 @@ class BankConfig:
     front_end: FrontEndConfig | None = None
     # Status inquiries for what the bank confirmed (gateway.outbox.Schedule); None: [timeouts].
     status: StatusPolicy | None = None
+    connection: str = "persistent"      # or "per_request": a connection per request/answer
+    peer_endpoint: str | None = None    # per_request: the other direction's endpoint
+    request_timeout: float = 60.0       # per_request: seconds an exchange may take
 
     @property
     def listens(self) -> bool:
@@ -438,13 +443,16 @@ _TIMEOUT_SECONDS = ("heartbeat_interval", "dead_after", "receipt_timeout", "resu
                     "status_query_interval", "max_feed_wait", "balance_query_interval",
                     "refuse_when_link_down_for", "shutdown_drain", "lease_ttl")
 _TIMEOUT_KEYS = _TIMEOUT_SECONDS + ("status_query_attempts",)
-_CENTRE_KEYS = ("unit_no", "name", "ca")
+_CENTRE_KEYS = ("unit_no", "name", "ca", "cust_no", "oper_no")
+_HEAD_CODE = re.compile(r"[0-9A-Za-z_-]{1,32}")  # bdc CustNo / OperNo
 _BANK_KEYS = ("name", "adapter", "node", "direction", "endpoint", "window", "ca", "signature_alg",
-              "signing_key", "pain001_version", "front_end")
+              "signing_key", "pain001_version", "front_end", "connection", "peer_endpoint",
+              "request_timeout")
 PAIN001_VERSIONS = ("pain.001.001.09", "pain.001.001.03")
 """Values of ``banks.X.pain001_version`` (iso20022 banks only)."""
 _STATUS_KEYS = ("status_first_after", "status_interval", "status_backoff", "status_max_interval",
                 "status_attempts", "status_give_up_after", "status_before_resend")
+BANK_CONNECTIONS = ("persistent", "per_request")
 INSTRUCTION_SIGNATURE_ALGS = ("none", "ed25519", "ecdsa-p256-sha256", "sm2-sm3")
 """Values of ``banks.X.signature_alg`` ("sm2-sm3" needs the ``sm`` extra: GmSSL's binding)."""
 _ACCOUNT_KEYS = ("bank", "centre", "name", "type", "bank_code")
@@ -671,13 +679,16 @@ class _Checker:
             unit_no = self.string(entry, at, "unit_no", pattern=_UNIT_NO, what="must be 15 digits")
             name = self.label(entry, at, "name", _LABEL_MAX)
             ca = self.file_path(entry, at, "ca", default=None)
+            heads = {key: self.string(entry, at, key, pattern=_HEAD_CODE,
+                                      what="must be 1-32 of A-Z a-z 0-9 _ -") or ""
+                     for key in ("cust_no", "oper_no") if key in entry}
             if unit_no is not None:
                 if unit_no in unit_of:
                     self.problem(at + ("unit_no",),
                                  f"same unit_no as {_dotted(('centres', unit_of[unit_no]))}")
                 unit_of.setdefault(unit_no, centre_id)
             if unit_no is not None and name is not None:
-                found[centre_id] = CentreConfig(centre_id, unit_no, name, ca)
+                found[centre_id] = CentreConfig(centre_id, unit_no, name, ca, **heads)
         return found
 
     def banks(self, table: dict[str, Any], gateway_node: str | None) -> dict[str, BankConfig]:
@@ -719,13 +730,17 @@ class _Checker:
             pain001 = self.pain001_version(entry, at, adapter, signing)
             front_end = self.front_end(entry, at, adapter)
             status = self.status_policy(entry, at)
+            exchange = self.connection(entry, at, direction, adapter)
             if (name is not None and adapter is not None and node is not None
                     and direction is not None and endpoint is not None and window is not None
                     and signing is not None and pain001 is not None and front_end is not False
-                    and status is not None):
+                    and status is not None and exchange is not None):
+                connection, peer_endpoint, request_timeout = exchange
                 found[bank_id] = BankConfig(bank_id, name, adapter, node, direction, endpoint,
                                             window, ca, *signing, pain001_version=pain001,
-                                            front_end=front_end or None, status=status or None)
+                                            front_end=front_end or None, status=status or None,
+                                            connection=connection, peer_endpoint=peer_endpoint,
+                                            request_timeout=request_timeout)
         return found
 
     def pain001_version(self, entry: Mapping[str, Any], at: _Path, adapter: str | None,
@@ -828,6 +843,41 @@ class _Checker:
             return None
         return StatusPolicy(given["status_first_after"], interval, float(backoff), cap, attempts,
                             given["status_give_up_after"], before_resend)
+
+
+    def connection(self, entry: Mapping[str, Any], at: _Path, direction: str | None,
+                   adapter: str | None) -> tuple[str, str | None, float] | None:
+        """A bank's ``connection``, ``peer_endpoint`` and ``request_timeout``.
+
+        The default is the protocol's deployed model: ``per_request`` for bdc,
+        ``persistent`` otherwise.  ``per_request`` needs the other direction's endpoint
+        when the gateway listens (it must dial the bank for its own requests); when it
+        dials, the listener for the bank's pushes is optional.
+        """
+        if adapter is None:
+            return None  # already reported; which model applies is unknown
+        connection = "per_request" if adapter == "bdc" else "persistent"
+        if "connection" in entry:
+            connection = self.string(entry, at, "connection") or ""
+            if connection not in BANK_CONNECTIONS:
+                if connection:
+                    self.problem(at + ("connection",), f'must be "persistent" or "per_request", '
+                                                      f"not {_show(connection)}")
+                return None
+        peer = None
+        if "peer_endpoint" in entry or (connection == "per_request" and direction == "listen"):
+            if connection != "per_request":
+                self.problem(at + ("peer_endpoint",), 'only for connection = "per_request"')
+                return None
+            if direction is None:
+                return None
+            peer = self.endpoint(entry, at, "peer_endpoint", listen=direction == "connect")
+            if peer is None:
+                return None
+        timeout = self.seconds(entry, at, "request_timeout", 60.0)
+        if timeout is None:
+            return None
+        return connection, peer, timeout
 
     def instruction_signing(self, entry: Mapping[str, Any],
                             at: _Path) -> tuple[str, Path | None] | None:

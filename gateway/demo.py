@@ -28,7 +28,10 @@ __all__ = ["BANKS", "CENTRE", "write_demo_config", "write_ledger_config", "run_d
 
 CENTRE = "C52240"
 BANKS: dict[str, dict[str, str]] = {
+    # bdc as deployed: a connection per request; the bank dials in with its notices and
+    # the gateway dials the bank with its requests (peer_endpoint).
     "B001": {"name": "示例银行", "adapter": "bdc", "node": "105000", "direction": "listen",
+             "connection": "per_request",
              "account": "6200001111222233", "account_name": "示例中心归集户", "type": "collection",
              "bank_code": "105100000017"},
     "B002": {"name": "另一银行", "adapter": "b2e", "node": "102000", "direction": "connect",
@@ -60,6 +63,20 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _free_ports(names: Any) -> dict[str, int]:
+    """A distinct free loopback port per name (all held open until each is chosen)."""
+    held = []
+    try:
+        for _ in names:
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            held.append(s)
+        return {name: int(s.getsockname()[1]) for name, s in zip(names, held)}
+    finally:
+        for s in held:
+            s.close()
+
+
 def _registries() -> tuple[dict[str, Any], dict[str, Any]]:
     accounts = {b["account"]: {"bank": bank_id, "centre": CENTRE, "name": b["account_name"], "type": b["type"],
                                "bank_code": b["bank_code"]}
@@ -70,13 +87,19 @@ def _registries() -> tuple[dict[str, Any], dict[str, Any]]:
 def write_demo_config(directory: Path, *, ports: dict[str, int] | None = None,
                       ledger_url: str | None = None) -> Path:
     """Write ``DIR/gateway.toml`` for the demo (keys in ``DIR/keys``, database in ``DIR/var``)."""
-    ports = ports or {name: _free_port() for name in ("api", "ops", *BANKS)}
+    ports = ports or _free_ports(("api", "ops", *BANKS,
+                                  *(f"{b}_peer" for b, v in BANKS.items() if v.get("connection") == "per_request")))
     banks: dict[str, Any] = {}
     for bank_id, b in BANKS.items():
         endpoint = (f"tcp:{ports[bank_id]}:interface=127.0.0.1" if b["direction"] == "listen"
                     else f"tcp:127.0.0.1:{ports[bank_id]}")
         banks[bank_id] = {"name": b["name"], "adapter": b["adapter"], "node": b["node"],
                           "direction": b["direction"], "endpoint": endpoint, "window": 256}
+        if b.get("connection") == "per_request":
+            peer = ports.get(f"{bank_id}_peer") or _free_port()
+            # The bank listens for the gateway's requests: at most 16 connections at once.
+            banks[bank_id].update(connection="per_request", window=16,
+                                  peer_endpoint=f"tcp:127.0.0.1:{peer}")
     accounts, counterparties = _registries()
     data: dict[str, Any] = {
         "gateway": {"node": "D00000", "database": "sqlite:///var/gateway.db"},
@@ -245,6 +268,8 @@ def run_demo(args: argparse.Namespace) -> int:
           f"console https://localhost:{ports['console']}/, metrics http://127.0.0.1:{ports['ledger_ops']}/metrics")
     for bank_id, b in BANKS.items():
         how = "the gateway listens, the bank dials in" if b["direction"] == "listen" else "the gateway dials the bank"
+        if b.get("connection") == "per_request":
+            how = "a connection per request, both ways (as deployed)"
         print(f"  bank {bank_id} ({b['name']}, {b['adapter']}, node {b['node']}): {how}")
     if faults:
         print(f"  bank offences on purpose: {', '.join(sorted(faults))} (every {args.fault_every} transfers)")

@@ -3,9 +3,10 @@
 After the handshake the peer's certificate must name this bank
 (``hpf://bank/ID``); then the gateway signs on, answers and sends heartbeats,
 drops a silent peer, and hands every other decoded message, with its
-original bytes, to the bank's :class:`~gateway.relay.BankDispatcher`.  Any
-framing or decoding error closes the connection: on a byte stream nothing
-after a bad frame can be trusted.
+original bytes, to the bank's :class:`~gateway.relay.BankDispatcher`.  A
+framing error closes the connection: on a byte stream nothing after a bad
+frame header can be trusted.  A well-framed message that does not decode is
+refused on its own (:func:`refuse_message`) and the connection goes on.
 """
 
 from __future__ import annotations
@@ -108,10 +109,14 @@ class BankLinkProtocol(Protocol):
         except AdapterError as e:
             return self._refuse(str(e))
         for frame in frames:
+            self._last_rx = self.link.clock.seconds()
             try:
                 messages = msg.decode_all(self.link.adapter, frame)
             except AdapterError as e:
-                return self._refuse(str(e))
+                answer = refuse_message(self.link, frame, e)
+                if answer is not None:
+                    self.transport.write(answer)
+                continue
             self._last_rx = self.link.clock.seconds()
             self.link.metrics.frames.labels(self.bank, "in").inc()
             for message in messages:
@@ -154,6 +159,23 @@ class BankLinkProtocol(Protocol):
                 and now - self._last_probe >= self.link.heartbeat_interval:
             self._last_probe = now
             self.send(msg.Heartbeat(self.link.dispatcher.next_seq(), self.link.gateway_node))
+
+
+def refuse_message(link: Any, frame: bytes, error: AdapterError) -> bytes | None:
+    """Record one well-framed message that did not decode; the protocol's refusal to send back.
+
+    Counted (``refused{reason=bad_message}``, or ``answer_refused`` for an answer saying the
+    call itself failed) and logged; the refusal frame comes from the adapter's optional
+    ``refusal(frame, sender=, seq_no=)`` and is None when the protocol has none for it.
+    """
+    bank = link.bank.id
+    kind = "answer_refused" if hasattr(error, "tx_code") else "bad_message"
+    link.metrics.refused.labels(f"bank:{bank}", kind).inc()
+    log.warn("link." + kind, bank=bank, reason=str(error), frame_bytes=len(frame))
+    refusal = getattr(link.adapter, "refusal", None)
+    if refusal is None or kind != "bad_message":
+        return None
+    return refusal(frame, sender=link.gateway_node, seq_no=link.dispatcher.next_seq())
 
 
 def _peer_ip(transport: Any) -> str:

@@ -15,10 +15,12 @@ from twisted.logger import Logger
 from twisted.internet.endpoints import serverFromString
 from twisted.web.server import Site
 
-from adapters.base import Adapter, load_adapter
+from adapters.base import load_adapter
 from gateway.centre_api import CentreApi, Intake, ResultsFeed, connection_limits
-from gateway.config import BankConfig, GatewayConfig
+from gateway.config import GatewayConfig
 from gateway.lease import LeaseKeeper
+from gateway.exchange import (IgnoredFieldsCollector, ExchangeLink, make_exchange_link,
+                              make_exchange_service)
 from gateway.links import BankLink, make_link_service
 from gateway.metrics import GatewayMetrics
 from gateway.ops import make_ops_site
@@ -169,7 +171,7 @@ class Gateway:
     relay: Relay
     api: CentreApi
     metrics: GatewayMetrics
-    links: dict[str, BankLink]
+    links: dict[str, BankLink | ExchangeLink]
     listeners: dict[str, StreamServerEndpointService]
     forwarder: Any = None
     tls_options: dict[str, ReloadableOptions] = field(default_factory=dict)
@@ -256,7 +258,7 @@ class _LinkOwnership:
     port Deferred), so every gain builds the link's service afresh.
     """
 
-    def __init__(self, reactor: Any, link: BankLink, options: Any) -> None:
+    def __init__(self, reactor: Any, link: BankLink | ExchangeLink, options: Any) -> None:
         self.reactor, self.link, self.options = reactor, link, options
         self.service: Any = None
 
@@ -265,7 +267,7 @@ class _LinkOwnership:
         dispatcher.activate(dispatcher.owner, dispatcher.lease_name, epoch).addErrback(
             lambda f: log.failure("relay.load_failed", f, bank=dispatcher.bank.id))
         if self.service is None:
-            self.service = make_link_service(self.reactor, self.link, self.options)
+            self.service = _link_service(self.reactor, self.link, self.options)
             self.service.startService()
 
     def lost(self) -> None:
@@ -276,6 +278,20 @@ class _LinkOwnership:
         self.link.dispatcher.deactivate()
 
 
+def _link_service(reactor: Any, link: Any, options: Any) -> Any:
+    """The service keeping ``link``: a persistent session, or per-request exchanges."""
+    if isinstance(link, ExchangeLink):
+        return make_exchange_service(reactor, link, options)
+    return make_link_service(reactor, link, options)
+
+
+def _adapter_for(config: GatewayConfig, bank: Any) -> Any:
+    """Bank ``bank``'s adapter, tuned to the gateway's config when it offers ``for_gateway``."""
+    adapter = load_adapter(bank.adapter)
+    tune = getattr(adapter, "for_gateway", None)
+    return tune(config, bank) if tune is not None else adapter
+
+
 def makeService(config: GatewayConfig, reactor: Any) -> Gateway:  # noqa: N802 (Twisted convention)
     """Wire the database, relay, bank links, centre API and ops listener under one MultiService."""
     top = OrderedMultiService()
@@ -284,8 +300,9 @@ def makeService(config: GatewayConfig, reactor: Any) -> Gateway:  # noqa: N802 (
     # head, leases) past the point where another node takes its leases over.
     db = Database(reactor, config.database, idle_in_transaction_timeout=config.timeouts.lease_ttl / 2)
     db.setServiceParent(top)
-    adapters = {bank_id: _bank_adapter(bank) for bank_id, bank in config.banks.items()}
+    adapters = {bank_id: _adapter_for(config, bank) for bank_id, bank in config.banks.items()}
     relay = Relay(config, db, reactor, metrics, adapters)
+    metrics.registry.register(IgnoredFieldsCollector(adapters))
     relay.setServiceParent(top)
 
     feed = ResultsFeed()
@@ -318,17 +335,23 @@ def makeService(config: GatewayConfig, reactor: Any) -> Gateway:  # noqa: N802 (
     # connections) when it loses it.  SQLite is one node's own file: that node
     # owns everything, with no leases to renew.
     shared = not config.database.startswith("sqlite")
-    links: dict[str, BankLink] = {}
+    links: dict[str, BankLink | ExchangeLink] = {}
     keepers: dict[str, LeaseKeeper] = {}
     ttl = config.timeouts.lease_ttl
     for bank_id, bank in config.banks.items():
         dispatcher = relay.dispatchers[bank_id]
-        link = BankLink(bank, adapters[bank_id], dispatcher, reactor, metrics,
-                        gateway_node=config.node, heartbeat_interval=config.timeouts.heartbeat_interval,
-                        dead_after=config.timeouts.dead_after)
+        if bank.connection == "per_request":
+            link = make_exchange_link(reactor, bank, adapters[bank_id], dispatcher, metrics,
+                                      tls_options[f"bank_{bank_id}"], gateway_node=config.node,
+                                      heartbeat_interval=config.timeouts.heartbeat_interval,
+                                      dead_after=config.timeouts.dead_after)
+        else:
+            link = BankLink(bank, adapters[bank_id], dispatcher, reactor, metrics,
+                            gateway_node=config.node, heartbeat_interval=config.timeouts.heartbeat_interval,
+                            dead_after=config.timeouts.dead_after)
         links[bank_id] = link
         if not shared:
-            make_link_service(reactor, link, tls_options[f"bank_{bank_id}"]).setServiceParent(top)
+            _link_service(reactor, link, tls_options[f"bank_{bank_id}"]).setServiceParent(top)
             continue
         dispatcher.active = False
         dispatcher.owner = config.instance
@@ -377,11 +400,3 @@ def makeService(config: GatewayConfig, reactor: Any) -> Gateway:  # noqa: N802 (
     ops_service.setServiceParent(top)
     listeners["ops"] = ops_service
     return gateway
-
-
-def _bank_adapter(bank: BankConfig) -> Adapter:
-    """The bank's adapter, told the pain.001 version when the bank's config names one."""
-    adapter = load_adapter(bank.adapter)
-    if bank.pain001_version:
-        adapter = type(adapter)(pain001=bank.pain001_version)  # type: ignore[call-arg]
-    return adapter

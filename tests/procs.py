@@ -23,8 +23,11 @@ HPF = [sys.executable, "-m", "gateway.cli"]
 
 
 def prepare(tmp: Path, *, timeouts: dict[str, float] | None = None, limits: dict[str, Any] | None = None,
-            ledger: dict[str, Any] | None = None) -> GatewayConfig:
-    """Keys, a config and a migrated SQLite database in ``tmp`` (the demo's layout)."""
+            ledger: dict[str, Any] | None = None,
+            banks: dict[str, dict[str, Any]] | None = None) -> GatewayConfig:
+    """Keys, a config and a migrated SQLite database in ``tmp`` (the demo's layout).
+
+    ``banks`` changes keys of the demo's banks (a persistent connection drops ``peer_endpoint``)."""
     init_dev_pki(tmp / "keys", banks=list(BANKS), centres=["C52240"])
     path = write_demo_config(tmp)
     data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -34,6 +37,10 @@ def prepare(tmp: Path, *, timeouts: dict[str, float] | None = None, limits: dict
         data["limits"].update(limits)
     if ledger:
         data["ledger"] = ledger
+    for bank_id, fields in (banks or {}).items():
+        data["banks"][bank_id].update(fields)
+        if fields.get("connection") == "persistent":
+            data["banks"][bank_id].pop("peer_endpoint", None)
     path.write_text(render_toml(data), encoding="utf-8")
     config = load_config(path)
     migrate.upgrade(config.database)

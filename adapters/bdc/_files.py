@@ -7,7 +7,10 @@ complete zlib stream.
 
 Account-change lines (§5.4, SBDC100 notices and BDC113 details) have 23 ``|``-separated
 columns, each followed by ``|``.  Only the columns :class:`adapters.base.Entry` has a place
-for are kept; the others are written empty or with the constants the samples show.
+for are kept; the others are written empty or with the constants the samples show.  Read
+as deployed systems write them: more than 23 columns (the public centre-side notice bean
+has a 24th), a line number of any serial form, amounts as any decimal exact in fen, CurrNo
+and CurrIden in either order, bank numbers of any length up to 20.
 """
 
 from __future__ import annotations
@@ -26,7 +29,9 @@ MAX_FILE_TEXT = 4 * 1024 * 1024
 
 _HEX = re.compile(r"(?:[0-9A-Fa-f]{2})*")
 _COLUMNS = 23
-_LINE_NO = re.compile(r"[0-9]{1,10}")
+_LINE_NO = re.compile(r"[0-9A-Za-z]{1,32}")  # 1, 2, ... or a serial (the public simulator's)
+BANK_NO = re.compile(r"[0-9A-Za-z]{1,20}")
+"""A bank or branch number in a file column: 12-digit CNAPS codes and shorter bank codes."""
 _NULL = "null"  # bank files may write this for an empty value (PROTOCOL.md §5.1)
 
 
@@ -114,8 +119,8 @@ def format_entries(entries: tuple[Entry, ...]) -> str:
             "",                                          # overdraft available
             "",                                          # voucherType
             "",                                          # voucherNo
-            v.match(f + "counterparty_bank_code", e.counterparty_bank_code, v.BANK_CODE,
-                    "must be a 12-digit branch code", optional=True),
+            v.match(f + "counterparty_bank_code", e.counterparty_bank_code, BANK_NO,
+                    "must be 1-20 letters or digits", optional=True),
             _column(f + "summary", e.summary, v.MEMO_LEN),
             "Y" if e.reversal else "N",
             "00",
@@ -138,14 +143,16 @@ def parse_entries(file_text: str) -> tuple[Entry, ...]:
         if line[cut + 1:].strip():
             raise AdapterError(f"{where}: text after the last separator")
         cols = [("" if c == _NULL else c) for c in line[:cut].split("|")]
-        if len(cols) != _COLUMNS:
-            raise AdapterError(f"{where}: {len(cols)} columns, expected {_COLUMNS}")
+        if len(cols) < _COLUMNS:
+            raise AdapterError(f"{where}: {len(cols)} columns, expected at least {_COLUMNS}")
         f = where + " "
         v.match(f + "no", cols[0], _LINE_NO, "must be a line number")
-        if cols[12] not in ("156", ""):
-            raise AdapterError(f"{f}CurrNo: only CNY (156) is carried, not {v.show(cols[12])}")
-        if cols[13] not in ("1", ""):
-            raise AdapterError(f"{f}CurrIden: only 1 is carried, not {v.show(cols[13])}")
+        for index in range(_COLUMNS, len(cols)):  # later additions (a scan-file column): bounded, not kept
+            v.text(f"{f}column {index + 1}", cols[index], v.OTHER_LEN)
+        # The deployed centre swaps CurrNo and CurrIden in places: either order is CNY.
+        if {cols[12], cols[13]} - {"156", "1", ""} or cols[12] == cols[13] != "":
+            raise AdapterError(f"{f}CurrNo/CurrIden: only CNY (156, 1) is carried, not "
+                               f"{v.show(cols[12])}/{v.show(cols[13])}")
         if cols[20] not in ("Y", "N", ""):
             raise AdapterError(f"{f}redo: must be Y or N, not {v.show(cols[20])}")
         for index, max_len in ((3, v.OTHER_LEN), (9, v.OTHER_LEN), (10, v.OTHER_LEN),
@@ -160,8 +167,8 @@ def parse_entries(file_text: str) -> tuple[Entry, ...]:
             time=v.parse_time(f + "time", cols[8]),
             counterparty_account=v.text(f + "opponentAcct", cols[4], v.OTHER_LEN),
             counterparty_name=v.text(f + "opponentName", cols[5], v.NAME_LEN),
-            counterparty_bank_code=v.match(f + "opponentBankNo", cols[18], v.BANK_CODE,
-                                           "must be a 12-digit branch code", optional=True),
+            counterparty_bank_code=v.match(f + "opponentBankNo", cols[18], BANK_NO,
+                                           "must be 1-20 letters or digits", optional=True),
             balance_after=None if cols[14] == "" else v.parse_amount(f + "balance", cols[14]),
             summary=v.text(f + "summary", cols[19], v.MEMO_LEN),
             remark=v.text(f + "remark", cols[11], v.MEMO_LEN),

@@ -2,8 +2,9 @@
 
 Grammar (PROTOCOL.md §2.1): ``<message><head>field*</head><body>field* field-list*</body>
 </message>``, every element named by a ``name`` attribute (``pin`` may accompany it).
-Reading refuses stray text, unknown elements and attributes, and duplicate names; which
-names a message may carry is decided by its :class:`Shape`.
+Reading refuses stray text, unknown elements and attributes, and duplicate names.  Field
+names a message's :class:`Shape` does not define are ignored (the deployed centre ignores
+them too) and reported in :attr:`Doc.ignored` so that the link can count them.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from . import _files
 from . import _values as v
 
 __all__ = ["Shape", "Doc", "Fields", "CENTRE", "PUSHED", "RESPONSE", "REQUEST_HEADS",
-           "REQUEST_BODIES", "RESPONSE_BODIES", "read_doc", "check_shape", "read_file", "check", "render"]
+           "REQUEST_BODIES", "RESPONSE_BODIES", "read_doc", "check_shape", "read_files", "check", "render"]
 
 _PROLOGUE = '<?xml version="1.0" encoding="GBK"?>\n<message><head>'
 
@@ -31,9 +32,11 @@ _CENTRE_HEAD = ("SendDate", "SendTime", "SendSeqNo", "TxUnitNo", "SendNode", "Tx
 _CENTRE_REQUIRED = frozenset(_CENTRE_HEAD) - {"CustNo"}
 _PUSHED_HEAD = ("SendDate", "SendTime", "SendSeqNo", "SendNode", "TxCode", "ReceiveNode",
                 "BDCDate", "BDCTime", "BDCSeqNo")
+# The twelve fields of the deployed answer head (PROTOCOL.md §3.2); only TxStatus and
+# TxCode are needed to read one.  SendSeqNo is our echo extension for persistent links.
 _RESPONSE_HEAD = ("TxStatus", "RtnCode", "RtnMessage", "ReceiveDate", "ReceiveTime",
                   "ReceiveSeqNo", "ReceiveNode", "TxCode", "BDCDate", "BDCTime", "BDCSeqNo",
-                  "SendNode", "SendSeqNo")
+                  "SendNode")
 
 
 @dataclass(frozen=True)
@@ -55,28 +58,36 @@ def _shape(required: str = "", optional: str = "", groups: str = "") -> Shape:
 
 CENTRE = Shape(_CENTRE_REQUIRED, frozenset({"CustNo"}))
 PUSHED = Shape(frozenset(_PUSHED_HEAD))
-RESPONSE = Shape(frozenset(_RESPONSE_HEAD))
+RESPONSE = Shape(frozenset({"TxStatus", "TxCode"}),
+                 frozenset(_RESPONSE_HEAD) | {"SendSeqNo"})
 
 REQUEST_HEADS: dict[str, tuple[Shape, ...]] = {
-    "BDC001": (CENTRE,), "SYS600": (CENTRE, PUSHED), "BDC109": (CENTRE,),
+    "BDC001": (CENTRE,), "SYS600": (CENTRE, PUSHED), "BDC101": (CENTRE,), "BDC109": (CENTRE,),
     "BDC110": (CENTRE,), "BDC123": (CENTRE,), "SBDC100": (PUSHED,),
 }
 REQUEST_BODIES: dict[str, Shape] = {
     "BDC001": _shape(),
     "SYS600": _shape(),
+    # Single payment: principal (CapAmt) and interest (IntAmt, here always empty) legs.
+    "BDC101": _shape("SettleType BusType DeAcctNo DeAcctName DeAcctClass CapAmt CrAcctNo "
+                     "CrAcctName CrAcctClass CrBankClass Amt",
+                     "DeIntAcctNo DeIntAcctName DeIntAcctClass DeIntCrAcct IntAmt CrBankName "
+                     "CrChgNo RefAcctNo RefSeqNo1 RefSeqNo2 Summary Remark Signature"),
     "BDC109": _shape("SettleType BusType DeAcctNo DeAcctName DeAcctClass CrAcctNo CrAcctName "
-                     "CrAcctClass CrBankClass Amt Summary Remark",
-                     "CrBankName CrChgNo RefAcctNo RefSeqNo Signature"),
+                     "CrAcctClass CrBankClass Amt",
+                     "CrBankName CrChgNo RefAcctNo RefSeqNo Summary Remark Signature"),
     "BDC110": _shape("TxDate TxSeqNo"),
     "BDC123": _shape("CurrNo CurrIden AcctNo AcctType"),
     "SBDC100": _shape(groups="FILE_LIST"),
 }
 RESPONSE_BODIES: dict[str, Shape] = {
-    "BDC001": _shape("HandKey"),
+    "BDC001": _shape(optional="HandKey"),
     "SYS600": _shape(),
-    "BDC109": _shape("HostStatus", "HostSeqNo"),
+    "BDC101": _shape(optional="HostStatus CapHostSeqNo IntHostSeqNo"),
+    "BDC109": _shape(optional="HostStatus HostSeqNo"),
     # IntHostSeqN is the protocol's own misspelling; the correct spelling is tolerated too.
-    "BDC110": _shape("OldTxStatus", "HostSeqNo IntHostSeqN IntHostSeqNo PenHostSeqNo "
+    # TxSeqNo is our echo extension; the deployed answer never carries it.
+    "BDC110": _shape(optional="OldTxStatus HostSeqNo IntHostSeqN IntHostSeqNo PenHostSeqNo "
                      "FineHostSeqNo OldBatchNo TxSeqNo"),
     "BDC123": _shape("AcctNo AcctName AcctBal AcctRestBal AcctOverBal AcctStatus"),
     "BDC113": _shape(optional="AcctNo", groups="FILE_LIST"),
@@ -93,6 +104,7 @@ class Doc:
     head: dict[str, str]
     body: dict[str, str]
     groups: dict[str, etree._Element] = field(default_factory=dict)
+    ignored: set[str] = field(default_factory=set)   # field names read and not defined
 
 
 def _blank(s: str | None) -> bool:
@@ -174,17 +186,13 @@ def read_doc(root: etree._Element) -> Doc:
 
 
 def check_shape(values: dict[str, str], groups: dict[str, etree._Element], shape: Shape,
-                 where: str, *, enforce_required: bool = True) -> None:
-    names = values.keys()
-    unknown = names - shape.allowed
-    if unknown:
-        raise AdapterError(f"{where}: field {v.show(min(unknown))} is not defined here")
-    if groups:
-        unknown = groups.keys() - shape.groups
-        if unknown:
-            raise AdapterError(f"{where}: field-list {v.show(min(unknown))} is not defined here")
+                where: str, *, enforce_required: bool = True, ignored: set[str] | None = None) -> None:
+    """Refuse a missing required field; names the shape does not define go into ``ignored``."""
+    if ignored is not None:
+        ignored.update(values.keys() - shape.allowed)
+        ignored.update(groups.keys() - shape.groups)
     if enforce_required:
-        missing = shape.required - names
+        missing = shape.required - values.keys()
         if missing:
             raise AdapterError(f"{where}: required field {min(missing)} missing")
         missing = shape.groups - groups.keys()
@@ -192,24 +200,29 @@ def check_shape(values: dict[str, str], groups: dict[str, etree._Element], shape
             raise AdapterError(f"{where}: required field-list {min(missing)} missing")
 
 
-def read_file(doc: Doc, where: str) -> tuple[str, str]:
-    """(NAME, file text) of row 0 of FILE_LIST."""
-    group = doc.groups["FILE_LIST"]
+def read_files(doc: Doc, where: str) -> list[tuple[str, str]]:
+    """(NAME, file text) of every FILE_LIST row, in order.
+
+    As the deployed centre reads them: a row's own name (``0``, ``Name``, ...) does not
+    matter, fields other than NAME and DATA are ignored, and an empty or missing DATA is
+    an empty file.
+    """
+    group = doc.groups.get("FILE_LIST")
+    if group is None:
+        return []
     if len(group.attrib) > 1 or not _blank(group.text):
         raise AdapterError(f"{where}: malformed FILE_LIST")
-    rows = list(group)
-    if len(rows) != 1:
-        raise AdapterError(f"{where}: FILE_LIST must hold exactly one file, found {len(rows)}")
-    row = rows[0]
-    if row.tag not in ("field-list", "field-xxxx") or not _blank(row.tail):
-        raise AdapterError(f"{where}: malformed FILE_LIST row")
-    if _name(row, where) != "0":
-        raise AdapterError(f"{where}: the FILE_LIST row must be named 0")
-    fields, _ = _fields(row, f"{where} FILE_LIST", groups_allowed=False)
-    if set(fields) != {"NAME", "DATA"}:
-        raise AdapterError(f"{where}: a FILE_LIST row holds exactly NAME and DATA")
-    name = v.text("FILE_LIST NAME", fields["NAME"], 128)
-    return name, _files.unpack_data(fields["DATA"])
+    files = []
+    for row in group:
+        if row.tag not in ("field-list", "field-xxxx") or not _blank(row.tail):
+            raise AdapterError(f"{where}: malformed FILE_LIST row")
+        _name(row, where)
+        fields, _ = _fields(row, f"{where} FILE_LIST", groups_allowed=False)
+        doc.ignored.update(f"FILE_LIST.{n}" for n in fields.keys() - {"NAME", "DATA"})
+        name = v.text("FILE_LIST NAME", fields.get("NAME", ""), 128)
+        data = fields.get("DATA", "")
+        files.append((name, _files.unpack_data(data) if data.strip() else ""))
+    return files
 
 
 # -- rendering -----------------------------------------------------------------------
@@ -246,6 +259,9 @@ def render(head: Fields, body: Fields, file: tuple[str, str] | None) -> bytes:
     escape = needs_escape("".join([value for _, value in fields]))
     out = [_PROLOGUE]
     _append_fields(out, head, escape)
+    if not body and not file_fields:
+        out.append("</head><body/></message>")  # an empty body as JAXB writes it
+        return encode_text("".join(out), fields, "gbk", "GBK")
     out.append("</head><body>")
     _append_fields(out, body, escape)
     if file_fields:

@@ -21,7 +21,9 @@ ACCOUNT = re.compile(r"[0-9A-Za-z-]{1,32}")
 UNIT_NO = re.compile(r"[0-9]{15}")
 BANK_CODE = re.compile(r"[0-9]{12}")
 TX_CODE = re.compile(r"[A-Z0-9]{1,10}")
-_AMOUNT = re.compile(r"(-?)(0|[1-9][0-9]{0,15})\.([0-9]{2})")
+# Amounts as deployed systems write them (Java BigDecimal.toString): "0", "-5", "1.5",
+# "12.30", "1000000", "1E+3"; read exactly, refused when not a whole number of fen.
+_AMOUNT_IN = re.compile(r"([+-]?)([0-9]{1,20})(?:\.([0-9]{1,20}))?(?:[Ee]([+-]?[0-9]{1,2}))?")
 _DATE = re.compile(r"[0-9]{8}")
 _TIME = re.compile(r"[0-9]{6}")
 # C0 and C1 controls, DEL, surrogates and non-characters: no bdc text field carries them,
@@ -93,18 +95,32 @@ def format_amount(field: str, fen: object, *, positive: bool = False) -> str:
 
 
 def parse_amount(field: str, value: str, *, positive: bool = False) -> int:
-    """A plain decimal with exactly two places as fen; a sign only where ``positive`` is False."""
-    m = _AMOUNT.fullmatch(value)
+    """Any plain decimal (or Java BigDecimal exponent form) exact in fen, as fen.
+
+    ``0``, ``-5``, ``2000``, ``1.5``, ``12.30`` and ``1E+3`` are all read; a value with a
+    non-zero third decimal is refused (it is not a whole number of fen), never rounded.
+    A sign is refused where ``positive``.
+    """
+    m = _AMOUNT_IN.fullmatch(value)
     if m is None:
-        raise AdapterError(f"{field}: not a plain amount with two decimals, {show(value)}")
-    fen = int(m.group(2)) * 100 + int(m.group(3))
-    if m.group(1):
-        if positive:
+        raise AdapterError(f"{field}: not a decimal amount, {show(value)}")
+    sign, whole, frac, exp = m.group(1), m.group(2), m.group(3) or "", int(m.group(4) or 0)
+    digits = whole + frac
+    scale = len(frac) - exp - 2  # decimal places beyond fen
+    if scale > 0:
+        digits, cut = digits[:-scale] or "0", digits[-scale:]
+        if cut.strip("0"):
+            raise AdapterError(f"{field}: not a whole number of fen, {show(value)}")
+        fen = int(digits)
+    else:
+        fen = int(digits) * 10 ** -scale
+    if sign == "-":
+        if positive and fen:
             raise AdapterError(f"{field}: amount must not be negative")
         fen = -fen
     if positive and fen <= 0:
         raise AdapterError(f"{field}: amount must be greater than zero")
-    if abs(fen) > MAX_FEN:  # unreachable with 16 digits, kept so the bound is stated once
+    if abs(fen) > MAX_FEN:
         raise AdapterError(f"{field}: amount beyond what bdc carries")
     return fen
 

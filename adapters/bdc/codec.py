@@ -5,51 +5,55 @@ messages BDC001/SYS600 and ``'0'`` otherwise, 9 padding bytes written as NUL), a
 big-endian body length, then the GBK XML body in clear: TLS replaces the vendor's body
 encryption, so BDC001's ``HandKey`` travels empty.
 
-Departures from the original protocol, all additions a peer that ignores them still reads:
+Two dialects, one reader (docs/protocols/bdc.md says why):
 
-* **Every response head also carries ``SendSeqNo``**, echoing the serial of the request it
-  answers.  The original opened one connection per request, so the connection told which
-  request an answer belonged to; our links multiplex many requests on one connection and
-  need the echo.  A response without it is refused.
-* BDC110 answers carry body ``TxSeqNo`` (the transaction they are about); BDC113 answers
-  carry body ``AcctNo`` (the account, so an empty statement still names it); BDC109
-  requests may carry body ``Signature`` (base64 of the centre's detached signature).
+* **canonical** (``BdcAdapter(echo=False)``, what a per-request link uses): answers are
+  written exactly as the deployed interface writes them, with the twelve-field answer
+  head and no correlation field; the connection tells which request an answer belongs
+  to, and :meth:`BdcAdapter.decode_answer` binds an answer to its request.
+* **echo** (the registered default, for the opt-in persistent multi-frame link between
+  our own parts): every answer head also carries ``SendSeqNo`` echoing the request, and
+  BDC110 answers body ``TxSeqNo``; a failed BDC109 answer with HostStatus ``1`` is a
+  failure and a failed BDC110 answer with ``TxSeqNo`` and no OldTxStatus is
+  :class:`NotFound`.  A peer that ignores unknown fields (the deployed centre does) still
+  reads every echo frame.
 
-Mapping choices (so that every message survives ``decode(encode(m)) == m``):
+Reading is tolerant in both dialects: no field the deployed heads lack is required,
+unknown fields are ignored and counted (:attr:`BdcAdapter.ignored`), amounts are any
+decimal exact in fen, notice files may have more columns, several rows, empty DATA.
+
+Outcomes as deployed: a BDC109 answer with TxStatus ``0`` (HostStatus ``0`` or absent) is
+a successful :class:`Result`; any other answer is a :class:`Receipt` (the outcome is asked
+with BDC110).  A BDC110 answer with TxStatus ``0`` gives OldTxStatus ``0``/``1``/``2`` as
+success / failure / Receipt (still unknown); a failed BDC110 (and a failed BDC123/BDC113)
+raises :class:`AnswerRefused`, so the query stays unanswered, is asked again, and ends in
+``in_doubt``.
+
+Mapping choices (so that every message survives ``decode(encode(m)) == m`` in the echo
+dialect):
 
 * Request vs response is told by the presence of head ``TxStatus``.
-* A success is TxStatus ``0``, a failure ``1``.  The generic codes and texts (``00000`` /
-  成功 on success, ``10000`` / 失败 on failure) are written when a message has no code or
-  text of its own, and read back as empty strings.
-* BDC109 answers: TxStatus ``2`` is a :class:`Receipt`; ``0`` with HostStatus ``0`` a
-  successful :class:`Result`; ``1`` a failed one.  TxStatus ``0`` with any other HostStatus
-  (values the protocol does not show) is read as a Receipt: the bank has the transfer, and
-  the outcome is left to a status query rather than guessed.
-* BDC110 answers: OldTxStatus ``2`` is a Receipt, ``0``/``1`` a Result (a failure's code
-  and text in the head's RtnCode/RtnMessage); TxStatus ``1`` with RtnCode ``40004`` is
-  :class:`NotFound`.  Any other failed BDC110, BDC123 or BDC113 answer has no neutral
-  message and is refused, naming the bank's code.
+* The generic codes and texts (``00000`` / 成功 on success, ``10000`` / 失败 on failure)
+  are written when a message has no code or text of its own, and read back as empty.
 * A Receipt or Result answers the instruction itself (BDC109) when ``reply_to == ref``,
   otherwise a StatusQuery (BDC110).  ``bank_seq_no`` travels in the head's ``BDCSeqNo``.
 * SYS600 requests use the Centre's head (§3.1) when the sending node is a centre (``C…``)
   and the pushed head (§3.3) otherwise; both are accepted.
-* A same-bank Instruction may leave ``creditor_bank_code`` empty (CrChgNo, as in the
-  protocol's own BDC109 example); a cross-bank one must give the 12-digit code.
-* Fields the neutral messages have no place for are written empty or with the only value
-  the protocol shows (CustNo, CrBankName, RefAcctNo, RefSeqNo, DeAcctClass ``2``, CurrNo
-  ``156``, ...).  On input, purely informational ones are bounded and dropped; ones that
-  could change what a message means (RefAcctNo, RefSeqNo, another currency, SettleType
-  ``3``) are refused rather than silently lost.
+* Requests are filled as the deployed centre fills them: TxUnitNo, CustNo and OperNo from
+  the centre's profile (:class:`CentreProfile`), CrBankName from the creditor's bank code,
+  the centre's reference in both Summary and RefSeqNo so that it returns in notices.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import datetime as _dt
 import zlib
 from dataclasses import dataclass
-from typing import Callable, ClassVar
+from collections import Counter
+from typing import Callable, ClassVar, Mapping
 
 from lxml import etree
 
@@ -60,20 +64,49 @@ from adapters.base import AdapterError
 from . import _files
 from . import _values as v
 from ._frame import HEADER_LEN, MAX_BODY, BdcFramer, check_header
+from .cipher import BodyCipher
 from ._message import (CENTRE, PUSHED, REQUEST_BODIES, REQUEST_HEADS, RESPONSE, RESPONSE_BODIES,
-                       Doc, Fields, check, check_shape, read_doc, read_file, render)
+                       Doc, Fields, check, check_shape, read_doc, read_files, render)
 
-__all__ = ["BdcAdapter", "BdcFramer", "MAX_BODY", "HEADER_LEN", "OPER_NO"]
+__all__ = ["BdcAdapter", "BdcFramer", "MAX_BODY", "HEADER_LEN", "OPER_NO", "CentreProfile",
+           "AnswerRefused"]
 
 OPER_NO = "hpf-gateway"
+"""OperNo written for a centre with no profile (the deployed centre takes it from its config)."""
+
+# CrBankName by the creditor's 3-digit bank code, as the public centre-side code names them.
+BANK_NAMES = {"102": "中国工商银行股份有限公司", "103": "中国农业银行股份有限公司",
+              "104": "中国银行股份有限公司", "105": "中国建设银行股份有限公司", "301": "交通银行"}
+
+
+@dataclass(frozen=True)
+class CentreProfile:
+    """How one centre fills the heads of its requests (config ``[centres.X]``)."""
+
+    unit_no: str = ""      # TxUnitNo: the 15-digit institution code
+    cust_no: str = ""      # CustNo: the customer number the bank gave the centre
+    oper_no: str = OPER_NO  # OperNo: the operator
+
+
+class AnswerRefused(AdapterError):
+    """A well-formed answer whose TxStatus says the call itself failed (no neutral message).
+
+    ``code`` and ``text`` are the bank's RtnCode and RtnMessage.
+    """
+
+    def __init__(self, tx_code: str, code: str, text: str) -> None:
+        super().__init__(f"{tx_code} answered TxStatus failed: RtnCode {v.show(code)} {v.show(text)}")
+        self.tx_code, self.code, self.text = tx_code, code, text
 
 _SIGN_IN_CODES = frozenset({"BDC001", "SYS600"})
-_SIGN_IN_KINDS = (base.SignOn, base.SignOnAnswer, base.Heartbeat, base.HeartbeatAnswer)
+_SIGN_IN_REQUESTS = (base.SignOn, base.Heartbeat)
+_SIGN_IN_ANSWERS = (base.SignOnAnswer, base.HeartbeatAnswer)
 
 OK_CODE, OK_TEXT = "00000", "成功"
 FAIL_CODE, FAIL_TEXT = "10000", "失败"
 PROCESSING_TEXT = "受理成功"
-NOT_FOUND_CODE, NOT_FOUND_TEXT = "40004", "原交易不存在"
+NOT_FOUND_TEXT = "原交易不存在"
+_MAX_IGNORED_NAMES = 64  # distinct unknown field names counted; the rest count as "…"
 
 _BUS_TYPES = {
     "withdrawal": "02", "loan_disbursement": "04", "allocation": "18", "deposit_placement": "09",
@@ -93,7 +126,7 @@ def _ok_code(ok: bool, code: str, text: str) -> tuple[str, str, str]:
 
 def _read_code(ok: bool, head: dict[str, str]) -> tuple[str, str]:
     """(code, text) of a head, with the generic ones read back as empty."""
-    code, text = head["RtnCode"], head["RtnMessage"]
+    code, text = head.get("RtnCode", ""), head.get("RtnMessage", "")
     default_code, default_text = (OK_CODE, OK_TEXT) if ok else (FAIL_CODE, FAIL_TEXT)
     return ("" if code == default_code else code), ("" if text == default_text else text)
 
@@ -115,14 +148,25 @@ class BdcAdapter:
 
     ``clock`` only fills the date and time heads (SendDate/SendTime of requests other than
     BDC109, ReceiveDate/ReceiveTime of answers, BDCDate/BDCTime) and FILE_LIST names; it
-    defaults to local :func:`datetime.datetime.now`.  One instance serves any number of links.
+    defaults to local :func:`datetime.datetime.now`.  ``echo`` chooses the dialect (module
+    docstring); ``centres`` maps a centre's node to how it fills request heads.  One
+    instance serves any number of links.
     """
 
     name: ClassVar[str] = "bdc"
     max_frame: ClassVar[int] = MAX_BODY
 
-    def __init__(self, clock: Callable[[], _dt.datetime] | None = None) -> None:
+    def __init__(self, clock: Callable[[], _dt.datetime] | None = None, *, echo: bool = True,
+                 centres: Mapping[str, CentreProfile] | None = None,
+                 cipher: BodyCipher | None = None) -> None:
         self._clock = clock or _dt.datetime.now
+        self.echo = echo
+        self.cipher = cipher
+        # The session key of the bank's link (set by a sign-on), shared with variants.
+        self._session: dict[str, bytes] = {}
+        self.centres: dict[str, CentreProfile] = dict(centres or {})
+        self.ignored: Counter[str] = Counter()
+        """Unknown field names read and ignored, with how often (for a metric)."""
         self._encoders: dict[type, Callable[..., _Out]] = {
             base.SignOn: self._enc_sign_on, base.SignOnAnswer: self._enc_sign_on_answer,
             base.Heartbeat: self._enc_heartbeat, base.HeartbeatAnswer: self._enc_heartbeat_answer,
@@ -137,6 +181,48 @@ class BdcAdapter:
         """A fresh framer for one connection."""
         return BdcFramer(self.max_frame)
 
+    def variant(self, *, echo: bool | None = None,
+                centres: Mapping[str, CentreProfile] | None = None) -> "BdcAdapter":
+        """A copy with another dialect or centre profiles (sharing the clock and counter)."""
+        other = BdcAdapter(self._clock, echo=self.echo if echo is None else echo,
+                           centres=self.centres if centres is None else centres, cipher=self.cipher)
+        other.ignored = self.ignored
+        other._session = self._session
+        return other
+
+    def _seal(self, body: bytes, clear: bool) -> bytes:
+        """``body`` as it travels: encrypted with the session key unless ``clear`` or no cipher."""
+        if self.cipher is None or clear:
+            return body
+        key = self._session.get("key")
+        if key is None:
+            raise AdapterError("no session key: a business message needs a sign-on first")
+        return self.cipher.encrypt(body, key)
+
+    def _open(self, frame: bytes) -> tuple[bytes, bool]:
+        """(the clear body of ``frame``, whether it travelled in clear).
+
+        Flag '1' is clear; with a cipher, '0' is encrypted, except a clear XML body, which
+        the caller then accepts only for sign-in-class codes (the deployed replies to those
+        carry '0' in clear)."""
+        body = bytes(frame[HEADER_LEN:])
+        if self.cipher is None or frame[6] == 0x31 or body.startswith(b"<?xml"):
+            return body, True
+        key = self._session.get("key")
+        if key is None:
+            raise AdapterError("body: encrypted, and no session key (no sign-on yet)")
+        return self.cipher.decrypt(body, key), False
+
+    def for_gateway(self, config: object, bank: object) -> "BdcAdapter":
+        """The instance one bank's link uses: every centre's head profile from ``config``
+        (its ``centres``: ``id``, ``unit_no``, ``cust_no``, ``oper_no``) and the dialect of
+        the bank's connection model (``bank.connection``: the echo dialect only for
+        ``"persistent"``)."""
+        centres = {c.id: CentreProfile(c.unit_no, c.cust_no, c.oper_no or OPER_NO)  # type: ignore[attr-defined]
+                   for c in getattr(config, "centres", {}).values()}
+        return self.variant(echo=getattr(bank, "connection", "persistent") == "persistent",
+                            centres=centres)
+
     # -- encode ----------------------------------------------------------------------
 
     def encode(self, message: base.Message, *, sender: str, receiver: str = "") -> bytes:
@@ -146,12 +232,34 @@ class BdcAdapter:
         ``receiver`` is the peer's node: ReceiveNode of requests, SendNode of answers.
         Raises :class:`AdapterError` naming the field when a value cannot be carried.
         """
+        return self._frame(self._out(message, sender, receiver), message, sender)
+
+    def encode_answer(self, message: base.Message, request: base.Message, *, sender: str,
+                      receiver: str = "") -> bytes:
+        """``message`` written as the answer to ``request`` on its connection.
+
+        The same as :meth:`encode`, except that the direct answer to a single payment
+        (BDC101, a partial withdrawal) is a BDC101 answer, with the principal's host serial
+        in ``CapHostSeqNo``.
+        """
         out = self._out(message, sender, receiver)
-        body = render(out.head, out.body, out.file)
+        if (isinstance(request, base.Instruction) and request.purpose == "withdrawal"
+                and isinstance(message, (base.Receipt, base.Result))
+                and message.reply_to == message.ref == request.seq_no):
+            head = [(n, "BDC101" if n == "TxCode" else value) for n, value in out.head]
+            body = [("CapHostSeqNo" if n == "HostSeqNo" else n, value) for n, value in out.body]
+            out = _Out(head, body + [("IntHostSeqNo", "")], out.file)
+        return self._frame(out, message, sender)
+
+    def _frame(self, out: _Out, message: base.Message, sender: str) -> bytes:
+        body = self._seal(render(out.head, out.body, out.file),
+                          clear=isinstance(message, _SIGN_IN_REQUESTS + _SIGN_IN_ANSWERS))
         if len(body) > self.max_frame:
             raise AdapterError(f"message of {len(body)} bytes exceeds the bdc frame limit "
                                f"{self.max_frame}")
-        flag = b"1" if isinstance(message, _SIGN_IN_KINDS) else b"0"
+        # Sign-in-class requests travel in clear ('1'); every answer carries '0', as the
+        # deployed centre writes its replies (even the clear SYS600 one).
+        flag = b"1" if isinstance(message, _SIGN_IN_REQUESTS) else b"0"
         return sender.encode("ascii") + flag + bytes(9) + len(body).to_bytes(4, "big") + body
 
     def check(self, message: base.Message, *, sender: str, receiver: str = "") -> None:
@@ -181,10 +289,12 @@ class BdcAdapter:
     def _centre_head(self, now: _dt.datetime, tx_code: str, seq_no: str, send_node: str,
                      receive_node: str, *, unit_no: str = "", send_date: str | None = None) -> Fields:
         date, time = self._stamp(now)
+        profile = self.centres.get(send_node) or CentreProfile()
         return [("SendDate", send_date or date), ("SendTime", time),
-                ("SendSeqNo", v.serial("seq_no", seq_no)), ("TxUnitNo", unit_no),
+                ("SendSeqNo", v.serial("seq_no", seq_no)), ("TxUnitNo", unit_no or profile.unit_no),
                 ("SendNode", v.node("node", send_node)), ("TxCode", tx_code),
-                ("ReceiveNode", receive_node), ("CustNo", ""), ("OperNo", OPER_NO)]
+                ("ReceiveNode", receive_node), ("CustNo", v.text("CustNo", profile.cust_no, v.CODE_LEN)),
+                ("OperNo", v.text("OperNo", profile.oper_no, v.CODE_LEN))]
 
     def _pushed_head(self, now: _dt.datetime, tx_code: str, seq_no: str, send_node: str,
                      receive_node: str) -> Fields:
@@ -205,15 +315,18 @@ class BdcAdapter:
             r_time = v.format_time("as_of", received.time())
         else:
             r_date, r_time = date, time
-        if not reply_to:
-            raise AdapterError("reply_to: bdc answers must echo the request serial")
-        return [("TxStatus", status[0]), ("RtnCode", status[1]), ("RtnMessage", status[2]),
+        head = [("TxStatus", status[0]), ("RtnCode", status[1]), ("RtnMessage", status[2]),
                 ("ReceiveDate", r_date), ("ReceiveTime", r_time),
                 ("ReceiveSeqNo", v.serial("seq_no", seq_no)),
                 ("ReceiveNode", v.node("node", answering_node)), ("TxCode", tx_code),
                 ("BDCDate", date if bdc_stamp else ""), ("BDCTime", time if bdc_stamp else ""),
                 ("BDCSeqNo", v.serial("bank_seq_no", bdc_seq_no, optional=True)),
-                ("SendNode", requesting_node), ("SendSeqNo", v.serial("reply_to", reply_to))]
+                ("SendNode", requesting_node)]
+        if self.echo:  # the persistent link's correlation extension
+            if not reply_to:
+                raise AdapterError("reply_to: echo-dialect answers must echo the request serial")
+            head.append(("SendSeqNo", v.serial("reply_to", reply_to)))
+        return head
 
     def _enc_sign_on(self, m: base.SignOn, sender: str, receiver: str, now: _dt.datetime) -> _Out:
         return _Out(self._centre_head(now, "BDC001", m.seq_no, m.node, receiver), [])
@@ -223,7 +336,10 @@ class BdcAdapter:
         head = self._response_head(now, "BDC001", _ok_code(m.ok, m.code, m.text), seq_no=m.seq_no,
                                    reply_to=m.reply_to, answering_node=m.node,
                                    requesting_node=receiver)
-        return _Out(head, [("HandKey", "")])
+        hand_key = ""
+        if self.cipher is not None and m.ok:  # the answering side makes the session key
+            hand_key, self._session["key"] = self.cipher.new_hand_key()
+        return _Out(head, [("HandKey", hand_key)])
 
     def _enc_heartbeat(self, m: base.Heartbeat, sender: str, receiver: str,
                        now: _dt.datetime) -> _Out:
@@ -233,9 +349,11 @@ class BdcAdapter:
 
     def _enc_heartbeat_answer(self, m: base.HeartbeatAnswer, sender: str, receiver: str,
                               now: _dt.datetime) -> _Out:
+        # A centre's reply leaves BDCDate/BDCTime/BDCSeqNo empty (PROTOCOL.md §3.3).
         head = self._response_head(now, "SYS600", ("0", OK_CODE, OK_TEXT), seq_no=m.seq_no,
                                    reply_to=m.reply_to, answering_node=m.node,
-                                   requesting_node=receiver)
+                                   requesting_node=receiver,
+                                   bdc_stamp=not str(m.node).startswith("C"))
         return _Out(head, [])
 
     def _enc_instruction(self, m: base.Instruction, sender: str, receiver: str,
@@ -245,9 +363,14 @@ class BdcAdapter:
             raise AdapterError(f"purpose: bdc has no BusType for {v.show(str(m.purpose))}")
         if not isinstance(m.same_bank, bool) or not isinstance(m.creditor_personal, bool):
             raise AdapterError("same_bank, creditor_personal: must be booleans")
-        head = self._centre_head(now, "BDC109", m.seq_no, m.centre_node, receiver,
+        # A partial withdrawal goes out as BDC101 (single payment), as the deployed centre
+        # sends it; every other purpose as BDC109 (single transfer).
+        payment = m.purpose == "withdrawal"
+        head = self._centre_head(now, "BDC101" if payment else "BDC109", m.seq_no, m.centre_node,
+                                 receiver,
                                  unit_no=v.match("unit_no", m.unit_no, v.UNIT_NO, "must be 15 digits"),
                                  send_date=v.format_date("send_date", m.send_date))
+        amount = v.format_amount("amount", m.amount, positive=True)
         body = [
             ("SettleType", "1" if m.same_bank else "2"), ("BusType", bus_type),
             ("DeAcctNo", v.match("debit_account", m.debit_account, v.ACCOUNT,
@@ -258,15 +381,23 @@ class BdcAdapter:
                                  "must be 1-32 letters or digits")),
             ("CrAcctName", v.text("creditor_name", m.creditor_name, v.NAME_LEN, required=True)),
             ("CrAcctClass", "1" if m.creditor_personal else "2"),
-            ("CrBankClass", "0" if m.same_bank else "1"), ("CrBankName", ""),
+            ("CrBankClass", "0" if m.same_bank else "1"),
+            ("CrBankName", BANK_NAMES.get(str(m.creditor_bank_code)[:3], "")),
             # A same-bank transfer needs no branch code (PROTOCOL.md §2.4 leaves it empty).
             ("CrChgNo", v.match("creditor_bank_code", m.creditor_bank_code, v.BANK_CODE,
                                 "must be a 12-digit branch code", optional=m.same_bank)),
-            ("Amt", v.format_amount("amount", m.amount, positive=True)),
-            ("RefAcctNo", ""), ("RefSeqNo", ""),
-            ("Summary", v.text("reference", m.reference, v.REFERENCE_LEN)),
+            ("Amt", amount),
+            # The centre's reference goes where the deployed centre puts its business
+            # serial, so that it comes back in the bank's notices.
+            ("RefAcctNo", ""), ("RefSeqNo", v.text("reference", m.reference, v.REFERENCE_LEN)),
+            ("Summary", m.reference),
             ("Remark", v.text("memo", m.memo, v.MEMO_LEN)),
         ]
+        if payment:  # PROTOCOL order of BDC101: principal, interest legs, then the payee
+            body = (body[:5] + [("CapAmt", amount), ("DeIntAcctNo", ""), ("DeIntAcctName", ""),
+                                ("DeIntAcctClass", ""), ("DeIntCrAcct", ""), ("IntAmt", "")]
+                    + body[5:12] + [("RefAcctNo", ""), ("RefSeqNo1", m.reference), ("RefSeqNo2", "")]
+                    + body[14:])
         if not isinstance(m.signature, bytes):
             raise AdapterError("signature: must be bytes")
         if m.signature:
@@ -305,7 +436,7 @@ class BdcAdapter:
         head = self._response_head(now, "BDC110", ("0", OK_CODE, OK_TEXT), seq_no=m.seq_no,
                                    reply_to=m.reply_to, answering_node=sender,
                                    requesting_node=receiver, bdc_seq_no=m.bank_seq_no)
-        return _Out(head, [("OldTxStatus", "2"), ("HostSeqNo", ""), ("TxSeqNo", ref)])
+        return _Out(head, [("OldTxStatus", "2"), ("HostSeqNo", "")] + self._tx_seq_no(ref))
 
     def _enc_result(self, m: base.Result, sender: str, receiver: str, now: _dt.datetime) -> _Out:
         ref = v.serial("ref", m.ref)
@@ -324,14 +455,19 @@ class BdcAdapter:
                                    reply_to=m.reply_to, answering_node=sender,
                                    requesting_node=receiver, bdc_seq_no=m.bank_seq_no)
         return _Out(head, [("OldTxStatus", "0" if m.succeeded else "1"),
-                           ("HostSeqNo", host_seq_no), ("TxSeqNo", ref)])
+                           ("HostSeqNo", host_seq_no)] + self._tx_seq_no(ref))
 
     def _enc_not_found(self, m: base.NotFound, sender: str, receiver: str,
                        now: _dt.datetime) -> _Out:
-        head = self._response_head(now, "BDC110", ("1", NOT_FOUND_CODE, NOT_FOUND_TEXT),
+        # The protocol has no "not found" code: a failed query, which the deployed centre
+        # (and a canonical reader) takes as "still unknown".  Only the echo dialect says more.
+        head = self._response_head(now, "BDC110", ("1", FAIL_CODE, NOT_FOUND_TEXT),
                                    seq_no=m.seq_no, reply_to=m.reply_to, answering_node=sender,
                                    requesting_node=receiver)
-        return _Out(head, [("OldTxStatus", ""), ("TxSeqNo", v.serial("ref", m.ref))])
+        return _Out(head, [("OldTxStatus", "")] + self._tx_seq_no(v.serial("ref", m.ref)))
+
+    def _tx_seq_no(self, ref: str) -> Fields:
+        return [("TxSeqNo", ref)] if self.echo else []
 
     @staticmethod
     def _file_name(prefix: str, now: _dt.datetime) -> str:
@@ -404,16 +540,27 @@ class BdcAdapter:
         if length != len(frame) - HEADER_LEN:
             raise AdapterError(f"frame: header says {length} body bytes, frame has "
                                f"{len(frame) - HEADER_LEN}")
-        root = parse_xml(bytes(frame[HEADER_LEN:]), max_bytes=self.max_frame, max_depth=6,
-                         encodings=("gbk",))
+        body, clear = self._open(frame)
+        root = parse_xml(body, max_bytes=self.max_frame, max_depth=6, encodings=("gbk",))
         doc = read_doc(root)
+        if self.cipher is not None and clear and doc.tx_code not in _SIGN_IN_CODES:
+            raise AdapterError(f"frame: a {doc.tx_code} message in clear while bodies are encrypted")
         if frame[6] == 0x31 and doc.tx_code not in _SIGN_IN_CODES:
             # A clear-text ('1') flag on a business message; '0' on sign-in replies is a
             # documented quirk and tolerated.
             raise AdapterError(f"frame: sign-in flag '1' on a {doc.tx_code} message")
-        if "TxStatus" in doc.head:
-            return self._decode_response(doc)
-        return self._decode_request(doc)
+        try:
+            if "TxStatus" in doc.head:
+                return self._decode_response(doc)
+            return self._decode_request(doc)
+        finally:
+            self._count_ignored(doc.ignored)
+
+    def _count_ignored(self, names: set[str]) -> None:
+        for name in names:
+            if name not in self.ignored and len(self.ignored) >= _MAX_IGNORED_NAMES:
+                name = "…"
+            self.ignored[name] += 1
 
     # requests
 
@@ -427,7 +574,7 @@ class BdcAdapter:
             shape = CENTRE if ("TxUnitNo" in doc.head or "OperNo" in doc.head) else PUSHED
         else:
             shape = shapes[0]
-        check_shape(doc.head, {}, shape, where)
+        check_shape(doc.head, {}, shape, where, ignored=doc.ignored)
         h = doc.head
         v.parse_date("SendDate", h["SendDate"])
         v.parse_time("SendTime", h["SendTime"])
@@ -435,40 +582,46 @@ class BdcAdapter:
         v.node("SendNode", h["SendNode"])
         v.node("ReceiveNode", h["ReceiveNode"])
         if shape is CENTRE:
-            v.match("TxUnitNo", h["TxUnitNo"], v.UNIT_NO, "must be 15 digits", optional=True)
+            v.match("TxUnitNo", h.get("TxUnitNo", ""), v.UNIT_NO, "must be 15 digits", optional=True)
             v.text("CustNo", h.get("CustNo", ""), v.CODE_LEN)
-            v.text("OperNo", h["OperNo"], v.CODE_LEN)
+            v.text("OperNo", h.get("OperNo", ""), v.CODE_LEN)
         else:
             self._check_bdc_stamp(h)
-        check_shape(doc.body, doc.groups, REQUEST_BODIES[code], f"{code} request body")
+        check_shape(doc.body, doc.groups, REQUEST_BODIES[code], f"{code} request body",
+                    ignored=doc.ignored)
         seq_no = h["SendSeqNo"]
         if code == "BDC001":
             return base.SignOn(seq_no=seq_no, node=h["SendNode"])
         if code == "SYS600":
             return base.Heartbeat(seq_no=seq_no, node=h["SendNode"])
-        if code == "BDC109":
+        if code in ("BDC101", "BDC109"):
             return self._dec_instruction(doc)
         b = doc.body
         if code == "BDC110":
             return base.StatusQuery(seq_no=seq_no, ref=v.serial("TxSeqNo", b["TxSeqNo"]),
                                     ref_date=v.parse_date("TxDate", b["TxDate"]))
         if code == "BDC123":
-            for name, expected in (("CurrNo", "156"), ("CurrIden", "1"), ("AcctType", "1")):
-                if b[name] != expected:
-                    raise AdapterError(f"{name}: must be {expected}, not {v.show(b[name])}")
+            # The deployed centre's balance caller swaps CurrNo and CurrIden: either order is CNY.
+            if (b["CurrNo"], b["CurrIden"]) not in (("156", "1"), ("1", "156")):
+                raise AdapterError(f"CurrNo/CurrIden: only CNY (156, 1) is carried, not "
+                                   f"{v.show(b['CurrNo'])}/{v.show(b['CurrIden'])}")
+            if b["AcctType"] != "1":
+                raise AdapterError(f"AcctType: must be 1, not {v.show(b['AcctType'])}")
             return base.BalanceQuery(seq_no=seq_no, account=v.match(
                 "AcctNo", b["AcctNo"], v.ACCOUNT, "must be 1-32 letters or digits"))
-        _, text = read_file(doc, "SBDC100 request")  # the only other supported request
-        return base.Movement(seq_no=seq_no, entries=_files.parse_entries(text))
+        # SBDC100, the only other supported request: every row's file, in order
+        entries = tuple(e for _, text in read_files(doc, "SBDC100 request")
+                        for e in _files.parse_entries(text))
+        return base.Movement(seq_no=seq_no, entries=entries)
 
     @staticmethod
     def _check_bdc_stamp(h: dict[str, str]) -> None:
         # Left empty in the Centre's replies (a documented quirk); checked when present.
-        if h["BDCDate"]:
+        if h.get("BDCDate"):
             v.parse_date("BDCDate", h["BDCDate"])
-        if h["BDCTime"]:
+        if h.get("BDCTime"):
             v.parse_time("BDCTime", h["BDCTime"])
-        v.serial("BDCSeqNo", h["BDCSeqNo"], optional=True)
+        v.serial("BDCSeqNo", h.get("BDCSeqNo", ""), optional=True)
 
     def _dec_instruction(self, doc: Doc) -> base.Instruction:
         h, b = doc.head, doc.body
@@ -487,9 +640,18 @@ class BdcAdapter:
                                f"not {v.show(b['DeAcctClass'])}")
         if b["CrAcctClass"] not in ("1", "2"):
             raise AdapterError(f"CrAcctClass: must be 1 or 2, not {v.show(b['CrAcctClass'])}")
-        for name in ("RefAcctNo", "RefSeqNo"):
-            if b.get(name):
-                raise AdapterError(f"{name}: not supported, must be empty")
+        if b.get("RefAcctNo"):
+            raise AdapterError("RefAcctNo: not supported, must be empty")  # a sub-ledger we cannot keep
+        # The centre's business serial: in Summary (as deployed) or RefSeqNo(1).
+        reference = b.get("Summary") or b.get("RefSeqNo", "") or b.get("RefSeqNo1", "")
+        if doc.tx_code == "BDC101":
+            if purpose != "withdrawal":
+                raise AdapterError(f"BusType: {v.show(b['BusType'])} is not carried as a single payment")
+            if b.get("IntAmt") not in (None, "") and v.parse_amount("IntAmt", b["IntAmt"]) != 0:
+                raise AdapterError("IntAmt: an interest leg is not supported")
+            if v.parse_amount("CapAmt", b["CapAmt"]) != v.parse_amount("Amt", b["Amt"]):
+                raise AdapterError("CapAmt: differs from Amt (only a principal leg is carried)")
+
         v.text("CrBankName", b.get("CrBankName", ""), v.NAME_LEN)  # informational, not kept
         if "CrChgNo" not in b and not same_bank:
             raise AdapterError("CrChgNo: missing (a cross-bank transfer needs the branch code)")
@@ -519,8 +681,8 @@ class BdcAdapter:
             same_bank=same_bank,
             amount=v.parse_amount("Amt", b["Amt"], positive=True),
             purpose=purpose,
-            memo=v.text("Remark", b["Remark"], v.MEMO_LEN),
-            reference=v.text("Summary", b["Summary"], v.REFERENCE_LEN),
+            memo=v.text("Remark", b.get("Remark", ""), v.MEMO_LEN),
+            reference=v.text("Summary", reference, v.REFERENCE_LEN),
             signature=signature,
         )
 
@@ -532,30 +694,34 @@ class BdcAdapter:
         if body_shape is None:
             raise AdapterError(f"TxCode: {code} responses are not supported")
         h = doc.head
-        where = f"{code} response head"
-        if "SendSeqNo" not in h:
-            raise AdapterError(f"{where}: SendSeqNo missing (answers must echo the request serial)")
-        check_shape(h, {}, RESPONSE, where)
+        check_shape(h, {}, RESPONSE, f"{code} response head", ignored=doc.ignored)
         status = h["TxStatus"]
         if status not in ("0", "1", "2"):
             raise AdapterError(f"TxStatus: must be 0, 1 or 2, not {v.show(status)}")
-        v.text("RtnCode", h["RtnCode"], v.CODE_LEN)
-        v.text("RtnMessage", h["RtnMessage"], v.MESSAGE_LEN)
-        received = _dt.datetime.combine(v.parse_date("ReceiveDate", h["ReceiveDate"]),
-                                        v.parse_time("ReceiveTime", h["ReceiveTime"]))
-        seq_no = v.serial("ReceiveSeqNo", h["ReceiveSeqNo"])
-        node = v.node("ReceiveNode", h["ReceiveNode"])
-        v.node("SendNode", h["SendNode"])
-        reply_to = v.serial("SendSeqNo", h["SendSeqNo"])
+        v.text("RtnCode", h.get("RtnCode", ""), v.CODE_LEN)
+        v.text("RtnMessage", h.get("RtnMessage", ""), v.MESSAGE_LEN)
+        received = None
+        if h.get("ReceiveDate") and h.get("ReceiveTime"):
+            received = _dt.datetime.combine(v.parse_date("ReceiveDate", h["ReceiveDate"]),
+                                            v.parse_time("ReceiveTime", h["ReceiveTime"]))
+        seq_no = v.serial("ReceiveSeqNo", h.get("ReceiveSeqNo", ""), optional=True)
+        node = h.get("ReceiveNode", "")
+        if node:
+            v.node("ReceiveNode", node)
+        if h.get("SendNode"):
+            v.node("SendNode", h["SendNode"])
+        # The answer's own correlation is the connection; the echo extension when present.
+        reply_to = v.serial("SendSeqNo", h.get("SendSeqNo", ""), optional=True)
         self._check_bdc_stamp(h)
-        # A failure answer need not fill its body (banks send it bare).
         check_shape(doc.body, doc.groups, body_shape, f"{code} response body",
-                     enforce_required=status != "1")
+                    enforce_required=status == "0", ignored=doc.ignored)
         b = doc.body
         ok = status == "0"
-        bank_seq_no = h["BDCSeqNo"]
+        bank_seq_no = v.serial("BDCSeqNo", h.get("BDCSeqNo", ""), optional=True)
         if code == "BDC001":
-            v.text("HandKey", b.get("HandKey", ""), 4096)  # TLS replaced it; bounded, not kept
+            v.text("HandKey", b.get("HandKey", ""), 4096)  # bounded; a cipher takes it
+            if self.cipher is not None and ok:
+                self._session["key"] = self.cipher.session_key(b.get("HandKey", ""))
             c, t = _read_code(ok, h)
             return base.SignOnAnswer(seq_no=seq_no, reply_to=reply_to, node=node, ok=ok, code=c, text=t)
         if code == "SYS600":
@@ -563,38 +729,40 @@ class BdcAdapter:
         if code == "SBDC100":
             c, t = _read_code(ok, h)
             return base.Ack(seq_no=seq_no, reply_to=reply_to, ok=ok, code=c, text=t)
-        if code == "BDC109":
-            host_seq_no = v.serial("HostSeqNo", b.get("HostSeqNo", ""), optional=True)
+        if code in ("BDC101", "BDC109"):
+            host_seq_no = v.serial("HostSeqNo", b.get("HostSeqNo", "") or b.get("CapHostSeqNo", ""),
+                                   optional=True)
+            v.serial("IntHostSeqNo", b.get("IntHostSeqNo", ""), optional=True)  # no interest leg
             host_status = b.get("HostStatus", "")
             v.text("HostStatus", host_status, v.STATUS_LEN)
-            if status == "1":
-                c, t = _read_code(False, h)
-                return base.Result(seq_no=seq_no, reply_to=reply_to, ref=reply_to, succeeded=False,
-                                   host_seq_no=host_seq_no, bank_seq_no=bank_seq_no, code=c, text=t)
-            if status == "0" and host_status == "0":
+            if status == "0" and host_status in ("0", ""):
                 c, t = _read_code(True, h)
                 return base.Result(seq_no=seq_no, reply_to=reply_to, ref=reply_to, succeeded=True,
                                    host_seq_no=host_seq_no, bank_seq_no=bank_seq_no, code=c, text=t)
+            if self.echo and status == "1" and host_status == "1":
+                c, t = _read_code(False, h)
+                return base.Result(seq_no=seq_no, reply_to=reply_to, ref=reply_to, succeeded=False,
+                                   host_seq_no=host_seq_no, bank_seq_no=bank_seq_no, code=c, text=t)
+            # As deployed: any other answer leaves the outcome unconfirmed, to ask with BDC110.
             return base.Receipt(seq_no=seq_no, reply_to=reply_to, ref=reply_to, bank_seq_no=bank_seq_no)
         if code == "BDC110":
             return self._dec_status_answer(h, b, seq_no, reply_to, status, bank_seq_no)
         if status != "0":
-            raise AdapterError(f"{code} refused by the bank: RtnCode {v.show(h['RtnCode'])} "
-                               f"{v.show(h['RtnMessage'])}")
+            raise AnswerRefused(code, h.get("RtnCode", ""), h.get("RtnMessage", ""))
         if code == "BDC123":
             return base.Balance(
                 seq_no=seq_no, reply_to=reply_to,
                 account=v.match("AcctNo", b["AcctNo"], v.ACCOUNT, "must be 1-32 letters or digits"),
                 balance=v.parse_amount("AcctBal", b["AcctBal"]),
                 available=v.parse_amount("AcctRestBal", b["AcctRestBal"]),
-                overdraft=v.parse_amount("AcctOverBal", b["AcctOverBal"]),
+                overdraft=v.parse_amount("AcctOverBal", b["AcctOverBal"] or "0"),
                 account_name=v.text("AcctName", b["AcctName"], v.NAME_LEN),
                 status=v.text("AcctStatus", b["AcctStatus"], v.STATUS_LEN),
                 as_of=received,
             )
-        # BDC113, the only other supported response
-        _, text = read_file(doc, "BDC113 response")
-        entries = _files.parse_entries(text)
+        # BDC113, the only other supported response: every row's file, in order
+        entries = tuple(e for _, text in read_files(doc, "BDC113 response")
+                        for e in _files.parse_entries(text))
         account = b.get("AcctNo", "")
         if account:
             v.match("AcctNo", account, v.ACCOUNT, "must be 1-32 letters or digits")
@@ -607,19 +775,14 @@ class BdcAdapter:
                 raise AdapterError(f"file line {i + 1}: account differs from the statement's")
         return base.Statement(seq_no=seq_no, reply_to=reply_to, account=account, entries=entries)
 
-    @staticmethod
-    def _dec_status_answer(h: dict[str, str], b: dict[str, str], seq_no: str, reply_to: str,
+    def _dec_status_answer(self, h: dict[str, str], b: dict[str, str], seq_no: str, reply_to: str,
                            status: str, bank_seq_no: str) -> base.Message:
-        if "TxSeqNo" not in b:
-            raise AdapterError("TxSeqNo: missing (the BDC110 answer must say which transaction)")
-        ref = v.serial("TxSeqNo", b["TxSeqNo"])
-        if status == "1":
-            if h["RtnCode"] == NOT_FOUND_CODE:
-                return base.NotFound(seq_no=seq_no, reply_to=reply_to, ref=ref)
-            raise AdapterError(f"BDC110 query failed: RtnCode {v.show(h['RtnCode'])} "
-                               f"{v.show(h['RtnMessage'])}")
+        ref = v.serial("TxSeqNo", b.get("TxSeqNo", ""), optional=True)  # echo extension only
         if status != "0":
-            raise AdapterError("BDC110: TxStatus 2 (query still processing) has no neutral meaning")
+            if self.echo and ref and b.get("OldTxStatus", "") == "":
+                return base.NotFound(seq_no=seq_no, reply_to=reply_to, ref=ref)
+            # As deployed: the query itself failed; the outcome stays unknown.
+            raise AnswerRefused("BDC110", h.get("RtnCode", ""), h.get("RtnMessage", ""))
         for name in ("IntHostSeqN", "IntHostSeqNo", "PenHostSeqNo", "FineHostSeqNo", "OldBatchNo"):
             v.serial(name, b.get(name, ""), optional=True)  # not kept; still bounded
         old = b["OldTxStatus"]
@@ -632,3 +795,84 @@ class BdcAdapter:
         c, t = _read_code(succeeded, h)
         return base.Result(seq_no=seq_no, reply_to=reply_to, ref=ref, succeeded=succeeded,
                            host_seq_no=host_seq_no, bank_seq_no=bank_seq_no, code=c, text=t)
+
+    # -- a connection per request ----------------------------------------------------
+
+    _ANSWERS: ClassVar[dict[type, tuple[type, ...]]] = {
+        base.SignOn: (base.SignOnAnswer,), base.Heartbeat: (base.HeartbeatAnswer,),
+        base.Instruction: (base.Receipt, base.Result),
+        base.StatusQuery: (base.Receipt, base.Result, base.NotFound),
+        base.BalanceQuery: (base.Balance,), base.Movement: (base.Ack,),
+    }
+
+    def decode_answer(self, frame: bytes, request: base.Message) -> base.Message:
+        """The answer in ``frame`` to ``request``, sent on the same connection.
+
+        The deployed answer names no request: the connection does.  This binds it:
+        ``reply_to`` becomes the request's serial and a Receipt/Result/NotFound's ``ref``
+        the instruction it is about.  An answer of the wrong kind, or one whose echo names
+        another request, is refused.
+        """
+        message = self.decode(frame)
+        kinds = self._ANSWERS.get(type(request), ())
+        if not isinstance(message, kinds):
+            raise AdapterError(f"a {type(message).__name__} cannot answer a {type(request).__name__}")
+        reply_to = getattr(message, "reply_to")
+        if reply_to and reply_to != request.seq_no:
+            raise AdapterError(f"answer echoes {v.show(reply_to)}, not the request's serial")
+        bound: dict[str, str] = {"reply_to": request.seq_no}
+        if isinstance(request, base.Instruction):
+            bound["ref"] = request.seq_no
+        elif isinstance(request, base.StatusQuery):
+            ref = getattr(message, "ref")
+            if ref and ref != request.ref:
+                raise AdapterError(f"BDC110 answer is about {v.show(ref)}, not {v.show(request.ref)}")
+            bound["ref"] = request.ref
+        return dataclasses.replace(message, **bound)
+
+    def decode_all(self, frame: bytes) -> list[base.Message]:
+        """The message in one frame, or the answer in an exchange kept as evidence.
+
+        A per-request link keeps as evidence the bytes of both directions of a connection:
+        the request frame, then the answer frame.  The answer names no request, so it is
+        read bound to the request before it (:meth:`decode_answer`); that is what the
+        connection meant.
+        """
+        if len(frame) < HEADER_LEN:
+            return [self.decode(frame)]
+        first = check_header(frame[:HEADER_LEN], self.max_frame)
+        if first is None or HEADER_LEN + first >= len(frame):
+            return [self.decode(frame)]
+        cut = HEADER_LEN + first
+        request = self.decode(frame[:cut])
+        return [self.decode_answer(frame[cut:], request)]
+
+    def refusal(self, frame: bytes, *, sender: str, seq_no: str) -> bytes | None:
+        """The protocol's own refusal of a request frame we cannot take, or None.
+
+        As the deployed centre answers a request it cannot parse or whose TxCode it does
+        not know (PROTOCOL.md §3.3): TxStatus ``1``, RtnCode ``10000``, 失败, the
+        request's TxCode and SendNode echoed.  None when the frame is not a readable
+        request (an answer, or no head to answer), which then goes unanswered.
+        """
+        try:
+            if len(frame) <= HEADER_LEN:
+                return None
+            root = parse_xml(self._open(frame)[0], max_bytes=self.max_frame, max_depth=6,
+                             encodings=("gbk",))
+            doc = read_doc(root)
+            h = doc.head
+            if "TxStatus" in h:
+                return None
+            requester = v.node("SendNode", h.get("SendNode", ""))
+            reply_to = h.get("SendSeqNo", "")
+            head = self._response_head(self._clock(), doc.tx_code, ("1", FAIL_CODE, FAIL_TEXT),
+                                       seq_no=seq_no, reply_to=reply_to, answering_node=sender,
+                                       requesting_node=requester, bdc_stamp=False)
+        except (AdapterError, ValueError, TypeError, LookupError, etree.LxmlError):
+            return None
+        try:
+            body = self._seal(render(head, [], None), clear=doc.tx_code in _SIGN_IN_CODES)
+        except AdapterError:
+            return None  # no session key to answer with
+        return sender.encode("ascii") + b"0" + bytes(9) + len(body).to_bytes(4, "big") + body

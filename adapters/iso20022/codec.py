@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as _dt
 from dataclasses import replace
 from collections.abc import Callable, Iterable, Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from lxml import etree
 
@@ -103,6 +103,11 @@ class Iso20022Adapter:
     def for_operator_files(cls) -> "Iso20022Adapter":
         """The adapter ``hpf-gateway adapters decode`` uses: any two-decimal currency, for bank files."""
         return cls(currencies=None)
+
+    def for_gateway(self, config: object, bank: Any) -> "Iso20022Adapter":
+        """This adapter as ``bank`` of the gateway's ``config`` needs it: writing the pain.001
+        version the bank's config names (``banks.X.pain001_version``)."""
+        return type(self)(pain001=bank.pain001_version) if bank.pain001_version else self
 
     def __init__(self, currencies: Iterable[str] | None = frozenset({"CNY"}), *,
                  clock: Callable[[], _dt.datetime] | None = None,

@@ -26,8 +26,13 @@ def peer_endpoint(bank: BankConfig) -> str:
     string ``tcp:127.0.0.1:7001``; ``tcp:127.0.0.1:7102`` (the gateway dials)
     becomes the server string ``tcp:7102:interface=127.0.0.1``.
     """
-    ep = bank.endpoint
-    if bank.direction == "listen":
+    return _flip(bank.endpoint, to_server=bank.direction != "listen")
+
+
+def _flip(ep: str, *, to_server: bool) -> str:
+    """The other side of an endpoint string: the gateway's client string as the bank's
+    server string (``to_server``), or the gateway's server string as the bank's client one."""
+    if not to_server:
         m = re.fullmatch(r"tcp:(?:port=)?(\d+)(?::interface=([^:]+))?", ep)
         if not m:
             raise ValueError(f"cannot derive a client endpoint from {ep!r}; pass --endpoint")
@@ -85,6 +90,20 @@ def bank_service_for(reactor: Any, config: GatewayConfig, bank_id: str, *, keys:
     else:
         core = BankCore(node=bank.node, accounts=accounts, account_names=names, gateway_node=config.node,
                         **core_options)
+    if bank.connection == "per_request":
+        # The deployed bdc model: the bank serves the gateway's requests on its listener
+        # and dials the gateway's listener for each of its own (notices).
+        requests, pushes = ((bank.peer_endpoint, bank.endpoint) if bank.direction == "listen"
+                            else (bank.endpoint, bank.peer_endpoint))
+        return make_bank_service(
+            reactor, adapter_name=bank.adapter, bank_id=bank_id, node=bank.node, role="listen",
+            endpoint=endpoint or _flip(requests, to_server=True),
+            push_endpoint=_flip(pushes, to_server=False) if pushes else None,
+            connection="per_request",
+            certificate=keys / f"{leaf_stem('bank', bank_id)}.crt",
+            private_key=keys / f"{leaf_stem('bank', bank_id)}.key",
+            trust=[keys / "ca.crt"], core=core, gateway_node=config.node,
+            heartbeat_interval=config.timeouts.heartbeat_interval, stats_path=stats_path)
     return make_bank_service(
         reactor, adapter_name=bank.adapter, bank_id=bank_id, node=bank.node,
         role="dial" if bank.direction == "listen" else "listen",

@@ -122,7 +122,7 @@ class Rig:
 
     @classmethod
     def prepare(cls, tmp: Path, *, timeouts: dict[str, float] | None = None, ledger: bool = True,
-                ledger_batch: int | None = None) -> Rig:
+                ledger_batch: int | None = None, banks: dict[str, dict[str, Any]] | None = None) -> Rig:
         """Keys, gateway config (B001 only is used), migrated SQLite; with ``ledger`` a ledger config too.
 
         The balance query timer is pushed out of the way so that, once the
@@ -130,7 +130,7 @@ class Rig:
         """
         timeouts = {"balance_query_interval": 3600.0, **(timeouts or {})}
         if not ledger:
-            return cls(tmp, procs.prepare(tmp, timeouts=timeouts))
+            return cls(tmp, procs.prepare(tmp, timeouts=timeouts, banks=banks))
         keys = tmp / "keys"
         signing_key, signing_pub = init_signing_key(keys)
         ingest, supervisor, ops = free_port(), free_port(), free_port()
@@ -138,7 +138,7 @@ class Rig:
                                 "signing_key": str(signing_key), "signature_alg": "ed25519"}
         if ledger_batch is not None:
             link["batch"] = ledger_batch
-        config = procs.prepare(tmp, timeouts=timeouts, ledger=link)
+        config = procs.prepare(tmp, timeouts=timeouts, ledger=link, banks=banks)
         data = tomllib.loads(config.path.read_text(encoding="utf-8"))
         ledger_db = tmp / "var" / "ledger.db"
         ledger_data = {

@@ -64,7 +64,8 @@ def test_a_bank_dropping_the_link_mid_conversation_still_gets_each_instruction_o
 
 def test_replayed_bank_results_and_movements_are_applied_once_and_acknowledged_every_time(tmp_path):
     """G3: the same Result and Movement frames, byte for byte, twice, and again after a kill -9."""
-    rig = Rig.prepare(tmp_path)
+    # RawBank scripts one long-lived connection: bdc's persistent opt-in.
+    rig = Rig.prepare(tmp_path, banks={"B001": {"connection": "persistent"}})
     bank = RawBank(rig.config)
     try:
         rig.start_ledger()

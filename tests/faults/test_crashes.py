@@ -53,7 +53,8 @@ SCENARIOS = {
 @pytest.mark.parametrize("point", list(SCENARIOS))
 def test_kill_9_at_each_crash_point_loses_and_doubles_nothing(tmp_path, point, request):
     crash_at, bank_args = SCENARIOS[point]
-    rig = Rig.prepare(tmp_path)
+    # A pushed result exists only on bdc's persistent opt-in (as deployed, bdc asks BDC110).
+    rig = Rig.prepare(tmp_path, banks={"B001": {"connection": "persistent"}} if point == "bank.result" else None)
     ids = [f"K-{n}" for n in range(N)]
     try:
         rig.start_ledger()

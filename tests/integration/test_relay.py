@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import ssl
 import struct
+from typing import Any
 
 import pytest
 import pytest_twisted
@@ -197,27 +198,38 @@ async def test_a_bank_link_presenting_a_centres_certificate_is_refused(harness):
 
 
 @pytest_twisted.ensureDeferred
-async def test_hostile_bdc_frames_close_the_link_and_store_nothing(harness):
+async def test_hostile_bdc_frames_are_refused_and_store_nothing(harness):
+    """B001 speaks bdc as deployed, a connection per request.  A bad frame header closes its
+    connection; a well-framed bad message is refused on its own (an unsupported request
+    answered in protocol, TxStatus 1), and none of it costs the bank's session."""
     port = int(harness.config.banks["B001"].endpoint.split(":")[1])
     pki = harness.pki
-    await harness.stop_bank("B001")
-    # What the real bank's sessions left (the balances every session opens with) is not the hostile peer's.
-    before = await harness.gateway.db.read(
-        lambda c: c.execute(select(func.count()).select_from(schema.events)).scalar())
     body_dtd = ('<?xml version="1.0" encoding="GBK"?><!DOCTYPE m [<!ENTITY x "y">]><message><head/>'
                 '<body/></message>').encode()
-    hostile = [
-        b"105000" + b"0" + b"\0" * 9 + struct.pack(">I", 50_000_000),   # length that lies (50 MB)
-        b"105000" + b"0" + b"\0" * 9 + struct.pack(">I", len(body_dtd)) + body_dtd,
-        b"105000" + b"0" + b"\0" * 9 + struct.pack(">I", 10) + b"\xff\xfe\xfd<msg\x81\x00\x80",
-        b"\x00" * 40,
-    ]
-    for frame in hostile:
-        got = await deferToThread(_tls_dial, port, pki.cert("bank", "B001"), pki.key("bank", "B001"),
-                                  pki.ca_cert, frame)
-        # the gateway's sign-on may arrive first; then the connection must be closed on us
-        assert got is not None
-    assert harness.gateway.metrics.refused.labels("bank:B001", "bad_frame")._value.get() >= len(hostile)
+    unsupported = ('<?xml version="1.0" encoding="GBK"?>\n<message><head>'
+                   '<field name="SendDate">20171130</field><field name="SendTime">103016</field>'
+                   '<field name="SendSeqNo">10500017113000000001</field><field name="SendNode">105000</field>'
+                   '<field name="TxCode">BDC904</field><field name="ReceiveNode">D00000</field>'
+                   '<field name="BDCDate"/><field name="BDCTime"/><field name="BDCSeqNo"/>'
+                   '</head><body/></message>').encode("gbk")
+
+    def framed(body: bytes) -> bytes:
+        return b"105000" + b"0" + b"\0" * 9 + struct.pack(">I", len(body)) + body
+
+    def dial(payload: bytes) -> Any:
+        return deferToThread(_tls_dial, port, pki.cert("bank", "B001"), pki.key("bank", "B001"),
+                             pki.ca_cert, payload)
+
+    got = await dial(framed(unsupported))
+    assert '<field name="TxStatus">1</field><field name="RtnCode">10000</field>' in got.decode("gbk", "replace")
+    for payload in (framed(body_dtd), framed(b"\xff\xfe\xfd<msg\x81\x00\x80")):
+        assert await dial(payload) == b""
+    for payload in (b"105000" + b"0" + b"\0" * 9 + struct.pack(">I", 50_000_000), b"\x00" * 40):
+        assert await dial(payload) == b""
+    refused = harness.gateway.metrics.refused
+    assert refused.labels("bank:B001", "bad_message")._value.get() >= 3
+    assert refused.labels("bank:B001", "bad_frame")._value.get() >= 2
+    assert harness.gateway.relay.dispatchers["B001"].session is not None  # the session goes on
     assert await stored(harness) == 0
     events = await harness.gateway.db.read(
         lambda c: c.execute(select(func.count()).select_from(schema.events)).scalar())

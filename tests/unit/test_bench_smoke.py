@@ -213,3 +213,12 @@ def test_memory_reports_rss_idle_in_flight_and_over_a_run(tmp_path):
     assert g["final"] == 60 and g["not_final"] == 0
     assert g["rss_start_mb"] > 0 and g["rss_end_mb"] > 0 and g["rss_samples"]
     no_children_left(tmp_path)
+
+
+def test_bdc_exchange_reports_throughput_and_the_handshake_cost(tmp_path):
+    doc = run_bench(tmp_path, "bdc-exchange", "--seconds", "1.5", "--window", "4")
+    r = doc["results"]
+    for phase in ("instruction_tls", "probe_tls", "probe_plain"):
+        assert r[phase]["exchanges"] > 0 and r[phase]["failed"] == 0, r[phase]
+    assert r["probe_tls"]["cpu_ms"] > r["probe_plain"]["cpu_ms"]
+    assert r["handshake_cpu_ms"] == round(r["probe_tls"]["cpu_ms"] - r["probe_plain"]["cpu_ms"], 3)

@@ -78,9 +78,11 @@ def test_example_config_loads_with_the_values_it_states() -> None:
         "C52240": CentreConfig("C52240", "522400000000000", "示例市住房公积金管理中心", None)}
     assert dict(config.banks) == {
         "B001": BankConfig("B001", "示例银行", "bdc", "105000", "listen",
-                           "tcp:7001:interface=127.0.0.1", 64, None),
+                           "tcp:7001:interface=127.0.0.1", 64, None, connection="per_request",
+                           peer_endpoint="tcp:127.0.0.1:7101"),
         "B002": BankConfig("B002", "另一银行", "bdc", "102000", "connect", "tcp:127.0.0.1:7102",
-                           64, None),
+                           64, None, connection="per_request",
+                           peer_endpoint="tcp:7202:interface=127.0.0.1"),
     }
     assert list(config.accounts) == ["6200001111222233", "6222002222333344"]
     assert config.accounts["6222002222333344"] == AccountConfig(
@@ -253,7 +255,7 @@ def _delete(*path: str) -> Callable[[dict[str, Any]], None]:
 def _add_bank(bank_id: str, **fields: Any) -> Callable[[dict[str, Any]], None]:
     def change(data: dict[str, Any]) -> None:
         entry = {"name": "第三银行", "adapter": "bdc", "node": "103000", "direction": "listen",
-                 "endpoint": "tcp:7003:interface=127.0.0.1", "window": 8}
+                 "endpoint": "tcp:7003:interface=127.0.0.1", "window": 8, "connection": "persistent"}
         entry.update(fields)
         data["banks"][bank_id] = entry
     return change
@@ -327,6 +329,15 @@ RULES: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
      "must be C and 5 digits (the centre's node number)"),
     ("centres.C52240.unit_no", _set("centres", "C52240", "unit_no", "5224"),
      'must be 15 digits, not "5224"'),
+    ("banks.B001.connection", _set("banks", "B001", "connection", "pooled"),
+     'must be "persistent" or "per_request", not "pooled"'),
+    ("banks.B001.peer_endpoint", _set("banks", "B001", "peer_endpoint", "tcp:7101:interface=127.0.0.1"),
+     "not a valid tcp: endpoint: unknown option interface= (known: bindAddress, host, port, timeout)"),
+    ("banks.B001.request_timeout", _set("banks", "B001", "request_timeout", 0),
+     "must be a finite number greater than 0, not 0"),
+    ("centres.C52240.cust_no", _set("centres", "C52240", "cust_no", "客户"),
+     'must be 1-32 of A-Z a-z 0-9 _ -, not "客户"'),
+    ("centres.C52240.oper_no", _set("centres", "C52240", "oper_no", ""), "must not be empty"),
     ("centres.C52241.unit_no",
      _set("centres", "C52241", {"unit_no": "522400000000000", "name": "重复"}),
      "same unit_no as centres.C52240"),
@@ -672,3 +683,19 @@ def test_the_ledger_section_is_optional_and_checked(tmp_path):
     problems = check_config(path, check_files=False)
     keys = {p.split(": ")[1] for p in problems}
     assert keys == {"ledger.url", "ledger.signature_alg", "ledger.batch", "ledger.foo"}, problems
+
+
+def test_a_bdc_bank_defaults_to_a_connection_per_request_and_needs_the_way_back(tmp_path: Path) -> None:
+    """bdc is deployed a connection per request; when the gateway listens it must also
+    know where to dial the bank.  Other adapters keep one persistent connection."""
+    def drop_peer(data: dict[str, Any]) -> None:
+        del data["banks"]["B001"]["peer_endpoint"]
+
+    _, problems = problems_after(tmp_path, drop_peer)
+    assert any("banks.B001.peer_endpoint: is required" in p for p in problems), problems
+
+    def persistent(data: dict[str, Any]) -> None:
+        del data["banks"]["B001"]["peer_endpoint"]
+        data["banks"]["B001"]["connection"] = "persistent"
+
+    assert problems_after(tmp_path, persistent)[1] == []

@@ -84,19 +84,19 @@ def _iso_bank(**extra):
 
 def test_config_chooses_the_2009_version_for_an_iso20022_bank(tmp_path) -> None:
     from gateway.config import load_config
-    from gateway.service import _bank_adapter
+    from gateway.service import _adapter_for
     from tests.unit.test_config import problems_after, write, example_data
 
     assert problems_after(tmp_path, _iso_bank(pain001_version="pain.001.001.03"))[1] == []
     data = example_data()
     _iso_bank(pain001_version="pain.001.001.03")(data)
-    bank = load_config(write(tmp_path, data), check_files=False).banks["B001"]
-    adapter = _bank_adapter(bank)
+    config = load_config(write(tmp_path, data), check_files=False)
+    adapter = _adapter_for(config, config.banks["B001"])
     assert isinstance(adapter, Iso20022Adapter) and adapter.pain001 == "pain.001.001.03"
     data = example_data()
     _iso_bank()(data)
-    default = load_config(write(tmp_path, data, "default.toml"), check_files=False).banks["B001"]
-    assert _bank_adapter(default).pain001 == "pain.001.001.09"
+    default = load_config(write(tmp_path, data, "default.toml"), check_files=False)
+    assert _adapter_for(default, default.banks["B001"]).pain001 == "pain.001.001.09"
 
 
 @pytest.mark.parametrize("change, reason", [

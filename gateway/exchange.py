@@ -1,0 +1,580 @@
+"""Request/answer bank links: one connection per request, correlation by connection.
+
+The deployed bdc interface (and the HTTP front ends of some banks) answer each request on
+the connection that carried it and then close; no answer names its request.  This module
+drives a bank's dispatcher over such a peer through the same small interface a persistent
+link uses (the dispatcher's ``link_up``/``link_down``/``handle(message, frame)``, and this
+link's ``send(message)``):
+
+* :class:`Transport` is what the link needs of the wire: ``request(payload) ->
+  Deferred[bytes]``, one answer frame per request.  :class:`StreamTransport` opens one
+  connection per request (TLS or plain, through any client endpoint), frames the answer
+  with the adapter's framer and gives up after a timeout.  Another transport (an HTTP
+  front end) plugs into the same link.
+* :class:`ExchangeLink` signs on, keeps at most ``window`` requests on the wire at once
+  (the bank's window: that many concurrent connections), probes an idle peer, binds each
+  answer to the request of its connection (the adapter's ``decode_answer`` when it has
+  one), and hands it to the dispatcher.  A transport failure or an unreadable answer costs
+  that one request: the dispatcher's own timers resend or ask again.
+* :class:`InboundFactory` takes the bank's own requests (notices, probes), one per
+  connection, and answers each on its connection once the dispatcher has committed it.
+
+Serials of the link's own requests follow the deployed centre's form (bdc §6.2):
+:class:`Serials`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+from collections import Counter, deque
+from typing import Any, Callable, Protocol as TypingProtocol
+
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IHandshakeListener, IReactorTime, IStreamClientEndpoint
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from adapters import base as msg
+from adapters.base import Adapter, AdapterError
+from gateway.links import refuse_message
+
+__all__ = ["Transport", "StreamTransport", "ExchangeLink", "InboundFactory", "Serials",
+           "ExchangeFailed", "bind_answer", "check_bank_peer", "make_exchange_link",
+           "make_exchange_service", "IgnoredFieldsCollector"]
+
+log = Logger()
+
+
+class ExchangeFailed(Exception):
+    """A request got no answer frame: no connection, a timeout, a close, a bad frame header.
+
+    ``connected`` is False when no connection could be made (the request never left).
+    """
+
+    def __init__(self, reason: str, *, connected: bool = True) -> None:
+        super().__init__(reason)
+        self.connected = connected
+
+
+class Transport(TypingProtocol):
+    """One request, one answer: ``payload`` is a whole frame, the result the answer frame."""
+
+    def request(self, payload: bytes) -> Deferred[bytes]: ...
+
+
+# -- one connection per request ------------------------------------------------------
+
+
+@implementer(IHandshakeListener)
+class _OneExchange(Protocol):
+    """Writes one request frame, returns the first answer frame, then closes."""
+
+    def __init__(self, payload: bytes, framer: Any, answer: Deferred[bytes],
+                 check_peer: Callable[[Any], str | None] | None) -> None:
+        self.payload, self.framer, self.answer = payload, framer, answer
+        self.check_peer = check_peer
+        self.verified = check_peer is None
+
+    def connectionMade(self) -> None:
+        if self.verified:
+            self.transport.write(self.payload)
+
+    def handshakeCompleted(self) -> None:
+        if self.check_peer is None:
+            return
+        problem = self.check_peer(self.transport)
+        if problem is not None:
+            self._fail(ExchangeFailed(problem))
+            self.transport.abortConnection()
+            return
+        self.verified = True
+        self.transport.write(self.payload)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.answer.called:
+            return
+        try:
+            frames = self.framer.feed(data)
+        except AdapterError as e:
+            self._fail(ExchangeFailed(f"answer frame: {e}"))
+            self.transport.abortConnection()
+            return
+        if frames:
+            self.answer.callback(frames[0])
+            self.transport.loseConnection()
+
+    def connectionLost(self, reason: Failure = ConnectionDone()) -> None:  # type: ignore[assignment]
+        self._fail(ExchangeFailed(f"closed before an answer: {reason.getErrorMessage()[:200]}"))
+
+    def _fail(self, error: Exception) -> None:
+        if not self.answer.called:
+            self.answer.errback(error)
+
+
+class _OneExchangeFactory(Factory):
+    noisy = False
+
+    def __init__(self, protocol: _OneExchange) -> None:
+        self.protocol_instance = protocol
+
+    def buildProtocol(self, addr: Any) -> _OneExchange:
+        return self.protocol_instance
+
+
+class StreamTransport:
+    """A connection per request through ``endpoint`` (wrap it for TLS), bounded by ``timeout``.
+
+    ``framer`` makes a fresh framer per connection (the adapter's); ``check_peer``, when
+    given, is asked after the TLS handshake and returns why the peer is wrong, or None.
+    """
+
+    def __init__(self, endpoint: IStreamClientEndpoint, framer: Callable[[], Any], clock: IReactorTime,
+                 *, timeout: float, check_peer: Callable[[Any], str | None] | None = None) -> None:
+        self.endpoint, self.framer, self.clock = endpoint, framer, clock
+        self.timeout, self.check_peer = timeout, check_peer
+
+    def request(self, payload: bytes) -> Deferred[bytes]:
+        answer: Deferred[bytes] = Deferred()
+        proto = _OneExchange(payload, self.framer(), answer, self.check_peer)
+        connecting = self.endpoint.connect(_OneExchangeFactory(proto))
+
+        def not_connected(f: Failure) -> None:
+            if not answer.called:
+                answer.errback(ExchangeFailed(f"no connection: {f.getErrorMessage()[:200]}",
+                                              connected=False))
+
+        connecting.addErrback(not_connected)
+
+        def expire() -> None:
+            if answer.called:
+                return
+            answer.errback(ExchangeFailed(f"no answer within {self.timeout:g} s"))
+            connecting.cancel()
+            if proto.transport is not None:
+                proto.transport.abortConnection()
+
+        timer = self.clock.callLater(self.timeout, expire)
+        answer.addBoth(lambda r: (timer.cancel() if timer.active() else None, r)[1])
+        return answer
+
+
+# -- serials -------------------------------------------------------------------------
+
+
+class Serials:
+    """The link's own request serials in the deployed centre's form (bdc §6.2).
+
+    5 node digits, YYMMDD, 9 digits.  Sign-on ends in ``999999999``; other requests count
+    up from ``9`` followed by the hundredths of a second of the day when the process began
+    or the day turned, so a restart later that day does not reuse a serial (instruction
+    references use the low 9-digit range: their store row ids).
+    """
+
+    SIGN_ON = 999_999_999
+
+    def __init__(self, node: str, today: Callable[[], _dt.datetime]) -> None:
+        self.prefix = node[-5:]
+        self.today = today
+        self._day: _dt.date | None = None
+        self._next = 0
+
+    def _start(self, now: _dt.datetime) -> None:
+        self._day = now.date()
+        self._next = 900_000_000 + (now.hour * 3600 + now.minute * 60 + now.second) * 100 \
+            + now.microsecond // 10_000
+
+    def sign_on(self) -> str:
+        return f"{self.prefix}{self.today():%y%m%d}{self.SIGN_ON}"
+
+    def next(self) -> str:
+        now = self.today()
+        if now.date() != self._day:
+            self._start(now)
+        value, self._next = self._next, self._next + 1
+        if value >= self.SIGN_ON:
+            raise OverflowError("no serial left for today")
+        return f"{self.prefix}{now:%y%m%d}{value:09d}"
+
+
+# -- the link ------------------------------------------------------------------------
+
+_CONTROL_REQUESTS = (msg.SignOn, msg.Heartbeat, msg.StatusQuery, msg.BalanceQuery)
+_ANSWERS_TO_BANK = (msg.Ack, msg.HeartbeatAnswer)
+
+
+def bind_answer(adapter: Adapter, frame: bytes, request: msg.Message) -> msg.Message:
+    """The answer in ``frame`` to ``request``, bound to it (the connection was the correlation).
+
+    Uses the adapter's ``decode_answer(frame, request)`` when it has one; otherwise the
+    decoded answer must echo the request's serial itself.
+    """
+    bind = getattr(adapter, "decode_answer", None)
+    if bind is not None:
+        return bind(frame, request)
+    answer = msg.decode_all(adapter, frame)[0]
+    if getattr(answer, "reply_to", None) != request.seq_no:
+        raise AdapterError("the answer does not name the request of its connection")
+    return answer
+
+
+class ExchangeLink:
+    """A bank link of request/answer exchanges (see the module docstring)."""
+
+    RESEND_AFTER_LOSS = 2  # at once; past that, the dispatcher's own receipt timer decides
+
+    def __init__(self, bank: Any, adapter: Adapter, dispatcher: Any, clock: IReactorTime, metrics: Any,
+                 transport: Transport, *, gateway_node: str, heartbeat_interval: float,
+                 dead_after: float, retry_after: float = 1.0,
+                 today: Callable[[], _dt.datetime] | None = None) -> None:
+        self.bank, self.adapter, self.dispatcher = bank, adapter, dispatcher
+        self.clock, self.metrics, self.transport = clock, metrics, transport
+        self.gateway_node = gateway_node
+        self.heartbeat_interval, self.dead_after, self.retry_after = heartbeat_interval, dead_after, retry_after
+        self.serials = Serials(gateway_node, today or _dt.datetime.now)
+        self.window = max(1, int(getattr(bank, "window", 1)))
+        self.signed_on = False
+        self.running = False
+        self.queue: deque[msg.Message] = deque()
+        self.active = 0
+        self.awaiting: dict[str, Any] = {}   # a bank request's serial -> its inbound connection
+        self._resent: Counter[str] = Counter()  # instruction -> resends after a lost answer
+        self._last_ok = 0.0
+        self._retry: Any = None
+        self._probe = LoopingCall(self._tick)
+        self._probe.clock = clock
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def start(self) -> None:
+        """Sign on, then keep the session: probe when idle, sign on again after a silence."""
+        self.running = True
+        self._last_ok = self.clock.seconds()
+        self._sign_on()
+        self._probe.start(max(min(self.heartbeat_interval, self.dead_after) / 3, 0.05), now=False)
+
+    def drop_all(self) -> None:
+        """Stop the session (another node owns the link now); in-flight exchanges end on their own."""
+        self.stop()
+
+    def stop(self) -> None:
+        self.running = False
+        if self._probe.running:
+            self._probe.stop()
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
+        self._down()
+
+    def _down(self) -> None:
+        self.queue.clear()  # the dispatcher sends again what matters once a session is up
+        if self.signed_on:
+            self.signed_on = False
+            self.dispatcher.link_down(self)
+
+    def _sign_on(self) -> None:
+        self._retry = None
+        if not self.running or self.signed_on:
+            return
+        self._exchange(msg.SignOn(self.serials.sign_on(), self.gateway_node))
+
+    def _tick(self) -> None:
+        now = self.clock.seconds()
+        if self.signed_on and now - self._last_ok >= self.dead_after:
+            log.warn("link.dead_peer", bank=self.bank.id, silent_s=round(now - self._last_ok, 1))
+            self._down()
+            self._sign_on()
+        elif self.signed_on and self.active == 0 and not self.queue \
+                and now - self._last_ok >= self.heartbeat_interval:
+            self.send(msg.Heartbeat(self.serials.next(), self.gateway_node))
+
+    # -- the dispatcher's way out ---------------------------------------------------
+
+    def send(self, message: msg.Message) -> None:
+        """Send a request on a connection of its own, or an answer on the bank's connection."""
+        if isinstance(message, _ANSWERS_TO_BANK):
+            self._answer_bank(message)
+            return
+        self.queue.append(message)
+        self._pump()
+
+    def _pump(self) -> None:
+        while self.queue and self.active < self.window:
+            self._exchange(self.queue.popleft())
+
+    def _exchange(self, message: msg.Message) -> None:
+        wire = message
+        if isinstance(message, _CONTROL_REQUESTS) and not isinstance(message, msg.SignOn):
+            wire = dataclasses.replace(message, seq_no=self.serials.next())
+        try:
+            frame = self.adapter.encode(wire, sender=self.gateway_node, receiver=self.bank.node)
+        except AdapterError as e:
+            log.error("link.unencodable", bank=self.bank.id, kind=type(message).__name__, error=str(e))
+            return
+        self.active += 1
+        self.metrics.frames.labels(self.bank.id, "out").inc()
+        d = self.transport.request(frame)
+        d.addCallbacks(self._answered, self._failed, callbackArgs=(message, wire, frame),
+                       errbackArgs=(message,))
+        d.addErrback(lambda f: log.failure("link.exchange_error", f, bank=self.bank.id))
+
+    def _answered(self, frame: bytes, message: msg.Message, wire: msg.Message, request: bytes) -> None:
+        self.active -= 1
+        self._resent.pop(message.seq_no, None)
+        self.metrics.frames.labels(self.bank.id, "in").inc()
+        self._last_ok = self.clock.seconds()
+        try:
+            answer = bind_answer(self.adapter, frame, wire)
+        except AdapterError as e:
+            refuse_message(self, frame, e)
+            self._after(message, ok=False)
+            return
+        if wire is not message:
+            answer = dataclasses.replace(answer, reply_to=message.seq_no)  # type: ignore[call-arg]
+        match answer:
+            case msg.SignOnAnswer(ok=True):
+                self.signed_on = True
+                log.info("link.signed_on", bank=self.bank.id)
+                self.dispatcher.link_up(self)
+            case msg.SignOnAnswer():
+                log.warn("link.sign_on_refused", bank=self.bank.id, code=answer.code, text=answer.text)
+                self._after(message, ok=False)
+            case msg.HeartbeatAnswer():
+                pass
+            case _:
+                # Evidence is the whole exchange: the answer means what it means only
+                # next to the request of its connection (an adapter's decode_all reads both).
+                paired = hasattr(self.adapter, "decode_answer")  # its decode_all reads the pair
+                self.dispatcher.handle(answer, request + frame if paired else frame)
+        self._pump()
+
+    def _failed(self, failure: Failure, message: msg.Message) -> None:
+        self.active -= 1
+        reason = failure.getErrorMessage()[:200]
+        self.metrics.refused.labels(f"bank:{self.bank.id}", "no_answer").inc()
+        log.warn("link.no_answer", bank=self.bank.id, kind=type(message).__name__, reason=reason)
+        if isinstance(failure.value, ExchangeFailed) and not failure.value.connected and self.signed_on:
+            # The bank cannot be reached: the session is down until a sign-on gets through
+            # (the dispatcher then sends again what has no receipt, same reference).
+            self._down()
+            if self._retry is None:
+                self._retry = self.clock.callLater(self.retry_after, self._sign_on)
+        elif isinstance(message, msg.Instruction) and self.signed_on \
+                and self._resent[message.seq_no] < self.RESEND_AFTER_LOSS:
+            # The answer was lost on its connection, as a dropped persistent link loses it:
+            # send it again at once, same reference, for the bank to answer the original.
+            self._resent[message.seq_no] += 1
+            self.queue.appendleft(message)
+        self._after(message, ok=False)
+        self._pump()
+
+    def _after(self, message: msg.Message, *, ok: bool) -> None:
+        """A request went unanswered: sign on again later if it was the sign-on."""
+        if isinstance(message, msg.SignOn) and not ok and self.running and self._retry is None:
+            self._retry = self.clock.callLater(self.retry_after, self._sign_on)
+
+    # -- the bank's own requests ----------------------------------------------------
+
+    def _answer_bank(self, message: msg.Message) -> None:
+        inbound = self.awaiting.pop(getattr(message, "reply_to", ""), None)
+        if inbound is None:
+            log.warn("link.answer_without_request", bank=self.bank.id, kind=type(message).__name__)
+            return
+        inbound.answer(message)
+
+    def inbound(self, message: msg.Message, frame: bytes, connection: Any) -> None:
+        """A request the bank sent on a connection of its own: answered on that connection."""
+        self.metrics.frames.labels(self.bank.id, "in").inc()
+        match message:
+            case msg.Heartbeat():
+                connection.answer(msg.HeartbeatAnswer(self.serials.next(), message.seq_no, self.gateway_node))
+            case msg.Movement() | msg.Balance() | msg.Result():
+                self.awaiting[message.seq_no] = connection
+                self.dispatcher.handle(message, frame)  # acknowledged through send(), once committed
+            case _:
+                self.metrics.refused.labels(f"bank:{self.bank.id}", "unexpected_message").inc()
+                log.warn("link.unexpected_request", bank=self.bank.id, kind=type(message).__name__)
+                connection.close()
+
+
+@implementer(IHandshakeListener)
+class _Inbound(Protocol):
+    """One request from the bank on its own connection, answered on it, then closed."""
+
+    def __init__(self, factory: "InboundFactory") -> None:
+        self.factory = factory
+        self.link = factory.link
+        self.framer = self.link.adapter.framer()
+        self.verified = factory.check_peer is None
+        self.seq_no = ""
+        self.timer: Any = None
+
+    def connectionMade(self) -> None:
+        self.timer = self.link.clock.callLater(self.factory.timeout, self.close)
+
+    def handshakeCompleted(self) -> None:
+        problem = self.factory.check_peer(self.transport) if self.factory.check_peer else None
+        if problem is not None:
+            self.link.metrics.security_events.labels("bank_link_wrong_peer").inc()
+            log.warn("link.wrong_peer", kind="bank_link_wrong_peer", bank=self.link.bank.id, peer=problem)
+            self.transport.abortConnection()
+            return
+        self.verified = True
+
+    def dataReceived(self, data: bytes) -> None:
+        if not self.verified or self.seq_no:
+            self.transport.abortConnection()  # data before verification, or a second request
+            return
+        try:
+            frames = self.framer.feed(data)
+        except AdapterError as e:
+            self.link.metrics.refused.labels(f"bank:{self.link.bank.id}", "bad_frame").inc()
+            log.warn("link.bad_frame", bank=self.link.bank.id, reason=str(e))
+            self.transport.abortConnection()
+            return
+        if not frames:
+            return
+        frame = frames[0]
+        try:
+            message = msg.decode_all(self.link.adapter, frame)[0]
+        except AdapterError as e:
+            refusal = refuse_message(self.link, frame, e)
+            if refusal is not None:
+                self.transport.write(refusal)
+            self.close()
+            return
+        self.seq_no = message.seq_no or "-"
+        self.link.inbound(message, frame, self)
+
+    def answer(self, message: msg.Message) -> None:
+        if self.transport is None or self.transport.disconnecting:
+            return
+        frame = self.link.adapter.encode(message, sender=self.link.gateway_node, receiver=self.link.bank.node)
+        self.transport.write(frame)
+        self.link.metrics.frames.labels(self.link.bank.id, "out").inc()
+        self.close()
+
+    def close(self) -> None:
+        if self.transport is not None and not self.transport.disconnecting:
+            self.transport.loseConnection()
+
+    def connectionLost(self, reason: Failure = ConnectionDone()) -> None:  # type: ignore[assignment]
+        if self.timer is not None and self.timer.active():
+            self.timer.cancel()
+        if self.seq_no and self.link.awaiting.get(self.seq_no) is self:
+            del self.link.awaiting[self.seq_no]
+
+
+class InboundFactory(Factory):
+    """Accepts the bank's own requests for ``link``, one per connection, each bounded by ``timeout``."""
+
+    noisy = False
+
+    def __init__(self, link: ExchangeLink, *, timeout: float,
+                 check_peer: Callable[[Any], str | None] | None = None) -> None:
+        self.link, self.timeout, self.check_peer = link, timeout, check_peer
+
+    def buildProtocol(self, addr: Any) -> _Inbound:
+        return _Inbound(self)
+
+
+
+# -- wiring ----------------------------------------------------------------------------
+
+
+def check_bank_peer(bank_id: str) -> Callable[[Any], str | None]:
+    """After the handshake: why the peer is not bank ``bank_id`` (hpf://bank/ID), or None."""
+    from gateway.tls import peer_identity
+
+    def check(transport: Any) -> str | None:
+        try:
+            identity = peer_identity(transport)
+        except ValueError:
+            identity = None
+        if identity is None or identity.role != "bank" or identity.name != bank_id:
+            return identity.uri if identity is not None else "no certificate"
+        return None
+
+    return check
+
+
+def make_exchange_link(reactor: Any, bank: Any, adapter: Adapter, dispatcher: Any, metrics: Any,
+                       options: Any, *, gateway_node: str, heartbeat_interval: float,
+                       dead_after: float) -> ExchangeLink:
+    """Bank ``bank``'s per-request link: requests dialled over TLS with ``options``.
+
+    The gateway dials ``endpoint`` when it connects to the bank, ``peer_endpoint`` when the
+    bank's ``endpoint`` is the gateway's listener for the bank's own requests.
+    """
+    from twisted.internet.endpoints import clientFromString
+
+    from gateway.tls import tls_client_endpoint
+
+    target = bank.endpoint if bank.direction == "connect" else bank.peer_endpoint
+    transport = StreamTransport(tls_client_endpoint(clientFromString(reactor, target), options),
+                                adapter.framer, reactor, timeout=bank.request_timeout,
+                                check_peer=check_bank_peer(bank.id))
+    return ExchangeLink(bank, adapter, dispatcher, reactor, metrics, transport,
+                        gateway_node=gateway_node, heartbeat_interval=heartbeat_interval,
+                        dead_after=dead_after)
+
+
+def make_exchange_service(reactor: Any, link: ExchangeLink, options: Any) -> Any:
+    """The service of a per-request link: the sign-on loop and, when there is one, the
+    listener for the bank's own requests (``endpoint`` when the gateway listens, else
+    ``peer_endpoint``)."""
+    from twisted.application.internet import StreamServerEndpointService
+    from twisted.application.service import MultiService, Service
+    from twisted.internet.endpoints import serverFromString
+
+    from gateway.tls import tls_server_factory
+
+    bank = link.bank
+
+    class Running(Service):
+        def startService(self) -> None:
+            super().startService()
+            link.start()
+
+        def stopService(self) -> None:
+            super().stopService()
+            link.stop()
+
+    container = MultiService()
+    container.setName(f"bank-{bank.id}")
+    Running().setServiceParent(container)
+    listen = bank.endpoint if bank.direction == "listen" else bank.peer_endpoint
+    if listen is not None:
+        factory = InboundFactory(link, timeout=bank.request_timeout, check_peer=check_bank_peer(bank.id))
+        service = StreamServerEndpointService(serverFromString(reactor, listen),
+                                              tls_server_factory(factory, options))
+        service._raiseSynchronously = True  # a port that cannot be bound fails the start, loudly
+        service.setName(f"link-{bank.id}")
+        service.setServiceParent(container)
+    return container
+
+
+class IgnoredFieldsCollector:
+    """Exports, per bank, the unknown fields its adapter read and ignored.
+
+    ``hpf_gateway_bank_ignored_fields_total{bank, field}``, from the adapter's optional
+    ``ignored`` counter (field name to count): a bank sending fields we do not know is worth
+    seeing, and never worth refusing.
+    """
+
+    def __init__(self, adapters: Any) -> None:
+        self.adapters = adapters
+
+    def collect(self) -> Any:
+        from prometheus_client.core import CounterMetricFamily
+
+        family = CounterMetricFamily("hpf_gateway_bank_ignored_fields",
+                                     "Unknown fields read in bank messages and ignored, by bank and name.",
+                                     labels=["bank", "field"])
+        for bank_id, adapter in self.adapters.items():
+            for name, count in sorted(dict(getattr(adapter, "ignored", {}) or {}).items()):
+                family.add_metric([bank_id, name], count)
+        yield family
