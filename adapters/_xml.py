@@ -1,6 +1,6 @@
 """Hardened XML for the bank adapters: a refusing parser and fast escaping.
 
-Bank bodies are hostile until proven otherwise (DESIGN.md §7 G7, §8).  :func:`parse_xml`
+Bank bodies are hostile until proven otherwise (promise G7 in docs/architecture.md; SECURITY.md).  :func:`parse_xml`
 promises that a document it returns
 
 * was at most ``max_bytes`` long (checked before any decoding or parsing);

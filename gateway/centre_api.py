@@ -1,4 +1,4 @@
-"""The centre API: HTTPS + JSON for city business systems (DESIGN.md §6, notes in openapi.json).
+"""The centre API: HTTPS + JSON for city business systems (README.md, "Centre API"; the contract is openapi.json).
 
 The client certificate decides the centre; the debit account decides the bank.
 Validation and policy are pure (:class:`Intake.prepare`); storage is one

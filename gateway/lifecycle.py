@@ -1,4 +1,4 @@
-"""The instruction state machine of DESIGN.md §5, with no I/O.
+"""The instruction state machine of docs/architecture.md ("Model and lifecycle"), with no I/O.
 
 ``advance(state, event)`` returns the next state, or raises
 :class:`IllegalTransition`.  The relay calls it for every fact it learns, so a

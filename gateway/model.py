@@ -126,7 +126,7 @@ def mask_numbers(text: str) -> str:
 
 
 class State(str, enum.Enum):
-    """Where an instruction is in its lifecycle (DESIGN.md §5)."""
+    """Where an instruction is in its lifecycle (docs/architecture.md, "Model and lifecycle")."""
 
     RECEIVED = "received"
     SENT = "sent"

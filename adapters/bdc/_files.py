@@ -1,6 +1,6 @@
 """The files bdc carries inside ``FILE_LIST``: DATA packing and account-change lines.
 
-DATA on the wire (PROTOCOL.md §2.3) is GBK text, zlib-deflated, in upper-case hex.  A
+DATA on the wire (docs/protocols/bdc.md) is GBK text, zlib-deflated, in upper-case hex.  A
 decoder drops whitespace first (captured payloads split the hex into groups), bounds the
 inflated size so a small frame cannot expand into gigabytes, and insists on exactly one
 complete zlib stream.
@@ -32,7 +32,7 @@ _COLUMNS = 23
 _LINE_NO = re.compile(r"[0-9A-Za-z]{1,32}")  # 1, 2, ... or a serial (the public simulator's)
 BANK_NO = re.compile(r"[0-9A-Za-z]{1,20}")
 """A bank or branch number in a file column: 12-digit CNAPS codes and shorter bank codes."""
-_NULL = "null"  # bank files may write this for an empty value (PROTOCOL.md §5.1)
+_NULL = "null"  # bank files may write this for an empty value (docs/protocols/bdc.md)
 
 
 def pack_data(file_text: str) -> str:

@@ -1,4 +1,4 @@
-"""bdc framing (PROTOCOL.md §1.2): a 16-byte header, a 4-byte big-endian length, the body.
+"""bdc framing (docs/protocols/bdc.md): a 16-byte header, a 4-byte big-endian length, the body.
 
 Header bytes 0-5 are the sender's node (``[A-Z0-9]{6}``), byte 6 is ``'1'`` for
 sign-in-class messages and ``'0'`` otherwise, bytes 7-15 are padding (written as NUL,

@@ -1,6 +1,6 @@
 """The bdc XML body: field schemas per transaction, reading a parsed tree, rendering one.
 
-Grammar (PROTOCOL.md §2.1): ``<message><head>field*</head><body>field* field-list*</body>
+Grammar (docs/protocols/bdc.md): ``<message><head>field*</head><body>field* field-list*</body>
 </message>``, every element named by a ``name`` attribute (``pin`` may accompany it).
 Reading refuses stray text, unknown elements and attributes, and duplicate names.  Field
 names a message's :class:`Shape` does not define are ignored (the deployed centre ignores
@@ -32,7 +32,7 @@ _CENTRE_HEAD = ("SendDate", "SendTime", "SendSeqNo", "TxUnitNo", "SendNode", "Tx
 _CENTRE_REQUIRED = frozenset(_CENTRE_HEAD) - {"CustNo"}
 _PUSHED_HEAD = ("SendDate", "SendTime", "SendSeqNo", "SendNode", "TxCode", "ReceiveNode",
                 "BDCDate", "BDCTime", "BDCSeqNo")
-# The twelve fields of the deployed answer head (PROTOCOL.md §3.2); only TxStatus and
+# The twelve fields of the deployed answer head (docs/protocols/bdc.md); only TxStatus and
 # TxCode are needed to read one.  SendSeqNo is our echo extension for persistent links.
 _RESPONSE_HEAD = ("TxStatus", "RtnCode", "RtnMessage", "ReceiveDate", "ReceiveTime",
                   "ReceiveSeqNo", "ReceiveNode", "TxCode", "BDCDate", "BDCTime", "BDCSeqNo",

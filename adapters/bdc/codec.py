@@ -1,4 +1,4 @@
-"""The bdc codec: neutral messages to bdc frames and back (DESIGN.md §6.1, bdc/PROTOCOL.md).
+"""The bdc codec: neutral messages to bdc frames and back (docs/protocols/bdc.md).
 
 Frame: 16-byte header (sender node ``[A-Z0-9]{6}``, flag ``'1'`` for sign-in-class
 messages BDC001/SYS600 and ``'0'`` otherwise, 9 padding bytes written as NUL), a 4-byte
@@ -349,7 +349,7 @@ class BdcAdapter:
 
     def _enc_heartbeat_answer(self, m: base.HeartbeatAnswer, sender: str, receiver: str,
                               now: _dt.datetime) -> _Out:
-        # A centre's reply leaves BDCDate/BDCTime/BDCSeqNo empty (PROTOCOL.md §3.3).
+        # A centre's reply leaves BDCDate/BDCTime/BDCSeqNo empty (docs/protocols/bdc.md).
         head = self._response_head(now, "SYS600", ("0", OK_CODE, OK_TEXT), seq_no=m.seq_no,
                                    reply_to=m.reply_to, answering_node=m.node,
                                    requesting_node=receiver,
@@ -383,7 +383,7 @@ class BdcAdapter:
             ("CrAcctClass", "1" if m.creditor_personal else "2"),
             ("CrBankClass", "0" if m.same_bank else "1"),
             ("CrBankName", BANK_NAMES.get(str(m.creditor_bank_code)[:3], "")),
-            # A same-bank transfer needs no branch code (PROTOCOL.md §2.4 leaves it empty).
+            # A same-bank transfer needs no branch code (the interface leaves it empty).
             ("CrChgNo", v.match("creditor_bank_code", m.creditor_bank_code, v.BANK_CODE,
                                 "must be a 12-digit branch code", optional=m.same_bank)),
             ("Amt", amount),
@@ -851,7 +851,7 @@ class BdcAdapter:
         """The protocol's own refusal of a request frame we cannot take, or None.
 
         As the deployed centre answers a request it cannot parse or whose TxCode it does
-        not know (PROTOCOL.md §3.3): TxStatus ``1``, RtnCode ``10000``, 失败, the
+        not know (docs/protocols/bdc.md): TxStatus ``1``, RtnCode ``10000``, 失败, the
         request's TxCode and SendNode echoed.  None when the frame is not a readable
         request (an answer, or no head to answer), which then goes unanswered.
         """

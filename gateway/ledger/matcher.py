@@ -1,4 +1,4 @@
-"""The ledger's matcher: the three-way check of DESIGN.md §9, pure and deterministic.
+"""The ledger's matcher: the three-way check (docs/architecture.md, "The ledger"), pure and deterministic.
 
 The daemon feeds every stored copy to :meth:`Matcher.observe` as a
 :class:`Fact` and calls :meth:`Matcher.tick` on a timer; both return
@@ -85,7 +85,7 @@ _CST = _dt.timezone(_dt.timedelta(hours=8))
 class Thresholds:
     """The matcher's knobs.  Money in fen, times in seconds.
 
-    ``retention_s`` (an addition to LEDGER.md, optional) is how long an idle
+    ``retention_s`` (optional) is how long an idle
     record is kept; it is never less than ``result_deadline_s +
     booking_deadline_s`` and defaults to twice that.
     """

@@ -2,7 +2,7 @@
 
 Every alert the ledger raises is built here, so its key, subject, wording and
 severity live in one place: the matcher decides *when*, this module *what it
-says*.  The rules are DESIGN.md §9 as refined in notes/LEDGER.md.
+says*.  The rules are listed in docs/architecture.md, "The ledger".
 
 Rule, severity, and when it is raised:
 

@@ -1,6 +1,6 @@
 """``hpf-gateway verify``: walk a hash-chained journal and name the first altered, inserted or deleted row.
 
-Two journals are chained (DESIGN.md §8):
+Two journals are chained (SECURITY.md):
 
 - the gateway's ``events`` table: each row's ``hash`` is
   :func:`gateway.store.db.chain_hash` of the previous row's hash and its own

@@ -157,7 +157,7 @@ BANK_FAULTS: tuple[str, ...] = (
 )
 """The offences the simulated bank can commit on purpose, in their fixed order.
 
-Each is named after the supervision ledger rule (DESIGN.md §9) it should
+Each is named after the supervision ledger rule (docs/architecture.md, "The ledger") it should
 trigger.  The order is part of the schedule (:func:`fault_schedule`) and of the
 order in which one transfer's offences are pushed.
 """

@@ -419,7 +419,7 @@ class Counts:
             assert self.ledger_copies == self.gateway_events, self.line()
 
 
-# The order states can follow one another in (DESIGN.md §5); the feed may skip, never go back.
+# The order states can follow one another in (docs/architecture.md); the feed may skip, never go back.
 _RANK = {"received": 0, "rejected": 4, "sent": 1, "accepted": 2, "in_doubt": 3, "succeeded": 4, "failed": 4}
 
 

@@ -5,7 +5,7 @@ processes.  The gateway is started with ``HPF_CRASH_AT=POINT@N`` and SIGKILLs
 itself the Nth time it reaches POINT (:mod:`gateway.faults`) while a centre
 submits instructions; it is restarted with the same config and without the
 crash point.  The centre retries whatever it got no answer for with the same
-instruction_id and body.  Then, per DESIGN.md §7 and §10:
+instruction_id and body.  Then, per the promises of docs/architecture.md:
 
 - every instruction the centre got a 2xx for executed exactly once at the bank (G1, G2);
 - every instruction has exactly one final state on the results feed replayed from 0 (G5);

@@ -1,4 +1,4 @@
-"""Logs never carry key material or full account numbers (DESIGN.md §8), over a demo-like flow.
+"""Logs never carry key material or full account numbers (SECURITY.md), over a demo-like flow.
 
 The in-process gateway runs with both simulated banks, an instruction-signing
 key, a centre submitting good, rejected and malformed instructions, another

@@ -1,4 +1,4 @@
-"""Who may do what: every role against every listener, route and method (DESIGN.md §8).
+"""Who may do what: every role against every listener, route and method (SECURITY.md).
 
 Roles: a centre on its own data, a centre on another centre's data, a bank
 (and another bank), the ledger, a supervisor, a gateway, a client without a

@@ -288,7 +288,7 @@ def test_adapter_satisfies_the_contract_and_is_registered() -> None:
     assert isinstance(base.load_adapter("bdc"), BdcAdapter)
 
 
-# -- the protocol's own examples (PROTOCOL.md §2.4, §5.4) ---------------------------
+# -- the protocol's own examples (restated in docs/protocols/bdc.md) ---------------------------
 
 EXAMPLE_REQUEST = """<?xml version="1.0" encoding="GBK"?>
 <message><head>

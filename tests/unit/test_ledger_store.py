@@ -1,6 +1,6 @@
 """The ledger's store and ``verify`` on SQLite and PostgreSQL, and the pure copy checks.
 
-Copies are built and signed here exactly as LEDGER.md says a gateway does;
+Copies are built and signed here exactly as gateway/copies.py says a gateway does;
 tampering is done behind the store's back with plain SQL.
 """
 

@@ -1,4 +1,4 @@
-"""The instruction state machine, checked exhaustively against DESIGN.md §5."""
+"""The instruction state machine, checked exhaustively against docs/architecture.md ("Model and lifecycle")."""
 
 import itertools
 

@@ -1,6 +1,6 @@
 """The ledger's matcher (gateway/ledger/matcher.py): every rule, both ways, and its properties.
 
-Facts are built as the gateway files them (notes/LEDGER.md): copies whose
+Facts are built as the gateway files them (gateway/copies.py): copies whose
 payload is the JSON text of the journal, parsed by ``Fact.from_copy``.  Time is
 passed in; nothing here touches a reactor or a clock.
 """
@@ -59,7 +59,7 @@ START_US = int(_dt.datetime(2026, 11, 27, 10, 0, tzinfo=_dt.timezone(_dt.timedel
 
 
 class Journal:
-    """One gateway's journal: hands out copies in seq order, exactly shaped as LEDGER.md says."""
+    """One gateway's journal: hands out copies in seq order, exactly shaped as gateway/copies.py says."""
 
     def __init__(self, gateway: str = "main", prefix: str = "a1b2c3") -> None:
         self.gateway = gateway

@@ -31,7 +31,7 @@ DOC_PATH = Path(__file__).resolve().parents[2] / "gateway" / "openapi.json"
 TODAY = _dt.date(2024, 11, 27)
 CEILING = 50_000_000_00
 
-# Every operation of the centre API (notes/API.md), with the answers it must document.
+# Every operation of the centre API (README.md, "Centre API"), with the answers it must document.
 OPERATIONS: dict[tuple[str, str], set[str]] = {
     ("post", "/v1/instructions"): {"200", "202", "400", "403", "409", "413", "422", "503"},
     ("post", "/v1/instructions/batch"): {"200", "400", "413", "422", "503"},

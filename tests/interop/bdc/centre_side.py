@@ -94,7 +94,7 @@ def jaxb_xml(head: Sequence[Field], body: Sequence[Field] = (),
 
 
 def frame(node: str, body: bytes, flag: bytes = b"0") -> bytes:
-    """A frame as ``CRFCenterServer`` writes its replies (and PROTOCOL.md §1.2 describes)."""
+    """A frame as ``CRFCenterServer`` writes its replies (and docs/protocols/bdc.md describes)."""
     return node.encode("ascii") + flag + bytes(9) + len(body).to_bytes(4, "big") + body
 
 
