@@ -28,7 +28,7 @@ from adapters import base
 from adapters.iso20022 import Iso20022Adapter
 from gateway import sftp
 from gateway.testutil import make_instruction
-from tests.unit.test_relay import setup  # noqa: F401  (the store fixture)
+from tests.integration.test_relay_driver import setup  # noqa: F401  (the store fixture)
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "iso20022"
 USER = "hpfgw"
