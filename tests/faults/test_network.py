@@ -19,7 +19,7 @@ from collections.abc import Callable
 import pytest
 
 from tests import procs
-from tests.faults.harness import Load, Rig, count_everything, dump, settle, wait_until
+from tests.faults.harness import Load, Rig, count_everything, dump, settle
 from tests.faults.netproxy import FaultyLink
 
 pytestmark = pytest.mark.slow

@@ -220,6 +220,9 @@ async def test_hostile_bdc_frames_are_refused_and_store_nothing(harness):
         return deferToThread(_tls_dial, port, pki.cert("bank", "B001"), pki.key("bank", "B001"),
                              pki.ca_cert, payload)
 
+    # What the real bank's session left (the balances every session opens with) is not the hostile peer's.
+    before = await harness.gateway.db.read(
+        lambda c: c.execute(select(func.count()).select_from(schema.events)).scalar())
     got = await dial(framed(unsupported))
     assert '<field name="TxStatus">1</field><field name="RtnCode">10000</field>' in got.decode("gbk", "replace")
     for payload in (framed(body_dtd), framed(b"\xff\xfe\xfd<msg\x81\x00\x80")):

@@ -8,7 +8,6 @@ A server whose host key is not the configured one is refused before anything is 
 from __future__ import annotations
 
 import hashlib
-import shutil
 from pathlib import Path
 
 import pytest
