@@ -14,7 +14,6 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from OpenSSL import SSL
 from twisted.application.internet import ClientService, StreamServerEndpointService, backoffPolicy
 from twisted.application.service import MultiService
 from twisted.internet.endpoints import clientFromString, serverFromString
@@ -30,7 +29,7 @@ from adapters.base import Adapter, AdapterError
 from gateway.config import BankConfig
 from gateway.metrics import GatewayMetrics
 from gateway.relay import BankDispatcher
-from gateway.tls import TLSOptions, peer_identity, tls_client_endpoint, tls_server_factory
+from gateway.tls import TLSOptions, is_tls_error, peer_identity, tls_client_endpoint, tls_server_factory
 
 __all__ = ["BankLinkProtocol", "BankLink", "make_link_service"]
 
@@ -82,7 +81,7 @@ class BankLinkProtocol(Protocol):
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self.link.connections.discard(self)
-        if not self.handshake_done and reason is not None and reason.check(SSL.Error):
+        if not self.handshake_done and reason is not None and is_tls_error(reason):
             # The TLS layer refused the peer (or the peer refused us, when we dial):
             # a bad, revoked or expired certificate, no certificate, an old protocol.
             self.link.metrics.security_event(
