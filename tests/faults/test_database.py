@@ -12,17 +12,13 @@ here, because other tests' databases live on it.
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
 
 from gateway.config import load_config
-from gateway.store import migrate
 from tests import procs
-from tests.conftest import PG_URL, _fresh_pg_database
 from tests.faults.harness import Load, Rig, count_everything, dump, settle
 from tests.faults.netproxy import FaultyLink
 
@@ -31,20 +27,6 @@ pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 N = 60
 TIMERS = {"heartbeat_interval": 1.0, "dead_after": 3.0, "receipt_timeout": 2.0, "result_timeout": 30.0,
           "lease_ttl": 3.0}
-
-
-@pytest.fixture
-def pg_database() -> Iterator[str]:
-    if not PG_URL:
-        pytest.skip("needs PostgreSQL: set HPF_TEST_DATABASE_URL")
-    gen = _fresh_pg_database()
-    url = next(gen)
-    migrate.upgrade(url)
-    yield url
-    try:
-        next(gen)
-    except StopIteration:
-        pass
 
 
 def _through(proxy: FaultyLink, url: str) -> str:
@@ -59,14 +41,22 @@ def _kill_sessions(direct: sa.Engine, database: str) -> int:
             "WHERE datname = :d AND pid <> pg_backend_pid()"), {"d": database}).scalar() or 0)
 
 
-def _rig(tmp_path, pg_database: str, proxy: FaultyLink) -> Rig:
+def _rig(tmp_path, pg_url: str, proxy: FaultyLink) -> Rig:
     rig = Rig.prepare(tmp_path, timeouts=TIMERS)
     text = rig.config.path.read_text(encoding="utf-8")
-    rig.config.path.write_text(text.replace('"sqlite:///var/gateway.db"', f'"{_through(proxy, pg_database)}"'),
+    rig.config.path.write_text(text.replace('"sqlite:///var/gateway.db"', f'"{_through(proxy, pg_url)}"'),
                                encoding="utf-8")
     rig.config = load_config(rig.config.path)
     assert rig.config.database.startswith("postgresql"), rig.config.database
     return rig
+
+
+def _start(rig: Rig) -> tuple[procs.Proc, procs.Proc]:
+    rig.start_ledger()
+    gw = rig.start_gateway()
+    bank = rig.start_bank()
+    rig.wait_link()
+    return gw, bank
 
 
 def _settle_and_count(rig: Rig, load: Load, gw: procs.Proc, bank: procs.Proc, request, **extra) -> None:
@@ -83,16 +73,13 @@ def _settle_and_count(rig: Rig, load: Load, gw: procs.Proc, bank: procs.Proc, re
     counts.assert_exactly_once()
 
 
-def test_database_sessions_killed_mid_commit_lose_and_double_nothing(tmp_path, pg_database, request):
-    proxy = FaultyLink(("127.0.0.1", sa.engine.make_url(pg_database).port or 5432))
-    direct = sa.create_engine(pg_database)
-    database = sa.engine.make_url(pg_database).database
-    rig = _rig(tmp_path, pg_database, proxy)
+def test_database_sessions_killed_mid_commit_lose_and_double_nothing(tmp_path, pg_url, request):
+    proxy = FaultyLink(("127.0.0.1", sa.engine.make_url(pg_url).port or 5432))
+    direct = sa.create_engine(pg_url)
+    database = sa.engine.make_url(pg_url).database
+    rig = _rig(tmp_path, pg_url, proxy)
     try:
-        rig.start_ledger()
-        gw = rig.start_gateway()
-        bank = rig.start_bank()
-        rig.wait_link()
+        gw, bank = _start(rig)
         load = Load(rig.config, [f"PK-{n}" for n in range(N)], interval=0.1, deadline=120)
         load.start()
         killed = 0
@@ -109,15 +96,12 @@ def test_database_sessions_killed_mid_commit_lose_and_double_nothing(tmp_path, p
 
 
 @pytest.mark.parametrize("fault,seconds", [("unreachable", 30.0), ("reset-mid-frame", 5.0)])
-def test_database_unreachable_or_reset_loses_and_doubles_nothing(tmp_path, pg_database, fault, seconds,
+def test_database_unreachable_or_reset_loses_and_doubles_nothing(tmp_path, pg_url, fault, seconds,
                                                                   request):
-    proxy = FaultyLink(("127.0.0.1", sa.engine.make_url(pg_database).port or 5432))
-    rig = _rig(tmp_path, pg_database, proxy)
+    proxy = FaultyLink(("127.0.0.1", sa.engine.make_url(pg_url).port or 5432))
+    rig = _rig(tmp_path, pg_url, proxy)
     try:
-        rig.start_ledger()
-        gw = rig.start_gateway()
-        bank = rig.start_bank()
-        rig.wait_link()
+        gw, bank = _start(rig)
         load = Load(rig.config, [f"PU-{n}" for n in range(N)], interval=0.1, deadline=150, call_timeout=5.0)
         load.start()
         time.sleep(1)
@@ -129,17 +113,7 @@ def test_database_unreachable_or_reset_loses_and_doubles_nothing(tmp_path, pg_da
         time.sleep(seconds)
         proxy.heal()
         healed = time.monotonic()
-        ready = threading.Event()
-
-        def poll() -> None:
-            while not ready.is_set() and time.monotonic() - healed < 60:
-                try:
-                    if procs.metric(rig.config, "hpf_gateway_bank_link_up", 'bank="B001"') == 1.0:
-                        ready.set()
-                except Exception:  # the ops listener may be busy; poll again
-                    pass
-                time.sleep(0.1)
-        poll()
+        rig.wait_link(timeout=60)
         _settle_and_count(rig, load, gw, bank, request, fault=fault, fault_s=seconds,
                           link_back_s=round(time.monotonic() - healed, 2))
     finally:
