@@ -89,7 +89,7 @@ class _OneExchange(Protocol):
             return
         problem = self.check_peer(self.transport)
         if problem is not None:
-            self._fail(ExchangeFailed(problem))
+            self._fail(ExchangeFailed(problem, connected=False))  # nothing was written to it
             self.transport.abortConnection()
             return
         self.verified = True
@@ -109,7 +109,10 @@ class _OneExchange(Protocol):
             self.transport.loseConnection()
 
     def connectionLost(self, reason: Failure = ConnectionDone()) -> None:  # type: ignore[assignment]
-        self._fail(ExchangeFailed(f"closed before an answer: {reason.getErrorMessage()[:200]}"))
+        # Lost before the peer was verified (a refused handshake: a revoked or foreign
+        # certificate): the request was never written, so the bank could not be reached.
+        self._fail(ExchangeFailed(f"closed before an answer: {reason.getErrorMessage()[:200]}",
+                                  connected=self.verified))
 
     def _fail(self, error: Exception) -> None:
         if not self.answer.called:
@@ -268,6 +271,14 @@ class ExchangeLink:
         if self._retry is not None and self._retry.active():
             self._retry.cancel()
         self._down()
+
+    def recheck(self) -> None:
+        """The trust changed (a reload): probe the bank at once over a fresh connection, so a bank
+        whose certificate the new trust refuses is down now rather than at its next exchange.
+        A healthy session stays up: a reload drops no healthy link."""
+        if self.running and self.signed_on:
+            log.info("link.recheck", bank=self.bank.id, reason="trust reloaded")
+            self.send(msg.Heartbeat(self.serials.next(), self.gateway_node))
 
     def _down(self) -> None:
         self.queue.clear()  # the dispatcher sends again what matters once a session is up
@@ -522,10 +533,11 @@ def make_exchange_link(reactor: Any, bank: Any, adapter: Adapter, dispatcher: An
                         dead_after=dead_after)
 
 
-def make_exchange_service(reactor: Any, link: ExchangeLink, options: Any) -> Any:
+def make_exchange_service(reactor: Any, link: ExchangeLink, options: Any,
+                          guard: Callable[[Any, str], Any] | None = None) -> Any:
     """The service of a per-request link: the sign-on loop and, when there is one, the
     listener for the bank's own requests (``endpoint`` when the gateway listens, else
-    ``peer_endpoint``)."""
+    ``peer_endpoint``), wrapped by ``guard(factory, listener)`` in the listeners' shared guards."""
     from twisted.application.internet import StreamServerEndpointService
     from twisted.application.service import MultiService, Service
     from twisted.internet.endpoints import serverFromString
@@ -549,6 +561,8 @@ def make_exchange_service(reactor: Any, link: ExchangeLink, options: Any) -> Any
     listen = bank.endpoint if bank.direction == "listen" else bank.peer_endpoint
     if listen is not None:
         factory = InboundFactory(link, timeout=bank.request_timeout, check_peer=check_bank_peer(bank.id))
+        if guard is not None:
+            factory = guard(factory, f"bank:{bank.id}")
         service = StreamServerEndpointService(serverFromString(reactor, listen),
                                               tls_server_factory(factory, options))
         service._raiseSynchronously = True  # a port that cannot be bound fails the start, loudly

@@ -12,7 +12,7 @@ refused on its own (:func:`refuse_message`) and the connection goes on.
 from __future__ import annotations
 
 import random
-from typing import Any
+from typing import Any, Callable
 
 from twisted.application.internet import ClientService, StreamServerEndpointService, backoffPolicy
 from twisted.application.service import MultiService
@@ -227,12 +227,18 @@ class BankLink(Factory):
         self.dispatcher.link_down(session)
 
 
-def make_link_service(reactor: Any, link: BankLink, options: TLSOptions) -> Any:
-    """A service that keeps the bank's link: listening for it, or dialling it with backoff."""
+def make_link_service(reactor: Any, link: BankLink, options: TLSOptions,
+                      guard: Callable[[Any, str], Any] | None = None) -> Any:
+    """A service that keeps the bank's link: listening for it, or dialling it with backoff.
+
+    ``guard(factory, listener)`` wraps a listening link in the listeners' shared guards
+    (per-address cap, handshake deadline: :class:`gateway.web.ConnectionGuard`).
+    """
     bank = link.bank
     if bank.direction == "listen":
         endpoint = serverFromString(reactor, bank.endpoint)
-        service = StreamServerEndpointService(endpoint, tls_server_factory(link, options))
+        factory = guard(link, f"bank:{bank.id}") if guard is not None else link
+        service = StreamServerEndpointService(endpoint, tls_server_factory(factory, options))
         service._raiseSynchronously = True  # a port that cannot be bound fails the start, loudly
     else:
         endpoint = tls_client_endpoint(clientFromString(reactor, bank.endpoint), options)

@@ -27,7 +27,7 @@ from gateway.ops import make_ops_site
 from gateway.relay import Relay
 from gateway.signing import InstructionSigner
 from gateway.store.db import Database
-from gateway.web import guarded_site
+from gateway.web import ConnectionGuard, guarded_site
 from gateway.tls import (HTTP_ALPN, PartyAnchors, ReloadableOptions, certificate_identity, certificate_inventory,
                          client_options, export_crl_next_updates, server_options, tls_server_factory)
 
@@ -242,6 +242,9 @@ class Gateway:
             if name in self.tls_options:
                 # Open connections the new trust refuses (revoked, party removed) are closed now.
                 closed += self.tls_options[name].replace(options)
+        for link in self.links.values():
+            if isinstance(link, ExchangeLink):
+                link.recheck()  # no connection stays open to close: a probe meets the new trust now
         if self.site is not None:
             self.site.timeOut = new.limits.centre_idle_timeout  # new connections
         if self.certificates is not None:
@@ -258,8 +261,8 @@ class _LinkOwnership:
     port Deferred), so every gain builds the link's service afresh.
     """
 
-    def __init__(self, reactor: Any, link: BankLink | ExchangeLink, options: Any) -> None:
-        self.reactor, self.link, self.options = reactor, link, options
+    def __init__(self, reactor: Any, link: BankLink | ExchangeLink, options: Any, guard: Any) -> None:
+        self.reactor, self.link, self.options, self.guard = reactor, link, options, guard
         self.service: Any = None
 
     def gained(self, epoch: int) -> None:
@@ -267,7 +270,7 @@ class _LinkOwnership:
         dispatcher.activate(dispatcher.owner, dispatcher.lease_name, epoch).addErrback(
             lambda f: log.failure("relay.load_failed", f, bank=dispatcher.bank.id))
         if self.service is None:
-            self.service = _link_service(self.reactor, self.link, self.options)
+            self.service = _link_service(self.reactor, self.link, self.options, self.guard)
             self.service.startService()
 
     def lost(self) -> None:
@@ -278,11 +281,11 @@ class _LinkOwnership:
         self.link.dispatcher.deactivate()
 
 
-def _link_service(reactor: Any, link: Any, options: Any) -> Any:
+def _link_service(reactor: Any, link: Any, options: Any, guard: Any) -> Any:
     """The service keeping ``link``: a persistent session, or per-request exchanges."""
     if isinstance(link, ExchangeLink):
-        return make_exchange_service(reactor, link, options)
-    return make_link_service(reactor, link, options)
+        return make_exchange_service(reactor, link, options, guard)
+    return make_link_service(reactor, link, options, guard)
 
 
 def _adapter_for(config: GatewayConfig, bank: Any) -> Any:
@@ -338,6 +341,12 @@ def makeService(config: GatewayConfig, reactor: Any) -> Gateway:  # noqa: N802 (
     links: dict[str, BankLink | ExchangeLink] = {}
     keepers: dict[str, LeaseKeeper] = {}
     ttl = config.timeouts.lease_ttl
+
+    def bank_guard(factory: Any, listener: str) -> ConnectionGuard:
+        # The centre API's address cap and handshake deadline; the link's own heartbeats watch the rest.
+        return ConnectionGuard(factory, lambda: connection_limits(api.config.limits), reactor,
+                               metrics.security_event, listener=listener, requests=False)
+
     for bank_id, bank in config.banks.items():
         dispatcher = relay.dispatchers[bank_id]
         if bank.connection == "per_request":
@@ -351,11 +360,11 @@ def makeService(config: GatewayConfig, reactor: Any) -> Gateway:  # noqa: N802 (
                             dead_after=config.timeouts.dead_after)
         links[bank_id] = link
         if not shared:
-            _link_service(reactor, link, tls_options[f"bank_{bank_id}"]).setServiceParent(top)
+            _link_service(reactor, link, tls_options[f"bank_{bank_id}"], bank_guard).setServiceParent(top)
             continue
         dispatcher.active = False
         dispatcher.owner = config.instance
-        ownership = _LinkOwnership(reactor, link, tls_options[f"bank_{bank_id}"])
+        ownership = _LinkOwnership(reactor, link, tls_options[f"bank_{bank_id}"], bank_guard)
         keeper = LeaseKeeper(db, reactor, lease=dispatcher.lease_name, owner=config.instance, ttl=ttl,
                              on_gain=ownership.gained, on_lose=ownership.lost)
         dispatcher.on_fenced = keeper.fenced

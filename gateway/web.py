@@ -356,7 +356,8 @@ class GuardedConnection(ProtocolWrapper):
             self._handshake_timer = guard.clock.callLater(limits.handshake_timeout, self._handshake_late)
         else:
             self.handshake_done = True
-        self._start_request_timer()
+        if guard.requests:
+            self._start_request_timer()
 
     def handshakeCompleted(self) -> None:  # noqa: N802 (Twisted interface)
         self.handshake_done = True
@@ -378,7 +379,7 @@ class GuardedConnection(ProtocolWrapper):
             self.wrappedProtocol.handshakeCompleted()
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802
-        if self._request_timer is None and self._busy == 0:
+        if self._request_timer is None and self._busy == 0 and self.factory.requests:
             self._start_request_timer()
         super().dataReceived(data)
 
@@ -469,14 +470,18 @@ class ConnectionGuard(WrappingFactory):
     protocol = GuardedConnection  # type: ignore[assignment]
     noisy = False
 
-    def __init__(self, site: Site, limits: Callable[[], ConnectionLimits], clock: IReactorTime,
-                 report: Callable[..., None], *, listener: str, tls: bool = True) -> None:
+    def __init__(self, site: Any, limits: Callable[[], ConnectionLimits], clock: IReactorTime,
+                 report: Callable[..., None], *, listener: str, tls: bool = True,
+                 requests: bool = True) -> None:
         super().__init__(site)
         self.limits = limits
         self.clock = clock
         self.report = report
         self.listener = listener
         self.tls = tls
+        # False for a listener that is not HTTP (a bank link): its own protocol watches the
+        # line once it is up, so only the address cap and the handshake deadline apply.
+        self.requests = requests
         self.per_ip: dict[str, int] = {}
         self.per_peer: dict[str, int] = {}
 

@@ -66,15 +66,40 @@ def _run(rig: Rig, proxy: FaultyLink, fault: str, request: pytest.FixtureRequest
 
 @pytest.mark.parametrize("fault", list(FAULTS))
 def test_gateway_bank_network_faults_lose_and_double_nothing(tmp_path, fault, request):
+    """bdc as deployed: the gateway's requests, each on its own connection, go through the proxy."""
     rig = Rig.prepare(tmp_path, timeouts=TIMERS)
+    bank = rig.config.banks["B001"]
+    assert bank.connection == "per_request" and bank.peer_endpoint is not None
+    port = _port(bank.peer_endpoint.replace("tcp:127.0.0.1:", "tcp:"))
+    proxy = FaultyLink(("127.0.0.1", port))
+    rig.config.path.write_text(rig.config.path.read_text(encoding="utf-8").replace(
+        bank.peer_endpoint, f"tcp:127.0.0.1:{proxy.port}"), encoding="utf-8")
+    try:
+        ledger = rig.start_ledger()
+        gw = rig.start_gateway()
+        sim = rig.start_bank("--endpoint", f"tcp:{port}:interface=127.0.0.1")  # where it really listens
+        rig.wait_link()
+        load = Load(rig.config, [f"NB-{n}" for n in range(N)], interval=0.1, deadline=90)
+        _run(rig, proxy, fault, request, pair="gateway-bank (per request)", load=load, gw=gw, bank=sim,
+             ledger=ledger)
+    finally:
+        rig.kill_all()
+        proxy.close()
+
+
+@pytest.mark.parametrize("fault", ["reset-mid-frame", "half-open"])
+def test_a_persistent_bank_link_survives_network_faults(tmp_path, fault, request):
+    """The persistent opt-in: the bank dials the gateway through the proxy and keeps its session."""
+    rig = Rig.prepare(tmp_path, timeouts=TIMERS, banks={"B001": {"connection": "persistent"}})
     proxy = FaultyLink(("127.0.0.1", _port(rig.config.banks["B001"].endpoint)))
     try:
         ledger = rig.start_ledger()
         gw = rig.start_gateway()
         bank = rig.start_bank("--endpoint", f"tcp:127.0.0.1:{proxy.port}")
         rig.wait_link()
-        load = Load(rig.config, [f"NB-{n}" for n in range(N)], interval=0.1, deadline=90)
-        _run(rig, proxy, fault, request, pair="gateway-bank", load=load, gw=gw, bank=bank, ledger=ledger)
+        load = Load(rig.config, [f"NP-{n}" for n in range(N)], interval=0.1, deadline=90)
+        _run(rig, proxy, fault, request, pair="gateway-bank (persistent)", load=load, gw=gw, bank=bank,
+             ledger=ledger)
     finally:
         rig.kill_all()
         proxy.close()

@@ -110,3 +110,28 @@ async def test_the_gateway_ops_listener_has_the_centre_apis_cap(tmp_path: Path) 
         assert len(logs.named("ops.connection_limit")) == 1
     finally:
         await h.stop()
+
+
+@pytest.mark.parametrize("bank", ["B001", "B003"])  # bdc: a connection per request; iso20022: persistent
+@pytest_twisted.ensureDeferred
+async def test_a_bank_link_listener_has_the_same_cap_and_handshake_deadline(tmp_path: Path, bank: str) -> None:
+    """Idle TCP to the port a bank dials in on: cut at the cap at once, and at the handshake deadline."""
+    h = await start_harness(tmp_path, banks={}, limits={"centre_connections_per_ip": CAP,
+                                                        "centre_handshake_timeout": HANDSHAKE})
+    try:
+        assert h.config.banks[bank].direction == "listen"
+        port = int(h.config.banks[bank].endpoint.split(":")[1])
+        with capture_logs() as logs:
+            held = [await connect_tcp(port) for _ in range(CAP)]
+            extra = [await connect_tcp(port) for _ in range(3)]
+            for probe in held + extra:
+                await settle(probe, 5.0)
+        assert all(not p.open for p in held + extra), "an idle connection outlived its deadline"
+        for probe in extra:
+            assert probe.lost_at - probe.connected_at < HANDSHAKE, "a connection past the cap was held"
+        for probe in held:
+            assert probe.lost_at - probe.connected_at >= HANDSHAKE - 0.05, "cut before its deadline"
+        assert len(logs.named(f"bank:{bank}.connection_limit")) == 3
+        assert len(logs.named(f"bank:{bank}.handshake_timeout")) == CAP
+    finally:
+        await h.stop()
