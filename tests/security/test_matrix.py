@@ -114,7 +114,8 @@ def _ledger_config(tmp: Path, pki: DevPki) -> Path:
 
 
 async def _start(tmp: Path, other: DevPki) -> World:
-    h = await start_harness(tmp / "gw", banks={})
+    # B001 on bdc's persistent opt-in: its listener greets a dialling bank with a sign-on.
+    h = await start_harness(tmp / "gw", banks={}, bank_config={"B001": {"connection": "persistent"}})
     await h.gateway.listeners["centre_api"]._waitingForPort
     config = load_ledger_config(_ledger_config(tmp, h.pki))
     ledger_store.MIGRATIONS.upgrade(config.database)
