@@ -112,7 +112,10 @@ def _node_configs(tmp: Path, url: str, names: list[str]) -> list[GatewayConfig]:
     base = procs.prepare(tmp, timeouts={"lease_ttl": LEASE_TTL})
     data = tomllib.loads(base.path.read_text(encoding="utf-8"))
     data["banks"] = {b: data["banks"][b] for b in BANKS}
-    data["banks"]["B001"].update(direction="connect", endpoint=f"tcp:127.0.0.1:{free_port()}")
+    # A persistent link (bdc's opt-in): the test watches one session move from node to node.
+    data["banks"]["B001"].update(direction="connect", endpoint=f"tcp:127.0.0.1:{free_port()}",
+                                 connection="persistent")
+    data["banks"]["B001"].pop("peer_endpoint", None)
     data["accounts"] = {n: a for n, a in data["accounts"].items() if a["bank"] in BANKS}
     data["gateway"]["database"] = url
     out = []

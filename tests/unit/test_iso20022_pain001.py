@@ -77,6 +77,7 @@ def _iso_bank(**extra):
 
     def change(data):
         _set("banks", "B001", "adapter", "iso20022")(data)
+        data["banks"]["B001"].pop("peer_endpoint", None)  # bdc's per-request key: ISO 20022 is persistent
         for key, value in extra.items():
             _set("banks", "B001", key, value)(data)
     return change
