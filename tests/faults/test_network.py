@@ -58,8 +58,10 @@ def _run(rig: Rig, proxy: FaultyLink, fault: str, request: pytest.FixtureRequest
     rig.stop(bank)
     stats = rig.bank_stats()
     counts = count_everything(rig, load, feed=feed, stats=stats)
+    # How long the bank link took to come back is this fault's recovery only when the fault was on it.
+    recovery = {"link_back_s": link_back_s} if pair.startswith("gateway-bank") else {}
     dump(rig.tmp.parent / "fault-counts.jsonl", counts, test=request.node.name, pair=pair, fault=fault,
-         proxy=dict(proxy.counts), link_back_s=link_back_s)
+         proxy=dict(proxy.counts), **recovery)
     print(f"\n{pair} {fault}: {counts.line()} proxy={proxy.counts} link_back_s={link_back_s}")
     counts.assert_exactly_once()
 
