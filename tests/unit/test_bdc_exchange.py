@@ -5,6 +5,7 @@ bank's own requests answered on their connection; StreamTransport over real loop
 from __future__ import annotations
 
 import datetime as dt
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,8 +18,18 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 
 from adapters.base import (
-    Ack, Balance, BalanceQuery, Heartbeat, Instruction, Movement, Receipt, Result, SignOn,
-    SignOnAnswer, StatusQuery,
+    Ack,
+    AdapterError,
+    Balance,
+    BalanceQuery,
+    Heartbeat,
+    Instruction,
+    Movement,
+    Receipt,
+    Result,
+    SignOn,
+    SignOnAnswer,
+    StatusQuery,
 )
 from adapters.bdc import BdcAdapter
 from gateway.exchange import ExchangeFailed, ExchangeLink, Serials, StreamTransport
@@ -329,7 +340,6 @@ def test_encrypted_bodies_end_to_end_through_the_link_with_a_session_key_from_si
     """The plug-in point: the bank's sign-on answer carries HandKey, both sides then encrypt
     every business body (flag '0') and keep sign-in-class ones in clear."""
     from adapters.base import AdapterError
-    from adapters.bdc.cipher import TestCipher
 
     gateway_side = BdcAdapter(clock=lambda: NOW, echo=False, cipher=TestCipher())
     bank_side = BdcAdapter(clock=lambda: NOW, echo=False, cipher=TestCipher())
@@ -372,7 +382,6 @@ def test_encrypted_bodies_end_to_end_through_the_link_with_a_session_key_from_si
 
 def test_without_a_sign_on_no_business_message_is_encoded() -> None:
     from adapters.base import AdapterError
-    from adapters.bdc.cipher import TestCipher
 
     with pytest.raises(AdapterError, match="sign-on first"):
         BdcAdapter(cipher=TestCipher()).encode(instruction(1), sender=GATEWAY, receiver=BANK_NODE)
@@ -487,3 +496,39 @@ def test_a_connection_that_says_nothing_is_closed_after_the_timeout() -> None:
     proto.makeConnection(transport)
     clock.advance(5.0)
     assert transport.disconnecting and transport.value() == b""
+
+
+class TestCipher:
+    """A stand-in body cipher for these tests only (the vendor's is closed): AES-128-GCM, 12-byte nonce first; HandKey is the key in hex."""
+
+    __test__ = False  # not a pytest class
+
+    def new_hand_key(self) -> tuple[str, bytes]:
+        key = os.urandom(16)
+        return key.hex().upper(), key
+
+    def session_key(self, hand_key: str) -> bytes:
+        try:
+            key = bytes.fromhex(hand_key)
+        except ValueError:
+            raise AdapterError("HandKey: not a key this cipher knows") from None
+        if len(key) != 16:
+            raise AdapterError("HandKey: not a key this cipher knows")
+        return key
+
+    def encrypt(self, body: bytes, key: bytes) -> bytes:
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        nonce = os.urandom(12)
+        return nonce + AESGCM(key).encrypt(nonce, body, None)
+
+    def decrypt(self, data: bytes, key: bytes) -> bytes:
+        from cryptography.exceptions import InvalidTag
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        if len(data) < 28:
+            raise AdapterError("body: too short to be encrypted")
+        try:
+            return AESGCM(key).decrypt(data[:12], data[12:], None)
+        except InvalidTag:
+            raise AdapterError("body: does not decrypt with the session key") from None
