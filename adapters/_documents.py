@@ -7,9 +7,11 @@ adapter contract asks) at each root end tag.
 
 from __future__ import annotations
 
-from adapters.base import AdapterError
+from typing import Any
 
-__all__ = ["DocumentFramer"]
+from adapters.base import AdapterError, Message
+
+__all__ = ["DocumentFramer", "decode_evidence"]
 
 _BOM = b"\xef\xbb\xbf"
 
@@ -72,3 +74,16 @@ class DocumentFramer:
         self._error = reason
         self._buf.clear()
         raise AdapterError(reason)
+
+
+def decode_evidence(adapter: Any, frame: bytes, end: bytes) -> list[Message]:
+    """One document, or a request followed by its answer (one exchange's evidence, as the link
+    stores it), read as the answer bound to that request (``adapter.decode_answer``)."""
+    framer = DocumentFramer(end, adapter.max_frame * 2)
+    try:
+        parts = framer.feed(frame)
+    except AdapterError:
+        parts = []
+    if len(parts) == 2 and framer.pending() == 0:
+        return [adapter.decode_answer(parts[1], adapter.decode(parts[0]))]
+    return [adapter.decode(frame)]

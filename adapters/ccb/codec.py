@@ -11,7 +11,7 @@ from typing import ClassVar
 from lxml import etree
 
 from adapters import _xml, base
-from adapters._documents import DocumentFramer
+from adapters._documents import DocumentFramer, decode_evidence
 from adapters.base import AdapterError
 from adapters.bocb2e import _values as v
 
@@ -234,14 +234,7 @@ class CcbAdapter:
             raise AdapterError(f"ccb: {type(e).__name__}") from None
 
     def decode_all(self, frame: bytes) -> list[base.Message]:
-        framer = DocumentFramer(_END, self.max_frame * 2)
-        try:
-            parts = framer.feed(frame)
-        except AdapterError:
-            parts = []
-        if len(parts) == 2 and framer.pending() == 0:
-            return [self.decode_answer(parts[1], self.decode(parts[0]))]
-        return [self.decode(frame)]
+        return decode_evidence(self, frame, _END)
 
     def _request(self, tx: Tx) -> base.Message:
         sn = v.serial("REQUEST_SN", tx.head["REQUEST_SN"])

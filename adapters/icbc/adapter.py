@@ -22,7 +22,7 @@ from typing import ClassVar
 from lxml import etree
 
 from adapters import base
-from adapters._documents import DocumentFramer
+from adapters._documents import DocumentFramer, decode_evidence
 from adapters.base import AdapterError
 from adapters.icbc import codec as c
 from adapters.icbc import session as s
@@ -208,14 +208,7 @@ class IcbcAdapter:
     def decode_all(self, frame: bytes) -> list[base.Message]:
         """One document, or a request followed by its answer (one exchange's evidence), read
         as the answer bound to that request."""
-        framer = DocumentFramer(_END, self.max_frame * 2)
-        try:
-            parts = framer.feed(frame)
-        except AdapterError:
-            parts = []
-        if len(parts) == 2 and framer.pending() == 0:
-            return [self.decode_answer(parts[1], self.decode(parts[0]))]
-        return [self.decode(frame)]
+        return decode_evidence(self, frame, _END)
 
     # -- decode ------------------------------------------------------------------------------
 
