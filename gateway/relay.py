@@ -46,6 +46,7 @@ __all__ = ["LinkSession", "BankDispatcher", "Relay", "schedule_for"]
 log = Logger()
 
 _CREDITOR_IS_PERSON = {"withdrawal", "refund"}
+LOAD_RETRY = 1.0  # seconds between tries of a load the store failed (see BankDispatcher.load)
 SWEEP_EVERY = 30  # polls between full sweeps of received instructions (see BankDispatcher.poll)
 
 
@@ -281,8 +282,14 @@ class BankDispatcher:
     # -- feeding -------------------------------------------------------------
 
     def load(self) -> Deferred[None]:
-        """Take over every open instruction of this bank from the store (start-up, takeover)."""
+        """Take over every open instruction of this bank from the store (start-up, takeover).
+
+        A load the store fails (the database unreachable at a takeover) is tried again every
+        :data:`LOAD_RETRY` seconds while this node still owns the link at the same epoch: an
+        owner must not sit on an empty outbox while its instructions wait in the store.
+        """
         d = self.db.read(q.load_open, self._bank.id)
+        epoch = self.epoch
 
         def loaded(rows: list[dict[str, Any]]) -> None:
             items = []
@@ -294,7 +301,13 @@ class BankDispatcher:
             log.info("relay.loaded", bank=self._bank.id, open=len(rows))
             self._run(self.outbox.loaded(items, self.clock.seconds()))
 
-        return d.addCallback(loaded)
+        def failed(failure: Any) -> None:
+            log.failure("relay.load_failed", failure, bank=self._bank.id)
+            if self.active:
+                self.clock.callLater(LOAD_RETRY, lambda: self.load() if (
+                    self.active and self.epoch == epoch and not self._loaded) else None)
+
+        return d.addCallbacks(loaded, failed)
 
     def enqueue(self, rows: Iterable[dict[str, Any]]) -> None:
         """New instructions committed for this bank: queue them in commit order (and send at once).

@@ -332,3 +332,36 @@ async def test_after_a_restart_a_bank_that_wants_it_is_asked_before_anything_is_
     again.handle(msg.NotFound("BANK1", query.seq_no, row["bank_ref"]), b"raw-not-found")
     await settle(db, again)
     assert [m.seq_no for m in session.of(msg.Instruction)] == [row["bank_ref"]]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_load_the_store_fails_is_tried_again_and_its_instructions_are_sent(setup):
+    """A node taking the link over while the database fails must not sit on an empty outbox."""
+    from twisted.internet.defer import fail
+    from twisted.internet.task import deferLater
+
+    from gateway.relay import LOAD_RETRY
+    from gateway.store.db import StoreUnavailable
+
+    config, db, clock, d = setup
+    # Committed before this node took the link over: only a load finds them.
+    await db.write(lambda tx: q.intake(tx, [q.IntakeItem(make_instruction(i), "B001") for i in range(3)]))
+    real, tries = db.read, []
+
+    def failing_once(fn, *args):
+        tries.append(fn)
+        return fail(StoreUnavailable("server closed the connection")) if len(tries) == 1 else real(fn, *args)
+
+    db.read = failing_once
+    session = RecordingSession()
+    d.link_up(session)
+    await d.load()
+    assert not session.of(msg.Instruction)  # the load failed: nothing known yet
+    clock.advance(LOAD_RETRY)
+    for _ in range(50):  # the second load reads in the store's thread, then the claim commits
+        await deferLater(reactor, 0.02, lambda: None)
+        await settle(db, d)
+        if len(session.of(msg.Instruction)) == 3:
+            break
+    assert len(tries) == 2
+    assert len(session.of(msg.Instruction)) == 3
