@@ -32,12 +32,10 @@ from typing import Any, Iterator
 
 import pytest
 import pytest_twisted
-from cryptography.hazmat.primitives import serialization
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.ssl import Certificate, PrivateCertificate, optionsForClientTLS
 
-from gateway.config import render_toml
 from gateway.demo import CENTRE
 from gateway.ledger import store as ledger_store
 from gateway.ledger.config import load_ledger_config
@@ -45,8 +43,7 @@ from gateway.ledger.service import Ledger, makeLedgerService
 from gateway.pki import DevPki
 from gateway.simulate.run import api_url
 from tests.integration.harness import DEBIT_B001, OTHER_CENTRE, PAYEE, Harness, start_harness
-from tests.security.support import Captured, Https, capture_logs, connect_tls, settle
-from tests.unit.test_ledger_store import GATEWAY_KEY
+from tests.security.support import Captured, Https, capture_logs, connect_tls, ledger_config, settle
 
 ROOT = Path(__file__).resolve().parents[2]
 OPENAPI = json.loads((ROOT / "gateway" / "openapi.json").read_text(encoding="utf-8"))
@@ -90,34 +87,11 @@ class World:
         return Https(pair[0], pair[1], ca) if pair else Https(None, None, ca)
 
 
-def _ledger_config(tmp: Path, pki: DevPki) -> Path:
-    pub = tmp / "gateway-signing.pub"
-    pub.write_bytes(GATEWAY_KEY.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
-    data = {
-        "ledger": {"name": "main", "database": f"sqlite:///{tmp / 'ledger.db'}"},
-        "tls": {"certificate": str(pki.cert("ledger")), "private_key": str(pki.key("ledger")),
-                "ca": str(pki.ca_cert)},
-        "listen": {"ingest": "tcp:0:interface=127.0.0.1", "supervisor": "tcp:0:interface=127.0.0.1",
-                   "ops": "tcp:0:interface=127.0.0.1"},
-        "gateways": {"main": {"signing_key": str(pub), "signature_alg": "ed25519"}},
-        "supervisors": {"sup1": {}},
-        "thresholds": {"large_amount": "1000000.00", "result_deadline": 60.0, "booking_deadline": 60.0,
-                       "balance_tolerance": "0.00"},
-        "accounts": {DEBIT_B001: {"bank": "B001", "centre": CENTRE, "name": "示例中心归集户",
-                                  "type": "collection"}},
-        "counterparties": {PAYEE["account"]: {"name": PAYEE["name"], "bank_code": PAYEE["bank_code"]}},
-    }
-    path = tmp / "ledger.toml"
-    path.write_text(render_toml(data), encoding="utf-8")
-    return path
-
-
 async def _start(tmp: Path, other: DevPki) -> World:
     # B001 on bdc's persistent opt-in: its listener greets a dialling bank with a sign-on.
     h = await start_harness(tmp / "gw", banks={}, bank_config={"B001": {"connection": "persistent"}})
     await h.gateway.listeners["centre_api"]._waitingForPort
-    config = load_ledger_config(_ledger_config(tmp, h.pki))
+    config = load_ledger_config(ledger_config(tmp, h.pki))
     ledger_store.MIGRATIONS.upgrade(config.database)
     ledger = makeLedgerService(config, reactor)
     ledger.service.startService()

@@ -11,50 +11,26 @@ bounded to a few seconds.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import AsyncIterator
 
 import pytest
 import pytest_twisted
-from cryptography.hazmat.primitives import serialization
 from twisted.internet import reactor
 
-from gateway.config import render_toml
 from gateway.ledger import store as ledger_store
 from gateway.ledger.config import load_ledger_config
 from gateway.ledger.service import Ledger, makeLedgerService
 from gateway.pki import DevPki
 from tests.integration.harness import start_harness
-from tests.security.support import capture_logs, connect_tcp, settle
-from tests.unit.test_ledger_store import GATEWAY_KEY
+from tests.security.support import capture_logs, connect_tcp, ledger_config, settle
 
 CAP = 4
 HANDSHAKE, REQUEST = 1.0, 1.5
 
 
-def _ledger_config(tmp: Path, pki: DevPki, limits: dict[str, Any]) -> Path:
-    pub = tmp / "gateway-signing.pub"
-    pub.write_bytes(GATEWAY_KEY.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
-    data = {
-        "ledger": {"name": "main", "database": f"sqlite:///{tmp / 'ledger.db'}"},
-        "tls": {"certificate": str(pki.cert("ledger")), "private_key": str(pki.key("ledger")),
-                "ca": str(pki.ca_cert)},
-        "listen": {"ingest": "tcp:0:interface=127.0.0.1", "supervisor": "tcp:0:interface=127.0.0.1",
-                   "ops": "tcp:0:interface=127.0.0.1"},
-        "limits": limits,
-        "gateways": {"main": {"signing_key": str(pub), "signature_alg": "ed25519"}},
-        "supervisors": {"sup1": {}},
-        "thresholds": {"large_amount": "1000000.00", "result_deadline": 60.0, "booking_deadline": 60.0,
-                       "balance_tolerance": "0.00"},
-    }
-    path = tmp / "ledger.toml"
-    path.write_text(render_toml(data), encoding="utf-8")
-    return path
-
-
 @pytest_twisted.async_yield_fixture
 async def ledger(tmp_path: Path, dev_pki: DevPki) -> AsyncIterator[Ledger]:
-    config = load_ledger_config(_ledger_config(tmp_path, dev_pki, {
+    config = load_ledger_config(ledger_config(tmp_path, dev_pki, limits={
         "connections_per_ip": CAP, "handshake_timeout": HANDSHAKE, "request_timeout": REQUEST}))
     ledger_store.MIGRATIONS.upgrade(config.database)
     running = makeLedgerService(config, reactor)
