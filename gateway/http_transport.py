@@ -46,15 +46,21 @@ class TransportError(Exception):
         self.delivered = delivered
 
 
-def check_front_end_url(url: str, local_addresses: Iterable[str] = ()) -> str:
+def check_front_end_url(url: str, local_addresses: Iterable[str] = (),
+                        schemes: tuple[str, ...] = ("http", "https")) -> str:
     """``url`` if it may be dialled, else ``ValueError`` saying why (see the module docstring).
 
-    Accepted: ``http://`` or ``https://``, a host that is a loopback address (127.0.0.0/8,
-    ::1, ``localhost``) or exactly one of ``local_addresses``, no user info, no fragment.
+    Accepted: one of ``schemes`` (``http://`` or ``https://``; ``tcp://HOST:PORT`` for a
+    front-end spoken to over plain TCP, CCB's), a host that is a loopback address
+    (127.0.0.0/8, ::1, ``localhost``) or exactly one of ``local_addresses``, no user info,
+    no fragment.
     """
     parts = urlsplit(url)
-    if parts.scheme not in ("http", "https"):
-        raise ValueError(f"front-end URL must be http:// or https://, not {parts.scheme!r}")
+    if parts.scheme not in schemes:
+        raise ValueError(f"front-end URL must be {' or '.join(s + '://' for s in schemes)}, "
+                         f"not {parts.scheme!r}")
+    if parts.scheme == "tcp" and (parts.port is None or parts.path not in ("", "/") or parts.query):
+        raise ValueError("front-end URL tcp://HOST:PORT takes a port and nothing after it")
     if parts.username is not None or parts.password is not None:
         raise ValueError("front-end URL must not carry user info")
     if parts.fragment:

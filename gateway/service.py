@@ -21,6 +21,7 @@ from gateway.config import GatewayConfig
 from gateway.lease import LeaseKeeper
 from gateway.exchange import (IgnoredFieldsCollector, ExchangeLink, make_exchange_link,
                               make_exchange_service)
+from gateway.front_end import is_front_end, make_front_end_link
 from gateway.links import BankLink, make_link_service
 from gateway.metrics import GatewayMetrics
 from gateway.ops import make_ops_site
@@ -349,7 +350,9 @@ def makeService(config: GatewayConfig, reactor: Any) -> Gateway:  # noqa: N802 (
 
     for bank_id, bank in config.banks.items():
         dispatcher = relay.dispatchers[bank_id]
-        if bank.connection == "per_request":
+        if is_front_end(bank):
+            link = make_front_end_link(reactor, config, bank, adapters[bank_id], dispatcher, metrics)
+        elif bank.connection == "per_request":
             link = make_exchange_link(reactor, bank, adapters[bank_id], dispatcher, metrics,
                                       tls_options[f"bank_{bank_id}"], gateway_node=config.node,
                                       heartbeat_interval=config.timeouts.heartbeat_interval,

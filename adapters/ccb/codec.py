@@ -144,6 +144,15 @@ class CcbAdapter:
     def framer(self) -> DocumentFramer:
         return DocumentFramer(_END, self.max_frame)
 
+    def for_gateway(self, config: object, bank: object) -> "CcbAdapter":
+        """The adapter of configured bank ``bank``: customer id, operator and password from
+        ``banks.X.front_end`` (WLPT wants the password in every request, so it is read from
+        ``password_file`` here, once; :class:`Customer` never shows it)."""
+        front = getattr(bank, "front_end", None)
+        if front is None:
+            return self
+        return CcbAdapter(Customer(front.custid, front.cusopr, front.password()))
+
     def _head(self, code: str, sn: str) -> dict[str, str]:
         c = self._customer
         return {"REQUEST_SN": sn, "CUST_ID": c.cust_id, "USER_ID": c.user_id,

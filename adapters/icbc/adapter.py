@@ -61,6 +61,17 @@ class IcbcAdapter:
     def framer(self) -> DocumentFramer:
         return DocumentFramer(_END, self.max_frame)
 
+    def for_gateway(self, config: object, bank: object) -> "IcbcAdapter":
+        """The adapter of configured bank ``bank``: its CIS and certificate id from
+        ``banks.X.front_end`` and the bank's local time (China Standard Time) in every
+        TranDate/TranTime."""
+        from adapters.bocb2e.adapter import china_now
+
+        front = getattr(bank, "front_end", None)
+        if front is None:
+            return self
+        return IcbcAdapter(s.Corporate(front.cis, front.cert_id), now=china_now)
+
     def _pub(self, code: str, fseqno: str, day: dt.date | None = None) -> c.Pub:
         s._serial("fSeqno", fseqno)
         if self._now is not None:

@@ -15,6 +15,7 @@ RETURN_MSG is 余额不足.
 from __future__ import annotations
 
 import datetime as dt
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -53,6 +54,8 @@ class WlptClient:
     transfers: dict[str, _Transfer] = field(default_factory=dict)
     seen: set[str] = field(default_factory=set)
     executions: int = 0
+    executed_refs: Counter[str] = field(default_factory=Counter)   # REQUEST_SN -> times executed
+    duplicates: int = 0            # transfers with a REQUEST_SN seen before
     _credit: int = 100761892436
 
     def answer(self, data: bytes, now: dt.datetime) -> bytes:
@@ -66,6 +69,8 @@ class WlptClient:
                 (self.cust_id, self.user_id, self.password):
             return self._reply(sn, code, SIM_CODES["bad_login"], "密码错误", {})
         if sn in self.seen:
+            if code in ("6W8010", "6W8060"):
+                self.duplicates += 1
             return self._reply(sn, code, c.DUPLICATE, "记录重复", {})
         self.seen.add(sn)
         try:
@@ -109,6 +114,7 @@ class WlptClient:
         if t.payee in self.balances:
             self.balances[t.payee] += t.amount
         self.executions += 1
+        self.executed_refs[t.sn] += 1
         t.deal = c.DEAL_SUCCEEDED
         return ""
 
