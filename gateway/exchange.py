@@ -297,7 +297,6 @@ class ExchangeLink:
         self._pages: dict[str, tuple[str, _dt.date]] = {}   # page serial -> (account, day)
         self._paging: set[str] = set()                      # accounts with a page on the wire
         self._cursors: dict[str, tuple[_dt.date, Any]] = {}  # account -> (day, where the next poll starts)
-        self._handed: set[str] = set()   # serials of answers handed over; their Acks go nowhere
         self._probe = LoopingCall(self._tick)
         self._probe.clock = clock
         self._statement_loop = LoopingCall(self.poll_statements)
@@ -420,7 +419,6 @@ class ExchangeLink:
     def _paged(self, account: str, day: _dt.date, page: Any, evidence: bytes) -> None:
         statement = page.statement
         if statement.entries or statement.pending or statement.problems:
-            self._handed.add(statement.seq_no)
             self.dispatcher.handle(statement, evidence)
         if page.more:
             self._page(account, day, page.cursor)
@@ -573,11 +571,11 @@ class ExchangeLink:
     # -- the bank's own requests ----------------------------------------------------
 
     def _answer_bank(self, message: msg.Message) -> None:
-        reply_to = getattr(message, "reply_to", "")
-        if reply_to in self._handed:
-            self._handed.discard(reply_to)  # a statement this link asked for: nobody to answer
+        inbound = self.awaiting.pop(getattr(message, "reply_to", ""), None)
+        if inbound is None and isinstance(message, msg.Ack):
+            # An answer to this link's own request (a statement page, a status): nobody to answer.
+            log.debug("link.ack_of_own_exchange", bank=self.bank.id)
             return
-        inbound = self.awaiting.pop(reply_to, None)
         if inbound is None:
             log.warn("link.answer_without_request", bank=self.bank.id, kind=type(message).__name__)
             return

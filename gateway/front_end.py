@@ -61,7 +61,8 @@ def front_end_transport(reactor: Any, config: GatewayConfig, bank: BankConfig, a
 
     def http(url: str, **extra: Any) -> HttpTransport:
         return HttpTransport(reactor, url, local_addresses=front.local_addresses, timeout=front.timeout,
-                             max_answer=front.max_answer, tls_policy=_tls_policy(config, bank, url), **extra)
+                             max_answer=front.max_answer, tls_policy=_tls_policy(config, bank, url),
+                             keep_alive=bank.window, **extra)
 
     if bank.adapter == "icbc":
         from adapters.icbc import codec as nc

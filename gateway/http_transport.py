@@ -26,7 +26,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, ResponseDone, ResponseNeverReceived
+from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone, ResponseNeverReceived
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IBodyProducer, IPolicyForHTTPS, IResponse
 from zope.interface import implementer
@@ -123,7 +123,7 @@ class HttpTransport:
                  content_type: bytes = b"text/plain; charset=GB18030", timeout: float = 25.0,
                  max_answer: int = 4 * 1024 * 1024,
                  tls_policy: IPolicyForHTTPS | None = None,
-                 query: Callable[[bytes], str] | None = None) -> None:
+                 query: Callable[[bytes], str] | None = None, keep_alive: int = 0) -> None:
         if query is not None and "?" in url:
             raise ValueError("front-end URL: a query is added per request; give the URL without one")
         self._url = check_front_end_url(url, local_addresses).encode("ascii")
@@ -135,6 +135,10 @@ class HttpTransport:
         agent_args: dict[str, Any] = {"connectTimeout": timeout}
         if tls_policy is not None:
             agent_args["contextFactory"] = tls_policy
+        if keep_alive > 0:  # up to that many idle connections kept for the next requests
+            pool = HTTPConnectionPool(reactor, persistent=True)
+            pool.maxPersistentPerHost = keep_alive
+            agent_args["pool"] = pool
         self._agent = Agent(reactor, **agent_args)
 
     def request(self, payload: bytes) -> Deferred[bytes]:
