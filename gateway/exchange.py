@@ -380,6 +380,12 @@ class ExchangeLink:
         self._down()
         self._sign_on()
 
+    def _never_received(self, message: Any, evidence: bytes) -> None:
+        """A transfer refused for want of a session was never taken by the bank (the whole
+        request is refused before it is read): the dispatcher may send it again, same reference."""
+        if isinstance(message, msg.Instruction):
+            self.dispatcher.handle(msg.NotFound(message.seq_no, message.seq_no, message.seq_no), evidence)
+
     def _tick(self) -> None:
         if not self.has_heartbeat:
             return  # an idle front-end is not a dead one; requests find out when it is gone
@@ -461,6 +467,7 @@ class ExchangeLink:
         except AdapterError as e:
             self._pages.pop(getattr(message, "seq_no", ""), None)
             if getattr(e, "session_lost", False):
+                self._never_received(message, b"")
                 self._session_lost(str(e))
                 return False
             log.error("link.unencodable", bank=self.bank.id, kind=type(message).__name__, error=str(e))
@@ -498,6 +505,7 @@ class ExchangeLink:
             if page is not None:
                 self._paging.discard(page[0])
             if getattr(e, "session_lost", False):
+                self._never_received(message, request + frame)
                 self._session_lost(str(e))
                 return
             refuse_message(self, frame, e)

@@ -23,8 +23,9 @@ __all__ = ["NotSignedOn", "Refused", "StatementPage", "StatementAnswer", "Sessio
 class NotSignedOn(AdapterError):
     """The front-end answered that the session's token is missing or expired (B107/1033).
 
-    The request was refused before it was processed; the token is dropped and the link must
-    sign on again.  A transfer that met this is still asked about (b2e0007) before any resend.
+    The request was refused as a whole before it was processed (an envelope answer without
+    records); the token is dropped and the link must sign on again.  A transfer that met this
+    was not taken, so the link sends it again, same ``insid``, once signed on.
     """
 
     session_lost = True  # what a link reads: sign on again (gateway/exchange.py)

@@ -10,6 +10,7 @@ wait is bounded.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Callable
 
@@ -104,7 +105,7 @@ async def test_bocb2e_signs_on_again_after_expiry_and_asks_before_resending(tmp_
         # Balance and statement polls run from the start.
         snapshots = await wait_for(lambda: [k for k, _ in seen if k == "b2e0005"])
         assert snapshots
-        assert (await c.submit("BOC-1", debit=DEBIT_B002, creditor=PAYEE))[0] in (200, 201)
+        assert (await c.submit("BOC-1", debit=DEBIT_B002, creditor=PAYEE))[0] == 202
         done = await c.wait_state("BOC-1", {"succeeded", "failed", "in_doubt"}, timeout=20)
         assert done["state"] == "succeeded"
         [insid] = lost
@@ -116,7 +117,7 @@ async def test_bocb2e_signs_on_again_after_expiry_and_asks_before_resending(tmp_
         # The token expires mid-run: the next request meets B107, the link signs on again.
         sign_ons = sum(1 for k, _ in seen if k == "b2e0001")
         front._tokens.clear()
-        assert (await c.submit("BOC-2", debit=DEBIT_B002, creditor=PAYEE))[0] in (200, 201)
+        assert (await c.submit("BOC-2", debit=DEBIT_B002, creditor=PAYEE))[0] == 202
         assert (await c.wait_state("BOC-2", {"succeeded", "failed", "in_doubt"}, timeout=20))["state"] \
             == "succeeded"
         assert sum(1 for k, _ in seen if k == "b2e0001") > sign_ons
@@ -128,9 +129,9 @@ async def test_bocb2e_signs_on_again_after_expiry_and_asks_before_resending(tmp_
         while len(movements) < 2 and reactor.seconds() < deadline:
             movements = await events(h, "bank.movement")
             await deferLater(reactor, 0.1, lambda: None)
-        assert sorted(m["payload"]["amount"] for m in movements) == [-10000, -10000]
+        assert sorted(json.loads(m["payload"])["amount"] for m in movements) == [-10000, -10000]
         balances = await events(h, "bank.balance")
-        assert balances and all(b["payload"]["as_of"] for b in balances)
+        assert balances and all(json.loads(b["payload"])["as_of"] for b in balances)
     finally:
         await h.stop()
 
@@ -165,7 +166,7 @@ async def test_icbc_through_nc_polls_status_and_asks_before_resending(tmp_path: 
         seen = record(front, "trade", nc_request, lose)
         await h.link_up("B002")   # NC has no sign-on: a balance query showed it answers
         c = h.client()
-        assert (await c.submit("NC-1", debit=DEBIT_B002, creditor=PAYEE))[0] in (200, 201)
+        assert (await c.submit("NC-1", debit=DEBIT_B002, creditor=PAYEE))[0] == 202
         done = await c.wait_state("NC-1", {"succeeded", "failed", "in_doubt"}, timeout=20)
         assert done["state"] == "succeeded"
         [ref] = lost
@@ -175,7 +176,7 @@ async def test_icbc_through_nc_polls_status_and_asks_before_resending(tmp_path: 
         assert front.executed_refs[ref] == 1 and front.executions == 1
         assert await wait_for(lambda: [k for k, _ in seen if k == "QACCBAL"])
         balances = await events(h, "bank.balance")
-        assert balances and balances[-1]["payload"]["account"] == DEBIT_B002
+        assert balances and json.loads(balances[-1]["payload"])["account"] == DEBIT_B002
     finally:
         await h.stop()
 
@@ -210,7 +211,7 @@ async def test_ccb_over_tcp_asks_before_resending_and_executes_once(tmp_path: Pa
         seen = record(front, "answer", tx_request, lose)
         await h.link_up("B002")
         c = h.client()
-        assert (await c.submit("TX-1", debit=DEBIT_B002, creditor=PAYEE))[0] in (200, 201)
+        assert (await c.submit("TX-1", debit=DEBIT_B002, creditor=PAYEE))[0] == 202
         done = await c.wait_state("TX-1", {"succeeded", "failed", "in_doubt"}, timeout=20)
         assert done["state"] == "succeeded"
         [sn] = lost
