@@ -13,10 +13,11 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from twisted.application.internet import StreamServerEndpointService
+from twisted.application.internet import StreamServerEndpointService, TimerService
 from twisted.application.service import MultiService
 from twisted.internet.endpoints import serverFromString
 
@@ -34,7 +35,19 @@ class FrontEndStats:
     def stats(self) -> dict[str, Any]:
         executions: Counter[str] = self.simulator.executed_refs
         return {"executed": sum(executions.values()), "duplicates": self.simulator.duplicates,
-                "executions": dict(executions), "faults": {"committed": {}}}
+                "executions": dict(executions), "executions_by_reference": dict(executions),
+                "max_executions_per_reference": max(executions.values(), default=0),
+                "balances": dict(self.simulator.balances), "faults": {"committed": {}}}
+
+
+def _write_json(path: Path, data: Any) -> None:
+    """``data`` as JSON at ``path``, whole or not at all (a reader never sees half a file)."""
+    import json
+    import os
+
+    partial = path.with_name(path.name + ".tmp")
+    partial.write_text(json.dumps(data, sort_keys=True), encoding="utf-8")
+    os.replace(partial, path)
 
 
 def _listen(url: str) -> str:
@@ -51,7 +64,8 @@ def _serve(container: MultiService, reactor: Any, url: str, factory: Any, name: 
 
 
 def front_end_service(reactor: Any, config: GatewayConfig, bank_id: str, *, balance_fen: int,
-                      polls_before_final: int = 1, now: Callable[[], Any] | None = None) -> MultiService:
+                      polls_before_final: int = 1, now: Callable[[], Any] | None = None,
+                      stats_path: Path | None = None) -> MultiService:
     """The simulated front-end of ``bank_id`` (see the module docstring)."""
     from adapters.bocb2e.adapter import china_now
 
@@ -84,6 +98,11 @@ def front_end_service(reactor: Any, config: GatewayConfig, bank_id: str, *, bala
         _serve(container, reactor, front.url, WlptFactory(simulator, clock), "wlpt")
     else:
         raise ValueError(f"bank {bank_id}: adapter {bank.adapter!r} has no front-end simulator")
-    container.link = FrontEndStats(simulator)  # type: ignore[attr-defined]
+    stats = FrontEndStats(simulator)
+    if stats_path is not None:  # as the other simulated banks do: the stats JSON every second
+        writer = TimerService(1.0, lambda: _write_json(stats_path, stats.stats()))
+        writer.clock = reactor
+        writer.setServiceParent(container)
+    container.link = stats  # type: ignore[attr-defined]
     container.simulator = simulator  # type: ignore[attr-defined]
     return container
