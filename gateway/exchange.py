@@ -294,6 +294,7 @@ class ExchangeLink:
         self._signing_on = False     # a sign-on (or, without one, a probe) is on the wire
         self._opening: Any = None    # that request
         self._alone: Any = None      # a balance query on the wire by itself (see _pump)
+        self._balances: deque[tuple[Any, float]] = deque()   # balance queries waiting for it, since when
         self._pages: dict[str, tuple[str, _dt.date]] = {}   # page serial -> (account, day)
         self._paging: set[str] = set()                      # accounts with a page on the wire
         self._cursors: dict[str, tuple[_dt.date, Any]] = {}  # account -> (day, where the next poll starts)
@@ -338,6 +339,7 @@ class ExchangeLink:
 
     def _down(self) -> None:
         self.queue.clear()  # the dispatcher sends again what matters once a session is up
+        self._balances.clear()
         self._paging.clear()
         if self.signed_on:
             self.signed_on = False
@@ -441,22 +443,31 @@ class ExchangeLink:
         if isinstance(message, _ANSWERS_TO_BANK):
             self._answer_bank(message)
             return
-        self.queue.append(message)
+        if self.bank_time is not None and isinstance(message, msg.BalanceQuery):
+            if all(q.account != message.account for q, _ in self._balances):  # one waiting per account
+                self._balances.append((message, self.clock.seconds()))
+        else:
+            self.queue.append(message)
         self._pump()
 
     def _pump(self) -> None:
-        while self.queue and self.active < self.window and self._alone is None:
-            if self.bank_time is not None and isinstance(self.queue[0], msg.BalanceQuery):
-                # A balance the bank gives without a time is timed by the link when its
-                # answer arrives: it goes alone, so nothing this link asked for happens
-                # between the bank's answer and that time.
-                if self.active:
-                    return
-                message = self.queue.popleft()
+        """Send what waits while the window has room.  A balance the bank gives without a time
+        is timed by the link when its answer arrives, so its query goes alone (nothing this
+        link asked for happens between the bank's answer and that time): when the link is
+        idle, or, once it has waited ``dead_after`` seconds, after the window has drained."""
+        while self._alone is None:
+            if self._balances and (self.active == 0 and (not self.queue or self._balance_due())):
+                message, _ = self._balances.popleft()
                 if self._exchange(message):
                     self._alone = message
                 continue
+            if self._balance_due() or not self.queue or self.active >= self.window:
+                return
             self._exchange(self.queue.popleft())
+        return
+
+    def _balance_due(self) -> bool:
+        return bool(self._balances) and self.clock.seconds() - self._balances[0][1] >= self.dead_after
 
     def _exchange(self, message: Any) -> bool:
         wire = message

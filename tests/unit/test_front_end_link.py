@@ -194,18 +194,31 @@ def test_a_failed_sign_on_is_tried_again_later() -> None:
 
 
 def test_a_balance_query_goes_alone_and_is_timed_by_the_banks_clock() -> None:
-    link, transport, _, dispatcher, _ = signed_on()
+    link, transport, _, dispatcher, clock = signed_on()
     link.send(transfer())
     link.send(BalanceQuery("G1", PAYER))
+    link.send(BalanceQuery("G1b", PAYER))           # one per account waits: this one is dropped
     link.send(StatusQuery("G2", transfer().seq_no, NOW.date()))
-    assert transport.codes() == ["b2e0009"]            # the balance waits for the window to drain
+    assert transport.codes() == ["b2e0009", "b2e0007"]  # the balance waits for the link to be idle
     transport.answer()
-    assert transport.codes() == ["b2e0005"]            # alone: the status query waits behind it
+    transport.answer()
+    assert transport.codes() == ["b2e0005"]            # idle: the balance goes, alone
+    link.send(StatusQuery("G3", transfer().seq_no, NOW.date()))
+    assert transport.codes() == ["b2e0005"]            # and nothing goes beside it
     transport.answer()
     assert transport.codes() == ["b2e0007"]
-    balance = next(m for m, _ in dispatcher.handled if isinstance(m, Balance))
+    [balance] = [m for m, _ in dispatcher.handled if isinstance(m, Balance)]
     assert balance.as_of == NOW.replace(microsecond=0) and balance.balance == 1_000_000
     assert balance.reply_to == "G1"
+    # A busy link: the balance waits dead_after seconds, then the window drains for it.
+    link.send(BalanceQuery("G4", PAYER))
+    clock.advance(15.0)
+    link.send(StatusQuery("G5", transfer().seq_no, NOW.date()))
+    assert transport.codes() == ["b2e0007"]            # G5 waits behind the overdue balance
+    transport.answer()
+    assert transport.codes() == ["b2e0005"]
+    transport.answer()
+    assert transport.codes() == ["b2e0007"]
 
 
 def test_statements_are_read_page_by_page_and_the_next_poll_starts_after_the_last_record() -> None:
