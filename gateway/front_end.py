@@ -23,7 +23,7 @@ from gateway.config import FRONT_END_ADAPTERS, BankConfig, GatewayConfig
 from gateway.exchange import ExchangeLink, StatementPoll, StreamTransport
 from gateway.http_transport import HttpTransport, NcTransport
 
-__all__ = ["is_front_end", "front_end_transport", "make_front_end_link"]
+__all__ = ["front_end_transport", "is_front_end", "make_front_end_link"]
 
 
 def is_front_end(bank: BankConfig) -> bool:
@@ -78,7 +78,7 @@ def make_front_end_link(reactor: Any, config: GatewayConfig, bank: BankConfig, a
     """Bank ``bank``'s link through its front-end (see the module docstring)."""
     from adapters.bocb2e.adapter import china_now
 
-    accounts = lambda: [n for n, a in dispatcher.config.accounts.items() if a.bank == bank.id]  # noqa: E731
+    accounts = lambda: [n for n, a in dispatcher.config.accounts.items() if a.bank == bank.id]
     statements = None
     if hasattr(adapter, "statement_page"):
         statements = StatementPoll(config.timeouts.balance_query_interval, accounts)

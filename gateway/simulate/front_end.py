@@ -23,7 +23,7 @@ from twisted.internet.endpoints import serverFromString
 
 from gateway.config import GatewayConfig
 
-__all__ = ["front_end_service", "FrontEndStats"]
+__all__ = ["FrontEndStats", "front_end_service"]
 
 
 class FrontEndStats:

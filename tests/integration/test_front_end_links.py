@@ -11,8 +11,9 @@ wait is bounded.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest_twisted
 from twisted.internet import reactor

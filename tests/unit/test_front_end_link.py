@@ -11,14 +11,24 @@ its answer is timed by the bank's clock; statements are read page by page.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
-from adapters.base import (Balance, BalanceQuery, Heartbeat, Instruction, NotFound, Receipt, Result,
-                           Statement, StatusQuery)
+from adapters.base import (
+    Balance,
+    BalanceQuery,
+    Heartbeat,
+    Instruction,
+    NotFound,
+    Receipt,
+    Result,
+    Statement,
+    StatusQuery,
+)
 from adapters.bocb2e import BocB2eAdapter, Session, Terminal
 from adapters.bocb2e import codec as boc
 from adapters.ccb import CcbAdapter, Customer
