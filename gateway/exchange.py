@@ -267,7 +267,7 @@ class ExchangeLink:
                  dead_after: float, retry_after: float = 1.0,
                  today: Callable[[], _dt.datetime] | None = None,
                  bank_time: Callable[[], _dt.datetime] | None = None,
-                 statements: StatementPoll | None = None) -> None:
+                 statements: StatementPoll | None = None, transfers_first: bool = False) -> None:
         self.bank, self.adapter, self.dispatcher = bank, adapter, dispatcher
         self.clock, self.metrics, self.transport = clock, metrics, transport
         self.gateway_node = gateway_node
@@ -286,6 +286,11 @@ class ExchangeLink:
         self.signed_on = False
         self.running = False
         self.queue: deque[Any] = deque()
+        # Statement pages, and with ``transfers_first`` transfers, go ahead of queries: a page
+        # brings the movements a balance is judged against, a transfer's receipt deadline runs
+        # from its send (the dispatcher's window bounds transfers: queries never wait for ever).
+        self.urgent: deque[Any] = deque()
+        self.transfers_first = transfers_first
         self.active = 0
         self.awaiting: dict[str, Any] = {}   # a bank request's serial -> its inbound connection
         self._resent: Counter[str] = Counter()  # instruction -> resends after a lost answer
@@ -339,6 +344,7 @@ class ExchangeLink:
 
     def _down(self) -> None:
         self.queue.clear()  # the dispatcher sends again what matters once a session is up
+        self.urgent.clear()
         self._balances.clear()
         self._paging.clear()
         if self.signed_on:
@@ -396,7 +402,7 @@ class ExchangeLink:
             log.warn("link.dead_peer", bank=self.bank.id, silent_s=round(now - self._last_ok, 1))
             self._down()
             self._sign_on()
-        elif self.signed_on and self.active == 0 and not self.queue \
+        elif self.signed_on and self.active == 0 and not self.queue and not self.urgent \
                 and now - self._last_ok >= self.heartbeat_interval:
             self.send(msg.Heartbeat(self.serials.next(), self.gateway_node))
 
@@ -421,7 +427,7 @@ class ExchangeLink:
             return
         self._pages[request.seq_no] = (account, day)
         self._paging.add(account)
-        self.queue.append(request)
+        self.urgent.append(request)
         self._pump()
 
     def _paged(self, account: str, day: _dt.date, page: Any, evidence: bytes) -> None:
@@ -446,6 +452,8 @@ class ExchangeLink:
         if self.bank_time is not None and isinstance(message, msg.BalanceQuery):
             if all(q.account != message.account for q, _ in self._balances):  # one waiting per account
                 self._balances.append((message, self.clock.seconds()))
+        elif isinstance(message, msg.Instruction) and self.transfers_first:
+            self.urgent.append(message)
         else:
             self.queue.append(message)
         self._pump()
@@ -456,14 +464,15 @@ class ExchangeLink:
         link asked for happens between the bank's answer and that time): when the link is
         idle, or, once it has waited ``dead_after`` seconds, after the window has drained."""
         while self._alone is None:
-            if self._balances and (self.active == 0 and (not self.queue or self._balance_due())):
+            waiting = self.urgent or self.queue
+            if self._balances and (self.active == 0 and (not waiting or self._balance_due())):
                 message, _ = self._balances.popleft()
                 if self._exchange(message):
                     self._alone = message
                 continue
-            if self._balance_due() or not self.queue or self.active >= self.window:
+            if self._balance_due() or not waiting or self.active >= self.window:
                 return
-            self._exchange(self.queue.popleft())
+            self._exchange((self.urgent or self.queue).popleft())
         return
 
     def _balance_due(self) -> bool:
@@ -545,6 +554,8 @@ class ExchangeLink:
                 if isinstance(answer, msg.Balance) and self.bank_time is not None:
                     answer = self._timed(answer)
                 self.dispatcher.handle(answer, evidence)
+                if isinstance(answer, msg.Balance):
+                    self.poll_statements()  # the movements before it, right behind it
         self._pump()
 
     def _timed(self, balance: msg.Balance) -> msg.Balance:
@@ -576,7 +587,7 @@ class ExchangeLink:
             # (Not for a bank whose handling of a resent reference is unknown: there the
             # dispatcher asks its status first, at the receipt deadline.)
             self._resent[message.seq_no] += 1
-            self.queue.appendleft(message)
+            (self.urgent if self.transfers_first else self.queue).appendleft(message)
         self._after(message, ok=False)
         self._pump()
 

@@ -85,4 +85,5 @@ def make_front_end_link(reactor: Any, config: GatewayConfig, bank: BankConfig, a
     return ExchangeLink(bank, adapter, dispatcher, reactor, metrics,
                         front_end_transport(reactor, config, bank, adapter), gateway_node=config.node,
                         heartbeat_interval=config.timeouts.heartbeat_interval,
-                        dead_after=config.timeouts.dead_after, bank_time=china_now, statements=statements)
+                        dead_after=config.timeouts.dead_after, bank_time=china_now, statements=statements,
+                        transfers_first=True)

@@ -272,3 +272,17 @@ def test_a_front_end_without_sign_on_is_opened_by_a_balance_query() -> None:
     assert wlpt.read_tx(transport.pending[0][0]).head["TX_CODE"] == "6W0100"
     transport.answer()
     assert dispatcher.ups == [link, link]
+
+
+def test_transfers_and_statement_pages_go_ahead_of_queries() -> None:
+    link, transport, _, _, _ = signed_on(statements=True)
+    link.transfers_first = True
+    for n in range(4):                  # the window (4) is full of queries
+        link.send(StatusQuery(f"Q{n}", transfer().seq_no, NOW.date()))
+    link.send(StatusQuery("Q4", transfer().seq_no, NOW.date()))
+    link.send(transfer())
+    link.poll_statements()
+    transport.answer()
+    transport.answer()
+    assert transport.codes() == ["b2e0007", "b2e0007", "b2e0009", "b2e0035"]
+    assert [q.seq_no for q in link.queue] == ["Q4"]              # the query waits behind them
