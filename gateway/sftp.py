@@ -280,7 +280,11 @@ class SftpSession:
 
     @defer.inlineCallbacks
     def upload(self, directory: str, name: str, data: bytes) -> Any:
-        """Put ``data`` as ``directory/name``: written as ``name.part``, then renamed."""
+        """Put ``data`` as ``directory/name``: written as ``name.part``, then renamed.
+
+        SFTP v3 servers (OpenSSH's among them) refuse to rename onto an existing file: when
+        ``name`` is still waiting there from an earlier upload, that copy stands (a name is
+        one payment), the ``.part`` is removed and the result is False; True otherwise."""
         final = posixpath.join(directory, _check_name(name))
         part = final + ".part"
         f = yield self._client.openFile(part.encode("utf-8"), filetransfer.FXF_WRITE
@@ -290,7 +294,16 @@ class SftpSession:
                 yield f.writeChunk(offset, data[offset:offset + CHUNK])
         finally:
             yield f.close()
-        yield self._client.renameFile(part.encode("utf-8"), final.encode("utf-8"))
+        try:
+            yield self._client.renameFile(part.encode("utf-8"), final.encode("utf-8"))
+        except filetransfer.SFTPError:
+            try:
+                yield self._client.getAttrs(final.encode("utf-8"))
+            except filetransfer.SFTPError:
+                raise SftpError(f"{name}: the server refused to rename {name}.part into place") from None
+            yield self._client.removeFile(part.encode("utf-8"))
+            return False
+        return True
 
     @defer.inlineCallbacks
     def names(self, directory: str) -> Any:

@@ -223,10 +223,14 @@ class SftpLink:
                     continue
                 f = sftp.BankFile.of(file_name(m.seq_no), data)
                 try:
-                    yield session.upload(self.settings.outbound, f.name, f.data)
+                    put = yield session.upload(self.settings.outbound, f.name, f.data)
                 except Exception as e:   # the server refused, or the connection went: resent later
                     self.metrics.refused.labels(f"bank:{self.bank.id}", "sftp_upload_failed").inc()
                     log.warn("sftp.upload_failed", bank=self.bank.id, file=f.name, reason=str(e)[:200])
+                    continue
+                if not put:   # the earlier copy still waits for the bank: that one stands
+                    self.counts["already_waiting"] += 1
+                    log.info("sftp.already_waiting", bank=self.bank.id, file=f.name)
                     continue
                 self.counts["uploaded"] += 1
                 self.metrics.frames.labels(self.bank.id, "out").inc()

@@ -175,6 +175,17 @@ async def test_a_garbage_file_is_recorded_and_alerted_and_the_next_file_is_still
         assert garbage.exists()                          # kept for people to look at
         assert _refused(h, "unreadable_file") == 1
         assert [p.name for p in (root / "from-bank").iterdir()] == ["aaa-garbage.xml"]  # the rest deleted
+
+        # A restarted gateway remembers it: still recorded once, no second alert.
+        await h.gateway.service.stopService()
+        h.gateway = makeService(h.config, reactor)
+        h.gateway.service.startService()
+        await h.link_up(BANK)
+        link = h.gateway.links[BANK]
+        await _until(lambda: link.counts["polls"] >= 2, "two polls after the restart")
+        files = [json.loads(p)["name"] for p, _ in await _events(h, "bank.file")]
+        assert files.count("aaa-garbage.xml") == 1
+        assert _refused(h, "unreadable_file") == 0
     finally:
         await h.stop()
 
