@@ -107,7 +107,6 @@ class SftpLink:
         self._connecting = False
         self._retry: Any = None
         self._poll_timer: Any = None
-        self._poll_done: Deferred | None = None
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -255,19 +254,8 @@ class SftpLink:
         except Exception as e:   # the listing failed, the store refused, the connection went
             log.warn("sftp.poll_failed", bank=self.bank.id, reason=str(e)[:200])
         self.counts["polls"] += 1
-        if self._poll_done is not None:
-            done, self._poll_done = self._poll_done, None
-            done.callback(None)
         if session is self.session and self.running:
             self._poll_timer = self.clock.callLater(self.settings.poll_interval, self._poll)
-
-    def poll_now(self) -> Deferred:
-        """Fires after the next poll has finished, started now when none is running (tests, ops)."""
-        d: Deferred = Deferred()
-        self._poll_done = d
-        if self._poll_timer is not None and self._poll_timer.active():
-            self._poll_timer.reset(0)
-        return d
 
     def _known(self, name: str, sha256: str) -> bool:
         return self._seen is not None and file_key(sftp.BankFile(name, sha256, b"")) in self._seen
@@ -329,10 +317,16 @@ def load_client_key(path: Any) -> Any:
 
 def make_sftp_link(reactor: Any, bank: Any, adapter: Any, dispatcher: Any, metrics: Any, db: Any, *,
                    gateway_node: str) -> SftpLink:
-    """Bank ``bank``'s SFTP link: the keys are loaded (and checked) now, so a bad file stops the start."""
+    """Bank ``bank``'s SFTP link: the keys are loaded (and checked) now, so a bad file stops the
+    start (:class:`~gateway.tls.InsecureKeyError` for a key others may read, ValueError else)."""
+    from twisted.conch.ssh.keys import BadKeyError, EncryptedKeyError
+
     s = bank.sftp
-    client_key = load_client_key(s.private_key)
-    host_keys = sftp.pinned_host_keys(s.known_hosts, s.host, s.port)
+    try:
+        client_key = load_client_key(s.private_key)
+        host_keys = sftp.pinned_host_keys(s.known_hosts, s.host, s.port)
+    except (BadKeyError, EncryptedKeyError, sftp.SftpError) as e:
+        raise ValueError(f"banks.{bank.id}.sftp: {e}") from e
 
     def connect() -> Deferred:
         return sftp.connect(reactor, s.host, s.port, user=s.user, client_key=client_key,

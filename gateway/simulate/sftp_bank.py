@@ -74,6 +74,14 @@ class _Account(ConchUser):
 class _ConfinedSftp(SFTPServerForUnixConchUser):
     """Conch's SFTP server with every path taken under the account's root, ``/`` included."""
 
+    def renameFile(self, oldpath: Any, newpath: Any) -> None:
+        # SFTP version 3 (draft-ietf-secsh-filexfer-02, SSH_FXP_RENAME): "It is an error if
+        # there already exists a file with the name specified by newpath" -- as OpenSSH's
+        # server answers; os.rename alone would overwrite.
+        if os.path.lexists(self._absPath(newpath)):
+            raise filetransfer.SFTPError(filetransfer.FX_FAILURE, "a file of that name exists")
+        super().renameFile(oldpath, newpath)
+
     def _absPath(self, path: Any) -> str:
         root = os.path.realpath(self.avatar.root)
         text = path.decode("utf-8") if isinstance(path, bytes) else str(path)
@@ -171,6 +179,15 @@ class SftpBankService(BankService):
         loop.clock = link.reactor
         self._loop, self._interval = loop, poll
 
+    def pause(self) -> None:
+        """Stop taking files (they wait in the directory, as at a bank that is slow to pick up)."""
+        if self._loop.running:
+            self._loop.stop()
+
+    def resume(self) -> None:
+        if self.running and not self._loop.running:
+            self._loop.start(self._interval, now=True)
+
     def _poll(self) -> None:
         try:
             self.files.poll()
@@ -200,8 +217,11 @@ def sftp_bank_service(reactor: Any, config: Any, bank_id: str, core: BankCore, *
     bank = config.banks[bank_id]
     s = bank.sftp
     gateway_key_pub = Path(str(s.private_key) + ".pub")
-    client_key = keys.Key.fromFile(str(gateway_key_pub if gateway_key_pub.is_file() else s.private_key))
-    server_key = keys.Key.fromFile(str(host_key))
+    try:
+        client_key = keys.Key.fromFile(str(gateway_key_pub if gateway_key_pub.is_file() else s.private_key))
+        server_key = keys.Key.fromFile(str(host_key))
+    except (keys.BadKeyError, keys.EncryptedKeyError) as e:
+        raise ValueError(f"bank {bank_id}: an SSH key cannot be read: {e}") from e
     root = Path(root)
     incoming, outgoing = root / s.outbound.strip("/"), root / s.inbound.strip("/")
     for d in (incoming, outgoing) + ((root / s.collected.strip("/"),) if s.collected else ()):

@@ -154,6 +154,35 @@ async def test_a_file_uploaded_again_after_a_gateway_restart_executes_once(tmp_p
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_resend_while_the_first_file_still_waits_leaves_that_file_standing(tmp_path) -> None:
+    h, root = await _harness(tmp_path)
+    try:
+        await h.link_up(BANK)
+        h.banks[BANK].pause()   # the bank is slow to pick files up
+        c = h.client()
+        await c.submit("SFTP-W")
+        waiting = root / "to-bank"
+        await _until(lambda: any(waiting.iterdir()), "the file uploaded")
+        (first,) = waiting.iterdir()
+        original = first.read_bytes()
+        # A restart sends the unconfirmed instruction again: the server refuses to rename onto
+        # the waiting file (SFTP v3), so that copy stands and the .part is cleaned up.
+        await h.gateway.service.stopService()
+        h.gateway = makeService(h.config, reactor)
+        h.gateway.service.startService()
+        link = h.gateway.links[BANK]
+        await _until(lambda: link.counts["already_waiting"] == 1, "the second upload found the first")
+        assert [p.name for p in waiting.iterdir()] == [first.name] and first.read_bytes() == original
+        h.banks[BANK].resume()
+        record = await c.wait_state("SFTP-W", {"succeeded"}, timeout=20)
+        assert first.name == f"pain001-{record['bank_ref']}.xml"
+        core = h.banks[BANK].core
+        assert core.executions == {record["bank_ref"]: 1} and not core.duplicates
+    finally:
+        await h.stop()
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_garbage_file_is_recorded_and_alerted_and_the_next_file_is_still_read(tmp_path) -> None:
     h, root = await _harness(tmp_path, after_collect="delete")
     try:
