@@ -59,10 +59,10 @@ def _sftp_table(tmp: Path, port: int, **extra: Any) -> dict[str, Any]:
             "inbound": "from-bank", "poll_interval": 0.2, "timeout": 5, **extra}
 
 
-async def _harness(tmp: Path, **sftp: Any) -> tuple[Harness, Path]:
+async def _harness(tmp: Path, database: str | None = None, **sftp: Any) -> tuple[Harness, Path]:
     port = _free_port()
     table = _sftp_table(tmp, port, **sftp)
-    h = await start_harness(tmp, banks={}, timeouts={"receipt_timeout": 5.0},
+    h = await start_harness(tmp, banks={}, timeouts={"receipt_timeout": 5.0}, database=database,
                             bank_config={BANK: {"adapter": "iso20022", "channel": "sftp", "sftp": table}})
     root = tmp / "bank-root"
     h.start_bank(BANK, sftp_root=root)
@@ -89,8 +89,9 @@ def _refused(h: Harness, reason: str) -> float:
 
 
 @pytest_twisted.ensureDeferred
-async def test_instructions_travel_as_files_and_reach_final_results(tmp_path) -> None:
-    h, root = await _harness(tmp_path, after_collect="move", collected="from-bank/done")
+async def test_instructions_travel_as_files_and_reach_final_results(tmp_path, database_url) -> None:
+    # On PostgreSQL the link runs under the bank's lease, as on a cluster node.
+    h, root = await _harness(tmp_path, database_url, after_collect="move", collected="from-bank/done")
     try:
         await h.link_up(BANK)
         c = h.client()
@@ -118,9 +119,9 @@ async def test_instructions_travel_as_files_and_reach_final_results(tmp_path) ->
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_file_uploaded_again_after_a_gateway_restart_executes_once(tmp_path) -> None:
+async def test_a_file_uploaded_again_after_a_gateway_restart_executes_once(tmp_path, database_url) -> None:
     # The gateway polls only when it connects: the bank's answer waits unread.
-    h, root = await _harness(tmp_path, poll_interval=3600)
+    h, root = await _harness(tmp_path, database_url, poll_interval=3600)
     try:
         await h.link_up(BANK)
         await _until(lambda: h.gateway.links[BANK].counts["polls"] >= 1, "first poll")
