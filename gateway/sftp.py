@@ -64,7 +64,7 @@ class BankFile:
     data: bytes
 
     @classmethod
-    def of(cls, name: str, data: bytes) -> "BankFile":
+    def of(cls, name: str, data: bytes) -> BankFile:
         return cls(name, hashlib.sha256(data).hexdigest(), data)
 
 

@@ -32,7 +32,8 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter, deque
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from sqlalchemy import select
 from twisted.application.service import Service
@@ -47,7 +48,7 @@ from gateway import sftp
 from gateway.store import schema
 from gateway.store.instructions import _facts_seen
 
-__all__ = ["SftpLink", "file_name", "file_key", "make_sftp_link", "make_sftp_service", "record_collected"]
+__all__ = ["SftpLink", "file_key", "file_name", "make_sftp_link", "make_sftp_service", "record_collected"]
 
 log = Logger()
 

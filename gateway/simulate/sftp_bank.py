@@ -23,7 +23,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-from twisted.application.service import Service
 from twisted.conch.avatar import ConchUser
 from twisted.conch.checkers import InMemorySSHKeyDB, SSHPublicKeyChecker
 from twisted.conch.ssh import factory, filetransfer, keys, session
