@@ -20,6 +20,7 @@ A file that is not a pain.001 the adapter reads is renamed ``<name>.rejected`` a
 from __future__ import annotations
 
 import os
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -102,15 +103,33 @@ class _Realm:
         return interfaces[0], _Account(self.root), lambda: None
 
 
-def ssh_factory(root: Path, host_key: keys.Key, user: str, client_key: keys.Key) -> factory.SSHFactory:
+class _Server(factory.SSHFactory):
+    """An SSH server that can close every connection it holds (the bank stops)."""
+
+    noisy = False
+
+    def __init__(self) -> None:
+        self.live: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    def buildProtocol(self, addr: Any) -> Any:
+        t = super().buildProtocol(addr)
+        self.live.add(t)
+        return t
+
+    def close_all(self) -> None:
+        for t in list(self.live):
+            if t.transport is not None:
+                t.transport.loseConnection()
+
+
+def ssh_factory(root: Path, host_key: keys.Key, user: str, client_key: keys.Key) -> _Server:
     """An SSH server factory: ``host_key``, one account ``user`` with public key ``client_key``."""
-    f = factory.SSHFactory()
+    f = _Server()
     kind = host_key.sshType()
     f.publicKeys = {kind: host_key.public()}
     f.privateKeys = {kind: host_key}
     f.portal = portal.Portal(_Realm(root), [SSHPublicKeyChecker(
         InMemorySSHKeyDB({user.encode(): [client_key.public()]}))])
-    f.noisy = False
     return f
 
 
@@ -168,10 +187,11 @@ class BankFiles:
 class SftpBankService(BankService):
     """The running SFTP bank: its SSH listener, the pick-up loop, stats (``.link.stats()``)."""
 
-    def __init__(self, link: BankLink, files: BankFiles, endpoint: str, ssh: factory.SSHFactory, *,
+    def __init__(self, link: BankLink, files: BankFiles, endpoint: str, ssh: _Server, *,
                  poll: float = 0.2, stats_path: Path | None = None) -> None:
         super().__init__(link, stats_path=stats_path)
         self.files = files
+        self.ssh = ssh
         self._listener = _ListenService(serverFromString(link.reactor, endpoint), ssh)
         self._listener.setServiceParent(self)
         loop = LoopingCall(self._poll)
@@ -201,6 +221,7 @@ class SftpBankService(BankService):
     def stopService(self) -> Any:
         if self._loop.running:
             self._loop.stop()
+        self.ssh.close_all()
         return super().stopService()
 
 

@@ -221,6 +221,28 @@ async def test_a_garbage_file_is_recorded_and_alerted_and_the_next_file_is_still
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_lost_connection_is_the_link_down_and_the_gateway_reconnects(tmp_path) -> None:
+    h, root = await _harness(tmp_path)
+    try:
+        await h.link_up(BANK)
+        dispatcher = h.gateway.relay.dispatchers[BANK]
+        await h.stop_bank(BANK)              # closes the gateway's SSH connection
+        await _until(lambda: dispatcher.session is None, "the link down")
+        assert h.gateway.metrics.link_up.labels(BANK)._value.get() == 0
+        no_session = h.gateway.metrics.refused.labels(f"bank:{BANK}", "sftp_no_session")
+        await _until(lambda: no_session._value.get() >= 1, "a reconnect refused while the bank is away")
+        h.start_bank(BANK, sftp_root=root)
+        await h.banks[BANK].when_listening()
+        await h.link_up(BANK, timeout=15)   # after the wait (doubling from 1 s)
+        c = h.client()
+        await c.submit("SFTP-L")
+        record = await c.wait_state("SFTP-L", {"succeeded"}, timeout=20)
+        assert h.banks[BANK].core.executions == {record["bank_ref"]: 1}
+    finally:
+        await h.stop()
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_server_with_another_host_key_is_refused_and_nothing_is_uploaded(tmp_path) -> None:
     stranger = keys.Key(ed25519.Ed25519PrivateKey.generate())
     h, root = await _harness(tmp_path, pin=stranger)
