@@ -284,6 +284,10 @@ class _LinkOwnership:
 
 def _link_service(reactor: Any, link: Any, options: Any, guard: Any) -> Any:
     """The service keeping ``link``: a persistent session, or per-request exchanges."""
+    from gateway.sftp_link import SftpLink, make_sftp_service
+
+    if isinstance(link, SftpLink):
+        return make_sftp_service(link)
     if isinstance(link, ExchangeLink):
         return make_exchange_service(reactor, link, options, guard)
     return make_link_service(reactor, link, options, guard)
@@ -352,6 +356,11 @@ def makeService(config: GatewayConfig, reactor: Any) -> Gateway:  # noqa: N802 (
         dispatcher = relay.dispatchers[bank_id]
         if is_front_end(bank):
             link = make_front_end_link(reactor, config, bank, adapters[bank_id], dispatcher, metrics)
+        elif bank.sftp is not None:   # ISO 20022 files on the bank's SFTP server
+            from gateway.sftp_link import make_sftp_link
+
+            link = make_sftp_link(reactor, bank, adapters[bank_id], dispatcher, metrics, db,
+                                  gateway_node=config.node)
         elif bank.connection == "per_request":
             link = make_exchange_link(reactor, bank, adapters[bank_id], dispatcher, metrics,
                                       tls_options[f"bank_{bank_id}"], gateway_node=config.node,

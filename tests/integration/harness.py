@@ -147,6 +147,9 @@ async def start_harness(tmp: Path, *, banks: dict[str, dict[str, Any]] | None = 
         data["banks"][bank_id].update(fields)
         if fields.get("connection") == "persistent":
             data["banks"][bank_id].pop("peer_endpoint", None)
+        if fields.get("channel") == "sftp":  # the sftp table names the server
+            for key in ("direction", "endpoint", "peer_endpoint", "connection"):
+                data["banks"][bank_id].pop(key, None)
     path.write_text(render_toml(data), encoding="utf-8")
     config = load_config(path)
     migrate.upgrade(config.database)
