@@ -102,8 +102,8 @@ def _front_end(directory: Path, bank_id: str, adapter: str, port: int) -> dict[s
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(secrets.token_urlsafe(12) + "\n")
     assert adapter == "bocb2e", adapter  # the demo's only front-end bank
-    return {"window": 64, "status_first_after": 2.0, "status_interval": 2.0, "status_backoff": 1.5,
-            "status_max_interval": 8.0, "status_attempts": 10,
+    return {"window": 64, "status_first_after": 1.0, "status_interval": 1.0, "status_backoff": 2.0,
+            "status_max_interval": 8.0, "status_attempts": 12,
             "front_end": {"url": f"http://127.0.0.1:{port}/B2EC/E2BServlet", "termid": "E127000000001",
                           "custid": "D00000", "cusopr": "gateway",
                           "password_file": f"keys/{password.name}"}}
