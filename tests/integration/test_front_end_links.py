@@ -178,6 +178,14 @@ async def test_icbc_through_nc_polls_status_and_asks_before_resending(tmp_path: 
         assert await wait_for(lambda: [k for k, _ in seen if k == "QACCBAL"])
         balances = await events(h, "bank.balance")
         assert balances and json.loads(balances[-1]["payload"])["account"] == DEBIT_B002
+        # QHISD is polled with the balances: the debit comes back as a movement, once.
+        assert await wait_for(lambda: [k for k, _ in seen if k == "QHISD"])
+        movements: list[dict[str, Any]] = []
+        deadline = reactor.seconds() + 10
+        while not movements and reactor.seconds() < deadline:
+            movements = await events(h, "bank.movement")
+            await deferLater(reactor, 0.1, lambda: None)
+        assert [json.loads(m["payload"])["amount"] for m in movements] == [-10000]
     finally:
         await h.stop()
 

@@ -286,3 +286,37 @@ def test_transfers_and_statement_pages_go_ahead_of_queries() -> None:
     transport.answer()
     assert transport.codes() == ["b2e0007", "b2e0007", "b2e0009", "b2e0035"]
     assert [q.seq_no for q in link.queue] == ["Q4"]              # the query waits behind them
+
+
+def test_icbc_history_is_read_page_by_page_and_its_evidence_reads_back() -> None:
+    from adapters.icbc import Corporate, IcbcAdapter
+    from adapters.icbc import codec as nc
+    from gateway.simulate.icbc import NcFrontEnd
+    from gateway.simulate.icbc import _Row as NcRow
+
+    front = NcFrontEnd("120290000000001", "gw.y.1202", {PAYER: 1_000_000}, page_size=2)
+    for n in range(3):
+        front.rows.append(NcRow(PAYER, f"CMM{n}", -100 * (n + 1), NOW, PAYEE, "乙", 1_000_000 - 100 * (n + 1), ""))
+
+    def through_nc(document: bytes) -> bytes:   # what NcTransport does for a query
+        doc = nc.read_document(document)
+        answer = nc.nc_answer_document(front.trade(nc.form_body(doc.pub, document.decode(nc.ENCODING)), NOW))
+        assert isinstance(answer, bytes)
+        return answer
+
+    transport = FrontEnd(through_nc)
+    clock, dispatcher = Clock(), Dispatcher()
+    adapter = IcbcAdapter(Corporate("120290000000001", "gw.y.1202"), now=lambda: NOW)
+    link = ExchangeLink(BankConf(), adapter, dispatcher, clock, GatewayMetrics(), transport, gateway_node=GATEWAY,
+                        heartbeat_interval=5.0, dead_after=15.0, today=lambda: NOW, bank_time=lambda: NOW,
+                        statements=StatementPoll(5.0, lambda: [PAYER]))
+    link.start()
+    transport.answer()                      # the opening QACCBAL
+    assert dispatcher.ups == [link]
+    link.poll_statements()
+    transport.answer()                      # rows 1-2, NextTag 2
+    transport.answer()                      # row 3, last page
+    assert transport.pending == []
+    pages = [(m, raw) for m, raw in dispatcher.handled if isinstance(m, Statement)]
+    assert [[e.amount for e in m.entries] for m, _ in pages] == [[-100, -200], [-300]]
+    assert IcbcAdapter().decode_all(pages[1][1]) == [pages[1][0]]
