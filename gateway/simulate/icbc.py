@@ -202,7 +202,7 @@ class NcFrontEnd:
             "CreditAmount": str(r.amount) if r.amount > 0 else "",
             "Balance": str(r.balance_after), "RecipAccNo": r.other, "RecipName": r.other_name,
             "Summary": r.summary, "Date": r.moment.strftime("%Y%m%d"),
-            "Time": r.moment.strftime("%H%M%S"), "OnlySequence": r.seq + ("D" if r.amount < 0 else "C")})
+            "Time": r.moment.strftime("%H%M%S"), "OnlySequence": r.seq})
             for r in page)
         return self._answer(doc, "0", "", {"AccNo": acct, "CurrType": "001",
                                            "NextTag": next_tag, "TotalNum": str(len(rows))},
