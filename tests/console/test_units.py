@@ -24,8 +24,10 @@ from gateway.ledger.console.i18n import CATALOGUE, choose_lang, translate
 from gateway.ledger.console.scope import CITY, PROVINCE, STAFF, viewer_for
 from gateway.ledger.matcher import CentreConditions, Fact, Matcher, Thresholds
 from gateway.ledger.service import registry_from_config
+from gateway.ledger.verify import verify_database
 from gateway.tls import PeerIdentity
 from tests.unit.test_ledger_store import DEBIT, PAYEE, file, ldb, ledger_url, make_copy, received_payload  # noqa: F401
+from tests.unit.test_ledger_store import sql as sql_
 
 
 def ident(role: str, name: str) -> PeerIdentity:
@@ -214,12 +216,49 @@ async def test_every_console_write_is_chained_in_the_journal_and_a_change_shows(
     rows = await ldb.read(lambda c: queries.journal_for(c, f"alert/{a['id']}"))
     assert [(r["who"], r["action"]) for r in rows] == [("hpf://supervisor/prov", "acknowledged"),
                                                        ("hpf://supervisor/prov", "note")]
-    assert await ldb.read(queries.verify_journal) is None
+    assert verify_database(ledger_url, kind="console").ok
     engine = sa.create_engine(ledger_url)
     with engine.begin() as conn:
         conn.execute(sa.text("update console_journal set body = '{\"reason\":\"nothing\"}' where seq = 1"))
     engine.dispose()
-    assert await ldb.read(queries.verify_journal) == 1
+    report = verify_database(ledger_url, kind="console")
+    assert (report.problem.seq, report.problem.kind) == (1, "altered"), report.describe()
+
+
+@pytest_twisted.ensureDeferred
+async def test_hpf_gateway_verify_walks_the_console_journal_and_names_a_tampered_row(ldb, ledger_url, tmp_path):
+    import io
+
+    from gateway.ledger.verify import verify_main
+
+    [a, b] = await ldb.write(lambda tx: store.store_alerts(tx, _alerts(2, lambda i: "C52240")))
+    await ldb.write(lambda tx: queries.acknowledge(tx, "hpf://supervisor/prov", [a["id"], b["id"]], "seen", None))
+    await ldb.write(lambda tx: queries.note(tx, "hpf://supervisor/prov", a["id"], "called the centre", None))
+    data = config_data()
+    data["ledger"]["database"] = ledger_url
+    path = tmp_path / "ledger.toml"
+    path.write_text(render_toml(data), encoding="utf-8")
+
+    def verify() -> tuple[int, str]:
+        out, err = io.StringIO(), io.StringIO()
+        return verify_main(str(path), out=out, err=err), out.getvalue() + err.getvalue()
+
+    code, text = verify()
+    assert code == 0 and "console journal (console_journal): 3 rows, chain intact" in text, text
+    # who acknowledged is rewritten behind the console's back: verify fails and names the row
+    sql_(ledger_url, "update console_journal set who = 'hpf://supervisor/gy' where seq = 2")
+    code, text = verify()
+    assert code == 1 and "console journal (console_journal): BROKEN at seq 2 (altered)" in text, text
+    assert "ledger journal (copies)" in text  # the copies are walked as before
+    sql_(ledger_url, "update console_journal set who = 'hpf://supervisor/prov' where seq = 2")
+    assert verify()[0] == 0
+    # the newest row deleted: the journal's head still names it
+    sql_(ledger_url, "delete from console_journal where seq = 3")
+    code, text = verify()
+    assert code == 1 and "BROKEN at seq 3 (deleted)" in text, text
+    # and the next write does not paper over the gap
+    await ldb.write(lambda tx: queries.note(tx, "hpf://supervisor/prov", a["id"], "again", None))
+    assert verify()[0] == 1
 
 
 @pytest_twisted.ensureDeferred
@@ -345,18 +384,30 @@ async def test_daily_totals_take_each_instruction_once_as_copies_arrive(ldb):
     from gateway.ledger.console.queries import DAY_US, DailyTotals
     from tests.unit.test_ledger_store import T0
 
-    totals = DailyTotals()
+    totals = DailyTotals(chunk=2, tail=1)
+    day = (T0 + 8 * 3_600_000_000) // DAY_US
     await file(ldb, [make_copy(1, instruction_id="A1", payload=received_payload("A1", 1, amount="1.50")),
                      make_copy(2, instruction_id="A1", state="sent", payload={"bank_ref": "x"})])
-    await ldb.read(totals.refresh)
-    await ldb.read(totals.refresh)  # nothing new: nothing counted twice
-    day = (T0 + 8 * 3_600_000_000) // DAY_US
-    assert totals.between(None, day, day + 1) == {(day, "C52240", "B001", "received"): (1, 150),
-                                                  (day, "C52240", "B001", "sent"): (1, 0)}
+    # Not folded yet: two seqs behind, more than the tail a page reads itself
+    assert await ldb.read(totals.between, None, day, day + 1) == ({}, 2)
+    assert await ldb.write(totals.fold) is False  # both seqs in one chunk, nothing left
+    assert await ldb.write(totals.fold) is False  # nothing new: nothing counted twice
+    both = {(day, "C52240", "B001", "received"): (1, 150), (day, "C52240", "B001", "sent"): (1, 0)}
+    assert await ldb.read(totals.between, None, day, day + 1) == (both, 0)
+    # One copy not folded yet is within the tail: read from the copies, so the answer is exact
     await file(ldb, [make_copy(3, instruction_id="A2", payload=received_payload("A2", 3, amount="2.00"))])
-    await ldb.read(totals.refresh)
-    assert totals.between(None, day, day + 1)[(day, "C52240", "B001", "received")] == (2, 350)
-    assert totals.between({"C11000"}, day, day + 1) == {} and totals.between(None, day + 1, day + 2) == {}
+    counted, behind = await ldb.read(totals.between, None, day, day + 1)
+    assert behind == 0 and counted[(day, "C52240", "B001", "received")] == (2, 350)
+    await file(ldb, [make_copy(n, instruction_id=f"B{n}", payload=received_payload(f"B{n}", n, amount="1.00"))
+                     for n in (4, 5, 6)])
+    assert await ldb.write(totals.fold) is True  # four seqs behind, two per chunk
+    assert await ldb.write(totals.fold) is False
+    counted, behind = await ldb.read(totals.between, None, day, day + 1)
+    assert behind == 0 and counted[(day, "C52240", "B001", "received")] == (5, 650)
+    # A restart keeps what was folded: a new reader starts from the stored mark
+    assert await ldb.read(DailyTotals().between, None, day, day + 1) == (counted, 0)
+    assert await ldb.read(totals.between, {"C11000"}, day, day + 1) == ({}, 0)
+    assert await ldb.read(totals.between, None, day + 1, day + 2) == ({}, 0)
 
 
 def test_a_banks_frame_is_shown_decoded_by_its_adapter_and_as_readable_text():

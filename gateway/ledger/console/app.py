@@ -452,7 +452,8 @@ class ConsoleResource(Resource):
                 "in_doubt": sum(r["in_doubt"] for r in rows.values()),
                 "overdue": by_rule.get("missing-result", 0), "balance_breaks": by_rule.get("balance-break", 0),
                 "overdue_inquiries": by_rule.get(queries.INQUIRY_OVERDUE, 0),
-                "lag": max(0, head - c.engine.applied_seq), "chart": chart, "today": today.isoformat()}
+                "lag": max(0, head - c.engine.applied_seq), "chart": chart, "today": today.isoformat(),
+                "behind": data["behind"]}
 
     # -- alerts ----------------------------------------------------------------------------
 
@@ -640,7 +641,7 @@ class ConsoleResource(Resource):
                 ack_by_rule.setdefault(rule, []).append((acked - created) / 3.6e9)
         t = lambda key: translate(key, lang)  # noqa: E731
         return page("report.html", {
-            "period": period, "day": day.isoformat(), "first": first.isoformat(),
+            "period": period, "day": day.isoformat(), "first": first.isoformat(), "behind": data["behind"],
             "last": (end - _dt.timedelta(days=1)).isoformat(), "centre": centre, "centres": viewer.visible(c.centres),
             "periods": reports.PERIODS, "series": series, "assessment": table,
             "volume_chart": charts.line_chart([(d, n) for d, n, _ in series], title=t("report.volume")),
@@ -800,11 +801,12 @@ class OverdueWatch(Service):
         now_us = int(c.engine.reactor.seconds() * 1_000_000)
 
         async def run() -> None:
-            await c.db.read(c.totals.refresh)  # keeps the overview's and reports' totals warm
             created = await c.db.write(lambda tx: queries.raise_overdue(tx, now_us)
                                        + queries.raise_overdue_rectifications(tx, now_us))
             if created:
                 c.engine.alerts_created(created)
+            while await c.db.write(c.totals.fold):  # the day totals the overview and reports read
+                pass
 
         d = Deferred.fromCoroutine(run())
         d.addErrback(lambda f: log.failure("console.overdue_failed", f))

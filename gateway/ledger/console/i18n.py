@@ -33,6 +33,8 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "overview.match_lag": ("比对滞后（条）", "Match lag (copies)"),
     "overview.balance_breaks": ("余额不符", "Balance breaks"),
     "overview.overdue_inquiries": ("逾期意见反馈", "Overdue inquiries"),
+    "totals.behind": ("指令统计正在补算，尚有以下条数的副本未计入：",
+                      "The instruction totals are still catching up; copies not counted yet:"),
     "col.centre": ("中心", "Centre"),
     "col.city": ("城市", "City"),
     "col.bank": ("银行", "Bank"),

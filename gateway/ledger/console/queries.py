@@ -18,10 +18,11 @@ from sqlalchemy import and_, case, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
 from gateway.ledger import store
-from gateway.ledger.store import alerts, centre_conditions, console_journal, copies, inquiries
+from gateway.ledger.store import alerts, centre_conditions, console_journal, console_journal_head, console_totals, \
+    console_totals_mark, copies, inquiries
 from gateway.store.db import GENESIS, Tx
 
-__all__ = ["journal", "verify_journal", "journal_for", "inbox", "alert_row", "overview_counts",
+__all__ = ["journal", "journal_row_hash", "journal_for", "inbox", "alert_row", "overview_counts",
            "evidence", "acknowledge", "note", "raise_manual", "ask", "answer", "list_inquiries",
            "get_inquiry", "overdue_inquiries", "raise_overdue", "conditions", "set_conditions",
            "MANUAL", "INQUIRY_OVERDUE", "CONSOLE_RULES", "open_rectification", "get_rectification",
@@ -45,28 +46,27 @@ def _journal_hash(prev: str, seq: int, at_us: int, who: str, action: str, subjec
     return h.hexdigest()
 
 
+def journal_row_hash(prev: str, row: Mapping[str, Any]) -> str:
+    """The hash a stored journal row must carry after ``prev`` (what ``hpf-gateway verify`` recomputes)."""
+    return _journal_hash(prev, row["seq"], row["at_us"], row["who"], row["action"], row["subject"], row["body"])
+
+
 def journal(tx: Tx, who: str, action: str, subject: str, body: Mapping[str, Any]) -> int:
-    """Append one console write to the chained journal; its seq."""
+    """Append one console write to the chained journal, and move its head; its seq."""
     conn = tx.conn
-    last = conn.execute(select(console_journal.c.seq, console_journal.c.hash)
-                        .order_by(console_journal.c.seq.desc()).limit(1)).first()
-    seq, prev = (int(last[0]) + 1, last[1]) if last else (1, GENESIS)
+    # From the head, never from the last row: a row deleted at the tail leaves a gap verify names.
+    head = conn.execute(select(console_journal_head.c.seq, console_journal_head.c.hash)
+                        .where(console_journal_head.c.id == 1)).first()
+    seq, prev = (int(head[0]) + 1, head[1]) if head else (1, GENESIS)
     text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    digest = _journal_hash(prev, seq, tx.now_us, who[:80], action[:32], subject[:100], text)
     conn.execute(insert(console_journal).values(
-        seq=seq, at_us=tx.now_us, who=who[:80], action=action[:32], subject=subject[:100], body=text,
-        hash=_journal_hash(prev, seq, tx.now_us, who[:80], action[:32], subject[:100], text)))
+        seq=seq, at_us=tx.now_us, who=who[:80], action=action[:32], subject=subject[:100], body=text, hash=digest))
+    if head is None:
+        conn.execute(insert(console_journal_head).values(id=1, seq=seq, hash=digest))
+    else:
+        conn.execute(update(console_journal_head).where(console_journal_head.c.id == 1).values(seq=seq, hash=digest))
     return seq
-
-
-def verify_journal(conn: Connection) -> int | None:
-    """The seq of the first journal row whose hash or place does not hold; None when all hold."""
-    prev, expected = GENESIS, 1
-    for r in conn.execute(select(console_journal).order_by(console_journal.c.seq)).mappings():
-        if r["seq"] != expected or r["hash"] != _journal_hash(prev, r["seq"], r["at_us"], r["who"], r["action"],
-                                                              r["subject"], r["body"]):
-            return int(r["seq"])
-        prev, expected = r["hash"], expected + 1
-    return None
 
 
 def journal_for(conn: Connection, subject: str) -> list[dict[str, Any]]:
@@ -116,14 +116,14 @@ def overview_counts(conn: Connection, centres: Centres, start_us: int, end_us: i
                     totals: "DailyTotals") -> dict[str, Any]:
     """Today's instruction states by centre and bank, instructed sums, open alerts by severity and rule."""
     day = (start_us + _CST_US) // DAY_US
-    today = totals.refresh(conn).between(centres, day, day + 1)
+    today, behind = totals.between(conn, centres, day, day + 1)
     states = [(c, b, st, n) for (_, c, b, st), (n, _) in today.items()]
     sums = {(c, b): fen for (_, c, b, st), (_, fen) in today.items() if st == "received"}
     open_alerts = conn.execute(
         select(alerts.c.severity, alerts.c.rule, func.count())
         .where(alerts.c.state == "open", _in_scope(alerts.c.centre_id, centres))
         .group_by(alerts.c.severity, alerts.c.rule)).all()
-    return {"states": states, "sums": sums,
+    return {"states": states, "sums": sums, "behind": behind,
             "open": [(s, r, int(n)) for s, r, n in open_alerts]}
 
 
@@ -429,7 +429,8 @@ def report_data(conn: Connection, centres: Centres, start_us: int, end_us: int,
     per_centre: dict[str, int] = {}
     first_day, end_day = (start_us + _CST_US) // DAY_US, (end_us + _CST_US) // DAY_US
     outcome: dict[tuple[str, str], int] = {}
-    for (day, centre, bank, state), (n, fen) in totals.refresh(conn).between(centres, first_day, end_day).items():
+    counted, behind = totals.between(conn, centres, first_day, end_day)
+    for (day, centre, bank, state), (n, fen) in counted.items():
         if state in ("succeeded", "failed", "rejected", "in_doubt"):
             outcome[(bank, state)] = outcome.get((bank, state), 0) + n
         if state != "received":
@@ -457,7 +458,7 @@ def report_data(conn: Connection, centres: Centres, start_us: int, end_us: int,
             inquiries.c.overdue_alert.is_not(None), inquiries.c.asked_us >= start_us, inquiries.c.asked_us < end_us,
             _in_scope(inquiries.c.centre_id, centres)).group_by(inquiries.c.centre_id))}
     return {"days": days, "outcomes": outcomes, "rules": rules, "responses": responses, "centres": per_centre,
-            "overdue_inquiries": overdue}
+            "overdue_inquiries": overdue, "behind": behind}
 
 
 def assessment(data: Mapping[str, Any], centres: Sequence[str]) -> list[dict[str, Any]]:
@@ -507,42 +508,88 @@ def account_status(conn: Connection, account: str) -> dict[str, Any]:
 
 
 class DailyTotals:
-    """Instruction states per (business day UTC+8, centre, bank, state): count, and instructed fen
-    for ``received``.
+    """Instruction copies per (business day UTC+8, centre, bank, state): how many, and the fen
+    instructed (for ``received``), kept in ``console_totals``.
 
-    Kept up to date incrementally: :meth:`refresh` reads only the copies filed
-    since the last call (the ledger's seq only grows, from one writer), so each
-    instruction's payload is parsed once however often the overview and the
-    reports are drawn.  Thread-safe (refreshes run on the read pool).
+    :meth:`fold` adds the copies filed since ``console_totals_mark`` (at most
+    ``chunk`` seqs per transaction, so the ingest writer is never held long);
+    the console runs it every few seconds.  Each copy is read once, ever: a
+    restart reads nothing again.  :meth:`between` reads the table and adds the
+    few copies not folded yet, so what it answers is exact; when more than
+    ``tail`` seqs are not folded yet (the first start after the migration, a
+    console turned on after a long time off) it answers what is folded and
+    says how far behind that is, rather than reading them all in a page.
     """
 
-    def __init__(self) -> None:
-        import threading
+    def __init__(self, *, chunk: int = 20_000, tail: int = 20_000) -> None:
+        self.chunk = chunk
+        self.tail = tail
 
-        self.seq = 0
-        self.totals: dict[tuple[int, str, str, str], list[int]] = {}
-        self._lock = threading.Lock()
+    @staticmethod
+    def _fold_rows(conn: Connection, after: int, upto: int,
+                   into: dict[tuple[int, str, str, str], list[int]]) -> None:
+        rows = conn.execute(
+            select(copies.c.created_us, copies.c.centre_id, copies.c.bank_id, copies.c.state,
+                   case((copies.c.state == "received", copies.c.payload), else_=None))
+            .where(copies.c.seq > after, copies.c.seq <= upto, copies.c.kind == "instruction.state"))
+        for created, centre, bank, state, payload in rows:
+            amount = store._amount_or_none((store._loads(payload).get("instruction") or {}).get("amount")) \
+                if payload is not None else None
+            slot = into.setdefault(((created + _CST_US) // DAY_US, centre or "", bank or "", state or ""), [0, 0])
+            slot[0] += 1
+            slot[1] += amount or 0
 
-    def refresh(self, conn: Connection) -> "DailyTotals":
-        with self._lock:
-            rows = conn.execute(
-                select(copies.c.seq, copies.c.created_us, copies.c.centre_id, copies.c.bank_id, copies.c.state,
-                       case((copies.c.state == "received", copies.c.payload), else_=None))
-                .where(copies.c.seq > self.seq, copies.c.kind == "instruction.state")
-                .order_by(copies.c.seq)).all()
-            for seq, created, centre, bank, state, payload in rows:
-                amount = store._amount_or_none((store._loads(payload).get("instruction") or {}).get("amount")) \
-                    if payload is not None else None
-                key = ((created + _CST_US) // DAY_US, centre or "", bank or "", state or "")
-                slot = self.totals.setdefault(key, [0, 0])
-                slot[0] += 1
-                slot[1] += amount or 0
-                self.seq = seq
-        return self
+    @staticmethod
+    def mark(conn: Connection) -> int:
+        return int(conn.execute(select(console_totals_mark.c.seq).where(console_totals_mark.c.id == 1)).scalar()
+                   or 0)
 
-    def between(self, centres: Centres, first_day: int, end_day: int) -> dict[tuple[int, str, str, str],
-                                                                              tuple[int, int]]:
-        """{(day, centre, bank, state): (count, fen)} for days in [first_day, end_day) and centres in scope."""
-        with self._lock:
-            return {k: (v[0], v[1]) for k, v in self.totals.items()
-                    if first_day <= k[0] < end_day and (centres is None or k[1] in centres)}
+    def fold(self, tx: Tx) -> bool:
+        """Fold the next copies into the table; True when more are left."""
+        conn = tx.conn
+        mark = conn.execute(select(console_totals_mark.c.seq).where(console_totals_mark.c.id == 1)).scalar()
+        head, _ = store.load_head(conn)
+        done = int(mark or 0)
+        upto = min(head, done + self.chunk)
+        if upto <= done:
+            return False
+        found: dict[tuple[int, str, str, str], list[int]] = {}
+        self._fold_rows(conn, done, upto, found)
+        for (day, centre, bank, state), (n, fen) in found.items():
+            key = and_(console_totals.c.day == day, console_totals.c.centre_id == centre,
+                       console_totals.c.bank_id == bank, console_totals.c.state == state)
+            if conn.execute(update(console_totals).where(key).values(
+                    n=console_totals.c.n + n, fen=console_totals.c.fen + fen)).rowcount == 0:
+                conn.execute(insert(console_totals).values(day=day, centre_id=centre, bank_id=bank, state=state,
+                                                           n=n, fen=fen))
+        if mark is None:
+            conn.execute(insert(console_totals_mark).values(id=1, seq=upto))
+        elif conn.execute(update(console_totals_mark).where(console_totals_mark.c.id == 1,
+                                                            console_totals_mark.c.seq == done)
+                          .values(seq=upto)).rowcount != 1:
+            raise RuntimeError("console totals folded by another writer at the same time")  # rolls back
+        return upto < head
+
+    def between(self, conn: Connection, centres: Centres, first_day: int,
+                end_day: int) -> tuple[dict[tuple[int, str, str, str], tuple[int, int]], int]:
+        """({(day, centre, bank, state): (count, fen)} for days in [first_day, end_day) and centres in
+        scope, how many seqs of the ledger are not counted in it (0: exact))."""
+        for _ in range(3):  # a fold may commit between the reads: then read again
+            mark = self.mark(conn)
+            q = select(console_totals).where(console_totals.c.day >= first_day, console_totals.c.day < end_day,
+                                             _in_scope(console_totals.c.centre_id, centres))
+            found = {(r.day, r.centre_id, r.bank_id, r.state): [int(r.n), int(r.fen)] for r in conn.execute(q)}
+            if self.mark(conn) == mark:
+                break
+        head, _ = store.load_head(conn)
+        behind = head - mark
+        if 0 < behind <= self.tail:
+            tail: dict[tuple[int, str, str, str], list[int]] = {}
+            self._fold_rows(conn, mark, head, tail)
+            for key, (n, fen) in tail.items():
+                if first_day <= key[0] < end_day and (centres is None or key[1] in centres):
+                    slot = found.setdefault(key, [0, 0])
+                    slot[0] += n
+                    slot[1] += fen
+            behind = 0
+        return {k: (v[0], v[1]) for k, v in found.items()}, behind
