@@ -144,6 +144,7 @@ Index("ix_alerts_state_rule", alerts.c.state, alerts.c.rule, alerts.c.id)
 Index("ix_alerts_created", alerts.c.created_us)
 Index("ix_alerts_centre", alerts.c.centre_id, alerts.c.id)  # the console's inbox, scoped by centre
 Index("ix_alerts_account", alerts.c.account, alerts.c.state)  # the console's accounts page
+Index("ix_alerts_open", alerts.c.state, alerts.c.severity, alerts.c.rule)  # the console's open alerts, counted
 
 alert_notes = Table(
     "alert_notes",

@@ -205,6 +205,57 @@ async def test_the_inbox_pages_by_keyset_within_scope_and_filters(ldb):
 
 
 @pytest_twisted.ensureDeferred
+async def test_the_instruction_list_is_the_list_behind_the_overviews_counts(ldb):
+    from gateway.ledger.console.queries import DAY_US, DailyTotals
+    from tests.unit.test_ledger_store import T0, result_payload
+
+    other = "6222002222333344"
+    docs = []
+    for n in range(1, 8):  # seven received: odd ones Guiyang (C52240), even ones Beijing (C11000)
+        centre, account = ("C52240", DEBIT) if n % 2 else ("C11000", other)
+        docs.append(make_copy(n, instruction_id=f"I{n}", centre_id=centre, account=account,
+                              payload=received_payload(f"I{n}", n, amount=f"{n}.00", debit_account=account)))
+    docs.append(make_copy(8, instruction_id="I1", state="succeeded", payload=result_payload(1, "H1")))
+    docs.append(make_copy(9, instruction_id="I3", state="in_doubt", payload={"bank_ref": "x"}))
+    await file(ldb, docs)
+    day = (T0 + 8 * 3_600_000_000) // DAY_US
+    start = day * DAY_US - 8 * 3_600_000_000
+
+    async def listed(centres, **kw):
+        return await ldb.read(lambda c: queries.instruction_list(c, centres, **kw))
+
+    counted, _ = await ldb.read(DailyTotals().between, {"C52240"}, day, day + 1)
+    for state in ("received", "succeeded", "in_doubt"):
+        rows = await listed({"C52240"}, state=state, from_us=start, to_us=start + DAY_US)
+        assert len(rows) == counted[(day, "C52240", "B001", state)][0], state  # the count and its list agree
+    [i1] = await listed(None, state="succeeded", bank="B001")
+    assert (i1["instruction_id"], i1["amount"], i1["latest"], i1["creditor"]) == ("I1", 100, "succeeded",
+                                                                                    PAYEE["name"])
+    [i3] = await listed(None, state="in_doubt")
+    assert i3["latest"] == "in_doubt" and i3["amount"] == 300
+    # scope: a Guiyang viewer asking for Beijing gets nothing; newest first, paged by keyset
+    assert await listed({"C52240"}, centre="C11000") == []
+    seen, before = [], None
+    while True:
+        page = await listed(None, state="received", before=before, limit=3)
+        if not page:
+            break
+        seen += [r["instruction_id"] for r in page]
+        before = (page[-1]["created_us"], page[-1]["seq"])
+    assert seen == [f"I{n}" for n in range(7, 0, -1)]
+    assert await listed(None, from_us=start + DAY_US) == []
+    # overdue: the instructions whose missing-result alert is open, in scope
+    [late] = await ldb.write(lambda tx: store.store_alerts(tx, [store.AlertRow(
+        "missing-result:C11000/I2", "missing-result", "major", "C11000/I2", "no result", (docs[1]["event_id"],))]))
+    [row] = await ldb.read(lambda c: queries.overdue_instructions(c, None))
+    assert (row["alert_id"], row["instruction_id"], row["amount"], row["latest"]) == (late["id"], "I2", 200,
+                                                                                      "received")
+    assert await ldb.read(lambda c: queries.overdue_instructions(c, {"C52240"})) == []
+    await ldb.write(lambda tx: queries.acknowledge(tx, "hpf://supervisor/prov", [late["id"]], "chased", None))
+    assert await ldb.read(lambda c: queries.overdue_instructions(c, None)) == []
+
+
+@pytest_twisted.ensureDeferred
 async def test_every_console_write_is_chained_in_the_journal_and_a_change_shows(ldb, ledger_url):
     [a, b] = await ldb.write(lambda tx: store.store_alerts(tx, _alerts(2, lambda i: "C52240")))
     done = await ldb.write(lambda tx: queries.acknowledge(tx, "hpf://supervisor/prov", [a["id"], b["id"]],
@@ -369,14 +420,36 @@ def test_report_periods_series_and_assessment():
     assert series == [("2026-11-26", 0, 0), ("2026-11-27", 3, 12345), ("2026-11-28", 0, 0)]
     hour = 3_600_000_000
     data = {"centres": {"C52240": 20_000}, "overdue_inquiries": {"C52240": 1},
-            "responses": [(1, "large-amount", "C52240", 0, 2 * hour, 4 * hour), (2, "balance-break", "C52240", 0, None, None),
-                          (3, "inquiry-overdue", "C52240", 0, None, None),
-                          (4, "rectification-overdue", "C52240", 0, None, None)]}
+            "responses": [("C52240", "large-amount", 1, 1, 2 * hour, 1, 4 * hour), ("C52240", "balance-break", 1, 0, 0, 0, 0),
+                          ("C52240", "inquiry-overdue", 1, 0, 0, 0, 0), ("C52240", "rectification-overdue", 1, 0, 0, 0, 0),
+                          ("C11000", "large-amount", 5, 5, 50 * hour, 0, 0)]}
     [row] = queries.assessment(data, ["C52240"])
     assert row == {"centre": "C52240", "instructions": 20_000, "alerts": 2, "per_10k": 1.0, "ack_hours": 2.0,
                    "resolve_hours": 4.0, "overdue_inquiries": 1, "overdue_rectifications": 1}
     text = report_csv(series, [row])
     assert "2026-11-27,3,123.45" in text and "C52240,20000,2,1.0,2.0,4.0,1,1" in text
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_reports_response_times_are_summed_per_centre_and_rule_in_the_database(ldb):
+    from gateway.ledger.console.queries import DailyTotals
+
+    made = await ldb.write(lambda tx: store.store_alerts(tx, _alerts(4, lambda i: "C52240" if i < 3 else "C11000")))
+    a, b, _, d = (m["id"] for m in made)
+    await ldb.write(lambda tx: queries.acknowledge(tx, "hpf://supervisor/prov", [a, b, d], "seen", None))
+    await ldb.write(lambda tx: queries.resolve(tx, "hpf://supervisor/prov", a, "done", None))
+    start = min(m["created_us"] for m in made)
+    data = await ldb.read(queries.report_data, None, start, start + 10**12, DailyTotals())
+    by = {(c, r): row for c, r, *row in data["responses"]}
+    # _alerts(4): rules manual; C52240 holds a (acked, resolved), b (acked), c (open); C11000 holds d (acked)
+    n, acked, _, resolved, _ = by[("C52240", "manual")]
+    assert (n, acked, resolved) == (3, 2, 1) and by[("C11000", "manual")][:2] == [1, 1]
+    assert all(us >= 0 for row in by.values() for us in (row[2], row[4]))
+    assert data["rules"] == [("manual", 4)]
+    assert (await ldb.read(queries.report_data, {"C11000"}, start, start + 10**12, DailyTotals()))["rules"] == \
+        [("manual", 1)]
+    [row] = queries.assessment(data, ["C52240"])
+    assert row["alerts"] == 0 and row["ack_hours"] is not None and row["resolve_hours"] is not None  # manual is the console's
 
 
 @pytest_twisted.ensureDeferred

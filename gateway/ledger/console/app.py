@@ -38,7 +38,7 @@ from gateway.ledger.console import charts, csrf, queries, rectify, reports
 from gateway.ledger.console.i18n import choose_lang, translate
 from gateway.ledger.console.scope import Viewer, centres_of_config, city_of, viewer_for
 from gateway.ledger.rules import RULES, SEVERITIES
-from gateway.model import format_amount, parse_amount
+from gateway.model import State, format_amount, parse_amount
 from gateway.store.db import StoreUnavailable
 from gateway.tls import PeerIdentity, peer_identity
 
@@ -63,6 +63,8 @@ _CENTRE = re.compile(r"C[0-9]{5}")
 _BANK = re.compile(r"[A-Z0-9]{1,16}")
 _ACCOUNT = re.compile(r"[0-9A-Za-z-]{1,32}")
 _EVENT = re.compile(r"[0-9A-Za-z_-]{1,64}")
+_KEYSET = re.compile(r"[0-9]{1,18}\.[0-9]{1,18}")
+INSTRUCTION_STATES = tuple(s.value for s in State)
 _STATIC = ("console.css", "console.js")
 _LANG_COOKIE = b"hpf-lang"
 _STEPS = frozenset(action for _, action in rectify.ACTIONS)
@@ -388,6 +390,8 @@ class ConsoleResource(Resource):
             return "overview", page("overview.html", await self._overview(viewer, lang))
         if parts == ["alerts"]:
             return "alerts", page("alerts.html", await self._inbox(request, viewer))
+        if parts == ["instructions"]:
+            return "instructions", page("instructions.html", await self._instructions(request, viewer))
         if len(parts) == 2 and parts[0] == "alerts" and _ID.fullmatch(parts[1]):
             return "alert", page("alert.html", await self._alert(viewer, int(parts[1])))
         if parts == ["inquiries"]:
@@ -454,6 +458,37 @@ class ConsoleResource(Resource):
                 "overdue_inquiries": by_rule.get(queries.INQUIRY_OVERDUE, 0),
                 "lag": max(0, head - c.engine.applied_seq), "chart": chart, "today": today.isoformat(),
                 "behind": data["behind"]}
+
+    # -- instructions ----------------------------------------------------------------------
+
+    async def _instructions(self, request: Any, viewer: Viewer) -> dict[str, Any]:
+        """The list behind the overview's counts: by centre, bank, state reached and days, or the
+        overdue ones; in scope, paged by keyset."""
+        c = self.console
+        f = {"centre": _pattern(request, b"centre", _CENTRE), "bank": _pattern(request, b"bank", _BANK),
+             "state": _choice(request, b"state", INSTRUCTION_STATES),
+             "overdue": _choice(request, b"overdue", ("1",)),
+             "from": _date(request, b"from"), "to": _date(request, b"to")}
+        from_us = _day_start_us(f["from"]) if f["from"] else None
+        to_us = _day_start_us(f["to"]) + 86_400_000_000 if f["to"] else None
+        if f["overdue"]:
+            before = _pattern(request, b"before", _ID)
+            rows = await c.db.read(lambda conn: queries.overdue_instructions(
+                conn, viewer.centres, centre=f["centre"], bank=f["bank"],
+                before_id=int(before) if before else None, limit=PAGE + 1))
+            key = (lambda r: str(r["alert_id"]))
+        else:
+            before = _pattern(request, b"before", _KEYSET)
+            rows = await c.db.read(lambda conn: queries.instruction_list(
+                conn, viewer.centres, centre=f["centre"], bank=f["bank"], state=f["state"], from_us=from_us,
+                to_us=to_us, before=tuple(int(x) for x in before.split(".")) if before else None,  # type: ignore[arg-type]
+                limit=PAGE + 1))
+            key = (lambda r: f"{r['created_us']}.{r['seq']}")
+        more = len(rows) > PAGE
+        rows = rows[:PAGE]
+        filters = {k: (v.isoformat() if isinstance(v, _dt.date) else v) for k, v in f.items()}
+        return {"instructions": rows, "filters": filters, "next_before": key(rows[-1]) if more and rows else None,
+                "paged": before is not None, "states": INSTRUCTION_STATES, "centres": viewer.visible(c.centres)}
 
     # -- alerts ----------------------------------------------------------------------------
 
@@ -635,10 +670,11 @@ class ConsoleResource(Resource):
         by_bank: dict[str, int] = {}
         for bank, state, n in data["outcomes"]:
             by_bank[f"{bank} {translate('col.' + state, lang)}"] = n
-        ack_by_rule: dict[str, list[float]] = {}
-        for _, rule, _, created, acked, _ in data["responses"]:
-            if acked is not None:
-                ack_by_rule.setdefault(rule, []).append((acked - created) / 3.6e9)
+        ack_by_rule: dict[str, list[int]] = {}
+        for _, rule, _, acked, ack_us, _, _ in data["responses"]:
+            slot = ack_by_rule.setdefault(rule, [0, 0])
+            slot[0] += acked
+            slot[1] += ack_us
         t = lambda key: translate(key, lang)  # noqa: E731
         return page("report.html", {
             "period": period, "day": day.isoformat(), "first": first.isoformat(), "behind": data["behind"],
@@ -648,7 +684,8 @@ class ConsoleResource(Resource):
             "amount_chart": charts.line_chart([(d, fen / 100) for d, _, fen in series], title=t("report.amount")),
             "rules_chart": charts.pie_chart(sorted(data["rules"]), title=t("report.by_rule")),
             "banks_chart": charts.bar_chart(sorted(by_bank.items()), title=t("report.by_bank")),
-            "ack_chart": charts.bar_chart(sorted((r, round(sum(v) / len(v), 2)) for r, v in ack_by_rule.items()),
+            "ack_chart": charts.bar_chart(sorted((r, round(us / n / 3.6e9, 2)) for r, (n, us) in ack_by_rule.items()
+                                                 if n),
                                           title=t("report.ack_hours")),
         })
 

@@ -22,7 +22,7 @@ from gateway.ledger.store import alerts, centre_conditions, console_journal, con
     console_totals_mark, copies, inquiries
 from gateway.store.db import GENESIS, Tx
 
-__all__ = ["journal", "journal_row_hash", "journal_for", "inbox", "alert_row", "overview_counts",
+__all__ = ["journal", "journal_row_hash", "instruction_list", "overdue_instructions", "journal_for", "inbox", "alert_row", "overview_counts",
            "evidence", "acknowledge", "note", "raise_manual", "ask", "answer", "list_inquiries",
            "get_inquiry", "overdue_inquiries", "raise_overdue", "conditions", "set_conditions",
            "MANUAL", "INQUIRY_OVERDUE", "CONSOLE_RULES", "open_rectification", "get_rectification",
@@ -102,6 +102,85 @@ def inbox(conn: Connection, centres: Centres, *, rule: str | None = None, severi
     if before_id is not None:
         q = q.where(alerts.c.id < before_id)
     return [dict(r) for r in conn.execute(q.order_by(alerts.c.id.desc()).limit(limit)).mappings()]
+
+
+# -- instructions ------------------------------------------------------------------------
+
+
+def instruction_list(conn: Connection, centres: Centres, *, centre: str | None = None, bank: str | None = None,
+                     state: str | None = None, from_us: int | None = None, to_us: int | None = None,
+                     before: tuple[int, int] | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    """The instructions that reached ``state`` (any state when None) in [from_us, to_us), newest first:
+    one row per state copy, as the overview and the reports count them.  Keyset ``before`` is the
+    (created_us, seq) of the last row shown; ``ix_copies_kind_state_created`` serves it."""
+    # Over every state, the kind is tested row by row so that the newest-first walk of ix_copies_created
+    # is the plan (given the kind alone, SQLite would take the kind's index and sort a million rows).
+    kind = copies.c.kind if state is not None else func.coalesce(copies.c.kind, "")
+    q = select(copies.c.seq, copies.c.event_id, copies.c.created_us, copies.c.centre_id, copies.c.instruction_id,
+               copies.c.bank_id, copies.c.state).where(kind == "instruction.state",
+                                                       _in_scope(copies.c.centre_id, centres))
+    for column, value in ((copies.c.centre_id, centre), (copies.c.bank_id, bank), (copies.c.state, state)):
+        if value is not None:
+            q = q.where(column == value)
+    if from_us is not None:
+        q = q.where(copies.c.created_us >= from_us)
+    if to_us is not None:
+        q = q.where(copies.c.created_us < to_us)
+    if before is not None:
+        q = q.where(or_(copies.c.created_us < before[0], and_(copies.c.created_us == before[0],
+                                                                copies.c.seq < before[1])))
+    rows = [dict(r) for r in conn.execute(q.order_by(copies.c.created_us.desc(), copies.c.seq.desc())
+                                          .limit(limit)).mappings()]
+    return _with_instructions(conn, rows)
+
+
+def overdue_instructions(conn: Connection, centres: Centres, *, centre: str | None = None,
+                         bank: str | None = None, before_id: int | None = None,
+                         limit: int = 50) -> list[dict[str, Any]]:
+    """The instructions whose result is overdue now: one row per open ``missing-result`` alert (what
+    the overview counts), newest first; keyset ``before_id`` is the alert id of the last row shown."""
+    q = select(alerts.c.id.label("alert_id"), alerts.c.subject, alerts.c.centre_id, alerts.c.bank_id,
+               alerts.c.created_us).where(alerts.c.state == "open", alerts.c.rule == "missing-result",
+                                          _in_scope(alerts.c.centre_id, centres))
+    for column, value in ((alerts.c.centre_id, centre), (alerts.c.bank_id, bank)):
+        if value is not None:
+            q = q.where(column == value)
+    if before_id is not None:
+        q = q.where(alerts.c.id < before_id)
+    rows = []
+    for r in conn.execute(q.order_by(alerts.c.id.desc()).limit(limit)).mappings():
+        row = dict(r, instruction_id=r["subject"].split("/", 1)[1] if "/" in r["subject"] else r["subject"],
+                   state=None, event_id=None)
+        rows.append(row)
+    return _with_instructions(conn, rows)
+
+
+def _with_instructions(conn: Connection, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each row with its instruction's amount, debit account, creditor and latest state, from the
+    instruction's own copies (``ix_copies_instruction``)."""
+    wanted: dict[str, set[str]] = {}
+    for r in rows:
+        if r["centre_id"] and r["instruction_id"]:
+            wanted.setdefault(r["centre_id"], set()).add(r["instruction_id"])
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+    for centre_id, ids in wanted.items():
+        for chunk in store._chunks(sorted(ids), 200):
+            for c in conn.execute(
+                    select(copies.c.instruction_id, copies.c.seq, copies.c.state,
+                           case((copies.c.state == "received", copies.c.payload), else_=None).label("payload"))
+                    .where(copies.c.centre_id == centre_id, copies.c.instruction_id.in_(list(chunk)),
+                           copies.c.kind == "instruction.state").order_by(copies.c.seq)).mappings():
+                info = found.setdefault((centre_id, c["instruction_id"]), {})
+                info["latest"] = c["state"]
+                if c["payload"] is not None:
+                    instruction = store._loads(c["payload"]).get("instruction") or {}
+                    creditor = instruction.get("creditor") if isinstance(instruction.get("creditor"), dict) else {}
+                    info.update(amount=store._amount_or_none(instruction.get("amount")),
+                                debit_account=instruction.get("debit_account"), creditor=creditor.get("name"))
+    for r in rows:
+        r.update({"latest": None, "amount": None, "debit_account": None, "creditor": None},
+                 **found.get((r["centre_id"], r["instruction_id"]), {}))
+    return rows
 
 
 def alert_row(conn: Connection, alert_id: int, centres: Centres) -> dict[str, Any] | None:
@@ -420,7 +499,8 @@ def report_data(conn: Connection, centres: Centres, start_us: int, end_us: int,
     """What a report over [start_us, end_us) is drawn from, in scope.
 
     ``days``: {day index (UTC+8): [instructions, instructed fen]}; ``outcomes``: [(bank, state, n)];
-    ``rules``: [(rule, n)]; ``responses``: [(alert id, rule, centre, created, first ack, resolved)];
+    ``rules``: [(rule, n)]; ``responses``: [(centre, rule, alerts, acknowledged, µs to acknowledge summed,
+    resolved, µs to resolve summed)];
     ``centres``: {centre: instructions}; ``overdue_inquiries``: {centre: n}.
     """
     from gateway.ledger.store import alert_notes
@@ -442,17 +522,26 @@ def report_data(conn: Connection, centres: Centres, start_us: int, end_us: int,
     outcomes = [(b, st, n) for (b, st), n in sorted(outcome.items())]
     in_range = and_(alerts.c.created_us >= start_us, alerts.c.created_us < end_us,
                     _in_scope(alerts.c.centre_id, centres))
-    rules = [(r, int(n)) for r, n in conn.execute(
-        select(alerts.c.rule, func.count()).where(in_range).group_by(alerts.c.rule))]
-    acked = select(alert_notes.c.alert_id, func.min(alert_notes.c.at_us).label("at")).where(
-        alert_notes.c.action == "acknowledged").group_by(alert_notes.c.alert_id).subquery()
-    resolved = select(alert_notes.c.alert_id, func.min(alert_notes.c.at_us).label("at")).where(
-        alert_notes.c.action == "resolved").group_by(alert_notes.c.alert_id).subquery()
-    responses = [tuple(r) for r in conn.execute(
-        select(alerts.c.id, alerts.c.rule, alerts.c.centre_id, alerts.c.created_us, acked.c.at, resolved.c.at)
-        .select_from(alerts.outerjoin(acked, acked.c.alert_id == alerts.c.id)
-                     .outerjoin(resolved, resolved.c.alert_id == alerts.c.id))
-        .where(in_range))]
+    # Per centre and rule, summed in the database (a month may hold a hundred thousand alerts): how many,
+    # and how many were acknowledged / resolved with the microseconds that took.  Only an alert past
+    # "open" can have been acknowledged, only a resolved one resolved: the others look nothing up.
+    def first(action: str) -> Any:
+        return select(func.min(alert_notes.c.at_us)).where(
+            alert_notes.c.alert_id == alerts.c.id, alert_notes.c.action == action).scalar_subquery()
+
+    per_alert = select(
+        alerts.c.centre_id, alerts.c.rule,
+        case((alerts.c.state == "open", None), else_=first("acknowledged") - alerts.c.created_us).label("ack"),
+        case((alerts.c.state == "resolved", first("resolved") - alerts.c.created_us), else_=None).label("res"),
+    ).where(in_range).subquery()
+    responses = [(c, r, int(n), int(an), int(a or 0), int(rn), int(rs or 0)) for c, r, n, an, a, rn, rs in conn.execute(
+        select(per_alert.c.centre_id, per_alert.c.rule, func.count(), func.count(per_alert.c.ack),
+               func.sum(per_alert.c.ack), func.count(per_alert.c.res), func.sum(per_alert.c.res))
+        .group_by(per_alert.c.centre_id, per_alert.c.rule))]
+    by_rule: dict[str, int] = {}
+    for _, rule, n, *_ in responses:
+        by_rule[rule] = by_rule.get(rule, 0) + n
+    rules = sorted(by_rule.items())
     overdue = {c: int(n) for c, n in conn.execute(
         select(inquiries.c.centre_id, func.count()).where(
             inquiries.c.overdue_alert.is_not(None), inquiries.c.asked_us >= start_us, inquiries.c.asked_us < end_us,
@@ -466,18 +555,18 @@ def assessment(data: Mapping[str, Any], centres: Sequence[str]) -> list[dict[str
     overdue inquiries and rectifications (pure, from :func:`report_data`)."""
     rows = []
     for centre in centres:
-        mine = [r for r in data["responses"] if r[2] == centre]
-        alerts_n = sum(1 for r in mine if r[1] not in CONSOLE_RULES)
-        acks = [(r[4] - r[3]) / 3.6e9 for r in mine if r[4] is not None]
-        resolves = [(r[5] - r[3]) / 3.6e9 for r in mine if r[5] is not None]
+        mine = [r for r in data["responses"] if r[0] == centre]
+        alerts_n = sum(r[2] for r in mine if r[1] not in CONSOLE_RULES)
+        acked, ack_us = sum(r[3] for r in mine), sum(r[4] for r in mine)
+        resolved, resolve_us = sum(r[5] for r in mine), sum(r[6] for r in mine)
         instructions = data["centres"].get(centre, 0)
         rows.append({
             "centre": centre, "instructions": instructions, "alerts": alerts_n,
             "per_10k": round(alerts_n * 10_000 / instructions, 1) if instructions else None,
-            "ack_hours": round(sum(acks) / len(acks), 2) if acks else None,
-            "resolve_hours": round(sum(resolves) / len(resolves), 2) if resolves else None,
+            "ack_hours": round(ack_us / acked / 3.6e9, 2) if acked else None,
+            "resolve_hours": round(resolve_us / resolved / 3.6e9, 2) if resolved else None,
             "overdue_inquiries": data["overdue_inquiries"].get(centre, 0),
-            "overdue_rectifications": sum(1 for r in mine if r[1] == "rectification-overdue"),
+            "overdue_rectifications": sum(r[2] for r in mine if r[1] == "rectification-overdue"),
         })
     return rows
 

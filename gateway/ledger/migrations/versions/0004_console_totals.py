@@ -7,7 +7,8 @@
 - ``console_journal_head``: the console journal's newest seq and hash, so ``hpf-gateway verify`` sees
   a row deleted at its tail; set here from the journal's last row.
 - ``ix_copies_kind_state_created``: the instruction list (one state on one day, newest first);
-  ``ix_alerts_account``: an account's unresolved alerts.
+  ``ix_alerts_account``: an account's unresolved alerts; ``ix_alerts_open``: the open alerts counted by
+  severity and rule from the index alone.
 
 Revision ID: L0004
 Revises: L0003
@@ -46,9 +47,11 @@ def upgrade() -> None:
                "where seq = (select max(seq) from console_journal)")
     op.create_index("ix_copies_kind_state_created", "copies", ["kind", "state", "created_us", "seq"])
     op.create_index("ix_alerts_account", "alerts", ["account", "state"])
+    op.create_index("ix_alerts_open", "alerts", ["state", "severity", "rule"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_alerts_open", "alerts")
     op.drop_index("ix_alerts_account", "alerts")
     op.drop_index("ix_copies_kind_state_created", "copies")
     op.drop_table("console_journal_head")
