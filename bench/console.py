@@ -51,7 +51,7 @@ def _fill(url: str, instructions: int, alerts: int, now_us: int) -> dict[str, An
     import sqlalchemy as sa
 
     from gateway.ledger import store
-    from gateway.ledger.console.queries import DailyTotals
+    from gateway.ledger.console.queries import AlertTotals, DailyTotals
     from gateway.ledger.matcher import Matcher, Registry, Thresholds
     from gateway.store.db import make_engine
 
@@ -78,15 +78,6 @@ def _fill(url: str, instructions: int, alerts: int, now_us: int) -> dict[str, An
         if batch:
             conn.execute(sa.insert(store.copies), batch)
         conn.execute(sa.insert(store.ledger_head).values(id=1, seq=instructions, hash="0" * 64))
-    # The day totals as the console keeps them while copies arrive (it folds them every few seconds),
-    # timed apart: it is a one-off cost, paid in the background on a ledger's first start after L0004.
-    t0 = time.monotonic()
-    totals = DailyTotals()
-    more = True
-    while more:
-        with engine.begin() as conn:
-            more = totals.fold(SimpleNamespace(conn=conn))
-    fold_s = time.monotonic() - t0
     with engine.begin() as conn:
         snapshot = Matcher(Registry(), Thresholds(100_000_000, 300.0, 86_400.0)).snapshot()
         conn.execute(sa.insert(store.matcher_state).values(id=1, last_seq=instructions, snapshot=json.dumps(snapshot),
@@ -106,6 +97,15 @@ def _fill(url: str, instructions: int, alerts: int, now_us: int) -> dict[str, An
                 rows = []
         if rows:
             conn.execute(sa.insert(store.alerts), rows)
+    # The day totals as the console keeps them while copies and alerts arrive (it folds them every few
+    # seconds), timed apart: a one-off cost, paid in the background on a ledger's first start after L0004.
+    t0 = time.monotonic()
+    for totals in (DailyTotals(), AlertTotals()):
+        more = True
+        while more:
+            with engine.begin() as conn:
+                more = totals.fold(SimpleNamespace(conn=conn))
+    fold_s = time.monotonic() - t0
     engine.dispose()
     return {"alert": alerts // 2 or 1, "before": alerts // 2 or 1, "fold_s": fold_s}
 
@@ -149,10 +149,14 @@ def run(args: argparse.Namespace) -> Report:
         ctx = ssl.create_default_context(cafile=str(pki.ca_cert))
         ctx.load_cert_chain(str(pki.cert("supervisor", "sup1")), str(pki.key("supervisor", "sup1")))
         base = f"https://localhost:{ports['console']}"
+        today = time.strftime("%Y-%m-%d", time.gmtime(time.time() + 8 * 3600))  # the console's day is UTC+8
         pages = {
             "overview": "/", "alerts": "/alerts", "alerts, page in the middle": f"/alerts?before={ids['before']}",
             "alerts, filtered": "/alerts?rule=balance-break&centre=C11000&state=open",
             "alert evidence": f"/alerts/{ids['alert']}", "accounts": "/accounts",
+            "instructions": "/instructions", "instructions, today's received":
+                f"/instructions?state=received&from={today}&to={today}&centre=C11000",
+            "instructions, overdue": "/instructions?overdue=1",
             "report, month": "/reports?period=month", "report, year": "/reports?period=year",
             "inquiries": "/inquiries", "conditions": "/conditions",
         }

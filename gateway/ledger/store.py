@@ -55,7 +55,8 @@ from gateway.store.migrate import Migrations
 
 __all__ = [
     "metadata", "copies", "ledger_head", "matcher_state", "alerts", "alert_notes",
-    "console_journal", "console_journal_head", "console_totals", "console_totals_mark", "inquiries", "centre_conditions", "rectifications", "rectification_alerts",
+    "console_journal", "console_journal_head", "console_totals", "console_alert_totals",
+    "console_totals_mark", "inquiries", "centre_conditions", "rectifications", "rectification_alerts",
     "MIGRATIONS", "ALERT_STATES", "SIGNED_FIELDS", "REFUSED",
     "LedgerDatabase", "CopyRow", "CopyOutcome", "AlertRow",
     "canonical_bytes", "copy_document", "signed_bytes", "ledger_chain_hash", "row_chain_hash",
@@ -194,6 +195,22 @@ console_totals = Table(
     Column("fen", BigInteger, nullable=False),
 )
 
+# Alerts per business day (of their creation), centre and rule: how many, how many acknowledged and
+# resolved, and the microseconds that took summed; folded from alerts and alert_notes by id.
+console_alert_totals = Table(
+    "console_alert_totals",
+    metadata,
+    Column("day", Integer, primary_key=True, autoincrement=False),
+    Column("centre_id", String(16), primary_key=True),
+    Column("rule", String(40), primary_key=True),
+    Column("n", BigInteger, nullable=False),
+    Column("acked", BigInteger, nullable=False),
+    Column("ack_us", BigInteger, nullable=False),
+    Column("resolved", BigInteger, nullable=False),
+    Column("resolve_us", BigInteger, nullable=False),
+)
+
+# How far each fold has come: id 1 the copies' seq, 2 the alerts' id, 3 the alert notes' id.
 console_totals_mark = Table(
     "console_totals_mark",
     metadata,

@@ -432,21 +432,26 @@ def test_report_periods_series_and_assessment():
 
 @pytest_twisted.ensureDeferred
 async def test_a_reports_response_times_are_summed_per_centre_and_rule_in_the_database(ldb):
-    from gateway.ledger.console.queries import DailyTotals
+    from gateway.ledger.console.queries import AlertTotals, DailyTotals
 
     made = await ldb.write(lambda tx: store.store_alerts(tx, _alerts(4, lambda i: "C52240" if i < 3 else "C11000")))
     a, b, _, d = (m["id"] for m in made)
     await ldb.write(lambda tx: queries.acknowledge(tx, "hpf://supervisor/prov", [a, b, d], "seen", None))
     await ldb.write(lambda tx: queries.resolve(tx, "hpf://supervisor/prov", a, "done", None))
     start = min(m["created_us"] for m in made)
-    data = await ldb.read(queries.report_data, None, start, start + 10**12, DailyTotals())
+    # Read before and after a fold (the tail read from the tables, then the folded rows): the same
+    data = await ldb.read(queries.report_data, None, start, start + 10**12, DailyTotals(), AlertTotals())
+    assert await ldb.write(AlertTotals(chunk=2).fold) is True and await ldb.write(AlertTotals().fold) is False
+    assert await ldb.read(queries.report_data, None, start, start + 10**12, DailyTotals(), AlertTotals(tail=0)) \
+        == data
     by = {(c, r): row for c, r, *row in data["responses"]}
     # _alerts(4): rules manual; C52240 holds a (acked, resolved), b (acked), c (open); C11000 holds d (acked)
     n, acked, _, resolved, _ = by[("C52240", "manual")]
     assert (n, acked, resolved) == (3, 2, 1) and by[("C11000", "manual")][:2] == [1, 1]
     assert all(us >= 0 for row in by.values() for us in (row[2], row[4]))
     assert data["rules"] == [("manual", 4)]
-    assert (await ldb.read(queries.report_data, {"C11000"}, start, start + 10**12, DailyTotals()))["rules"] == \
+    assert (await ldb.read(queries.report_data, {"C11000"}, start, start + 10**12, DailyTotals(),
+                           AlertTotals()))["rules"] == \
         [("manual", 1)]
     [row] = queries.assessment(data, ["C52240"])
     assert row["alerts"] == 0 and row["ack_hours"] is not None and row["resolve_hours"] is not None  # manual is the console's

@@ -149,6 +149,7 @@ class Console:
         self.secret = secret or secrets.token_bytes(32)
         self.centres = centres_of_config(config)
         self.totals = queries.DailyTotals()
+        self.alert_totals = queries.AlertTotals()
         self.templates = jinja2.Environment(
             loader=jinja2.PackageLoader("gateway.ledger.console", "templates"),
             autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
@@ -660,7 +661,8 @@ class ConsoleResource(Resource):
             raise Refused(404, "error.404")
         first, end = reports.period_range(period, day)
         scope = {centre} if centre else viewer.centres
-        data = await c.db.read(queries.report_data, scope, _day_start_us(first), _day_start_us(end), c.totals)
+        data = await c.db.read(queries.report_data, scope, _day_start_us(first), _day_start_us(end), c.totals,
+                               c.alert_totals)
         series = reports.day_series(data["days"], first, end)
         shown = [centre] if centre else viewer.visible(c.centres)
         table = queries.assessment(data, shown)
@@ -842,8 +844,9 @@ class OverdueWatch(Service):
                                        + queries.raise_overdue_rectifications(tx, now_us))
             if created:
                 c.engine.alerts_created(created)
-            while await c.db.write(c.totals.fold):  # the day totals the overview and reports read
-                pass
+            for totals in (c.totals, c.alert_totals):  # the day totals the overview and the reports read
+                while await c.db.write(totals.fold):
+                    pass
 
         d = Deferred.fromCoroutine(run())
         d.addErrback(lambda f: log.failure("console.overdue_failed", f))

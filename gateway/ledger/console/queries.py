@@ -18,15 +18,15 @@ from sqlalchemy import and_, case, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
 from gateway.ledger import store
-from gateway.ledger.store import alerts, centre_conditions, console_journal, console_journal_head, console_totals, \
-    console_totals_mark, copies, inquiries
+from gateway.ledger.store import alerts, centre_conditions, console_alert_totals, console_journal, console_journal_head, \
+    console_totals, console_totals_mark, copies, inquiries
 from gateway.store.db import GENESIS, Tx
 
 __all__ = ["journal", "journal_row_hash", "instruction_list", "overdue_instructions", "journal_for", "inbox", "alert_row", "overview_counts",
            "evidence", "acknowledge", "note", "raise_manual", "ask", "answer", "list_inquiries",
            "get_inquiry", "overdue_inquiries", "raise_overdue", "conditions", "set_conditions",
            "MANUAL", "INQUIRY_OVERDUE", "CONSOLE_RULES", "open_rectification", "get_rectification",
-           "list_rectifications", "act_on_rectification", "raise_overdue_rectifications", "DailyTotals", "report_data", "assessment",
+           "list_rectifications", "act_on_rectification", "raise_overdue_rectifications", "DailyTotals", "AlertTotals", "report_data", "assessment",
            "account_status"]
 
 MANUAL = "manual"
@@ -495,7 +495,7 @@ _CST_US = 8 * 3_600_000_000  # days are business days in China (UTC+8)
 
 
 def report_data(conn: Connection, centres: Centres, start_us: int, end_us: int,
-                totals: "DailyTotals") -> dict[str, Any]:
+                totals: "DailyTotals", alert_totals: "AlertTotals") -> dict[str, Any]:
     """What a report over [start_us, end_us) is drawn from, in scope.
 
     ``days``: {day index (UTC+8): [instructions, instructed fen]}; ``outcomes``: [(bank, state, n)];
@@ -503,8 +503,6 @@ def report_data(conn: Connection, centres: Centres, start_us: int, end_us: int,
     resolved, µs to resolve summed)];
     ``centres``: {centre: instructions}; ``overdue_inquiries``: {centre: n}.
     """
-    from gateway.ledger.store import alert_notes
-
     days: dict[int, list[int]] = {}
     per_centre: dict[str, int] = {}
     first_day, end_day = (start_us + _CST_US) // DAY_US, (end_us + _CST_US) // DAY_US
@@ -520,24 +518,11 @@ def report_data(conn: Connection, centres: Centres, start_us: int, end_us: int,
         slot[1] += fen
         per_centre[centre] = per_centre.get(centre, 0) + n
     outcomes = [(b, st, n) for (b, st), n in sorted(outcome.items())]
-    in_range = and_(alerts.c.created_us >= start_us, alerts.c.created_us < end_us,
-                    _in_scope(alerts.c.centre_id, centres))
-    # Per centre and rule, summed in the database (a month may hold a hundred thousand alerts): how many,
-    # and how many were acknowledged / resolved with the microseconds that took.  Only an alert past
-    # "open" can have been acknowledged, only a resolved one resolved: the others look nothing up.
-    def first(action: str) -> Any:
-        return select(func.min(alert_notes.c.at_us)).where(
-            alert_notes.c.alert_id == alerts.c.id, alert_notes.c.action == action).scalar_subquery()
-
-    per_alert = select(
-        alerts.c.centre_id, alerts.c.rule,
-        case((alerts.c.state == "open", None), else_=first("acknowledged") - alerts.c.created_us).label("ack"),
-        case((alerts.c.state == "resolved", first("resolved") - alerts.c.created_us), else_=None).label("res"),
-    ).where(in_range).subquery()
-    responses = [(c, r, int(n), int(an), int(a or 0), int(rn), int(rs or 0)) for c, r, n, an, a, rn, rs in conn.execute(
-        select(per_alert.c.centre_id, per_alert.c.rule, func.count(), func.count(per_alert.c.ack),
-               func.sum(per_alert.c.ack), func.count(per_alert.c.res), func.sum(per_alert.c.res))
-        .group_by(per_alert.c.centre_id, per_alert.c.rule))]
+    by_centre_rule: dict[tuple[str, str], list[int]] = {}
+    counted_alerts, alerts_behind = alert_totals.between(conn, centres, first_day, end_day)
+    for (_, centre, rule), numbers in counted_alerts.items():
+        _add(by_centre_rule, (centre, rule), numbers)
+    responses = [(c, r, *numbers) for (c, r), numbers in sorted(by_centre_rule.items())]
     by_rule: dict[str, int] = {}
     for _, rule, n, *_ in responses:
         by_rule[rule] = by_rule.get(rule, 0) + n
@@ -547,7 +532,7 @@ def report_data(conn: Connection, centres: Centres, start_us: int, end_us: int,
             inquiries.c.overdue_alert.is_not(None), inquiries.c.asked_us >= start_us, inquiries.c.asked_us < end_us,
             _in_scope(inquiries.c.centre_id, centres)).group_by(inquiries.c.centre_id))}
     return {"days": days, "outcomes": outcomes, "rules": rules, "responses": responses, "centres": per_centre,
-            "overdue_inquiries": overdue, "behind": behind}
+            "overdue_inquiries": overdue, "behind": behind + alerts_behind}
 
 
 def assessment(data: Mapping[str, Any], centres: Sequence[str]) -> list[dict[str, Any]]:
@@ -596,27 +581,63 @@ def account_status(conn: Connection, account: str) -> dict[str, Any]:
             "last_movement_us": move.created_us if move else None, "open_alerts": int(open_alerts or 0)}
 
 
+_COPIES, _ALERTS, _NOTES = 1, 2, 3  # console_totals_mark rows: how far each fold has come
+
+
+def _mark(conn: Connection, which: int) -> int | None:
+    found = conn.execute(select(console_totals_mark.c.seq).where(console_totals_mark.c.id == which)).scalar()
+    return None if found is None else int(found)
+
+
+def _move_mark(conn: Connection, which: int, was: int | None, to: int) -> None:
+    if was is None:
+        conn.execute(insert(console_totals_mark).values(id=which, seq=to))
+    elif conn.execute(update(console_totals_mark).where(console_totals_mark.c.id == which,
+                                                        console_totals_mark.c.seq == was)
+                      .values(seq=to)).rowcount != 1:
+        raise RuntimeError("console totals folded by another writer at the same time")  # rolls back
+
+
+def _add_to(conn: Connection, table: Any, names: Sequence[str], found: Mapping[tuple[Any, ...], Sequence[int]],
+            fields: Sequence[str]) -> None:
+    """Add each key's numbers to its row of ``table`` (made when new)."""
+    for key, numbers in found.items():
+        where = and_(*(table.c[n] == v for n, v in zip(names, key)))
+        if conn.execute(update(table).where(where).values(
+                **{f: table.c[f] + x for f, x in zip(fields, numbers)})).rowcount == 0:
+            conn.execute(insert(table).values(**dict(zip(names, key)), **dict(zip(fields, numbers))))
+
+
+def _add(into: dict[Any, list[int]], key: Any, numbers: Sequence[int]) -> None:
+    slot = into.setdefault(key, [0] * len(numbers))
+    for i, x in enumerate(numbers):
+        slot[i] += x
+
+
+def _day_of(us: int) -> int:
+    return (us + _CST_US) // DAY_US
+
+
 class DailyTotals:
     """Instruction copies per (business day UTC+8, centre, bank, state): how many, and the fen
     instructed (for ``received``), kept in ``console_totals``.
 
-    :meth:`fold` adds the copies filed since ``console_totals_mark`` (at most
-    ``chunk`` seqs per transaction, so the ingest writer is never held long);
-    the console runs it every few seconds.  Each copy is read once, ever: a
-    restart reads nothing again.  :meth:`between` reads the table and adds the
+    :meth:`fold` adds the copies filed since their mark in ``console_totals_mark``
+    (at most ``chunk`` seqs per transaction, so the ingest writer is never held
+    long); the console runs it every few seconds.  Each copy is read once, ever:
+    a restart reads nothing again.  :meth:`between` reads the table and adds the
     few copies not folded yet, so what it answers is exact; when more than
     ``tail`` seqs are not folded yet (the first start after the migration, a
     console turned on after a long time off) it answers what is folded and
     says how far behind that is, rather than reading them all in a page.
     """
 
-    def __init__(self, *, chunk: int = 20_000, tail: int = 20_000) -> None:
+    def __init__(self, *, chunk: int = 20_000, tail: int = 10_000) -> None:
         self.chunk = chunk
         self.tail = tail
 
     @staticmethod
-    def _fold_rows(conn: Connection, after: int, upto: int,
-                   into: dict[tuple[int, str, str, str], list[int]]) -> None:
+    def _read(conn: Connection, after: int, upto: int, into: dict[tuple[int, str, str, str], list[int]]) -> None:
         rows = conn.execute(
             select(copies.c.created_us, copies.c.centre_id, copies.c.bank_id, copies.c.state,
                    case((copies.c.state == "received", copies.c.payload), else_=None))
@@ -624,61 +645,115 @@ class DailyTotals:
         for created, centre, bank, state, payload in rows:
             amount = store._amount_or_none((store._loads(payload).get("instruction") or {}).get("amount")) \
                 if payload is not None else None
-            slot = into.setdefault(((created + _CST_US) // DAY_US, centre or "", bank or "", state or ""), [0, 0])
-            slot[0] += 1
-            slot[1] += amount or 0
-
-    @staticmethod
-    def mark(conn: Connection) -> int:
-        return int(conn.execute(select(console_totals_mark.c.seq).where(console_totals_mark.c.id == 1)).scalar()
-                   or 0)
+            _add(into, (_day_of(created), centre or "", bank or "", state or ""), (1, amount or 0))
 
     def fold(self, tx: Tx) -> bool:
         """Fold the next copies into the table; True when more are left."""
         conn = tx.conn
-        mark = conn.execute(select(console_totals_mark.c.seq).where(console_totals_mark.c.id == 1)).scalar()
+        mark = _mark(conn, _COPIES)
         head, _ = store.load_head(conn)
-        done = int(mark or 0)
+        done = mark or 0
         upto = min(head, done + self.chunk)
         if upto <= done:
             return False
         found: dict[tuple[int, str, str, str], list[int]] = {}
-        self._fold_rows(conn, done, upto, found)
-        for (day, centre, bank, state), (n, fen) in found.items():
-            key = and_(console_totals.c.day == day, console_totals.c.centre_id == centre,
-                       console_totals.c.bank_id == bank, console_totals.c.state == state)
-            if conn.execute(update(console_totals).where(key).values(
-                    n=console_totals.c.n + n, fen=console_totals.c.fen + fen)).rowcount == 0:
-                conn.execute(insert(console_totals).values(day=day, centre_id=centre, bank_id=bank, state=state,
-                                                           n=n, fen=fen))
-        if mark is None:
-            conn.execute(insert(console_totals_mark).values(id=1, seq=upto))
-        elif conn.execute(update(console_totals_mark).where(console_totals_mark.c.id == 1,
-                                                            console_totals_mark.c.seq == done)
-                          .values(seq=upto)).rowcount != 1:
-            raise RuntimeError("console totals folded by another writer at the same time")  # rolls back
+        self._read(conn, done, upto, found)
+        _add_to(conn, console_totals, ("day", "centre_id", "bank_id", "state"), found, ("n", "fen"))
+        _move_mark(conn, _COPIES, mark, upto)
         return upto < head
 
     def between(self, conn: Connection, centres: Centres, first_day: int,
                 end_day: int) -> tuple[dict[tuple[int, str, str, str], tuple[int, int]], int]:
         """({(day, centre, bank, state): (count, fen)} for days in [first_day, end_day) and centres in
         scope, how many seqs of the ledger are not counted in it (0: exact))."""
+        t = console_totals
         for _ in range(3):  # a fold may commit between the reads: then read again
-            mark = self.mark(conn)
-            q = select(console_totals).where(console_totals.c.day >= first_day, console_totals.c.day < end_day,
-                                             _in_scope(console_totals.c.centre_id, centres))
-            found = {(r.day, r.centre_id, r.bank_id, r.state): [int(r.n), int(r.fen)] for r in conn.execute(q)}
-            if self.mark(conn) == mark:
+            mark = _mark(conn, _COPIES) or 0
+            found = {(r.day, r.centre_id, r.bank_id, r.state): [int(r.n), int(r.fen)] for r in conn.execute(
+                select(t).where(t.c.day >= first_day, t.c.day < end_day, _in_scope(t.c.centre_id, centres)))}
+            if (_mark(conn, _COPIES) or 0) == mark:
                 break
         head, _ = store.load_head(conn)
         behind = head - mark
         if 0 < behind <= self.tail:
             tail: dict[tuple[int, str, str, str], list[int]] = {}
-            self._fold_rows(conn, mark, head, tail)
-            for key, (n, fen) in tail.items():
+            self._read(conn, mark, head, tail)
+            for key, numbers in tail.items():
                 if first_day <= key[0] < end_day and (centres is None or key[1] in centres):
-                    slot = found.setdefault(key, [0, 0])
-                    slot[0] += n
-                    slot[1] += fen
+                    _add(found, key, numbers)
             behind = 0
         return {k: (v[0], v[1]) for k, v in found.items()}, behind
+
+
+class AlertTotals:
+    """Alerts per (business day of their creation, centre, rule): how many, how many acknowledged
+    and resolved, and the microseconds from creation that took, summed; kept in
+    ``console_alert_totals`` and folded like :class:`DailyTotals` (new alerts by id, their
+    acknowledged and resolved notes by id), so a report reads a few rows per day, not every alert."""
+
+    _FIELDS = ("n", "acked", "ack_us", "resolved", "resolve_us")
+
+    def __init__(self, *, chunk: int = 20_000, tail: int = 10_000) -> None:
+        self.chunk = chunk
+        self.tail = tail
+
+    @staticmethod
+    def _heads(conn: Connection) -> tuple[int, int]:
+        return (int(conn.execute(select(func.max(alerts.c.id))).scalar() or 0),
+                int(conn.execute(select(func.max(store.alert_notes.c.id))).scalar() or 0))
+
+    @staticmethod
+    def _read(conn: Connection, alerts_after: int, alerts_upto: int, notes_after: int, notes_upto: int,
+              into: dict[tuple[int, str, str], list[int]]) -> None:
+        notes = store.alert_notes
+        for created, centre, rule in conn.execute(select(alerts.c.created_us, alerts.c.centre_id, alerts.c.rule).where(
+                alerts.c.id > alerts_after, alerts.c.id <= alerts_upto)):
+            _add(into, (_day_of(created), centre or "", rule), (1, 0, 0, 0, 0))
+        # An alert moves open -> acknowledged -> resolved once: each such note is its first.
+        for action, at, created, centre, rule in conn.execute(
+                select(notes.c.action, notes.c.at_us, alerts.c.created_us, alerts.c.centre_id, alerts.c.rule)
+                .select_from(notes.join(alerts, alerts.c.id == notes.c.alert_id))
+                .where(notes.c.id > notes_after, notes.c.id <= notes_upto,
+                       notes.c.action.in_(("acknowledged", "resolved")))):
+            took = at - created
+            _add(into, (_day_of(created), centre or "", rule),
+                 (0, 1, took, 0, 0) if action == "acknowledged" else (0, 0, 0, 1, took))
+
+    def fold(self, tx: Tx) -> bool:
+        """Fold the next alerts and notes into the table; True when more are left."""
+        conn = tx.conn
+        marks = _mark(conn, _ALERTS), _mark(conn, _NOTES)
+        heads = self._heads(conn)
+        done = (marks[0] or 0, marks[1] or 0)
+        upto = (min(heads[0], done[0] + self.chunk), min(heads[1], done[1] + self.chunk))
+        if upto == done:
+            return False
+        found: dict[tuple[int, str, str], list[int]] = {}
+        self._read(conn, done[0], upto[0], done[1], upto[1], found)
+        _add_to(conn, console_alert_totals, ("day", "centre_id", "rule"), found, self._FIELDS)
+        _move_mark(conn, _ALERTS, marks[0], upto[0])
+        _move_mark(conn, _NOTES, marks[1], upto[1])
+        return upto != heads
+
+    def between(self, conn: Connection, centres: Centres, first_day: int,
+                end_day: int) -> tuple[dict[tuple[int, str, str], list[int]], int]:
+        """({(day, centre, rule): [n, acked, ack µs, resolved, resolve µs]} in [first_day, end_day) and
+        scope, how many alerts and notes are not counted in it (0: exact))."""
+        t = console_alert_totals
+        for _ in range(3):
+            marks = (_mark(conn, _ALERTS) or 0, _mark(conn, _NOTES) or 0)
+            found = {(r.day, r.centre_id, r.rule): [int(r[f]) for f in self._FIELDS] for r in conn.execute(
+                select(t).where(t.c.day >= first_day, t.c.day < end_day, _in_scope(t.c.centre_id, centres))
+            ).mappings()}
+            if (_mark(conn, _ALERTS) or 0, _mark(conn, _NOTES) or 0) == marks:
+                break
+        heads = self._heads(conn)
+        behind = heads[0] - marks[0] + heads[1] - marks[1]
+        if 0 < behind <= self.tail:
+            tail: dict[tuple[int, str, str], list[int]] = {}
+            self._read(conn, marks[0], heads[0], marks[1], heads[1], tail)
+            for key, numbers in tail.items():
+                if first_day <= key[0] < end_day and (centres is None or key[1] in centres):
+                    _add(found, key, numbers)
+            behind = 0
+        return found, behind
