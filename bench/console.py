@@ -38,6 +38,11 @@ ACCOUNTS = {"C52240": "6200001111222233", "C11000": "6200005555666677"}
 RULES = ("large-amount", "unregistered-counterparty", "result-mismatch", "balance-break", "missing-result")
 
 
+def _centre_of(i: int) -> str:
+    """Instruction i's centre: half each, and half each of today's (every tenth instruction is today's)."""
+    return CENTRES[(i // 10) % 2]
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--instructions", type=int, default=200_000, help="instruction copies in the ledger")
     p.add_argument("--alerts", type=int, default=20_000, help="alerts in the ledger")
@@ -60,7 +65,7 @@ def _fill(url: str, instructions: int, alerts: int, now_us: int) -> dict[str, An
     with engine.begin() as conn:
         batch: list[dict[str, Any]] = []
         for i in range(1, instructions + 1):
-            centre = CENTRES[i % 2]
+            centre = _centre_of(i)
             created = now_us - (0 if i % 10 == 0 else (i % 90 + 1) * day_us) - i
             payload = json.dumps({"bank": "B001", "bank_ref": f"{i:020d}", "instruction": {
                 "instruction_id": f"I{i}", "kind": "transfer", "debit_account": ACCOUNTS[centre],
@@ -85,7 +90,7 @@ def _fill(url: str, instructions: int, alerts: int, now_us: int) -> dict[str, An
         rows = []
         for j in range(1, alerts + 1):
             i = max(1, instructions * j // max(1, alerts))
-            centre = CENTRES[i % 2]
+            centre = _centre_of(i)
             rows.append(dict(key=f"{RULES[j % len(RULES)]}:{centre}/I{i}:{j}", rule=RULES[j % len(RULES)],
                              severity=("critical", "major", "minor")[j % 3],
                              state=("open", "acknowledged", "resolved")[j % 3], subject=f"{centre}/I{i}",

@@ -480,10 +480,10 @@ class ConsoleResource(Resource):
             key = (lambda r: str(r["alert_id"]))
         else:
             before = _pattern(request, b"before", _KEYSET)
+            after_row = (int(before.split(".")[0]), int(before.split(".")[1])) if before else None
             rows = await c.db.read(lambda conn: queries.instruction_list(
                 conn, viewer.centres, centre=f["centre"], bank=f["bank"], state=f["state"], from_us=from_us,
-                to_us=to_us, before=tuple(int(x) for x in before.split(".")) if before else None,  # type: ignore[arg-type]
-                limit=PAGE + 1))
+                to_us=to_us, before=after_row, limit=PAGE + 1))
             key = (lambda r: f"{r['created_us']}.{r['seq']}")
         more = len(rows) > PAGE
         rows = rows[:PAGE]

@@ -632,7 +632,7 @@ class DailyTotals:
     says how far behind that is, rather than reading them all in a page.
     """
 
-    def __init__(self, *, chunk: int = 20_000, tail: int = 10_000) -> None:
+    def __init__(self, *, chunk: int = 5_000, tail: int = 10_000) -> None:
         self.chunk = chunk
         self.tail = tail
 
@@ -693,7 +693,7 @@ class AlertTotals:
 
     _FIELDS = ("n", "acked", "ack_us", "resolved", "resolve_us")
 
-    def __init__(self, *, chunk: int = 20_000, tail: int = 10_000) -> None:
+    def __init__(self, *, chunk: int = 5_000, tail: int = 10_000) -> None:
         self.chunk = chunk
         self.tail = tail
 
