@@ -138,7 +138,7 @@ def statements(draw: Any) -> base.Statement:
 BALANCES = st.builds(
     base.Balance, seq_no=SERIALS, reply_to=SERIALS | st.just(""), account=ACCOUNTS, balance=SIGNED,
     available=SIGNED, overdraft=st.just(0) | AMOUNTS, account_name=texts(70),
-    status=st.sampled_from(["ITBD", "CLBD", "ITAV", "0", "冻结"]) | texts(35, min_size=1).filter(str.strip),
+    status=st.sampled_from(["ITBD", "CLBD", "ITAV", "0", "冻结"]) | texts(35, min_size=1).map(str.strip).filter(bool),
     as_of=DATETIMES)
 
 CODES, WORDS = texts(35), texts(500)
