@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import hashlib
 import json
 from itertools import count
 from typing import Any, Callable, Iterable, Protocol
@@ -31,10 +32,11 @@ from twisted.logger import Logger
 
 from adapters import base as msg
 from gateway import lifecycle
+from gateway.copies import MAX_REFUSED_RAW
 from gateway.config import BankConfig, GatewayConfig, StatusPolicy, Timeouts
 from gateway.faults import armed, crash_point
 from gateway.metrics import GatewayMetrics
-from gateway.model import FINAL_STATES, State
+from gateway.model import FINAL_STATES, State, mask_numbers
 from gateway.outbox import (Ack, Claim, Effect, Foreign, Open, Outbox, Outcome, Phase, Query, Record, Schedule,
                             Send)
 from gateway.store import instructions as q
@@ -447,6 +449,19 @@ class BankDispatcher:
             case _:
                 self.metrics.refused.labels(f"bank:{self.bank.id}", "unexpected_message").inc()
                 log.warn("bank.unexpected_message", bank=self.bank.id, kind=type(message).__name__)
+
+    def refused(self, frame: bytes, reason: str) -> None:
+        """A whole message from the bank that its link refused: journalled as ``bank.refused``.
+
+        The copy raises the ledger's ``bank-message-refused`` alert.  The reason is kept with
+        every long number masked (it may quote a field); the bytes are kept when short enough
+        (:data:`gateway.copies.MAX_REFUSED_RAW`), their SHA-256 and size always.
+        """
+        frame = bytes(frame)
+        payload = {"reason": mask_numbers(reason)[:2000], "sha256": hashlib.sha256(frame).hexdigest(),
+                   "size": len(frame)}
+        raw = frame if len(frame) <= MAX_REFUSED_RAW else None
+        self._record(q.RefusedMessage(payload, raw), lambda _: None)
 
     def _ack(self, message: msg.Message, ok: bool = True, code: str = "", text: str = "") -> None:
         if self.session is not None:
