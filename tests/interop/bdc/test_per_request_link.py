@@ -4,8 +4,12 @@ them, notices pushed on connections of their own and acknowledged."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
 
 from tests.integration.harness import DEBIT_B001, start_harness
 
@@ -58,7 +62,6 @@ async def test_a_hostile_message_is_answered_in_protocol_recorded_alerted_and_co
     refusal, journals a ``bank.refused`` event whose ledger copy raises
     ``bank-message-refused``, and the link goes on (an instruction still completes)."""
     import hashlib
-    import json
 
     from adapters.base import AdapterError, load_adapter
     from adapters.bdc import BdcAdapter
@@ -109,5 +112,62 @@ async def test_a_hostile_message_is_answered_in_protocol_recorded_alerted_and_co
         alerts = matcher.observe(parsed.fact, 0.0)
         assert [(a.rule, a.subject, a.evidence) for a in alerts] == [
             ("bank-message-refused", "B001", (row["event_id"],))]
+    finally:
+        await h.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_batch_goes_out_as_one_bank_batch_and_every_line_comes_back(tmp_path):
+    """Issue 18 item 6 over real loopback TLS: the gateway's per-request link carries a
+    BDC103 batch payment (``ExchangeLink.ask``) to the simulated bank, which executes it line
+    by line; BDC107 says complete, BDC108's result file gives each line's outcome, and each
+    line's money arrives on the feed as SBDC100 notices.  Also BDC102, BDC112 and BDC002."""
+    import datetime as dt
+
+    from adapters.base import Result
+    from adapters.bdc import messages as bm
+    from gateway.store import journal
+    from tests.integration.harness import OTHER_ACCOUNT
+
+    h = await start_harness(tmp_path, banks={"B001": {}})
+    try:
+        await h.link_up("B001")
+        link = h.gateway.relay.dispatchers["B001"].session
+        today = dt.date.today()
+        items = (bm.BatchItem(1, 12_300, "6200009999000011", "张三", branch_code="105100000017",
+                              summary="011711300000001", reference="011711300000001"),
+                 bm.BatchItem(2, 4_500, OTHER_ACCOUNT, "另一中心归集户", branch_code="105100000017",
+                              summary="011711300000002", reference="011711300000002"))
+        batch = bm.Batch(link.serials.next(), today, "C52240", "522400000000000", "payment", "02", "3",
+                         DEBIT_B001, "示例中心归集户", items, memo="批量提取")
+        accepted = await link.ask(batch)
+        assert isinstance(accepted, bm.BatchAccepted) and accepted.ok and accepted.batch_no
+
+        status = await link.ask(bm.BatchQuery(link.serials.next(), accepted.batch_no))
+        assert (status.state, status.total_num, status.total_amount) == ("complete", 2, 16_800)
+        results = await link.ask(bm.BatchResultQuery(link.serials.next(), accepted.batch_no))
+        assert [(ln.no, ln.amount, ln.succeeded) for ln in results.lines] == [(1, 12_300, True), (2, 4_500, True)]
+        hosts = {ln.host_seq_no for ln in results.lines}
+
+        collected = await link.ask(bm.Collection(
+            link.serials.next(), today, "C52240", "522400000000000", DEBIT_B001, "示例中心归集户", OTHER_ACCOUNT,
+            "另一中心归集户", False, True, 700, "01", reference="021711300000042"))
+        assert isinstance(collected, Result) and collected.succeeded
+        branches = await link.ask(bm.BranchQuery(link.serials.next(), "105", ("1000",)))
+        assert branches.branches == ()  # the simulated bank was given no branch directory
+        assert (await link.ask(bm.SignOff(link.serials.next(), link.gateway_node))).ok
+
+        # Every line's money on the feed: the bank's notices, recorded as movements.
+        async def movements():
+            rows = await h.gateway.db.read(journal.events_after, 0, 10_000)
+            return [r for r in rows if r["kind"] == "bank.movement"]
+
+        for _ in range(100):
+            seen = {json.loads(r["payload"]).get("host_seq_no") for r in await movements()}
+            if hosts <= seen and collected.host_seq_no in seen:
+                break
+            await deferLater(reactor, 0.1, lambda: None)
+        assert hosts <= seen and collected.host_seq_no in seen
+        assert set(h.banks["B001"].link.core.executions.values()) == {1}
     finally:
         await h.stop()
