@@ -1017,13 +1017,13 @@ class BdcAdapter:
         request = self.decode(frame[:cut])
         return [self.decode_answer(frame[cut:], request)]
 
-    def refusal(self, frame: bytes, *, sender: str, seq_no: str) -> bytes | None:
+    def refusal(self, frame: bytes, *, sender: str, seq_no: str, text: str = FAIL_TEXT) -> bytes | None:
         """The protocol's own refusal of a request frame we cannot take, or None.
 
         As the deployed centre answers a request it cannot parse or whose TxCode it does
-        not know (docs/protocols/bdc.md): TxStatus ``1``, RtnCode ``10000``, 失败, the
-        request's TxCode and SendNode echoed.  None when the frame is not a readable
-        request (an answer, or no head to answer), which then goes unanswered.
+        not know (docs/protocols/bdc.md): TxStatus ``1``, RtnCode ``10000``, 失败 (or
+        ``text``), the request's TxCode and SendNode echoed.  None when the frame is not a
+        readable request (an answer, or no head to answer), which then goes unanswered.
         """
         try:
             if len(frame) <= HEADER_LEN:
@@ -1036,7 +1036,8 @@ class BdcAdapter:
                 return None
             requester = v.node("SendNode", h.get("SendNode", ""))
             reply_to = h.get("SendSeqNo", "")
-            head = self._response_head(self._clock(), doc.tx_code, ("1", FAIL_CODE, FAIL_TEXT),
+            head = self._response_head(self._clock(), doc.tx_code,
+                                       ("1", FAIL_CODE, v.text("text", text, v.MESSAGE_LEN) or FAIL_TEXT),
                                        seq_no=seq_no, reply_to=reply_to, answering_node=sender,
                                        requesting_node=requester, bdc_stamp=False)
         except (AdapterError, ValueError, TypeError, LookupError, etree.LxmlError):

@@ -1,0 +1,128 @@
+"""The centre role (issue 18 item 8) over real loopback mutual TLS: a centre's bdc software
+talks to the gateway as to the settlement system, one request per connection, with frames
+written as the deployed centre writes them (the canonical dialect and the centre's head
+profile), and its instructions become the same durable instructions as the HTTPS API's."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.endpoints import TCP4ClientEndpoint, serverFromString
+from twisted.internet.task import deferLater
+
+from adapters.base import (BalanceQuery, Heartbeat, HeartbeatAnswer, Instruction, Receipt, Result, SignOn,
+                           SignOnAnswer, StatusQuery)
+from adapters.bdc import BdcAdapter
+from adapters.bdc.codec import CentreProfile
+from gateway.centre_bdc import CentreBdcFactory, CentreDesk
+from gateway.exchange import ExchangeFailed, StreamTransport
+from gateway.tls import client_options, server_options, tls_client_endpoint, tls_server_factory
+from tests.integration.harness import CENTRE, DEBIT_B001, OTHER_ACCOUNT, PAYEE, start_harness
+
+UNIT = "522400000000000"
+SERVER = BdcAdapter(echo=False)
+
+
+def centre_codec() -> BdcAdapter:
+    return BdcAdapter(echo=False, centres={CENTRE: CentreProfile(UNIT, "GZ20057304", "522400000000000000001")})
+
+
+def transfer(serial: int, *, purpose: str = "allocation", debit: str = DEBIT_B001, node: str = CENTRE,
+             amount: int = 12_300) -> Instruction:
+    return Instruction(f"52240{dt.date.today():%y%m%d}{serial:09d}", dt.date.today(), node, UNIT, debit,
+                       "示例中心归集户", PAYEE["account"], PAYEE["name"], PAYEE["bank_code"], True, True, amount,
+                       purpose, "资金划转", f"0817113000000{serial:02d}")
+
+
+class Centre:
+    """The centre's client: a fresh TLS connection per call, as the deployed client makes."""
+
+    def __init__(self, h, port: int, who: tuple[str, str] = ("centre", CENTRE)) -> None:
+        self.codec = centre_codec()
+        options = client_options(h.pki.cert(*who), h.pki.key(*who), [h.pki.ca_cert])
+        self.transport = StreamTransport(tls_client_endpoint(TCP4ClientEndpoint(reactor, "127.0.0.1", port), options),
+                                         self.codec.framer, reactor, timeout=10.0)
+
+    async def raw(self, message, *, sender: str = CENTRE) -> bytes:
+        """The answer frame (a refusal of a BDC109 reads as "unconfirmed", as deployed: the
+        test reads its head itself)."""
+        return await self.transport.request(self.codec.encode(message, sender=sender, receiver="D00000"))
+
+    async def call(self, message, *, sender: str = CENTRE):
+        return self.codec.decode_answer(await self.raw(message, sender=sender), message)
+
+
+def head(frame: bytes) -> dict[str, str]:
+    text = frame[20:].decode("gbk")
+    return {chunk.split('"')[0]: chunk.split(">", 1)[1].split("<", 1)[0]
+            for chunk in text.split("<head>")[1].split("</head>")[0].split('<field name="')[1:]
+            if ">" in chunk and not chunk.split('"', 1)[1].startswith("/")}
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_centre_speaking_bdc_gets_durable_instructions_relayed_and_answered_in_bdc(tmp_path):
+    h = await start_harness(tmp_path, banks={"B001": {}})
+    desk = CentreDesk(h.config, h.gateway.api.intake, h.gateway.db, node=h.config.node)
+    factory = CentreBdcFactory(desk, SERVER, h.config, h.gateway.metrics, reactor, timeout=10.0)
+    tls = h.config.tls
+    port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(
+        tls_server_factory(factory, server_options(tls.certificate, tls.private_key, [tls.ca])))
+    try:
+        await h.link_up("B001")
+        centre = Centre(h, port.getHost().port)
+        signed = await centre.call(SignOn(f"52240{dt.date.today():%y%m%d}999999999", CENTRE))
+        assert isinstance(signed, SignOnAnswer) and signed.ok
+        assert isinstance(await centre.call(Heartbeat("52240171130000000099", CENTRE)), HeartbeatAnswer)
+
+        # BDC109 and BDC101, then BDC110 until the outcome is there.
+        for ins in (transfer(1), transfer(2, purpose="withdrawal")):
+            first = await centre.call(ins)
+            assert isinstance(first, (Receipt, Result)) and first.ref == ins.seq_no
+            for _ in range(200):
+                answer = await centre.call(StatusQuery(f"52240171130{ins.seq_no[-2:]}0000099", ins.seq_no,
+                                                       ins.send_date))
+                if isinstance(answer, Result):
+                    break
+                await deferLater(reactor, 0.1, lambda: None)
+            assert isinstance(answer, Result) and answer.succeeded and answer.host_seq_no
+
+        # The same durable instruction as the HTTPS API's, under <SendDate>-<SendSeqNo>.
+        ins = transfer(1)
+        instruction_id = f"{ins.send_date:%Y%m%d}-{ins.seq_no}"
+        status, record = await h.client().request("GET", f"/v1/instructions/{instruction_id}")
+        assert status == 200 and record["state"] == "succeeded" and record["amount"] == "123.00"
+        # The centre sends it again (same serial, same date): the same instruction, executed once.
+        again = await centre.call(ins)
+        assert isinstance(again, Result) and again.succeeded
+        core = h.banks["B001"].link.core
+        assert core.executions[record["bank_ref"]] == 1 and set(core.executions.values()) == {1}
+        # Same serial and date with another body: refused in protocol, nothing changes.
+        clash = head(await centre.raw(dataclasses.replace(ins, amount=99_900)))
+        assert (clash["TxStatus"], clash["RtnCode"]) == ("1", "10000") and "another request" in clash["RtnMessage"]
+
+        # Refused in protocol, nothing stored: another centre's account, another centre's node,
+        # a code the listener does not take.
+        reasons = []
+        for message, sender in ((transfer(3, debit=OTHER_ACCOUNT), CENTRE),
+                                (transfer(4, node="C11000"), "C11000"),
+                                (BalanceQuery("52240171130000000098", DEBIT_B001), CENTRE)):
+            fields = head(await centre.raw(message, sender=sender))
+            assert (fields["TxStatus"], fields["RtnCode"], fields["SendNode"]) == ("1", "10000", sender), fields
+            reasons.append(fields["RtnMessage"])
+        # The reason travels in RtnMessage: the intake's own for the foreign account.
+        assert "debit_account" in reasons[0] and "centre" in reasons[1] and "not supported" in reasons[2]
+        for serial in (3, 4):
+            status, _ = await h.client().request(
+                "GET", f"/v1/instructions/{dt.date.today():%Y%m%d}-{transfer(serial).seq_no}")
+            assert status == 404
+
+        # A bank's certificate is not a centre's: no answer at all.
+        with pytest.raises(ExchangeFailed):
+            await Centre(h, port.getHost().port, ("bank", "B001")).call(SignOn("52240171130999999999", CENTRE))
+    finally:
+        await port.stopListening()
+        await h.stop()
