@@ -21,6 +21,7 @@ from adapters.bdc.codec import CentreProfile
 from gateway.centre_bdc import CentreBdcFactory, CentreDesk
 from gateway.exchange import ExchangeFailed, StreamTransport
 from gateway.tls import client_options, server_options, tls_client_endpoint, tls_server_factory
+from tests.interop.bdc import centre_side as java
 from tests.integration.harness import CENTRE, DEBIT_B001, OTHER_ACCOUNT, PAYEE, start_harness
 
 UNIT = "522400000000000"
@@ -90,6 +91,20 @@ async def test_a_centre_speaking_bdc_gets_durable_instructions_relayed_and_answe
                 await deferLater(reactor, 0.1, lambda: None)
             assert isinstance(answer, Result) and answer.succeeded and answer.host_seq_no
 
+        # A BDC109 written byte for byte as the public centre-side code writes it
+        # (CenterHeadIn + SingleTransferAccountIn through ParmBean2XMLBean and JAXBUtil:
+        # no RefSeqNo, RefAcctNo null, the amount as BigDecimal.toString writes it).
+        seq = f"52240{dt.date.today():%y%m%d}000000007"
+        head_in = list(zip(java.CENTER_HEAD_IN, (f"{dt.date.today():%Y%m%d}", "101502", seq, UNIT, CENTRE,
+                                                 "BDC109", "D00000", "GZ20057304", "522400000000000000001")))
+        body_in = list(zip(java.SINGLE_TRANSFER_IN, (
+            "1", "18", DEBIT_B001, "示例中心归集户", "2", PAYEE["account"], PAYEE["name"], "1", "0",
+            "中国建设银行", PAYEE["bank_code"], java.amount("88.5"), None, "081711300000042", "资金划转")))
+        answer = head(await centre.transport.request(java.frame(CENTRE, java.jaxb_xml(head_in, body_in))))
+        assert answer["TxCode"] == "BDC109" and answer["TxStatus"] in ("0", "2") and answer["SendNode"] == CENTRE
+        status, record = await h.client().request("GET", f"/v1/instructions/{dt.date.today():%Y%m%d}-{seq}")
+        assert status == 200 and record["amount"] == "88.50" and record["instruction"]["purpose"] == "allocation"
+
         # The same durable instruction as the HTTPS API's, under <SendDate>-<SendSeqNo>.
         ins = transfer(1)
         instruction_id = f"{ins.send_date:%Y%m%d}-{ins.seq_no}"
@@ -119,6 +134,13 @@ async def test_a_centre_speaking_bdc_gets_durable_instructions_relayed_and_answe
             status, _ = await h.client().request(
                 "GET", f"/v1/instructions/{dt.date.today():%Y%m%d}-{transfer(serial).seq_no}")
             assert status == 404
+
+        # A message that does not decode is refused in protocol and costs nothing else.
+        broken = java.frame(CENTRE, java.jaxb_xml(head_in, body_in[:5]))  # the creditor fields missing
+        fields = head(await centre.transport.request(broken))
+        assert (fields["TxStatus"], fields["TxCode"]) == ("1", "BDC109")
+        assert h.gateway.metrics.refused.labels(f"centre_bdc:{CENTRE}", "bad_message")._value.get() == 1
+        assert (await centre.call(SignOn(f"52240{dt.date.today():%y%m%d}999999999", CENTRE))).ok
 
         # A bank's certificate is not a centre's: no answer at all.
         with pytest.raises(ExchangeFailed):
