@@ -80,9 +80,14 @@ def instruction_body(ins: base.Instruction, instruction_id: str, config: Any) ->
 class CentreDesk:
     """Answers one centre's decoded bdc request (see the module docstring)."""
 
-    def __init__(self, config: Any, intake: Intake, db: Any, *, node: str) -> None:
-        self.config, self.intake, self.db, self.node = config, intake, db, node
+    def __init__(self, intake: Intake, db: Any, *, node: str) -> None:
+        self.intake, self.db, self.node = intake, db, node
         self._serial = 0
+
+    @property
+    def config(self) -> Any:
+        """The intake's configuration (a reload swaps it there)."""
+        return self.intake.config
 
     def next_seq(self) -> str:
         self._serial += 1
@@ -238,10 +243,14 @@ class CentreBdcFactory(Factory):
     connection, TLS, request and answer included.
     """
 
-    def __init__(self, desk: CentreDesk, adapter: Any, config: Any, metrics: Any, clock: Any, *,
+    def __init__(self, desk: CentreDesk, adapter: Any, metrics: Any, clock: Any, *,
                  timeout: float = 60.0) -> None:
-        self.desk, self.adapter, self.config, self.metrics, self.clock = desk, adapter, config, metrics, clock
+        self.desk, self.adapter, self.metrics, self.clock = desk, adapter, metrics, clock
         self.timeout = timeout
+
+    @property
+    def config(self) -> Any:
+        return self.desk.config
 
     def buildProtocol(self, addr: Any) -> _CentreConnection:
         return _CentreConnection(self)

@@ -1,5 +1,5 @@
 """The centre role (issue 18 item 8) over real loopback mutual TLS: a centre's bdc software
-talks to the gateway as to the settlement system, one request per connection, with frames
+talks to the gateway (its ``[listen] centre_bdc`` listener) as to the settlement system, one request per connection, with frames
 written as the deployed centre writes them (the canonical dialect and the centre's head
 profile), and its instructions become the same durable instructions as the HTTPS API's."""
 
@@ -11,21 +11,19 @@ import datetime as dt
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
-from twisted.internet.endpoints import TCP4ClientEndpoint, serverFromString
+from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.task import deferLater
 
 from adapters.base import (BalanceQuery, Heartbeat, HeartbeatAnswer, Instruction, Receipt, Result, SignOn,
                            SignOnAnswer, StatusQuery)
 from adapters.bdc import BdcAdapter
 from adapters.bdc.codec import CentreProfile
-from gateway.centre_bdc import CentreBdcFactory, CentreDesk
 from gateway.exchange import ExchangeFailed, StreamTransport
-from gateway.tls import client_options, server_options, tls_client_endpoint, tls_server_factory
+from gateway.tls import client_options, tls_client_endpoint
 from tests.interop.bdc import centre_side as java
 from tests.integration.harness import CENTRE, DEBIT_B001, OTHER_ACCOUNT, PAYEE, start_harness
 
 UNIT = "522400000000000"
-SERVER = BdcAdapter(echo=False)
 
 
 def centre_codec() -> BdcAdapter:
@@ -66,12 +64,9 @@ def head(frame: bytes) -> dict[str, str]:
 
 @pytest_twisted.ensureDeferred
 async def test_a_centre_speaking_bdc_gets_durable_instructions_relayed_and_answered_in_bdc(tmp_path):
-    h = await start_harness(tmp_path, banks={"B001": {}})
-    desk = CentreDesk(h.config, h.gateway.api.intake, h.gateway.db, node=h.config.node)
-    factory = CentreBdcFactory(desk, SERVER, h.config, h.gateway.metrics, reactor, timeout=10.0)
-    tls = h.config.tls
-    port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(
-        tls_server_factory(factory, server_options(tls.certificate, tls.private_key, [tls.ca])))
+    # The daemon's own listener ([listen] centre_bdc), as a deployment starts it.
+    h = await start_harness(tmp_path, banks={"B001": {}}, listen={"centre_bdc": "tcp:0:interface=127.0.0.1"})
+    port = await h.gateway.listeners["centre_bdc"]._waitingForPort
     try:
         await h.link_up("B001")
         centre = Centre(h, port.getHost().port)
@@ -146,5 +141,4 @@ async def test_a_centre_speaking_bdc_gets_durable_instructions_relayed_and_answe
         with pytest.raises(ExchangeFailed):
             await Centre(h, port.getHost().port, ("bank", "B001")).call(SignOn("52240171130999999999", CENTRE))
     finally:
-        await port.stopListening()
         await h.stop()
