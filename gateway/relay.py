@@ -129,6 +129,8 @@ class BankDispatcher:
         self.lease_fresh: Callable[[], bool] = lambda: True
         # Signs every instruction sent ([banks.X] signature_alg; set by gateway.service).
         self.instruction_signer: Any = None
+        self._refused_since = float("-inf")  # the window of journalled refused messages
+        self._refused_journalled = 0
 
     def _fresh_outbox(self) -> Outbox:
         return Outbox(self._bank.window, schedule_for(self._bank, self._timeouts), self.next_seq)
@@ -455,8 +457,19 @@ class BankDispatcher:
 
         The copy raises the ledger's ``bank-message-refused`` alert.  The reason is kept with
         every long number masked (it may quote a field); the bytes are kept when short enough
-        (:data:`gateway.copies.MAX_REFUSED_RAW`), their SHA-256 and size always.
+        (:data:`gateway.copies.MAX_REFUSED_RAW`), their SHA-256 and size always.  At most
+        :data:`REFUSED_JOURNAL_CAP` are journalled per bank per :data:`REFUSED_JOURNAL_WINDOW`
+        seconds; the rest are counted as ``refused{reason=bad_message_unjournalled}``.
         """
+        now = self.clock.seconds()
+        if now - self._refused_since >= REFUSED_JOURNAL_WINDOW:
+            self._refused_since, self._refused_journalled = now, 0
+        if self._refused_journalled >= REFUSED_JOURNAL_CAP:
+            # A bank sending bad messages by the thousand: each is still refused, counted and
+            # logged, but the journal (and the ledger's alerts) are not flooded with copies.
+            self.metrics.refused.labels(f"bank:{self.bank.id}", "bad_message_unjournalled").inc()
+            return
+        self._refused_journalled += 1
         frame = bytes(frame)
         payload = {"reason": mask_numbers(reason)[:2000], "sha256": hashlib.sha256(frame).hexdigest(),
                    "size": len(frame)}
@@ -690,6 +703,11 @@ class Relay(Service):
             # intake commit instructions for this link; alone, enqueue() sees them all.
             if d._loaded and d.active and d.owner is not None:
                 d.poll().addErrback(lambda f, b=d.bank.id: log.failure("relay.poll_failed", f, bank=b))
+
+
+REFUSED_JOURNAL_CAP = 100
+"""Refused bank messages journalled per bank and window (the rest are only counted)."""
+REFUSED_JOURNAL_WINDOW = 3600.0
 
 
 def _problems(problems: tuple[msg.Problem, ...]) -> tuple[tuple[dict[str, Any], bytes], ...]:
