@@ -142,3 +142,29 @@ async def test_a_centre_speaking_bdc_gets_durable_instructions_relayed_and_answe
             await Centre(h, port.getHost().port, ("bank", "B001")).call(SignOn("52240171130999999999", CENTRE))
     finally:
         await h.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_simulated_bdc_centre_of_the_demo_completes_its_transfers(tmp_path):
+    """gateway/simulate/bdc_centre.py, as the demo runs it: BDC001, BDC109 for each transfer
+    (to accounts at banks of three protocols), BDC110 until every outcome is there."""
+    from gateway.simulate.bdc_centre import run_bdc_centre
+    from gateway.simulate.run import centre_options_for
+
+    h = await start_harness(tmp_path, listen={"centre_bdc": "tcp:0:interface=127.0.0.1"})
+    try:
+        for bank_id in ("B001", "B002"):
+            await h.link_up(bank_id)
+        port = (await h.gateway.listeners["centre_bdc"]._waitingForPort).getHost().port
+        options = centre_options_for(h.config, CENTRE)
+        own = [(n, h.config.accounts[n].name, h.config.banks[h.config.accounts[n].bank].node)
+               for n in options["debit_accounts"] if h.config.accounts[n].bank in h.banks]
+        report = await run_bdc_centre(
+            reactor, port=port, certificate=options["certificate"], private_key=options["private_key"],
+            ca=options["ca"], centre_id=CENTRE, unit_no=UNIT, debit_accounts=own,
+            counterparties=options["counterparties"], count=4, final_timeout=30.0)
+        assert (report.submitted, report.succeeded, report.not_final, report.refused) == (4, 4, 0, 0)
+        for bank_id in h.banks:
+            assert set(h.banks[bank_id].link.core.executions.values()) <= {1}
+    finally:
+        await h.stop()
