@@ -11,9 +11,10 @@ item number, so runs later the same day do not reuse one).
 from __future__ import annotations
 
 import datetime as _dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.task import deferLater

@@ -270,7 +270,7 @@ def test_the_desk_collects_signs_off_and_answers_branch_codes() -> None:
 
 def test_the_desk_answers_survive_the_canonical_codec() -> None:
     """What the desk writes, the canonical dialect carries (the per-request simulator's)."""
-    core, d = desk()
+    _, d = desk()
     accepted = d.receive(PAYMENT, 1000.0)[0]
     for request, answer in ((PAYMENT, accepted),
                             (bm.BatchQuery("Q1", accepted.batch_no), None),

@@ -14,14 +14,29 @@ from twisted.internet import reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.task import deferLater
 
-from adapters.base import (BalanceQuery, Heartbeat, HeartbeatAnswer, Instruction, Receipt, Result, SignOn,
-                           SignOnAnswer, StatusQuery)
+from adapters.base import (
+    BalanceQuery,
+    Heartbeat,
+    HeartbeatAnswer,
+    Instruction,
+    Receipt,
+    Result,
+    SignOn,
+    SignOnAnswer,
+    StatusQuery,
+)
 from adapters.bdc import BdcAdapter
 from adapters.bdc.codec import CentreProfile
 from gateway.exchange import ExchangeFailed, StreamTransport
 from gateway.tls import client_options, tls_client_endpoint
+from tests.integration.harness import (
+    CENTRE,
+    DEBIT_B001,
+    OTHER_ACCOUNT,
+    PAYEE,
+    start_harness,
+)
 from tests.interop.bdc import centre_side as java
-from tests.integration.harness import CENTRE, DEBIT_B001, OTHER_ACCOUNT, PAYEE, start_harness
 
 UNIT = "522400000000000"
 
