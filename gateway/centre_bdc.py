@@ -18,9 +18,12 @@ node ``D00000`` would (docs/protocols/bdc.md, "The centre role").  What it takes
   (succeeded), ``1`` (failed or rejected) or ``2`` (anything else), or as a failed query when
   there is none.
 
-Everything else (BDC123 and BDC113 included, which the store cannot yet answer, and BDC102:
-the HTTPS API has no collection) is refused with the protocol's own answer and recorded, and
-the connection closes after its one answer.  Authorisation is the client certificate
+- **BDC123**: the newest balance the account's bank reported (journal ``bank.balance``), for
+  the centre's own accounts only.
+
+Everything else (BDC113 included, which the store cannot yet answer, and BDC102: the HTTPS
+API has no collection) is refused with the protocol's own answer and recorded, and the
+connection closes after its one answer.  Authorisation is the client certificate
 (``hpf://centre/ID``): the frame's SendNode must be that centre and TxUnitNo its unit.
 """
 
@@ -40,6 +43,7 @@ from adapters.base import AdapterError
 from gateway.centre_api import Intake, Problem
 from gateway.model import State, format_amount
 from gateway.store import instructions as q
+from gateway.store import journal
 from gateway.tls import peer_identity
 
 __all__ = ["CentreDesk", "CentreBdcFactory", "instruction_id_for", "instruction_body"]
@@ -107,6 +111,8 @@ class CentreDesk:
                 return await self._instruction(centre, message)
             case base.StatusQuery():
                 return await self._status(centre, message)
+            case base.BalanceQuery():
+                return await self._balance(centre, message)
         return REFUSED_CODE, f"{type(message).__name__}: not supported by the gateway's centre listener"
 
     async def _instruction(self, centre: str, ins: base.Instruction) -> base.Message | tuple[str, str]:
@@ -132,6 +138,21 @@ class CentreDesk:
         if row is None:
             return base.NotFound(self.next_seq(), query.seq_no, query.ref)
         return self._outcome(row, reply_to=query.seq_no, ref=query.ref)
+
+    async def _balance(self, centre: str, query: base.BalanceQuery) -> base.Message | tuple[str, str]:
+        """The newest balance the account's bank reported (the relay asks every
+        ``balance_query_interval``), as of when the bank gave it."""
+        account = self.config.accounts.get(query.account)
+        if account is None or account.centre != centre:
+            return REFUSED_CODE, "AcctNo: not an account of this centre"
+        snap = await self.db.read(journal.latest_balance, centre, query.account)
+        if snap is None or snap.get("currency", "CNY") != "CNY":
+            return REFUSED_CODE, "no balance of this account is known yet"
+        as_of = _dt.datetime.fromisoformat(snap["as_of"]) if snap.get("as_of") else None
+        return base.Balance(self.next_seq(), query.seq_no, query.account, int(snap["balance"]),
+                            int(snap.get("available") if snap.get("available") is not None else snap["balance"]),
+                            int(snap.get("overdraft") or 0), account_name=account.name,
+                            status=str(snap.get("status") or ""), as_of=as_of.replace(tzinfo=None) if as_of else None)
 
     def _outcome(self, row: dict[str, Any], *, reply_to: str, ref: str) -> base.Message:
         state = State(row["state"])

@@ -26,6 +26,7 @@ from adapters.base import (
     StatusQuery,
 )
 from adapters.bdc import BdcAdapter
+from adapters.bdc.messages import Collection
 from adapters.bdc.codec import CentreProfile
 from gateway.exchange import ExchangeFailed, StreamTransport
 from gateway.tls import client_options, tls_client_endpoint
@@ -131,15 +132,31 @@ async def test_a_centre_speaking_bdc_gets_durable_instructions_relayed_and_answe
 
         # Refused in protocol, nothing stored: another centre's account, another centre's node,
         # a code the listener does not take.
+        collection = Collection("52240171130000000097", dt.date.today(), CENTRE, UNIT, DEBIT_B001, "示例中心归集户",
+                                PAYEE["account"], PAYEE["name"], True, True, 100, "01")
         reasons = []
         for message, sender in ((transfer(3, debit=OTHER_ACCOUNT), CENTRE),
                                 (transfer(4, node="C11000"), "C11000"),
-                                (BalanceQuery("52240171130000000098", DEBIT_B001), CENTRE)):
+                                (collection, CENTRE),
+                                (BalanceQuery("52240171130000000098", OTHER_ACCOUNT), CENTRE)):
             fields = head(await centre.raw(message, sender=sender))
             assert (fields["TxStatus"], fields["RtnCode"], fields["SendNode"]) == ("1", "10000", sender), fields
             reasons.append(fields["RtnMessage"])
         # The reason travels in RtnMessage: the intake's own for the foreign account.
         assert "debit_account" in reasons[0] and "centre" in reasons[1] and "not supported" in reasons[2]
+        assert "not an account of this centre" in reasons[3]
+
+        # BDC123: the newest balance the bank reported to the gateway (it asks every 2 s here).
+        for _ in range(100):
+            balance = await centre.raw(BalanceQuery("52240171130000000096", DEBIT_B001))
+            if head(balance)["TxStatus"] == "0":
+                break
+            await deferLater(reactor, 0.1, lambda: None)
+        answer = centre.codec.decode_answer(balance, BalanceQuery("52240171130000000096", DEBIT_B001))
+        core = h.banks["B001"].link.core
+        assert answer.account == DEBIT_B001 and answer.account_name == "示例中心归集户"
+        # Only debits move this account here: the snapshot lies between the book now and the opening.
+        assert core.balance(DEBIT_B001) <= answer.balance <= 10_000_000_000 and answer.as_of is not None
         for serial in (3, 4):
             status, _ = await h.client().request(
                 "GET", f"/v1/instructions/{dt.date.today():%Y%m%d}-{transfer(serial).seq_no}")
