@@ -165,8 +165,9 @@ def refuse_message(link: Any, frame: bytes, error: AdapterError) -> bytes | None
 
     Counted (``refused{reason=bad_message}``, or ``answer_refused`` for an answer saying the
     call itself failed) and logged; a bad message is also journalled through the
-    dispatcher's ``refused(frame, reason)`` (``bank.refused``); the refusal frame comes from the adapter's optional
-    ``refusal(frame, sender=, seq_no=)`` and is None when the protocol has none for it.
+    dispatcher's ``refused(frame, reason)`` (``bank.refused``).  The refusal frame comes from
+    the adapter's optional ``refusal(frame, sender=, seq_no=)`` and is None when the protocol
+    has none for it.
     """
     bank = link.bank.id
     kind = "answer_refused" if hasattr(error, "tx_code") else "bad_message"
