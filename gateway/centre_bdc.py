@@ -19,10 +19,11 @@ node ``D00000`` would (docs/protocols/bdc.md, "The centre role").  What it takes
   there is none.
 
 - **BDC123**: the newest balance the account's bank reported (journal ``bank.balance``), for
-  the centre's own accounts only.
+  the centre's own accounts only;
+- **BDC113**: the movements its bank notified (journal ``bank.movement``) on the centre's one
+  account at the bank ReceiveNode names, value dates in the range.
 
-Everything else (BDC113 included, which the store cannot yet answer, and BDC102: the HTTPS
-API has no collection) is refused with the protocol's own answer and recorded, and the
+Everything else (BDC102: the HTTPS API has no collection) is refused with the protocol's own answer and recorded, and the
 connection closes after its one answer.  Authorisation is the client certificate
 (``hpf://centre/ID``): the frame's SendNode must be that centre and TxUnitNo its unit.
 """
@@ -40,6 +41,7 @@ from zope.interface import implementer
 
 from adapters import base
 from adapters.base import AdapterError
+from adapters.bdc import messages as bm
 from gateway.centre_api import Intake, Problem
 from gateway.model import State, format_amount
 from gateway.store import instructions as q
@@ -52,6 +54,8 @@ log = Logger()
 
 _ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
 REFUSED_CODE = "10000"  # the interface's one failure code (docs/protocols/bdc.md)
+MAX_STATEMENT_DAYS = 31
+MAX_STATEMENT_LINES = 10_000  # the newest movements of the account looked at for one BDC113
 
 
 def instruction_id_for(seq_no: str, day: _dt.date) -> str | None:
@@ -113,6 +117,8 @@ class CentreDesk:
                 return await self._status(centre, message)
             case base.BalanceQuery():
                 return await self._balance(centre, message)
+            case bm.StatementQuery():
+                return await self._statement(centre, message)
         return REFUSED_CODE, f"{type(message).__name__}: not supported by the gateway's centre listener"
 
     async def _instruction(self, centre: str, ins: base.Instruction) -> base.Message | tuple[str, str]:
@@ -153,6 +159,33 @@ class CentreDesk:
                             int(snap.get("available") if snap.get("available") is not None else snap["balance"]),
                             int(snap.get("overdraft") or 0), account_name=account.name,
                             status=str(snap.get("status") or ""), as_of=as_of.replace(tzinfo=None) if as_of else None)
+
+    async def _statement(self, centre: str, query: bm.StatementQuery) -> base.Message | tuple[str, str]:
+        """The movements the bank notified on the centre's account at the bank the query goes
+        to (BDC113 names no account: ReceiveNode picks the bank, which must hold exactly one
+        of the centre's accounts), value dates within the range."""
+        cfg = self.config
+        own = [n for n, a in cfg.accounts.items()
+               if a.centre == centre and a.bank in cfg.banks and cfg.banks[a.bank].node == query.bank_node]
+        if len(own) != 1:
+            return REFUSED_CODE, ("ReceiveNode: no account of this centre at that bank" if not own else
+                                  "ReceiveNode: the centre has several accounts at that bank; BDC113 names none")
+        if query.date_to < query.date_from or (query.date_to - query.date_from).days > MAX_STATEMENT_DAYS:
+            return REFUSED_CODE, f"TxDateBegin/TxDateEnd: a range of at most {MAX_STATEMENT_DAYS} days"
+        rows = await self.db.read(journal.movements, centre, own[0], MAX_STATEMENT_LINES)
+        entries = []
+        for p in rows:
+            day = _dt.date.fromisoformat(p["value_date"])
+            if query.date_from <= day <= query.date_to and p.get("currency", "CNY") == "CNY":
+                entries.append(base.Entry(
+                    account=p["account"], host_seq_no=p.get("host_seq_no") or "", amount=int(p["amount"]),
+                    value_date=day, time=_dt.time.fromisoformat(p["time"]),
+                    counterparty_account=p.get("counterparty_account") or "",
+                    counterparty_name=p.get("counterparty_name") or "",
+                    counterparty_bank_code=p.get("counterparty_bank_code") or "",
+                    balance_after=p.get("balance_after"), summary=p.get("summary") or "",
+                    remark=p.get("remark") or "", reversal=bool(p.get("reversal"))))
+        return base.Statement(self.next_seq(), query.seq_no, own[0], tuple(entries))
 
     def _outcome(self, row: dict[str, Any], *, reply_to: str, ref: str) -> base.Message:
         state = State(row["state"])
@@ -223,8 +256,14 @@ class _CentreConnection(Protocol):
             self._write(self.factory.adapter.refusal(frame, sender=self.factory.desk.node,
                                                      seq_no=self.factory.desk.next_seq(), text=answer[1]))
             return
-        self._write(self.factory.adapter.encode_answer(answer, message, sender=self.factory.desk.node,
-                                                       receiver=self.centre or ""))
+        try:
+            frame = self.factory.adapter.encode_answer(answer, message, sender=self.factory.desk.node,
+                                                       receiver=self.centre or "")
+        except AdapterError as e:  # what the store holds cannot be carried in bdc (say, a field too long)
+            self._refused(frame, str(e), "unencodable_answer")
+            frame = self.factory.adapter.refusal(frame, sender=self.factory.desk.node,
+                                                 seq_no=self.factory.desk.next_seq(), text="the answer cannot be carried")
+        self._write(frame)
 
     def _answer(self, message: base.Message, frame: bytes) -> Any:
         from twisted.internet.defer import Deferred

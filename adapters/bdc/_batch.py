@@ -25,7 +25,7 @@ _RESULT_SEP = "|"
 _NULL = "null"
 MAX_LINES = 100_000
 
-# (kind, same-bank file) -> column names, in order (§5.2).  BatchItem field per column below.
+# (kind, same-bank file) -> column names, in order (docs/protocols/bdc.md, "Batches").  BatchItem field per column below.
 _LAYOUTS = {
     ("payment", True): ("no", "amt", "CrAcctNo", "CrAcctName", "summary", "RefAcctNo", "RefSeqNo1",
                         "RefSeqNo2", "CapAmt", "IntAmt"),
@@ -68,7 +68,7 @@ def _value(where: str, value: object, max_len: int, sep: str) -> str:
 
 
 def format_batch(kind: str, file_type: str, items: tuple[BatchItem, ...]) -> str:
-    """The §5.2 request file for ``items``; payments carry each amount as principal
+    """The batch request file for ``items``; payments carry each amount as principal
     (``CapAmt``), the interest column empty."""
     columns = layout(kind, file_type)
     if not isinstance(items, tuple) or not 1 <= len(items) <= MAX_LINES:
@@ -136,7 +136,7 @@ def _count(where: str, value: str) -> int:
 
 
 def parse_batch(kind: str, file_type: str, text: str) -> tuple[BatchItem, ...]:
-    """The lines of a §5.2 request file.  A line with a non-zero interest amount, or a
+    """The lines of a batch request file.  A line with a non-zero interest amount, or a
     principal other than its amount, is refused (one principal leg is all a line carries
     here)."""
     columns = layout(kind, file_type)
@@ -184,7 +184,7 @@ _LINE_COLUMNS = 16
 
 def format_results(date: _dt.date, unit_no: str, batch_no: str, lines: tuple[BatchLine, ...],
                    summary: str = "") -> str:
-    """The §5.3 result file: the ``$`` summary line, then a line per item.  Category and
+    """The BDC108 result file: the ``$`` summary line, then a line per item.  Category and
     type (columns 4 and 5, meaning not shown) are written empty; CurrNo 156, CurrIden 1."""
     ok = [ln for ln in lines if ln.succeeded]
     bad = [ln for ln in lines if not ln.succeeded]
@@ -216,7 +216,7 @@ def format_results(date: _dt.date, unit_no: str, batch_no: str, lines: tuple[Bat
 
 
 def parse_results(text: str) -> tuple[dict[str, object], tuple[BatchLine, ...]]:
-    """(the summary line's values, the item lines) of a §5.3 result file.
+    """(the summary line's values, the item lines) of a BDC108 result file.
 
     Number formats vary by bank (``10`` and ``10.00`` alike).  The summary is kept as the
     bank wrote it; each item's result is its own line, keyed by ``no``.

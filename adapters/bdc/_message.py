@@ -66,7 +66,7 @@ REQUEST_HEADS: dict[str, tuple[Shape, ...]] = {
     "BDC001": (CENTRE,), "SYS600": (CENTRE, PUSHED), "BDC101": (CENTRE,), "BDC109": (CENTRE,),
     "BDC110": (CENTRE,), "BDC123": (CENTRE,), "SBDC100": (PUSHED,),
     "BDC002": (CENTRE,), "BDC102": (CENTRE,), "BDC103": (CENTRE,), "BDC104": (CENTRE,),
-    "BDC107": (CENTRE,), "BDC108": (CENTRE,), "BDC112": (CENTRE,),
+    "BDC107": (CENTRE,), "BDC108": (CENTRE,), "BDC112": (CENTRE,), "BDC113": (CENTRE,),
 }
 REQUEST_BODIES: dict[str, Shape] = {
     "BDC001": _shape(),
@@ -94,6 +94,7 @@ REQUEST_BODIES: dict[str, Shape] = {
     "BDC107": _shape("BatchNo"),
     "BDC108": _shape("TxCodeSub BatchNo"),
     "BDC112": _shape("BankNo AreaNo"),
+    "BDC113": _shape("TxDateBegin TxDateEnd"),
 }
 RESPONSE_BODIES: dict[str, Shape] = {
     "BDC001": _shape(optional="HandKey"),

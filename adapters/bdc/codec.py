@@ -185,7 +185,7 @@ class BdcAdapter:
             bm.BatchAccepted: self._enc_batch_accepted, bm.BatchQuery: self._enc_batch_query,
             bm.BatchStatus: self._enc_batch_status, bm.BatchResultQuery: self._enc_batch_result_query,
             bm.BatchResults: self._enc_batch_results, bm.BranchQuery: self._enc_branch_query,
-            bm.Branches: self._enc_branches,
+            bm.Branches: self._enc_branches, bm.StatementQuery: self._enc_statement_query,
         }
 
     def framer(self) -> BdcFramer:
@@ -660,6 +660,14 @@ class BdcAdapter:
                     [("BankNo", v.match("bank_code", m.bank_code, _BANK_NO3, "must be a 3-digit bank code")),
                      ("AreaNo", ",".join(areas))])
 
+    def _enc_statement_query(self, m: bm.StatementQuery, sender: str, receiver: str,
+                             now: _dt.datetime) -> _Out:
+        if m.bank_node and m.bank_node != receiver:
+            raise AdapterError("bank_node: the query goes to the bank it names (receiver)")
+        return _Out(self._centre_head(now, "BDC113", m.seq_no, sender, receiver),
+                    [("TxDateBegin", v.format_date("date_from", m.date_from)),
+                     ("TxDateEnd", v.format_date("date_to", m.date_to))])
+
     def _enc_branches(self, m: bm.Branches, sender: str, receiver: str, now: _dt.datetime) -> _Out:
         if not isinstance(m.branches, tuple):
             raise AdapterError("branches: must be a tuple of Branch")
@@ -973,6 +981,7 @@ class BdcAdapter:
         bm.SignOff: (bm.SignOffAnswer,), bm.Collection: (base.Receipt, base.Result),
         bm.Batch: (bm.BatchAccepted,), bm.BatchQuery: (bm.BatchStatus,),
         bm.BatchResultQuery: (bm.BatchResults,), bm.BranchQuery: (bm.Branches,),
+        bm.StatementQuery: (base.Statement,),
     }
 
     def decode_answer(self, frame: bytes, request: base.Message) -> base.Message:
@@ -1139,6 +1148,9 @@ _OWN_REQUESTS: dict[str, Callable[[BdcAdapter, Doc], base.Message]] = {
         seq_no=d.head["SendSeqNo"], batch_no=v.serial("BatchNo", d.body["BatchNo"]),
         sub_code=v.text("TxCodeSub", d.body["TxCodeSub"], v.STATUS_LEN, required=True)),
     "BDC112": _dec_branch_query,
+    "BDC113": lambda a, d: bm.StatementQuery(
+        seq_no=d.head["SendSeqNo"], date_from=v.parse_date("TxDateBegin", d.body["TxDateBegin"]),
+        date_to=v.parse_date("TxDateEnd", d.body["TxDateEnd"]), bank_node=d.head["ReceiveNode"]),
 }
 
 

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 __all__ = ["SignOff", "SignOffAnswer", "Collection", "BatchItem", "Batch", "BatchAccepted",
            "BatchQuery", "BatchStatus", "BATCH_STATES", "BatchResultQuery", "BatchLine",
-           "BatchResults", "BranchQuery", "Branch", "Branches", "BUS_TYPES", "REQUESTS", "ANSWERS"]
+           "BatchResults", "BranchQuery", "Branch", "Branches", "StatementQuery", "BUS_TYPES", "REQUESTS",
+           "ANSWERS"]
 
 BUS_TYPES = frozenset([f"{n:02d}" for n in range(1, 21)] + ["2713", "2715"])
 """BusType codes of the interface (01-20, and the centres' local 2713 and 2715)."""
@@ -66,7 +67,7 @@ class Collection:
 
 @dataclass(frozen=True)
 class BatchItem:
-    """One line of a batch file (§5.2 of the interface).
+    """One line of a batch file (docs/protocols/bdc.md, "Batches").
 
     ``account``/``name`` are the payee of a payment or the payer of a collection;
     ``branch_code`` the 12-digit branch of that account (needed when the batch is not all
@@ -176,7 +177,7 @@ class BatchResultQuery:
 
 @dataclass(frozen=True)
 class BatchLine:
-    """One item's result in a BDC108 result file (§5.3); ``no`` links it to the batch line."""
+    """One item's result in a BDC108 result file; ``no`` links it to the batch line."""
 
     no: int
     amount: int
@@ -236,5 +237,17 @@ class Branches:
     branches: tuple[Branch, ...]
 
 
-REQUESTS = (SignOff, Collection, Batch, BatchQuery, BatchResultQuery, BranchQuery)
+@dataclass(frozen=True)
+class StatementQuery:
+    """BDC113: an account's movements between two dates.  The request names no account: the
+    head's ReceiveNode (the bank, here ``bank_node``) and CustNo select it (inferred); the
+    answer is a :class:`adapters.base.Statement`."""
+
+    seq_no: str
+    date_from: _dt.date
+    date_to: _dt.date
+    bank_node: str = ""
+
+
+REQUESTS = (SignOff, Collection, Batch, BatchQuery, BatchResultQuery, BranchQuery, StatementQuery)
 ANSWERS = (SignOffAnswer, BatchAccepted, BatchStatus, BatchResults, Branches)

@@ -11,7 +11,7 @@ from sqlalchemy.engine import Connection
 from gateway.store import schema
 from gateway.store.db import Tx, marker, select_rows
 
-__all__ = ["delivered", "events_after", "last_seq", "mark_delivered", "latest_balance"]
+__all__ = ["delivered", "events_after", "last_seq", "mark_delivered", "latest_balance", "movements"]
 
 E = schema.events
 D = schema.deliveries
@@ -43,6 +43,15 @@ def latest_balance(conn: Connection, centre_id: str, account: str) -> dict[str, 
         select(E.c.payload).where(E.c.centre_id == centre_id, E.c.kind == "bank.balance", E.c.account == account)
         .order_by(E.c.seq.desc()).limit(1)).scalar()
     return json.loads(payload) if payload is not None else None
+
+
+def movements(conn: Connection, centre_id: str, account: str, limit: int) -> list[dict[str, Any]]:
+    """The payloads of one centre's account's ``bank.movement`` events, oldest first, at most
+    ``limit`` (the newest ``limit``)."""
+    rows = conn.execute(
+        select(E.c.payload).where(E.c.centre_id == centre_id, E.c.kind == "bank.movement", E.c.account == account)
+        .order_by(E.c.seq.desc()).limit(limit)).scalars().all()
+    return [json.loads(p) for p in reversed(rows)]
 
 
 def mark_delivered(tx: Tx, target: str, seq: int) -> None:

@@ -55,6 +55,7 @@ REQUESTS = [
     bm.BatchQuery("52240171130000000010", "2394880768"),
     bm.BatchResultQuery("52240171130000000011", "2394880768"),
     bm.BranchQuery("52240171130000000012", "104", ("5224", "5201")),
+    bm.StatementQuery("52240171130000000013", dt.date(2017, 11, 1), dt.date(2017, 11, 30), BANK),
 ]
 
 
@@ -93,6 +94,7 @@ def test_requests_carry_their_fields_in_the_interface_order() -> None:
         "BDC104": ["FileType", "BusType", "BatchPrjNo", "CrAcctNo", "CrAcctName", "CrAcctClass",
                    "BatchTotalNum", "BatchTotalAmt", "Remark", "NAME", "DATA"],
         "BDC107": ["BatchNo"], "BDC108": ["TxCodeSub", "BatchNo"], "BDC112": ["BankNo", "AreaNo"],
+        "BDC113": ["TxDateBegin", "TxDateEnd"],
     }
     for message in REQUESTS:
         frame = CANONICAL.encode(message, sender=CENTRE, receiver=BANK)

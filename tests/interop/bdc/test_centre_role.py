@@ -26,7 +26,7 @@ from adapters.base import (
     StatusQuery,
 )
 from adapters.bdc import BdcAdapter
-from adapters.bdc.messages import Collection
+from adapters.bdc.messages import Collection, StatementQuery
 from adapters.bdc.codec import CentreProfile
 from gateway.exchange import ExchangeFailed, StreamTransport
 from gateway.tls import client_options, tls_client_endpoint
@@ -62,13 +62,13 @@ class Centre:
         self.transport = StreamTransport(tls_client_endpoint(TCP4ClientEndpoint(reactor, "127.0.0.1", port), options),
                                          self.codec.framer, reactor, timeout=10.0)
 
-    async def raw(self, message, *, sender: str = CENTRE) -> bytes:
+    async def raw(self, message, *, sender: str = CENTRE, receiver: str = "D00000") -> bytes:
         """The answer frame (a refusal of a BDC109 reads as "unconfirmed", as deployed: the
         test reads its head itself)."""
-        return await self.transport.request(self.codec.encode(message, sender=sender, receiver="D00000"))
+        return await self.transport.request(self.codec.encode(message, sender=sender, receiver=receiver))
 
-    async def call(self, message, *, sender: str = CENTRE):
-        return self.codec.decode_answer(await self.raw(message, sender=sender), message)
+    async def call(self, message, *, sender: str = CENTRE, receiver: str = "D00000"):
+        return self.codec.decode_answer(await self.raw(message, sender=sender, receiver=receiver), message)
 
 
 def head(frame: bytes) -> dict[str, str]:
@@ -91,6 +91,7 @@ async def test_a_centre_speaking_bdc_gets_durable_instructions_relayed_and_answe
         assert isinstance(await centre.call(Heartbeat("52240171130000000099", CENTRE)), HeartbeatAnswer)
 
         # BDC109 and BDC101, then BDC110 until the outcome is there.
+        hosts: set[str] = set()
         for ins in (transfer(1), transfer(2, purpose="withdrawal")):
             first = await centre.call(ins)
             assert isinstance(first, (Receipt, Result)) and first.ref == ins.seq_no
@@ -101,6 +102,7 @@ async def test_a_centre_speaking_bdc_gets_durable_instructions_relayed_and_answe
                     break
                 await deferLater(reactor, 0.1, lambda: None)
             assert isinstance(answer, Result) and answer.succeeded and answer.host_seq_no
+            hosts.add(answer.host_seq_no)
 
         # A BDC109 written byte for byte as the public centre-side code writes it
         # (CenterHeadIn + SingleTransferAccountIn through ParmBean2XMLBean and JAXBUtil:
@@ -157,6 +159,22 @@ async def test_a_centre_speaking_bdc_gets_durable_instructions_relayed_and_answe
         assert answer.account == DEBIT_B001 and answer.account_name == "示例中心归集户"
         # Only debits move this account here: the snapshot lies between the book now and the opening.
         assert core.balance(DEBIT_B001) <= answer.balance <= 10_000_000_000 and answer.as_of is not None
+
+        # BDC113 (no account in the request: ReceiveNode 105000 is the bank of the centre's one
+        # account there): the movements its bank notified, our transfers' debits among them.
+        today = dt.date.today()
+        # (The bank's value dates are its local days, which may be a day ahead of this clock's.)
+        query = StatementQuery("52240171130000000095", today - dt.timedelta(days=1), today + dt.timedelta(days=1),
+                               "105000")
+        for _ in range(100):
+            statement = await centre.call(query, receiver="105000")
+            if {e.host_seq_no for e in statement.entries} >= hosts:
+                break
+            await deferLater(reactor, 0.1, lambda: None)
+        assert statement.account == DEBIT_B001 and {e.host_seq_no for e in statement.entries} >= hosts
+        assert all(e.account == DEBIT_B001 and e.amount < 0 for e in statement.entries)
+        assert head(await centre.raw(dataclasses.replace(query, bank_node="313024"),
+                                     receiver="313024"))["RtnMessage"].startswith("ReceiveNode")
         for serial in (3, 4):
             status, _ = await h.client().request(
                 "GET", f"/v1/instructions/{dt.date.today():%Y%m%d}-{transfer(serial).seq_no}")
