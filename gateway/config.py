@@ -339,6 +339,7 @@ class GatewayConfig:
     instance: str = ""
     operators: Mapping[str, OperatorConfig] = field(default_factory=lambda: MappingProxyType({}))
     ops_tls: bool = False
+    centre_bdc: str | None = None  # listener for centres' bdc software (gateway/centre_bdc.py)
 
     def account(self, number: str) -> AccountConfig | None:
         """The registered account ``number``, or ``None``."""
@@ -438,7 +439,7 @@ _SECTIONS = ("gateway", "tls", "listen", "limits", "timeouts", "ledger", "centre
 _LEDGER_KEYS = ("url", "name", "ca", "signing_key", "signature_alg", "batch")
 _GATEWAY_KEYS = ("node", "database", "instance")
 _TLS_KEYS = ("certificate", "private_key", "ca", "crls")
-_LISTEN_KEYS = ("centre_api", "ops", "ops_tls")
+_LISTEN_KEYS = ("centre_api", "ops", "ops_tls", "centre_bdc")
 _OPERATOR_KEYS = ("token_file", "ca")
 _LIMIT_KEYS = ("max_amount", "large_amount", "max_batch", "max_queue_per_bank", "centre_idle_timeout",
                "centre_handshake_timeout", "centre_request_timeout", "centre_connections_per_ip",
@@ -520,7 +521,7 @@ class _Checker:
             instance = self.string(gateway_table, ("gateway",), "instance", pattern=_IDENTITY_NAME,
                                    what="must be 1-32 of A-Z a-z 0-9 _ - (this node's name)") or instance
         tls = self.tls(self.section(doc, "tls", required=True))
-        centre_api, ops, ops_tls = self.listen(self.section(doc, "listen", required=True))
+        centre_api, ops, ops_tls, centre_bdc = self.listen(self.section(doc, "listen", required=True))
         operators = self.operators(self.section(doc, "operators") or {})
         limits = self.limits(self.section(doc, "limits"))
         timeouts = self.timeouts(self.section(doc, "timeouts"))
@@ -543,7 +544,7 @@ class _Checker:
             limits=limits, timeouts=timeouts, centres=MappingProxyType(centres),
             banks=MappingProxyType(banks), accounts=MappingProxyType(accounts),
             counterparties=MappingProxyType(counterparties), ledger=ledger, instance=instance,
-            operators=MappingProxyType(operators), ops_tls=ops_tls)
+            operators=MappingProxyType(operators), ops_tls=ops_tls, centre_bdc=centre_bdc)
 
     def ledger(self, table: Any) -> LedgerLinkConfig | None:
         if table is None:
@@ -589,12 +590,14 @@ class _Checker:
             return None
         return TlsConfig(certificate, private_key, ca, crls)
 
-    def listen(self, table: dict[str, Any] | None) -> tuple[str | None, str | None, bool]:
+    def listen(self, table: dict[str, Any] | None) -> tuple[str | None, str | None, bool, str | None]:
         if table is None:
-            return None, None, False
+            return None, None, False, None
         self.keys(table, ("listen",), _LISTEN_KEYS)
         centre_api = self.endpoint(table, ("listen",), "centre_api", listen=True)
         ops = self.endpoint(table, ("listen",), "ops", listen=True)
+        # Optional: centres' existing bdc software (docs/protocols/bdc.md, "The centre role").
+        centre_bdc = self.endpoint(table, ("listen",), "centre_bdc", listen=True) if "centre_bdc" in table else None
         ops_tls = table.get("ops_tls", False)
         if not isinstance(ops_tls, bool):
             self.problem(("listen", "ops_tls"), f"must be true or false, not {_show(ops_tls)}")
@@ -605,7 +608,7 @@ class _Checker:
             self.problem(("listen", "ops"), "must listen on loopback (interface=127.0.0.1 or ::1, or a "
                                             "unix: socket) unless listen.ops_tls = true (TLS with client "
                                             "certificates)")
-        return centre_api, ops, ops_tls
+        return centre_api, ops, ops_tls, centre_bdc
 
     def operators(self, table: dict[str, Any]) -> dict[str, OperatorConfig]:
         found: dict[str, OperatorConfig] = {}

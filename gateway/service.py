@@ -300,6 +300,23 @@ def _adapter_for(config: GatewayConfig, bank: Any) -> Any:
     return tune(config, bank) if tune is not None else adapter
 
 
+def _centre_bdc_service(config: GatewayConfig, intake: Intake, db: Database, metrics: GatewayMetrics,
+                        reactor: Any, api: CentreApi, options: Any) -> StreamServerEndpointService:
+    """The listener for centres' bdc software: the centre API's trust and connection guards."""
+    from adapters.bdc import BdcAdapter
+    from gateway.centre_bdc import CentreBdcFactory, CentreDesk
+
+    factory = CentreBdcFactory(CentreDesk(intake, db, node=config.node), BdcAdapter(echo=False), metrics,
+                               reactor, timeout=config.limits.centre_request_timeout)
+    guard = ConnectionGuard(factory, lambda: connection_limits(api.config.limits), reactor,
+                            metrics.security_event, listener="centre_bdc", requests=False)
+    service = StreamServerEndpointService(serverFromString(reactor, config.centre_bdc or ""),
+                                          tls_server_factory(guard, options))
+    service._raiseSynchronously = True
+    service.setName("centre-bdc")
+    return service
+
+
 def makeService(config: GatewayConfig, reactor: Any) -> Gateway:  # noqa: N802 (Twisted convention)
     """Wire the database, relay, bank links, centre API and ops listener under one MultiService."""
     top = OrderedMultiService()
@@ -336,6 +353,9 @@ def makeService(config: GatewayConfig, reactor: Any) -> Gateway:  # noqa: N802 (
     api_service.setName("centre-api")
     api_service.setServiceParent(top)
     listeners["centre_api"] = api_service
+    if config.centre_bdc is not None:  # centres' bdc software (docs/protocols/bdc.md, "The centre role")
+        listeners["centre_bdc"] = _centre_bdc_service(config, intake, db, metrics, reactor, api, api_options)
+        listeners["centre_bdc"].setServiceParent(top)
 
     # With PostgreSQL, several nodes may share the database: each bank link,
     # and the forwarder, runs on the node holding its lease.  The keeper starts

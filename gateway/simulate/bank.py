@@ -57,6 +57,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from adapters import base
+from adapters.bdc.messages import Collection
 from adapters.base import (
     Adapter,
     Ack,
@@ -78,6 +79,7 @@ from adapters.base import (
 )
 from gateway.faults import crash_point
 from gateway.model import mask_account
+from gateway.simulate.bdc_desk import REQUESTS as DESK_REQUESTS, BdcDesk
 from gateway.tls import (
     PeerIdentity,
     client_options,
@@ -900,6 +902,7 @@ class BankLink:
         self.bank_id = bank_id
         self.heartbeat_interval = heartbeat_interval
         self.counters: Counter[str] = Counter()
+        self.desk = BdcDesk(core)  # the bdc-only transactions (gateway/simulate/bdc_desk.py)
         self.sessions: list[BankSimProtocol] = []  # signed on, oldest first
         self._connections: set[BankSimProtocol] = set()
         self._timer: IDelayedCall | None = None
@@ -932,8 +935,11 @@ class BankLink:
     # -- the core ------------------------------------------------------------
 
     def receive(self, message: Message) -> list[Message]:
-        """Feed one message to the core now; re-arm the execution timer."""
-        out = self.core.receive(message, self.reactor.seconds())
+        """Feed one message to the core (or its bdc desk) now; re-arm the execution timer."""
+        if isinstance(message, DESK_REQUESTS):
+            out = self.desk.receive(message, self.reactor.seconds())
+        else:
+            out = self.core.receive(message, self.reactor.seconds())
         if isinstance(message, base.Instruction):
             crash_point("simbank.answer")
         if isinstance(message, base.Instruction) and self.core.duplicates[message.seq_no]:
@@ -1233,7 +1239,7 @@ class ExchangeBankLink(BankLink):
         protocol.request = message
         if answers:
             protocol.answer(answers[0])
-        elif isinstance(message, base.Instruction) and self.core.outcome(message.seq_no) is None \
+        elif isinstance(message, (base.Instruction, Collection)) and self.core.outcome(message.seq_no) is None \
                 and not self.core.silent:
             self.waiting[message.seq_no] = protocol  # answered when execution finishes
         else:
