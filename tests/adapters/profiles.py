@@ -185,10 +185,6 @@ CONFORMANCE: dict[str, dict[str, Any]] = {
         "entry_text_forbidden": "|",
         "entry_text_reserved": frozenset({"null"}),
     },
-    # adapters/b2e/__init__.py, "RetCode": 0000 and 9999 cannot be a refusal's own code.
-    "b2e": {
-        "reserved_codes": frozenset({"0000", "9999"}),
-    },
     # adapters/bocb2e/adapter.py and docs/protocols/bocb2e.md: one document per HTTP body.
     "bocb2e": {
         "framing": Delimited(),
