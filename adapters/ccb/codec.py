@@ -354,13 +354,6 @@ class CcbAdapter:
     def framer(self) -> DocumentFramer:
         return DocumentFramer(_END, self.max_frame)
 
-    def statement_page(self, seq_no: str, account: str, day: dt.date,
-                       cursor: tuple[int, str] | None) -> DetailsPage:
-        """A link's 6WY101 request for ``account`` on ``day``: the first page for ``cursor``
-        None, else the page and POSTSTR a previous answer's ``cursor`` gave."""
-        number, poststr = cursor or (1, "")
-        return DetailsPage(request_sn(seq_no), v.account("account", account), day, day, number, poststr)
-
     def _head(self, code: str, sn: str) -> dict[str, str]:
         c = self._customer
         return {"REQUEST_SN": sn, "CUST_ID": c.cust_id, "USER_ID": c.user_id,
@@ -473,6 +466,13 @@ class CcbAdapter:
                 page = self.decode_answer(parts[1], read_details_request(request))
                 return [page.statement]  # type: ignore[attr-defined]
         return decode_evidence(self, frame, _END)
+
+    def statement_page(self, seq_no: str, account: str, day: dt.date,
+                       cursor: tuple[int, str] | None) -> DetailsPage:
+        """A link's 6WY101 request for ``account`` on ``day``: the first page for ``cursor``
+        None, else the page and POSTSTR a previous answer's ``cursor`` gave."""
+        number, poststr = cursor or (1, "")
+        return DetailsPage(request_sn(seq_no), v.account("account", account), day, day, number, poststr)
 
     def _request(self, tx: Tx) -> base.Message:
         sn = v.serial("REQUEST_SN", tx.head["REQUEST_SN"])
