@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 from lxml import etree
@@ -67,11 +67,13 @@ class Tx:
     """One ``<TX>``: head leaves, ``TX_INFO`` leaves; ``answer`` when it has RETURN_CODE.
 
     ``rows`` are the ``TX_INFO/DETAILLIST/DETAILINFO`` records of a 6WY101 answer, each a
-    dict of its leaves; None when the document has no DETAILLIST."""
+    dict of its leaves; None when the document has no DETAILLIST.  ``raw_rows`` are the same
+    records' bytes as read (kept for a row that cannot be read)."""
 
     head: dict[str, str]
     info: dict[str, str]
     rows: tuple[dict[str, str], ...] | None = None
+    raw_rows: tuple[bytes, ...] = field(default=(), compare=False, repr=False)
 
     @property
     def answer(self) -> bool:
@@ -237,13 +239,22 @@ def read_details(tx: Tx, reply_to: str, page: DetailsPage | None) -> DetailsAnsw
     rows = tx.rows or ()
     if rows and not account:
         raise AdapterError("ACCNO1: missing")
-    entries = tuple(_entry(f"DETAILINFO[{i}]", account, r) for i, r in enumerate(rows))
     number = _count("PAGE", tx.get("PAGE"), number)
     total = _count("TOTAL_PAGE", tx.get("TOTAL_PAGE"), number)
     if number < 1 or (page is not None and number != page.page):
         raise AdapterError(f"PAGE {v.show(tx.get('PAGE'))}: not the page asked for")
-    return DetailsAnswer(base.Statement(sn, reply_to, account, entries), number, total,
-                         tx.get("POSTSTR").strip())
+    # One unreadable row never costs the page its other rows: it is kept, as read, as a
+    # problem of the statement (stored and alerted on), and nothing of it is booked.
+    entries, problems = [], []
+    for i, r in enumerate(rows):
+        where = f"DETAILINFO[{i}]"
+        try:
+            entries.append(_entry(where, account, r))
+        except AdapterError as e:
+            raw = tx.raw_rows[i] if i < len(tx.raw_rows) else b""
+            problems.append(base.Problem(where, str(e), raw))
+    statement = base.Statement(sn, reply_to, account, tuple(entries), problems=tuple(problems))
+    return DetailsAnswer(statement, number, total, tx.get("POSTSTR").strip())
 
 
 def _leaf(name: str, value: str) -> str:
@@ -283,15 +294,16 @@ def _leaves(parent: etree._Element, where: str) -> dict[str, str]:
     return found
 
 
-def _details_list(node: etree._Element) -> tuple[dict[str, str], ...]:
-    rows = []
+def _details_list(node: etree._Element) -> tuple[tuple[dict[str, str], ...], tuple[bytes, ...]]:
+    rows, raw = [], []
     for row in node:
         if isinstance(row, etree._Comment):
             continue
         if row.tag != "DETAILINFO":
             raise AdapterError("DETAILLIST must hold DETAILINFO records only")
         rows.append(_leaves(row, "DETAILINFO"))
-    return tuple(rows)
+        raw.append(etree.tostring(row, encoding="unicode", with_tail=False).encode(ENCODING))
+    return tuple(rows), tuple(raw)
 
 
 def read_tx(data: bytes) -> Tx:
@@ -304,6 +316,7 @@ def read_tx(data: bytes) -> Tx:
         head: dict[str, str] = {}
         info: dict[str, str] | None = None
         rows: tuple[dict[str, str], ...] | None = None
+        raw_rows: tuple[bytes, ...] = ()
         for child in root:
             if isinstance(child, etree._Comment):
                 continue
@@ -319,7 +332,7 @@ def read_tx(data: bytes) -> Tx:
                     if leaf.tag == "DETAILLIST":
                         if rows is not None:
                             raise AdapterError("DETAILLIST twice")
-                        rows = _details_list(leaf)
+                        rows, raw_rows = _details_list(leaf)
                         continue
                     if not isinstance(leaf.tag, str) or len(leaf) or leaf.tag in info:
                         raise AdapterError("TX_INFO must hold leaves, each once")
@@ -333,7 +346,7 @@ def read_tx(data: bytes) -> Tx:
         for name in ("REQUEST_SN", "TX_CODE"):
             if not head.get(name):
                 raise AdapterError(f"{name}: missing")
-        return Tx(head, info or {}, rows)
+        return Tx(head, info or {}, rows, raw_rows)
     except (ValueError, LookupError, UnicodeError, RecursionError, etree.LxmlError) as e:
         raise AdapterError(f"CCB TX: {type(e).__name__}") from None
 

@@ -261,12 +261,26 @@ def _with_row(**changes: str) -> bytes:
     ("<AMT>10.00</AMT>", "<AMT>-10.00</AMT>", "AMT"),         # FLAG1 gives the sign, AMT none
     ("<TRAN_FLOW>442000034A890000083</TRAN_FLOW>", "<TRAN_FLOW></TRAN_FLOW>", "TRAN_FLOW"),
     ("<TRANDATE>2015/10/19</TRANDATE>", "<TRANDATE>2015/13/19</TRANDATE>", "TRANDATE"),
+])
+def test_an_unreadable_row_is_kept_as_a_problem_and_the_other_rows_are_read(
+        old: str, new: str, named: str) -> None:
+    page = CcbAdapter().decode_answer(_with_row(**{old: new}), first_page())
+    s = page.statement
+    assert [e.host_seq_no for e in s.entries] == ["442000034A890000084", "442000034A890000091"]
+    [problem] = s.problems
+    assert problem.part == "DETAILINFO[0]" and named in problem.reason
+    assert problem.raw.startswith(b"<DETAILINFO>") and b"<DET_NO>3465</DET_NO>" in problem.raw
+    assert page.more    # the page still leads to the next
+
+
+@pytest.mark.parametrize(("old", "new", "named"), [
     ("<CURR_COD>01</CURR_COD>", "<CURR_COD>14</CURR_COD>", "CURR_COD"),
     ("<ACCNO1>44201501100052511215</ACCNO1>", "<ACCNO1>44201501100052519999</ACCNO1>", "another account"),
     ("<PAGE>1</PAGE>", "<PAGE>2</PAGE>", "PAGE"),
     ("<RETURN_CODE>000000</RETURN_CODE>", "<RETURN_CODE>0130Z1100001</RETURN_CODE>", "refused"),
 ])
-def test_an_unreadable_details_page_is_refused_naming_the_field(old: str, new: str, named: str) -> None:
+def test_a_details_page_not_for_the_request_is_refused_naming_the_field(
+        old: str, new: str, named: str) -> None:
     with pytest.raises(AdapterError, match=named):
         CcbAdapter().decode_answer(_with_row(**{old: new}), first_page())
 
