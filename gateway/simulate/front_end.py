@@ -36,7 +36,8 @@ class FrontEndStats:
         executions: Counter[str] = self.simulator.executed_refs
         held = getattr(self.simulator, "transfers", None)
         held = held if held is not None else self.simulator.payments
-        return {"link": {"frames_in.Instruction": len(held) + self.simulator.duplicates},"executed": sum(executions.values()), "duplicates": self.simulator.duplicates,
+        return {"link": {"frames_in.Instruction": len(held) + self.simulator.duplicates},
+                "executed": sum(executions.values()), "duplicates": self.simulator.duplicates,
                 "executions": dict(executions), "executions_by_reference": dict(executions),
                 "max_executions_per_reference": max(executions.values(), default=0),
                 "balances": dict(self.simulator.balances), "faults": {"committed": {}}}
