@@ -67,7 +67,7 @@ __all__ = [
 
 CENTRE = "C52240"
 # The rig's ledger judges an instruction with no final result this long after it first saw it
-# (``missing-result``): longer than any instruction takes in a fault test, short enough to wait for.
+# (``missing-result``), at least: short enough to wait for in every test (see Rig.prepare).
 RESULT_DEADLINE = 10.0
 # The matcher's deadlines that must all have run before alerts are counted (Rig.ledger_judged).
 JUDGED_RULES = ("result", "debit", "balance")
@@ -123,6 +123,7 @@ class Rig:
     ledger_db: Path | None = None
     ledger_ops: int | None = None
     ledger_proc: procs.Proc | None = None
+    result_deadline: float = RESULT_DEADLINE
     started: list[procs.Proc] = field(default_factory=list)
     _tags: Counter[str] = field(default_factory=Counter)
 
@@ -131,13 +132,15 @@ class Rig:
     @classmethod
     def prepare(cls, tmp: Path, *, timeouts: dict[str, float] | None = None, ledger: bool = True,
                 ledger_batch: int | None = None, banks: dict[str, dict[str, Any]] | None = None,
-                result_deadline: float = RESULT_DEADLINE) -> Rig:
+                result_deadline: float | None = None) -> Rig:
         """Keys, gateway config (B001 only is used), migrated SQLite; with ``ledger`` a ledger config too.
 
         The balance query timer is pushed out of the way so that, once the
         load has settled, the journal stops growing and can be compared.
-        The ledger's ``result_deadline`` is short (:data:`RESULT_DEADLINE`) so
-        that its rules judge every fact within the test (see :meth:`ledger_judged`).
+        The ledger's ``result_deadline`` is short so that its rules judge every
+        fact within the test (see :meth:`ledger_judged`), yet past the moment the
+        gateway itself asks the bank about an answer it lacks (its
+        ``result_timeout`` and two status query intervals), as a deployment sets it.
         """
         timeouts = {"balance_query_interval": 3600.0, **(timeouts or {})}
         if not ledger:
@@ -150,6 +153,9 @@ class Rig:
         if ledger_batch is not None:
             link["batch"] = ledger_batch
         config = procs.prepare(tmp, timeouts=timeouts, ledger=link, banks=banks)
+        if result_deadline is None:
+            t = config.timeouts
+            result_deadline = max(RESULT_DEADLINE, t.result_timeout + 2 * t.status_query_interval)
         data = tomllib.loads(config.path.read_text(encoding="utf-8"))
         ledger_db = tmp / "var" / "ledger.db"
         ledger_data = {
@@ -168,7 +174,7 @@ class Rig:
         }
         ledger_conf = tmp / "ledger.toml"
         ledger_conf.write_text(render_toml(ledger_data), encoding="utf-8")
-        return cls(tmp, config, ledger_conf, ledger_db, ops)
+        return cls(tmp, config, ledger_conf, ledger_db, ops, result_deadline=result_deadline)
 
     def _tag(self, name: str) -> str:
         self._tags[name] += 1
@@ -228,7 +234,7 @@ class Rig:
                 out[sample] = float(value)
         return out
 
-    def ledger_judged(self, timeout: float = RESULT_DEADLINE + 30) -> None:
+    def ledger_judged(self, timeout: float | None = None) -> None:
         """Until the ledger's rules have run past their deadline for every fact it holds.
 
         Read from the ledger's own metrics, all in one scrape: the matcher has
@@ -250,7 +256,8 @@ class Rig:
             return (m.get("hpf_ledger_matched_seq") == m.get("hpf_ledger_journal_seq")
                     and not any(waiting.values()) and m.get("hpf_ledger_alerts_unstored") == 0.0)
 
-        wait_until(judged, "the ledger's rules past every deadline", timeout, interval=0.25,
+        wait_until(judged, "the ledger's rules past every deadline",
+                   timeout if timeout is not None else self.result_deadline + 30, interval=0.25,
                    explain=lambda: why[0] if why else "")
 
     def ledger_alerts(self) -> list[dict[str, Any]]:
