@@ -62,13 +62,15 @@ def _on(rig: Rig, url: str) -> None:
     rig.config = load_config(rig.config.path)
 
 
-def _settle_and_count(rig: Rig, load: Load, request, gateways: list[procs.Proc], **extra) -> None:
+def _settle_and_count(rig: Rig, load: Load, request, gateways: list[procs.Proc], bank: procs.Proc,
+                      **extra) -> None:
     load.finish(120)
     feed = settle(rig, load.acknowledged, timeout=90)
     for gw in gateways:
         assert gw.alive(), f"a gateway died of its database:\n{gw.text()[-3000:]}"
     for gw in gateways:
         assert rig.stop(gw) == 0
+    rig.stop(bank)  # its stats file is final once it has stopped
     stats = rig.bank_stats()
     counts = count_everything(rig, load, feed=feed, stats=stats)
     dump(rig.tmp.parent / "fault-counts.jsonl", counts, test=request.node.name, **extra)
@@ -95,9 +97,8 @@ def test_a_postgres_server_restart_under_load_loses_and_doubles_nothing(tmp_path
         up = time.monotonic()
         rig.wait_link(timeout=60)
         link_back = round(time.monotonic() - up, 2)
-        _settle_and_count(rig, load, request, [gw], mode=mode, server_down_s=round(up - down, 2),
+        _settle_and_count(rig, load, request, [gw], bank, mode=mode, server_down_s=round(up - down, 2),
                           link_back_s=link_back)
-        rig.stop(bank)
         assert "database system is ready" in server.log()
     finally:
         rig.kill_all()
@@ -188,8 +189,7 @@ def test_the_lease_holders_database_sessions_die_nothing_sent_twice_nothing_lost
                                else "lease moved"))
         # Count through the node that kept its database all along.
         rig.config = other
-        _settle_and_count(rig, load, request, list(gateways.values()), **extra)
-        rig.stop(bank)
+        _settle_and_count(rig, load, request, list(gateways.values()), bank, **extra)
         if cut:
             assert failover_s is not None and failover_s <= LEASE_TTL + 5, extra
     finally:
