@@ -47,10 +47,10 @@ from tests import procs
 __all__ = [
     "CENTRE",
     "FINAL",
-    "Counts",
-    "Load",
     "JUDGED_RULES",
     "RESULT_DEADLINE",
+    "Counts",
+    "Load",
     "Rig",
     "count_everything",
     "dump",
@@ -251,8 +251,9 @@ class Rig:
             m = self.ledger_metrics()
             waiting = {r: m.get(f'hpf_ledger_deadlines_pending{{rule="{r}"}}', 0.0)
                        for r in JUDGED_RULES}
-            why[:] = [f"matched_seq={m.get('hpf_ledger_matched_seq')} journal_seq={m.get('hpf_ledger_journal_seq')} "
-                      f"deadlines waiting={waiting} alerts unstored={m.get('hpf_ledger_alerts_unstored')}"]
+            why[:] = [(f"matched_seq={m.get('hpf_ledger_matched_seq')} "
+                       f"journal_seq={m.get('hpf_ledger_journal_seq')} deadlines waiting={waiting} "
+                       f"alerts unstored={m.get('hpf_ledger_alerts_unstored')}")]
             return (m.get("hpf_ledger_matched_seq") == m.get("hpf_ledger_journal_seq")
                     and not any(waiting.values()) and m.get("hpf_ledger_alerts_unstored") == 0.0)
 

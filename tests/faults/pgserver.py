@@ -51,7 +51,8 @@ class PgServer:
 
     def _as_postgres(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         cmd = list(args) if os.geteuid() == self._user.pw_uid else ["runuser", "-u", "postgres", "--", *args]
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=self.dir)
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=self.dir,
+                              check=False)
         if done.returncode != 0:
             raise AssertionError(f"{' '.join(args)} failed ({done.returncode}): {done.stdout}{done.stderr}")
         return done

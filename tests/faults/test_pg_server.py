@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import time
 import tomllib
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -32,7 +31,15 @@ import sqlalchemy as sa
 from gateway.config import GatewayConfig, load_config, render_toml
 from gateway.store import migrate
 from tests import procs
-from tests.faults.harness import Load, Rig, count_everything, dump, free_port, settle, wait_until
+from tests.faults.harness import (
+    Load,
+    Rig,
+    count_everything,
+    dump,
+    free_port,
+    settle,
+    wait_until,
+)
 from tests.faults.netproxy import FaultyLink
 from tests.faults.pgserver import PgServer
 
