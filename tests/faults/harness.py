@@ -182,9 +182,10 @@ class Rig:
 
     # -- processes -----------------------------------------------------------
 
-    def start_gateway(self, crash_at: str | None = None, *, ready: bool = True) -> procs.Proc:
+    def start_gateway(self, crash_at: str | None = None, *, ready: bool = True,
+                      env: dict[str, str] | None = None) -> procs.Proc:
         """Start ``hpf-gateway run`` (with ``HPF_CRASH_AT`` when given); wait until it serves."""
-        env = {"HPF_CRASH_AT": crash_at} if crash_at else {}
+        env = {**(env or {}), **({"HPF_CRASH_AT": crash_at} if crash_at else {})}
         gw = procs.gateway(self.config, env=env, tag=self._tag("gateway")).start()
         self.started.append(gw)
         if ready:
