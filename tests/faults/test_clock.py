@@ -7,6 +7,8 @@ and the ledger, other machines, keep theirs.  The step must be reported
 (``hpf_gateway_clock_step_seconds``), and the run must end as every fault run
 does: nothing lost, nothing executed twice, every instruction final once on
 the feed and copied once to the ledger, no alert the step should not cause.
+Backwards, the ledger's deadline rules are held back by the step (xfail: the
+counts are written all the same, without the alerts).
 """
 
 from __future__ import annotations
@@ -21,11 +23,18 @@ N = 60
 STEP_AFTER = 12.0  # past start-up and sign-on on a loaded machine, within the load
 
 
-@pytest.mark.parametrize("step", [3600.0, -3600.0], ids=["forwards", "backwards"])
+BACKWARDS_HOLDS_THE_LEDGER = (
+    "the ledger runs its deadlines on each gateway's time (matcher.StreamClock): a gateway clock set "
+    "back by an hour holds the ledger's result deadlines back by an hour, so its rules cannot judge "
+    "within the test")
+
+
+@pytest.mark.parametrize("step", [3600.0, pytest.param(-3600.0, marks=pytest.mark.xfail(
+    strict=True, raises=AssertionError, reason=BACKWARDS_HOLDS_THE_LEDGER))], ids=["forwards", "backwards"])
 def test_a_wall_clock_step_of_an_hour_is_reported_and_loses_and_doubles_nothing(tmp_path, step, request):
     rig = Rig.prepare(tmp_path)
     try:
-        rig.start_ledger()
+        ledger = rig.start_ledger()
         gw = rig.start_gateway(env={"HPF_CLOCK_STEP": f"{step}@{STEP_AFTER}"})
         bank = rig.start_bank()
         rig.wait_link()
@@ -39,9 +48,16 @@ def test_a_wall_clock_step_of_an_hour_is_reported_and_loses_and_doubles_nothing(
         rig.wait_link(timeout=30)
         assert rig.stop(gw) == 0
         rig.stop(bank)
+        try:
+            rig.ledger_judged()
+            judged = ""
+        except AssertionError as e:
+            judged = str(e)
+            rig.stop(ledger)  # its alerts cannot be counted: the other five numbers still are
         counts = count_everything(rig, load, feed=feed, stats=rig.bank_stats())
         dump(tmp_path.parent / "fault-counts.jsonl", counts, test=request.node.name, step_s=step)
         print(f"\n{request.node.name}: {counts.line()} step_s={step}")
         counts.assert_exactly_once()
+        assert not judged, judged
     finally:
         rig.kill_all()
