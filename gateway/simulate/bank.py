@@ -57,6 +57,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from adapters import base
+from adapters.bdc.messages import Collection
 from adapters.base import (
     Adapter,
     Ack,
@@ -78,6 +79,7 @@ from adapters.base import (
 )
 from gateway.faults import crash_point
 from gateway.model import mask_account
+from gateway.simulate.bdc_desk import REQUESTS as DESK_REQUESTS, BdcDesk
 from gateway.tls import (
     PeerIdentity,
     client_options,
@@ -829,7 +831,8 @@ class BankCore:
 
         With ``per_reference`` it also lists ``executions`` per instruction
         reference and ``executions_by_reference`` per centre reference, which
-        fault tests compare with what the gateway acknowledged.
+        fault tests compare with what the gateway acknowledged, and every
+        reference received with the duplicates of each (the frames per reference).
         ``duplicate_executions_committed`` counts the executions the bank
         repeated on purpose (always 0 without the duplicate-execution fault), and
         ``faults`` describes the misbehaviour: what is enabled, its schedule,
@@ -866,6 +869,8 @@ class BankCore:
         if per_reference:
             out["executions"] = dict(self.executions)
             out["executions_by_reference"] = dict(self.executions_by_reference)
+            out["received_references"] = sorted(self._transfers)
+            out["duplicates_by_reference"] = dict(self.duplicates)
         return out
 
 
@@ -898,6 +903,7 @@ class BankLink:
         self.bank_id = bank_id
         self.heartbeat_interval = heartbeat_interval
         self.counters: Counter[str] = Counter()
+        self.desk = BdcDesk(core)  # the bdc-only transactions (gateway/simulate/bdc_desk.py)
         self.sessions: list[BankSimProtocol] = []  # signed on, oldest first
         self._connections: set[BankSimProtocol] = set()
         self._timer: IDelayedCall | None = None
@@ -930,8 +936,11 @@ class BankLink:
     # -- the core ------------------------------------------------------------
 
     def receive(self, message: Message) -> list[Message]:
-        """Feed one message to the core now; re-arm the execution timer."""
-        out = self.core.receive(message, self.reactor.seconds())
+        """Feed one message to the core (or its bdc desk) now; re-arm the execution timer."""
+        if isinstance(message, DESK_REQUESTS):
+            out = self.desk.receive(message, self.reactor.seconds())
+        else:
+            out = self.core.receive(message, self.reactor.seconds())
         if isinstance(message, base.Instruction):
             crash_point("simbank.answer")
         if isinstance(message, base.Instruction) and self.core.duplicates[message.seq_no]:
@@ -1231,7 +1240,7 @@ class ExchangeBankLink(BankLink):
         protocol.request = message
         if answers:
             protocol.answer(answers[0])
-        elif isinstance(message, base.Instruction) and self.core.outcome(message.seq_no) is None \
+        elif isinstance(message, (base.Instruction, Collection)) and self.core.outcome(message.seq_no) is None \
                 and not self.core.silent:
             self.waiting[message.seq_no] = protocol  # answered when execution finishes
         else:
