@@ -127,8 +127,9 @@ def _nodes(rig: Rig, server_port: int) -> tuple[list[GatewayConfig], list[Faulty
         proxy = FaultyLink(("127.0.0.1", server_port))
         data["gateway"]["instance"] = name
         data["gateway"]["database"] = url.set(port=proxy.port).render_as_string(hide_password=False)
-        data["listen"]["centre_api"] = f"tcp:{free_port()}:interface=127.0.0.1"
-        data["listen"]["ops"] = f"tcp:{free_port()}:interface=127.0.0.1"
+        for key, endpoint in data["listen"].items():  # every listener of the node on its own port
+            if isinstance(endpoint, str) and endpoint.startswith("tcp:"):
+                data["listen"][key] = f"tcp:{free_port()}:interface=127.0.0.1"
         path = rig.tmp / f"{name}.toml"
         path.write_text(render_toml(data), encoding="utf-8")
         configs.append(load_config(path))
