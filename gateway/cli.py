@@ -99,12 +99,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
     finally:
         engine.dispose()
+    from gateway.daemon import monotonic_timers, run_daemon
+
+    monotonic_timers(reactor)
     try:
         gateway = makeService(config, reactor)
     except (InsecureKeyError, ValueError) as e:
         print(f"hpf-gateway run: {e}", file=sys.stderr)
         return 2
-    from gateway.daemon import run_daemon
 
     start_logging()
     return run_daemon(reactor, start=gateway.start, drain=gateway.drain, stop=gateway.stop,

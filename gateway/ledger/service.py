@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Sequence
 
@@ -194,7 +195,9 @@ class MatchEngine(Service):
         self.tick_interval = tick_interval
         self.snapshot_interval = snapshot_interval
         self.replay_page = replay_page
-        self.clock = clock or reactor.seconds
+        # The matcher's time is compared with the gateways' wall-clock times: the wall clock,
+        # not the reactor's (which runs on the monotonic clock in the daemon).
+        self.clock = clock or time.time
         self.matcher: Matcher | None = None
         self.stream = StreamClock()  # deadlines run on the gateways' time, not the copies' queue
         self.ready = False
@@ -606,14 +609,16 @@ def run_ledger(config_path: str, *, migrate: bool = False) -> int:
     except SchemaMismatch as e:
         print(f"hpf-gateway ledger: {e}", file=sys.stderr)
         return 2
+    from twisted.internet.defer import gatherResults, maybeDeferred, succeed
+
+    from gateway.daemon import monotonic_timers, run_daemon
+
+    monotonic_timers(reactor)
     try:
         ledger = makeLedgerService(config, reactor)
     except (InsecureKeyError, ValueError) as e:
         print(f"hpf-gateway ledger: {e}", file=sys.stderr)
         return 2
-    from twisted.internet.defer import gatherResults, maybeDeferred, succeed
-
-    from gateway.daemon import run_daemon
 
     def start() -> Any:
         ledger.service.startService()
