@@ -3,7 +3,9 @@
 Ingest (``POST /v1/copies``, ``hpf://gateway/NAME`` certificates of configured
 gateways only): every copy is checked before anything is stored — its
 envelope (:func:`gateway.copies.read_envelope`), that it claims the gateway
-its certificate names, its signature with that gateway's public key, its
+its certificate names, its signature with that gateway's public key (its own, or
+its path to its batch's signed root, one signature check per batch), that each
+batch came whole and in order (:func:`gateway.copies.batch_break`), its
 content (:func:`gateway.copies.read_content`) and, when it carries the bank's
 original frame, that the bank's own bytes say what the copy says
 (:func:`gateway.copies.check_raw`).  A bad signature or a bank frame that
@@ -40,13 +42,13 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
-from gateway.copies import CopyError, Refusal, Unreadable, check_raw, read_content, read_envelope
+from gateway.copies import CopyError, Refusal, Unreadable, batch_break, check_raw, read_content, read_envelope
 from gateway.web import Csv, JsonApi, Problem, json_body
 from gateway.ledger import store
 from gateway.ledger.config import LedgerConfig, PublicSigningKey
 from gateway.ledger.matcher import Fact, forged_copy_alert
 from gateway.ledger.rules import copy_refused_alert
-from gateway.ledger.verify import verify_signature
+from gateway.signing import verify_copy
 from gateway.model import FieldError, format_amount
 from gateway.tls import PeerIdentity
 
@@ -91,6 +93,8 @@ class CopyChecker:
         self.keys = keys
         self._load = load
         self._adapters: dict[str, Any] = {}
+        # Per gateway, the batch signatures already checked: one check per batch, not per copy.
+        self._batches: dict[str, dict[tuple[bytes, str], bool]] = {}
 
     def check(self, gateway: str, docs: Sequence[Any]) -> list[ParsedCopy | Refusal]:
         """Each document checked (see :mod:`gateway.copies` for what refuses a copy whole and
@@ -106,7 +110,8 @@ class CopyChecker:
                 out.append(Refusal(env.event_id, f"the copy claims gateway {env.gateway!r} but the "
                                                  f"certificate is hpf://gateway/{gateway}"))
                 continue
-            if not verify_signature(key, alg, env.signed, env.signature):
+            if not verify_copy(key, alg, env.signed, env.signature, env.batch,
+                               seen=self._batches.setdefault(gateway, {})):
                 out.append(Refusal(env.event_id, f"the signature does not verify with gateway {gateway}'s "
                                                  "key", forged=True))
                 continue
@@ -300,11 +305,17 @@ class Ingest:
         # On a thread, one batch is checked on one thread: sharing it among threads was
         # measured (bench/README.md, item 13): no more copies per second, 20 % more CPU per copy.
         slices = self.checks.check(gateway, docs)
+        broken = batch_break(docs)  # a batch cut short or out of order: refused where it breaks
         results: list[dict[str, Any]] = []
         refused = False
         try:
             for d in slices:
-                done = await self._file_checked(gateway, await d, after_refusal=refused)
+                checked = list(await d)
+                if broken is not None and 0 <= broken[0] - len(results) < len(checked):
+                    at = broken[0] - len(results)
+                    if not isinstance(checked[at], Refusal):
+                        checked[at] = Refusal(_event_id(checked[at]), broken[1], forged=True)
+                done = await self._file_checked(gateway, checked, after_refusal=refused)
                 refused = refused or any(r["status"] in ("refused", "skipped") for r in done)
                 results += done
         finally:
@@ -368,6 +379,10 @@ class Ingest:
             self.metrics.gateway_last_seq.labels(gateway).set(max(r["gateway_seq"] for r in stored))
             self.metrics.journal_seq.set(max(r["seq"] for r in stored))
         return results
+
+
+def _event_id(checked: ParsedCopy | Refusal) -> str:
+    return checked.event_id if isinstance(checked, Refusal) else checked.row.event_id
 
 
 def _alert_row(draft: Any) -> store.AlertRow:
@@ -620,8 +635,7 @@ class SupervisorApi(_JsonApi):
 def _trail_item(row: Mapping[str, Any], keys: Mapping[str, tuple[str, PublicSigningKey]]) -> dict[str, Any]:
     document = store.copy_document(row)
     found = keys.get(row["gateway"])
-    verified = found is not None and verify_signature(found[1], found[0], store.signed_bytes(row),
-                                                      row["signature"])
+    verified = found is not None and store.verify_row(found[1], found[0], row)
     try:
         payload: Any = json.loads(row["payload"])
     except ValueError:
@@ -633,7 +647,7 @@ def _trail_item(row: Mapping[str, Any], keys: Mapping[str, tuple[str, PublicSign
         "state": row["state"], "created_at": store.iso_us(row["created_us"]), "created_us": row["created_us"],
         "received_at": store.iso_us(row["received_us"]), "payload": payload, "raw": document["raw"],
         "adapter": row["adapter"], "gateway_hash": row["gateway_hash"], "ledger_hash": row["hash"],
-        "signature": row["signature"], "signature_alg": row["signature_alg"],
+        "signature": row["signature"], "signature_alg": row["signature_alg"], "batch": document.get("batch"),
         "signature_verified": verified, "refused": row.get("refused"),
     }
 
