@@ -173,8 +173,7 @@ def _ready() -> None:
 
 class ChecksUnavailable(Exception):
     """A slice of a batch could not be checked (its check process died, or the ledger is
-    stopping).  The slices before it may be stored; the gateway sends the whole batch again,
-    and those copies are answered ``duplicate``."""
+    stopping).  Nothing of the batch is stored; the gateway sends it again."""
 
 
 class CheckPool(Service):
@@ -183,8 +182,7 @@ class CheckPool(Service):
 
     The checks are most of the ledger's work per copy, and its process uses one core (one
     GIL) however many the machine has.  With processes, a batch is cut into slices that
-    are checked at once, and :meth:`check` hands back one Deferred per slice, in order, so
-    that the slices already checked are stored and matched while the rest are checked.  A
+    are checked at once, and :meth:`check` hands back one Deferred per slice, in order.  A
     worker that dies fails the batches it was checking with :class:`ChecksUnavailable`, and
     a fresh pool takes the next.
     """
@@ -279,9 +277,8 @@ class Ingest:
 
     One batch per gateway at a time (a lock per gateway), so copies from one
     gateway reach the store in the order they were sent.  The batch is checked
-    by the :class:`CheckPool`, in slices when it checks in processes; each slice
-    is stored in one commit and matched as soon as it and the slices before it
-    are checked.
+    by the :class:`CheckPool`, in slices when it checks in processes, then
+    stored in one transaction (its copies and the alerts it raises) and matched.
     """
 
     def __init__(self, db: store.LedgerDatabase, engine: MatchEngine, checks: CheckPool,
@@ -305,32 +302,23 @@ class Ingest:
         # On a thread, one batch is checked on one thread: sharing it among threads was
         # measured (bench/README.md, item 13): no more copies per second, 20 % more CPU per copy.
         slices = self.checks.check(gateway, docs)
-        broken = batch_break(docs)  # a batch cut short or out of order: refused where it breaks
-        results: list[dict[str, Any]] = []
-        refused = False
+        checked: list[ParsedCopy | Refusal] = []
         try:
             for d in slices:
-                checked = list(await d)
-                if broken is not None and 0 <= broken[0] - len(results) < len(checked):
-                    at = broken[0] - len(results)
-                    if not isinstance(checked[at], Refusal):
-                        checked[at] = Refusal(_event_id(checked[at]), broken[1], forged=True)
-                done = await self._file_checked(gateway, checked, after_refusal=refused)
-                refused = refused or any(r["status"] in ("refused", "skipped") for r in done)
-                results += done
+                checked += await d
         finally:
             for d in slices:  # a failed slice fails the batch; the others' failures are its too
                 d.addErrback(lambda _: None)
-        return results
+        broken = batch_break(docs)  # a batch cut short or out of order: refused where it breaks
+        if broken is not None and not isinstance(checked[broken[0]], Refusal):
+            checked[broken[0]] = Refusal(_event_id(checked[broken[0]]), broken[1], forged=True)
+        return await self._file_checked(gateway, checked)
 
-    async def _file_checked(self, gateway: str, checked: Sequence[ParsedCopy | Refusal], *,
-                            after_refusal: bool) -> list[dict[str, Any]]:
-        """Store and match one checked slice; ``after_refusal``: an earlier copy of the batch was
-        not stored, so none of these may be (the gateway resends from that one on)."""
+    async def _file_checked(self, gateway: str, checked: Sequence[ParsedCopy | Refusal]) -> list[dict[str, Any]]:
+        """Store a checked batch in one transaction, and match it."""
         # Nothing after the first copy refused whole is stored: the gateway resends from there
         # in journal order (see store.store_copies).  Unreadable copies are not refusals here.
-        first_bad = 0 if after_refusal else next(
-            (i for i, c in enumerate(checked) if isinstance(c, Refusal)), len(checked))
+        first_bad = next((i for i, c in enumerate(checked) if isinstance(c, Refusal)), len(checked))
         parsed = [c for c in checked[:first_bad] if isinstance(c, ParsedCopy)]
         forged = [forged_copy_alert(gateway, c.event_id, c.reason) for c in checked
                   if isinstance(c, Refusal) and c.forged]
@@ -354,7 +342,7 @@ class Ingest:
         by_id = iter(outcomes)
         results: list[dict[str, Any]] = []
         for i, c in enumerate(checked):
-            if after_refusal or i > first_bad:
+            if i > first_bad:
                 event_id = c.event_id if isinstance(c, Refusal) else c.row.event_id
                 result = {"event_id": event_id, "status": "skipped",
                           "reason": "after a refused copy; send it again"}

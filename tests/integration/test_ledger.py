@@ -308,7 +308,8 @@ async def test_a_batch_checked_in_slices_is_answered_as_one_checked_whole(env, m
 async def test_batches_signed_once_are_refused_where_altered_reordered_or_cut_short(env, monkeypatch, processes):
     """Copies signed per batch, checked in slices of two: a copy altered in its batch is refused
     (forged) and the copies before it stored; a batch reordered or cut short is refused where it
-    breaks; the whole batch, sent again in order, is stored, and each copy verifies alone."""
+    breaks; the whole batch, sent again in order, is stored in one transaction, and each copy
+    verifies alone."""
     _reconfigure(env, check_processes=processes)
     monkeypatch.setattr(CheckPool, "MIN_SLICE", 2)
     await env.start()
@@ -326,7 +327,11 @@ async def test_batches_signed_once_are_refused_where_altered_reordered_or_cut_sh
     assert [r["status"] for r in await env.file(cut)] == ["refused"] + ["skipped"] * 3
     forged = sorted(a["evidence"][0] for a in await all_alerts(env) if a["rule"] == "forged-copy")
     assert forged == sorted({batch[3]["event_id"], batch[4]["event_id"], cut[0]["event_id"]})
+    writes = []
+    real_write = env.ledger.db.write
+    monkeypatch.setattr(env.ledger.db, "write", lambda op: writes.append(op) or real_write(op))
     assert [r["status"] for r in await env.file(batch)] == ["duplicate"] * 3 + ["stored"] * 3
+    assert len(writes) == 1  # the batch, checked in three slices, is stored in one transaction
     status, _, trail = await env.read("/v1/trail/C52240/I5")
     assert status == 200, trail
     [copy] = trail["copies"]
