@@ -85,7 +85,8 @@ __all__ = [
 
 SIGNED_FIELDS = ("gateway", "seq", "event_id", "kind", "centre_id", "instruction_id", "bank_id",
                  "account", "state", "created_us", "payload", "raw", "adapter", "hash", "signature_alg")
-"""Every field of a copy but ``signature``: what the gateway's signature covers."""
+"""Every field of a copy but ``signature`` and ``batch``: its content, what the gateway signs (alone, or as
+a Merkle leaf of its batch)."""
 FIELDS = frozenset(SIGNED_FIELDS) | {"signature", "batch"}
 """Every field a copy may have: ``batch`` only on a copy signed in a batch."""
 KINDS = ("instruction.state", "bank.movement", "bank.balance", "booking", "bank.movement_pending",
