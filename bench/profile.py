@@ -143,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("out", type=Path, help="the py-spy raw file to write (or read, with --tables)")
     p.add_argument("bench", nargs=argparse.REMAINDER, help="-- then the arguments of python -m bench")
     args = p.parse_args(argv)
+    if args.tables and args.bench:  # options given after the file (--top, --rate): read them too
+        args = p.parse_args(["--tables", *args.bench, str(args.out)])
     if not args.tables:
         spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
         bench = [a for a in args.bench if a != "--"] if args.bench[:1] == ["--"] else args.bench
