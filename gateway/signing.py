@@ -136,6 +136,7 @@ BATCH_STATEMENT_VERSION = "hpf-copy-batch-1"
 MAX_BATCH = 1 << 16
 """The most copies one batch signature may cover (the ledger takes at most 1,000 a request)."""
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+_HEX = re.compile(r"[0-9a-f]*")
 
 
 def leaf_hash(content: bytes) -> bytes:
@@ -214,8 +215,9 @@ class BatchProof:
                 raise ValueError(f"batch.{name} must be an integer")
         if not 1 <= count <= MAX_BATCH or not 0 <= index < count:
             raise ValueError("batch.index must lie in 0..count-1, and count in 1..65536")
+        # One match over the joined hashes: the ledger reads a path per copy.
         if (not isinstance(path, list) or len(path) > 17
-                or not all(isinstance(p, str) and _HEX64.fullmatch(p) for p in path)):
+                or not all(type(p) is str and len(p) == 64 for p in path) or not _HEX.fullmatch("".join(path))):
             raise ValueError("batch.path must be a list of at most 17 hashes (64 lowercase hex digits)")
         return cls(root, count, index, tuple(path))
 
@@ -223,8 +225,11 @@ class BatchProof:
         return {"count": self.count, "index": self.index, "path": list(self.path), "root": self.root}
 
     def text(self) -> str:
-        """Canonical JSON text of the field (what the ledger stores and chains)."""
-        return json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
+        """Canonical JSON text of the field (what the ledger stores and chains): sorted keys, no
+        whitespace, as ``json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))``
+        writes it (every value is an integer or lowercase hex)."""
+        path = ",".join('"%s"' % p for p in self.path)
+        return f'{{"count":{self.count},"index":{self.index},"path":[{path}],"root":"{self.root}"}}'
 
 
 def verify_copy(key: Any, alg: str, content: bytes, signature_b64: str, batch: BatchProof | None, *,
