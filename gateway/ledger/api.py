@@ -3,7 +3,9 @@
 Ingest (``POST /v1/copies``, ``hpf://gateway/NAME`` certificates of configured
 gateways only): every copy is checked before anything is stored — its
 envelope (:func:`gateway.copies.read_envelope`), that it claims the gateway
-its certificate names, its signature with that gateway's public key, its
+its certificate names, its signature with that gateway's public key (its own, or
+its path to its batch's signed root, one signature check per batch), that each
+batch came whole and in order (:func:`gateway.copies.batch_break`), its
 content (:func:`gateway.copies.read_content`) and, when it carries the bank's
 original frame, that the bank's own bytes say what the copy says
 (:func:`gateway.copies.check_raw`).  A bad signature or a bank frame that
@@ -40,13 +42,13 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
-from gateway.copies import CopyError, Refusal, Unreadable, check_raw, read_content, read_envelope
+from gateway.copies import CopyError, Refusal, Unreadable, batch_break, check_raw, read_content, read_envelope
 from gateway.web import Csv, JsonApi, Problem, json_body
 from gateway.ledger import store
 from gateway.ledger.config import LedgerConfig, PublicSigningKey
 from gateway.ledger.matcher import Fact, forged_copy_alert
 from gateway.ledger.rules import copy_refused_alert
-from gateway.ledger.verify import verify_signature
+from gateway.signing import verify_copy
 from gateway.model import FieldError, format_amount
 from gateway.tls import PeerIdentity
 
@@ -91,6 +93,8 @@ class CopyChecker:
         self.keys = keys
         self._load = load
         self._adapters: dict[str, Any] = {}
+        # Per gateway, the batch signatures already checked: one check per batch, not per copy.
+        self._batches: dict[str, dict[tuple[bytes, str], bool]] = {}
 
     def check(self, gateway: str, docs: Sequence[Any]) -> list[ParsedCopy | Refusal]:
         """Each document checked (see :mod:`gateway.copies` for what refuses a copy whole and
@@ -106,7 +110,8 @@ class CopyChecker:
                 out.append(Refusal(env.event_id, f"the copy claims gateway {env.gateway!r} but the "
                                                  f"certificate is hpf://gateway/{gateway}"))
                 continue
-            if not verify_signature(key, alg, env.signed, env.signature):
+            if not verify_copy(key, alg, env.signed, env.signature, env.batch,
+                               seen=self._batches.setdefault(gateway, {})):
                 out.append(Refusal(env.event_id, f"the signature does not verify with gateway {gateway}'s "
                                                  "key", forged=True))
                 continue
@@ -168,8 +173,7 @@ def _ready() -> None:
 
 class ChecksUnavailable(Exception):
     """A slice of a batch could not be checked (its check process died, or the ledger is
-    stopping).  The slices before it may be stored; the gateway sends the whole batch again,
-    and those copies are answered ``duplicate``."""
+    stopping).  Nothing of the batch is stored; the gateway sends it again."""
 
 
 class CheckPool(Service):
@@ -178,8 +182,7 @@ class CheckPool(Service):
 
     The checks are most of the ledger's work per copy, and its process uses one core (one
     GIL) however many the machine has.  With processes, a batch is cut into slices that
-    are checked at once, and :meth:`check` hands back one Deferred per slice, in order, so
-    that the slices already checked are stored and matched while the rest are checked.  A
+    are checked at once, and :meth:`check` hands back one Deferred per slice, in order.  A
     worker that dies fails the batches it was checking with :class:`ChecksUnavailable`, and
     a fresh pool takes the next.
     """
@@ -274,9 +277,8 @@ class Ingest:
 
     One batch per gateway at a time (a lock per gateway), so copies from one
     gateway reach the store in the order they were sent.  The batch is checked
-    by the :class:`CheckPool`, in slices when it checks in processes; each slice
-    is stored in one commit and matched as soon as it and the slices before it
-    are checked.
+    by the :class:`CheckPool`, in slices when it checks in processes, then
+    stored in one transaction (its copies and the alerts it raises) and matched.
     """
 
     def __init__(self, db: store.LedgerDatabase, engine: MatchEngine, checks: CheckPool,
@@ -300,26 +302,23 @@ class Ingest:
         # On a thread, one batch is checked on one thread: sharing it among threads was
         # measured (bench/README.md, item 13): no more copies per second, 20 % more CPU per copy.
         slices = self.checks.check(gateway, docs)
-        results: list[dict[str, Any]] = []
-        refused = False
+        checked: list[ParsedCopy | Refusal] = []
         try:
             for d in slices:
-                done = await self._file_checked(gateway, await d, after_refusal=refused)
-                refused = refused or any(r["status"] in ("refused", "skipped") for r in done)
-                results += done
+                checked += await d
         finally:
             for d in slices:  # a failed slice fails the batch; the others' failures are its too
                 d.addErrback(lambda _: None)
-        return results
+        broken = batch_break(docs)  # a batch cut short or out of order: refused where it breaks
+        if broken is not None and not isinstance(checked[broken[0]], Refusal):
+            checked[broken[0]] = Refusal(_event_id(checked[broken[0]]), broken[1], forged=True)
+        return await self._file_checked(gateway, checked)
 
-    async def _file_checked(self, gateway: str, checked: Sequence[ParsedCopy | Refusal], *,
-                            after_refusal: bool) -> list[dict[str, Any]]:
-        """Store and match one checked slice; ``after_refusal``: an earlier copy of the batch was
-        not stored, so none of these may be (the gateway resends from that one on)."""
+    async def _file_checked(self, gateway: str, checked: Sequence[ParsedCopy | Refusal]) -> list[dict[str, Any]]:
+        """Store a checked batch in one transaction, and match it."""
         # Nothing after the first copy refused whole is stored: the gateway resends from there
         # in journal order (see store.store_copies).  Unreadable copies are not refusals here.
-        first_bad = 0 if after_refusal else next(
-            (i for i, c in enumerate(checked) if isinstance(c, Refusal)), len(checked))
+        first_bad = next((i for i, c in enumerate(checked) if isinstance(c, Refusal)), len(checked))
         parsed = [c for c in checked[:first_bad] if isinstance(c, ParsedCopy)]
         forged = [forged_copy_alert(gateway, c.event_id, c.reason) for c in checked
                   if isinstance(c, Refusal) and c.forged]
@@ -343,7 +342,7 @@ class Ingest:
         by_id = iter(outcomes)
         results: list[dict[str, Any]] = []
         for i, c in enumerate(checked):
-            if after_refusal or i > first_bad:
+            if i > first_bad:
                 event_id = c.event_id if isinstance(c, Refusal) else c.row.event_id
                 result = {"event_id": event_id, "status": "skipped",
                           "reason": "after a refused copy; send it again"}
@@ -368,6 +367,10 @@ class Ingest:
             self.metrics.gateway_last_seq.labels(gateway).set(max(r["gateway_seq"] for r in stored))
             self.metrics.journal_seq.set(max(r["seq"] for r in stored))
         return results
+
+
+def _event_id(checked: ParsedCopy | Refusal) -> str:
+    return checked.event_id if isinstance(checked, Refusal) else checked.row.event_id
 
 
 def _alert_row(draft: Any) -> store.AlertRow:
@@ -620,8 +623,7 @@ class SupervisorApi(_JsonApi):
 def _trail_item(row: Mapping[str, Any], keys: Mapping[str, tuple[str, PublicSigningKey]]) -> dict[str, Any]:
     document = store.copy_document(row)
     found = keys.get(row["gateway"])
-    verified = found is not None and verify_signature(found[1], found[0], store.signed_bytes(row),
-                                                      row["signature"])
+    verified = found is not None and store.verify_row(found[1], found[0], row)
     try:
         payload: Any = json.loads(row["payload"])
     except ValueError:
@@ -633,7 +635,7 @@ def _trail_item(row: Mapping[str, Any], keys: Mapping[str, tuple[str, PublicSign
         "state": row["state"], "created_at": store.iso_us(row["created_us"]), "created_us": row["created_us"],
         "received_at": store.iso_us(row["received_us"]), "payload": payload, "raw": document["raw"],
         "adapter": row["adapter"], "gateway_hash": row["gateway_hash"], "ledger_hash": row["hash"],
-        "signature": row["signature"], "signature_alg": row["signature_alg"],
+        "signature": row["signature"], "signature_alg": row["signature_alg"], "batch": document.get("batch"),
         "signature_verified": verified, "refused": row.get("refused"),
     }
 
