@@ -77,6 +77,26 @@ def _code_text(code: str, text: str) -> str:
     return out
 
 
+_BIC_NAMES = ("BIC", "BICFI")
+
+
+def _bic_of_the_other_version(doc: etree._Element, checker: etree.XMLSchema) -> tuple[str, str] | None:
+    """Rename, in place, a financial institution's ``BIC`` to ``BICFI`` (or back) where the schema
+    says the element is not expected and the other name is: the 2009 versions call it BIC and
+    the later ones BICFI, and banks' files mix them (one real .04 statement writes BIC).  Returns
+    (written, read) when it renamed anything."""
+    for wrote, wants in (_BIC_NAMES, _BIC_NAMES[::-1]):
+        if not any(f"}}{wrote}': This element is not expected" in e.message and f"}}{wants}" in e.message
+                   for e in checker.error_log):
+            continue
+        hits = [el for el in doc.iter() if isinstance(el.tag, str) and etree.QName(el).localname == wrote
+                and el.getparent() is not None and etree.QName(el.getparent()).localname == "FinInstnId"]
+        for el in hits:
+            el.tag = f"{{{etree.QName(el).namespace}}}{wants}"
+        return (wrote, wants) if hits else None
+    return None
+
+
 class Iso20022Adapter:
     """ISO 20022 over a length-prefixed link, as a sans-I/O codec (see the package docstring).
 
@@ -359,6 +379,12 @@ class Iso20022Adapter:
                                          f"schema order): {error}"))
         if checker.validate(fixed):
             return fixed
+        renamed = _bic_of_the_other_version(fixed, checker)
+        if renamed:
+            problems.append(base.Problem("Document", f"a bank identifier written as {renamed[0]} where "
+                                         f"this version has {renamed[1]} (read as {renamed[1]})"))
+            if checker.validate(fixed):
+                return fixed
         errors = [(e.line, e.message[:200]) for e in checker.error_log]
         apart = set_apart(fixed, errors)
         if apart is None or not checker.validate(fixed):
