@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
@@ -107,10 +108,11 @@ class CertificateWatch(Service):
     name = "certificate-watch"
 
     def __init__(self, config: GatewayConfig, metrics: GatewayMetrics, clock: Any,
-                 interval: float = _DAY) -> None:
+                 interval: float = _DAY, wall: Callable[[], float] = time.time) -> None:
         self.config = config
         self.metrics = metrics
-        self.clock = clock
+        self.clock = clock  # schedules the daily check
+        self.wall = wall    # what the certificates' dates are compared with
         self._loop = LoopingCall(self.check)
         self._loop.clock = clock
         self.interval = interval
@@ -126,7 +128,7 @@ class CertificateWatch(Service):
 
     def check(self) -> list[tuple[str, float]]:
         """Refresh the gauge and log what expires soon; returns (label, expiry Unix time) pairs."""
-        now = time.time()  # against certificates' dates: the wall clock, not the reactor's
+        now = self.wall()  # certificates' dates: the wall clock, not the reactor's
         try:
             inventory = certificate_inventory(self.config.tls.certificate, _trust_scopes(self.config))
             crls = export_crl_next_updates(self.metrics.crl_next_update, self.config.tls.crls)

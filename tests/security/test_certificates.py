@@ -164,7 +164,7 @@ def test_the_watch_checks_at_start_and_then_daily(tmp_path: Path) -> None:
     clock = Clock()
     clock.advance(NOW.timestamp())
     metrics = GatewayMetrics()
-    watch = CertificateWatch(config, metrics, clock)
+    watch = CertificateWatch(config, metrics, clock, wall=clock.seconds)
     with capture_logs() as logs:
         watch.startService()
         assert len(logs.named("tls.certificate_expiring")) == 1
@@ -193,7 +193,7 @@ def test_a_stale_crl_is_logged_as_an_error(tmp_path: Path) -> None:
     path.write_text(render_toml(data), encoding="utf-8")
     config = load_config(path)
     clock = Clock()
-    watch = CertificateWatch(config, GatewayMetrics(), clock)
+    watch = CertificateWatch(config, GatewayMetrics(), clock, wall=clock.seconds)
     with capture_logs() as logs:
         clock.advance(NOW.timestamp() + 3600)
         watch.check()
