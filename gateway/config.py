@@ -22,6 +22,7 @@ import math
 import importlib.util
 import re
 import socket
+import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -370,6 +371,16 @@ def load_config(path: str | Path, *, check_files: bool = True) -> GatewayConfig:
 def check_config(path: str | Path, *, check_files: bool = True) -> list[str]:
     """Every problem with the config file at ``path``; an empty list means it is valid."""
     return _load(path, check_files)[1]
+
+
+def load_config_or_exit(path: str | Path, *, check_files: bool = True) -> GatewayConfig:
+    """:func:`load_config` for a command: every problem on stderr, then exit status 2."""
+    try:
+        return load_config(path, check_files=check_files)
+    except ConfigError as e:
+        for problem in e.problems:
+            print(problem, file=sys.stderr)
+        raise SystemExit(2)
 
 
 def read_toml(path: str | Path) -> tuple[dict[str, Any] | None, list[str]]:

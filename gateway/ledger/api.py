@@ -51,7 +51,8 @@ from gateway.model import FieldError, format_amount
 from gateway.tls import PeerIdentity
 
 if TYPE_CHECKING:
-    from gateway.ledger.service import LedgerMetrics, MatchEngine
+    from gateway.ledger.engine import MatchEngine
+    from gateway.ledger.metrics import LedgerMetrics
 
 __all__ = [
     "MAX_COPIES", "ParsedCopy", "CopyChecker",

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gateway.config import BankConfig, GatewayConfig
+from gateway.config import BankConfig, GatewayConfig, load_config_or_exit
 from gateway.pki import leaf_stem
 
 __all__ = ["add_bank_arguments", "add_centre_arguments", "run_bank", "run_centre_cli",
@@ -116,13 +116,12 @@ def bank_service_for(reactor: Any, config: GatewayConfig, bank_id: str, *, keys:
 def run_bank(args: argparse.Namespace) -> int:
     from twisted.internet import reactor
 
-    from gateway.cli import _load
     from gateway.logs import start_logging
     from gateway.model import parse_amount
     from gateway.simulate.bank import parse_faults
     from gateway.tls import InsecureKeyError
 
-    config = _load(args.config, check_files=False)
+    config = load_config_or_exit(args.config, check_files=False)
     if args.bank not in config.banks:
         print(f"hpf-gateway simulate bank: no bank {args.bank!r} in {args.config}", file=sys.stderr)
         return 2
@@ -187,10 +186,9 @@ def run_centre_cli(args: argparse.Namespace) -> int:
     from twisted.internet import reactor
     from twisted.internet.defer import Deferred
 
-    from gateway.cli import _load
     from gateway.simulate.centre import run_centre
 
-    config = _load(args.config, check_files=False)
+    config = load_config_or_exit(args.config, check_files=False)
     centre_id = args.centre or next(iter(config.centres))
     if centre_id not in config.centres:
         print(f"hpf-gateway simulate centre: no centre {centre_id!r} in {args.config}", file=sys.stderr)

@@ -23,7 +23,7 @@ from gateway.ledger.console.charts import bar_chart, line_chart, pie_chart
 from gateway.ledger.console.i18n import CATALOGUE, choose_lang, translate
 from gateway.ledger.console.scope import CITY, PROVINCE, STAFF, viewer_for
 from gateway.ledger.matcher import CentreConditions, Fact, Matcher, Thresholds
-from gateway.ledger.service import registry_from_config
+from gateway.ledger.engine import registry_from_config
 from gateway.tls import PeerIdentity
 from tests.unit.test_ledger_store import DEBIT, PAYEE, file, ldb, ledger_url, make_copy, received_payload  # noqa: F401
 

@@ -36,7 +36,8 @@ from twisted.web.client import Agent, readBody
 from gateway.config import render_toml
 from gateway.ledger import store as ledger_store
 from gateway.ledger.config import load_ledger_config
-from gateway.ledger.service import LedgerMetrics, makeLedgerService
+from gateway.ledger.metrics import LedgerMetrics
+from gateway.ledger.service import makeLedgerService
 from gateway.metrics import GatewayMetrics
 from gateway.pki import init_dev_pki
 from gateway.signing import init_signing_key

@@ -43,7 +43,8 @@ from gateway.store.db import StoreUnavailable
 from gateway.tls import PeerIdentity, peer_identity
 
 if TYPE_CHECKING:
-    from gateway.ledger.service import LedgerMetrics, MatchEngine
+    from gateway.ledger.engine import MatchEngine
+    from gateway.ledger.metrics import LedgerMetrics
 
 __all__ = ["Console", "ConsoleResource", "CSP", "MAX_ATTACHMENT", "ATTACHMENT_TYPES"]
 
