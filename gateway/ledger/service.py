@@ -1,7 +1,7 @@
 """``makeLedgerService``: the supervision ledger's whole service tree, and ``hpf-gateway ledger``.
 
 The tree: the database (the gateway's group-commit writer on the ledger
-schema), the :class:`~gateway.ledger.api.CheckPool` (signature, shape and
+schema), the :class:`~gateway.ledger.checks.CheckPool` (signature, shape and
 bank-frame checks, in ``check_processes`` processes beside this one, or on a
 small thread pool), the :class:`~gateway.ledger.engine.MatchEngine` (the pure
 matcher, its persistence and its one-second deadline timer; its restart
@@ -26,15 +26,11 @@ from twisted.web.resource import Resource
 
 from adapters.base import load_adapter
 from gateway.ledger import store
-from gateway.ledger.api import (
-    CheckPool,
-    CopyChecker,
-    Ingest,
-    IngestApi,
-    SupervisorApi,
-)
+from gateway.ledger.api import IngestApi, SupervisorApi
+from gateway.ledger.checks import CheckPool, CopyChecker
 from gateway.ledger.config import LedgerConfig, PublicSigningKey, load_public_key
 from gateway.ledger.engine import MatchEngine, registry_from_config, thresholds_from_config
+from gateway.ledger.ingest import Ingest
 from gateway.ledger.metrics import LedgerMetrics
 from gateway.web import TextCheck, guarded_site
 from gateway.tls import (

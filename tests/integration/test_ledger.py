@@ -34,7 +34,7 @@ from gateway.config import render_toml
 from gateway.ledger import store
 from gateway.ledger.config import LedgerConfig, load_ledger_config
 from gateway.ledger.matcher import Fact, Matcher
-from gateway.ledger.api import CheckPool
+from gateway.ledger.checks import CheckPool
 from gateway.ledger.engine import registry_from_config, thresholds_from_config
 from gateway.ledger.service import Ledger, makeLedgerService
 from gateway.ledger.verify import verify_database

@@ -26,7 +26,7 @@ from adapters.base import load_adapter
 from gateway.config import ConfigError
 from gateway.copies import Copy, Refusal, check_raw, read, read_copy, read_envelope
 from gateway.ledger import store
-from gateway.ledger.api import CopyChecker, ParsedCopy
+from gateway.ledger.checks import CopyChecker, ParsedCopy
 from gateway.ledger.config import load_ledger_config
 from gateway.ledger.verify import verify_database, verify_main
 from gateway.store.db import Database, make_engine
