@@ -828,7 +828,8 @@ class BankCore:
 
         With ``per_reference`` it also lists ``executions`` per instruction
         reference and ``executions_by_reference`` per centre reference, which
-        fault tests compare with what the gateway acknowledged.
+        fault tests compare with what the gateway acknowledged, and every
+        reference received with the duplicates of each (the frames per reference).
         ``duplicate_executions_committed`` counts the executions the bank
         repeated on purpose (always 0 without the duplicate-execution fault), and
         ``faults`` describes the misbehaviour: what is enabled, its schedule,
@@ -865,6 +866,8 @@ class BankCore:
         if per_reference:
             out["executions"] = dict(self.executions)
             out["executions_by_reference"] = dict(self.executions_by_reference)
+            out["received_references"] = sorted(self._transfers)
+            out["duplicates_by_reference"] = dict(self.duplicates)
         return out
 
 

@@ -10,9 +10,14 @@ Then the owner of ``bank:B001`` is SIGKILLed (another node must take the
 link over within 5 s), the killed node is restarted, and the new owner is
 SIGSTOPped for longer than the lease TTL (a third node takes over).  While
 it is paused, everything accepted for the banks is settled and the load
-stops; after SIGCONT the stale node must notice it lost the lease and the
-banks must see no instruction frame from anyone (the only node that could
-still send is the stale one, as everything else has nothing left to send).
+stops; after SIGCONT the stale node must notice it lost the lease, and no
+node may record a send any more (the only node that could still send is the
+stale one, as everything else has nothing left to send; its claims are
+fenced).  A frame the stale node handed to its socket *before* the pause may
+still leave after it, as a frame delayed on the network would: fencing stops
+decisions to send, not bytes already written.  So the banks may see such a
+frame late, but never a frame of a reference more often than sends of it were
+recorded under a held lease, and the bank answers it as the duplicate it is.
 
 At the end, counted at the bank and on the centre's feed: no reference
 executed twice, every accepted instruction final, each final once on the
@@ -204,6 +209,22 @@ class _Settled:
 def _instruction_frames(config: GatewayConfig, bank: str) -> int:
     """Instruction frames the simulated bank has received so far (from its stats file)."""
     return int(procs.bank_stats(config, bank).get("link", {}).get("frames_in.Instruction", 0))
+
+
+def _frames_by_reference(config: GatewayConfig, bank: str) -> Counter[str]:
+    """Instruction frames the simulated bank has received, per reference: the first, then each
+    resend it answered as a duplicate."""
+    stats = procs.bank_stats(config, bank)
+    frames: Counter[str] = Counter({ref: 1 for ref in stats.get("received_references", [])})
+    frames.update(stats.get("duplicates_by_reference", {}))
+    return frames
+
+
+def _recorded_sends(engine: sa.Engine) -> Counter[str]:
+    """Sends recorded in the store per reference (each one a claim fenced by the bank's lease)."""
+    with engine.connect() as c:
+        return Counter({r.bank_ref: r.sends for r in c.execute(sa.text(
+            "SELECT bank_ref, sends FROM instructions WHERE sends > 0"))})
 
 
 # -- the centre ----------------------------------------------------------------------
@@ -423,6 +444,7 @@ def test_bank_link_fails_over_and_a_paused_owner_is_fenced_without_double_execut
         wait_until(settled, "every instruction settled during the pause", 15, 0.1, settled.explain)
         time.sleep(1.3)  # the simulators write their stats every second
         frames_before = {b: _instruction_frames(configs[0], b) for b in BANKS}
+        sends_before = _recorded_sends(engine)
         paused_for = time.monotonic() - t1
         assert paused_for > LEASE_TTL
         mark = stale.log_size()
@@ -442,7 +464,18 @@ def test_bank_link_fails_over_and_a_paused_owner_is_fenced_without_double_execut
         _say(f"SIGCONT {stale.name} after {paused_for:.1f}s paused: {sorted(set(fencing))} within "
              f"{timings['fenced_after_resume_s']:.2f}s; instruction frames at the banks {frames_before} -> "
              f"{frames_after}")
-        assert frames_after == frames_before, "the stale node sent instructions after it lost the lease"
+        sends_after = _recorded_sends(engine)
+        late = {b: frames_after[b] - frames_before[b] for b in BANKS}
+        _say(f"sends recorded {sum(sends_before.values())} -> {sum(sends_after.values())}; frames that "
+             f"reached a bank after SIGCONT {late} (written before the pause)")
+        # The promise: no send decided after the lease was lost (every claim is fenced in the
+        # store), and no frame at a bank without its recorded send.
+        assert sends_after == sends_before, "a send was recorded after every instruction settled"
+        for b in BANKS:
+            over = {ref: (n, sends_after[ref]) for ref, n in _frames_by_reference(configs[0], b).items()
+                    if n > sends_after[ref]}
+            assert over == {}, f"{b} received frames of a reference beyond its recorded sends: {over}"
+            assert late[b] <= configs[0].banks[b].window, late  # at most what one node had in flight
         assert now_b001 is not None and now_b001.owner == third.name and now_b001.epoch == third_lease.epoch
         assert not _link_up(stale, "B001")
 
