@@ -72,7 +72,8 @@ def add_bank_arguments(p: argparse.ArgumentParser) -> None:
 def bank_service_for(reactor: Any, config: GatewayConfig, bank_id: str, *, keys: Path | None = None,
                      endpoint: str | None = None, balance_fen: int = 10_000_000_000, **core_options: Any) -> Any:
     """A simulated bank for ``bank_id`` of ``config``, wired to meet the gateway's link."""
-    from gateway.simulate.bank import BankCore, make_bank_service
+    from gateway.simulate.bank import BankCore
+    from gateway.simulate.bank_service import make_bank_service
 
     bank = config.banks[bank_id]
     keys = keys or _keys_dir(config)
@@ -118,7 +119,7 @@ def run_bank(args: argparse.Namespace) -> int:
 
     from gateway.logs import start_logging
     from gateway.model import parse_amount
-    from gateway.simulate.bank import parse_faults
+    from gateway.simulate.bank_faults import parse_faults
     from gateway.tls import InsecureKeyError
 
     config = load_config_or_exit(args.config, check_files=False)

@@ -25,9 +25,9 @@ from adapters.base import (
     StatusQuery, load_adapter,
 )
 from gateway.pki import DevPki, init_dev_pki
-from gateway.simulate.bank import (
-    BankCore, BankLink, BankService, BankSimProtocol, make_bank_service,
-)
+from gateway.simulate.bank import BankCore
+from gateway.simulate.bank_link import BankLink, BankSimProtocol
+from gateway.simulate.bank_service import BankService, make_bank_service
 from gateway.testutil import GatewayPeerProtocol, make_instruction
 from gateway.tls import client_options, server_options, tls_client_endpoint, tls_server_factory
 
