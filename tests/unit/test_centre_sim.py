@@ -28,11 +28,10 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from gateway.model import parse_instruction
 from gateway.pki import DevPki
-from gateway.simulate.centre import (
+from gateway.simulate.centre import CentreLoadError, CentreRun, run_centre
+from gateway.simulate.centre_load import (
     CentreLoad,
-    CentreLoadError,
     CentreReport,
-    CentreRun,
     LoadBook,
     RateMeter,
     TokenBucket,
@@ -40,7 +39,6 @@ from gateway.simulate.centre import (
     make_instruction,
     parse_feed_page,
     percentile,
-    run_centre,
 )
 from gateway.tls import peer_identity, server_options, tls_server_factory
 
