@@ -16,7 +16,9 @@ from twisted.internet.endpoints import serverFromString
 from twisted.web.server import Site
 
 from adapters.base import load_adapter
-from gateway.centre_api import CentreApi, Intake, ResultsFeed, connection_limits
+from gateway.centre_api import CentreApi, ResultsFeed
+from gateway.centre_guard import connection_limits
+from gateway.intake import Intake
 from gateway.config import GatewayConfig
 from gateway.lease import LeaseKeeper
 from gateway.exchange import (IgnoredFieldsCollector, ExchangeLink, make_exchange_link,

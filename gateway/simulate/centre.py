@@ -50,11 +50,11 @@ from gateway.simulate.centre_load import (
     CentreReport,
     LoadBook,
     RateMeter,
-    TokenBucket,
     default_id_prefix,
     make_instruction,
     parse_feed_page,
 )
+from gateway.token_bucket import TokenBucket
 from gateway.tls import FixedCreatorPolicy, client_options, identity_from_certificate, load_certificates
 
 __all__ = [

@@ -1,6 +1,6 @@
 """The pure parts of a simulated centre's load run: pacing, ids, the book, the report, the options.
 
-No reactor: :class:`TokenBucket` (pacing), :func:`percentile` (nearest rank),
+No reactor: the pacing is a :class:`gateway.token_bucket.TokenBucket`; :func:`percentile` (nearest rank),
 :class:`RateMeter`, :class:`LoadBook` (what was submitted, answered and seen
 final), :func:`make_instruction` and :class:`CentreLoad`.  The Twisted edge
 that drives them is :class:`gateway.simulate.centre.CentreRun`.
@@ -30,7 +30,6 @@ __all__ = [
     "FeedPage",
     "LoadBook",
     "RateMeter",
-    "TokenBucket",
     "default_id_prefix",
     "make_instruction",
     "parse_feed_page",
@@ -46,47 +45,6 @@ _ID_DIGITS = 8
 MAX_SEQUENCE = 10**_ID_DIGITS - 1  # ids stay ``prefix + 8 digits``, at most 32 characters
 _LIVE_LATENCIES = 10_000  # the status line's percentiles cover the most recent finals
 _RATE_WINDOW_S = 5.0
-
-
-class TokenBucket:
-    """Paces submissions to ``rate`` per second without sleeping.
-
-    Tokens accrue continuously at ``rate`` up to ``capacity``; :meth:`take`
-    spends them.  Over any interval the amount taken is at most
-    ``initial + rate * elapsed`` and never more than ``capacity`` at once, so
-    a stall (all requests outstanding) is caught up by at most one burst.
-    Time is passed in, so this is pure and testable without a clock.
-    """
-
-    def __init__(self, rate: float, capacity: float, *, now: float, initial: float = 0.0) -> None:
-        if not (rate > 0 and math.isfinite(rate)):
-            raise ValueError("rate must be a positive number")
-        if capacity <= 0:
-            raise ValueError("capacity must be positive")
-        self.rate = rate
-        self.capacity = capacity
-        self._tokens = min(initial, capacity)
-        self._at = now
-
-    def available(self, now: float) -> float:
-        """Tokens that could be spent at ``now``."""
-        self._refill(now)
-        return self._tokens
-
-    def take(self, n: int, now: float) -> bool:
-        """Spend ``n`` tokens if there are that many; else spend none and return False."""
-        self._refill(now)
-        # A hair of tolerance so that float accrual (0.02 s * 50/s) does not
-        # leave a request waiting one extra tick for 1e-15 of a token.
-        if self._tokens + 1e-9 < n:
-            return False
-        self._tokens -= n
-        return True
-
-    def _refill(self, now: float) -> None:
-        if now > self._at:
-            self._tokens = min(self.capacity, self._tokens + (now - self._at) * self.rate)
-            self._at = now
 
 
 def percentile(sorted_values: Sequence[float], p: float) -> float | None:

@@ -34,12 +34,12 @@ from gateway.simulate.centre_load import (
     CentreReport,
     LoadBook,
     RateMeter,
-    TokenBucket,
     default_id_prefix,
     make_instruction,
     parse_feed_page,
     percentile,
 )
+from gateway.token_bucket import TokenBucket
 from gateway.tls import peer_identity, server_options, tls_server_factory
 
 reactor: Any = _reactor
