@@ -42,7 +42,7 @@ from adapters.base import (
     Statement,
     StatusQuery,
 )
-from gateway.testutil import make_instruction
+from tests.kit.bank_peer import make_instruction
 
 NOW = _dt.datetime(2025, 1, 2, 3, 4, 5)
 ADAPTER = B2eAdapter(clock=lambda: NOW)

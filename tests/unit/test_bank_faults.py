@@ -47,7 +47,7 @@ from gateway.simulate.bank_faults import (
     offences_in,
     parse_faults,
 )
-from gateway.testutil import make_instruction
+from tests.kit.bank_peer import make_instruction
 
 DEBIT = "6200001111222233"
 OWN_CREDIT = "6200004444555566"

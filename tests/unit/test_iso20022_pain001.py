@@ -13,7 +13,7 @@ from adapters import base
 from adapters.base import AdapterError
 from adapters.iso20022 import Iso20022Adapter
 from adapters.iso20022._schema import document_schema
-from gateway.testutil import make_instruction
+from tests.kit.bank_peer import make_instruction
 
 GATEWAY, BANK = "D00000", "105000"
 NOW = dt.datetime(2025, 3, 4, 5, 6, 7, tzinfo=dt.UTC)
