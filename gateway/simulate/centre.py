@@ -31,18 +31,14 @@ from io import BytesIO
 from pathlib import Path
 from typing import Any
 
-from OpenSSL import SSL
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.internet.protocol import Protocol
-from twisted.internet.ssl import CertificateOptions
 from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool, ResponseDone
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IResponse
-from zope.interface import implementer
 
 from gateway.simulate.centre_load import (
     MAX_SEQUENCE,
@@ -55,7 +51,7 @@ from gateway.simulate.centre_load import (
     parse_feed_page,
 )
 from gateway.token_bucket import TokenBucket
-from gateway.tls import FixedCreatorPolicy, client_options, identity_from_certificate, load_certificates
+from gateway.tls import ExpectPeer, FixedCreatorPolicy, client_options, identity_from_certificate, load_certificates
 
 __all__ = [
     "CentreLoadError",
@@ -79,40 +75,6 @@ class CentreLoadError(Exception):
 # -- TLS --------------------------------------------------------------------------
 
 
-@implementer(IOpenSSLClientConnectionCreator)
-class _GatewayOnly:
-    """Client TLS that also requires the server to be ``hpf://gateway/*``.
-
-    The chain is verified against the CA by the options (gateway.tls); this
-    adds the identity check that stands in for hostname verification, so a
-    bank or ledger certificate from the same CA cannot receive instructions.
-    """
-
-    def __init__(self, options: CertificateOptions) -> None:
-        self._options = options
-
-    def clientConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:  # noqa: N802,N803
-        connection = self._options.clientConnectionForTLS(tlsProtocol)
-
-        def verify(conn: SSL.Connection, cert: Any, errno: int, depth: int, ok: int) -> bool:
-            if not ok:
-                return False
-            if depth != 0:
-                return True
-            try:
-                identity = identity_from_certificate(cert.to_cryptography())
-            except Exception as e:  # an exception must not escape into OpenSSL
-                log.warn("centre_sim.gateway_identity_refused", error=str(e))
-                return False
-            if identity.role != "gateway":
-                log.warn("centre_sim.gateway_identity_refused", peer=identity.uri)
-                return False
-            return True
-
-        connection.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, verify)
-        return connection
-
-
 class GatewayTLSPolicy(FixedCreatorPolicy):
     """The ``Agent`` TLS policy of a centre: present our certificate, accept only the gateway.
 
@@ -121,7 +83,7 @@ class GatewayTLSPolicy(FixedCreatorPolicy):
     """
 
     def __init__(self, certificate: Path, private_key: Path, ca: Path) -> None:
-        super().__init__(_GatewayOnly(client_options(certificate, private_key, [ca])))
+        super().__init__(ExpectPeer(client_options(certificate, private_key, [ca]), "gateway", None))
 
 
 # -- HTTP -------------------------------------------------------------------------

@@ -124,3 +124,14 @@ def test_the_product_never_imports_the_tests() -> None:
                          else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
                 offenders += [f"{path.relative_to(ROOT)}: {n}" for n in names if n.split(".")[0] == "tests"]
     assert not offenders
+
+
+def test_only_gateway_tls_touches_pyopenssl() -> None:
+    """README.md: one module touches pyOpenSSL, so its deprecations are one module's change."""
+    users = sorted({name for name, path in _modules().items()
+                   for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+                   if isinstance(node, (ast.Import, ast.ImportFrom))
+                   and any(n.split(".")[0] == "OpenSSL"
+                           for n in ([a.name for a in node.names] if isinstance(node, ast.Import)
+                                     else [node.module or ""]))})
+    assert users == ["gateway.tls"]
