@@ -32,6 +32,7 @@ from gateway.ledger.config import LedgerConfig, PublicSigningKey, load_public_ke
 from gateway.ledger.engine import MatchEngine, registry_from_config, thresholds_from_config
 from gateway.ledger.ingest import Ingest
 from gateway.ledger.metrics import LedgerMetrics
+from gateway.listener import is_bound, listening_service, when_listening
 from gateway.web import TextCheck, guarded_site
 from gateway.tls import (
     HTTP_ALPN,
@@ -176,8 +177,7 @@ def makeLedgerService(config: LedgerConfig, reactor: Any) -> Ledger:
     listeners: dict[str, StreamServerEndpointService] = {}
 
     def listen(name: str, description: str, factory: Any) -> None:
-        svc = StreamServerEndpointService(serverFromString(reactor, description), factory)
-        svc._raiseSynchronously = True
+        svc = listening_service(serverFromString(reactor, description), factory)
         svc.setName(name)
         svc.setServiceParent(top)
         listeners[name] = svc
@@ -202,8 +202,7 @@ def makeLedgerService(config: LedgerConfig, reactor: Any) -> Ledger:
         listen("console", config.console.listen, tls_server_factory(guarded["console"], tls_options["console"]))
 
     def ready() -> tuple[bool, str]:
-        unbound = [name for name, svc in listeners.items()
-                   if svc._waitingForPort is None or not svc._waitingForPort.called]
+        unbound = [name for name, svc in listeners.items() if not is_bound(svc)]
         if not db.running:
             return False, "database not open"
         if unbound:
@@ -267,7 +266,7 @@ def run_ledger(config_path: str, *, migrate: bool = False) -> int:
 
     def start() -> Any:
         ledger.service.startService()
-        waiting = [svc._waitingForPort for svc in ledger.listeners.values() if svc._waitingForPort is not None]
+        waiting = [when_listening(svc) for svc in ledger.listeners.values()]
         return gatherResults(waiting, consumeErrors=True)
 
     def reload() -> None:

@@ -21,6 +21,7 @@ from gateway.centre_guard import RateLimiter
 from gateway.token_bucket import TokenBucket
 from gateway.simulate.run import api_url
 from gateway.tls import client_options
+from gateway.listener import when_listening
 from tests.integration.harness import OTHER_CENTRE, Harness, start_harness
 from tests.security.support import (Https, capture_logs, client_hello, connect_tcp, connect_tls, counter, settle,
                                     sleep)
@@ -49,7 +50,7 @@ async def make(tmp_path: Path) -> AsyncIterator[Any]:
 
     async def start(**limits: Any) -> Harness:
         h = await start_harness(tmp_path, banks={}, limits=limits)
-        await h.gateway.listeners["centre_api"]._waitingForPort
+        await when_listening(h.gateway.listeners["centre_api"])
         started.append(h)
         return h
 
