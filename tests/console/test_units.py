@@ -25,7 +25,7 @@ from gateway.ledger.console.scope import CITY, PROVINCE, STAFF, viewer_for
 from gateway.ledger.matcher import CentreConditions, Fact, Matcher, Thresholds
 from gateway.ledger.engine import registry_from_config
 from gateway.tls import PeerIdentity
-from tests.unit.test_ledger_store import DEBIT, PAYEE, file, ldb, ledger_url, make_copy, received_payload  # noqa: F401
+from tests.kit.ledger import DEBIT, PAYEE, file, make_copy, received_payload
 
 
 def ident(role: str, name: str) -> PeerIdentity:
@@ -343,7 +343,7 @@ def test_report_periods_series_and_assessment():
 @pytest_twisted.ensureDeferred
 async def test_daily_totals_take_each_instruction_once_as_copies_arrive(ldb):
     from gateway.ledger.console.queries import DAY_US, DailyTotals
-    from tests.unit.test_ledger_store import T0
+    from tests.kit.ledger import T0
 
     totals = DailyTotals()
     await file(ldb, [make_copy(1, instruction_id="A1", payload=received_payload("A1", 1, amount="1.50")),
@@ -361,9 +361,9 @@ async def test_daily_totals_take_each_instruction_once_as_copies_arrive(ldb):
 
 def test_a_banks_frame_is_shown_decoded_by_its_adapter_and_as_readable_text():
     from gateway.ledger.console.app import describe_frame
-    from tests.unit.test_ledger_store import _result_frame
+    from tests.kit.ledger import result_frame
 
-    decoded, text = describe_frame("bdc", _result_frame(1, "H0001"))
+    decoded, text = describe_frame("bdc", result_frame(1, "H0001"))
     assert decoded.startswith("Result(") and "host_seq_no='H0001'" in decoded
     assert "H0001" in text and "\x00" not in text and "\\x00" in text  # binary header escaped, XML readable
     assert describe_frame("bdc", "报文 <x/>".encode("gbk"))[1] == "报文 <x/>"

@@ -1,11 +1,13 @@
-"""Store writes the product makes in batches (:func:`gateway.store.instructions.apply_bank_batch`),
-one at a time, as the store's tests state their cases."""
+"""For the gateway store's tests: an instruction builder, and the writes the product makes in batches
+(:func:`gateway.store.instructions.apply_bank_batch`) one at a time, as the tests state their cases."""
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any, Sequence
 
 from gateway import lifecycle
+from gateway.model import Creditor, Instruction
 from gateway.store.db import Tx
 from gateway.store.instructions import (
     BankFact,
@@ -15,7 +17,14 @@ from gateway.store.instructions import (
     apply_bank_facts,
 )
 
-__all__ = ["record_bank_outcome", "record_movements", "record_movement"]
+__all__ = ["make_instruction", "record_bank_outcome", "record_movements", "record_movement"]
+
+
+def make_instruction(n: int, *, centre: str = "C52240", amount: int = 10_000, memo: str = "") -> Instruction:
+    """Instruction ``I{n}`` of centre ``centre``: a transfer of ``amount`` fen to a registered payee."""
+    return Instruction(centre, f"I{n}", "transfer", "6200001111222233",
+                       Creditor("6200009999000011", "张三", "105100000017"), amount, "withdrawal", memo,
+                       None, dt.date(2026, 11, 27))
 
 
 def record_bank_outcome(tx: Tx, bank_id: str, ref: str, event: lifecycle.Event, *,

@@ -21,8 +21,9 @@ from typing import Any
 
 import pytest
 
+from tests.kit.pg import PG_URL
+
 REPO = Path(__file__).resolve().parents[2]
-PG_URL = os.environ.get("HPF_TEST_DATABASE_URL", "")
 MACHINE_KEYS = {"nproc", "cpu_model", "python", "git_commit"}
 
 

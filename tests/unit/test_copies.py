@@ -34,8 +34,8 @@ from gateway.signing import Signer, init_signing_key
 from gateway.store import instructions as q
 from gateway.store import journal
 from gateway.store.db import Database
-from tests.unit.test_ledger_store import ldb, ledger_url, sql  # noqa: F401 (fixtures)
-from tests.unit.test_store import make_instruction
+from tests.kit.ledger import sql
+from tests.kit.store import make_instruction
 
 DEBIT = "6200001111222233"
 ROOT = Path(__file__).resolve().parents[2]

@@ -135,3 +135,15 @@ def test_only_gateway_tls_touches_pyopenssl() -> None:
                            for n in ([a.name for a in node.names] if isinstance(node, ast.Import)
                                      else [node.module or ""]))})
     assert users == ["gateway.tls"]
+
+
+def test_test_files_import_the_kit_not_each_other() -> None:
+    """What more than one test file needs lives in tests/kit/ (or a suite's own support module)."""
+    offenders = []
+    for path in sorted((ROOT / "tests").rglob("test_*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            offenders += [f"{path.relative_to(ROOT)}: {n}" for n in names
+                          if n.startswith("tests.") and n.rpartition(".")[2].startswith(("test_", "conftest"))]
+    assert not offenders

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import json
 
 import pytest
@@ -14,18 +13,12 @@ from sqlalchemy import select
 from twisted.internet import defer, reactor
 
 from gateway import lifecycle
-from gateway.model import Creditor, Instruction, canonical_json
+from gateway.model import canonical_json
 from gateway.store import instructions as q
 from gateway.store import schema
 from gateway.store.db import Database, GENESIS, chain_hash
 from gateway.store.migrate import SchemaMismatch, check_current
-from tests.kit.store import record_bank_outcome, record_movement, record_movements
-
-
-def make_instruction(n: int, *, centre: str = "C52240", amount: int = 10_000, memo: str = "") -> Instruction:
-    return Instruction(centre, f"I{n}", "transfer", "6200001111222233",
-                       Creditor("6200009999000011", "张三", "105100000017"), amount, "withdrawal", memo,
-                       None, dt.date(2026, 11, 27))
+from tests.kit.store import make_instruction, record_bank_outcome, record_movement, record_movements
 
 
 @pytest.fixture
