@@ -10,23 +10,21 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from twisted.application.internet import ClientService, backoffPolicy
-from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
+from twisted.application.internet import ClientService, StreamServerEndpointService, backoffPolicy
+from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred, fail, maybeDeferred
 from twisted.internet.endpoints import clientFromString, serverFromString
 from twisted.internet.interfaces import (
     IListeningPort,
-    IStreamServerEndpoint,
 )
-from twisted.internet.protocol import Factory
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
 from adapters.base import (
     Adapter,
     load_adapter,
 )
+from gateway.listener import listening_service, when_listening
 from gateway.simulate.bank import BankCore
 from gateway.simulate.bank_exchange import ExchangeBankFactory, ExchangeBankLink
 from gateway.simulate.bank_link import BankLink, BankSimFactory
@@ -43,53 +41,6 @@ __all__ = ["BankService", "make_bank_service", "exchange_bank_service", "write_j
 _log = Logger()
 
 
-class _ListenService(Service):
-    """Listens on a server endpoint while running; tells waiters the bound port."""
-
-    def __init__(self, endpoint: IStreamServerEndpoint, factory: Factory) -> None:
-        self.endpoint = endpoint
-        self.factory = factory
-        self.port: IListeningPort | None = None
-        self._failure: Failure | None = None
-        self._waiters: list[Deferred[IListeningPort]] = []
-
-    def startService(self) -> None:
-        super().startService()
-        self.endpoint.listen(self.factory).addCallbacks(self._listening, self._failed)
-
-    def _listening(self, port: IListeningPort) -> None:
-        self.port = port
-        if not self.running:  # stopped while the listen was in progress
-            port.stopListening()
-        waiters, self._waiters = self._waiters, []
-        for d in waiters:
-            d.callback(port)
-
-    def _failed(self, failure: Failure) -> None:
-        self._failure = failure
-        _log.failure("bank.listen_failed", failure)
-        waiters, self._waiters = self._waiters, []
-        for d in waiters:
-            d.errback(failure)
-
-    def when_listening(self) -> Deferred[IListeningPort]:
-        """Fires with the listening port (or the reason listening failed)."""
-        if self.port is not None:
-            return succeed(self.port)
-        if self._failure is not None:
-            return fail(self._failure)
-        d: Deferred[IListeningPort] = Deferred()
-        self._waiters.append(d)
-        return d
-
-    def stopService(self) -> Deferred[None] | None:
-        super().stopService()
-        port, self.port = self.port, None
-        if port is not None:
-            return maybeDeferred(port.stopListening)
-        return None
-
-
 class BankService(MultiService):
     """The running simulated bank: its link service and, with ``stats_path``, a stats writer.
 
@@ -104,7 +55,7 @@ class BankService(MultiService):
         self.link = link
         self.core = link.core
         self.stats_path = stats_path
-        self._listener: _ListenService | None = None
+        self._listener: StreamServerEndpointService | None = None
         self._stats_loop: LoopingCall | None = None
         self._written: tuple[int, int] | None = None
 
@@ -112,7 +63,7 @@ class BankService(MultiService):
         """The listening port in the "listen" role; fails in the "dial" role."""
         if self._listener is None:
             return fail(RuntimeError("this bank dials the gateway; it does not listen"))
-        return self._listener.when_listening()
+        return when_listening(self._listener)
 
     def startService(self) -> None:
         super().startService()
@@ -223,8 +174,8 @@ def make_bank_service(
         policy = retry_policy or backoffPolicy(initialDelay=0.5, maxDelay=30.0, factor=2.0)
         ClientService(tls_endpoint, factory, retryPolicy=policy, clock=reactor).setServiceParent(service)
     elif role == "listen":
-        listener = _ListenService(serverFromString(reactor, endpoint),
-                                  tls_server_factory(factory, server_options(certificate, private_key, trust)))
+        listener = listening_service(serverFromString(reactor, endpoint),
+                                     tls_server_factory(factory, server_options(certificate, private_key, trust)))
         listener.setServiceParent(service)
         service._listener = listener
     else:
@@ -261,9 +212,9 @@ def exchange_bank_service(reactor: Any, adapter: Adapter, *, bank_id: str, endpo
     link = ExchangeBankLink(reactor, core, adapter, bank_id=bank_id, heartbeat_interval=heartbeat_interval,
                             push=push)
     service = _ExchangeBankService(link, stats_path=stats_path)
-    listener = _ListenService(serverFromString(reactor, endpoint),
-                              tls_server_factory(ExchangeBankFactory(link),
-                                                 server_options(certificate, private_key, trust)))
+    listener = listening_service(serverFromString(reactor, endpoint),
+                                 tls_server_factory(ExchangeBankFactory(link),
+                                                    server_options(certificate, private_key, trust)))
     listener.setServiceParent(service)
     service._listener = listener
     return service
