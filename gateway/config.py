@@ -277,6 +277,7 @@ class BankConfig:
     connection: str = "persistent"      # or "per_request": a connection per request/answer
     peer_endpoint: str | None = None    # per_request: the other direction's endpoint
     request_timeout: float = 60.0       # per_request: seconds an exchange may take
+    sftp: "SftpChannelConfig | None" = None  # channel = "sftp": ISO 20022 files (see below)
 
     @property
     def listens(self) -> bool:
@@ -336,6 +337,7 @@ class GatewayConfig:
     instance: str = ""
     operators: Mapping[str, OperatorConfig] = field(default_factory=lambda: MappingProxyType({}))
     ops_tls: bool = False
+    centre_bdc: str | None = None  # listener for centres' bdc software (gateway/centre_bdc.py)
 
     def account(self, number: str) -> AccountConfig | None:
         """The registered account ``number``, or ``None``."""
@@ -445,7 +447,7 @@ _SECTIONS = ("gateway", "tls", "listen", "limits", "timeouts", "ledger", "centre
 _LEDGER_KEYS = ("url", "name", "ca", "signing_key", "signature_alg", "batch")
 _GATEWAY_KEYS = ("node", "database", "instance")
 _TLS_KEYS = ("certificate", "private_key", "ca", "crls")
-_LISTEN_KEYS = ("centre_api", "ops", "ops_tls")
+_LISTEN_KEYS = ("centre_api", "ops", "ops_tls", "centre_bdc")
 _OPERATOR_KEYS = ("token_file", "ca")
 _LIMIT_KEYS = ("max_amount", "large_amount", "max_batch", "max_queue_per_bank", "centre_idle_timeout",
                "centre_handshake_timeout", "centre_request_timeout", "centre_connections_per_ip",
@@ -458,7 +460,7 @@ _CENTRE_KEYS = ("unit_no", "name", "ca", "cust_no", "oper_no")
 _HEAD_CODE = re.compile(r"[0-9A-Za-z_-]{1,32}")  # bdc CustNo / OperNo
 _BANK_KEYS = ("name", "adapter", "node", "direction", "endpoint", "window", "ca", "signature_alg",
               "signing_key", "pain001_version", "front_end", "connection", "peer_endpoint",
-              "request_timeout")
+              "request_timeout", "channel", "sftp")
 PAIN001_VERSIONS = ("pain.001.001.09", "pain.001.001.03")
 """Values of ``banks.X.pain001_version`` (iso20022 banks only)."""
 _STATUS_KEYS = ("status_first_after", "status_interval", "status_backoff", "status_max_interval",
@@ -527,7 +529,7 @@ class _Checker:
             instance = self.string(gateway_table, ("gateway",), "instance", pattern=_IDENTITY_NAME,
                                    what="must be 1-32 of A-Z a-z 0-9 _ - (this node's name)") or instance
         tls = self.tls(self.section(doc, "tls", required=True))
-        centre_api, ops, ops_tls = self.listen(self.section(doc, "listen", required=True))
+        centre_api, ops, ops_tls, centre_bdc = self.listen(self.section(doc, "listen", required=True))
         operators = self.operators(self.section(doc, "operators") or {})
         limits = self.limits(self.section(doc, "limits"))
         timeouts = self.timeouts(self.section(doc, "timeouts"))
@@ -550,7 +552,7 @@ class _Checker:
             limits=limits, timeouts=timeouts, centres=MappingProxyType(centres),
             banks=MappingProxyType(banks), accounts=MappingProxyType(accounts),
             counterparties=MappingProxyType(counterparties), ledger=ledger, instance=instance,
-            operators=MappingProxyType(operators), ops_tls=ops_tls)
+            operators=MappingProxyType(operators), ops_tls=ops_tls, centre_bdc=centre_bdc)
 
     def ledger(self, table: Any) -> LedgerLinkConfig | None:
         if table is None:
@@ -596,12 +598,14 @@ class _Checker:
             return None
         return TlsConfig(certificate, private_key, ca, crls)
 
-    def listen(self, table: dict[str, Any] | None) -> tuple[str | None, str | None, bool]:
+    def listen(self, table: dict[str, Any] | None) -> tuple[str | None, str | None, bool, str | None]:
         if table is None:
-            return None, None, False
+            return None, None, False, None
         self.keys(table, ("listen",), _LISTEN_KEYS)
         centre_api = self.endpoint(table, ("listen",), "centre_api", listen=True)
         ops = self.endpoint(table, ("listen",), "ops", listen=True)
+        # Optional: centres' existing bdc software (docs/protocols/bdc.md, "The centre role").
+        centre_bdc = self.endpoint(table, ("listen",), "centre_bdc", listen=True) if "centre_bdc" in table else None
         ops_tls = table.get("ops_tls", False)
         if not isinstance(ops_tls, bool):
             self.problem(("listen", "ops_tls"), f"must be true or false, not {_show(ops_tls)}")
@@ -612,7 +616,7 @@ class _Checker:
             self.problem(("listen", "ops"), "must listen on loopback (interface=127.0.0.1 or ::1, or a "
                                             "unix: socket) unless listen.ops_tls = true (TLS with client "
                                             "certificates)")
-        return centre_api, ops, ops_tls
+        return centre_api, ops, ops_tls, centre_bdc
 
     def operators(self, table: dict[str, Any]) -> dict[str, OperatorConfig]:
         found: dict[str, OperatorConfig] = {}
@@ -716,6 +720,9 @@ class _Checker:
                              f"no adapter named {_show(adapter)} is installed "
                              f"(installed: {', '.join(installed) or 'none'})")
                 adapter = None
+            sftp = sftp_channel(self, entry, at, adapter)
+            if sftp:   # the gateway dials the bank's SFTP server: no link endpoint of its own
+                entry = {**entry, "direction": "connect", "endpoint": sftp.endpoint}
             node = self.string(entry, at, "node", pattern=_NODE, what="must be 6 of A-Z 0-9")
             if node is not None:
                 # The node number tells the two ends of a link apart, and a
@@ -745,13 +752,13 @@ class _Checker:
             if (name is not None and adapter is not None and node is not None
                     and direction is not None and endpoint is not None and window is not None
                     and signing is not None and pain001 is not None and front_end is not False
-                    and status is not None and exchange is not None):
+                    and status is not None and exchange is not None and sftp is not False):
                 connection, peer_endpoint, request_timeout = exchange
                 found[bank_id] = BankConfig(bank_id, name, adapter, node, direction, endpoint,
                                             window, ca, *signing, pain001_version=pain001,
                                             front_end=front_end or None, status=status or None,
                                             connection=connection, peer_endpoint=peer_endpoint,
-                                            request_timeout=request_timeout)
+                                            request_timeout=request_timeout, sftp=sftp or None)
         return found
 
     def pain001_version(self, entry: Mapping[str, Any], at: _Path, adapter: str | None,
@@ -1391,6 +1398,138 @@ _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 def _dotted(path: Sequence[str]) -> str:
     """A key path as TOML would write it: ``banks.B001.window``, quoting odd keys."""
     return ".".join(_toml_key(part) for part in path)
+
+
+# -- ISO 20022 files over SFTP: banks.X.channel = "sftp" and its [banks.X.sftp] table ----------
+# (docs/protocols/iso20022.md, "Files over SFTP"; gateway/sftp_link.py runs it)
+
+BANK_CHANNELS = ("link", "sftp")
+"""Values of ``banks.X.channel``: the adapter's own link (default) or ISO 20022 files over SFTP."""
+SFTP_AFTER_COLLECT = ("keep", "delete", "move")
+"""Values of ``banks.X.sftp.after_collect``: what happens to an inbound file once processed."""
+_SFTP_KEYS = ("host", "port", "local_addresses", "user", "private_key", "known_hosts", "outbound",
+              "inbound", "poll_interval", "after_collect", "collected", "timeout", "max_file")
+_SFTP_USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,63}")
+_SFTP_DIR = re.compile(r"/?[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*/?|\.|/")
+
+
+@dataclass(frozen=True)
+class SftpChannelConfig:
+    """A bank reached by ISO 20022 files on its SFTP server (``banks.X.sftp``).
+
+    The gateway logs in as ``user`` with ``private_key`` (mode 0600), accepts the server only
+    with a host key that ``known_hosts`` gives for ``host`` (``[host]:port`` off port 22),
+    puts pain.001 files into ``outbound`` and collects the bank's files from ``inbound``
+    every ``poll_interval`` seconds; a processed file is kept (and remembered), deleted, or
+    moved into ``collected`` (``after_collect``).
+    """
+
+    host: str
+    port: int
+    user: str
+    private_key: Path
+    known_hosts: Path
+    outbound: str
+    inbound: str
+    poll_interval: float = 60.0
+    after_collect: str = "keep"
+    collected: str = ""
+    local_addresses: tuple[str, ...] = ()
+    timeout: float = 30.0
+    max_file: int = 16 * 1024 * 1024
+
+    @property
+    def endpoint(self) -> str:
+        """The server as a Twisted client endpoint string (what ``banks.X.endpoint`` shows)."""
+        return f"tcp:{self.host.replace(':', chr(92) + ':')}:{self.port}"
+
+
+def sftp_channel(c: "_Checker", entry: Mapping[str, Any], at: _Path,
+                 adapter: str | None) -> SftpChannelConfig | None | bool:
+    """``banks.X.channel`` and ``banks.X.sftp``: None for a bank on its adapter's link, the
+    SFTP settings for ``channel = "sftp"``, False when there is a problem (reported)."""
+    from gateway.http_transport import check_local_host
+
+    channel = entry.get("channel", "link")
+    if channel not in BANK_CHANNELS:
+        c.problem(at + ("channel",), f"must be one of {', '.join(map(_show, BANK_CHANNELS))}, "
+                                     f"not {_show(channel)}")
+        return False
+    if channel == "link":
+        if "sftp" in entry:
+            c.problem(at + ("sftp",), 'is only used with channel = "sftp"')
+            return False
+        return None
+    good = True
+    if adapter is not None and adapter != "iso20022":
+        c.problem(at + ("channel",), '"sftp" carries ISO 20022 files: it needs adapter = "iso20022"')
+        good = False
+    for key in ("direction", "endpoint", "connection", "peer_endpoint", "front_end"):
+        if key in entry:
+            c.problem(at + (key,), 'is not used with channel = "sftp" (the sftp table names the server)')
+            good = False
+    table = entry.get("sftp")
+    at = at + ("sftp",)
+    if not isinstance(table, dict):
+        c.problem(at, 'is required for channel = "sftp" (a table)' if table is None else "must be a table")
+        return False
+    c.keys(table, at, _SFTP_KEYS)
+    locals_ = table.get("local_addresses", [])
+    if not isinstance(locals_, list) or not all(isinstance(a, str) and a for a in locals_):
+        c.problem(at + ("local_addresses",), "must be an array of address strings")
+        return False
+    host = c.string(table, at, "host")
+    if host is not None:
+        try:
+            check_local_host(host, locals_, "SFTP server")
+        except ValueError as e:
+            c.problem(at + ("host",), str(e))
+            host = None
+    port = c.integer(table, at, "port", 1, 65535, default=22)
+    user = c.string(table, at, "user", pattern=_SFTP_USER, what="must be 1-64 of A-Z a-z 0-9 . _ -")
+    private_key = c.file_path(table, at, "private_key")
+    known_hosts = c.file_path(table, at, "known_hosts")
+    dirs = {key: c.string(table, at, key, pattern=_SFTP_DIR,
+                          what="must be a directory path of A-Z a-z 0-9 . _ - and / (no ..)")
+            for key in ("outbound", "inbound")}
+    after = table.get("after_collect", "keep")
+    collected = ""
+    if after not in SFTP_AFTER_COLLECT:
+        c.problem(at + ("after_collect",), f"must be one of {', '.join(map(_show, SFTP_AFTER_COLLECT))}, "
+                                           f"not {_show(after)}")
+        good = False
+    elif after == "move":
+        collected = c.string(table, at, "collected", pattern=_SFTP_DIR,
+                             what="must be a directory path of A-Z a-z 0-9 . _ - and / (no ..)") or ""
+        good = good and bool(collected)
+    elif "collected" in table:
+        c.problem(at + ("collected",), 'is only used with after_collect = "move"')
+        good = False
+    for key, value in (*dirs.items(), ("collected", collected)):
+        if value and ".." in value.split("/"):
+            c.problem(at + (key,), "must not climb out with ..")
+            good = False
+    if dirs["outbound"] is not None and dirs["outbound"] == dirs["inbound"]:
+        c.problem(at + ("inbound",), "must not be the outbound directory (our own files would be read back)")
+        good = False
+    poll = c.seconds(table, at, "poll_interval", 60.0)
+    timeout = c.seconds(table, at, "timeout", 30.0)
+    max_file = c.integer(table, at, "max_file", 1024, 256 * 1024 * 1024, default=16 * 1024 * 1024)
+    if known_hosts is not None and host is not None and port is not None and c.check_files \
+            and known_hosts.is_file():
+        from gateway.sftp import SftpError, pinned_host_keys
+
+        try:
+            pinned_host_keys(known_hosts, host, port)
+        except SftpError as e:
+            c.problem(at + ("known_hosts",), str(e))
+            good = False
+    values = (host, port, user, private_key, known_hosts, *dirs.values(), poll, timeout, max_file)
+    if not good or any(v is None for v in values):
+        return False
+    return SftpChannelConfig(host, port, user, private_key, known_hosts, dirs["outbound"] or "",
+                             dirs["inbound"] or "", poll or 60.0, after, collected, tuple(locals_),
+                             timeout or 30.0, max_file or 0)
 
 
 def _show(value: Any) -> str:

@@ -66,7 +66,7 @@ from gateway.signing import canonical
 from gateway.tls import IDENTITY_NAME
 
 __all__ = [
-    "SIGNED_FIELDS", "FIELDS", "KINDS", "STATES", "MAX_PAYLOAD", "ACCOUNT",
+    "SIGNED_FIELDS", "FIELDS", "KINDS", "STATES", "MAX_PAYLOAD", "MAX_REFUSED_RAW", "ACCOUNT",
     "copy_of", "signing_input", "Envelope", "Copy", "Unreadable", "Refusal", "CopyError",
     "read", "read_envelope", "read_copy", "read_content", "check_raw", "signed_fen",
 ]
@@ -76,10 +76,14 @@ SIGNED_FIELDS = ("gateway", "seq", "event_id", "kind", "centre_id", "instruction
 """Every field of a copy but ``signature``: what the gateway's signature covers."""
 FIELDS = frozenset(SIGNED_FIELDS) | {"signature"}
 KINDS = ("instruction.state", "bank.movement", "bank.balance", "booking", "bank.movement_pending",
-         "bank.unreadable", "bank.file")
+         "bank.unreadable", "bank.file", "bank.refused")
 """``bank.movement_pending``: an entry the bank announced and has not booked (never matched as a
 movement); ``bank.unreadable``: a part of a bank's document that could not be read, its bytes as
-``raw``; ``bank.file``: a file exchanged with a bank (host-to-host), its bytes as ``raw``."""
+``raw``; ``bank.file``: a file exchanged with a bank (host-to-host), its bytes as ``raw``;
+``bank.refused``: a whole message a bank link refused (it did not decode; the link went on),
+its SHA-256 and size in the payload and, up to :data:`MAX_REFUSED_RAW` bytes, the bytes as ``raw``."""
+MAX_REFUSED_RAW = 64 * 1024
+"""The most bytes of a refused message kept as ``raw``; a longer one is kept as its hash only."""
 
 #: Kinds whose ``raw`` is the bank's whole frame, checked against the copy by :func:`check_raw`.
 FRAME_KINDS = frozenset({"instruction.state", "bank.movement", "bank.balance", "bank.movement_pending"})
@@ -321,7 +325,8 @@ def read_content(env: Envelope) -> Copy:
         if centre_id is None or instruction_id is None or state is None or bank_id is None:
             raise _bad("an instruction.state copy needs centre_id, instruction_id, bank_id and state")
         _check_instruction(state, instruction_id, account, payload)
-    elif kind in ("bank.movement", "bank.balance", "bank.movement_pending", "bank.unreadable", "bank.file"):
+    elif kind in ("bank.movement", "bank.balance", "bank.movement_pending", "bank.unreadable", "bank.file",
+                  "bank.refused"):
         if state is not None:
             raise _bad(f"a {kind} copy has no state")
         p_bank = _text(payload, "bank", "payload.", pattern=BANK, optional=True)
@@ -331,6 +336,8 @@ def read_content(env: Envelope) -> Copy:
             raise _bad("payload.bank differs from bank_id")
         if kind == "bank.unreadable":
             _check_unreadable(payload)
+        elif kind == "bank.refused":
+            _check_refused(payload, raw)
         elif kind == "bank.file":
             _check_file(payload, raw)
         else:
@@ -477,6 +484,16 @@ def _check_movement(p: Mapping[str, Any]) -> None:
 def _check_unreadable(p: Mapping[str, Any]) -> None:
     _text(p, "part", "payload.", max_len=200)
     _text(p, "reason", "payload.", max_len=2000)
+
+
+def _check_refused(p: Mapping[str, Any], raw: bytes | None) -> None:
+    import hashlib
+
+    _text(p, "reason", "payload.", max_len=2000)
+    digest = _text(p, "sha256", "payload.", pattern=HEX64)
+    size = _int(p, "size", "payload.", minimum=0, maximum=2 * MAX_PAYLOAD)
+    if raw is not None and (len(raw) != size or hashlib.sha256(raw).hexdigest() != digest):
+        raise _bad("raw is not the message the payload names (size or SHA-256 differ)")
 
 
 def _check_file(p: Mapping[str, Any], raw: bytes | None) -> None:

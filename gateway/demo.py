@@ -87,7 +87,7 @@ def _registries() -> tuple[dict[str, Any], dict[str, Any]]:
 def write_demo_config(directory: Path, *, ports: dict[str, int] | None = None,
                       ledger_url: str | None = None) -> Path:
     """Write ``DIR/gateway.toml`` for the demo (keys in ``DIR/keys``, database in ``DIR/var``)."""
-    ports = ports or _free_ports(("api", "ops", *BANKS,
+    ports = ports or _free_ports(("api", "ops", "centre_bdc", *BANKS,
                                   *(f"{b}_peer" for b, v in BANKS.items() if v.get("connection") == "per_request")))
     banks: dict[str, Any] = {}
     for bank_id, b in BANKS.items():
@@ -105,7 +105,9 @@ def write_demo_config(directory: Path, *, ports: dict[str, int] | None = None,
         "gateway": {"node": "D00000", "database": "sqlite:///var/gateway.db"},
         "tls": {"certificate": "keys/gateway.crt", "private_key": "keys/gateway.key", "ca": "keys/ca.crt"},
         "listen": {"centre_api": f"tcp:{ports['api']}:interface=127.0.0.1",
-                   "ops": f"tcp:{ports['ops']}:interface=127.0.0.1"},
+                   "ops": f"tcp:{ports['ops']}:interface=127.0.0.1",
+                   # The centre's existing bdc software connects here (gateway/simulate/bdc_centre.py).
+                   "centre_bdc": f"tcp:{ports.get('centre_bdc') or _free_port()}:interface=127.0.0.1"},
         "limits": {"max_amount": "50000000.00", "large_amount": "1000000.00", "max_batch": 1000},
         "timeouts": {"heartbeat_interval": 5.0, "dead_after": 15.0, "receipt_timeout": 5.0,
                      "result_timeout": 10.0, "status_query_interval": 2.0, "status_query_attempts": 5,
@@ -275,6 +277,8 @@ def run_demo(args: argparse.Namespace) -> int:
         print(f"  bank offences on purpose: {', '.join(sorted(faults))} (every {args.fault_every} transfers)")
     print(f"  centre {CENTRE}: submitting {args.count} instructions at {args.rate:g}/s"
           f"{f' in batches of {args.batch}' if args.batch else ''}; logs in {directory / 'gateway.log'}")
+    print(f"  centre {CENTRE} also through its bdc software: {max(5, args.count // 10)} BDC109 transfers "
+          f"to {config.centre_bdc} (BDC110 for each outcome)")
     if second is not None:
         print(f"  second city {SECOND_CITY['name']}: gateway {SECOND_CITY['gateway']} (its own CA), centre "
               f"{SECOND_CITY['centre']}, bank {SECOND_CITY['bank']}, into the same ledger")
@@ -293,10 +297,12 @@ def run_demo(args: argparse.Namespace) -> int:
                 duration=None, batch=0, seed=int(time.time()) + 1, id_prefix=f"N{int(time.time()) % 10**8:08d}-",
                 progress=lambda _: None, final_timeout=60.0,
                 **centre_options_for(second, SECOND_CITY["centre"])))
+        bdc_run = Deferred.fromCoroutine(_bdc_centre(reactor, config, max(5, args.count // 10)))
         outcome["report"] = await run_centre(
             reactor, base_url=api_url(config), count=args.count, rate=args.rate, duration=None,
             batch=args.batch, seed=int(time.time()), id_prefix=f"D{int(time.time()) % 10**8:08d}-",
             progress=progress, final_timeout=60.0, **centre_options_for(config, CENTRE))
+        outcome["bdc_centre"] = await bdc_run
         if city_run is not None:
             outcome["second_city"] = await city_run
         # Let copies reach the ledger and its deadline rules run (result_deadline + a tick).
@@ -381,6 +387,20 @@ async def _alerts(ledger: Any) -> list[dict[str, Any]]:
                                                                    after_id=0, limit=10_000))
 
 
+async def _bdc_centre(reactor: Any, config: Any, count: int) -> Any:
+    """The centre's bdc software sends ``count`` transfers to the gateway's centre_bdc listener."""
+    from gateway.simulate.bdc_centre import run_bdc_centre
+    from gateway.simulate.run import centre_options_for
+
+    options = centre_options_for(config, CENTRE)
+    own = [(n, config.accounts[n].name, config.banks[config.accounts[n].bank].node) for n in options["debit_accounts"]]
+    return await run_bdc_centre(
+        reactor, port=int(str(config.centre_bdc).split(":")[1]), certificate=options["certificate"],
+        private_key=options["private_key"], ca=options["ca"], centre_id=CENTRE,
+        unit_no=config.centres[CENTRE].unit_no, debit_accounts=own, counterparties=options["counterparties"],
+        count=count)
+
+
 def _committed(banks: dict[str, Any]) -> dict[str, int]:
     """The offences the simulated banks committed, by fault."""
     committed: dict[str, int] = {}
@@ -435,11 +455,15 @@ def _summary(outcome: dict[str, Any], banks: dict[str, Any], config: Any, direct
         print("  offences the banks committed: " + ", ".join(f"{f} {committed.get(f, 0)}" for f in sorted(faults)))
     missing = _shortfall(by_rule, committed, faults)
     expected_twice = "duplicate-execution" in faults
+    bdc = outcome["bdc_centre"]
+    print(f"  centre {CENTRE} through its bdc software (BDC109, then BDC110): submitted {bdc.submitted}, "
+          f"succeeded {bdc.succeeded}, failed {bdc.failed}, not final {bdc.not_final}, refused {bdc.refused}")
     city = outcome.get("second_city")
     if city is not None:
         print(f"  second city {SECOND_CITY['centre']} (gateway {SECOND_CITY['gateway']}): submitted {city.submitted}, "
               f"succeeded {city.succeeded}, not final {city.not_final}, duplicate finals {city.duplicate_finals}")
     ok = (report.not_final == 0 and report.duplicate_finals == 0 and (twice == 0 or expected_twice)
+          and bdc.not_final == 0 and bdc.refused == 0
           and not missing and (city is None or (city.not_final == 0 and city.duplicate_finals == 0)))
     if missing:
         print(f"  offences without their alert: {', '.join(missing)}")

@@ -312,6 +312,30 @@ class ExchangeLink:
         self.queue.append(message)
         self._pump()
 
+    def ask(self, message: Any) -> Deferred[Any]:
+        """Send one request outside the dispatcher's traffic on a connection of its own; the
+        Deferred fires with its answer, bound to it, or fails (:class:`ExchangeFailed`, or
+        :class:`AdapterError` for an answer that does not decode, which is refused and
+        recorded as any bad message is).
+
+        For requests the neutral vocabulary has no place for (bdc's batch, collection,
+        sign-off and branch messages, ``adapters/bdc/messages.py``); the caller keeps what
+        the answer means.  Not counted in the window.
+        """
+        frame = self.adapter.encode(message, sender=self.gateway_node, receiver=self.bank.node)
+        self.metrics.frames.labels(self.bank.id, "out").inc()
+
+        def answered(answer: bytes) -> Any:
+            self.metrics.frames.labels(self.bank.id, "in").inc()
+            self._last_ok = self.clock.seconds()
+            try:
+                return bind_answer(self.adapter, answer, message)
+            except AdapterError as e:
+                refuse_message(self, answer, e)
+                raise
+
+        return self.transport.request(frame).addCallback(answered)
+
     def _pump(self) -> None:
         while self.queue and self.active < self.window:
             self._exchange(self.queue.popleft())

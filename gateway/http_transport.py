@@ -31,7 +31,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IBodyProducer, IPolicyForHTTPS, IResponse
 from zope.interface import implementer
 
-__all__ = ["TransportError", "check_front_end_url", "HttpTransport", "NcTransport"]
+__all__ = ["TransportError", "check_front_end_url", "check_local_host", "HttpTransport", "NcTransport"]
 
 _NOT_DELIVERED = (terror.ConnectionRefusedError, terror.DNSLookupError, terror.NoRouteError,
                   terror.ConnectError)
@@ -64,15 +64,22 @@ def check_front_end_url(url: str, local_addresses: Iterable[str] = ()) -> str:
         parts.port  # noqa: B018 (raises ValueError on a bad port)
     except ValueError:
         raise ValueError("front-end URL has a bad port") from None
+    check_local_host(host, local_addresses, "front-end")
+    return url
+
+
+def check_local_host(host: str, local_addresses: Iterable[str] = (), what: str = "front-end") -> str:
+    """``host`` if it is loopback (127.0.0.0/8, ::1, ``localhost``) or exactly one of
+    ``local_addresses``, else ``ValueError`` naming ``what`` runs there."""
     if host == "localhost" or host in set(local_addresses):
-        return url
+        return host
     try:
         if ipaddress.ip_address(host).is_loopback:
-            return url
+            return host
     except ValueError:
         pass
-    raise ValueError(f"front-end host {host!r} is neither loopback nor a named local address "
-                     "(the front-end runs on the gateway's own network: name its address in "
+    raise ValueError(f"{what} host {host!r} is neither loopback nor a named local address "
+                     f"(the {what} runs on the gateway's own network: name its address in "
                      "local_addresses)")
 
 

@@ -286,6 +286,10 @@ class _LinkOwnership:
 
 def _link_service(reactor: Any, link: Any, options: Any, guard: Any) -> Any:
     """The service keeping ``link``: a persistent session, or per-request exchanges."""
+    from gateway.sftp_link import SftpLink, make_sftp_service
+
+    if isinstance(link, SftpLink):
+        return make_sftp_service(link)
     if isinstance(link, ExchangeLink):
         return make_exchange_service(reactor, link, options, guard)
     return make_link_service(reactor, link, options, guard)
@@ -296,6 +300,21 @@ def _adapter_for(config: GatewayConfig, bank: Any) -> Any:
     adapter = load_adapter(bank.adapter)
     tune = getattr(adapter, "for_gateway", None)
     return tune(config, bank) if tune is not None else adapter
+
+
+def _centre_bdc_service(config: GatewayConfig, intake: Intake, db: Database, metrics: GatewayMetrics,
+                        reactor: Any, api: CentreApi, options: Any) -> StreamServerEndpointService:
+    """The listener for centres' bdc software: the centre API's trust and connection guards."""
+    from adapters.bdc import BdcAdapter
+    from gateway.centre_bdc import CentreBdcFactory, CentreDesk
+
+    factory = CentreBdcFactory(CentreDesk(intake, db, node=config.node), BdcAdapter(echo=False), metrics,
+                               reactor, timeout=config.limits.centre_request_timeout)
+    guard = ConnectionGuard(factory, lambda: connection_limits(api.config.limits), reactor,
+                            metrics.security_event, listener="centre_bdc", requests=False)
+    service = listening_service(serverFromString(reactor, config.centre_bdc or ""), tls_server_factory(guard, options))
+    service.setName("centre-bdc")
+    return service
 
 
 def makeService(config: GatewayConfig, reactor: Any) -> Gateway:  # noqa: N802 (Twisted convention)
@@ -332,6 +351,9 @@ def makeService(config: GatewayConfig, reactor: Any) -> Gateway:  # noqa: N802 (
     api_service.setName("centre-api")
     api_service.setServiceParent(top)
     listeners["centre_api"] = api_service
+    if config.centre_bdc is not None:  # centres' bdc software (docs/protocols/bdc.md, "The centre role")
+        listeners["centre_bdc"] = _centre_bdc_service(config, intake, db, metrics, reactor, api, api_options)
+        listeners["centre_bdc"].setServiceParent(top)
 
     # With PostgreSQL, several nodes may share the database: each bank link,
     # and the forwarder, runs on the node holding its lease.  The keeper starts
@@ -350,7 +372,12 @@ def makeService(config: GatewayConfig, reactor: Any) -> Gateway:  # noqa: N802 (
 
     for bank_id, bank in config.banks.items():
         dispatcher = relay.dispatchers[bank_id]
-        if bank.connection == "per_request":
+        if bank.sftp is not None:   # ISO 20022 files on the bank's SFTP server
+            from gateway.sftp_link import make_sftp_link
+
+            link = make_sftp_link(reactor, bank, adapters[bank_id], dispatcher, metrics, db,
+                                  gateway_node=config.node)
+        elif bank.connection == "per_request":
             link = make_exchange_link(reactor, bank, adapters[bank_id], dispatcher, metrics,
                                       tls_options[f"bank_{bank_id}"], gateway_node=config.node,
                                       heartbeat_interval=config.timeouts.heartbeat_interval,

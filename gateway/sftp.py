@@ -5,12 +5,13 @@ server: the customer puts pain.001 files into one directory and collects pain.00
 files from another.  This module is that customer side, thin I/O only:
 
 * :func:`connect` opens one SSH connection, authenticates with the gateway's key, and
-  accepts the server only if it presents exactly the host key configured for that bank
-  (no trust on first use), then opens the ``sftp`` subsystem.
+  accepts the server only if it presents a host key configured for that bank
+  (:func:`pinned_host_keys` reads them from a known_hosts file; no trust on first use),
+  then opens the ``sftp`` subsystem.
 * :class:`SftpSession` uploads a file (written under a temporary ``.part`` name, then
-  renamed, so the bank never picks up half a file), lists a directory, and reads a file no
+  renamed, so the bank never picks up half a file), lists a directory, reads a file no
   larger than a bound (its size is asked first, and reading stops at the bound whatever the
-  size said).
+  size said), removes or moves a collected file, and tells when its connection is lost.
 * :class:`InboxPoller` collects the files of an inbox directory it has not collected
   before and hands each to the caller as a :class:`BankFile` (name, SHA-256, bytes), waiting
   for the caller's Deferred (the commit) before the next.
@@ -24,16 +25,20 @@ from __future__ import annotations
 import hashlib
 import posixpath
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from twisted.conch.error import ConchError
 from twisted.conch.ssh import channel, common, connection, filetransfer, keys, transport, userauth
 from twisted.internet import defer, protocol
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IReactorTCP
+from twisted.python.failure import Failure
 
-__all__ = ["BankFile", "InboxPoller", "SftpError", "SftpSession", "connect", "record_bank_file"]
+__all__ = ["BankFile", "InboxPoller", "SftpError", "SftpSession", "connect", "pinned_host_keys",
+           "record_bank_file"]
 
 CHUNK = 32 * 1024
 """Bytes per SFTP read or write request (well under every server's packet limit)."""
@@ -59,7 +64,7 @@ class BankFile:
     data: bytes
 
     @classmethod
-    def of(cls, name: str, data: bytes) -> "BankFile":
+    def of(cls, name: str, data: bytes) -> BankFile:
         return cls(name, hashlib.sha256(data).hexdigest(), data)
 
 
@@ -70,18 +75,43 @@ def _check_name(name: str) -> str:
     return name
 
 
+def pinned_host_keys(known_hosts: Path, host: str, port: int = 22) -> list[keys.Key]:
+    """The host keys ``known_hosts`` (OpenSSH format, plain or hashed names) gives for
+    ``host`` (written ``[host]:port`` when the port is not 22, as OpenSSH writes it).
+
+    :class:`SftpError` when the file cannot be read or names no key for that host: a bank
+    whose key is not known is never connected to.
+    """
+    from twisted.conch.client.knownhosts import KnownHostsFile
+    from twisted.python.filepath import FilePath
+
+    path = Path(known_hosts)
+    if not path.is_file():
+        raise SftpError(f"known_hosts {path} is not a readable file")
+    names = [host] if port == 22 else [f"[{host}]:{port}"]
+    found: list[keys.Key] = []
+    for entry in KnownHostsFile.fromPath(FilePath(str(path))).iterentries():
+        public = getattr(entry, "publicKey", None)
+        if public is not None and any(entry.matchesHost(n) for n in names) and public not in found:
+            found.append(public)
+    if not found:
+        raise SftpError(f"known_hosts {path} has no key for {names[0]}")
+    return found
+
+
 # -- the SSH client ------------------------------------------------------------------------
 
 
 class _Transport(transport.SSHClientTransport):
-    def __init__(self, user: str, client_key: keys.Key, host_key: keys.Key,
+    def __init__(self, user: str, client_key: keys.Key, host_keys: tuple[keys.Key, ...],
                  ready: defer.Deferred) -> None:
-        self._user, self._client_key, self._host_key, self._ready = user, client_key, host_key, ready
+        self._user, self._client_key, self._host_keys, self._ready = user, client_key, host_keys, ready
         self._why = ""
+        self.session: SftpSession | None = None
 
     def verifyHostKey(self, hostKey: bytes, fingerprint: bytes) -> defer.Deferred:
-        # Pinned: only the host key configured for this bank is accepted.
-        if keys.Key.fromString(hostKey) != self._host_key:
+        # Pinned: only a host key configured for this bank is accepted.
+        if keys.Key.fromString(hostKey) not in self._host_keys:
             self._why = "the server's host key is not the one configured for this bank"
             return defer.fail(ConchError(self._why))
         return defer.succeed(True)
@@ -102,6 +132,8 @@ class _Transport(transport.SSHClientTransport):
         super().connectionLost(reason)
         if not self._ready.called:
             self._ready.errback(SftpError(f"no SFTP session: {self._why or reason.getErrorMessage()}"))
+        elif self.session is not None:
+            self.session._lost(self._why or reason.getErrorMessage())
 
 
 class _UserAuth(userauth.SSHUserAuthClient):
@@ -140,6 +172,7 @@ class _SftpChannel(channel.SSHChannel):
     def __init__(self, ready: defer.Deferred, **kw: Any) -> None:
         super().__init__(**kw)
         self._ready = ready
+        self._client: filetransfer.FileTransferClient | None = None
 
     def channelOpen(self, specificData: bytes) -> None:
         d = self.conn.sendRequest(self, b"subsystem", common.NS(b"sftp"), wantReply=True)
@@ -150,10 +183,19 @@ class _SftpChannel(channel.SSHChannel):
             self._ready.errback(SftpError(f"the server refused a session: {reason}"))
 
     def _subsystem(self, _: object) -> None:
-        client = filetransfer.FileTransferClient()
+        client = self._client = filetransfer.FileTransferClient()
         client.makeConnection(self)
         self.dataReceived = client.dataReceived  # type: ignore[method-assign]
-        self._ready.callback(SftpSession(client, self.conn.transport))
+        session = SftpSession(client, self.conn.transport)
+        self.conn.transport.session = session
+        self._ready.callback(session)
+
+    def closed(self) -> None:
+        # Requests still waiting fail now (FileTransferClient errbacks them), and the
+        # session ends with its channel.
+        if self._client is not None:
+            self._client.connectionLost(Failure(ConnectionDone("the SFTP channel closed")))
+        self.conn.transport.loseConnection()
 
     def _refused(self, failure: Any) -> None:
         if not self._ready.called:
@@ -161,21 +203,36 @@ class _SftpChannel(channel.SSHChannel):
 
 
 def connect(reactor: IReactorTCP, host: str, port: int, *, user: str, client_key: keys.Key,
-            host_key: keys.Key, timeout: float = 30) -> defer.Deferred:
-    """A Deferred :class:`SftpSession` once the server proved it holds ``host_key``, accepted
-    ``client_key`` for ``user`` and opened SFTP; fails with :class:`SftpError` or the
-    connection's error otherwise."""
+            host_key: keys.Key | Iterable[keys.Key], timeout: float = 30,
+            bind_address: tuple[str, int] | None = None) -> defer.Deferred:
+    """A Deferred :class:`SftpSession` once the server proved it holds ``host_key`` (or one of
+    several), accepted ``client_key`` for ``user`` and opened SFTP; fails with
+    :class:`SftpError` or the connection's error otherwise."""
     ready: defer.Deferred = defer.Deferred()
+    pinned = (host_key,) if isinstance(host_key, keys.Key) else tuple(host_key)
+    if not pinned:
+        raise SftpError("no host key to accept: a bank's host key must be configured")
+    built: list[_Transport] = []
 
     class _Factory(protocol.ClientFactory):
         def buildProtocol(self, addr: Any) -> _Transport:
-            return _Transport(user, client_key, host_key, ready)
+            built.append(_Transport(user, client_key, pinned, ready))
+            return built[-1]
 
         def clientConnectionFailed(self, connector: Any, reason: Any) -> None:
             if not ready.called:
                 ready.errback(reason)
 
-    reactor.connectTCP(host, port, _Factory(), timeout=timeout)
+    def expire() -> None:
+        # Connected but no session in time (a server that never finishes the handshake).
+        for t in built:
+            if not ready.called and t.transport is not None:
+                t._why = t._why or f"no SFTP session within {timeout:g} s"
+                t.transport.abortConnection()
+
+    timer = reactor.callLater(timeout, expire)  # type: ignore[attr-defined]
+    ready.addBoth(lambda result: (timer.cancel() if timer.active() else None, result)[1])
+    reactor.connectTCP(host, port, _Factory(), timeout=timeout, bindAddress=bind_address)
     return ready
 
 
@@ -189,13 +246,45 @@ class SftpSession:
                  ) -> None:
         self._client = client
         self._ssh = ssh
+        self.lost_because: str | None = None   # set once the connection is gone
+        self._on_lost: list[Callable[[str], None]] = []
 
     def close(self) -> None:
         self._ssh.loseConnection()
 
+    def when_lost(self, callback: Callable[[str], None]) -> None:
+        """Call ``callback(reason)`` once the connection is lost (at once if it already is)."""
+        if self.lost_because is not None:
+            callback(self.lost_because)
+        else:
+            self._on_lost.append(callback)
+
+    def _lost(self, reason: str) -> None:
+        if self.lost_because is not None:
+            return
+        self.lost_because = reason or "connection lost"
+        callbacks, self._on_lost = self._on_lost, []
+        for callback in callbacks:
+            callback(self.lost_because)
+
+    def remove(self, directory: str, name: str) -> defer.Deferred:
+        """Delete ``directory/name`` (a collected file the bank lets us remove)."""
+        path = posixpath.join(directory, _check_name(name))
+        return self._client.removeFile(path.encode("utf-8"))
+
+    def move(self, directory: str, name: str, to_directory: str) -> defer.Deferred:
+        """Rename ``directory/name`` into ``to_directory`` under the same name."""
+        _check_name(name)
+        return self._client.renameFile(posixpath.join(directory, name).encode("utf-8"),
+                                       posixpath.join(to_directory, name).encode("utf-8"))
+
     @defer.inlineCallbacks
     def upload(self, directory: str, name: str, data: bytes) -> Any:
-        """Put ``data`` as ``directory/name``: written as ``name.part``, then renamed."""
+        """Put ``data`` as ``directory/name``: written as ``name.part``, then renamed.
+
+        SFTP v3 servers (OpenSSH's among them) refuse to rename onto an existing file: when
+        ``name`` is still waiting there from an earlier upload, that copy stands (a name is
+        one payment), the ``.part`` is removed and the result is False; True otherwise."""
         final = posixpath.join(directory, _check_name(name))
         part = final + ".part"
         f = yield self._client.openFile(part.encode("utf-8"), filetransfer.FXF_WRITE
@@ -205,7 +294,16 @@ class SftpSession:
                 yield f.writeChunk(offset, data[offset:offset + CHUNK])
         finally:
             yield f.close()
-        yield self._client.renameFile(part.encode("utf-8"), final.encode("utf-8"))
+        try:
+            yield self._client.renameFile(part.encode("utf-8"), final.encode("utf-8"))
+        except filetransfer.SFTPError:
+            try:
+                yield self._client.getAttrs(final.encode("utf-8"))
+            except filetransfer.SFTPError:
+                raise SftpError(f"{name}: the server refused to rename {name}.part into place") from None
+            yield self._client.removeFile(part.encode("utf-8"))
+            return False
+        return True
 
     @defer.inlineCallbacks
     def names(self, directory: str) -> Any:

@@ -20,7 +20,8 @@ from . import _files
 from . import _values as v
 
 __all__ = ["Shape", "Doc", "Fields", "CENTRE", "PUSHED", "RESPONSE", "REQUEST_HEADS",
-           "REQUEST_BODIES", "RESPONSE_BODIES", "read_doc", "check_shape", "read_files", "check", "render"]
+           "REQUEST_BODIES", "RESPONSE_BODIES", "read_doc", "check_shape", "read_rows", "read_files", "check",
+           "render", "Groups"]
 
 _PROLOGUE = '<?xml version="1.0" encoding="GBK"?>\n<message><head>'
 
@@ -64,6 +65,8 @@ RESPONSE = Shape(frozenset({"TxStatus", "TxCode"}),
 REQUEST_HEADS: dict[str, tuple[Shape, ...]] = {
     "BDC001": (CENTRE,), "SYS600": (CENTRE, PUSHED), "BDC101": (CENTRE,), "BDC109": (CENTRE,),
     "BDC110": (CENTRE,), "BDC123": (CENTRE,), "SBDC100": (PUSHED,),
+    "BDC002": (CENTRE,), "BDC102": (CENTRE,), "BDC103": (CENTRE,), "BDC104": (CENTRE,),
+    "BDC107": (CENTRE,), "BDC108": (CENTRE,), "BDC112": (CENTRE,), "BDC113": (CENTRE,),
 }
 REQUEST_BODIES: dict[str, Shape] = {
     "BDC001": _shape(),
@@ -79,6 +82,19 @@ REQUEST_BODIES: dict[str, Shape] = {
     "BDC110": _shape("TxDate TxSeqNo"),
     "BDC123": _shape("CurrNo CurrIden AcctNo AcctType"),
     "SBDC100": _shape(groups="FILE_LIST"),
+    "BDC002": _shape(),
+    "BDC102": _shape("SettleType BusType CrAcctNo CrAcctName CrAcctClass DeAcctNo DeAcctName "
+                     "DeAcctClass DeBankClass Amt",
+                     "DeBankName DeChgNo ConAgrNo RefAcctNo RefSeqNo Summary Remark"),
+    "BDC103": _shape("FileType BusType BatchCapAmt BatchTotalNum BatchTotalAmt",
+                     "BatchPrjNo DeAcctNo DeAcctName DeAcctClass DeIntAcctNo DeIntAcctName "
+                     "DeIntAcctClass DeIntCrAcct BatchIntAmt Remark", "FILE_LIST"),
+    "BDC104": _shape("FileType BusType BatchTotalNum BatchTotalAmt",
+                     "BatchPrjNo CrAcctNo CrAcctName CrAcctClass Remark", "FILE_LIST"),
+    "BDC107": _shape("BatchNo"),
+    "BDC108": _shape("TxCodeSub BatchNo"),
+    "BDC112": _shape("BankNo AreaNo"),
+    "BDC113": _shape("TxDateBegin TxDateEnd"),
 }
 RESPONSE_BODIES: dict[str, Shape] = {
     "BDC001": _shape(optional="HandKey"),
@@ -92,6 +108,15 @@ RESPONSE_BODIES: dict[str, Shape] = {
     "BDC123": _shape("AcctNo AcctName AcctBal AcctRestBal AcctOverBal AcctStatus"),
     "BDC113": _shape(optional="AcctNo", groups="FILE_LIST"),
     "SBDC100": _shape(),
+    "BDC002": _shape(),
+    "BDC102": _shape(optional="HostStatus HostSeqNo"),
+    "BDC103": _shape("BatchNo"),
+    "BDC104": _shape("BatchNo"),
+    "BDC107": _shape("BatchDate BatchNo BusType CurrNo CurrIden BatchSendBranchNo BkOperNo "
+                     "BatchTotalNum BatchTotalAmt BatchTotalSuccNum BatchTotalSuccAmt BatchTxStatus",
+                     "BatchPrjNo SendSeqNo Remark Summary"),
+    "BDC108": _shape(groups="FILE_LIST"),
+    "BDC112": _shape(groups="ChgNoList"),
 }
 
 
@@ -200,6 +225,23 @@ def check_shape(values: dict[str, str], groups: dict[str, etree._Element], shape
             raise AdapterError(f"{where}: required field-list {min(missing)} missing")
 
 
+def read_rows(doc: Doc, group_name: str, where: str) -> list[dict[str, str]]:
+    """The plain fields of every row of field-list ``group_name`` (rows are nested
+    field-lists or field-xxxx, whatever their names), in order; [] when it is absent."""
+    group = doc.groups.get(group_name)
+    if group is None:
+        return []
+    if len(group.attrib) > 1 or not _blank(group.text):
+        raise AdapterError(f"{where}: malformed {group_name}")
+    rows = []
+    for row in group:
+        if row.tag not in ("field-list", "field-xxxx") or not _blank(row.tail):
+            raise AdapterError(f"{where}: malformed {group_name} row")
+        _name(row, where)
+        rows.append(_fields(row, f"{where} {group_name}", groups_allowed=False)[0])
+    return rows
+
+
 def read_files(doc: Doc, where: str) -> list[tuple[str, str]]:
     """(NAME, file text) of every FILE_LIST row, in order.
 
@@ -207,17 +249,8 @@ def read_files(doc: Doc, where: str) -> list[tuple[str, str]]:
     matter, fields other than NAME and DATA are ignored, and an empty or missing DATA is
     an empty file.
     """
-    group = doc.groups.get("FILE_LIST")
-    if group is None:
-        return []
-    if len(group.attrib) > 1 or not _blank(group.text):
-        raise AdapterError(f"{where}: malformed FILE_LIST")
     files = []
-    for row in group:
-        if row.tag not in ("field-list", "field-xxxx") or not _blank(row.tail):
-            raise AdapterError(f"{where}: malformed FILE_LIST row")
-        _name(row, where)
-        fields, _ = _fields(row, f"{where} FILE_LIST", groups_allowed=False)
+    for fields in read_rows(doc, "FILE_LIST", where):
         doc.ignored.update(f"FILE_LIST.{n}" for n in fields.keys() - {"NAME", "DATA"})
         name = v.text("FILE_LIST NAME", fields.get("NAME", ""), 128)
         data = fields.get("DATA", "")
@@ -241,25 +274,31 @@ def _append_fields(out: list[str], fields: Fields, escape: bool) -> None:
             out.append(f'<field name="{name}">{value}</field>')
 
 
-def _every(head: Fields, body: Fields, file: tuple[str, str] | None) -> tuple[Fields, Fields]:
+Groups = tuple[tuple[str, tuple[Fields, ...]], ...]
+"""Repeating groups other than FILE_LIST: (group name, its rows), rows named 0, 1, ..."""
+
+
+def _every(head: Fields, body: Fields, file: tuple[str, str] | None,
+           groups: Groups = ()) -> tuple[Fields, Fields]:
     file_fields: Fields = [("NAME", file[0]), ("DATA", file[1])] if file is not None else []
-    return head + body + file_fields, file_fields
+    row_fields = [f for _, rows in groups for row in rows for f in row]
+    return head + body + file_fields + row_fields, file_fields
 
 
-def check(head: Fields, body: Fields, file: tuple[str, str] | None) -> None:
+def check(head: Fields, body: Fields, file: tuple[str, str] | None, groups: Groups = ()) -> None:
     """Refuse what :func:`render` would refuse for these fields, without rendering them."""
-    check_text(_every(head, body, file)[0], "gbk", "GBK")
+    check_text(_every(head, body, file, groups)[0], "gbk", "GBK")
 
 
-def render(head: Fields, body: Fields, file: tuple[str, str] | None) -> bytes:
+def render(head: Fields, body: Fields, file: tuple[str, str] | None, groups: Groups = ()) -> bytes:
     """The GBK body of a message; a character GBK lacks is refused naming its field."""
-    fields, file_fields = _every(head, body, file)
+    fields, file_fields = _every(head, body, file, groups)
     # One scan of all values decides whether any needs escaping (rarely): far cheaper than
     # escaping each value on its own.
     escape = needs_escape("".join([value for _, value in fields]))
     out = [_PROLOGUE]
     _append_fields(out, head, escape)
-    if not body and not file_fields:
+    if not body and not file_fields and not groups:
         out.append("</head><body/></message>")  # an empty body as JAXB writes it
         return encode_text("".join(out), fields, "gbk", "GBK")
     out.append("</head><body>")
@@ -268,5 +307,12 @@ def render(head: Fields, body: Fields, file: tuple[str, str] | None) -> bytes:
         out.append('<field-list name="FILE_LIST"><field-list name="0">')
         _append_fields(out, file_fields, escape)
         out.append("</field-list></field-list>")
+    for group_name, rows in groups:
+        out.append(f'<field-list name="{group_name}">')
+        for n, row in enumerate(rows):
+            out.append(f'<field-list name="{n}">')
+            _append_fields(out, row, escape)
+            out.append("</field-list>")
+        out.append("</field-list>")
     out.append("</body></message>")
     return encode_text("".join(out), fields, "gbk", "GBK")

@@ -50,6 +50,7 @@ import base64
 import binascii
 import dataclasses
 import datetime as _dt
+import re
 import zlib
 from dataclasses import dataclass
 from collections import Counter
@@ -61,12 +62,13 @@ from adapters import base
 from adapters._xml import parse_xml
 from adapters.base import AdapterError
 
-from . import _files
+from . import _batch, _files
 from . import _values as v
+from . import messages as bm
 from ._frame import HEADER_LEN, MAX_BODY, BdcFramer, check_header
 from .cipher import BodyCipher
 from ._message import (CENTRE, PUSHED, REQUEST_BODIES, REQUEST_HEADS, RESPONSE, RESPONSE_BODIES,
-                       Doc, Fields, check, check_shape, read_doc, read_files, render)
+                       Doc, Fields, Groups, check, check_shape, read_doc, read_files, read_rows, render)
 
 __all__ = ["BdcAdapter", "BdcFramer", "MAX_BODY", "HEADER_LEN", "OPER_NO", "CentreProfile",
            "AnswerRefused"]
@@ -114,6 +116,8 @@ _BUS_TYPES = {
 }
 _PURPOSES = {code: purpose for purpose, code in _BUS_TYPES.items()}
 _MAX_SIGNATURE = 16 * 1024
+_AREA = re.compile(r"[0-9]{4}")
+_BANK_NO3 = re.compile(r"[0-9]{3}")
 
 
 def _ok_code(ok: bool, code: str, text: str) -> tuple[str, str, str]:
@@ -141,6 +145,7 @@ class _Out:
     head: Fields
     body: Fields
     file: tuple[str, str] | None = None
+    groups: Groups = ()
 
 
 class BdcAdapter:
@@ -175,6 +180,12 @@ class BdcAdapter:
             base.Receipt: self._enc_receipt, base.Result: self._enc_result,
             base.NotFound: self._enc_not_found, base.Movement: self._enc_movement,
             base.Balance: self._enc_balance, base.Statement: self._enc_statement,
+            bm.SignOff: self._enc_sign_off, bm.SignOffAnswer: self._enc_sign_off_answer,
+            bm.Collection: self._enc_collection, bm.Batch: self._enc_batch,
+            bm.BatchAccepted: self._enc_batch_accepted, bm.BatchQuery: self._enc_batch_query,
+            bm.BatchStatus: self._enc_batch_status, bm.BatchResultQuery: self._enc_batch_result_query,
+            bm.BatchResults: self._enc_batch_results, bm.BranchQuery: self._enc_branch_query,
+            bm.Branches: self._enc_branches, bm.StatementQuery: self._enc_statement_query,
         }
 
     def framer(self) -> BdcFramer:
@@ -240,9 +251,18 @@ class BdcAdapter:
 
         The same as :meth:`encode`, except that the direct answer to a single payment
         (BDC101, a partial withdrawal) is a BDC101 answer, with the principal's host serial
-        in ``CapHostSeqNo``.
+        in ``CapHostSeqNo``, an answer to a collection is a BDC102 answer, and the answer
+        to a batch carries the batch's own code (BDC103 or BDC104).
         """
         out = self._out(message, sender, receiver)
+        code = ""
+        if isinstance(request, bm.Collection) and isinstance(message, (base.Receipt, base.Result)):
+            code = "BDC102"
+        elif isinstance(request, bm.Batch) and isinstance(message, bm.BatchAccepted):
+            code = "BDC103" if request.kind == "payment" else "BDC104"
+        if code:
+            out = _Out([(n, code if n == "TxCode" else value) for n, value in out.head], out.body,
+                       out.file, out.groups)
         if (isinstance(request, base.Instruction) and request.purpose == "withdrawal"
                 and isinstance(message, (base.Receipt, base.Result))
                 and message.reply_to == message.ref == request.seq_no):
@@ -252,7 +272,7 @@ class BdcAdapter:
         return self._frame(out, message, sender)
 
     def _frame(self, out: _Out, message: base.Message, sender: str) -> bytes:
-        body = self._seal(render(out.head, out.body, out.file),
+        body = self._seal(render(out.head, out.body, out.file, out.groups),
                           clear=isinstance(message, _SIGN_IN_REQUESTS + _SIGN_IN_ANSWERS))
         if len(body) > self.max_frame:
             raise AdapterError(f"message of {len(body)} bytes exceeds the bdc frame limit "
@@ -266,7 +286,7 @@ class BdcAdapter:
         """Raise the :class:`AdapterError` that :meth:`encode` would raise for ``message``,
         without writing the frame (the frame-size limit aside)."""
         out = self._out(message, sender, receiver)
-        check(out.head, out.body, out.file)
+        check(out.head, out.body, out.file, out.groups)
 
     def _out(self, message: base.Message, sender: str, receiver: str) -> _Out:
         encoder = self._encoders.get(type(message))
@@ -515,6 +535,149 @@ class BdcAdapter:
         return _Out(head, [("AcctNo", account)],
                     (self._file_name("BDC_DTL", now), self._entries(m.entries)))
 
+    # bdc-only messages (adapters/bdc/messages.py)
+
+    def _enc_sign_off(self, m: bm.SignOff, sender: str, receiver: str, now: _dt.datetime) -> _Out:
+        return _Out(self._centre_head(now, "BDC002", m.seq_no, m.node, receiver), [])
+
+    def _enc_sign_off_answer(self, m: bm.SignOffAnswer, sender: str, receiver: str,
+                             now: _dt.datetime) -> _Out:
+        return _Out(self._response_head(now, "BDC002", _ok_code(m.ok, m.code, m.text), seq_no=m.seq_no,
+                                        reply_to=m.reply_to, answering_node=m.node,
+                                        requesting_node=receiver), [])
+
+    @staticmethod
+    def _bus_type(code: object) -> str:
+        if code not in bm.BUS_TYPES:
+            raise AdapterError(f"BusType: {v.show(str(code))} is not a code of the interface")
+        return str(code)
+
+    def _enc_collection(self, m: bm.Collection, sender: str, receiver: str, now: _dt.datetime) -> _Out:
+        if not isinstance(m.same_bank, bool) or not isinstance(m.debtor_personal, bool):
+            raise AdapterError("same_bank, debtor_personal: must be booleans")
+        head = self._centre_head(now, "BDC102", m.seq_no, m.centre_node, receiver,
+                                 unit_no=v.match("unit_no", m.unit_no, v.UNIT_NO, "must be 15 digits"),
+                                 send_date=v.format_date("send_date", m.send_date))
+        reference = v.text("reference", m.reference, v.REFERENCE_LEN)
+        return _Out(head, [
+            ("SettleType", "1" if m.same_bank else "2"), ("BusType", self._bus_type(m.bus_type)),
+            ("CrAcctNo", v.match("credit_account", m.credit_account, v.ACCOUNT, "must be 1-32 letters or digits")),
+            ("CrAcctName", v.text("credit_name", m.credit_name, v.NAME_LEN, required=True)),
+            ("CrAcctClass", "2"),
+            ("DeAcctNo", v.match("debtor_account", m.debtor_account, v.ACCOUNT, "must be 1-32 letters or digits")),
+            ("DeAcctName", v.text("debtor_name", m.debtor_name, v.NAME_LEN, required=True)),
+            ("DeAcctClass", "1" if m.debtor_personal else "2"),
+            ("DeBankName", v.text("debtor_bank_name", m.debtor_bank_name, v.NAME_LEN)),
+            ("DeChgNo", v.match("debtor_bank_code", m.debtor_bank_code, v.BANK_CODE,
+                                "must be a 12-digit branch code", optional=m.same_bank)),
+            ("DeBankClass", "0" if m.same_bank else "1"),
+            ("ConAgrNo", v.text("agreement_no", m.agreement_no, v.OTHER_LEN)),
+            ("Amt", v.format_amount("amount", m.amount, positive=True)),
+            ("RefAcctNo", ""), ("RefSeqNo", reference), ("Summary", reference),
+            ("Remark", v.text("memo", m.memo, v.MEMO_LEN)),
+        ])
+
+    def _enc_batch(self, m: bm.Batch, sender: str, receiver: str, now: _dt.datetime) -> _Out:
+        unit_no = v.match("unit_no", m.unit_no, v.UNIT_NO, "must be 15 digits")
+        payment = m.kind == "payment"
+        head = self._centre_head(now, "BDC103" if payment else "BDC104", m.seq_no, m.centre_node,
+                                 receiver, unit_no=unit_no, send_date=v.format_date("send_date", m.send_date))
+        data = _files.pack_data(_batch.format_batch(m.kind, m.file_type, m.items))
+        total = v.format_amount("total", m.total, positive=True)
+        account = v.match("account", m.account, v.ACCOUNT, "must be 1-32 letters or digits")
+        name = v.text("account_name", m.account_name, v.NAME_LEN, required=True)
+        common = [("FileType", m.file_type), ("BusType", self._bus_type(m.bus_type)),
+                  ("BatchPrjNo", v.text("project_no", m.project_no, v.OTHER_LEN))]
+        if payment:
+            body = common + [("DeAcctNo", account), ("DeAcctName", name), ("DeAcctClass", "2"),
+                             ("BatchCapAmt", total), ("DeIntAcctNo", ""), ("DeIntAcctName", ""),
+                             ("DeIntAcctClass", ""), ("DeIntCrAcct", ""), ("BatchIntAmt", "")]
+        else:
+            body = common + [("CrAcctNo", account), ("CrAcctName", name), ("CrAcctClass", "2")]
+        body += [("BatchTotalNum", str(len(m.items))), ("BatchTotalAmt", total),
+                 ("Remark", v.text("memo", m.memo, v.MEMO_LEN))]
+        return _Out(head, body, (f"BDC_BAT_{unit_no}{v.serial('seq_no', m.seq_no)}.DAT", data))
+
+    def _enc_batch_accepted(self, m: bm.BatchAccepted, sender: str, receiver: str,
+                            now: _dt.datetime) -> _Out:
+        head = self._response_head(now, "BDC103", _ok_code(m.ok, m.code, m.text), seq_no=m.seq_no,
+                                   reply_to=m.reply_to, answering_node=sender, requesting_node=receiver)
+        return _Out(head, [("BatchNo", v.serial("batch_no", m.batch_no, optional=not m.ok))])
+
+    def _enc_batch_query(self, m: bm.BatchQuery, sender: str, receiver: str, now: _dt.datetime) -> _Out:
+        return _Out(self._centre_head(now, "BDC107", m.seq_no, sender, receiver),
+                    [("BatchNo", v.serial("batch_no", m.batch_no))])
+
+    def _enc_batch_status(self, m: bm.BatchStatus, sender: str, receiver: str, now: _dt.datetime) -> _Out:
+        states = {meaning: code for code, meaning in bm.BATCH_STATES.items()}
+        if m.state not in states:
+            raise AdapterError(f"state: must be one of {', '.join(states)}")
+        head = self._response_head(now, "BDC107", ("0", OK_CODE, OK_TEXT), seq_no=m.seq_no,
+                                   reply_to=m.reply_to, answering_node=sender, requesting_node=receiver)
+
+        def count(name: str, value: object) -> str:
+            if type(value) is not int or not 0 <= value < 10**9:
+                raise AdapterError(f"{name}: must be a count")
+            return str(value)
+
+        return _Out(head, [
+            ("BatchDate", v.format_date("batch_date", m.batch_date)),
+            ("BatchPrjNo", v.text("project_no", m.project_no, v.OTHER_LEN)),
+            ("BatchNo", v.serial("batch_no", m.batch_no)), ("BusType", self._bus_type(m.bus_type)),
+            ("CurrNo", "156"), ("CurrIden", "1"),
+            ("BatchSendBranchNo", v.text("branch_no", m.branch_no, v.OTHER_LEN)),
+            ("BkOperNo", v.text("bank_operator", m.bank_operator, v.CODE_LEN)),
+            ("SendSeqNo", v.serial("send_seq_no", m.send_seq_no, optional=True)),
+            ("BatchTotalNum", count("total_num", m.total_num)),
+            ("BatchTotalAmt", v.format_amount("total_amount", m.total_amount)),
+            ("BatchTotalSuccNum", count("succeeded_num", m.succeeded_num)),
+            ("BatchTotalSuccAmt", v.format_amount("succeeded_amount", m.succeeded_amount)),
+            ("Remark", v.text("remark", m.remark, v.MEMO_LEN)),
+            ("Summary", v.text("summary", m.summary, v.MEMO_LEN)),
+            ("BatchTxStatus", states[m.state]),
+        ])
+
+    def _enc_batch_result_query(self, m: bm.BatchResultQuery, sender: str, receiver: str,
+                                now: _dt.datetime) -> _Out:
+        return _Out(self._centre_head(now, "BDC108", m.seq_no, sender, receiver),
+                    [("TxCodeSub", v.text("sub_code", m.sub_code, v.STATUS_LEN, required=True)),
+                     ("BatchNo", v.serial("batch_no", m.batch_no))])
+
+    def _enc_batch_results(self, m: bm.BatchResults, sender: str, receiver: str,
+                           now: _dt.datetime) -> _Out:
+        if not isinstance(m.lines, tuple):
+            raise AdapterError("lines: must be a tuple of BatchLine")
+        head = self._response_head(now, "BDC108", ("0", OK_CODE, OK_TEXT), seq_no=m.seq_no,
+                                   reply_to=m.reply_to, answering_node=sender, requesting_node=receiver)
+        text = _batch.format_results(m.date, m.unit_no, m.batch_no, m.lines, m.summary)
+        return _Out(head, [], (f"BDC_BAT_RST_{m.batch_no}.DAT", _files.pack_data(text)))
+
+    def _enc_branch_query(self, m: bm.BranchQuery, sender: str, receiver: str, now: _dt.datetime) -> _Out:
+        if not isinstance(m.areas, tuple) or not m.areas:
+            raise AdapterError("areas: must be a non-empty tuple of 4-digit area codes")
+        areas = [v.match(f"areas[{i}]", a, _AREA, "must be a 4-digit area code") for i, a in enumerate(m.areas)]
+        return _Out(self._centre_head(now, "BDC112", m.seq_no, sender, receiver),
+                    [("BankNo", v.match("bank_code", m.bank_code, _BANK_NO3, "must be a 3-digit bank code")),
+                     ("AreaNo", ",".join(areas))])
+
+    def _enc_statement_query(self, m: bm.StatementQuery, sender: str, receiver: str,
+                             now: _dt.datetime) -> _Out:
+        if m.bank_node and m.bank_node != receiver:
+            raise AdapterError("bank_node: the query goes to the bank it names (receiver)")
+        return _Out(self._centre_head(now, "BDC113", m.seq_no, sender, receiver),
+                    [("TxDateBegin", v.format_date("date_from", m.date_from)),
+                     ("TxDateEnd", v.format_date("date_to", m.date_to))])
+
+    def _enc_branches(self, m: bm.Branches, sender: str, receiver: str, now: _dt.datetime) -> _Out:
+        if not isinstance(m.branches, tuple):
+            raise AdapterError("branches: must be a tuple of Branch")
+        head = self._response_head(now, "BDC112", ("0", OK_CODE, OK_TEXT), seq_no=m.seq_no,
+                                   reply_to=m.reply_to, answering_node=sender, requesting_node=receiver)
+        rows = tuple([("ChgNo", v.match(f"branches[{i}].code", b.code, v.BANK_CODE, "must be 12 digits")),
+                      ("ChgName", v.text(f"branches[{i}].name", b.name, v.NAME_LEN, required=True))]
+                     for i, b in enumerate(m.branches))
+        return _Out(head, [], None, (("ChgNoList", rows),))
+
     # -- decode ----------------------------------------------------------------------
 
     def decode(self, frame: bytes) -> base.Message:
@@ -597,6 +760,8 @@ class BdcAdapter:
         if code in ("BDC101", "BDC109"):
             return self._dec_instruction(doc)
         b = doc.body
+        if code in _OWN_REQUESTS:
+            return _OWN_REQUESTS[code](self, doc)
         if code == "BDC110":
             return base.StatusQuery(seq_no=seq_no, ref=v.serial("TxSeqNo", b["TxSeqNo"]),
                                     ref_date=v.parse_date("TxDate", b["TxDate"]))
@@ -729,7 +894,15 @@ class BdcAdapter:
         if code == "SBDC100":
             c, t = _read_code(ok, h)
             return base.Ack(seq_no=seq_no, reply_to=reply_to, ok=ok, code=c, text=t)
-        if code in ("BDC101", "BDC109"):
+        if code == "BDC002":
+            c, t = _read_code(ok, h)
+            return bm.SignOffAnswer(seq_no=seq_no, reply_to=reply_to, node=node, ok=ok, code=c, text=t)
+        if code in ("BDC103", "BDC104"):
+            # A failed batch answer is not a final failure (the deployed centre asks BDC110).
+            c, t = _read_code(ok, h)
+            return bm.BatchAccepted(seq_no=seq_no, reply_to=reply_to, ok=ok, code=c, text=t,
+                                    batch_no=v.serial("BatchNo", b.get("BatchNo", ""), optional=not ok))
+        if code in ("BDC101", "BDC102", "BDC109"):
             host_seq_no = v.serial("HostSeqNo", b.get("HostSeqNo", "") or b.get("CapHostSeqNo", ""),
                                    optional=True)
             v.serial("IntHostSeqNo", b.get("IntHostSeqNo", ""), optional=True)  # no interest leg
@@ -749,6 +922,8 @@ class BdcAdapter:
             return self._dec_status_answer(h, b, seq_no, reply_to, status, bank_seq_no)
         if status != "0":
             raise AnswerRefused(code, h.get("RtnCode", ""), h.get("RtnMessage", ""))
+        if code in _OWN_ANSWERS:
+            return _OWN_ANSWERS[code](self, doc, seq_no, reply_to)
         if code == "BDC123":
             return base.Balance(
                 seq_no=seq_no, reply_to=reply_to,
@@ -803,6 +978,10 @@ class BdcAdapter:
         base.Instruction: (base.Receipt, base.Result),
         base.StatusQuery: (base.Receipt, base.Result, base.NotFound),
         base.BalanceQuery: (base.Balance,), base.Movement: (base.Ack,),
+        bm.SignOff: (bm.SignOffAnswer,), bm.Collection: (base.Receipt, base.Result),
+        bm.Batch: (bm.BatchAccepted,), bm.BatchQuery: (bm.BatchStatus,),
+        bm.BatchResultQuery: (bm.BatchResults,), bm.BranchQuery: (bm.Branches,),
+        bm.StatementQuery: (base.Statement,),
     }
 
     def decode_answer(self, frame: bytes, request: base.Message) -> base.Message:
@@ -821,7 +1000,7 @@ class BdcAdapter:
         if reply_to and reply_to != request.seq_no:
             raise AdapterError(f"answer echoes {v.show(reply_to)}, not the request's serial")
         bound: dict[str, str] = {"reply_to": request.seq_no}
-        if isinstance(request, base.Instruction):
+        if isinstance(request, (base.Instruction, bm.Collection)):
             bound["ref"] = request.seq_no
         elif isinstance(request, base.StatusQuery):
             ref = getattr(message, "ref")
@@ -847,13 +1026,13 @@ class BdcAdapter:
         request = self.decode(frame[:cut])
         return [self.decode_answer(frame[cut:], request)]
 
-    def refusal(self, frame: bytes, *, sender: str, seq_no: str) -> bytes | None:
+    def refusal(self, frame: bytes, *, sender: str, seq_no: str, text: str = FAIL_TEXT) -> bytes | None:
         """The protocol's own refusal of a request frame we cannot take, or None.
 
         As the deployed centre answers a request it cannot parse or whose TxCode it does
-        not know (docs/protocols/bdc.md): TxStatus ``1``, RtnCode ``10000``, 失败, the
-        request's TxCode and SendNode echoed.  None when the frame is not a readable
-        request (an answer, or no head to answer), which then goes unanswered.
+        not know (docs/protocols/bdc.md): TxStatus ``1``, RtnCode ``10000``, 失败 (or
+        ``text``), the request's TxCode and SendNode echoed.  None when the frame is not a
+        readable request (an answer, or no head to answer), which then goes unanswered.
         """
         try:
             if len(frame) <= HEADER_LEN:
@@ -866,7 +1045,8 @@ class BdcAdapter:
                 return None
             requester = v.node("SendNode", h.get("SendNode", ""))
             reply_to = h.get("SendSeqNo", "")
-            head = self._response_head(self._clock(), doc.tx_code, ("1", FAIL_CODE, FAIL_TEXT),
+            head = self._response_head(self._clock(), doc.tx_code,
+                                       ("1", FAIL_CODE, v.text("text", text, v.MESSAGE_LEN) or FAIL_TEXT),
                                        seq_no=seq_no, reply_to=reply_to, answering_node=sender,
                                        requesting_node=requester, bdc_stamp=False)
         except (AdapterError, ValueError, TypeError, LookupError, etree.LxmlError):
@@ -876,3 +1056,152 @@ class BdcAdapter:
         except AdapterError:
             return None  # no session key to answer with
         return sender.encode("ascii") + b"0" + bytes(9) + len(body).to_bytes(4, "big") + body
+
+
+# -- decoding the bdc-only messages (adapters/bdc/messages.py) ----------------------------
+
+
+def _dec_collection(adapter: BdcAdapter, doc: Doc) -> bm.Collection:
+    h, b = doc.head, doc.body
+    settle = b["SettleType"]
+    if settle not in ("1", "2", "3"):
+        raise AdapterError(f"SettleType: must be 1, 2 or 3, not {v.show(settle)}")
+    same_bank = settle == "1"
+    if b["DeBankClass"] != ("0" if same_bank else "1"):
+        raise AdapterError(f"DeBankClass: {v.show(b['DeBankClass'])} disagrees with SettleType {settle}")
+    if b["CrAcctClass"] != "2":
+        raise AdapterError(f"CrAcctClass: the centre's account is corporate (2), not {v.show(b['CrAcctClass'])}")
+    if b["DeAcctClass"] not in ("1", "2"):
+        raise AdapterError(f"DeAcctClass: must be 1 or 2, not {v.show(b['DeAcctClass'])}")
+    if b.get("RefAcctNo"):
+        raise AdapterError("RefAcctNo: not supported, must be empty")
+    return bm.Collection(
+        seq_no=h["SendSeqNo"], send_date=v.parse_date("SendDate", h["SendDate"]), centre_node=h["SendNode"],
+        unit_no=v.match("TxUnitNo", h["TxUnitNo"], v.UNIT_NO, "must be 15 digits"),
+        credit_account=v.match("CrAcctNo", b["CrAcctNo"], v.ACCOUNT, "must be 1-32 letters or digits"),
+        credit_name=v.text("CrAcctName", b["CrAcctName"], v.NAME_LEN, required=True),
+        debtor_account=v.match("DeAcctNo", b["DeAcctNo"], v.ACCOUNT, "must be 1-32 letters or digits"),
+        debtor_name=v.text("DeAcctName", b["DeAcctName"], v.NAME_LEN, required=True),
+        debtor_personal=b["DeAcctClass"] == "1", same_bank=same_bank,
+        amount=v.parse_amount("Amt", b["Amt"], positive=True),
+        bus_type=adapter._bus_type(b["BusType"]),
+        debtor_bank_code=v.match("DeChgNo", b.get("DeChgNo", ""), v.BANK_CODE, "must be a 12-digit branch code",
+                                 optional=same_bank),
+        debtor_bank_name=v.text("DeBankName", b.get("DeBankName", ""), v.NAME_LEN),
+        agreement_no=v.text("ConAgrNo", b.get("ConAgrNo", ""), v.OTHER_LEN),
+        memo=v.text("Remark", b.get("Remark", ""), v.MEMO_LEN),
+        reference=v.text("Summary", b.get("Summary") or b.get("RefSeqNo", ""), v.REFERENCE_LEN))
+
+
+def _dec_batch(adapter: BdcAdapter, doc: Doc) -> bm.Batch:
+    h, b = doc.head, doc.body
+    payment = doc.tx_code == "BDC103"
+    kind = "payment" if payment else "collection"
+    files = [text for _, text in read_files(doc, f"{doc.tx_code} request")]
+    if len(files) != 1:
+        raise AdapterError(f"FILE_LIST: a batch carries one file, not {len(files)}")
+    items = _batch.parse_batch(kind, b["FileType"], files[0])
+    prefix = "De" if payment else "Cr"
+    if b.get(prefix + "AcctClass", "2") not in ("", "2"):
+        raise AdapterError(f"{prefix}AcctClass: the centre's account is corporate (2)")
+    if payment:
+        if b.get("BatchIntAmt") and v.parse_amount("BatchIntAmt", b["BatchIntAmt"]) != 0:
+            raise AdapterError("BatchIntAmt: an interest leg is not supported")
+        for name in ("DeIntAcctNo", "DeIntAcctName", "DeIntAcctClass", "DeIntCrAcct"):
+            v.text(name, b.get(name, ""), v.OTHER_LEN)
+    total = sum(i.amount for i in items)
+    checks = [("BatchTotalAmt", b["BatchTotalAmt"])] + ([("BatchCapAmt", b["BatchCapAmt"])] if payment else [])
+    for name, value in checks:
+        if v.parse_amount(name, value) != total:
+            raise AdapterError(f"{name}: differs from the sum of the file's lines")
+    if b["BatchTotalNum"].strip() != str(len(items)):
+        raise AdapterError(f"BatchTotalNum: {v.show(b['BatchTotalNum'])}, the file has {len(items)} lines")
+    return bm.Batch(
+        seq_no=h["SendSeqNo"], send_date=v.parse_date("SendDate", h["SendDate"]), centre_node=h["SendNode"],
+        unit_no=v.match("TxUnitNo", h["TxUnitNo"], v.UNIT_NO, "must be 15 digits"), kind=kind,
+        bus_type=adapter._bus_type(b["BusType"]), file_type=b["FileType"],
+        account=v.match(prefix + "AcctNo", b.get(prefix + "AcctNo", ""), v.ACCOUNT,
+                        "must be 1-32 letters or digits"),
+        account_name=v.text(prefix + "AcctName", b.get(prefix + "AcctName", ""), v.NAME_LEN, required=True),
+        items=items, memo=v.text("Remark", b.get("Remark", ""), v.MEMO_LEN),
+        project_no=v.text("BatchPrjNo", b.get("BatchPrjNo", ""), v.OTHER_LEN))
+
+
+def _dec_branch_query(adapter: BdcAdapter, doc: Doc) -> bm.BranchQuery:
+    b = doc.body
+    areas = tuple(v.match("AreaNo", a.strip(), _AREA, "must be 4-digit area codes, comma-separated")
+                  for a in b["AreaNo"].split(",") if a.strip())
+    if not areas:
+        raise AdapterError("AreaNo: no area code")
+    return bm.BranchQuery(seq_no=doc.head["SendSeqNo"], areas=areas,
+                          bank_code=v.match("BankNo", b["BankNo"], _BANK_NO3, "must be a 3-digit bank code"))
+
+
+_OWN_REQUESTS: dict[str, Callable[[BdcAdapter, Doc], base.Message]] = {
+    "BDC002": lambda a, d: bm.SignOff(seq_no=d.head["SendSeqNo"], node=d.head["SendNode"]),
+    "BDC102": _dec_collection,
+    "BDC103": _dec_batch,
+    "BDC104": _dec_batch,
+    "BDC107": lambda a, d: bm.BatchQuery(seq_no=d.head["SendSeqNo"],
+                                         batch_no=v.serial("BatchNo", d.body["BatchNo"])),
+    "BDC108": lambda a, d: bm.BatchResultQuery(
+        seq_no=d.head["SendSeqNo"], batch_no=v.serial("BatchNo", d.body["BatchNo"]),
+        sub_code=v.text("TxCodeSub", d.body["TxCodeSub"], v.STATUS_LEN, required=True)),
+    "BDC112": _dec_branch_query,
+    "BDC113": lambda a, d: bm.StatementQuery(
+        seq_no=d.head["SendSeqNo"], date_from=v.parse_date("TxDateBegin", d.body["TxDateBegin"]),
+        date_to=v.parse_date("TxDateEnd", d.body["TxDateEnd"]), bank_node=d.head["ReceiveNode"]),
+}
+
+
+def _count(name: str, value: str) -> int:
+    value = value.strip()
+    if not value.isdigit() or len(value) > 9:
+        raise AdapterError(f"{name}: must be a count, not {v.show(value)}")
+    return int(value)
+
+
+def _dec_batch_status(adapter: BdcAdapter, doc: Doc, seq_no: str, reply_to: str) -> bm.BatchStatus:
+    b = doc.body
+    state = bm.BATCH_STATES.get(b["BatchTxStatus"])
+    if state is None:
+        raise AdapterError(f"BatchTxStatus: must be 0, 1, 2 or 3, not {v.show(b['BatchTxStatus'])}")
+    if {b["CurrNo"], b["CurrIden"]} - {"156", "1"} or b["CurrNo"] == b["CurrIden"]:
+        raise AdapterError("CurrNo/CurrIden: only CNY (156, 1) is carried")
+    return bm.BatchStatus(
+        seq_no=seq_no, reply_to=reply_to, batch_no=v.serial("BatchNo", b["BatchNo"]), state=state,
+        batch_date=v.parse_date("BatchDate", b["BatchDate"]), bus_type=adapter._bus_type(b["BusType"]),
+        total_num=_count("BatchTotalNum", b["BatchTotalNum"]),
+        total_amount=v.parse_amount("BatchTotalAmt", b["BatchTotalAmt"]),
+        succeeded_num=_count("BatchTotalSuccNum", b["BatchTotalSuccNum"]),
+        succeeded_amount=v.parse_amount("BatchTotalSuccAmt", b["BatchTotalSuccAmt"]),
+        send_seq_no=v.serial("SendSeqNo", b.get("SendSeqNo", ""), optional=True),
+        branch_no=v.text("BatchSendBranchNo", b["BatchSendBranchNo"], v.OTHER_LEN),
+        bank_operator=v.text("BkOperNo", b["BkOperNo"], v.CODE_LEN),
+        project_no=v.text("BatchPrjNo", b.get("BatchPrjNo", ""), v.OTHER_LEN),
+        summary=v.text("Summary", b.get("Summary", ""), v.MEMO_LEN),
+        remark=v.text("Remark", b.get("Remark", ""), v.MEMO_LEN))
+
+
+def _dec_batch_results(adapter: BdcAdapter, doc: Doc, seq_no: str, reply_to: str) -> bm.BatchResults:
+    files = [text for _, text in read_files(doc, "BDC108 response") if text.strip()]
+    if len(files) != 1:
+        raise AdapterError(f"FILE_LIST: a result answer carries one result file, not {len(files)}")
+    summary, lines = _batch.parse_results(files[0])
+    return bm.BatchResults(seq_no=seq_no, reply_to=reply_to, lines=lines, **summary)  # type: ignore[arg-type]
+
+
+def _dec_branches(adapter: BdcAdapter, doc: Doc, seq_no: str, reply_to: str) -> bm.Branches:
+    rows = read_rows(doc, "ChgNoList", "BDC112 response")
+    branches = []
+    for i, row in enumerate(rows):
+        doc.ignored.update(f"ChgNoList.{n}" for n in row.keys() - {"ChgNo", "ChgName"})
+        branches.append(bm.Branch(
+            code=v.match(f"ChgNoList[{i}].ChgNo", row.get("ChgNo", ""), v.BANK_CODE, "must be 12 digits"),
+            name=v.text(f"ChgNoList[{i}].ChgName", row.get("ChgName", ""), v.NAME_LEN, required=True)))
+    return bm.Branches(seq_no=seq_no, reply_to=reply_to, branches=tuple(branches))
+
+
+_OWN_ANSWERS: dict[str, Callable[[BdcAdapter, Doc, str, str], base.Message]] = {
+    "BDC107": _dec_batch_status, "BDC108": _dec_batch_results, "BDC112": _dec_branches,
+}

@@ -77,7 +77,7 @@ def _cny_only(field: str, currency: object, problems: object = ()) -> None:
 def encode_balance(m: base.Balance, created: str) -> str:
     """A camt.052 report with one ``Bal`` (see the package docstring)."""
     _cny_only("currency", m.currency, m.problems)
-    if not m.status:
+    if not m.status.strip():  # a blank Prtry would be read back as no type at all
         raise AdapterError("status: camt.052 needs the balance type (e.g. ITBD)")
     v.text("status", m.status, 35)
     kind = (f"<Cd>{m.status}</Cd>" if _BALANCE_CODE.fullmatch(m.status)

@@ -159,6 +159,16 @@ class Iso20022Adapter:
                                 sender, receiver)
         return definition, head, payload
 
+    def encode_document(self, message: base.Message, *, sender: str, receiver: str) -> bytes:
+        """``message`` as a bare ISO 20022 ``Document`` (UTF-8, with an XML declaration): the
+        file a bank exchanges host to host (a pain.001 the gateway uploads; the pain.002 and
+        camt a bank writes back), read again by :meth:`decode_document`.  Link control
+        (sign-on, heartbeat, ack, queries) has no document: :class:`AdapterError`."""
+        definition, _, payload = self._parts(message, sender, receiver)
+        if definition.startswith("hpf."):
+            raise AdapterError(f"a {type(message).__name__} has no ISO 20022 document")
+        return ('<?xml version="1.0" encoding="UTF-8"?>\n' + payload).encode()
+
     def encode_batch(self, instructions: Sequence[base.Instruction], *, sender: str,
                      receiver: str) -> bytes:
         """One frame with one pain.001 holding every instruction (one CdtTrfTxInf each).

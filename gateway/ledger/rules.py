@@ -72,6 +72,7 @@ __all__ = [
     "large_amount_instruction", "large_amount_movement",
     "booking_mismatch_instruction", "booking_mismatch_booking", "unregistered_account",
     "forged_copy_alert", "COPY_REFUSED", "copy_refused_alert", "BANK_DATA_UNREADABLE", "bank_data_unreadable",
+    "BANK_MESSAGE_REFUSED", "bank_message_refused",
 ]
 
 RULES: tuple[str, ...] = (
@@ -82,7 +83,8 @@ RULES: tuple[str, ...] = (
 FORGED_COPY = "forged-copy"
 COPY_REFUSED = "copy-refused"
 BANK_DATA_UNREADABLE = "bank-data-unreadable"
-ALL_RULES = frozenset(RULES) | {FORGED_COPY, COPY_REFUSED, BANK_DATA_UNREADABLE}
+BANK_MESSAGE_REFUSED = "bank-message-refused"
+ALL_RULES = frozenset(RULES) | {FORGED_COPY, COPY_REFUSED, BANK_DATA_UNREADABLE, BANK_MESSAGE_REFUSED}
 
 Severity = Literal["critical", "major", "minor"]
 SEVERITIES: frozenset[str] = frozenset({"critical", "major", "minor"})
@@ -391,4 +393,18 @@ def bank_data_unreadable(bank: str, part: str, reason: str, event_id: str) -> Al
     return AlertDraft(
         key=f"{BANK_DATA_UNREADABLE}:{ev}", rule=BANK_DATA_UNREADABLE, severity="major", subject=b,
         summary=f"bank {b} sent {pt or 'a part'} that could not be read: {_clean(str(reason), 200)}",
+        evidence=(ev,))
+
+
+def bank_message_refused(bank: str, reason: str, size: int, event_id: str) -> AlertDraft:
+    """A whole message from a bank that a link refused (it did not decode).
+
+    The link answered it with the protocol's refusal where there is one and went on; whatever
+    the bank meant by it (a result, a notice) did not reach supervision, and its bytes (or
+    their hash) are the copy's evidence.
+    """
+    b, ev = _clean(str(bank), 16) or "?", _clean(str(event_id), 64)
+    return AlertDraft(
+        key=f"{BANK_MESSAGE_REFUSED}:{ev}", rule=BANK_MESSAGE_REFUSED, severity="major", subject=b,
+        summary=f"bank {b} sent a message of {int(size)} bytes that was refused: {_clean(str(reason), 200)}",
         evidence=(ev,))

@@ -55,7 +55,8 @@ from gateway.store.migrate import Migrations
 
 __all__ = [
     "metadata", "copies", "ledger_head", "matcher_state", "alerts", "alert_notes",
-    "console_journal", "inquiries", "centre_conditions", "rectifications", "rectification_alerts",
+    "console_journal", "console_journal_head", "console_totals", "console_alert_totals",
+    "console_totals_mark", "inquiries", "centre_conditions", "rectifications", "rectification_alerts",
     "MIGRATIONS", "ALERT_STATES", "SIGNED_FIELDS", "REFUSED",
     "LedgerDatabase", "CopyRow", "CopyOutcome", "AlertRow",
     "canonical_bytes", "copy_document", "signed_bytes", "ledger_chain_hash", "row_chain_hash",
@@ -100,6 +101,8 @@ Index("ix_copies_instruction", copies.c.centre_id, copies.c.instruction_id, copi
 Index("ix_copies_account", copies.c.account, copies.c.kind, copies.c.seq)
 Index("ix_copies_host_seq_no", copies.c.bank_id, copies.c.host_seq_no)
 Index("ix_copies_created", copies.c.created_us)
+# The console's instruction list: one state on one day, newest first (keyset on created_us, seq).
+Index("ix_copies_kind_state_created", copies.c.kind, copies.c.state, copies.c.created_us, copies.c.seq)
 
 # The chain head, written with the copies it ends: a deleted tail shows as head.seq > max(seq).
 ledger_head = Table(
@@ -141,6 +144,8 @@ alerts = Table(
 Index("ix_alerts_state_rule", alerts.c.state, alerts.c.rule, alerts.c.id)
 Index("ix_alerts_created", alerts.c.created_us)
 Index("ix_alerts_centre", alerts.c.centre_id, alerts.c.id)  # the console's inbox, scoped by centre
+Index("ix_alerts_account", alerts.c.account, alerts.c.state)  # the console's accounts page
+Index("ix_alerts_open", alerts.c.state, alerts.c.severity, alerts.c.rule)  # the console's open alerts, counted
 
 alert_notes = Table(
     "alert_notes",
@@ -167,6 +172,51 @@ console_journal = Table(
     Column("hash", String(64), nullable=False),
 )
 Index("ix_console_journal_subject", console_journal.c.subject, console_journal.c.seq)
+
+# The console journal's newest seq and hash, written with the row it ends (as ledger_head for the copies).
+console_journal_head = Table(
+    "console_journal_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+# Instruction copies per business day (UTC+8), centre, bank and state: how many, and the fen instructed
+# (for "received"), folded in by the console as copies arrive; console_totals_mark is the last seq folded.
+console_totals = Table(
+    "console_totals",
+    metadata,
+    Column("day", Integer, primary_key=True, autoincrement=False),  # days since 1970-01-01, UTC+8
+    Column("centre_id", String(16), primary_key=True),
+    Column("bank_id", String(16), primary_key=True),
+    Column("state", String(16), primary_key=True),
+    Column("n", BigInteger, nullable=False),
+    Column("fen", BigInteger, nullable=False),
+)
+
+# Alerts per business day (of their creation), centre and rule: how many, how many acknowledged and
+# resolved, and the microseconds that took summed; folded from alerts and alert_notes by id.
+console_alert_totals = Table(
+    "console_alert_totals",
+    metadata,
+    Column("day", Integer, primary_key=True, autoincrement=False),
+    Column("centre_id", String(16), primary_key=True),
+    Column("rule", String(40), primary_key=True),
+    Column("n", BigInteger, nullable=False),
+    Column("acked", BigInteger, nullable=False),
+    Column("ack_us", BigInteger, nullable=False),
+    Column("resolved", BigInteger, nullable=False),
+    Column("resolve_us", BigInteger, nullable=False),
+)
+
+# How far each fold has come: id 1 the copies' seq, 2 the alerts' id, 3 the alert notes' id.
+console_totals_mark = Table(
+    "console_totals_mark",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger, nullable=False),
+)
 
 # 意见反馈: a supervisor's question to a centre about an alert, with a deadline, and its answer.
 inquiries = Table(

@@ -1,6 +1,6 @@
 """``hpf-gateway verify``: walk a hash-chained journal and name the first altered, inserted or deleted row.
 
-Two journals are chained (SECURITY.md):
+Three journals are chained (SECURITY.md):
 
 - the gateway's ``events`` table: each row's ``hash`` is
   :func:`gateway.store.db.chain_hash` of the previous row's hash and its own
@@ -12,7 +12,12 @@ Two journals are chained (SECURITY.md):
   (:class:`gateway.copies.Unreadable`) is chained and signed over the text
   the gateway signed, kept verbatim, and is checked the same way.  With the gateways' public
   keys the ledger walk also re-verifies every copy's signature, which catches
-  an edit even when the attacker recomputed the whole chain.
+  an edit even when the attacker recomputed the whole chain;
+- the ledger's ``console_journal`` (the supervision console's writes: who
+  acknowledged, asked, answered, approved, changed a condition):
+  :func:`gateway.ledger.console.queries.journal_row_hash`, with
+  ``console_journal_head`` as its head.  ``hpf-gateway verify`` of a ledger
+  config walks it after the copies.
 
 How a break is named, at the first row ``r`` whose hash does not follow from
 the last good row ``p``:
@@ -26,7 +31,7 @@ the last good row ``p``:
 On PostgreSQL the gateway's seq may have harmless gaps (a rolled-back
 transaction uses up sequence values); a gap across which the chain holds is
 reported as such, not as a break.  The ledger's seq is dense by construction,
-so there every gap is a deletion.
+so there every gap is a deletion; so is the console journal's.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, TextIO
 
-from sqlalchemy import select
+from sqlalchemy import inspect, select
 from sqlalchemy.engine import Connection, make_url
 
 from gateway.signing import verify_bytes as verify_signature
@@ -82,7 +87,8 @@ class VerifyReport:
 
     def describe(self) -> str:
         """One line for an operator."""
-        journal = "gateway journal (events)" if self.kind == "gateway" else "ledger journal (copies)"
+        journal = {"gateway": "gateway journal (events)", "ledger": "ledger journal (copies)",
+                   "console": "console journal (console_journal)"}[self.kind]
         if self.problem is None:
             gaps = f", {len(self.gaps)} harmless seq gap(s)" if self.gaps else ""
             return f"{journal}: {self.rows} rows, chain intact{gaps}, head {self.head[:16]}"
@@ -195,6 +201,26 @@ def _ledger_walk(conn: Connection, keys: Mapping[str, tuple[str, Any]] | None) -
     rows = _paged(conn, c, list(c.c))
     report, _ = _walk("ledger", rows, hash_of, dense=True, check=check)
     head_seq, head_hash = store.load_head(conn)
+    return _against_head(report, head_seq, head_hash)
+
+
+def _console_walk(conn: Connection) -> VerifyReport | None:
+    """The console's journal of supervisors' and staff's writes, against its head; None when the
+    database predates it (ledger revision L0004)."""
+    from gateway.ledger import store
+    from gateway.ledger.console.queries import journal_row_hash
+
+    if not inspect(conn).has_table(store.console_journal_head.name):
+        return None
+    j, h = store.console_journal, store.console_journal_head
+    report, _ = _walk("console", _paged(conn, j, list(j.c)), journal_row_hash, dense=True)
+    head = conn.execute(select(h.c.seq, h.c.hash).where(h.c.id == 1)).first()
+    return _against_head(report, int(head[0]) if head else 0, head[1] if head else GENESIS)
+
+
+def _against_head(report: VerifyReport, head_seq: int, head_hash: str) -> VerifyReport:
+    """A dense chain's walk checked against the head written with its newest row: rows deleted at the
+    tail or appended behind the writer's back show."""
     if report.problem is not None and report.problem.seq > head_seq:
         # Nothing the ledger wrote lies beyond its head: whatever breaks there was added.
         return replace(report, problem=ChainBreak(
@@ -219,17 +245,32 @@ def _ledger_walk(conn: Connection, keys: Mapping[str, tuple[str, Any]] | None) -
 
 def verify_database(url: str, *, kind: str,
                     keys: Mapping[str, tuple[str, Any]] | None = None) -> VerifyReport:
-    """Walk the journal in the database at ``url``; ``kind`` is ``"gateway"`` or ``"ledger"``.
+    """Walk the journal in the database at ``url``; ``kind`` is ``"gateway"``, ``"ledger"`` (the
+    copies) or ``"console"`` (the console's journal in a ledger database).
 
     For a ledger, ``keys`` (gateway name -> (signature_alg, public key))
     makes the walk re-verify every copy's signature too.  Reads only.
     """
-    if kind not in ("gateway", "ledger"):
-        raise ValueError(f'kind must be "gateway" or "ledger", not {kind!r}')
+    if kind not in ("gateway", "ledger", "console"):
+        raise ValueError(f'kind must be "gateway", "ledger" or "console", not {kind!r}')
     engine = make_engine(url)
     try:
         with engine.connect() as conn:
+            if kind == "console":
+                report = _console_walk(conn)
+                if report is None:
+                    raise ValueError("this ledger database has no console journal head (migrate it)")
+                return report
             return _gateway_walk(conn) if kind == "gateway" else _ledger_walk(conn, keys)
+    finally:
+        engine.dispose()
+
+
+def _console_report(url: str) -> VerifyReport | None:
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            return _console_walk(conn)
     finally:
         engine.dispose()
 
@@ -284,7 +325,10 @@ def verify_main(config_path: str | None = None, *, database: str | None = None,
         if database is None or kind is None:
             print("hpf-gateway verify: give a config, or a database URL and its kind", file=err)
             return 2
-        report = verify_database(database, kind=kind, keys=keys)
+        reports = [verify_database(database, kind=kind, keys=keys)]
+        if kind == "ledger":  # the console's journal is chained in the same database
+            console = _console_report(database)
+            reports += [console] if console is not None else []
     except ConfigError as e:
         for problem in e.problems:
             print(problem, file=err)
@@ -294,5 +338,6 @@ def verify_main(config_path: str | None = None, *, database: str | None = None,
               f"{str(e).splitlines()[0] if str(e) else ''}", file=err)
         return 2
     shown = make_url(database).render_as_string(hide_password=True)
-    print(f"{shown}: {report.describe()}", file=out)
-    return 0 if report.ok else 1
+    for report in reports:
+        print(f"{shown}: {report.describe()}", file=out)
+    return 0 if all(r.ok for r in reports) else 1

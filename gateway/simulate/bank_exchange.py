@@ -15,6 +15,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from adapters import base
+from adapters.bdc.messages import Collection
 from adapters.base import (
     Adapter,
     AdapterError,
@@ -89,7 +90,7 @@ class ExchangeBankLink(BankLink):
         protocol.request = message
         if answers:
             protocol.answer(answers[0])
-        elif isinstance(message, base.Instruction) and self.core.outcome(message.seq_no) is None \
+        elif isinstance(message, (base.Instruction, Collection)) and self.core.outcome(message.seq_no) is None \
                 and not self.core.silent:
             self.waiting[message.seq_no] = protocol  # answered when execution finishes
         else:

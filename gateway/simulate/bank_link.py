@@ -34,6 +34,7 @@ from adapters.base import (
 from gateway.faults import crash_point
 from gateway.model import mask_account
 from gateway.simulate.bank import BankCore
+from gateway.simulate.bdc_desk import REQUESTS as DESK_REQUESTS, BdcDesk
 from gateway.tls import (
     PeerIdentity,
     peer_identity,
@@ -66,6 +67,7 @@ class BankLink:
         self.bank_id = bank_id
         self.heartbeat_interval = heartbeat_interval
         self.counters: Counter[str] = Counter()
+        self.desk = BdcDesk(core)  # the bdc-only transactions (gateway/simulate/bdc_desk.py)
         self.sessions: list[BankSimProtocol] = []  # signed on, oldest first
         self._connections: set[BankSimProtocol] = set()
         self._timer: IDelayedCall | None = None
@@ -98,8 +100,11 @@ class BankLink:
     # -- the core ------------------------------------------------------------
 
     def receive(self, message: Message) -> list[Message]:
-        """Feed one message to the core now; re-arm the execution timer."""
-        out = self.core.receive(message, self.reactor.seconds())
+        """Feed one message to the core (or its bdc desk) now; re-arm the execution timer."""
+        if isinstance(message, DESK_REQUESTS):
+            out = self.desk.receive(message, self.reactor.seconds())
+        else:
+            out = self.core.receive(message, self.reactor.seconds())
         if isinstance(message, base.Instruction):
             crash_point("simbank.answer")
         if isinstance(message, base.Instruction) and self.core.duplicates[message.seq_no]:

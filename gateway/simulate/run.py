@@ -67,6 +67,10 @@ def add_bank_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stats", help="write execution counts here as JSON every second")
     p.add_argument("--state", help="keep the bank's executed references and balances in this file, "
                                    "so a killed bank comes back as it was (restart it with the same options)")
+    p.add_argument("--sftp-root", help='channel = "sftp": the directory holding the bank\'s SFTP account '
+                                       "(default: a fresh temporary directory)")
+    p.add_argument("--sftp-host-key", help='channel = "sftp": the bank\'s SSH host private key (default: '
+                                           "sftp-host-BANK.key beside the bank's known_hosts)")
 
 
 def bank_service_for(reactor: Any, config: GatewayConfig, bank_id: str, *, keys: Path | None = None,
@@ -81,6 +85,8 @@ def bank_service_for(reactor: Any, config: GatewayConfig, bank_id: str, *, keys:
     names = {n: a.name for n, a in config.accounts.items() if a.bank == bank_id}
     stats_path = core_options.pop("stats_path", None)
     state_path = core_options.pop("state_path", None)
+    sftp_root = core_options.pop("sftp_root", None)
+    sftp_host_key = core_options.pop("sftp_host_key", None)
     if "first_serial" not in core_options:
         core_options["first_serial"] = BankCore.serial_start_for(reactor.seconds())
     if state_path is not None:
@@ -91,6 +97,15 @@ def bank_service_for(reactor: Any, config: GatewayConfig, bank_id: str, *, keys:
     else:
         core = BankCore(node=bank.node, accounts=accounts, account_names=names, gateway_node=config.node,
                         **core_options)
+    if bank.sftp is not None:   # ISO 20022 files on the bank's own SFTP server
+        import tempfile
+
+        from gateway.simulate.sftp_bank import sftp_bank_service
+
+        return sftp_bank_service(
+            reactor, config, bank_id, core, root=Path(sftp_root or tempfile.mkdtemp(prefix=f"sftp-{bank_id}-")),
+            host_key=Path(sftp_host_key or bank.sftp.known_hosts.with_name(f"sftp-host-{bank_id}.key")),
+            stats_path=stats_path)
     if bank.connection == "per_request":
         # The deployed bdc model: the bank serves the gateway's requests on its listener
         # and dials the gateway's listener for each of its own (notices).
@@ -133,7 +148,9 @@ def run_bank(args: argparse.Namespace) -> int:
             failure_rate=args.failure_rate, drop_rate=args.drop_rate, silent=args.silent, seed=args.seed,
             faults=parse_faults(args.bank_faults), fault_every=args.fault_every,
             stats_path=Path(args.stats) if args.stats else None,
-            state_path=Path(args.state) if args.state else None)
+            state_path=Path(args.state) if args.state else None,
+            **({"sftp_root": args.sftp_root} if args.sftp_root else {}),
+            **({"sftp_host_key": args.sftp_host_key} if args.sftp_host_key else {}))
     except (ValueError, KeyError, OSError, InsecureKeyError) as e:
         print(f"hpf-gateway simulate bank: {e}", file=sys.stderr)
         return 2

@@ -28,7 +28,8 @@ from gateway.store.db import Tx, insert_many, marker, select_rows, update_many
 __all__ = [
     "IntakeItem", "IntakeOutcome", "intake", "get", "feed", "load_open", "load_new",
     "trail", "resolve_in_doubt", "count_by_state", "record_sent", "BankFact",
-    "apply_bank_facts", "apply_bank_batch", "Movements", "BalanceSnapshot", "record_balance", "record_booking",
+    "apply_bank_facts", "apply_bank_batch", "Movements", "BalanceSnapshot", "RefusedMessage", "record_balance",
+    "record_booking",
     "bank_ref_for",
     "public_record",
     "public_record_json",
@@ -469,18 +470,33 @@ class Movements:
 
 
 @dataclass(frozen=True)
+class RefusedMessage:
+    """A whole message a bank link refused (journalled as ``bank.refused``, which the ledger alerts on).
+
+    ``payload`` names the bank, the reason (no full account numbers), the message's SHA-256
+    and size; ``raw`` is its bytes when they are short enough to keep
+    (:data:`gateway.copies.MAX_REFUSED_RAW`), else None.
+    """
+
+    payload: dict[str, Any]
+    raw: bytes | None
+
+
+@dataclass(frozen=True)
 class BalanceSnapshot:
     snapshot: dict[str, Any]
     centre: str | None
     raw: bytes | None
 
 
-def apply_bank_batch(tx: Tx, bank_id: str, items: Sequence[BankFact | Movements | BalanceSnapshot]
+def apply_bank_batch(tx: Tx, bank_id: str,
+                     items: Sequence[BankFact | Movements | BalanceSnapshot | RefusedMessage]
                      ) -> list[Any]:
     """Apply everything a bank said in one reactor turn, in arrival order, with batched look-ups.
 
     Answers per item: for a :class:`BankFact` as :func:`apply_bank_facts`; for
-    :class:`Movements` the number of new movements; for a balance None.
+    :class:`Movements` the number of new movements; for a balance None; for a
+    :class:`RefusedMessage` the event id.
     """
     facts = [i for i in items if isinstance(i, BankFact)]
     rows = _rows_by_ref(tx, bank_id, (f.ref for f in facts)) if facts else {}
@@ -523,6 +539,9 @@ def apply_bank_batch(tx: Tx, bank_id: str, items: Sequence[BankFact | Movements 
                 tx.event("bank.unreadable", dict(problem, bank=bank_id), bank_id=bank_id,
                          raw=part or item.raw)
             out.append(new)
+        elif isinstance(item, RefusedMessage):
+            out.append(tx.event("bank.refused", dict(item.payload, bank=bank_id), bank_id=bank_id,
+                                raw=item.raw))
         else:
             record_balance(tx, bank_id, item.snapshot, account_centre=item.centre, raw=item.raw)
             out.append(None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from sqlalchemy import func, select, update, insert
@@ -10,7 +11,7 @@ from sqlalchemy.engine import Connection
 from gateway.store import schema
 from gateway.store.db import Tx, marker, select_rows
 
-__all__ = ["delivered", "events_after", "last_seq", "mark_delivered"]
+__all__ = ["delivered", "events_after", "last_seq", "mark_delivered", "latest_balance", "movements"]
 
 E = schema.events
 D = schema.deliveries
@@ -34,6 +35,23 @@ def events_after(conn: Connection, after: int, limit: int) -> list[dict[str, Any
     the forwarder reads every row of the journal this way)."""
     rows = select_rows(conn, _EVENTS_AFTER.format(m=marker(conn)), (after, limit))
     return [dict(zip(_EVENT_COLUMNS, row)) for row in rows]
+
+
+def latest_balance(conn: Connection, centre_id: str, account: str) -> dict[str, Any] | None:
+    """The payload of the newest ``bank.balance`` event of one centre's account, or None."""
+    payload = conn.execute(
+        select(E.c.payload).where(E.c.centre_id == centre_id, E.c.kind == "bank.balance", E.c.account == account)
+        .order_by(E.c.seq.desc()).limit(1)).scalar()
+    return json.loads(payload) if payload is not None else None
+
+
+def movements(conn: Connection, centre_id: str, account: str, limit: int) -> list[dict[str, Any]]:
+    """The payloads of one centre's account's ``bank.movement`` events, oldest first, at most
+    ``limit`` (the newest ``limit``)."""
+    rows = conn.execute(
+        select(E.c.payload).where(E.c.centre_id == centre_id, E.c.kind == "bank.movement", E.c.account == account)
+        .order_by(E.c.seq.desc()).limit(limit)).scalars().all()
+    return [json.loads(p) for p in reversed(rows)]
 
 
 def mark_delivered(tx: Tx, target: str, seq: int) -> None:

@@ -92,6 +92,40 @@ def test_a_province_supervisor_sees_the_overview_and_an_alerts_evidence(ledger, 
     assert "Acknowledge selected" in page.content()
 
 
+def test_each_overview_count_opens_the_instructions_behind_it_within_scope(ledger, seeded, as_party):
+    page = as_party("supervisor/sup1")
+    page.goto(ledger.url + "/")
+    row = page.locator("#by-centre-bank tr", has_text="C52240")
+    shown = int(row.locator("a.count[data-state=received]").inner_text())
+    row.locator("a.count[data-state=received]").click()
+    assert "/instructions?" in page.url and "state=received" in page.url and "centre=C52240" in page.url
+    assert page.locator("#instructions tbody tr").count() == shown >= 1  # the count and its list agree
+    listed = page.inner_text("#instructions")
+    assert "BIG1" in listed and "2000000.00" in listed and "XSS1" not in listed
+    page.goto(ledger.url + "/")
+    row = page.locator("#by-centre-bank tr", has_text="C52240")
+    succeeded = int(row.locator("a.count[data-state=succeeded]").inner_text())
+    row.locator("a.count[data-state=succeeded]").click()
+    assert page.locator("#instructions tbody tr").count() == succeeded >= 1
+    assert "BIG1" in page.inner_text("#instructions")
+    page.goto(ledger.url + "/")
+    overdue = int(page.inner_text("#tile-overdue b"))
+    page.click("#tile-overdue")
+    assert page.locator("#instructions tbody tr").count() == overdue
+    # English on request; a city supervisor and centre staff see their own centres only, whatever the URL says
+    page.goto(ledger.url + "/instructions?lang=en&centre=C52240")
+    assert "State reached" in page.inner_text("#instructions")
+    city = as_party("supervisor/city1")
+    city.goto(ledger.url + "/instructions?centre=C11000")
+    assert city.locator("#instructions").count() == 0
+    city.goto(ledger.url + "/instructions")
+    assert "XSS1" not in city.inner_text("main") and "BIG1" in city.inner_text("#instructions")
+    staff = as_party("staff/bob")
+    assert staff.goto(ledger.url + "/instructions").status == 200
+    assert "BIG1" not in staff.inner_text("main") and "XSS1" in staff.inner_text("#instructions")
+    assert staff.goto(ledger.url + "/instructions?state=nonsense").status == 400
+
+
 def test_hostile_names_render_as_text(ledger, seeded, as_party):
     page = as_party("supervisor/sup1")
     dialogs: list[str] = []
@@ -100,6 +134,10 @@ def test_hostile_names_render_as_text(ledger, seeded, as_party):
     assert XSS in page.inner_text("#instruction")  # shown literally, as text
     assert json.dumps(XSS, ensure_ascii=False) in page.inner_text("#copies")
     assert page.locator("img[src=x]").count() == 0 and page.locator("#copies script").count() == 0
+    assert page.evaluate("window.__pwned") is None and dialogs == []
+    page.goto(ledger.url + "/instructions?centre=C11000")  # the instruction list shows the creditor too
+    assert XSS in page.inner_text("#instructions .creditor")
+    assert page.locator("img[src=x]").count() == 0 and page.locator("main script").count() == 0
     assert page.evaluate("window.__pwned") is None and dialogs == []
 
 

@@ -24,8 +24,10 @@ from gateway.ledger.console.i18n import CATALOGUE, choose_lang, translate
 from gateway.ledger.console.scope import CITY, PROVINCE, STAFF, viewer_for
 from gateway.ledger.matcher import CentreConditions, Fact, Matcher, Thresholds
 from gateway.ledger.engine import registry_from_config
+from gateway.ledger.verify import verify_database
 from gateway.tls import PeerIdentity
 from tests.kit.ledger import DEBIT, PAYEE, file, make_copy, received_payload
+from tests.kit.ledger import sql as sql_
 
 
 def ident(role: str, name: str) -> PeerIdentity:
@@ -203,6 +205,57 @@ async def test_the_inbox_pages_by_keyset_within_scope_and_filters(ldb):
 
 
 @pytest_twisted.ensureDeferred
+async def test_the_instruction_list_is_the_list_behind_the_overviews_counts(ldb):
+    from gateway.ledger.console.queries import DAY_US, DailyTotals
+    from tests.kit.ledger import T0, result_payload
+
+    other = "6222002222333344"
+    docs = []
+    for n in range(1, 8):  # seven received: odd ones Guiyang (C52240), even ones Beijing (C11000)
+        centre, account = ("C52240", DEBIT) if n % 2 else ("C11000", other)
+        docs.append(make_copy(n, instruction_id=f"I{n}", centre_id=centre, account=account,
+                              payload=received_payload(f"I{n}", n, amount=f"{n}.00", debit_account=account)))
+    docs.append(make_copy(8, instruction_id="I1", state="succeeded", payload=result_payload(1, "H1")))
+    docs.append(make_copy(9, instruction_id="I3", state="in_doubt", payload={"bank_ref": "x"}))
+    await file(ldb, docs)
+    day = (T0 + 8 * 3_600_000_000) // DAY_US
+    start = day * DAY_US - 8 * 3_600_000_000
+
+    async def listed(centres, **kw):
+        return await ldb.read(lambda c: queries.instruction_list(c, centres, **kw))
+
+    counted, _ = await ldb.read(DailyTotals().between, {"C52240"}, day, day + 1)
+    for state in ("received", "succeeded", "in_doubt"):
+        rows = await listed({"C52240"}, state=state, from_us=start, to_us=start + DAY_US)
+        assert len(rows) == counted[(day, "C52240", "B001", state)][0], state  # the count and its list agree
+    [i1] = await listed(None, state="succeeded", bank="B001")
+    assert (i1["instruction_id"], i1["amount"], i1["latest"], i1["creditor"]) == ("I1", 100, "succeeded",
+                                                                                    PAYEE["name"])
+    [i3] = await listed(None, state="in_doubt")
+    assert i3["latest"] == "in_doubt" and i3["amount"] == 300
+    # scope: a Guiyang viewer asking for Beijing gets nothing; newest first, paged by keyset
+    assert await listed({"C52240"}, centre="C11000") == []
+    seen, before = [], None
+    while True:
+        page = await listed(None, state="received", before=before, limit=3)
+        if not page:
+            break
+        seen += [r["instruction_id"] for r in page]
+        before = (page[-1]["created_us"], page[-1]["seq"])
+    assert seen == [f"I{n}" for n in range(7, 0, -1)]
+    assert await listed(None, from_us=start + DAY_US) == []
+    # overdue: the instructions whose missing-result alert is open, in scope
+    [late] = await ldb.write(lambda tx: store.store_alerts(tx, [store.AlertRow(
+        "missing-result:C11000/I2", "missing-result", "major", "C11000/I2", "no result", (docs[1]["event_id"],))]))
+    [row] = await ldb.read(lambda c: queries.overdue_instructions(c, None))
+    assert (row["alert_id"], row["instruction_id"], row["amount"], row["latest"]) == (late["id"], "I2", 200,
+                                                                                      "received")
+    assert await ldb.read(lambda c: queries.overdue_instructions(c, {"C52240"})) == []
+    await ldb.write(lambda tx: queries.acknowledge(tx, "hpf://supervisor/prov", [late["id"]], "chased", None))
+    assert await ldb.read(lambda c: queries.overdue_instructions(c, None)) == []
+
+
+@pytest_twisted.ensureDeferred
 async def test_every_console_write_is_chained_in_the_journal_and_a_change_shows(ldb, ledger_url):
     [a, b] = await ldb.write(lambda tx: store.store_alerts(tx, _alerts(2, lambda i: "C52240")))
     done = await ldb.write(lambda tx: queries.acknowledge(tx, "hpf://supervisor/prov", [a["id"], b["id"]],
@@ -214,12 +267,49 @@ async def test_every_console_write_is_chained_in_the_journal_and_a_change_shows(
     rows = await ldb.read(lambda c: queries.journal_for(c, f"alert/{a['id']}"))
     assert [(r["who"], r["action"]) for r in rows] == [("hpf://supervisor/prov", "acknowledged"),
                                                        ("hpf://supervisor/prov", "note")]
-    assert await ldb.read(queries.verify_journal) is None
+    assert verify_database(ledger_url, kind="console").ok
     engine = sa.create_engine(ledger_url)
     with engine.begin() as conn:
         conn.execute(sa.text("update console_journal set body = '{\"reason\":\"nothing\"}' where seq = 1"))
     engine.dispose()
-    assert await ldb.read(queries.verify_journal) == 1
+    report = verify_database(ledger_url, kind="console")
+    assert (report.problem.seq, report.problem.kind) == (1, "altered"), report.describe()
+
+
+@pytest_twisted.ensureDeferred
+async def test_hpf_gateway_verify_walks_the_console_journal_and_names_a_tampered_row(ldb, ledger_url, tmp_path):
+    import io
+
+    from gateway.ledger.verify import verify_main
+
+    [a, b] = await ldb.write(lambda tx: store.store_alerts(tx, _alerts(2, lambda i: "C52240")))
+    await ldb.write(lambda tx: queries.acknowledge(tx, "hpf://supervisor/prov", [a["id"], b["id"]], "seen", None))
+    await ldb.write(lambda tx: queries.note(tx, "hpf://supervisor/prov", a["id"], "called the centre", None))
+    data = config_data()
+    data["ledger"]["database"] = ledger_url
+    path = tmp_path / "ledger.toml"
+    path.write_text(render_toml(data), encoding="utf-8")
+
+    def verify() -> tuple[int, str]:
+        out, err = io.StringIO(), io.StringIO()
+        return verify_main(str(path), out=out, err=err), out.getvalue() + err.getvalue()
+
+    code, text = verify()
+    assert code == 0 and "console journal (console_journal): 3 rows, chain intact" in text, text
+    # who acknowledged is rewritten behind the console's back: verify fails and names the row
+    sql_(ledger_url, "update console_journal set who = 'hpf://supervisor/gy' where seq = 2")
+    code, text = verify()
+    assert code == 1 and "console journal (console_journal): BROKEN at seq 2 (altered)" in text, text
+    assert "ledger journal (copies)" in text  # the copies are walked as before
+    sql_(ledger_url, "update console_journal set who = 'hpf://supervisor/prov' where seq = 2")
+    assert verify()[0] == 0
+    # the newest row deleted: the journal's head still names it
+    sql_(ledger_url, "delete from console_journal where seq = 3")
+    code, text = verify()
+    assert code == 1 and "BROKEN at seq 3 (deleted)" in text, text
+    # and the next write does not paper over the gap
+    await ldb.write(lambda tx: queries.note(tx, "hpf://supervisor/prov", a["id"], "again", None))
+    assert verify()[0] == 1
 
 
 @pytest_twisted.ensureDeferred
@@ -330,9 +420,9 @@ def test_report_periods_series_and_assessment():
     assert series == [("2026-11-26", 0, 0), ("2026-11-27", 3, 12345), ("2026-11-28", 0, 0)]
     hour = 3_600_000_000
     data = {"centres": {"C52240": 20_000}, "overdue_inquiries": {"C52240": 1},
-            "responses": [(1, "large-amount", "C52240", 0, 2 * hour, 4 * hour), (2, "balance-break", "C52240", 0, None, None),
-                          (3, "inquiry-overdue", "C52240", 0, None, None),
-                          (4, "rectification-overdue", "C52240", 0, None, None)]}
+            "responses": [("C52240", "large-amount", 1, 1, 2 * hour, 1, 4 * hour), ("C52240", "balance-break", 1, 0, 0, 0, 0),
+                          ("C52240", "inquiry-overdue", 1, 0, 0, 0, 0), ("C52240", "rectification-overdue", 1, 0, 0, 0, 0),
+                          ("C11000", "large-amount", 5, 5, 50 * hour, 0, 0)]}
     [row] = queries.assessment(data, ["C52240"])
     assert row == {"centre": "C52240", "instructions": 20_000, "alerts": 2, "per_10k": 1.0, "ack_hours": 2.0,
                    "resolve_hours": 4.0, "overdue_inquiries": 1, "overdue_rectifications": 1}
@@ -341,22 +431,61 @@ def test_report_periods_series_and_assessment():
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_reports_response_times_are_summed_per_centre_and_rule_in_the_database(ldb):
+    from gateway.ledger.console.queries import AlertTotals, DailyTotals
+
+    made = await ldb.write(lambda tx: store.store_alerts(tx, _alerts(4, lambda i: "C52240" if i < 3 else "C11000")))
+    a, b, _, d = (m["id"] for m in made)
+    await ldb.write(lambda tx: queries.acknowledge(tx, "hpf://supervisor/prov", [a, b, d], "seen", None))
+    await ldb.write(lambda tx: queries.resolve(tx, "hpf://supervisor/prov", a, "done", None))
+    start = min(m["created_us"] for m in made)
+    # Read before and after a fold (the tail read from the tables, then the folded rows): the same
+    data = await ldb.read(queries.report_data, None, start, start + 10**12, DailyTotals(), AlertTotals())
+    assert await ldb.write(AlertTotals(chunk=2).fold) is True and await ldb.write(AlertTotals().fold) is False
+    assert await ldb.read(queries.report_data, None, start, start + 10**12, DailyTotals(), AlertTotals(tail=0)) \
+        == data
+    by = {(c, r): row for c, r, *row in data["responses"]}
+    # _alerts(4): rules manual; C52240 holds a (acked, resolved), b (acked), c (open); C11000 holds d (acked)
+    n, acked, _, resolved, _ = by[("C52240", "manual")]
+    assert (n, acked, resolved) == (3, 2, 1) and by[("C11000", "manual")][:2] == [1, 1]
+    assert all(us >= 0 for row in by.values() for us in (row[2], row[4]))
+    assert data["rules"] == [("manual", 4)]
+    assert (await ldb.read(queries.report_data, {"C11000"}, start, start + 10**12, DailyTotals(),
+                           AlertTotals()))["rules"] == \
+        [("manual", 1)]
+    [row] = queries.assessment(data, ["C52240"])
+    assert row["alerts"] == 0 and row["ack_hours"] is not None and row["resolve_hours"] is not None  # manual is the console's
+
+
+@pytest_twisted.ensureDeferred
 async def test_daily_totals_take_each_instruction_once_as_copies_arrive(ldb):
     from gateway.ledger.console.queries import DAY_US, DailyTotals
     from tests.kit.ledger import T0
 
-    totals = DailyTotals()
+    totals = DailyTotals(chunk=2, tail=1)
+    day = (T0 + 8 * 3_600_000_000) // DAY_US
     await file(ldb, [make_copy(1, instruction_id="A1", payload=received_payload("A1", 1, amount="1.50")),
                      make_copy(2, instruction_id="A1", state="sent", payload={"bank_ref": "x"})])
-    await ldb.read(totals.refresh)
-    await ldb.read(totals.refresh)  # nothing new: nothing counted twice
-    day = (T0 + 8 * 3_600_000_000) // DAY_US
-    assert totals.between(None, day, day + 1) == {(day, "C52240", "B001", "received"): (1, 150),
-                                                  (day, "C52240", "B001", "sent"): (1, 0)}
+    # Not folded yet: two seqs behind, more than the tail a page reads itself
+    assert await ldb.read(totals.between, None, day, day + 1) == ({}, 2)
+    assert await ldb.write(totals.fold) is False  # both seqs in one chunk, nothing left
+    assert await ldb.write(totals.fold) is False  # nothing new: nothing counted twice
+    both = {(day, "C52240", "B001", "received"): (1, 150), (day, "C52240", "B001", "sent"): (1, 0)}
+    assert await ldb.read(totals.between, None, day, day + 1) == (both, 0)
+    # One copy not folded yet is within the tail: read from the copies, so the answer is exact
     await file(ldb, [make_copy(3, instruction_id="A2", payload=received_payload("A2", 3, amount="2.00"))])
-    await ldb.read(totals.refresh)
-    assert totals.between(None, day, day + 1)[(day, "C52240", "B001", "received")] == (2, 350)
-    assert totals.between({"C11000"}, day, day + 1) == {} and totals.between(None, day + 1, day + 2) == {}
+    counted, behind = await ldb.read(totals.between, None, day, day + 1)
+    assert behind == 0 and counted[(day, "C52240", "B001", "received")] == (2, 350)
+    await file(ldb, [make_copy(n, instruction_id=f"B{n}", payload=received_payload(f"B{n}", n, amount="1.00"))
+                     for n in (4, 5, 6)])
+    assert await ldb.write(totals.fold) is True  # four seqs behind, two per chunk
+    assert await ldb.write(totals.fold) is False
+    counted, behind = await ldb.read(totals.between, None, day, day + 1)
+    assert behind == 0 and counted[(day, "C52240", "B001", "received")] == (5, 650)
+    # A restart keeps what was folded: a new reader starts from the stored mark
+    assert await ldb.read(DailyTotals().between, None, day, day + 1) == (counted, 0)
+    assert await ldb.read(totals.between, {"C11000"}, day, day + 1) == ({}, 0)
+    assert await ldb.read(totals.between, None, day + 1, day + 2) == ({}, 0)
 
 
 def test_a_banks_frame_is_shown_decoded_by_its_adapter_and_as_readable_text():

@@ -123,7 +123,8 @@ async def start_harness(tmp: Path, *, banks: dict[str, dict[str, Any]] | None = 
                         timeouts: dict[str, float] | None = None, database: str | None = None,
                         ledger: dict[str, Any] | None = None, limits: dict[str, Any] | None = None,
                         operators: dict[str, Any] | None = None, ops_tls: bool = False,
-                        bank_config: dict[str, dict[str, Any]] | None = None) -> Harness:
+                        bank_config: dict[str, dict[str, Any]] | None = None,
+                        listen: dict[str, Any] | None = None) -> Harness:
     """Keys, config, migrated database, a running gateway and (by default) both banks."""
     pki = init_dev_pki(tmp / "keys", banks=["B001", "B002"], centres=[CENTRE, OTHER_CENTRE])
     path = write_demo_config(tmp)
@@ -143,10 +144,14 @@ async def start_harness(tmp: Path, *, banks: dict[str, dict[str, Any]] | None = 
         data["operators"] = operators
     if ops_tls:
         data["listen"]["ops_tls"] = True
+    data["listen"].update(listen or {})  # e.g. centre_bdc
     for bank_id, fields in (bank_config or {}).items():  # e.g. bdc's persistent opt-in
         data["banks"][bank_id].update(fields)
         if fields.get("connection") == "persistent":
             data["banks"][bank_id].pop("peer_endpoint", None)
+        if fields.get("channel") == "sftp":  # the sftp table names the server
+            for key in ("direction", "endpoint", "peer_endpoint", "connection"):
+                data["banks"][bank_id].pop(key, None)
     path.write_text(render_toml(data), encoding="utf-8")
     config = load_config(path)
     migrate.upgrade(config.database)

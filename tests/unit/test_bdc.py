@@ -692,7 +692,7 @@ def result_frame(**kw: Any) -> bytes:
     ('<field name="ReceiveDate">20171130', '<field name="ReceiveDate">2017113', "ReceiveDate"),
     ('<field name="BDCDate">20171130', '<field name="BDCDate">20170230', "BDCDate"),
     ('<field name="ReceiveNode">105000', '<field name="ReceiveNode">10500', "ReceiveNode"),
-    ('<field name="TxCode">BDC109', '<field name="TxCode">BDC002', "not supported"),
+    ('<field name="TxCode">BDC109', '<field name="TxCode">BDC105', "not supported"),
     ('<field name="TxStatus">0</field>', "", "OperNo missing"),  # no TxStatus: a request
 ])
 def test_malformed_answers_are_refused_naming_the_problem(old: str, new: str, reason: str) -> None:

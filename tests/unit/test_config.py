@@ -254,6 +254,9 @@ RULES: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
     ("listen.ops", set_key("listen", "ops", "tcp:9108\\"),
      "ends with a lone backslash"),
     ("listen.centre_api", delete_key("listen", "centre_api"), "is required"),
+    ("listen.centre_bdc", set_key("listen", "centre_bdc", "ssl:9999:privateKey=k.pem"),
+     "ssl: endpoints are refused: TLS is added by the gateway (client certificates are "
+     "required); give a plain tcp: endpoint"),
     # [limits]
     ("limits.max_amount", set_key("limits", "max_amount", 50000000),
      'must be a string such as "1234.56", not a number'),
@@ -658,3 +661,12 @@ def test_a_bdc_bank_defaults_to_a_connection_per_request_and_needs_the_way_back(
         data["banks"]["B001"]["connection"] = "persistent"
 
     assert problems_after(tmp_path, persistent)[1] == []
+
+
+def test_the_centre_bdc_listener_is_optional_and_must_not_collide(tmp_path: Path) -> None:
+    """[listen] centre_bdc: centres' bdc software (docs/protocols/bdc.md, "The centre role")."""
+    assert load_config(EXAMPLE, check_files=False).centre_bdc is None
+    assert problems_after(tmp_path, set_key("listen", "centre_bdc", "tcp:9999:interface=127.0.0.1"))[1] == []
+    file, problems = problems_after(tmp_path, set_key("listen", "centre_bdc", "tcp:8443:interface=127.0.0.1"))
+    assert problems == [f'{file}: listen.centre_bdc: "tcp:8443:interface=127.0.0.1" listens on the same '
+                        "address as listen.centre_api"]

@@ -11,6 +11,7 @@ production, without the sockets between.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -118,6 +119,11 @@ async def journal_everything(db: Database) -> list[dict[str, Any]]:
     await db.write(lambda tx: q.apply_bank_batch(tx, "B003", [
         q.Movements((), notice, pending=((base.to_json(pending), "C52240"),), problems=(unreadable,))]))
     await db.write(lambda tx: record_bank_file(tx, "B003", BankFile.of("camt053_20261127.xml", notice), "in"))
+    # A whole message a bank link refused, as the relay records it (gateway/relay.py, refused).
+    hostile = b"105000" + b"0" + bytes(9) + (5).to_bytes(4, "big") + b"<bad>"
+    refused = q.RefusedMessage({"reason": "body: not XML", "sha256": hashlib.sha256(hostile).hexdigest(),
+                                "size": len(hostile)}, hostile)
+    await db.write(lambda tx: q.apply_bank_batch(tx, "B001", [refused]))
     return await db.read(journal.events_after, 0, 1000)
 
 
@@ -135,7 +141,7 @@ async def test_every_event_the_gateway_journals_is_a_copy_the_ledger_reads(db, g
     assert {r["kind"] for r in rows} == set(KINDS)
     assert {r["state"] for r in rows if r["kind"] == "instruction.state"} == STATES
     assert sum("resolution" in json.loads(r["payload"]) for r in rows) == 2
-    assert sum(r["raw"] is not None for r in rows) == 6  # the bank's frames are checked too
+    assert sum(r["raw"] is not None for r in rows) == 7  # the bank's frames are checked too
     checked = checker.check("main", signed_copies(signer, rows))
     unread = [(r["kind"], r["state"], c) for r, c in zip(rows, checked)
               if not isinstance(c, ParsedCopy) or c.fact is None]
@@ -146,8 +152,10 @@ async def test_every_event_the_gateway_journals_is_a_copy_the_ledger_reads(db, g
     for n, c in enumerate(checked):
         assert isinstance(c, ParsedCopy) and c.fact is not None
         alerts += matcher.observe(c.fact, float(n))
-    # The part of a bank's document nobody could read is an alert; a pending entry and a file are not.
-    assert [a.rule for a in alerts if a.rule.startswith("bank-")] == ["bank-data-unreadable"]
+    # The part of a bank's document nobody could read is an alert, and so is a refused message;
+    # a pending entry and a file are not.
+    assert [a.rule for a in alerts if a.rule.startswith("bank-")] == ["bank-data-unreadable",
+                                                                       "bank-message-refused"]
 
 
 @pytest_twisted.ensureDeferred

@@ -138,7 +138,7 @@ def statements(draw: Any) -> base.Statement:
 BALANCES = st.builds(
     base.Balance, seq_no=SERIALS, reply_to=SERIALS | st.just(""), account=ACCOUNTS, balance=SIGNED,
     available=SIGNED, overdraft=st.just(0) | AMOUNTS, account_name=texts(70),
-    status=st.sampled_from(["ITBD", "CLBD", "ITAV", "0", "冻结"]) | texts(35, min_size=1),
+    status=st.sampled_from(["ITBD", "CLBD", "ITAV", "0", "冻结"]) | texts(35, min_size=1).map(str.strip).filter(bool),
     as_of=DATETIMES)
 
 CODES, WORDS = texts(35), texts(500)
@@ -475,6 +475,7 @@ def test_any_currency_mode_reads_each_currency_with_its_own_exponent() -> None:
     (base.Result("1", "2", "3", False, code="NOTFOUND"), "code"),
     (base.Result("1", "2", "3", False, text="x" * 501), "text"),
     (base.Balance("1", "", "A", 1, 1, status="", as_of=FIXED_NOW), "status"),
+    (base.Balance("1", "", "A", 1, 1, status=" ", as_of=FIXED_NOW), "status"),
     (base.Balance("1", "", "A", 1, 1, status="ITBD"), "as_of"),
     (base.Balance("1", "", "A", 1, 1, overdraft=-1, status="ITBD", as_of=FIXED_NOW), "overdraft"),
     (base.Movement("1", ()), "entries"),

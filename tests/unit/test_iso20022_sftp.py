@@ -193,3 +193,22 @@ async def test_a_collected_file_is_journalled_with_its_name_hash_and_bytes(setup
     assert bytes(row.raw) == f.data and row.bank_id == "B001"
     with pytest.raises(ValueError):
         sftp.record_bank_file(None, "B001", f, "sideways")
+
+
+def test_known_hosts_pins_the_keys_named_for_the_host_and_port_and_refuses_none(tmp_path) -> None:
+    from twisted.conch.client.knownhosts import KnownHostsFile
+    from twisted.python.filepath import FilePath
+
+    a, b, other = _key(), _key(), _key()
+    path = tmp_path / "known_hosts"
+    path.write_text(f"# the bank's keys\n[127.0.0.1]:2222 {a.public().toString('OPENSSH').decode()}\n"
+                    f"127.0.0.1 {other.public().toString('OPENSSH').decode()}\n")
+    hashed = KnownHostsFile.fromPath(FilePath(str(path)))
+    hashed.addHostKey(b"[127.0.0.1]:2222", b.public())   # written hashed, as ssh's HashKnownHosts
+    hashed.save()
+    assert sftp.pinned_host_keys(path, "127.0.0.1", 2222) == [a.public(), b.public()]
+    assert sftp.pinned_host_keys(path, "127.0.0.1") == [other.public()]          # port 22: bare name
+    with pytest.raises(sftp.SftpError, match=r"no key for \[127.0.0.2\]:2222"):
+        sftp.pinned_host_keys(path, "127.0.0.2", 2222)
+    with pytest.raises(sftp.SftpError, match="not a readable file"):
+        sftp.pinned_host_keys(tmp_path / "missing", "127.0.0.1")

@@ -203,3 +203,29 @@ def test_an_idle_outbox_has_no_deadline() -> None:
     node.hear(msg.Result("B1", "R1", "R1", True))
     node.commit()
     assert node.ob.entries == {} and node.ob.next_deadline() is None
+
+
+def test_refused_bank_messages_are_journalled_up_to_a_cap_per_window_then_only_counted() -> None:
+    """A bank flooding bad messages cannot flood the journal and the ledger's alerts."""
+    from pathlib import Path
+
+    from twisted.internet.task import Clock
+
+    from gateway.config import load_config
+    from gateway.metrics import GatewayMetrics
+    from gateway.relay import REFUSED_JOURNAL_CAP, REFUSED_JOURNAL_WINDOW, BankDispatcher
+
+    config = load_config(Path(__file__).resolve().parents[2] / "conf" / "gateway.example.toml", check_files=False)
+    bank = next(iter(config.banks.values()))
+    clock, metrics = Clock(), GatewayMetrics()
+    d = BankDispatcher(bank, config, None, clock, metrics)  # type: ignore[arg-type]
+    recorded: list = []
+    d._record = lambda item, done: recorded.append(item)  # type: ignore[method-assign]
+    for _ in range(REFUSED_JOURNAL_CAP + 5):
+        d.refused(b"C52240" + b"0" * 10 + b"6200001111222233 frame", "amt: 6200001111222233 is bad")
+    assert len(recorded) == REFUSED_JOURNAL_CAP
+    assert metrics.refused.labels(f"bank:{bank.id}", "bad_message_unjournalled")._value.get() == 5
+    assert "6200001111222233" not in recorded[0].payload["reason"] and recorded[0].raw.endswith(b"frame")
+    clock.advance(REFUSED_JOURNAL_WINDOW)
+    d.refused(b"x", "again")
+    assert len(recorded) == REFUSED_JOURNAL_CAP + 1

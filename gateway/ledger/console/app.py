@@ -38,7 +38,7 @@ from gateway.ledger.console import charts, csrf, queries, rectify, reports
 from gateway.ledger.console.i18n import choose_lang, translate
 from gateway.ledger.console.scope import Viewer, centres_of_config, city_of, viewer_for
 from gateway.ledger.rules import RULES, SEVERITIES
-from gateway.model import format_amount, parse_amount
+from gateway.model import State, format_amount, parse_amount
 from gateway.store.db import StoreUnavailable
 from gateway.tls import PeerIdentity, peer_identity
 
@@ -64,6 +64,8 @@ _CENTRE = re.compile(r"C[0-9]{5}")
 _BANK = re.compile(r"[A-Z0-9]{1,16}")
 _ACCOUNT = re.compile(r"[0-9A-Za-z-]{1,32}")
 _EVENT = re.compile(r"[0-9A-Za-z_-]{1,64}")
+_KEYSET = re.compile(r"[0-9]{1,18}\.[0-9]{1,18}")
+INSTRUCTION_STATES = tuple(s.value for s in State)
 _STATIC = ("console.css", "console.js")
 _LANG_COOKIE = b"hpf-lang"
 _STEPS = frozenset(action for _, action in rectify.ACTIONS)
@@ -148,6 +150,7 @@ class Console:
         self.secret = secret or secrets.token_bytes(32)
         self.centres = centres_of_config(config)
         self.totals = queries.DailyTotals()
+        self.alert_totals = queries.AlertTotals()
         self.templates = jinja2.Environment(
             loader=jinja2.PackageLoader("gateway.ledger.console", "templates"),
             autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
@@ -389,6 +392,8 @@ class ConsoleResource(Resource):
             return "overview", page("overview.html", await self._overview(viewer, lang))
         if parts == ["alerts"]:
             return "alerts", page("alerts.html", await self._inbox(request, viewer))
+        if parts == ["instructions"]:
+            return "instructions", page("instructions.html", await self._instructions(request, viewer))
         if len(parts) == 2 and parts[0] == "alerts" and _ID.fullmatch(parts[1]):
             return "alert", page("alert.html", await self._alert(viewer, int(parts[1])))
         if parts == ["inquiries"]:
@@ -453,7 +458,39 @@ class ConsoleResource(Resource):
                 "in_doubt": sum(r["in_doubt"] for r in rows.values()),
                 "overdue": by_rule.get("missing-result", 0), "balance_breaks": by_rule.get("balance-break", 0),
                 "overdue_inquiries": by_rule.get(queries.INQUIRY_OVERDUE, 0),
-                "lag": max(0, head - c.engine.applied_seq), "chart": chart, "today": today.isoformat()}
+                "lag": max(0, head - c.engine.applied_seq), "chart": chart, "today": today.isoformat(),
+                "behind": data["behind"]}
+
+    # -- instructions ----------------------------------------------------------------------
+
+    async def _instructions(self, request: Any, viewer: Viewer) -> dict[str, Any]:
+        """The list behind the overview's counts: by centre, bank, state reached and days, or the
+        overdue ones; in scope, paged by keyset."""
+        c = self.console
+        f = {"centre": _pattern(request, b"centre", _CENTRE), "bank": _pattern(request, b"bank", _BANK),
+             "state": _choice(request, b"state", INSTRUCTION_STATES),
+             "overdue": _choice(request, b"overdue", ("1",)),
+             "from": _date(request, b"from"), "to": _date(request, b"to")}
+        from_us = _day_start_us(f["from"]) if f["from"] else None
+        to_us = _day_start_us(f["to"]) + 86_400_000_000 if f["to"] else None
+        if f["overdue"]:
+            before = _pattern(request, b"before", _ID)
+            rows = await c.db.read(lambda conn: queries.overdue_instructions(
+                conn, viewer.centres, centre=f["centre"], bank=f["bank"],
+                before_id=int(before) if before else None, limit=PAGE + 1))
+            key = (lambda r: str(r["alert_id"]))
+        else:
+            before = _pattern(request, b"before", _KEYSET)
+            after_row = (int(before.split(".")[0]), int(before.split(".")[1])) if before else None
+            rows = await c.db.read(lambda conn: queries.instruction_list(
+                conn, viewer.centres, centre=f["centre"], bank=f["bank"], state=f["state"], from_us=from_us,
+                to_us=to_us, before=after_row, limit=PAGE + 1))
+            key = (lambda r: f"{r['created_us']}.{r['seq']}")
+        more = len(rows) > PAGE
+        rows = rows[:PAGE]
+        filters = {k: (v.isoformat() if isinstance(v, _dt.date) else v) for k, v in f.items()}
+        return {"instructions": rows, "filters": filters, "next_before": key(rows[-1]) if more and rows else None,
+                "paged": before is not None, "states": INSTRUCTION_STATES, "centres": viewer.visible(c.centres)}
 
     # -- alerts ----------------------------------------------------------------------------
 
@@ -625,7 +662,8 @@ class ConsoleResource(Resource):
             raise Refused(404, "error.404")
         first, end = reports.period_range(period, day)
         scope = {centre} if centre else viewer.centres
-        data = await c.db.read(queries.report_data, scope, _day_start_us(first), _day_start_us(end), c.totals)
+        data = await c.db.read(queries.report_data, scope, _day_start_us(first), _day_start_us(end), c.totals,
+                               c.alert_totals)
         series = reports.day_series(data["days"], first, end)
         shown = [centre] if centre else viewer.visible(c.centres)
         table = queries.assessment(data, shown)
@@ -635,20 +673,22 @@ class ConsoleResource(Resource):
         by_bank: dict[str, int] = {}
         for bank, state, n in data["outcomes"]:
             by_bank[f"{bank} {translate('col.' + state, lang)}"] = n
-        ack_by_rule: dict[str, list[float]] = {}
-        for _, rule, _, created, acked, _ in data["responses"]:
-            if acked is not None:
-                ack_by_rule.setdefault(rule, []).append((acked - created) / 3.6e9)
+        ack_by_rule: dict[str, list[int]] = {}
+        for _, rule, _, acked, ack_us, _, _ in data["responses"]:
+            slot = ack_by_rule.setdefault(rule, [0, 0])
+            slot[0] += acked
+            slot[1] += ack_us
         t = lambda key: translate(key, lang)  # noqa: E731
         return page("report.html", {
-            "period": period, "day": day.isoformat(), "first": first.isoformat(),
+            "period": period, "day": day.isoformat(), "first": first.isoformat(), "behind": data["behind"],
             "last": (end - _dt.timedelta(days=1)).isoformat(), "centre": centre, "centres": viewer.visible(c.centres),
             "periods": reports.PERIODS, "series": series, "assessment": table,
             "volume_chart": charts.line_chart([(d, n) for d, n, _ in series], title=t("report.volume")),
             "amount_chart": charts.line_chart([(d, fen / 100) for d, _, fen in series], title=t("report.amount")),
             "rules_chart": charts.pie_chart(sorted(data["rules"]), title=t("report.by_rule")),
             "banks_chart": charts.bar_chart(sorted(by_bank.items()), title=t("report.by_bank")),
-            "ack_chart": charts.bar_chart(sorted((r, round(sum(v) / len(v), 2)) for r, v in ack_by_rule.items()),
+            "ack_chart": charts.bar_chart(sorted((r, round(us / n / 3.6e9, 2)) for r, (n, us) in ack_by_rule.items()
+                                                 if n),
                                           title=t("report.ack_hours")),
         })
 
@@ -801,11 +841,13 @@ class OverdueWatch(Service):
         now_us = int(c.engine.reactor.seconds() * 1_000_000)
 
         async def run() -> None:
-            await c.db.read(c.totals.refresh)  # keeps the overview's and reports' totals warm
             created = await c.db.write(lambda tx: queries.raise_overdue(tx, now_us)
                                        + queries.raise_overdue_rectifications(tx, now_us))
             if created:
                 c.engine.alerts_created(created)
+            for totals in (c.totals, c.alert_totals):  # the day totals the overview and the reports read
+                while await c.db.write(totals.fold):
+                    pass
 
         d = Deferred.fromCoroutine(run())
         d.addErrback(lambda f: log.failure("console.overdue_failed", f))

@@ -18,14 +18,15 @@ from sqlalchemy import and_, case, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
 from gateway.ledger import store
-from gateway.ledger.store import alerts, centre_conditions, console_journal, copies, inquiries
+from gateway.ledger.store import alerts, centre_conditions, console_alert_totals, console_journal, console_journal_head, \
+    console_totals, console_totals_mark, copies, inquiries
 from gateway.store.db import GENESIS, Tx
 
-__all__ = ["journal", "verify_journal", "journal_for", "inbox", "alert_row", "overview_counts",
+__all__ = ["journal", "journal_row_hash", "instruction_list", "overdue_instructions", "journal_for", "inbox", "alert_row", "overview_counts",
            "evidence", "acknowledge", "note", "raise_manual", "ask", "answer", "list_inquiries",
            "get_inquiry", "overdue_inquiries", "raise_overdue", "conditions", "set_conditions",
            "MANUAL", "INQUIRY_OVERDUE", "CONSOLE_RULES", "open_rectification", "get_rectification",
-           "list_rectifications", "act_on_rectification", "raise_overdue_rectifications", "DailyTotals", "report_data", "assessment",
+           "list_rectifications", "act_on_rectification", "raise_overdue_rectifications", "DailyTotals", "AlertTotals", "report_data", "assessment",
            "account_status"]
 
 MANUAL = "manual"
@@ -45,28 +46,27 @@ def _journal_hash(prev: str, seq: int, at_us: int, who: str, action: str, subjec
     return h.hexdigest()
 
 
+def journal_row_hash(prev: str, row: Mapping[str, Any]) -> str:
+    """The hash a stored journal row must carry after ``prev`` (what ``hpf-gateway verify`` recomputes)."""
+    return _journal_hash(prev, row["seq"], row["at_us"], row["who"], row["action"], row["subject"], row["body"])
+
+
 def journal(tx: Tx, who: str, action: str, subject: str, body: Mapping[str, Any]) -> int:
-    """Append one console write to the chained journal; its seq."""
+    """Append one console write to the chained journal, and move its head; its seq."""
     conn = tx.conn
-    last = conn.execute(select(console_journal.c.seq, console_journal.c.hash)
-                        .order_by(console_journal.c.seq.desc()).limit(1)).first()
-    seq, prev = (int(last[0]) + 1, last[1]) if last else (1, GENESIS)
+    # From the head, never from the last row: a row deleted at the tail leaves a gap verify names.
+    head = conn.execute(select(console_journal_head.c.seq, console_journal_head.c.hash)
+                        .where(console_journal_head.c.id == 1)).first()
+    seq, prev = (int(head[0]) + 1, head[1]) if head else (1, GENESIS)
     text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    digest = _journal_hash(prev, seq, tx.now_us, who[:80], action[:32], subject[:100], text)
     conn.execute(insert(console_journal).values(
-        seq=seq, at_us=tx.now_us, who=who[:80], action=action[:32], subject=subject[:100], body=text,
-        hash=_journal_hash(prev, seq, tx.now_us, who[:80], action[:32], subject[:100], text)))
+        seq=seq, at_us=tx.now_us, who=who[:80], action=action[:32], subject=subject[:100], body=text, hash=digest))
+    if head is None:
+        conn.execute(insert(console_journal_head).values(id=1, seq=seq, hash=digest))
+    else:
+        conn.execute(update(console_journal_head).where(console_journal_head.c.id == 1).values(seq=seq, hash=digest))
     return seq
-
-
-def verify_journal(conn: Connection) -> int | None:
-    """The seq of the first journal row whose hash or place does not hold; None when all hold."""
-    prev, expected = GENESIS, 1
-    for r in conn.execute(select(console_journal).order_by(console_journal.c.seq)).mappings():
-        if r["seq"] != expected or r["hash"] != _journal_hash(prev, r["seq"], r["at_us"], r["who"], r["action"],
-                                                              r["subject"], r["body"]):
-            return int(r["seq"])
-        prev, expected = r["hash"], expected + 1
-    return None
 
 
 def journal_for(conn: Connection, subject: str) -> list[dict[str, Any]]:
@@ -104,6 +104,85 @@ def inbox(conn: Connection, centres: Centres, *, rule: str | None = None, severi
     return [dict(r) for r in conn.execute(q.order_by(alerts.c.id.desc()).limit(limit)).mappings()]
 
 
+# -- instructions ------------------------------------------------------------------------
+
+
+def instruction_list(conn: Connection, centres: Centres, *, centre: str | None = None, bank: str | None = None,
+                     state: str | None = None, from_us: int | None = None, to_us: int | None = None,
+                     before: tuple[int, int] | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    """The instructions that reached ``state`` (any state when None) in [from_us, to_us), newest first:
+    one row per state copy, as the overview and the reports count them.  Keyset ``before`` is the
+    (created_us, seq) of the last row shown; ``ix_copies_kind_state_created`` serves it."""
+    # Over every state, the kind is tested row by row so that the newest-first walk of ix_copies_created
+    # is the plan (given the kind alone, SQLite would take the kind's index and sort a million rows).
+    kind = copies.c.kind if state is not None else func.coalesce(copies.c.kind, "")
+    q = select(copies.c.seq, copies.c.event_id, copies.c.created_us, copies.c.centre_id, copies.c.instruction_id,
+               copies.c.bank_id, copies.c.state).where(kind == "instruction.state",
+                                                       _in_scope(copies.c.centre_id, centres))
+    for column, value in ((copies.c.centre_id, centre), (copies.c.bank_id, bank), (copies.c.state, state)):
+        if value is not None:
+            q = q.where(column == value)
+    if from_us is not None:
+        q = q.where(copies.c.created_us >= from_us)
+    if to_us is not None:
+        q = q.where(copies.c.created_us < to_us)
+    if before is not None:
+        q = q.where(or_(copies.c.created_us < before[0], and_(copies.c.created_us == before[0],
+                                                                copies.c.seq < before[1])))
+    rows = [dict(r) for r in conn.execute(q.order_by(copies.c.created_us.desc(), copies.c.seq.desc())
+                                          .limit(limit)).mappings()]
+    return _with_instructions(conn, rows)
+
+
+def overdue_instructions(conn: Connection, centres: Centres, *, centre: str | None = None,
+                         bank: str | None = None, before_id: int | None = None,
+                         limit: int = 50) -> list[dict[str, Any]]:
+    """The instructions whose result is overdue now: one row per open ``missing-result`` alert (what
+    the overview counts), newest first; keyset ``before_id`` is the alert id of the last row shown."""
+    q = select(alerts.c.id.label("alert_id"), alerts.c.subject, alerts.c.centre_id, alerts.c.bank_id,
+               alerts.c.created_us).where(alerts.c.state == "open", alerts.c.rule == "missing-result",
+                                          _in_scope(alerts.c.centre_id, centres))
+    for column, value in ((alerts.c.centre_id, centre), (alerts.c.bank_id, bank)):
+        if value is not None:
+            q = q.where(column == value)
+    if before_id is not None:
+        q = q.where(alerts.c.id < before_id)
+    rows = []
+    for r in conn.execute(q.order_by(alerts.c.id.desc()).limit(limit)).mappings():
+        row = dict(r, instruction_id=r["subject"].split("/", 1)[1] if "/" in r["subject"] else r["subject"],
+                   state=None, event_id=None)
+        rows.append(row)
+    return _with_instructions(conn, rows)
+
+
+def _with_instructions(conn: Connection, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each row with its instruction's amount, debit account, creditor and latest state, from the
+    instruction's own copies (``ix_copies_instruction``)."""
+    wanted: dict[str, set[str]] = {}
+    for r in rows:
+        if r["centre_id"] and r["instruction_id"]:
+            wanted.setdefault(r["centre_id"], set()).add(r["instruction_id"])
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+    for centre_id, ids in wanted.items():
+        for chunk in store._chunks(sorted(ids), 200):
+            for c in conn.execute(
+                    select(copies.c.instruction_id, copies.c.seq, copies.c.state,
+                           case((copies.c.state == "received", copies.c.payload), else_=None).label("payload"))
+                    .where(copies.c.centre_id == centre_id, copies.c.instruction_id.in_(list(chunk)),
+                           copies.c.kind == "instruction.state").order_by(copies.c.seq)).mappings():
+                info = found.setdefault((centre_id, c["instruction_id"]), {})
+                info["latest"] = c["state"]
+                if c["payload"] is not None:
+                    instruction = store._loads(c["payload"]).get("instruction") or {}
+                    creditor = instruction.get("creditor") if isinstance(instruction.get("creditor"), dict) else {}
+                    info.update(amount=store._amount_or_none(instruction.get("amount")),
+                                debit_account=instruction.get("debit_account"), creditor=creditor.get("name"))
+    for r in rows:
+        r.update({"latest": None, "amount": None, "debit_account": None, "creditor": None},
+                 **found.get((r["centre_id"], r["instruction_id"]), {}))
+    return rows
+
+
 def alert_row(conn: Connection, alert_id: int, centres: Centres) -> dict[str, Any] | None:
     """One alert in scope, or None (absent and out of scope look the same)."""
     row = conn.execute(select(alerts).where(alerts.c.id == alert_id)).mappings().first()
@@ -116,14 +195,14 @@ def overview_counts(conn: Connection, centres: Centres, start_us: int, end_us: i
                     totals: "DailyTotals") -> dict[str, Any]:
     """Today's instruction states by centre and bank, instructed sums, open alerts by severity and rule."""
     day = (start_us + _CST_US) // DAY_US
-    today = totals.refresh(conn).between(centres, day, day + 1)
+    today, behind = totals.between(conn, centres, day, day + 1)
     states = [(c, b, st, n) for (_, c, b, st), (n, _) in today.items()]
     sums = {(c, b): fen for (_, c, b, st), (_, fen) in today.items() if st == "received"}
     open_alerts = conn.execute(
         select(alerts.c.severity, alerts.c.rule, func.count())
         .where(alerts.c.state == "open", _in_scope(alerts.c.centre_id, centres))
         .group_by(alerts.c.severity, alerts.c.rule)).all()
-    return {"states": states, "sums": sums,
+    return {"states": states, "sums": sums, "behind": behind,
             "open": [(s, r, int(n)) for s, r, n in open_alerts]}
 
 
@@ -416,20 +495,20 @@ _CST_US = 8 * 3_600_000_000  # days are business days in China (UTC+8)
 
 
 def report_data(conn: Connection, centres: Centres, start_us: int, end_us: int,
-                totals: "DailyTotals") -> dict[str, Any]:
+                totals: "DailyTotals", alert_totals: "AlertTotals") -> dict[str, Any]:
     """What a report over [start_us, end_us) is drawn from, in scope.
 
     ``days``: {day index (UTC+8): [instructions, instructed fen]}; ``outcomes``: [(bank, state, n)];
-    ``rules``: [(rule, n)]; ``responses``: [(alert id, rule, centre, created, first ack, resolved)];
+    ``rules``: [(rule, n)]; ``responses``: [(centre, rule, alerts, acknowledged, µs to acknowledge summed,
+    resolved, µs to resolve summed)];
     ``centres``: {centre: instructions}; ``overdue_inquiries``: {centre: n}.
     """
-    from gateway.ledger.store import alert_notes
-
     days: dict[int, list[int]] = {}
     per_centre: dict[str, int] = {}
     first_day, end_day = (start_us + _CST_US) // DAY_US, (end_us + _CST_US) // DAY_US
     outcome: dict[tuple[str, str], int] = {}
-    for (day, centre, bank, state), (n, fen) in totals.refresh(conn).between(centres, first_day, end_day).items():
+    counted, behind = totals.between(conn, centres, first_day, end_day)
+    for (day, centre, bank, state), (n, fen) in counted.items():
         if state in ("succeeded", "failed", "rejected", "in_doubt"):
             outcome[(bank, state)] = outcome.get((bank, state), 0) + n
         if state != "received":
@@ -439,25 +518,21 @@ def report_data(conn: Connection, centres: Centres, start_us: int, end_us: int,
         slot[1] += fen
         per_centre[centre] = per_centre.get(centre, 0) + n
     outcomes = [(b, st, n) for (b, st), n in sorted(outcome.items())]
-    in_range = and_(alerts.c.created_us >= start_us, alerts.c.created_us < end_us,
-                    _in_scope(alerts.c.centre_id, centres))
-    rules = [(r, int(n)) for r, n in conn.execute(
-        select(alerts.c.rule, func.count()).where(in_range).group_by(alerts.c.rule))]
-    acked = select(alert_notes.c.alert_id, func.min(alert_notes.c.at_us).label("at")).where(
-        alert_notes.c.action == "acknowledged").group_by(alert_notes.c.alert_id).subquery()
-    resolved = select(alert_notes.c.alert_id, func.min(alert_notes.c.at_us).label("at")).where(
-        alert_notes.c.action == "resolved").group_by(alert_notes.c.alert_id).subquery()
-    responses = [tuple(r) for r in conn.execute(
-        select(alerts.c.id, alerts.c.rule, alerts.c.centre_id, alerts.c.created_us, acked.c.at, resolved.c.at)
-        .select_from(alerts.outerjoin(acked, acked.c.alert_id == alerts.c.id)
-                     .outerjoin(resolved, resolved.c.alert_id == alerts.c.id))
-        .where(in_range))]
+    by_centre_rule: dict[tuple[str, str], list[int]] = {}
+    counted_alerts, alerts_behind = alert_totals.between(conn, centres, first_day, end_day)
+    for (_, centre, rule), numbers in counted_alerts.items():
+        _add(by_centre_rule, (centre, rule), numbers)
+    responses = [(c, r, *numbers) for (c, r), numbers in sorted(by_centre_rule.items())]
+    by_rule: dict[str, int] = {}
+    for _, rule, n, *_ in responses:
+        by_rule[rule] = by_rule.get(rule, 0) + n
+    rules = sorted(by_rule.items())
     overdue = {c: int(n) for c, n in conn.execute(
         select(inquiries.c.centre_id, func.count()).where(
             inquiries.c.overdue_alert.is_not(None), inquiries.c.asked_us >= start_us, inquiries.c.asked_us < end_us,
             _in_scope(inquiries.c.centre_id, centres)).group_by(inquiries.c.centre_id))}
     return {"days": days, "outcomes": outcomes, "rules": rules, "responses": responses, "centres": per_centre,
-            "overdue_inquiries": overdue}
+            "overdue_inquiries": overdue, "behind": behind + alerts_behind}
 
 
 def assessment(data: Mapping[str, Any], centres: Sequence[str]) -> list[dict[str, Any]]:
@@ -465,18 +540,18 @@ def assessment(data: Mapping[str, Any], centres: Sequence[str]) -> list[dict[str
     overdue inquiries and rectifications (pure, from :func:`report_data`)."""
     rows = []
     for centre in centres:
-        mine = [r for r in data["responses"] if r[2] == centre]
-        alerts_n = sum(1 for r in mine if r[1] not in CONSOLE_RULES)
-        acks = [(r[4] - r[3]) / 3.6e9 for r in mine if r[4] is not None]
-        resolves = [(r[5] - r[3]) / 3.6e9 for r in mine if r[5] is not None]
+        mine = [r for r in data["responses"] if r[0] == centre]
+        alerts_n = sum(r[2] for r in mine if r[1] not in CONSOLE_RULES)
+        acked, ack_us = sum(r[3] for r in mine), sum(r[4] for r in mine)
+        resolved, resolve_us = sum(r[5] for r in mine), sum(r[6] for r in mine)
         instructions = data["centres"].get(centre, 0)
         rows.append({
             "centre": centre, "instructions": instructions, "alerts": alerts_n,
             "per_10k": round(alerts_n * 10_000 / instructions, 1) if instructions else None,
-            "ack_hours": round(sum(acks) / len(acks), 2) if acks else None,
-            "resolve_hours": round(sum(resolves) / len(resolves), 2) if resolves else None,
+            "ack_hours": round(ack_us / acked / 3.6e9, 2) if acked else None,
+            "resolve_hours": round(resolve_us / resolved / 3.6e9, 2) if resolved else None,
             "overdue_inquiries": data["overdue_inquiries"].get(centre, 0),
-            "overdue_rectifications": sum(1 for r in mine if r[1] == "rectification-overdue"),
+            "overdue_rectifications": sum(r[2] for r in mine if r[1] == "rectification-overdue"),
         })
     return rows
 
@@ -506,43 +581,179 @@ def account_status(conn: Connection, account: str) -> dict[str, Any]:
             "last_movement_us": move.created_us if move else None, "open_alerts": int(open_alerts or 0)}
 
 
-class DailyTotals:
-    """Instruction states per (business day UTC+8, centre, bank, state): count, and instructed fen
-    for ``received``.
+_COPIES, _ALERTS, _NOTES = 1, 2, 3  # console_totals_mark rows: how far each fold has come
 
-    Kept up to date incrementally: :meth:`refresh` reads only the copies filed
-    since the last call (the ledger's seq only grows, from one writer), so each
-    instruction's payload is parsed once however often the overview and the
-    reports are drawn.  Thread-safe (refreshes run on the read pool).
+
+def _mark(conn: Connection, which: int) -> int | None:
+    found = conn.execute(select(console_totals_mark.c.seq).where(console_totals_mark.c.id == which)).scalar()
+    return None if found is None else int(found)
+
+
+def _move_mark(conn: Connection, which: int, was: int | None, to: int) -> None:
+    if was is None:
+        conn.execute(insert(console_totals_mark).values(id=which, seq=to))
+    elif conn.execute(update(console_totals_mark).where(console_totals_mark.c.id == which,
+                                                        console_totals_mark.c.seq == was)
+                      .values(seq=to)).rowcount != 1:
+        raise RuntimeError("console totals folded by another writer at the same time")  # rolls back
+
+
+def _add_to(conn: Connection, table: Any, names: Sequence[str], found: Mapping[tuple[Any, ...], Sequence[int]],
+            fields: Sequence[str]) -> None:
+    """Add each key's numbers to its row of ``table`` (made when new)."""
+    for key, numbers in found.items():
+        where = and_(*(table.c[n] == v for n, v in zip(names, key)))
+        if conn.execute(update(table).where(where).values(
+                **{f: table.c[f] + x for f, x in zip(fields, numbers)})).rowcount == 0:
+            conn.execute(insert(table).values(**dict(zip(names, key)), **dict(zip(fields, numbers))))
+
+
+def _add(into: dict[Any, list[int]], key: Any, numbers: Sequence[int]) -> None:
+    slot = into.setdefault(key, [0] * len(numbers))
+    for i, x in enumerate(numbers):
+        slot[i] += x
+
+
+def _day_of(us: int) -> int:
+    return (us + _CST_US) // DAY_US
+
+
+class DailyTotals:
+    """Instruction copies per (business day UTC+8, centre, bank, state): how many, and the fen
+    instructed (for ``received``), kept in ``console_totals``.
+
+    :meth:`fold` adds the copies filed since their mark in ``console_totals_mark``
+    (at most ``chunk`` seqs per transaction, so the ingest writer is never held
+    long); the console runs it every few seconds.  Each copy is read once, ever:
+    a restart reads nothing again.  :meth:`between` reads the table and adds the
+    few copies not folded yet, so what it answers is exact; when more than
+    ``tail`` seqs are not folded yet (the first start after the migration, a
+    console turned on after a long time off) it answers what is folded and
+    says how far behind that is, rather than reading them all in a page.
     """
 
-    def __init__(self) -> None:
-        import threading
+    def __init__(self, *, chunk: int = 5_000, tail: int = 10_000) -> None:
+        self.chunk = chunk
+        self.tail = tail
 
-        self.seq = 0
-        self.totals: dict[tuple[int, str, str, str], list[int]] = {}
-        self._lock = threading.Lock()
+    @staticmethod
+    def _read(conn: Connection, after: int, upto: int, into: dict[tuple[int, str, str, str], list[int]]) -> None:
+        rows = conn.execute(
+            select(copies.c.created_us, copies.c.centre_id, copies.c.bank_id, copies.c.state,
+                   case((copies.c.state == "received", copies.c.payload), else_=None))
+            .where(copies.c.seq > after, copies.c.seq <= upto, copies.c.kind == "instruction.state"))
+        for created, centre, bank, state, payload in rows:
+            amount = store._amount_or_none((store._loads(payload).get("instruction") or {}).get("amount")) \
+                if payload is not None else None
+            _add(into, (_day_of(created), centre or "", bank or "", state or ""), (1, amount or 0))
 
-    def refresh(self, conn: Connection) -> "DailyTotals":
-        with self._lock:
-            rows = conn.execute(
-                select(copies.c.seq, copies.c.created_us, copies.c.centre_id, copies.c.bank_id, copies.c.state,
-                       case((copies.c.state == "received", copies.c.payload), else_=None))
-                .where(copies.c.seq > self.seq, copies.c.kind == "instruction.state")
-                .order_by(copies.c.seq)).all()
-            for seq, created, centre, bank, state, payload in rows:
-                amount = store._amount_or_none((store._loads(payload).get("instruction") or {}).get("amount")) \
-                    if payload is not None else None
-                key = ((created + _CST_US) // DAY_US, centre or "", bank or "", state or "")
-                slot = self.totals.setdefault(key, [0, 0])
-                slot[0] += 1
-                slot[1] += amount or 0
-                self.seq = seq
-        return self
+    def fold(self, tx: Tx) -> bool:
+        """Fold the next copies into the table; True when more are left."""
+        conn = tx.conn
+        mark = _mark(conn, _COPIES)
+        head, _ = store.load_head(conn)
+        done = mark or 0
+        upto = min(head, done + self.chunk)
+        if upto <= done:
+            return False
+        found: dict[tuple[int, str, str, str], list[int]] = {}
+        self._read(conn, done, upto, found)
+        _add_to(conn, console_totals, ("day", "centre_id", "bank_id", "state"), found, ("n", "fen"))
+        _move_mark(conn, _COPIES, mark, upto)
+        return upto < head
 
-    def between(self, centres: Centres, first_day: int, end_day: int) -> dict[tuple[int, str, str, str],
-                                                                              tuple[int, int]]:
-        """{(day, centre, bank, state): (count, fen)} for days in [first_day, end_day) and centres in scope."""
-        with self._lock:
-            return {k: (v[0], v[1]) for k, v in self.totals.items()
-                    if first_day <= k[0] < end_day and (centres is None or k[1] in centres)}
+    def between(self, conn: Connection, centres: Centres, first_day: int,
+                end_day: int) -> tuple[dict[tuple[int, str, str, str], tuple[int, int]], int]:
+        """({(day, centre, bank, state): (count, fen)} for days in [first_day, end_day) and centres in
+        scope, how many seqs of the ledger are not counted in it (0: exact))."""
+        t = console_totals
+        for _ in range(3):  # a fold may commit between the reads: then read again
+            mark = _mark(conn, _COPIES) or 0
+            found = {(r.day, r.centre_id, r.bank_id, r.state): [int(r.n), int(r.fen)] for r in conn.execute(
+                select(t).where(t.c.day >= first_day, t.c.day < end_day, _in_scope(t.c.centre_id, centres)))}
+            if (_mark(conn, _COPIES) or 0) == mark:
+                break
+        head, _ = store.load_head(conn)
+        behind = head - mark
+        if 0 < behind <= self.tail:
+            tail: dict[tuple[int, str, str, str], list[int]] = {}
+            self._read(conn, mark, head, tail)
+            for key, numbers in tail.items():
+                if first_day <= key[0] < end_day and (centres is None or key[1] in centres):
+                    _add(found, key, numbers)
+            behind = 0
+        return {k: (v[0], v[1]) for k, v in found.items()}, behind
+
+
+class AlertTotals:
+    """Alerts per (business day of their creation, centre, rule): how many, how many acknowledged
+    and resolved, and the microseconds from creation that took, summed; kept in
+    ``console_alert_totals`` and folded like :class:`DailyTotals` (new alerts by id, their
+    acknowledged and resolved notes by id), so a report reads a few rows per day, not every alert."""
+
+    _FIELDS = ("n", "acked", "ack_us", "resolved", "resolve_us")
+
+    def __init__(self, *, chunk: int = 5_000, tail: int = 10_000) -> None:
+        self.chunk = chunk
+        self.tail = tail
+
+    @staticmethod
+    def _heads(conn: Connection) -> tuple[int, int]:
+        return (int(conn.execute(select(func.max(alerts.c.id))).scalar() or 0),
+                int(conn.execute(select(func.max(store.alert_notes.c.id))).scalar() or 0))
+
+    @staticmethod
+    def _read(conn: Connection, alerts_after: int, alerts_upto: int, notes_after: int, notes_upto: int,
+              into: dict[tuple[int, str, str], list[int]]) -> None:
+        notes = store.alert_notes
+        for created, centre, rule in conn.execute(select(alerts.c.created_us, alerts.c.centre_id, alerts.c.rule).where(
+                alerts.c.id > alerts_after, alerts.c.id <= alerts_upto)):
+            _add(into, (_day_of(created), centre or "", rule), (1, 0, 0, 0, 0))
+        # An alert moves open -> acknowledged -> resolved once: each such note is its first.
+        for action, at, created, centre, rule in conn.execute(
+                select(notes.c.action, notes.c.at_us, alerts.c.created_us, alerts.c.centre_id, alerts.c.rule)
+                .select_from(notes.join(alerts, alerts.c.id == notes.c.alert_id))
+                .where(notes.c.id > notes_after, notes.c.id <= notes_upto,
+                       notes.c.action.in_(("acknowledged", "resolved")))):
+            took = at - created
+            _add(into, (_day_of(created), centre or "", rule),
+                 (0, 1, took, 0, 0) if action == "acknowledged" else (0, 0, 0, 1, took))
+
+    def fold(self, tx: Tx) -> bool:
+        """Fold the next alerts and notes into the table; True when more are left."""
+        conn = tx.conn
+        marks = _mark(conn, _ALERTS), _mark(conn, _NOTES)
+        heads = self._heads(conn)
+        done = (marks[0] or 0, marks[1] or 0)
+        upto = (min(heads[0], done[0] + self.chunk), min(heads[1], done[1] + self.chunk))
+        if upto == done:
+            return False
+        found: dict[tuple[int, str, str], list[int]] = {}
+        self._read(conn, done[0], upto[0], done[1], upto[1], found)
+        _add_to(conn, console_alert_totals, ("day", "centre_id", "rule"), found, self._FIELDS)
+        _move_mark(conn, _ALERTS, marks[0], upto[0])
+        _move_mark(conn, _NOTES, marks[1], upto[1])
+        return upto != heads
+
+    def between(self, conn: Connection, centres: Centres, first_day: int,
+                end_day: int) -> tuple[dict[tuple[int, str, str], list[int]], int]:
+        """({(day, centre, rule): [n, acked, ack µs, resolved, resolve µs]} in [first_day, end_day) and
+        scope, how many alerts and notes are not counted in it (0: exact))."""
+        t = console_alert_totals
+        for _ in range(3):
+            marks = (_mark(conn, _ALERTS) or 0, _mark(conn, _NOTES) or 0)
+            found = {(r.day, r.centre_id, r.rule): [int(r[f]) for f in self._FIELDS] for r in conn.execute(
+                select(t).where(t.c.day >= first_day, t.c.day < end_day, _in_scope(t.c.centre_id, centres))
+            ).mappings()}
+            if (_mark(conn, _ALERTS) or 0, _mark(conn, _NOTES) or 0) == marks:
+                break
+        heads = self._heads(conn)
+        behind = heads[0] - marks[0] + heads[1] - marks[1]
+        if 0 < behind <= self.tail:
+            tail: dict[tuple[int, str, str], list[int]] = {}
+            self._read(conn, marks[0], heads[0], marks[1], heads[1], tail)
+            for key, numbers in tail.items():
+                if first_day <= key[0] < end_day and (centres is None or key[1] in centres):
+                    _add(found, key, numbers)
+            behind = 0
+        return found, behind
