@@ -160,6 +160,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
     target = sqlite3.connect(dest)
     try:
         source.backup(target, pages=1024)
+        target.execute("PRAGMA journal_mode=DELETE")  # one self-contained file, no -wal beside it
         check = target.execute("PRAGMA integrity_check").fetchone()[0]
     finally:
         target.close()
@@ -168,6 +169,66 @@ def cmd_backup(args: argparse.Namespace) -> int:
         print(f"hpf-gateway backup: the copy fails its integrity check: {check}", file=sys.stderr)
         return 1
     print(f"backed up {url.database} to {dest} (integrity ok)")
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    """Put a copy made by ``hpf-gateway backup`` in place as the config's (new) SQLite store.
+
+    The store must not exist yet: a restore goes onto a fresh machine or an
+    emptied directory, never over a store that may hold later facts.  The copy
+    is made with SQLite's backup API and checked (``PRAGMA integrity_check``).
+    A restored store cannot know what went to the banks after the backup, so
+    every open instruction not yet counted as sent is counted as sent once:
+    on a bank with ``status_before_resend = true`` it is then asked about
+    (a status query) before anything is sent again (docs/operations.md).
+    """
+    import sqlite3
+
+    from sqlalchemy.engine import make_url
+
+    config = _load(args.config, check_files=False)
+    url = make_url(config.database)
+    if url.get_backend_name() != "sqlite" or not url.database:
+        print("hpf-gateway restore: only the SQLite store is restored here; for PostgreSQL use "
+              "pg_restore (docs/operations.md)", file=sys.stderr)
+        return 2
+    dest, source_file = Path(url.database), Path(args.backup)
+    if dest.exists():
+        print(f"hpf-gateway restore: {dest} exists; restore into a new directory", file=sys.stderr)
+        return 2
+    if not source_file.is_file():
+        print(f"hpf-gateway restore: no backup at {source_file}", file=sys.stderr)
+        return 2
+    from gateway.store.db import private_file
+
+    private_file(dest)
+    source = sqlite3.connect(f"file:{source_file}?mode=ro", uri=True)
+    target = sqlite3.connect(dest)
+    try:
+        source.backup(target, pages=1024)
+        check = target.execute("PRAGMA integrity_check").fetchone()[0]
+        with target:
+            marked = target.execute(
+                "UPDATE instructions SET sends = 1 WHERE sends = 0 AND bank_ref IS NOT NULL "
+                "AND state IN ('received', 'sent')").rowcount
+        open_by_bank = dict(target.execute(
+            "SELECT bank_id, count(*) FROM instructions WHERE state IN ('received', 'sent', 'accepted') "
+            "GROUP BY bank_id").fetchall())
+    finally:
+        target.close()
+        source.close()
+    if check != "ok":
+        dest.unlink()
+        print(f"hpf-gateway restore: the backup fails its integrity check: {check}", file=sys.stderr)
+        return 1
+    unasked = sorted(b for b, n in open_by_bank.items()
+                     if n and b in config.banks and not (config.banks[b].status and config.banks[b].status.before_resend))
+    print(f"restored {source_file} to {dest} (integrity ok); {sum(open_by_bank.values())} open instructions, "
+          f"{marked} of them counted as sent once")
+    if unasked:
+        print("hpf-gateway restore: these banks resend unconfirmed references without asking first; set "
+              f"status_before_resend = true on them before starting: {', '.join(unasked)}", file=sys.stderr)
     return 0
 
 
@@ -334,6 +395,9 @@ def build_parser() -> argparse.ArgumentParser:
     backup = with_config(sub.add_parser("backup", help="online backup of the SQLite store"))
     backup.add_argument("dest", help="the new backup file")
     backup.set_defaults(func=cmd_backup)
+    restore = with_config(sub.add_parser("restore", help="put a backup in place as a new SQLite store"))
+    restore.add_argument("backup", help="a file made by hpf-gateway backup")
+    restore.set_defaults(func=cmd_restore)
     def with_operator(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         p.add_argument("--cert", help="your hpf://operator/NAME certificate, when listen.ops_tls is on")
         p.add_argument("--key", help="its private key")

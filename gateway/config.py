@@ -16,6 +16,8 @@ writes its generated config with it.
 
 from __future__ import annotations
 
+import dataclasses
+
 import difflib
 import ipaddress
 import math
@@ -240,6 +242,7 @@ class FrontEndConfig:
 FRONT_END_ADAPTERS: dict[str, tuple[str, ...]] = {
     "bocb2e": ("termid", "custid", "cusopr", "password_file"),
     "icbc": ("cis", "cert_id", "sign_url"),
+    "ccb": ("custid", "cusopr", "password_file"),   # url tcp://HOST:PORT (WLPT: a <TX> per connection)
 }
 """Adapters reached through a front-end, with the credential keys each needs."""
 _FRONT_END_KEYS = ("url", "local_addresses", "timeout", "max_answer")
@@ -748,6 +751,9 @@ class _Checker:
             pain001 = self.pain001_version(entry, at, adapter, signing)
             front_end = self.front_end(entry, at, adapter)
             status = self.status_policy(entry, at)
+            if adapter in FRONT_END_ADAPTERS and status is not None and "status_before_resend" not in entry:
+                # No source documents how these banks answer a resent key: ask status first.
+                status = dataclasses.replace(status or StatusPolicy(), before_resend=True)
             exchange = self.connection(entry, at, direction, adapter)
             if (name is not None and adapter is not None and node is not None
                     and direction is not None and endpoint is not None and window is not None
@@ -813,7 +819,8 @@ class _Checker:
             if key == "url" or key in needs:
                 url = self.string(table, at, key)
                 try:
-                    values[key] = check_front_end_url(url or "", locals_) if url else None
+                    schemes = ("tcp",) if adapter == "ccb" else ("http", "https")
+                    values[key] = check_front_end_url(url or "", locals_, schemes) if url else None
                 except ValueError as e:
                     self.problem(at + (key,), str(e))
                 good = good and values.get(key) is not None

@@ -1,7 +1,9 @@
 """``hpf-gateway demo``: the whole system on embedded defaults, live, in one process.
 
 Dev keys and configs in ``DIR``; the gateway on SQLite; one simulated bank per
-adapter (bdc dials in, b2e is dialled, ISO 20022 dials in); the supervision
+adapter (bdc dials in; Bank of China's bocb2e front-end is posted to over HTTP on
+loopback, signed on with the operator's password from a 0600 file; ISO 20022 dials
+in; ICBC's NC is posted to, payments signed at its signing port); the supervision
 ledger receiving signed copies; a simulated centre submitting instructions and
 following its feed.  The gateway's and ledger's JSON logs go to
 ``DIR/gateway.log``; the terminal shows progress and a summary, with the
@@ -21,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gateway.config import load_config, render_toml
+from gateway.config import FRONT_END_ADAPTERS, load_config, render_toml
 from gateway.store.db import private_file
 
 __all__ = ["BANKS", "CENTRE", "write_demo_config", "write_ledger_config", "run_demo", "FAULT_RULES"]
@@ -34,12 +36,19 @@ BANKS: dict[str, dict[str, str]] = {
              "connection": "per_request",
              "account": "6200001111222233", "account_name": "示例中心归集户", "type": "collection",
              "bank_code": "105100000017"},
-    "B002": {"name": "另一银行", "adapter": "b2e", "node": "102000", "direction": "connect",
+    # Bank of China's direct connection: the gateway posts to the bank's front-end (a
+    # simulated one on loopback), signs on, polls status, balances and statements.
+    "B002": {"name": "中国银行（示例）", "adapter": "bocb2e", "node": "102000", "direction": "connect",
              "account": "6222002222333344", "account_name": "示例中心贷款户", "type": "loan",
              "bank_code": "102100000030"},
     "B003": {"name": "第三银行", "adapter": "iso20022", "node": "104000", "direction": "listen",
              "account": "6217003333444455", "account_name": "示例中心增值收益户", "type": "revenue",
              "bank_code": "104100000045"},
+    # ICBC's 银企互联: the gateway posts forms to NC (a simulated one on loopback), payment
+    # packages signed at NC's signing port first; status, balances and history polled.
+    "B004": {"name": "工商银行（示例）", "adapter": "icbc", "node": "108000", "direction": "connect",
+             "account": "6212004444555566", "account_name": "示例中心其他户", "type": "other",
+             "bank_code": "108100000018"},
 }
 COUNTERPARTIES = {
     "6200009999000011": {"name": "张三", "bank_code": "105100000017"},
@@ -84,10 +93,36 @@ def _registries() -> tuple[dict[str, Any], dict[str, Any]]:
     return accounts, COUNTERPARTIES
 
 
+def _front_end(directory: Path, bank_id: str, adapter: str, port: int, sign_port: int) -> dict[str, Any]:
+    """A front-end bank's keys: where its (simulated) front-end listens, the gateway's
+    credentials there (bocb2e: the operator's password in a 0600 file beside the demo's keys;
+    ICBC's NC authenticates with its own certificate), its status cadence."""
+    import os
+    import secrets
+
+    cadence = {"window": 64, "status_first_after": 1.0, "status_interval": 1.0, "status_backoff": 2.0,
+               "status_max_interval": 8.0, "status_attempts": 12}
+    if adapter == "icbc":
+        return cadence | {"front_end": {
+            "url": f"http://127.0.0.1:{port}/servlet/ICBCCMPAPIReqServlet",
+            "sign_url": f"http://127.0.0.1:{sign_port}", "cis": "522400000000001", "cert_id": "gw.y.5224"}}
+    keys = directory / "keys"
+    keys.mkdir(parents=True, exist_ok=True)
+    password = keys / f"{bank_id}-front-end.password"
+    if not password.exists():
+        fd = os.open(password, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(secrets.token_urlsafe(12) + "\n")
+    return cadence | {"front_end": {"url": f"http://127.0.0.1:{port}/B2EC/E2BServlet", "termid": "E127000000001",
+                                    "custid": "D00000", "cusopr": "gateway",
+                                    "password_file": f"keys/{password.name}"}}
+
+
 def write_demo_config(directory: Path, *, ports: dict[str, int] | None = None,
                       ledger_url: str | None = None) -> Path:
     """Write ``DIR/gateway.toml`` for the demo (keys in ``DIR/keys``, database in ``DIR/var``)."""
     ports = ports or _free_ports(("api", "ops", "centre_bdc", *BANKS,
+                                  *(f"{b}_sign" for b, v in BANKS.items() if v["adapter"] == "icbc"),
                                   *(f"{b}_peer" for b, v in BANKS.items() if v.get("connection") == "per_request")))
     banks: dict[str, Any] = {}
     for bank_id, b in BANKS.items():
@@ -95,6 +130,9 @@ def write_demo_config(directory: Path, *, ports: dict[str, int] | None = None,
                     else f"tcp:127.0.0.1:{ports[bank_id]}")
         banks[bank_id] = {"name": b["name"], "adapter": b["adapter"], "node": b["node"],
                           "direction": b["direction"], "endpoint": endpoint, "window": 256}
+        if b["adapter"] in FRONT_END_ADAPTERS:
+            banks[bank_id].update(_front_end(directory, bank_id, b["adapter"], ports[bank_id],
+                                             ports.get(f"{bank_id}_sign") or _free_port()))
         if b.get("connection") == "per_request":
             peer = ports.get(f"{bank_id}_peer") or _free_port()
             # The bank listens for the gateway's requests: at most 16 connections at once.
@@ -272,9 +310,15 @@ def run_demo(args: argparse.Namespace) -> int:
         how = "the gateway listens, the bank dials in" if b["direction"] == "listen" else "the gateway dials the bank"
         if b.get("connection") == "per_request":
             how = "a connection per request, both ways (as deployed)"
+        if b["adapter"] in FRONT_END_ADAPTERS:
+            signed = "signed on; " if b["adapter"] == "bocb2e" else ""
+            how = (f"the gateway posts to the bank's front-end at {config.banks[bank_id].front_end.url} "
+                   f"({signed}status, balances and statements polled)")
         print(f"  bank {bank_id} ({b['name']}, {b['adapter']}, node {b['node']}): {how}")
     if faults:
-        print(f"  bank offences on purpose: {', '.join(sorted(faults))} (every {args.fault_every} transfers)")
+        culprits = [b for b, v in BANKS.items() if v["adapter"] not in FRONT_END_ADAPTERS]
+        print(f"  bank offences on purpose: {', '.join(sorted(faults))} (every {args.fault_every} transfers, "
+              f"committed by {', '.join(culprits)}; the front-end simulators commit none)")
     print(f"  centre {CENTRE}: submitting {args.count} instructions at {args.rate:g}/s"
           f"{f' in batches of {args.batch}' if args.batch else ''}; logs in {directory / 'gateway.log'}")
     print(f"  centre {CENTRE} also through its bdc software: {max(5, args.count // 10)} BDC109 transfers "

@@ -15,7 +15,14 @@ link's ``send(message)``):
   (the bank's window: that many concurrent connections), probes an idle peer, binds each
   answer to the request of its connection (the adapter's ``decode_answer`` when it has
   one), and hands it to the dispatcher.  A transport failure or an unreadable answer costs
-  that one request: the dispatcher's own timers resend or ask again.
+  that one request: the dispatcher's own timers resend or ask again.  What a bank's
+  front-end needs (docs/protocols/bocb2e.md, icbc.md, ccb.md, "The link") follows from the
+  adapter and the bank's config: no sign-on where the adapter has none (``needs_sign_on``;
+  a balance query shows the front-end answers), no line probe where it has none
+  (``has_heartbeat``), a new sign-on when an answer says the session is gone
+  (``session_lost``), no blind resend of a transfer whose answer was lost when the bank's
+  policy asks status first (``status_before_resend``), balances timed by the link when the
+  bank gives none, and statements polled page by page (:class:`StatementPoll`).
 * :class:`InboundFactory` takes the bank's own requests (notices, probes), one per
   connection, and answers each on its connection once the dispatcher has committed it.
 
@@ -41,11 +48,12 @@ from zope.interface import implementer
 
 from adapters import base as msg
 from adapters.base import Adapter, AdapterError
+from gateway.http_transport import TransportError
 from gateway.links import refuse_message
 
 __all__ = ["Transport", "StreamTransport", "ExchangeLink", "InboundFactory", "Serials",
            "ExchangeFailed", "bind_answer", "check_bank_peer", "make_exchange_link",
-           "make_exchange_service", "IgnoredFieldsCollector"]
+           "make_exchange_service", "IgnoredFieldsCollector", "StatementPoll"]
 
 log = Logger()
 
@@ -225,6 +233,30 @@ def bind_answer(adapter: Adapter, frame: bytes, request: msg.Message) -> msg.Mes
     return answer
 
 
+def _never_delivered(failure: Failure) -> bool:
+    """Whether a failed request certainly never reached the peer (so nothing of it can have happened)."""
+    e = failure.value
+    return (isinstance(e, ExchangeFailed) and not e.connected) or \
+        (isinstance(e, TransportError) and e.delivered is False)
+
+
+@dataclasses.dataclass
+class StatementPoll:
+    """Statements (account details) polled for every registered account of the bank, every
+    ``interval`` seconds, page by page until the bank says no more follow.
+
+    The adapter writes one page's request, ``statement_page(seq_no, account, day, cursor)``
+    (``cursor`` None: from the day's first record), and its ``decode_answer`` reads the page
+    as an object with ``statement`` (a :class:`~adapters.base.Statement`), ``more`` and
+    ``cursor`` (where the next page starts, or, after the last page, where the next poll
+    starts; None: the whole day again).  The store keeps each movement once, so a page read
+    twice books nothing twice.  ``accounts`` says which accounts to ask about.
+    """
+
+    interval: float
+    accounts: Callable[[], list[str]]
+
+
 class ExchangeLink:
     """A bank link of request/answer exchanges (see the module docstring)."""
 
@@ -233,23 +265,48 @@ class ExchangeLink:
     def __init__(self, bank: Any, adapter: Adapter, dispatcher: Any, clock: IReactorTime, metrics: Any,
                  transport: Transport, *, gateway_node: str, heartbeat_interval: float,
                  dead_after: float, retry_after: float = 1.0,
-                 today: Callable[[], _dt.datetime] | None = None) -> None:
+                 today: Callable[[], _dt.datetime] | None = None,
+                 bank_time: Callable[[], _dt.datetime] | None = None,
+                 statements: StatementPoll | None = None, transfers_first: bool = False) -> None:
         self.bank, self.adapter, self.dispatcher = bank, adapter, dispatcher
         self.clock, self.metrics, self.transport = clock, metrics, transport
         self.gateway_node = gateway_node
         self.heartbeat_interval, self.dead_after, self.retry_after = heartbeat_interval, dead_after, retry_after
         self.serials = Serials(gateway_node, today or _dt.datetime.now)
         self.window = max(1, int(getattr(bank, "window", 1)))
+        # What the protocol has: a sign-on before requests, a line probe (an idle peer that
+        # never answers one is dead).  A front-end without them is reached by its requests.
+        self.needs_sign_on = bool(getattr(adapter, "needs_sign_on", True))
+        self.has_heartbeat = bool(getattr(adapter, "has_heartbeat", True))
+        # The bank's policy: a reference that may have arrived is asked about, never resent blindly.
+        self.before_resend = bool(getattr(getattr(bank, "status", None), "before_resend", False))
+        # The bank's local clock, for balances the bank gives without a time of day.
+        self.bank_time = bank_time
+        self.statements = statements
         self.signed_on = False
         self.running = False
-        self.queue: deque[msg.Message] = deque()
+        self.queue: deque[Any] = deque()
+        # Statement pages, and with ``transfers_first`` transfers, go ahead of queries: a page
+        # brings the movements a balance is judged against, a transfer's receipt deadline runs
+        # from its send (the dispatcher's window bounds transfers: queries never wait for ever).
+        self.urgent: deque[Any] = deque()
+        self.transfers_first = transfers_first
         self.active = 0
         self.awaiting: dict[str, Any] = {}   # a bank request's serial -> its inbound connection
         self._resent: Counter[str] = Counter()  # instruction -> resends after a lost answer
         self._last_ok = 0.0
         self._retry: Any = None
+        self._signing_on = False     # a sign-on (or, without one, a probe) is on the wire
+        self._opening: Any = None    # that request
+        self._alone: Any = None      # a balance query on the wire by itself (see _pump)
+        self._balances: deque[tuple[Any, float]] = deque()   # balance queries waiting for it, since when
+        self._pages: dict[str, tuple[str, _dt.date]] = {}   # page serial -> (account, day)
+        self._paging: set[str] = set()                      # accounts with a page on the wire
+        self._cursors: dict[str, tuple[_dt.date, Any]] = {}  # account -> (day, where the next poll starts)
         self._probe = LoopingCall(self._tick)
         self._probe.clock = clock
+        self._statement_loop = LoopingCall(self.poll_statements)
+        self._statement_loop.clock = clock
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -259,6 +316,8 @@ class ExchangeLink:
         self._last_ok = self.clock.seconds()
         self._sign_on()
         self._probe.start(max(min(self.heartbeat_interval, self.dead_after) / 3, 0.05), now=False)
+        if self.statements is not None:
+            self._statement_loop.start(self.statements.interval, now=False)
 
     def drop_all(self) -> None:
         """Stop the session (another node owns the link now); in-flight exchanges end on their own."""
@@ -266,41 +325,122 @@ class ExchangeLink:
 
     def stop(self) -> None:
         self.running = False
-        if self._probe.running:
-            self._probe.stop()
+        for loop in (self._probe, self._statement_loop):
+            if loop.running:
+                loop.stop()
         if self._retry is not None and self._retry.active():
             self._retry.cancel()
+        self._retry = None
         self._down()
 
     def recheck(self) -> None:
         """The trust changed (a reload): probe the bank at once over a fresh connection, so a bank
         whose certificate the new trust refuses is down now rather than at its next exchange.
-        A healthy session stays up: a reload drops no healthy link."""
-        if self.running and self.signed_on:
+        A healthy session stays up: a reload drops no healthy link.  A protocol without a line
+        probe is met by its next request."""
+        if self.running and self.signed_on and self.has_heartbeat:
             log.info("link.recheck", bank=self.bank.id, reason="trust reloaded")
             self.send(msg.Heartbeat(self.serials.next(), self.gateway_node))
 
     def _down(self) -> None:
         self.queue.clear()  # the dispatcher sends again what matters once a session is up
+        self.urgent.clear()
+        self._balances.clear()
+        self._paging.clear()
         if self.signed_on:
             self.signed_on = False
             self.dispatcher.link_down(self)
 
+    def _up(self) -> None:
+        self.signed_on = True
+        self._last_ok = self.clock.seconds()
+        log.info("link.signed_on", bank=self.bank.id)
+        self.dispatcher.link_up(self)
+
+    def _accounts(self) -> list[str]:
+        config = getattr(self.dispatcher, "config", None)
+        accounts = getattr(config, "accounts", {}) or {}
+        return [n for n, a in accounts.items() if a.bank == self.bank.id]
+
     def _sign_on(self) -> None:
+        """Open a session: the protocol's sign-on, or where it has none, a balance query that
+        shows the front-end answers (no account registered: up at once)."""
         self._retry = None
-        if not self.running or self.signed_on:
+        if not self.running or self.signed_on or self._signing_on:
             return
-        self._exchange(msg.SignOn(self.serials.sign_on(), self.gateway_node))
+        if self.needs_sign_on:
+            opening: Any = msg.SignOn(self.serials.sign_on(), self.gateway_node)
+        else:
+            accounts = self._accounts()
+            if not accounts:
+                self._up()
+                return
+            opening = msg.BalanceQuery(self.serials.next(), accounts[0])
+        self._signing_on, self._opening = True, opening
+        if not self._exchange(opening):
+            self._signing_on, self._opening = False, None
+            self._after(opening, ok=False)
+
+    def _session_lost(self, reason: str) -> None:
+        """The bank says the session is gone (an expired token): down, and sign on again now.
+        What met it is not resent from here: the dispatcher's rules decide (a transfer is asked about)."""
+        log.warn("link.session_lost", bank=self.bank.id, reason=reason[:200])
+        self._down()
+        self._sign_on()
+
+    def _never_received(self, message: Any, evidence: bytes) -> None:
+        """A transfer refused for want of a session was never taken by the bank (the whole
+        request is refused before it is read): the dispatcher may send it again, same reference."""
+        if isinstance(message, msg.Instruction):
+            self.dispatcher.handle(msg.NotFound(message.seq_no, message.seq_no, message.seq_no), evidence)
 
     def _tick(self) -> None:
+        if not self.has_heartbeat:
+            return  # an idle front-end is not a dead one; requests find out when it is gone
         now = self.clock.seconds()
         if self.signed_on and now - self._last_ok >= self.dead_after:
             log.warn("link.dead_peer", bank=self.bank.id, silent_s=round(now - self._last_ok, 1))
             self._down()
             self._sign_on()
-        elif self.signed_on and self.active == 0 and not self.queue \
+        elif self.signed_on and self.active == 0 and not self.queue and not self.urgent \
                 and now - self._last_ok >= self.heartbeat_interval:
             self.send(msg.Heartbeat(self.serials.next(), self.gateway_node))
+
+    # -- statements ------------------------------------------------------------------
+
+    def poll_statements(self) -> None:
+        """Ask for every account's new statement records (see :class:`StatementPoll`)."""
+        if self.statements is None or not self.signed_on or self.bank_time is None:
+            return
+        today = self.bank_time().date()
+        for account in self.statements.accounts():
+            if account in self._paging:
+                continue  # the last poll is still paging
+            day, cursor = self._cursors.get(account, (today, None))
+            self._page(account, day, cursor)
+
+    def _page(self, account: str, day: _dt.date, cursor: Any) -> None:
+        try:
+            request = self.adapter.statement_page(self.serials.next(), account, day, cursor)  # type: ignore[attr-defined]
+        except AdapterError as e:
+            log.error("link.unencodable", bank=self.bank.id, kind="statement", error=str(e))
+            return
+        self._pages[request.seq_no] = (account, day)
+        self._paging.add(account)
+        self.urgent.append(request)
+        self._pump()
+
+    def _paged(self, account: str, day: _dt.date, page: Any, evidence: bytes) -> None:
+        statement = page.statement
+        if statement.entries or statement.pending or statement.problems:
+            self.dispatcher.handle(statement, evidence)
+        if page.more:
+            self._page(account, day, page.cursor)
+            return
+        self._paging.discard(account)
+        today = self.bank_time().date() if self.bank_time is not None else day
+        # A day past is read to its end once more, then the poll moves to today.
+        self._cursors[account] = (day, page.cursor) if day >= today else (today, None)
 
     # -- the dispatcher's way out ---------------------------------------------------
 
@@ -309,7 +449,13 @@ class ExchangeLink:
         if isinstance(message, _ANSWERS_TO_BANK):
             self._answer_bank(message)
             return
-        self.queue.append(message)
+        if self.bank_time is not None and isinstance(message, msg.BalanceQuery):
+            if all(q.account != message.account for q, _ in self._balances):  # one waiting per account
+                self._balances.append((message, self.clock.seconds()))
+        elif isinstance(message, msg.Instruction) and self.transfers_first:
+            self.urgent.append(message)
+        else:
+            self.queue.append(message)
         self._pump()
 
     def ask(self, message: Any) -> Deferred[Any]:
@@ -337,84 +483,153 @@ class ExchangeLink:
         return self.transport.request(frame).addCallback(answered)
 
     def _pump(self) -> None:
-        while self.queue and self.active < self.window:
-            self._exchange(self.queue.popleft())
+        """Send what waits while the window has room.  A balance the bank gives without a time
+        is timed by the link when its answer arrives, so its query goes alone (nothing this
+        link asked for happens between the bank's answer and that time): when the link is
+        idle, or, once it has waited ``dead_after`` seconds, after the window has drained."""
+        while self._alone is None:
+            waiting = self.urgent or self.queue
+            if self._balances and (self.active == 0 and (not waiting or self._balance_due())):
+                message, _ = self._balances.popleft()
+                if self._exchange(message):
+                    self._alone = message
+                continue
+            if self._balance_due() or not waiting or self.active >= self.window:
+                return
+            self._exchange((self.urgent or self.queue).popleft())
+        return
 
-    def _exchange(self, message: msg.Message) -> None:
+    def _balance_due(self) -> bool:
+        return bool(self._balances) and self.clock.seconds() - self._balances[0][1] >= self.dead_after
+
+    def _exchange(self, message: Any) -> bool:
         wire = message
         if isinstance(message, _CONTROL_REQUESTS) and not isinstance(message, msg.SignOn):
             wire = dataclasses.replace(message, seq_no=self.serials.next())
         try:
             frame = self.adapter.encode(wire, sender=self.gateway_node, receiver=self.bank.node)
         except AdapterError as e:
+            self._pages.pop(getattr(message, "seq_no", ""), None)
+            if getattr(e, "session_lost", False):
+                self._never_received(message, b"")
+                self._session_lost(str(e))
+                return False
             log.error("link.unencodable", bank=self.bank.id, kind=type(message).__name__, error=str(e))
-            return
+            return False
         self.active += 1
         self.metrics.frames.labels(self.bank.id, "out").inc()
         d = self.transport.request(frame)
         d.addCallbacks(self._answered, self._failed, callbackArgs=(message, wire, frame),
                        errbackArgs=(message,))
         d.addErrback(lambda f: log.failure("link.exchange_error", f, bank=self.bank.id))
+        return True
 
-    def _answered(self, frame: bytes, message: msg.Message, wire: msg.Message, request: bytes) -> None:
+    def _finished(self, message: Any) -> tuple[bool, tuple[str, _dt.date] | None]:
+        """One exchange over: the window's slot back; whether it opened the session; its page."""
         self.active -= 1
+        if message is self._alone:
+            self._alone = None
+        opening = message is self._opening
+        if opening:
+            self._signing_on, self._opening = False, None
+        return opening, self._pages.pop(getattr(message, "seq_no", ""), None)
+
+    def _answered(self, frame: bytes, message: Any, wire: Any, request: bytes) -> None:
+        opening, page = self._finished(message)
         self._resent.pop(message.seq_no, None)
         self.metrics.frames.labels(self.bank.id, "in").inc()
         self._last_ok = self.clock.seconds()
+        if opening and not self.needs_sign_on:
+            self._up()  # the front-end answered the probe: it is there (its balance comes again)
+            self._pump()
+            return
         try:
             answer = bind_answer(self.adapter, frame, wire)
         except AdapterError as e:
+            if page is not None:
+                self._paging.discard(page[0])
+            if getattr(e, "session_lost", False):
+                self._never_received(message, request + frame)
+                self._session_lost(str(e))
+                return
             refuse_message(self, frame, e)
             self._after(message, ok=False)
+            self._pump()
+            return
+        # Evidence is the whole exchange: the answer means what it means only next to the
+        # request of its connection (an adapter's decode_all reads both).
+        paired = hasattr(self.adapter, "decode_answer")
+        evidence = request + frame if paired else frame
+        if page is not None:
+            self._paged(page[0], page[1], answer, evidence)
+            self._pump()
             return
         if wire is not message:
             answer = dataclasses.replace(answer, reply_to=message.seq_no)  # type: ignore[call-arg]
         match answer:
             case msg.SignOnAnswer(ok=True):
-                self.signed_on = True
-                log.info("link.signed_on", bank=self.bank.id)
-                self.dispatcher.link_up(self)
+                self._up()
             case msg.SignOnAnswer():
                 log.warn("link.sign_on_refused", bank=self.bank.id, code=answer.code, text=answer.text)
                 self._after(message, ok=False)
             case msg.HeartbeatAnswer():
                 pass
             case _:
-                # Evidence is the whole exchange: the answer means what it means only
-                # next to the request of its connection (an adapter's decode_all reads both).
-                paired = hasattr(self.adapter, "decode_answer")  # its decode_all reads the pair
-                self.dispatcher.handle(answer, request + frame if paired else frame)
+                if isinstance(answer, msg.Balance) and self.bank_time is not None:
+                    answer = self._timed(answer)
+                self.dispatcher.handle(answer, evidence)
+                if isinstance(answer, msg.Balance):
+                    self.poll_statements()  # the movements before it, right behind it
         self._pump()
 
-    def _failed(self, failure: Failure, message: msg.Message) -> None:
-        self.active -= 1
+    def _timed(self, balance: msg.Balance) -> msg.Balance:
+        """A balance dated today without a time of day, timed by the bank's clock now (whole
+        seconds, as the bank's own records are): the link sent its query alone (see _pump)."""
+        now = self.bank_time().replace(microsecond=0)  # type: ignore[misc]
+        as_of = balance.as_of
+        if as_of is None or (as_of.time() == _dt.time() and as_of.date() == now.date()):
+            return dataclasses.replace(balance, as_of=now)
+        return balance
+
+    def _failed(self, failure: Failure, message: Any) -> None:
+        _, page = self._finished(message)
+        if page is not None:
+            self._paging.discard(page[0])
         reason = failure.getErrorMessage()[:200]
         self.metrics.refused.labels(f"bank:{self.bank.id}", "no_answer").inc()
         log.warn("link.no_answer", bank=self.bank.id, kind=type(message).__name__, reason=reason)
-        if isinstance(failure.value, ExchangeFailed) and not failure.value.connected and self.signed_on:
+        if _never_delivered(failure) and self.signed_on:
             # The bank cannot be reached: the session is down until a sign-on gets through
             # (the dispatcher then sends again what has no receipt, same reference).
             self._down()
             if self._retry is None:
                 self._retry = self.clock.callLater(self.retry_after, self._sign_on)
-        elif isinstance(message, msg.Instruction) and self.signed_on \
+        elif isinstance(message, msg.Instruction) and self.signed_on and not self.before_resend \
                 and self._resent[message.seq_no] < self.RESEND_AFTER_LOSS:
             # The answer was lost on its connection, as a dropped persistent link loses it:
             # send it again at once, same reference, for the bank to answer the original.
+            # (Not for a bank whose handling of a resent reference is unknown: there the
+            # dispatcher asks its status first, at the receipt deadline.)
             self._resent[message.seq_no] += 1
-            self.queue.appendleft(message)
+            (self.urgent if self.transfers_first else self.queue).appendleft(message)
         self._after(message, ok=False)
         self._pump()
 
-    def _after(self, message: msg.Message, *, ok: bool) -> None:
-        """A request went unanswered: sign on again later if it was the sign-on."""
-        if isinstance(message, msg.SignOn) and not ok and self.running and self._retry is None:
+    def _after(self, message: Any, *, ok: bool) -> None:
+        """A request went unanswered: open the session again later if it was to open it."""
+        opening = isinstance(message, msg.SignOn) or (not self.needs_sign_on and not self.signed_on
+                                                      and isinstance(message, msg.BalanceQuery))
+        if opening and not ok and self.running and self._retry is None and not self.signed_on:
             self._retry = self.clock.callLater(self.retry_after, self._sign_on)
 
     # -- the bank's own requests ----------------------------------------------------
 
     def _answer_bank(self, message: msg.Message) -> None:
         inbound = self.awaiting.pop(getattr(message, "reply_to", ""), None)
+        if inbound is None and isinstance(message, msg.Ack):
+            # An answer to this link's own request (a statement page, a status): nobody to answer.
+            log.debug("link.ack_of_own_exchange", bank=self.bank.id)
+            return
         if inbound is None:
             log.warn("link.answer_without_request", bank=self.bank.id, kind=type(message).__name__)
             return
@@ -562,10 +777,10 @@ def make_exchange_service(reactor: Any, link: ExchangeLink, options: Any,
     """The service of a per-request link: the sign-on loop and, when there is one, the
     listener for the bank's own requests (``endpoint`` when the gateway listens, else
     ``peer_endpoint``), wrapped by ``guard(factory, listener)`` in the listeners' shared guards."""
-    from twisted.application.internet import StreamServerEndpointService
     from twisted.application.service import MultiService, Service
     from twisted.internet.endpoints import serverFromString
 
+    from gateway.listener import listening_service
     from gateway.tls import tls_server_factory
 
     bank = link.bank
@@ -587,9 +802,7 @@ def make_exchange_service(reactor: Any, link: ExchangeLink, options: Any,
         factory = InboundFactory(link, timeout=bank.request_timeout, check_peer=check_bank_peer(bank.id))
         if guard is not None:
             factory = guard(factory, f"bank:{bank.id}")
-        service = StreamServerEndpointService(serverFromString(reactor, listen),
-                                              tls_server_factory(factory, options))
-        service._raiseSynchronously = True  # a port that cannot be bound fails the start, loudly
+        service = listening_service(serverFromString(reactor, listen), tls_server_factory(factory, options))
         service.setName(f"link-{bank.id}")
         service.setServiceParent(container)
     return container

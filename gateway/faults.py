@@ -12,6 +12,12 @@ Points: ``intake.commit`` (inside the intake transaction, before COMMIT),
 acknowledged), ``ledger.forward`` (copies answered by the ledger, before the
 delivery cursor is saved); in the bank simulator, ``simbank.answer`` (an
 instruction executed and journalled, before the bank's answer is written).
+
+``HPF_CLOCK_STEP=SECONDS@AFTER`` steps this process's wall clock by SECONDS
+(negative: backwards), AFTER seconds (monotonic) after start: ``time.time``,
+``time.time_ns`` and Twisted's ``reactor.seconds`` jump, as they do when NTP
+or an operator sets the host's clock; ``time.monotonic`` does not.  (Python's
+``datetime.now`` reads the system clock directly and is not stepped.)
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from __future__ import annotations
 import os
 import signal
 
-__all__ = ["POINTS", "crash_point", "armed"]
+__all__ = ["POINTS", "crash_point", "armed", "step_clock"]
 
 POINTS = ("intake.commit", "intake.respond", "bank.sent", "bank.result", "ledger.forward", "simbank.answer")
 
@@ -27,6 +33,36 @@ _target, _, _nth = os.environ.get("HPF_CRASH_AT", "").partition("@")
 _remaining = int(_nth) if _nth.isdigit() else 1
 if _target and _target not in POINTS:
     raise SystemExit(f"HPF_CRASH_AT={_target!r}: not a crash point; known: {', '.join(POINTS)}")
+
+
+def step_clock(spec: str) -> None:
+    """Install the wall clock step ``SECONDS@AFTER`` (see the module docstring) in this process."""
+    import time
+
+    from twisted.internet import base
+    from twisted.python import runtime
+
+    step_s, _, after_s = spec.partition("@")
+    step, after = float(step_s), float(after_s or 0)
+    real, real_ns, monotonic = time.time, time.time_ns, time.monotonic
+    start = monotonic()
+
+    def offset() -> float:
+        return step if monotonic() - start >= after else 0.0
+
+    def stepped() -> float:
+        return real() + offset()
+
+    def stepped_ns() -> int:
+        return real_ns() + int(offset() * 1_000_000_000)
+
+    time.time, time.time_ns = stepped, stepped_ns  # type: ignore[assignment]
+    runtime.seconds = stepped  # type: ignore[assignment]
+    base.ReactorBase.seconds = staticmethod(stepped)  # type: ignore[assignment,method-assign]
+
+
+if os.environ.get("HPF_CLOCK_STEP"):
+    step_clock(os.environ["HPF_CLOCK_STEP"])
 
 
 def crash_point(name: str) -> None:

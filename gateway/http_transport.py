@@ -26,7 +26,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, ResponseDone, ResponseNeverReceived
+from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone, ResponseNeverReceived
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IBodyProducer, IPolicyForHTTPS, IResponse
 from zope.interface import implementer
@@ -46,15 +46,21 @@ class TransportError(Exception):
         self.delivered = delivered
 
 
-def check_front_end_url(url: str, local_addresses: Iterable[str] = ()) -> str:
+def check_front_end_url(url: str, local_addresses: Iterable[str] = (),
+                        schemes: tuple[str, ...] = ("http", "https")) -> str:
     """``url`` if it may be dialled, else ``ValueError`` saying why (see the module docstring).
 
-    Accepted: ``http://`` or ``https://``, a host that is a loopback address (127.0.0.0/8,
-    ::1, ``localhost``) or exactly one of ``local_addresses``, no user info, no fragment.
+    Accepted: one of ``schemes`` (``http://`` or ``https://``; ``tcp://HOST:PORT`` for a
+    front-end spoken to over plain TCP, CCB's), a host that is a loopback address
+    (127.0.0.0/8, ::1, ``localhost``) or exactly one of ``local_addresses``, no user info,
+    no fragment.
     """
     parts = urlsplit(url)
-    if parts.scheme not in ("http", "https"):
-        raise ValueError(f"front-end URL must be http:// or https://, not {parts.scheme!r}")
+    if parts.scheme not in schemes:
+        raise ValueError(f"front-end URL must be {' or '.join(s + '://' for s in schemes)}, "
+                         f"not {parts.scheme!r}")
+    if parts.scheme == "tcp" and (parts.port is None or parts.path not in ("", "/") or parts.query):
+        raise ValueError("front-end URL tcp://HOST:PORT takes a port and nothing after it")
     if parts.username is not None or parts.password is not None:
         raise ValueError("front-end URL must not carry user info")
     if parts.fragment:
@@ -124,7 +130,7 @@ class HttpTransport:
                  content_type: bytes = b"text/plain; charset=GB18030", timeout: float = 25.0,
                  max_answer: int = 4 * 1024 * 1024,
                  tls_policy: IPolicyForHTTPS | None = None,
-                 query: Callable[[bytes], str] | None = None) -> None:
+                 query: Callable[[bytes], str] | None = None, keep_alive: int = 0) -> None:
         if query is not None and "?" in url:
             raise ValueError("front-end URL: a query is added per request; give the URL without one")
         self._url = check_front_end_url(url, local_addresses).encode("ascii")
@@ -136,6 +142,10 @@ class HttpTransport:
         agent_args: dict[str, Any] = {"connectTimeout": timeout}
         if tls_policy is not None:
             agent_args["contextFactory"] = tls_policy
+        if keep_alive > 0:  # up to that many idle connections kept for the next requests
+            pool = HTTPConnectionPool(reactor, persistent=True)
+            pool.maxPersistentPerHost = keep_alive
+            agent_args["pool"] = pool
         self._agent = Agent(reactor, **agent_args)
 
     def request(self, payload: bytes) -> Deferred[bytes]:

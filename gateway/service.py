@@ -23,6 +23,7 @@ from gateway.config import GatewayConfig
 from gateway.lease import LeaseKeeper
 from gateway.exchange import (IgnoredFieldsCollector, ExchangeLink, make_exchange_link,
                               make_exchange_service)
+from gateway.front_end import is_front_end, make_front_end_link
 from gateway.links import BankLink, make_link_service
 from gateway.listener import is_bound, listening_service, when_listening
 from gateway.metrics import GatewayMetrics
@@ -372,7 +373,9 @@ def makeService(config: GatewayConfig, reactor: Any) -> Gateway:  # noqa: N802 (
 
     for bank_id, bank in config.banks.items():
         dispatcher = relay.dispatchers[bank_id]
-        if bank.sftp is not None:   # ISO 20022 files on the bank's SFTP server
+        if is_front_end(bank):
+            link = make_front_end_link(reactor, config, bank, adapters[bank_id], dispatcher, metrics)
+        elif bank.sftp is not None:   # ISO 20022 files on the bank's SFTP server
             from gateway.sftp_link import make_sftp_link
 
             link = make_sftp_link(reactor, bank, adapters[bank_id], dispatcher, metrics, db,

@@ -8,8 +8,10 @@ P-256 with SHA-256 is accepted for parties whose HSMs only do that.
 
 **Instructions.**  With ``[banks.X] signature_alg`` other than ``"none"``,
 every instruction the gateway sends to that bank carries a detached
-signature (``adapters.base.Instruction.signature``: bdc and b2e body field
-``Signature``, ISO 20022 ``SplmtryData/Envlp/hpf:Sgntr``, each base64).  It
+signature (``adapters.base.Instruction.signature``: bdc body field
+``Signature``, ISO 20022 ``SplmtryData/Envlp/hpf:Sgntr``, each base64; the
+banks' direct-connect protocols bocb2e, icbc and ccb have no place for one:
+their front-end signs).  It
 covers :func:`instruction_signing_bytes`: the UTF-8 bytes of the JSON object
 
     {"amount": "1234.56", "centre_node": "C52240", "creditor_account": "...",

@@ -27,13 +27,18 @@ from adapters._documents import DocumentFramer
 from adapters.base import AdapterError
 from adapters.bocb2e import _values as v
 from adapters.bocb2e import codec as c
-from adapters.bocb2e.session import Session
+from adapters.bocb2e.session import Session, StatementAnswer, StatementPage
 
-__all__ = ["BocB2eAdapter", "NOT_CARRIED"]
+__all__ = ["BocB2eAdapter", "NOT_CARRIED", "china_now"]
 
 NOT_CARRIED = (base.Heartbeat, base.HeartbeatAnswer, base.Ack, base.NotFound, base.Movement)
 """Neutral kinds with no place in bocb2e."""
 _REQUESTS = (base.SignOn, base.Instruction, base.StatusQuery, base.BalanceQuery)
+
+
+def china_now() -> dt.datetime:
+    """The bank's local time: China Standard Time (UTC+8, no daylight saving), naive."""
+    return dt.datetime.now(dt.timezone(dt.timedelta(hours=8))).replace(tzinfo=None)
 
 
 def _stateless(terminal: c.Terminal) -> Session:
@@ -50,6 +55,10 @@ def _bind(session: Session, frame: bytes, request: base.Message) -> base.Message
         answer = session.signed_on(frame.strip())
         return base.SignOnAnswer(answer.seq_no, request.seq_no, answer.node, answer.ok,
                                  answer.code, answer.text)
+    if isinstance(request, StatementPage):
+        page = session.read(request, frame.strip())
+        assert isinstance(page, StatementAnswer)
+        return page  # type: ignore[return-value]
     if not isinstance(request, (base.Instruction, base.StatusQuery, base.BalanceQuery)):
         raise AdapterError(f"bocb2e: no answer is read for a {type(request).__name__}")
     [message] = session.read(request, frame.strip())
@@ -77,6 +86,25 @@ class BocB2eAdapter:
     def framer(self) -> DocumentFramer:
         return DocumentFramer(_END, self.max_frame)
 
+    def for_gateway(self, config: object, bank: object) -> "BocB2eAdapter":
+        """The adapter of configured bank ``bank``: a session with its terminal from
+        ``banks.X.front_end``, the password read from ``password_file`` at each sign-on only,
+        and the bank's local time (China Standard Time) in ``custdt``."""
+        front = getattr(bank, "front_end", None)
+        if front is None:
+            return self
+        terminal = c.Terminal(front.termid, front.custid, front.cusopr)
+        return BocB2eAdapter(session=Session(terminal, front.password, china_now))
+
+    def check(self, message: base.Message, *, sender: str, receiver: str = "") -> None:
+        """Whether ``message`` can be written, asked of the stateless face (no token needed)."""
+        BocB2eAdapter(self._terminal).encode(message, sender=sender, receiver=receiver)
+
+    def statement_page(self, seq_no: str, account: str, day: dt.date, cursor: int | None) -> StatementPage:
+        """A link's b2e0035 request for ``account`` on ``day`` from record ``cursor`` (1: the first)."""
+        return StatementPage(v.serial("trnid", seq_no), v.account("account", account), day, day,
+                             begnum=cursor or 1)
+
     # -- encode ------------------------------------------------------------------------------
 
     def _head(self, trnid: str, trncod: str) -> c.Head:
@@ -85,7 +113,7 @@ class BocB2eAdapter:
 
     def encode(self, message: base.Message, *, sender: str, receiver: str = "") -> bytes:
         m = message
-        if self._session is not None and isinstance(m, _REQUESTS):
+        if self._session is not None and isinstance(m, (*_REQUESTS, StatementPage)):
             if isinstance(m, base.SignOn):
                 return self._session.sign_on(v.serial("trnid", m.seq_no))
             return self._session.request(m)
@@ -228,9 +256,27 @@ class BocB2eAdapter:
         except AdapterError:
             parts = []
         if len(parts) == 2 and framer.pending() == 0 and b"".join(parts).strip() == frame.strip():
+            page = self._statement_request(parts[0])
+            if page is not None:  # a link's statement poll: the page's records
+                answer = _bind(_stateless(self._terminal), parts[1], page)
+                return [answer.statement]  # type: ignore[attr-defined]
             request = self.decode(parts[0])
             return [_bind(_stateless(self._terminal), parts[1], request)]
         return [self.decode(frame)]
+
+    def _statement_request(self, frame: bytes) -> StatementPage | None:
+        """The b2e0035 request in ``frame`` as the page it asks for; None for any other document."""
+        try:
+            doc = c.read_document(frame.strip())
+            if not isinstance(doc, c.Request) or doc.trncod != "b2e0035" or len(doc.records) != 1:
+                return None
+            f = doc.records[0]
+            return StatementPage(v.serial("trnid", doc.head.trnid), v.account("actacn", f.get("actacn", "")),
+                                 v.parse_date("datescope/from", f.get("datescope/from", "")),
+                                 v.parse_date("datescope/to", f.get("datescope/to", "")),
+                                 int(f.get("begnum", "") or "1"), int(f.get("recnum", "") or "100"))
+        except (ValueError, LookupError, UnicodeError, etree.LxmlError, RecursionError) as e:
+            raise AdapterError(f"bocb2e: b2e0035 request: {type(e).__name__}") from None
 
     # -- decode ------------------------------------------------------------------------------
 

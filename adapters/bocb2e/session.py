@@ -23,9 +23,12 @@ __all__ = ["NotSignedOn", "Refused", "StatementPage", "StatementAnswer", "Sessio
 class NotSignedOn(AdapterError):
     """The front-end answered that the session's token is missing or expired (B107/1033).
 
-    The request was refused before it was processed; the token is dropped and the link must
-    sign on again.  A transfer that met this is still asked about (b2e0007) before any resend.
+    The request was refused as a whole before it was processed (an envelope answer without
+    records); the token is dropped and the link must sign on again.  A transfer that met this
+    was not taken, so the link sends it again, same ``insid``, once signed on.
     """
+
+    session_lost = True  # what a link reads: sign on again (gateway/exchange.py)
 
 
 class Refused(AdapterError):
@@ -62,6 +65,11 @@ class StatementAnswer:
     next_begnum: int
     total: int | None
 
+    @property
+    def cursor(self) -> int:
+        """Where the next page, or the next poll of the same day, starts (its ``begnum``)."""
+        return self.next_begnum
+
 
 Outbound = base.Instruction | base.StatusQuery | base.BalanceQuery | StatementPage
 
@@ -69,7 +77,9 @@ Outbound = base.Instruction | base.StatusQuery | base.BalanceQuery | StatementPa
 class Session:
     """Sign-on state and the neutral <-> bocb2e mapping for one front-end."""
 
-    def __init__(self, terminal: c.Terminal, password: str, now: Callable[[], dt.datetime]) -> None:
+    def __init__(self, terminal: c.Terminal, password: str | Callable[[], str],
+                 now: Callable[[], dt.datetime]) -> None:
+        # ``password`` may be a callable (reading the password file): asked at each sign-on only.
         self.terminal = terminal
         self._password = password
         self._now = now
@@ -86,8 +96,8 @@ class Session:
 
     def sign_on(self, trnid: str) -> bytes:
         """The b2e0001 document."""
-        return c.write_request(self._head(trnid, "b2e0001"),
-                               c.sign_on_body(self._now(), self._password), [])
+        password = self._password() if callable(self._password) else self._password
+        return c.write_request(self._head(trnid, "b2e0001"), c.sign_on_body(self._now(), password), [])
 
     def signed_on(self, data: bytes) -> base.SignOnAnswer:
         """Read the b2e0001 answer; on B001 keep its token."""

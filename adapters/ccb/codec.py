@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 from lxml import etree
@@ -15,19 +15,25 @@ from adapters._documents import DocumentFramer, decode_evidence
 from adapters.base import AdapterError
 from adapters.bocb2e import _values as v
 
-__all__ = ["CcbAdapter", "Customer", "Tx", "read_tx", "write_tx", "request_sn", "MAX_DOCUMENT",
-           "OK", "NOT_FOUND", "DUPLICATE", "DEAL_SUCCEEDED", "DEAL_FAILED"]
+__all__ = ["CcbAdapter", "Customer", "DetailsAnswer", "DetailsPage", "Tx", "read_tx", "write_tx",
+           "request_sn", "details_request", "details_answer", "read_details", "read_details_request",
+           "MAX_DOCUMENT", "OK", "NOT_FOUND", "DUPLICATE", "NO_ROWS", "DEAL_SUCCEEDED", "DEAL_FAILED",
+           "DEBIT", "CREDIT", "MAX_PER_PAGE"]
 
 MAX_DOCUMENT = 1024 * 1024
 OK = "000000"
 NOT_FOUND = "0130Z110BB22"       # 6W1503: no such request
 DUPLICATE = "0130Z110B144"       # 记录重复: a REQUEST_SN seen before
 DEAL_SUCCEEDED, DEAL_FAILED = "4", "3"
+NO_ROWS = "8350ZX100000"         # 6WY101: no details in the period
+DEBIT, CREDIT = "0", "1"         # 6WY101 FLAG1: 0 借 (out of the account), 1 贷 (into it)
+MAX_PER_PAGE = 200               # 6WY101 TOTAL_RECORD: 1-200 rows a page (10 when empty)
 ENCODING = "GB18030"
 _END = b"</TX>"
 _SN = re.compile(r"[0-9]{1,16}")
 _HEAD = ("REQUEST_SN", "CUST_ID", "USER_ID", "PASSWORD", "TX_CODE", "LANGUAGE")
 _ANSWER_HEAD = ("REQUEST_SN", "CUST_ID", "TX_CODE", "RETURN_CODE", "RETURN_MSG", "LANGUAGE")
+_DATE = re.compile(r"([0-9]{4})[/-]?([0-9]{2})[/-]?([0-9]{2})")
 
 
 def request_sn(reference: str) -> str:
@@ -58,10 +64,16 @@ class Customer:
 
 @dataclass(frozen=True)
 class Tx:
-    """One ``<TX>``: head leaves, ``TX_INFO`` leaves; ``answer`` when it has RETURN_CODE."""
+    """One ``<TX>``: head leaves, ``TX_INFO`` leaves; ``answer`` when it has RETURN_CODE.
+
+    ``rows`` are the ``TX_INFO/DETAILLIST/DETAILINFO`` records of a 6WY101 answer, each a
+    dict of its leaves; None when the document has no DETAILLIST.  ``raw_rows`` are the same
+    records' bytes as read (kept for a row that cannot be read)."""
 
     head: dict[str, str]
     info: dict[str, str]
+    rows: tuple[dict[str, str], ...] | None = None
+    raw_rows: tuple[bytes, ...] = field(default=(), compare=False, repr=False)
 
     @property
     def answer(self) -> bool:
@@ -69,6 +81,180 @@ class Tx:
 
     def get(self, name: str) -> str:
         return self.info.get(name, "")
+
+
+@dataclass(frozen=True)
+class DetailsPage:
+    """Ask for one page of an account's details (6WY101, 活期账户明细查询): the neutral
+    vocabulary has no statement request, so this is the ccb codec's own.  ``page`` 1 with an
+    empty ``poststr`` is the first page; each next page sends the POSTSTR the previous answer
+    gave and the same ``per_page`` (TOTAL_RECORD) as the first."""
+
+    seq_no: str
+    account: str
+    first: dt.date
+    last: dt.date
+    page: int = 1
+    poststr: str = ""
+    per_page: int = 100
+
+
+@dataclass(frozen=True)
+class DetailsAnswer:
+    """One 6WY101 page read: the neutral Statement, the page and TOTAL_PAGE, and the POSTSTR
+    to send for the next page."""
+
+    statement: base.Statement
+    page: int
+    total_pages: int
+    poststr: str
+
+    @property
+    def more(self) -> bool:
+        return self.page < self.total_pages
+
+    @property
+    def cursor(self) -> tuple[int, str] | None:
+        """Where the next page starts (its PAGE and POSTSTR); None after the last page."""
+        return (self.page + 1, self.poststr) if self.more else None
+
+
+def _date(field: str, value: str) -> dt.date:
+    """A date as ``YYYY/MM/DD`` (6WY101 answers), ``YYYYMMDD`` or ``YYYY-MM-DD``."""
+    m = _DATE.fullmatch(value.strip())
+    try:
+        if m is None:
+            raise ValueError
+        return dt.date(int(m.group(1)), int(m.group(2)), int(m.group(3)))
+    except ValueError:
+        raise AdapterError(f"{field}: not a date: {v.show(value)}") from None
+
+
+def _count(field: str, value: str, default: int) -> int:
+    text = value.strip()
+    if not text:
+        return default
+    if not (text.isascii() and text.isdigit() and len(text) <= 9):
+        raise AdapterError(f"{field}: not a count: {v.show(value)}")
+    return int(text)
+
+
+def _yyyymmdd(d: dt.date) -> str:
+    return f"{d.year:04d}{d.month:02d}{d.day:02d}"
+
+
+def details_request(page: DetailsPage) -> dict[str, str]:
+    """The TX_INFO of a 6WY101 request, every leaf the public clients send, in their order."""
+    if page.page < 1 or not 1 <= page.per_page <= MAX_PER_PAGE:
+        raise AdapterError(f"6WY101: PAGE must be >= 1 and TOTAL_RECORD 1-{MAX_PER_PAGE}")
+    if page.first > page.last:
+        raise AdapterError("6WY101: STARTDATE after ENDDATE")
+    if page.page > 1 and not page.poststr:
+        raise AdapterError("6WY101: a page after the first needs the previous answer's POSTSTR")
+    return {"ACCNO1": v.account("account", page.account),
+            "STARTDATE": _yyyymmdd(page.first), "ENDDATE": _yyyymmdd(page.last),
+            "BARGAIN_FLAG": "", "CHECK_ACC_NO": "", "CHECK_ACC_NAME": "", "REMARK": "",
+            "LOW_AMT": "", "HIGH_AMT": "", "PAGE": str(page.page),
+            "POSTSTR": v.text("POSTSTR", page.poststr, 100), "TOTAL_RECORD": str(page.per_page),
+            "DET_NO": ""}
+
+
+def read_details_request(tx: Tx) -> DetailsPage:
+    """A 6WY101 request as the page it asks for."""
+    return DetailsPage(v.serial("REQUEST_SN", tx.head["REQUEST_SN"]), v.account("ACCNO1", tx.get("ACCNO1")),
+                       _date("STARTDATE", tx.get("STARTDATE")), _date("ENDDATE", tx.get("ENDDATE")),
+                       _count("PAGE", tx.get("PAGE"), 1), tx.get("POSTSTR"),
+                       _count("TOTAL_RECORD", tx.get("TOTAL_RECORD"), 10))
+
+
+def _row(where: str, account: str, e: base.Entry) -> dict[str, str]:
+    """One neutral entry as a DETAILINFO record (what the answer has no place for is refused)."""
+    if e.account != account:
+        raise AdapterError(f"{where}.account: not the statement's account")
+    if e.reversal or e.remark or e.counterparty_bank_code:
+        raise AdapterError(f"{where}: 6WY101 has no reversal flag, remark or counterparty bank code")
+    if e.time.microsecond or e.time.tzinfo is not None:
+        raise AdapterError(f"{where}.time: whole seconds of local time only")
+    d = e.value_date
+    return {"TRANDATE": f"{d.year:04d}/{d.month:02d}/{d.day:02d}",
+            "TRANTIME": f"{e.time.hour:02d}:{e.time.minute:02d}:{e.time.second:02d}",
+            "MESSAGE": v.text(f"{where}.summary", e.summary, 140),
+            "AMT": v.format_yuan(f"{where}.amount", abs(e.amount)),
+            "AMT1": "" if e.balance_after is None else
+            v.format_yuan(f"{where}.balance_after", e.balance_after, signed=True),
+            "FLAG1": DEBIT if e.amount < 0 else CREDIT,
+            "ACCNO2": v.account(f"{where}.counterparty_account", e.counterparty_account, optional=True),
+            "ACC_NAME1": v.text(f"{where}.counterparty_name", e.counterparty_name, 60),
+            "TRAN_FLOW": v.serial(f"{where}.host_seq_no", e.host_seq_no)}
+
+
+def details_answer(head: dict[str, str], account: str, entries: tuple[base.Entry, ...], *,
+                   page: int = 1, total_pages: int = 1, poststr: str = "") -> Tx:
+    """A 6WY101 answer: one page of ``account``'s entries, or ``NO_ROWS`` for none at all."""
+    if not entries:
+        return Tx({**head, "RETURN_CODE": NO_ROWS, "RETURN_MSG": head.get("RETURN_MSG") or "无记录"},
+                  {"ACCNO1": v.account("account", account, optional=True)} if account else {})
+    rows = tuple(_row(f"entries[{i}]", account, e) for i, e in enumerate(entries))
+    return Tx(head, {"ACCNO1": v.account("account", account), "CURR_COD": "01",
+                     "TOTAL_PAGE": str(total_pages), "PAGE": str(page),
+                     "POSTSTR": v.text("POSTSTR", poststr, 100)}, rows)
+
+
+def _entry(where: str, account: str, r: dict[str, str]) -> base.Entry:
+    """One DETAILINFO record as a neutral entry: FLAG1 gives the sign of AMT (never guessed)."""
+    flag = r.get("FLAG1", "").strip()
+    if flag not in (DEBIT, CREDIT):
+        raise AdapterError(f"{where}.FLAG1 {v.show(flag)}: meaning unknown")
+    amount = v.parse_yuan(f"{where}.AMT", r.get("AMT", ""))
+    balance = r.get("AMT1", "").strip()
+    moment = r.get("TRANTIME", "").strip()
+    return base.Entry(
+        account=account, host_seq_no=v.serial(f"{where}.TRAN_FLOW", r.get("TRAN_FLOW", "").strip()),
+        amount=-amount if flag == DEBIT else amount,
+        value_date=_date(f"{where}.TRANDATE", r.get("TRANDATE", "")),
+        time=v.parse_time(f"{where}.TRANTIME", moment) if moment else dt.time(),
+        counterparty_account=v.account(f"{where}.ACCNO2", r.get("ACCNO2", "").strip(), optional=True),
+        counterparty_name=v.text(f"{where}.ACC_NAME1", r.get("ACC_NAME1", "")[:60], 60),
+        counterparty_bank_code="",
+        balance_after=v.parse_yuan(f"{where}.AMT1", balance, signed=True) if balance else None,
+        summary=v.text(f"{where}.MESSAGE", r.get("MESSAGE", "")[:140], 140))
+
+
+def read_details(tx: Tx, reply_to: str, page: DetailsPage | None) -> DetailsAnswer:
+    """A 6WY101 answer as one page of the account's statement (``page``: the request, when
+    known; its account wins and a different ACCNO1 is refused)."""
+    ret = tx.head.get("RETURN_CODE", "")
+    sn = v.serial("REQUEST_SN", tx.head["REQUEST_SN"])
+    named = tx.get("ACCNO1").strip()
+    if page is not None and named not in ("", page.account):
+        raise AdapterError("6WY101: answer for another account")
+    account = page.account if page is not None else v.account("ACCNO1", named, optional=True)
+    number = page.page if page is not None else 1
+    if ret == NO_ROWS:
+        return DetailsAnswer(base.Statement(sn, reply_to, account, ()), number, number, "")
+    if ret != OK:
+        raise AdapterError(f"ccb: 6WY101 refused {v.show(ret)} {v.show(tx.head.get('RETURN_MSG'), 60)}")
+    if tx.get("CURR_COD").strip() not in ("", "01"):
+        raise AdapterError(f"CURR_COD {v.show(tx.get('CURR_COD'))}: only 01 (CNY) is read")
+    rows = tx.rows or ()
+    if rows and not account:
+        raise AdapterError("ACCNO1: missing")
+    number = _count("PAGE", tx.get("PAGE"), number)
+    total = _count("TOTAL_PAGE", tx.get("TOTAL_PAGE"), number)
+    if number < 1 or (page is not None and number != page.page):
+        raise AdapterError(f"PAGE {v.show(tx.get('PAGE'))}: not the page asked for")
+    # One unreadable row never costs the page its other rows: it is kept, as read, as a
+    # problem of the statement (stored and alerted on), and nothing of it is booked.
+    entries, problems = [], []
+    for i, r in enumerate(rows):
+        where = f"DETAILINFO[{i}]"
+        try:
+            entries.append(_entry(where, account, r))
+        except AdapterError as e:
+            raw = tx.raw_rows[i] if i < len(tx.raw_rows) else b""
+            problems.append(base.Problem(where, str(e), raw))
+    statement = base.Statement(sn, reply_to, account, tuple(entries), problems=tuple(problems))
+    return DetailsAnswer(statement, number, total, tx.get("POSTSTR").strip())
 
 
 def _leaf(name: str, value: str) -> str:
@@ -79,26 +265,58 @@ def write_tx(tx: Tx) -> bytes:
     names = _ANSWER_HEAD if tx.answer else _HEAD
     head = "".join(_leaf(n, tx.head.get(n, "")) for n in names)
     info = "".join(_leaf(k, val) for k, val in tx.info.items())
+    leaves = [*tx.head.items(), *tx.info.items()]
+    if tx.rows is not None:
+        rows = "".join("<DETAILINFO>" + "".join(_leaf(k, val) for k, val in row.items()) + "</DETAILINFO>"
+                       for row in tx.rows)
+        info += f"<DETAILLIST>{rows}</DETAILLIST>"
+        leaves += [item for row in tx.rows for item in row.items()]
     tail = "" if tx.answer else "<SIGN_INFO></SIGN_INFO><SIGNCERT></SIGNCERT>"
     text = f'<?xml version="1.0" encoding="{ENCODING}"?>\n<TX>{head}<TX_INFO>{info}</TX_INFO>{tail}</TX>'
-    for name, value in [*tx.head.items(), *tx.info.items()]:
+    for name, value in leaves:
         if re.search("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]", value):
             raise AdapterError(f"{name}: holds a control character")
-    data = _xml.encode_text(text, [*tx.head.items(), *tx.info.items()], ENCODING, "CCB TX")
+    data = _xml.encode_text(text, leaves, ENCODING, "CCB TX")
     if len(data) > MAX_DOCUMENT:
         raise AdapterError(f"document of {len(data)} bytes exceeds the frame limit {MAX_DOCUMENT}")
     return data
 
 
+def _leaves(parent: etree._Element, where: str) -> dict[str, str]:
+    """The leaves of ``parent`` by tag, each once (comments skipped)."""
+    found: dict[str, str] = {}
+    for leaf in parent:
+        if isinstance(leaf, etree._Comment):
+            continue
+        if not isinstance(leaf.tag, str) or len(leaf) or leaf.tag in found:
+            raise AdapterError(f"{where} must hold leaves, each once")
+        found[leaf.tag] = leaf.text or ""
+    return found
+
+
+def _details_list(node: etree._Element) -> tuple[tuple[dict[str, str], ...], tuple[bytes, ...]]:
+    rows, raw = [], []
+    for row in node:
+        if isinstance(row, etree._Comment):
+            continue
+        if row.tag != "DETAILINFO":
+            raise AdapterError("DETAILLIST must hold DETAILINFO records only")
+        rows.append(_leaves(row, "DETAILINFO"))
+        raw.append(etree.tostring(row, encoding="unicode", with_tail=False).encode(ENCODING))
+    return tuple(rows), tuple(raw)
+
+
 def read_tx(data: bytes) -> Tx:
     """One ``<TX>`` document; unknown leaves are kept and otherwise ignored."""
     try:
-        root = _xml.parse_xml(data, max_bytes=MAX_DOCUMENT, max_depth=4,
+        root = _xml.parse_xml(data, max_bytes=MAX_DOCUMENT, max_depth=5,
                               encodings=("GB18030", "GBK", "GB2312"))
         if root.tag != "TX" or root.attrib:
             raise AdapterError("root element must be TX")
         head: dict[str, str] = {}
         info: dict[str, str] | None = None
+        rows: tuple[dict[str, str], ...] | None = None
+        raw_rows: tuple[bytes, ...] = ()
         for child in root:
             if isinstance(child, etree._Comment):
                 continue
@@ -110,6 +328,11 @@ def read_tx(data: bytes) -> Tx:
                 info = {}
                 for leaf in child:
                     if isinstance(leaf, etree._Comment):
+                        continue
+                    if leaf.tag == "DETAILLIST":
+                        if rows is not None:
+                            raise AdapterError("DETAILLIST twice")
+                        rows, raw_rows = _details_list(leaf)
                         continue
                     if not isinstance(leaf.tag, str) or len(leaf) or leaf.tag in info:
                         raise AdapterError("TX_INFO must hold leaves, each once")
@@ -123,7 +346,7 @@ def read_tx(data: bytes) -> Tx:
         for name in ("REQUEST_SN", "TX_CODE"):
             if not head.get(name):
                 raise AdapterError(f"{name}: missing")
-        return Tx(head, info or {})
+        return Tx(head, info or {}, rows, raw_rows)
     except (ValueError, LookupError, UnicodeError, RecursionError, etree.LxmlError) as e:
         raise AdapterError(f"CCB TX: {type(e).__name__}") from None
 
@@ -143,6 +366,15 @@ class CcbAdapter:
 
     def framer(self) -> DocumentFramer:
         return DocumentFramer(_END, self.max_frame)
+
+    def for_gateway(self, config: object, bank: object) -> "CcbAdapter":
+        """The adapter of configured bank ``bank``: customer id, operator and password from
+        ``banks.X.front_end`` (WLPT wants the password in every request, so it is read from
+        ``password_file`` here, once; :class:`Customer` never shows it)."""
+        front = getattr(bank, "front_end", None)
+        if front is None:
+            return self
+        return CcbAdapter(Customer(front.custid, front.cusopr, front.password()))
 
     def _head(self, code: str, sn: str) -> dict[str, str]:
         c = self._customer
@@ -179,6 +411,8 @@ class CcbAdapter:
         if isinstance(m, base.BalanceQuery):
             return write_tx(Tx(self._head("6W0100", request_sn(m.seq_no)),
                                {"ACC_NO": v.account("account", m.account)}))
+        if isinstance(m, DetailsPage):
+            return write_tx(Tx(self._head("6WY101", request_sn(m.seq_no)), details_request(m)))
         if isinstance(m, base.Receipt):
             if m.reply_to == m.ref:
                 return write_tx(Tx(self._answer_head("6W8010", request_sn(m.ref)),
@@ -207,6 +441,11 @@ class CcbAdapter:
                 "ACC_NO": v.account("account", m.account),
                 "BALANCE": v.format_yuan("balance", m.balance, signed=True),
                 "BALANCE1": v.format_yuan("available", m.available, signed=True)}))
+        if isinstance(m, base.Statement):   # one page, the last: the Statement has no paging
+            if m.opening_balance is not None or m.closing_balance is not None:
+                raise AdapterError("opening/closing balance: 6WY101 carries none")
+            return write_tx(details_answer(self._answer_head("6WY101", request_sn(m.reply_to)),
+                                           m.account, m.entries))
         raise AdapterError(f"ccb cannot carry a {type(m).__name__}")
 
     # -- decode ------------------------------------------------------------------------------
@@ -221,20 +460,41 @@ class CcbAdapter:
             raise AdapterError(f"ccb: {type(e).__name__}") from None
 
     def decode_document(self, body: bytes) -> list[base.Message]:
-        return [self.decode(body.strip(b" \t\r\n"))]
+        """One document, or one exchange's evidence (request then answer)."""
+        return self.decode_all(body.strip(b" \t\r\n"))
 
-    def decode_answer(self, frame: bytes, request: base.Message) -> base.Message:
-        """The answer in ``frame`` to ``request`` (one connection, one exchange)."""
+    def decode_answer(self, frame: bytes, request: base.Message | DetailsPage) -> base.Message:
+        """The answer in ``frame`` to ``request`` (one connection, one exchange); for a
+        :class:`DetailsPage`, the :class:`DetailsAnswer` (the page's Statement and paging)."""
         try:
             tx = read_tx(frame.strip())
             if not tx.answer:
                 raise AdapterError("ccb: a request where an answer was expected")
+            if isinstance(request, DetailsPage):
+                if tx.head["TX_CODE"] != "6WY101":
+                    raise AdapterError("ccb: another answer to a 6WY101 request")
+                return read_details(tx, request.seq_no, request)  # type: ignore[return-value]
             return self._answer(tx, request)
         except (ValueError, LookupError, UnicodeError, RecursionError) as e:
             raise AdapterError(f"ccb: {type(e).__name__}") from None
 
     def decode_all(self, frame: bytes) -> list[base.Message]:
+        """One document, or one exchange's evidence (request then answer); a 6WY101 exchange
+        is read as the page's Statement."""
+        parts = _evidence(frame)
+        if parts is not None:
+            request = read_tx(parts[0])
+            if not request.answer and request.head["TX_CODE"] == "6WY101":
+                page = self.decode_answer(parts[1], read_details_request(request))
+                return [page.statement]  # type: ignore[attr-defined]
         return decode_evidence(self, frame, _END)
+
+    def statement_page(self, seq_no: str, account: str, day: dt.date,
+                       cursor: tuple[int, str] | None) -> DetailsPage:
+        """A link's 6WY101 request for ``account`` on ``day``: the first page for ``cursor``
+        None, else the page and POSTSTR a previous answer's ``cursor`` gave."""
+        number, poststr = cursor or (1, "")
+        return DetailsPage(request_sn(seq_no), v.account("account", account), day, day, number, poststr)
 
     def _request(self, tx: Tx) -> base.Message:
         sn = v.serial("REQUEST_SN", tx.head["REQUEST_SN"])
@@ -243,6 +503,9 @@ class CcbAdapter:
             return base.StatusQuery(sn, v.serial("REQUEST_SN1", tx.get("REQUEST_SN1")), dt.date.min)
         if code == "6W0100":
             return base.BalanceQuery(sn, v.account("ACC_NO", tx.get("ACC_NO")))
+        if code == "6WY101":
+            raise AdapterError("6WY101: a details request has no neutral message "
+                               "(its exchange's evidence reads as the page's Statement)")
         if code in ("6W8010", "6W8060"):
             bank = tx.get("RECV_UBANKNO")
             if (code == "6W8060") != bool(bank) or (bank and not (len(bank) == 12 and bank.isdigit())):
@@ -304,5 +567,19 @@ class CcbAdapter:
             return base.Balance(sn, reply_to, account, balance=book,
                                 available=v.parse_yuan("BALANCE1", usable, signed=True)
                                 if usable.strip() else book)
+        if code == "6WY101":
+            if request is not None:
+                raise AdapterError("ccb: a details answer to another request")
+            return read_details(tx, sn, None).statement
         raise AdapterError(f"{v.show(code)}: not an answer the gateway reads")
+
+
+def _evidence(frame: bytes) -> tuple[bytes, bytes] | None:
+    """The request and answer of one exchange's evidence, or None for anything else."""
+    framer = DocumentFramer(_END, MAX_DOCUMENT * 2)
+    try:
+        parts = framer.feed(frame)
+    except AdapterError:
+        return None
+    return (parts[0], parts[1]) if len(parts) == 2 and framer.pending() == 0 else None
 

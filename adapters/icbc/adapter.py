@@ -61,6 +61,21 @@ class IcbcAdapter:
     def framer(self) -> DocumentFramer:
         return DocumentFramer(_END, self.max_frame)
 
+    def for_gateway(self, config: object, bank: object) -> "IcbcAdapter":
+        """The adapter of configured bank ``bank``: its CIS and certificate id from
+        ``banks.X.front_end`` and the bank's local time (China Standard Time) in every
+        TranDate/TranTime."""
+        from adapters.bocb2e.adapter import china_now
+
+        front = getattr(bank, "front_end", None)
+        if front is None:
+            return self
+        return IcbcAdapter(s.Corporate(front.cis, front.cert_id), now=china_now)
+
+    def statement_page(self, seq_no: str, account: str, day: dt.date, cursor: str | None) -> s.HistoryPage:
+        """A link's QHISD request for ``account`` on ``day`` from ``cursor`` (NextTag; None: the first page)."""
+        return s.HistoryPage(s._serial("fSeqno", seq_no), s._account("account", account), day, day, cursor or "")
+
     def _pub(self, code: str, fseqno: str, day: dt.date | None = None) -> c.Pub:
         s._serial("fSeqno", fseqno)
         if self._now is not None:
@@ -95,6 +110,10 @@ class IcbcAdapter:
                       "TotalAmt": c.fen("amount", m.amount)}
             return c.write_document(c.Doc(self._pub("PAYENT", m.seq_no, m.send_date), False,
                                           leaves, (c.Rd(rd),)))
+        if isinstance(m, s.HistoryPage):
+            return c.write_document(c.Doc(self._pub("QHISD", m.seq_no), False, {
+                "AccNo": s._account("account", m.account), "BeginDate": m.first.strftime("%Y%m%d"),
+                "EndDate": m.last.strftime("%Y%m%d"), "MinAmt": "", "MaxAmt": "", "NextTag": m.next_tag}, ()))
         if isinstance(m, base.StatusQuery):
             return c.write_document(c.Doc(self._pub("QPAYENT", m.seq_no), False, {
                 "QryfSeqno": s._serial("ref", m.ref), "QrySerialNo": ""},
@@ -189,7 +208,7 @@ class IcbcAdapter:
                 raise AdapterError("frame: not one CMS document")
             doc = c.read_document(frame.strip())
             expected = {base.Instruction: "PAYENT", base.StatusQuery: "QPAYENT",
-                        base.BalanceQuery: "QACCBAL"}.get(type(request))
+                        base.BalanceQuery: "QACCBAL", s.HistoryPage: "QHISD"}.get(type(request))
             if expected is None:
                 raise AdapterError(f"icbc: no answer is read for a {type(request).__name__}")
             if not doc.answer or doc.pub.TransCode != expected:
@@ -200,6 +219,8 @@ class IcbcAdapter:
                 return s.Session._payent(request.seq_no, doc)
             if isinstance(request, base.StatusQuery):
                 return s.Session._qpayent(request, doc)
+            if isinstance(request, s.HistoryPage):
+                return s.Session._qhisd(request, doc)  # type: ignore[return-value]
             assert isinstance(request, base.BalanceQuery)
             return s.Session._qaccbal(request, doc)
         except (ValueError, LookupError, UnicodeError, RecursionError, etree.LxmlError) as e:
@@ -208,7 +229,32 @@ class IcbcAdapter:
     def decode_all(self, frame: bytes) -> list[base.Message]:
         """One document, or a request followed by its answer (one exchange's evidence), read
         as the answer bound to that request."""
+        page = self._history_request(frame)
+        if page is not None:   # a link's QHISD poll: the page's records
+            return [self.decode_answer(page[1], page[0]).statement]  # type: ignore[attr-defined]
         return decode_evidence(self, frame, _END)
+
+    def _history_request(self, frame: bytes) -> tuple[s.HistoryPage, bytes] | None:
+        """A QHISD request followed by its answer (a statement poll's evidence) as the page it
+        asked for and the answer; None for anything else."""
+        framer = DocumentFramer(_END, self.max_frame * 2)
+        try:
+            parts = framer.feed(frame)
+            if len(parts) != 2 or framer.pending():
+                return None
+            doc = c.read_document(parts[0])
+        except AdapterError:
+            return None
+        except (ValueError, LookupError, UnicodeError, RecursionError, etree.LxmlError):
+            return None
+        if doc.answer or doc.pub.TransCode != "QHISD":
+            return None
+        try:
+            return s.HistoryPage(s._serial("fSeqno", doc.pub.fSeqno), s._account("AccNo", doc.get("AccNo")),
+                                 s._date("BeginDate", doc.get("BeginDate")), s._date("EndDate", doc.get("EndDate")),
+                                 doc.get("NextTag")), parts[1]
+        except (ValueError, LookupError) as e:
+            raise AdapterError(f"icbc: QHISD request: {type(e).__name__}") from None
 
     # -- decode ------------------------------------------------------------------------------
 

@@ -76,6 +76,12 @@ class HistoryAnswer:
     def more(self) -> bool:
         return bool(self.next_tag)
 
+    @property
+    def cursor(self) -> str | None:
+        """Where the next page starts; after the last page None: NextTag says nothing of a
+        later poll, so the next poll reads the day again (the store keeps each movement once)."""
+        return self.next_tag or None
+
 
 def _serial(name: str, value: str) -> str:
     if not _SERIAL.fullmatch(value):

@@ -114,6 +114,8 @@ class MatchEngine(Service):
         self._loop = LoopingCall(self.tick)
         self._loop.clock = reactor
         self._ticks = 0
+        self._writing = 0            # alerts in the write under way
+        metrics.alerts_unstored.set_function(lambda: len(self._pending) + self._writing)
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -213,6 +215,12 @@ class MatchEngine(Service):
             if live and readable:
                 self.metrics.match_lag.observe(max(0.0, wall - row["created_us"] / 1_000_000))
         self.metrics.matched_seq.set(self.applied_seq)
+        self._gauge_deadlines()
+
+    def _gauge_deadlines(self) -> None:
+        assert self.matcher is not None
+        for rule, n in self.matcher.pending().items():
+            self.metrics.deadlines_pending.labels(rule).set(n)
 
     def tick(self) -> None:
         """Run the matcher's deadlines (every ``tick_interval``) and persist the alerts due."""
@@ -227,6 +235,7 @@ class MatchEngine(Service):
         if drafts:
             self._pending.extend(drafts)
             self._dirty = True
+        self._gauge_deadlines()
         self._ticks += 1
         if self._ticks % 10 == 0:
             # Supervisors change states; recount now and then so the gauge cannot drift.
@@ -267,6 +276,7 @@ class MatchEngine(Service):
                 since, self._since_saved = self._since_saved, 0
             rows = [store.AlertRow(d.key, d.rule, d.severity, d.subject, d.summary, tuple(d.evidence))
                     for d in drafts]
+            self._writing = len(drafts)
             try:
                 created = await self.db.write(
                     lambda tx, rows=rows, state=state: store.store_alerts(tx, rows, state=state))
@@ -277,6 +287,8 @@ class MatchEngine(Service):
                     self._dirty = True
                     self._since_saved += since
                 return  # the next tick tries again
+            finally:
+                self._writing = 0
             if state is not None:
                 self.saved_seq = state[0]
                 self._last_saved_at = self.clock()

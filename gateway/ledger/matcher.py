@@ -517,6 +517,7 @@ class Matcher:
         self._moves_by_host: dict[str, list[str]] = {}   # host -> movement keys (for bookings)
         self._wait_book: dict[str, list[str]] = {}    # host -> booking keys waiting for a movement
         self._deadlines: list[tuple[float, str, str]] = []  # heap of (due_s, what, key)
+        self._pending: dict[str, int] = dict.fromkeys(self._DUE, 0)  # deadlines in the heap, by what
 
     # -- public API ------------------------------------------------------------
 
@@ -557,8 +558,14 @@ class Matcher:
         heap = self._deadlines
         while heap and heap[0][0] <= now_s:
             _, what, key = heapq.heappop(heap)
+            self._pending[what] -= 1
             self._DUE[what](self, key, now_s, out)
         return out
+
+    def pending(self) -> dict[str, int]:
+        """Deadlines not yet run, by rule (``result``, ``debit``, ``balance``, ``booking``, ``book``,
+        ``forget-*``): zero for a rule means every fact it watches has been judged."""
+        return dict(self._pending)
 
     def size(self) -> int:
         """How many records the state holds (what a snapshot costs, in records)."""
@@ -603,12 +610,15 @@ class Matcher:
             setattr(m, "_" + name, {k: list(v) for k, v in snap[name].items()})
         m._deadlines = [(float(d), str(w), str(k)) for d, w, k in snap["deadlines"]]
         heapq.heapify(m._deadlines)
+        for _, what, _ in m._deadlines:
+            m._pending[what] += 1
         return m
 
     # -- plumbing ---------------------------------------------------------------
 
     def _push(self, due: float, what: str, key: str) -> None:
         heapq.heappush(self._deadlines, (due, what, key))
+        self._pending[what] += 1
 
     @staticmethod
     def _emit(raised: set[str] | None, draft: AlertDraft, out: list[AlertDraft]) -> None:

@@ -42,6 +42,12 @@ class LedgerMetrics:
         self.api_requests = Counter(
             "hpf_ledger_api_requests", "Requests by listener, route and status.", ["listener", "route", "status"],
             registry=r)
+        self.deadlines_pending = Gauge(
+            "hpf_ledger_deadlines_pending",
+            "The matcher's deadlines not yet run, by rule (result, debit, balance, booking, book, forget-*).",
+            ["rule"], registry=r)
+        self.alerts_unstored = Gauge(
+            "hpf_ledger_alerts_unstored", "Alerts the matcher raised that are not yet written.", registry=r)
         self.matcher_errors = Counter(
             "hpf_ledger_matcher_errors", "Copies or deadlines the matcher failed on (a bug: see the log).",
             registry=r)

@@ -465,6 +465,7 @@ class BankCore:
     def _status(self, message: StatusQuery) -> Message:
         # Looked up by reference alone: references are unique forever, so the
         # date the gateway quotes adds nothing and a mismatch must not hide an outcome.
+        self.counts["status_queries"] += 1
         transfer = self._transfers.get(message.ref)
         if transfer is None:
             return NotFound(seq_no=self.next_seq_no(), reply_to=message.seq_no, ref=message.ref)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -85,6 +86,8 @@ class BocFrontEnd:
     transfers: dict[str, Transfer] = field(default_factory=dict)
     rows: list[_Row] = field(default_factory=list)
     executions: int = 0
+    executed_refs: Counter[str] = field(default_factory=Counter)   # insid -> times executed
+    duplicates: int = 0            # b2e0009 records for an insid already held
     _tokens: dict[str, dt.datetime] = field(default_factory=dict)
     _obssid: int = 16005610000
 
@@ -138,6 +141,8 @@ class BocFrontEnd:
         for r in req.records:
             insid = v.serial("insid", r.get("insid", ""))
             t = self.transfers.get(insid)
+            if t is not None:
+                self.duplicates += 1
             if t is None:   # new: keep it; it executes when its status is first asked
                 self._obssid += 1
                 t = Transfer(insid, str(self._obssid), v.account("fractn/actacn", r.get("fractn/actacn", "")),
@@ -177,6 +182,7 @@ class BocFrontEnd:
             return
         self.balances[t.payer] = balance - t.amount
         self.executions += 1
+        self.executed_refs[t.insid] += 1
         t.executed = True
         t.code, t.text = c.OK, "交易成功"
         self.rows.append(_Row(t.payer, t.obssid, -t.amount, now.date(), now.time().replace(microsecond=0),

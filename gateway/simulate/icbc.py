@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -74,6 +75,8 @@ class NcFrontEnd:
     payments: dict[str, _Payment] = field(default_factory=dict)
     rows: list[_Row] = field(default_factory=list)
     executions: int = 0
+    executed_refs: Counter[str] = field(default_factory=Counter)   # fSeqno -> times executed
+    duplicates: int = 0            # PAYENT packages for an fSeqno already held
     _serial: int = 700429979
 
     # -- the signing port ------------------------------------------------------------------
@@ -127,6 +130,8 @@ class NcFrontEnd:
 
     def _payent(self, doc: c.Doc, now: dt.datetime) -> c.Doc:
         pay = self.payments.get(doc.pub.fSeqno)
+        if pay is not None:
+            self.duplicates += 1
         if pay is None:
             [rd] = doc.records
             self._serial += 1
@@ -162,6 +167,7 @@ class NcFrontEnd:
             return
         self.balances[pay.payer] = balance - pay.amount
         self.executions += 1
+        self.executed_refs[pay.fseqno] += 1
         pay.result, pay.text = "7", "处理成功"
         self.rows.append(_Row(pay.payer, pay.serial, -pay.amount, now, pay.payee,
                               pay.payee_name, self.balances[pay.payer], "转账"))
@@ -196,7 +202,7 @@ class NcFrontEnd:
             "CreditAmount": str(r.amount) if r.amount > 0 else "",
             "Balance": str(r.balance_after), "RecipAccNo": r.other, "RecipName": r.other_name,
             "Summary": r.summary, "Date": r.moment.strftime("%Y%m%d"),
-            "Time": r.moment.strftime("%H%M%S"), "OnlySequence": r.seq + ("D" if r.amount < 0 else "C")})
+            "Time": r.moment.strftime("%H%M%S"), "OnlySequence": r.seq})
             for r in page)
         return self._answer(doc, "0", "", {"AccNo": acct, "CurrType": "001",
                                            "NextTag": next_tag, "TotalNum": str(len(rows))},

@@ -80,6 +80,13 @@ def bank_service_for(reactor: Any, config: GatewayConfig, bank_id: str, *, keys:
     from gateway.simulate.bank_service import make_bank_service
 
     bank = config.banks[bank_id]
+    if bank.front_end is not None:
+        # A bank reached through its front-end: the front-end's simulator, where the config
+        # says it is (it commits no offences; the other options are the BankCore's).
+        from gateway.simulate.front_end import front_end_service
+
+        return front_end_service(reactor, config, bank_id, balance_fen=balance_fen,
+                                 stats_path=core_options.get("stats_path"))
     keys = keys or _keys_dir(config)
     accounts = {n: balance_fen for n, a in config.accounts.items() if a.bank == bank_id}
     names = {n: a.name for n, a in config.accounts.items() if a.bank == bank_id}

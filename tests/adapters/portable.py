@@ -33,7 +33,7 @@ __all__ = [
 ]
 
 CEILING = 99_999_999_999_99
-"""The largest amount in the portable set: 99,999,999,999.99 in fen (b2e's DECIMAL(13,2))."""
+"""The largest amount in the portable set: 99,999,999,999.99 in fen (a DECIMAL(13,2) in yuan)."""
 MAX_SIGNATURE = 16 * 1024
 """The largest Instruction.signature in the portable set, in bytes."""
 

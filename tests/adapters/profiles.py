@@ -166,6 +166,10 @@ def _ccb_narrow(m: Any) -> Any:
                        code="" if m.succeeded else "DEAL_RESULT3")
     if isinstance(m, base.Balance):                              # BALANCE and BALANCE1 only
         return replace(m, seq_no=m.reply_to, overdraft=0, account_name="", status="", as_of=None)
+    if isinstance(m, base.Statement):                            # 6WY101 rows: no reversal flag,
+        entries = tuple(replace(e, reversal=False, remark="",    # remark or counterparty bank
+                                counterparty_bank_code="") for e in m.entries)
+        return replace(m, seq_no=m.reply_to, entries=entries)
     return m
 
 
@@ -184,10 +188,6 @@ CONFORMANCE: dict[str, dict[str, Any]] = {
         # Entries travel as '|'-separated file lines in which the literal 'null' means empty.
         "entry_text_forbidden": "|",
         "entry_text_reserved": frozenset({"null"}),
-    },
-    # adapters/b2e/__init__.py, "RetCode": 0000 and 9999 cannot be a refusal's own code.
-    "b2e": {
-        "reserved_codes": frozenset({"0000", "9999"}),
     },
     # adapters/bocb2e/adapter.py and docs/protocols/bocb2e.md: one document per HTTP body.
     "bocb2e": {
@@ -215,11 +215,13 @@ CONFORMANCE: dict[str, dict[str, Any]] = {
     # adapters/ccb/codec.py and docs/protocols/ccb.md: one <TX> per connection.
     "ccb": {
         "framing": Delimited(),
-        # No sign-on (every request carries the password), heartbeat, push or statement yet.
+        # No sign-on (every request carries the password), heartbeat or push; a Statement is
+        # one 6WY101 page, with no opening/closing balance.
         "kinds": ("Instruction", "StatusQuery", "BalanceQuery", "Receipt", "Result", "NotFound",
-                  "Balance"),
+                  "Balance", "Statement"),
         "narrow": _ccb_narrow,
         "pushed_balance": False,
+        "statement_balances": False,
     },
     # adapters/iso20022/__init__.py, "Messages".
     "iso20022": {

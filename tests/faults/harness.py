@@ -47,6 +47,8 @@ from tests.kit.wait import wait_until
 __all__ = [
     "CENTRE",
     "FINAL",
+    "JUDGED_RULES",
+    "RESULT_DEADLINE",
     "Counts",
     "Load",
     "Rig",
@@ -64,6 +66,11 @@ __all__ = [
 ]
 
 CENTRE = "C52240"
+# The rig's ledger judges an instruction with no final result this long after it first saw it
+# (``missing-result``), at least: short enough to wait for in every test (see Rig.prepare).
+RESULT_DEADLINE = 10.0
+# The matcher's deadlines that must all have run before alerts are counted (Rig.ledger_judged).
+JUDGED_RULES = ("result", "debit", "balance")
 FINAL = frozenset(s.value for s in FINAL_STATES)
 
 # What a centre sees while the gateway is being killed and restarted: retry these.
@@ -91,6 +98,8 @@ class Rig:
     ledger_conf: Path | None = None
     ledger_db: Path | None = None
     ledger_ops: int | None = None
+    ledger_proc: procs.Proc | None = None
+    result_deadline: float = RESULT_DEADLINE
     started: list[procs.Proc] = field(default_factory=list)
     _tags: Counter[str] = field(default_factory=Counter)
 
@@ -98,11 +107,16 @@ class Rig:
 
     @classmethod
     def prepare(cls, tmp: Path, *, timeouts: dict[str, float] | None = None, ledger: bool = True,
-                ledger_batch: int | None = None, banks: dict[str, dict[str, Any]] | None = None) -> Rig:
+                ledger_batch: int | None = None, banks: dict[str, dict[str, Any]] | None = None,
+                result_deadline: float | None = None) -> Rig:
         """Keys, gateway config (B001 only is used), migrated SQLite; with ``ledger`` a ledger config too.
 
         The balance query timer is pushed out of the way so that, once the
         load has settled, the journal stops growing and can be compared.
+        The ledger's ``result_deadline`` is short so that its rules judge every
+        fact within the test (see :meth:`ledger_judged`), yet past the moment the
+        gateway itself asks the bank about an answer it lacks (its
+        ``result_timeout`` and two status query intervals), as a deployment sets it.
         """
         timeouts = {"balance_query_interval": 3600.0, **(timeouts or {})}
         if not ledger:
@@ -115,6 +129,9 @@ class Rig:
         if ledger_batch is not None:
             link["batch"] = ledger_batch
         config = procs.prepare(tmp, timeouts=timeouts, ledger=link, banks=banks)
+        if result_deadline is None:
+            t = config.timeouts
+            result_deadline = max(RESULT_DEADLINE, t.result_timeout + 2 * t.status_query_interval)
         data = tomllib.loads(config.path.read_text(encoding="utf-8"))
         ledger_db = tmp / "var" / "ledger.db"
         ledger_data = {
@@ -126,14 +143,14 @@ class Rig:
                        "ops": f"tcp:{ops}:interface=127.0.0.1"},
             "gateways": {"main": {"signing_key": str(signing_pub), "signature_alg": "ed25519"}},
             "supervisors": {"sup1": {}},
-            "thresholds": {"large_amount": "1000000.00", "result_deadline": 300.0,
+            "thresholds": {"large_amount": "1000000.00", "result_deadline": result_deadline,
                            "booking_deadline": 86400.0, "balance_tolerance": "0.00"},
             "accounts": data["accounts"],
             "counterparties": data["counterparties"],
         }
         ledger_conf = tmp / "ledger.toml"
         ledger_conf.write_text(render_toml(ledger_data), encoding="utf-8")
-        return cls(tmp, config, ledger_conf, ledger_db, ops)
+        return cls(tmp, config, ledger_conf, ledger_db, ops, result_deadline=result_deadline)
 
     def _tag(self, name: str) -> str:
         self._tags[name] += 1
@@ -141,9 +158,10 @@ class Rig:
 
     # -- processes -----------------------------------------------------------
 
-    def start_gateway(self, crash_at: str | None = None, *, ready: bool = True) -> procs.Proc:
+    def start_gateway(self, crash_at: str | None = None, *, ready: bool = True,
+                      env: dict[str, str] | None = None) -> procs.Proc:
         """Start ``hpf-gateway run`` (with ``HPF_CRASH_AT`` when given); wait until it serves."""
-        env = {"HPF_CRASH_AT": crash_at} if crash_at else {}
+        env = {**(env or {}), **({"HPF_CRASH_AT": crash_at} if crash_at else {})}
         gw = procs.gateway(self.config, env=env, tag=self._tag("gateway")).start()
         self.started.append(gw)
         if ready:
@@ -166,6 +184,7 @@ class Rig:
                             self.tmp / f"ledger{self._tag('ledger')}.log")
         ledger.start()
         self.started.append(ledger)
+        self.ledger_proc = ledger
         wait_until(lambda: _alive_or_fail(ledger) and _http_ok(f"http://127.0.0.1:{self.ledger_ops}/readyz"),
                    "the ledger's /readyz", 30)
         return ledger
@@ -178,13 +197,57 @@ class Rig:
     def metric(self, name: str, labels: str = "") -> float:
         return procs.metric(self.config, name, labels)
 
-    def ledger_metric(self, name: str, labels: str) -> float:
+    def ledger_metric(self, name: str, labels: str = "") -> float:
         """One sample from the ledger's /metrics (0 when absent)."""
+        return self.ledger_metrics().get(f"{name}{{{labels}}}" if labels else name, 0.0)
+
+    def ledger_metrics(self) -> dict[str, float]:
+        """Every sample of the ledger's /metrics, by ``name{labels}``, read once."""
         text = procs.wait_http(f"http://127.0.0.1:{self.ledger_ops}/metrics", timeout=5)
+        out: dict[str, float] = {}
         for line in text.splitlines():
-            if line.startswith(f"{name}{{{labels}}} "):
-                return float(line.rpartition(" ")[2])
-        return 0.0
+            if line and not line.startswith("#"):
+                sample, _, value = line.rpartition(" ")
+                out[sample] = float(value)
+        return out
+
+    def ledger_judged(self, timeout: float | None = None) -> None:
+        """Until the ledger's rules have run past their deadline for every fact it holds.
+
+        Read from the ledger's own metrics, all in one scrape: the matcher has
+        taken every stored copy (``matched_seq`` = ``journal_seq``), no
+        ``result``, ``debit`` or ``balance`` deadline is waiting (each fact's
+        deadline has run, alert or not), and every alert raised is written.
+        The ``booking`` deadlines (a day: the rig has no centre bookings) and
+        the ``forget-*`` housekeeping lie beyond any test and are not waited for.
+        Call it once the ledger holds every copy (:func:`settle`).
+        """
+        why: list[str] = []
+
+        def judged() -> bool:
+            m = self.ledger_metrics()
+            waiting = {r: m.get(f'hpf_ledger_deadlines_pending{{rule="{r}"}}', 0.0)
+                       for r in JUDGED_RULES}
+            why[:] = [(f"matched_seq={m.get('hpf_ledger_matched_seq')} "
+                       f"journal_seq={m.get('hpf_ledger_journal_seq')} deadlines waiting={waiting} "
+                       f"alerts unstored={m.get('hpf_ledger_alerts_unstored')}")]
+            return (m.get("hpf_ledger_matched_seq") == m.get("hpf_ledger_journal_seq")
+                    and not any(waiting.values()) and m.get("hpf_ledger_alerts_unstored") == 0.0)
+
+        wait_until(judged, "the ledger's rules past every deadline",
+                   timeout if timeout is not None else self.result_deadline + 30, interval=0.25,
+                   explain=lambda: why[0] if why else "")
+
+    def ledger_alerts(self) -> list[dict[str, Any]]:
+        """The ledger's alerts (key, rule, severity), read-only."""
+        assert self.ledger_db is not None
+        engine = read_only_engine(self.ledger_db)
+        try:
+            with engine.connect() as c:
+                return [dict(r._mapping) for r in c.execute(sa.text(
+                    "SELECT key, rule, severity FROM alerts ORDER BY id"))]
+        finally:
+            engine.dispose()
 
     def stop(self, proc: procs.Proc, timeout: float = 20.0) -> int:
         """SIGTERM and wait (SIGKILL if it does not stop in time); the exit status."""
@@ -377,6 +440,8 @@ class Counts:
     ledger_extra: int | None
     ledger_duplicates: int | None
     ledger_out_of_order: int | None  # instructions whose copies are not in journal order
+    alerts: dict[str, int] | None = None  # the ledger's alerts by rule, once its rules had judged everything
+    alerts_unexpected: int | None = None  # alerts of rules the fault should not cause (must be 0)
 
     def line(self) -> str:
         return " ".join(f"{k}={v}" for k, v in self.__dict__.items())
@@ -393,6 +458,8 @@ class Counts:
             assert self.ledger_missing == 0 and self.ledger_extra == 0, self.line()
             assert self.ledger_duplicates == 0 and self.ledger_out_of_order == 0, self.line()
             assert self.ledger_copies == self.gateway_events, self.line()
+        if self.alerts_unexpected is not None:
+            assert self.alerts_unexpected == 0, self.line()
 
 
 # The order states can follow one another in (docs/architecture.md); the feed may skip, never go back.
@@ -400,8 +467,14 @@ _RANK = {"received": 0, "rejected": 4, "sent": 1, "accepted": 2, "in_doubt": 3, 
 
 
 def count_everything(rig: Rig, load: Load, *, feed: list[dict[str, Any]],
-                     stats: dict[str, Any]) -> Counts:
-    """Count at the bank (``stats``), on the ``feed`` and at the ledger (if any) against ``load``."""
+                     stats: dict[str, Any], expect_alerts: frozenset[str] | set[str] = frozenset()) -> Counts:
+    """Count at the bank (``stats``), on the ``feed`` and at the ledger (if any) against ``load``.
+
+    With the ledger running, its alerts are counted once its rules have judged
+    every fact (:meth:`Rig.ledger_judged`); those of a rule in ``expect_alerts``
+    (what the fault should cause) are not unexpected.  A stopped ledger's alerts
+    are not counted (None): nothing says its deadlines have run.
+    """
     acked = set(load.acknowledged)
     by_ref: dict[str, int] = stats.get("executions_by_reference", {})
     executions = {i: by_ref.get(f"{CENTRE}/{i}", 0) for i in load.ids}
@@ -432,6 +505,12 @@ def count_everything(rig: Rig, load: Load, *, feed: list[dict[str, Any]],
             if c["instruction_id"]:
                 per_instruction.setdefault(c["instruction_id"], []).append(c["gateway_seq"])
         disorder = sum(1 for seqs in per_instruction.values() if seqs != sorted(seqs))
+    alerts: dict[str, int] | None = None
+    unexpected: int | None = None
+    if rig.ledger_proc is not None and rig.ledger_proc.alive():
+        rig.ledger_judged()
+        alerts = dict(Counter(a["rule"] for a in rig.ledger_alerts()))
+        unexpected = sum(n for rule, n in alerts.items() if rule not in expect_alerts)
     return Counts(
         submitted=len(load.ids),
         acknowledged=len(acked),
@@ -448,6 +527,7 @@ def count_everything(rig: Rig, load: Load, *, feed: list[dict[str, Any]],
         journal_duplicates=sum(n - 1 for n in facts.values() if n > 1),
         ledger_copies=None if copies is None else len(copies),
         ledger_missing=missing, ledger_extra=extra, ledger_duplicates=dups, ledger_out_of_order=disorder,
+        alerts=alerts, alerts_unexpected=unexpected,
     )
 
 

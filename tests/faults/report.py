@@ -7,7 +7,10 @@ pytest's base temporary directory.  Run the suite with a known base, then::
     python -m tests.faults.report /tmp/faults/fault-counts.jsonl
 
 prints one Markdown row per test: the fault, the load, the counts that must be
-zero and, where the test measured it, the time until the link was back.
+zero, the ledger's alerts beyond those the fault should cause (counted once
+its rules had run past every deadline; — where no ledger ran to the end, or
+the run predates the count) and, where the test measured it, the time until
+the link was back.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ import json
 import sys
 from pathlib import Path
 
-COLUMNS = ("lost", "not final", "executed twice", "missing from feed", "missing at ledger", "recovery")
+COLUMNS = ("lost", "not final", "executed twice", "missing from feed", "missing at ledger",
+           "alerts beyond the fault's", "recovery")
 
 
 def row(c: dict) -> str:
@@ -24,8 +28,15 @@ def row(c: dict) -> str:
     load = f"{c['submitted']} instructions"
     not_final = c["acknowledged"] - c["feed_final_once"]
     ledger = "—" if c.get("ledger_missing") is None else c["ledger_missing"]
-    recovery = f"link back in {c['link_back_s']} s" if "link_back_s" in c else "—"
-    cells = (name, load, c["lost"], not_final, c["executed_twice"], c["feed_missing_final"], ledger, recovery)
+    alerts = "—" if c.get("alerts_unexpected") is None else c["alerts_unexpected"]
+    if "recovery" in c:
+        recovery = c["recovery"]
+    elif "link_back_s" in c:
+        recovery = f"link back in {c['link_back_s']} s"
+    else:
+        recovery = "—"
+    cells = (name, load, c["lost"], not_final, c["executed_twice"], c["feed_missing_final"], ledger, alerts,
+             recovery)
     return "| " + " | ".join(str(x) for x in cells) + " |"
 
 

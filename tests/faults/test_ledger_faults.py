@@ -42,8 +42,8 @@ def test_a_ledger_down_for_the_whole_run_gets_every_event_exactly_once_when_it_r
         feed = settle(rig, ids, timeout=10)
         assert rig.stop(gw) == 0
         rig.stop(bank)
+        counts = count_everything(rig, load, feed=feed, stats=rig.bank_stats())  # alerts too: the ledger runs
         rig.stop(ledger)
-        counts = count_everything(rig, load, feed=feed, stats=rig.bank_stats())
         dump(tmp_path.parent / "fault-counts.jsonl", counts, test=request.node.name, backlog_early=early,
              backlog_late=late, failures=failures)
         print(f"\nledger down: backlog {early:g} -> {late:g} (events while down {events_while_down}, "

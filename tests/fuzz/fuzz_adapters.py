@@ -17,6 +17,7 @@ says so and exits 0.  ``tests/security/test_fuzz_adapters.py`` runs the same
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import sys
 from pathlib import Path
@@ -27,30 +28,35 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 from adapters import base as msg  # noqa: E402
 from adapters.base import AdapterError, load_adapter  # noqa: E402
 
-ADAPTERS = ("bdc", "b2e", "iso20022", "bocb2e", "icbc")
+ADAPTERS = ("bdc", "iso20022", "bocb2e", "icbc", "ccb")
 _ENTRY = msg.Entry(account="6200001111222233", host_seq_no="H000001", amount=-12345,
                    value_date=dt.date(2026, 11, 27), time=dt.time(10, 0, 0),
                    counterparty_account="6200009999000011", counterparty_name="张三",
                    counterparty_bank_code="105100000017", balance_after=100000, summary="提取")
 SAMPLES: tuple[msg.Message, ...] = (
-    msg.SignOn("S0001", "D00000"),
-    msg.SignOnAnswer("S0002", "S0001", "105000"),
-    msg.Heartbeat("S0003", "D00000"),
-    msg.HeartbeatAnswer("S0004", "S0003", "105000"),
+    msg.SignOn("1000001", "D00000"),
+    msg.SignOnAnswer("1000002", "1000001", "105000"),
+    msg.Heartbeat("1000003", "D00000"),
+    msg.HeartbeatAnswer("1000004", "1000003", "105000"),
     msg.Instruction(seq_no="52240261127000000001", send_date=dt.date(2026, 11, 27), centre_node="C52240",
                     unit_no="522400000000000", debit_account="6200001111222233", debit_name="示例中心归集户",
                     creditor_account="6200009999000011", creditor_name="张三",
                     creditor_bank_code="105100000017", creditor_personal=True, same_bank=True, amount=123456,
                     purpose="withdrawal", memo="提取", reference="W-1", signature=b"\x01" * 64),
-    msg.StatusQuery("S0005", "52240261127000000001", dt.date(2026, 11, 27)),
-    msg.BalanceQuery("S0006", "6200001111222233"),
-    msg.Ack("S0007", "S0008"),
-    msg.Receipt("S0009", "52240261127000000001", "52240261127000000001", "B0001"),
-    msg.Result("S0010", "52240261127000000001", "52240261127000000001", True, "H000001", "B0001"),
-    msg.NotFound("S0011", "S0005", "52240261127000000001"),
-    msg.Movement("S0012", (_ENTRY,)),
-    msg.Balance("S0013", "S0006", "6200001111222233", 100000, 90000),
-    msg.Statement("S0014", "S0015", "6200001111222233", (_ENTRY,), 112345, 100000),
+    msg.StatusQuery("1000005", "52240261127000000001", dt.date(2026, 11, 27)),
+    msg.BalanceQuery("1000006", "6200001111222233"),
+    msg.Ack("1000007", "1000008"),
+    msg.Receipt("1000009", "52240261127000000001", "52240261127000000001", "B0001"),
+    msg.Result("1000010", "52240261127000000001", "52240261127000000001", True, "H000001", "B0001"),
+    msg.NotFound("1000011", "1000005", "52240261127000000001"),
+    msg.Movement("1000012", (_ENTRY,)),
+    msg.Balance("1000013", "1000006", "6200001111222233", 100000, 90000),
+    msg.Statement("1000014", "1000015", "6200001111222233", (_ENTRY,), 112345, 100000),
+    # What the banks' direct-connect documents carry: one bank serial, no statement balances,
+    # no counterparty bank code in a CCB detail row.
+    msg.Result("1000016", "52240261127000000001", "52240261127000000001", True, "B0001", "B0001"),
+    msg.Statement("1000017", "1000017", "6200001111222233",
+                  (dataclasses.replace(_ENTRY, counterparty_bank_code=""),)),
 )
 
 

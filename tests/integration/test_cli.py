@@ -144,3 +144,25 @@ def test_adapters_decode_refuses_a_bad_file_in_one_line(tmp_path):
     bad.write_bytes(b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "b">]><x>&a;</x>')
     out = hpf("adapters", "decode", "iso20022", str(bad))
     assert out.returncode == 1 and len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
+
+
+def test_restore_puts_a_backup_in_place_only_where_there_is_no_store(tmp_path):
+    import shutil
+
+    config = procs.prepare(tmp_path / "old")
+    backup = tmp_path / "backup.db"
+    assert hpf("backup", "-c", str(config.path), str(backup)).returncode == 0
+    over = hpf("restore", "-c", str(config.path), str(backup))
+    assert over.returncode == 2 and "exists" in over.stderr, over.stderr  # never over a store
+    fresh = tmp_path / "new"
+    fresh.mkdir()
+    shutil.copy2(config.path, fresh / config.path.name)
+    shutil.copytree(tmp_path / "old" / "keys", fresh / "keys")
+    (fresh / "var").mkdir(mode=0o700)
+    missing = hpf("restore", "-c", str(fresh / config.path.name), str(tmp_path / "nothing.db"))
+    assert missing.returncode == 2 and "no backup" in missing.stderr, missing.stderr
+    out = hpf("restore", "-c", str(fresh / config.path.name), str(backup))
+    assert out.returncode == 0 and "integrity ok" in out.stdout, out.stdout + out.stderr
+    assert (fresh / "var" / "gateway.db").stat().st_mode & 0o077 == 0  # holds every account's data
+    out = hpf("verify", "-c", str(fresh / config.path.name))
+    assert out.returncode == 0 and "intact" in out.stdout, out.stdout + out.stderr

@@ -233,7 +233,7 @@ def test_a_banks_status_cadence_is_read_from_its_section_and_defaults_to_the_tim
     assert (s.first_query_after, s.query_interval, s.query_backoff, s.max_query_interval, s.query_attempts,
             s.give_up_after, s.ask_before_resend) == (2.0, 1.5, 2.0, 60.0, 12, 3600.0, True)
     t = config.timeouts
-    default = schedule_for(config.banks["B002"], t)  # no status keys: today's behaviour
+    default = schedule_for(config.banks["B003"], t)  # no status keys: today's behaviour
     assert (default.first_query_after, default.query_interval, default.query_backoff,
             default.max_query_interval, default.query_attempts, default.give_up_after) == \
         (t.result_timeout, t.status_query_interval, 1.0, None, t.status_query_attempts, None)

@@ -287,6 +287,23 @@ def test_missing_result_fires_from_tick_only_after_the_deadline_and_once() -> No
     assert m.tick(T0 + 120) == [] and m.tick(AFTER_ALL) == []
 
 
+def test_pending_deadlines_are_counted_by_rule_until_they_run_and_survive_a_restore() -> None:
+    """What hpf_ledger_deadlines_pending exports: the fault suite waits on it before counting alerts."""
+    j = Journal()
+    p = payment(j, 1, 250_000)
+    m = Matcher(REGISTRY, TH)
+    for i, key in enumerate(("received", "sent", "accepted", "succeeded")):
+        m.observe(Fact.from_copy(p[key]), T0 + i)
+    assert m.pending()["result"] == 1 and m.pending()["booking"] == 1
+    restored = Matcher.restore(REGISTRY, TH, json.loads(json.dumps(m.snapshot())))
+    assert restored.pending() == m.pending()
+    m.tick(T0 + 60.5)  # the result deadline runs (no alert: the result came), the booking's not yet
+    assert m.pending()["result"] == 0 and m.pending()["booking"] == 1
+    m.tick(AFTER_ALL)
+    assert m.pending()["booking"] == 0
+    assert all(n >= 0 for n in m.pending().values())
+
+
 def test_missing_result_is_silent_when_the_result_arrives_in_time() -> None:
     j = Journal()
     p = payment(j, 1, 250_000)

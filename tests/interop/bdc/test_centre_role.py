@@ -216,6 +216,6 @@ async def test_the_simulated_bdc_centre_of_the_demo_completes_its_transfers(tmp_
             counterparties=options["counterparties"], count=4, final_timeout=30.0)
         assert (report.submitted, report.succeeded, report.not_final, report.refused) == (4, 4, 0, 0)
         for bank_id in h.banks:
-            assert set(h.banks[bank_id].link.core.executions.values()) <= {1}
+            assert set(h.banks[bank_id].link.stats()["executions"].values()) <= {1}
     finally:
         await h.stop()
