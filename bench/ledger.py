@@ -4,8 +4,9 @@ The ledger daemon (:func:`gateway.ledger.service.makeLedgerService`) runs in a
 process of its own (:mod:`bench.ledgerhost`, which also records the exact
 match lag of every copy).  The bench process plays a gateway's forwarder:
 it generates the journal of realistic instruction lifecycles, turns each
-event into a copy with :func:`gateway.copies.copy_of`, signs it with
-:class:`gateway.signing.Signer` (Ed25519) and POSTs batches over mTLS with
+event into a copy with :func:`gateway.copies.copy_of`, signs each POST's copies
+as one batch with :class:`gateway.signing.Signer` (Ed25519, one signature per
+batch, as the forwarder signs) and POSTs batches over mTLS with
 the gateway's certificate, one batch in flight at a time, in journal order —
 as ``LedgerForwarder`` does (a full batch is followed at once, a partial one
 after 50 ms).
@@ -142,12 +143,13 @@ def _carries_lifecycle(adapter: Any) -> bool:
 
 
 class Journal:
-    """Generates a gateway's journal of instruction lifecycles and signs each event as a copy.
+    """Generates a gateway's journal of instruction lifecycles as copies, and signs them per batch.
 
     Rows are built as ``gateway.store`` would journal them (payload JSON
     compact and sorted, ``created_us`` of the commit, the chain hash of
     :func:`gateway.store.db.chain_hash`); copies come from
-    :func:`gateway.copies.copy_of` and :class:`gateway.signing.Signer`.
+    :func:`gateway.copies.copy_of`, and :meth:`body` signs a POST's copies as
+    one batch with :meth:`gateway.signing.Signer.sign_batch_json`, as the forwarder does.
     """
 
     def __init__(self, signing_key: Path, banks: list[_Bank], *, seed: int = 1) -> None:
@@ -179,10 +181,15 @@ class Journal:
                "instruction_id": instruction_id, "bank_id": bank.bank_id, "account": bank.account, "state": state,
                "created_us": at_us, "payload": text, "raw": raw}
         row["hash"] = self._prev_hash = chain_hash(self._prev_hash, row)
-        return self.signer.sign(copy_of(row, _GATEWAY, bank.adapter_name))
+        return copy_of(row, _GATEWAY, bank.adapter_name)
+
+    def body(self, units: list[Lifecycle]) -> bytes:
+        """The request body of one POST: the copies of ``units`` signed as one batch."""
+        copies = ",".join(self.signer.sign_batch_json([dict(c) for unit in units for c in unit.copies]))
+        return f'{{"copies":[{copies}]}}'.encode("utf-8")
 
     def lifecycle(self) -> Lifecycle:
-        """The six signed copies of the next instruction's life."""
+        """The six copies (unsigned) of the next instruction's life."""
         from adapters import base
         from gateway.model import parse_instruction
         from gateway.simulate.centre_load import make_instruction
@@ -248,7 +255,7 @@ class Journal:
 
 @dataclass(frozen=True)
 class Lifecycle:
-    """One instruction's signed copies, in journal order, and the debit it made."""
+    """One instruction's copies (unsigned), in journal order, and the debit it made."""
 
     bank: _Bank
     amount: int
@@ -302,11 +309,10 @@ class _Poster:
         self.stored = 0
         self.other: dict[str, int] = {}
 
-    async def post(self, copies: list[dict[str, Any]]) -> None:
+    async def post(self, body: bytes) -> None:
         from twisted.web.client import FileBodyProducer, readBody
         from twisted.web.http_headers import Headers
 
-        body = json.dumps({"copies": copies}, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         d = self.agent.request(b"POST", self.url, Headers({b"content-type": [b"application/json"]}),
                                FileBodyProducer(BytesIO(body)))
         d.addTimeout(120, self.reactor)
@@ -332,8 +338,8 @@ def _units_per_post(batch: int) -> int:
     return max(1, batch // EVENTS_PER_INSTRUCTION)
 
 
-async def _post_units(poster: _Poster, units: list[Lifecycle]) -> None:
-    await poster.post([c for unit in units for c in unit.copies])
+async def _post_units(poster: _Poster, journal: Journal, units: list[Lifecycle]) -> None:
+    await poster.post(journal.body(units))  # signed as the forwarder signs: once per batch, when sent
 
 
 async def _rate_phase(reactor: Any, journal: Journal, poster: _Poster, *, rate: float, seconds: float,
@@ -367,7 +373,7 @@ async def _rate_phase(reactor: Any, journal: Journal, poster: _Poster, *, rate: 
             break
         if pending:
             units = [pending.popleft() for _ in range(min(per_post, len(pending)))]
-            await _post_units(poster, units)
+            await _post_units(poster, journal, units)
             if len(units) == per_post:
                 continue
         await deferLater(reactor, 0.05)  # the forwarder's interval after a partial batch
@@ -381,16 +387,20 @@ async def _rate_phase(reactor: Any, journal: Journal, poster: _Poster, *, rate: 
 
 async def _max_phase(reactor: Any, journal: Journal, poster: _Poster, *, instructions: int, seconds: float,
                      batch: int) -> dict[str, Any]:
-    """Pre-sign ``instructions`` lifecycles, then post them back to back for at most ``seconds``."""
+    """Pre-sign ``instructions`` lifecycles (in the POSTs' batches), then post them back to back for
+    at most ``seconds``."""
     g0 = time.monotonic()
     units = [journal.lifecycle() for _ in range(instructions)]
+    per_post = _units_per_post(batch)
+    bodies = [journal.body(units[i:i + per_post]) for i in range(0, len(units), per_post)]
     generate_s = time.monotonic() - g0
     stored0 = poster.stored
-    per_post = _units_per_post(batch)
     t0 = time.time()
     i = 0
-    while i < len(units) and time.time() - t0 < seconds:
-        await _post_units(poster, units[i:i + per_post])
+    for body in bodies:
+        if time.time() - t0 >= seconds:
+            break
+        await poster.post(body)
         i += per_post
     t_end = time.time()
     journal.forget(units[i:])

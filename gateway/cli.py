@@ -94,12 +94,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
     finally:
         engine.dispose()
+    from gateway.daemon import monotonic_timers, run_daemon
+
+    monotonic_timers(reactor)
     try:
         gateway = makeService(config, reactor)
     except (InsecureKeyError, ValueError) as e:
         print(f"hpf-gateway run: {e}", file=sys.stderr)
         return 2
-    from gateway.daemon import run_daemon
 
     start_logging()
     return run_daemon(reactor, start=gateway.start, drain=gateway.drain, stop=gateway.stop,
@@ -172,6 +174,14 @@ def cmd_backup(args: argparse.Namespace) -> int:
     return 0
 
 
+RESTORE_SKIP_IDS = 100_000_000
+"""How far above a restored store's highest instruction id the next one starts.
+
+A bank reference ends in the id (mod 10^9) after the day's date, so a reference repeats only if
+the lost store handed out more than this many ids after the backup, in one day: beyond
+ten thousand instructions a second for nearly three hours.  ``--skip-ids`` sets more."""
+
+
 def cmd_restore(args: argparse.Namespace) -> int:
     """Put a copy made by ``hpf-gateway backup`` in place as the config's (new) SQLite store.
 
@@ -181,7 +191,10 @@ def cmd_restore(args: argparse.Namespace) -> int:
     A restored store cannot know what went to the banks after the backup, so
     every open instruction not yet counted as sent is counted as sent once:
     on a bank with ``status_before_resend = true`` it is then asked about
-    (a status query) before anything is sent again (docs/operations.md).
+    (a status query) before anything is sent again (docs/operations.md).  Nor
+    can it know the ids the lost store handed out after the backup: new ids
+    start :data:`RESTORE_SKIP_IDS` above the highest restored one, so no bank
+    reference is used twice.
     """
     import sqlite3
 
@@ -212,9 +225,6 @@ def cmd_restore(args: argparse.Namespace) -> int:
             marked = target.execute(
                 "UPDATE instructions SET sends = 1 WHERE sends = 0 AND bank_ref IS NOT NULL "
                 "AND state IN ('received', 'sent')").rowcount
-        open_by_bank = dict(target.execute(
-            "SELECT bank_id, count(*) FROM instructions WHERE state IN ('received', 'sent', 'accepted') "
-            "GROUP BY bank_id").fetchall())
     finally:
         target.close()
         source.close()
@@ -222,10 +232,30 @@ def cmd_restore(args: argparse.Namespace) -> int:
         dest.unlink()
         print(f"hpf-gateway restore: the backup fails its integrity check: {check}", file=sys.stderr)
         return 1
+    from gateway.store import migrate
+
+    migrate.upgrade(config.database)  # a backup from an older release gains the id floor too
+    target = sqlite3.connect(dest)
+    try:
+        with target:
+            # The lost store went on handing out ids (and so bank references) after the backup:
+            # new ones start far above, so no reference the bank may have seen is used again.
+            highest = target.execute("SELECT coalesce(max(id), 0) FROM instructions").fetchone()[0]
+            earlier = target.execute("SELECT coalesce(max(floor), 0) FROM id_floors "
+                                     "WHERE name = 'instructions'").fetchone()[0]  # a restored store's
+            floor = max(highest, earlier) + args.skip_ids
+            target.execute("INSERT OR REPLACE INTO id_floors (name, floor) VALUES ('instructions', ?)",
+                           (floor,))
+        open_by_bank = dict(target.execute(
+            "SELECT bank_id, count(*) FROM instructions WHERE state IN ('received', 'sent', 'accepted') "
+            "GROUP BY bank_id").fetchall())
+    finally:
+        target.close()
     unasked = sorted(b for b, n in open_by_bank.items()
                      if n and b in config.banks and not (config.banks[b].status and config.banks[b].status.before_resend))
     print(f"restored {source_file} to {dest} (integrity ok); {sum(open_by_bank.values())} open instructions, "
-          f"{marked} of them counted as sent once")
+          f"{marked} of them counted as sent once; new instruction ids start above {floor} "
+          f"(the backup's highest was {highest})")
     if unasked:
         print("hpf-gateway restore: these banks resend unconfirmed references without asking first; set "
               f"status_before_resend = true on them before starting: {', '.join(unasked)}", file=sys.stderr)
@@ -397,6 +427,9 @@ def build_parser() -> argparse.ArgumentParser:
     backup.set_defaults(func=cmd_backup)
     restore = with_config(sub.add_parser("restore", help="put a backup in place as a new SQLite store"))
     restore.add_argument("backup", help="a file made by hpf-gateway backup")
+    restore.add_argument("--skip-ids", type=int, default=RESTORE_SKIP_IDS, metavar="N",
+                         help="new instruction ids start N above the backup's highest, past any the "
+                              f"lost store handed out after the backup (default {RESTORE_SKIP_IDS:,})")
     restore.set_defaults(func=cmd_restore)
     def with_operator(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         p.add_argument("--cert", help="your hpf://operator/NAME certificate, when listen.ops_tls is on")

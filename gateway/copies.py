@@ -14,11 +14,23 @@
 - ``payload``: the journal's JSON text as stored (a string, parsed by the
   reader); ``raw``: the bank's own frame in canonical base64, with its
   ``adapter``;
-- ``signature_alg`` and ``signature`` (base64) over :func:`signing_input`:
-  the copy without ``signature`` as canonical JSON (sorted keys, no
-  whitespace, non-ASCII as itself).
+- ``signature_alg`` and ``signature`` (base64): over :func:`signing_input`,
+  the copy's content -- the copy without ``signature`` and ``batch`` as
+  canonical JSON (sorted keys, no whitespace, non-ASCII as itself) -- for a
+  copy signed alone; over its batch's Merkle root for a copy signed in a
+  batch, which then carries ``batch`` (root, count, its index and inclusion
+  path: :mod:`gateway.signing` defines both).  The forwarder signs in
+  batches; the ledger reads both forms, so copies signed alone before
+  batches existed (stored, or still in a gateway's backlog) stay readable.
 
-The writer (:func:`copy_of`, the gateway's forwarder) writes only that form.
+**A batch arrives whole and in order.**  The copies of one batch come in one
+request, together, index 0 to count - 1 (:func:`batch_break`): a batch
+reordered or cut short refuses the first copy out of place (or the first of a
+short batch), so nothing from there on is stored.  One copy altered in a batch
+fails only its own path; the others still verify.
+
+The writer (:func:`copy_of`, the gateway's forwarder) writes only that form
+(and ``batch`` when it signs in batches).
 The reader (:func:`read_envelope`, :func:`read_copy`, the ledger's ingest and
 its matcher) is strict about the envelope and about every payload field the
 ledger relies on, and tolerant of payload fields it does not read: a
@@ -59,22 +71,24 @@ import binascii
 import datetime as _dt
 import re
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from gateway.model import State, format_amount, parse_amount
-from gateway.signing import canonical
+from gateway.signing import BatchProof, canonical
 from gateway.tls import IDENTITY_NAME
 
 __all__ = [
     "SIGNED_FIELDS", "FIELDS", "KINDS", "STATES", "MAX_PAYLOAD", "MAX_REFUSED_RAW", "ACCOUNT",
     "copy_of", "signing_input", "Envelope", "Copy", "Unreadable", "Refusal", "CopyError",
-    "read", "read_envelope", "read_copy", "read_content", "check_raw", "signed_fen",
+    "read", "read_envelope", "read_copy", "read_content", "check_raw", "signed_fen", "batch_break",
 ]
 
 SIGNED_FIELDS = ("gateway", "seq", "event_id", "kind", "centre_id", "instruction_id", "bank_id",
                  "account", "state", "created_us", "payload", "raw", "adapter", "hash", "signature_alg")
-"""Every field of a copy but ``signature``: what the gateway's signature covers."""
-FIELDS = frozenset(SIGNED_FIELDS) | {"signature"}
+"""Every field of a copy but ``signature`` and ``batch``: its content, what the gateway signs (alone, or as
+a Merkle leaf of its batch)."""
+FIELDS = frozenset(SIGNED_FIELDS) | {"signature", "batch"}
+"""Every field a copy may have: ``batch`` only on a copy signed in a batch."""
 KINDS = ("instruction.state", "bank.movement", "bank.balance", "booking", "bank.movement_pending",
          "bank.unreadable", "bank.file", "bank.refused")
 """``bank.movement_pending``: an entry the bank announced and has not booked (never matched as a
@@ -106,7 +120,8 @@ _MAX_FEN = 10 ** 17
 _MAX_TEXT = 1024
 
 signing_input = canonical
-"""The bytes a copy's signature covers (:func:`gateway.signing.canonical`)."""
+"""A copy's content: what its signature covers when signed alone, its Merkle leaf when signed in
+a batch (:func:`gateway.signing.canonical`)."""
 
 
 # -- writing ---------------------------------------------------------------------
@@ -145,7 +160,7 @@ class Envelope:
     """What a copy says about itself: sender, place in the sender's journal, signature.
 
     ``signed`` is :func:`signing_input` of the document; ``document`` is the
-    copy as received.
+    copy as received; ``batch`` its batch proof when it was signed in a batch.
     """
 
     gateway: str
@@ -156,6 +171,7 @@ class Envelope:
     signature_alg: str
     signed: bytes = field(repr=False)
     document: Mapping[str, Any] = field(repr=False, compare=False)
+    batch: BatchProof | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -197,6 +213,7 @@ class Copy:
     signature_alg: str | None = field(default=None, compare=False)
     host_seq_no: str | None = field(default=None, compare=False)
     signed: bytes = field(default=b"", repr=False, compare=False)
+    batch: BatchProof | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_copy(cls, doc: Any) -> "Copy":
@@ -216,7 +233,7 @@ def _shown(doc: Any) -> str:
 def _fields(doc: Any, *, signature: bool) -> None:
     if not isinstance(doc, Mapping):
         raise _bad("a copy is a JSON object")
-    want = FIELDS if signature else frozenset(SIGNED_FIELDS)
+    want = FIELDS - {"batch"} if signature else frozenset(SIGNED_FIELDS)
     missing = sorted(want - set(doc))
     unknown = sorted(set(doc) - FIELDS)
     if missing or unknown:
@@ -244,6 +261,7 @@ def read_envelope(doc: Any, *, expected_alg: str) -> Envelope | Refusal:
             raise _bad("signature must be base64 text")
         if doc["signature_alg"] != expected_alg:
             raise _bad(f"signature_alg must be {expected_alg!r}, the one configured for this gateway")
+        batch = _batch(doc)
         try:
             signed = signing_input(doc)
         except (TypeError, ValueError):  # not JSON values only, or lone surrogates
@@ -251,7 +269,57 @@ def read_envelope(doc: Any, *, expected_alg: str) -> Envelope | Refusal:
     except CopyError as e:
         return Refusal(shown, "malformed: " + str(e).removeprefix("malformed copy: "))
     assert seq is not None
-    return Envelope(gateway, seq, shown, gateway_hash, signature, expected_alg, signed, doc)
+    return Envelope(gateway, seq, shown, gateway_hash, signature, expected_alg, signed, doc, batch)
+
+
+def _batch(doc: Mapping[str, Any]) -> BatchProof | None:
+    if "batch" not in doc:
+        return None
+    try:
+        return BatchProof.parse(doc["batch"])
+    except ValueError as e:
+        raise _bad(str(e)) from None
+
+
+def batch_break(docs: Sequence[Any]) -> tuple[int, str] | None:
+    """The first place where the batches in one request are not whole and in order, and why;
+    None when they all are.
+
+    Consecutive copies with the same ``batch.root`` are one batch; it must run from index 0
+    to ``count - 1`` with none missing, repeated or moved, and a root may not come back after
+    another batch.  The position named is the first copy out of place, or the first copy of
+    a batch cut short (nothing after the first break is stored, so one is enough).  Copies
+    without a (readable) ``batch`` are not batches here: :func:`read_envelope` judges them.
+    Pure.
+    """
+    seen: set[str] = set()
+    root: str | None = None
+    start = expected = count = 0
+    for i, doc in enumerate(docs):
+        proof = doc.get("batch") if isinstance(doc, Mapping) else None
+        try:
+            b = BatchProof.parse(proof) if proof is not None else None
+        except ValueError:
+            b = None
+        if b is not None and b.root == root:
+            if b.index != expected:
+                return i, f"out of its batch's order: index {b.index} where {expected} was due"
+            expected += 1
+            continue
+        if root is not None and expected != count:
+            return start, f"its batch of {count} copies arrived with only {expected}: cut short"
+        root = None
+        if b is None:
+            continue
+        if b.root in seen:
+            return i, "its batch already came earlier in this request: out of order"
+        if b.index != 0:
+            return i, f"out of its batch's order: index {b.index} where 0 was due"
+        seen.add(b.root)
+        root, start, expected, count = b.root, i, 1, b.count
+    if root is not None and expected != count:
+        return start, f"its batch of {count} copies arrived with only {expected}: cut short"
+    return None
 
 
 def read(doc: Any, *, expected_alg: str) -> Copy | Unreadable | Refusal:
@@ -286,7 +354,7 @@ def read_copy(doc: Any) -> Copy:
         raise _bad("signature_alg must be a string")
     assert gateway is not None and seq is not None and gateway_hash is not None
     return read_content(Envelope(gateway, seq, doc["event_id"], gateway_hash, signature or "", alg or "",
-                                 b"", doc))
+                                 b"", doc, _batch(doc)))
 
 
 def read_content(env: Envelope) -> Copy:
@@ -355,7 +423,7 @@ def read_content(env: Envelope) -> Copy:
                 instruction_id=instruction_id, bank_id=bank_id, account=account, state=state,
                 created_us=created_us, payload=payload, payload_text=payload_text, raw=raw, adapter=adapter,
                 hash=gateway_hash, signature=env.signature or None, signature_alg=env.signature_alg or None,
-                host_seq_no=_host_seq_no(kind, payload), signed=env.signed)
+                host_seq_no=_host_seq_no(kind, payload), signed=env.signed, batch=env.batch)
 
 
 def _decode(text: str) -> dict[str, Any]:

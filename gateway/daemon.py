@@ -15,6 +15,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
@@ -23,7 +24,7 @@ from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-__all__ = ["SystemdNotifier", "run_daemon", "OrderedMultiService"]
+__all__ = ["SystemdNotifier", "run_daemon", "OrderedMultiService", "monotonic_timers"]
 
 log = Logger()
 
@@ -76,6 +77,19 @@ class SystemdNotifier:
         except OSError as e:
             log.warn("systemd.notify_failed", error=str(e))
             return False
+
+
+def monotonic_timers(reactor: Any) -> None:
+    """Run ``reactor``'s timers on the monotonic clock; call it before anything is scheduled.
+
+    Twisted's reactor times its calls on the wall clock, so a clock stepped back by an hour
+    (NTP, an operator) held every pending timer back by the hour: receipt deadlines, lease
+    renewals, heartbeats, the forwarder's retries.  What the daemons time are durations; the
+    dates and timestamps they write come from ``time.time()``, never from the reactor.
+    """
+    if reactor.getDelayedCalls():
+        raise RuntimeError("monotonic_timers: timers were scheduled on the wall clock already")
+    reactor.seconds = time.monotonic
 
 
 def run_daemon(reactor: Any, *, start: Callable[[], Deferred[Any] | None],

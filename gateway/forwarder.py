@@ -1,7 +1,9 @@
 """Copies of every journal event to the supervision ledger (promise G4).
 
 The journal is the outbox: the forwarder reads events after the delivery
-cursor in ``seq`` order, signs each copy, POSTs a batch over mutual TLS and
+cursor in ``seq`` order, signs them as one batch (one signature over the
+Merkle root of the batch's copies; every copy carries its path to that root,
+so each is still provable alone: :mod:`gateway.signing`), POSTs the batch over mutual TLS and
 moves the cursor past the copies the ledger answered ``stored``,
 ``duplicate`` or ``refused-stored`` (well signed but unreadable to the
 ledger, kept there as refused and alerted: see :mod:`gateway.copies`).  One
@@ -117,8 +119,8 @@ class LedgerForwarder(Service):
         last = journal.last_seq(conn)
         if not rows:
             return [], None, last
-        copies = ",".join(self.signer.sign_json(copy_of(r, self.gateway_name, self.adapters.get(r["bank_id"])))
-                          for r in rows)
+        copies = ",".join(self.signer.sign_batch_json(
+            [copy_of(r, self.gateway_name, self.adapters.get(r["bank_id"])) for r in rows]))
         body = f'{{"copies":[{copies}]}}'.encode("utf-8")
         return [(r["seq"], r["event_id"]) for r in rows], body, last
 

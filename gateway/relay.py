@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import time
 import hashlib
 import json
 from itertools import count
@@ -111,7 +112,7 @@ class BankDispatcher:
         self.poll_mark = 0  # the highest row id seen by poll()
         self._polls = 0
         self._seq = count(1)
-        self._seq_prefix = f"G{int(clock.seconds()) % 10**8:08d}"
+        self._seq_prefix = f"G{int(time.time()) % 10**8:08d}"  # wall time: unique across restarts
         self._loaded = False
         self.outbox = self._fresh_outbox()
         self._timer: Any = None  # the one IDelayedCall for outbox.next_deadline()
@@ -660,7 +661,7 @@ class Relay(Service):
         """
         ins = item.instruction
         dispatcher = self.dispatchers[item.bank_id]
-        created = _dt.datetime.fromtimestamp(dispatcher.clock.seconds(), _dt.timezone.utc).date()
+        created = _dt.datetime.fromtimestamp(time.time(), _dt.timezone.utc).date()  # a date: the wall clock
         message = dispatcher.message(
             ref="0" * 20, centre_id=ins.centre_id, instruction_id=ins.instruction_id,
             debit_account=ins.debit_account, amount=ins.amount,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -128,7 +129,7 @@ class CertificateWatch(Service):
 
     def check(self) -> list[tuple[str, float]]:
         """Refresh the gauge and log what expires soon; returns (label, expiry Unix time) pairs."""
-        now = self.clock.seconds()
+        now = time.time()  # against certificates' dates: the wall clock, not the reactor's
         try:
             inventory = certificate_inventory(self.config.tls.certificate, _trust_scopes(self.config))
             crls = export_crl_next_updates(self.metrics.crl_next_update, self.config.tls.crls)

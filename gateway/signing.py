@@ -2,9 +2,29 @@
 
 **Copies.**  A copy is a JSON object of strings, integers, booleans and nulls
 only, so ``json.dumps(sort_keys=True, separators=(",", ":"), ensure_ascii=False)``
-is a deterministic byte string on both sides; the signature covers that
-string with the ``signature`` field left out.  Ed25519 is the default; ECDSA
-P-256 with SHA-256 is accepted for parties whose HSMs only do that.
+is a deterministic byte string on both sides: the copy's *content*, that
+string with the ``signature`` and ``batch`` fields left out
+(:func:`canonical`).  Ed25519 is the default; ECDSA P-256 with SHA-256 is
+accepted for parties whose HSMs only do that.  A copy is signed in one of two
+ways, and a reader accepts both:
+
+- *alone* (no ``batch`` field; what the gateway wrote before batches): the
+  signature covers the content;
+- *in a batch* (:meth:`Signer.sign_batch_json`, what the forwarder writes):
+  the contents of the copies the forwarder sends together are the leaves of
+  a Merkle tree as RFC 9162 (Certificate Transparency 2.0) §2.1.1 defines it
+  with SHA-256 -- a leaf's hash is ``SHA-256(0x00 || content)``, an inner
+  node's ``SHA-256(0x01 || left || right)``, a tree of n > 1 leaves split
+  at the largest power of two below n -- and one signature covers
+  :func:`batch_statement` of the tree's root and size.  Every copy carries
+  ``batch = {"root", "count", "index", "path"}``: the root and size the
+  signature covers, its place in the batch (0-based) and its inclusion
+  path (RFC 9162 §2.1.3.1, hex, from the leaf up), so a copy alone is
+  checked as before -- content to leaf hash, the path to the root
+  (:func:`batch_root`, RFC 9162 §2.1.3.2), the signature over the root --
+  and a change to any byte of its content, its place or the batch's size
+  fails it.  One signature per batch instead of one per copy: the gateway
+  signs once and the ledger verifies once per batch.
 
 **Instructions.**  With ``[banks.X] signature_alg`` other than ``"none"``,
 every instruction the gateway sends to that bank carries a detached
@@ -46,10 +66,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import os
+import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, MutableMapping, Sequence
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
@@ -62,6 +85,8 @@ from gateway.model import format_amount
 from gateway.tls import check_key_file, resolve_credential
 
 __all__ = ["ALGORITHMS", "canonical", "canonical_text", "Signer", "load_public_key", "verify_bytes", "init_signing_key",
+           "BATCH_STATEMENT_VERSION", "MAX_BATCH", "BatchProof", "leaf_hash", "merkle_tree", "batch_root",
+           "batch_statement", "verify_copy",
            "INSTRUCTION_SIGNATURE_VERSION", "instruction_signing_bytes", "InstructionSigner",
            "InstructionSignatureError", "verify_instruction_signature", "Sm2PublicKey", "Sm2PrivateKey",
            "init_sm2_key"]
@@ -92,15 +117,148 @@ def _ed25519_verify(key: ed25519.Ed25519PublicKey, signature: bytes, data: bytes
     return True
 
 
+_PROOF_FIELDS = ("signature", "batch")
+
+
 def canonical_text(copy: Mapping[str, Any]) -> str:
-    """The copy without ``signature``, as canonical JSON text (see :func:`canonical`)."""
-    body = {k: v for k, v in copy.items() if k != "signature"}
+    """The copy without ``signature`` and ``batch``, as canonical JSON text (see :func:`canonical`)."""
+    body = {k: v for k, v in copy.items() if k not in _PROOF_FIELDS}
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def canonical(copy: Mapping[str, Any]) -> bytes:
-    """The bytes a copy's signature covers: the copy without ``signature``, canonical JSON."""
+    """A copy's content: the copy without ``signature`` and ``batch``, canonical JSON.  What a
+    copy signed alone is signed over, and a batch-signed copy's Merkle leaf."""
     return canonical_text(copy).encode("utf-8")
+
+
+# -- batches: one signature over a Merkle tree of copies (RFC 9162 §2.1) ------------
+
+BATCH_STATEMENT_VERSION = "hpf-copy-batch-1"
+MAX_BATCH = 1 << 16
+"""The most copies one batch signature may cover (the ledger takes at most 1,000 a request)."""
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_HEX = re.compile(r"[0-9a-f]*")
+
+
+def leaf_hash(content: bytes) -> bytes:
+    """RFC 9162 §2.1.1: the hash of a leaf, ``SHA-256(0x00 || content)``."""
+    return hashlib.sha256(b"\x00" + content).digest()
+
+
+def _node(left: bytes, right: bytes) -> bytes:
+    return hashlib.sha256(b"\x01" + left + right).digest()
+
+
+def merkle_tree(leaves: Sequence[bytes]) -> tuple[bytes, list[list[bytes]]]:
+    """The root of the tree over ``leaves`` (leaf hashes, at least one) and every leaf's
+    inclusion path, from the leaf up (RFC 9162 §2.1.1 and §2.1.3.1)."""
+    n = len(leaves)
+    if n == 1:
+        return leaves[0], [[]]
+    k = 1 << ((n - 1).bit_length() - 1)  # the largest power of two below n
+    left, left_paths = merkle_tree(leaves[:k])
+    right, right_paths = merkle_tree(leaves[k:])
+    for path in left_paths:
+        path.append(right)
+    for path in right_paths:
+        path.append(left)
+    return _node(left, right), left_paths + right_paths
+
+
+def batch_root(leaf: bytes, index: int, count: int, path: Sequence[bytes]) -> bytes | None:
+    """The root that ``path`` proves leaf hash ``leaf`` at ``index`` of a tree of ``count``
+    leaves under, or None when the path cannot be one of that tree (RFC 9162 §2.1.3.2)."""
+    if not 0 <= index < count:
+        return None
+    fn, sn, r = index, count - 1, leaf
+    for p in path:
+        if sn == 0:
+            return None
+        if fn & 1 or fn == sn:
+            r = _node(p, r)
+            if not fn & 1:
+                while fn and not fn & 1:
+                    fn >>= 1
+                    sn >>= 1
+        else:
+            r = _node(r, p)
+        fn >>= 1
+        sn >>= 1
+    return r if sn == 0 else None
+
+
+def batch_statement(root: str, count: int) -> bytes:
+    """The bytes a batch signature covers: ``{"count":N,"root":"<hex>","v":"hpf-copy-batch-1"}``
+    (canonical JSON as for copies; ``v`` keeps it from ever reading as a copy's content)."""
+    return json.dumps({"count": count, "root": root, "v": BATCH_STATEMENT_VERSION},
+                      sort_keys=True, separators=(",", ":")).encode("ascii")
+
+
+@dataclass(frozen=True)
+class BatchProof:
+    """A batch-signed copy's ``batch`` field: the signed root and size, its index and path (hex)."""
+
+    root: str
+    count: int
+    index: int
+    path: tuple[str, ...]
+
+    @classmethod
+    def parse(cls, value: Any) -> "BatchProof":
+        """Read a ``batch`` field strictly; ``ValueError`` says what is wrong."""
+        if not isinstance(value, Mapping) or set(value) != {"root", "count", "index", "path"}:
+            raise ValueError("batch must be an object of root, count, index and path")
+        root, count, index, path = value["root"], value["count"], value["index"], value["path"]
+        if not isinstance(root, str) or not _HEX64.fullmatch(root):
+            raise ValueError("batch.root must be 64 lowercase hex digits")
+        for name, n in (("count", count), ("index", index)):
+            if isinstance(n, bool) or not isinstance(n, int):
+                raise ValueError(f"batch.{name} must be an integer")
+        if not 1 <= count <= MAX_BATCH or not 0 <= index < count:
+            raise ValueError("batch.index must lie in 0..count-1, and count in 1..65536")
+        # One match over the joined hashes: the ledger reads a path per copy.
+        if (not isinstance(path, list) or len(path) > 17
+                or not all(type(p) is str and len(p) == 64 for p in path) or not _HEX.fullmatch("".join(path))):
+            raise ValueError("batch.path must be a list of at most 17 hashes (64 lowercase hex digits)")
+        return cls(root, count, index, tuple(path))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"count": self.count, "index": self.index, "path": list(self.path), "root": self.root}
+
+    def text(self) -> str:
+        """Canonical JSON text of the field (what the ledger stores and chains): sorted keys, no
+        whitespace, as ``json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))``
+        writes it (every value is an integer or lowercase hex)."""
+        path = ",".join('"%s"' % p for p in self.path)
+        return f'{{"count":{self.count},"index":{self.index},"path":[{path}],"root":"{self.root}"}}'
+
+
+def verify_copy(key: Any, alg: str, content: bytes, signature_b64: str, batch: BatchProof | None, *,
+                seen: MutableMapping[tuple[bytes, str], bool] | None = None) -> bool:
+    """Whether a copy is signed by ``key``: alone, the signature over ``content``
+    (:func:`canonical`); in a batch, ``content``'s path to the batch's root and the signature
+    over :func:`batch_statement`.  ``seen`` remembers batch statements already checked (for
+    one key only), so a batch costs one signature check however many of its copies are read.
+    Never raises for bad input: the answer is then False."""
+    if batch is None:
+        return verify_bytes(key, alg, content, signature_b64)
+    try:
+        path = [bytes.fromhex(p) for p in batch.path]
+    except (ValueError, TypeError):
+        return False
+    root = batch_root(leaf_hash(content), batch.index, batch.count, path)
+    if root is None or root.hex() != batch.root:
+        return False
+    statement = batch_statement(batch.root, batch.count)
+    if seen is None:
+        return verify_bytes(key, alg, statement, signature_b64)
+    known = seen.get((statement, signature_b64))
+    if known is None:
+        if len(seen) >= 4096:
+            seen.clear()
+        known = seen[(statement, signature_b64)] = verify_bytes(key, alg, statement, signature_b64)
+    return known
 
 
 class Signer:
@@ -139,6 +297,26 @@ class Signer:
         """Add ``signature_alg`` and ``signature`` to ``copy`` (in place) and return it."""
         _, copy["signature"] = self._seal(copy)
         return copy
+
+    def sign_batch_json(self, copies: Sequence[dict[str, Any]]) -> list[str]:
+        """Each of ``copies`` (at least one) as JSON text, signed together in one batch (see the
+        module docstring): ``signature_alg`` is set on each, its content is serialised once, and
+        ``batch`` and the one ``signature`` are added to the text."""
+        if not 1 <= len(copies) <= MAX_BATCH:
+            raise ValueError(f"a batch holds 1 to {MAX_BATCH} copies")
+        texts = []
+        for copy in copies:
+            copy["signature_alg"] = self.algorithm
+            texts.append(canonical_text(copy))
+        root, paths = merkle_tree([leaf_hash(t.encode("utf-8")) for t in texts])
+        root_hex, count = root.hex(), len(texts)
+        signature = base64.b64encode(self.sign_bytes(batch_statement(root_hex, count))).decode("ascii")
+        out = []
+        for i, (text, path) in enumerate(zip(texts, paths)):
+            hashes_json = ",".join('"%s"' % p.hex() for p in path)
+            out.append(f'{text[:-1]},"batch":{{"count":{count},"index":{i},"path":[{hashes_json}],'
+                       f'"root":"{root_hex}"}},"signature":"{signature}"}}')
+        return out
 
     def sign_json(self, copy: dict[str, Any]) -> str:
         """The document :meth:`sign` gives, as JSON text: the canonical text the signature

@@ -2,7 +2,8 @@
 
 :class:`CopyChecker` (pure, thread-safe) checks a gateway's copies: the
 envelope (:func:`gateway.copies.read_envelope`), that it claims the gateway its
-certificate names, its signature with that gateway's public key, its content
+certificate names, its signature with that gateway's public key (its own, or its
+path to its batch's signed root, one signature check per batch), its content
 (:func:`gateway.copies.read_content`) and, when it carries the bank's original
 frame, that the bank's own bytes say what the copy says
 (:func:`gateway.copies.check_raw`).  :class:`CheckPool` runs it in processes
@@ -30,7 +31,7 @@ from gateway.copies import CopyError, Refusal, Unreadable, check_raw, read_conte
 from gateway.ledger import store
 from gateway.ledger.config import PublicSigningKey
 from gateway.ledger.matcher import Fact
-from gateway.ledger.verify import verify_signature
+from gateway.signing import verify_copy
 
 __all__ = ["ParsedCopy", "CopyChecker", "CheckPool", "ChecksUnavailable"]
 
@@ -59,6 +60,8 @@ class CopyChecker:
         self.keys = keys
         self._load = load
         self._adapters: dict[str, Any] = {}
+        # Per gateway, the batch signatures already checked: one check per batch, not per copy.
+        self._batches: dict[str, dict[tuple[bytes, str], bool]] = {}
 
     def check(self, gateway: str, docs: Sequence[Any]) -> list[ParsedCopy | Refusal]:
         """Each document checked (see :mod:`gateway.copies` for what refuses a copy whole and
@@ -74,7 +77,8 @@ class CopyChecker:
                 out.append(Refusal(env.event_id, f"the copy claims gateway {env.gateway!r} but the "
                                                  f"certificate is hpf://gateway/{gateway}"))
                 continue
-            if not verify_signature(key, alg, env.signed, env.signature):
+            if not verify_copy(key, alg, env.signed, env.signature, env.batch,
+                               seen=self._batches.setdefault(gateway, {})):
                 out.append(Refusal(env.event_id, f"the signature does not verify with gateway {gateway}'s "
                                                  "key", forged=True))
                 continue
@@ -136,8 +140,7 @@ def _ready() -> None:
 
 class ChecksUnavailable(Exception):
     """A slice of a batch could not be checked (its check process died, or the ledger is
-    stopping).  The slices before it may be stored; the gateway sends the whole batch again,
-    and those copies are answered ``duplicate``."""
+    stopping).  Nothing of the batch is stored; the gateway sends it again."""
 
 
 class CheckPool(Service):
@@ -146,8 +149,7 @@ class CheckPool(Service):
 
     The checks are most of the ledger's work per copy, and its process uses one core (one
     GIL) however many the machine has.  With processes, a batch is cut into slices that
-    are checked at once, and :meth:`check` hands back one Deferred per slice, in order, so
-    that the slices already checked are stored and matched while the rest are checked.  A
+    are checked at once, and :meth:`check` hands back one Deferred per slice, in order.  A
     worker that dies fails the batches it was checking with :class:`ChecksUnavailable`, and
     a fresh pool takes the next.
     """

@@ -11,6 +11,7 @@ alert, and a copy stored just before a crash is never left unmatched.
 from __future__ import annotations
 
 import json
+import time
 from typing import Any, Callable, Sequence
 
 from twisted.application.service import Service
@@ -99,7 +100,9 @@ class MatchEngine(Service):
         self.tick_interval = tick_interval
         self.snapshot_interval = snapshot_interval
         self.replay_page = replay_page
-        self.clock = clock or reactor.seconds
+        # The matcher's time is compared with the gateways' wall-clock times: the wall clock,
+        # not the reactor's (which runs on the monotonic clock in the daemon).
+        self.clock = clock or time.time
         self.matcher: Matcher | None = None
         self.stream = StreamClock()  # deadlines run on the gateways' time, not the copies' queue
         self.ready = False

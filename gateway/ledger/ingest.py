@@ -1,5 +1,7 @@
 """``Ingest``: files a gateway's batch of copies — checked, stored in order, then matched.
 
+A batch that did not come whole and in order (:func:`gateway.copies.batch_break`) is
+refused where it breaks.
 A bad signature or a bank frame that disagrees refuses the copy and raises a
 ``forged-copy`` alert; a well-signed copy whose content cannot be read is
 stored as refused (``refused-stored``) and raises ``copy-refused``, and the
@@ -14,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 from twisted.internet.defer import DeferredLock
 from twisted.logger import Logger
 
-from gateway.copies import Refusal
+from gateway.copies import Refusal, batch_break
 from gateway.ledger import store
 from gateway.ledger.checks import CheckPool, ParsedCopy
 from gateway.ledger.matcher import forged_copy_alert
@@ -34,9 +36,8 @@ class Ingest:
 
     One batch per gateway at a time (a lock per gateway), so copies from one
     gateway reach the store in the order they were sent.  The batch is checked
-    by the :class:`CheckPool`, in slices when it checks in processes; each slice
-    is stored in one commit and matched as soon as it and the slices before it
-    are checked.
+    by the :class:`CheckPool`, in slices when it checks in processes, then
+    stored in one transaction (its copies and the alerts it raises) and matched.
     """
 
     def __init__(self, db: store.LedgerDatabase, engine: MatchEngine, checks: CheckPool,
@@ -60,26 +61,23 @@ class Ingest:
         # On a thread, one batch is checked on one thread: sharing it among threads was
         # measured (bench/README.md, item 13): no more copies per second, 20 % more CPU per copy.
         slices = self.checks.check(gateway, docs)
-        results: list[dict[str, Any]] = []
-        refused = False
+        checked: list[ParsedCopy | Refusal] = []
         try:
             for d in slices:
-                done = await self._file_checked(gateway, await d, after_refusal=refused)
-                refused = refused or any(r["status"] in ("refused", "skipped") for r in done)
-                results += done
+                checked += await d
         finally:
             for d in slices:  # a failed slice fails the batch; the others' failures are its too
                 d.addErrback(lambda _: None)
-        return results
+        broken = batch_break(docs)  # a batch cut short or out of order: refused where it breaks
+        if broken is not None and not isinstance(checked[broken[0]], Refusal):
+            checked[broken[0]] = Refusal(_event_id(checked[broken[0]]), broken[1], forged=True)
+        return await self._file_checked(gateway, checked)
 
-    async def _file_checked(self, gateway: str, checked: Sequence[ParsedCopy | Refusal], *,
-                            after_refusal: bool) -> list[dict[str, Any]]:
-        """Store and match one checked slice; ``after_refusal``: an earlier copy of the batch was
-        not stored, so none of these may be (the gateway resends from that one on)."""
+    async def _file_checked(self, gateway: str, checked: Sequence[ParsedCopy | Refusal]) -> list[dict[str, Any]]:
+        """Store a checked batch in one transaction, and match it."""
         # Nothing after the first copy refused whole is stored: the gateway resends from there
         # in journal order (see store.store_copies).  Unreadable copies are not refusals here.
-        first_bad = 0 if after_refusal else next(
-            (i for i, c in enumerate(checked) if isinstance(c, Refusal)), len(checked))
+        first_bad = next((i for i, c in enumerate(checked) if isinstance(c, Refusal)), len(checked))
         parsed = [c for c in checked[:first_bad] if isinstance(c, ParsedCopy)]
         forged = [forged_copy_alert(gateway, c.event_id, c.reason) for c in checked
                   if isinstance(c, Refusal) and c.forged]
@@ -103,7 +101,7 @@ class Ingest:
         by_id = iter(outcomes)
         results: list[dict[str, Any]] = []
         for i, c in enumerate(checked):
-            if after_refusal or i > first_bad:
+            if i > first_bad:
                 event_id = c.event_id if isinstance(c, Refusal) else c.row.event_id
                 result = {"event_id": event_id, "status": "skipped",
                           "reason": "after a refused copy; send it again"}
@@ -128,6 +126,10 @@ class Ingest:
             self.metrics.gateway_last_seq.labels(gateway).set(max(r["gateway_seq"] for r in stored))
             self.metrics.journal_seq.set(max(r["seq"] for r in stored))
         return results
+
+
+def _event_id(checked: ParsedCopy | Refusal) -> str:
+    return checked.event_id if isinstance(checked, Refusal) else checked.row.event_id
 
 
 def _alert_row(draft: Any) -> store.AlertRow:

@@ -14,7 +14,6 @@ from typing import Any, Mapping
 
 from gateway.ledger import store
 from gateway.ledger.config import LedgerConfig, PublicSigningKey
-from gateway.ledger.verify import verify_signature
 from gateway.model import format_amount
 
 __all__ = ["REPORT_TZ", "REPORT_COLUMNS", "trail_item", "daily_report", "report_csv"]
@@ -27,8 +26,7 @@ def trail_item(row: Mapping[str, Any], keys: Mapping[str, tuple[str, PublicSigni
     """One stored copy as the trail shows it, its signature checked again."""
     document = store.copy_document(row)
     found = keys.get(row["gateway"])
-    verified = found is not None and verify_signature(found[1], found[0], store.signed_bytes(row),
-                                                      row["signature"])
+    verified = found is not None and store.verify_row(found[1], found[0], row)
     try:
         payload: Any = json.loads(row["payload"])
     except ValueError:
@@ -40,7 +38,7 @@ def trail_item(row: Mapping[str, Any], keys: Mapping[str, tuple[str, PublicSigni
         "state": row["state"], "created_at": store.iso_us(row["created_us"]), "created_us": row["created_us"],
         "received_at": store.iso_us(row["received_us"]), "payload": payload, "raw": document["raw"],
         "adapter": row["adapter"], "gateway_hash": row["gateway_hash"], "ledger_hash": row["hash"],
-        "signature": row["signature"], "signature_alg": row["signature_alg"],
+        "signature": row["signature"], "signature_alg": row["signature_alg"], "batch": document.get("batch"),
         "signature_verified": verified, "refused": row.get("refused"),
     }
 

@@ -255,14 +255,16 @@ def run_ledger(config_path: str, *, migrate: bool = False) -> int:
     except SchemaMismatch as e:
         print(f"hpf-gateway ledger: {e}", file=sys.stderr)
         return 2
+    from twisted.internet.defer import gatherResults, maybeDeferred, succeed
+
+    from gateway.daemon import monotonic_timers, run_daemon
+
+    monotonic_timers(reactor)
     try:
         ledger = makeLedgerService(config, reactor)
     except (InsecureKeyError, ValueError) as e:
         print(f"hpf-gateway ledger: {e}", file=sys.stderr)
         return 2
-    from twisted.internet.defer import gatherResults, maybeDeferred, succeed
-
-    from gateway.daemon import run_daemon
 
     def start() -> Any:
         ledger.service.startService()

@@ -3,8 +3,8 @@
 The ledger keeps a journal of copies (``copies``) filed by one or many
 gateways.  ``seq`` is the ledger's own order, assigned densely (1, 2, 3, …)
 by the single writer thread, and ``hash`` chains every row to the one before
-it over everything the gateway signed, the signature, the seq and the
-arrival time; ``ledger_head`` records the newest seq and hash in the same
+it over everything the gateway signed, the signature (and, for a copy signed
+in a batch, its batch proof), the seq and the arrival time; ``ledger_head`` records the newest seq and hash in the same
 transaction, so a row deleted at the tail shows too.  A copy stored as
 refused (:class:`gateway.copies.Unreadable`) is a row of kind ``refused``
 with its reason and the exact text the gateway signed (``document``); it is
@@ -26,7 +26,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, MutableMapping, Sequence
 
 from sqlalchemy import (
     BigInteger,
@@ -50,6 +50,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 
 from gateway import copies as spec
+from gateway.signing import BatchProof, verify_copy
 from gateway.store.db import GENESIS, Database, Tx, insert_many
 from gateway.store.migrate import Migrations
 
@@ -59,7 +60,7 @@ __all__ = [
     "console_totals_mark", "inquiries", "centre_conditions", "rectifications", "rectification_alerts",
     "MIGRATIONS", "ALERT_STATES", "SIGNED_FIELDS", "REFUSED",
     "LedgerDatabase", "CopyRow", "CopyOutcome", "AlertRow",
-    "canonical_bytes", "copy_document", "signed_bytes", "ledger_chain_hash", "row_chain_hash",
+    "canonical_bytes", "copy_document", "signed_bytes", "batch_proof", "verify_row", "ledger_chain_hash", "row_chain_hash",
     "store_copies", "store_alerts", "add_note", "change_state",
     "load_state", "load_conditions", "load_head", "copies_after", "gateway_heads", "list_alerts", "get_alert",
     "alert_counts", "trail", "balance_history", "daily_rows",
@@ -94,6 +95,7 @@ copies = Table(
     Column("hash", String(64), nullable=False),
     Column("refused", Text, nullable=True),              # why a copy is stored as refused
     Column("document", Text, nullable=True),             # a refused copy's signed text, verbatim
+    Column("batch", Text, nullable=True),                # a batch-signed copy's proof, canonical JSON
     UniqueConstraint("event_id", name="uq_copies_event_id"),
 )
 Index("ix_copies_gateway_seq", copies.c.gateway, copies.c.gateway_seq)
@@ -318,14 +320,37 @@ _COLUMN_OF = {"seq": "gateway_seq", "hash": "gateway_hash"}  # the copy's field 
 
 
 def copy_document(row: Mapping[str, Any]) -> dict[str, Any]:
-    """A stored copy as the JSON document the gateway signed (``raw`` base64, ``signature`` included)."""
+    """A stored copy as the JSON document the gateway sent (``raw`` base64, ``signature``
+    and, when it was signed in a batch, ``batch`` included)."""
     if row.get("document") is not None:
-        return dict(json.loads(row["document"]), signature=row["signature"])
-    doc = {f: row[_COLUMN_OF.get(f, f)] for f in SIGNED_FIELDS}
-    if doc["raw"] is not None:
-        doc["raw"] = base64.b64encode(doc["raw"]).decode("ascii")
-    doc["signature"] = row["signature"]
+        doc = dict(json.loads(row["document"]), signature=row["signature"])
+    else:
+        doc = {f: row[_COLUMN_OF.get(f, f)] for f in SIGNED_FIELDS}
+        if doc["raw"] is not None:
+            doc["raw"] = base64.b64encode(doc["raw"]).decode("ascii")
+        doc["signature"] = row["signature"]
+    if row.get("batch") is not None:
+        doc["batch"] = json.loads(row["batch"])
     return doc
+
+
+def batch_proof(row: Mapping[str, Any]) -> BatchProof | None:
+    """A stored copy's batch proof, or None for a copy signed alone (``ValueError`` if altered
+    out of shape)."""
+    text = row.get("batch")
+    return None if text is None else BatchProof.parse(json.loads(text))
+
+
+def verify_row(key: Any, alg: str, row: Mapping[str, Any], *,
+               seen: MutableMapping[tuple[bytes, str], bool] | None = None) -> bool:
+    """Whether a stored copy's signature still verifies with the gateway's key, alone or by
+    its batch (:func:`gateway.signing.verify_copy`); the ledger's ``verify`` walk, its trail API
+    and the console's evidence all check a stored copy through this."""
+    try:
+        proof = batch_proof(row)
+    except ValueError:
+        return False
+    return verify_copy(key, alg, signed_bytes(row), row["signature"], proof, seen=seen)
 
 
 def signed_bytes(row: Mapping[str, Any]) -> bytes:
@@ -336,16 +361,21 @@ def signed_bytes(row: Mapping[str, Any]) -> bytes:
 
 
 def ledger_chain_hash(prev: str, seq: int, received_us: int, document: Mapping[str, Any]) -> str:
-    """The ledger hash of one copy: the previous hash, its seq and arrival, the signed bytes and signature."""
-    return _chain_hash(prev, seq, received_us, canonical_bytes(document), document["signature"])
+    """The ledger hash of one copy: the previous hash, its seq and arrival, the signed bytes and
+    signature, and its batch proof when it has one."""
+    batch = document.get("batch")
+    return _chain_hash(prev, seq, received_us, canonical_bytes(document), document["signature"],
+                       BatchProof.parse(batch).text() if batch is not None else None)
 
 
 def row_chain_hash(prev: str, row: Mapping[str, Any]) -> str:
     """:func:`ledger_chain_hash` of a stored row (refused or not)."""
-    return _chain_hash(prev, row["seq"], row["received_us"], signed_bytes(row), row["signature"])
+    return _chain_hash(prev, row["seq"], row["received_us"], signed_bytes(row), row["signature"],
+                       row.get("batch"))
 
 
-def _chain_hash(prev: str, seq: int, received_us: int, signed: bytes, signature: Any) -> str:
+def _chain_hash(prev: str, seq: int, received_us: int, signed: bytes, signature: Any,
+                batch: str | None = None) -> str:
     h = hashlib.sha256()
     for part in (prev, str(seq), str(received_us)):
         h.update(part.encode("ascii"))
@@ -353,6 +383,9 @@ def _chain_hash(prev: str, seq: int, received_us: int, signed: bytes, signature:
     h.update(signed)
     h.update(b"\x1f")
     h.update(str(signature).encode("ascii", "replace"))
+    if batch is not None:  # a copy signed alone chains as it did before batches
+        h.update(b"\x1f")
+        h.update(str(batch).encode("utf-8"))
     return h.hexdigest()
 
 
@@ -383,6 +416,7 @@ class CopyRow:
     host_seq_no: str | None
     refused: str | None = None
     document: str | None = None
+    batch: str | None = None
     # canonical_bytes of the copy as checked, when the caller has them (the ingest check
     # does): the same bytes the stored row gives back, so the chain need not rebuild them.
     signed: bytes | None = field(default=None, compare=False, repr=False)
@@ -398,7 +432,7 @@ class CopyRow:
         return cls(copy.gateway, copy.seq, copy.event_id, copy.kind, copy.centre_id, copy.instruction_id,
                    copy.bank_id, copy.account, copy.state, copy.created_us, copy.payload_text, copy.raw,
                    copy.adapter, copy.hash, copy.signature, copy.signature_alg, copy.host_seq_no,
-                   signed=copy.signed or None)
+                   batch=copy.batch.text() if copy.batch is not None else None, signed=copy.signed or None)
 
     @classmethod
     def unreadable(cls, found: spec.Unreadable) -> "CopyRow":
@@ -419,7 +453,8 @@ class CopyRow:
                    and 0 < created < 2**63 else 0,
                    payload if isinstance(payload, str) and "\x00" not in payload else "", None, None, env.hash,
                    env.signature, env.signature_alg, None, refused=found.reason[:1000],
-                   document=env.signed.decode("utf-8"), signed=env.signed)
+                   document=env.signed.decode("utf-8"),
+                   batch=env.batch.text() if env.batch is not None else None, signed=env.signed)
 
 
 @dataclass(frozen=True)
@@ -514,7 +549,7 @@ def store_copies(tx: Tx, gateway: str, rows: Sequence[CopyRow]) -> list[CopyOutc
         seq += 1
         values.update(seq=seq, received_us=tx.now_us)
         signed = r.signed if r.signed is not None else signed_bytes(values)
-        values["hash"] = prev = _chain_hash(prev, seq, tx.now_us, signed, r.signature)
+        values["hash"] = prev = _chain_hash(prev, seq, tx.now_us, signed, r.signature, r.batch)
         new_rows.append(values)
         known[r.event_id] = values
         last_gseq = r.gateway_seq

@@ -11,7 +11,8 @@ Three journals are chained (SECURITY.md):
   deleted from or appended at the tail show too.  A copy stored as refused
   (:class:`gateway.copies.Unreadable`) is chained and signed over the text
   the gateway signed, kept verbatim, and is checked the same way.  With the gateways' public
-  keys the ledger walk also re-verifies every copy's signature, which catches
+  keys the ledger walk also re-verifies every copy's signature (alone, or its path to its
+  batch's signed root: :func:`gateway.signing.verify_copy`), which catches
   an edit even when the attacker recomputed the whole chain;
 - the ledger's ``console_journal`` (the supervision console's writes: who
   acknowledged, asked, answered, approved, changed a condition):
@@ -185,6 +186,8 @@ def _ledger_walk(conn: Connection, keys: Mapping[str, tuple[str, Any]] | None) -
     def hash_of(prev: str, row: Mapping[str, Any]) -> str:
         return store.row_chain_hash(prev, row)
 
+    seen: dict[str, dict[tuple[bytes, str], bool]] = {}  # per gateway: its batch signatures checked
+
     def check(row: dict[str, Any]) -> str | None:
         if keys is None:
             return None
@@ -192,7 +195,7 @@ def _ledger_walk(conn: Connection, keys: Mapping[str, tuple[str, Any]] | None) -
         if found is None:
             return f"copy {row['event_id']} names gateway {row['gateway']!r}, whose key is not configured"
         alg, key = found
-        if not verify_signature(key, alg, store.signed_bytes(row), row["signature"]):
+        if not store.verify_row(key, alg, row, seen=seen.setdefault(row["gateway"], {})):
             return (f"copy {row['event_id']}'s signature by gateway {row['gateway']} no longer verifies: "
                     f"it was altered and the chain recomputed")
         return None

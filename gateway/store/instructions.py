@@ -125,14 +125,17 @@ def _new_ids(tx: Tx, n: int) -> list[int]:
     PostgreSQL: from the table's own sequence, so nodes sharing the database
     never collide.  SQLite: the file has a single writer, this one (the
     group-commit writer, inside its write transaction), so the next ids
-    follow the highest one; exactly what SQLite would assign itself.
+    follow the highest one, or the floor a restore set (``id_floors``),
+    whichever is higher.
     """
     conn = tx.conn
     if conn.dialect.name == "postgresql":
         return list(conn.exec_driver_sql(
             "SELECT nextval(pg_get_serial_sequence('instructions', 'id')) FROM generate_series(1, %(n)s)",
             {"n": n}).scalars())
-    top = conn.exec_driver_sql("SELECT coalesce(max(id), 0) FROM instructions").scalar()
+    top = conn.exec_driver_sql(
+        "SELECT max(coalesce((SELECT max(id) FROM instructions), 0), "
+        "coalesce((SELECT floor FROM id_floors WHERE name = 'instructions'), 0))").scalar()
     return list(range(top + 1, top + 1 + n))
 
 

@@ -105,6 +105,17 @@ chain_head = Table(
     Column("hash", String(64), nullable=False),
 )
 
+# The lowest id a table may hand out next, above what it holds.  A restored
+# SQLite store does not know the ids the lost store handed out after the backup,
+# and a bank reference is built from the id: ``hpf-gateway restore`` sets the
+# instructions' floor far above the restored ones, so no reference repeats.
+id_floors = Table(
+    "id_floors",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("floor", BigInteger, nullable=False),
+)
+
 # Which node owns each bank link (and the ledger forwarder), and its fencing
 # epoch: a node may act for a lease only while the row still names it with
 # the epoch it took; every send is checked against that.

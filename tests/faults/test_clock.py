@@ -7,8 +7,9 @@ and the ledger, other machines, keep theirs.  The step must be reported
 (``hpf_gateway_clock_step_seconds``), and the run must end as every fault run
 does: nothing lost, nothing executed twice, every instruction final once on
 the feed and copied once to the ledger, no alert the step should not cause.
-Backwards, timers are held back by the step (xfail, see docs/reliability.md,
-"Clocks"); where the run settles, the counts are written without the alerts.
+The daemons run their timers on the monotonic clock, so neither step holds a timer
+back.  Backwards, the ledger's deadlines for that gateway are held back by the step
+(xfail, see docs/reliability.md, "Clocks"); the counts are written without the alerts.
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ STEP_AFTER = 12.0  # past start-up and sign-on on a loaded machine, within the l
 
 
 BACKWARDS_HOLDS_THE_LEDGER = (
-    "a step back holds timers on the wall clock back by as much: the gateway's forwarding to the "
-    "ledger stalls (Twisted's reactor clock is the wall clock), and the ledger runs its deadlines "
-    "on each gateway's time (matcher.StreamClock), so its rules cannot judge within the test")
+    "the gateway's timers run on the monotonic clock and it loses, doubles and delays nothing, but "
+    "the ledger runs its deadlines on each gateway's time (matcher.StreamClock): a gateway stepped "
+    "back by an hour holds that gateway's deadlines back by the hour, so its rules cannot judge "
+    "within the test")
 
 
 @pytest.mark.parametrize("step", [3600.0, pytest.param(-3600.0, marks=pytest.mark.xfail(

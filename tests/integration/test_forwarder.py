@@ -10,7 +10,8 @@ from twisted.internet.endpoints import serverFromString
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from gateway.signing import canonical, init_signing_key, load_public_key, verify_bytes
+from gateway.copies import batch_break
+from gateway.signing import BatchProof, canonical, init_signing_key, load_public_key, verify_copy
 from gateway.store import journal
 from gateway.tls import server_options, tls_server_factory
 from tests.integration.harness import start_harness
@@ -30,14 +31,22 @@ class FakeLedger(Resource):
         self.refuse_instruction: str | None = None
         self.unreadable_instruction: str | None = None
         self.bad_signatures = 0
+        self.posts = 0
+        self.signatures: set[str] = set()
+        self.signed_alone = 0
 
     def render_POST(self, request):
         copies = json.loads(request.content.read())["copies"]
+        self.posts += 1
+        assert batch_break(copies) is None  # each batch whole and in order
         results = []
         for copy in copies:
+            self.signatures.add(copy["signature"])
+            self.signed_alone += "batch" not in copy
+            proof = BatchProof.parse(copy["batch"]) if "batch" in copy else None
             if results and results[-1]["status"] in ("refused", "skipped"):
                 results.append({"event_id": copy["event_id"], "status": "skipped"})
-            elif not verify_bytes(self.public_key, copy["signature_alg"], canonical(copy), copy["signature"]):
+            elif not verify_copy(self.public_key, copy["signature_alg"], canonical(copy), copy["signature"], proof):
                 self.bad_signatures += 1
                 results.append({"event_id": copy["event_id"], "status": "refused", "reason": "signature"})
             elif copy["instruction_id"] is not None and copy["instruction_id"] == self.refuse_instruction:
@@ -80,6 +89,9 @@ async def test_every_event_reaches_the_ledger_once_in_order_and_signed(tmp_path)
         await until(lambda: len(ledger.stored) == last)
         assert ledger.order == sorted(ledger.order) and len(set(ledger.order)) == last
         assert ledger.bad_signatures == 0
+        # signed per batch: one signature per POST at most, every copy with its proof
+        assert ledger.signed_alone == 0 and len(ledger.signatures) <= ledger.posts
+        assert len(ledger.signatures) < last  # copies share their batch's signature
         kinds = {c["kind"] for c in ledger.stored.values()}
         assert {"instruction.state", "bank.movement"} <= kinds
         # a bank fact carries the bank's original bytes and the adapter that reads them

@@ -34,12 +34,15 @@ from gateway.store.db import make_engine
 from tests.kit.ledger import (
     DEBIT,
     GATEWAY_KEY,
+    PAYEE,
+    gateway_signer,
     make_copy,
     movement_frame,
     movement_payload,
     received_payload,
     result_frame,
     result_payload,
+    sign_batch,
 )
 from tests.kit.ledger_env import Client, Env, env  # noqa: F401,F811  (env: the fixture)
 from tests.kit.wait import until
@@ -167,6 +170,41 @@ async def test_a_batch_checked_in_slices_is_answered_as_one_checked_whole(env, m
     assert forged_alerts == sorted(copies[n - 1]["event_id"] for n in forged)
     honest = [make_copy(n, instruction_id=f"I{n}") for n in range(2, 7)]
     assert [r["status"] for r in await env.file(honest)] == ["stored"] * 5
+
+
+@pytest.mark.parametrize("processes", [0, 2])
+@pytest_twisted.ensureDeferred
+async def test_batches_signed_once_are_refused_where_altered_reordered_or_cut_short(env, monkeypatch, processes):
+    """Copies signed per batch, checked in slices of two: a copy altered in its batch is refused
+    (forged) and the copies before it stored; a batch reordered or cut short is refused where it
+    breaks; the whole batch, sent again in order, is stored in one transaction, and each copy
+    verifies alone."""
+    _reconfigure(env, check_processes=processes)
+    monkeypatch.setattr(CheckPool, "MIN_SLICE", 2)
+    await env.start()
+    signer = gateway_signer(env.tmp)
+    batch = sign_batch(signer, [make_copy(n, instruction_id=f"I{n}") for n in range(1, 7)])
+    altered = list(batch)
+    altered[3] = dict(altered[3], payload=altered[3]["payload"].replace("100.00", "99999.00"))
+    answer = await env.file(altered)
+    assert [r["status"] for r in answer] == ["stored"] * 3 + ["refused", "skipped", "skipped"]
+    assert "signature" in answer[3]["reason"]
+    reordered = await env.file([batch[0], batch[4], batch[3], batch[5]])
+    assert [r["status"] for r in reordered] == ["duplicate", "refused", "skipped", "skipped"]
+    assert "order" in reordered[1]["reason"]
+    cut = sign_batch(signer, [make_copy(n, instruction_id=f"I{n}") for n in range(4, 10)])[:4]
+    assert [r["status"] for r in await env.file(cut)] == ["refused"] + ["skipped"] * 3
+    forged = sorted(a["evidence"][0] for a in await all_alerts(env) if a["rule"] == "forged-copy")
+    assert forged == sorted({batch[3]["event_id"], batch[4]["event_id"], cut[0]["event_id"]})
+    writes = []
+    real_write = env.ledger.db.write
+    monkeypatch.setattr(env.ledger.db, "write", lambda op: writes.append(op) or real_write(op))
+    assert [r["status"] for r in await env.file(batch)] == ["duplicate"] * 3 + ["stored"] * 3
+    assert len(writes) == 1  # the batch, checked in three slices, is stored in one transaction
+    status, _, trail = await env.read("/v1/trail/C52240/I5")
+    assert status == 200, trail
+    [copy] = trail["copies"]
+    assert copy["signature_verified"] and copy["batch"]["index"] == 4 and copy["batch"]["count"] == 6
 
 
 @pytest_twisted.ensureDeferred

@@ -8,16 +8,19 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import os
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from adapters import base
 from adapters.base import load_adapter
 from gateway.copies import Copy, read
 from gateway.ledger import store
+from gateway.signing import Signer
 from gateway.store.db import make_engine
 
 GATEWAY_KEY = ed25519.Ed25519PrivateKey.generate()
@@ -73,6 +76,23 @@ def sign(doc: dict[str, Any], key: Any = GATEWAY_KEY, alg: str = "ed25519") -> d
     data = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     signature = key.sign(data) if alg == "ed25519" else key.sign(data, ec.ECDSA(hashes.SHA256()))
     return dict(body, signature=base64.b64encode(signature).decode())
+
+
+def gateway_signer(directory: Path, key: Any = GATEWAY_KEY) -> Signer:
+    """The gateway's :class:`Signer` over ``key`` (its key file written to ``directory``, mode 0600)."""
+    path = directory / "gateway-signing.key"
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption()))
+    return Signer(path)
+
+
+def sign_batch(signer: Signer, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``docs`` signed together as one batch, as the forwarder signs them, parsed back."""
+    bodies = [{k: v for k, v in d.items() if k not in ("signature", "signature_alg", "batch")} for d in docs]
+    return [json.loads(text) for text in signer.sign_batch_json(bodies)]
 
 
 def row_of(doc: dict[str, Any]) -> store.CopyRow:

@@ -114,8 +114,9 @@ def test_the_ledger_benchmark_copies_pass_every_check_of_the_ledger_and_forget_r
     banks = _banks()
     journal = Journal(key, banks)
     units = [journal.lifecycle() for _ in range(2 * len(banks))]
-    copies = [c for u in units for c in u.copies]
+    copies = json.loads(journal.body(units))["copies"]  # signed as one batch, as a POST sends them
     assert [c["seq"] for c in copies] == list(range(1, len(copies) + 1))
+    assert len({c["signature"] for c in copies}) == 1 and all(c["batch"]["count"] == len(copies) for c in copies)
     checker = CopyChecker({"main": ("ed25519", load_public_key(pub, "ed25519"))}, load_adapter)
     checked = checker.check("main", copies)
     assert all(isinstance(c, ParsedCopy) for c in checked), [c for c in checked if not isinstance(c, ParsedCopy)]

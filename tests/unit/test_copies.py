@@ -128,10 +128,10 @@ async def journal_everything(db: Database) -> list[dict[str, Any]]:
 
 
 def signed_copies(signer: Signer, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The documents the forwarder sends, parsed back as the ledger's ingest parses a body."""
+    """The documents the forwarder sends (one batch), parsed back as the ledger's ingest parses a body."""
     adapters = {"B001": "bdc", "B003": "iso20022"}
-    return [json.loads(signer.sign_json(copy_of(r, "main", adapters[r["bank_id"] or "B001"] if r["raw"] else None)))
-            for r in rows]
+    return [json.loads(text) for text in signer.sign_batch_json(
+        [copy_of(r, "main", adapters[r["bank_id"] or "B001"] if r["raw"] else None) for r in rows])]
 
 
 @pytest_twisted.ensureDeferred
@@ -252,3 +252,86 @@ def test_a_refused_copy_is_chained_and_verified_and_the_copies_after_it_are_stor
     sql(ledger_url, "UPDATE copies SET document = replace(document, 'rumour', 'rumours') WHERE seq = 2")
     report = verify_database(ledger_url, kind="ledger", keys=keys)
     assert (report.problem.seq, report.problem.kind) == (2, "altered"), report.describe()
+
+
+# -- batches: one signature per batch, every copy provable alone ---------------------------------
+
+
+def _batch(signer: Signer, n: int, first: int = 1) -> list[dict[str, Any]]:
+    return [json.loads(t) for t in signer.sign_batch_json([_balance(seq) for seq in range(first, first + n)])]
+
+
+def test_one_copy_altered_in_a_batch_is_refused_as_forged_and_only_that_copy(gateway_key):
+    signer, checker = gateway_key
+    for n in (1, 2, 5, 7, 8):
+        for bad in range(n):
+            docs = _batch(signer, n)
+            docs[bad] = dict(docs[bad], payload='{"account":"%s","balance":999,"bank":"B001"}' % DEBIT)
+            out = checker.check("main", docs)
+            assert [isinstance(c, Refusal) for c in out] == [i == bad for i in range(n)], (n, bad)
+            assert out[bad].forged and "signature" in out[bad].reason  # type: ignore[union-attr]
+
+
+def test_a_copys_place_and_path_are_covered_by_the_batch_signature(gateway_key, tmp_path):
+    signer, checker = gateway_key
+    docs = _batch(signer, 6)
+    other = _batch(Signer(init_signing_key(tmp_path / "other")[0]), 6)
+    tampered = [
+        dict(docs[0], batch=dict(docs[0]["batch"], index=1)),          # claims another place
+        dict(docs[1], batch=dict(docs[1]["batch"], count=5)),          # claims a smaller batch
+        dict(docs[2], batch=dict(docs[2]["batch"], path=docs[2]["batch"]["path"][:-1])),  # path cut
+        dict(docs[3], batch=dict(docs[3]["batch"], path=list(reversed(docs[3]["batch"]["path"])))),
+        dict(docs[4], signature=docs[4]["signature"][:-4] + "AAA="),   # another signature
+        other[5],                                                      # signed by another key
+    ]
+    out = checker.check("main", tampered)
+    assert all(isinstance(c, Refusal) and c.forged for c in out), out
+    assert all(isinstance(c, ParsedCopy) for c in checker.check("main", docs))
+
+
+def test_a_malformed_batch_field_refuses_the_copy_as_malformed(gateway_key):
+    signer, checker = gateway_key
+    [doc] = _batch(signer, 1)
+    for batch in ({}, [], {**doc["batch"], "extra": 1}, {**doc["batch"], "root": "AB" * 32},
+                  {**doc["batch"], "index": True}, {**doc["batch"], "index": 1}, {**doc["batch"], "path": ["00"]}):
+        [out] = checker.check("main", [dict(doc, batch=batch)])
+        assert isinstance(out, Refusal) and not out.forged and "batch" in out.reason, batch
+
+
+def test_the_ledger_checks_one_signature_per_batch(gateway_key, monkeypatch):
+    import gateway.signing as signing
+
+    signer, checker = gateway_key
+    calls = []
+    real = signing.verify_bytes
+    monkeypatch.setattr(signing, "verify_bytes", lambda *a: calls.append(1) or real(*a))
+    out = checker.check("main", _batch(signer, 50) + _batch(signer, 30, first=51))
+    assert all(isinstance(c, ParsedCopy) for c in out) and len(calls) == 2
+
+
+def test_copies_signed_alone_are_still_read_beside_batches(gateway_key):
+    """Copies signed before batches existed (a ledger's store, a gateway's backlog) still verify."""
+    signer, checker = gateway_key
+    docs = [_sign(_balance(1), signer), *_batch(signer, 3, first=2), _sign(_balance(5), signer)]
+    assert "batch" not in docs[0] and "batch" in docs[1]
+    assert all(isinstance(c, ParsedCopy) for c in checker.check("main", docs))
+    # A copy signed alone given a batch field (or a batch copy stripped of it) does not verify.
+    out = checker.check("main", [dict(docs[0], batch=docs[1]["batch"]),
+                                 {k: v for k, v in docs[2].items() if k != "batch"}])
+    assert all(isinstance(c, Refusal) and c.forged for c in out)
+
+
+def test_a_reordered_truncated_or_split_batch_is_found_where_it_breaks(gateway_key):
+    signer, _ = gateway_key
+    a, b = _batch(signer, 4), _batch(signer, 3, first=5)
+    assert copies.batch_break(a + b) is None
+    assert copies.batch_break([_sign(_balance(9), signer), *a, _sign(_balance(10), signer)]) is None
+    at, why = copies.batch_break([a[0], a[2], a[1], a[3]])
+    assert at == 1 and "order" in why
+    at, why = copies.batch_break(a[:3] + b)
+    assert at == 0 and "cut short" in why
+    assert copies.batch_break(a + b[:2])[0] == 4
+    assert copies.batch_break(a[1:] + b)[0] == 0                    # its head missing
+    assert copies.batch_break(a[:2] + b + a[2:])[0] == 0            # split around another batch
+    assert copies.batch_break(a + [a[3]] + b)[0] == 4               # a copy repeated
+    assert copies.batch_break(a + b + a)[0] == 7                    # a batch sent twice in one request

@@ -28,6 +28,7 @@ from tests.kit.ledger import (
     DEBIT,
     GATEWAY_KEY,
     file,
+    gateway_signer,
     make_copy,
     movement_frame,
     movement_payload,
@@ -36,6 +37,7 @@ from tests.kit.ledger import (
     result_payload,
     row_of,
     sign,
+    sign_batch,
     sql,
 )
 
@@ -198,7 +200,7 @@ def test_verify_names_rows_deleted_at_the_tail_by_the_chain_head(chained):
 def test_verify_names_a_row_appended_behind_the_ledgers_back(chained):
     sql(chained, "INSERT INTO copies SELECT 6, gateway, gateway_seq + 10, event_id || 'x', kind, centre_id, "
                  "instruction_id, bank_id, account, state, created_us, payload, raw, adapter, gateway_hash, "
-                 "signature, signature_alg, host_seq_no, received_us, hash, refused, document FROM copies WHERE seq = 5")
+                 "signature, signature_alg, host_seq_no, received_us, hash, refused, document, batch FROM copies WHERE seq = 5")
     report = verify_database(chained, kind="ledger")
     assert (report.problem.seq, report.problem.kind) == (6, "inserted"), report.describe()
 
@@ -208,7 +210,7 @@ def test_verify_names_a_row_inserted_in_the_middle_with_the_rest_renumbered(chai
     sql(chained, "UPDATE copies SET seq = seq - 99 WHERE seq >= 100")
     sql(chained, "INSERT INTO copies SELECT 3, gateway, gateway_seq, event_id || 'x', kind, centre_id, "
                  "instruction_id, bank_id, account, state, created_us, payload, raw, adapter, gateway_hash, "
-                 "signature, signature_alg, host_seq_no, received_us, hash, refused, document FROM copies WHERE seq = 2")
+                 "signature, signature_alg, host_seq_no, received_us, hash, refused, document, batch FROM copies WHERE seq = 2")
     report = verify_database(chained, kind="ledger")
     assert (report.problem.seq, report.problem.kind) == (3, "inserted"), report.describe()
 
@@ -229,6 +231,76 @@ def test_verify_with_keys_catches_an_edit_whose_chain_was_recomputed(chained):
     assert verify_database(chained, kind="ledger").ok  # the chain alone is fooled
     report = verify_database(chained, kind="ledger", keys=public_keys())
     assert (report.problem.seq, report.problem.kind) == (2, "signature"), report.describe()
+
+
+@pytest.fixture
+def batch_chained(ldb, ledger_url, tmp_path) -> str:
+    """Two copies signed alone (ledger seqs 1-2), then five signed as one batch (3-7)."""
+    alone = [make_copy(n, instruction_id=f"I{n}") for n in (1, 2)]
+    batch = sign_batch(gateway_signer(tmp_path), [make_copy(n, instruction_id=f"I{n}") for n in range(3, 8)])
+    pytest_twisted.blockon(file(ldb, alone + batch))
+    return ledger_url
+
+
+def _recompute(url: str, seq: int, **changes: Any) -> None:
+    """Change row ``seq`` and recompute the whole chain over it, as an attacker with the database would."""
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        rows = [dict(r) for r in conn.execute(sa.select(store.copies).order_by(store.copies.c.seq)).mappings()]
+        prev = store.GENESIS
+        for r in rows:
+            if r["seq"] == seq:
+                r.update(changes)
+            r["hash"] = prev = store.ledger_chain_hash(prev, r["seq"], r["received_us"], store.copy_document(r))
+            conn.execute(sa.update(store.copies).where(store.copies.c.seq == r["seq"])
+                         .values(hash=r["hash"], **(changes if r["seq"] == seq else {})))
+        conn.execute(sa.update(store.ledger_head).values(hash=prev))
+    engine.dispose()
+
+
+def test_batch_signed_copies_are_stored_chained_and_each_verified_alone(batch_chained):
+    from gateway.ledger.report import trail_item
+
+    report = verify_database(batch_chained, kind="ledger", keys=public_keys())
+    assert report.ok and report.rows == 7, report.describe()
+    engine = make_engine(batch_chained)
+    with engine.connect() as conn:
+        rows = [dict(r) for r in conn.execute(sa.select(store.copies).order_by(store.copies.c.seq)).mappings()]
+    engine.dispose()
+    assert [r["batch"] is not None for r in rows] == [False] * 2 + [True] * 5
+    # One copy taken alone, as the API's trail and the console's evidence show it, is checked alone.
+    items = [trail_item(r, public_keys()) for r in rows]
+    assert [i["signature_verified"] for i in items] == [True] * 7
+    assert items[4]["batch"]["index"] == 2 and items[4]["batch"]["count"] == 5 and items[0]["batch"] is None
+    other = {"main": ("ed25519", ed25519.Ed25519PrivateKey.generate().public_key())}
+    assert not trail_item(rows[4], other)["signature_verified"]
+
+
+@pytest.mark.parametrize("change", ["payload", "place"])
+def test_verify_with_keys_catches_an_edit_of_a_batch_signed_copy_whose_chain_was_recomputed(batch_chained, change):
+    engine = make_engine(batch_chained)
+    with engine.connect() as conn:
+        row = dict(conn.execute(sa.select(store.copies).where(store.copies.c.seq == 5)).mappings().one())
+    engine.dispose()
+    if change == "payload":
+        changes = {"payload": row["payload"].replace("100.00", "900.00")}
+    else:  # the copy claims another place in its batch
+        changes = {"batch": row["batch"].replace('"index":2', '"index":3')}
+    _recompute(batch_chained, 5, **changes)
+    assert verify_database(batch_chained, kind="ledger").ok  # the chain alone is fooled
+    report = verify_database(batch_chained, kind="ledger", keys=public_keys())
+    assert (report.problem.seq, report.problem.kind) == (5, "signature"), report.describe()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_copy_resent_in_another_batch_is_a_duplicate(ldb, tmp_path):
+    signer = gateway_signer(tmp_path)
+    first = sign_batch(signer, [make_copy(n, instruction_id=f"I{n}") for n in (1, 2, 3)])
+    again = sign_batch(signer, [make_copy(n, instruction_id=f"I{n}") for n in (2, 3, 4)])
+    assert again[0]["batch"]["root"] != first[0]["batch"]["root"]
+    await file(ldb, first)
+    outcomes = await file(ldb, again)
+    assert [o.status for o in outcomes] == ["duplicate", "duplicate", "stored"]
 
 
 # -- verify: the gateway's chain ---------------------------------------------------------

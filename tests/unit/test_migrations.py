@@ -80,9 +80,10 @@ def test_a_database_newer_than_this_release_is_refused(tmp_path):
 
 @pytest_twisted.ensureDeferred
 async def test_a_ledger_with_copies_migrates_to_refused_copies_and_its_chain_continues(tmp_path):
-    """Ledger L0001 -> L0002: the stored copies keep their hashes, and a refused copy chains after them."""
+    """Ledger L0001 -> L0002 -> head: the stored copies keep their hashes, and a refused copy and
+    batch-signed copies chain after them."""
     from gateway.ledger import store as ledger_store
-    from tests.kit.ledger import GATEWAY_KEY, make_copy, row_of, sign
+    from tests.kit.ledger import GATEWAY_KEY, gateway_signer, make_copy, row_of, sign, sign_batch
 
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
     ledger_store.MIGRATIONS.upgrade(url, target="L0001")
@@ -93,6 +94,7 @@ async def test_a_ledger_with_copies_migrates_to_refused_copies_and_its_chain_con
             values = row_of(make_copy(n, instruction_id=f"I{n}")).values()
             values.pop("refused")
             values.pop("document")
+            values.pop("batch")
             values.update(seq=n, received_us=1_000_000 + n)
             values["hash"] = prev = ledger_store.ledger_chain_hash(
                 prev, n, values["received_us"], ledger_store.copy_document(values))
@@ -101,19 +103,23 @@ async def test_a_ledger_with_copies_migrates_to_refused_copies_and_its_chain_con
     engine.dispose()
     assert ledger_store.MIGRATIONS.upgrade(url, target="L0002") == ("L0001", "L0002")
     keys = {"main": ("ed25519", GATEWAY_KEY.public_key())}
+    # ... and on to L0005 (batch-signed copies): the copies signed alone keep their hashes and
+    # still verify, and a refused copy and a batch of copies signed together chain after them.
+    assert ledger_store.MIGRATIONS.upgrade(url)[0] == "L0002"
     assert verify_database(url, kind="ledger", keys=keys).ok
 
     from gateway.copies import Unreadable, read
 
     unreadable = read(sign(dict(make_copy(3), kind="bank.rumour")), expected_alg="ed25519")
     assert isinstance(unreadable, Unreadable)
+    batch = [row_of(d) for d in sign_batch(gateway_signer(tmp_path), [make_copy(4), make_copy(5)])]
     db = ledger_store.LedgerDatabase(reactor, url)
     db.startService()
     try:
-        [out] = await db.write(lambda tx: ledger_store.store_copies(
-            tx, "main", [ledger_store.CopyRow.unreadable(unreadable)]))
-        assert (out.status, out.seq) == ("refused-stored", 3)
+        out = await db.write(lambda tx: ledger_store.store_copies(
+            tx, "main", [ledger_store.CopyRow.unreadable(unreadable), *batch]))
+        assert [(o.status, o.seq) for o in out] == [("refused-stored", 3), ("stored", 4), ("stored", 5)]
     finally:
         await db.stopService()
     report = verify_database(url, kind="ledger", keys=keys)
-    assert report.ok and report.rows == 3, report.describe()
+    assert report.ok and report.rows == 5, report.describe()

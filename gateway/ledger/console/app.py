@@ -17,6 +17,7 @@ import email.policy
 import json
 import re
 import secrets
+import time
 import urllib.parse
 from dataclasses import dataclass
 from importlib.resources import files
@@ -49,6 +50,11 @@ if TYPE_CHECKING:
 __all__ = ["Console", "ConsoleResource", "CSP", "MAX_ATTACHMENT", "ATTACHMENT_TYPES"]
 
 log = Logger()
+
+
+def _now_us() -> int:
+    """Now on the wall clock (deadlines and journal times are dates, not durations)."""
+    return time.time_ns() // 1000
 
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; font-src 'self'; "
        "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
@@ -596,7 +602,7 @@ class ConsoleResource(Resource):
         if not days.isdigit() or not 1 <= int(days) <= 90:
             raise Refused(400, "error.400", "the deadline is 1 to 90 days")
         c = self.console
-        deadline = int(c.engine.reactor.seconds() * 1_000_000) + int(days) * 86_400_000_000
+        deadline = _now_us() + int(days) * 86_400_000_000
         inquiry_id = await c.db.write(
             lambda tx: queries.ask(tx, viewer.uri, alert_id, question, deadline, viewer.centres))
         if inquiry_id is None:
@@ -633,7 +639,7 @@ class ConsoleResource(Resource):
         state = _choice(request, b"state", ("open", "answered"))
         rows = await self.console.db.read(lambda conn: queries.list_inquiries(
             conn, viewer.centres, state=state, before_id=int(before) if before else None, limit=PAGE + 1))
-        now_us = int(self.console.engine.reactor.seconds() * 1_000_000)
+        now_us = _now_us()
         return {"inquiries": rows[:PAGE], "next_before": rows[PAGE - 1]["id"] if len(rows) > PAGE else None,
                 "now_us": now_us, "state": state}
 
@@ -642,7 +648,7 @@ class ConsoleResource(Resource):
         if row is None:
             raise Refused(404, "error.404")
         row.pop("attachment", None)
-        return {"inquiry": row, "now_us": int(self.console.engine.reactor.seconds() * 1_000_000)}
+        return {"inquiry": row, "now_us": _now_us()}
 
     async def _attachment(self, viewer: Viewer, inquiry_id: int) -> Raw:
         row = await self.console.db.read(queries.get_inquiry, inquiry_id, viewer.centres)
@@ -705,7 +711,7 @@ class ConsoleResource(Resource):
     # -- rectifications ----------------------------------------------------------------------
 
     def _now_us(self) -> int:
-        return int(self.console.engine.reactor.seconds() * 1_000_000)
+        return _now_us()
 
     async def _open_rectification(self, viewer: Viewer, form: Mapping[str, Any]) -> Redirect:
         ids = [int(i) for i in (form.get("id") or []) if _ID.fullmatch(i)][:PAGE * 4]
@@ -838,7 +844,7 @@ class OverdueWatch(Service):
 
     def check(self) -> Deferred[Any]:
         c = self.console
-        now_us = int(c.engine.reactor.seconds() * 1_000_000)
+        now_us = _now_us()
 
         async def run() -> None:
             created = await c.db.write(lambda tx: queries.raise_overdue(tx, now_us)
