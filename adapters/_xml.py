@@ -34,8 +34,8 @@ from lxml import etree
 
 from adapters.base import AdapterError
 
-__all__ = ["parse_xml", "escape_text", "escape_attr", "needs_escape", "check_text", "encode_text",
-           "DEFAULT_MAX_DEPTH"]
+__all__ = ["parse_xml", "element_children", "escape_text", "escape_attr", "needs_escape", "check_text",
+           "encode_text", "DEFAULT_MAX_DEPTH"]
 
 DEFAULT_MAX_DEPTH = 32
 
@@ -168,6 +168,19 @@ def parse_xml(data: bytes, *, max_bytes: int, max_depth: int = DEFAULT_MAX_DEPTH
     if _depth_check(max_depth)(root):
         raise AdapterError(f"XML nested deeper than {max_depth} elements")
     return root
+
+
+def element_children(el: etree._Element, label: str) -> list[etree._Element]:
+    """``el``'s child elements, comments skipped; any other node, or a namespaced element, is refused
+    (``label`` names the protocol, which uses no namespaces)."""
+    out = []
+    for child in el:
+        if isinstance(child, etree._Comment):
+            continue
+        if not isinstance(child.tag, str) or child.tag.startswith("{"):
+            raise AdapterError(f"unexpected XML node ({label} uses no namespaces)")
+        out.append(child)
+    return out
 
 
 def needs_escape(value: str) -> bool:

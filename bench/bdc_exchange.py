@@ -1,7 +1,7 @@
 """``python -m bench bdc-exchange``: bdc as deployed, one TLS connection per request.
 
 In one process on loopback: the simulated bdc bank serving each request on its own
-mutual-TLS connection (:class:`gateway.simulate.bank.ExchangeBankLink`) and the gateway's
+mutual-TLS connection (:class:`gateway.simulate.bank_exchange.ExchangeBankLink`) and the gateway's
 :class:`gateway.exchange.StreamTransport` dialling it, ``--window`` exchanges at once.
 
 Three phases share the time: Instructions (BDC109 answered by a Result: the bank books
@@ -61,7 +61,8 @@ async def _main(reactor: Any, tmp: Path, args: argparse.Namespace) -> dict[str, 
     from adapters.bdc import BdcAdapter
     from gateway.exchange import StreamTransport
     from gateway.pki import init_dev_pki
-    from gateway.simulate.bank import BankCore, make_bank_service
+    from gateway.simulate.bank import BankCore
+    from gateway.simulate.bank_service import make_bank_service
     from gateway.tls import client_options, tls_client_endpoint
 
     pki = init_dev_pki(tmp / "keys", banks=["B001"], centres=["C52240"])

@@ -419,7 +419,7 @@ def run_reactor(main: Callable[[Any], Coroutine[Any, Any, T]], *, timeout: float
 
 def percentile(sorted_values: Sequence[float], p: float) -> float | None:
     """Nearest-rank percentile of ascending values (the centre simulator's definition); None if empty."""
-    from gateway.simulate.centre import percentile as nearest_rank
+    from gateway.simulate.centre_load import percentile as nearest_rank
 
     return nearest_rank(sorted_values, p)
 

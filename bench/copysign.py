@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     from adapters.base import load_adapter
     from bench.ledger import _GATEWAY, Journal, _banks
     from gateway.copies import read_envelope
-    from gateway.ledger.api import CopyChecker, ParsedCopy
+    from gateway.ledger.checks import CopyChecker, ParsedCopy
     from gateway.ledger.config import load_public_key
     from gateway.signing import init_signing_key, verify_copy
 

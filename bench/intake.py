@@ -53,7 +53,8 @@ async def offer(reactor: Any, env: Any, *, clients: int, batch: int, seconds: fl
     from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool, readBody
     from twisted.web.http_headers import Headers
 
-    from gateway.simulate.centre import GatewayTLSPolicy, make_instruction
+    from gateway.simulate.centre import GatewayTLSPolicy
+    from gateway.simulate.centre_load import make_instruction
 
     opts = env.centre_options()
     pool = HTTPConnectionPool(reactor, persistent=True)

@@ -192,7 +192,7 @@ class Journal:
         """The six copies (unsigned) of the next instruction's life."""
         from adapters import base
         from gateway.model import parse_instruction
-        from gateway.simulate.centre import make_instruction
+        from gateway.simulate.centre_load import make_instruction
 
         self.instructions += 1
         n = self.instructions

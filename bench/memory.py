@@ -73,7 +73,8 @@ async def _in_flight(reactor: Any, ws: Workspace, args: argparse.Namespace) -> d
     from twisted.internet.defer import Deferred
     from twisted.internet.task import deferLater
 
-    from gateway.simulate.centre import CentreLoad, CentreRun
+    from gateway.simulate.centre import CentreRun
+    from gateway.simulate.centre_load import CentreLoad
 
     part = ws.sub("inflight")
     with fresh_database(args.database, part) as database:
@@ -126,7 +127,8 @@ async def _long_run(reactor: Any, ws: Workspace, args: argparse.Namespace, count
     from twisted.internet.defer import Deferred
     from twisted.internet.task import LoopingCall
 
-    from gateway.simulate.centre import CentreLoad, CentreRun
+    from gateway.simulate.centre import CentreRun
+    from gateway.simulate.centre_load import CentreLoad
 
     part = ws.sub("long")
     with fresh_database(args.database, part) as database:

@@ -1,155 +1,39 @@
 """The centre API: HTTPS + JSON for city business systems (README.md, "Centre API"; the contract is openapi.json).
 
 The client certificate decides the centre; the debit account decides the bank.
-Validation and policy are pure (:class:`Intake.prepare`); storage is one
-group-committed write; the answer is sent only after that commit (G1).
-
-Abuse guards (``[limits] centre_*``): :func:`connection_limits` feeds the
-shared :class:`gateway.web.ConnectionGuard` (handshake and request deadlines,
-connections per source address and per certificate identity, failed
-handshakes reported), on every listener of the gateway; :class:`RateLimiter`
-gives each peer a token bucket of requests, answering 429 with Retry-After
-beyond it.  Every refusal is counted in ``hpf_gateway_security_events_total``
-and logged with the peer.
+This module holds the routes; validation, policy and storage are the
+:class:`~gateway.intake.Intake`'s, and the abuse guards (``[limits] centre_*``)
+are in :mod:`gateway.centre_guard`: beyond its token bucket a peer is answered
+429 with Retry-After.  Every refusal is counted in
+``hpf_gateway_security_events_total`` and logged with the peer.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
 import math
 from decimal import Decimal
 from importlib.resources import files
-from typing import Any, Callable, Sequence
+from typing import Any
 
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from gateway.config import GatewayConfig, Limits
-from gateway.faults import crash_point
+from gateway.config import GatewayConfig
 from gateway.metrics import GatewayMetrics
-from gateway.model import FieldError, InvalidInput, parse_booking, parse_instruction
+from gateway.model import FieldError, InvalidInput, parse_booking
 from gateway.store import instructions as q
 from gateway.store.db import Database
 from gateway.tls import PeerIdentity
-# Problem and strict_json stay importable from here for existing callers; they live in gateway.web.
-from gateway.web import ConnectionLimits, JsonApi, JsonText, Problem, json_body, json_text, peer_ip, strict_json
+from gateway.centre_guard import RateLimiter
+from gateway.intake import Intake
+from gateway.web import JsonApi, JsonText, Problem, json_body, json_text, peer_ip
 
-__all__ = ["Problem", "Intake", "ResultsFeed", "CentreApi", "strict_json", "TokenBucket", "RateLimiter",
-           "connection_limits"]
+__all__ = ["ResultsFeed", "CentreApi", "MAX_FEED_WAIT"]
 
 log = Logger()
 
-RESERVED_IDS = frozenset({"batch"})  # instruction_ids that name a fixed path under /v1/instructions/
 MAX_FEED_WAIT = 30  # seconds: the most a centre may ask of the results feed (openapi.json); config may lower it
-
-
-class Intake:
-    """Turns a centre's instruction bodies into stored instructions (validation, authorisation, policy)."""
-
-    def __init__(self, config: GatewayConfig, db: Database, on_stored: Callable[[list[dict[str, Any]]], None],
-                 metrics: GatewayMetrics, today: Callable[[], _dt.date] = _dt.date.today,
-                 encodable: Callable[[q.IntakeItem], str | None] | None = None,
-                 backpressure: Callable[[str, int], str | None] | None = None) -> None:
-        self.config = config
-        self.encodable = encodable
-        self.backpressure = backpressure
-        self.db = db
-        self.on_stored = on_stored
-        self.metrics = metrics
-        self.today = today
-
-    def prepare(self, centre_id: str, body: Any, today: _dt.date | None = None) -> q.IntakeItem:
-        """Validate one body; raises :class:`Problem` (422, 403).  Pure: touches no storage.
-
-        ``today`` is the intake's date (a batch reads the clock once for all its items).
-        """
-        cfg = self.config
-        try:
-            ins = parse_instruction(centre_id, body, ceiling_fen=cfg.limits.max_amount,
-                                    today=self.today() if today is None else today)
-        except InvalidInput as e:
-            self.metrics.refused.labels("centre_api", "invalid_instruction").inc()
-            raise Problem(422, "invalid-instruction", "The instruction is invalid",
-                          errors=tuple(e.errors)) from None
-        if ins.instruction_id in RESERVED_IDS:
-            self.metrics.refused.labels("centre_api", "invalid_instruction").inc()
-            raise Problem(422, "invalid-instruction", "The instruction is invalid",
-                          errors=(FieldError("instruction_id", "is reserved: /v1/instructions/batch is the batch "
-                                                               "endpoint, so it could not be read back"),))
-        account = cfg.accounts.get(ins.debit_account)
-        if account is None or account.centre != centre_id:
-            self.metrics.security_events.labels("foreign_account").inc()
-            log.warn("centre.foreign_account", kind="foreign_account", centre=centre_id,
-                     debit_account=ins.debit_account)
-            raise Problem(403, "not-your-account", "The debit account is not one of this centre's",
-                          errors=(FieldError("debit_account", "not an account of this centre"),))
-        mismatch = self.own_account_mismatch(ins)
-        if mismatch:
-            self.metrics.refused.labels("centre_api", "invalid_instruction").inc()
-            log.warn("centre.own_account_mismatch", centre=centre_id, creditor_account=ins.creditor.account,
-                     fields=",".join(e.field for e in mismatch))
-            raise Problem(422, "invalid-instruction", "The creditor does not match the centre's own account",
-                          errors=mismatch)
-        if self.backpressure is not None:
-            busy = self.backpressure(account.bank, 1)
-            if busy is not None:
-                self.metrics.refused.labels("centre_api", "backpressure").inc()
-                raise Problem(503, "unavailable", f"Bank {account.bank} cannot take more instructions now",
-                              busy, errors=(FieldError("debit_account", f"held at bank {account.bank}"),))
-        item = q.IntakeItem(ins, account.bank, self.policy_refusal(ins))
-        if item.refusal is None and self.encodable is not None:
-            reason = self.encodable(item)
-            if reason is not None:
-                self.metrics.refused.labels("centre_api", "not_encodable").inc()
-                raise Problem(422, "invalid-instruction", "The bank's protocol cannot carry this instruction",
-                              errors=(FieldError("", reason),))
-        return item
-
-    def own_account_mismatch(self, ins: Any) -> tuple[FieldError, ...]:
-        """For a transfer to one of the centre's own registered accounts, each creditor field that
-        differs from the register (a bank code the register lacks cannot be checked, so differs)."""
-        c = ins.creditor
-        own = self.config.accounts.get(c.account)
-        if own is None or own.centre != ins.centre_id:
-            return ()
-        errors = []
-        if c.name != own.name:
-            errors.append(FieldError("creditor.name", "is not the registered name of this account of the centre"))
-        if not own.bank_code:
-            errors.append(FieldError("creditor.bank_code", "this account of the centre has no bank_code in the "
-                                                           "register, so a transfer to it cannot be checked"))
-        elif c.bank_code != own.bank_code:
-            errors.append(FieldError("creditor.bank_code", "is not the registered bank code of this account of "
-                                                           "the centre"))
-        return tuple(errors)
-
-    def policy_refusal(self, ins: Any) -> str | None:
-        """Why policy refuses the instruction (stored as rejected), or None."""
-        cfg = self.config
-        c = ins.creditor
-        registered = cfg.counterparties.get(c.account)
-        own = cfg.accounts.get(c.account)
-        if own is not None and own.centre == ins.centre_id:
-            pass  # a move between the centre's own accounts
-        elif registered is None or registered.name != c.name or registered.bank_code != c.bank_code:
-            return "unregistered counterparty: creditor account, name and bank code must match the register"
-        if ins.amount >= cfg.limits.large_amount and not ins.approval_ref:
-            return "large amount without approval_ref"
-        return None
-
-    @inlineCallbacks
-    def store(self, items: Sequence[q.IntakeItem]) -> Any:
-        """Commit the items; fires with one :class:`IntakeOutcome` each, after the commit."""
-        outcomes = yield self.db.write(lambda tx: q.intake(tx, items))
-        crash_point("intake.respond")
-        created = [o.record for o in outcomes if o.status == "created"]
-        for rec in created:
-            self.metrics.instructions.labels(rec["bank_id"], rec["state"]).inc()
-        fresh = [rec for rec in created if rec["state"] == "received"]
-        if fresh:
-            self.on_stored(fresh)
-        return outcomes
 
 
 class ResultsFeed:
@@ -172,48 +56,6 @@ class ResultsFeed:
         for centre in centres:
             for d in self._waiters.pop(centre, []):
                 d.callback(None)
-
-
-class TokenBucket:
-    """A token bucket: ``burst`` tokens at most, refilled at ``rate`` per second.  Pure; the caller gives the time."""
-
-    def __init__(self, rate: float, burst: int, now: float) -> None:
-        self.rate = rate
-        self.burst = burst
-        self.tokens = float(burst)
-        self.stamp = now
-
-    def take(self, now: float) -> float:
-        """Take one token: 0.0 when there was one, else the seconds until there will be one."""
-        self.tokens = min(float(self.burst), self.tokens + max(0.0, now - self.stamp) * self.rate)
-        self.stamp = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return 0.0
-        return (1.0 - self.tokens) / self.rate
-
-    def full(self, now: float) -> bool:
-        """Whether the bucket would be full at ``now`` (so forgetting it changes nothing)."""
-        return self.tokens + max(0.0, now - self.stamp) * self.rate >= self.burst
-
-
-class RateLimiter:
-    """One :class:`TokenBucket` per peer key; buckets follow changed limits (SIGHUP)."""
-
-    _PRUNE_ABOVE = 10_000
-
-    def __init__(self) -> None:
-        self._buckets: dict[str, TokenBucket] = {}
-
-    def take(self, key: str, now: float, rate: float, burst: int) -> float:
-        """Take a token for ``key``: 0.0 when allowed, else the seconds to wait."""
-        bucket = self._buckets.get(key)
-        if bucket is None or bucket.rate != rate or bucket.burst != burst:
-            if len(self._buckets) > self._PRUNE_ABOVE:
-                # Full buckets hold no state worth keeping; this bounds memory under key churn.
-                self._buckets = {k: b for k, b in self._buckets.items() if not b.full(now)}
-            bucket = self._buckets[key] = TokenBucket(rate, burst, now)
-        return bucket.take(now)
 
 
 class CentreApi(JsonApi):
@@ -286,7 +128,7 @@ class CentreApi(JsonApi):
         if methods is None and path.startswith("/v1/instructions/") and path.count("/") == 3:
             # /v1/instructions/{instruction_id}.  A fixed path wins over the template, as in
             # OpenAPI: /v1/instructions/batch takes POST only, and "batch" is never an
-            # instruction_id (RESERVED_IDS), so nothing is lost.
+            # instruction_id (gateway.intake.RESERVED_IDS), so nothing is lost.
             methods = {"GET": ("get", self._get)}
         if methods is None:
             raise Problem(404, "not-found", "No such resource")
@@ -432,12 +274,3 @@ def _wait_arg(request: Any, ceiling: float) -> float:
         raise Problem(400, "invalid-query", f"wait must be a number of seconds from 0 to {MAX_FEED_WAIT}",
                       errors=(FieldError("wait", "out of range or not a number"),)) from None
     return float(min(value, Decimal(str(ceiling))))
-
-
-def connection_limits(limits: Limits) -> ConnectionLimits:
-    """The ``[limits] centre_*`` guards, as every gateway listener applies them."""
-    return ConnectionLimits(connections_per_ip=limits.centre_connections_per_ip,
-                            connections_per_peer=limits.centre_connections_per_centre,
-                            handshake_timeout=limits.centre_handshake_timeout,
-                            request_timeout=limits.centre_request_timeout,
-                            idle_timeout=limits.centre_idle_timeout)

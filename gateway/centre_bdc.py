@@ -42,11 +42,12 @@ from zope.interface import implementer
 from adapters import base
 from adapters.base import AdapterError
 from adapters.bdc import messages as bm
-from gateway.centre_api import Intake, Problem
+from gateway.intake import Intake
 from gateway.model import State, format_amount
 from gateway.store import instructions as q
 from gateway.store import journal
 from gateway.tls import peer_identity
+from gateway.web import Problem
 
 __all__ = ["CentreDesk", "CentreBdcFactory", "instruction_id_for", "instruction_body"]
 

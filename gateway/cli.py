@@ -11,14 +11,9 @@ __all__ = ["main"]
 
 
 def _load(path: str, *, check_files: bool = True) -> Any:
-    from gateway.config import ConfigError, load_config
+    from gateway.config import load_config_or_exit  # imported late: ``--help`` loads no TLS stack
 
-    try:
-        return load_config(path, check_files=check_files)
-    except ConfigError as e:
-        for problem in e.problems:
-            print(problem, file=sys.stderr)
-        raise SystemExit(2)
+    return load_config_or_exit(path, check_files=check_files)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

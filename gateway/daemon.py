@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator
 
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred
-from twisted.internet.task import LoopingCall, deferLater
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 __all__ = ["SystemdNotifier", "run_daemon", "OrderedMultiService", "monotonic_timers"]
@@ -233,7 +233,3 @@ def gc_paused() -> Iterator[None]:
         yield
     finally:
         gc.enable()
-
-
-def wait(reactor: Any, seconds: float) -> Deferred[None]:
-    return deferLater(reactor, seconds, lambda: None)

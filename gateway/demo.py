@@ -247,7 +247,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from gateway.pki import init_dev_pki
     from gateway.service import makeService
     from gateway.signing import init_signing_key
-    from gateway.simulate.bank import parse_faults
+    from gateway.simulate.bank_faults import parse_faults
     from gateway.simulate.centre import run_centre
     from gateway.simulate.run import api_url, bank_service_for, centre_options_for
     from gateway.store import migrate

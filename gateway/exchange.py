@@ -777,10 +777,10 @@ def make_exchange_service(reactor: Any, link: ExchangeLink, options: Any,
     """The service of a per-request link: the sign-on loop and, when there is one, the
     listener for the bank's own requests (``endpoint`` when the gateway listens, else
     ``peer_endpoint``), wrapped by ``guard(factory, listener)`` in the listeners' shared guards."""
-    from twisted.application.internet import StreamServerEndpointService
     from twisted.application.service import MultiService, Service
     from twisted.internet.endpoints import serverFromString
 
+    from gateway.listener import listening_service
     from gateway.tls import tls_server_factory
 
     bank = link.bank
@@ -802,9 +802,7 @@ def make_exchange_service(reactor: Any, link: ExchangeLink, options: Any,
         factory = InboundFactory(link, timeout=bank.request_timeout, check_peer=check_bank_peer(bank.id))
         if guard is not None:
             factory = guard(factory, f"bank:{bank.id}")
-        service = StreamServerEndpointService(serverFromString(reactor, listen),
-                                              tls_server_factory(factory, options))
-        service._raiseSynchronously = True  # a port that cannot be bound fails the start, loudly
+        service = listening_service(serverFromString(reactor, listen), tls_server_factory(factory, options))
         service.setName(f"link-{bank.id}")
         service.setServiceParent(container)
     return container

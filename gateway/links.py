@@ -14,7 +14,7 @@ from __future__ import annotations
 import random
 from typing import Any, Callable
 
-from twisted.application.internet import ClientService, StreamServerEndpointService, backoffPolicy
+from twisted.application.internet import ClientService, backoffPolicy
 from twisted.application.service import MultiService
 from twisted.internet.endpoints import clientFromString, serverFromString
 from twisted.internet.interfaces import IHandshakeListener, IReactorTime
@@ -27,6 +27,7 @@ from zope.interface import implementer
 from adapters import base as msg
 from adapters.base import Adapter, AdapterError
 from gateway.config import BankConfig
+from gateway.listener import listening_service
 from gateway.metrics import GatewayMetrics
 from gateway.relay import BankDispatcher
 from gateway.tls import TLSOptions, is_tls_error, peer_identity, tls_client_endpoint, tls_server_factory
@@ -246,8 +247,7 @@ def make_link_service(reactor: Any, link: BankLink, options: TLSOptions,
     if bank.direction == "listen":
         endpoint = serverFromString(reactor, bank.endpoint)
         factory = guard(link, f"bank:{bank.id}") if guard is not None else link
-        service = StreamServerEndpointService(endpoint, tls_server_factory(factory, options))
-        service._raiseSynchronously = True  # a port that cannot be bound fails the start, loudly
+        service = listening_service(endpoint, tls_server_factory(factory, options))
     else:
         endpoint = tls_client_endpoint(clientFromString(reactor, bank.endpoint), options)
         service = ClientService(

@@ -18,13 +18,16 @@ from twisted.internet.endpoints import serverFromString
 from twisted.web.server import Site
 
 from adapters.base import load_adapter
-from gateway.centre_api import CentreApi, Intake, ResultsFeed, connection_limits
+from gateway.centre_api import CentreApi, ResultsFeed
+from gateway.centre_guard import connection_limits
+from gateway.intake import Intake
 from gateway.config import GatewayConfig
 from gateway.lease import LeaseKeeper
 from gateway.exchange import (IgnoredFieldsCollector, ExchangeLink, make_exchange_link,
                               make_exchange_service)
 from gateway.front_end import is_front_end, make_front_end_link
 from gateway.links import BankLink, make_link_service
+from gateway.listener import is_bound, listening_service, when_listening
 from gateway.metrics import GatewayMetrics
 from gateway.ops import make_ops_site
 from gateway.relay import Relay
@@ -187,7 +190,7 @@ class Gateway:
     def start(self) -> Deferred[None]:
         """Start every service; fires once every listener is bound (then the daemon is ready)."""
         self.service.startService()
-        waiting = [svc._waitingForPort for svc in self.listeners.values() if svc._waitingForPort is not None]
+        waiting = [when_listening(svc) for svc in self.listeners.values()]
         return gatherResults(waiting, consumeErrors=True).addCallback(lambda _: None)
 
     @inlineCallbacks
@@ -313,9 +316,7 @@ def _centre_bdc_service(config: GatewayConfig, intake: Intake, db: Database, met
                                reactor, timeout=config.limits.centre_request_timeout)
     guard = ConnectionGuard(factory, lambda: connection_limits(api.config.limits), reactor,
                             metrics.security_event, listener="centre_bdc", requests=False)
-    service = StreamServerEndpointService(serverFromString(reactor, config.centre_bdc or ""),
-                                          tls_server_factory(guard, options))
-    service._raiseSynchronously = True
+    service = listening_service(serverFromString(reactor, config.centre_bdc or ""), tls_server_factory(guard, options))
     service.setName("centre-bdc")
     return service
 
@@ -350,9 +351,7 @@ def makeService(config: GatewayConfig, reactor: Any) -> Gateway:  # noqa: N802 (
     guard = guarded_site(api, lambda: connection_limits(api.config.limits), reactor, metrics.security_event,
                          listener="centre_api")
     site = guard.wrappedFactory
-    api_service = StreamServerEndpointService(
-        serverFromString(reactor, config.centre_api), tls_server_factory(guard, api_options))
-    api_service._raiseSynchronously = True
+    api_service = listening_service(serverFromString(reactor, config.centre_api), tls_server_factory(guard, api_options))
     api_service.setName("centre-api")
     api_service.setServiceParent(top)
     listeners["centre_api"] = api_service
@@ -408,8 +407,7 @@ def makeService(config: GatewayConfig, reactor: Any) -> Gateway:  # noqa: N802 (
         keepers[dispatcher.lease_name] = keeper
 
     def ready() -> tuple[bool, str]:
-        unbound = [name for name, svc in listeners.items() if svc._waitingForPort is None
-                   or not svc._waitingForPort.called]
+        unbound = [name for name, svc in listeners.items() if not is_bound(svc)]
         if not db.running:
             return False, "database not open"
         if unbound:
@@ -438,8 +436,7 @@ def makeService(config: GatewayConfig, reactor: Any) -> Gateway:  # noqa: N802 (
     ops_factory: Any = make_ops_site(gateway, ready, lambda: connection_limits(gateway.config.limits))
     if config.ops_tls:
         ops_factory = tls_server_factory(ops_factory, tls_options["ops"])
-    ops_service = StreamServerEndpointService(serverFromString(reactor, config.ops), ops_factory)
-    ops_service._raiseSynchronously = True
+    ops_service = listening_service(serverFromString(reactor, config.ops), ops_factory)
     ops_service.setName("ops")
     ops_service.setServiceParent(top)
     listeners["ops"] = ops_service

@@ -297,7 +297,7 @@ class _Binder:
         self.parties = parties
 
     def __call__(self, conn: SSL.Connection, cert: crypto.X509, errno: int, depth: int, ok: int,
-                 expect: tuple[str, str] | None = None) -> bool:
+                 expect: tuple[str, str | None] | None = None) -> bool:
         if not ok:
             if not conn.__dict__.get("_hpf_said"):  # one line per connection, at its first error
                 conn._hpf_said = True  # type: ignore[attr-defined]
@@ -314,6 +314,14 @@ class _Binder:
             identity: PeerIdentity | None = identity_from_certificate(chain[0])
         except ValueError:
             identity = None
+        if expect is not None and expect[1] is None:  # any party of the role (ExpectPeer with no name)
+            if identity is None or identity.role != expect[0]:
+                log.warn("tls.identity_refused", kind="identity_refused",
+                         peer=identity.uri if identity else None,
+                         reason=f"certificate does not name an hpf://{expect[0]}/ party",
+                         anchor=chain[-1].fingerprint(hashes.SHA256()).hex()[:12])
+                return False
+            expect = (identity.role, identity.name)
         party = expect or ((identity.role, identity.name) if identity is not None else None)
         if self.parties is None:
             reason = None if expect is None or (identity and (identity.role, identity.name) == expect) \
@@ -737,9 +745,10 @@ class ExpectPeer:
     Agent): the chain is verified as ``options`` says, and the leaf must carry
     the ``hpf://ROLE/NAME`` identity, bound to that party's own anchor when
     ``options`` trust a :class:`PartyAnchors` — our hostname verification.
+    ``name`` None accepts any party of ``role``.
     """
 
-    def __init__(self, options: TLSOptions, role: str, name: str) -> None:
+    def __init__(self, options: TLSOptions, role: str, name: str | None) -> None:
         self._options = options
         self.role = role
         self.name = name

@@ -215,14 +215,7 @@ def _parse(data: bytes) -> etree._Element:
 
 
 def _children(el: etree._Element) -> list[etree._Element]:
-    out = []
-    for child in el:
-        if isinstance(child, etree._Comment):
-            continue
-        if not isinstance(child.tag, str) or child.tag.startswith("{"):
-            raise AdapterError("unexpected XML node (bocb2e uses no namespaces)")
-        out.append(child)
-    return out
+    return _xml.element_children(el, "bocb2e")
 
 
 def _text(el: etree._Element | None) -> str:

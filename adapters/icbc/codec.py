@@ -125,14 +125,7 @@ def write_document(doc: Doc) -> bytes:
 
 
 def _kids(el: etree._Element) -> list[etree._Element]:
-    out = []
-    for child in el:
-        if isinstance(child, etree._Comment):
-            continue
-        if not isinstance(child.tag, str) or child.tag.startswith("{"):
-            raise AdapterError("unexpected XML node (CMS uses no namespaces)")
-        out.append(child)
-    return out
+    return _xml.element_children(el, "CMS")
 
 
 def _flat(el: etree._Element, where: str) -> dict[str, str]:

@@ -20,19 +20,18 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from gateway.config import (
-    _ACCOUNT_NO,
-    _BANK_ID,
-    _CENTRE_ID,
-    _PARTY_NAME_MAX,
     ACCOUNT_TYPES,
     AccountConfig,
     ConfigError,
     CounterpartyConfig,
     TlsConfig,
     _Checker,
-    _show,
     read_toml,
 )
+from gateway.config.banks import _BANK_ID
+from gateway.config.centres import _CENTRE_ID
+from gateway.config.registers import _ACCOUNT_NO, _PARTY_NAME_MAX
+from gateway.config.toml import _show
 from gateway.tls import IDENTITY_NAME
 from gateway.web import ConnectionLimits
 

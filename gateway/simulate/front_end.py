@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from twisted.application.internet import StreamServerEndpointService, TimerService
+from twisted.application.internet import TimerService
 from twisted.application.service import MultiService
 from twisted.internet.endpoints import serverFromString
 
 from gateway.config import GatewayConfig
+from gateway.listener import listening_service
 
 __all__ = ["FrontEndStats", "front_end_service"]
 
@@ -60,8 +61,7 @@ def _listen(url: str) -> str:
 
 
 def _serve(container: MultiService, reactor: Any, url: str, factory: Any, name: str) -> None:
-    service = StreamServerEndpointService(serverFromString(reactor, _listen(url)), factory)
-    service._raiseSynchronously = True
+    service = listening_service(serverFromString(reactor, _listen(url)), factory)
     service.setName(name)
     service.setServiceParent(container)
 

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gateway.config import BankConfig, GatewayConfig
+from gateway.config import BankConfig, GatewayConfig, load_config_or_exit
 from gateway.pki import leaf_stem
 
 __all__ = ["add_bank_arguments", "add_centre_arguments", "run_bank", "run_centre_cli",
@@ -76,7 +76,8 @@ def add_bank_arguments(p: argparse.ArgumentParser) -> None:
 def bank_service_for(reactor: Any, config: GatewayConfig, bank_id: str, *, keys: Path | None = None,
                      endpoint: str | None = None, balance_fen: int = 10_000_000_000, **core_options: Any) -> Any:
     """A simulated bank for ``bank_id`` of ``config``, wired to meet the gateway's link."""
-    from gateway.simulate.bank import BankCore, make_bank_service
+    from gateway.simulate.bank import BankCore
+    from gateway.simulate.bank_service import make_bank_service
 
     bank = config.banks[bank_id]
     if bank.front_end is not None:
@@ -138,13 +139,12 @@ def bank_service_for(reactor: Any, config: GatewayConfig, bank_id: str, *, keys:
 def run_bank(args: argparse.Namespace) -> int:
     from twisted.internet import reactor
 
-    from gateway.cli import _load
     from gateway.logs import start_logging
     from gateway.model import parse_amount
-    from gateway.simulate.bank import parse_faults
+    from gateway.simulate.bank_faults import parse_faults
     from gateway.tls import InsecureKeyError
 
-    config = _load(args.config, check_files=False)
+    config = load_config_or_exit(args.config, check_files=False)
     if args.bank not in config.banks:
         print(f"hpf-gateway simulate bank: no bank {args.bank!r} in {args.config}", file=sys.stderr)
         return 2
@@ -211,10 +211,9 @@ def run_centre_cli(args: argparse.Namespace) -> int:
     from twisted.internet import reactor
     from twisted.internet.defer import Deferred
 
-    from gateway.cli import _load
     from gateway.simulate.centre import run_centre
 
-    config = _load(args.config, check_files=False)
+    config = load_config_or_exit(args.config, check_files=False)
     centre_id = args.centre or next(iter(config.centres))
     if centre_id not in config.centres:
         print(f"hpf-gateway simulate centre: no centre {centre_id!r} in {args.config}", file=sys.stderr)

@@ -39,7 +39,10 @@ from zope.interface import implementer
 from adapters import base
 from adapters.base import AdapterError
 from adapters.iso20022 import Iso20022Adapter
-from gateway.simulate.bank import BankCore, BankLink, BankService, _ListenService
+from gateway.listener import listening_service
+from gateway.simulate.bank import BankCore
+from gateway.simulate.bank_link import BankLink
+from gateway.simulate.bank_service import BankService
 
 __all__ = ["BankFiles", "SftpBankService", "sftp_bank_service"]
 
@@ -138,7 +141,7 @@ def ssh_factory(root: Path, host_key: keys.Key, user: str, client_key: keys.Key)
 
 class BankFiles:
     """Takes pain.001 files from ``incoming`` and writes answers into ``outgoing``, through a
-    :class:`~gateway.simulate.bank.BankLink` (the core's timers and counters)."""
+    :class:`~gateway.simulate.bank_link.BankLink` (the core's timers and counters)."""
 
     def __init__(self, link: BankLink, adapter: Iso20022Adapter, incoming: Path, outgoing: Path, *,
                  node: str, gateway_node: str) -> None:
@@ -192,7 +195,7 @@ class SftpBankService(BankService):
         super().__init__(link, stats_path=stats_path)
         self.files = files
         self.ssh = ssh
-        self._listener = _ListenService(serverFromString(link.reactor, endpoint), ssh)
+        self._listener = listening_service(serverFromString(link.reactor, endpoint), ssh)
         self._listener.setServiceParent(self)
         loop = LoopingCall(self._poll)
         loop.clock = link.reactor

@@ -26,9 +26,10 @@ from gateway.faults import crash_point
 from gateway.store.db import Tx, insert_many, marker, select_rows, update_many
 
 __all__ = [
-    "IntakeItem", "IntakeOutcome", "intake", "get", "get_by_ref", "feed", "load_open", "load_new",
-    "trail", "resolve_in_doubt", "count_by_state", "record_sent", "record_bank_outcome", "BankFact",
-    "apply_bank_facts", "record_movements", "apply_bank_batch", "Movements", "BalanceSnapshot", "RefusedMessage", "record_movement", "record_balance", "record_booking",
+    "IntakeItem", "IntakeOutcome", "intake", "get", "feed", "load_open", "load_new",
+    "trail", "resolve_in_doubt", "count_by_state", "record_sent", "BankFact",
+    "apply_bank_facts", "apply_bank_batch", "Movements", "BalanceSnapshot", "RefusedMessage", "record_balance",
+    "record_booking",
     "bank_ref_for",
     "public_record",
     "public_record_json",
@@ -262,11 +263,6 @@ def count_by_state(conn: Connection) -> dict[str, int]:
     from sqlalchemy import func
 
     return {r[0]: r[1] for r in conn.execute(select(I.c.state, func.count()).group_by(I.c.state))}
-
-
-def get_by_ref(conn: Connection, bank_ref: str) -> dict[str, Any] | None:
-    row = conn.execute(select(I).where(I.c.bank_ref == bank_ref)).first()
-    return _row_dict(row) if row else None
 
 
 _FEED_SQL = ("SELECT seq, event_id, instruction_id, state, payload, created_us FROM events "
@@ -556,16 +552,6 @@ def apply_bank_batch(tx: Tx, bank_id: str,
     return out
 
 
-def record_bank_outcome(tx: Tx, bank_id: str, ref: str, event: lifecycle.Event, *,
-                        host_seq_no: str = "", bank_seq_no: str = "", code: str = "",
-                        text: str = "", raw: bytes | None = None) -> OutcomeRecorded:
-    """One fact (see :func:`apply_bank_facts`); a refusal is raised."""
-    [answer] = apply_bank_facts(tx, bank_id, [BankFact(ref, event, host_seq_no, bank_seq_no, code, text, raw)])
-    if isinstance(answer, lifecycle.IllegalTransition):
-        raise answer
-    return answer
-
-
 def _facts_seen(tx: Tx, bank_id: str, keys: Sequence[str]) -> set[str]:
     """Mark bank facts applied; the keys that had been applied before (replays)."""
     F = schema.bank_facts
@@ -580,25 +566,8 @@ def _facts_seen(tx: Tx, bank_id: str, keys: Sequence[str]) -> set[str]:
     return seen
 
 
-def record_movements(tx: Tx, bank_id: str, entries: Sequence[tuple[dict[str, Any], str | None]], *,
-                     raw: bytes | None) -> int:
-    """Journal account movements unless already recorded (G3); returns how many were new.
-
-    ``entries`` holds each neutral Entry as JSON with the centre that owns its
-    account (None for an account on no register).
-    """
-    [new] = apply_bank_batch(tx, bank_id, [Movements(tuple(entries), raw)])
-    return int(new)
-
-
 def _movement_key(entry: dict[str, Any], prefix: str = "mv") -> str:
     return f"{prefix}:{entry['account']}:{entry['host_seq_no']}:{entry['amount']}"[:160]
-
-
-def record_movement(tx: Tx, bank_id: str, entry: dict[str, Any], *, account_centre: str | None,
-                    raw: bytes | None) -> bool:
-    """Journal one account movement unless it was recorded before (see :func:`record_movements`)."""
-    return record_movements(tx, bank_id, [(entry, account_centre)], raw=raw) == 1
 
 
 def record_booking(tx: Tx, booking: Any) -> tuple[str, dict[str, Any]]:

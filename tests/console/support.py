@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives import serialization
 
 from gateway.config import render_toml
 from gateway.pki import DevPki, issue
-from tests.unit.test_ledger_store import DEBIT, GATEWAY_KEY, PAYEE
+from tests.kit.ledger import DEBIT, GATEWAY_KEY, PAYEE
 
 CHROMIUM = os.environ.get("HPF_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

@@ -15,8 +15,7 @@ from typing import Any
 import pytest
 
 from tests.console.support import OTHER_ACCOUNT, LedgerProcess, browser_context
-from tests.unit.test_ledger_store import DEBIT
-from tests.unit.test_ledger_store import _result_frame, make_copy, received_payload, result_payload
+from tests.kit.ledger import DEBIT, make_copy, received_payload, result_frame, result_payload
 
 XSS = '<script>window.__pwned=1</script><img src=x onerror="window.__pwned=2">'
 TIMEOUT = 15_000
@@ -38,7 +37,7 @@ def seeded(ledger: LedgerProcess) -> dict[str, Any]:
                                                            "bank_code": "105100000017"}))
     # the bank's result for BIG1, with the bank's own BDC frame (decoded and shown raw on the evidence page)
     result = make_copy(3, instruction_id="BIG1", state="succeeded", payload=result_payload(1, "H0001"),
-                       raw=_result_frame(1, "H0001"), adapter="bdc", created_us=t + 2)
+                       raw=result_frame(1, "H0001"), adapter="bdc", created_us=t + 2)
     ledger.file([large, hostile, result])
     big = ledger.wait_alert(lambda a: a["rule"] == "large-amount" and a["subject"] == "C52240/BIG1", "large amount")
     xss = ledger.wait_alert(lambda a: a["rule"] == "unregistered-counterparty" and a["centre_id"] == "C11000",

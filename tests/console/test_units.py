@@ -23,11 +23,11 @@ from gateway.ledger.console.charts import bar_chart, line_chart, pie_chart
 from gateway.ledger.console.i18n import CATALOGUE, choose_lang, translate
 from gateway.ledger.console.scope import CITY, PROVINCE, STAFF, viewer_for
 from gateway.ledger.matcher import CentreConditions, Fact, Matcher, Thresholds
-from gateway.ledger.service import registry_from_config
+from gateway.ledger.engine import registry_from_config
 from gateway.ledger.verify import verify_database
 from gateway.tls import PeerIdentity
-from tests.unit.test_ledger_store import DEBIT, PAYEE, file, ldb, ledger_url, make_copy, received_payload  # noqa: F401
-from tests.unit.test_ledger_store import sql as sql_
+from tests.kit.ledger import DEBIT, PAYEE, file, make_copy, received_payload
+from tests.kit.ledger import sql as sql_
 
 
 def ident(role: str, name: str) -> PeerIdentity:
@@ -207,7 +207,7 @@ async def test_the_inbox_pages_by_keyset_within_scope_and_filters(ldb):
 @pytest_twisted.ensureDeferred
 async def test_the_instruction_list_is_the_list_behind_the_overviews_counts(ldb):
     from gateway.ledger.console.queries import DAY_US, DailyTotals
-    from tests.unit.test_ledger_store import T0, result_payload
+    from tests.kit.ledger import T0, result_payload
 
     other = "6222002222333344"
     docs = []
@@ -460,7 +460,7 @@ async def test_a_reports_response_times_are_summed_per_centre_and_rule_in_the_da
 @pytest_twisted.ensureDeferred
 async def test_daily_totals_take_each_instruction_once_as_copies_arrive(ldb):
     from gateway.ledger.console.queries import DAY_US, DailyTotals
-    from tests.unit.test_ledger_store import T0
+    from tests.kit.ledger import T0
 
     totals = DailyTotals(chunk=2, tail=1)
     day = (T0 + 8 * 3_600_000_000) // DAY_US
@@ -490,9 +490,9 @@ async def test_daily_totals_take_each_instruction_once_as_copies_arrive(ldb):
 
 def test_a_banks_frame_is_shown_decoded_by_its_adapter_and_as_readable_text():
     from gateway.ledger.console.app import describe_frame
-    from tests.unit.test_ledger_store import _result_frame
+    from tests.kit.ledger import result_frame
 
-    decoded, text = describe_frame("bdc", _result_frame(1, "H0001"))
+    decoded, text = describe_frame("bdc", result_frame(1, "H0001"))
     assert decoded.startswith("Result(") and "host_seq_no='H0001'" in decoded
     assert "H0001" in text and "\x00" not in text and "\\x00" in text  # binary header escaped, XML readable
     assert describe_frame("bdc", "报文 <x/>".encode("gbk"))[1] == "报文 <x/>"

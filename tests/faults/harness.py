@@ -30,7 +30,6 @@ import time
 import tomllib
 import urllib.request
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.client import HTTPException
 from pathlib import Path
@@ -43,6 +42,7 @@ from gateway.model import FINAL_STATES
 from gateway.signing import init_signing_key
 from gateway.store import schema
 from tests import procs
+from tests.kit.wait import wait_until
 
 __all__ = [
     "CENTRE",
@@ -82,30 +82,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def wait_until(check: Callable[[], Any], what: str, timeout: float, interval: float = 0.1,
-               explain: Callable[[], object] | None = None) -> Any:
-    """Poll ``check`` until it returns something truthy (returned); AssertionError after ``timeout``.
-
-    ``explain`` adds what is still wrong to the message.
-    """
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        try:
-            last = check()
-        except AssertionError:
-            raise
-        except Exception as e:  # noqa: BLE001 (a process not up yet, a file half there: keep polling)
-            last = e
-        else:
-            if last:
-                return last
-        if time.monotonic() >= deadline:
-            why = f"; {explain()}" if explain is not None else ""
-            raise AssertionError(f"not within {timeout}s: {what} (last: {last!r}{why})"[:3000])
-        time.sleep(interval)
 
 
 def read_only_engine(db_file: Path) -> sa.Engine:

@@ -17,7 +17,7 @@ import pytest
 
 from gateway.config import load_config, render_toml
 from gateway.store import migrate
-from tests.conftest import PG_URL, _fresh_pg_database
+from tests.kit.pg import PG_URL, fresh_pg_database
 from tests.faults.harness import Load, Rig, count_everything, settle, wait_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -33,7 +33,7 @@ def _gains(log: str, lease: str) -> int:
 def test_a_node_that_regains_its_lease_listens_for_its_bank_again(tmp_path):
     if not PG_URL:
         pytest.skip("PostgreSQL tests need HPF_TEST_DATABASE_URL (e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test)")
-    databases = _fresh_pg_database()
+    databases = fresh_pg_database()
     url = next(databases)
     rig = Rig.prepare(tmp_path, timeouts={"lease_ttl": LEASE_TTL}, ledger=False)
     data = tomllib.loads(rig.config.path.read_text(encoding="utf-8"))

@@ -63,7 +63,7 @@ from gateway.simulate.bank import BankCore
 from gateway.store import instructions as q
 from gateway.store import migrate, schema
 from gateway.store.db import Database
-from tests.unit.test_store import make_instruction
+from tests.kit.store import make_instruction
 
 CENTRE = "C52240"
 FINAL = {"succeeded", "failed"}

@@ -1,7 +1,7 @@
 """The simulated bank on its link: real loopback mutual TLS with dev certificates, and the
 protocol edge driven by a fake clock.
 
-A small gateway-side peer (:class:`gateway.testutil.GatewayPeerProtocol`) speaks the same
+A small gateway-side peer (:class:`tests.kit.bank_peer.GatewayPeerProtocol`) speaks the same
 adapter as the bank.  Every wait is bounded (at most 5 s).
 """
 
@@ -25,10 +25,10 @@ from adapters.base import (
     StatusQuery, load_adapter,
 )
 from gateway.pki import DevPki, init_dev_pki
-from gateway.simulate.bank import (
-    BankCore, BankLink, BankService, BankSimProtocol, make_bank_service,
-)
-from gateway.testutil import GatewayPeerProtocol, make_instruction
+from gateway.simulate.bank import BankCore
+from gateway.simulate.bank_link import BankLink, BankSimProtocol
+from gateway.simulate.bank_service import BankService, make_bank_service
+from tests.kit.bank_peer import GatewayPeerProtocol, make_instruction
 from gateway.tls import client_options, server_options, tls_client_endpoint, tls_server_factory
 
 # The bank speaks any adapter; run this file against another one with HPF_BANK_SIM_ADAPTER=name.

@@ -7,7 +7,6 @@ import json
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.task import deferLater
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
@@ -16,6 +15,7 @@ from gateway.signing import BatchProof, canonical, init_signing_key, load_public
 from gateway.store import journal
 from gateway.tls import server_options, tls_server_factory
 from tests.integration.harness import start_harness
+from tests.kit.wait import until
 
 
 class FakeLedger(Resource):
@@ -65,14 +65,6 @@ class FakeLedger(Resource):
         return json.dumps({"results": results}).encode()
 
 
-async def wait_for(predicate, timeout=10.0):
-    deadline = reactor.seconds() + timeout
-    while not predicate():
-        if reactor.seconds() > deadline:
-            raise AssertionError("condition not met in time")
-        await deferLater(reactor, 0.05, lambda: None)
-
-
 @pytest_twisted.ensureDeferred
 async def test_every_event_reaches_the_ledger_once_in_order_and_signed(tmp_path):
     from gateway.pki import init_dev_pki
@@ -94,7 +86,7 @@ async def test_every_event_reaches_the_ledger_once_in_order_and_signed(tmp_path)
         for n in range(5):
             await c.wait_state(f"L-{n}", {"succeeded"})
         last = await h.gateway.db.read(journal.last_seq)
-        await wait_for(lambda: len(ledger.stored) == last)
+        await until(lambda: len(ledger.stored) == last)
         assert ledger.order == sorted(ledger.order) and len(set(ledger.order)) == last
         assert ledger.bad_signatures == 0
         # signed per batch: one signature per POST at most, every copy with its proof
@@ -129,11 +121,11 @@ async def test_a_refused_copy_holds_the_backlog_until_accepted(tmp_path):
         ledger.refuse_instruction = "R-1"
         await c.submit("R-1")
         await c.submit("R-2")
-        await wait_for(lambda: h.gateway.metrics.ledger_copies.labels("refused")._value.get() >= 1)
+        await until(lambda: h.gateway.metrics.ledger_copies.labels("refused")._value.get() >= 1)
         assert ledger.stored == {}, [(c["seq"], c["instruction_id"], c["state"]) for c in ledger.stored.values()]
         assert await h.gateway.db.read(journal.delivered, "ledger") == 0
         ledger.refuse_instruction = None
-        await wait_for(lambda: len(ledger.stored) == 2)
+        await until(lambda: len(ledger.stored) == 2)
         assert ledger.order == sorted(ledger.order)
     finally:
         await h.stop()
@@ -156,7 +148,7 @@ async def test_a_server_that_is_not_the_ledger_gets_nothing(tmp_path):
                                                "signing_key": str(key)}, banks={})
     try:
         await h.client().submit("X-1")
-        await wait_for(lambda: h.gateway.metrics.ledger_failures._value.get() >= 1)
+        await until(lambda: h.gateway.metrics.ledger_failures._value.get() >= 1)
         assert impostor.stored == {}
         assert h.gateway.metrics.ledger_backlog._value.get() >= 1
     finally:
@@ -183,8 +175,8 @@ async def test_a_copy_kept_by_the_ledger_as_refused_does_not_hold_the_backlog(tm
         c = h.client()
         await c.submit("R-1")
         await c.submit("R-2")
-        await wait_for(lambda: {c["instruction_id"] for c in ledger.stored.values()} == {"R-1", "R-2"})
-        await wait_for(lambda: h.gateway.metrics.ledger_backlog._value.get() == 0)
+        await until(lambda: {c["instruction_id"] for c in ledger.stored.values()} == {"R-1", "R-2"})
+        await until(lambda: h.gateway.metrics.ledger_backlog._value.get() == 0)
         assert h.gateway.metrics.ledger_copies.labels("refused-stored")._value.get() >= 1
         assert h.gateway.metrics.ledger_copies.labels("refused")._value.get() == 0
         assert ledger.order == sorted(ledger.order)

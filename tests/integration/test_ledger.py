@@ -11,177 +11,46 @@ import csv
 import datetime as dt
 import gc
 import io
-import json
 import os
 import signal
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import pytest
 import pytest_twisted
 import sqlalchemy as sa
-from cryptography.hazmat.primitives import serialization
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
-from twisted.internet.ssl import Certificate, PrivateCertificate, optionsForClientTLS
 from twisted.internet.task import deferLater
 from twisted.logger import globalLogPublisher
-from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool, readBody
-from twisted.web.http_headers import Headers
 
-from gateway.config import render_toml
 from gateway.ledger import store
+from gateway.ledger.checks import CheckPool
 from gateway.ledger.config import LedgerConfig, load_ledger_config
+from gateway.ledger.engine import registry_from_config, thresholds_from_config
 from gateway.ledger.matcher import Fact, Matcher
-from gateway.ledger.api import CheckPool
-from gateway.ledger.service import (
-    Ledger,
-    makeLedgerService,
-    registry_from_config,
-    thresholds_from_config,
-)
+from gateway.ledger.service import makeLedgerService
 from gateway.ledger.verify import verify_database
-from gateway.pki import DevPki, issue
+from gateway.pki import issue
 from gateway.store.db import make_engine
-from gateway.tls import FixedCreatorPolicy
-from tests.unit.test_ledger_store import (
+from tests.kit.ledger import (
     DEBIT,
     GATEWAY_KEY,
     PAYEE,
-    _movement_frame,
-    _result_frame,
     gateway_signer,
     make_copy,
+    movement_frame,
     movement_payload,
     received_payload,
+    result_frame,
     result_payload,
     sign_batch,
 )
+from tests.kit.ledger_env import Client, Env, env  # noqa: F401,F811  (env: the fixture)
+from tests.kit.wait import until
 
 DAY = dt.date(2026, 11, 27)
 CST = dt.timezone(dt.timedelta(hours=8))
 AT = int(dt.datetime(2026, 11, 27, 10, 0, tzinfo=CST).timestamp()) * 1_000_000
 TIMEOUT = 10.0
-
-
-# -- HTTPS client -------------------------------------------------------------------------
-
-
-class Client:
-    """HTTPS as one party: presents ``cert``/``key``, trusts only ``ca``."""
-
-    def __init__(self, cert: Path, key: Path, ca: Path) -> None:
-        creator = optionsForClientTLS(
-            "localhost", trustRoot=Certificate.loadPEM(ca.read_bytes()),
-            clientCertificate=PrivateCertificate.loadPEM(cert.read_bytes() + key.read_bytes()))
-        self.agent = Agent(reactor, contextFactory=FixedCreatorPolicy(creator),
-                           pool=HTTPConnectionPool(reactor, persistent=False), connectTimeout=5)
-
-    async def call(self, method: str, url: str, body: Any = None, *,
-                   accept: str = "application/json") -> tuple[int, str, Any]:
-        """(status, content type, parsed JSON or text)."""
-        headers = Headers({b"accept": [accept.encode()]})
-        producer = None
-        if body is not None:
-            headers.addRawHeader(b"content-type", b"application/json")
-            producer = FileBodyProducer(io.BytesIO(json.dumps(body, ensure_ascii=False).encode("utf-8")))
-        d = self.agent.request(method.encode(), url.encode(), headers, producer)
-        d.addTimeout(TIMEOUT, reactor)
-        response = await d
-        data = await readBody(response)
-        ctype = (response.headers.getRawHeaders(b"content-type") or [b""])[0].decode()
-        parsed: Any = data.decode("utf-8")
-        if "json" in ctype:
-            parsed = json.loads(data)
-        return response.code, ctype, parsed
-
-
-async def wait_for(check: Callable[[], Awaitable[bool]], what: str, timeout: float = TIMEOUT) -> None:
-    deadline = reactor.seconds() + timeout
-    while not await check():
-        if reactor.seconds() > deadline:
-            raise AssertionError(f"not within {timeout}s: {what}")
-        await deferLater(reactor, 0.05, lambda: None)
-
-
-# -- a running ledger -----------------------------------------------------------------------
-
-
-@dataclass
-class Env:
-    """Config, PKI and a way to start (and restart) the ledger on one database."""
-
-    tmp: Path
-    pki: DevPki
-    config: LedgerConfig
-    ledger: Ledger | None = None
-    urls: dict[str, str] | None = None
-
-    async def start(self) -> Ledger:
-        ledger = makeLedgerService(self.config, reactor)
-        ledger.service.startService()
-        urls = {}
-        for name, svc in ledger.listeners.items():
-            d: Deferred[Any] = svc._waitingForPort
-            port = await d
-            scheme = "http" if name == "ops" else "https"
-            urls[name] = f"{scheme}://localhost:{port.getHost().port}"
-        self.ledger, self.urls = ledger, urls
-
-        async def ready() -> bool:
-            return ledger.engine.ready
-
-        await wait_for(ready, "the matcher caught up")
-        return ledger
-
-    async def stop(self) -> None:
-        if self.ledger is not None:
-            await self.ledger.service.stopService()
-            self.ledger = None
-
-    def client(self, role: str, name: str = "main") -> Client:
-        return Client(self.pki.cert(role, name), self.pki.key(role, name), self.pki.ca_cert)
-
-    def url(self, listener: str, path: str) -> str:
-        assert self.urls is not None
-        return self.urls[listener] + path
-
-    async def file(self, copies: list[dict[str, Any]], client: Client | None = None) -> list[dict[str, Any]]:
-        status, _, body = await (client or self.client("gateway")).call(
-            "POST", self.url("ingest", "/v1/copies"), {"copies": copies})
-        assert status == 200, body
-        return body["results"]
-
-    async def read(self, path: str, **kw: Any) -> tuple[int, str, Any]:
-        return await self.client("supervisor", "sup1").call("GET", self.url("supervisor", path), **kw)
-
-
-@pytest.fixture
-def env(tmp_path: Path, dev_pki: DevPki) -> Any:
-    pub = tmp_path / "gateway-signing.pub"
-    pub.write_bytes(GATEWAY_KEY.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
-    data = {
-        "ledger": {"name": "main", "database": f"sqlite:///{tmp_path / 'ledger.db'}"},
-        "tls": {"certificate": str(dev_pki.cert("ledger")), "private_key": str(dev_pki.key("ledger")),
-                "ca": str(dev_pki.ca_cert)},
-        "listen": {"ingest": "tcp:0:interface=127.0.0.1", "supervisor": "tcp:0:interface=127.0.0.1",
-                   "ops": "tcp:0:interface=127.0.0.1"},
-        "gateways": {"main": {"signing_key": str(pub), "signature_alg": "ed25519"}},
-        "supervisors": {"sup1": {}},
-        "thresholds": {"large_amount": "1000000.00", "result_deadline": 1.5, "booking_deadline": 1.5,
-                       "balance_tolerance": "0.00"},
-        "accounts": {DEBIT: {"bank": "B001", "centre": "C52240", "name": "示例中心归集户", "type": "collection"}},
-        "counterparties": {PAYEE["account"]: {"name": PAYEE["name"], "bank_code": PAYEE["bank_code"]}},
-    }
-    path = tmp_path / "ledger.toml"
-    path.write_text(render_toml(data), encoding="utf-8")
-    config = load_ledger_config(path)
-    store.MIGRATIONS.upgrade(config.database)
-    e = Env(tmp_path, dev_pki, config)
-    yield e
-    pytest_twisted.blockon(Deferred.fromCoroutine(e.stop()))
 
 
 def keys_of(alerts: list[dict[str, Any]]) -> list[str]:
@@ -361,7 +230,7 @@ async def test_a_killed_check_process_fails_its_batch_with_503_and_the_next_is_c
 @pytest_twisted.ensureDeferred
 async def test_a_bank_frame_that_contradicts_the_copy_is_refused_as_forged(env):
     await env.start()
-    frame = _result_frame(5, "H0005")
+    frame = result_frame(5, "H0005")
     received = make_copy(1, instruction_id="I5", payload=received_payload("I5", 5))
     honest = make_copy(2, instruction_id="I5", state="succeeded", payload=result_payload(5, "H0005"),
                        raw=frame, adapter="bdc")
@@ -389,10 +258,10 @@ def _day_copies() -> list[dict[str, Any]]:
         make_copy(2, instruction_id="I1", created_us=AT + 1,
                   payload=received_payload("I1", 1, amount="12000.00")),
         make_copy(3, instruction_id="I1", state="succeeded", created_us=AT + 2,
-                  payload=result_payload(1, "H0001"), raw=_result_frame(1, "H0001"), adapter="bdc"),
+                  payload=result_payload(1, "H0001"), raw=result_frame(1, "H0001"), adapter="bdc"),
         make_copy(4, kind="bank.movement", state=None, instruction_id=None, created_us=AT + 3,
                   payload=movement_payload("H0001", -1_200_000, summary="I1"),
-                  raw=_movement_frame("H0001", -1_200_000), adapter="bdc"),
+                  raw=movement_frame("H0001", -1_200_000), adapter="bdc"),
         make_copy(5, kind="booking", state=None, instruction_id="I1", created_us=AT + 4, payload=booking),
         # 50,000.00 - 12,000.00 is 38,000.00; the bank reports 37,000.00: a break of 1,000.00.
         make_copy(6, kind="bank.balance", state=None, instruction_id=None, created_us=AT + 5,
@@ -410,7 +279,7 @@ async def test_supervisor_reads_the_trail_balances_and_the_daily_report_as_json_
     assert status == 200
     assert [c["event_id"] for c in trail["copies"]] == [c["event_id"] for c in copies[1:5]]
     assert all(c["signature_verified"] is True for c in trail["copies"])
-    assert base64.b64decode(trail["copies"][1]["raw"]) == _result_frame(1, "H0001")
+    assert base64.b64decode(trail["copies"][1]["raw"]) == result_frame(1, "H0001")
     assert trail["copies"][1]["payload"]["result"]["host_seq_no"] == "H0001"
     status, _, _ = await env.read("/v1/trail/C52240/NOPE")
     assert status == 404
@@ -445,7 +314,7 @@ async def test_supervisor_reads_the_trail_balances_and_the_daily_report_as_json_
     async def balance_break() -> bool:
         return any(a["rule"] == "balance-break" for a in await all_alerts(env))
 
-    await wait_for(balance_break, "the matcher's balance-break alert")
+    await until(balance_break, "the matcher's balance-break alert", TIMEOUT)
     status, _, found = await env.read("/v1/alerts?state=open&rule=balance-break&since=2020-01-01")
     assert status == 200 and [a["account"] for a in found["alerts"]] == [DEBIT]
     assert copies[5]["event_id"] in found["alerts"][0]["evidence"]
@@ -543,9 +412,9 @@ async def test_restart_mid_stream_neither_repeats_nor_misses_an_alert(env):
         make_copy(2, instruction_id="I2"),                 # never completes: missing-result across restarts
         make_copy(3, instruction_id="I3"),
         make_copy(4, instruction_id="I3", state="succeeded", payload=result_payload(3, "H0003"),
-                  raw=_result_frame(3, "H0003"), adapter="bdc"),
+                  raw=result_frame(3, "H0003"), adapter="bdc"),
         make_copy(5, kind="bank.movement", state=None, instruction_id=None,
-                  payload=movement_payload("H0003", -10_000), raw=_movement_frame("H0003", -10_000),
+                  payload=movement_payload("H0003", -10_000), raw=movement_frame("H0003", -10_000),
                   adapter="bdc"),
         make_copy(6, kind="booking", state=None, instruction_id="I3",
                   payload={"booking_id": "BK3", "instruction_id": "I3", "host_seq_no": None, "account": DEBIT,
@@ -590,7 +459,7 @@ async def test_restart_mid_stream_neither_repeats_nor_misses_an_alert(env):
     async def complete() -> bool:
         return set(keys_of(await all_alerts(env))) >= expected
 
-    await wait_for(complete, f"alerts {sorted(expected)}")
+    await until(complete, f"alerts {sorted(expected)}", TIMEOUT)
     await deferLater(reactor, 1.5, lambda: None)  # a few more ticks: nothing else may appear
     final = keys_of(await all_alerts(env))
     assert final == sorted(expected)  # every alert once: none repeated, none missed, none spurious
@@ -617,7 +486,7 @@ async def test_deadlines_run_on_the_gateways_time_while_the_copies_lag(env):
     async def i2_missing() -> bool:
         return "missing-result:C52240/I2" in keys_of(await all_alerts(env))
 
-    await wait_for(i2_missing, "the missing result of I2")
+    await until(i2_missing, "the missing result of I2", TIMEOUT)
     missing = [k for k in keys_of(await all_alerts(env)) if k.startswith("missing-result:")]
     assert missing == ["missing-result:C52240/I2"]
 

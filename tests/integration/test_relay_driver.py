@@ -19,39 +19,8 @@ from gateway.relay import BankDispatcher
 from gateway.store import instructions as q
 from gateway.store import migrate
 from gateway.store.db import Database
-from tests.unit.test_store import make_instruction
-
-
-class RecordingSession:
-    def __init__(self) -> None:
-        self.sent: list[msg.Message] = []
-
-    def send(self, message: msg.Message) -> None:
-        self.sent.append(message)
-
-    def of(self, kind: type) -> list:
-        return [m for m in self.sent if isinstance(m, kind)]
-
-
-@pytest.fixture
-def setup(tmp_path):
-    config = load_config(write_demo_config(tmp_path), check_files=False)
-    migrate.upgrade(config.database)
-    db = Database(reactor, config.database)
-    db.startService()
-    clock = Clock()
-    dispatcher = BankDispatcher(config.banks["B001"], config, db, clock, GatewayMetrics())
-    yield config, db, clock, dispatcher
-    pytest_twisted.blockon(db.stopService())
-
-
-async def settle(db, dispatcher) -> None:
-    """Let queued writes commit and their effects run (bank facts wait for the end of a reactor turn)."""
-    for _ in range(10):
-        dispatcher.clock.advance(0)
-        await db.writer.idle()
-        if not dispatcher._batch:
-            return
+from tests.kit.relay import RecordingSession, settle, setup  # noqa: F401,F811  (setup: the fixture)
+from tests.kit.store import make_instruction
 
 
 async def _intake(db, dispatcher, n: int) -> list[dict]:

@@ -220,26 +220,14 @@ def ledger_config(tmp: Path, pki: Any, *, limits: dict[str, Any] | None = None) 
     from gateway.config import render_toml
     from gateway.demo import CENTRE
     from tests.integration.harness import DEBIT_B001, PAYEE
-    from tests.unit.test_ledger_store import GATEWAY_KEY
+    from tests.kit.config import ledger_data
+    from tests.kit.ledger import GATEWAY_KEY
 
     pub = tmp / "gateway-signing.pub"
     pub.write_bytes(GATEWAY_KEY.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
-    data = {
-        "ledger": {"name": "main", "database": f"sqlite:///{tmp / 'ledger.db'}"},
-        "tls": {"certificate": str(pki.cert("ledger")), "private_key": str(pki.key("ledger")),
-                "ca": str(pki.ca_cert)},
-        "listen": {"ingest": "tcp:0:interface=127.0.0.1", "supervisor": "tcp:0:interface=127.0.0.1",
-                   "ops": "tcp:0:interface=127.0.0.1"},
-        **({"limits": limits} if limits else {}),
-        "gateways": {"main": {"signing_key": str(pub), "signature_alg": "ed25519"}},
-        "supervisors": {"sup1": {}},
-        "thresholds": {"large_amount": "1000000.00", "result_deadline": 60.0, "booking_deadline": 60.0,
-                       "balance_tolerance": "0.00"},
-        "accounts": {DEBIT_B001: {"bank": "B001", "centre": CENTRE, "name": "示例中心归集户",
-                                  "type": "collection"}},
-        "counterparties": {PAYEE["account"]: {"name": PAYEE["name"], "bank_code": PAYEE["bank_code"]}},
-    }
+    data = ledger_data(tmp, pki, pub, account=DEBIT_B001, payee=PAYEE, centre=CENTRE,
+                       **({"limits": limits} if limits else {}))
     path = tmp / "ledger.toml"
     path.write_text(render_toml(data), encoding="utf-8")
     return path

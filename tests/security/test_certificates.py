@@ -31,6 +31,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.pki import issue, make_ca, write_crl
 from gateway.service import EXPIRY_WARNING_DAYS, CertificateWatch
 from gateway.simulate.run import api_url
+from gateway.listener import when_listening
 from tests.integration.harness import OTHER_CENTRE, Harness, start_harness
 from tests.security.support import Https, capture_logs
 
@@ -40,7 +41,7 @@ NOW = datetime.datetime.now(datetime.timezone.utc)
 @pytest_twisted.async_yield_fixture
 async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
     h = await start_harness(tmp_path, banks={})
-    await h.gateway.listeners["centre_api"]._waitingForPort
+    await when_listening(h.gateway.listeners["centre_api"])
     yield h
     await h.stop()
 

@@ -32,7 +32,8 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.centre_api import Intake, Problem, strict_json
+from gateway.intake import Intake
+from gateway.web import Problem, strict_json
 from gateway.config import load_config
 from gateway.metrics import GatewayMetrics
 from gateway.simulate.run import api_url

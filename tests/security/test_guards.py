@@ -17,9 +17,11 @@ import pytest_twisted
 from twisted.internet import reactor
 
 from gateway.demo import CENTRE
-from gateway.centre_api import RateLimiter, TokenBucket
+from gateway.centre_guard import RateLimiter
+from gateway.token_bucket import TokenBucket
 from gateway.simulate.run import api_url
 from gateway.tls import client_options
+from gateway.listener import when_listening
 from tests.integration.harness import OTHER_CENTRE, Harness, start_harness
 from tests.security.support import (Https, capture_logs, client_hello, connect_tcp, connect_tls, counter, settle,
                                     sleep)
@@ -48,7 +50,7 @@ async def make(tmp_path: Path) -> AsyncIterator[Any]:
 
     async def start(**limits: Any) -> Harness:
         h = await start_harness(tmp_path, banks={}, limits=limits)
-        await h.gateway.listeners["centre_api"]._waitingForPort
+        await when_listening(h.gateway.listeners["centre_api"])
         started.append(h)
         return h
 
@@ -196,12 +198,12 @@ async def test_requests_over_the_centres_rate_get_429_with_retry_after_and_are_c
 
 
 def test_token_bucket_refills_at_its_rate_up_to_its_burst() -> None:
-    bucket = TokenBucket(rate=2.0, burst=3, now=100.0)
-    assert [bucket.take(100.0) for _ in range(3)] == [0.0, 0.0, 0.0]
-    assert bucket.take(100.0) == pytest.approx(0.5)  # one token every 0.5 s
-    assert bucket.take(100.5) == 0.0
-    assert bucket.take(200.0) == 0.0  # refilled, but never above the burst:
-    assert [bucket.take(200.0) for _ in range(3)] == [0.0, 0.0, pytest.approx(0.5)]
+    bucket = TokenBucket(rate=2.0, capacity=3, now=100.0)
+    assert [bucket.wait(100.0) for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert bucket.wait(100.0) == pytest.approx(0.5)  # one token every 0.5 s
+    assert bucket.wait(100.5) == 0.0
+    assert bucket.wait(200.0) == 0.0  # refilled, but never above the burst:
+    assert [bucket.wait(200.0) for _ in range(3)] == [0.0, 0.0, pytest.approx(0.5)]
 
 
 def test_rate_limiter_follows_changed_limits_and_keeps_peers_apart() -> None:

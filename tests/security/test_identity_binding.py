@@ -46,6 +46,7 @@ from gateway.signing import init_signing_key
 from gateway.simulate.run import api_url
 from gateway.store import instructions as q
 from gateway.store import migrate
+from gateway.listener import when_listening
 from gateway.tls import (ExpectPeer, PartyAnchors, ReloadableOptions, chain_refusal, client_options,
                          load_certificates, server_options, tls_client_endpoint, tls_server_factory)
 from tests.integration.harness import DEBIT_B001, PAYEE, CentreClient
@@ -263,7 +264,7 @@ async def test_a_centres_own_ca_cannot_submit_as_another_centre_on_the_centre_ap
     gateway = makeService(world.gateway, reactor)
     gateway.service.startService()
     try:
-        await gateway.listeners["centre_api"]._waitingForPort
+        await when_listening(gateway.listeners["centre_api"])
         url, ca = api_url(world.gateway), world.pki.ca_cert
         debit = {"instruction_id": "FORGED-1", "debit_account": DEBIT_B001, "creditor": PAYEE,
                  "amount": "100.00", "purpose": "withdrawal"}
@@ -294,7 +295,7 @@ async def test_a_supervisors_own_ca_cannot_act_as_another_supervisor(world: Worl
     ledger = makeLedgerService(world.ledger, reactor)
     ledger.service.startService()
     try:
-        port = await ledger.listeners["supervisor"]._waitingForPort
+        port = await when_listening(ledger.listeners["supervisor"])
         url, ca = f"https://localhost:{port.getHost().port}", world.pki.ca_cert
         with capture_logs() as logs:
             forged = CentreClient(*world.cert("sup2-ca", "supervisor", "sup1"), ca, url)

@@ -42,6 +42,7 @@ from gateway.ledger.config import load_ledger_config
 from gateway.ledger.service import Ledger, makeLedgerService
 from gateway.pki import DevPki
 from gateway.simulate.run import api_url
+from gateway.listener import when_listening
 from tests.integration.harness import DEBIT_B001, OTHER_CENTRE, PAYEE, Harness, start_harness
 from tests.security.support import Captured, Https, capture_logs, connect_tls, ledger_config, settle
 
@@ -90,14 +91,14 @@ class World:
 async def _start(tmp: Path, other: DevPki) -> World:
     # B001 on bdc's persistent opt-in: its listener greets a dialling bank with a sign-on.
     h = await start_harness(tmp / "gw", banks={}, bank_config={"B001": {"connection": "persistent"}})
-    await h.gateway.listeners["centre_api"]._waitingForPort
+    await when_listening(h.gateway.listeners["centre_api"])
     config = load_ledger_config(ledger_config(tmp, h.pki))
     ledger_store.MIGRATIONS.upgrade(config.database)
     ledger = makeLedgerService(config, reactor)
     ledger.service.startService()
     urls = {}
     for name in ("ingest", "supervisor"):
-        port = await ledger.listeners[name]._waitingForPort
+        port = await when_listening(ledger.listeners[name])
         urls[name] = f"https://localhost:{port.getHost().port}"
     while not ledger.engine.ready:
         await Deferred.fromCoroutine(_sleep(0.05))

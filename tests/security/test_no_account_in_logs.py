@@ -16,7 +16,8 @@ import pytest
 import pytest_twisted
 
 from gateway.model import mask_account
-from tests.integration.test_ledger import DEBIT, env  # noqa: F401  (a running ledger on loopback)
+from tests.kit.ledger import DEBIT
+from tests.kit.ledger_env import env  # noqa: F401,F811  (a running ledger on loopback)
 from tests.security.demo_run import FAULTS
 from tests.security.support import capture_logs
 

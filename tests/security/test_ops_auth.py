@@ -32,6 +32,7 @@ from twisted.web.http_headers import Headers
 from gateway.config import ConfigError, load_config, render_toml
 from gateway.pki import issue, make_ca
 from gateway.store import instructions as q
+from gateway.listener import when_listening
 from tests.integration.harness import CENTRE, DEBIT_B001, Harness, start_harness
 from tests.procs import HPF
 from tests.security.support import Https, capture_logs
@@ -128,7 +129,7 @@ async def test_on_a_tls_ops_listener_the_operator_is_its_certificate_bound_to_it
     try:
         await h.link_up("B001")
         await _in_doubt(h, "OPS-2")
-        port = (await h.gateway.listeners["ops"]._waitingForPort).getHost().port
+        port = (await when_listening(h.gateway.listeners["ops"])).getHost().port
         url = f"https://localhost:{port}/instructions/{CENTRE}/OPS-2/resolve"
         body = {"outcome": "failed", "evidence": "bank says never executed"}
         carol = Https(keys / "operator-carol.crt", keys / "operator-carol.key", h.pki.ca_cert)

@@ -25,9 +25,10 @@ from gateway.ledger.config import load_ledger_config
 from gateway.ledger.service import makeLedgerService
 from gateway.pki import DevPki, init_dev_pki, write_crl
 from gateway.tls import client_options
+from gateway.listener import when_listening
 from tests.integration.harness import CENTRE, OTHER_CENTRE, start_harness
 from tests.security.support import Probe, capture_logs, connect_tls, settle, sleep
-from tests.unit.test_ledger_store import GATEWAY_KEY
+from tests.kit.ledger import GATEWAY_KEY
 
 WITHIN = 1.0  # seconds: the promise
 
@@ -54,7 +55,7 @@ async def test_a_revoked_centres_open_connection_and_a_revoked_banks_link_are_cl
     h = await start_harness(tmp_path, banks={"B001": {}})
     try:
         await h.link_up("B001")
-        port = (await h.gateway.listeners["centre_api"]._waitingForPort).getHost().port
+        port = (await when_listening(h.gateway.listeners["centre_api"])).getHost().port
         crl = write_crl(h.pki.ca_cert, h.pki.ca_key, tmp_path / "ca.crl")  # revokes nothing
         _set_toml(h.config.path, lambda d: d["tls"].__setitem__("crls", [str(crl)]))
         h.gateway.reload()
@@ -91,7 +92,7 @@ async def test_a_revoked_centres_open_connection_and_a_revoked_banks_link_are_cl
 async def test_a_centre_removed_from_the_config_loses_its_open_connection_on_reload(tmp_path: Path) -> None:
     h = await start_harness(tmp_path, banks={})
     try:
-        port = (await h.gateway.listeners["centre_api"]._waitingForPort).getHost().port
+        port = (await when_listening(h.gateway.listeners["centre_api"])).getHost().port
         removed = await _keep_alive(port, h.pki, "centre", OTHER_CENTRE)
         kept = await _keep_alive(port, h.pki, "centre", CENTRE)
 
@@ -138,8 +139,8 @@ async def test_the_ledger_takes_crls_and_closes_a_revoked_supervisors_open_conne
     ledger = makeLedgerService(config, reactor)
     ledger.service.startService()
     try:
-        port = (await ledger.listeners["supervisor"]._waitingForPort).getHost().port
-        ingest = (await ledger.listeners["ingest"]._waitingForPort).getHost().port
+        port = (await when_listening(ledger.listeners["supervisor"])).getHost().port
+        ingest = (await when_listening(ledger.listeners["ingest"])).getHost().port
         revoked = await _keep_alive(port, pki, "supervisor", "sup1", "/v1/alerts")
         other = await _keep_alive(port, pki, "supervisor", "sup2", "/v1/alerts")
         gateway = await _keep_alive(ingest, pki, "gateway", "main", "/v1/copies")

@@ -21,6 +21,7 @@ from gateway.ledger import store as ledger_store
 from gateway.ledger.config import load_ledger_config
 from gateway.ledger.service import Ledger, makeLedgerService
 from gateway.pki import DevPki
+from gateway.listener import when_listening
 from tests.integration.harness import start_harness
 from tests.security.support import capture_logs, connect_tcp, ledger_config, settle
 
@@ -40,7 +41,7 @@ async def ledger(tmp_path: Path, dev_pki: DevPki) -> AsyncIterator[Ledger]:
 
 
 async def _port(ledger: Ledger, name: str) -> int:
-    return (await ledger.listeners[name]._waitingForPort).getHost().port
+    return (await when_listening(ledger.listeners[name])).getHost().port
 
 
 @pytest.mark.parametrize("listener", ["supervisor", "ingest", "ops"])
@@ -75,7 +76,7 @@ async def test_idle_connections_from_one_address_are_cut_at_the_cap_and_at_their
 async def test_the_gateway_ops_listener_has_the_centre_apis_cap(tmp_path: Path) -> None:
     h = await start_harness(tmp_path, banks={}, limits={"centre_connections_per_ip": CAP})
     try:
-        port = (await h.gateway.listeners["ops"]._waitingForPort).getHost().port
+        port = (await when_listening(h.gateway.listeners["ops"])).getHost().port
         with capture_logs() as logs:
             held = [await connect_tcp(port) for _ in range(CAP)]
             extra = await connect_tcp(port)

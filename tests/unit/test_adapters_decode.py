@@ -15,7 +15,7 @@ import pytest
 from adapters.base import iter_adapter_names
 from gateway.cli import cmd_adapters_decode
 from tests.interop.bdc import centre_side as java
-from tests.interop.bdc.test_interop import (
+from tests.interop.bdc.heads import (
     BANK, BDC, CENTRE, NOTICE_HEAD, SEQ, answer_head, centre_head, line,
 )
 

@@ -31,9 +31,9 @@ from adapters.base import (
     iter_adapter_names,
     load_adapter,
 )
-from gateway.simulate.bank import (
+from gateway.simulate.bank import CODE_INSUFFICIENT_FUNDS, BankCore
+from gateway.simulate.bank_faults import (
     BANK_FAULTS,
-    CODE_INSUFFICIENT_FUNDS,
     FAULT_AMOUNT_RANGE,
     FAULT_BALANCE_DRIFT,
     FAULT_COUNTERPARTY_ACCOUNT,
@@ -42,13 +42,12 @@ from gateway.simulate.bank import (
     FAULT_MISMATCH_EXTRA,
     FAULT_OFF_REGISTER_ACCOUNT,
     FAULT_SUMMARIES,
-    BankCore,
     Offence,
     fault_schedule,
     offences_in,
     parse_faults,
 )
-from gateway.testutil import make_instruction
+from tests.kit.bank_peer import make_instruction
 
 DEBIT = "6200001111222233"
 OWN_CREDIT = "6200004444555566"
@@ -584,7 +583,7 @@ def test_the_link_logs_each_offence_with_the_account_masked() -> None:
     from twisted.internet.testing import MemoryReactorClock
     from twisted.logger import globalLogPublisher
 
-    from gateway.simulate.bank import BankLink
+    from gateway.simulate.bank_link import BankLink
 
     events: list[dict[str, Any]] = []
     globalLogPublisher.addObserver(events.append)

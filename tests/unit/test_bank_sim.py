@@ -19,7 +19,7 @@ from gateway.simulate.bank import (
     CODE_HOST_DECLINED, CODE_INSUFFICIENT_FUNDS, CODE_INVALID_AMOUNT, CODE_OK, CODE_SIGN_ON_REFUSED,
     CODE_UNKNOWN_ACCOUNT, BankCore, parse_opening_balance,
 )
-from gateway.testutil import make_instruction
+from tests.kit.bank_peer import make_instruction
 
 DEBIT = "6200001111222233"
 OWN_CREDIT = "6200004444555566"

@@ -183,7 +183,7 @@ def test_a_centres_config_fills_its_bdc_heads(tmp_path: object) -> None:
     from pathlib import Path
 
     from gateway.config import load_config
-    from tests.unit.test_config import EXAMPLE, write
+    from tests.kit.config import EXAMPLE, write
 
     data = tomllib.loads(EXAMPLE.read_text(encoding="utf-8"))
     data["centres"]["C52240"].update(cust_no="KH0001", oper_no="OP-7")

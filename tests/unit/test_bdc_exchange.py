@@ -439,7 +439,7 @@ def test_a_persistent_link_refuses_a_bad_message_and_goes_on() -> None:
     Receipt("B3", "S1", "S1"),
 ])
 def test_the_simulators_deployed_style_reads_back_the_same(message: Any) -> None:
-    from gateway.simulate.bank import deployed_style
+    from gateway.simulate.bank_exchange import deployed_style
 
     frame = ADAPTER.encode(message, sender=BANK_NODE, receiver=GATEWAY)
     styled = deployed_style(frame)
@@ -457,7 +457,8 @@ def test_the_simulators_deployed_style_reads_back_the_same(message: Any) -> None
 
 
 def test_the_simulator_answers_unconfirmed_with_tx_status_1_every_other_time() -> None:
-    from gateway.simulate.bank import BankCore, ExchangeBankLink
+    from gateway.simulate.bank import BankCore
+    from gateway.simulate.bank_exchange import ExchangeBankLink
 
     core = BankCore(node=BANK_NODE, accounts={"6200001111222233": 10**12})
     link = ExchangeBankLink(Clock(), core, ADAPTER, bank_id="B001")

@@ -21,8 +21,9 @@ from typing import Any
 
 import pytest
 
+from tests.kit.pg import PG_URL
+
 REPO = Path(__file__).resolve().parents[2]
-PG_URL = os.environ.get("HPF_TEST_DATABASE_URL", "")
 MACHINE_KEYS = {"nproc", "cpu_model", "python", "git_commit"}
 
 
@@ -105,7 +106,7 @@ def test_a_process_cpu_counts_the_processes_it_started_when_asked():
 def test_the_ledger_benchmark_copies_pass_every_check_of_the_ledger_and_forget_restores_balances(tmp_path):
     from adapters.base import load_adapter
     from bench.ledger import Journal, _banks
-    from gateway.ledger.api import CopyChecker, ParsedCopy
+    from gateway.ledger.checks import CopyChecker, ParsedCopy
     from gateway.ledger.config import load_public_key
     from gateway.signing import init_signing_key
 

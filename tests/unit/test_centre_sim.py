@@ -28,20 +28,18 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from gateway.model import parse_instruction
 from gateway.pki import DevPki
-from gateway.simulate.centre import (
+from gateway.simulate.centre import CentreLoadError, CentreRun, run_centre
+from gateway.simulate.centre_load import (
     CentreLoad,
-    CentreLoadError,
     CentreReport,
-    CentreRun,
     LoadBook,
     RateMeter,
-    TokenBucket,
     default_id_prefix,
     make_instruction,
     parse_feed_page,
     percentile,
-    run_centre,
 )
+from gateway.token_bucket import TokenBucket
 from gateway.tls import peer_identity, server_options, tls_server_factory
 
 reactor: Any = _reactor

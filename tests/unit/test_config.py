@@ -27,31 +27,10 @@ from gateway.config import (
     load_config,
     render_toml,
 )
+from tests.kit.config import EXAMPLE, delete_key, example_data, problems_after, set_key, write
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "conf" / "gateway.example.toml"
 ACCOUNT = "6200001111222233"
 COUNTERPARTY = "6200009999000011"
-
-
-def example_data() -> dict[str, Any]:
-    with EXAMPLE.open("rb") as f:
-        return tomllib.load(f)
-
-
-def write(tmp_path: Path, data: dict[str, Any], name: str = "gw.toml") -> Path:
-    path = tmp_path / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_toml(data), encoding="utf-8")
-    return path
-
-
-def problems_after(tmp_path: Path, change: Callable[[dict[str, Any]], None],
-                   check_files: bool = False) -> tuple[str, list[str]]:
-    """Apply ``change`` to the example's data, write it, and return (file, problems)."""
-    data = example_data()
-    change(data)
-    path = write(tmp_path, data)
-    return str(path), check_config(path, check_files=check_files)
 
 
 # -- the example ----------------------------------------------------------------
@@ -232,26 +211,6 @@ def test_other_database_urls_are_refused(tmp_path: Path, url: str, reason: str) 
 # -- each rule, with its exact key path -----------------------------------------
 
 
-def _set(*path_and_value: Any) -> Callable[[dict[str, Any]], None]:
-    *path, value = path_and_value
-
-    def change(data: dict[str, Any]) -> None:
-        table = data
-        for key in path[:-1]:
-            table = table.setdefault(key, {})
-        table[path[-1]] = value
-    return change
-
-
-def _delete(*path: str) -> Callable[[dict[str, Any]], None]:
-    def change(data: dict[str, Any]) -> None:
-        table = data
-        for key in path[:-1]:
-            table = table[key]
-        del table[path[-1]]
-    return change
-
-
 def _add_bank(bank_id: str, **fields: Any) -> Callable[[dict[str, Any]], None]:
     def change(data: dict[str, Any]) -> None:
         entry = {"name": "第三银行", "adapter": "bdc", "node": "103000", "direction": "listen",
@@ -263,152 +222,152 @@ def _add_bank(bank_id: str, **fields: Any) -> Callable[[dict[str, Any]], None]:
 
 RULES: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
     # [gateway]
-    ("gateway.node", _set("gateway", "node", "d0000"),
+    ("gateway.node", set_key("gateway", "node", "d0000"),
      'must be 6 of A-Z 0-9 (a node number such as D00000), not "d0000"'),
-    ("gateway.node", _delete("gateway", "node"), "is required"),
-    ("gateway", _delete("gateway"), "is required"),
-    ("gateway", _set("gateway", 5), "must be a table, not 5"),
-    ("gateway.database", _set("gateway", "database", 1), "must be a string, not 1"),
+    ("gateway.node", delete_key("gateway", "node"), "is required"),
+    ("gateway", delete_key("gateway"), "is required"),
+    ("gateway", set_key("gateway", 5), "must be a table, not 5"),
+    ("gateway.database", set_key("gateway", "database", 1), "must be a string, not 1"),
     # [tls]
-    ("tls.ca", _delete("tls", "ca"), "is required"),
-    ("tls.certificate", _set("tls", "certificate", 5), "must be a path string, not 5"),
-    ("tls.private_key", _set("tls", "private_key", ""),
+    ("tls.ca", delete_key("tls", "ca"), "is required"),
+    ("tls.certificate", set_key("tls", "certificate", 5), "must be a path string, not 5"),
+    ("tls.private_key", set_key("tls", "private_key", ""),
      "must be a non-empty path without NUL characters"),
     # [listen]
-    ("listen.centre_api", _set("listen", "centre_api", "ssl:8443:privateKey=k.pem"),
+    ("listen.centre_api", set_key("listen", "centre_api", "ssl:8443:privateKey=k.pem"),
      "ssl: endpoints are refused: TLS is added by the gateway (client certificates are "
      "required); give a plain tcp: endpoint"),
-    ("listen.ops", _set("listen", "ops", "tcp:http"),
+    ("listen.ops", set_key("listen", "ops", "tcp:http"),
      "not a valid tcp: endpoint: port must be a number from 0 to 65535, not 'http'"),
-    ("listen.ops", _set("listen", "ops", "tcp:70000"),
+    ("listen.ops", set_key("listen", "ops", "tcp:70000"),
      "not a valid tcp: endpoint: port must be a number from 0 to 65535, not '70000'"),
-    ("listen.ops", _set("listen", "ops", "tcp:9108:interface=127.0.0.1:bogus=1"),
+    ("listen.ops", set_key("listen", "ops", "tcp:9108:interface=127.0.0.1:bogus=1"),
      "not a valid tcp: endpoint: unknown option bogus= (known: backlog, interface, port)"),
-    ("listen.ops", _set("listen", "ops", "tcp:9108:interface=localhost"),
+    ("listen.ops", set_key("listen", "ops", "tcp:9108:interface=localhost"),
      "not a valid tcp: endpoint: interface must be an IP address (escape IPv6 colons as \\:), "
      "not 'localhost'"),
-    ("listen.ops", _set("listen", "ops", "tcp:9108:interface=::1"),
+    ("listen.ops", set_key("listen", "ops", "tcp:9108:interface=::1"),
      "not a valid tcp: endpoint: too many fields (expected port)"),
-    ("listen.ops", _set("listen", "ops", ""), "must not be empty"),
-    ("listen.ops", _set("listen", "ops", "http:9108"),
+    ("listen.ops", set_key("listen", "ops", ""), "must not be empty"),
+    ("listen.ops", set_key("listen", "ops", "http:9108"),
      'unknown listening endpoint type "http" (known: tcp:, tcp6:, unix:, systemd:)'),
-    ("listen.ops", _set("listen", "ops", "tcp:9108\\"),
+    ("listen.ops", set_key("listen", "ops", "tcp:9108\\"),
      "ends with a lone backslash"),
-    ("listen.centre_api", _delete("listen", "centre_api"), "is required"),
-    ("listen.centre_bdc", _set("listen", "centre_bdc", "ssl:9999:privateKey=k.pem"),
+    ("listen.centre_api", delete_key("listen", "centre_api"), "is required"),
+    ("listen.centre_bdc", set_key("listen", "centre_bdc", "ssl:9999:privateKey=k.pem"),
      "ssl: endpoints are refused: TLS is added by the gateway (client certificates are "
      "required); give a plain tcp: endpoint"),
     # [limits]
-    ("limits.max_amount", _set("limits", "max_amount", 50000000),
+    ("limits.max_amount", set_key("limits", "max_amount", 50000000),
      'must be a string such as "1234.56", not a number'),
-    ("limits.max_amount", _set("limits", "max_amount", "1.005"), "more than two decimals"),
-    ("limits.large_amount", _set("limits", "large_amount", "50000000.01"),
+    ("limits.max_amount", set_key("limits", "max_amount", "1.005"), "more than two decimals"),
+    ("limits.large_amount", set_key("limits", "large_amount", "50000000.01"),
      "must not be above limits.max_amount (50000000.00)"),
-    ("limits.max_batch", _set("limits", "max_batch", 0), "must be from 1 to 1000, not 0"),
-    ("limits.max_batch", _set("limits", "max_batch", 1001), "must be from 1 to 1000, not 1001"),
-    ("limits.max_batch", _set("limits", "max_batch", True), "must be an integer, not true"),
-    ("limits.max_batch", _set("limits", "max_batch", 10.0), "must be an integer, not 10.0"),
+    ("limits.max_batch", set_key("limits", "max_batch", 0), "must be from 1 to 1000, not 0"),
+    ("limits.max_batch", set_key("limits", "max_batch", 1001), "must be from 1 to 1000, not 1001"),
+    ("limits.max_batch", set_key("limits", "max_batch", True), "must be an integer, not true"),
+    ("limits.max_batch", set_key("limits", "max_batch", 10.0), "must be an integer, not 10.0"),
     # [timeouts]
-    ("timeouts.dead_after", _set("timeouts", "dead_after", 15.0),
+    ("timeouts.dead_after", set_key("timeouts", "dead_after", 15.0),
      "must be greater than timeouts.heartbeat_interval (15)"),
-    ("timeouts.receipt_timeout", _set("timeouts", "receipt_timeout", 0),
+    ("timeouts.receipt_timeout", set_key("timeouts", "receipt_timeout", 0),
      "must be a finite number greater than 0, not 0"),
-    ("timeouts.result_timeout", _set("timeouts", "result_timeout", -1.5),
+    ("timeouts.result_timeout", set_key("timeouts", "result_timeout", -1.5),
      "must be a finite number greater than 0, not -1.5"),
-    ("timeouts.max_feed_wait", _set("timeouts", "max_feed_wait", math.inf),
+    ("timeouts.max_feed_wait", set_key("timeouts", "max_feed_wait", math.inf),
      "must be a finite number greater than 0, not inf"),
-    ("timeouts.max_feed_wait", _set("timeouts", "max_feed_wait", math.nan),
+    ("timeouts.max_feed_wait", set_key("timeouts", "max_feed_wait", math.nan),
      "must be a finite number greater than 0, not nan"),
-    ("timeouts.status_query_interval", _set("timeouts", "status_query_interval", "5"),
+    ("timeouts.status_query_interval", set_key("timeouts", "status_query_interval", "5"),
      'must be a number of seconds, not "5"'),
-    ("timeouts.heartbeat_interval", _set("timeouts", "heartbeat_interval", True),
+    ("timeouts.heartbeat_interval", set_key("timeouts", "heartbeat_interval", True),
      "must be a number of seconds, not true"),
-    ("timeouts.status_query_attempts", _set("timeouts", "status_query_attempts", 0),
+    ("timeouts.status_query_attempts", set_key("timeouts", "status_query_attempts", 0),
      "must be at least 1, not 0"),
-    ("timeouts.status_query_attempts", _set("timeouts", "status_query_attempts", 2.5),
+    ("timeouts.status_query_attempts", set_key("timeouts", "status_query_attempts", 2.5),
      "must be an integer, not 2.5"),
     # [centres]
-    ("centres.X52240", _set("centres", "X52240", {"unit_no": "522400000000001", "name": "x"}),
+    ("centres.X52240", set_key("centres", "X52240", {"unit_no": "522400000000001", "name": "x"}),
      "must be C and 5 digits (the centre's node number)"),
-    ("centres.C52240.unit_no", _set("centres", "C52240", "unit_no", "5224"),
+    ("centres.C52240.unit_no", set_key("centres", "C52240", "unit_no", "5224"),
      'must be 15 digits, not "5224"'),
-    ("banks.B001.connection", _set("banks", "B001", "connection", "pooled"),
+    ("banks.B001.connection", set_key("banks", "B001", "connection", "pooled"),
      'must be "persistent" or "per_request", not "pooled"'),
-    ("banks.B001.peer_endpoint", _set("banks", "B001", "peer_endpoint", "tcp:7101:interface=127.0.0.1"),
+    ("banks.B001.peer_endpoint", set_key("banks", "B001", "peer_endpoint", "tcp:7101:interface=127.0.0.1"),
      "not a valid tcp: endpoint: unknown option interface= (known: bindAddress, host, port, timeout)"),
-    ("banks.B001.request_timeout", _set("banks", "B001", "request_timeout", 0),
+    ("banks.B001.request_timeout", set_key("banks", "B001", "request_timeout", 0),
      "must be a finite number greater than 0, not 0"),
-    ("centres.C52240.cust_no", _set("centres", "C52240", "cust_no", "客户"),
+    ("centres.C52240.cust_no", set_key("centres", "C52240", "cust_no", "客户"),
      'must be 1-32 of A-Z a-z 0-9 _ -, not "客户"'),
-    ("centres.C52240.oper_no", _set("centres", "C52240", "oper_no", ""), "must not be empty"),
+    ("centres.C52240.oper_no", set_key("centres", "C52240", "oper_no", ""), "must not be empty"),
     ("centres.C52241.unit_no",
-     _set("centres", "C52241", {"unit_no": "522400000000000", "name": "重复"}),
+     set_key("centres", "C52241", {"unit_no": "522400000000000", "name": "重复"}),
      "same unit_no as centres.C52240"),
-    ("centres.C52240.name", _set("centres", "C52240", "name", "   "), "must not be blank"),
-    ("centres.C52240.name", _set("centres", "C52240", "name", "示例\n中心"),
+    ("centres.C52240.name", set_key("centres", "C52240", "name", "   "), "must not be blank"),
+    ("centres.C52240.name", set_key("centres", "C52240", "name", "示例\n中心"),
      "contains control characters"),
-    ("centres.C52240.name", _delete("centres", "C52240", "name"), "is required"),
+    ("centres.C52240.name", delete_key("centres", "C52240", "name"), "is required"),
     # [banks]
     ("banks.b003", _add_bank("b003"), "must be 1-16 of A-Z 0-9"),
-    ("banks.B003", _set("banks", "B003", "tcp:7003"), 'must be a table, not "tcp:7003"'),
-    ("banks.B001.node", _set("banks", "B001", "node", "10500"),
+    ("banks.B003", set_key("banks", "B003", "tcp:7003"), 'must be a table, not "tcp:7003"'),
+    ("banks.B001.node", set_key("banks", "B001", "node", "10500"),
      'must be 6 of A-Z 0-9, not "10500"'),
-    ("banks.B001.node", _set("banks", "B001", "node", "D00000"),
+    ("banks.B001.node", set_key("banks", "B001", "node", "D00000"),
      "is the gateway's own node (gateway.node)"),
-    ("banks.B002.node", _set("banks", "B002", "node", "105000"), "same node as banks.B001"),
-    ("banks.B001.direction", _set("banks", "B001", "direction", "dial"),
+    ("banks.B002.node", set_key("banks", "B002", "node", "105000"), "same node as banks.B001"),
+    ("banks.B001.direction", set_key("banks", "B001", "direction", "dial"),
      'must be "listen" or "connect", not "dial"'),
-    ("banks.B001.endpoint", _delete("banks", "B001", "endpoint"), "is required"),
-    ("banks.B001.endpoint", _set("banks", "B001", "endpoint", ""), "must not be empty"),
-    ("banks.B001.endpoint", _set("banks", "B001", "endpoint", "ssl:7001"),
+    ("banks.B001.endpoint", delete_key("banks", "B001", "endpoint"), "is required"),
+    ("banks.B001.endpoint", set_key("banks", "B001", "endpoint", ""), "must not be empty"),
+    ("banks.B001.endpoint", set_key("banks", "B001", "endpoint", "ssl:7001"),
      "ssl: endpoints are refused: TLS is added by the gateway (client certificates are "
      "required); give a plain tcp: endpoint"),
-    ("banks.B002.endpoint", _set("banks", "B002", "endpoint", "tls:fep.bank.example:7102"),
+    ("banks.B002.endpoint", set_key("banks", "B002", "endpoint", "tls:fep.bank.example:7102"),
      "tls: endpoints are refused: TLS is added by the gateway (client certificates are "
      "required); give a plain tcp: endpoint"),
-    ("banks.B002.endpoint", _set("banks", "B002", "endpoint", "tcp6:7102"),
+    ("banks.B002.endpoint", set_key("banks", "B002", "endpoint", "tcp6:7102"),
      'unknown connecting endpoint type "tcp6" (known: tcp:, unix:)'),
-    ("banks.B002.endpoint", _set("banks", "B002", "endpoint", "tcp:127.0.0.1"),
+    ("banks.B002.endpoint", set_key("banks", "B002", "endpoint", "tcp:127.0.0.1"),
      "not a valid tcp: endpoint: needs a port (tcp:HOST:PORT)"),
-    ("banks.B002.endpoint", _set("banks", "B002", "endpoint", "tcp:127.0.0.1:0"),
+    ("banks.B002.endpoint", set_key("banks", "B002", "endpoint", "tcp:127.0.0.1:0"),
      "not a valid tcp: endpoint: port must be a number from 1 to 65535, not '0'"),
-    ("banks.B001.endpoint", _set("banks", "B001", "endpoint", "systemd:domain=INET"),
+    ("banks.B001.endpoint", set_key("banks", "B001", "endpoint", "systemd:domain=INET"),
      "not a valid systemd: endpoint: give exactly one of index= or name="),
-    ("banks.B001.endpoint", _set("banks", "B001", "endpoint", "systemd:domain=IPX:name=b1"),
+    ("banks.B001.endpoint", set_key("banks", "B001", "endpoint", "systemd:domain=IPX:name=b1"),
      "not a valid systemd: endpoint: domain= must be INET, INET6 or UNIX"),
-    ("banks.B001.endpoint", _set("banks", "B001", "endpoint", "unix:/run/hpf/b1.sock:mode=999"),
+    ("banks.B001.endpoint", set_key("banks", "B001", "endpoint", "unix:/run/hpf/b1.sock:mode=999"),
      "not a valid unix: endpoint: mode must be octal such as 660, not '999'"),
-    ("banks.B001.adapter", _set("banks", "B001", "adapter", "nope"),
+    ("banks.B001.adapter", set_key("banks", "B001", "adapter", "nope"),
      'no adapter named "nope" is installed (installed: '
      + ", ".join(sorted(set(iter_adapter_names()))) + ")"),
-    ("banks.B001.window", _set("banks", "B001", "window", 0), "must be from 1 to 10000, not 0"),
-    ("banks.B001.window", _set("banks", "B001", "window", 10001),
+    ("banks.B001.window", set_key("banks", "B001", "window", 0), "must be from 1 to 10000, not 0"),
+    ("banks.B001.window", set_key("banks", "B001", "window", 10001),
      "must be from 1 to 10000, not 10001"),
-    ("banks.B001.window", _set("banks", "B001", "window", "64"), 'must be an integer, not "64"'),
-    ("banks.B001.window", _set("banks", "B001", "window", False), "must be an integer, not false"),
+    ("banks.B001.window", set_key("banks", "B001", "window", "64"), 'must be an integer, not "64"'),
+    ("banks.B001.window", set_key("banks", "B001", "window", False), "must be an integer, not false"),
     # [accounts]
-    (f"accounts.{ACCOUNT}.bank", _set("accounts", ACCOUNT, "bank", "B009"),
+    (f"accounts.{ACCOUNT}.bank", set_key("accounts", ACCOUNT, "bank", "B009"),
      'no bank "B009" in [banks]'),
-    (f"accounts.{ACCOUNT}.centre", _set("accounts", ACCOUNT, "centre", "C99999"),
+    (f"accounts.{ACCOUNT}.centre", set_key("accounts", ACCOUNT, "centre", "C99999"),
      'no centre "C99999" in [centres]'),
-    (f"accounts.{ACCOUNT}.type", _set("accounts", ACCOUNT, "type", "savings"),
+    (f"accounts.{ACCOUNT}.type", set_key("accounts", ACCOUNT, "type", "savings"),
      'must be one of collection, loan, other, revenue, not "savings"'),
-    (f"accounts.{ACCOUNT}.type", _delete("accounts", ACCOUNT, "type"), "is required"),
+    (f"accounts.{ACCOUNT}.type", delete_key("accounts", ACCOUNT, "type"), "is required"),
     ('accounts."6200 0011"',
-     _set("accounts", "6200 0011", {"bank": "B001", "centre": "C52240", "name": "x",
+     set_key("accounts", "6200 0011", {"bank": "B001", "centre": "C52240", "name": "x",
                                     "type": "other"}),
      "must be 1-32 of 0-9 A-Z a-z -"),
     # [counterparties]
     (f"counterparties.{COUNTERPARTY}.bank_code",
-     _set("counterparties", COUNTERPARTY, "bank_code", "1051"),
+     set_key("counterparties", COUNTERPARTY, "bank_code", "1051"),
      'must be a 12-digit CNAPS code, not "1051"'),
     (f"counterparties.{COUNTERPARTY}.bank_code",
-     _set("counterparties", COUNTERPARTY, "bank_code", 105100000017),
+     set_key("counterparties", COUNTERPARTY, "bank_code", 105100000017),
      "must be a string, not 105100000017"),
-    (f"counterparties.{COUNTERPARTY}.name", _set("counterparties", COUNTERPARTY, "name", "名" * 61),
+    (f"counterparties.{COUNTERPARTY}.name", set_key("counterparties", COUNTERPARTY, "name", "名" * 61),
      "longer than 60 characters"),
     ("counterparties.x_1",
-     _set("counterparties", "x_1", {"name": "x", "bank_code": "105100000017"}),
+     set_key("counterparties", "x_1", {"name": "x", "bank_code": "105100000017"}),
      "must be 1-32 of 0-9 A-Z a-z -"),
 ]
 
@@ -421,13 +380,13 @@ def test_each_rule_is_refused_naming_the_file_and_key(
 
 
 @pytest.mark.parametrize("change", [
-    _set("banks", "B001", "endpoint", "tcp6:7001:interface=\\:\\:1"),
-    _set("banks", "B001", "endpoint", "unix:/run/hpf/b1.sock:mode=660"),
-    _set("banks", "B001", "endpoint", "systemd:domain=INET:name=banklink"),
-    _set("banks", "B001", "endpoint", "systemd:domain=INET6:index=0"),
-    _set("banks", "B002", "endpoint", "tcp:host=fep.bank.example:port=7102:timeout=10"),
-    _set("banks", "B002", "endpoint", "unix:path=/run/fep.sock"),
-    _set("listen", "ops", "tcp:0:interface=127.0.0.1"),
+    set_key("banks", "B001", "endpoint", "tcp6:7001:interface=\\:\\:1"),
+    set_key("banks", "B001", "endpoint", "unix:/run/hpf/b1.sock:mode=660"),
+    set_key("banks", "B001", "endpoint", "systemd:domain=INET:name=banklink"),
+    set_key("banks", "B001", "endpoint", "systemd:domain=INET6:index=0"),
+    set_key("banks", "B002", "endpoint", "tcp:host=fep.bank.example:port=7102:timeout=10"),
+    set_key("banks", "B002", "endpoint", "unix:path=/run/fep.sock"),
+    set_key("listen", "ops", "tcp:0:interface=127.0.0.1"),
 ], ids=["tcp6", "unix", "systemd-name", "systemd-index", "tcp-keywords", "unix-client", "port0"])
 def test_the_endpoint_kinds_we_allow_are_accepted(
         tmp_path: Path, change: Callable[[dict[str, Any]], None]) -> None:
@@ -443,13 +402,13 @@ def test_a_bank_may_not_listen_where_another_bank_listens(tmp_path: Path) -> Non
 
 def test_a_bank_may_not_listen_on_the_centre_api_port_even_on_all_interfaces(
         tmp_path: Path) -> None:
-    file, problems = problems_after(tmp_path, _set("banks", "B001", "endpoint", "tcp:8443"))
+    file, problems = problems_after(tmp_path, set_key("banks", "B001", "endpoint", "tcp:8443"))
     assert problems == [f'{file}: banks.B001.endpoint: "tcp:8443" listens on the same address '
                         "as listen.centre_api"]
 
 
 def test_ops_may_not_share_the_centre_api_endpoint(tmp_path: Path) -> None:
-    file, problems = problems_after(tmp_path, _set("listen", "ops", "tcp:8443:interface=127.0.0.1"))
+    file, problems = problems_after(tmp_path, set_key("listen", "ops", "tcp:8443:interface=127.0.0.1"))
     assert problems == [f'{file}: listen.ops: "tcp:8443:interface=127.0.0.1" listens on the same '
                         "address as listen.centre_api"]
 
@@ -476,7 +435,7 @@ def test_listener_collisions(tmp_path: Path, first: str, second: str, clash: boo
 
 def test_a_connecting_bank_never_collides_with_a_listener(tmp_path: Path) -> None:
     # B002 dials out to port 8443 somewhere else: no local port is taken.
-    assert problems_after(tmp_path, _set("banks", "B002", "endpoint", "tcp:127.0.0.1:8443"))[1] == []
+    assert problems_after(tmp_path, set_key("banks", "B002", "endpoint", "tcp:127.0.0.1:8443"))[1] == []
 
 
 def test_a_missing_bank_ca_file_is_a_problem(tmp_path: Path) -> None:
@@ -513,7 +472,7 @@ def test_a_missing_bank_ca_file_is_a_problem(tmp_path: Path) -> None:
 ])
 def test_unknown_keys_are_refused_at_every_level(tmp_path: Path, path: tuple[str, ...],
                                                  reason: str) -> None:
-    file, problems = problems_after(tmp_path, _set(*path, "x"))
+    file, problems = problems_after(tmp_path, set_key(*path, "x"))
     assert problems == [f"{file}: {'.'.join(path)}: {reason}"]
 
 
@@ -537,7 +496,7 @@ def test_several_problems_are_reported_together_in_file_order(tmp_path: Path) ->
 
 
 def test_an_account_of_a_registered_but_broken_bank_is_not_blamed(tmp_path: Path) -> None:
-    file, problems = problems_after(tmp_path, _set("banks", "B001", "window", 0))
+    file, problems = problems_after(tmp_path, set_key("banks", "B001", "window", 0))
     assert problems == [f"{file}: banks.B001.window: must be from 1 to 10000, not 0"]
 
 
@@ -707,7 +666,7 @@ def test_a_bdc_bank_defaults_to_a_connection_per_request_and_needs_the_way_back(
 def test_the_centre_bdc_listener_is_optional_and_must_not_collide(tmp_path: Path) -> None:
     """[listen] centre_bdc: centres' bdc software (docs/protocols/bdc.md, "The centre role")."""
     assert load_config(EXAMPLE, check_files=False).centre_bdc is None
-    assert problems_after(tmp_path, _set("listen", "centre_bdc", "tcp:9999:interface=127.0.0.1"))[1] == []
-    file, problems = problems_after(tmp_path, _set("listen", "centre_bdc", "tcp:8443:interface=127.0.0.1"))
+    assert problems_after(tmp_path, set_key("listen", "centre_bdc", "tcp:9999:interface=127.0.0.1"))[1] == []
+    file, problems = problems_after(tmp_path, set_key("listen", "centre_bdc", "tcp:8443:interface=127.0.0.1"))
     assert problems == [f'{file}: listen.centre_bdc: "tcp:8443:interface=127.0.0.1" listens on the same '
                         "address as listen.centre_api"]

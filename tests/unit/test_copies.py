@@ -4,7 +4,7 @@ Events are made by the gateway's own store functions (intake, the relay's
 bank batches, the ops listener's manual resolution, the centre API's
 booking), copied by :func:`gateway.copies.copy_of`, signed by the gateway's
 :class:`~gateway.signing.Signer` and checked by the ledger's
-:class:`~gateway.ledger.api.CopyChecker`: the same path a copy takes in
+:class:`~gateway.ledger.checks.CopyChecker`: the same path a copy takes in
 production, without the sockets between.
 """
 
@@ -26,7 +26,7 @@ from adapters.base import load_adapter
 from gateway import copies, lifecycle
 from gateway.copies import KINDS, STATES, Copy, Refusal, Unreadable, copy_of, read, read_copy
 from gateway.ledger import store as ledger_store
-from gateway.ledger.api import CopyChecker, ParsedCopy
+from gateway.ledger.checks import CopyChecker, ParsedCopy
 from gateway.ledger.config import load_public_key
 from gateway.ledger.matcher import Matcher, Registry, Thresholds
 from gateway.ledger.verify import verify_database
@@ -35,8 +35,8 @@ from gateway.signing import Signer, init_signing_key
 from gateway.store import instructions as q
 from gateway.store import journal
 from gateway.store.db import Database
-from tests.unit.test_ledger_store import ldb, ledger_url, sql  # noqa: F401 (fixtures)
-from tests.unit.test_store import make_instruction
+from tests.kit.ledger import sql
+from tests.kit.store import make_instruction
 
 DEBIT = "6200001111222233"
 ROOT = Path(__file__).resolve().parents[2]

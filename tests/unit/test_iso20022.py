@@ -16,7 +16,7 @@ from adapters import base
 from adapters.base import AdapterError, decode_all, load_adapter
 from adapters.iso20022 import MAX_FRAME, Iso20022Adapter, Iso20022Framer
 from adapters.iso20022._schema import DOCUMENTS, ISO_PREFIX, LINK_NS
-from gateway.testutil import make_instruction
+from tests.kit.bank_peer import make_instruction
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "adapters" / "iso20022" / "schemas"
 DATA = Path(__file__).resolve().parents[1] / "data" / "iso20022"

@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from adapters import base as msg
 from gateway.store import schema
-from tests.integration.test_relay_driver import RecordingSession, settle, setup  # noqa: F401  (the fixture)
+from tests.kit.relay import RecordingSession, settle, setup  # noqa: F401  (the fixture)
 
 ACCOUNT = "6200001111222233"
 

@@ -13,7 +13,7 @@ from adapters import base
 from adapters.base import AdapterError
 from adapters.iso20022 import Iso20022Adapter
 from adapters.iso20022._schema import document_schema
-from gateway.testutil import make_instruction
+from tests.kit.bank_peer import make_instruction
 
 GATEWAY, BANK = "D00000", "105000"
 NOW = dt.datetime(2025, 3, 4, 5, 6, 7, tzinfo=dt.UTC)
@@ -73,20 +73,20 @@ def test_a_bare_pain001_001_03_document_is_read() -> None:
 # -- the bank's config key ------------------------------------------------------------------
 
 def _iso_bank(**extra):
-    from tests.unit.test_config import _set
+    from tests.kit.config import set_key
 
     def change(data):
-        _set("banks", "B001", "adapter", "iso20022")(data)
+        set_key("banks", "B001", "adapter", "iso20022")(data)
         data["banks"]["B001"].pop("peer_endpoint", None)  # bdc's per-request key: ISO 20022 is persistent
         for key, value in extra.items():
-            _set("banks", "B001", key, value)(data)
+            set_key("banks", "B001", key, value)(data)
     return change
 
 
 def test_config_chooses_the_2009_version_for_an_iso20022_bank(tmp_path) -> None:
     from gateway.config import load_config
     from gateway.service import _adapter_for
-    from tests.unit.test_config import problems_after, write, example_data
+    from tests.kit.config import problems_after, write, example_data
 
     assert problems_after(tmp_path, _iso_bank(pain001_version="pain.001.001.03"))[1] == []
     data = example_data()
@@ -106,16 +106,16 @@ def test_config_chooses_the_2009_version_for_an_iso20022_bank(tmp_path) -> None:
                signing_key="k.key"), "carries no signature"),
 ], ids=["unknown-version", "with-signature"])
 def test_config_refuses_a_pain001_version_the_bank_cannot_take(tmp_path, change, reason) -> None:
-    from tests.unit.test_config import problems_after
+    from tests.kit.config import problems_after
 
     _, problems = problems_after(tmp_path, change)
     assert any("banks.B001.pain001_version" in p and reason in p for p in problems), problems
 
 
 def test_config_refuses_a_pain001_version_on_another_adapter(tmp_path) -> None:
-    from tests.unit.test_config import _set, problems_after
+    from tests.kit.config import set_key, problems_after
 
-    _, problems = problems_after(tmp_path, _set("banks", "B001", "pain001_version", "pain.001.001.03"))
+    _, problems = problems_after(tmp_path, set_key("banks", "B001", "pain001_version", "pain.001.001.03"))
     assert problems and "only used with adapter" in problems[0]
 
 

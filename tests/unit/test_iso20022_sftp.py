@@ -26,8 +26,8 @@ from zope.interface import implementer
 from adapters import base
 from adapters.iso20022 import Iso20022Adapter
 from gateway import sftp
-from gateway.testutil import make_instruction
-from tests.integration.test_relay_driver import setup  # noqa: F401  (the store fixture)
+from tests.kit.bank_peer import make_instruction
+from tests.kit.relay import setup  # noqa: F401  (the store fixture)
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "iso20022"
 USER = "hpfgw"

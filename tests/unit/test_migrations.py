@@ -13,7 +13,7 @@ from gateway.ledger.verify import verify_database
 from gateway.store import instructions as q
 from gateway.store import migrate
 from gateway.store.db import GENESIS, Database, chain_hash, make_engine
-from tests.unit.test_store import make_instruction
+from tests.kit.store import make_instruction
 
 
 @pytest.fixture
@@ -83,7 +83,7 @@ async def test_a_ledger_with_copies_migrates_to_refused_copies_and_its_chain_con
     """Ledger L0001 -> L0002 -> head: the stored copies keep their hashes, and a refused copy and
     batch-signed copies chain after them."""
     from gateway.ledger import store as ledger_store
-    from tests.unit.test_ledger_store import GATEWAY_KEY, gateway_signer, make_copy, row_of, sign, sign_batch
+    from tests.kit.ledger import GATEWAY_KEY, gateway_signer, make_copy, row_of, sign, sign_batch
 
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
     ledger_store.MIGRATIONS.upgrade(url, target="L0001")

@@ -29,18 +29,21 @@ import pytest
 import pytest_twisted
 from prometheus_client.metrics import MetricWrapperBase
 from twisted.internet import reactor
-from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.web.client import Agent, readBody
 
 from gateway.config import render_toml
 from gateway.ledger import store as ledger_store
 from gateway.ledger.config import load_ledger_config
-from gateway.ledger.service import LedgerMetrics, makeLedgerService
+from gateway.ledger.metrics import LedgerMetrics
+from gateway.ledger.service import makeLedgerService
 from gateway.metrics import GatewayMetrics
 from gateway.pki import init_dev_pki
 from gateway.signing import init_signing_key
+from gateway.listener import when_listening
 from tests.integration.harness import DEBIT_B001, OTHER_CENTRE, PAYEE, start_harness
+from tests.kit.config import ledger_data
+from tests.kit.wait import until
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "conf" / "prometheus" / "alerts.yml"
@@ -387,14 +390,6 @@ async def _get(url: str) -> tuple[int, str]:
     return response.code, (await readBody(response)).decode("utf-8")
 
 
-async def _until(check: Any, what: str) -> None:
-    deadline = reactor.seconds() + TIMEOUT
-    while not await check():
-        if reactor.seconds() > deadline:
-            raise AssertionError(f"not within {TIMEOUT}s: {what}")
-        await deferLater(reactor, 0.05, lambda: None)
-
-
 def _families(exposition: str) -> dict[str, str]:
     return dict(re.findall(r"^# TYPE (\S+) (\S+)$", exposition, re.MULTILINE))
 
@@ -415,27 +410,17 @@ async def live_metrics(tmp_path: Path) -> Iterator[dict[str, str]]:
     pki = init_dev_pki(keys, banks=["B001", "B002"], centres=["C52240", OTHER_CENTRE])
     signing_key, signing_pub = init_signing_key(keys)
     ledger_toml = tmp_path / "ledger.toml"
-    ledger_toml.write_text(render_toml({
-        "ledger": {"name": "main", "database": f"sqlite:///{tmp_path / 'ledger.db'}"},
-        "tls": {"certificate": str(pki.cert("ledger")), "private_key": str(pki.key("ledger")),
-                "ca": str(pki.ca_cert)},
-        "listen": {"ingest": "tcp:0:interface=127.0.0.1", "supervisor": "tcp:0:interface=127.0.0.1",
-                   "ops": "tcp:0:interface=127.0.0.1"},
-        "gateways": {"main": {"signing_key": str(signing_pub), "signature_alg": "ed25519"}},
-        "supervisors": {"sup1": {}},
-        "thresholds": {"large_amount": "1000000.00", "result_deadline": 300.0, "booking_deadline": 86400.0,
-                       "balance_tolerance": "0.00"},
-        "accounts": {DEBIT_B001: {"bank": "B001", "centre": "C52240", "name": "示例中心归集户",
-                                  "type": "collection"}},
-        "counterparties": {PAYEE["account"]: {"name": PAYEE["name"], "bank_code": PAYEE["bank_code"]}},
-    }), encoding="utf-8")
+    ledger_toml.write_text(render_toml(ledger_data(
+        tmp_path, pki, signing_pub, account=DEBIT_B001, payee=PAYEE,
+        thresholds={"large_amount": "1000000.00", "result_deadline": 300.0, "booking_deadline": 86400.0,
+                    "balance_tolerance": "0.00"})), encoding="utf-8")
     config = load_ledger_config(ledger_toml)
     ledger_store.MIGRATIONS.upgrade(config.database)
     ledger = makeLedgerService(config, reactor)
     ledger.service.startService()
     harness = None
     try:
-        ports = {name: (await svc._waitingForPort).getHost().port for name, svc in ledger.listeners.items()}
+        ports = {name: (await when_listening(svc)).getHost().port for name, svc in ledger.listeners.items()}
         harness = await start_harness(tmp_path, ledger={"url": f"https://127.0.0.1:{ports['ingest']}",
                                                         "signing_key": str(signing_key)})
         await harness.link_up("B001")
@@ -451,7 +436,7 @@ async def live_metrics(tmp_path: Path) -> Iterator[dict[str, str]]:
             return bool(re.search(r'^hpf_gateway_ledger_backlog 0\.0$', text, re.MULTILINE)) and \
                 'hpf_gateway_ledger_copies_total{status="stored"}' in text
 
-        await _until(copies_filed, "the gateway filed its copies with the ledger")
+        await until(copies_filed, "the gateway filed its copies with the ledger", TIMEOUT)
         outputs = {}
         for name, url in (("gateway", gateway_url), ("ledger", ledger_url)):
             code, text = await _get(url)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import json
 
 import pytest
@@ -14,17 +13,12 @@ from sqlalchemy import select
 from twisted.internet import defer, reactor
 
 from gateway import lifecycle
-from gateway.model import Creditor, Instruction, canonical_json
+from gateway.model import canonical_json
 from gateway.store import instructions as q
 from gateway.store import schema
 from gateway.store.db import Database, GENESIS, chain_hash
 from gateway.store.migrate import SchemaMismatch, check_current
-
-
-def make_instruction(n: int, *, centre: str = "C52240", amount: int = 10_000, memo: str = "") -> Instruction:
-    return Instruction(centre, f"I{n}", "transfer", "6200001111222233",
-                       Creditor("6200009999000011", "张三", "105100000017"), amount, "withdrawal", memo,
-                       None, dt.date(2026, 11, 27))
+from tests.kit.store import make_instruction, record_bank_outcome, record_movement, record_movements
 
 
 @pytest.fixture
@@ -78,11 +72,11 @@ def test_results_are_applied_once_and_a_contradiction_is_refused(db):
     ref = out.record["bank_ref"]
     yield db.write(lambda tx: q.record_sent(tx, "B001", [ref]))
     ok = lifecycle.ResultReceived(True)
-    first = yield db.write(lambda tx: q.record_bank_outcome(tx, "B001", ref, ok, host_seq_no="H1", raw=b"x"))
-    second = yield db.write(lambda tx: q.record_bank_outcome(tx, "B001", ref, ok, host_seq_no="H1", raw=b"x"))
+    first = yield db.write(lambda tx: record_bank_outcome(tx, "B001", ref, ok, host_seq_no="H1", raw=b"x"))
+    second = yield db.write(lambda tx: record_bank_outcome(tx, "B001", ref, ok, host_seq_no="H1", raw=b"x"))
     assert first.changed and not second.changed
     with pytest.raises(lifecycle.ConflictingOutcome):
-        yield db.write(lambda tx: q.record_bank_outcome(tx, "B001", ref, lifecycle.ResultReceived(False)))
+        yield db.write(lambda tx: record_bank_outcome(tx, "B001", ref, lifecycle.ResultReceived(False)))
     rows = yield db.read(lambda c: q.feed(c, "C52240", 0, 10))
     assert [r["state"] for r in rows] == ["received", "sent", "succeeded"]
     assert rows[-1]["result"]["host_seq_no"] == "H1"
@@ -91,7 +85,7 @@ def test_results_are_applied_once_and_a_contradiction_is_refused(db):
 @pytest_twisted.inlineCallbacks
 def test_a_bank_cannot_report_on_another_banks_instruction(db):
     [out] = yield db.write(lambda tx: q.intake(tx, [q.IntakeItem(make_instruction(1), "B001")]))
-    res = yield db.write(lambda tx: q.record_bank_outcome(
+    res = yield db.write(lambda tx: record_bank_outcome(
         tx, "B002", out.record["bank_ref"], lifecycle.ResultReceived(True)))
     assert not res.known
     rec = yield db.read(lambda c: q.get(c, "C52240", "I1"))
@@ -101,8 +95,8 @@ def test_a_bank_cannot_report_on_another_banks_instruction(db):
 @pytest_twisted.inlineCallbacks
 def test_a_replayed_movement_is_recorded_once(db):
     entry = {"account": "6200001111222233", "host_seq_no": "H9", "amount": -500}
-    first = yield db.write(lambda tx: q.record_movement(tx, "B001", entry, account_centre="C52240", raw=b"f"))
-    again = yield db.write(lambda tx: q.record_movement(tx, "B001", entry, account_centre="C52240", raw=b"f"))
+    first = yield db.write(lambda tx: record_movement(tx, "B001", entry, account_centre="C52240", raw=b"f"))
+    again = yield db.write(lambda tx: record_movement(tx, "B001", entry, account_centre="C52240", raw=b"f"))
     assert first and not again
     kinds = yield db.read(lambda c: c.execute(select(schema.events.c.kind)).scalars().all())
     assert kinds.count("bank.movement") == 1
@@ -144,7 +138,7 @@ def test_journal_rows_are_hash_chained(db):
 def test_open_instructions_reload_for_a_bank(db):
     outs = yield db.write(lambda tx: q.intake(tx, [q.IntakeItem(make_instruction(n), "B001") for n in range(3)]))
     ref = outs[0].record["bank_ref"]
-    yield db.write(lambda tx: q.record_bank_outcome(tx, "B001", ref, lifecycle.ResultReceived(True)))
+    yield db.write(lambda tx: record_bank_outcome(tx, "B001", ref, lifecycle.ResultReceived(True)))
     open_rows = yield db.read(lambda c: q.load_open(c, "B001"))
     assert [r["instruction_id"] for r in open_rows] == ["I1", "I2"]
     newer = yield db.read(lambda c: q.load_new(c, "B001", outs[1].record["id"], 10))
@@ -229,7 +223,7 @@ def test_multi_row_writes_are_single_statements_on_postgresql(pg_url):
         sent = yield database.write(lambda tx: q.record_sent(tx, "B001", refs))
         entries = [({"account": "6200001111222233", "host_seq_no": f"H{n}", "amount": -n}, "C52240")
                    for n in range(1, 30)]
-        moved = yield database.write(lambda tx: q.record_movements(tx, "B001", entries, raw=b"notice"))
+        moved = yield database.write(lambda tx: record_movements(tx, "B001", entries, raw=b"notice"))
         states = yield database.read(lambda c: c.execute(select(schema.instructions.c.state)).scalars().all())
     finally:
         yield database.stopService()

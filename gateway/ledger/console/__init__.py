@@ -12,7 +12,8 @@ from gateway.tls import PartyAnchors
 
 if TYPE_CHECKING:
     from gateway.ledger.config import LedgerConfig, PublicSigningKey
-    from gateway.ledger.service import LedgerMetrics, MatchEngine
+    from gateway.ledger.engine import MatchEngine
+    from gateway.ledger.metrics import LedgerMetrics
     from gateway.ledger.store import LedgerDatabase
 
 __all__ = ["console_trust", "console_listener"]

@@ -33,7 +33,7 @@ from twisted.web.server import NOT_DONE_YET
 
 from adapters.base import decode_all, load_adapter
 from gateway.ledger import store
-from gateway.ledger.api import REPORT_TZ, _trail_item
+from gateway.ledger.report import REPORT_TZ, trail_item
 from gateway.ledger.config import LedgerConfig, PublicSigningKey
 from gateway.ledger.console import charts, csrf, queries, rectify, reports
 from gateway.ledger.console.i18n import choose_lang, translate
@@ -44,7 +44,8 @@ from gateway.store.db import StoreUnavailable
 from gateway.tls import PeerIdentity, peer_identity
 
 if TYPE_CHECKING:
-    from gateway.ledger.service import LedgerMetrics, MatchEngine
+    from gateway.ledger.engine import MatchEngine
+    from gateway.ledger.metrics import LedgerMetrics
 
 __all__ = ["Console", "ConsoleResource", "CSP", "MAX_ATTACHMENT", "ATTACHMENT_TYPES"]
 
@@ -530,7 +531,7 @@ class ConsoleResource(Resource):
             found = queries.evidence(conn, alert)
             items = []
             for row in found["copies"]:
-                item = _trail_item(row, keys)  # the signature check of every copy, as the API does it
+                item = trail_item(row, keys)  # the signature check of every copy, as the API does it
                 item["decoded"], item["raw_text"] = describe_frame(row["adapter"], row["raw"])
                 items.append(item)
             found["copies"] = items

@@ -29,6 +29,7 @@ from adapters.bdc import BdcAdapter
 from adapters.bdc.messages import Collection, StatementQuery
 from adapters.bdc.codec import CentreProfile
 from gateway.exchange import ExchangeFailed, StreamTransport
+from gateway.listener import when_listening
 from gateway.tls import client_options, tls_client_endpoint
 from tests.integration.harness import (
     CENTRE,
@@ -82,7 +83,7 @@ def head(frame: bytes) -> dict[str, str]:
 async def test_a_centre_speaking_bdc_gets_durable_instructions_relayed_and_answered_in_bdc(tmp_path):
     # The daemon's own listener ([listen] centre_bdc), as a deployment starts it.
     h = await start_harness(tmp_path, banks={"B001": {}}, listen={"centre_bdc": "tcp:0:interface=127.0.0.1"})
-    port = await h.gateway.listeners["centre_bdc"]._waitingForPort
+    port = await when_listening(h.gateway.listeners["centre_bdc"])
     try:
         await h.link_up("B001")
         centre = Centre(h, port.getHost().port)
@@ -205,7 +206,7 @@ async def test_the_simulated_bdc_centre_of_the_demo_completes_its_transfers(tmp_
     try:
         for bank_id in ("B001", "B002"):
             await h.link_up(bank_id)
-        port = (await h.gateway.listeners["centre_bdc"]._waitingForPort).getHost().port
+        port = (await when_listening(h.gateway.listeners["centre_bdc"])).getHost().port
         options = centre_options_for(h.config, CENTRE)
         own = [(n, h.config.accounts[n].name, h.config.banks[h.config.accounts[n].bank].node)
                for n in options["debit_accounts"] if h.config.accounts[n].bank in h.banks]

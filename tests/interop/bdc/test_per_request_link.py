@@ -65,7 +65,7 @@ async def test_a_hostile_message_is_answered_in_protocol_recorded_alerted_and_co
 
     from adapters.base import AdapterError, load_adapter
     from adapters.bdc import BdcAdapter
-    from gateway.ledger.api import CopyChecker, ParsedCopy
+    from gateway.ledger.checks import CopyChecker, ParsedCopy
     from gateway.ledger.config import load_public_key
     from gateway.ledger.matcher import Matcher, Registry, Thresholds
     from gateway.copies import copy_of

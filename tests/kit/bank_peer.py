@@ -1,8 +1,7 @@
-"""Fakes and builders shared by the simulator and the tests.
+"""A neutral instruction builder and the gateway's side of a bank link, for the bank simulator's tests.
 
-Kept in the package (as txtorcon keeps its ``testutil``) so the bank
-simulator's tests, the gateway's link tests and the fault tests build the same
-messages and play the same counterpart.  Nothing here is used in production.
+The bank simulator's tests, the gateway's link tests and the adapters' tests
+build the same messages and play the same counterpart with these.
 """
 
 from __future__ import annotations
