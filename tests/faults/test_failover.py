@@ -128,6 +128,8 @@ def _node_configs(tmp: Path, url: str, names: list[str]) -> list[GatewayConfig]:
         data["gateway"]["instance"] = name
         data["listen"]["centre_api"] = f"tcp:{free_port()}:interface=127.0.0.1"
         data["listen"]["ops"] = f"tcp:{free_port()}:interface=127.0.0.1"
+        if "centre_bdc" in data["listen"]:  # the centres' bdc listener: each node its own port
+            data["listen"]["centre_bdc"] = f"tcp:{free_port()}:interface=127.0.0.1"
         path = tmp / f"{name}.toml"
         path.write_text(render_toml(data), encoding="utf-8")
         out.append(load_config(path))
