@@ -57,7 +57,10 @@ def _run(rig: Rig, proxy: FaultyLink, fault: str, request: pytest.FixtureRequest
     assert rig.stop(gw) == 0
     rig.stop(bank)
     stats = rig.bank_stats()
-    counts = count_everything(rig, load, feed=feed, stats=stats)
+    # A silent line to the ledger holds copies back past the ledger's result deadline: the
+    # ledger cannot tell a silent gateway from a missing result, and says so (docs/reliability.md).
+    expected = {"missing-result"} if (pair, fault) == ("gateway-ledger", "half-open") else set()
+    counts = count_everything(rig, load, feed=feed, stats=stats, expect_alerts=expected)
     # How long the bank link took to come back is this fault's recovery only when the fault was on it.
     recovery = {"link_back_s": link_back_s} if pair.startswith("gateway-bank") else {}
     dump(rig.tmp.parent / "fault-counts.jsonl", counts, test=request.node.name, pair=pair, fault=fault,
