@@ -60,8 +60,9 @@ def format_yuan(field: str, fen: object, *, signed: bool = False, positive: bool
     return f"{sign}{abs(fen) // 100}.{abs(fen) % 100:02d}"
 
 
-def parse_date(field: str, value: str) -> dt.date:
-    m = _DATE.fullmatch(value.strip())
+def parse_date(field: str, value: str, pattern: re.Pattern[str] = _DATE) -> dt.date:
+    """A date as ``YYYYMMDD`` or ``YYYY-MM-DD`` (or as ``pattern`` reads it: year, month, day)."""
+    m = pattern.fullmatch(value.strip())
     try:
         if m is None:
             raise ValueError

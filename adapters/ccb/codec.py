@@ -121,13 +121,7 @@ class DetailsAnswer:
 
 def _date(field: str, value: str) -> dt.date:
     """A date as ``YYYY/MM/DD`` (6WY101 answers), ``YYYYMMDD`` or ``YYYY-MM-DD``."""
-    m = _DATE.fullmatch(value.strip())
-    try:
-        if m is None:
-            raise ValueError
-        return dt.date(int(m.group(1)), int(m.group(2)), int(m.group(3)))
-    except ValueError:
-        raise AdapterError(f"{field}: not a date: {v.show(value)}") from None
+    return v.parse_date(field, value, _DATE)
 
 
 def _count(field: str, value: str, default: int) -> int:
