@@ -4,28 +4,32 @@ A centre that speaks bdc sends each request on a TLS connection of its own (one 
 one answer, then close, as the deployed interface does) to the gateway, which answers as
 node ``D00000`` would (docs/protocols/bdc.md, "The centre role").  What it takes:
 
-- **BDC001** sign-on and **SYS600** probe: answered at once (sign-on refused when the frame's
-  SendNode is not the centre its certificate names);
-- **BDC109** single transfer and **BDC101** single payment (principal only): turned into the
-  very instruction body the HTTPS API takes and passed through the same
-  :class:`gateway.centre_api.Intake` (validation, the centre's own debit account, register,
-  limits, the bank's protocol), stored, then relayed to whichever bank holds the account.
-  The instruction id is ``<SendDate>-<SendSeqNo>``, so the centre sending the same request
-  again (same serial, same date) is the same instruction, executed once.  The answer is the
-  outcome when it is already final, else "not yet" (TxStatus ``2``), on which the deployed
-  centre asks BDC110;
+- **BDC001** sign-on, **BDC002** sign-off and **SYS600** probe: answered at once (sign-on
+  refused when the frame's SendNode is not the centre its certificate names);
+- **BDC109** single transfer, **BDC101** single payment (principal only) and **BDC102**
+  single collection from one of the centre's own accounts: turned into the very instruction
+  body the HTTPS API takes and passed through the same :class:`gateway.intake.Intake`
+  (validation, the centre's own debit account, register, limits, the bank's protocol),
+  stored, then relayed to whichever bank holds the account.  The instruction id is
+  ``<SendDate>-<SendSeqNo>``, so the centre sending the same request again (same serial,
+  same date) is the same instruction, executed once.  The answer is the outcome when it is
+  already final, else "not yet" (TxStatus ``2``), on which the deployed centre asks BDC110;
 - **BDC110**: the stored instruction of ``<TxDate>-<TxSeqNo>``, answered as OldTxStatus ``0``
   (succeeded), ``1`` (failed or rejected) or ``2`` (anything else), or as a failed query when
-  there is none.
-
+  there is none;
 - **BDC123**: the newest balance the account's bank reported (journal ``bank.balance``), for
   the centre's own accounts only;
 - **BDC113**: the movements its bank notified (journal ``bank.movement``) on the centre's one
   account at the bank ReceiveNode names, value dates in the range.
 
-Everything else (BDC102: the HTTPS API has no collection) is refused with the protocol's own answer and recorded, and the
-connection closes after its one answer.  Authorisation is the client certificate
-(``hpf://centre/ID``): the frame's SendNode must be that centre and TxUnitNo its unit.
+Everything else (a collection from someone else's account, batches, deposits, BDC90x, codes
+the codec does not know) is refused with the protocol's own answer, and every refusal is
+recorded (metric, log, and a ``centre.refused`` journal event through
+:mod:`gateway.refusals`, the path bank refusals take, whose ledger copy raises
+``centre-message-refused``); the connection closes after its one answer.  Authorisation is the
+client certificate (``hpf://centre/ID``, chained to that centre's own anchor by the listener's
+TLS options): the frame's SendNode must be that centre and TxUnitNo its unit.  SBDC100
+notices to the centre are :mod:`gateway.centre_notify`'s.
 """
 
 from __future__ import annotations
@@ -42,14 +46,17 @@ from zope.interface import implementer
 from adapters import base
 from adapters.base import AdapterError
 from adapters.bdc import messages as bm
+from adapters.bdc.codec import _PURPOSES as PURPOSE_OF_BUS_TYPE
+from gateway.centre_notify import entry_of
 from gateway.intake import Intake
 from gateway.model import State, format_amount
+from gateway.refusals import RefusalGate, refused_event
 from gateway.store import instructions as q
 from gateway.store import journal
 from gateway.tls import peer_identity
 from gateway.web import Problem
 
-__all__ = ["CentreDesk", "CentreBdcFactory", "instruction_id_for", "instruction_body"]
+__all__ = ["CentreBdcFactory", "CentreDesk", "collection_body", "instruction_body", "instruction_id_for"]
 
 log = Logger()
 
@@ -86,12 +93,33 @@ def instruction_body(ins: base.Instruction, instruction_id: str, config: Any) ->
     }
 
 
+def collection_body(c: bm.Collection, instruction_id: str, config: Any) -> dict[str, Any]:
+    """The HTTPS API's instruction body for a decoded BDC102 collection: the payer's account
+    (DeAcctNo) is debited, the collecting account (CrAcctNo) credited.  The gateway collects
+    only between the centre's own accounts (the intake refuses a payer account that is not the
+    centre's: the gateway holds no direct-debit mandates); the creditor's bank code is the
+    collecting account's, from the register."""
+    own = config.accounts.get(c.credit_account)
+    return {
+        "instruction_id": instruction_id, "kind": "transfer", "debit_account": c.debtor_account,
+        "creditor": {"account": c.credit_account, "name": c.credit_name,
+                     "bank_code": (getattr(own, "bank_code", "") if own is not None else "") or ""},
+        "amount": format_amount(c.amount), "purpose": PURPOSE_OF_BUS_TYPE.get(c.bus_type, "other"),
+        "memo": c.memo,
+    }
+
+
 class CentreDesk:
     """Answers one centre's decoded bdc request (see the module docstring)."""
 
-    def __init__(self, intake: Intake, db: Any, *, node: str) -> None:
+    def __init__(self, intake: Intake, db: Any, *, node: str, clock: Any = None) -> None:
+        import time
+
         self.intake, self.db, self.node = intake, db, node
         self._serial = 0
+        # Answers' ReceiveSeqNo: D, the process start in seconds (8 digits), a counter (11):
+        # a restart does not reuse one.
+        self._prefix = f"D{int(time.time()) % 10**8:08d}"
 
     @property
     def config(self) -> Any:
@@ -100,7 +128,7 @@ class CentreDesk:
 
     def next_seq(self) -> str:
         self._serial += 1
-        return f"D{self._serial:019d}"
+        return f"{self._prefix}{self._serial % 10**11:011d}"
 
     async def answer(self, centre: str, message: base.Message) -> base.Message | tuple[str, str]:
         """The answer to ``message`` from ``centre``, or ``(code, text)`` for a refusal in protocol."""
@@ -112,8 +140,15 @@ class CentreDesk:
                                          text="" if ok else "SendNode is not the certificate's centre")
             case base.Heartbeat():
                 return base.HeartbeatAnswer(self.next_seq(), message.seq_no, self.node)
+            case bm.SignOff():
+                ok = message.node == centre
+                return bm.SignOffAnswer(self.next_seq(), message.seq_no, self.node, ok=ok,
+                                        code="" if ok else REFUSED_CODE,
+                                        text="" if ok else "SendNode is not the certificate's centre")
             case base.Instruction():
                 return await self._instruction(centre, message)
+            case bm.Collection():
+                return await self._collection(centre, message)
             case base.StatusQuery():
                 return await self._status(centre, message)
             case base.BalanceQuery():
@@ -123,21 +158,35 @@ class CentreDesk:
         return REFUSED_CODE, f"{type(message).__name__}: not supported by the gateway's centre listener"
 
     async def _instruction(self, centre: str, ins: base.Instruction) -> base.Message | tuple[str, str]:
+        return await self._take(centre, ins, lambda iid: instruction_body(ins, iid, self.config))
+
+    async def _collection(self, centre: str, c: bm.Collection) -> base.Message | tuple[str, str]:
+        account = self.config.accounts.get(c.credit_account)
+        if account is None or account.centre != centre:
+            return REFUSED_CODE, "CrAcctNo: not an account of this centre"
+        own = self.config.accounts.get(c.debtor_account)
+        if own is None or own.centre != centre:
+            # A payer of its own: the gateway holds no direct-debit mandates (docs/protocols/bdc.md).
+            return REFUSED_CODE, "DeAcctNo: the gateway collects only from the centre's own accounts"
+        return await self._take(centre, c, lambda iid: collection_body(c, iid, self.config))
+
+    async def _take(self, centre: str, request: Any, body: Any) -> base.Message | tuple[str, str]:
+        """A money movement: the same intake as ``POST /v1/instructions``, under ``<SendDate>-<SendSeqNo>``."""
         cfg = self.config.centres.get(centre)
-        if ins.centre_node != centre or cfg is None or ins.unit_no != cfg.unit_no:
+        if request.centre_node != centre or cfg is None or request.unit_no != cfg.unit_no:
             return REFUSED_CODE, "SendNode/TxUnitNo are not the certificate's centre"
-        instruction_id = instruction_id_for(ins.seq_no, ins.send_date)
+        instruction_id = instruction_id_for(request.seq_no, request.send_date)
         if instruction_id is None:
             return REFUSED_CODE, "SendSeqNo cannot name an instruction"
         try:
-            item = self.intake.prepare(centre, instruction_body(ins, instruction_id, self.config))
+            item = self.intake.prepare(centre, body(instruction_id))
         except Problem as p:
             fields = "; ".join(f"{e.field}: {e.reason}" for e in p.errors)[:200]
             return REFUSED_CODE, f"{p.title}{': ' if fields else ''}{fields}"
         [outcome] = await self.intake.store([item])
         if outcome.status == "conflict":
             return REFUSED_CODE, "this SendSeqNo was used on that date with another request"
-        return self._outcome(outcome.record, reply_to=ins.seq_no, ref=ins.seq_no)
+        return self._outcome(outcome.record, reply_to=request.seq_no, ref=request.seq_no)
 
     async def _status(self, centre: str, query: base.StatusQuery) -> base.Message:
         instruction_id = instruction_id_for(query.ref, query.ref_date)
@@ -174,18 +223,9 @@ class CentreDesk:
         if query.date_to < query.date_from or (query.date_to - query.date_from).days > MAX_STATEMENT_DAYS:
             return REFUSED_CODE, f"TxDateBegin/TxDateEnd: a range of at most {MAX_STATEMENT_DAYS} days"
         rows = await self.db.read(journal.movements, centre, own[0], MAX_STATEMENT_LINES)
-        entries = []
-        for p in rows:
-            day = _dt.date.fromisoformat(p["value_date"])
-            if query.date_from <= day <= query.date_to and p.get("currency", "CNY") == "CNY":
-                entries.append(base.Entry(
-                    account=p["account"], host_seq_no=p.get("host_seq_no") or "", amount=int(p["amount"]),
-                    value_date=day, time=_dt.time.fromisoformat(p["time"]),
-                    counterparty_account=p.get("counterparty_account") or "",
-                    counterparty_name=p.get("counterparty_name") or "",
-                    counterparty_bank_code=p.get("counterparty_bank_code") or "",
-                    balance_after=p.get("balance_after"), summary=p.get("summary") or "",
-                    remark=p.get("remark") or "", reversal=bool(p.get("reversal"))))
+        entries = [entry_of(p) for p in rows
+                   if query.date_from <= _dt.date.fromisoformat(p["value_date"]) <= query.date_to
+                   and p.get("currency", "CNY") == "CNY"]
         return base.Statement(self.next_seq(), query.seq_no, own[0], tuple(entries))
 
     def _outcome(self, row: dict[str, Any], *, reply_to: str, ref: str) -> base.Message:
@@ -202,7 +242,7 @@ class CentreDesk:
 class _CentreConnection(Protocol):
     """One request of a centre on its own connection: answered on it, then closed."""
 
-    def __init__(self, factory: "CentreBdcFactory") -> None:
+    def __init__(self, factory: CentreBdcFactory) -> None:
         self.factory = factory
         self.framer = factory.adapter.framer()
         self.centre: str | None = None
@@ -272,8 +312,7 @@ class _CentreConnection(Protocol):
         return Deferred.fromCoroutine(self._answer_coro(message, frame))
 
     def _refused(self, frame: bytes, reason: str, kind: str) -> None:
-        self.factory.metrics.refused.labels(f"centre_bdc:{self.centre}", kind).inc()
-        log.warn("centre_bdc." + kind, centre=self.centre, reason=reason, frame_bytes=len(frame))
+        self.factory.refused(self.centre or "", frame, reason, kind)
 
     def _write(self, frame: bytes | None) -> None:
         if frame is not None and self.transport is not None and not self.transport.disconnecting:
@@ -308,6 +347,29 @@ class CentreBdcFactory(Factory):
                  timeout: float = 60.0) -> None:
         self.desk, self.adapter, self.metrics, self.clock = desk, adapter, metrics, clock
         self.timeout = timeout
+        self._gates: dict[str, RefusalGate] = {}  # per centre: refusals still to be journalled
+        self.journalling: list[Any] = []  # journal writes under way (tests wait on them)
+
+    def refused(self, centre: str, frame: bytes, reason: str, kind: str) -> None:
+        """A centre's message refused: counted (``refused{source="centre_bdc:ID",reason=kind}``),
+        logged (the reason with long numbers masked), and journalled as ``centre.refused``
+        (:mod:`gateway.refusals`: the path and the cap bank refusals have), whose ledger copy
+        raises ``centre-message-refused``."""
+        from gateway.model import mask_numbers
+
+        self.metrics.refused.labels(f"centre_bdc:{centre}", kind).inc()
+        log.warn("centre_bdc." + kind, centre=centre, reason=mask_numbers(reason)[:500], frame_bytes=len(frame))
+        if not centre:
+            return
+        gate = self._gates.setdefault(centre, RefusalGate())
+        if not gate.admit(self.clock.seconds()):
+            self.metrics.refused.labels(f"centre_bdc:{centre}", f"{kind}_unjournalled").inc()
+            return
+        payload, raw = refused_event(frame, f"{kind}: {reason}", centre=centre)
+        d = self.desk.db.write(lambda tx: tx.event("centre.refused", payload, centre_id=centre, raw=raw))
+        self.journalling.append(d)
+        d.addBoth(lambda r: (self.journalling.remove(d), r)[1])
+        d.addErrback(lambda f: log.failure("centre_bdc.journal_failed", f, centre=centre))
 
     @property
     def config(self) -> Any:

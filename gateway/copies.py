@@ -90,12 +90,14 @@ a Merkle leaf of its batch)."""
 FIELDS = frozenset(SIGNED_FIELDS) | {"signature", "batch"}
 """Every field a copy may have: ``batch`` only on a copy signed in a batch."""
 KINDS = ("instruction.state", "bank.movement", "bank.balance", "booking", "bank.movement_pending",
-         "bank.unreadable", "bank.file", "bank.refused")
+         "bank.unreadable", "bank.file", "bank.refused", "centre.refused")
 """``bank.movement_pending``: an entry the bank announced and has not booked (never matched as a
 movement); ``bank.unreadable``: a part of a bank's document that could not be read, its bytes as
 ``raw``; ``bank.file``: a file exchanged with a bank (host-to-host), its bytes as ``raw``;
 ``bank.refused``: a whole message a bank link refused (it did not decode; the link went on),
-its SHA-256 and size in the payload and, up to :data:`MAX_REFUSED_RAW` bytes, the bytes as ``raw``."""
+its SHA-256 and size in the payload and, up to :data:`MAX_REFUSED_RAW` bytes, the bytes as ``raw``;
+``centre.refused``: the same of a message a centre's bdc software sent to the gateway's centre
+listener (``gateway/centre_bdc.py``), with ``centre_id`` instead of ``bank_id``."""
 MAX_REFUSED_RAW = 64 * 1024
 """The most bytes of a refused message kept as ``raw``; a longer one is kept as its hash only."""
 
@@ -412,6 +414,13 @@ def read_content(env: Envelope) -> Copy:
             if _text(payload, "account", "payload.", pattern=ACCOUNT) != account and account is not None:
                 raise _bad("payload.account differs from account")
             (_check_balance if kind == "bank.balance" else _check_movement)(payload)
+    elif kind == "centre.refused":
+        if centre_id is None or bank_id is not None or state is not None:
+            raise _bad("a centre.refused copy needs centre_id, and has no bank_id or state")
+        p_centre = _text(payload, "centre", "payload.", pattern=CENTRE, optional=True)
+        if p_centre is not None and p_centre != centre_id:
+            raise _bad("payload.centre differs from centre_id")
+        _check_refused(payload, raw)
     else:  # booking
         if centre_id is None:
             raise _bad("a booking copy needs centre_id")

@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import time
-import hashlib
 import json
 from itertools import count
 from typing import Any, Callable, Iterable, Protocol
@@ -33,13 +32,13 @@ from twisted.logger import Logger
 
 from adapters import base as msg
 from gateway import lifecycle
-from gateway.copies import MAX_REFUSED_RAW
 from gateway.config import BankConfig, GatewayConfig, StatusPolicy, Timeouts
 from gateway.faults import armed, crash_point
 from gateway.metrics import GatewayMetrics
-from gateway.model import FINAL_STATES, State, mask_numbers
+from gateway.model import FINAL_STATES, State
 from gateway.outbox import (Ack, Claim, Effect, Foreign, Open, Outbox, Outcome, Phase, Query, Record, Schedule,
                             Send)
+from gateway.refusals import REFUSED_JOURNAL_CAP, REFUSED_JOURNAL_WINDOW, RefusalGate, refused_event  # noqa: F401 (the caps, re-exported)
 from gateway.store import instructions as q
 from gateway.store import leases
 from gateway.store.db import Database
@@ -130,8 +129,7 @@ class BankDispatcher:
         self.lease_fresh: Callable[[], bool] = lambda: True
         # Signs every instruction sent ([banks.X] signature_alg; set by gateway.service).
         self.instruction_signer: Any = None
-        self._refused_since = float("-inf")  # the window of journalled refused messages
-        self._refused_journalled = 0
+        self._refusals = RefusalGate()  # how many refused messages may still be journalled
 
     def _fresh_outbox(self) -> Outbox:
         return Outbox(self._bank.window, schedule_for(self._bank, self._timeouts), self.next_seq)
@@ -459,22 +457,15 @@ class BankDispatcher:
         The copy raises the ledger's ``bank-message-refused`` alert.  The reason is kept with
         every long number masked (it may quote a field); the bytes are kept when short enough
         (:data:`gateway.copies.MAX_REFUSED_RAW`), their SHA-256 and size always.  At most
-        :data:`REFUSED_JOURNAL_CAP` are journalled per bank per :data:`REFUSED_JOURNAL_WINDOW`
+        :data:`gateway.refusals.REFUSED_JOURNAL_CAP` are journalled per bank per window
         seconds; the rest are counted as ``refused{reason=bad_message_unjournalled}``.
         """
-        now = self.clock.seconds()
-        if now - self._refused_since >= REFUSED_JOURNAL_WINDOW:
-            self._refused_since, self._refused_journalled = now, 0
-        if self._refused_journalled >= REFUSED_JOURNAL_CAP:
+        if not self._refusals.admit(self.clock.seconds()):
             # A bank sending bad messages by the thousand: each is still refused, counted and
             # logged, but the journal (and the ledger's alerts) are not flooded with copies.
             self.metrics.refused.labels(f"bank:{self.bank.id}", "bad_message_unjournalled").inc()
             return
-        self._refused_journalled += 1
-        frame = bytes(frame)
-        payload = {"reason": mask_numbers(reason)[:2000], "sha256": hashlib.sha256(frame).hexdigest(),
-                   "size": len(frame)}
-        raw = frame if len(frame) <= MAX_REFUSED_RAW else None
+        payload, raw = refused_event(frame, reason)
         self._record(q.RefusedMessage(payload, raw), lambda _: None)
 
     def _ack(self, message: msg.Message, ok: bool = True, code: str = "", text: str = "") -> None:
@@ -704,11 +695,6 @@ class Relay(Service):
             # intake commit instructions for this link; alone, enqueue() sees them all.
             if d._loaded and d.active and d.owner is not None:
                 d.poll().addErrback(lambda f, b=d.bank.id: log.failure("relay.poll_failed", f, bank=b))
-
-
-REFUSED_JOURNAL_CAP = 100
-"""Refused bank messages journalled per bank and window (the rest are only counted)."""
-REFUSED_JOURNAL_WINDOW = 3600.0
 
 
 def _problems(problems: tuple[msg.Problem, ...]) -> tuple[tuple[dict[str, Any], bytes], ...]:

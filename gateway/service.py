@@ -186,6 +186,8 @@ class Gateway:
     keepers: dict[str, LeaseKeeper] = field(default_factory=dict)
     certificates: CertificateWatch | None = None
     site: Site | None = None
+    centre_bdc: Any = None      # the centre listener's factory (gateway/centre_bdc.py), when configured
+    notice_pusher: Any = None   # SBDC100 notices to centres (gateway/centre_notify.py), when any has bdc_notify
 
     def start(self) -> Deferred[None]:
         """Start every service; fires once every listener is bound (then the daemon is ready)."""
@@ -318,7 +320,40 @@ def _centre_bdc_service(config: GatewayConfig, intake: Intake, db: Database, met
                             metrics.security_event, listener="centre_bdc", requests=False)
     service = listening_service(serverFromString(reactor, config.centre_bdc or ""), tls_server_factory(guard, options))
     service.setName("centre-bdc")
+    service.bdc_factory = factory  # type: ignore[attr-defined]
     return service
+
+
+def _notice_pusher(config: GatewayConfig, db: Database, metrics: GatewayMetrics, reactor: Any) -> Any:
+    """SBDC100 notices to the centres with ``bdc_notify`` (gateway/centre_notify.py): dialled with
+    the gateway's certificate, each centre's peer checked against its own anchor and name."""
+    from twisted.internet.endpoints import clientFromString
+
+    from adapters.bdc import BdcAdapter
+    from gateway.centre_notify import NoticePusher
+    from gateway.exchange import StreamTransport
+    from gateway.tls import peer_identity, tls_client_endpoint
+
+    def transport_for(centre_id: str, endpoint: str) -> StreamTransport:
+        tls = config.tls
+        centre = config.centres[centre_id]
+        options = client_options(tls.certificate, tls.private_key,
+                                 PartyAnchors({("centre", centre_id): [centre.ca or tls.ca]}), crls=tls.crls)
+
+        def check(transport: Any) -> str | None:
+            try:
+                identity = peer_identity(transport)
+            except ValueError:
+                identity = None
+            if identity is None or identity.role != "centre" or identity.name != centre_id:
+                return identity.uri if identity is not None else "no certificate"
+            return None
+
+        return StreamTransport(tls_client_endpoint(clientFromString(reactor, endpoint), options),
+                               BdcAdapter(echo=False).framer, reactor,
+                               timeout=config.limits.centre_request_timeout, check_peer=check)
+
+    return NoticePusher(lambda: config, db, BdcAdapter(echo=False), reactor, metrics, transport_for)
 
 
 def makeService(config: GatewayConfig, reactor: Any) -> Gateway:  # noqa: N802 (Twisted convention)
@@ -430,8 +465,23 @@ def makeService(config: GatewayConfig, reactor: Any) -> Gateway:  # noqa: N802 (
         keeper.setServiceParent(top)
         keepers["ledger-forwarder"] = keeper
 
+    pusher = None
+    if any(c.bdc_notify for c in config.centres.values()):  # docs/protocols/bdc.md, "The centre role"
+        pusher = _notice_pusher(config, db, metrics, reactor)
+        if not shared:
+            pusher.setServiceParent(top)
+        else:  # one node pushes: the lease's holder (a handover may repeat a notice: harmless)
+            keeper = LeaseKeeper(db, reactor, lease="centre-notices", owner=config.instance, ttl=ttl,
+                                 on_gain=lambda epoch: pusher.startService(),
+                                 on_lose=lambda: pusher.stopService())
+            keeper.setServiceParent(top)
+            keepers["centre-notices"] = keeper
+
     gateway = Gateway(top, config, db, relay, api, metrics, links, listeners, forwarder, tls_options, reactor,
                       keepers, certificates, site)
+    if "centre_bdc" in listeners:
+        gateway.centre_bdc = listeners["centre_bdc"].bdc_factory  # type: ignore[attr-defined]
+    gateway.notice_pusher = pusher
     # The ops site shows the running parts, so it is built last, from the handle.
     ops_factory: Any = make_ops_site(gateway, ready, lambda: connection_limits(gateway.config.limits))
     if config.ops_tls:

@@ -12,7 +12,7 @@ from gateway.config.toml import _dotted
 
 _CENTRE_ID = re.compile(r"C[0-9]{5}")
 _UNIT_NO = re.compile(r"[0-9]{15}")
-_CENTRE_KEYS = ("unit_no", "name", "ca", "cust_no", "oper_no")
+_CENTRE_KEYS = ("unit_no", "name", "ca", "cust_no", "oper_no", "bdc_notify")
 _HEAD_CODE = re.compile(r"[0-9A-Za-z_-]{1,32}")  # bdc CustNo / OperNo
 
 
@@ -29,6 +29,9 @@ class CentreConfig:
     ca: Path | None = None
     cust_no: str = ""        # bdc CustNo: the customer number the banks gave this centre
     oper_no: str = ""        # bdc OperNo: the operator its requests name ("" = the adapter's own)
+    # Where the centre's bdc software listens for SBDC100 notices (a client endpoint string; the
+    # gateway adds mutual TLS); None: no notices are pushed (gateway/centre_notify.py).
+    bdc_notify: str | None = None
 
 
 class CentresSection(Checker):
@@ -47,11 +50,12 @@ class CentresSection(Checker):
             heads = {key: self.string(entry, at, key, pattern=_HEAD_CODE,
                                       what="must be 1-32 of A-Z a-z 0-9 _ -") or ""
                      for key in ("cust_no", "oper_no") if key in entry}
+            notify = self.endpoint(entry, at, "bdc_notify", listen=False) if "bdc_notify" in entry else None
             if unit_no is not None:
                 if unit_no in unit_of:
                     self.problem(at + ("unit_no",),
                                  f"same unit_no as {_dotted(('centres', unit_of[unit_no]))}")
                 unit_of.setdefault(unit_no, centre_id)
             if unit_no is not None and name is not None:
-                found[centre_id] = CentreConfig(centre_id, unit_no, name, ca, **heads)
+                found[centre_id] = CentreConfig(centre_id, unit_no, name, ca, **heads, bdc_notify=notify)
         return found

@@ -546,6 +546,11 @@ class Matcher:
             self._emit(None, rules.bank_message_refused(fact.bank_id or str(fact.payload.get("bank", "")),
                                                         str(fact.payload.get("reason", "")),
                                                         size if isinstance(size, int) else 0, fact.event_id), out)
+        elif kind == "centre.refused":
+            size = fact.payload.get("size")
+            self._emit(None, rules.centre_message_refused(fact.centre_id or str(fact.payload.get("centre", "")),
+                                                          str(fact.payload.get("reason", "")),
+                                                          size if isinstance(size, int) else 0, fact.event_id), out)
         elif kind in ("bank.movement_pending", "bank.file"):
             pass  # announced, not booked; a file's contents come as their own facts
         else:

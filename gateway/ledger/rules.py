@@ -72,7 +72,7 @@ __all__ = [
     "large_amount_instruction", "large_amount_movement",
     "booking_mismatch_instruction", "booking_mismatch_booking", "unregistered_account",
     "forged_copy_alert", "COPY_REFUSED", "copy_refused_alert", "BANK_DATA_UNREADABLE", "bank_data_unreadable",
-    "BANK_MESSAGE_REFUSED", "bank_message_refused",
+    "BANK_MESSAGE_REFUSED", "bank_message_refused", "CENTRE_MESSAGE_REFUSED", "centre_message_refused",
 ]
 
 RULES: tuple[str, ...] = (
@@ -84,7 +84,9 @@ FORGED_COPY = "forged-copy"
 COPY_REFUSED = "copy-refused"
 BANK_DATA_UNREADABLE = "bank-data-unreadable"
 BANK_MESSAGE_REFUSED = "bank-message-refused"
-ALL_RULES = frozenset(RULES) | {FORGED_COPY, COPY_REFUSED, BANK_DATA_UNREADABLE, BANK_MESSAGE_REFUSED}
+CENTRE_MESSAGE_REFUSED = "centre-message-refused"
+ALL_RULES = frozenset(RULES) | {FORGED_COPY, COPY_REFUSED, BANK_DATA_UNREADABLE, BANK_MESSAGE_REFUSED,
+                                CENTRE_MESSAGE_REFUSED}
 
 Severity = Literal["critical", "major", "minor"]
 SEVERITIES: frozenset[str] = frozenset({"critical", "major", "minor"})
@@ -407,4 +409,16 @@ def bank_message_refused(bank: str, reason: str, size: int, event_id: str) -> Al
     return AlertDraft(
         key=f"{BANK_MESSAGE_REFUSED}:{ev}", rule=BANK_MESSAGE_REFUSED, severity="major", subject=b,
         summary=f"bank {b} sent a message of {int(size)} bytes that was refused: {_clean(str(reason), 200)}",
+        evidence=(ev,))
+
+
+def centre_message_refused(centre: str, reason: str, size: int, event_id: str) -> AlertDraft:
+    """A whole message from a centre's bdc software that the gateway's centre listener refused
+    (it did not decode, or was not the centre's to send: another node, another centre's account,
+    a code the listener does not take).  The listener answered it in protocol; nothing was stored
+    for it, and its bytes (or their hash) are the copy's evidence."""
+    c, ev = _clean(str(centre), 16) or "?", _clean(str(event_id), 64)
+    return AlertDraft(
+        key=f"{CENTRE_MESSAGE_REFUSED}:{ev}", rule=CENTRE_MESSAGE_REFUSED, severity="major", subject=c,
+        summary=f"centre {c} sent a message of {int(size)} bytes that was refused: {_clean(str(reason), 200)}",
         evidence=(ev,))

@@ -1,0 +1,54 @@
+"""Refused messages, journalled the one way for every party that sends the gateway messages.
+
+A whole message a bank link refused (``bank.refused``, from :meth:`gateway.relay.BankDispatcher.refused`)
+and one a centre's bdc software sent to the centre listener (``centre.refused``, from
+:mod:`gateway.centre_bdc`) are the same kind of fact: the party, the reason with every long
+number masked (a reason may quote a field), the message's SHA-256 and size and, when it is
+short enough (:data:`gateway.copies.MAX_REFUSED_RAW`), its bytes as the event's raw.  Their
+copies raise the ledger's ``bank-message-refused`` / ``centre-message-refused`` alerts
+(``gateway/ledger/rules.py``).  A party sending bad messages by the thousand does not flood the
+journal or the ledger: :class:`RefusalGate` lets at most :data:`REFUSED_JOURNAL_CAP` through per
+party and :data:`REFUSED_JOURNAL_WINDOW` seconds; the rest are still refused, logged and counted
+by the caller.  Pure: no clock of its own, no I/O.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from gateway.copies import MAX_REFUSED_RAW
+from gateway.model import mask_numbers
+
+__all__ = ["REFUSED_JOURNAL_CAP", "REFUSED_JOURNAL_WINDOW", "RefusalGate", "refused_event"]
+
+REFUSED_JOURNAL_CAP = 100
+"""Refused messages journalled per party and window (the rest are only counted)."""
+REFUSED_JOURNAL_WINDOW = 3600.0
+
+
+class RefusalGate:
+    """How many of one party's refused messages may still be journalled in the current window."""
+
+    def __init__(self, cap: int = REFUSED_JOURNAL_CAP, window: float = REFUSED_JOURNAL_WINDOW) -> None:
+        self.cap, self.window = cap, window
+        self._since = float("-inf")
+        self._count = 0
+
+    def admit(self, now: float) -> bool:
+        """True when a refused message at ``now`` is to be journalled (and counts it)."""
+        if now - self._since >= self.window:
+            self._since, self._count = now, 0
+        if self._count >= self.cap:
+            return False
+        self._count += 1
+        return True
+
+
+def refused_event(frame: bytes, reason: str, **party: str) -> tuple[dict[str, Any], bytes | None]:
+    """The journal payload and raw bytes of a refused message: ``party`` (``bank=`` or
+    ``centre=``), the masked reason, SHA-256 and size, and the bytes when short enough."""
+    frame = bytes(frame)
+    payload: dict[str, Any] = {"reason": mask_numbers(reason)[:2000], "sha256": hashlib.sha256(frame).hexdigest(),
+                               "size": len(frame), **party}
+    return payload, (frame if len(frame) <= MAX_REFUSED_RAW else None)
