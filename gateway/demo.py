@@ -26,7 +26,7 @@ from typing import Any
 from gateway.config import FRONT_END_ADAPTERS, load_config, render_toml
 from gateway.store.db import private_file
 
-__all__ = ["BANKS", "CENTRE", "write_demo_config", "write_ledger_config", "run_demo", "FAULT_RULES"]
+__all__ = ["BANKS", "BDC_CENTRE", "CENTRE", "write_demo_config", "write_ledger_config", "run_demo", "FAULT_RULES"]
 
 CENTRE = "C52240"
 BANKS: dict[str, dict[str, str]] = {
@@ -55,6 +55,14 @@ COUNTERPARTIES = {
     "6222008888000022": {"name": "示例房地产开发有限公司", "bank_code": "102100000030"},
     "6217001234567890": {"name": "李四", "bank_code": "104100000045"},
 }
+# A second centre of the province that speaks only bdc: its existing bdc software sends every
+# request to the gateway's centre_bdc listener and takes the SBDC100 notices the gateway pushes
+# to it (gateway/simulate/bdc_centre.py, gateway/simulate/centre_bdc_only.py); no HTTPS API.
+BDC_CENTRE = {"id": "C52250", "unit_no": "522500000000000", "name": "示例州住房公积金管理中心",
+              "accounts": {"6200007777888899": {"bank": "B001", "name": "示例州中心归集户", "type": "collection",
+                                                "bank_code": "105100000017"},
+                           "6217007777888800": {"bank": "B003", "name": "示例州中心增值收益户", "type": "revenue",
+                                                "bank_code": "104100000045"}}}
 # Which ledger rule each bank offence must raise.
 FAULT_RULES = {
     "unsolicited-debit": "unsolicited-debit",
@@ -86,10 +94,12 @@ def _free_ports(names: Any) -> dict[str, int]:
             s.close()
 
 
-def _registries() -> tuple[dict[str, Any], dict[str, Any]]:
+def _registries(bdc_centre: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
     accounts = {b["account"]: {"bank": bank_id, "centre": CENTRE, "name": b["account_name"], "type": b["type"],
                                "bank_code": b["bank_code"]}
                 for bank_id, b in BANKS.items()}
+    if bdc_centre:
+        accounts |= {n: dict(a, centre=BDC_CENTRE["id"]) for n, a in BDC_CENTRE["accounts"].items()}
     return accounts, COUNTERPARTIES
 
 
@@ -119,8 +129,9 @@ def _front_end(directory: Path, bank_id: str, adapter: str, port: int, sign_port
 
 
 def write_demo_config(directory: Path, *, ports: dict[str, int] | None = None,
-                      ledger_url: str | None = None) -> Path:
-    """Write ``DIR/gateway.toml`` for the demo (keys in ``DIR/keys``, database in ``DIR/var``)."""
+                      ledger_url: str | None = None, bdc_centre: bool = False) -> Path:
+    """Write ``DIR/gateway.toml`` for the demo (keys in ``DIR/keys``, database in ``DIR/var``);
+    with ``bdc_centre``, also the centre that speaks only bdc (its notices to ``bdc_notify``)."""
     ports = ports or _free_ports(("api", "ops", "centre_bdc", *BANKS,
                                   *(f"{b}_sign" for b, v in BANKS.items() if v["adapter"] == "icbc"),
                                   *(f"{b}_peer" for b, v in BANKS.items() if v.get("connection") == "per_request")))
@@ -138,7 +149,7 @@ def write_demo_config(directory: Path, *, ports: dict[str, int] | None = None,
             # The bank listens for the gateway's requests: at most 16 connections at once.
             banks[bank_id].update(connection="per_request", window=16,
                                   peer_endpoint=f"tcp:127.0.0.1:{peer}")
-    accounts, counterparties = _registries()
+    accounts, counterparties = _registries(bdc_centre)
     data: dict[str, Any] = {
         "gateway": {"node": "D00000", "database": "sqlite:///var/gateway.db"},
         "tls": {"certificate": "keys/gateway.crt", "private_key": "keys/gateway.key", "ca": "keys/ca.crt"},
@@ -155,6 +166,10 @@ def write_demo_config(directory: Path, *, ports: dict[str, int] | None = None,
         "accounts": accounts,
         "counterparties": counterparties,
     }
+    if bdc_centre:
+        notify = (ports or {}).get("bdc_notify") or _free_port()
+        data["centres"][BDC_CENTRE["id"]] = {"unit_no": BDC_CENTRE["unit_no"], "name": BDC_CENTRE["name"],
+                                             "bdc_notify": f"tcp:127.0.0.1:{notify}"}
     if ledger_url:
         data["ledger"] = {"url": ledger_url, "name": "main", "signing_key": "keys/gateway-signing.key"}
     directory.mkdir(parents=True, exist_ok=True)
@@ -201,7 +216,7 @@ def write_ledger_config(directory: Path, ports: dict[str, int], *, result_deadli
                         second_city: bool = False) -> Path:
     """Write ``DIR/ledger.toml``: the ledger of the demo, trusting the demo gateway's signing key
     (and, with ``second_city``, the second city's gateway under its own CA)."""
-    accounts, counterparties = _registries()
+    accounts, counterparties = _registries(bdc_centre=True)
     data = {
         "ledger": {"name": "main", "database": "sqlite:///var/ledger.db"},
         "tls": {"certificate": "keys/ledger.crt", "private_key": "keys/ledger.key", "ca": "keys/ca.crt"},
@@ -217,7 +232,7 @@ def write_ledger_config(directory: Path, ports: dict[str, int], *, result_deadli
     }
     if "console" in ports:
         data["console"] = {"listen": f"tcp:{ports['console']}:interface=127.0.0.1",
-                           "cities": {"demo": {"name": "示例市", "centres": [CENTRE]}},
+                           "cities": {"demo": {"name": "示例市", "centres": [CENTRE, BDC_CENTRE["id"]]}},
                            "staff": {"staff1": {"centre": CENTRE}}}
     if second_city:
         c = SECOND_CITY
@@ -249,6 +264,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from gateway.signing import init_signing_key
     from gateway.simulate.bank_faults import parse_faults
     from gateway.simulate.centre import run_centre
+    from gateway.simulate.centre_bdc_only import NoticeDesk, notice_listener
     from gateway.simulate.run import api_url, bank_service_for, centre_options_for
     from gateway.store import migrate
 
@@ -262,7 +278,7 @@ def run_demo(args: argparse.Namespace) -> int:
     for private in (directory, directory / "var"):  # logs, configs and databases hold account data
         private.mkdir(mode=0o700, exist_ok=True)
         private.chmod(0o700)
-    pki = init_dev_pki(directory / "keys", banks=list(BANKS), centres=[CENTRE])
+    pki = init_dev_pki(directory / "keys", banks=list(BANKS), centres=[CENTRE, BDC_CENTRE["id"]])
     init_signing_key(directory / "keys")
     ports = {name: _free_port() for name in ("ingest", "supervisor", "ledger_ops", "console")}
     if not pki.cert("staff", "staff1").exists():
@@ -273,7 +289,7 @@ def run_demo(args: argparse.Namespace) -> int:
     second = load_config(write_second_city_config(directory, ledger_url)) if args.serve else None
     ledger_config = load_ledger_config(write_ledger_config(directory, ports, second_city=second is not None))
     ledger_store.MIGRATIONS.upgrade(ledger_config.database)
-    config = load_config(write_demo_config(directory, ledger_url=ledger_url))
+    config = load_config(write_demo_config(directory, ledger_url=ledger_url, bdc_centre=True))
     migrate.upgrade(config.database)
     private_file(directory / "gateway.log")
     if second is not None:
@@ -323,6 +339,9 @@ def run_demo(args: argparse.Namespace) -> int:
           f"{f' in batches of {args.batch}' if args.batch else ''}; logs in {directory / 'gateway.log'}")
     print(f"  centre {CENTRE} also through its bdc software: {max(5, args.count // 10)} BDC109 transfers "
           f"to {config.centre_bdc} (BDC110 for each outcome)")
+    print(f"  centre {BDC_CENTRE['id']} speaks only bdc: {max(5, args.count // 10)} BDC109 and 2 BDC102 to "
+          f"{config.centre_bdc}; SBDC100 notices pushed to its listener at "
+          f"{config.centres[BDC_CENTRE['id']].bdc_notify}")
     if second is not None:
         print(f"  second city {SECOND_CITY['name']}: gateway {SECOND_CITY['gateway']} (its own CA), centre "
               f"{SECOND_CITY['centre']}, bank {SECOND_CITY['bank']}, into the same ledger")
@@ -342,11 +361,25 @@ def run_demo(args: argparse.Namespace) -> int:
                 progress=lambda _: None, final_timeout=60.0,
                 **centre_options_for(second, SECOND_CITY["centre"])))
         bdc_run = Deferred.fromCoroutine(_bdc_centre(reactor, config, max(5, args.count // 10)))
+        notices = NoticeDesk(BDC_CENTRE["id"])
+        options = centre_options_for(config, BDC_CENTRE["id"])
+        listening = await notice_listener(reactor, notices, port=int(str(
+            config.centres[BDC_CENTRE["id"]].bdc_notify).rsplit(":", 1)[1]), certificate=options["certificate"],
+            private_key=options["private_key"], ca=options["ca"])
+        bdc_only = Deferred.fromCoroutine(_bdc_centre(reactor, config, max(5, args.count // 10),
+                                                      centre=BDC_CENTRE["id"], collections=2))
         outcome["report"] = await run_centre(
             reactor, base_url=api_url(config), count=args.count, rate=args.rate, duration=None,
             batch=args.batch, seed=int(time.time()), id_prefix=f"D{int(time.time()) % 10**8:08d}-",
             progress=progress, final_timeout=60.0, **centre_options_for(config, CENTRE))
         outcome["bdc_centre"] = await bdc_run
+        outcome["bdc_only"] = only = await bdc_only
+        # Every movement of its succeeded transfers comes back to it as SBDC100 notices.
+        until = time.monotonic() + 60
+        while not only.hosts <= notices.host_serials() and time.monotonic() < until:
+            await _sleep(reactor, 0.5)
+        outcome["notices"] = notices
+        await listening.stopListening()
         if city_run is not None:
             outcome["second_city"] = await city_run
         # Let copies reach the ledger and its deadline rules run (result_deadline + a tick).
@@ -431,18 +464,23 @@ async def _alerts(ledger: Any) -> list[dict[str, Any]]:
                                                                    after_id=0, limit=10_000))
 
 
-async def _bdc_centre(reactor: Any, config: Any, count: int) -> Any:
-    """The centre's bdc software sends ``count`` transfers to the gateway's centre_bdc listener."""
+async def _bdc_centre(reactor: Any, config: Any, count: int, *, centre: str = CENTRE, collections: int = 0) -> Any:
+    """A centre's bdc software sends ``count`` transfers (and ``collections`` BDC102 from its
+    second account into its first) to the gateway's centre_bdc listener."""
     from gateway.simulate.bdc_centre import run_bdc_centre
     from gateway.simulate.run import centre_options_for
 
-    options = centre_options_for(config, CENTRE)
+    options = centre_options_for(config, centre)
     own = [(n, config.accounts[n].name, config.banks[config.accounts[n].bank].node) for n in options["debit_accounts"]]
+    collect = None
+    if collections and len(own) > 1:
+        payer = config.accounts[own[1][0]]
+        collect = ((own[1][0], payer.name, payer.bank_code), (own[0][0], own[0][1]))
     return await run_bdc_centre(
         reactor, port=int(str(config.centre_bdc).split(":")[1]), certificate=options["certificate"],
-        private_key=options["private_key"], ca=options["ca"], centre_id=CENTRE,
-        unit_no=config.centres[CENTRE].unit_no, debit_accounts=own, counterparties=options["counterparties"],
-        count=count)
+        private_key=options["private_key"], ca=options["ca"], centre_id=centre,
+        unit_no=config.centres[centre].unit_no, debit_accounts=own, counterparties=options["counterparties"],
+        count=count, collections=collections, collect=collect)
 
 
 def _committed(banks: dict[str, Any]) -> dict[str, int]:
@@ -502,12 +540,19 @@ def _summary(outcome: dict[str, Any], banks: dict[str, Any], config: Any, direct
     bdc = outcome["bdc_centre"]
     print(f"  centre {CENTRE} through its bdc software (BDC109, then BDC110): submitted {bdc.submitted}, "
           f"succeeded {bdc.succeeded}, failed {bdc.failed}, not final {bdc.not_final}, refused {bdc.refused}")
+    only, notices = outcome["bdc_only"], outcome["notices"]
+    unnotified = only.hosts - notices.host_serials()
+    print(f"  centre {BDC_CENTRE['id']}, bdc only (BDC109 and BDC102, then BDC110): submitted {only.submitted}, "
+          f"succeeded {only.succeeded}, failed {only.failed}, not final {only.not_final}, refused {only.refused}; "
+          f"SBDC100 notices {notices.notices} with {len(notices.lines)} lines ({notices.repeated_lines} repeated, "
+          f"skipped), succeeded transfers without their notice line {len(unnotified)}")
     city = outcome.get("second_city")
     if city is not None:
         print(f"  second city {SECOND_CITY['centre']} (gateway {SECOND_CITY['gateway']}): submitted {city.submitted}, "
               f"succeeded {city.succeeded}, not final {city.not_final}, duplicate finals {city.duplicate_finals}")
     ok = (report.not_final == 0 and report.duplicate_finals == 0 and (twice == 0 or expected_twice)
           and bdc.not_final == 0 and bdc.refused == 0
+          and only.not_final == 0 and only.refused == 0 and not unnotified and notices.refused == 0
           and not missing and (city is None or (city.not_final == 0 and city.duplicate_finals == 0)))
     if missing:
         print(f"  offences without their alert: {', '.join(missing)}")
