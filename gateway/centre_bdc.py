@@ -50,7 +50,7 @@ from adapters.bdc.codec import _PURPOSES as PURPOSE_OF_BUS_TYPE
 from gateway.centre_notify import entry_of
 from gateway.intake import Intake
 from gateway.model import State, format_amount
-from gateway.refusals import RefusalGate, refused_event
+from gateway.refusals import RefusalGate, centre_refusal
 from gateway.store import instructions as q
 from gateway.store import journal
 from gateway.tls import peer_identity
@@ -365,8 +365,7 @@ class CentreBdcFactory(Factory):
         if not gate.admit(self.clock.seconds()):
             self.metrics.refused.labels(f"centre_bdc:{centre}", f"{kind}_unjournalled").inc()
             return
-        payload, raw = refused_event(frame, f"{kind}: {reason}", centre=centre)
-        d = self.desk.db.write(lambda tx: tx.event("centre.refused", payload, centre_id=centre, raw=raw))
+        d = self.desk.db.write(centre_refusal(centre, frame, f"{kind}: {reason}"))
         self.journalling.append(d)
         d.addBoth(lambda r: (self.journalling.remove(d), r)[1])
         d.addErrback(lambda f: log.failure("centre_bdc.journal_failed", f, centre=centre))

@@ -31,7 +31,7 @@ from typing import Any
 
 from sqlalchemy import select
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
@@ -94,7 +94,8 @@ class NoticePusher(Service):
         for centre_id, centre in cfg.centres.items():
             if centre.bdc_notify:
                 d = Deferred.fromCoroutine(self._run(centre_id))
-                d.addErrback(lambda f, c=centre_id: log.failure("centre_notify.loop_failed", f, centre=c))
+                d.addErrback(lambda f, c=centre_id: None if f.check(CancelledError)
+                             else log.failure("centre_notify.loop_failed", f, centre=c))
                 self._loops[centre_id] = d
 
     def stopService(self) -> None:
@@ -107,17 +108,39 @@ class NoticePusher(Service):
         await deferLater(self.clock, seconds, lambda: None)
 
     async def _run(self, centre: str) -> None:
-        cursor = await self.db.read(journal.delivered, cursor_name(centre))
+        while True:
+            try:
+                cursor = await self.db.read(journal.delivered, cursor_name(centre))
+                break
+            except CancelledError:
+                raise
+            except Exception:  # noqa: BLE001
+                log.failure("centre_notify.read_failed", centre=centre)
+                await self._sleep(self.retry_max)
         self.cursors[centre] = cursor
         delay = self.retry_first
         while self.running:
-            rows = await self.db.read(movements_after, centre, cursor, self.batch)
+            try:
+                rows = await self.db.read(movements_after, centre, cursor, self.batch)
+            except CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 (the store failing: try again later, lose nothing)
+                log.failure("centre_notify.read_failed", centre=centre)
+                await self._sleep(self.retry_max)
+                continue
             if not rows:
                 await self._sleep(self.interval)
                 continue
             entries = tuple(entry_of(p) for _, p in rows if p.get("currency", "CNY") == "CNY")
             last = rows[-1][0]
             why = await self._push(centre, rows[0][0], entries) if entries else None
+            if why is None:
+                try:
+                    await self.db.write(lambda tx, seq=last: journal.mark_delivered(tx, cursor_name(centre), seq))
+                except CancelledError:
+                    raise
+                except Exception as e:  # noqa: BLE001 (pushed but not recorded: pushed again, harmless)
+                    why = f"acknowledged, but the cursor was not written: {e}"[:200]
             if why is not None:
                 self.metrics.refused.labels(f"centre_bdc:{centre}", "notice_not_acknowledged").inc()
                 log.warn("centre_notify.not_acknowledged", centre=centre, first_seq=rows[0][0], lines=len(entries),
@@ -126,7 +149,6 @@ class NoticePusher(Service):
                 delay = min(delay * 2, self.retry_max)
                 continue
             delay = self.retry_first
-            await self.db.write(lambda tx, seq=last: journal.mark_delivered(tx, cursor_name(centre), seq))
             cursor = self.cursors[centre] = last
             self.pushed[centre] = self.pushed.get(centre, 0) + len(entries)
 

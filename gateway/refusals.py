@@ -20,7 +20,7 @@ from typing import Any
 from gateway.copies import MAX_REFUSED_RAW
 from gateway.model import mask_numbers
 
-__all__ = ["REFUSED_JOURNAL_CAP", "REFUSED_JOURNAL_WINDOW", "RefusalGate", "refused_event"]
+__all__ = ["REFUSED_JOURNAL_CAP", "REFUSED_JOURNAL_WINDOW", "RefusalGate", "centre_refusal", "refused_event"]
 
 REFUSED_JOURNAL_CAP = 100
 """Refused messages journalled per party and window (the rest are only counted)."""
@@ -52,3 +52,11 @@ def refused_event(frame: bytes, reason: str, **party: str) -> tuple[dict[str, An
     payload: dict[str, Any] = {"reason": mask_numbers(reason)[:2000], "sha256": hashlib.sha256(frame).hexdigest(),
                                "size": len(frame), **party}
     return payload, (frame if len(frame) <= MAX_REFUSED_RAW else None)
+
+
+def centre_refusal(centre: str, frame: bytes, reason: str) -> Any:
+    """The write op (``tx -> event id``) journalling a message of ``centre`` that the centre
+    listener refused, as ``centre.refused`` (the bank's counterpart is written with the bank's
+    other facts: :class:`gateway.store.instructions.RefusedMessage`)."""
+    payload, raw = refused_event(frame, reason, centre=centre)
+    return lambda tx: tx.event("centre.refused", payload, centre_id=centre, raw=raw)

@@ -50,6 +50,9 @@ class NoticeDesk:
         except AdapterError:
             self.refused += 1
             return self.codec.refusal(frame, sender=self.node, seq_no=seq)
+        if isinstance(message, base.Heartbeat):  # the settlement system's probe: answered in clear
+            return self.codec.encode(base.HeartbeatAnswer(seq, message.seq_no, self.node), sender=self.node,
+                                     receiver=message.node)
         if not isinstance(message, base.Movement):
             self.refused += 1
             return self.codec.refusal(frame, sender=self.node, seq_no=seq)

@@ -124,7 +124,8 @@ async def start_harness(tmp: Path, *, banks: dict[str, dict[str, Any]] | None = 
                         ledger: dict[str, Any] | None = None, limits: dict[str, Any] | None = None,
                         operators: dict[str, Any] | None = None, ops_tls: bool = False,
                         bank_config: dict[str, dict[str, Any]] | None = None,
-                        listen: dict[str, Any] | None = None) -> Harness:
+                        listen: dict[str, Any] | None = None,
+                        centres: dict[str, dict[str, Any]] | None = None) -> Harness:
     """Keys, config, migrated database, a running gateway and (by default) both banks."""
     pki = init_dev_pki(tmp / "keys", banks=["B001", "B002"], centres=[CENTRE, OTHER_CENTRE])
     path = write_demo_config(tmp)
@@ -145,6 +146,8 @@ async def start_harness(tmp: Path, *, banks: dict[str, dict[str, Any]] | None = 
     if ops_tls:
         data["listen"]["ops_tls"] = True
     data["listen"].update(listen or {})  # e.g. centre_bdc
+    for centre_id, fields in (centres or {}).items():  # e.g. bdc_notify
+        data["centres"][centre_id].update(fields)
     for bank_id, fields in (bank_config or {}).items():  # e.g. bdc's persistent opt-in
         data["banks"][bank_id].update(fields)
         if fields.get("connection") == "persistent":

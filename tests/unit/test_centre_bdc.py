@@ -38,3 +38,58 @@ def test_a_decoded_transfer_is_the_api_body_and_a_same_bank_creditor_takes_its_b
     # Off the register, nothing is made up: the bank code stays empty and the parser refuses it.
     unknown = instruction_body(INS, "x", SimpleNamespace(accounts={}, counterparties={}))
     assert unknown["creditor"]["bank_code"] == ""
+
+
+def test_a_decoded_collection_between_the_centres_own_accounts_is_the_api_body() -> None:
+    """BDC102: the payer (DeAcctNo) is debited, the collecting account (CrAcctNo) credited,
+    its bank code from the register; BusType 18 is the allocation purpose."""
+    from adapters.bdc.messages import Collection
+    from gateway.centre_bdc import collection_body
+
+    c = Collection("52240171130000000008", DAY, "C52240", "522400000000000", "6222002222333344", "示例中心贷款户",
+                   "6200001111222233", "示例中心归集户", False, False, 6_660, "18",
+                   debtor_bank_code="105100000017", memo="资金归集")
+    config = SimpleNamespace(accounts={"6222002222333344": SimpleNamespace(bank_code="102100000030")},
+                             counterparties={})
+    body = collection_body(c, "20171130-52240171130000000008", config)
+    assert body["debit_account"] == "6200001111222233" and body["creditor"] == {
+        "account": "6222002222333344", "name": "示例中心贷款户", "bank_code": "102100000030"}
+    assert (body["amount"], body["purpose"], body["memo"]) == ("66.60", "allocation", "资金归集")
+    assert parse_instruction("C52240", body, ceiling_fen=10**12, today=DAY).amount == 6_660
+    # A BusType with no neutral purpose is "other"; an unregistered collecting account has no bank code.
+    other = collection_body(Collection(**{**c.__dict__, "bus_type": "01"}), "x", SimpleNamespace(accounts={}))
+    assert other["purpose"] == "other" and other["creditor"]["bank_code"] == ""
+
+
+def test_refused_messages_are_journalled_at_most_the_cap_per_window() -> None:
+    from gateway.refusals import RefusalGate, refused_event
+
+    gate = RefusalGate(cap=3, window=60.0)
+    assert [gate.admit(t) for t in (0.0, 1.0, 2.0, 3.0, 59.9)] == [True, True, True, False, False]
+    assert gate.admit(60.0) and gate.admit(61.0)  # a new window
+    payload, raw = refused_event(b"x" * 10, "DeAcctNo 6200001111222233: no", centre="C52240")
+    assert payload["centre"] == "C52240" and payload["size"] == 10 and raw == b"x" * 10
+    assert "6200001111222233" not in payload["reason"]
+    _, big = refused_event(b"x" * (64 * 1024 + 1), "too long", centre="C52240")
+    assert big is None
+
+
+def test_the_simulated_centre_stores_each_notice_line_once_as_the_deployed_centre_does() -> None:
+    from adapters import base
+    from adapters.bdc import BdcAdapter
+    from gateway.simulate.centre_bdc_only import NoticeDesk
+
+    codec = BdcAdapter(echo=False)
+    line = base.Entry("6200001111222233", "H1", -500, DAY, dt.time(10, 15), "6200009999000011", "张三")
+    desk = NoticeDesk("C52240")
+    for _ in range(2):  # the same notice twice (its acknowledgement was lost)
+        frame = codec.encode(base.Movement("N0000000000000000042", (line,)), sender="D00000", receiver="C52240")
+        ack = codec.decode_answer(desk.answer(frame), base.Movement("N0000000000000000042", (line,)))
+        assert isinstance(ack, base.Ack) and ack.ok
+    assert (desk.notices, len(desk.lines), desk.repeated_lines, desk.host_serials()) == (2, 1, 1, {"H1"})
+    # The probe is answered; a request the centre does not take is refused in protocol.
+    probe = codec.encode(base.Heartbeat("D0000000000000000001", "D00000"), sender="D00000", receiver="C52240")
+    assert isinstance(codec.decode(desk.answer(probe)), base.HeartbeatAnswer) and desk.refused == 0
+    query = codec.encode(base.BalanceQuery("D0000000000000000002", "6200001111222233"), sender="D00000",
+                         receiver="C52240")
+    assert b"<field name=\"RtnCode\">10000</field>" in desk.answer(query) and desk.refused == 1

@@ -124,6 +124,10 @@ async def journal_everything(db: Database) -> list[dict[str, Any]]:
     refused = q.RefusedMessage({"reason": "body: not XML", "sha256": hashlib.sha256(hostile).hexdigest(),
                                 "size": len(hostile)}, hostile)
     await db.write(lambda tx: q.apply_bank_batch(tx, "B001", [refused]))
+    # ... and one a centre's bdc software sent to the centre listener (gateway/centre_bdc.py).
+    from gateway.refusals import centre_refusal
+
+    await db.write(centre_refusal("C52240", hostile, "bad_message: body: not XML"))
     return await db.read(journal.events_after, 0, 1000)
 
 
@@ -141,7 +145,7 @@ async def test_every_event_the_gateway_journals_is_a_copy_the_ledger_reads(db, g
     assert {r["kind"] for r in rows} == set(KINDS)
     assert {r["state"] for r in rows if r["kind"] == "instruction.state"} == STATES
     assert sum("resolution" in json.loads(r["payload"]) for r in rows) == 2
-    assert sum(r["raw"] is not None for r in rows) == 7  # the bank's frames are checked too
+    assert sum(r["raw"] is not None for r in rows) == 8  # the bank's and centre's frames are checked too
     checked = checker.check("main", signed_copies(signer, rows))
     unread = [(r["kind"], r["state"], c) for r, c in zip(rows, checked)
               if not isinstance(c, ParsedCopy) or c.fact is None]
@@ -154,8 +158,8 @@ async def test_every_event_the_gateway_journals_is_a_copy_the_ledger_reads(db, g
         alerts += matcher.observe(c.fact, float(n))
     # The part of a bank's document nobody could read is an alert, and so is a refused message;
     # a pending entry and a file are not.
-    assert [a.rule for a in alerts if a.rule.startswith("bank-")] == ["bank-data-unreadable",
-                                                                       "bank-message-refused"]
+    assert [a.rule for a in alerts if a.rule.startswith(("bank-", "centre-"))] == [
+        "bank-data-unreadable", "bank-message-refused", "centre-message-refused"]
 
 
 @pytest_twisted.ensureDeferred

@@ -51,6 +51,14 @@ SINGLE_PAYMENT_IN = ("SettleType", "BusType", "DeAcctNo", "DeAcctName", "DeAcctC
                      "DeIntAcctNo", "DeIntAcctName", "DeIntAcctClass", "DeIntCrAcct", "IntAmt",
                      "CrAcctNo", "CrAcctName", "CrAcctClass", "CrBankClass", "CrBankName", "CrChgNo",
                      "Amt", "RefAcctNo", "Summary", "Remark")           # SinglePaymentIn
+SINGLE_COLLECTION_IN = ("SettleType", "BusType", "CrAcctNo", "CrAcctName", "CrAcctClass", "DeAcctNo",
+                        "DeAcctName", "DeAcctClass", "DeBankName", "DeChgNo", "DeBankClass", "ConAgrNo", "Amt",
+                        "RefAcctNo", "RefSeqNo", "Summary", "Remark")
+# ^ the BDC102 single collection request bean, its declared fields in order
+#   (docs/protocols/bdc.md, "Single collection (BDC102)")
+TIME_DEPOSIT_IN = ("CurrNo", "CurrIden", "ActivedAcctNo", "ActivedAcctName", "FixedAcctNo", "FixedAcctName",
+                   "DepositPeriod", "InterestRate", "Amt", "ExtendDepositType", "PartExtendDepositAcctNo",
+                   "Remark")                                            # BDC114 current-to-time deposit request bean
 RESULT_QUERY_IN = ("TxDate", "TxSeqNo")                                 # TransactionResultQueryIn
 RESULT_QUERY_OUT = ("OldTxStatus", "HostSeqNo", "IntHostSeqN", "PenHostSeqNo", "FineHostSeqNo",
                     "OldBatchNo")                                       # TransactionResultQueryOut
