@@ -278,3 +278,37 @@ async def test_movements_are_pushed_to_the_centre_as_sbdc100_until_it_answers(tm
     finally:
         await h.stop()
         await listening.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_centre_counts_only_with_a_certificate_from_its_own_anchor(tmp_path):
+    """Centre C11000 has a CA of its own: a certificate naming it from the gateway's default CA
+    (which vouches for C52240) is refused in the handshake, one from its own CA is taken."""
+    import pytest
+
+    from adapters.base import SignOn, SignOnAnswer
+    from adapters.bdc import BdcAdapter
+    from adapters.bdc.codec import CentreProfile
+    from gateway.exchange import ExchangeFailed
+    from gateway.pki import init_dev_pki
+
+    own = init_dev_pki(tmp_path / "c11000-pki", banks=[], centres=["C11000"])
+    h = await start_harness(tmp_path, banks={}, listen={"centre_bdc": "tcp:0:interface=127.0.0.1"},
+                            centres={"C11000": {"ca": str(own.ca_cert)}})
+    try:
+        port = (await when_listening(h.gateway.listeners["centre_bdc"])).getHost().port
+        codec = BdcAdapter(echo=False, centres={"C11000": CentreProfile("110000000000000", "", "")})
+        sign_on = SignOn(f"11000{TODAY:%y%m%d}999999999", "C11000")
+
+        def call(pki):
+            options = client_options(pki.cert("centre", "C11000"), pki.key("centre", "C11000"), [h.pki.ca_cert])
+            transport = StreamTransport(tls_client_endpoint(TCP4ClientEndpoint(reactor, "127.0.0.1", port), options),
+                                        codec.framer, reactor, timeout=10.0)
+            return transport.request(codec.encode(sign_on, sender="C11000", receiver="D00000"))
+
+        with pytest.raises(ExchangeFailed):
+            await call(h.pki)  # the default CA's certificate naming C11000
+        answer = codec.decode_answer(await call(own), sign_on)
+        assert isinstance(answer, SignOnAnswer) and answer.ok
+    finally:
+        await h.stop()
