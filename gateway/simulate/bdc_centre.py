@@ -22,8 +22,8 @@ from twisted.internet.task import deferLater
 
 from adapters import base
 from adapters.bdc import BdcAdapter
-from adapters.bdc.messages import Collection
 from adapters.bdc.codec import AnswerRefused, CentreProfile
+from adapters.bdc.messages import Collection
 from gateway.exchange import ExchangeFailed, StreamTransport
 from gateway.tls import client_options, tls_client_endpoint
 

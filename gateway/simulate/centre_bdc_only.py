@@ -73,7 +73,7 @@ class _NoticeConnection(Protocol):
         self.framer = desk.codec.framer()
         self.done = False
 
-    def dataReceived(self, data: bytes) -> None:  # noqa: N802 (Twisted)
+    def dataReceived(self, data: bytes) -> None:
         if self.done:
             return
         try:
@@ -93,7 +93,7 @@ class _NoticeFactory(Factory):
     def __init__(self, desk: NoticeDesk) -> None:
         self.desk = desk
 
-    def buildProtocol(self, addr: Any) -> _NoticeConnection:  # noqa: N802 (Twisted)
+    def buildProtocol(self, addr: Any) -> _NoticeConnection:
         return _NoticeConnection(self.desk)
 
 

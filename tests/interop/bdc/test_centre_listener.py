@@ -27,8 +27,19 @@ from twisted.internet.task import deferLater
 from adapters.base import Result, StatusQuery
 from gateway.exchange import StreamTransport
 from gateway.listener import when_listening
-from gateway.tls import client_options, server_options, tls_client_endpoint, tls_server_factory
-from tests.integration.harness import CENTRE, DEBIT_B001, DEBIT_B002, PAYEE, start_harness
+from gateway.tls import (
+    client_options,
+    server_options,
+    tls_client_endpoint,
+    tls_server_factory,
+)
+from tests.integration.harness import (
+    CENTRE,
+    DEBIT_B001,
+    DEBIT_B002,
+    PAYEE,
+    start_harness,
+)
 from tests.interop.bdc import centre_side as java
 from tests.interop.bdc.test_centre_role import UNIT, centre_codec, head
 
@@ -200,7 +211,7 @@ class _CentreServer(Protocol):
     def __init__(self, world: dict) -> None:
         self.world, self.buf = world, b""
 
-    def dataReceived(self, data: bytes) -> None:  # noqa: N802 (Twisted)
+    def dataReceived(self, data: bytes) -> None:
         self.buf += data
         if len(self.buf) < 20 or len(self.buf) < 20 + int.from_bytes(self.buf[16:20], "big"):
             return
