@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import re
+import time
 from typing import Any
 
 from twisted.internet.interfaces import IHandshakeListener
@@ -112,9 +113,7 @@ def collection_body(c: bm.Collection, instruction_id: str, config: Any) -> dict[
 class CentreDesk:
     """Answers one centre's decoded bdc request (see the module docstring)."""
 
-    def __init__(self, intake: Intake, db: Any, *, node: str, clock: Any = None) -> None:
-        import time
-
+    def __init__(self, intake: Intake, db: Any, *, node: str) -> None:
         self.intake, self.db, self.node = intake, db, node
         self._serial = 0
         # Answers' ReceiveSeqNo: D, the process start in seconds (8 digits), a counter (11):
@@ -267,8 +266,10 @@ class _CentreConnection(Protocol):
         self.centre = identity.name
 
     def dataReceived(self, data: bytes) -> None:
-        if self.centre is None or self.taken:
-            self._abort()  # data before verification, or a second request
+        if self.taken:
+            return  # one frame per connection, as the deployed server reads: the rest is not read
+        if self.centre is None:
+            self._abort()  # data before the peer's identity was verified
             return
         try:
             frames = self.framer.feed(data)

@@ -196,9 +196,14 @@ async def test_hostile_and_unsupported_frames_are_answered_recorded_alerted_and_
         (bad,) = checker.check("main", [json.loads(Signer(key).sign_json(forged))])
         assert not isinstance(bad, ParsedCopy) or bad.fact is None
 
-        # The listener goes on: a collection from the centre's own account is still taken.
-        ok = head(await centre.request(_collection(seq + "05", DEBIT_B001, "1")))
+        # The listener goes on: a collection from the centre's own account is still taken; a
+        # second frame on the same connection is not read (one request per connection).
+        ok = head(await centre.request(_collection(seq + "05", DEBIT_B001, "1")
+                                       + _collection(seq + "06", DEBIT_B001, "2")))
         assert (ok["TxCode"], ok["RtnCode"] in ("00000", "")) == ("BDC102", True) and ok["TxStatus"] in ("0", "2")
+        await h.client().wait_state(f"{TODAY:%Y%m%d}-{seq}05", {"succeeded"}, timeout=20)
+        status_code, _ = await h.client().request("GET", f"/v1/instructions/{TODAY:%Y%m%d}-{seq}06")
+        assert status_code == 404
     finally:
         await h.stop()
 
