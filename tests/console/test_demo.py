@@ -7,7 +7,7 @@ import stat
 import pytest
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from gateway.demo import CENTRE, write_browser_identity, write_ledger_config
+from gateway.demo import BDC_CENTRE, CENTRE, write_browser_identity, write_ledger_config
 from gateway.ledger.config import load_ledger_config
 from gateway.pki import init_dev_pki, issue
 
@@ -16,7 +16,7 @@ def test_the_demo_ledger_serves_the_console_to_its_supervisor_and_centre_staff(t
     path = write_ledger_config(tmp_path, {"ingest": 1, "supervisor": 2, "ledger_ops": 3, "console": 4})
     console = load_ledger_config(path, check_files=False).console
     assert console is not None and console.listen == "tcp:4:interface=127.0.0.1"
-    assert console.staff["staff1"].centre == CENTRE and console.cities["demo"].centres == (CENTRE,)
+    assert console.staff["staff1"].centre == CENTRE and console.cities["demo"].centres == (CENTRE, BDC_CENTRE["id"])
     assert load_ledger_config(write_ledger_config(tmp_path, {"ingest": 1, "supervisor": 2, "ledger_ops": 3}),
                               check_files=False).console is None
 
