@@ -50,7 +50,7 @@ from adapters.bdc import messages as bm
 from adapters.bdc.codec import _PURPOSES as PURPOSE_OF_BUS_TYPE
 from gateway.centre_notify import entry_of
 from gateway.intake import Intake
-from gateway.model import State, format_amount
+from gateway.model import State, format_amount, mask_numbers
 from gateway.refusals import RefusalGate, centre_refusal
 from gateway.store import instructions as q
 from gateway.store import journal
@@ -285,8 +285,11 @@ class _CentreConnection(Protocol):
             message = self.factory.adapter.decode(frame)
         except AdapterError as e:
             self._refused(frame, str(e), "bad_message")
-            self._write(self.factory.adapter.refusal(frame, sender=self.factory.desk.node,
-                                                     seq_no=self.factory.desk.next_seq()))
+            # The reason in RtnMessage ("TxCode: BDC114 requests are not supported"), else 失败.
+            adapter, desk = self.factory.adapter, self.factory.desk
+            self._write(adapter.refusal(frame, sender=desk.node, seq_no=desk.next_seq(),
+                                        text=mask_numbers(str(e))[:200])
+                        or adapter.refusal(frame, sender=desk.node, seq_no=desk.next_seq()))
             return
         d = self._answer(message, frame)
         d.addErrback(lambda f: (log.failure("centre_bdc.answer_failed", f, centre=self.centre), self._abort()))
@@ -356,8 +359,6 @@ class CentreBdcFactory(Factory):
         logged (the reason with long numbers masked), and journalled as ``centre.refused``
         (:mod:`gateway.refusals`: the path and the cap bank refusals have), whose ledger copy
         raises ``centre-message-refused``."""
-        from gateway.model import mask_numbers
-
         self.metrics.refused.labels(f"centre_bdc:{centre}", kind).inc()
         log.warn("centre_bdc." + kind, centre=centre, reason=mask_numbers(reason)[:500], frame_bytes=len(frame))
         if not centre:

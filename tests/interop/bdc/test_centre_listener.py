@@ -151,12 +151,14 @@ async def test_hostile_and_unsupported_frames_are_answered_recorded_alerted_and_
                                                   [("SettleType", "2"), ("BusType", "18")]))
         entity = java.frame(CENTRE, b'<?xml version="1.0" encoding="GBK"?>\n<!DOCTYPE m [<!ENTITY x "y">]>'
                                     b"<message><head/><body/></message>")
-        answered = []
+        answered, reasons = [], []
         for frame in (deposit, transfer_in, unknown, broken):
             fields = head(await centre.request(frame))
             assert (fields["TxStatus"], fields["RtnCode"], fields["SendNode"]) == ("1", "10000", CENTRE), fields
             answered.append(fields["TxCode"])
+            reasons.append(fields["RtnMessage"])
         assert answered == ["BDC114", "BDC901", "BDC999", "BDC102"]
+        assert "not supported" in reasons[0] and "not supported" in reasons[1]
         # No head to answer (a DTD is refused before anything is read): the connection closes.
         closed = await centre.request(entity).addErrback(lambda f: None)
         assert closed is None
