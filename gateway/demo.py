@@ -379,7 +379,8 @@ def run_demo(args: argparse.Namespace) -> int:
         while not only.hosts <= notices.host_serials() and time.monotonic() < until:
             await _sleep(reactor, 0.5)
         outcome["notices"] = notices
-        await listening.stopListening()
+        if not args.serve:  # serving, the centre keeps taking notices
+            await listening.stopListening()
         if city_run is not None:
             outcome["second_city"] = await city_run
         # Let copies reach the ledger and its deadline rules run (result_deadline + a tick).
