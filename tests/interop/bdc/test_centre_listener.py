@@ -41,7 +41,7 @@ from tests.integration.harness import (
     start_harness,
 )
 from tests.interop.bdc import centre_side as java
-from tests.interop.bdc.test_centre_role import UNIT, centre_codec, head
+from tests.interop.bdc.centre_client import UNIT, centre_codec, head
 
 TODAY = dt.date.today()
 

@@ -25,9 +25,7 @@ from adapters.base import (
     SignOnAnswer,
     StatusQuery,
 )
-from adapters.bdc import BdcAdapter
 from adapters.bdc.messages import Collection, StatementQuery
-from adapters.bdc.codec import CentreProfile
 from gateway.exchange import ExchangeFailed, StreamTransport
 from gateway.listener import when_listening
 from gateway.tls import client_options, tls_client_endpoint
@@ -39,12 +37,7 @@ from tests.integration.harness import (
     start_harness,
 )
 from tests.interop.bdc import centre_side as java
-
-UNIT = "522400000000000"
-
-
-def centre_codec() -> BdcAdapter:
-    return BdcAdapter(echo=False, centres={CENTRE: CentreProfile(UNIT, "GZ20057304", "522400000000000000001")})
+from tests.interop.bdc.centre_client import UNIT, centre_codec, head
 
 
 def transfer(serial: int, *, purpose: str = "allocation", debit: str = DEBIT_B001, node: str = CENTRE,
@@ -70,13 +63,6 @@ class Centre:
 
     async def call(self, message, *, sender: str = CENTRE, receiver: str = "D00000"):
         return self.codec.decode_answer(await self.raw(message, sender=sender, receiver=receiver), message)
-
-
-def head(frame: bytes) -> dict[str, str]:
-    text = frame[20:].decode("gbk")
-    return {chunk.split('"')[0]: chunk.split(">", 1)[1].split("<", 1)[0]
-            for chunk in text.split("<head>")[1].split("</head>")[0].split('<field name="')[1:]
-            if ">" in chunk and not chunk.split('"', 1)[1].startswith("/")}
 
 
 @pytest_twisted.ensureDeferred
