@@ -14,6 +14,7 @@ import datetime as dt
 import hashlib
 import json
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from twisted.internet import reactor
 from adapters import base
 from adapters.base import load_adapter
 from gateway import copies, lifecycle
+from gateway.clock import ClockWatch
 from gateway.copies import KINDS, STATES, Copy, Refusal, Unreadable, copy_of, read, read_copy
 from gateway.ledger import store as ledger_store
 from gateway.ledger.checks import CopyChecker, ParsedCopy
@@ -124,6 +126,11 @@ async def journal_everything(db: Database) -> list[dict[str, Any]]:
     refused = q.RefusedMessage({"reason": "body: not XML", "sha256": hashlib.sha256(hostile).hexdigest(),
                                 "size": len(hostile)}, hostile)
     await db.write(lambda tx: q.apply_bank_batch(tx, "B001", [refused]))
+    # The wall clock stepped back an hour: the writer journals the step (gateway/clock.py).
+    step = [0]
+    db.writer.clock = ClockWatch(wall_ns=lambda: time.time_ns() + step[0])
+    step[0] = -3600 * 10**9
+    await db.write(lambda tx: None)
     return await db.read(journal.events_after, 0, 1000)
 
 
