@@ -90,7 +90,7 @@ a Merkle leaf of its batch)."""
 FIELDS = frozenset(SIGNED_FIELDS) | {"signature", "batch"}
 """Every field a copy may have: ``batch`` only on a copy signed in a batch."""
 KINDS = ("instruction.state", "bank.movement", "bank.balance", "booking", "bank.movement_pending",
-         "bank.unreadable", "bank.file", "bank.refused", "gateway.clock_step")
+         "bank.unreadable", "bank.file", "bank.refused", "gateway.clock_step", "gateway.restored")
 """``bank.movement_pending``: an entry the bank announced and has not booked (never matched as a
 movement); ``bank.unreadable``: a part of a bank's document that could not be read, its bytes as
 ``raw``; ``bank.file``: a file exchanged with a bank (host-to-host), its bytes as ``raw``;
@@ -98,7 +98,8 @@ movement); ``bank.unreadable``: a part of a bank's document that could not be re
 its SHA-256 and size in the payload and, up to :data:`MAX_REFUSED_RAW` bytes, the bytes as ``raw``;
 ``gateway.clock_step``: the gateway's wall clock was stepped by ``step_us`` (its ``before_us``: the
 time it would have shown without the step); every event after it is stamped on the stepped clock
-(:mod:`gateway.clock`)."""
+(:mod:`gateway.clock`); ``gateway.restored``: the store was restored from a backup that ended at
+journal seq ``backup_seq``, and the journal jumps ``skip`` seqs past it (``hpf-gateway restore``)."""
 MAX_REFUSED_RAW = 64 * 1024
 """The most bytes of a refused message kept as ``raw``; a longer one is kept as its hash only."""
 
@@ -415,6 +416,11 @@ def read_content(env: Envelope) -> Copy:
             if _text(payload, "account", "payload.", pattern=ACCOUNT) != account and account is not None:
                 raise _bad("payload.account differs from account")
             (_check_balance if kind == "bank.balance" else _check_movement)(payload)
+    elif kind == "gateway.restored":
+        if (centre_id, instruction_id, bank_id, account, state, raw) != (None,) * 6:
+            raise _bad("a gateway.restored copy names nothing but the restore")
+        _int(payload, "backup_seq", "payload.", minimum=0, maximum=_INT64)
+        _int(payload, "skip", "payload.", minimum=1, maximum=_INT64)
     elif kind == "gateway.clock_step":
         if (centre_id, instruction_id, bank_id, account, state, raw) != (None,) * 6:
             raise _bad("a gateway.clock_step copy names nothing but the step")

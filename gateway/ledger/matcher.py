@@ -573,8 +573,8 @@ class Matcher:
                                                         size if isinstance(size, int) else 0, fact.event_id), out)
         elif kind == "gateway.clock_step":
             self._emit(None, rules.clock_step(fact.gateway, int(fact.payload["step_us"]), fact.event_id), out)
-        elif kind in ("bank.movement_pending", "bank.file"):
-            pass  # announced, not booked; a file's contents come as their own facts
+        elif kind in ("bank.movement_pending", "bank.file", "gateway.restored"):
+            pass  # announced, not booked; a file's contents come as their own facts; a restore is on record
         else:
             raise ValueError(f"unknown fact kind {kind!r}")
         return out
