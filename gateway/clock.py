@@ -21,11 +21,27 @@ Pure but for the two clock readings, which are parameters for tests.
 
 from __future__ import annotations
 
+import datetime as _dt
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["STEP_THRESHOLD_S", "ClockWatch", "Reading", "steady_clock"]
+__all__ = ["BUSINESS_TZ", "STEP_THRESHOLD_S", "ClockWatch", "Reading", "business_date", "steady_clock"]
+
+BUSINESS_TZ = _dt.timezone(_dt.timedelta(hours=8), "+08:00")
+"""The business day of the fund and its banks: China Standard Time (UTC+8, no daylight saving)."""
+
+
+def business_date(at_us: int) -> _dt.date:
+    """The business date of an instant (µs since the epoch): its date in China.
+
+    An instruction's date is taken once, from its intake's journal time, and every message about
+    it says the same one (its bank reference, the transfer's SendDate, each status query), as the
+    ledger's daily report counts it on the same day: a clock stepped across midnight moves later
+    instructions to another day, never one instruction to two days.
+    """
+    return _dt.datetime.fromtimestamp(at_us / 1_000_000, BUSINESS_TZ).date()
+
 
 STEP_THRESHOLD_S = 1.0
 """The smallest jump between two readings that counts as a step (NTP slews smaller errors)."""
