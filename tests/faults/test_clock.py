@@ -34,7 +34,7 @@ STEP_AFTER = 12.0  # past start-up and sign-on on a loaded machine, within the l
 def test_a_wall_clock_step_of_an_hour_is_reported_and_loses_and_doubles_nothing(tmp_path, step, request):
     rig = Rig.prepare(tmp_path)
     try:
-        ledger = rig.start_ledger()
+        rig.start_ledger()
         gw = rig.start_gateway(env={"HPF_CLOCK_STEP": f"{step}@{STEP_AFTER}"})
         bank = rig.start_bank()
         rig.wait_link()

@@ -24,7 +24,15 @@ from gateway.clock import BUSINESS_TZ
 from gateway.ledger import store as ledger_store
 from gateway.ledger.config import load_ledger_config
 from gateway.ledger.report import daily_report
-from tests.faults.harness import Load, Rig, count_everything, dump, read_only_engine, settle, wait_until
+from tests.faults.harness import (
+    Load,
+    Rig,
+    count_everything,
+    dump,
+    read_only_engine,
+    settle,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slow
 
