@@ -51,6 +51,15 @@ _SLEW = 1e-3
 two readings far apart is not a step unless it exceeds this share of the time between them too."""
 
 
+def _boot_ns() -> int:
+    """The monotonic clock that also counts a suspended host's sleep (Linux ``CLOCK_BOOTTIME``), so
+    a resumed host's wall clock, which did count it, is not taken for a step; else ``monotonic``."""
+    return time.clock_gettime_ns(_BOOT)
+
+
+_BOOT = getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC)
+
+
 @dataclass(frozen=True)
 class Reading:
     """One reading: the wall time (µs since the epoch), the two clocks' offset (ns), the monotonic
@@ -71,7 +80,7 @@ class ClockWatch:
                  mono_ns: Callable[[], int] | None = None) -> None:
         # Looked up at each reading, not bound here: gateway.faults (HPF_CLOCK_STEP) replaces them.
         self._wall_ns = wall_ns or (lambda: time.time_ns())
-        self._mono_ns = mono_ns or (lambda: time.monotonic_ns())
+        self._mono_ns = mono_ns or _boot_ns
         wall_ns, mono_ns = self._wall_ns, self._mono_ns
         self._threshold_ns = int(threshold_s * 1e9)
         mono = mono_ns()
