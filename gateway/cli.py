@@ -182,6 +182,24 @@ the lost store handed out more than this many ids after the backup, in one day: 
 ten thousand instructions a second for nearly three hours.  ``--skip-ids`` sets more."""
 
 
+RESTORE_SEQS_PER_ID = 10
+"""The journal jumps this many seqs per skipped id (an instruction journals four or five events, and
+the banks' movements and balances more): past every seq the lost store can have used."""
+
+
+def _mark_restored(url: str, skip: int) -> int:
+    """Journal the restore at ``skip`` seqs past the backup's head (:func:`journal.mark_restored`)."""
+    from gateway.store import journal
+    from gateway.store.db import Tx, _EventIds, make_engine, now_us
+
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            return journal.mark_restored(Tx(conn, now_us(), _EventIds()), skip)
+    finally:
+        engine.dispose()
+
+
 def cmd_restore(args: argparse.Namespace) -> int:
     """Put a copy made by ``hpf-gateway backup`` in place as the config's (new) SQLite store.
 
@@ -194,7 +212,9 @@ def cmd_restore(args: argparse.Namespace) -> int:
     (a status query) before anything is sent again (docs/operations.md).  Nor
     can it know the ids the lost store handed out after the backup: new ids
     start :data:`RESTORE_SKIP_IDS` above the highest restored one, so no bank
-    reference is used twice.
+    reference is used twice; nor the journal seqs the lost store copied to the
+    ledger: the journal goes on :data:`RESTORE_SEQS_PER_ID` times as far past its
+    head, after a ``gateway.restored`` event (the ledger takes its copies in order).
     """
     import sqlite3
 
@@ -246,6 +266,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
             floor = max(highest, earlier) + args.skip_ids
             target.execute("INSERT OR REPLACE INTO id_floors (name, floor) VALUES ('instructions', ?)",
                            (floor,))
+        journal_to = _mark_restored(config.database, args.skip_ids * RESTORE_SEQS_PER_ID)
         open_by_bank = dict(target.execute(
             "SELECT bank_id, count(*) FROM instructions WHERE state IN ('received', 'sent', 'accepted') "
             "GROUP BY bank_id").fetchall())
@@ -255,7 +276,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
                      if n and b in config.banks and not (config.banks[b].status and config.banks[b].status.before_resend))
     print(f"restored {source_file} to {dest} (integrity ok); {sum(open_by_bank.values())} open instructions, "
           f"{marked} of them counted as sent once; new instruction ids start above {floor} "
-          f"(the backup's highest was {highest})")
+          f"(the backup's highest was {highest}); the journal goes on at seq {journal_to}")
     if unasked:
         print("hpf-gateway restore: these banks resend unconfirmed references without asking first; set "
               f"status_before_resend = true on them before starting: {', '.join(unasked)}", file=sys.stderr)

@@ -90,14 +90,20 @@ a Merkle leaf of its batch)."""
 FIELDS = frozenset(SIGNED_FIELDS) | {"signature", "batch"}
 """Every field a copy may have: ``batch`` only on a copy signed in a batch."""
 KINDS = ("instruction.state", "bank.movement", "bank.balance", "booking", "bank.movement_pending",
-         "bank.unreadable", "bank.file", "bank.refused", "centre.refused")
+         "bank.unreadable", "bank.file", "bank.refused", "centre.refused", "gateway.clock_step",
+         "gateway.restored")
 """``bank.movement_pending``: an entry the bank announced and has not booked (never matched as a
 movement); ``bank.unreadable``: a part of a bank's document that could not be read, its bytes as
 ``raw``; ``bank.file``: a file exchanged with a bank (host-to-host), its bytes as ``raw``;
 ``bank.refused``: a whole message a bank link refused (it did not decode; the link went on),
 its SHA-256 and size in the payload and, up to :data:`MAX_REFUSED_RAW` bytes, the bytes as ``raw``;
 ``centre.refused``: the same of a message a centre's bdc software sent to the gateway's centre
-listener (``gateway/centre_bdc.py``), with ``centre_id`` instead of ``bank_id``."""
+listener (``gateway/centre_bdc.py``), with ``centre_id`` instead of ``bank_id``;
+
+``gateway.clock_step``: the gateway's wall clock was stepped by ``step_us`` (its ``before_us``: the
+time it would have shown without the step); every event after it is stamped on the stepped clock
+(:mod:`gateway.clock`); ``gateway.restored``: the store was restored from a backup that ended at
+journal seq ``backup_seq``, and the journal jumps ``skip`` seqs past it (``hpf-gateway restore``)."""
 MAX_REFUSED_RAW = 64 * 1024
 """The most bytes of a refused message kept as ``raw``; a longer one is kept as its hash only."""
 
@@ -421,6 +427,18 @@ def read_content(env: Envelope) -> Copy:
         if p_centre is not None and p_centre != centre_id:
             raise _bad("payload.centre differs from centre_id")
         _check_refused(payload, raw)
+    elif kind == "gateway.restored":
+        if (centre_id, instruction_id, bank_id, account, state, raw) != (None,) * 6:
+            raise _bad("a gateway.restored copy names nothing but the restore")
+        _int(payload, "backup_seq", "payload.", minimum=0, maximum=_INT64)
+        _int(payload, "skip", "payload.", minimum=1, maximum=_INT64)
+    elif kind == "gateway.clock_step":
+        if (centre_id, instruction_id, bank_id, account, state, raw) != (None,) * 6:
+            raise _bad("a gateway.clock_step copy names nothing but the step")
+        step = _int(payload, "step_us", "payload.", minimum=-_INT64, maximum=_INT64)
+        _int(payload, "before_us", "payload.", minimum=1, maximum=_INT64)
+        if not step:
+            raise _bad("payload.step_us must not be 0")
     else:  # booking
         if centre_id is None:
             raise _bad("a booking copy needs centre_id")

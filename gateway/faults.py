@@ -16,7 +16,9 @@ instruction executed and journalled, before the bank's answer is written).
 ``HPF_CLOCK_STEP=SECONDS@AFTER`` steps this process's wall clock by SECONDS
 (negative: backwards), AFTER seconds (monotonic) after start: ``time.time``,
 ``time.time_ns`` and Twisted's ``reactor.seconds`` jump, as they do when NTP
-or an operator sets the host's clock; ``time.monotonic`` does not.  (Python's
+or an operator sets the host's clock; ``time.monotonic`` does not.  With
+``HPF_CLOCK_START=EPOCH_SECONDS`` the wall clock starts at that instant (a test
+puts the step across midnight).  (Python's
 ``datetime.now`` reads the system clock directly and is not stepped.)
 """
 
@@ -46,9 +48,11 @@ def step_clock(spec: str) -> None:
     step, after = float(step_s), float(after_s or 0)
     real, real_ns, monotonic = time.time, time.time_ns, time.monotonic
     start = monotonic()
+    begin = float(os.environ.get("HPF_CLOCK_START") or 0) or real()
+    shift = begin - real()  # HPF_CLOCK_START: the clock starts at that instant (seconds since the epoch)
 
     def offset() -> float:
-        return step if monotonic() - start >= after else 0.0
+        return shift + (step if monotonic() - start >= after else 0.0)
 
     def stepped() -> float:
         return real() + offset()

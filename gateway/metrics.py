@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, GCCollector, Histogram, ProcessCollector
 from twisted.logger import Logger
+
+from gateway.clock import ClockWatch
 
 __all__ = ["GatewayMetrics", "SECURITY_KINDS"]
 
@@ -39,14 +40,13 @@ class GatewayMetrics:
         ProcessCollector(registry=r)
         GCCollector(registry=r)
         # How far the wall clock was stepped since start (NTP, an operator): wall time elapsed less
-        # monotonic time elapsed, computed at each scrape, so a step shows even while the reactor's
-        # timers (which run on the wall clock) are held back by it.
-        wall0, mono0 = time.time(), time.monotonic()
+        # monotonic time elapsed, computed at each scrape (gateway.clock).  The step itself is
+        # journalled too (gateway.clock_step), so the ledger learns of it in journal order.
         self.clock_step = Gauge(
             "hpf_gateway_clock_step_seconds",
             "Wall clock time elapsed since start less monotonic time elapsed: how far the clock was stepped.",
             registry=r)
-        self.clock_step.set_function(lambda: (time.time() - wall0) - (time.monotonic() - mono0))
+        self.clock_step.set_function(ClockWatch().stepped_s)
         self.instructions = Counter(
             "hpf_gateway_instructions", "Instructions that entered each state, by bank.",
             ["bank", "state"], registry=r)

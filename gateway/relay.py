@@ -32,6 +32,7 @@ from twisted.logger import Logger
 
 from adapters import base as msg
 from gateway import lifecycle
+from gateway.clock import business_date
 from gateway.config import BankConfig, GatewayConfig, StatusPolicy, Timeouts
 from gateway.faults import armed, crash_point
 from gateway.metrics import GatewayMetrics
@@ -175,8 +176,7 @@ class BankDispatcher:
                     if resend:
                         self.metrics.resends.labels(self._bank.id).inc()
                 case Query(ref=ref, seq=seq, payload=row):
-                    created = _dt.datetime.fromtimestamp(row["created_us"] / 1_000_000, _dt.timezone.utc).date()
-                    self.session.send(msg.StatusQuery(seq, ref, created))
+                    self.session.send(msg.StatusQuery(seq, ref, business_date(row["created_us"])))
                     self.metrics.status_queries.labels(self._bank.id).inc()
                 case Record():
                     self._record(self._fact(effect), lambda answer, r=effect: self._answered(outbox, r, answer))
@@ -409,7 +409,7 @@ class BankDispatcher:
         """The message that sends stored instruction ``row``, signed when the bank wants signatures."""
         body = json.loads(row["body"])
         creditor = body["creditor"]
-        created = _dt.datetime.fromtimestamp(row["created_us"] / 1_000_000, _dt.timezone.utc).date()
+        created = business_date(row["created_us"])
         ins = self.message(ref=row["bank_ref"], centre_id=row["centre_id"], instruction_id=row["instruction_id"],
                            debit_account=row["debit_account"], amount=row["amount"],
                            creditor=(creditor["account"], creditor["name"], creditor["bank_code"]),
@@ -652,7 +652,7 @@ class Relay(Service):
         """
         ins = item.instruction
         dispatcher = self.dispatchers[item.bank_id]
-        created = _dt.datetime.fromtimestamp(time.time(), _dt.timezone.utc).date()  # a date: the wall clock
+        created = business_date(time.time_ns() // 1000)  # a date: the wall clock
         message = dispatcher.message(
             ref="0" * 20, centre_id=ins.centre_id, instruction_id=ins.instruction_id,
             debit_account=ins.debit_account, amount=ins.amount,

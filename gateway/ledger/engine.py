@@ -11,7 +11,6 @@ alert, and a copy stored just before a crash is never left unmatched.
 from __future__ import annotations
 
 import json
-import time
 from typing import Any, Callable, Sequence
 
 from twisted.application.service import Service
@@ -19,6 +18,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from gateway.clock import steady_clock
 from gateway.daemon import gc_paused
 from gateway.ledger import store
 from gateway.ledger.config import LedgerConfig
@@ -100,9 +100,10 @@ class MatchEngine(Service):
         self.tick_interval = tick_interval
         self.snapshot_interval = snapshot_interval
         self.replay_page = replay_page
-        # The matcher's time is compared with the gateways' wall-clock times: the wall clock,
-        # not the reactor's (which runs on the monotonic clock in the daemon).
-        self.clock = clock or time.time
+        # The matcher's time: seconds since the epoch that do not step (gateway.clock.steady_clock),
+        # so a deadline is real seconds whatever is done to this host's clock; compared with the
+        # gateways' times only through StreamClock, which undoes their steps.
+        self.clock = clock or steady_clock()
         self.matcher: Matcher | None = None
         self.stream = StreamClock()  # deadlines run on the gateways' time, not the copies' queue
         self.ready = False
@@ -207,7 +208,8 @@ class MatchEngine(Service):
                 if readable and fact is None:
                     fact = Fact.from_copy(store.copy_document(row))
                 if fact is not None:
-                    now = self.stream.copy(row["gateway"], row["created_us"], wall)
+                    step = fact.payload["step_us"] / 1e6 if fact.kind == "gateway.clock_step" else 0.0
+                    now = self.stream.copy(row["gateway"], row["created_us"], wall, step_s=step)
                     self._pending.extend(self.matcher.observe(fact, now))
             except Exception:
                 self.metrics.matcher_errors.inc()

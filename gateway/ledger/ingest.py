@@ -20,7 +20,7 @@ from gateway.copies import Refusal, batch_break
 from gateway.ledger import store
 from gateway.ledger.checks import CheckPool, ParsedCopy
 from gateway.ledger.matcher import forged_copy_alert
-from gateway.ledger.rules import copy_refused_alert
+from gateway.ledger.rules import copy_refused_alert, journal_fork_alert
 
 if TYPE_CHECKING:
     from gateway.ledger.engine import MatchEngine
@@ -85,8 +85,10 @@ class Ingest:
         def op(tx: Any) -> tuple[list[store.CopyOutcome], list[dict[str, Any]]]:
             outcomes = store.store_copies(tx, gateway, [p.row for p in parsed])
             drafts = forged + [forged_copy_alert(gateway, o.event_id, o.reason) if o.conflict
+                               else journal_fork_alert(gateway, o.fork, o.event_id) if o.fork is not None
                                else copy_refused_alert(gateway, o.event_id, o.reason)
-                               for o in outcomes if o.conflict or o.status == "refused-stored"]
+                               for o in outcomes
+                               if o.conflict or o.fork is not None or o.status == "refused-stored"]
             return outcomes, store.store_alerts(tx, [_alert_row(d) for d in drafts])
 
         outcomes: list[store.CopyOutcome] = []

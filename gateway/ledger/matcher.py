@@ -370,22 +370,47 @@ class StreamClock:
     backwards.  While a gateway sends nothing its last excess stands, so deadlines still
     fall due in real time once the ledger has caught up with it.
 
-    Neither clock's reading is trusted beyond differences of the same gateway's times; a
-    gateway whose clock is set back by X holds the ledger's deadlines back by X until the
-    ledger restarts.  Pure: the caller passes the ledger's time.
+    The ledger's time is its own and does not step (:func:`gateway.clock.steady_clock`).
+    A gateway's times step with its wall clock; it journals each step
+    (``gateway.clock_step``, first in the first transaction stamped after it), and
+    :meth:`copy` undoes it: that copy and every later one of the gateway are read
+    ``step_s`` earlier, so a step back does not look like copies an hour late (every
+    deadline of every gateway held back by the hour) and a step forward does not make the
+    next step back look like one.  A step the gateway could not see (taken while it was
+    stopped) shows as a copy made more than :data:`SKEW_S` before the one before it, which a
+    journal written in order cannot hold: that copy is taken as delivered as quickly as any
+    (its excess 0), so the ledger's time goes on at once; if the ledger was in fact behind at
+    that moment its deadlines run early by as much until the next copies show it again.
+    Pure: the caller passes the ledger's time.
     """
 
-    __slots__ = ("_floor", "_excess", "_now")
+    __slots__ = ("_floor", "_excess", "_now", "_shift", "_last")
+
+    SKEW_S = 2.0
+    """How far a gateway's copy may be stamped before the one before it (its nodes' clocks
+    differ a little) before the ledger takes it as an unreported step back."""
 
     def __init__(self) -> None:
         self._floor: dict[str, float] = {}    # gateway -> smallest delay seen
         self._excess: dict[str, float] = {}   # gateway -> its last copy's delay over that
+        self._shift: dict[str, float] = {}    # gateway -> seconds added to its times (steps undone)
+        self._last: dict[str, float] = {}     # gateway -> its last copy's time, shifted
         self._now = float("-inf")
 
-    def copy(self, gateway: str, created_us: int, wall: float) -> float:
-        """The time to match a copy of ``gateway`` made at ``created_us`` by, at ledger time ``wall``."""
-        delay = wall - created_us / 1_000_000
+    def copy(self, gateway: str, created_us: int, wall: float, *, step_s: float = 0.0) -> float:
+        """The time to match a copy of ``gateway`` made at ``created_us`` by, at ledger time ``wall``;
+        ``step_s``: the copy is the gateway's record of its clock stepped by that much."""
+        shift = self._shift.get(gateway, 0.0) - step_s
+        made = created_us / 1_000_000 + shift
         floor = self._floor.get(gateway)
+        last = self._last.get(gateway)
+        if floor is not None and last is not None and made < last - self.SKEW_S:
+            # An unreported step back: re-based so that this copy's delay is the floor.
+            shift += (wall - made) - floor
+            made = created_us / 1_000_000 + shift
+        self._shift[gateway] = shift
+        self._last[gateway] = made if last is None else max(last, made)
+        delay = wall - made
         if floor is None or delay < floor:
             self._floor[gateway] = floor = delay
         self._excess[gateway] = delay - floor
@@ -551,8 +576,10 @@ class Matcher:
             self._emit(None, rules.centre_message_refused(fact.centre_id or str(fact.payload.get("centre", "")),
                                                           str(fact.payload.get("reason", "")),
                                                           size if isinstance(size, int) else 0, fact.event_id), out)
-        elif kind in ("bank.movement_pending", "bank.file"):
-            pass  # announced, not booked; a file's contents come as their own facts
+        elif kind == "gateway.clock_step":
+            self._emit(None, rules.clock_step(fact.gateway, int(fact.payload["step_us"]), fact.event_id), out)
+        elif kind in ("bank.movement_pending", "bank.file", "gateway.restored"):
+            pass  # announced, not booked; a file's contents come as their own facts; a restore is on record
         else:
             raise ValueError(f"unknown fact kind {kind!r}")
         return out

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, GCCollector, Histogram, ProcessCollector
 
+from gateway.clock import ClockWatch
+
 __all__ = ["LedgerMetrics"]
 
 _LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0)
@@ -18,6 +20,13 @@ class LedgerMetrics:
         # (prometheus_client's standard process_* and python_gc_* families).
         ProcessCollector(registry=r)
         GCCollector(registry=r)
+        # How far this host's wall clock was stepped since start; the matcher's deadlines do not
+        # step with it (gateway.clock.steady_clock), the times it stamps on alerts do.
+        self.clock_step = Gauge(
+            "hpf_ledger_clock_step_seconds",
+            "Wall clock time elapsed since start less monotonic time elapsed: how far the clock was stepped.",
+            registry=r)
+        self.clock_step.set_function(ClockWatch().stepped_s)
         self.copies = Counter(
             "hpf_ledger_copies", "Copies filed by gateways, by outcome (stored, duplicate, refused).",
             ["gateway", "status"], registry=r)

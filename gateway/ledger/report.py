@@ -12,14 +12,16 @@ import json
 import re
 from typing import Any, Mapping
 
+from gateway.clock import BUSINESS_TZ
 from gateway.ledger import store
 from gateway.ledger.config import LedgerConfig, PublicSigningKey
 from gateway.model import format_amount
 
 __all__ = ["REPORT_TZ", "REPORT_COLUMNS", "trail_item", "daily_report", "report_csv"]
 
-REPORT_TZ = _dt.timezone(_dt.timedelta(hours=8), "+08:00")
-"""The day of the daily report is the business day in China (UTC+8, no daylight saving)."""
+REPORT_TZ = BUSINESS_TZ
+"""The day of the daily report is the business day in China (UTC+8, no daylight saving): the
+gateway's business date of each copy's journal time (:func:`gateway.clock.business_date`)."""
 
 
 def trail_item(row: Mapping[str, Any], keys: Mapping[str, tuple[str, PublicSigningKey]]) -> dict[str, Any]:

@@ -37,6 +37,13 @@ unregistered-account (major)
     a movement on an account not on the register (or registered at another bank).
 forged-copy (major)
     a copy whose signature fails: raised by the daemon via :func:`forged_copy_alert`.
+clock-step (minor)
+    a gateway journalled a step of its wall clock (``gateway.clock_step``): its times after
+    the step are on another axis, which the ledger's deadlines undo (docs/reliability.md, "Clocks").
+journal-fork (critical)
+    a gateway sent a new copy with a journal seq the ledger already holds from it: two journals
+    under one name (a backup restored without ``hpf-gateway restore``, or a copied store):
+    raised by the daemon via :func:`journal_fork_alert`.
 
 Keys (``M`` is a movement, ``BANK:ACCOUNT:HOST``; ``I`` an instruction, ``CENTRE/ID``):
 ``unsolicited-debit:M``, ``missing-result:I``, ``result-mismatch:I:M``,
@@ -46,7 +53,8 @@ Keys (``M`` is a movement, ``BANK:ACCOUNT:HOST``; ``I`` an instruction, ``CENTRE
 ``duplicate-execution:ref:BANK_REF``, ``balance-break:BANK:ACCOUNT:SNAPSHOT_EVENT_ID``,
 ``unregistered-counterparty:I`` / ``:M``, ``large-amount:I`` / ``:M``,
 ``booking-mismatch:I``, ``booking-mismatch:booking:CENTRE/BOOKING_ID``,
-``unregistered-account:M``, ``forged-copy:GATEWAY:EVENT_ID``.
+``unregistered-account:M``, ``forged-copy:GATEWAY:EVENT_ID``, ``clock-step:GATEWAY:EVENT_ID``,
+``journal-fork:GATEWAY:SEQ``.
 
 A large debit matched to an instruction that is itself at or above the
 threshold raises no second large-amount alert: the instruction's covers it.
@@ -73,6 +81,7 @@ __all__ = [
     "booking_mismatch_instruction", "booking_mismatch_booking", "unregistered_account",
     "forged_copy_alert", "COPY_REFUSED", "copy_refused_alert", "BANK_DATA_UNREADABLE", "bank_data_unreadable",
     "BANK_MESSAGE_REFUSED", "bank_message_refused", "CENTRE_MESSAGE_REFUSED", "centre_message_refused",
+    "CLOCK_STEP", "clock_step", "JOURNAL_FORK", "journal_fork_alert",
 ]
 
 RULES: tuple[str, ...] = (
@@ -85,8 +94,10 @@ COPY_REFUSED = "copy-refused"
 BANK_DATA_UNREADABLE = "bank-data-unreadable"
 BANK_MESSAGE_REFUSED = "bank-message-refused"
 CENTRE_MESSAGE_REFUSED = "centre-message-refused"
+CLOCK_STEP = "clock-step"
+JOURNAL_FORK = "journal-fork"
 ALL_RULES = frozenset(RULES) | {FORGED_COPY, COPY_REFUSED, BANK_DATA_UNREADABLE, BANK_MESSAGE_REFUSED,
-                                CENTRE_MESSAGE_REFUSED}
+                                CENTRE_MESSAGE_REFUSED, CLOCK_STEP, JOURNAL_FORK}
 
 Severity = Literal["critical", "major", "minor"]
 SEVERITIES: frozenset[str] = frozenset({"critical", "major", "minor"})
@@ -421,4 +432,35 @@ def centre_message_refused(centre: str, reason: str, size: int, event_id: str) -
     return AlertDraft(
         key=f"{CENTRE_MESSAGE_REFUSED}:{ev}", rule=CENTRE_MESSAGE_REFUSED, severity="major", subject=c,
         summary=f"centre {c} sent a message of {int(size)} bytes that was refused: {_clean(str(reason), 200)}",
+        evidence=(ev,))
+
+
+def clock_step(gateway: str, step_us: int, event_id: str) -> AlertDraft:
+    """A gateway's wall clock was stepped (it journalled ``gateway.clock_step``).
+
+    Nothing is wrong with the money: the ledger measures that gateway's deadlines across the
+    step (docs/reliability.md, "Clocks"); but the times on its copies after the step are the
+    stepped clock's, so an operator should look at the host's time keeping.
+    """
+    gw, ev = _clean(str(gateway), 64) or "?", _clean(str(event_id), 64)
+    direction = "forwards" if step_us > 0 else "backwards"
+    return AlertDraft(
+        key=f"{CLOCK_STEP}:{gw}:{ev}", rule=CLOCK_STEP, severity="minor", subject=gw,
+        summary=f"gateway {gw}'s wall clock was stepped {direction} by {abs(step_us) / 1e6:.3f} s",
+        evidence=(ev,))
+
+
+def journal_fork_alert(gateway: str, seq: int, event_id: str) -> AlertDraft:
+    """A new copy (an event id the ledger does not hold) at a journal seq it holds from that gateway.
+
+    The gateway's journal is not the one the ledger has been copying: a store restored from a
+    backup without ``hpf-gateway restore`` (which moves the journal past every seq the lost store
+    may have used), or two stores under one name.  The copy is refused and the gateway stays on
+    it; keyed by the seq, so its resends raise nothing more.
+    """
+    gw, ev = _clean(str(gateway), 64) or "?", _clean(str(event_id), 64) or "?"
+    return AlertDraft(
+        key=f"{JOURNAL_FORK}:{gw}:{int(seq)}", rule=JOURNAL_FORK, severity="critical", subject=gw,
+        summary=f"gateway {gw} sent a new event {ev} as journal seq {int(seq)}, which the ledger already "
+                f"holds from it: its journal forked (restored or copied); its copies are refused from there on",
         evidence=(ev,))

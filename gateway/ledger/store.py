@@ -463,7 +463,8 @@ class CopyOutcome:
     as refused, with its seq), ``duplicate``, ``refused`` or ``skipped``.
 
     ``conflict`` is True when the event id was already stored with other
-    content (a forged-copy alert is due); ``row`` is the stored row for a
+    content (a forged-copy alert is due); ``fork`` is the gateway seq of a new event id
+    refused as out of order (a journal-fork alert is due); ``row`` is the stored row for a
     ``stored`` copy (for the matcher).
     """
 
@@ -473,6 +474,7 @@ class CopyOutcome:
     seq: int | None = None
     conflict: bool = False
     row: dict[str, Any] | None = None
+    fork: int | None = None  # refused out of order: the gateway seq it claimed (a journal-fork alert)
 
 
 @dataclass(frozen=True)
@@ -544,7 +546,7 @@ def store_copies(tx: Tx, gateway: str, rows: Sequence[CopyRow]) -> list[CopyOutc
             outcomes.append(CopyOutcome(
                 r.event_id, "refused",
                 f"out of order: seq {r.gateway_seq} is not after this gateway's last stored seq "
-                f"{last_gseq} (a copy inserted into the journal, or sent out of order)"))
+                f"{last_gseq} (a copy inserted into the journal, or sent out of order)", fork=r.gateway_seq))
             continue
         seq += 1
         values.update(seq=seq, received_us=tx.now_us)

@@ -28,10 +28,11 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
+from gateway.clock import ClockWatch
 from gateway.model import canonical_json
 from gateway.store import schema
 
-__all__ = ["Database", "GroupCommitWriter", "Tx", "StoreUnavailable", "make_engine", "now_us", "private_file",
+__all__ = ["CLOCK_STEP", "Database", "GroupCommitWriter", "Tx", "StoreUnavailable", "make_engine", "now_us", "private_file",
            "PRIVATE_UMASK"]
 
 PRIVATE_UMASK = 0o077
@@ -69,6 +70,9 @@ T = TypeVar("T")
 log = Logger()
 
 GENESIS = "0" * 64
+CLOCK_STEP = "gateway.clock_step"
+"""The journal event that records a step of the wall clock (``step_us``; ``before_us``: the time the
+clock would have shown without it), written first in the first transaction stamped after it."""
 
 
 class StoreUnavailable(Exception):
@@ -348,6 +352,8 @@ class GroupCommitWriter:
         self._busy = False
         self._max_batch = max_batch
         self._ids = _EventIds()
+        # Each transaction's timestamp, and the wall clock's steps journalled (gateway.clock_step).
+        self.clock = ClockWatch()
         self._on_commit = on_commit
         self._idle_waiters: list[Deferred[None]] = []
         self.commits = 0
@@ -420,10 +426,18 @@ class GroupCommitWriter:
     def _transaction(self, ops: list[WriteOp[Any]]) -> tuple[list[Any], set[str]]:
         started = time.perf_counter()
         with self._engine.begin() as conn:
-            tx = Tx(conn, now_us(), self._ids)
+            reading = self.clock.read()
+            tx = Tx(conn, reading.now_us, self._ids)
+            if reading.step_us:
+                # First in the transaction that first stamps an event on the stepped clock: the
+                # journal says where its times change axis (docs/reliability.md, "Clocks").
+                tx.event("gateway.clock_step", {"step_us": reading.step_us, "before_us": reading.before_us})
             values = [op(tx) for op in ops]
             tx._flush()
             work = time.perf_counter()
+        self.clock.settle(reading)  # committed: the step, if any, is in the journal
+        if reading.step_us:
+            log.warn("store.clock_step", step_s=reading.step_us / 1e6)
         done = time.perf_counter()
         self.busy_s += done - started
         if done - started > 0.25:

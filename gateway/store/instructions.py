@@ -20,6 +20,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection
 
 from gateway import lifecycle
+from gateway.clock import business_date
 from gateway.model import Instruction, State, canonical_json, format_amount
 from gateway.store import leases, schema
 from gateway.faults import crash_point
@@ -198,7 +199,7 @@ def intake(tx: Tx, items: Sequence[IntakeItem]) -> list[IntakeOutcome]:
     if new_rows:
         # The ids are taken first, so each bank reference is known before the
         # insert: one statement per batch, sent to the driver as is.
-        day = _dt.datetime.fromtimestamp(tx.now_us / 1_000_000, _dt.timezone.utc).date()
+        day = business_date(tx.now_us)  # the date every message about the instruction carries
         for row, row_id in zip(new_rows, _new_ids(tx, len(new_rows))):
             row["id"] = row_id
             if row["state"] == State.RECEIVED.value:

@@ -11,7 +11,7 @@ from sqlalchemy.engine import Connection
 from gateway.store import schema
 from gateway.store.db import Tx, marker, select_rows
 
-__all__ = ["delivered", "events_after", "last_seq", "mark_delivered", "latest_balance", "movements"]
+__all__ = ["delivered", "events_after", "last_seq", "mark_delivered", "mark_restored", "latest_balance", "movements"]
 
 E = schema.events
 D = schema.deliveries
@@ -61,3 +61,22 @@ def mark_delivered(tx: Tx, target: str, seq: int) -> None:
         tx.conn.execute(insert(D).values(target=target, delivered_seq=seq, updated_us=tx.now_us))
     elif seq > current:
         tx.conn.execute(update(D).where(D.c.target == target).values(delivered_seq=seq, updated_us=tx.now_us))
+
+
+def mark_restored(tx: Tx, skip: int) -> int:
+    """Journal ``gateway.restored`` at a seq ``skip`` above the journal's last one; returns that seq.
+
+    A store restored from a backup continues its hash chain from the backup's head, but the lost
+    store went on journalling after the backup, and the ledger holds those seqs: the restored
+    journal's next seqs would be refused there as out of order (a ``journal-fork`` alert).  This
+    event, chained after the head like any other (the hash does not cover the seq), moves the
+    journal past every seq the lost store can have used, so the restored gateway's copies are
+    taken in order; ``verify`` reports the gap as harmless.  The payload says where the backup
+    ended and how far the journal jumped.
+    """
+    head = last_seq(tx.conn)
+    tx.event("gateway.restored", {"backup_seq": head, "skip": skip})
+    tx._flush()
+    target = head + skip
+    tx.conn.execute(update(E).where(E.c.seq == select(func.max(E.c.seq)).scalar_subquery()).values(seq=target))
+    return target

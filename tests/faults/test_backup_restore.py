@@ -65,18 +65,19 @@ def _instructions(db: Path) -> dict[str, dict]:
         engine.dispose()
 
 
-def _fresh_machine(rig: Rig, fresh: Path) -> Path:
+def _fresh_machine(rig: Rig, fresh: Path, *, ledger: bool = False) -> Path:
     """A new directory with the gateway's config and keys only, as on a replacement machine.
 
-    The bank is asked before anything is resent (the procedure's step), and the
-    ledger link is left out: the ledger still holds the events the restore
-    rewound (see docs/reliability.md, "Backup and restore").
+    The bank is asked before anything is resent (the procedure's step); the
+    ledger link is kept only with ``ledger`` (the drill counts the bank's side
+    with the ledger stopped; the ledger's side is its own test below).
     """
     fresh.mkdir()
     shutil.copytree(rig.tmp / "keys", fresh / "keys")
     (fresh / "var").mkdir(mode=0o700)
     data = tomllib.loads(rig.config.path.read_text(encoding="utf-8"))
-    data.pop("ledger", None)
+    if not ledger:
+        data.pop("ledger", None)
     data["banks"]["B001"]["status_before_resend"] = True
     path = fresh / "gateway.toml"
     path.write_text(render_toml(data), encoding="utf-8")
@@ -229,5 +230,88 @@ def test_an_instruction_taken_after_a_restore_gets_a_reference_the_bank_never_sa
         assert int(refs["RB-new"][-9:]) > 100_000_000, refs  # far above every id the lost store used
         rig.stop(gw)
         rig.stop(bank)
+    finally:
+        rig.kill_all()
+
+
+def _submit(rig: Rig, ids: list[str]) -> None:
+    """Submit ``ids`` and wait until each is final on the feed (the ledger is waited for apart)."""
+    load = Load(rig.config, ids, interval=0.05, deadline=30)
+    load.start()
+    load.finish(30)
+    assert sorted(load.acknowledged) == sorted(ids), load.answers
+    wait_until(lambda: set(ids) <= {e["instruction_id"] for e in feed_entries(rig.config) if e["state"] in FINAL},
+               f"{ids} final on the feed", 30)
+
+
+def _ledger_holds(rig: Rig, db: Path) -> None:
+    """Until the ledger holds a copy of every event in the gateway store ``db``."""
+    wait_until(lambda: {e for _, e in read_events(db)} <= {c["event_id"] for c in rig.ledger_copies()},
+               "the ledger holding every event of the gateway's journal", 30)
+
+
+def test_the_ledger_takes_a_restored_gateways_copies_and_refuses_a_forked_journal(tmp_path):
+    """After ``hpf-gateway restore`` the journal jumps past the lost store's seqs (``gateway.restored``):
+    the ledger, which holds the lost interval's copies, takes the restored gateway's new ones in
+    order, with no alert.  The same backup put in place by hand (a plain file copy) re-uses seqs the
+    ledger holds: its first new copy is refused, a ``journal-fork`` alert is raised once, and
+    nothing of that journal is stored from there on."""
+    rig = Rig.prepare(tmp_path)
+    backup = tmp_path / "gateway-backup.db"
+    try:
+        rig.start_ledger()
+        gw = rig.start_gateway()
+        rig.start_bank()
+        rig.wait_link()
+        _submit(rig, ["RL-1"])
+        _ledger_holds(rig, rig.gateway_db)
+        made = _hpf("backup", "-c", str(rig.config.path), str(backup))
+        assert made.returncode == 0, made.stderr
+        _submit(rig, ["RL-lost"])  # the interval the restore loses; the ledger holds its copies
+        _ledger_holds(rig, rig.gateway_db)
+        assert rig.stop(gw) == 0
+        lost_head = max(c["gateway_seq"] for c in rig.ledger_copies())
+        assert lost_head > read_events(backup)[-1][0]
+
+        # Restored as docs/operations.md says: the ledger takes the new copies, in order.
+        restored_dir = tmp_path / "restored"
+        config_path = _fresh_machine(rig, restored_dir, ledger=True)
+        restored = _hpf("restore", "-c", str(config_path), str(backup))
+        assert restored.returncode == 0, restored.stderr
+        checked = _hpf("verify", "-c", str(config_path))
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+        rig.config = load_config(config_path)
+        gw = rig.start_gateway()
+        rig.wait_link()
+        _submit(rig, ["RL-new"])
+        _ledger_holds(rig, restored_dir / "var" / "gateway.db")
+        new = [c for c in rig.ledger_copies() if c["instruction_id"] == "RL-new"]
+        assert new and min(c["gateway_seq"] for c in new) > lost_head, (lost_head, new)
+        marks = [c for c in rig.ledger_copies() if c["event_id"] in {
+            e for _, e in read_events(restored_dir / "var" / "gateway.db")} and c["instruction_id"] is None]
+        assert any(c["gateway_seq"] > lost_head for c in marks), marks  # gateway.restored, past the lost seqs
+        assert rig.stop(gw) == 0
+        rules = [a["rule"] for a in rig.ledger_alerts()]
+        assert "journal-fork" not in rules and "forged-copy" not in rules, rules
+        assert checked.returncode == 0
+
+        # The same backup copied into place by hand: a forked journal, refused and alerted.
+        forked_dir = tmp_path / "forked"
+        config_path = _fresh_machine(rig, forked_dir, ledger=True)
+        shutil.copy2(backup, forked_dir / "var" / "gateway.db")
+        rig.config = load_config(config_path)
+        gw = rig.start_gateway()  # no need to wait for the bank: the copy of the intake is refused
+        load = Load(rig.config, ["RL-fork"], deadline=30)
+        load.start()
+        load.finish(30)
+        assert load.acknowledged == ["RL-fork"], load.answers
+        forks = wait_until(lambda: [a for a in rig.ledger_alerts() if a["rule"] == "journal-fork"],
+                           "a journal-fork alert", 30)
+        time.sleep(1.5)  # the gateway goes on resending the refused copy: still one alert
+        forks = [a for a in rig.ledger_alerts() if a["rule"] == "journal-fork"]
+        assert len(forks) == 1 and forks[0]["severity"] == "critical", forks
+        assert not [c for c in rig.ledger_copies() if c["instruction_id"] == "RL-fork"]
+        assert rig.ledger_metric("hpf_ledger_copies_total", 'gateway="main",status="refused"') >= 1
+        rig.stop(gw)
     finally:
         rig.kill_all()

@@ -14,6 +14,7 @@ import datetime as dt
 import hashlib
 import json
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from twisted.internet import reactor
 from adapters import base
 from adapters.base import load_adapter
 from gateway import copies, lifecycle
+from gateway.clock import ClockWatch
 from gateway.copies import KINDS, STATES, Copy, Refusal, Unreadable, copy_of, read, read_copy
 from gateway.ledger import store as ledger_store
 from gateway.ledger.checks import CopyChecker, ParsedCopy
@@ -128,7 +130,14 @@ async def journal_everything(db: Database) -> list[dict[str, Any]]:
     from gateway.refusals import centre_refusal
 
     await db.write(centre_refusal("C52240", hostile, "bad_message: body: not XML"))
-    return await db.read(journal.events_after, 0, 1000)
+    # The wall clock stepped back an hour: the writer journals the step (gateway/clock.py).
+    step = [0]
+    db.writer.clock = ClockWatch(wall_ns=lambda: time.time_ns() + step[0])
+    step[0] = -3600 * 10**9
+    await db.write(lambda tx: None)
+    # A store restored from a backup (hpf-gateway restore) journals it and jumps its seqs.
+    await db.write(lambda tx: journal.mark_restored(tx, 1000))
+    return await db.read(journal.events_after, 0, 10_000)
 
 
 def signed_copies(signer: Signer, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

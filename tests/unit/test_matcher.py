@@ -567,6 +567,59 @@ def test_the_stream_clock_holds_the_ledger_back_by_how_far_the_copies_lag() -> N
     assert c.copy("main", us(1040), wall=541.0) == 533.0
 
 
+def test_a_gateway_clock_stepped_back_and_journalled_does_not_hold_the_ledger_back() -> None:
+    """A gateway's clock steps back an hour between two copies; it journals the step first in the
+    transaction that first stamps the stepped time, and the ledger reads its later copies an hour
+    on.  Without ``step_s`` the same copies hold every deadline back by the hour."""
+    def us(s: float) -> int:
+        return int(s * 1_000_000)
+
+    for told in (True, False):
+        c = StreamClock()
+        assert c.copy("main", us(1000), wall=500.0) == 500.0
+        assert c.copy("main", us(1001), wall=501.0) == 501.0
+        step = c.copy("main", us(1002 - 3600), wall=502.0, step_s=-3600.0 if told else 0.0)
+        assert step == 502.0                                     # reported or seen: no stall
+        assert c.copy("main", us(1003 - 3600), wall=503.0) == 503.0
+        assert c.now(520.0) == 520.0
+        assert c.copy("north", us(7), wall=521.0) == 521.0       # the other gateways are unaffected
+
+    # An unreported step smaller than the skew two nodes may show is not one: copies late.
+    c = StreamClock()
+    c.copy("main", us(1000), wall=500.0)
+    assert c.copy("main", us(999), wall=501.0) == 500.0          # 1 s behind: held 1 s, not re-based
+
+
+def test_a_gateway_clock_stepped_forwards_then_back_is_undone_both_times() -> None:
+    """Forwards an hour, then back (NTP correcting an operator): both journalled, both undone; the
+    step back is not mistaken for copies an hour late (which the forward step's floor would make it)."""
+    def us(s: float) -> int:
+        return int(s * 1_000_000)
+
+    c = StreamClock()
+    c.copy("main", us(1000), wall=500.0)
+    assert c.copy("main", us(1001 + 3600), wall=501.0, step_s=3600.0) == 501.0
+    assert c.copy("main", us(1010 + 3600), wall=510.0) == 510.0
+    assert c.copy("main", us(1011), wall=511.0, step_s=-3600.0) == 511.0
+    assert c.copy("main", us(1012), wall=530.0) == 512.0         # a real lag still holds it back
+
+
+def test_the_ledgers_own_time_does_not_step_with_its_host_clock() -> None:
+    from gateway.clock import ClockWatch, steady_clock
+
+    wall, mono = [1_000.0], [5.0]
+    clock = steady_clock(lambda: wall[0], lambda: mono[0])
+    watch = ClockWatch(wall_ns=lambda: int(wall[0] * 1e9), mono_ns=lambda: int(mono[0] * 1e9))
+    wall[0], mono[0] = wall[0] + 10 - 3600, mono[0] + 10                # 10 s on, the host stepped back
+    assert clock() == 1_010.0
+    assert watch.stepped_s() == -3600.0
+    reading = watch.read()
+    assert reading.step_us == -3600 * 10**6 and reading.before_us == 1_010 * 10**6
+    watch.settle(reading)
+    wall[0], mono[0] = wall[0] + 0.5, mono[0] + 0.5
+    assert watch.read().step_us == 0                                    # recorded once
+
+
 def _lagging(copies: list[dict[str, Any]], lag_per_copy: float, clock: StreamClock | None,
              until: float) -> list[AlertDraft]:
     """Feed ``copies`` as a ledger falling behind does: each reaches it ``lag_per_copy`` s
