@@ -127,8 +127,9 @@ class Open:
     payload: Any
     accepted: bool = False  # the store says the bank confirmed it (a reload after restart or takeover)
     sends: int = 0          # sends the store recorded before this outbox existed
-    members: tuple[str, ...] = ()  # a bank batch: its open lines' references (``ref`` is the batch's)
+    members: tuple[str, ...] = ()  # a bank batch: its lines' references in line order (the first is ``ref``)
     batch_no: str = ""      # a bank batch: the bank's BatchNo, once it named it (then ``accepted``)
+    done: frozenset[str] = frozenset()  # a bank batch: the lines settled already (a reload)
 
 
 @dataclass(eq=False, slots=True)
@@ -393,6 +394,16 @@ class Outbox:
             self._set(e, Phase.SETTLING)
         return effects
 
+    def batch_asked(self, seq: str) -> str | None:
+        """The held batch whose request (its reference) or inquiry had serial ``seq``, or None."""
+        e = self.entries.get(seq)
+        if e is not None and e.members:
+            return seq
+        for e in self.entries.values():
+            if e.members and seq in e.asked:
+                return e.ref
+        return None
+
     def batch_of(self, batch_no: str) -> str | None:
         """The reference of the held batch the bank numbered ``batch_no``, or None."""
         return self._batch_no.get(batch_no)
@@ -540,6 +551,8 @@ class Outbox:
     def _add(self, item: Open, now: float) -> None:
         if item.ref in self.entries or (item.ref in self._member and not item.members):
             return  # held already (a single reference that is a held batch's line too)
+        if item.members and not set(item.members) - item.done:
+            return  # every line settled: nothing left to do
         if item.members and (item.members[0] != item.ref or len(set(item.members)) != len(item.members)
                              or any(m in self._member or m in self.entries for m in item.members)):
             raise ValueError(f"batch {item.ref}: its first member must be its reference, members distinct and new")
@@ -549,7 +562,7 @@ class Outbox:
         self.counts[Phase.QUEUED] += 1
         self._queue[item.ref] = None
         if item.members:
-            e.members, e.pending = item.members, set(item.members)
+            e.members, e.pending = item.members, set(item.members) - item.done
             for m in item.members:
                 self._member[m] = item.ref
             if item.batch_no:
