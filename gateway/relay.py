@@ -481,6 +481,8 @@ class BankDispatcher:
             case msg.Receipt() | msg.Result() | msg.NotFound():
                 self._on_instruction_news(message, raw)
             case bm.BatchAccepted() | bm.BatchStatus() | bm.BatchResults():
+                if isinstance(message, bm.BatchAccepted):
+                    crash_point("bank.batch_answer")
                 self._run(rb.on_answer(self.outbox, message, self.clock.seconds(), self.bank.id,
                                        lambda reason: self.refused(raw, reason)))
             case msg.Movement():
