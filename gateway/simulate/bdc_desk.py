@@ -43,15 +43,15 @@ _KINDS = {k.__name__: k for k in (*bm.REQUESTS, base.StatusQuery)}
 
 def to_json(message: Any) -> dict[str, Any]:
     """A request the desk takes, as JSON-ready data (for the durable core's journal)."""
-    return {"kind": type(message).__name__, **base._plain(message)}  # type: ignore[dict-item]
+    return {"type": type(message).__name__, "fields": base._plain(message)}
 
 
 def from_json(data: dict[str, Any]) -> Any:
     """The request :func:`to_json` wrote (our own journal, not outside input)."""
-    kind = _KINDS.get(str(data.get("kind")))
+    kind = _KINDS.get(str(data.get("type")))
     if kind is None:
-        raise ValueError(f"not a request of the bdc desk: {data.get('kind')!r}")
-    return base._from_plain(kind, {k: v for k, v in data.items() if k != "kind"}, typing.get_type_hints)
+        raise ValueError(f"not a request of the bdc desk: {data.get('type')!r}")
+    return base._from_plain(kind, dict(data["fields"]), typing.get_type_hints)
 
 
 @dataclass(frozen=True)

@@ -359,7 +359,8 @@ def test_a_failed_batch_fails_every_open_line_with_the_banks_reason() -> None:
     ob.batch_accepted("L1", "BN1", 1.0)
     recs = ob.batch_status("BN1", "failed", "账户余额不足", 2.0)
     assert [(r.ref, r.event, r.text) for r in recs] == [
-        ("L1", lifecycle.ResultReceived(False), "账户余额不足"), ("L2", lifecycle.ResultReceived(False), "账户余额不足")]
+        ("L1", lifecycle.ResultReceived(False), "账户余额不足"),
+        ("L2", lifecycle.ResultReceived(False), "账户余额不足")]
 
 
 def test_a_reloaded_batch_with_its_number_is_asked_by_it_and_one_without_by_its_serial() -> None:
