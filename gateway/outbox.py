@@ -259,6 +259,7 @@ class Outbox:
         self._retry_at: float | None = None  # after a failed claim, none before this
         self._timers: list[tuple[float, int, str]] = []  # (deadline, n, ref); stale items skipped
         self._n = 0
+        self.refused_batches = 0  # batches not taken because a line of theirs was held on its own
         self._member: dict[str, str] = {}    # a batch member's reference -> its batch's
         self._batch_no: dict[str, str] = {}  # a BatchNo -> its batch's reference
 
@@ -553,9 +554,13 @@ class Outbox:
             return  # held already (a single reference that is a held batch's line too)
         if item.members and not set(item.members) - item.done:
             return  # every line settled: nothing left to do
-        if item.members and (item.members[0] != item.ref or len(set(item.members)) != len(item.members)
-                             or any(m in self._member or m in self.entries for m in item.members)):
-            raise ValueError(f"batch {item.ref}: its first member must be its reference, members distinct and new")
+        if item.members and (item.members[0] != item.ref or len(set(item.members)) != len(item.members)):
+            raise ValueError(f"batch {item.ref}: its first member must be its reference, its members distinct")
+        if item.members and any(m in self._member or m in self.entries for m in item.members):
+            # A line held already on its own: cannot be, as the store writes a batch with its
+            # lines and they are read batch after rows (gateway/relay_batch.py); never both.
+            self.refused_batches += 1
+            return
         self._n += 1
         e = Entry(item.ref, item.payload, Phase.QUEUED, order=self._n, sends=item.sends)
         self.entries[item.ref] = e

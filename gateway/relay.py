@@ -176,7 +176,12 @@ class BankDispatcher:
                 case Claim():
                     self._claim(outbox, effect)
                 case Send(ref=ref, payload=row, resend=resend) if rb.is_batch(row):
-                    self.session.send(rb.batch_request(self, row))  # checked encodable at intake
+                    try:
+                        request = rb.batch_request(self, row)  # checked encodable at intake
+                    except msg.AdapterError as e:  # (a reload changed the register meanwhile)
+                        log.error("link.unencodable", bank=self._bank.id, kind="Batch", ref=ref, error=str(e))
+                        continue  # never confirmed: asked about, then in_doubt (G6)
+                    self.session.send(request)
                     sent += 1
                     if resend:
                         self.metrics.resends.labels(self._bank.id).inc()
@@ -483,6 +488,7 @@ class BankDispatcher:
             case bm.BatchAccepted() | bm.BatchStatus() | bm.BatchResults():
                 if isinstance(message, bm.BatchAccepted):
                     crash_point("bank.batch_answer")
+                self._batch_evidence(message, raw)
                 self._run(rb.on_answer(self.outbox, message, self.clock.seconds(), self.bank.id,
                                        lambda reason: self.refused(raw, reason)))
             case msg.Movement():
@@ -494,6 +500,15 @@ class BankDispatcher:
             case _:
                 self.metrics.refused.labels(f"bank:{self.bank.id}", "unexpected_message").inc()
                 log.warn("bank.unexpected_message", bank=self.bank.id, kind=type(message).__name__)
+
+    def _batch_evidence(self, message: Any, raw: bytes) -> None:
+        """Journal the exchange that took a batch or gave its result file (``bank.file``, in)."""
+        f = rb.evidence(self.outbox, message, raw)
+        if f is not None:
+            from gateway.sftp import record_bank_file
+
+            self.db.write(lambda tx: record_bank_file(tx, self._bank.id, f, "in")).addErrback(
+                lambda failure: log.failure("relay.evidence_failed", failure, bank=self._bank.id))
 
     def refused(self, frame: bytes, reason: str) -> None:
         """A whole message from the bank that its link refused: journalled as ``bank.refused``.

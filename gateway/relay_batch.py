@@ -27,7 +27,7 @@ from gateway.store import batches as sb
 from gateway.store import instructions as q
 
 __all__ = ["ANSWERS", "batch_open", "load_all", "poll_new", "batch_request", "batch_inquiry", "on_answer",
-           "is_batch", "claim_refs", "refusal"]
+           "is_batch", "claim_refs", "refusal", "evidence"]
 
 log = Logger()
 
@@ -107,6 +107,24 @@ def batch_inquiry(query: Query) -> Any:
     lines = query.payload["lines"]
     created = _dt.datetime.fromtimestamp(lines[0]["created_us"] / 1_000_000, _dt.timezone.utc).date()
     return msg.StatusQuery(query.seq, query.ref, created)
+
+
+def evidence(outbox: Outbox, answer: Any, raw: bytes) -> Any:
+    """The exchange that took a held batch, or gave its result file, as a ``bank.file`` to
+    journal (a :class:`gateway.sftp.BankFile`), or None.
+
+    A batch line's fact carries no frame (the frame is about the batch, not that line's
+    reference, so the ledger's frame check could not read it as the line's): the evidence
+    is journalled once per exchange as a file instead, its bytes the request and answer."""
+    from gateway.sftp import BankFile
+
+    if not raw:
+        return None
+    if isinstance(answer, bm.BatchAccepted) and answer.ok and outbox.batch_asked(answer.reply_to) is not None:
+        return BankFile.of(f"BDC103-{outbox.batch_asked(answer.reply_to)}-{answer.batch_no}.exchange", bytes(raw))
+    if isinstance(answer, bm.BatchResults) and outbox.batch_of(answer.batch_no) is not None:
+        return BankFile.of(f"BDC108-{answer.batch_no}.exchange", bytes(raw))
+    return None
 
 
 def on_answer(outbox: Outbox, answer: Any, now: float, bank_id: str,

@@ -68,6 +68,17 @@ async def test_a_centre_batch_goes_out_as_one_bank_batch_and_every_line_is_final
         assert {results[f"BB-{n}"]["bank_seq_no"] for n in (1, 2, 3)} == {batch_no}
         assert len({results[f"BB-{n}"]["host_seq_no"] for n in (1, 2, 3)}) == 3
 
+        # The exchanges that took the batch and gave its result file, journalled as evidence,
+        # and no line's fact carries a frame of its own.
+        import json
+
+        from gateway.store import journal
+        events = await h.gateway.db.read(journal.events_after, 0, 10_000)
+        files = [json.loads(e["payload"])["name"] for e in events if e["kind"] == "bank.file"]
+        assert f"BDC103-{refs[0]}-{batch_no}.exchange" in files and f"BDC108-{batch_no}.exchange" in files
+        assert not [e for e in events if e["kind"] == "instruction.state" and e["instruction_id"].startswith("BB-")
+                    and e["raw"]]
+
         # The same request again: the same records, nothing sent again.
         status, again = await c.request("POST", "/v1/instructions/batch", {"instructions": lines, "bank_batch": True})
         assert status == 200 and [r["status"] for r in again["results"]] == [200, 200, 200]
