@@ -13,9 +13,17 @@ from adapters.base import AdapterError, Instruction, StatusQuery
 from adapters.bdc import BdcAdapter, bank_batch
 from adapters.bdc import messages as bm
 from gateway.simulate.durable import DurableBankCore
-from tests.unit.test_bdc_coverage import CENTRE_ACCT, PAYEE, PAYMENT
 
-OPTIONS = dict(node="B001", accounts={CENTRE_ACCT: 1_000_000, PAYEE: 10_000}, gateway_node="D00000",
+CENTRE_ACCT, PAYEE, PAYEE2 = "6200001111222233", "6200004444555566", "6200004444555577"
+# A two-line batch payment as the deployed centre writes one (docs/protocols/bdc.md, "Batches").
+PAYMENT = bm.Batch("52240171130000000007", dt.date(2017, 11, 30), "C52240", "522400000000000", "payment", "02",
+                   "3", CENTRE_ACCT, "示例中心归集户",
+                   (bm.BatchItem(1, 250000, PAYEE, "张三", branch_code="105100000017", summary="011711300000001",
+                                 reference="011711300000001"),
+                    bm.BatchItem(2, 100, PAYEE2, "李四", branch_code="104100000017", summary="011711300000002")),
+                   memo="批量提取")
+
+OPTIONS = dict(node="B001", accounts={CENTRE_ACCT: 1_000_000, PAYEE: 10_000, PAYEE2: 0}, gateway_node="D00000",
                delay=5.0)
 NOW = dt.datetime(2017, 11, 30, 10, 30, 16)
 CANONICAL = BdcAdapter(clock=lambda: NOW, echo=False)
