@@ -154,7 +154,7 @@ class Entry:
     inflight: int = 0                 # a bank batch: settling Records not yet recorded
     batch_no: str = ""                # a bank batch: the bank's BatchNo
     complete: bool = False            # a bank batch: the bank said it is complete; its result file is next
-    sent_asks: int = 0                # a bank batch: len(asked) at its latest send
+    sent_asks: int = 0                # len(asked) at its latest send: older inquiries' "not found" is stale
 
 
 # -- effects -------------------------------------------------------------------
@@ -537,6 +537,10 @@ class Outbox:
     def _not_found(self, m: msg.NotFound, raw: bytes | None, now: float) -> list[Effect]:
         e = self.entries.get(m.ref)
         if e is not None and e.phase in _UNCONFIRMED:
+            if self.schedule.ask_before_resend and m.reply_to != e.ref and m.reply_to not in e.asked[e.sent_asks:]:
+                # It answers an inquiry made before the latest send, which may have reached the
+                # bank after that answer: it clears nothing (a batch is kept so by ``bank``).
+                return []
             # Never arrived: safe to send again, with the same reference.
             e.cleared = True
             if e.phase in (Phase.AWAITING_RECEIPT, Phase.ASKING):
