@@ -23,7 +23,8 @@ unknown), a QUEUED entry that was sent before goes to ASKING instead of
 CLAIMING: a status inquiry, asked again at each receipt deadline, and a new
 send only once the bank answers NotFound (a receipt or result confirms it).
 
-Promises (checked by tests/unit/test_outbox.py, property and examples):
+Promises (checked by tests/unit/test_outbox.py, property and examples; for bank batches
+by tests/unit/test_outbox_batch.py):
 
 - G1: an :class:`Ack` for a bank message is only ever returned by
   :meth:`Outbox.recorded`, i.e. after the driver committed what it said.
