@@ -60,6 +60,10 @@ ever acknowledged (answers, not pushes), and each member gets at most one
 settling Record.  The batch leaves once every member's settling fact is
 recorded.  The batch's reference (its request serial) is its first member's:
 that member's own reference never goes out on its own.
+
+(Over 600 lines because the bank batch record lives in the same machine as the single
+reference: it shares the phases, the timers, the queue and the window, and one set of
+transitions keeping G2 and G6 for both is safer than two copies of them.)
 """
 
 from __future__ import annotations
