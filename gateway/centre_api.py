@@ -23,6 +23,7 @@ from gateway.config import GatewayConfig
 from gateway.metrics import GatewayMetrics
 from gateway.model import FieldError, InvalidInput, parse_booking
 from gateway.store import instructions as q
+from gateway.store.batches import BatchConflict
 from gateway.store.db import Database
 from gateway.tls import PeerIdentity
 from gateway.centre_guard import RateLimiter
@@ -162,13 +163,20 @@ class CentreApi(JsonApi):
     async def _batch(self, request: Any, centre: str, _: str) -> tuple[int, Any]:
         self._intake_open()
         body = self._body(request)
-        if not isinstance(body, dict) or set(body) != {"instructions"} or not isinstance(body["instructions"], list):
+        if not isinstance(body, dict) or "instructions" not in body or not set(body) <= {"instructions", "bank_batch"} \
+                or not isinstance(body["instructions"], list):
             raise Problem(422, "invalid-instruction", "The batch must be {\"instructions\": [...]}",
-                          errors=(FieldError("instructions", "is required and must be the only field"),))
+                          errors=(FieldError("instructions", "is required and, with bank_batch, the only field"),))
+        bank_batch = body.get("bank_batch", False)
+        if not isinstance(bank_batch, bool):
+            raise Problem(422, "invalid-instruction", "bank_batch must be true or false",
+                          errors=(FieldError("bank_batch", "must be a JSON boolean"),))
         raw = body["instructions"]
         if not 1 <= len(raw) <= self.config.limits.max_batch:
             raise Problem(422, "invalid-instruction", "Batch size out of range",
                           errors=(FieldError("instructions", f"must hold 1 to {self.config.limits.max_batch} items"),))
+        if bank_batch:
+            return await self._bank_batch(centre, raw)
         # Rendered item by item: an instruction's record is JSON text around its stored body.
         results: list[str] = [""] * len(raw)
         items: list[q.IntakeItem] = []
@@ -181,12 +189,57 @@ class CentreApi(JsonApi):
             except Problem as p:
                 results[i] = json_text({"index": i, "status": p.status, "problem": p.to_json()})
         outcomes = await self.intake.store(items) if items else []
+        return 200, self._batch_answer(results, positions, outcomes)
+
+    def _batch_answer(self, results: list[str], positions: list[int], outcomes: list[q.IntakeOutcome],
+                      extra: str = "") -> JsonText:
         for i, outcome in zip(positions, outcomes):
             status, value = self._outcome(outcome)
             results[i] = (json_text({"index": i, "status": status, "problem": value.to_json()})
                           if isinstance(value, Problem)
                           else f'{{"index":{i},"status":{status},"instruction":{value}}}')
-        return 200, JsonText('{"results":[' + ",".join(results) + "]}")
+        return JsonText('{"results":[' + ",".join(results) + "]" + extra + "}")
+
+    async def _bank_batch(self, centre: str, raw: list[Any]) -> tuple[int, Any]:
+        """``bank_batch: true``: the items go to their bank as ONE bank batch (bdc BDC103), taken
+        whole or refused whole (docs/protocols/bdc.md, "Batches"); each stays an instruction
+        of its own, with its own state and result on the feed."""
+        today = self.intake.today()
+        items: list[q.IntakeItem] = []
+        errors: list[FieldError] = []
+        ids: set[str] = set()
+        for i, entry in enumerate(raw):
+            try:
+                item = self.intake.prepare(centre, entry, today)
+            except Problem as p:
+                if p.status != 422 and p.status != 403:
+                    raise  # 503 (backpressure) as for one instruction
+                errors += [FieldError(f"instructions[{i}].{e.field}".rstrip("."), e.reason) for e in p.errors] \
+                    or [FieldError(f"instructions[{i}]", p.title)]
+                continue
+            if item.instruction.instruction_id in ids:
+                errors.append(FieldError(f"instructions[{i}].instruction_id", "appears twice in this bank batch"))
+            ids.add(item.instruction.instruction_id)
+            items.append(item)
+        if errors:
+            self.metrics.refused.labels("centre_api", "invalid_bank_batch").inc()
+            raise Problem(422, "invalid-instruction", "A bank batch is taken whole: some lines are invalid",
+                          errors=tuple(errors[:100]))
+        check = self.intake.bank_batch
+        refusal = check(items) if check is not None else "this gateway has no relay to send a bank batch"
+        if refusal is not None:
+            self.metrics.refused.labels("centre_api", "invalid_bank_batch").inc()
+            raise Problem(422, "invalid-instruction", "These instructions cannot go to their bank as one batch",
+                          errors=(FieldError("bank_batch", refusal),))
+        try:
+            outcomes = await self.intake.store_bank_batch(items)
+        except BatchConflict as e:
+            raise Problem(409, "conflict", "This bank batch was partly submitted before, or otherwise",
+                          errors=(FieldError("instructions", str(e)),)) from None
+        batch_ref = outcomes[0].record["bank_ref"]
+        extra = ',"bank_batch":' + json_text({"bank": items[0].bank_id, "bank_ref": batch_ref,
+                                               "lines": len(items)})
+        return 200, self._batch_answer([""] * len(items), list(range(len(items))), outcomes, extra)
 
     async def _booking(self, request: Any, centre: str, _: str) -> tuple[int, Any]:
         """The centre's accounting voucher for a result or a movement, journalled for the ledger."""

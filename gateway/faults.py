@@ -9,7 +9,9 @@ Points: ``intake.commit`` (inside the intake transaction, before COMMIT),
 ``intake.respond`` (committed, before the centre's answer is written),
 ``bank.sent`` (instruction written to the bank link, before its receipt),
 ``bank.result`` (a result read from the link, before it is committed and
-acknowledged), ``ledger.forward`` (copies answered by the ledger, before the
+acknowledged), ``bank.batch_answer`` (a bank's answer taking a batch request, read
+from the link, before it is committed: the batch is on the bank's side, its answer
+lost), ``ledger.forward`` (copies answered by the ledger, before the
 delivery cursor is saved); in the bank simulator, ``simbank.answer`` (an
 instruction executed and journalled, before the bank's answer is written).
 
@@ -29,7 +31,8 @@ import signal
 
 __all__ = ["POINTS", "crash_point", "armed", "step_clock"]
 
-POINTS = ("intake.commit", "intake.respond", "bank.sent", "bank.result", "ledger.forward", "simbank.answer")
+POINTS = ("intake.commit", "intake.respond", "bank.sent", "bank.result", "bank.batch_answer", "ledger.forward",
+          "simbank.answer")
 
 _target, _, _nth = os.environ.get("HPF_CRASH_AT", "").partition("@")
 _remaining = int(_nth) if _nth.isdigit() else 1

@@ -17,6 +17,7 @@ from gateway.config import GatewayConfig
 from gateway.faults import crash_point
 from gateway.metrics import GatewayMetrics
 from gateway.model import FieldError, InvalidInput, parse_instruction
+from gateway.store import batches as sb
 from gateway.store import instructions as q
 from gateway.store.db import Database
 from gateway.web import Problem
@@ -42,6 +43,8 @@ class Intake:
         self.on_stored = on_stored
         self.metrics = metrics
         self.today = today
+        # Why items cannot go to their bank as one bank batch, or None (Relay.bank_batch_refusal).
+        self.bank_batch: Callable[[list[q.IntakeItem]], str | None] | None = None
 
     def prepare(self, centre_id: str, body: Any, today: _dt.date | None = None) -> q.IntakeItem:
         """Validate one body; raises :class:`Problem` (422, 403).  Pure: touches no storage.
@@ -133,4 +136,18 @@ class Intake:
         fresh = [rec for rec in created if rec["state"] == "received"]
         if fresh:
             self.on_stored(fresh)
+        return outcomes
+
+    @inlineCallbacks
+    def store_bank_batch(self, items: Sequence[q.IntakeItem]) -> Any:
+        """Commit ``items`` as one bank batch (gateway/store/batches.py), or recognise its repeat;
+        fires with one :class:`IntakeOutcome` each, after the commit.  Raises
+        :class:`gateway.store.batches.BatchConflict` when part of it is stored and part not."""
+        outcomes = yield self.db.write(lambda tx: sb.intake_bank_batch(tx, items))
+        crash_point("intake.respond")
+        created = [o.record for o in outcomes if o.status == "created"]
+        for rec in created:
+            self.metrics.instructions.labels(rec["bank_id"], rec["state"]).inc()
+        if created:
+            self.on_stored(created)  # every line at once, each with its batch_ref: one bank batch
         return outcomes

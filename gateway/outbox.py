@@ -23,7 +23,8 @@ unknown), a QUEUED entry that was sent before goes to ASKING instead of
 CLAIMING: a status inquiry, asked again at each receipt deadline, and a new
 send only once the bank answers NotFound (a receipt or result confirms it).
 
-Promises (checked by tests/unit/test_outbox.py, property and examples):
+Promises (checked by tests/unit/test_outbox.py, property and examples; for bank batches
+by tests/unit/test_outbox_batch.py):
 
 - G1: an :class:`Ack` for a bank message is only ever returned by
   :meth:`Outbox.recorded`, i.e. after the driver committed what it said.
@@ -42,6 +43,27 @@ Promises (checked by tests/unit/test_outbox.py, property and examples):
 - The window: ``CLAIMING + AWAITING_RECEIPT + ASKING <= window`` at all times.
 - Commit order: first sends go out in the order the instructions were
   committed (resends of unconfirmed ones go first).
+
+A bank batch (bdc BDC103/104: docs/protocols/bdc.md, "Batches") is one entry
+whose ``members`` are the references of the instructions it carries, its lines.
+It moves through the same phases as one reference, so the window counts it once
+and G2 and G6 hold for it as they do for one instruction, with two differences:
+a batch sent before is always asked about before it is sent again (as with
+``ask_before_resend``: nothing says a bank takes a batch request twice as one),
+and once the bank named its ``BatchNo`` (:meth:`Outbox.batch_accepted`) its
+inquiries are batch inquiries (:class:`Query` ``kind`` ``batch_status``, then
+``batch_results`` once the bank says it is complete: :meth:`Outbox.batch_status`),
+and the result file's lines (:meth:`Outbox.batch_results`) settle each member
+on its own.  Every fact goes to the store as a :class:`Record` about a member,
+never about the batch: a receipt, a result, a give-up into ``in_doubt``; none is
+ever acknowledged (answers, not pushes), and each member gets at most one
+settling Record.  The batch leaves once every member's settling fact is
+recorded.  The batch's reference (its request serial) is its first member's:
+that member's own reference never goes out on its own.
+
+(Over 600 lines because the bank batch record lives in the same machine as the single
+reference: it shares the phases, the timers, the queue and the window, and one set of
+transitions keeping G2 and G6 for both is safer than two copies of them.)
 """
 
 from __future__ import annotations
@@ -110,6 +132,9 @@ class Open:
     payload: Any
     accepted: bool = False  # the store says the bank confirmed it (a reload after restart or takeover)
     sends: int = 0          # sends the store recorded before this outbox existed
+    members: tuple[str, ...] = ()  # a bank batch: its lines' references in line order (the first is ``ref``)
+    batch_no: str = ""      # a bank batch: the bank's BatchNo, once it named it (then ``accepted``)
+    done: frozenset[str] = frozenset()  # a bank batch: the lines settled already (a reload)
 
 
 @dataclass(eq=False, slots=True)
@@ -129,6 +154,12 @@ class Entry:
     asked: tuple[str, ...] = ()       # seq_nos of the inquiries sent
     cleared: bool = False             # a NotFound said the bank has it not: sending again is safe
     deadline: float | None = None     # when tick() must look at it next
+    members: tuple[str, ...] = ()     # a bank batch: its lines' references, in line order
+    pending: set[str] | None = None   # a bank batch: members not yet given their settling Record
+    inflight: int = 0                 # a bank batch: settling Records not yet recorded
+    batch_no: str = ""                # a bank batch: the bank's BatchNo
+    complete: bool = False            # a bank batch: the bank said it is complete; its result file is next
+    sent_asks: int = 0                # len(asked) at its latest send: older inquiries' "not found" is stale
 
 
 # -- effects -------------------------------------------------------------------
@@ -153,11 +184,18 @@ class Send:
 
 @dataclass(frozen=True)
 class Query:
-    """Ask the bank the status of ``ref`` with serial ``seq``."""
+    """Ask the bank the status of ``ref`` with serial ``seq``.
+
+    ``kind``: ``status`` (the status of a reference: bdc BDC110, also for a batch whose
+    BatchNo is not known), ``batch_status`` (how far batch ``batch_no`` is: BDC107) or
+    ``batch_results`` (its result file: BDC108).
+    """
 
     ref: str
     seq: str
     payload: Any
+    kind: str = "status"
+    batch_no: str = ""
 
 
 @dataclass(frozen=True)
@@ -170,6 +208,7 @@ class Record:
     raw: bytes | None = None
     ack: bool = False  # acknowledge ``message`` once committed
     text: str = ""
+    bank_seq_no: str = ""  # a batch line's receipt: the batch's BatchNo
 
 
 @dataclass(frozen=True)
@@ -206,6 +245,7 @@ class Outcome(enum.Enum):
 _SETTLED_STATES = frozenset({"succeeded", "failed", "rejected", "in_doubt"})
 _UNCONFIRMED = (Phase.QUEUED, Phase.CLAIMING, Phase.AWAITING_RECEIPT, Phase.ASKING)
 _OUT = (Phase.CLAIMING, Phase.AWAITING_RECEIPT, Phase.ASKING)  # what the window counts
+_SETTLING_EVENTS = (lifecycle.ResultReceived, lifecycle.ResultOverdue, lifecycle.NotFoundAtBank)
 
 
 class Outbox:
@@ -224,6 +264,9 @@ class Outbox:
         self._retry_at: float | None = None  # after a failed claim, none before this
         self._timers: list[tuple[float, int, str]] = []  # (deadline, n, ref); stale items skipped
         self._n = 0
+        self.refused_batches = 0  # batches not taken because a line of theirs was held on its own
+        self._member: dict[str, str] = {}    # a batch member's reference -> its batch's
+        self._batch_no: dict[str, str] = {}  # a BatchNo -> its batch's reference
 
     # -- inputs ------------------------------------------------------------------
 
@@ -267,6 +310,7 @@ class Outbox:
                 continue  # confirmed or settled while the claim committed: nothing to send
             effects.append(Send(ref, e.payload, resend=e.sends > 0))
             e.sends += 1
+            e.sent_asks = len(e.asked)
             e.cleared = False
             if e.first_sent is None:
                 e.first_sent = now
@@ -285,6 +329,17 @@ class Outbox:
 
     def bank(self, message: msg.Message, raw: bytes | None, now: float) -> list[Effect]:
         """A receipt, result or status answer from the bank."""
+        ref = getattr(message, "ref", None)
+        if isinstance(ref, str) and ref in self._member:
+            batch = self.entries.get(self._member[ref])
+            if batch is not None and batch.ref == ref and isinstance(message, msg.NotFound) \
+                    and batch.phase in _UNCONFIRMED and message.reply_to in batch.asked[batch.sent_asks:]:
+                # About the batch's request, to an inquiry made after its latest send (an older
+                # one may have been answered before that send arrived): a resend is safe now.
+                return self._not_found(message, raw, now)
+            # A receipt or result about a batch's request names no BatchNo, and a line's own
+            # reference never went out: nothing to record, no resend allowed (G2).
+            return []
         match message:
             case msg.Receipt():
                 return self._receipt(message, raw, now)
@@ -294,8 +349,81 @@ class Outbox:
                 return self._not_found(message, raw, now)
         raise TypeError(f"not a message about an instruction: {type(message).__name__}")
 
+    def batch_accepted(self, ref: str, batch_no: str, now: float) -> list[Effect]:
+        """The bank took batch ``ref`` and named it ``batch_no`` (its answer, or a status answer
+        naming it): from now on it is asked about by that number, never sent again."""
+        e = self.entries.get(ref)
+        if e is None or not e.members or not batch_no:
+            return []
+        if e.phase not in _UNCONFIRMED:
+            return []  # a repeat: it is confirmed already
+        assert e.pending is not None
+        e.batch_no = batch_no
+        self._batch_no[batch_no] = ref
+        self._accept(e, now)
+        return [Record(m, lifecycle.ReceiptConfirmed(), bank_seq_no=batch_no)
+                for m in e.members if m in e.pending] + self._pump(now)
+
+    def batch_status(self, batch_no: str, state: str, reason: str, now: float) -> list[Effect]:
+        """How far the bank says batch ``batch_no`` is: ``processing`` or ``partial`` (asked
+        again on the schedule), ``complete`` (its result file is asked now) or ``failed``
+        (every open line failed, ``reason`` the bank's)."""
+        e = self._by_batch_no(batch_no)
+        if e is None:
+            return []
+        if state == "complete":
+            if e.complete:
+                return []
+            e.complete = True
+            return [self._inquiry(e)]  # the result file at once (not counted as an inquiry)
+        if state == "failed":
+            e.complete = False
+            return self._settle(e, lifecycle.ResultReceived(False), reason or "the bank failed the whole batch")
+        return []
+
+    def batch_results(self, batch_no: str, results: Iterable[msg.Result], now: float) -> list[Effect]:
+        """The result file of batch ``batch_no``, as one Result per line it holds (``ref`` the
+        line's member): each open line it names settles with its own outcome; lines it does
+        not name stay open and are asked about again (BDC107, then the file)."""
+        e = self._by_batch_no(batch_no)
+        if e is None:
+            return []
+        assert e.pending is not None
+        effects: list[Effect] = []
+        for r in results:
+            if r.ref in e.pending:
+                e.pending.discard(r.ref)
+                e.inflight += 1
+                effects.append(Record(r.ref, lifecycle.ResultReceived(r.succeeded), r))
+        e.complete = False
+        if not e.pending:
+            self._set(e, Phase.SETTLING)
+        return effects
+
+    def batch_asked(self, seq: str) -> str | None:
+        """The held batch whose request (its reference) or inquiry had serial ``seq``, or None."""
+        e = self.entries.get(seq)
+        if e is not None and e.members:
+            return seq
+        for e in self.entries.values():
+            if e.members and seq in e.asked:
+                return e.ref
+        return None
+
+    def batch_of(self, batch_no: str) -> str | None:
+        """The reference of the held batch the bank numbered ``batch_no``, or None."""
+        return self._batch_no.get(batch_no)
+
+    def _by_batch_no(self, batch_no: str) -> Entry | None:
+        ref = self._batch_no.get(batch_no)
+        e = self.entries.get(ref) if ref is not None else None
+        return e if e is not None and e.phase is Phase.AWAITING_RESULT else None
+
     def recorded(self, record: Record, outcome: Outcome, state: str | None = None) -> list[Effect]:
         """``record`` committed with ``outcome`` (``state``: the state it is in now, when known)."""
+        if record.ref in self._member:
+            self._member_recorded(record, state)
+            return []  # a batch line's fact: never acknowledged, never a refusal (nothing of the bank's)
         e = self.entries.get(record.ref)
         m = record.message
         effects: list[Effect] = []
@@ -329,10 +457,9 @@ class Outbox:
                 assert e.first_sent is not None
                 if now - e.first_sent >= self.schedule.give_up_unconfirmed:
                     # Sent again and again and never confirmed: nothing is left stuck silently (G6).
-                    self._set(e, Phase.SETTLING)
-                    effects.append(Record(ref, lifecycle.ResultOverdue(), text=(
+                    effects += self._settle(e, lifecycle.ResultOverdue(), (
                         f"no receipt from the bank within {self.schedule.give_up_unconfirmed:g} s "
-                        f"of the first send")))
+                        f"of the first send"))
                 else:
                     resend.append(e)  # queued again: sent, or with ask_before_resend asked first
             elif e.phase is Phase.AWAITING_RESULT:
@@ -386,7 +513,13 @@ class Outbox:
                 assert e.accepted_at is not None, ref
             if e.phase in (Phase.QUEUED, Phase.CLAIMING, Phase.SETTLING):
                 assert e.deadline is None, ref
+            if e.members:
+                assert e.pending is not None and e.pending <= set(e.members) and e.inflight >= 0, ref
+                assert all(self._member.get(m) == ref for m in e.members), ref
+                assert (e.phase is Phase.SETTLING) == (not e.pending), ref
+                assert not e.batch_no or self._batch_no.get(e.batch_no) == ref, ref
         assert counts == self.counts, (counts, self.counts)
+        assert all(m in self.entries[b].members for m, b in self._member.items())
         assert len(self._queue) == counts[Phase.QUEUED]
         assert sum(counts[p] for p in _OUT) <= self.window
 
@@ -409,6 +542,10 @@ class Outbox:
     def _not_found(self, m: msg.NotFound, raw: bytes | None, now: float) -> list[Effect]:
         e = self.entries.get(m.ref)
         if e is not None and e.phase in _UNCONFIRMED:
+            if self.schedule.ask_before_resend and m.reply_to != e.ref and m.reply_to not in e.asked[e.sent_asks:]:
+                # It answers an inquiry made before the latest send, which may have reached the
+                # bank after that answer: it clears nothing (a batch is kept so by ``bank``).
+                return []
             # Never arrived: safe to send again, with the same reference.
             e.cleared = True
             if e.phase in (Phase.AWAITING_RECEIPT, Phase.ASKING):
@@ -422,15 +559,31 @@ class Outbox:
     # -- moving entries ----------------------------------------------------------
 
     def _add(self, item: Open, now: float) -> None:
-        if item.ref in self.entries:
+        if item.ref in self.entries or (item.ref in self._member and not item.members):
+            return  # held already (a single reference that is a held batch's line too)
+        if item.members and not set(item.members) - item.done:
+            return  # every line settled: nothing left to do
+        if item.members and (item.members[0] != item.ref or len(set(item.members)) != len(item.members)):
+            raise ValueError(f"batch {item.ref}: its first member must be its reference, its members distinct")
+        if item.members and any(m in self._member or m in self.entries for m in item.members):
+            # A line held already on its own: cannot be, as the store writes a batch with its
+            # lines and they are read batch after rows (gateway/relay_batch.py); never both.
+            self.refused_batches += 1
             return
         self._n += 1
         e = Entry(item.ref, item.payload, Phase.QUEUED, order=self._n, sends=item.sends)
         self.entries[item.ref] = e
         self.counts[Phase.QUEUED] += 1
         self._queue[item.ref] = None
-        if item.accepted:
-            self._accept(e, now)
+        if item.members:
+            e.members, e.pending = item.members, set(item.members) - item.done
+            for m in item.members:
+                self._member[m] = item.ref
+            if item.batch_no:
+                e.batch_no = item.batch_no
+                self._batch_no[item.batch_no] = item.ref
+        if item.accepted and (not item.members or item.batch_no):
+            self._accept(e, now)  # a batch without its BatchNo cannot be asked about by it: asked by serial
 
     def _accept(self, e: Entry, now: float) -> None:
         self._set(e, Phase.AWAITING_RESULT)
@@ -457,21 +610,17 @@ class Outbox:
         give_up = self._give_up_at(e)
         assert e.next_query_at is not None and e.accepted_at is not None
         if give_up is not None and now >= give_up:
-            self._set(e, Phase.SETTLING)
-            return [Record(e.ref, lifecycle.ResultOverdue(), text=(
+            return self._settle(e, lifecycle.ResultOverdue(), (
                 f"no result within {self.schedule.give_up_after:g} s of the receipt, "
-                f"after {e.queries} status inquiries"))]
+                f"after {e.queries} status inquiries"))
         if now >= e.next_query_at:
             if e.queries >= self.schedule.query_attempts:
-                self._set(e, Phase.SETTLING)
-                return [Record(e.ref, lifecycle.ResultOverdue(), text=f"no result after {e.queries} status inquiries")]
+                return self._settle(e, lifecycle.ResultOverdue(), f"no result after {e.queries} status inquiries")
             if self.up:
-                seq = self.new_seq()
-                e.asked += (seq,)
                 e.queries += 1
                 e.next_query_at = now + self.schedule.wait_after(e.queries)
                 self._schedule_result(e, now)
-                return [Query(e.ref, seq, e.payload)]
+                return [self._inquiry(e)]
         self._schedule_result(e, now)
         return []
 
@@ -489,7 +638,7 @@ class Outbox:
             ref, _ = self._queue.popitem(last=False)
             e = self.entries[ref]
             self.counts[Phase.QUEUED] -= 1
-            if self.schedule.ask_before_resend and e.sends > 0 and not e.cleared:
+            if (self.schedule.ask_before_resend or e.members) and e.sends > 0 and not e.cleared:
                 # Sent before (maybe by a node that died): ask, and send again only on "not found".
                 e.phase = Phase.ASKING
                 self.counts[Phase.ASKING] += 1
@@ -507,10 +656,41 @@ class Outbox:
         """An unconfirmed entry's status inquiry; asked again at its receipt deadline until given up."""
         if e.first_sent is None:
             e.first_sent = now  # sent by an earlier node: the give-up runs from the first ask
+        self._due(e, now + self.schedule.receipt_timeout)
+        return self._inquiry(e)
+
+    def _inquiry(self, e: Entry) -> Query:
+        """The next inquiry about ``e``: its status; for a batch the bank named, how far it is
+        or, once the bank said it is complete, its result file."""
         seq = self.new_seq()
         e.asked += (seq,)
-        self._due(e, now + self.schedule.receipt_timeout)
+        if e.members and e.batch_no and e.phase is Phase.AWAITING_RESULT:
+            return Query(e.ref, seq, e.payload, "batch_results" if e.complete else "batch_status", e.batch_no)
         return Query(e.ref, seq, e.payload)
+
+    def _settle(self, e: Entry, event: lifecycle.Event, text: str) -> list[Effect]:
+        """``e`` settles with ``event`` (a give-up): one Record, or one per open line of a batch."""
+        self._set(e, Phase.SETTLING)
+        if not e.members:
+            return [Record(e.ref, event, text=text)]
+        assert e.pending is not None
+        refs = [m for m in e.members if m in e.pending]
+        e.pending.clear()
+        e.inflight += len(refs)
+        return [Record(m, event, text=text) for m in refs]
+
+    def _member_recorded(self, record: Record, state: str | None) -> None:
+        e = self.entries.get(self._member[record.ref])
+        if e is None or e.pending is None:
+            return
+        if isinstance(record.event, _SETTLING_EVENTS):
+            e.inflight = max(e.inflight - 1, 0)
+        elif state in _SETTLED_STATES:
+            e.pending.discard(record.ref)  # settled in the store already (another node, an operator)
+        if not e.pending and e.inflight == 0:
+            self._drop(e)
+        elif not e.pending and e.phase is not Phase.SETTLING:
+            self._set(e, Phase.SETTLING)
 
     def _requeue_unconfirmed(self) -> None:
         out = [e for e in self.entries.values() if e.phase in (Phase.AWAITING_RECEIPT, Phase.ASKING)]
@@ -549,6 +729,10 @@ class Outbox:
         self._set(e, Phase.SETTLING)
         self.counts[Phase.SETTLING] -= 1
         del self.entries[e.ref]
+        for m in e.members:
+            self._member.pop(m, None)
+        if e.batch_no:
+            self._batch_no.pop(e.batch_no, None)
 
     def _phase(self, ref: str) -> Phase | None:
         e = self.entries.get(ref)

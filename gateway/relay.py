@@ -12,7 +12,9 @@ owner also poll the store for instructions another node's intake committed.
 It knows nothing of sockets: a link session hands it decoded messages and
 gives it a ``send`` callable.  (Over 600 lines because the dispatcher also
 records and acknowledges what concerns accounts rather than references:
-movements, statements, balances.)
+movements, statements, balances; and it carries a bank batch's effects, whose
+own parts live in gateway/relay_batch.py, through the same ``_run`` as a
+single instruction's, so that one code path keeps G1/G2 for both.)
 """
 
 from __future__ import annotations
@@ -31,7 +33,9 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from adapters import base as msg
+from adapters.bdc import messages as bm
 from gateway import lifecycle
+from gateway import relay_batch as rb
 from gateway.clock import business_date
 from gateway.config import BankConfig, GatewayConfig, StatusPolicy, Timeouts
 from gateway.faults import armed, crash_point
@@ -170,6 +174,19 @@ class BankDispatcher:
             match effect:
                 case Claim():
                     self._claim(outbox, effect)
+                case Send(ref=ref, payload=row, resend=resend) if rb.is_batch(row):
+                    try:
+                        request = rb.batch_request(self, row)  # checked encodable at intake
+                    except msg.AdapterError as e:  # (a reload changed the register meanwhile)
+                        log.error("link.unencodable", bank=self._bank.id, kind="Batch", ref=ref, error=str(e))
+                        continue  # never confirmed: asked about, then in_doubt (G6)
+                    self.session.send(request)
+                    sent += 1
+                    if resend:
+                        self.metrics.resends.labels(self._bank.id).inc()
+                case Query(payload=row) if rb.is_batch(row):
+                    self.session.send(rb.batch_inquiry(effect))
+                    self.metrics.status_queries.labels(self._bank.id).inc()
                 case Send(ref=ref, payload=row, resend=resend):
                     self.session.send(self._instruction(row))
                     sent += 1
@@ -223,7 +240,7 @@ class BankDispatcher:
         """
         session, epoch = self.session, self.epoch
         lease = (self.lease_name, self.owner, epoch) if self.owner is not None else None
-        refs = list(claim.refs)
+        refs = rb.claim_refs(outbox, claim.refs)  # a batch's send is a send of each of its lines
         d = self.db.write(lambda tx: q.record_sent(tx, self._bank.id, refs, lease=lease))
 
         def claimed(changed: int) -> None:
@@ -260,7 +277,7 @@ class BankDispatcher:
                               code=m.code, text=m.text)
         if isinstance(m, msg.Receipt):
             return q.BankFact(r.ref, r.event, raw=r.raw, bank_seq_no=m.bank_seq_no)
-        return q.BankFact(r.ref, r.event, raw=r.raw, text=r.text)
+        return q.BankFact(r.ref, r.event, raw=r.raw, text=r.text, bank_seq_no=r.bank_seq_no)
 
     def _answered(self, outbox: Outbox, r: Record, answer: Any) -> None:
         """A recorded fact's answer from the store, told to the outbox (which then may acknowledge)."""
@@ -291,11 +308,12 @@ class BankDispatcher:
         :data:`LOAD_RETRY` seconds while this node still owns the link at the same epoch: an
         owner must not sit on an empty outbox while its instructions wait in the store.
         """
-        d = self.db.read(q.load_open, self._bank.id)
+        d = self.db.read(rb.load_all, self._bank.id)
         epoch = self.epoch
 
-        def loaded(rows: list[dict[str, Any]]) -> None:
-            items = []
+        def loaded(found: tuple[list[dict[str, Any]], list[dict[str, Any]]]) -> None:
+            rows, batches = found
+            items = self._batch_opens(batches)
             for row in rows:
                 self.poll_mark = max(self.poll_mark, row["id"])
                 items.append(Open(row["bank_ref"], _open(row), accepted=row["state"] == State.ACCEPTED.value,
@@ -320,8 +338,25 @@ class BankDispatcher:
         """
         if not self.active:
             return
-        items = [Open(row["bank_ref"], _open(row), sends=row.get("sends") or 0) for row in rows]
+        items: list[Open] = []
+        batches: dict[str, list[dict[str, Any]]] = {}
+        for row in rows:
+            if row.get("batch_ref"):  # a line of a bank batch the intake stored (all lines come together)
+                batches.setdefault(row["batch_ref"], []).append(row)
+            else:
+                items.append(Open(row["bank_ref"], _open(row), sends=row.get("sends") or 0))
+        items += self._batch_opens([{"batch_ref": ref, "lines": lines} for ref, lines in batches.items()])
         self._run(self.outbox.committed(items, self.clock.seconds()))
+
+    def _batch_opens(self, batches: list[dict[str, Any]]) -> list[Open]:
+        out = []
+        for batch in batches:
+            for row in batch["lines"]:
+                self.poll_mark = max(self.poll_mark, row["id"])
+            item = rb.batch_open(batch, _open)
+            if item is not None:
+                out.append(item)
+        return out
 
     def poll(self) -> Deferred[None]:
         """Pick up instructions another node's intake committed for this bank.
@@ -332,12 +367,14 @@ class BankDispatcher:
         """
         self._polls += 1
         sweep = self._polls % SWEEP_EVERY == 0
-        d = self.db.read(q.load_new, self._bank.id, 0 if sweep else self.poll_mark, 5000)
+        d = self.db.read(rb.poll_new, self._bank.id, 0 if sweep else self.poll_mark, 5000)
 
-        def found(rows: list[dict[str, Any]]) -> None:
-            if rows:
-                self.poll_mark = max(self.poll_mark, rows[-1]["id"])
+        def found(new: tuple[list[dict[str, Any]], list[dict[str, Any]], int]) -> None:
+            rows, batches, top = new
+            self.poll_mark = max(self.poll_mark, top)
             self.enqueue(rows)
+            if batches and self.active:
+                self._run(self.outbox.committed(self._batch_opens(batches), self.clock.seconds()))
 
         return d.addCallback(found)
 
@@ -405,15 +442,20 @@ class BankDispatcher:
             self._timer.cancel()
         self._timer = None
 
-    def _instruction(self, row: dict[str, Any]) -> msg.Instruction:
-        """The message that sends stored instruction ``row``, signed when the bank wants signatures."""
+    def line_message(self, row: dict[str, Any]) -> msg.Instruction:
+        """The neutral message of stored instruction ``row`` (unsigned): what a single send
+        writes, and what a bank batch writes as one of its lines."""
         body = json.loads(row["body"])
         creditor = body["creditor"]
         created = business_date(row["created_us"])
-        ins = self.message(ref=row["bank_ref"], centre_id=row["centre_id"], instruction_id=row["instruction_id"],
-                           debit_account=row["debit_account"], amount=row["amount"],
-                           creditor=(creditor["account"], creditor["name"], creditor["bank_code"]),
-                           purpose=body["purpose"], memo=body.get("memo") or "", created=created)
+        return self.message(ref=row["bank_ref"], centre_id=row["centre_id"], instruction_id=row["instruction_id"],
+                            debit_account=row["debit_account"], amount=row["amount"],
+                            creditor=(creditor["account"], creditor["name"], creditor["bank_code"]),
+                            purpose=body["purpose"], memo=body.get("memo") or "", created=created)
+
+    def _instruction(self, row: dict[str, Any]) -> msg.Instruction:
+        """The message that sends stored instruction ``row``, signed when the bank wants signatures."""
+        ins = self.line_message(row)
         # Non-repudiation: the signature covers gateway.signing.instruction_signing_bytes(ins).
         if self.instruction_signer is None:
             return ins
@@ -441,6 +483,12 @@ class BankDispatcher:
         match message:
             case msg.Receipt() | msg.Result() | msg.NotFound():
                 self._on_instruction_news(message, raw)
+            case bm.BatchAccepted() | bm.BatchStatus() | bm.BatchResults():
+                if isinstance(message, bm.BatchAccepted):
+                    crash_point("bank.batch_answer")
+                self._batch_evidence(message, raw)
+                self._run(rb.on_answer(self.outbox, message, self.clock.seconds(), self.bank.id,
+                                       lambda reason: self.refused(raw, reason)))
             case msg.Movement():
                 self._on_movement(message, raw)
             case msg.Balance():
@@ -450,6 +498,15 @@ class BankDispatcher:
             case _:
                 self.metrics.refused.labels(f"bank:{self.bank.id}", "unexpected_message").inc()
                 log.warn("bank.unexpected_message", bank=self.bank.id, kind=type(message).__name__)
+
+    def _batch_evidence(self, message: Any, raw: bytes) -> None:
+        """Journal the exchange that took a batch or gave its result file (``bank.file``, in)."""
+        f = rb.evidence(self.outbox, message, raw)
+        if f is not None:
+            from gateway.sftp import record_bank_file
+
+            self.db.write(lambda tx: record_bank_file(tx, self._bank.id, f, "in")).addErrback(
+                lambda failure: log.failure("relay.evidence_failed", failure, bank=self._bank.id))
 
     def refused(self, frame: bytes, reason: str) -> None:
         """A whole message from the bank that its link refused: journalled as ``bank.refused``.
@@ -664,6 +721,10 @@ class Relay(Service):
         except msg.AdapterError as e:
             return str(e)
         return None
+
+    def bank_batch_refusal(self, items: list[q.IntakeItem]) -> str | None:
+        """Why ``items`` cannot go to their bank as one bank batch, or None (gateway.relay_batch.refusal)."""
+        return rb.refusal(self, items)
 
     def startService(self) -> None:
         super().startService()

@@ -372,6 +372,7 @@ def makeService(config: GatewayConfig, reactor: Any) -> Gateway:  # noqa: N802 (
     feed = ResultsFeed()
     db.on_commit(feed.notify)
     intake = Intake(config, db, relay.enqueue, metrics, encodable=relay.encodable, backpressure=relay.refusal)
+    intake.bank_batch = relay.bank_batch_refusal
     api = CentreApi(config, intake, db, feed, metrics, reactor)
 
     tls = config.tls

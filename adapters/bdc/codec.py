@@ -263,6 +263,11 @@ class BdcAdapter:
         if code:
             out = _Out([(n, code if n == "TxCode" else value) for n, value in out.head], out.body,
                        out.file, out.groups)
+        if isinstance(request, base.StatusQuery) and isinstance(message, bm.BatchAccepted):
+            # BDC110 about a batch request's serial: the batch's number in OldBatchNo (batch only).
+            head = [(n, "BDC110" if n == "TxCode" else value) for n, value in out.head]
+            out = _Out(head, [("OldTxStatus", "2"), ("HostSeqNo", ""),
+                              ("OldBatchNo", v.serial("batch_no", message.batch_no))], out.file)
         if (isinstance(request, base.Instruction) and request.purpose == "withdrawal"
                 and isinstance(message, (base.Receipt, base.Result))
                 and message.reply_to == message.ref == request.seq_no):
@@ -958,8 +963,13 @@ class BdcAdapter:
                 return base.NotFound(seq_no=seq_no, reply_to=reply_to, ref=ref)
             # As deployed: the query itself failed; the outcome stays unknown.
             raise AnswerRefused("BDC110", h.get("RtnCode", ""), h.get("RtnMessage", ""))
-        for name in ("IntHostSeqN", "IntHostSeqNo", "PenHostSeqNo", "FineHostSeqNo", "OldBatchNo"):
+        for name in ("IntHostSeqN", "IntHostSeqNo", "PenHostSeqNo", "FineHostSeqNo"):
             v.serial(name, b.get(name, ""), optional=True)  # not kept; still bounded
+        old_batch = v.serial("OldBatchNo", b.get("OldBatchNo", ""), optional=True)
+        if old_batch:
+            # About a batch request (BDC103/104): the bank has it, under this number; how far it
+            # is, BDC107 says (docs/protocols/bdc.md, "Batches").
+            return bm.BatchAccepted(seq_no=seq_no, reply_to=reply_to, batch_no=old_batch)
         old = b["OldTxStatus"]
         host_seq_no = v.serial("HostSeqNo", b.get("HostSeqNo", ""), optional=True)
         if old == "2":
@@ -976,7 +986,7 @@ class BdcAdapter:
     _ANSWERS: ClassVar[dict[type, tuple[type, ...]]] = {
         base.SignOn: (base.SignOnAnswer,), base.Heartbeat: (base.HeartbeatAnswer,),
         base.Instruction: (base.Receipt, base.Result),
-        base.StatusQuery: (base.Receipt, base.Result, base.NotFound),
+        base.StatusQuery: (base.Receipt, base.Result, base.NotFound, bm.BatchAccepted),
         base.BalanceQuery: (base.Balance,), base.Movement: (base.Ack,),
         bm.SignOff: (bm.SignOffAnswer,), bm.Collection: (base.Receipt, base.Result),
         bm.Batch: (bm.BatchAccepted,), bm.BatchQuery: (bm.BatchStatus,),
@@ -1002,7 +1012,7 @@ class BdcAdapter:
         bound: dict[str, str] = {"reply_to": request.seq_no}
         if isinstance(request, (base.Instruction, bm.Collection)):
             bound["ref"] = request.seq_no
-        elif isinstance(request, base.StatusQuery):
+        elif isinstance(request, base.StatusQuery) and not isinstance(message, bm.BatchAccepted):
             ref = getattr(message, "ref")
             if ref and ref != request.ref:
                 raise AdapterError(f"BDC110 answer is about {v.show(ref)}, not {v.show(request.ref)}")

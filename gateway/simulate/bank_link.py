@@ -67,7 +67,9 @@ class BankLink:
         self.bank_id = bank_id
         self.heartbeat_interval = heartbeat_interval
         self.counters: Counter[str] = Counter()
-        self.desk = BdcDesk(core)  # the bdc-only transactions (gateway/simulate/bdc_desk.py)
+        # The bdc-only transactions (gateway/simulate/bdc_desk.py): a durable core has its own,
+        # journalled with it.
+        self.desk = getattr(core, "desk", None) or BdcDesk(core)
         self.sessions: list[BankSimProtocol] = []  # signed on, oldest first
         self._connections: set[BankSimProtocol] = set()
         self._timer: IDelayedCall | None = None
@@ -101,7 +103,7 @@ class BankLink:
 
     def receive(self, message: Message) -> list[Message]:
         """Feed one message to the core (or its bdc desk) now; re-arm the execution timer."""
-        if isinstance(message, DESK_REQUESTS):
+        if isinstance(message, DESK_REQUESTS) or self.desk.knows(message):
             out = self.desk.receive(message, self.reactor.seconds())
         else:
             out = self.core.receive(message, self.reactor.seconds())

@@ -10,12 +10,21 @@ line is one transfer under the reference ``<BatchNo>L<no>``.  Pure: no I/O, no c
 What the desk does not know it does not make up: a query about a batch it never accepted,
 and a result file asked before the batch is complete, get no answer (the link closes the
 connection, as for any request the bank cannot answer); the branch directory is what it
-is given (``branches``, code to name), empty by default.
+is given (``branches``, code to name), empty by default.  A status inquiry (BDC110) about
+a batch request's serial is answered with the batch's number (``OldBatchNo``), as the
+deployed interface answers the centre that lost a batch answer (:meth:`BdcDesk.knows`).
+
+Durable with its core: on a :class:`gateway.simulate.durable.DurableBankCore` every
+request the desk takes is written to the core's journal before it is acted on (input
+``desk``) and replayed at start, in order with the core's own inputs, so a killed and
+restarted simulator still knows every batch it accepted: the same batch request again
+gets the same BatchNo, and nothing is executed twice.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -23,10 +32,26 @@ from typing import Any
 from adapters import base
 from adapters.bdc import messages as bm
 
-__all__ = ["BdcDesk", "REQUESTS"]
+__all__ = ["BdcDesk", "REQUESTS", "to_json", "from_json"]
 
 REQUESTS = bm.REQUESTS
-"""The message types the desk answers (everything else is the core's)."""
+"""The message types the desk answers (everything else is the core's, but a status inquiry
+about a batch request: :meth:`BdcDesk.knows`)."""
+
+_KINDS = {k.__name__: k for k in (*bm.REQUESTS, base.StatusQuery)}
+
+
+def to_json(message: Any) -> dict[str, Any]:
+    """A request the desk takes, as JSON-ready data (for the durable core's journal)."""
+    return {"type": type(message).__name__, "fields": base._plain(message)}
+
+
+def from_json(data: dict[str, Any]) -> Any:
+    """The request :func:`to_json` wrote (our own journal, not outside input)."""
+    kind = _KINDS.get(str(data.get("type")))
+    if kind is None:
+        raise ValueError(f"not a request of the bdc desk: {data.get('type')!r}")
+    return base._from_plain(kind, dict(data["fields"]), typing.get_type_hints)
 
 
 @dataclass(frozen=True)
@@ -46,9 +71,30 @@ class BdcDesk:
         self._batches: dict[str, _Accepted] = {}     # batch_no -> batch
         self._by_request: dict[str, str] = {}        # the batch request's SendSeqNo -> batch_no
 
+    def knows(self, message: Any) -> bool:
+        """Whether ``message`` is the desk's: one of its requests, or a status inquiry about a
+        batch request it accepted."""
+        return isinstance(message, REQUESTS) or (isinstance(message, base.StatusQuery)
+                                                 and message.ref in self._by_request)
+
     def receive(self, message: Any, now: float) -> list[Any]:
-        """The answer to ``message`` (if any), then what its executions push (notices)."""
+        """The answer to ``message`` (if any), then what its executions push (notices).
+
+        With a durable core, the request is journalled first (see the module docstring)."""
+        journalled = getattr(self.core, "journalled", None)
+        if journalled is not None:
+            return journalled("desk", now, to_json(message), lambda: self.take(message, now))
+        return self.take(message, now)
+
+    def take(self, message: Any, now: float) -> list[Any]:
+        """:meth:`receive` without the journal (what a replay calls)."""
         self.core.version += 1
+        if isinstance(message, base.StatusQuery):
+            known = self._by_request.get(message.ref)
+            if known is None:
+                return self.core.receive(message, now)
+            self.core.counts["batch_status_queries"] += 1
+            return [bm.BatchAccepted(self.core.next_seq_no(), message.seq_no, known)]
         if isinstance(message, bm.SignOff):
             self.core.counts["sign_offs"] += 1
             return [bm.SignOffAnswer(self.core.next_seq_no(), message.seq_no, self.core.node)]

@@ -26,6 +26,8 @@ from typing import Any, Mapping
 from adapters import base
 from adapters.base import Message
 from gateway.simulate.bank import BankCore
+from gateway.simulate.bdc_desk import BdcDesk
+from gateway.simulate.bdc_desk import from_json as desk_from_json
 
 __all__ = ["DurableBankCore", "JournalMismatch"]
 
@@ -78,6 +80,8 @@ class DurableBankCore(BankCore):
                       "first_serial": self._serial,
                       "options": _jsonable({k: v for k, v in options.items() if k != "first_serial"})}
             self._append(header, create=True)
+        # The bdc desk's requests share this journal (input ``desk``): it must exist before the replay.
+        self.desk = BdcDesk(self)
         self._depth = 1  # replaying: nothing is written again
         try:
             for record in records:
@@ -136,6 +140,8 @@ class DurableBankCore(BankCore):
             super().next_seq_no()
         elif op == "discard_push":
             super().discard_push(arg)
+        elif op == "desk":
+            self.desk.take(desk_from_json(arg), now)
         else:
             raise JournalMismatch(f"{self.path}: unknown input {op!r}")
 
@@ -156,6 +162,11 @@ class DurableBankCore(BankCore):
             return call()
         finally:
             self._depth -= 1
+
+    def journalled(self, op: str, now: float | None, arg: Any, call: Any) -> Any:
+        """Journal input ``op`` (another part of this bank's, e.g. its bdc desk) before ``call``
+        acts on it; replayed through :meth:`_apply`."""
+        return self._journalled(op, now, arg, call)
 
     def receive(self, message: Message, now: float) -> list[Message]:
         return self._journalled("receive", now, base.to_json(message), lambda: super(DurableBankCore, self)

@@ -127,3 +127,26 @@ leases = Table(
     Column("epoch", BigInteger, nullable=False),
     Column("expires_us", BigInteger, nullable=False),
 )
+
+# A bank batch (bdc BDC103): instructions a centre asked to go to their bank as one batch
+# request.  ``batch_ref`` is the request's serial, its first line's bank reference (that
+# line's own reference never goes out on its own); each line is an instruction of its own,
+# with its own state and result.  What the batch's sends and BatchNo are is read from its
+# lines (their ``sends`` and, once the bank confirmed it, their ``bank_seq_no``).
+bank_batches = Table(
+    "bank_batches",
+    metadata,
+    Column("batch_ref", String(32), primary_key=True),
+    Column("bank_id", String(16), nullable=False),
+    Column("centre_id", String(16), nullable=False),
+    Column("kind", String(16), nullable=False),       # payment (BDC103)
+    Column("lines", Integer, nullable=False),
+    Column("created_us", BigInteger, nullable=False),
+)
+bank_batch_lines = Table(
+    "bank_batch_lines",
+    metadata,
+    Column("batch_ref", String(32), primary_key=True),
+    Column("line_no", Integer, primary_key=True, autoincrement=False),   # from 1: the file's ``no``
+    Column("instruction", BigInteger, nullable=False, unique=True),      # instructions.id
+)

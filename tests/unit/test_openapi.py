@@ -34,7 +34,7 @@ CEILING = 50_000_000_00
 # Every operation of the centre API (README.md, "Centre API"), with the answers it must document.
 OPERATIONS: dict[tuple[str, str], set[str]] = {
     ("post", "/v1/instructions"): {"200", "202", "400", "403", "409", "413", "422", "503"},
-    ("post", "/v1/instructions/batch"): {"200", "400", "413", "422", "503"},
+    ("post", "/v1/instructions/batch"): {"200", "400", "409", "413", "422", "503"},
     ("get", "/v1/instructions/{instruction_id}"): {"200", "404"},
     ("get", "/v1/results"): {"200", "400"},
     ("get", "/v1/openapi.json"): {"200"},

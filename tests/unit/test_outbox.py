@@ -131,6 +131,20 @@ def test_asking_before_a_resend_sends_again_only_on_not_found() -> None:
     assert node.sent == [(0.0, "R1"), (20.0, "R1")]
 
 
+def test_asking_before_a_resend_a_not_found_older_than_the_latest_send_clears_nothing() -> None:
+    node = Node(schedule=ASK)
+    node.up()
+    node.submit("R1")
+    node.wait(10.0)
+    node.wait(10.0)  # two inquiries on the wire
+    first, second = node.queries[0][2], node.queries[1][2]
+    node.hear(msg.NotFound("B1", first, "R1"))  # cleared: sent again
+    assert node.sent == [(0.0, "R1"), (20.0, "R1")]
+    # The second was answered before the resend reached the bank: stale, it sends nothing.
+    node.hear(msg.NotFound("B2", second, "R1"))
+    assert node.sent == [(0.0, "R1"), (20.0, "R1")]
+
+
 def test_asking_before_a_resend_a_processing_answer_confirms_it() -> None:
     node = Node(schedule=ASK)
     node.up()
