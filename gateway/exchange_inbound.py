@@ -22,8 +22,6 @@ from gateway.links import refuse_message
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from gateway.exchange import ExchangeLink
-
 __all__ = ["InboundFactory"]
 
 log = Logger()
@@ -98,11 +96,13 @@ class _Inbound(Protocol):
 
 
 class InboundFactory(Factory):
-    """Accepts the bank's own requests for ``link``, one per connection, each bounded by ``timeout``."""
+    """Accepts the bank's own requests for ``link`` (a :class:`gateway.exchange.ExchangeLink`,
+    not imported here: that module imports this one), one per connection, each bounded by
+    ``timeout``."""
 
     noisy = False
 
-    def __init__(self, link: ExchangeLink, *, timeout: float,
+    def __init__(self, link: Any, *, timeout: float,
                  check_peer: Callable[[Any], str | None] | None = None) -> None:
         self.link, self.timeout, self.check_peer = link, timeout, check_peer
 
