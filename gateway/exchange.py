@@ -31,7 +31,8 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 from collections import Counter, deque
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
@@ -46,9 +47,20 @@ from gateway.exchange_wire import ExchangeFailed, Serials, StreamTransport, Tran
 from gateway.http_transport import TransportError
 from gateway.links import refuse_message
 
-__all__ = ["Transport", "StreamTransport", "ExchangeLink", "InboundFactory", "Serials",
-           "ExchangeFailed", "bind_answer", "check_bank_peer", "make_exchange_link",
-           "make_exchange_service", "IgnoredFieldsCollector", "StatementPoll"]
+__all__ = [
+    "ExchangeFailed",
+    "ExchangeLink",
+    "IgnoredFieldsCollector",
+    "InboundFactory",
+    "Serials",
+    "StatementPoll",
+    "StreamTransport",
+    "Transport",
+    "bind_answer",
+    "check_bank_peer",
+    "make_exchange_link",
+    "make_exchange_service",
+]
 
 log = Logger()
 

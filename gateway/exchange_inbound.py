@@ -31,7 +31,7 @@ log = Logger()
 class _Inbound(Protocol):
     """One request from the bank on its own connection, answered on it, then closed."""
 
-    def __init__(self, factory: "InboundFactory") -> None:
+    def __init__(self, factory: InboundFactory) -> None:
         self.factory = factory
         self.link = factory.link
         self.framer = self.link.adapter.framer()
