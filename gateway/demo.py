@@ -29,26 +29,30 @@ from gateway.store.db import private_file
 __all__ = ["BANKS", "BDC_CENTRE", "CENTRE", "write_demo_config", "write_ledger_config", "run_demo", "FAULT_RULES"]
 
 CENTRE = "C52240"
+# Each bank's node and bank_code begin with its CNAPS bank class, as the relay reads them
+# (a payee whose code shares the node's first three digits is paid within the bank): 102
+# ICBC, 104 Bank of China, 105 CCB (adapters/bdc/codec.py BANK_NAMES); B003 is no real bank
+# and takes 313, the class of city commercial banks. The rest of each code is made up.
 BANKS: dict[str, dict[str, str]] = {
     # bdc as deployed: a connection per request; the bank dials in with its notices and
     # the gateway dials the bank with its requests (peer_endpoint).
-    "B001": {"name": "示例银行", "adapter": "bdc", "node": "105000", "direction": "listen",
+    "B001": {"name": "建设银行（示例）", "adapter": "bdc", "node": "105000", "direction": "listen",
              "connection": "per_request",
              "account": "6200001111222233", "account_name": "示例中心归集户", "type": "collection",
              "bank_code": "105100000017"},
     # Bank of China's direct connection: the gateway posts to the bank's front-end (a
     # simulated one on loopback), signs on, polls status, balances and statements.
-    "B002": {"name": "中国银行（示例）", "adapter": "bocb2e", "node": "102000", "direction": "connect",
+    "B002": {"name": "中国银行（示例）", "adapter": "bocb2e", "node": "104000", "direction": "connect",
              "account": "6222002222333344", "account_name": "示例中心贷款户", "type": "loan",
-             "bank_code": "102100000030"},
-    "B003": {"name": "第三银行", "adapter": "iso20022", "node": "104000", "direction": "listen",
+             "bank_code": "104100000030"},
+    "B003": {"name": "第三银行", "adapter": "iso20022", "node": "313000", "direction": "listen",
              "account": "6217003333444455", "account_name": "示例中心增值收益户", "type": "revenue",
-             "bank_code": "104100000045"},
+             "bank_code": "313100000045"},
     # ICBC's 银企互联: the gateway posts forms to NC (a simulated one on loopback), payment
     # packages signed at NC's signing port first; status, balances and history polled.
-    "B004": {"name": "工商银行（示例）", "adapter": "icbc", "node": "108000", "direction": "connect",
+    "B004": {"name": "工商银行（示例）", "adapter": "icbc", "node": "102000", "direction": "connect",
              "account": "6212004444555566", "account_name": "示例中心其他户", "type": "other",
-             "bank_code": "108100000018"},
+             "bank_code": "102100000018"},
 }
 COUNTERPARTIES = {
     "6200009999000011": {"name": "张三", "bank_code": "105100000017"},

@@ -6,11 +6,6 @@ drives a bank's dispatcher over such a peer through the same small interface a p
 link uses (the dispatcher's ``link_up``/``link_down``/``handle(message, frame)``, and this
 link's ``send(message)``):
 
-* :class:`Transport` is what the link needs of the wire: ``request(payload) ->
-  Deferred[bytes]``, one answer frame per request.  :class:`StreamTransport` opens one
-  connection per request (TLS or plain, through any client endpoint), frames the answer
-  with the adapter's framer and gives up after a timeout.  Another transport (an HTTP
-  front end) plugs into the same link.
 * :class:`ExchangeLink` signs on, keeps at most ``window`` requests on the wire at once
   (the bank's window: that many concurrent connections), probes an idle peer, binds each
   answer to the request of its connection (the adapter's ``decode_answer`` when it has
@@ -23,11 +18,12 @@ link's ``send(message)``):
   (``session_lost``), no blind resend of a transfer whose answer was lost when the bank's
   policy asks status first (``status_before_resend``), balances timed by the link when the
   bank gives none, and statements polled page by page (:class:`StatementPoll`).
-* :class:`InboundFactory` takes the bank's own requests (notices, probes), one per
-  connection, and answers each on its connection once the dispatcher has committed it.
-
-Serials of the link's own requests follow the deployed centre's form (bdc §6.2):
-:class:`Serials`.
+* The wire it drives, :class:`Transport` (:class:`StreamTransport`: a connection per
+  request; an HTTP front end plugs into the same link), :class:`ExchangeFailed` and the
+  link's :class:`Serials`, are in :mod:`gateway.exchange_wire`; :class:`InboundFactory`,
+  which takes the bank's own requests (notices, probes) one per connection and answers each
+  once the dispatcher has committed it, is in :mod:`gateway.exchange_inbound`.  Both are
+  named here too, where their users have always found them.
 """
 
 from __future__ import annotations
@@ -35,181 +31,38 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 from collections import Counter, deque
-from typing import Any, Callable, Protocol as TypingProtocol
+from collections.abc import Callable
+from typing import Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IHandshakeListener, IReactorTime, IStreamClientEndpoint
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import implementer
 
 from adapters import base as msg
 from adapters.base import Adapter, AdapterError
+from gateway.exchange_inbound import InboundFactory
+from gateway.exchange_wire import ExchangeFailed, Serials, StreamTransport, Transport
 from gateway.http_transport import TransportError
 from gateway.links import refuse_message
 
-__all__ = ["Transport", "StreamTransport", "ExchangeLink", "InboundFactory", "Serials",
-           "ExchangeFailed", "bind_answer", "check_bank_peer", "make_exchange_link",
-           "make_exchange_service", "IgnoredFieldsCollector", "StatementPoll"]
+__all__ = [
+    "ExchangeFailed",
+    "ExchangeLink",
+    "IgnoredFieldsCollector",
+    "InboundFactory",
+    "Serials",
+    "StatementPoll",
+    "StreamTransport",
+    "Transport",
+    "bind_answer",
+    "check_bank_peer",
+    "make_exchange_link",
+    "make_exchange_service",
+]
 
 log = Logger()
-
-
-class ExchangeFailed(Exception):
-    """A request got no answer frame: no connection, a timeout, a close, a bad frame header.
-
-    ``connected`` is False when no connection could be made (the request never left).
-    """
-
-    def __init__(self, reason: str, *, connected: bool = True) -> None:
-        super().__init__(reason)
-        self.connected = connected
-
-
-class Transport(TypingProtocol):
-    """One request, one answer: ``payload`` is a whole frame, the result the answer frame."""
-
-    def request(self, payload: bytes) -> Deferred[bytes]: ...
-
-
-# -- one connection per request ------------------------------------------------------
-
-
-@implementer(IHandshakeListener)
-class _OneExchange(Protocol):
-    """Writes one request frame, returns the first answer frame, then closes."""
-
-    def __init__(self, payload: bytes, framer: Any, answer: Deferred[bytes],
-                 check_peer: Callable[[Any], str | None] | None) -> None:
-        self.payload, self.framer, self.answer = payload, framer, answer
-        self.check_peer = check_peer
-        self.verified = check_peer is None
-
-    def connectionMade(self) -> None:
-        if self.verified:
-            self.transport.write(self.payload)
-
-    def handshakeCompleted(self) -> None:
-        if self.check_peer is None:
-            return
-        problem = self.check_peer(self.transport)
-        if problem is not None:
-            self._fail(ExchangeFailed(problem, connected=False))  # nothing was written to it
-            self.transport.abortConnection()
-            return
-        self.verified = True
-        self.transport.write(self.payload)
-
-    def dataReceived(self, data: bytes) -> None:
-        if self.answer.called:
-            return
-        try:
-            frames = self.framer.feed(data)
-        except AdapterError as e:
-            self._fail(ExchangeFailed(f"answer frame: {e}"))
-            self.transport.abortConnection()
-            return
-        if frames:
-            self.answer.callback(frames[0])
-            self.transport.loseConnection()
-
-    def connectionLost(self, reason: Failure = ConnectionDone()) -> None:  # type: ignore[assignment]
-        # Lost before the peer was verified (a refused handshake: a revoked or foreign
-        # certificate): the request was never written, so the bank could not be reached.
-        self._fail(ExchangeFailed(f"closed before an answer: {reason.getErrorMessage()[:200]}",
-                                  connected=self.verified))
-
-    def _fail(self, error: Exception) -> None:
-        if not self.answer.called:
-            self.answer.errback(error)
-
-
-class _OneExchangeFactory(Factory):
-    noisy = False
-
-    def __init__(self, protocol: _OneExchange) -> None:
-        self.protocol_instance = protocol
-
-    def buildProtocol(self, addr: Any) -> _OneExchange:
-        return self.protocol_instance
-
-
-class StreamTransport:
-    """A connection per request through ``endpoint`` (wrap it for TLS), bounded by ``timeout``.
-
-    ``framer`` makes a fresh framer per connection (the adapter's); ``check_peer``, when
-    given, is asked after the TLS handshake and returns why the peer is wrong, or None.
-    """
-
-    def __init__(self, endpoint: IStreamClientEndpoint, framer: Callable[[], Any], clock: IReactorTime,
-                 *, timeout: float, check_peer: Callable[[Any], str | None] | None = None) -> None:
-        self.endpoint, self.framer, self.clock = endpoint, framer, clock
-        self.timeout, self.check_peer = timeout, check_peer
-
-    def request(self, payload: bytes) -> Deferred[bytes]:
-        answer: Deferred[bytes] = Deferred()
-        proto = _OneExchange(payload, self.framer(), answer, self.check_peer)
-        connecting = self.endpoint.connect(_OneExchangeFactory(proto))
-
-        def not_connected(f: Failure) -> None:
-            if not answer.called:
-                answer.errback(ExchangeFailed(f"no connection: {f.getErrorMessage()[:200]}",
-                                              connected=False))
-
-        connecting.addErrback(not_connected)
-
-        def expire() -> None:
-            if answer.called:
-                return
-            answer.errback(ExchangeFailed(f"no answer within {self.timeout:g} s"))
-            connecting.cancel()
-            if proto.transport is not None:
-                proto.transport.abortConnection()
-
-        timer = self.clock.callLater(self.timeout, expire)
-        answer.addBoth(lambda r: (timer.cancel() if timer.active() else None, r)[1])
-        return answer
-
-
-# -- serials -------------------------------------------------------------------------
-
-
-class Serials:
-    """The link's own request serials in the deployed centre's form (bdc §6.2).
-
-    5 node digits, YYMMDD, 9 digits.  Sign-on ends in ``999999999``; other requests count
-    up from ``9`` followed by the hundredths of a second of the day when the process began
-    or the day turned, so a restart later that day does not reuse a serial (instruction
-    references use the low 9-digit range: their store row ids).
-    """
-
-    SIGN_ON = 999_999_999
-
-    def __init__(self, node: str, today: Callable[[], _dt.datetime]) -> None:
-        self.prefix = node[-5:]
-        self.today = today
-        self._day: _dt.date | None = None
-        self._next = 0
-
-    def _start(self, now: _dt.datetime) -> None:
-        self._day = now.date()
-        self._next = 900_000_000 + (now.hour * 3600 + now.minute * 60 + now.second) * 100 \
-            + now.microsecond // 10_000
-
-    def sign_on(self) -> str:
-        return f"{self.prefix}{self.today():%y%m%d}{self.SIGN_ON}"
-
-    def next(self) -> str:
-        now = self.today()
-        if now.date() != self._day:
-            self._start(now)
-        value, self._next = self._next, self._next + 1
-        if value >= self.SIGN_ON:
-            raise OverflowError("no serial left for today")
-        return f"{self.prefix}{now:%y%m%d}{value:09d}"
 
 
 # -- the link ------------------------------------------------------------------------
@@ -648,88 +501,6 @@ class ExchangeLink:
                 self.metrics.refused.labels(f"bank:{self.bank.id}", "unexpected_message").inc()
                 log.warn("link.unexpected_request", bank=self.bank.id, kind=type(message).__name__)
                 connection.close()
-
-
-@implementer(IHandshakeListener)
-class _Inbound(Protocol):
-    """One request from the bank on its own connection, answered on it, then closed."""
-
-    def __init__(self, factory: "InboundFactory") -> None:
-        self.factory = factory
-        self.link = factory.link
-        self.framer = self.link.adapter.framer()
-        self.verified = factory.check_peer is None
-        self.seq_no = ""
-        self.timer: Any = None
-
-    def connectionMade(self) -> None:
-        self.timer = self.link.clock.callLater(self.factory.timeout, self.close)
-
-    def handshakeCompleted(self) -> None:
-        problem = self.factory.check_peer(self.transport) if self.factory.check_peer else None
-        if problem is not None:
-            self.link.metrics.security_events.labels("bank_link_wrong_peer").inc()
-            log.warn("link.wrong_peer", kind="bank_link_wrong_peer", bank=self.link.bank.id, peer=problem)
-            self.transport.abortConnection()
-            return
-        self.verified = True
-
-    def dataReceived(self, data: bytes) -> None:
-        if not self.verified or self.seq_no:
-            self.transport.abortConnection()  # data before verification, or a second request
-            return
-        try:
-            frames = self.framer.feed(data)
-        except AdapterError as e:
-            self.link.metrics.refused.labels(f"bank:{self.link.bank.id}", "bad_frame").inc()
-            log.warn("link.bad_frame", bank=self.link.bank.id, reason=str(e))
-            self.transport.abortConnection()
-            return
-        if not frames:
-            return
-        frame = frames[0]
-        try:
-            message = msg.decode_all(self.link.adapter, frame)[0]
-        except AdapterError as e:
-            refusal = refuse_message(self.link, frame, e)
-            if refusal is not None:
-                self.transport.write(refusal)
-            self.close()
-            return
-        self.seq_no = message.seq_no or "-"
-        self.link.inbound(message, frame, self)
-
-    def answer(self, message: msg.Message) -> None:
-        if self.transport is None or self.transport.disconnecting:
-            return
-        frame = self.link.adapter.encode(message, sender=self.link.gateway_node, receiver=self.link.bank.node)
-        self.transport.write(frame)
-        self.link.metrics.frames.labels(self.link.bank.id, "out").inc()
-        self.close()
-
-    def close(self) -> None:
-        if self.transport is not None and not self.transport.disconnecting:
-            self.transport.loseConnection()
-
-    def connectionLost(self, reason: Failure = ConnectionDone()) -> None:  # type: ignore[assignment]
-        if self.timer is not None and self.timer.active():
-            self.timer.cancel()
-        if self.seq_no and self.link.awaiting.get(self.seq_no) is self:
-            del self.link.awaiting[self.seq_no]
-
-
-class InboundFactory(Factory):
-    """Accepts the bank's own requests for ``link``, one per connection, each bounded by ``timeout``."""
-
-    noisy = False
-
-    def __init__(self, link: ExchangeLink, *, timeout: float,
-                 check_peer: Callable[[Any], str | None] | None = None) -> None:
-        self.link, self.timeout, self.check_peer = link, timeout, check_peer
-
-    def buildProtocol(self, addr: Any) -> _Inbound:
-        return _Inbound(self)
-
 
 
 # -- wiring ----------------------------------------------------------------------------

@@ -15,10 +15,30 @@ from adapters._documents import DocumentFramer, decode_evidence
 from adapters.base import AdapterError
 from adapters.bocb2e import _values as v
 
-__all__ = ["CcbAdapter", "Customer", "DetailsAnswer", "DetailsPage", "Tx", "read_tx", "write_tx",
-           "request_sn", "details_request", "details_answer", "read_details", "read_details_request",
-           "MAX_DOCUMENT", "OK", "NOT_FOUND", "DUPLICATE", "NO_ROWS", "DEAL_SUCCEEDED", "DEAL_FAILED",
-           "DEBIT", "CREDIT", "MAX_PER_PAGE"]
+__all__ = [
+    "CREDIT",
+    "DEAL_FAILED",
+    "DEAL_SUCCEEDED",
+    "DEBIT",
+    "DUPLICATE",
+    "MAX_DOCUMENT",
+    "MAX_PER_PAGE",
+    "NOT_FOUND",
+    "NO_ROWS",
+    "OK",
+    "CcbAdapter",
+    "Customer",
+    "DetailsAnswer",
+    "DetailsPage",
+    "Tx",
+    "details_answer",
+    "details_request",
+    "read_details",
+    "read_details_request",
+    "read_tx",
+    "request_sn",
+    "write_tx",
+]
 
 MAX_DOCUMENT = 1024 * 1024
 OK = "000000"
@@ -355,20 +375,23 @@ class CcbAdapter:
     needs_sign_on: ClassVar[bool] = False
     has_heartbeat: ClassVar[bool] = False
 
-    def __init__(self, customer: Customer | None = None) -> None:
+    def __init__(self, customer: Customer | None = None, *, per_page: int = 100) -> None:
+        if not 1 <= per_page <= MAX_PER_PAGE:
+            raise ValueError(f"per_page: 1-{MAX_PER_PAGE} rows (TOTAL_RECORD)")
         self._customer = customer or Customer("", "")
+        self.per_page = per_page   # a 6WY101 page's TOTAL_RECORD, the same on every page
 
     def framer(self) -> DocumentFramer:
         return DocumentFramer(_END, self.max_frame)
 
-    def for_gateway(self, config: object, bank: object) -> "CcbAdapter":
+    def for_gateway(self, config: object, bank: object) -> CcbAdapter:
         """The adapter of configured bank ``bank``: customer id, operator and password from
         ``banks.X.front_end`` (WLPT wants the password in every request, so it is read from
         ``password_file`` here, once; :class:`Customer` never shows it)."""
         front = getattr(bank, "front_end", None)
         if front is None:
             return self
-        return CcbAdapter(Customer(front.custid, front.cusopr, front.password()))
+        return CcbAdapter(Customer(front.custid, front.cusopr, front.password()), per_page=self.per_page)
 
     def _head(self, code: str, sn: str) -> dict[str, str]:
         c = self._customer
@@ -488,7 +511,8 @@ class CcbAdapter:
         """A link's 6WY101 request for ``account`` on ``day``: the first page for ``cursor``
         None, else the page and POSTSTR a previous answer's ``cursor`` gave."""
         number, poststr = cursor or (1, "")
-        return DetailsPage(request_sn(seq_no), v.account("account", account), day, day, number, poststr)
+        return DetailsPage(request_sn(seq_no), v.account("account", account), day, day, number, poststr,
+                           self.per_page)
 
     def _request(self, tx: Tx) -> base.Message:
         sn = v.serial("REQUEST_SN", tx.head["REQUEST_SN"])

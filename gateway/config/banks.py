@@ -6,9 +6,10 @@ import dataclasses
 import importlib.util
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from adapters.base import iter_adapter_names
 from gateway.config._base import _LABEL_MAX, _NODE, Checker, _Path
@@ -30,6 +31,16 @@ _BANK_KEYS = ("name", "adapter", "node", "direction", "endpoint", "window", "ca"
               "request_timeout", "channel", "sftp")
 PAIN001_VERSIONS = ("pain.001.001.09", "pain.001.001.03")
 """Values of ``banks.X.pain001_version`` (iso20022 banks only)."""
+
+_FRONT_END_UNUSED = {
+    "signature_alg": "the front-end signs with the bank's own certificate; the protocol has no "
+                     "place for the gateway's instruction signature",
+    "signing_key": "the front-end signs with the bank's own certificate",
+    "connection": "a front-end is always asked one request at a time (front_end.url)",
+    "peer_endpoint": "the front-end pushes nothing: there is no bank connection to take",
+    "request_timeout": "a front-end's requests are bounded by front_end.timeout",
+}
+"""Bank keys a front-end adapter has no use for, each with why: refused, never silently dropped."""
 
 _STATUS_KEYS = ("status_first_after", "status_interval", "status_backoff", "status_max_interval",
                 "status_attempts", "status_give_up_after", "status_before_resend")
@@ -119,7 +130,7 @@ class BankConfig:
     connection: str = "persistent"      # or "per_request": a connection per request/answer
     peer_endpoint: str | None = None    # per_request: the other direction's endpoint
     request_timeout: float = 60.0       # per_request: seconds an exchange may take
-    sftp: "SftpChannelConfig | None" = None  # channel = "sftp": ISO 20022 files (see below)
+    sftp: SftpChannelConfig | None = None  # channel = "sftp": ISO 20022 files (see below)
 
     @property
     def listens(self) -> bool:
@@ -144,6 +155,7 @@ class BanksSection(Checker):
                              f"no adapter named {_show(adapter)} is installed "
                              f"(installed: {', '.join(installed) or 'none'})")
                 adapter = None
+            meaningful = adapter not in FRONT_END_ADAPTERS or self.front_end_keys(entry, at, adapter)
             sftp = sftp_channel(self, entry, at, adapter)
             if sftp:   # the gateway dials the bank's SFTP server: no link endpoint of its own
                 entry = {**entry, "direction": "connect", "endpoint": sftp.endpoint}
@@ -179,7 +191,8 @@ class BanksSection(Checker):
             if (name is not None and adapter is not None and node is not None
                     and direction is not None and endpoint is not None and window is not None
                     and signing is not None and pain001 is not None and front_end is not False
-                    and status is not None and exchange is not None and sftp is not False):
+                    and status is not None and exchange is not None and sftp is not False
+                    and meaningful):
                 connection, peer_endpoint, request_timeout = exchange
                 found[bank_id] = BankConfig(bank_id, name, adapter, node, direction, endpoint,
                                             window, ca, *signing, pain001_version=pain001,
@@ -187,6 +200,23 @@ class BanksSection(Checker):
                                             connection=connection, peer_endpoint=peer_endpoint,
                                             request_timeout=request_timeout, sftp=sftp or None)
         return found
+
+    def front_end_keys(self, entry: Mapping[str, Any], at: _Path, adapter: str) -> bool:
+        """Whether a front-end bank's entry is free of keys its protocol has no meaning for
+        (:data:`_FRONT_END_UNUSED`; ``signature_alg = "none"`` says nothing and passes), each
+        one found reported with the bank, the adapter and why."""
+        clean = True
+        for key, why in _FRONT_END_UNUSED.items():
+            if key not in entry or (key == "signature_alg" and entry[key] == "none"):
+                continue
+            self.problem(at + (key,), f"means nothing for bank {at[-1]} (adapter {_show(adapter)}): "
+                                      f"{why}; remove it")
+            clean = False
+        if entry.get("direction", "connect") != "connect":
+            self.problem(at + ("direction",), f"must be \"connect\" for bank {at[-1]} (adapter "
+                                              f"{_show(adapter)}): the gateway posts to its front-end")
+            clean = False
+        return clean
 
     def pain001_version(self, entry: Mapping[str, Any], at: _Path, adapter: str | None,
                         signing: tuple[str, Path | None] | None) -> str | None:

@@ -15,8 +15,15 @@ from typing import Any
 from gateway.config import BankConfig, GatewayConfig, load_config_or_exit
 from gateway.pki import leaf_stem
 
-__all__ = ["add_bank_arguments", "add_centre_arguments", "run_bank", "run_centre_cli",
-           "peer_endpoint", "bank_service_for", "centre_options_for"]
+__all__ = [
+    "add_bank_arguments",
+    "add_centre_arguments",
+    "bank_service_for",
+    "centre_options_for",
+    "peer_endpoint",
+    "run_bank",
+    "run_centre_cli",
+]
 
 
 def peer_endpoint(bank: BankConfig) -> str:
@@ -67,6 +74,9 @@ def add_bank_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stats", help="write execution counts here as JSON every second")
     p.add_argument("--state", help="keep the bank's executed references and balances in this file, "
                                    "so a killed bank comes back as it was (restart it with the same options)")
+    p.add_argument("--sftp-report-every", type=float, default=None,
+                   help='channel = "sftp": seconds between the bank\'s intraday camt.052 balance reports '
+                        "(default 60)")
     p.add_argument("--sftp-root", help='channel = "sftp": the directory holding the bank\'s SFTP account '
                                        "(default: a fresh temporary directory)")
     p.add_argument("--sftp-host-key", help='channel = "sftp": the bank\'s SSH host private key (default: '
@@ -94,6 +104,7 @@ def bank_service_for(reactor: Any, config: GatewayConfig, bank_id: str, *, keys:
     state_path = core_options.pop("state_path", None)
     sftp_root = core_options.pop("sftp_root", None)
     sftp_host_key = core_options.pop("sftp_host_key", None)
+    sftp_report_every = core_options.pop("sftp_report_every", None) or 60.0
     if "first_serial" not in core_options:
         core_options["first_serial"] = BankCore.serial_start_for(reactor.seconds())
     if state_path is not None:
@@ -112,7 +123,7 @@ def bank_service_for(reactor: Any, config: GatewayConfig, bank_id: str, *, keys:
         return sftp_bank_service(
             reactor, config, bank_id, core, root=Path(sftp_root or tempfile.mkdtemp(prefix=f"sftp-{bank_id}-")),
             host_key=Path(sftp_host_key or bank.sftp.known_hosts.with_name(f"sftp-host-{bank_id}.key")),
-            stats_path=stats_path)
+            stats_path=stats_path, report_every=sftp_report_every)
     if bank.connection == "per_request":
         # The deployed bdc model: the bank serves the gateway's requests on its listener
         # and dials the gateway's listener for each of its own (notices).
@@ -157,6 +168,7 @@ def run_bank(args: argparse.Namespace) -> int:
             stats_path=Path(args.stats) if args.stats else None,
             state_path=Path(args.state) if args.state else None,
             **({"sftp_root": args.sftp_root} if args.sftp_root else {}),
+            **({"sftp_report_every": args.sftp_report_every} if args.sftp_report_every else {}),
             **({"sftp_host_key": args.sftp_host_key} if args.sftp_host_key else {}))
     except (ValueError, KeyError, OSError, InsecureKeyError) as e:
         print(f"hpf-gateway simulate bank: {e}", file=sys.stderr)

@@ -12,13 +12,24 @@ under one root directory, which is the account's whole view (paths cannot leave 
 * what the core answers or pushes is written into the gateway's ``inbound`` directory, one
   file per message, under ``.part`` then renamed: a status report as
   ``pain002-<seq>.xml`` (pain.002), a debit/credit notification as ``camt054-<seq>.xml``
-  (camt.054).  A written file counts as delivered (the core's push is settled).
+  (camt.054).  A written file counts as delivered (the core's push is settled);
+* every ``report_every`` seconds, for each account it holds whose balance changed since the
+  last report (or was never reported), an intraday account report ``camt052-<seq>.xml``
+  (camt.052, one ``ITBD`` balance dated to the second in the bank's local time: what the
+  gateway records as the account's balance, the file channel having no balance query);
+* when the bank's day ends (its local date turns, or :meth:`BankFiles.close_day`), an end of
+  day statement per account ``camt053-<seq>.xml`` (camt.053: ``OPBD`` the balance the day
+  opened with, every entry it notified that day, ``CLBD`` the balance it closed with).
+
+What a bank writes, when and under which names is each bank's own (docs/protocols/iso20022.md,
+"Files over SFTP"); these are the simulator's choices.
 
 A file that is not a pain.001 the adapter reads is renamed ``<name>.rejected`` and counted.
 """
 
 from __future__ import annotations
 
+import datetime as _dt
 import os
 import weakref
 from pathlib import Path
@@ -148,6 +159,70 @@ class BankFiles:
         self.link, self.adapter = link, adapter
         self.incoming, self.outgoing = incoming, outgoing
         self.node, self.gateway_node = node, gateway_node
+        self.day: _dt.date = self._now().date()
+        self.opening: dict[str, int] = {a: self._reported(a) for a in self._accounts()}
+        self.entries: dict[str, list[base.Entry]] = {}   # the day's notified entries, per account
+        self.reported: dict[str, int] = {}                # the balance each last camt.052 gave
+
+    # -- the bank's day ------------------------------------------------------------------------
+
+    def _now(self) -> _dt.datetime:
+        """The bank's local time, without zone, to the second (as its documents carry it)."""
+        core = self.link.core
+        return _dt.datetime.fromtimestamp(self.link.reactor.seconds(), core.tz).replace(tzinfo=None,
+                                                                                       microsecond=0)
+
+    def _accounts(self) -> list[str]:
+        """The accounts the bank keeps on its book (the gateway's registered accounts there)."""
+        return sorted(self.link.core.stats(per_reference=False)["balances"])
+
+    def _reported(self, account: str) -> int:
+        balance = self.link.core.reported_balance(account)
+        assert balance is not None
+        return balance
+
+    def report(self) -> int:
+        """Write the day's statements if the day has ended, then a camt.052 with the current
+        balance of every account whose balance changed since its last report; returns how
+        many reports were written."""
+        if self._now().date() != self.day:
+            self.close_day()
+        written = 0
+        for account in self._accounts():
+            balance = self._reported(account)
+            if self.reported.get(account) == balance:
+                continue
+            self._write("camt052", base.Balance(
+                seq_no=self.link.core.next_seq_no(), reply_to="", account=account, balance=balance,
+                available=balance, status="ITBD", as_of=self._now()))
+            self.reported[account] = balance
+            written += 1
+        return written
+
+    def close_day(self) -> int:
+        """End the bank's day: a camt.053 per account (OPBD, the day's entries, CLBD), and the
+        next day opens with each closing balance; returns how many statements were written."""
+        written = 0
+        for account in self._accounts():
+            closing = self._reported(account)
+            self._write("camt053", base.Statement(
+                seq_no=self.link.core.next_seq_no(), reply_to="", account=account,
+                entries=tuple(self.entries.get(account, ())), opening_balance=self.opening.get(account, closing),
+                closing_balance=closing))
+            self.opening[account] = closing
+            written += 1
+        self.entries.clear()
+        self.day = self._now().date()
+        self.link.counters["statements_out"] += written
+        return written
+
+    def _write(self, prefix: str, message: base.Message) -> None:
+        data = self.adapter.encode_document(message, sender=self.node, receiver=self.gateway_node)
+        final = self.outgoing / f"{prefix}-{message.seq_no}.xml"
+        part = final.with_name(final.name + ".part")
+        part.write_bytes(data)
+        os.replace(part, final)
+        self.link.counters["files_out"] += 1
 
     def poll(self) -> int:
         """Take every complete file waiting; returns how many were taken."""
@@ -177,12 +252,12 @@ class BankFiles:
     def send(self, message: base.Message) -> None:
         """Write ``message`` as one file (``.part``, then renamed); a written push is delivered."""
         prefix = "camt054" if isinstance(message, base.Movement) else "pain002"
-        data = self.adapter.encode_document(message, sender=self.node, receiver=self.gateway_node)
-        final = self.outgoing / f"{prefix}-{message.seq_no}.xml"
-        part = final.with_name(final.name + ".part")
-        part.write_bytes(data)
-        os.replace(part, final)
-        self.link.counters["files_out"] += 1
+        self._write(prefix, message)
+        if isinstance(message, base.Movement):
+            held = set(self._accounts())
+            for e in message.entries:
+                if e.account in held:   # the day's statement is of the book's accounts
+                    self.entries.setdefault(e.account, []).append(e)
         if message in self.link.core.pending_pushes():
             self.link.core.receive(base.Ack(self.link.core.next_seq_no(), message.seq_no), self.link.reactor.seconds())
 
@@ -191,7 +266,7 @@ class SftpBankService(BankService):
     """The running SFTP bank: its SSH listener, the pick-up loop, stats (``.link.stats()``)."""
 
     def __init__(self, link: BankLink, files: BankFiles, endpoint: str, ssh: _Server, *,
-                 poll: float = 0.2, stats_path: Path | None = None) -> None:
+                 poll: float = 0.2, report_every: float = 60.0, stats_path: Path | None = None) -> None:
         super().__init__(link, stats_path=stats_path)
         self.files = files
         self.ssh = ssh
@@ -200,6 +275,9 @@ class SftpBankService(BankService):
         loop = LoopingCall(self._poll)
         loop.clock = link.reactor
         self._loop, self._interval = loop, poll
+        reports = LoopingCall(self._report)
+        reports.clock = link.reactor
+        self._reports, self._report_every = reports, report_every
 
     def pause(self) -> None:
         """Stop taking files (they wait in the directory, as at a bank that is slow to pick up)."""
@@ -216,20 +294,30 @@ class SftpBankService(BankService):
         except OSError as e:
             log.warn("bank.poll_failed bank={bank} reason={reason}", bank=self.link.bank_id, reason=str(e))
 
+    def _report(self) -> None:
+        try:
+            self.files.report()
+        except (OSError, AdapterError) as e:
+            log.warn("bank.report_failed bank={bank} reason={reason}", bank=self.link.bank_id, reason=str(e))
+
     def startService(self) -> None:
         super().startService()
         self.link.signed_on(self.files)   # pushes a restarted (durable) core still holds go out as files
         self._loop.start(self._interval, now=True)
+        self._reports.start(self._report_every, now=False)
 
     def stopService(self) -> Any:
         if self._loop.running:
             self._loop.stop()
+        if self._reports.running:
+            self._reports.stop()
         self.ssh.close_all()
         return super().stopService()
 
 
 def sftp_bank_service(reactor: Any, config: Any, bank_id: str, core: BankCore, *, root: Path,
-                      host_key: Path, stats_path: Path | None = None, poll: float = 0.2) -> SftpBankService:
+                      host_key: Path, stats_path: Path | None = None, poll: float = 0.2,
+                      report_every: float = 60.0) -> SftpBankService:
     """A simulated SFTP bank for ``bank_id`` of the gateway's ``config`` (``channel = "sftp"``).
 
     ``root`` holds the account's directories (made when missing); ``host_key`` is the bank's
@@ -254,4 +342,5 @@ def sftp_bank_service(reactor: Any, config: Any, bank_id: str, core: BankCore, *
     files = BankFiles(link, adapter, incoming, outgoing, node=bank.node, gateway_node=config.node)
     host = s.host.replace(":", "\\:")
     return SftpBankService(link, files, f"tcp:{s.port}:interface={host}",
-                           ssh_factory(root, server_key, s.user, client_key), poll=poll, stats_path=stats_path)
+                           ssh_factory(root, server_key, s.user, client_key), poll=poll,
+                           report_every=report_every, stats_path=stats_path)

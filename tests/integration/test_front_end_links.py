@@ -229,5 +229,13 @@ async def test_ccb_over_tcp_asks_before_resending_and_executes_once(tmp_path: Pa
         assert len(sends) == 1 and asks and asks[0] > sends[0]
         assert front.executed_refs[sn] == 1 and front.executions == 1
         assert [k for k, _ in seen if k == "6W0100"]
+        # 6WY101 is polled with the balances: the debit comes back as a movement, once.
+        assert await wait_for(lambda: [k for k, _ in seen if k == "6WY101"])
+        movements: list[dict[str, Any]] = []
+        deadline = reactor.seconds() + 10
+        while not movements and reactor.seconds() < deadline:
+            movements = await events(h, "bank.movement")
+            await deferLater(reactor, 0.1, lambda: None)
+        assert [json.loads(m["payload"])["amount"] for m in movements] == [-10000]
     finally:
         await h.stop()

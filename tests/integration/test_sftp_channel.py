@@ -25,7 +25,7 @@ from twisted.internet.task import deferLater
 from gateway.config import ConfigError, load_config, render_toml
 from gateway.service import makeService
 from gateway.store import schema
-from tests.integration.harness import Harness, start_harness
+from tests.integration.harness import DEBIT_B001, Harness, start_harness
 
 BANK = "B001"
 USER = "hpfgw"
@@ -59,13 +59,14 @@ def _sftp_table(tmp: Path, port: int, **extra: Any) -> dict[str, Any]:
             "inbound": "from-bank", "poll_interval": 0.2, "timeout": 5, **extra}
 
 
-async def _harness(tmp: Path, database: str | None = None, **sftp: Any) -> tuple[Harness, Path]:
+async def _harness(tmp: Path, database: str | None = None, report_every: float = 3600.0,
+                   **sftp: Any) -> tuple[Harness, Path]:
     port = _free_port()
     table = _sftp_table(tmp, port, **sftp)
     h = await start_harness(tmp, banks={}, timeouts={"receipt_timeout": 5.0}, database=database,
                             bank_config={BANK: {"adapter": "iso20022", "channel": "sftp", "sftp": table}})
     root = tmp / "bank-root"
-    h.start_bank(BANK, sftp_root=root)
+    h.start_bank(BANK, sftp_root=root, sftp_report_every=report_every)
     await h.banks[BANK].when_listening()
     return h, root
 
@@ -285,3 +286,55 @@ def test_sftp_config_errors_are_named(tmp_path) -> None:
     assert 'needs adapter = "iso20022"' in problems({"adapter": "bdc", "sftp": base})
     assert "banks.B001.sftp: is required" in problems({})
     assert "banks.B001.endpoint: is not used" in problems({"sftp": base, "endpoint": "tcp:127.0.0.1:1"})
+
+
+@pytest_twisted.ensureDeferred
+async def test_balances_come_as_camt052_and_the_day_closes_with_a_camt053_read_once(tmp_path) -> None:
+    # The file channel has no balance query: the bank reports each changed balance in an
+    # intraday camt.052 (ITBD, to the second) and closes its day with a camt.053 statement.
+    h, root = await _harness(tmp_path, report_every=0.3)
+    try:
+        await h.link_up(BANK)
+        files = h.banks[BANK].files
+        account = DEBIT_B001
+        opening = files.opening[account]
+        c = h.client()
+        for i in range(2):
+            assert (await c.submit(f"DAY-{i}", amount=f"{i + 1}00.00"))[0] in (200, 201, 202)
+        for i in range(2):
+            await c.wait_state(f"DAY-{i}", {"succeeded"}, timeout=20)
+
+        async def balances() -> list[dict[str, Any]]:
+            return [json.loads(p) for p, _ in await _events(h, "bank.balance")]
+
+        found: list[dict[str, Any]] = []
+        deadline = reactor.seconds() + 15
+        while not any(b["balance"] == opening - 30_000 for b in found):
+            assert reactor.seconds() < deadline, found
+            await deferLater(reactor, 0.1, lambda: None)
+            found = await balances()
+        last = [b for b in found if b["account"] == account][-1]   # the other account reports too
+        assert last["balance"] == opening - 30_000 and last["status"] == "ITBD" and last["as_of"]
+        assert len(await _events(h, "bank.movement")) == 2
+        # The bank closes its day: one camt.053 with OPBD, both entries and CLBD, collected,
+        # journalled once, read without a problem, and booking nothing twice.
+        assert files.close_day() == len(files.opening) == 2     # the bank's two accounts of the centres
+        day_files = [p for p in (root / "from-bank").iterdir() if p.name.startswith("camt053-")]
+        [statement] = [p for p in day_files if account.encode() in p.read_bytes()]
+        deadline = reactor.seconds() + 15
+        while True:
+            names = [json.loads(p)["name"] for p, _ in await _events(h, "bank.file")]
+            if statement.name in names:
+                break
+            assert reactor.seconds() < deadline, names
+            await deferLater(reactor, 0.1, lambda: None)
+        assert names.count(statement.name) == 1
+        text = statement.read_bytes()
+        assert b"<Cd>OPBD</Cd>" in text and b"<Cd>CLBD</Cd>" in text and text.count(b"<Ntry>") == 2
+        assert await _events(h, "bank.unreadable") == []
+        assert len(await _events(h, "bank.movement")) == 2
+        assert h.gateway.links[BANK].counts["unreadable"] == 0
+        # The next day opens with the closing balance.
+        assert files.opening[account] == opening - 30_000
+    finally:
+        await h.stop()

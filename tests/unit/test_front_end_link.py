@@ -320,3 +320,41 @@ def test_icbc_history_is_read_page_by_page_and_its_evidence_reads_back() -> None
     pages = [(m, raw) for m, raw in dispatcher.handled if isinstance(m, Statement)]
     assert [[e.amount for e in m.entries] for m, _ in pages] == [[-100, -200], [-300]]
     assert IcbcAdapter().decode_all(pages[1][1]) == [pages[1][0]]
+
+
+def test_ccb_details_are_read_page_by_page_and_each_page_reads_back() -> None:
+    """6WY101 through the WLPT simulator's answer logic: TOTAL_RECORD 2, five rows, so three
+    pages; pages 2 and 3 send the POSTSTR the first answer gave, and the next poll reads the
+    day again from page 1 (the store keeps each movement once)."""
+    from gateway.simulate.ccb import _Transfer
+
+    client = WlptClient("C1", "OP", "pw", {PAYER: 1_000_000, PAYEE: 0}, polls_before_final=0)
+    for n in range(5):
+        client.transfers[f"{n:016d}"] = _Transfer(
+            f"{n:016d}", f"10076189{n:04d}", PAYER, PAYEE, 100 * (n + 1), 0, deal=wlpt.DEAL_SUCCEEDED,
+            executed_at=NOW.replace(minute=n, microsecond=0))
+    client.balances[PAYER] -= 1500
+    transport = FrontEnd(lambda payload: client.answer(payload, NOW))
+    clock, dispatcher = Clock(), Dispatcher()
+    adapter = CcbAdapter(Customer("C1", "OP", "pw"), per_page=2)
+    link = ExchangeLink(BankConf(), adapter, dispatcher, clock, GatewayMetrics(), transport,
+                        gateway_node=GATEWAY, heartbeat_interval=5.0, dead_after=15.0, today=lambda: NOW,
+                        bank_time=lambda: NOW, statements=StatementPoll(5.0, lambda: [PAYER]))
+    link.start()
+    transport.answer()                      # the opening 6W0100
+    assert dispatcher.ups == [link]
+    link.poll_statements()
+    asked = []
+    while transport.pending:
+        asked.append(wlpt.read_tx(transport.pending[0][0]))
+        transport.answer()
+    assert [(tx.get("PAGE"), tx.get("TOTAL_RECORD")) for tx in asked] == [("1", "2"), ("2", "2"), ("3", "2")]
+    assert asked[0].get("POSTSTR") == "" and asked[1].get("POSTSTR") == asked[2].get("POSTSTR") != ""
+    assert {tx.get("STARTDATE") for tx in asked} == {tx.get("ENDDATE") for tx in asked} == {"20261207"}
+    pages = [(m, raw) for m, raw in dispatcher.handled if isinstance(m, Statement)]
+    assert [[e.amount for e in m.entries] for m, _ in pages] == [[-100, -200], [-300, -400], [-500]]
+    assert [e.balance_after for m, _ in pages for e in m.entries] == [999_900, 999_700, 999_400, 999_000, 998_500]
+    assert CcbAdapter().decode_all(pages[1][1]) == [pages[1][0]]
+    # The next poll starts the day again at page 1.
+    link.poll_statements()
+    assert wlpt.read_tx(transport.pending[0][0]).get("PAGE") == "1"

@@ -38,6 +38,9 @@ DECODED = [
     ("genkgo-camt__camt054.v8.xml", 0, 0, 1, 1, 0, 3, [], ['SEK']),
     ("hbci4java__test-camt-parse-05200102.xml", 1, 1, 0, 2, 0, 0, [], ['EUR']),
     ("hbci4java__test-camt-parse-05200108.xml", 1, 0, 0, 1, 0, 0, [], ['EUR']),
+    # Made-up BICs (TEST12345 …, nine letters and digits: no ISO 9362 length) read as text and
+    # flagged; the one entry, broken otherwise (an empty code), is set apart with its bytes.
+    ("hbci4java__test-camt-ruecklastschrift.xml", 1, 1, 0, 0, 0, 0, ['Document', 'Rpt[1]/Ntry[1]'], ['EUR']),
     # ABN AMRO writes the servicer's BIC as the 2009 versions did: read as BICFI, flagged.
     ("oca-bank-statement-import__test-camt053-no-ntry.xml", 1, 0, 0, 0, 0, 0, ['Document'], ['CHF']),
     ("oca-bank-statement-import__test-camt053-txdtls.xml", 1, 0, 0, 0, 0, 0, ['Stmt[1]/Ntry[1]'], ['CHF']),
@@ -54,9 +57,9 @@ DECODED = [
 # file, the reason it is refused as a whole (a violation outside any entry or balance, or a
 # status with no neutral meaning: verification-of-payee codes are no payment status)
 REFUSED = [
-    ("hbci4java__test-camt-ruecklastschrift.xml", "BIC': [facet 'pattern'] The value 'TEST12345'"),
     ("hbci4java__test-pain-parse-0020110-01.xml", "status 'RVNM' has no neutral meaning"),
-    ("hbci4java__test-pain-parse-0020110-02.xml", "BICFI': [facet 'pattern'] The value 'ABCDEFGHIJ'"),
+    # Its made-up BICFI ABCDEFGHIJ is read as text now; the status is what refuses it.
+    ("hbci4java__test-pain-parse-0020110-02.xml", "status 'RVNM' has no neutral meaning"),
     ("hbci4java__test-pain-parse-0020110-03.xml", "status 'RCVC' has no neutral meaning"),
 ]
 
@@ -138,3 +141,31 @@ def test_an_entry_breaking_its_schema_is_set_apart_with_its_bytes_and_the_rest_i
     assert problem.raw.startswith(b"<Ntry") and b"UETR" in problem.raw
     assert len(statement.entries) == 2 and statement.closing_balance is not None
     assert all(e.value_date > dt.date(2000, 1, 1) for e in statement.entries)
+
+
+def _with_bic(name: str, good: str, odd: str) -> bytes:
+    raw = (REAL / name).read_bytes()
+    assert raw.count(good.encode()) == 3     # the servicer, the debtor's and the creditor's agents
+    return raw.replace(good.encode(), odd.encode())
+
+
+def test_an_odd_bic_is_read_as_text_and_flagged_not_a_reason_to_refuse() -> None:
+    # The tolerant-reader rule (docs/protocols/iso20022.md, "Odd BICs"): a bank identifier
+    # that breaks only its schema pattern carries no amount, date, sign or status.
+    for odd in ("TEST12345", "kredbebb", "ABC"):
+        messages = READER.decode_document(_with_bic("genkgo-camt__camt053.v3.xml", "KREDBEBB", odd))
+        [statement] = [m for m in messages if isinstance(m, base.Statement)]
+        assert [e.counterparty_bank_code for e in statement.entries] == [odd]
+        flags = statement.problems
+        assert len(flags) == 3 and all(f.part == "Document" and repr(odd) in f.reason
+                                       and "ISO 9362" in f.reason for f in flags)
+    # The file as published reads with no problem at all.
+    clean = READER.decode_document((REAL / "genkgo-camt__camt053.v3.xml").read_bytes())
+    assert [p for m in clean for p in getattr(m, "problems", ())] == []
+
+
+@pytest.mark.parametrize("bad", ["KRED BEBB", "KREDBEBB-XX", "KREDBEBBXXXX1"])
+def test_a_plainly_invalid_bic_still_refuses_the_document(bad: str) -> None:
+    # Not even an identifier's text (a space, punctuation, over 11 characters): refused, named.
+    with pytest.raises(AdapterError, match="is not valid against its schema.*BIC"):
+        READER.decode_document(_with_bic("genkgo-camt__camt053.v3.xml", "KREDBEBB", bad))
