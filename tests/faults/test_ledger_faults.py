@@ -99,8 +99,8 @@ def _journal_an_event_this_ledger_cannot_read(url: str) -> str:
 
     engine = make_engine(url)
     now_us = int(time.time() * 1_000_000)
-    row = dict(event_id=f"{now_us:014x}abcdef0001", kind="bank.rumour", centre_id="C52240", instruction_id=None,
-               bank_id="B001", account=None, state=None, payload='{"said":"maybe"}', raw=None, created_us=now_us)
+    row = {"event_id": f"{now_us:014x}abcdef0001", "kind": "bank.rumour", "centre_id": "C52240", "instruction_id": None,
+               "bank_id": "B001", "account": None, "state": None, "payload": '{"said":"maybe"}', "raw": None, "created_us": now_us}
     try:
         with engine.begin() as conn:
             head = schema.chain_head

@@ -191,10 +191,10 @@ def test_the_lease_holders_database_sessions_die_nothing_sent_twice_nothing_lost
         # Whoever holds the lease now has the link up; the first node serves intake again.
         wait_until(lambda: (o := _owner(direct)) is not None and _link_up(holder if o == holder.instance else other),
                    "bank:B001 held with its link up", 30)
-        extra = dict(fault=fault, cut_s=cut, failover_s=failover_s, owner_after=_owner(direct),
-                     recovery=(f"failover in {failover_s} s" if failover_s is not None
+        extra = {"fault": fault, "cut_s": cut, "failover_s": failover_s, "owner_after": _owner(direct),
+                     "recovery": (f"failover in {failover_s} s" if failover_s is not None
                                else f"lease kept by {holder_name}" if _owner(direct) == holder_name
-                               else "lease moved"))
+                               else "lease moved")}
         # Count through the node that kept its database all along.
         rig.config = other
         _settle_and_count(rig, load, request, list(gateways.values()), bank, **extra)
