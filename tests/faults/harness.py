@@ -21,6 +21,7 @@ what it waited for.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import ssl
@@ -177,17 +178,39 @@ class Rig:
         self.started.append(bank)
         return bank
 
-    def start_ledger(self) -> procs.Proc:
-        """Start ``hpf-gateway ledger --migrate``; wait until its /readyz answers."""
+    def start_ledger(self, *, ready: bool = True) -> procs.Proc:
+        """Start ``hpf-gateway ledger --migrate``; wait until its /readyz answers (with ``ready``)."""
         assert self.ledger_conf is not None, "this rig has no ledger"
         ledger = procs.Proc("ledger", [*procs.HPF, "ledger", "-c", str(self.ledger_conf), "--migrate"],
                             self.tmp / f"ledger{self._tag('ledger')}.log")
         ledger.start()
         self.started.append(ledger)
         self.ledger_proc = ledger
+        if ready:
+            self.wait_ledger()
+        return ledger
+
+    def wait_ledger(self) -> None:
+        """Until the ledger this rig started answers its /readyz."""
+        ledger = self.ledger_proc
+        assert ledger is not None, "no ledger started"
         wait_until(lambda: _alive_or_fail(ledger) and _http_ok(f"http://127.0.0.1:{self.ledger_ops}/readyz"),
                    "the ledger's /readyz", 30)
-        return ledger
+
+    def start_ledger_and_gateway(self, crash_at: str | None = None, *,
+                                 env: dict[str, str] | None = None) -> tuple[procs.Proc, procs.Proc]:
+        """Start the ledger and the gateway side by side; wait until both serve.
+
+        The same two processes as :meth:`start_ledger` then :meth:`start_gateway`,
+        started together so that their start-ups overlap (each takes seconds of
+        imports); a gateway that finds the ledger not yet listening keeps its
+        copies and sends them again (docs/architecture.md), so nothing waits on
+        the order.
+        """
+        ledger = self.start_ledger(ready=False)
+        gw = self.start_gateway(crash_at, env=env)
+        self.wait_ledger()
+        return ledger, gw
 
     def wait_link(self, timeout: float = 20.0) -> None:
         """Until the gateway reports the B001 link signed on."""
@@ -532,9 +555,20 @@ def count_everything(rig: Rig, load: Load, *, feed: list[dict[str, Any]],
 
 
 def dump(path: Path, counts: Counts, **extra: Any) -> None:
-    """Append the counts as one JSON line to ``path`` (the report collects them)."""
+    """Append the counts as one JSON line to ``path`` (the report collects them).
+
+    Tests pass ``fault-counts.jsonl`` in their ``tmp_path``'s parent, pytest's base
+    temporary directory.  Under pytest-xdist each worker's base is a ``popen-gwN``
+    directory inside the run's: the line goes to the run's file, so that one run
+    makes one file whichever worker ran the test (one ``write`` of one line in
+    append mode, so workers' lines do not interleave).
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker and path.parent.name == f"popen-{worker}":
+        path = path.parent.parent / path.name
+    line = json.dumps(dict(counts.__dict__, **extra)) + "\n"
     with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(dict(counts.__dict__, **extra)) + "\n")
+        f.write(line)
 
 
 def settle(rig: Rig, ids: list[str], *, timeout: float = 30.0, ledger: bool = True) -> list[dict[str, Any]]:

@@ -7,10 +7,16 @@ socket in that directory, trust authentication on 127.0.0.1 only.  The server
 runs as the ``postgres`` user (PostgreSQL refuses root); without ``initdb``
 or that user the test skips.  :meth:`PgServer.close` stops it (immediate
 shutdown) and removes the directory.
+
+``initdb`` runs once per test session, into a template directory; each server
+starts on a copy of it (``cp -a``: the files and their owner, as ``initdb``
+left them), so every test still gets a cluster no other test has touched,
+without paying ``initdb`` again.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import pwd
 import shutil
@@ -25,6 +31,8 @@ import sqlalchemy as sa
 from tests.faults.harness import free_port
 
 __all__ = ["PgServer"]
+
+_template: Path | None = None  # initdb's output, made by the first server of the session
 
 
 class PgServer:
@@ -45,13 +53,27 @@ class PgServer:
         os.chown(self.dir, self._user.pw_uid, self._user.pw_gid)
         self.data = self.dir / "data"
         self.port = free_port()
-        self._as_postgres(initdb, "-D", str(self.data), "-A", "trust", "-U", "postgres", "-E", "UTF8",
-                          "--no-instructions")
+        subprocess.run(["cp", "-a", str(self._template(initdb)), str(self.data)], check=True,
+                       capture_output=True, timeout=60)
         self.start()
 
-    def _as_postgres(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    def _template(self, initdb: str) -> Path:
+        """A freshly initialised, never started cluster, made once per session (see the module docstring)."""
+        global _template
+        if _template is None or not _template.exists():
+            parent = Path(tempfile.mkdtemp(prefix="hpf-pg-template-"))
+            os.chown(parent, self._user.pw_uid, self._user.pw_gid)
+            atexit.register(shutil.rmtree, parent, ignore_errors=True)
+            data = parent / "data"
+            self._as_postgres(initdb, "-D", str(data), "-A", "trust", "-U", "postgres", "-E", "UTF8",
+                              "--no-instructions", cwd=parent)
+            _template = data
+        return _template
+
+    def _as_postgres(self, *args: str, timeout: float = 60,
+                     cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
         cmd = list(args) if os.geteuid() == self._user.pw_uid else ["runuser", "-u", "postgres", "--", *args]
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=self.dir,
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd or self.dir,
                               check=False)
         if done.returncode != 0:
             raise AssertionError(f"{' '.join(args)} failed ({done.returncode}): {done.stdout}{done.stderr}")

@@ -6,7 +6,7 @@ pytest's base temporary directory.  Run the suite with a known base, then::
     python -m pytest tests/faults --basetemp=/tmp/faults
     python -m tests.faults.report /tmp/faults/fault-counts.jsonl
 
-prints one Markdown row per test: the fault, the load, the counts that must be
+(several files: the rows of each in turn) prints one Markdown row per test: the fault, the load, the counts that must be
 zero, the ledger's alerts beyond those the fault should cause (counted once
 its rules had run past every deadline; — where no ledger ran to the end, or
 the run predates the count) and, where the test measured it, the time until
@@ -41,14 +41,15 @@ def row(c: dict) -> str:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 1:
+    if not argv:
         print(__doc__, file=sys.stderr)
         return 2
     print("| fault (test) | load | " + " | ".join(COLUMNS) + " |")
     print("|---|---|" + "---|" * len(COLUMNS))
-    for line in Path(argv[0]).read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            print(row(json.loads(line)))
+    for name in argv:  # several runs' files: their rows one after another
+        for line in Path(name).read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                print(row(json.loads(line)))
     return 0
 
 

@@ -24,8 +24,7 @@ def test_bank_killed_between_executing_and_answering_executes_nothing_twice(tmp_
     ids = [f"BK-{n}" for n in range(N)]
     state = tmp_path / "bank-B001.state"
     try:
-        rig.start_ledger()
-        gw = rig.start_gateway()
+        _, gw = rig.start_ledger_and_gateway()
         bank = rig.start_bank("--state", str(state), env={"HPF_CRASH_AT": "simbank.answer@8"})
         rig.wait_link()
         load = Load(rig.config, ids)

@@ -40,8 +40,7 @@ def test_a_bank_dropping_the_link_mid_conversation_still_gets_each_instruction_o
     rig = Rig.prepare(tmp_path)
     ids = [f"D-{n}" for n in range(20)]
     try:
-        rig.start_ledger()
-        gw = rig.start_gateway()
+        _, gw = rig.start_ledger_and_gateway()
         bank = rig.start_bank("--drop-rate", "0.1", "--seed", "11")
         rig.wait_link(timeout=30)
         load = Load(rig.config, ids, interval=0.1)
@@ -68,8 +67,7 @@ def test_replayed_bank_results_and_movements_are_applied_once_and_acknowledged_e
     rig = Rig.prepare(tmp_path, banks={"B001": {"connection": "persistent"}})
     bank = RawBank(rig.config)
     try:
-        rig.start_ledger()
-        gw = rig.start_gateway()
+        _, gw = rig.start_ledger_and_gateway()
         bank.connect()
         status, rec, _ = procs.centre_call(rig.config, "POST", "/v1/instructions", instruction_body("R-1"))
         assert status == 202, rec

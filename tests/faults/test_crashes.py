@@ -62,8 +62,7 @@ def test_kill_9_at_each_crash_point_loses_and_doubles_nothing(tmp_path, point, r
     rig = Rig.prepare(tmp_path, banks={"B001": {"connection": "persistent"}} if point == "bank.result" else None)
     ids = [f"K-{n}" for n in range(N)]
     try:
-        rig.start_ledger()
-        gw = rig.start_gateway(crash_at)
+        _, gw = rig.start_ledger_and_gateway(crash_at)
         bank = rig.start_bank(*bank_args)
         rig.wait_link()
         load = Load(rig.config, ids)

@@ -25,8 +25,13 @@ from tests.faults.netproxy import FaultyLink
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 N = 60
-TIMERS = {"heartbeat_interval": 1.0, "dead_after": 3.0, "receipt_timeout": 2.0, "result_timeout": 30.0,
+# The rig's ledger judges missing results result_timeout plus two status query intervals after it
+# saw an instruction (Rig.prepare), and every case waits that out before counting alerts.  The
+# database unreachable for 30 s keeps result_timeout at 30 s, so that instructions sent just before
+# the outage are not given up on during it; faults of 5 s take 10 s (a 14 s deadline).
+TIMERS = {"heartbeat_interval": 1.0, "dead_after": 3.0, "receipt_timeout": 2.0, "result_timeout": 10.0,
           "lease_ttl": 3.0}
+LONG_OUTAGE_TIMERS = {**TIMERS, "result_timeout": 30.0}
 
 
 def _through(proxy: FaultyLink, url: str) -> str:
@@ -41,8 +46,8 @@ def _kill_sessions(direct: sa.Engine, database: str) -> int:
             "WHERE datname = :d AND pid <> pg_backend_pid()"), {"d": database}).scalar() or 0)
 
 
-def _rig(tmp_path, pg_url: str, proxy: FaultyLink) -> Rig:
-    rig = Rig.prepare(tmp_path, timeouts=TIMERS)
+def _rig(tmp_path, pg_url: str, proxy: FaultyLink, timers: dict[str, float] = TIMERS) -> Rig:
+    rig = Rig.prepare(tmp_path, timeouts=timers)
     text = rig.config.path.read_text(encoding="utf-8")
     rig.config.path.write_text(text.replace('"sqlite:///var/gateway.db"', f'"{_through(proxy, pg_url)}"'),
                                encoding="utf-8")
@@ -52,8 +57,7 @@ def _rig(tmp_path, pg_url: str, proxy: FaultyLink) -> Rig:
 
 
 def _start(rig: Rig) -> tuple[procs.Proc, procs.Proc]:
-    rig.start_ledger()
-    gw = rig.start_gateway()
+    _, gw = rig.start_ledger_and_gateway()
     bank = rig.start_bank()
     rig.wait_link()
     return gw, bank
@@ -100,7 +104,7 @@ def test_database_sessions_killed_mid_commit_lose_and_double_nothing(tmp_path, p
 def test_database_unreachable_or_reset_loses_and_doubles_nothing(tmp_path, pg_url, fault, seconds,
                                                                   request):
     proxy = FaultyLink(("127.0.0.1", sa.engine.make_url(pg_url).port or 5432))
-    rig = _rig(tmp_path, pg_url, proxy)
+    rig = _rig(tmp_path, pg_url, proxy, LONG_OUTAGE_TIMERS if fault == "unreachable" else TIMERS)
     try:
         gw, bank = _start(rig)
         load = Load(rig.config, [f"PU-{n}" for n in range(N)], interval=0.1, deadline=150, call_timeout=5.0)

@@ -11,7 +11,15 @@ import sqlalchemy as sa
 
 from gateway.ledger.verify import verify_main
 from gateway.store import schema
-from tests.faults.harness import Load, Rig, count_everything, dump, read_only_engine, settle, wait_until
+from tests.faults.harness import (
+    Load,
+    Rig,
+    count_everything,
+    dump,
+    read_only_engine,
+    settle,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -91,8 +99,8 @@ def _journal_an_event_this_ledger_cannot_read(url: str) -> str:
 
     engine = make_engine(url)
     now_us = int(time.time() * 1_000_000)
-    row = dict(event_id=f"{now_us:014x}abcdef0001", kind="bank.rumour", centre_id="C52240", instruction_id=None,
-               bank_id="B001", account=None, state=None, payload='{"said":"maybe"}', raw=None, created_us=now_us)
+    row = {"event_id": f"{now_us:014x}abcdef0001", "kind": "bank.rumour", "centre_id": "C52240", "instruction_id": None,
+               "bank_id": "B001", "account": None, "state": None, "payload": '{"said":"maybe"}', "raw": None, "created_us": now_us}
     try:
         with engine.begin() as conn:
             head = schema.chain_head
@@ -114,8 +122,7 @@ def test_a_copy_the_ledger_cannot_read_is_kept_there_as_refused_and_never_stalls
     unreadable = _journal_an_event_this_ledger_cannot_read(rig.config.database)
     ids = [f"U-{n}" for n in range(5)]
     try:
-        ledger = rig.start_ledger()
-        gw = rig.start_gateway()
+        ledger, gw = rig.start_ledger_and_gateway()
         bank = rig.start_bank()
         rig.wait_link()
         load = Load(rig.config, ids, interval=0.05)

@@ -26,7 +26,11 @@ pytestmark = pytest.mark.slow
 
 N = 60
 FAULT_SECONDS = 5.0
-TIMERS = {"heartbeat_interval": 1.0, "dead_after": 3.0, "receipt_timeout": 2.0, "result_timeout": 20.0}
+# result_timeout sets how long the rig's ledger waits before it judges missing results (its
+# result_timeout plus two status query intervals: Rig.prepare), which every case waits out before
+# its alerts are counted: 10 s (a 14 s deadline) is twice the fault and still leaves the gateway's
+# own status queries (5 of them, 2 s apart) the time to settle anything the fault held up.
+TIMERS = {"heartbeat_interval": 1.0, "dead_after": 3.0, "receipt_timeout": 2.0, "result_timeout": 10.0}
 
 FAULTS: dict[str, Callable[[FaultyLink], None]] = {
     "latency-jitter": lambda p: p.delay(0.08, 0.06),
@@ -80,8 +84,7 @@ def test_gateway_bank_network_faults_lose_and_double_nothing(tmp_path, fault, re
     rig.config.path.write_text(rig.config.path.read_text(encoding="utf-8").replace(
         bank.peer_endpoint, f"tcp:127.0.0.1:{proxy.port}"), encoding="utf-8")
     try:
-        ledger = rig.start_ledger()
-        gw = rig.start_gateway()
+        ledger, gw = rig.start_ledger_and_gateway()
         sim = rig.start_bank("--endpoint", f"tcp:{port}:interface=127.0.0.1")  # where it really listens
         rig.wait_link()
         load = Load(rig.config, [f"NB-{n}" for n in range(N)], interval=0.1, deadline=90)
@@ -98,8 +101,7 @@ def test_a_persistent_bank_link_survives_network_faults(tmp_path, fault, request
     rig = Rig.prepare(tmp_path, timeouts=TIMERS, banks={"B001": {"connection": "persistent"}})
     proxy = FaultyLink(("127.0.0.1", _port(rig.config.banks["B001"].endpoint)))
     try:
-        ledger = rig.start_ledger()
-        gw = rig.start_gateway()
+        ledger, gw = rig.start_ledger_and_gateway()
         bank = rig.start_bank("--endpoint", f"tcp:127.0.0.1:{proxy.port}")
         rig.wait_link()
         load = Load(rig.config, [f"NP-{n}" for n in range(N)], interval=0.1, deadline=90)
@@ -115,8 +117,7 @@ def test_centre_gateway_network_faults_lose_and_double_nothing(tmp_path, fault, 
     rig = Rig.prepare(tmp_path, timeouts=TIMERS)
     proxy = FaultyLink(("127.0.0.1", _port(rig.config.centre_api)))
     try:
-        ledger = rig.start_ledger()
-        gw = rig.start_gateway()
+        ledger, gw = rig.start_ledger_and_gateway()
         bank = rig.start_bank()
         rig.wait_link()
         # The centre's calls go through the proxy; a call that hears nothing times out and is retried.
@@ -137,8 +138,7 @@ def test_gateway_ledger_network_faults_lose_and_double_nothing(tmp_path, fault, 
     rig.config.path.write_text(rig.config.path.read_text(encoding="utf-8").replace(
         f"127.0.0.1:{ingest}", f"127.0.0.1:{proxy.port}"), encoding="utf-8")
     try:
-        ledger = rig.start_ledger()
-        gw = rig.start_gateway()
+        ledger, gw = rig.start_ledger_and_gateway()
         bank = rig.start_bank()
         rig.wait_link()
         load = Load(rig.config, [f"NL-{n}" for n in range(N)], interval=0.1, deadline=90)

@@ -90,8 +90,7 @@ def test_a_postgres_server_restart_under_load_loses_and_doubles_nothing(tmp_path
     rig = Rig.prepare(tmp_path, timeouts=TIMERS)
     _on(rig, server.create_database("hpf"))
     try:
-        rig.start_ledger()
-        gw = rig.start_gateway()
+        _, gw = rig.start_ledger_and_gateway()
         bank = rig.start_bank()
         rig.wait_link()
         load = Load(rig.config, [f"PR-{n}" for n in range(N)], interval=0.1, deadline=150, call_timeout=5.0)
@@ -159,7 +158,7 @@ def test_the_lease_holders_database_sessions_die_nothing_sent_twice_nothing_lost
     configs, proxies, _ = _nodes(rig, server.port)
     direct = sa.create_engine(url)
     try:
-        rig.start_ledger()
+        rig.start_ledger(ready=False)  # its start-up overlaps the nodes'
         bank = rig.start_bank()
         gateways = {}
         for config in configs:
@@ -167,6 +166,7 @@ def test_the_lease_holders_database_sessions_die_nothing_sent_twice_nothing_lost
             rig.started.append(gw)
         for config in configs:
             procs.wait_http(procs.ops_url(config, "/readyz"), timeout=30)
+        rig.wait_ledger()
         holder_name = wait_until(lambda: _owner(direct), "a node holding bank:B001", 20)
         holder = next(c for c in configs if c.instance == holder_name)
         other = next(c for c in configs if c.instance != holder_name)
@@ -191,10 +191,10 @@ def test_the_lease_holders_database_sessions_die_nothing_sent_twice_nothing_lost
         # Whoever holds the lease now has the link up; the first node serves intake again.
         wait_until(lambda: (o := _owner(direct)) is not None and _link_up(holder if o == holder.instance else other),
                    "bank:B001 held with its link up", 30)
-        extra = dict(fault=fault, cut_s=cut, failover_s=failover_s, owner_after=_owner(direct),
-                     recovery=(f"failover in {failover_s} s" if failover_s is not None
+        extra = {"fault": fault, "cut_s": cut, "failover_s": failover_s, "owner_after": _owner(direct),
+                     "recovery": (f"failover in {failover_s} s" if failover_s is not None
                                else f"lease kept by {holder_name}" if _owner(direct) == holder_name
-                               else "lease moved"))
+                               else "lease moved")}
         # Count through the node that kept its database all along.
         rig.config = other
         _settle_and_count(rig, load, request, list(gateways.values()), bank, **extra)
