@@ -216,6 +216,19 @@ def memory_kb(pid: int) -> tuple[int, int]:
     return rss, hwm
 
 
+def memory_parts_kb(pid: int) -> dict[str, int]:
+    """Where process ``pid``'s resident memory is, in KiB (``/proc/PID/status``): ``anon``
+    (heap: Python objects, malloc arenas, the SQLite page cache), ``file`` (mapped files:
+    code, shared libraries) and ``shmem`` (shared mappings, e.g. SQLite's ``-shm`` WAL index)."""
+    names = {"RssAnon:": "anon", "RssFile:": "file", "RssShmem:": "shmem"}
+    out: dict[str, int] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key = line.split(None, 1)[0] if line else ""
+        if key in names:
+            out[names[key]] = int(line.split()[1])
+    return out
+
+
 # -- child processes ----------------------------------------------------------------------
 
 
