@@ -67,7 +67,7 @@ from bench.common import (
     wait_until,
 )
 from bench.env import CENTRE, Workspace, add_workspace_arguments, fresh_database
-from bench.tracehost import top_table
+from bench.tracehost import diff_table, top_table
 
 HELP = "ledger ingest + match: events/s and match lag p50/p99 at an offered instruction rate, and max events/s"
 DEFAULT_SECONDS = 15.0
@@ -480,6 +480,7 @@ def run(args: argparse.Namespace) -> Report:
                     return r
 
                 snaps: list[tuple[str, str]] = []
+                snaps_at: list[tuple[str, Path]] = []
 
                 def trace_snapshot(label: str) -> None:
                     if not args.tracemalloc:
@@ -487,8 +488,15 @@ def run(args: argparse.Namespace) -> Report:
                     path = trace_dir / f"snap-{len(snaps)}.pickle"
                     os.kill(host.pid, signal.SIGUSR2)
                     wait_until(path.exists, timeout=120, what="the ledger's tracemalloc snapshot", children=[host])
-                    snaps.append((label, "\n  ".join([*top_table(path, key="filename", top=10), "",
-                                                         *top_table(path, key="lineno", top=20)])))
+                    if snaps_at:
+                        first = snaps_at[0]
+                        table = [f"what grew since {first[0]} (by file, then by line):",
+                                 *diff_table(first[1], path, key="filename", top=12), "",
+                                 *diff_table(first[1], path, key="lineno", top=25, depth=1)]
+                    else:
+                        table = [*top_table(path, key="filename", top=10), "", *top_table(path, key="lineno", top=20)]
+                    snaps_at.append((label, path))
+                    snaps.append((label, "\n  ".join(table)))
 
                 async def main(reactor: Any) -> dict[str, Any]:
                     from twisted.internet.task import LoopingCall
@@ -501,6 +509,7 @@ def run(args: argparse.Namespace) -> Report:
                          {k: round(v / 1024, 1) for k, v in memory_parts_kb(host.pid).items()})))
                     sampler.clock = reactor
                     sampler.start(1.0, now=True)
+                    trace_snapshot("once ready")
                     try:
                         if args.phase in ("both", "max"):
                             c0, w0 = host.cpu_seconds(), host.runqueue_wait_seconds()

@@ -3,7 +3,9 @@
 Where a daemon's memory goes, for ``bench memory --tracemalloc`` and ``bench ledger
 --tracemalloc``: tracemalloc is started with ``FRAMES`` frames per allocation before the
 daemon's code (``gateway.cli`` or ``bench.ledgerhost``) is imported, and every SIGUSR2 writes a snapshot to ``DIR/snap-N.pickle``
-(N counting from 0; the file appears whole, renamed from a temporary name).  The bench
+(N counting from 0; the file appears whole, renamed from a temporary name) and prints
+pymalloc's and glibc's arena statistics to the process's stderr (``sys._debugmallocstats``,
+``malloc_stats(3)``): what tracemalloc does not see, memory held but not in use.  The bench
 compares two snapshots with :func:`diff_table` (growth) or reads one with
 :func:`top_table` (what is held).  Tracing costs CPU and memory of its own (about twice
 the CPU, and its records): figures of a traced run are not the untraced run's.  Test and
@@ -33,6 +35,21 @@ def _install(directory: Path) -> None:
             tracemalloc.Filter(False, "<frozen importlib._bootstrap>"),
         ))
         snap.dump(str(tmp))
+        # And where the rest of the heap is, to the process's stderr (its log): pymalloc's
+        # arenas (live blocks against arenas held) and glibc's (bytes in use against held).
+        sys.stderr.flush()
+        sys._debugmallocstats()
+        try:
+            import ctypes
+
+            ctypes.CDLL(None).malloc_stats()
+            lib = ctypes.CDLL("libsqlite3.so.0")  # the one _sqlite3 is linked to, already loaded
+            lib.sqlite3_memory_used.restype = ctypes.c_int64
+            lib.sqlite3_memory_highwater.restype = ctypes.c_int64
+            print(f"sqlite3_memory_used {lib.sqlite3_memory_used()} "
+                  f"highwater {lib.sqlite3_memory_highwater(0)}", file=sys.stderr, flush=True)
+        except (OSError, AttributeError):
+            pass
         os.replace(tmp, path)
         count[0] += 1
 
