@@ -265,9 +265,10 @@ def run(args: argparse.Namespace) -> Report:
     per = (lambda cpu: None if cpu is None or not final else round(cpu * 1000.0 / final, 2))
     by_process = figures["cpu_s_per_1000_by_process"] = {
         "gateway": per(out["gateway_cpu_s"]), "banks": per(out["banks_cpu_s"]),
-        "ledger": per(out["ledger_cpu_s"]), "centre_bench_process": per(out["bench_cpu_s"]),
+        "ledger": per(out["ledger_cpu_s"]), "centre_bench_process": per(out["bench_cpu_s"])}
+    if out["server_cpu_s"] is not None:
         # PostgreSQL's backends for the run's database, over their whole life (an upper bound).
-        "database_server": per(out["server_cpu_s"])}
+        by_process["database_server"] = per(out["server_cpu_s"])
     if out["pg_requests"] and final:
         # The gateway's requests to the server over its whole life (start-up included), per final.
         figures["pg_requests_per_1000"] = {k: round(v * 1000.0 / final, 1)
