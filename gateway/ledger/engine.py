@@ -297,8 +297,7 @@ class MatchEngine(Service):
                 # Taken in the same synchronous step as the drafts: the snapshot never
                 # covers an alert that is not written with it.
                 with gc_paused():
-                    state = (self.applied_seq, json.dumps(self.matcher.snapshot(), separators=(",", ":"),
-                                                           ensure_ascii=False))
+                    state = (self.applied_seq, self.matcher.snapshot_json())
                 self._dirty = False
                 since, self._since_saved = self._since_saved, 0
             rows = [store.AlertRow(d.key, d.rule, d.severity, d.subject, d.summary, tuple(d.evidence))
