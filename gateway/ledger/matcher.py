@@ -599,7 +599,7 @@ class Matcher:
         """:meth:`snapshot` as compact JSON text (``separators=(",", ":")``, ``ensure_ascii=False``),
         written record by record: the same text, without first building the whole state again
         as lists.  That copy was about 3.3 times the state's own size and, with the text, the
-        ledger's peak memory (bench/README.md, item 42).
+        ledger's peak memory (bench/README.md, item 41).
         """
         enc = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
         parts = ['{"version":', enc(SNAPSHOT_VERSION)]
