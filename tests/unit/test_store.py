@@ -265,6 +265,8 @@ def test_a_connection_used_a_moment_ago_is_not_pinged(pg_url):
     """Within ``ping_after_idle_s`` of its last use a connection goes back to work without a
     ping: a session ended in between fails the next statement, as one lost mid-transaction
     does, and the pool then connects afresh."""
+    import time
+
     import sqlalchemy as sa
     from sqlalchemy.exc import OperationalError
 
@@ -277,6 +279,10 @@ def test_a_connection_used_a_moment_ago_is_not_pinged(pg_url):
             first = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
         with admin.connect() as a:
             a.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": first})
+            for _ in range(100):  # the backend leaves pg_stat_activity once it has exited
+                if not a.execute(sa.text("SELECT 1 FROM pg_stat_activity WHERE pid = :p"), {"p": first}).first():
+                    break
+                time.sleep(0.05)
         with pytest.raises(OperationalError), engine.connect() as conn:
             conn.exec_driver_sql("SELECT 1")
         with engine.connect() as conn:
