@@ -236,7 +236,8 @@ class MatchEngine(Service):
         copy to measure by, and would otherwise run on in real time.  A batch that took
         longer than ``result_deadline_s`` to file then had its copies judged late: a balance
         pair settled before the movement in the batch was seen raised balance-break on
-        consistent data (bench/README.md, "balance-break in a saturated run").
+        consistent data (bench/README.md, item 39).  Copies not yet here (still at the
+        gateway or on the wire) are not covered.
         """
         self._arrival_n += 1
         self._arrivals[self._arrival_n] = self.clock()
