@@ -171,10 +171,12 @@ def run(args: argparse.Namespace) -> Report:
                         os.kill(gateway.pid, signal.SIGUSR2)
                         wait_until(counts_path.exists, timeout=30, what="the round-trip counts", children=[gateway])
                     samples = scrape_metrics(env.ops_port)
-                    ledger_samples = scrape_metrics(env.ledger_ops_port) if ledger is not None else {}
                     raw = await rawrelay.measure(reactor, keys=env.keys, frames=frames, port=relay_port,
                                                  links=len(env.banks), window=max(windows), seconds=raw_seconds,
                                                  relay_pid=raw_relay.pid, bank_pid=raw_bank.pid)
+                    # The ledger's alerts after the raw relay's run: its deadline rules (10 s in the
+                    # demo config) judge the last copies up to that long after they arrived.
+                    ledger_samples = scrape_metrics(env.ledger_ops_port) if ledger is not None else {}
                     return {"report": report, "gateway_cpu_s": cpu1 - cpu0, "bench_cpu_s": bench1 - bench0,
                             "banks_cpu_s": sum(bank1) - sum(bank0), "wall_s": wall, "wait_s": wait,
                             "rss_kb": rss_kb, "ledger_drain_s": drain_s, "ledger_backlog": backlog,
@@ -304,8 +306,8 @@ def run(args: argparse.Namespace) -> Report:
         ("instructions/s, copies delivered too", with_copies if args.ledger else "no ledger", "/s"),
         ("alerts the ledger raised", (", ".join(f"{rule} {n}" for rule, n in sorted(alerts.items())) or "none")
          if args.ledger else "no ledger",
-         "" if not args.ledger else ("by rule, once the copies had drained" if out["ledger_drain_s"] is not None
-                                     else "by rule, before the copies had all drained")),
+         "" if not args.ledger else ("by rule, after the raw relay's run" if out["ledger_drain_s"] is not None
+                                     else "by rule, after the raw relay's run; not every copy delivered")),
         ("raw mTLS relay (same frames)", raw.msgs_per_s, f"msgs/s ({raw.links} links x {raw.window} outstanding)"),
         ("raw relay CPU per 1,000 msgs (relay proc)", raw.relay_cpu_s_per_1000, "CPU s"),
         ("ratio gateway / raw relay", ratio, ""),
