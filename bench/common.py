@@ -216,6 +216,19 @@ def memory_kb(pid: int) -> tuple[int, int]:
     return rss, hwm
 
 
+def memory_parts_kb(pid: int) -> dict[str, int]:
+    """Where process ``pid``'s resident memory is, in KiB (``/proc/PID/status``): ``anon``
+    (heap: Python objects, malloc arenas, the SQLite page cache), ``file`` (mapped files:
+    code, shared libraries) and ``shmem`` (shared mappings, e.g. SQLite's ``-shm`` WAL index)."""
+    names = {"RssAnon:": "anon", "RssFile:": "file", "RssShmem:": "shmem"}
+    out: dict[str, int] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key = line.split(None, 1)[0] if line else ""
+        if key in names:
+            out[names[key]] = int(line.split()[1])
+    return out
+
+
 # -- child processes ----------------------------------------------------------------------
 
 
@@ -346,8 +359,13 @@ def scrape_metrics(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], f
     """Every sample on ``http://127.0.0.1:PORT/metrics``, keyed by (name, sorted labels)."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    status, text = http_get(f"http://127.0.0.1:{port}/metrics")
-    if status != 200:
+    # A daemon on an overloaded host can take seconds to answer: an empty answer read as
+    # "every counter 0" once showed a run's copies as none delivered.
+    for _ in range(3):
+        status, text = http_get(f"http://127.0.0.1:{port}/metrics", timeout=10.0)
+        if status == 200:
+            break
+    else:
         return {}
     out: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
     for family in text_string_to_metric_families(text):

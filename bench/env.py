@@ -232,15 +232,18 @@ def start_ledger(children: Children, env: GatewayEnv) -> Child:
     return child
 
 
-def start_gateway(children: Children, env: GatewayEnv, *, name: str = "gateway") -> Child:
+def start_gateway(children: Children, env: GatewayEnv, *, name: str = "gateway",
+                  wrapper: Sequence[str] = ()) -> Child:
     """``hpf-gateway run -c CONF`` as a child process; returns once ``/readyz`` answers 200.
 
     It runs as ``python -m gateway.cli run`` (the same entry point as the
     ``hpf-gateway`` script, without a shell shim in between, so the PID we
     read /proc of is the gateway's own).  Its JSON log goes to
-    ``DIR/gateway.log``.
+    ``DIR/gateway.log``.  With ``wrapper`` (e.g. ``("bench.tracehost",
+    DIR, FRAMES, "--")`` or ``("bench.pgcount", FILE, "--")``) it runs as
+    ``python -m WRAPPER... gateway.cli run``, under that bench host.
     """
-    child = children.spawn(name, python_argv("-m", "gateway.cli", "run", "-c", str(env.config_path)),
+    child = children.spawn(name, python_argv("-m", *wrapper, "gateway.cli", "run", "-c", str(env.config_path)),
                            log=env.directory / f"{name}.log", cwd=env.directory)
     wait_until(lambda: http_get(f"http://127.0.0.1:{env.ops_port}/readyz", timeout=1.0)[0] == 200,
                timeout=_START_TIMEOUT_S, what="the gateway's /readyz", children=[child])
@@ -292,3 +295,37 @@ def port_open(port: int) -> bool:
     except OSError:
         return False
     return True
+
+
+def pg_backend_cpu_seconds(url: str) -> float | None:
+    """CPU seconds used so far by the PostgreSQL server processes serving the database of
+    ``url`` (its backends listed in ``pg_stat_activity``, read from ``/proc``: the server
+    must be on this machine), or None when it is not a PostgreSQL URL or cannot be read.
+
+    A backend counts from its start: taken at the end of a run, it is an upper bound on
+    what the run cost the server (the pool's connections open with the daemon); a backend
+    that closed before is missed.
+    """
+    if not url.startswith("postgresql"):
+        return None
+    import sqlalchemy as sa
+
+    from bench.common import proc_cpu_seconds
+
+    u = sa.engine.make_url(url)
+    admin = sa.create_engine(u.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            pids = [r[0] for r in conn.execute(sa.text("SELECT pid FROM pg_stat_activity WHERE datname = :d"),
+                                               {"d": u.database})]
+    except sa.exc.SQLAlchemyError:
+        return None
+    finally:
+        admin.dispose()
+    total = 0.0
+    for pid in pids:
+        try:
+            total += proc_cpu_seconds(pid)
+        except OSError:
+            return None
+    return total

@@ -25,9 +25,23 @@ from collections import Counter
 from io import BytesIO
 from typing import Any
 
-from bench.common import (BenchError, Report, cpu_bound, latency_summary, run_reactor, self_cpu_seconds,
-                          start_bench_log, usable_cores)
-from bench.env import Workspace, fresh_database, make_gateway_env, start_gateway
+from bench.common import (
+    BenchError,
+    Report,
+    cpu_bound,
+    latency_summary,
+    run_reactor,
+    self_cpu_seconds,
+    start_bench_log,
+    usable_cores,
+)
+from bench.env import (
+    Workspace,
+    fresh_database,
+    make_gateway_env,
+    pg_backend_cpu_seconds,
+    start_gateway,
+)
 
 HELP = "durable acceptance only: concurrent batch POSTs with no bank connected, per database"
 DEFAULT_SECONDS = 15.0
@@ -42,6 +56,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--database", action="append", default=None,
                    help="'sqlite' (WAL, synchronous=FULL) or a PostgreSQL server URL (a fresh database is "
                         "created there and dropped after); repeat to measure several (default: sqlite)")
+    p.add_argument("--count-round-trips", action="store_true",
+                   help="on PostgreSQL, run the gateway under bench/pgcount.py and report its requests to the "
+                        "server per 1,000 instructions, by SQL verb (its CPU figures are then not comparable)")
     p.add_argument("--dir", help="work here and keep it (default: a temporary directory)")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
 
@@ -138,15 +155,21 @@ def run(args: argparse.Namespace) -> Report:
                         # per-bank queue limit, or backpressure (503) would end the measurement.
                         env = make_gateway_env(part, database=database,
                                                overrides={"limits": {"max_queue_per_bank": 10_000_000}})
-                        gateway = start_gateway(ws.children, env)
+                        counts_path = part / "pg-requests.json"
+                        counting = args.count_round_trips and label.startswith("postgresql")
+                        gateway = start_gateway(ws.children, env,
+                                                wrapper=("bench.pgcount", str(counts_path), "--") if counting else ())
                         cpu0, wait0, t0 = gateway.cpu_seconds(), gateway.runqueue_wait_seconds(), time.monotonic()
                         out = await offer(reactor, env, clients=args.clients, batch=args.batch,
                                           seconds=args.seconds, warmup=args.warmup)
                         cpu = gateway.cpu_seconds() - cpu0
                         wait, wall = gateway.runqueue_wait_seconds() - wait0, time.monotonic() - t0
                         _, hwm_kb = gateway.memory_kb()
+                        server_cpu = pg_backend_cpu_seconds(database)
                     finally:
                         ws.children.stop_all()
+                    counts = json.loads(counts_path.read_text(encoding="utf-8")) if counting \
+                        and counts_path.exists() else None
                 accepted = out["accepted"]
                 lat = latency_summary(out["latencies"])
                 results[label] = {
@@ -163,11 +186,17 @@ def run(args: argparse.Namespace) -> Report:
                     "gateway_runqueue_wait_s": round(wait, 2), "wall_s": round(wall, 2),
                     "gateway_peak_rss_mb": round(hwm_kb / 1024, 1),
                     "bench_cpu_s": round(out["bench_cpu_s"], 2),
+                    "database_server_cpu_s_per_1000": round(server_cpu * 1000.0 / accepted, 3)
+                    if accepted and server_cpu is not None else None,
+                    # Requests over the gateway's whole life (start-up included), per instruction accepted.
+                    "pg_requests_per_1000": {k: round(v * 1000.0 / accepted, 1) for k, v in counts["requests"].items()}
+                    if counts and accepted else None,
                     "clients_cpu_s_per_1000": round(out["bench_cpu_s"] * 1000.0 / accepted, 3) if accepted else None,
                 }
                 r = results[label]
                 r["cpu_bound_instructions_per_s"] = cpu_bound([r["gateway_cpu_s_per_1000"],
-                                                               r["clients_cpu_s_per_1000"]])
+                                                               r["clients_cpu_s_per_1000"],
+                                                               r["database_server_cpu_s_per_1000"]])
 
         try:
             run_reactor(main, timeout=len(databases) * (args.seconds + args.warmup + 240))
@@ -182,12 +211,18 @@ def run(args: argparse.Namespace) -> Report:
             (f"{label}: POST latency p99", r["post_p99_ms"], "ms"),
             (f"{label}: gateway CPU per 1,000", r["gateway_cpu_s_per_1000"], "CPU s (upper bound)"),
             (f"{label}: the clients' CPU per 1,000", r["clients_cpu_s_per_1000"], "CPU s (upper bound)"),
+            (f"{label}: the database server's CPU per 1,000", r["database_server_cpu_s_per_1000"],
+             "CPU s (upper bound: its backends' whole life)"),
             (f"{label}: the most these costs allow", r["cpu_bound_instructions_per_s"],
-             f"/s on {usable_cores()} cores, gateway and clients at full use"),
+             f"/s on {usable_cores()} cores, gateway, clients and server at full use"),
             (f"{label}: gateway CPU share", r["gateway_cpu_share"], "cores"),
             (f"{label}: gateway waiting for a CPU", r["gateway_runqueue_wait_s"], f"thread-s in {r['wall_s']:g} s"),
             (f"{label}: gateway peak RSS", r["gateway_peak_rss_mb"], "MB"),
         ]
+        if r["pg_requests_per_1000"]:
+            total = sum(r["pg_requests_per_1000"].values())
+            rows.append((f"{label}: requests to the server per 1,000", round(total, 1),
+                         ", ".join(f"{k} {v:g}" for k, v in r["pg_requests_per_1000"].items())))
         refused = {k: v for k, v in r["items_by_status"].items() if k != "202"}
         if refused or r["errors"]:
             notes.append(f"{label}: items not accepted {refused}, request errors {r['errors']}")

@@ -44,6 +44,7 @@ import datetime as _dt
 import json
 import os
 import random
+import signal
 import time
 from collections import deque
 from dataclasses import asdict, dataclass
@@ -57,6 +58,7 @@ from bench.common import (
     free_port,
     http_get,
     latency_summary,
+    memory_parts_kb,
     python_argv,
     run_reactor,
     scrape_metrics,
@@ -65,6 +67,7 @@ from bench.common import (
     wait_until,
 )
 from bench.env import CENTRE, Workspace, add_workspace_arguments, fresh_database
+from bench.tracehost import diff_table, top_table
 
 HELP = "ledger ingest + match: events/s and match lag p50/p99 at an offered instruction rate, and max events/s"
 DEFAULT_SECONDS = 15.0
@@ -89,6 +92,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--phase", choices=("both", "rate", "max"), default="both")
     p.add_argument("--check-processes", type=int, default=None,
                    help="the ledger's check_processes (default: the ledger's own default, 2; 0 checks on a thread)")
+    p.add_argument("--tracemalloc", type=int, default=0, metavar="FRAMES",
+                   help="run the ledger under tracemalloc with FRAMES frames (bench/tracehost.py) and print "
+                        "what it holds at the end of each phase; slows it down (default 0: off)")
     add_workspace_arguments(p)
 
 
@@ -186,7 +192,7 @@ class Journal:
     def body(self, units: list[Lifecycle]) -> bytes:
         """The request body of one POST: the copies of ``units`` signed as one batch."""
         copies = ",".join(self.signer.sign_batch_json([dict(c) for unit in units for c in unit.copies]))
-        return f'{{"copies":[{copies}]}}'.encode("utf-8")
+        return f'{{"copies":[{copies}]}}'.encode()
 
     def lifecycle(self) -> Lifecycle:
         """The six copies (unsigned) of the next instruction's life."""
@@ -454,7 +460,10 @@ def run(args: argparse.Namespace) -> Report:
                 config = _write_ledger_config(directory, database, banks, ports, args.check_processes)
                 ledger_store.MIGRATIONS.upgrade(database)
                 lags_path = directory / "lags.json"
-                host = ws.children.spawn("ledger", python_argv("-m", "bench.ledgerhost", "-c", str(config),
+                trace_dir = directory / "tracemalloc"
+                traced = ("-m", "bench.tracehost", str(trace_dir), str(args.tracemalloc), "--") \
+                    if args.tracemalloc else ("-m",)
+                host = ws.children.spawn("ledger", python_argv(*traced, "bench.ledgerhost", "-c", str(config),
                                                                "--lags", str(lags_path)),
                                          log=directory / "ledger.log", cwd=directory)
                 wait_until(lambda: http_get(f"http://127.0.0.1:{ports['ops']}/readyz", timeout=1.0)[0] == 200,
@@ -470,16 +479,46 @@ def run(args: argparse.Namespace) -> Report:
                              ledger_wait_s=host.runqueue_wait_seconds() - w0)
                     return r
 
+                snaps: list[tuple[str, str]] = []
+                snaps_at: list[tuple[str, Path]] = []
+
+                def trace_snapshot(label: str) -> None:
+                    if not args.tracemalloc:
+                        return
+                    path = trace_dir / f"snap-{len(snaps)}.pickle"
+                    os.kill(host.pid, signal.SIGUSR2)
+                    wait_until(path.exists, timeout=120, what="the ledger's tracemalloc snapshot", children=[host])
+                    if snaps_at:
+                        first = snaps_at[0]
+                        table = [f"what grew since {first[0]} (by file, then by line):",
+                                 *diff_table(first[1], path, key="filename", top=12), "",
+                                 *diff_table(first[1], path, key="lineno", top=25, depth=1)]
+                    else:
+                        table = [*top_table(path, key="filename", top=10), "", *top_table(path, key="lineno", top=20)]
+                    snaps_at.append((label, path))
+                    snaps.append((label, "\n  ".join(table)))
+
                 async def main(reactor: Any) -> dict[str, Any]:
+                    from twisted.internet.task import LoopingCall
+
                     poster = _Poster(reactor, keys, f"https://localhost:{ports['ingest']}/v1/copies")
-                    out: dict[str, Any] = {}
+                    out: dict[str, Any] = {"rss_samples": []}
+                    t0 = time.monotonic()
+                    sampler = LoopingCall(lambda: out["rss_samples"].append(
+                        (round(time.monotonic() - t0, 1), round(host.memory_kb()[0] / 1024, 1),
+                         {k: round(v / 1024, 1) for k, v in memory_parts_kb(host.pid).items()})))
+                    sampler.clock = reactor
+                    sampler.start(1.0, now=True)
+                    trace_snapshot("once ready")
                     try:
                         if args.phase in ("both", "max"):
                             c0, w0 = host.cpu_seconds(), host.runqueue_wait_seconds()
                             out["max"] = await _max_phase(reactor, journal, poster, instructions=burst,
                                                           seconds=args.seconds, batch=args.batch)
                             out["max"].update(ledger_cpu_s=host.cpu_seconds() - c0,
-                                              ledger_wait_s=host.runqueue_wait_seconds() - w0)
+                                              ledger_wait_s=host.runqueue_wait_seconds() - w0,
+                                              rss_kb=host.memory_kb()[0])
+                            trace_snapshot("after max")
                             m = out["max"]
                             capacity = m["stored"] / (m["t_end"] - m["t0"]) if m["t_end"] > m["t0"] else 0.0
                             sustainable = 0.5 * capacity / EVENTS_PER_INSTRUCTION
@@ -490,7 +529,9 @@ def run(args: argparse.Namespace) -> Report:
                         if args.phase in ("both", "rate"):
                             # Last, so that a backlog it leaves unsent disturbs no later phase.
                             out["rate"] = await rate_phase(poster, reactor, args.rate)
+                            trace_snapshot("after offered")
                     finally:
+                        sampler.stop()
                         await poster.pool.closeCachedConnections()
                     out["other_statuses"] = dict(poster.other)
                     out["metrics"] = scrape_metrics(ports["ops"])
@@ -516,7 +557,8 @@ def run(args: argparse.Namespace) -> Report:
     figures: dict[str, Any] = {"database": "sqlite (WAL, synchronous=FULL)" if args.database == "sqlite"
                                else "postgresql", "batch": args.batch, "banks": [b.adapter_name for b in banks],
                                "alerts_raised": alerts, "other_statuses": out["other_statuses"],
-                               "ledger_peak_rss_mb": round(out["hwm_kb"] / 1024, 1)}
+                               "ledger_peak_rss_mb": round(out["hwm_kb"] / 1024, 1),
+                               "ledger_rss_samples_mb": out["rss_samples"]}
     rows: list[tuple[str, Any, str]] = [("database", figures["database"], ""),
                                         ("banks (one per adapter that carries pushes)", ", ".join(figures["banks"]), "")]
     if "max" in out:
@@ -530,11 +572,14 @@ def run(args: argparse.Namespace) -> Report:
                           if m["stored"] else None,
                           "ledger_cpu_share": round(m["ledger_cpu_s"] / span, 3) if span > 0 else None,
                           "ledger_runqueue_wait_s": round(m["ledger_wait_s"], 2),
-                          "presign_s": round(m["generate_s"], 2)}
+                          "presign_s": round(m["generate_s"], 2),
+                          "ledger_rss_after_mb": round(m["rss_kb"] / 1024, 1)}
         rows += [("max: events ingested + matched", eps,
                   f"events/s = {eps / EVENTS_PER_INSTRUCTION:,.0f} instructions/s (pre-signed, back to back)"),
                  ("max: ledger CPU per 1,000 events", figures["max"]["ledger_cpu_s_per_1000_events"], "CPU s"),
                  ("max: ledger CPU share", figures["max"]["ledger_cpu_share"], "cores"),
+                 ("max: ledger RSS at its end", figures["max"]["ledger_rss_after_mb"],
+                  f"MB, {m['stored']:,} events stored"),
                  ("max: ledger waiting for a CPU", figures["max"]["ledger_runqueue_wait_s"],
                   f"thread-s in {span:.1f} s (ready, but the CPUs were busy)")]
     for key, label in (("sustainable", "half capacity"), ("rate", "offered")):
@@ -561,6 +606,8 @@ def run(args: argparse.Namespace) -> Report:
              ("ledger peak RSS (VmHWM)", figures["ledger_peak_rss_mb"], "MB")]
     if alerts:
         notes.append(f"alerts by rule: {alerts}")
+    for label, table in snaps:
+        notes.append(f"tracemalloc, what the ledger holds {label}:\n  {table}")
     if out["other_statuses"]:
         notes.append(f"copies not stored: {out['other_statuses']}")
     params = {"seconds": args.seconds, "rate": args.rate, "batch": args.batch, "burst": burst, "phase": args.phase,

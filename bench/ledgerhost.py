@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from array import array
@@ -59,6 +60,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     sys.setswitchinterval(SWITCH_INTERVAL)
     ledger.service.startService()
     reactor.callWhenRunning(settle_heap)
+    trim_every = float(os.environ.get("HPF_BENCH_MALLOC_TRIM_S", "0") or 0)
+    if trim_every > 0:  # an experiment: return the heap's free pages to the system now and then
+        import ctypes
+
+        from twisted.internet.task import LoopingCall
+
+        libc = ctypes.CDLL(None)
+        LoopingCall(lambda: libc.malloc_trim(0)).start(trim_every, now=False)
     reactor.addSystemEventTrigger("before", "shutdown", ledger.service.stopService)
     reactor.addSystemEventTrigger("after", "shutdown", write)
     reactor.run()  # type: ignore[attr-defined]

@@ -23,10 +23,21 @@ VmHWM, from ``/proc/PID/status``):
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import time
+from pathlib import Path
 from typing import Any
 
-from bench.common import BenchError, Report, python_argv, run_reactor, scrape_metrics, start_bench_log
+from bench.common import (
+    BenchError,
+    Report,
+    python_argv,
+    run_reactor,
+    scrape_metrics,
+    start_bench_log,
+    wait_until,
+)
 from bench.env import (
     Workspace,
     fresh_database,
@@ -35,6 +46,7 @@ from bench.env import (
     start_gateway,
     wait_links_up,
 )
+from bench.tracehost import diff_table
 
 HELP = "gateway RSS with 50 bank links and 10,000 instructions in flight, and start/end RSS of a long run"
 DEFAULT_SECONDS = 20.0
@@ -50,6 +62,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--long-rate", type=float, default=200.0, help="offered rate of the long run (default 200/s)")
     p.add_argument("--batch", type=int, default=50, help="instructions per batch POST in the long run (default 50)")
     p.add_argument("--part", choices=("both", "inflight", "long"), default="both")
+    p.add_argument("--tracemalloc", type=int, default=0, metavar="FRAMES",
+                   help="long run: run the gateway under tracemalloc with FRAMES frames (bench/tracehost.py) "
+                        "and print what grew between the warm point and the end; slows it down (default 0: off)")
     p.add_argument("--settle", type=float, default=2.0,
                    help="seconds to let links settle before the idle reading, and for the in-flight count to "
                         "hold still before the loaded one (default 2)")
@@ -138,9 +153,22 @@ async def _long_run(reactor: Any, ws: Workspace, args: argparse.Namespace, count
             # simulator's default the accounts run dry after ~120,000 and the rest fail
             # at the bank, which spares the gateway the movements a success brings.
             banks = start_bank_sims(ws.children, env, env.banks, extra=("--balance", _LONG_RUN_BALANCE))
-            gateway = start_gateway(ws.children, env)
+            trace_dir = part / "tracemalloc"
+            gateway = start_gateway(ws.children, env,
+                                    wrapper=("bench.tracehost", str(trace_dir), str(args.tracemalloc), "--")
+                                    if args.tracemalloc else ())
             wait_links_up(env, env.banks, [gateway, *banks])
             start_kb, _ = gateway.memory_kb()
+
+            def trace_snapshot() -> Path | None:
+                if not args.tracemalloc:
+                    return None
+                path = trace_dir / f"snap-{len(list(trace_dir.glob('snap-*.pickle')))}.pickle"
+                os.kill(gateway.pid, signal.SIGUSR2)
+                wait_until(path.exists, timeout=120, what="the gateway's tracemalloc snapshot", children=[gateway])
+                return path
+
+            snaps: dict[str, Path | None] = {}
             load = CentreLoad(base_url=env.api_url, count=count, rate=args.long_rate, batch=args.batch, seed=3,
                               id_prefix=f"N{int(time.time()) % 10**8:08d}-", final_timeout=max(60.0, count / 50),
                               **env.centre_options())
@@ -157,6 +185,7 @@ async def _long_run(reactor: Any, ws: Workspace, args: argparse.Namespace, count
                 if "kb" not in warm and final >= warm_at:
                     # A tenth of the run is final: pools, caches and buffers have grown to their working size.
                     warm.update(kb=rss_kb, final=final)
+                    snaps["warm"] = trace_snapshot()
 
             loop = LoopingCall(sample)
             loop.clock = reactor
@@ -166,6 +195,9 @@ async def _long_run(reactor: Any, ws: Workspace, args: argparse.Namespace, count
             finally:
                 loop.stop()
             end_kb, hwm_kb = gateway.memory_kb()
+            snaps["end"] = trace_snapshot()
+            grew = diff_table(snaps["warm"], snaps["end"], top=20, depth=6) \
+                if snaps.get("warm") and snaps.get("end") else None
         finally:
             ws.children.stop_all()
     growth = None
@@ -177,7 +209,8 @@ async def _long_run(reactor: Any, ws: Workspace, args: argparse.Namespace, count
             "rss_start_mb": _mb(start_kb), "rss_warm_mb": _mb(warm["kb"]) if "kb" in warm else None,
             "rss_end_mb": _mb(end_kb), "peak_rss_mb": _mb(hwm_kb),
             "growth_mb_per_100k_after_warmup": None if growth is None else round(growth, 1),
-            "rss_samples": [[round(t, 1), final, _mb(kb)] for t, final, kb in samples]}
+            "rss_samples": [[round(t, 1), final, _mb(kb)] for t, final, kb in samples],
+            "tracemalloc_growth_after_warmup": grew}
 
 
 def run(args: argparse.Namespace) -> Report:
@@ -227,6 +260,9 @@ def run(args: argparse.Namespace) -> Report:
             ("long run: peak RSS (VmHWM)", g["peak_rss_mb"], "MB"),
             ("long run: growth after warm-up", g["growth_mb_per_100k_after_warmup"], "MB per 100,000 instructions"),
         ]
+        if g.get("tracemalloc_growth_after_warmup"):
+            notes.append("long run, tracemalloc, what grew after warm-up (newest frame first):\n  "
+                         + "\n  ".join(g["tracemalloc_growth_after_warmup"]))
         if g["not_final"]:
             notes.append(f"long run: {g['not_final']} instructions not final at the end")
         if g["instructions"] < 1_000_000:

@@ -50,12 +50,16 @@ class Ingest:
 
     async def file(self, gateway: str, docs: Sequence[Any]) -> list[dict[str, Any]]:
         """One result per copy, in order, each ``{"event_id", "status", "reason"?}``; after the commit."""
-        lock = self._locks.setdefault(gateway, DeferredLock())
-        await lock.acquire()
+        token = self.engine.arrived()  # deadlines wait for these copies (MatchEngine.arrived)
         try:
-            return await self._file(gateway, docs)
+            lock = self._locks.setdefault(gateway, DeferredLock())
+            await lock.acquire()
+            try:
+                return await self._file(gateway, docs)
+            finally:
+                lock.release()
         finally:
-            lock.release()
+            self.engine.settled(token)
 
     async def _file(self, gateway: str, docs: Sequence[Any]) -> list[dict[str, Any]]:
         # On a thread, one batch is checked on one thread: sharing it among threads was

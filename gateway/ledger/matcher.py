@@ -54,6 +54,7 @@ from __future__ import annotations
 import bisect
 import datetime as _dt
 import heapq
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -625,6 +626,25 @@ class Matcher:
             "wait_book": index(self._wait_book),
             "deadlines": [list(d) for d in sorted(self._deadlines)],
         }
+
+    def snapshot_json(self) -> str:
+        """:meth:`snapshot` as compact JSON text (``separators=(",", ":")``, ``ensure_ascii=False``),
+        written record by record: the same text, without first building the whole state again
+        as lists.  That copy was about 3.3 times the state's own size and, with the text, the
+        ledger's peak memory (bench/README.md, item 41).
+        """
+        enc = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+        parts = ['{"version":', enc(SNAPSHOT_VERSION)]
+        for name, records in (("instructions", self._instrs), ("movements", self._moves),
+                              ("bookings", self._bookings), ("accounts", self._accounts)):
+            parts.append(f',"{name}":[')
+            for i, r in enumerate(records.values()):
+                parts.append(enc(r.dump()) if i == 0 else "," + enc(r.dump()))
+            parts.append("]")
+        for name in ("by_ref", "by_host", "wait_host", "wait_token", "moves_by_host", "wait_book"):
+            parts.append(f',"{name}":{enc(getattr(self, "_" + name))}')
+        parts.append(f',"deadlines":{enc(sorted(self._deadlines))}}}')
+        return "".join(parts)
 
     @classmethod
     def restore(cls, registry: Registry, thresholds: Thresholds, snap: Mapping[str, Any]) -> "Matcher":

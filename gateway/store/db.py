@@ -84,7 +84,8 @@ def now_us() -> int:
     return time.time_ns() // 1000
 
 
-def make_engine(url: str, *, idle_in_transaction_timeout: float | None = None) -> Engine:
+def make_engine(url: str, *, idle_in_transaction_timeout: float | None = None,
+                ping_after_idle_s: float | None = None) -> Engine:
     """An engine for ``url`` with the durability settings the gateway promises.
 
     SQLite: WAL journal and ``synchronous=FULL``, so a commit is on disk when it
@@ -98,7 +99,8 @@ def make_engine(url: str, *, idle_in_transaction_timeout: float | None = None) -
     wakes up, and every other node's writer would wait behind it: the cluster
     stops even though another node took the leases over.  Our transactions
     never wait on anything but our own code between statements, so a healthy
-    node does not come near the limit.
+    node does not come near the limit.  A pooled connection is pinged before use
+    once it has been idle ``ping_after_idle_s`` (default ``PING_AFTER_IDLE_S``).
     """
     if url.startswith("sqlite"):
         _private_sqlite(url)
@@ -117,7 +119,44 @@ def make_engine(url: str, *, idle_in_transaction_timeout: float | None = None) -
     if idle_in_transaction_timeout is not None:
         ms = max(1, int(idle_in_transaction_timeout * 1000))
         connect_args["options"] = f"-c idle_in_transaction_session_timeout={ms}"
-    return create_engine(url, pool_size=8, max_overflow=4, pool_pre_ping=True, connect_args=connect_args)
+    engine = create_engine(url, pool_size=8, max_overflow=4, connect_args=connect_args)
+    _ping_when_idle(engine, PING_AFTER_IDLE_S if ping_after_idle_s is None else ping_after_idle_s)
+    return engine
+
+
+PING_AFTER_IDLE_S = 1.0
+"""A pooled PostgreSQL connection idle this long is pinged before it is used again."""
+
+
+def _ping_when_idle(engine: Engine, after_s: float) -> None:
+    """Check a pooled connection with a ping before use, once it has sat idle ``after_s``.
+
+    SQLAlchemy's ``pool_pre_ping`` pings on *every* checkout: under load that was one round
+    trip in seven (``python -m bench relay --count-round-trips``, bench/README.md), all on
+    connections used a few milliseconds before.  What the ping is for is a connection that
+    went stale while it sat in the pool (the server restarted, a route dropped, the server
+    ended an idle session); such a connection is found here and replaced, as before.  A
+    connection the server loses within a second of its last use fails its next statement
+    like one lost in the middle of a transaction: the operation fails (StoreUnavailable) and
+    SQLAlchemy invalidates the pool, so the next checkout connects afresh.
+    """
+    from sqlalchemy.exc import DisconnectionError
+
+    @event.listens_for(engine, "checkin")
+    def _idle_from(_dbapi_conn: Any, record: Any) -> None:
+        record.info["hpf_idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _ping(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.pop("hpf_idle_since", None)
+        if since is None or time.monotonic() - since < after_s:
+            return  # a new connection, or one used a moment ago
+        try:
+            alive = engine.dialect.do_ping(dbapi_conn)
+        except engine.dialect.loaded_dbapi.Error as e:
+            raise DisconnectionError(str(e).splitlines()[0] if str(e) else "ping failed") from e
+        if not alive:
+            raise DisconnectionError("ping failed")
 
 
 PG_CONNECT_ARGS: dict[str, Any] = {
@@ -215,13 +254,23 @@ class Tx:
         prev_hash = found[0] if found else GENESIS
         for row in self._pending:
             prev_hash = row["hash"] = chain_hash(prev_hash, row)
-        insert_many(self.conn, schema.events, _EVENT_COLUMNS,
-                    [tuple(row[c] for c in _EVENT_COLUMNS) for row in self._pending])
+        rows = [tuple(row[c] for c in _EVENT_COLUMNS) for row in self._pending]
+        self._pending = []
+        if found is not None and self.conn.dialect.name == "postgresql" \
+                and (len(rows) + 1) * len(_EVENT_COLUMNS) <= _PG_MAX_PARAMETERS:
+            # One statement, one round trip: the events and the head that now covers them.
+            # A data-modifying WITH runs to completion whether or not its output is read.
+            self.conn.exec_driver_sql(
+                f"WITH e AS (INSERT INTO {schema.events.name} ({', '.join(_EVENT_COLUMNS)}) VALUES "
+                f"{_pg_values(len(rows), len(_EVENT_COLUMNS))}) "
+                f"UPDATE {head.name} SET hash = %s WHERE id = 1",
+                (*[v for r in rows for v in r], prev_hash))
+            return
+        insert_many(self.conn, schema.events, _EVENT_COLUMNS, rows)
         if found is None:
             self.conn.execute(insert(head).values(id=1, hash=prev_hash))
         else:
             self.conn.execute(update(head).where(head.c.id == 1).values(hash=prev_hash))
-        self._pending = []
 
 
 WriteOp = Callable[[Tx], T]
@@ -488,6 +537,13 @@ class Database(Service):
         self.url = url
         self.reactor = reactor
         self.engine = make_engine(url, idle_in_transaction_timeout=idle_in_transaction_timeout)
+        # Reads on PostgreSQL run outside a transaction: under READ COMMITTED (PostgreSQL's
+        # default, which the gateway's reads are written for) every statement takes its own
+        # snapshot anyway, so a read transaction adds nothing but a BEGIN and a ROLLBACK, two
+        # round trips per read.
+        # On SQLite a read transaction is what holds one snapshot across statements: kept.
+        self._read_engine = self.engine.execution_options(isolation_level="AUTOCOMMIT") \
+            if self.engine.dialect.name == "postgresql" else self.engine
         self._read_pool = ThreadPool(minthreads=1, maxthreads=read_threads, name="hpf-db-read")
         # Small, urgent writes (lease renewals) must not queue behind a backlog of
         # bulk work in the group-commit writer: they get their own thread and
@@ -528,7 +584,7 @@ class Database(Service):
         return deferToThreadPool(self.reactor, self._read_pool, self._read, fn, *args)
 
     def _read(self, fn: Callable[..., T], *args: Any) -> T:
-        with self.engine.connect() as conn:
+        with self._read_engine.connect() as conn:
             return fn(conn, *args)
 
     def write(self, op: WriteOp[T]) -> Deferred[T]:

@@ -496,13 +496,13 @@ async def test_the_matcher_snapshot_is_taken_with_the_collector_paused(env, monk
     """A snapshot allocates a container per record; with the collector running, that set off
     full collections over the whole heap (three quarters of the snapshot's time)."""
     seen: list[bool] = []
-    snapshot = Matcher.snapshot
+    snapshot_json = Matcher.snapshot_json  # what the engine stores
 
-    def watched(self: Matcher) -> dict[str, Any]:
+    def watched(self: Matcher) -> str:
         seen.append(gc.isenabled())
-        return snapshot(self)
+        return snapshot_json(self)
 
-    monkeypatch.setattr(Matcher, "snapshot", watched)
+    monkeypatch.setattr(Matcher, "snapshot_json", watched)
     await env.start()
     assert {r["status"] for r in await env.file([make_copy(1, instruction_id="I1")])} == {"stored"}
     await env.stop()  # a clean stop saves a snapshot

@@ -230,3 +230,107 @@ def test_multi_row_writes_are_single_statements_on_postgresql(pg_url):
     assert (len(outs), sent, moved) == (40, 40, 29)
     assert set(states) == {"sent"}
     assert many == [], many
+
+
+def test_a_pooled_connection_the_server_ended_while_idle_is_replaced_before_use(pg_url):
+    """The ping before reuse (on a connection idle past ``ping_after_idle_s``) finds a session
+    the server ended while it sat in the pool, and the pool connects afresh: the caller
+    never sees the dead connection."""
+    import time
+
+    import sqlalchemy as sa
+
+    from gateway.store.db import make_engine
+
+    engine = make_engine(pg_url, ping_after_idle_s=0.0)
+    admin = sa.create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            first = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+        with admin.connect() as a:
+            assert a.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": first}).scalar() is True
+            for _ in range(100):  # the backend leaves pg_stat_activity once it has exited
+                if not a.execute(sa.text("SELECT 1 FROM pg_stat_activity WHERE pid = :p"), {"p": first}).first():
+                    break
+                time.sleep(0.05)
+        with engine.connect() as conn:
+            second = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+        assert second != first
+    finally:
+        engine.dispose()
+        admin.dispose()
+
+
+def test_a_connection_used_a_moment_ago_is_not_pinged(pg_url):
+    """Within ``ping_after_idle_s`` of its last use a connection goes back to work without a
+    ping: a session ended in between fails the next statement, as one lost mid-transaction
+    does, and the pool then connects afresh."""
+    import time
+
+    import sqlalchemy as sa
+    from sqlalchemy.exc import OperationalError
+
+    from gateway.store.db import make_engine
+
+    engine = make_engine(pg_url, ping_after_idle_s=3600.0)
+    admin = sa.create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            first = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+        with admin.connect() as a:
+            a.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": first})
+            for _ in range(100):  # the backend leaves pg_stat_activity once it has exited
+                if not a.execute(sa.text("SELECT 1 FROM pg_stat_activity WHERE pid = :p"), {"p": first}).first():
+                    break
+                time.sleep(0.05)
+        with pytest.raises(OperationalError), engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT pg_backend_pid()").scalar() != first
+    finally:
+        engine.dispose()
+        admin.dispose()
+
+
+@pytest_twisted.inlineCallbacks
+def test_reads_on_postgresql_run_outside_a_transaction(pg_url):
+    """Under READ COMMITTED a read transaction holds no snapshot across statements, so reads
+    skip it (no BEGIN, no ROLLBACK): each statement is its own transaction, as now() shows."""
+    database = Database(reactor, pg_url)
+    database.startService()
+    try:
+        stamps = yield database.read(lambda c: [c.exec_driver_sql("SELECT now()").scalar() for _ in range(2)])
+        in_write = yield database.write(lambda tx: [tx.conn.exec_driver_sql("SELECT now()").scalar()
+                                                    for _ in range(2)])
+    finally:
+        yield database.stopService()
+    assert stamps[0] != stamps[1], "the two statements of a read shared a transaction"
+    assert in_write[0] == in_write[1], "a write is one transaction"
+
+
+@pytest_twisted.inlineCallbacks
+def test_journal_events_and_the_chain_head_are_one_statement_on_postgresql(pg_url):
+    """Once the head exists, a transaction's events and the head that now covers them go in one
+    statement (one round trip); the chain is the same as written row by row."""
+    from sqlalchemy import event
+
+    database = Database(reactor, pg_url)
+    database.startService()
+    statements: list[str] = []
+    try:
+        yield database.write(lambda tx: tx.event("test.first", {"n": 0}))
+        event.listen(database.engine, "before_cursor_execute",
+                     lambda conn, cur, statement, *a: statements.append(statement))
+        yield database.write(lambda tx: [tx.event("test.more", {"n": n}) for n in range(1, 4)])
+        rows = yield database.read(lambda c: c.execute(select(schema.events).order_by(schema.events.c.seq)).all())
+        head = yield database.read(lambda c: c.execute(select(schema.chain_head.c.hash)).scalar())
+    finally:
+        yield database.stopService()
+    writes = [s for s in statements if s.lstrip().upper().startswith(("INSERT", "UPDATE", "WITH"))]
+    assert len(writes) == 1 and "chain_head" in writes[0] and "INSERT INTO events" in writes[0], writes
+    prev = GENESIS
+    for r in rows:
+        assert r.hash == chain_hash(prev, r._mapping)
+        prev = r.hash
+    assert [r.kind for r in rows] == ["test.first", "test.more", "test.more", "test.more"]
+    assert head == prev
