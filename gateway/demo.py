@@ -29,6 +29,8 @@ from gateway.store.db import private_file
 __all__ = ["BANKS", "BDC_CENTRE", "CENTRE", "write_demo_config", "write_ledger_config", "run_demo", "FAULT_RULES"]
 
 CENTRE = "C52240"
+BANK_BATCH_LINES = 20
+"""Lines the demo sends as two bank batches to its bdc bank (``"bank_batch": true``)."""
 # Each bank's node and bank_code begin with its CNAPS bank class, as the relay reads them
 # (a payee whose code shares the node's first three digits is paid within the bank): 102
 # ICBC, 104 Bank of China, 105 CCB (adapters/bdc/codec.py BANK_NAMES); B003 is no real bank
@@ -372,11 +374,20 @@ def run_demo(args: argparse.Namespace) -> int:
             private_key=options["private_key"], ca=options["ca"])
         bdc_only = Deferred.fromCoroutine(_bdc_centre(reactor, config, max(5, args.count // 10),
                                                       centre=BDC_CENTRE["id"], collections=2))
+        # A centre batch that goes to its bdc bank as one bank batch (BDC103, results by BDC107/108).
+        bdc_debit = [n for n, a in config.accounts.items()
+                     if a.centre == CENTRE and config.banks[a.bank].adapter == "bdc"][:1]
+        batch_run = Deferred.fromCoroutine(run_centre(
+            reactor, base_url=api_url(config), count=BANK_BATCH_LINES, rate=BANK_BATCH_LINES / 2.0, duration=None,
+            batch=BANK_BATCH_LINES // 2, bank_batch=True, seed=int(time.time()) + 2,
+            id_prefix=f"K{int(time.time()) % 10**8:08d}-", progress=lambda _: None, final_timeout=60.0,
+            **dict(centre_options_for(config, CENTRE), debit_accounts=bdc_debit)))
         outcome["report"] = await run_centre(
             reactor, base_url=api_url(config), count=args.count, rate=args.rate, duration=None,
             batch=args.batch, seed=int(time.time()), id_prefix=f"D{int(time.time()) % 10**8:08d}-",
             progress=progress, final_timeout=60.0, **centre_options_for(config, CENTRE))
         outcome["bdc_centre"] = await bdc_run
+        outcome["bank_batch"] = await batch_run
         outcome["bdc_only"] = only = await bdc_only
         # Every movement of its succeeded transfers comes back to it as SBDC100 notices.
         until = time.monotonic() + 60
@@ -551,12 +562,17 @@ def _summary(outcome: dict[str, Any], banks: dict[str, Any], config: Any, direct
           f"succeeded {only.succeeded}, failed {only.failed}, not final {only.not_final}, refused {only.refused}; "
           f"SBDC100 notices {notices.notices} with {len(notices.lines)} lines ({notices.repeated_lines} repeated, "
           f"skipped), succeeded transfers without their notice line {len(unnotified)}")
+    batch = outcome["bank_batch"]
+    print(f"  centre {CENTRE}, two batches sent as bank batches to its bdc bank: submitted {batch.submitted}, "
+          f"accepted {batch.accepted}, succeeded {batch.succeeded}, failed {batch.failed}, "
+          f"not final {batch.not_final}, duplicate finals {batch.duplicate_finals}")
     city = outcome.get("second_city")
     if city is not None:
         print(f"  second city {SECOND_CITY['centre']} (gateway {SECOND_CITY['gateway']}): submitted {city.submitted}, "
               f"succeeded {city.succeeded}, not final {city.not_final}, duplicate finals {city.duplicate_finals}")
     ok = (report.not_final == 0 and report.duplicate_finals == 0 and (twice == 0 or expected_twice)
           and bdc.not_final == 0 and bdc.refused == 0
+          and batch.accepted == batch.submitted and batch.not_final == 0 and batch.duplicate_finals == 0
           and only.not_final == 0 and only.refused == 0 and not unnotified and notices.refused == 0
           and not missing and (city is None or (city.not_final == 0 and city.duplicate_finals == 0)))
     if missing:

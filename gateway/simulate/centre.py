@@ -319,11 +319,17 @@ class CentreRun:
             for n in range(self._next_n, self._next_n + size)
         ]
         self._next_n += size
+        if load.bank_batch:  # one bank batch has one purpose (bdc: one BusType)
+            for b in bodies:
+                b["purpose"] = bodies[0]["purpose"]
         ids = [b["instruction_id"] for b in bodies]
         for iid in ids:
             self.book.submitted(iid, now)
         if load.batch:
-            d = Deferred.fromCoroutine(self._post("/v1/instructions/batch", {"instructions": bodies}, ids))
+            request: dict[str, Any] = {"instructions": bodies}
+            if load.bank_batch:
+                request["bank_batch"] = True
+            d = Deferred.fromCoroutine(self._post("/v1/instructions/batch", request, ids))
         else:
             d = Deferred.fromCoroutine(self._post("/v1/instructions", bodies[0], ids))
         self._outstanding.add(d)
@@ -480,6 +486,7 @@ async def run_centre(
     rate: float = 10.0,
     duration: float | None = None,
     batch: int = 0,
+    bank_batch: bool = False,
     amount_range: tuple[str | Decimal, str | Decimal] = ("1.00", "5000.00"),
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
@@ -503,7 +510,7 @@ async def run_centre(
         base_url=base_url, certificate=Path(certificate), private_key=Path(private_key), ca=Path(ca),
         centre_id=centre_id, debit_accounts=tuple(debit_accounts),
         counterparties=tuple(tuple(c) for c in counterparties),  # type: ignore[misc]
-        count=count, rate=rate, duration=duration, batch=batch,
+        count=count, rate=rate, duration=duration, batch=batch, bank_batch=bank_batch,
         amount_range=(str(amount_range[0]), str(amount_range[1])), seed=seed,
         id_prefix=default_id_prefix(reactor.seconds()) if id_prefix is None else id_prefix,
         final_timeout=final_timeout, max_outstanding=max_outstanding, request_timeout=request_timeout,

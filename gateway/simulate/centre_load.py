@@ -407,6 +407,9 @@ class CentreLoad:
     ``count`` and ``duration`` both bound the submissions (whichever comes
     first; neither: until :meth:`CentreRun.stop`).  ``batch`` 0 sends single
     POSTs, N sends the batch API with up to N instructions a request.
+    ``bank_batch`` asks for each batch request to go to the bank as one bank batch
+    (``"bank_batch": true``, docs/protocols/bdc.md): it needs ``batch`` and exactly one debit
+    account, of a bdc bank, and every line of a request gets the first line's purpose.
     ``rate`` is instructions per second either way.  After the last
     submission the run waits up to ``final_timeout`` seconds for every
     accepted instruction to become final.  ``amount_range`` is inclusive,
@@ -424,6 +427,7 @@ class CentreLoad:
     rate: float = 10.0
     duration: float | None = None
     batch: int = 0
+    bank_batch: bool = False
     amount_range: tuple[str, str] = ("1.00", "5000.00")
     seed: int = 0
     id_prefix: str = "L-"
@@ -454,6 +458,8 @@ class CentreLoad:
             raise ValueError("feed_wait must be within 0..30 seconds")
         if not 0 <= self.batch <= 1000:
             raise ValueError("batch must be 0 (single POSTs) or 1..1000")
+        if self.bank_batch and (not self.batch or len(self.debit_accounts) != 1):
+            raise ValueError("bank_batch needs batch (1..1000) and exactly one debit account")
         if self.max_outstanding < 1:
             raise ValueError("max_outstanding must be at least 1")
         if not _ID_PREFIX.fullmatch(self.id_prefix):
