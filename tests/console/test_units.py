@@ -317,9 +317,9 @@ async def test_an_inquiry_past_its_deadline_raises_one_alert_for_its_centre(ldb)
     [a] = await ldb.write(lambda tx: store.store_alerts(tx, _alerts(1, lambda i: "C52240")))
     asked = await ldb.write(lambda tx: queries.ask(tx, "hpf://supervisor/prov", a["id"], "why?", 5_000, None))
     answered = await ldb.write(lambda tx: queries.ask(tx, "hpf://supervisor/prov", a["id"], "and?", 5_000, None))
-    assert await ldb.write(lambda tx: queries.answer(tx, "hpf://staff/alice", answered, "because", None,
+    assert await ldb.write(lambda tx: queries.answer(tx, "hpf://staff/alice", answered, "because", [],
                                                      {"C52240"})) == "answered"
-    assert await ldb.write(lambda tx: queries.answer(tx, "hpf://staff/bob", asked, "x", None, {"C11000"})) \
+    assert await ldb.write(lambda tx: queries.answer(tx, "hpf://staff/bob", asked, "x", [], {"C11000"})) \
         == "not-found"
     assert await ldb.write(lambda tx: queries.raise_overdue(tx, 4_999)) == []  # not yet due
     created = await ldb.write(lambda tx: queries.raise_overdue(tx, 5_000))
@@ -327,6 +327,46 @@ async def test_an_inquiry_past_its_deadline_raises_one_alert_for_its_centre(ldb)
     assert await ldb.write(lambda tx: queries.raise_overdue(tx, 10**12)) == []  # once only
     row = await ldb.read(queries.get_inquiry, asked, None)
     assert row["overdue_alert"] == created[0]["id"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_answer_keeps_each_of_its_attachments_and_journals_each_by_its_digest(ldb):
+    import hashlib
+    import json
+
+    [a] = await ldb.write(lambda tx: store.store_alerts(tx, _alerts(1, lambda i: "C52240")))
+    asked = await ldb.write(lambda tx: queries.ask(tx, "hpf://supervisor/prov", a["id"], "why?", 10**15, None))
+    files = [("a.txt", "text/plain", "甲".encode()), ("b.png", "image/png", b"\x89PNG\r\n\x1a\n" + b"x" * 10)]
+    assert await ldb.write(lambda tx: queries.answer(tx, "hpf://staff/alice", asked, "see both", files,
+                                                     {"C52240"})) == "answered"
+    row = await ldb.read(queries.get_inquiry, asked, {"C52240"})
+    assert [(f["name"], f["type"], f["size"]) for f in row["attachments"]] == [("a.txt", "text/plain", 3),
+                                                                              ("b.png", "image/png", 18)]
+    got = await ldb.read(queries.get_attachment, asked, row["attachments"][1]["id"], {"C52240"})
+    assert got["data"] == files[1][2]
+    # another centre's staff, or an attachment id of another inquiry, finds nothing
+    assert await ldb.read(queries.get_attachment, asked, row["attachments"][1]["id"], {"C11000"}) is None
+    assert await ldb.read(queries.get_attachment, asked + 1, row["attachments"][1]["id"], None) is None
+    [entry] = [j for j in await ldb.read(queries.journal_for, f"inquiry/{asked}") if j["action"] == "answer"]
+    body = json.loads(entry["body"])
+    assert [f["sha256"] for f in body["attachments"]] == [hashlib.sha256(d).hexdigest() for _, _, d in files]
+
+
+def test_attachments_are_bounded_in_count_size_and_type():
+    from gateway.ledger.console.app import MAX_ATTACHMENT, MAX_ATTACHMENTS, Refused, checked_attachments
+
+    pdf = ("r.pdf", "application/pdf", b"%PDF-1.7 ...")
+    assert checked_attachments([pdf, ("../../x.txt", "text/plain", b"ok")])[1][0] == "....x.txt"
+    for bad in ([pdf] * (MAX_ATTACHMENTS + 1),                                   # too many
+                [("big.pdf", "application/pdf", b"%PDF-" + b"0" * MAX_ATTACHMENT)],  # too large
+                [("p.pdf", "application/pdf", b"<html>")],                      # not what it says
+                [("x.html", "text/html", b"<script>")],                         # a type not allowed
+                [("t.txt", "text/plain", b"\xff\xfe")],                          # text not UTF-8
+                [pdf, ("b.pdf", "application/pdf", b"%PDF-" + b"0" * (MAX_ATTACHMENT - 8)),
+                 ("c.pdf", "application/pdf", b"%PDF-" + b"0" * (MAX_ATTACHMENT - 8))],  # too much together
+                "x"):
+        with pytest.raises(Refused):
+            checked_attachments(bad)
 
 
 @pytest_twisted.ensureDeferred
@@ -512,3 +552,27 @@ def test_no_template_holds_what_the_content_security_policy_would_block():
         assert re.findall(r"<script[^>]*>", text) in ([], ['<script src="/static/console.js" defer>']), entry.name
         assert not re.search(r"\son[a-z]+\s*=", text), entry.name  # no inline event handlers
         assert "|safe" not in text.replace(" ", ""), entry.name  # nothing bypasses autoescaping
+
+
+def test_migration_0006_moves_an_answers_one_attachment_to_its_own_table_and_back(tmp_path):
+    from alembic import command
+
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    store.MIGRATIONS.upgrade(url, "L0005")
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("insert into alerts (key, rule, severity, state, subject, summary, evidence, created_us,"
+                             " updated_us) values ('k', 'manual', 'major', 'open', 'C52240/I1', 's', '[]', 1, 1)"))
+        conn.execute(sa.text("insert into inquiries (alert_id, centre_id, question, asked_by, asked_us, deadline_us,"
+                             " state, answer, attachment_name, attachment_type, attachment) values (1, 'C52240', 'q',"
+                             " 'hpf://supervisor/p', 1, 2, 'answered', 'a', 'r.pdf', 'application/pdf', :d)"),
+                     {"d": b"%PDF-1"})
+    store.MIGRATIONS.upgrade(url)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("select inquiry_id, name, type, size, data from inquiry_attachments")).all()
+        assert [tuple(r) for r in rows] == [(1, "r.pdf", "application/pdf", 6, b"%PDF-1")]
+        assert "attachment" not in {c["name"] for c in sa.inspect(conn).get_columns("inquiries")}
+    command.downgrade(store.MIGRATIONS._config(url), "L0005")
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("select attachment_name, attachment from inquiries")).one() == ("r.pdf", b"%PDF-1")
+    engine.dispose()

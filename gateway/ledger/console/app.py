@@ -47,7 +47,8 @@ if TYPE_CHECKING:
     from gateway.ledger.engine import MatchEngine
     from gateway.ledger.metrics import LedgerMetrics
 
-__all__ = ["Console", "ConsoleResource", "CSP", "MAX_ATTACHMENT", "ATTACHMENT_TYPES"]
+__all__ = ["Console", "ConsoleResource", "CSP", "MAX_ATTACHMENT", "MAX_ATTACHMENTS", "MAX_ATTACHMENTS_TOTAL",
+           "ATTACHMENT_TYPES", "checked_attachments"]
 
 log = Logger()
 
@@ -59,7 +60,9 @@ def _now_us() -> int:
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; font-src 'self'; "
        "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 MAX_TEXT = 4000
-MAX_ATTACHMENT = 2 * 1024 * 1024
+MAX_ATTACHMENT = 2 * 1024 * 1024   # each file of an answer
+MAX_ATTACHMENTS = 5                # files per answer
+MAX_ATTACHMENTS_TOTAL = 3 * 1024 * 1024  # all of them (the request body is bounded at gateway.web.MAX_BODY)
 ATTACHMENT_TYPES = {"application/pdf": b"%PDF-", "image/png": b"\x89PNG\r\n\x1a\n", "image/jpeg": b"\xff\xd8\xff",
                     "text/plain": b""}
 PAGE = 50
@@ -139,6 +142,29 @@ def describe_frame(adapter_name: str | None, raw: bytes | None) -> tuple[str | N
     if text is None:  # a binary header or broken bytes: what is text stays readable, the rest escaped
         text = raw.decode("utf-8", "backslashreplace")
     return decoded, "".join(c if c.isprintable() or c in "\n\t" else f"\\x{ord(c):02x}" for c in text)
+
+
+def checked_attachments(files: Any) -> list[queries.Attachment]:
+    """An answer's files, each of an allowed type (checked by its first bytes, text as UTF-8) and size,
+    at most MAX_ATTACHMENTS of them and MAX_ATTACHMENTS_TOTAL together; the names made safe to show."""
+    if not isinstance(files, list) or not all(isinstance(f, tuple) for f in files):
+        raise Refused(400, "error.400", "the attachment is not a file")
+    if len(files) > MAX_ATTACHMENTS or sum(len(f[2]) for f in files) > MAX_ATTACHMENTS_TOTAL:
+        raise Refused(400, "error.400", f"at most {MAX_ATTACHMENTS} attachments, "
+                                        f"{MAX_ATTACHMENTS_TOTAL // 1024 // 1024} MB together")
+    out = []
+    for name, ctype, data in files:
+        magic = ATTACHMENT_TYPES.get(ctype)
+        if magic is None or len(data) > MAX_ATTACHMENT or not data.startswith(magic):
+            raise Refused(400, "error.400", "attachments are PDF, PNG, JPEG or text, at most 2 MB each")
+        if ctype == "text/plain":
+            try:
+                data.decode("utf-8")
+            except UnicodeDecodeError:
+                raise Refused(400, "error.400", "a text attachment must be UTF-8") from None
+        out.append(("".join(ch for ch in name if ch.isprintable() and ch not in "/\\")[:100] or "attachment",
+                    ctype, data))
+    return out
 
 
 class Console:
@@ -303,9 +329,9 @@ class ConsoleResource(Resource):
                     continue
                 payload = part.get_payload(decode=True) or b""
                 filename = part.get_filename()
-                if filename is not None:
+                if filename is not None:  # file fields are lists: an answer takes several files
                     if payload:
-                        form[name] = (filename[:100], part.get_content_type(), payload)
+                        form.setdefault(name, []).append((filename[:100], part.get_content_type(), payload))
                 else:
                     form[name] = payload.decode("utf-8", "replace")
         request._hpf_form = form
@@ -406,8 +432,9 @@ class ConsoleResource(Resource):
             return "inquiries", page("inquiries.html", await self._inquiries(request, viewer))
         if len(parts) == 2 and parts[0] == "inquiries" and _ID.fullmatch(parts[1]):
             return "inquiry", page("inquiry.html", await self._inquiry(viewer, int(parts[1])))
-        if len(parts) == 3 and parts[0] == "inquiries" and _ID.fullmatch(parts[1]) and parts[2] == "attachment":
-            return "attachment", await self._attachment(viewer, int(parts[1]))
+        if len(parts) == 4 and parts[0] == "inquiries" and _ID.fullmatch(parts[1]) and parts[2] == "attachments" \
+                and _ID.fullmatch(parts[3]):
+            return "attachment", await self._attachment(viewer, int(parts[1]), int(parts[3]))
         if parts == ["rectifications"]:
             before = _pattern(request, b"before", _ID)
             rows = await self.console.db.read(lambda conn: queries.list_rectifications(
@@ -484,14 +511,16 @@ class ConsoleResource(Resource):
             rows = await c.db.read(lambda conn: queries.overdue_instructions(
                 conn, viewer.centres, centre=f["centre"], bank=f["bank"],
                 before_id=int(before) if before else None, limit=PAGE + 1))
-            key = (lambda r: str(r["alert_id"]))
+            def key(r: Mapping[str, Any]) -> str:
+                return str(r["alert_id"])
         else:
             before = _pattern(request, b"before", _KEYSET)
             after_row = (int(before.split(".")[0]), int(before.split(".")[1])) if before else None
             rows = await c.db.read(lambda conn: queries.instruction_list(
                 conn, viewer.centres, centre=f["centre"], bank=f["bank"], state=f["state"], from_us=from_us,
                 to_us=to_us, before=after_row, limit=PAGE + 1))
-            key = (lambda r: f"{r['created_us']}.{r['seq']}")
+            def key(r: Mapping[str, Any]) -> str:
+                return f"{r['created_us']}.{r['seq']}"
         more = len(rows) > PAGE
         rows = rows[:PAGE]
         filters = {k: (v.isoformat() if isinstance(v, _dt.date) else v) for k, v in f.items()}
@@ -611,23 +640,9 @@ class ConsoleResource(Resource):
 
     async def _answer(self, viewer: Viewer, inquiry_id: int, form: Mapping[str, Any]) -> Redirect:
         text = _clean_text(form.get("answer"), "answer")
-        attachment = form.get("attachment")
-        if attachment is not None:
-            if not isinstance(attachment, tuple):
-                raise Refused(400, "error.400", "the attachment is not a file")
-            name, ctype, data = attachment
-            magic = ATTACHMENT_TYPES.get(ctype)
-            if magic is None or len(data) > MAX_ATTACHMENT or not data.startswith(magic):
-                raise Refused(400, "error.400", "attachments are PDF, PNG, JPEG or text, at most 2 MB")
-            if ctype == "text/plain":
-                try:
-                    data.decode("utf-8")
-                except UnicodeDecodeError:
-                    raise Refused(400, "error.400", "a text attachment must be UTF-8") from None
-            attachment = ("".join(ch for ch in name if ch.isprintable() and ch not in "/\\")[:100] or "attachment",
-                          ctype, data)
+        files = checked_attachments(form.get("attachment") or [])
         outcome = await self.console.db.write(
-            lambda tx: queries.answer(tx, viewer.uri, inquiry_id, text, attachment, viewer.centres))
+            lambda tx: queries.answer(tx, viewer.uri, inquiry_id, text, files, viewer.centres))
         if outcome == "not-found":
             raise Refused(404, "error.404")
         if outcome == "conflict":
@@ -647,15 +662,14 @@ class ConsoleResource(Resource):
         row = await self.console.db.read(queries.get_inquiry, inquiry_id, viewer.centres)
         if row is None:
             raise Refused(404, "error.404")
-        row.pop("attachment", None)
-        return {"inquiry": row, "now_us": _now_us()}
+        return {"inquiry": row, "now_us": _now_us(), "max_files": MAX_ATTACHMENTS}
 
-    async def _attachment(self, viewer: Viewer, inquiry_id: int) -> Raw:
-        row = await self.console.db.read(queries.get_inquiry, inquiry_id, viewer.centres)
-        if row is None or row["attachment"] is None:
+    async def _attachment(self, viewer: Viewer, inquiry_id: int, attachment_id: int) -> Raw:
+        row = await self.console.db.read(queries.get_attachment, inquiry_id, attachment_id, viewer.centres)
+        if row is None:
             raise Refused(404, "error.404")
         # Always a download, never rendered in our origin.
-        return Raw(row["attachment"], "application/octet-stream", row["attachment_name"])
+        return Raw(row["data"], "application/octet-stream", row["name"])
 
     # -- reports and accounts ----------------------------------------------------------------
 

@@ -19,12 +19,12 @@ from sqlalchemy.engine import Connection
 
 from gateway.ledger import store
 from gateway.ledger.store import alerts, centre_conditions, console_alert_totals, console_journal, console_journal_head, \
-    console_totals, console_totals_mark, copies, inquiries
+    console_totals, console_totals_mark, copies, inquiries, inquiry_attachments
 from gateway.store.db import GENESIS, Tx
 
 __all__ = ["journal", "journal_row_hash", "instruction_list", "overdue_instructions", "journal_for", "inbox", "alert_row", "overview_counts",
            "evidence", "acknowledge", "note", "raise_manual", "ask", "answer", "list_inquiries",
-           "get_inquiry", "overdue_inquiries", "raise_overdue", "conditions", "set_conditions",
+           "get_inquiry", "get_attachment", "overdue_inquiries", "raise_overdue", "conditions", "set_conditions",
            "MANUAL", "INQUIRY_OVERDUE", "CONSOLE_RULES", "open_rectification", "get_rectification",
            "list_rectifications", "act_on_rectification", "raise_overdue_rectifications", "DailyTotals", "AlertTotals", "report_data", "assessment",
            "account_status"]
@@ -295,36 +295,57 @@ def ask(tx: Tx, who: str, alert_id: int, question: str, deadline_us: int, centre
     return inquiry_id
 
 
-def answer(tx: Tx, who: str, inquiry_id: int, text: str, attachment: tuple[str, str, bytes] | None,
-           centres: Centres) -> str:
-    """The centre's answer to an open inquiry in scope: "answered", "not-found" or "conflict"."""
+Attachment = tuple[str, str, bytes]  # (file name, checked content type, bytes)
+
+
+def answer(tx: Tx, who: str, inquiry_id: int, text: str, files: Sequence[Attachment], centres: Centres) -> str:
+    """The centre's answer to an open inquiry in scope, with its files (each journalled by name, type,
+    size and SHA-256): "answered", "not-found" or "conflict"."""
     row = get_inquiry(tx.conn, inquiry_id, centres)
     if row is None:
         return "not-found"
     if row["state"] != "open":
         return "conflict"
-    name, ctype, data = attachment if attachment else (None, None, None)
-    tx.conn.execute(update(inquiries).where(inquiries.c.id == inquiry_id, inquiries.c.state == "open").values(
-        state="answered", answer=text, answered_by=who[:80], answered_us=tx.now_us,
-        attachment_name=name, attachment_type=ctype, attachment=data))
+    if tx.conn.execute(update(inquiries).where(inquiries.c.id == inquiry_id, inquiries.c.state == "open").values(
+            state="answered", answer=text, answered_by=who[:80], answered_us=tx.now_us)).rowcount != 1:
+        return "conflict"
+    listed = []
+    for name, ctype, data in files:
+        digest = hashlib.sha256(data).hexdigest()
+        tx.conn.execute(insert(inquiry_attachments).values(inquiry_id=inquiry_id, name=name[:100], type=ctype[:64],
+                                                           size=len(data), sha256=digest, data=data))
+        listed.append({"name": name[:100], "type": ctype[:64], "size": len(data), "sha256": digest})
     body: dict[str, Any] = {"answer": text}
-    if data is not None:
-        body["attachment"] = {"name": name, "type": ctype, "sha256": hashlib.sha256(data).hexdigest()}
+    if listed:
+        body["attachments"] = listed
     journal(tx, who, "answer", f"inquiry/{inquiry_id}", body)
     return "answered"
 
 
 def get_inquiry(conn: Connection, inquiry_id: int, centres: Centres) -> dict[str, Any] | None:
+    """One inquiry in scope with its attachments listed (without their bytes), or None."""
     row = conn.execute(select(inquiries).where(inquiries.c.id == inquiry_id)).mappings().first()
     if row is None or (centres is not None and row["centre_id"] not in centres):
         return None
-    return dict(row)
+    f = inquiry_attachments.c
+    files = [dict(r) for r in conn.execute(select(f.id, f.name, f.type, f.size, f.sha256).where(
+        f.inquiry_id == inquiry_id).order_by(f.id)).mappings()]
+    return dict(row, attachments=files)
+
+
+def get_attachment(conn: Connection, inquiry_id: int, attachment_id: int, centres: Centres) -> dict[str, Any] | None:
+    """One file of an inquiry's answer in scope (with its bytes), or None."""
+    if get_inquiry(conn, inquiry_id, centres) is None:
+        return None
+    f = inquiry_attachments.c
+    row = conn.execute(select(inquiry_attachments).where(f.id == attachment_id, f.inquiry_id == inquiry_id)
+                       ).mappings().first()
+    return dict(row) if row is not None else None
 
 
 def list_inquiries(conn: Connection, centres: Centres, *, state: str | None = None,
                    before_id: int | None = None, limit: int = 50) -> list[dict[str, Any]]:
-    cols = [c for c in inquiries.c if c.name != "attachment"]
-    q = select(*cols).where(_in_scope(inquiries.c.centre_id, centres))
+    q = select(inquiries).where(_in_scope(inquiries.c.centre_id, centres))
     if state is not None:
         q = q.where(inquiries.c.state == state)
     if before_id is not None:
