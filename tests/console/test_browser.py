@@ -112,6 +112,14 @@ def test_each_overview_count_opens_the_instructions_behind_it_within_scope(ledge
     overdue = int(page.inner_text("#tile-overdue b"))
     page.click("#tile-overdue")
     assert page.locator("#instructions tbody tr").count() == overdue
+    # the match lag: the copies filed but not yet matched, the list as long as the tile says (the matcher
+    # here keeps up, so it is empty and says so; tests/console/test_units.py fills it)
+    page.goto(ledger.url + "/")
+    lag = int(page.inner_text("#tile-lag b"))
+    page.click("#tile-lag")
+    assert "/instructions?unmatched=1" in page.url and page.locator("h1").inner_text().startswith("待比对副本")
+    assert page.locator("#unmatched tbody tr").count() == lag
+    assert page.locator("#unmatched-none").count() == (1 if lag == 0 else 0)
     # English on request; a city supervisor and centre staff see their own centres only, whatever the URL says
     page.goto(ledger.url + "/instructions?lang=en&centre=C52240")
     assert "State reached" in page.inner_text("#instructions")

@@ -576,3 +576,23 @@ def test_migration_0006_moves_an_answers_one_attachment_to_its_own_table_and_bac
     with engine.connect() as conn:
         assert conn.execute(sa.text("select attachment_name, attachment from inquiries")).one() == ("r.pdf", b"%PDF-1")
     engine.dispose()
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_copies_behind_the_match_lag_are_those_above_the_matchers_seq_oldest_first_in_scope(ldb):
+    await file(ldb, [make_copy(1, instruction_id="A1"),
+                     make_copy(2, instruction_id="B1", centre_id="C11000",
+                               payload=received_payload("B1", 2)),
+                     make_copy(3, instruction_id="A2", payload=received_payload("A2", 3))])
+    every = await ldb.read(queries.unmatched_copies, None, 0)
+    assert [r["instruction_id"] for r in every] == ["A1", "B1", "A2"]  # the longest waiting first
+    assert await ldb.read(queries.unmatched_count, None, 0) == 3
+    # the matcher has taken the first: two are left, one of them Guiyang's
+    first = every[0]["seq"]
+    assert [r["instruction_id"] for r in await ldb.read(queries.unmatched_copies, None, first)] == ["B1", "A2"]
+    assert [r["instruction_id"] for r in await ldb.read(queries.unmatched_copies, {"C52240"}, first)] == ["A2"]
+    assert await ldb.read(queries.unmatched_count, {"C52240"}, first) == 1
+    # paged by the seq of the last row shown
+    assert [r["instruction_id"] for r in await ldb.read(
+        lambda c: queries.unmatched_copies(c, None, first, after_seq=every[1]["seq"]))] == ["A2"]
+    assert await ldb.read(queries.unmatched_count, None, every[2]["seq"]) == 0

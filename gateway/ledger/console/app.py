@@ -425,7 +425,8 @@ class ConsoleResource(Resource):
         if parts == ["alerts"]:
             return "alerts", page("alerts.html", await self._inbox(request, viewer))
         if parts == ["instructions"]:
-            return "instructions", page("instructions.html", await self._instructions(request, viewer))
+            found = await self._instructions(request, viewer)
+            return "instructions", page(found.pop("template", "instructions.html"), found)
         if len(parts) == 2 and parts[0] == "alerts" and _ID.fullmatch(parts[1]):
             return "alert", page("alert.html", await self._alert(viewer, int(parts[1])))
         if parts == ["inquiries"]:
@@ -468,7 +469,8 @@ class ConsoleResource(Resource):
         today = _dt.datetime.now(REPORT_TZ).date()
         start = _day_start_us(today)
         data = await c.db.read(queries.overview_counts, viewer.centres, start, start + 86_400_000_000, c.totals)
-        head, _ = await c.db.read(store.load_head)
+        applied = c.engine.applied_seq
+        lag = await c.db.read(queries.unmatched_count, viewer.centres, applied)
         rows: dict[tuple[str, str], dict[str, Any]] = {}
         for centre, bank, state, n in data["states"]:
             row = rows.setdefault((centre, bank), {"centre": centre, "bank": bank, "city": c.city_name(centre),
@@ -491,7 +493,7 @@ class ConsoleResource(Resource):
                 "in_doubt": sum(r["in_doubt"] for r in rows.values()),
                 "overdue": by_rule.get("missing-result", 0), "balance_breaks": by_rule.get("balance-break", 0),
                 "overdue_inquiries": by_rule.get(queries.INQUIRY_OVERDUE, 0),
-                "lag": max(0, head - c.engine.applied_seq), "chart": chart, "today": today.isoformat(),
+                "lag": lag, "lag_cap": queries.UNMATCHED_CAP, "chart": chart, "today": today.isoformat(),
                 "behind": data["behind"]}
 
     # -- instructions ----------------------------------------------------------------------
@@ -500,6 +502,8 @@ class ConsoleResource(Resource):
         """The list behind the overview's counts: by centre, bank, state reached and days, or the
         overdue ones; in scope, paged by keyset."""
         c = self.console
+        if _choice(request, b"unmatched", ("1",)):
+            return await self._unmatched(request, viewer)
         f = {"centre": _pattern(request, b"centre", _CENTRE), "bank": _pattern(request, b"bank", _BANK),
              "state": _choice(request, b"state", INSTRUCTION_STATES),
              "overdue": _choice(request, b"overdue", ("1",)),
@@ -526,6 +530,21 @@ class ConsoleResource(Resource):
         filters = {k: (v.isoformat() if isinstance(v, _dt.date) else v) for k, v in f.items()}
         return {"instructions": rows, "filters": filters, "next_before": key(rows[-1]) if more and rows else None,
                 "paged": before is not None, "states": INSTRUCTION_STATES, "centres": viewer.visible(c.centres)}
+
+    async def _unmatched(self, request: Any, viewer: Viewer) -> dict[str, Any]:
+        """The list behind the match lag: the copies filed but not yet matched, the longest waiting first."""
+        c = self.console
+        after = _pattern(request, b"after", _ID)
+        applied = c.engine.applied_seq
+        rows = await c.db.read(lambda conn: queries.unmatched_copies(
+            conn, viewer.centres, applied, after_seq=int(after) if after else None, limit=PAGE + 1))
+        more = len(rows) > PAGE
+        rows = rows[:PAGE]
+        now_us = _now_us()
+        for r in rows:
+            r["waited_s"] = max(0, now_us - r["received_us"]) / 1_000_000
+        return {"template": "unmatched.html", "copies": rows, "applied_seq": applied, "paged": after is not None,
+                "next_after": rows[-1]["seq"] if more and rows else None}
 
     # -- alerts ----------------------------------------------------------------------------
 

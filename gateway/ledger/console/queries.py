@@ -22,7 +22,8 @@ from gateway.ledger.store import alerts, centre_conditions, console_alert_totals
     console_totals, console_totals_mark, copies, inquiries, inquiry_attachments
 from gateway.store.db import GENESIS, Tx
 
-__all__ = ["journal", "journal_row_hash", "instruction_list", "overdue_instructions", "journal_for", "inbox", "alert_row", "overview_counts",
+__all__ = ["journal", "journal_row_hash", "instruction_list", "overdue_instructions", "unmatched_copies", "unmatched_count",
+           "UNMATCHED_CAP", "journal_for", "inbox", "alert_row", "overview_counts",
            "evidence", "acknowledge", "note", "raise_manual", "ask", "answer", "list_inquiries",
            "get_inquiry", "get_attachment", "overdue_inquiries", "raise_overdue", "conditions", "set_conditions",
            "MANUAL", "INQUIRY_OVERDUE", "CONSOLE_RULES", "open_rectification", "get_rectification",
@@ -153,6 +154,28 @@ def overdue_instructions(conn: Connection, centres: Centres, *, centre: str | No
                    state=None, event_id=None)
         rows.append(row)
     return _with_instructions(conn, rows)
+
+
+UNMATCHED_CAP = 10_000  # the match-lag count stops here ("10000+"): a page never counts a long replay
+
+
+def unmatched_copies(conn: Connection, centres: Centres, applied_seq: int, *, after_seq: int | None = None,
+                     limit: int = 50) -> list[dict[str, Any]]:
+    """The copies filed but not yet taken by the matcher (seq above ``applied_seq``), in scope, the
+    longest waiting first (ledger order); keyset ``after_seq`` is the seq of the last row shown.
+    A copy of no centre (a bank's balance or movement) is in a province supervisor's scope only."""
+    q = select(copies.c.seq, copies.c.event_id, copies.c.kind, copies.c.state, copies.c.centre_id,
+               copies.c.instruction_id, copies.c.bank_id, copies.c.account, copies.c.gateway, copies.c.created_us,
+               copies.c.received_us).where(copies.c.seq > max(applied_seq, after_seq or 0),
+                                           _in_scope(copies.c.centre_id, centres))
+    return [dict(r) for r in conn.execute(q.order_by(copies.c.seq).limit(limit)).mappings()]
+
+
+def unmatched_count(conn: Connection, centres: Centres, applied_seq: int) -> int:
+    """How many copies :func:`unmatched_copies` lists, counted up to UNMATCHED_CAP + 1."""
+    inner = select(copies.c.seq).where(copies.c.seq > applied_seq, _in_scope(copies.c.centre_id, centres)) \
+        .limit(UNMATCHED_CAP + 1).subquery()
+    return int(conn.execute(select(func.count()).select_from(inner)).scalar() or 0)
 
 
 def _with_instructions(conn: Connection, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
