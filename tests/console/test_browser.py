@@ -380,3 +380,31 @@ def test_an_answer_with_an_attachment_of_a_forbidden_type_is_refused(ledger, see
     assert "400" in staff.inner_text("h1")
     staff.goto(inquiry_url)
     assert staff.inner_text("#inquiry-state") == "待处理"
+
+
+def test_every_asset_of_every_page_comes_from_the_console_itself(ledger, seeded, as_party):
+    """Nothing is fetched from elsewhere: no web font (the system's CJK fonts, by a font-family stack:
+    docs/console.md), no chart library (SVG drawn on the server), no CDN."""
+    page = as_party("supervisor/sup1")
+    requested: list[str] = []
+    page.on("request", lambda r: requested.append(r.url))
+    paths = ["/", "/alerts", f"/alerts/{seeded['big']['id']}", "/instructions", "/instructions?overdue=1",
+             "/instructions?unmatched=1", "/inquiries", "/rectifications", "/reports?period=month",
+             "/reports?period=year", "/accounts", "/conditions", "/?lang=en"]
+    assets: set[str] = set()
+    for path in paths:
+        assert page.goto(ledger.url + path).status == 200, path
+        page.wait_for_load_state("load")
+        for selector, attribute in (("link[href]", "href"), ("script[src]", "src"), ("img[src]", "src"),
+                                    ("source[src]", "src"), ("iframe[src]", "src"), ("object[data]", "data")):
+            for element in page.locator(selector).all():
+                assets.add(element.get_attribute(attribute))
+        # stylesheets' own references (fonts, images) resolved by the browser
+        urls = page.evaluate("""() => [...document.styleSheets].flatMap(s => [...s.cssRules])
+            .map(r => r.cssText).filter(t => t.includes('url(') || t.includes('@font-face') || t.includes('@import'))""")
+        assert urls == [], (path, urls)
+    assert assets == {"/static/console.css", "/static/console.js"}, assets
+    assert requested and all(u.startswith(ledger.url + "/") for u in requested), \
+        [u for u in requested if not u.startswith(ledger.url + "/")]
+    for asset in assets:
+        assert page.goto(ledger.url + asset).status == 200
