@@ -596,3 +596,19 @@ async def test_the_copies_behind_the_match_lag_are_those_above_the_matchers_seq_
     assert [r["instruction_id"] for r in await ldb.read(
         lambda c: queries.unmatched_copies(c, None, first, after_seq=every[1]["seq"]))] == ["A2"]
     assert await ldb.read(queries.unmatched_count, None, every[2]["seq"]) == 0
+
+
+def test_the_length_of_a_deadline_day_and_the_overdue_check_are_configured_seconds(tmp_path, config):
+    from gateway.config import ConfigError
+
+    assert (config.console.deadline_day, config.console.overdue_check) == (86_400.0, 5.0)  # the defaults
+    data = config_data()
+    data["console"].update(deadline_day=1.5, overdue_check=0.2)
+    path = tmp_path / "short.toml"
+    path.write_text(render_toml(data), encoding="utf-8")
+    console = load_ledger_config(path, check_files=False).console
+    assert (console.deadline_day, console.overdue_check) == (1.5, 0.2)
+    data["console"]["deadline_day"] = 0
+    path.write_text(render_toml(data), encoding="utf-8")
+    with pytest.raises(ConfigError, match="deadline_day"):
+        load_ledger_config(path, check_files=False)

@@ -191,6 +191,11 @@ class Console:
         self.static = {name: files("gateway.ledger.console").joinpath("static", name).read_bytes()
                        for name in _STATIC}
 
+    def days_us(self, days: int) -> int:
+        """A deadline of ``days`` days in microseconds (a day is ``[console] deadline_day`` seconds)."""
+        assert self.config.console is not None
+        return round(days * self.config.console.deadline_day * 1_000_000)
+
     def city_name(self, centre: str | None) -> str:
         cities = self.config.console.cities if self.config.console else {}
         key = city_of(centre, cities)
@@ -650,7 +655,7 @@ class ConsoleResource(Resource):
         if not days.isdigit() or not 1 <= int(days) <= 90:
             raise Refused(400, "error.400", "the deadline is 1 to 90 days")
         c = self.console
-        deadline = _now_us() + int(days) * 86_400_000_000
+        deadline = _now_us() + c.days_us(int(days))
         inquiry_id = await c.db.write(
             lambda tx: queries.ask(tx, viewer.uri, alert_id, question, deadline, viewer.centres))
         if inquiry_id is None:
@@ -752,9 +757,9 @@ class ConsoleResource(Resource):
         plan_days, due_days = form.get("plan_days") or "", form.get("due_days") or ""
         if not (plan_days.isdigit() and due_days.isdigit() and 1 <= int(plan_days) <= int(due_days) <= 365):
             raise Refused(400, "error.400", "deadlines: 1 <= plan days <= closure days <= 365")
-        now = self._now_us()
-        rid = await self.console.db.write(lambda tx: queries.open_rectification(
-            tx, viewer.uri, ids, title, now + int(plan_days) * 86_400_000_000, now + int(due_days) * 86_400_000_000,
+        now, c = self._now_us(), self.console
+        rid = await c.db.write(lambda tx: queries.open_rectification(
+            tx, viewer.uri, ids, title, now + c.days_us(int(plan_days)), now + c.days_us(int(due_days)),
             viewer.centres))
         if rid == "not-found":
             raise Refused(404, "error.404", "choose alerts in your scope")
@@ -860,11 +865,12 @@ class OverdueWatch(Service):
 
     name = "console-overdue"
 
-    def __init__(self, console: Console, interval: float = 5.0) -> None:
+    def __init__(self, console: Console, interval: float | None = None) -> None:
+        assert console.config.console is not None
         self.console = console
         self._loop = LoopingCall(self.check)
         self._loop.clock = console.engine.reactor
-        self.interval = interval
+        self.interval = interval if interval is not None else console.config.console.overdue_check
 
     def startService(self) -> None:
         super().startService()
