@@ -56,7 +56,7 @@ def _fill(url: str, instructions: int, alerts: int, now_us: int) -> dict[str, An
     import sqlalchemy as sa
 
     from gateway.ledger import store
-    from gateway.ledger.console.queries import AlertTotals, DailyTotals
+    from gateway.ledger.console.totals import AlertTotals, DailyTotals
     from gateway.ledger.matcher import Matcher, Registry, Thresholds
     from gateway.store.db import make_engine
 

@@ -17,13 +17,18 @@ import sqlalchemy as sa
 
 from gateway.config import render_toml
 from gateway.ledger import store
-from gateway.ledger.config import ConsoleCity, ConsoleConfig, ConsoleStaff, load_ledger_config
-from gateway.ledger.console import csrf, queries
+from gateway.ledger.config import (
+    ConsoleCity,
+    ConsoleConfig,
+    ConsoleStaff,
+    load_ledger_config,
+)
+from gateway.ledger.console import csrf, queries, report_queries
 from gateway.ledger.console.charts import bar_chart, line_chart, pie_chart
 from gateway.ledger.console.i18n import CATALOGUE, choose_lang, translate
 from gateway.ledger.console.scope import CITY, PROVINCE, STAFF, viewer_for
-from gateway.ledger.matcher import CentreConditions, Fact, Matcher, Thresholds
 from gateway.ledger.engine import registry_from_config
+from gateway.ledger.matcher import CentreConditions, Fact, Matcher, Thresholds
 from gateway.ledger.verify import verify_database
 from gateway.tls import PeerIdentity
 from tests.kit.ledger import DEBIT, PAYEE, file, make_copy, received_payload
@@ -206,7 +211,7 @@ async def test_the_inbox_pages_by_keyset_within_scope_and_filters(ldb):
 
 @pytest_twisted.ensureDeferred
 async def test_the_instruction_list_is_the_list_behind_the_overviews_counts(ldb):
-    from gateway.ledger.console.queries import DAY_US, DailyTotals
+    from gateway.ledger.console.totals import DAY_US, DailyTotals
     from tests.kit.ledger import T0, result_payload
 
     other = "6222002222333344"
@@ -353,7 +358,12 @@ async def test_an_answer_keeps_each_of_its_attachments_and_journals_each_by_its_
 
 
 def test_attachments_are_bounded_in_count_size_and_type():
-    from gateway.ledger.console.app import MAX_ATTACHMENT, MAX_ATTACHMENTS, Refused, checked_attachments
+    from gateway.ledger.console.common import (
+        MAX_ATTACHMENT,
+        MAX_ATTACHMENTS,
+        Refused,
+        checked_attachments,
+    )
 
     pdf = ("r.pdf", "application/pdf", b"%PDF-1.7 ...")
     assert checked_attachments([pdf, ("../../x.txt", "text/plain", b"ok")])[1][0] == "....x.txt"
@@ -463,7 +473,7 @@ def test_report_periods_series_and_assessment():
             "responses": [("C52240", "large-amount", 1, 1, 2 * hour, 1, 4 * hour), ("C52240", "balance-break", 1, 0, 0, 0, 0),
                           ("C52240", "inquiry-overdue", 1, 0, 0, 0, 0), ("C52240", "rectification-overdue", 1, 0, 0, 0, 0),
                           ("C11000", "large-amount", 5, 5, 50 * hour, 0, 0)]}
-    [row] = queries.assessment(data, ["C52240"])
+    [row] = report_queries.assessment(data, ["C52240"])
     assert row == {"centre": "C52240", "instructions": 20_000, "alerts": 2, "per_10k": 1.0, "ack_hours": 2.0,
                    "resolve_hours": 4.0, "overdue_inquiries": 1, "overdue_rectifications": 1}
     text = report_csv(series, [row])
@@ -472,7 +482,7 @@ def test_report_periods_series_and_assessment():
 
 @pytest_twisted.ensureDeferred
 async def test_a_reports_response_times_are_summed_per_centre_and_rule_in_the_database(ldb):
-    from gateway.ledger.console.queries import AlertTotals, DailyTotals
+    from gateway.ledger.console.totals import AlertTotals, DailyTotals
 
     made = await ldb.write(lambda tx: store.store_alerts(tx, _alerts(4, lambda i: "C52240" if i < 3 else "C11000")))
     a, b, _, d = (m["id"] for m in made)
@@ -480,9 +490,9 @@ async def test_a_reports_response_times_are_summed_per_centre_and_rule_in_the_da
     await ldb.write(lambda tx: queries.resolve(tx, "hpf://supervisor/prov", a, "done", None))
     start = min(m["created_us"] for m in made)
     # Read before and after a fold (the tail read from the tables, then the folded rows): the same
-    data = await ldb.read(queries.report_data, None, start, start + 10**12, DailyTotals(), AlertTotals())
+    data = await ldb.read(report_queries.report_data, None, start, start + 10**12, DailyTotals(), AlertTotals())
     assert await ldb.write(AlertTotals(chunk=2).fold) is True and await ldb.write(AlertTotals().fold) is False
-    assert await ldb.read(queries.report_data, None, start, start + 10**12, DailyTotals(), AlertTotals(tail=0)) \
+    assert await ldb.read(report_queries.report_data, None, start, start + 10**12, DailyTotals(), AlertTotals(tail=0)) \
         == data
     by = {(c, r): row for c, r, *row in data["responses"]}
     # _alerts(4): rules manual; C52240 holds a (acked, resolved), b (acked), c (open); C11000 holds d (acked)
@@ -490,16 +500,16 @@ async def test_a_reports_response_times_are_summed_per_centre_and_rule_in_the_da
     assert (n, acked, resolved) == (3, 2, 1) and by[("C11000", "manual")][:2] == [1, 1]
     assert all(us >= 0 for row in by.values() for us in (row[2], row[4]))
     assert data["rules"] == [("manual", 4)]
-    assert (await ldb.read(queries.report_data, {"C11000"}, start, start + 10**12, DailyTotals(),
+    assert (await ldb.read(report_queries.report_data, {"C11000"}, start, start + 10**12, DailyTotals(),
                            AlertTotals()))["rules"] == \
         [("manual", 1)]
-    [row] = queries.assessment(data, ["C52240"])
+    [row] = report_queries.assessment(data, ["C52240"])
     assert row["alerts"] == 0 and row["ack_hours"] is not None and row["resolve_hours"] is not None  # manual is the console's
 
 
 @pytest_twisted.ensureDeferred
 async def test_daily_totals_take_each_instruction_once_as_copies_arrive(ldb):
-    from gateway.ledger.console.queries import DAY_US, DailyTotals
+    from gateway.ledger.console.totals import DAY_US, DailyTotals
     from tests.kit.ledger import T0
 
     totals = DailyTotals(chunk=2, tail=1)
@@ -529,7 +539,7 @@ async def test_daily_totals_take_each_instruction_once_as_copies_arrive(ldb):
 
 
 def test_a_banks_frame_is_shown_decoded_by_its_adapter_and_as_readable_text():
-    from gateway.ledger.console.app import describe_frame
+    from gateway.ledger.console.common import describe_frame
     from tests.kit.ledger import result_frame
 
     decoded, text = describe_frame("bdc", result_frame(1, "H0001"))
@@ -542,7 +552,7 @@ def test_a_banks_frame_is_shown_decoded_by_its_adapter_and_as_readable_text():
 
 
 def test_no_template_holds_what_the_content_security_policy_would_block():
-    from gateway.ledger.console.app import CSP
+    from gateway.ledger.console.common import CSP
 
     assert "'unsafe-inline'" not in CSP and "default-src 'self'" in CSP and "frame-ancestors 'none'" in CSP
     templates = files("gateway.ledger.console").joinpath("templates")
