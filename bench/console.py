@@ -162,6 +162,7 @@ def run(args: argparse.Namespace) -> Report:
             "instructions": "/instructions", "instructions, today's received":
                 f"/instructions?state=received&from={today}&to={today}&centre=C11000",
             "instructions, overdue": "/instructions?overdue=1",
+            "instructions, match lag": "/instructions?unmatched=1",
             "report, month": "/reports?period=month", "report, year": "/reports?period=year",
             "inquiries": "/inquiries", "conditions": "/conditions",
         }
