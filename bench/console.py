@@ -183,6 +183,7 @@ def run(args: argparse.Namespace) -> Report:
                 if time.monotonic() > deadline:
                     break
             summary = latency_summary(times)
+            summary["first_ms"] = round(times[0] * 1000, 3)  # the page's first request after the start
             figures[name] = summary
             rows.append((f"{name} p50", round(summary["p50_ms"], 1) if summary.get("p50_ms") is not None else None, "ms"))
             rows.append((f"{name} p95", round(summary["p95_ms"], 1) if summary.get("p95_ms") is not None else None, "ms"))
