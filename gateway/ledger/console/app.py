@@ -19,26 +19,19 @@ from __future__ import annotations
 
 import email.parser
 import email.policy
-import json
-import secrets
 import urllib.parse
-from importlib.resources import files
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-import jinja2
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from gateway.ledger import store
-from gateway.ledger.config import LedgerConfig, PublicSigningKey
-from gateway.ledger.console import csrf, queries, rectify, totals
+from gateway.ledger.console import csrf, queries, rectify
 from gateway.ledger.console.common import (
     _ID,
     _LANG_COOKIE,
     _STAFF_STEPS,
-    _STATIC,
     _STEPS,
     CSP,
     PAGE,
@@ -46,64 +39,23 @@ from gateway.ledger.console.common import (
     Redirect,
     Refused,
     _arg,
-    _local,
     _pattern,
 )
 from gateway.ledger.console.i18n import choose_lang, translate
 from gateway.ledger.console.pages_alerts import AlertPages
 from gateway.ledger.console.pages_cases import CasePages
 from gateway.ledger.console.pages_reports import ReportPages
-from gateway.ledger.console.scope import Viewer, centres_of_config, city_of, viewer_for
-from gateway.model import format_amount
+from gateway.ledger.console.scope import Viewer, viewer_for
+from gateway.ledger.console.state import Console
 from gateway.store.db import StoreUnavailable
 from gateway.tls import PeerIdentity, peer_identity
 
 if TYPE_CHECKING:
-    from gateway.ledger.engine import MatchEngine
-    from gateway.ledger.metrics import LedgerMetrics
+    pass
 
 __all__ = ["Console", "ConsoleResource"]
 
 log = Logger()
-
-
-class Console:
-    """The console's state and operations, independent of HTTP: config, database, keys, CSRF secret."""
-
-    def __init__(self, config: LedgerConfig, db: store.LedgerDatabase, engine: MatchEngine,
-                 keys: Mapping[str, tuple[str, PublicSigningKey]], metrics: LedgerMetrics,
-                 *, secret: bytes | None = None) -> None:
-        assert config.console is not None
-        self.config = config
-        self.db = db
-        self.engine = engine
-        self.keys = keys
-        self.metrics = metrics
-        self.secret = secret or secrets.token_bytes(32)
-        self.centres = centres_of_config(config)
-        self.totals = totals.DailyTotals()
-        self.alert_totals = totals.AlertTotals()
-        self.templates = jinja2.Environment(
-            loader=jinja2.PackageLoader("gateway.ledger.console", "templates"),
-            autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-        self.templates.filters.update(amount=lambda v: "" if v is None else format_amount(v), local=_local,
-                                     pretty=lambda v: json.dumps(v, indent=1, ensure_ascii=False, sort_keys=True))
-        self.static = {name: files("gateway.ledger.console").joinpath("static", name).read_bytes()
-                       for name in _STATIC}
-        # Every template compiled now, at the start, not in the first request of each page (80 ms and
-        # more for the evidence page's on a loaded machine: the bench's first request paid it).
-        for name in self.templates.list_templates():
-            self.templates.get_template(name)
-
-    def days_us(self, days: int) -> int:
-        """A deadline of ``days`` days in microseconds (a day is ``[console] deadline_day`` seconds)."""
-        assert self.config.console is not None
-        return round(days * self.config.console.deadline_day * 1_000_000)
-
-    def city_name(self, centre: str | None) -> str:
-        cities = self.config.console.cities if self.config.console else {}
-        key = city_of(centre, cities)
-        return cities[key].name if key else ""
 
 
 class ConsoleResource(AlertPages, CasePages, ReportPages, Resource):

@@ -14,7 +14,7 @@ from gateway.ledger.console import queries
 from gateway.ledger.console.common import _now_us
 
 if TYPE_CHECKING:
-    from gateway.ledger.console.app import Console
+    from gateway.ledger.console.state import Console
 
 __all__ = ["OverdueWatch"]
 

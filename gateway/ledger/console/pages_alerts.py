@@ -37,7 +37,7 @@ from gateway.ledger.report import REPORT_TZ, trail_item
 from gateway.ledger.rules import SEVERITIES
 
 if TYPE_CHECKING:
-    from gateway.ledger.console.app import Console
+    from gateway.ledger.console.state import Console
 
 log = Logger()
 

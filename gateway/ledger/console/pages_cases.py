@@ -27,7 +27,7 @@ from gateway.ledger.console.scope import Viewer
 from gateway.model import parse_amount
 
 if TYPE_CHECKING:
-    from gateway.ledger.console.app import Console
+    from gateway.ledger.console.state import Console
 
 log = Logger()
 

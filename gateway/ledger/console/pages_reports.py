@@ -23,7 +23,7 @@ from gateway.ledger.console.scope import Viewer
 from gateway.ledger.report import REPORT_TZ
 
 if TYPE_CHECKING:
-    from gateway.ledger.console.app import Console
+    from gateway.ledger.console.state import Console
 
 log = Logger()
 
