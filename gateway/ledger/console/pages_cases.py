@@ -12,7 +12,6 @@ from twisted.logger import Logger
 from gateway.ledger.console import queries
 from gateway.ledger.console.common import (
     _ID,
-    MAX_ATTACHMENTS,
     PAGE,
     Raw,
     Redirect,
@@ -77,7 +76,7 @@ class CasePages:
         row = await self.console.db.read(queries.get_inquiry, inquiry_id, viewer.centres)
         if row is None:
             raise Refused(404, "error.404")
-        return {"inquiry": row, "now_us": _now_us(), "max_files": MAX_ATTACHMENTS}
+        return {"inquiry": row, "now_us": _now_us()}
 
     async def _attachment(self, viewer: Viewer, inquiry_id: int, attachment_id: int) -> Raw:
         row = await self.console.db.read(queries.get_attachment, inquiry_id, attachment_id, viewer.centres)
