@@ -56,7 +56,7 @@ def _fill(url: str, instructions: int, alerts: int, now_us: int) -> dict[str, An
     import sqlalchemy as sa
 
     from gateway.ledger import store
-    from gateway.ledger.console.queries import AlertTotals, DailyTotals
+    from gateway.ledger.console.totals import AlertTotals, DailyTotals
     from gateway.ledger.matcher import Matcher, Registry, Thresholds
     from gateway.store.db import make_engine
 
@@ -162,6 +162,7 @@ def run(args: argparse.Namespace) -> Report:
             "instructions": "/instructions", "instructions, today's received":
                 f"/instructions?state=received&from={today}&to={today}&centre=C11000",
             "instructions, overdue": "/instructions?overdue=1",
+            "instructions, match lag": "/instructions?unmatched=1",
             "report, month": "/reports?period=month", "report, year": "/reports?period=year",
             "inquiries": "/inquiries", "conditions": "/conditions",
         }
@@ -182,6 +183,7 @@ def run(args: argparse.Namespace) -> Report:
                 if time.monotonic() > deadline:
                     break
             summary = latency_summary(times)
+            summary["first_ms"] = round(times[0] * 1000, 3)  # the page's first request after the start
             figures[name] = summary
             rows.append((f"{name} p50", round(summary["p50_ms"], 1) if summary.get("p50_ms") is not None else None, "ms"))
             rows.append((f"{name} p95", round(summary["p95_ms"], 1) if summary.get("p95_ms") is not None else None, "ms"))

@@ -127,6 +127,11 @@ class ConsoleConfig:
     cities: Mapping[str, ConsoleCity]
     city_supervisors: Mapping[str, str]
     staff: Mapping[str, ConsoleStaff]
+    #: Seconds in one day of the console's deadlines (an inquiry's days, a rectification's plan and
+    #: closure days); 86400 but for drills and tests, which shorten it rather than wait for days.
+    deadline_day: float = 86_400.0
+    #: Seconds between two looks for inquiries and rectification steps past their deadline.
+    overdue_check: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -217,7 +222,7 @@ def _load(path: str | Path, check_files: bool) -> tuple[LedgerConfig | None, lis
 
 _SECTIONS = ("ledger", "tls", "listen", "limits", "gateways", "supervisors", "thresholds", "accounts",
              "counterparties", "console")
-_CONSOLE_KEYS = ("listen", "cities", "city_supervisors", "staff")
+_CONSOLE_KEYS = ("listen", "cities", "city_supervisors", "staff", "deadline_day", "overdue_check")
 _CITY_KEYS = ("name", "centres")
 _STAFF_KEYS = ("centre", "ca")
 _LEDGER_KEYS = ("name", "database", "check_processes")
@@ -305,10 +310,12 @@ class _LedgerChecker(_Checker):
             ca = self.file_path(entry, where, "ca", default=None)
             if centre is not None:
                 staff[name] = ConsoleStaff(name, centre, ca)
-        if listen is None:
+        deadline_day = self.seconds(table, at, "deadline_day", ConsoleConfig.deadline_day)
+        overdue_check = self.seconds(table, at, "overdue_check", ConsoleConfig.overdue_check)
+        if listen is None or deadline_day is None or overdue_check is None:
             return None
         return ConsoleConfig(listen, MappingProxyType(cities), MappingProxyType(city_supervisors),
-                             MappingProxyType(staff))
+                             MappingProxyType(staff), deadline_day, overdue_check)
 
     def ledger_section(self, table: dict[str, Any] | None) -> tuple[str | None, str | None, int | None]:
         if table is None:

@@ -57,7 +57,7 @@ from gateway.store.migrate import Migrations
 __all__ = [
     "metadata", "copies", "ledger_head", "matcher_state", "alerts", "alert_notes",
     "console_journal", "console_journal_head", "console_totals", "console_alert_totals",
-    "console_totals_mark", "inquiries", "centre_conditions", "rectifications", "rectification_alerts",
+    "console_totals_mark", "inquiries", "inquiry_attachments", "centre_conditions", "rectifications", "rectification_alerts",
     "MIGRATIONS", "ALERT_STATES", "SIGNED_FIELDS", "REFUSED",
     "LedgerDatabase", "CopyRow", "CopyOutcome", "AlertRow",
     "canonical_bytes", "copy_document", "signed_bytes", "batch_proof", "verify_row", "ledger_chain_hash", "row_chain_hash",
@@ -148,6 +148,7 @@ Index("ix_alerts_created", alerts.c.created_us)
 Index("ix_alerts_centre", alerts.c.centre_id, alerts.c.id)  # the console's inbox, scoped by centre
 Index("ix_alerts_account", alerts.c.account, alerts.c.state)  # the console's accounts page
 Index("ix_alerts_open", alerts.c.state, alerts.c.severity, alerts.c.rule)  # the console's open alerts, counted
+Index("ix_alerts_subject", alerts.c.subject, alerts.c.id)  # the alerts naming an instruction (trail, evidence)
 
 alert_notes = Table(
     "alert_notes",
@@ -235,13 +236,25 @@ inquiries = Table(
     Column("answer", Text, nullable=True),
     Column("answered_by", String(80), nullable=True),
     Column("answered_us", BigInteger, nullable=True),
-    Column("attachment_name", String(100), nullable=True),
-    Column("attachment_type", String(64), nullable=True),
-    Column("attachment", LargeBinary, nullable=True),
     Column("overdue_alert", BigInteger, nullable=True),  # the alert raised when the deadline passed
 )
 Index("ix_inquiries_centre_state", inquiries.c.centre_id, inquiries.c.state, inquiries.c.id)
 Index("ix_inquiries_alert", inquiries.c.alert_id)
+
+# The files of an inquiry's answer (several; each type-checked and bounded by the console).
+inquiry_attachments = Table(
+    "inquiry_attachments",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("inquiry_id", BigInteger, ForeignKey("inquiries.id", name="fk_inquiry_attachments_inquiry"),
+           nullable=False),
+    Column("name", String(100), nullable=False),
+    Column("type", String(64), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("data", LargeBinary, nullable=False),
+)
+Index("ix_inquiry_attachments_inquiry", inquiry_attachments.c.inquiry_id, inquiry_attachments.c.id)
 
 # 问题纠正: a rectification opened from alerts; the centre plans, the supervisor approves, it closes.
 rectifications = Table(

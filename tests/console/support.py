@@ -69,6 +69,7 @@ class LedgerProcess:
     parties: dict[str, Party] = field(default_factory=dict)
     popen: subprocess.Popen[bytes] | None = None
     seq: int = 0
+    console_options: dict[str, Any] = field(default_factory=dict)  # more keys of [console]
 
     @property
     def url(self) -> str:
@@ -95,7 +96,7 @@ class LedgerProcess:
                         "city_supervisors": {"city1": "guiyang"},
                         "staff": {"alice": {"centre": "C52240"}, "bob": {"centre": "C11000"},
                                   **({"carol": {"centre": "C52240", "ca": str(self.other.ca_cert)}}
-                                     if self.other else {})}},
+                                     if self.other else {})}, **self.console_options},
         }
         path = self.tmp / "ledger.toml"
         path.write_text(render_toml(data), encoding="utf-8")
@@ -191,8 +192,9 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
-def start_ledger(tmp: Path, pki: DevPki, other: DevPki | None = None) -> LedgerProcess:
-    ledger = LedgerProcess(tmp, pki, {n: free_port() for n in ("ingest", "supervisor", "ops", "console")}, other)
+def start_ledger(tmp: Path, pki: DevPki, other: DevPki | None = None, **console_options: Any) -> LedgerProcess:
+    ledger = LedgerProcess(tmp, pki, {n: free_port() for n in ("ingest", "supervisor", "ops", "console")}, other,
+                           console_options=console_options)
     ledger.issue_parties()
     ledger.start()
     return ledger

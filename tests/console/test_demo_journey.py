@@ -42,11 +42,15 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]
         deadline = time.monotonic() + 150
         url = None
         while time.monotonic() < deadline and proc.poll() is None and url is None:
-            found = re.search(r"the supervision console: (https://localhost:\d+)/", out.read_text(encoding="utf-8"))
-            url = found.group(1) if found else None
+            text = out.read_text(encoding="utf-8")
+            found = re.search(r"the supervision console: (https://localhost:\d+)/", text)
+            url = found.group(1) if found and "(or the PEM pair:" in text else None
             time.sleep(0.5)
         text = out.read_text(encoding="utf-8")
         assert url is not None, text[-3000:]
+        # ... and how to import the supervisor's certificate into a browser: its PKCS#12 file and password
+        p12 = re.search(r"(\S+supervisor-sup1\.p12)\s+one-time password: (\S+)", text)
+        assert p12 is not None and Path(p12.group(1)).exists() and "Manage certificates > Import" in text, text[-3000:]
         assert "every offence raised its alert" in text, text[-3000:]
         yield url, directory / "keys"
     finally:

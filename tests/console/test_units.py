@@ -17,13 +17,18 @@ import sqlalchemy as sa
 
 from gateway.config import render_toml
 from gateway.ledger import store
-from gateway.ledger.config import ConsoleCity, ConsoleConfig, ConsoleStaff, load_ledger_config
-from gateway.ledger.console import csrf, queries
+from gateway.ledger.config import (
+    ConsoleCity,
+    ConsoleConfig,
+    ConsoleStaff,
+    load_ledger_config,
+)
+from gateway.ledger.console import csrf, queries, report_queries
 from gateway.ledger.console.charts import bar_chart, line_chart, pie_chart
 from gateway.ledger.console.i18n import CATALOGUE, choose_lang, translate
 from gateway.ledger.console.scope import CITY, PROVINCE, STAFF, viewer_for
-from gateway.ledger.matcher import CentreConditions, Fact, Matcher, Thresholds
 from gateway.ledger.engine import registry_from_config
+from gateway.ledger.matcher import CentreConditions, Fact, Matcher, Thresholds
 from gateway.ledger.verify import verify_database
 from gateway.tls import PeerIdentity
 from tests.kit.ledger import DEBIT, PAYEE, file, make_copy, received_payload
@@ -206,7 +211,7 @@ async def test_the_inbox_pages_by_keyset_within_scope_and_filters(ldb):
 
 @pytest_twisted.ensureDeferred
 async def test_the_instruction_list_is_the_list_behind_the_overviews_counts(ldb):
-    from gateway.ledger.console.queries import DAY_US, DailyTotals
+    from gateway.ledger.console.totals import DAY_US, DailyTotals
     from tests.kit.ledger import T0, result_payload
 
     other = "6222002222333344"
@@ -317,9 +322,9 @@ async def test_an_inquiry_past_its_deadline_raises_one_alert_for_its_centre(ldb)
     [a] = await ldb.write(lambda tx: store.store_alerts(tx, _alerts(1, lambda i: "C52240")))
     asked = await ldb.write(lambda tx: queries.ask(tx, "hpf://supervisor/prov", a["id"], "why?", 5_000, None))
     answered = await ldb.write(lambda tx: queries.ask(tx, "hpf://supervisor/prov", a["id"], "and?", 5_000, None))
-    assert await ldb.write(lambda tx: queries.answer(tx, "hpf://staff/alice", answered, "because", None,
+    assert await ldb.write(lambda tx: queries.answer(tx, "hpf://staff/alice", answered, "because", [],
                                                      {"C52240"})) == "answered"
-    assert await ldb.write(lambda tx: queries.answer(tx, "hpf://staff/bob", asked, "x", None, {"C11000"})) \
+    assert await ldb.write(lambda tx: queries.answer(tx, "hpf://staff/bob", asked, "x", [], {"C11000"})) \
         == "not-found"
     assert await ldb.write(lambda tx: queries.raise_overdue(tx, 4_999)) == []  # not yet due
     created = await ldb.write(lambda tx: queries.raise_overdue(tx, 5_000))
@@ -327,6 +332,51 @@ async def test_an_inquiry_past_its_deadline_raises_one_alert_for_its_centre(ldb)
     assert await ldb.write(lambda tx: queries.raise_overdue(tx, 10**12)) == []  # once only
     row = await ldb.read(queries.get_inquiry, asked, None)
     assert row["overdue_alert"] == created[0]["id"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_answer_keeps_each_of_its_attachments_and_journals_each_by_its_digest(ldb):
+    import hashlib
+    import json
+
+    [a] = await ldb.write(lambda tx: store.store_alerts(tx, _alerts(1, lambda i: "C52240")))
+    asked = await ldb.write(lambda tx: queries.ask(tx, "hpf://supervisor/prov", a["id"], "why?", 10**15, None))
+    files = [("a.txt", "text/plain", "甲".encode()), ("b.png", "image/png", b"\x89PNG\r\n\x1a\n" + b"x" * 10)]
+    assert await ldb.write(lambda tx: queries.answer(tx, "hpf://staff/alice", asked, "see both", files,
+                                                     {"C52240"})) == "answered"
+    row = await ldb.read(queries.get_inquiry, asked, {"C52240"})
+    assert [(f["name"], f["type"], f["size"]) for f in row["attachments"]] == [("a.txt", "text/plain", 3),
+                                                                              ("b.png", "image/png", 18)]
+    got = await ldb.read(queries.get_attachment, asked, row["attachments"][1]["id"], {"C52240"})
+    assert got["data"] == files[1][2]
+    # another centre's staff, or an attachment id of another inquiry, finds nothing
+    assert await ldb.read(queries.get_attachment, asked, row["attachments"][1]["id"], {"C11000"}) is None
+    assert await ldb.read(queries.get_attachment, asked + 1, row["attachments"][1]["id"], None) is None
+    [entry] = [j for j in await ldb.read(queries.journal_for, f"inquiry/{asked}") if j["action"] == "answer"]
+    body = json.loads(entry["body"])
+    assert [f["sha256"] for f in body["attachments"]] == [hashlib.sha256(d).hexdigest() for _, _, d in files]
+
+
+def test_attachments_are_bounded_in_count_size_and_type():
+    from gateway.ledger.console.common import (
+        MAX_ATTACHMENT,
+        MAX_ATTACHMENTS,
+        Refused,
+        checked_attachments,
+    )
+
+    pdf = ("r.pdf", "application/pdf", b"%PDF-1.7 ...")
+    assert checked_attachments([pdf, ("../../x.txt", "text/plain", b"ok")])[1][0] == "....x.txt"
+    for bad in ([pdf] * (MAX_ATTACHMENTS + 1),                                   # too many
+                [("big.pdf", "application/pdf", b"%PDF-" + b"0" * MAX_ATTACHMENT)],  # too large
+                [("p.pdf", "application/pdf", b"<html>")],                      # not what it says
+                [("x.html", "text/html", b"<script>")],                         # a type not allowed
+                [("t.txt", "text/plain", b"\xff\xfe")],                          # text not UTF-8
+                [pdf, ("b.pdf", "application/pdf", b"%PDF-" + b"0" * (MAX_ATTACHMENT - 8)),
+                 ("c.pdf", "application/pdf", b"%PDF-" + b"0" * (MAX_ATTACHMENT - 8))],  # too much together
+                "x"):
+        with pytest.raises(Refused):
+            checked_attachments(bad)
 
 
 @pytest_twisted.ensureDeferred
@@ -423,7 +473,7 @@ def test_report_periods_series_and_assessment():
             "responses": [("C52240", "large-amount", 1, 1, 2 * hour, 1, 4 * hour), ("C52240", "balance-break", 1, 0, 0, 0, 0),
                           ("C52240", "inquiry-overdue", 1, 0, 0, 0, 0), ("C52240", "rectification-overdue", 1, 0, 0, 0, 0),
                           ("C11000", "large-amount", 5, 5, 50 * hour, 0, 0)]}
-    [row] = queries.assessment(data, ["C52240"])
+    [row] = report_queries.assessment(data, ["C52240"])
     assert row == {"centre": "C52240", "instructions": 20_000, "alerts": 2, "per_10k": 1.0, "ack_hours": 2.0,
                    "resolve_hours": 4.0, "overdue_inquiries": 1, "overdue_rectifications": 1}
     text = report_csv(series, [row])
@@ -432,7 +482,7 @@ def test_report_periods_series_and_assessment():
 
 @pytest_twisted.ensureDeferred
 async def test_a_reports_response_times_are_summed_per_centre_and_rule_in_the_database(ldb):
-    from gateway.ledger.console.queries import AlertTotals, DailyTotals
+    from gateway.ledger.console.totals import AlertTotals, DailyTotals
 
     made = await ldb.write(lambda tx: store.store_alerts(tx, _alerts(4, lambda i: "C52240" if i < 3 else "C11000")))
     a, b, _, d = (m["id"] for m in made)
@@ -440,9 +490,9 @@ async def test_a_reports_response_times_are_summed_per_centre_and_rule_in_the_da
     await ldb.write(lambda tx: queries.resolve(tx, "hpf://supervisor/prov", a, "done", None))
     start = min(m["created_us"] for m in made)
     # Read before and after a fold (the tail read from the tables, then the folded rows): the same
-    data = await ldb.read(queries.report_data, None, start, start + 10**12, DailyTotals(), AlertTotals())
+    data = await ldb.read(report_queries.report_data, None, start, start + 10**12, DailyTotals(), AlertTotals())
     assert await ldb.write(AlertTotals(chunk=2).fold) is True and await ldb.write(AlertTotals().fold) is False
-    assert await ldb.read(queries.report_data, None, start, start + 10**12, DailyTotals(), AlertTotals(tail=0)) \
+    assert await ldb.read(report_queries.report_data, None, start, start + 10**12, DailyTotals(), AlertTotals(tail=0)) \
         == data
     by = {(c, r): row for c, r, *row in data["responses"]}
     # _alerts(4): rules manual; C52240 holds a (acked, resolved), b (acked), c (open); C11000 holds d (acked)
@@ -450,16 +500,16 @@ async def test_a_reports_response_times_are_summed_per_centre_and_rule_in_the_da
     assert (n, acked, resolved) == (3, 2, 1) and by[("C11000", "manual")][:2] == [1, 1]
     assert all(us >= 0 for row in by.values() for us in (row[2], row[4]))
     assert data["rules"] == [("manual", 4)]
-    assert (await ldb.read(queries.report_data, {"C11000"}, start, start + 10**12, DailyTotals(),
+    assert (await ldb.read(report_queries.report_data, {"C11000"}, start, start + 10**12, DailyTotals(),
                            AlertTotals()))["rules"] == \
         [("manual", 1)]
-    [row] = queries.assessment(data, ["C52240"])
+    [row] = report_queries.assessment(data, ["C52240"])
     assert row["alerts"] == 0 and row["ack_hours"] is not None and row["resolve_hours"] is not None  # manual is the console's
 
 
 @pytest_twisted.ensureDeferred
 async def test_daily_totals_take_each_instruction_once_as_copies_arrive(ldb):
-    from gateway.ledger.console.queries import DAY_US, DailyTotals
+    from gateway.ledger.console.totals import DAY_US, DailyTotals
     from tests.kit.ledger import T0
 
     totals = DailyTotals(chunk=2, tail=1)
@@ -489,7 +539,7 @@ async def test_daily_totals_take_each_instruction_once_as_copies_arrive(ldb):
 
 
 def test_a_banks_frame_is_shown_decoded_by_its_adapter_and_as_readable_text():
-    from gateway.ledger.console.app import describe_frame
+    from gateway.ledger.console.common import describe_frame
     from tests.kit.ledger import result_frame
 
     decoded, text = describe_frame("bdc", result_frame(1, "H0001"))
@@ -502,7 +552,7 @@ def test_a_banks_frame_is_shown_decoded_by_its_adapter_and_as_readable_text():
 
 
 def test_no_template_holds_what_the_content_security_policy_would_block():
-    from gateway.ledger.console.app import CSP
+    from gateway.ledger.console.common import CSP
 
     assert "'unsafe-inline'" not in CSP and "default-src 'self'" in CSP and "frame-ancestors 'none'" in CSP
     templates = files("gateway.ledger.console").joinpath("templates")
@@ -512,3 +562,63 @@ def test_no_template_holds_what_the_content_security_policy_would_block():
         assert re.findall(r"<script[^>]*>", text) in ([], ['<script src="/static/console.js" defer>']), entry.name
         assert not re.search(r"\son[a-z]+\s*=", text), entry.name  # no inline event handlers
         assert "|safe" not in text.replace(" ", ""), entry.name  # nothing bypasses autoescaping
+
+
+def test_migration_0006_moves_an_answers_one_attachment_to_its_own_table_and_back(tmp_path):
+    from alembic import command
+
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    store.MIGRATIONS.upgrade(url, "L0005")
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("insert into alerts (key, rule, severity, state, subject, summary, evidence, created_us,"
+                             " updated_us) values ('k', 'manual', 'major', 'open', 'C52240/I1', 's', '[]', 1, 1)"))
+        conn.execute(sa.text("insert into inquiries (alert_id, centre_id, question, asked_by, asked_us, deadline_us,"
+                             " state, answer, attachment_name, attachment_type, attachment) values (1, 'C52240', 'q',"
+                             " 'hpf://supervisor/p', 1, 2, 'answered', 'a', 'r.pdf', 'application/pdf', :d)"),
+                     {"d": b"%PDF-1"})
+    store.MIGRATIONS.upgrade(url)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("select inquiry_id, name, type, size, data from inquiry_attachments")).all()
+        assert [tuple(r) for r in rows] == [(1, "r.pdf", "application/pdf", 6, b"%PDF-1")]
+        assert "attachment" not in {c["name"] for c in sa.inspect(conn).get_columns("inquiries")}
+    command.downgrade(store.MIGRATIONS._config(url), "L0005")
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("select attachment_name, attachment from inquiries")).one() == ("r.pdf", b"%PDF-1")
+    engine.dispose()
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_copies_behind_the_match_lag_are_those_above_the_matchers_seq_oldest_first_in_scope(ldb):
+    await file(ldb, [make_copy(1, instruction_id="A1"),
+                     make_copy(2, instruction_id="B1", centre_id="C11000",
+                               payload=received_payload("B1", 2)),
+                     make_copy(3, instruction_id="A2", payload=received_payload("A2", 3))])
+    every = await ldb.read(queries.unmatched_copies, None, 0)
+    assert [r["instruction_id"] for r in every] == ["A1", "B1", "A2"]  # the longest waiting first
+    assert await ldb.read(queries.unmatched_count, None, 0) == 3
+    # the matcher has taken the first: two are left, one of them Guiyang's
+    first = every[0]["seq"]
+    assert [r["instruction_id"] for r in await ldb.read(queries.unmatched_copies, None, first)] == ["B1", "A2"]
+    assert [r["instruction_id"] for r in await ldb.read(queries.unmatched_copies, {"C52240"}, first)] == ["A2"]
+    assert await ldb.read(queries.unmatched_count, {"C52240"}, first) == 1
+    # paged by the seq of the last row shown
+    assert [r["instruction_id"] for r in await ldb.read(
+        lambda c: queries.unmatched_copies(c, None, first, after_seq=every[1]["seq"]))] == ["A2"]
+    assert await ldb.read(queries.unmatched_count, None, every[2]["seq"]) == 0
+
+
+def test_the_length_of_a_deadline_day_and_the_overdue_check_are_configured_seconds(tmp_path, config):
+    from gateway.config import ConfigError
+
+    assert (config.console.deadline_day, config.console.overdue_check) == (86_400.0, 5.0)  # the defaults
+    data = config_data()
+    data["console"].update(deadline_day=1.5, overdue_check=0.2)
+    path = tmp_path / "short.toml"
+    path.write_text(render_toml(data), encoding="utf-8")
+    console = load_ledger_config(path, check_files=False).console
+    assert (console.deadline_day, console.overdue_check) == (1.5, 0.2)
+    data["console"]["deadline_day"] = 0
+    path.write_text(render_toml(data), encoding="utf-8")
+    with pytest.raises(ConfigError, match="deadline_day"):
+        load_ledger_config(path, check_files=False)

@@ -33,7 +33,9 @@ def console_listener(config: LedgerConfig, db: LedgerDatabase, engine: MatchEngi
                      keys: Mapping[str, tuple[str, PublicSigningKey]], metrics: LedgerMetrics,
                      parent: Any) -> tuple[Any, Any]:
     """The console (its overdue watch started with ``parent``) and its resource, for the ledger's guarded site."""
-    from gateway.ledger.console.app import Console, ConsoleResource, OverdueWatch
+    from gateway.ledger.console.app import ConsoleResource
+    from gateway.ledger.console.overdue import OverdueWatch
+    from gateway.ledger.console.state import Console
 
     console = Console(config, db, engine, keys, metrics)
     OverdueWatch(console).setServiceParent(parent)

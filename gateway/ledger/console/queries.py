@@ -12,27 +12,40 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-from typing import Any, Collection, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from sqlalchemy import and_, case, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
 from gateway.ledger import store
-from gateway.ledger.store import alerts, centre_conditions, console_alert_totals, console_journal, console_journal_head, \
-    console_totals, console_totals_mark, copies, inquiries
+from gateway.ledger.console.totals import (
+    _CST_US,
+    DAY_US,
+    Centres,
+    DailyTotals,
+    _in_scope,
+)
+from gateway.ledger.store import (
+    alerts,
+    centre_conditions,
+    console_journal,
+    console_journal_head,
+    copies,
+    inquiries,
+    inquiry_attachments,
+)
 from gateway.store.db import GENESIS, Tx
 
-__all__ = ["journal", "journal_row_hash", "instruction_list", "overdue_instructions", "journal_for", "inbox", "alert_row", "overview_counts",
+__all__ = ["journal", "journal_row_hash", "journal_for", "instruction_list", "overdue_instructions",
+           "unmatched_copies", "unmatched_count", "UNMATCHED_CAP", "inbox", "alert_row", "overview_counts",
            "evidence", "acknowledge", "note", "raise_manual", "ask", "answer", "list_inquiries",
-           "get_inquiry", "overdue_inquiries", "raise_overdue", "conditions", "set_conditions",
+           "get_inquiry", "get_attachment", "overdue_inquiries", "raise_overdue", "conditions", "set_conditions",
            "MANUAL", "INQUIRY_OVERDUE", "CONSOLE_RULES", "open_rectification", "get_rectification",
-           "list_rectifications", "act_on_rectification", "raise_overdue_rectifications", "DailyTotals", "AlertTotals", "report_data", "assessment",
-           "account_status"]
+           "list_rectifications", "act_on_rectification", "raise_overdue_rectifications"]
 
 MANUAL = "manual"
 INQUIRY_OVERDUE = "inquiry-overdue"
 CONSOLE_RULES = (MANUAL, INQUIRY_OVERDUE, "rectification-overdue")
-Centres = Collection[str] | None
 
 
 # -- the journal ----------------------------------------------------------------------
@@ -76,10 +89,6 @@ def journal_for(conn: Connection, subject: str) -> list[dict[str, Any]]:
 
 
 # -- alerts ------------------------------------------------------------------------------
-
-
-def _in_scope(column: Any, centres: Centres) -> Any:
-    return True if centres is None else column.in_(sorted(centres))
 
 
 def inbox(conn: Connection, centres: Centres, *, rule: str | None = None, severity: str | None = None,
@@ -155,6 +164,28 @@ def overdue_instructions(conn: Connection, centres: Centres, *, centre: str | No
     return _with_instructions(conn, rows)
 
 
+UNMATCHED_CAP = 10_000  # the match-lag count stops here ("10000+"): a page never counts a long replay
+
+
+def unmatched_copies(conn: Connection, centres: Centres, applied_seq: int, *, after_seq: int | None = None,
+                     limit: int = 50) -> list[dict[str, Any]]:
+    """The copies filed but not yet taken by the matcher (seq above ``applied_seq``), in scope, the
+    longest waiting first (ledger order); keyset ``after_seq`` is the seq of the last row shown.
+    A copy of no centre (a bank's balance or movement) is in a province supervisor's scope only."""
+    q = select(copies.c.seq, copies.c.event_id, copies.c.kind, copies.c.state, copies.c.centre_id,
+               copies.c.instruction_id, copies.c.bank_id, copies.c.account, copies.c.gateway, copies.c.created_us,
+               copies.c.received_us).where(copies.c.seq > max(applied_seq, after_seq or 0),
+                                           _in_scope(copies.c.centre_id, centres))
+    return [dict(r) for r in conn.execute(q.order_by(copies.c.seq).limit(limit)).mappings()]
+
+
+def unmatched_count(conn: Connection, centres: Centres, applied_seq: int) -> int:
+    """How many copies :func:`unmatched_copies` lists, counted up to UNMATCHED_CAP + 1."""
+    inner = select(copies.c.seq).where(copies.c.seq > applied_seq, _in_scope(copies.c.centre_id, centres)) \
+        .limit(UNMATCHED_CAP + 1).subquery()
+    return int(conn.execute(select(func.count()).select_from(inner)).scalar() or 0)
+
+
 def _with_instructions(conn: Connection, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each row with its instruction's amount, debit account, creditor and latest state, from the
     instruction's own copies (``ix_copies_instruction``)."""
@@ -192,7 +223,7 @@ def alert_row(conn: Connection, alert_id: int, centres: Centres) -> dict[str, An
 
 
 def overview_counts(conn: Connection, centres: Centres, start_us: int, end_us: int,
-                    totals: "DailyTotals") -> dict[str, Any]:
+                    totals: DailyTotals) -> dict[str, Any]:
     """Today's instruction states by centre and bank, instructed sums, open alerts by severity and rule."""
     day = (start_us + _CST_US) // DAY_US
     today, behind = totals.between(conn, centres, day, day + 1)
@@ -295,36 +326,57 @@ def ask(tx: Tx, who: str, alert_id: int, question: str, deadline_us: int, centre
     return inquiry_id
 
 
-def answer(tx: Tx, who: str, inquiry_id: int, text: str, attachment: tuple[str, str, bytes] | None,
-           centres: Centres) -> str:
-    """The centre's answer to an open inquiry in scope: "answered", "not-found" or "conflict"."""
+Attachment = tuple[str, str, bytes]  # (file name, checked content type, bytes)
+
+
+def answer(tx: Tx, who: str, inquiry_id: int, text: str, files: Sequence[Attachment], centres: Centres) -> str:
+    """The centre's answer to an open inquiry in scope, with its files (each journalled by name, type,
+    size and SHA-256): "answered", "not-found" or "conflict"."""
     row = get_inquiry(tx.conn, inquiry_id, centres)
     if row is None:
         return "not-found"
     if row["state"] != "open":
         return "conflict"
-    name, ctype, data = attachment if attachment else (None, None, None)
-    tx.conn.execute(update(inquiries).where(inquiries.c.id == inquiry_id, inquiries.c.state == "open").values(
-        state="answered", answer=text, answered_by=who[:80], answered_us=tx.now_us,
-        attachment_name=name, attachment_type=ctype, attachment=data))
+    if tx.conn.execute(update(inquiries).where(inquiries.c.id == inquiry_id, inquiries.c.state == "open").values(
+            state="answered", answer=text, answered_by=who[:80], answered_us=tx.now_us)).rowcount != 1:
+        return "conflict"
+    listed = []
+    for name, ctype, data in files:
+        digest = hashlib.sha256(data).hexdigest()
+        tx.conn.execute(insert(inquiry_attachments).values(inquiry_id=inquiry_id, name=name[:100], type=ctype[:64],
+                                                           size=len(data), sha256=digest, data=data))
+        listed.append({"name": name[:100], "type": ctype[:64], "size": len(data), "sha256": digest})
     body: dict[str, Any] = {"answer": text}
-    if data is not None:
-        body["attachment"] = {"name": name, "type": ctype, "sha256": hashlib.sha256(data).hexdigest()}
+    if listed:
+        body["attachments"] = listed
     journal(tx, who, "answer", f"inquiry/{inquiry_id}", body)
     return "answered"
 
 
 def get_inquiry(conn: Connection, inquiry_id: int, centres: Centres) -> dict[str, Any] | None:
+    """One inquiry in scope with its attachments listed (without their bytes), or None."""
     row = conn.execute(select(inquiries).where(inquiries.c.id == inquiry_id)).mappings().first()
     if row is None or (centres is not None and row["centre_id"] not in centres):
         return None
-    return dict(row)
+    f = inquiry_attachments.c
+    files = [dict(r) for r in conn.execute(select(f.id, f.name, f.type, f.size, f.sha256).where(
+        f.inquiry_id == inquiry_id).order_by(f.id)).mappings()]
+    return dict(row, attachments=files)
+
+
+def get_attachment(conn: Connection, inquiry_id: int, attachment_id: int, centres: Centres) -> dict[str, Any] | None:
+    """One file of an inquiry's answer in scope (with its bytes), or None."""
+    if get_inquiry(conn, inquiry_id, centres) is None:
+        return None
+    f = inquiry_attachments.c
+    row = conn.execute(select(inquiry_attachments).where(f.id == attachment_id, f.inquiry_id == inquiry_id)
+                       ).mappings().first()
+    return dict(row) if row is not None else None
 
 
 def list_inquiries(conn: Connection, centres: Centres, *, state: str | None = None,
                    before_id: int | None = None, limit: int = 50) -> list[dict[str, Any]]:
-    cols = [c for c in inquiries.c if c.name != "attachment"]
-    q = select(*cols).where(_in_scope(inquiries.c.centre_id, centres))
+    q = select(inquiries).where(_in_scope(inquiries.c.centre_id, centres))
     if state is not None:
         q = q.where(inquiries.c.state == state)
     if before_id is not None:
@@ -486,274 +538,3 @@ def raise_overdue_rectifications(tx: Tx, now_us: int) -> list[dict[str, Any]]:
                     {"step": step, "alert_id": a["id"]})
         created_all += created
     return created_all
-
-
-# -- reports and assessment (监管报告, 考核) -----------------------------------------------------
-
-DAY_US = 86_400_000_000
-_CST_US = 8 * 3_600_000_000  # days are business days in China (UTC+8)
-
-
-def report_data(conn: Connection, centres: Centres, start_us: int, end_us: int,
-                totals: "DailyTotals", alert_totals: "AlertTotals") -> dict[str, Any]:
-    """What a report over [start_us, end_us) is drawn from, in scope.
-
-    ``days``: {day index (UTC+8): [instructions, instructed fen]}; ``outcomes``: [(bank, state, n)];
-    ``rules``: [(rule, n)]; ``responses``: [(centre, rule, alerts, acknowledged, µs to acknowledge summed,
-    resolved, µs to resolve summed)];
-    ``centres``: {centre: instructions}; ``overdue_inquiries``: {centre: n}.
-    """
-    days: dict[int, list[int]] = {}
-    per_centre: dict[str, int] = {}
-    first_day, end_day = (start_us + _CST_US) // DAY_US, (end_us + _CST_US) // DAY_US
-    outcome: dict[tuple[str, str], int] = {}
-    counted, behind = totals.between(conn, centres, first_day, end_day)
-    for (day, centre, bank, state), (n, fen) in counted.items():
-        if state in ("succeeded", "failed", "rejected", "in_doubt"):
-            outcome[(bank, state)] = outcome.get((bank, state), 0) + n
-        if state != "received":
-            continue
-        slot = days.setdefault(day, [0, 0])
-        slot[0] += n
-        slot[1] += fen
-        per_centre[centre] = per_centre.get(centre, 0) + n
-    outcomes = [(b, st, n) for (b, st), n in sorted(outcome.items())]
-    by_centre_rule: dict[tuple[str, str], list[int]] = {}
-    counted_alerts, alerts_behind = alert_totals.between(conn, centres, first_day, end_day)
-    for (_, centre, rule), numbers in counted_alerts.items():
-        _add(by_centre_rule, (centre, rule), numbers)
-    responses = [(c, r, *numbers) for (c, r), numbers in sorted(by_centre_rule.items())]
-    by_rule: dict[str, int] = {}
-    for _, rule, n, *_ in responses:
-        by_rule[rule] = by_rule.get(rule, 0) + n
-    rules = sorted(by_rule.items())
-    overdue = {c: int(n) for c, n in conn.execute(
-        select(inquiries.c.centre_id, func.count()).where(
-            inquiries.c.overdue_alert.is_not(None), inquiries.c.asked_us >= start_us, inquiries.c.asked_us < end_us,
-            _in_scope(inquiries.c.centre_id, centres)).group_by(inquiries.c.centre_id))}
-    return {"days": days, "outcomes": outcomes, "rules": rules, "responses": responses, "centres": per_centre,
-            "overdue_inquiries": overdue, "behind": behind + alerts_behind}
-
-
-def assessment(data: Mapping[str, Any], centres: Sequence[str]) -> list[dict[str, Any]]:
-    """考核: per centre, alerts per 10,000 instructions, mean hours to acknowledge and to resolve,
-    overdue inquiries and rectifications (pure, from :func:`report_data`)."""
-    rows = []
-    for centre in centres:
-        mine = [r for r in data["responses"] if r[0] == centre]
-        alerts_n = sum(r[2] for r in mine if r[1] not in CONSOLE_RULES)
-        acked, ack_us = sum(r[3] for r in mine), sum(r[4] for r in mine)
-        resolved, resolve_us = sum(r[5] for r in mine), sum(r[6] for r in mine)
-        instructions = data["centres"].get(centre, 0)
-        rows.append({
-            "centre": centre, "instructions": instructions, "alerts": alerts_n,
-            "per_10k": round(alerts_n * 10_000 / instructions, 1) if instructions else None,
-            "ack_hours": round(ack_us / acked / 3.6e9, 2) if acked else None,
-            "resolve_hours": round(resolve_us / resolved / 3.6e9, 2) if resolved else None,
-            "overdue_inquiries": data["overdue_inquiries"].get(centre, 0),
-            "overdue_rectifications": sum(r[2] for r in mine if r[1] == "rectification-overdue"),
-        })
-    return rows
-
-
-# -- accounts (银行账户管理) ------------------------------------------------------------------------
-
-
-def account_status(conn: Connection, account: str) -> dict[str, Any]:
-    """An account's latest bank balance, the balance the ledger expects now (that balance plus the
-    movements filed since), its last movement and its open alerts."""
-    last = conn.execute(select(copies.c.seq, copies.c.payload, copies.c.created_us).where(
-        copies.c.account == account, copies.c.kind == "bank.balance").order_by(copies.c.seq.desc()).limit(1)).first()
-    reported = store._int_or_none(store._loads(last.payload).get("balance")) if last else None
-    expected = None
-    if last is not None and reported is not None:
-        net = 0
-        for (payload,) in conn.execute(select(copies.c.payload).where(
-                copies.c.account == account, copies.c.kind == "bank.movement", copies.c.seq > last.seq)):
-            net += store._int_or_none(store._loads(payload).get("amount")) or 0
-        expected = reported + net
-    move = conn.execute(select(copies.c.payload, copies.c.created_us).where(
-        copies.c.account == account, copies.c.kind == "bank.movement").order_by(copies.c.seq.desc()).limit(1)).first()
-    open_alerts = conn.execute(select(func.count()).where(alerts.c.account == account,
-                                                          alerts.c.state != "resolved")).scalar()
-    return {"reported": reported, "reported_us": last.created_us if last else None, "expected": expected,
-            "last_movement": store._int_or_none(store._loads(move.payload).get("amount")) if move else None,
-            "last_movement_us": move.created_us if move else None, "open_alerts": int(open_alerts or 0)}
-
-
-_COPIES, _ALERTS, _NOTES = 1, 2, 3  # console_totals_mark rows: how far each fold has come
-
-
-def _mark(conn: Connection, which: int) -> int | None:
-    found = conn.execute(select(console_totals_mark.c.seq).where(console_totals_mark.c.id == which)).scalar()
-    return None if found is None else int(found)
-
-
-def _move_mark(conn: Connection, which: int, was: int | None, to: int) -> None:
-    if was is None:
-        conn.execute(insert(console_totals_mark).values(id=which, seq=to))
-    elif conn.execute(update(console_totals_mark).where(console_totals_mark.c.id == which,
-                                                        console_totals_mark.c.seq == was)
-                      .values(seq=to)).rowcount != 1:
-        raise RuntimeError("console totals folded by another writer at the same time")  # rolls back
-
-
-def _add_to(conn: Connection, table: Any, names: Sequence[str], found: Mapping[tuple[Any, ...], Sequence[int]],
-            fields: Sequence[str]) -> None:
-    """Add each key's numbers to its row of ``table`` (made when new)."""
-    for key, numbers in found.items():
-        where = and_(*(table.c[n] == v for n, v in zip(names, key)))
-        if conn.execute(update(table).where(where).values(
-                **{f: table.c[f] + x for f, x in zip(fields, numbers)})).rowcount == 0:
-            conn.execute(insert(table).values(**dict(zip(names, key)), **dict(zip(fields, numbers))))
-
-
-def _add(into: dict[Any, list[int]], key: Any, numbers: Sequence[int]) -> None:
-    slot = into.setdefault(key, [0] * len(numbers))
-    for i, x in enumerate(numbers):
-        slot[i] += x
-
-
-def _day_of(us: int) -> int:
-    return (us + _CST_US) // DAY_US
-
-
-class DailyTotals:
-    """Instruction copies per (business day UTC+8, centre, bank, state): how many, and the fen
-    instructed (for ``received``), kept in ``console_totals``.
-
-    :meth:`fold` adds the copies filed since their mark in ``console_totals_mark``
-    (at most ``chunk`` seqs per transaction, so the ingest writer is never held
-    long); the console runs it every few seconds.  Each copy is read once, ever:
-    a restart reads nothing again.  :meth:`between` reads the table and adds the
-    few copies not folded yet, so what it answers is exact; when more than
-    ``tail`` seqs are not folded yet (the first start after the migration, a
-    console turned on after a long time off) it answers what is folded and
-    says how far behind that is, rather than reading them all in a page.
-    """
-
-    def __init__(self, *, chunk: int = 5_000, tail: int = 10_000) -> None:
-        self.chunk = chunk
-        self.tail = tail
-
-    @staticmethod
-    def _read(conn: Connection, after: int, upto: int, into: dict[tuple[int, str, str, str], list[int]]) -> None:
-        rows = conn.execute(
-            select(copies.c.created_us, copies.c.centre_id, copies.c.bank_id, copies.c.state,
-                   case((copies.c.state == "received", copies.c.payload), else_=None))
-            .where(copies.c.seq > after, copies.c.seq <= upto, copies.c.kind == "instruction.state"))
-        for created, centre, bank, state, payload in rows:
-            amount = store._amount_or_none((store._loads(payload).get("instruction") or {}).get("amount")) \
-                if payload is not None else None
-            _add(into, (_day_of(created), centre or "", bank or "", state or ""), (1, amount or 0))
-
-    def fold(self, tx: Tx) -> bool:
-        """Fold the next copies into the table; True when more are left."""
-        conn = tx.conn
-        mark = _mark(conn, _COPIES)
-        head, _ = store.load_head(conn)
-        done = mark or 0
-        upto = min(head, done + self.chunk)
-        if upto <= done:
-            return False
-        found: dict[tuple[int, str, str, str], list[int]] = {}
-        self._read(conn, done, upto, found)
-        _add_to(conn, console_totals, ("day", "centre_id", "bank_id", "state"), found, ("n", "fen"))
-        _move_mark(conn, _COPIES, mark, upto)
-        return upto < head
-
-    def between(self, conn: Connection, centres: Centres, first_day: int,
-                end_day: int) -> tuple[dict[tuple[int, str, str, str], tuple[int, int]], int]:
-        """({(day, centre, bank, state): (count, fen)} for days in [first_day, end_day) and centres in
-        scope, how many seqs of the ledger are not counted in it (0: exact))."""
-        t = console_totals
-        for _ in range(3):  # a fold may commit between the reads: then read again
-            mark = _mark(conn, _COPIES) or 0
-            found = {(r.day, r.centre_id, r.bank_id, r.state): [int(r.n), int(r.fen)] for r in conn.execute(
-                select(t).where(t.c.day >= first_day, t.c.day < end_day, _in_scope(t.c.centre_id, centres)))}
-            if (_mark(conn, _COPIES) or 0) == mark:
-                break
-        head, _ = store.load_head(conn)
-        behind = head - mark
-        if 0 < behind <= self.tail:
-            tail: dict[tuple[int, str, str, str], list[int]] = {}
-            self._read(conn, mark, head, tail)
-            for key, numbers in tail.items():
-                if first_day <= key[0] < end_day and (centres is None or key[1] in centres):
-                    _add(found, key, numbers)
-            behind = 0
-        return {k: (v[0], v[1]) for k, v in found.items()}, behind
-
-
-class AlertTotals:
-    """Alerts per (business day of their creation, centre, rule): how many, how many acknowledged
-    and resolved, and the microseconds from creation that took, summed; kept in
-    ``console_alert_totals`` and folded like :class:`DailyTotals` (new alerts by id, their
-    acknowledged and resolved notes by id), so a report reads a few rows per day, not every alert."""
-
-    _FIELDS = ("n", "acked", "ack_us", "resolved", "resolve_us")
-
-    def __init__(self, *, chunk: int = 5_000, tail: int = 10_000) -> None:
-        self.chunk = chunk
-        self.tail = tail
-
-    @staticmethod
-    def _heads(conn: Connection) -> tuple[int, int]:
-        return (int(conn.execute(select(func.max(alerts.c.id))).scalar() or 0),
-                int(conn.execute(select(func.max(store.alert_notes.c.id))).scalar() or 0))
-
-    @staticmethod
-    def _read(conn: Connection, alerts_after: int, alerts_upto: int, notes_after: int, notes_upto: int,
-              into: dict[tuple[int, str, str], list[int]]) -> None:
-        notes = store.alert_notes
-        for created, centre, rule in conn.execute(select(alerts.c.created_us, alerts.c.centre_id, alerts.c.rule).where(
-                alerts.c.id > alerts_after, alerts.c.id <= alerts_upto)):
-            _add(into, (_day_of(created), centre or "", rule), (1, 0, 0, 0, 0))
-        # An alert moves open -> acknowledged -> resolved once: each such note is its first.
-        for action, at, created, centre, rule in conn.execute(
-                select(notes.c.action, notes.c.at_us, alerts.c.created_us, alerts.c.centre_id, alerts.c.rule)
-                .select_from(notes.join(alerts, alerts.c.id == notes.c.alert_id))
-                .where(notes.c.id > notes_after, notes.c.id <= notes_upto,
-                       notes.c.action.in_(("acknowledged", "resolved")))):
-            took = at - created
-            _add(into, (_day_of(created), centre or "", rule),
-                 (0, 1, took, 0, 0) if action == "acknowledged" else (0, 0, 0, 1, took))
-
-    def fold(self, tx: Tx) -> bool:
-        """Fold the next alerts and notes into the table; True when more are left."""
-        conn = tx.conn
-        marks = _mark(conn, _ALERTS), _mark(conn, _NOTES)
-        heads = self._heads(conn)
-        done = (marks[0] or 0, marks[1] or 0)
-        upto = (min(heads[0], done[0] + self.chunk), min(heads[1], done[1] + self.chunk))
-        if upto == done:
-            return False
-        found: dict[tuple[int, str, str], list[int]] = {}
-        self._read(conn, done[0], upto[0], done[1], upto[1], found)
-        _add_to(conn, console_alert_totals, ("day", "centre_id", "rule"), found, self._FIELDS)
-        _move_mark(conn, _ALERTS, marks[0], upto[0])
-        _move_mark(conn, _NOTES, marks[1], upto[1])
-        return upto != heads
-
-    def between(self, conn: Connection, centres: Centres, first_day: int,
-                end_day: int) -> tuple[dict[tuple[int, str, str], list[int]], int]:
-        """({(day, centre, rule): [n, acked, ack µs, resolved, resolve µs]} in [first_day, end_day) and
-        scope, how many alerts and notes are not counted in it (0: exact))."""
-        t = console_alert_totals
-        for _ in range(3):
-            marks = (_mark(conn, _ALERTS) or 0, _mark(conn, _NOTES) or 0)
-            found = {(r.day, r.centre_id, r.rule): [int(r[f]) for f in self._FIELDS] for r in conn.execute(
-                select(t).where(t.c.day >= first_day, t.c.day < end_day, _in_scope(t.c.centre_id, centres))
-            ).mappings()}
-            if (_mark(conn, _ALERTS) or 0, _mark(conn, _NOTES) or 0) == marks:
-                break
-        heads = self._heads(conn)
-        behind = heads[0] - marks[0] + heads[1] - marks[1]
-        if 0 < behind <= self.tail:
-            tail: dict[tuple[int, str, str], list[int]] = {}
-            self._read(conn, marks[0], heads[0], marks[1], heads[1], tail)
-            for key, numbers in tail.items():
-                if first_day <= key[0] < end_day and (centres is None or key[1] in centres):
-                    _add(found, key, numbers)
-            behind = 0
-        return found, behind
