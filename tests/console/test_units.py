@@ -622,3 +622,13 @@ def test_the_length_of_a_deadline_day_and_the_overdue_check_are_configured_secon
     path.write_text(render_toml(data), encoding="utf-8")
     with pytest.raises(ConfigError, match="deadline_day"):
         load_ledger_config(path, check_files=False)
+
+
+def test_the_inbox_filter_offers_every_rule_the_ledger_raises():
+    # A rule added to the ledger (clock-step, journal-fork, centre-message-refused...) must be
+    # selectable in the inbox, not only visible in it.
+    from gateway.ledger import rules
+    from gateway.ledger.console.common import ALERT_RULES
+
+    assert set(ALERT_RULES) >= rules.ALL_RULES
+    assert len(ALERT_RULES) == len(set(ALERT_RULES))

@@ -14,7 +14,7 @@ from adapters.base import decode_all, load_adapter
 from gateway.ledger import store
 from gateway.ledger.console import queries, rectify
 from gateway.ledger.report import REPORT_TZ
-from gateway.ledger.rules import RULES
+from gateway.ledger.rules import ALL_RULES, RULES
 from gateway.model import State
 
 __all__ = ["CSP", "MAX_ATTACHMENT", "MAX_ATTACHMENTS", "MAX_ATTACHMENTS_TOTAL", "ATTACHMENT_TYPES", "PAGE",
@@ -35,7 +35,8 @@ MAX_ATTACHMENTS_TOTAL = 3 * 1024 * 1024  # all of them (the request body is boun
 ATTACHMENT_TYPES = {"application/pdf": b"%PDF-", "image/png": b"\x89PNG\r\n\x1a\n", "image/jpeg": b"\xff\xd8\xff",
                     "text/plain": b""}
 PAGE = 50
-ALERT_RULES = tuple(RULES) + ("forged-copy",) + queries.CONSOLE_RULES
+# Every rule the ledger raises (the matcher's first, then the rest by name) and the console's own.
+ALERT_RULES = tuple(RULES) + tuple(sorted(ALL_RULES - set(RULES))) + queries.CONSOLE_RULES
 _STATES = store.ALERT_STATES
 _ID = re.compile(r"[0-9]{1,18}")
 _CENTRE = re.compile(r"C[0-9]{5}")
