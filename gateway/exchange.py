@@ -49,7 +49,7 @@ from zope.interface import implementer
 from adapters import base as msg
 from adapters.base import Adapter, AdapterError
 from gateway.http_transport import TransportError
-from gateway.links import refuse_message
+from gateway.refusal import refuse_message
 
 __all__ = ["Transport", "StreamTransport", "ExchangeLink", "InboundFactory", "Serials",
            "ExchangeFailed", "bind_answer", "check_bank_peer", "make_exchange_link",
