@@ -180,7 +180,7 @@ class Tx:
     now_us: int
     _ids: _EventIds
     _pending: list[dict[str, Any]] = field(default_factory=list)
-    centres: set[str] = field(default_factory=set)
+    centres: set[str] = field(default_factory=set)   # whose feeds the operation changed (told after commit)
 
     def event(self, kind: str, payload: dict[str, Any] | str, *, centre_id: str | None = None,
               instruction_id: str | None = None, bank_id: str | None = None,
@@ -198,8 +198,6 @@ class Tx:
             payload=payload if isinstance(payload, str) else canonical_json(payload),
             raw=raw, created_us=self.now_us,
         ))
-        if centre_id is not None and kind == "instruction.state":
-            self.centres.add(centre_id)
         return event_id
 
     def _flush(self) -> None:
