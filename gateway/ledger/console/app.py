@@ -40,6 +40,7 @@ from gateway.ledger.console.i18n import choose_lang, translate
 from gateway.ledger.console.scope import Viewer, centres_of_config, city_of, viewer_for
 from gateway.ledger.rules import RULES, SEVERITIES
 from gateway.model import State, format_amount, parse_amount
+from gateway.query_args import QueryArgs
 from gateway.store.db import StoreUnavailable
 from gateway.tls import PeerIdentity, peer_identity
 
@@ -781,44 +782,8 @@ class ConsoleResource(Resource):
         return Redirect("/conditions")
 
 
-def _arg(request: Any, name: bytes) -> str | None:
-    values = request.args.get(name)
-    if not values:
-        return None
-    try:
-        return values[0].decode("utf-8")
-    except UnicodeDecodeError:
-        raise Refused(400, "error.400", f"{name.decode()} is not UTF-8") from None
-
-
-def _choice(request: Any, name: bytes, allowed: Any) -> str | None:
-    value = _arg(request, name)
-    if not value:
-        return None
-    if value not in allowed:
-        raise Refused(400, "error.400", f"{name.decode()} is not one of the choices")
-    return value
-
-
-def _pattern(request: Any, name: bytes, pattern: re.Pattern[str]) -> str | None:
-    value = _arg(request, name)
-    if not value:
-        return None
-    if not pattern.fullmatch(value):
-        raise Refused(400, "error.400", f"{name.decode()} is not valid")
-    return value
-
-
-def _date(request: Any, name: bytes) -> _dt.date | None:
-    value = _arg(request, name)
-    if not value:
-        return None
-    try:
-        if len(value) != 10:
-            raise ValueError
-        return _dt.date.fromisoformat(value)
-    except ValueError:
-        raise Refused(400, "error.400", f"{name.decode()} must be a date YYYY-MM-DD") from None
+_ARGS = QueryArgs(lambda name, reason: Refused(400, "error.400", f"{name} {reason}"))
+_arg, _choice, _pattern, _date = _ARGS.text, _ARGS.choice, _ARGS.pattern, _ARGS.date
 
 
 class OverdueWatch(Service):
