@@ -9,9 +9,6 @@ overview groups the two cities.  One demo and one browser for the module.
 
 from __future__ import annotations
 
-import os
-import re
-import signal
 import subprocess
 import sys
 import time
@@ -22,6 +19,7 @@ import pytest
 
 from gateway.demo import FAULT_RULES, SECOND_CITY
 from tests.console.support import CHROMIUM, CHROMIUM_ARGS, chromium_missing
+from tests.kit.procs import HPF, Proc
 
 OFFENCES = sorted(FAULT_RULES)  # every offence the demo banks can commit, balance-break included
 
@@ -32,26 +30,15 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]
     if missing:
         pytest.skip(missing)
     directory = tmp_path_factory.mktemp("demo")
-    out = directory / "demo.out"
-    with open(out, "w", encoding="utf-8") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "demo", "--dir", str(directory), "--serve",
-                                 "--count", "60", "--rate", "60", "--fault-every", "5",
-                                 "--bank-faults", ",".join(OFFENCES)], stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    proc = Proc("demo", HPF + ["demo", "--dir", str(directory), "--serve", "--count", "60", "--rate", "60",
+                               "--fault-every", "5", "--bank-faults", ",".join(OFFENCES)],
+                directory / "demo.out").start()
     try:
-        deadline = time.monotonic() + 150
-        url = None
-        while time.monotonic() < deadline and proc.poll() is None and url is None:
-            found = re.search(r"the supervision console: (https://localhost:\d+)/", out.read_text(encoding="utf-8"))
-            url = found.group(1) if found else None
-            time.sleep(0.5)
-        text = out.read_text(encoding="utf-8")
-        assert url is not None, text[-3000:]
-        assert "every offence raised its alert" in text, text[-3000:]
+        url = proc.wait_for(r"the supervision console: (https://localhost:\d+)/", 150).group(1)
+        assert "every offence raised its alert" in proc.text(), proc.text()[-3000:]
         yield url, directory / "keys"
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(30)
+        proc.stop(30)
 
 
 @pytest.fixture(scope="module")
