@@ -139,18 +139,27 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return max(verify_main(path) for path in args.config)
 
 
+def _sqlite_store(config_path: str, command: str, done: str, instead: str) -> tuple[Any, Any] | None:
+    """The config at ``config_path`` and its SQLite store's URL; None (said on stderr) for another database."""
+    from sqlalchemy.engine import make_url
+
+    config = _load(config_path, check_files=False)
+    url = make_url(config.database)
+    if url.get_backend_name() != "sqlite" or not url.database:
+        print(f"hpf-gateway {command}: only the SQLite store is {done} here; for PostgreSQL use "
+              f"{instead} (docs/operations.md)", file=sys.stderr)
+        return None
+    return config, url
+
+
 def cmd_backup(args: argparse.Namespace) -> int:
     """Copy the SQLite store with SQLite's online backup API (consistent while the daemon runs)."""
     import sqlite3
 
-    from sqlalchemy.engine import make_url
-
-    config = _load(args.config, check_files=False)
-    url = make_url(config.database)
-    if url.get_backend_name() != "sqlite" or not url.database:
-        print("hpf-gateway backup: only the SQLite store is backed up here; for PostgreSQL use "
-              "pg_dump or base backups (docs/operations.md)", file=sys.stderr)
+    found = _sqlite_store(args.config, "backup", "backed up", "pg_dump or base backups")
+    if found is None:
         return 2
+    _, url = found
     dest = Path(args.dest)
     if dest.exists():
         print(f"hpf-gateway backup: {dest} exists; give a new file", file=sys.stderr)
@@ -198,14 +207,10 @@ def cmd_restore(args: argparse.Namespace) -> int:
     """
     import sqlite3
 
-    from sqlalchemy.engine import make_url
-
-    config = _load(args.config, check_files=False)
-    url = make_url(config.database)
-    if url.get_backend_name() != "sqlite" or not url.database:
-        print("hpf-gateway restore: only the SQLite store is restored here; for PostgreSQL use "
-              "pg_restore (docs/operations.md)", file=sys.stderr)
+    found = _sqlite_store(args.config, "restore", "restored", "pg_restore")
+    if found is None:
         return 2
+    config, url = found
     dest, source_file = Path(url.database), Path(args.backup)
     if dest.exists():
         print(f"hpf-gateway restore: {dest} exists; restore into a new directory", file=sys.stderr)
