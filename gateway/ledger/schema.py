@@ -21,6 +21,8 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
+from gateway.store.schema import Id  # the one id type: BigInteger, SQLite's rowid alias
+
 __all__ = [
     "metadata",
     "copies",
@@ -40,7 +42,6 @@ __all__ = [
 ]
 
 metadata = MetaData()
-Id = BigInteger().with_variant(Integer(), "sqlite")
 
 # The copies: every field the gateway signed, the signature, and the ledger's chain.
 copies = Table(
