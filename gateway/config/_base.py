@@ -123,6 +123,13 @@ class Checker:
             return None
         return value
 
+    def not_above(self, path: _Path, values: Mapping[str, Any], lower: str, upper: str) -> bool:
+        """Whether ``values[lower] <= values[upper]``; else a problem at ``lower`` naming ``upper``."""
+        if values[lower] <= values[upper]:
+            return True
+        self.problem(path + (lower,), f"must not be above {_dotted(path + (upper,))} ({values[upper]:g})")
+        return False
+
     def keys(self, table: Mapping[str, Any], path: _Path, allowed: Sequence[str]) -> None:
         """Report every key of ``table`` not in ``allowed``, suggesting the nearest one."""
         for key in table:

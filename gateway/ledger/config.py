@@ -313,9 +313,7 @@ class _LedgerChecker(_Checker):
             values[key] = self.seconds(table, at, key, getattr(defaults, key))
         if any(v is None for v in values.values()):
             return None
-        if values["handshake_timeout"] > values["request_timeout"]:
-            self.problem(at + ("handshake_timeout",),
-                         f"must not be above limits.request_timeout ({values['request_timeout']:g})")
+        if not self.not_above(at, values, "handshake_timeout", "request_timeout"):
             return None
         return ConnectionLimits(**values)
 
