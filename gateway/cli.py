@@ -154,8 +154,6 @@ def _sqlite_store(config_path: str, command: str, done: str, instead: str) -> tu
 
 def cmd_backup(args: argparse.Namespace) -> int:
     """Copy the SQLite store with SQLite's online backup API (consistent while the daemon runs)."""
-    import sqlite3
-
     found = _sqlite_store(args.config, "backup", "backed up", "pg_dump or base backups")
     if found is None:
         return 2
@@ -164,18 +162,9 @@ def cmd_backup(args: argparse.Namespace) -> int:
     if dest.exists():
         print(f"hpf-gateway backup: {dest} exists; give a new file", file=sys.stderr)
         return 2
-    from gateway.store.db import private_file
+    from gateway.store import sqlite_copy
 
-    private_file(dest)  # the copy holds every account's data
-    source = sqlite3.connect(f"file:{url.database}?mode=ro", uri=True)
-    target = sqlite3.connect(dest)
-    try:
-        source.backup(target, pages=1024)
-        target.execute("PRAGMA journal_mode=DELETE")  # one self-contained file, no -wal beside it
-        check = target.execute("PRAGMA integrity_check").fetchone()[0]
-    finally:
-        target.close()
-        source.close()
+    check = sqlite_copy.backup(Path(url.database), dest)
     if check != "ok":
         print(f"hpf-gateway backup: the copy fails its integrity check: {check}", file=sys.stderr)
         return 1
@@ -205,8 +194,6 @@ def cmd_restore(args: argparse.Namespace) -> int:
     start :data:`RESTORE_SKIP_IDS` above the highest restored one, so no bank
     reference is used twice.
     """
-    import sqlite3
-
     found = _sqlite_store(args.config, "restore", "restored", "pg_restore")
     if found is None:
         return 2
@@ -218,21 +205,9 @@ def cmd_restore(args: argparse.Namespace) -> int:
     if not source_file.is_file():
         print(f"hpf-gateway restore: no backup at {source_file}", file=sys.stderr)
         return 2
-    from gateway.store.db import private_file
+    from gateway.store import sqlite_copy
 
-    private_file(dest)
-    source = sqlite3.connect(f"file:{source_file}?mode=ro", uri=True)
-    target = sqlite3.connect(dest)
-    try:
-        source.backup(target, pages=1024)
-        check = target.execute("PRAGMA integrity_check").fetchone()[0]
-        with target:
-            marked = target.execute(
-                "UPDATE instructions SET sends = 1 WHERE sends = 0 AND bank_ref IS NOT NULL "
-                "AND state IN ('received', 'sent')").rowcount
-    finally:
-        target.close()
-        source.close()
+    check, marked = sqlite_copy.restore(source_file, dest)
     if check != "ok":
         dest.unlink()
         print(f"hpf-gateway restore: the backup fails its integrity check: {check}", file=sys.stderr)
@@ -240,22 +215,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     from gateway.store import migrate
 
     migrate.upgrade(config.database)  # a backup from an older release gains the id floor too
-    target = sqlite3.connect(dest)
-    try:
-        with target:
-            # The lost store went on handing out ids (and so bank references) after the backup:
-            # new ones start far above, so no reference the bank may have seen is used again.
-            highest = target.execute("SELECT coalesce(max(id), 0) FROM instructions").fetchone()[0]
-            earlier = target.execute("SELECT coalesce(max(floor), 0) FROM id_floors "
-                                     "WHERE name = 'instructions'").fetchone()[0]  # a restored store's
-            floor = max(highest, earlier) + args.skip_ids
-            target.execute("INSERT OR REPLACE INTO id_floors (name, floor) VALUES ('instructions', ?)",
-                           (floor,))
-        open_by_bank = dict(target.execute(
-            "SELECT bank_id, count(*) FROM instructions WHERE state IN ('received', 'sent', 'accepted') "
-            "GROUP BY bank_id").fetchall())
-    finally:
-        target.close()
+    highest, floor, open_by_bank = sqlite_copy.after_restore(dest, args.skip_ids)
     unasked = sorted(b for b, n in open_by_bank.items()
                      if n and b in config.banks and not (config.banks[b].status and config.banks[b].status.before_resend))
     print(f"restored {source_file} to {dest} (integrity ok); {sum(open_by_bank.values())} open instructions, "
