@@ -17,8 +17,16 @@ from typing import Any
 from gateway import copies as spec
 from gateway.signing import BatchProof, verify_copy
 
-__all__ = ["canonical_bytes", "copy_document", "batch_proof", "verify_row", "signed_bytes",
-           "ledger_chain_hash", "row_chain_hash", "chain_hash"]
+__all__ = [
+    "batch_proof",
+    "canonical_bytes",
+    "chain_hash",
+    "copy_document",
+    "ledger_chain_hash",
+    "row_chain_hash",
+    "signed_bytes",
+    "verify_row",
+]
 
 canonical_bytes = spec.signing_input
 """The bytes a copy's signature covers: the one definition the gateway signs with."""

@@ -6,10 +6,10 @@ Plain frozen values built by the ledger from its config (and the console's condi
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
-__all__ = ["Thresholds", "CentreConditions", "AccountInfo", "CounterpartyInfo", "Registry"]
+__all__ = ["AccountInfo", "CentreConditions", "CounterpartyInfo", "Registry", "Thresholds"]
 
 
 @dataclass(frozen=True)

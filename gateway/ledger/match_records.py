@@ -11,8 +11,9 @@ from __future__ import annotations
 import bisect
 import datetime as _dt
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from gateway.model import parse_amount
 
@@ -34,7 +35,7 @@ class _Body:
     approval_ref: str | None
 
     @classmethod
-    def from_payload(cls, data: Mapping[str, Any]) -> "_Body":
+    def from_payload(cls, data: Mapping[str, Any]) -> _Body:
         c = data["creditor"]
         return cls(data["debit_account"], c["account"], c.get("name") or "", c.get("bank_code") or "",
                    parse_amount(data["amount"]), data.get("approval_ref") or None)
@@ -45,8 +46,22 @@ class _Body:
 
 
 class _Instr:
-    __slots__ = ("key", "centre", "iid", "bank", "bank_ref", "body", "states",
-                 "others", "result", "success_s", "last_s", "debits", "bookings", "raised")
+    __slots__ = (
+        "bank",
+        "bank_ref",
+        "body",
+        "bookings",
+        "centre",
+        "debits",
+        "iid",
+        "key",
+        "last_s",
+        "others",
+        "raised",
+        "result",
+        "states",
+        "success_s",
+    )
 
     def __init__(self, key: str, centre: str, iid: str, now: float) -> None:
         self.key = key
@@ -78,7 +93,7 @@ class _Instr:
                 self.last_s, dict(self.debits), list(self.bookings), sorted(self.raised)]
 
     @classmethod
-    def load(cls, d: list[Any]) -> "_Instr":
+    def load(cls, d: list[Any]) -> _Instr:
         (key, centre, iid, bank, ref, body, states, others, result, success_s, last_s,
          debits, bookings, raised) = d
         r = cls(key, centre, iid, last_s)
@@ -93,9 +108,26 @@ class _Instr:
 
 
 class _Move:
-    __slots__ = ("key", "bank", "account", "host", "amount", "cp_account", "cp_bank", "reversal",
-                 "centre", "t", "tokens", "event_id", "others", "last_s", "instr", "waiting",
-                 "large_pending", "raised")
+    __slots__ = (
+        "account",
+        "amount",
+        "bank",
+        "centre",
+        "cp_account",
+        "cp_bank",
+        "event_id",
+        "host",
+        "instr",
+        "key",
+        "large_pending",
+        "last_s",
+        "others",
+        "raised",
+        "reversal",
+        "t",
+        "tokens",
+        "waiting",
+    )
 
     def __init__(self, key: str, bank: str, account: str, host: str, amount: int, cp_account: str,
                  cp_bank: str, reversal: bool, centre: str, t: str, tokens: list[str],
@@ -129,7 +161,7 @@ class _Move:
                 sorted(self.raised)]
 
     @classmethod
-    def load(cls, d: list[Any]) -> "_Move":
+    def load(cls, d: list[Any]) -> _Move:
         m = cls(*d[:12], now=d[13])
         m.others, m.instr, m.waiting, m.large_pending = list(d[12]), d[14], d[15], d[16]
         m.raised = set(d[17])
@@ -137,8 +169,19 @@ class _Move:
 
 
 class _Booking:
-    __slots__ = ("key", "centre", "instr", "host", "account", "amount", "event_id", "others",
-                 "last_s", "matched", "raised")
+    __slots__ = (
+        "account",
+        "amount",
+        "centre",
+        "event_id",
+        "host",
+        "instr",
+        "key",
+        "last_s",
+        "matched",
+        "others",
+        "raised",
+    )
 
     def __init__(self, key: str, centre: str, instr: str | None, host: str | None, account: str,
                  amount: int, event_id: str, now: float) -> None:
@@ -165,7 +208,7 @@ class _Booking:
                 self.event_id, list(self.others), self.last_s, self.matched, sorted(self.raised)]
 
     @classmethod
-    def load(cls, d: list[Any]) -> "_Booking":
+    def load(cls, d: list[Any]) -> _Booking:
         b = cls(*d[:7], now=d[8])
         b.others, b.matched, b.raised = list(d[7]), d[9], set(d[10])
         return b
@@ -174,7 +217,7 @@ class _Booking:
 class _Account:
     """Balance continuity of one account at one bank."""
 
-    __slots__ = ("bank", "account", "base", "pending", "pending_ids", "moves", "kept")
+    __slots__ = ("account", "bank", "base", "kept", "moves", "pending", "pending_ids")
 
     def __init__(self, bank: str, account: str) -> None:
         self.bank = bank
@@ -190,7 +233,7 @@ class _Account:
                 [list(x) for x in self.pending], [list(x) for x in self.moves], self.kept]
 
     @classmethod
-    def load(cls, d: list[Any]) -> "_Account":
+    def load(cls, d: list[Any]) -> _Account:
         a = cls(d[0], d[1])
         a.base = list(d[2]) if d[2] else None
         a.pending = [list(x) for x in d[3]]
@@ -220,7 +263,7 @@ class StreamClock:
     ledger restarts.  Pure: the caller passes the ledger's time.
     """
 
-    __slots__ = ("_floor", "_excess", "_now")
+    __slots__ = ("_excess", "_floor", "_now")
 
     def __init__(self) -> None:
         self._floor: dict[str, float] = {}    # gateway -> smallest delay seen
@@ -239,8 +282,7 @@ class StreamClock:
     def now(self, wall: float) -> float:
         """The time to run deadlines by, at ledger time ``wall``."""
         behind = max(self._excess.values(), default=0.0)
-        if wall - behind > self._now:
-            self._now = wall - behind
+        self._now = max(self._now, wall - behind)
         return self._now
 
 

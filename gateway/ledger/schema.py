@@ -24,21 +24,21 @@ from sqlalchemy import (
 from gateway.store.schema import Id  # the one id type: BigInteger, SQLite's rowid alias
 
 __all__ = [
-    "metadata",
-    "copies",
-    "ledger_head",
-    "matcher_state",
-    "alerts",
     "alert_notes",
+    "alerts",
+    "centre_conditions",
+    "console_alert_totals",
     "console_journal",
     "console_journal_head",
     "console_totals",
-    "console_alert_totals",
     "console_totals_mark",
+    "copies",
     "inquiries",
-    "centre_conditions",
-    "rectifications",
+    "ledger_head",
+    "matcher_state",
+    "metadata",
     "rectification_alerts",
+    "rectifications",
 ]
 
 metadata = MetaData()

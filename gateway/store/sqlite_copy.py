@@ -13,7 +13,7 @@ from pathlib import Path
 
 from gateway.store.db import private_file
 
-__all__ = ["backup", "restore", "after_restore"]
+__all__ = ["after_restore", "backup", "restore"]
 
 
 def _copy(source: Path, dest: Path, *, self_contained: bool) -> str:
