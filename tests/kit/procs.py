@@ -1,8 +1,10 @@
 """Real processes for the tests, run one way: :class:`Proc` (a child with its output in a file) and the
 gateway's pieces built on it (a prepared directory, the gateway, banks, their ops and centre APIs).
 
-The daemon, fault, console and security tests all start their subprocesses (the gateway, the
-simulated banks, the ledger with its console, ``hpf-gateway demo``) through :class:`Proc`.
+The daemon, fault, console and security tests start their long-lived subprocesses (the gateway,
+the simulated banks, the ledger with its console, ``hpf-gateway demo``) through :class:`Proc`;
+one-shot commands use ``subprocess.run``, and the systemd tests spawn theirs with the sockets
+they activate.
 """
 
 from __future__ import annotations
