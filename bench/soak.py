@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.demo import BANKS
-from tests import procs
+from tests.kit import procs
 
 
 def rss_kb(pid: int) -> int:

@@ -22,6 +22,7 @@ from twisted.logger import Logger
 from gateway.config import GatewayConfig
 from gateway.metrics import GatewayMetrics
 from gateway.model import FieldError, InvalidInput, parse_booking
+from gateway.query_args import QueryArgs
 from gateway.store import instructions as q
 from gateway.store.batches import BatchConflict
 from gateway.store.db import Database
@@ -273,8 +274,8 @@ class CentreApi(JsonApi):
         return 200, JsonText(q.public_record_json(row))
 
     async def _results(self, request: Any, centre: str, _: str) -> tuple[int, Any]:
-        after = _int_arg(request, b"after", 0, 0, 2**62)
-        limit = _int_arg(request, b"limit", 500, 1, 1000)
+        after = _ARGS.integer(request, b"after", 0, 0, 2**62)
+        limit = _ARGS.integer(request, b"limit", 500, 1, 1000)
         wait = _wait_arg(request, self.config.timeouts.max_feed_wait)
         deadline = self.reactor.seconds() + wait
         while True:
@@ -303,15 +304,8 @@ class CentreApi(JsonApi):
         return 200, self._openapi
 
 
-def _int_arg(request: Any, name: bytes, default: int, low: int, high: int) -> int:
-    values = request.args.get(name)
-    if not values:
-        return default
-    text = values[0].decode("ascii", "replace")
-    if not text.isdigit() or not low <= int(text) <= high:
-        raise Problem(400, "invalid-query", f"{name.decode()} must be a whole number from {low} to {high}",
-                      errors=(FieldError(name.decode(), "out of range or not a number"),))
-    return int(text)
+_ARGS = QueryArgs(lambda name, reason: Problem(400, "invalid-query", f"{name} {reason}",
+                                                errors=(FieldError(name, "out of range or not a number"),)))
 
 
 def _wait_arg(request: Any, ceiling: float) -> float:

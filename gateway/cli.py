@@ -139,34 +139,32 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return max(verify_main(path) for path in args.config)
 
 
-def cmd_backup(args: argparse.Namespace) -> int:
-    """Copy the SQLite store with SQLite's online backup API (consistent while the daemon runs)."""
-    import sqlite3
-
+def _sqlite_store(config_path: str, command: str, done: str, instead: str) -> tuple[Any, Any] | None:
+    """The config at ``config_path`` and its SQLite store's URL; None (said on stderr) for another database."""
     from sqlalchemy.engine import make_url
 
-    config = _load(args.config, check_files=False)
+    config = _load(config_path, check_files=False)
     url = make_url(config.database)
     if url.get_backend_name() != "sqlite" or not url.database:
-        print("hpf-gateway backup: only the SQLite store is backed up here; for PostgreSQL use "
-              "pg_dump or base backups (docs/operations.md)", file=sys.stderr)
+        print(f"hpf-gateway {command}: only the SQLite store is {done} here; for PostgreSQL use "
+              f"{instead} (docs/operations.md)", file=sys.stderr)
+        return None
+    return config, url
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    """Copy the SQLite store with SQLite's online backup API (consistent while the daemon runs)."""
+    found = _sqlite_store(args.config, "backup", "backed up", "pg_dump or base backups")
+    if found is None:
         return 2
+    _, url = found
     dest = Path(args.dest)
     if dest.exists():
         print(f"hpf-gateway backup: {dest} exists; give a new file", file=sys.stderr)
         return 2
-    from gateway.store.db import private_file
+    from gateway.store import sqlite_copy
 
-    private_file(dest)  # the copy holds every account's data
-    source = sqlite3.connect(f"file:{url.database}?mode=ro", uri=True)
-    target = sqlite3.connect(dest)
-    try:
-        source.backup(target, pages=1024)
-        target.execute("PRAGMA journal_mode=DELETE")  # one self-contained file, no -wal beside it
-        check = target.execute("PRAGMA integrity_check").fetchone()[0]
-    finally:
-        target.close()
-        source.close()
+    check = sqlite_copy.backup(Path(url.database), dest)
     if check != "ok":
         print(f"hpf-gateway backup: the copy fails its integrity check: {check}", file=sys.stderr)
         return 1
@@ -216,16 +214,10 @@ def cmd_restore(args: argparse.Namespace) -> int:
     ledger: the journal goes on :data:`RESTORE_SEQS_PER_ID` times as far past its
     head, after a ``gateway.restored`` event (the ledger takes its copies in order).
     """
-    import sqlite3
-
-    from sqlalchemy.engine import make_url
-
-    config = _load(args.config, check_files=False)
-    url = make_url(config.database)
-    if url.get_backend_name() != "sqlite" or not url.database:
-        print("hpf-gateway restore: only the SQLite store is restored here; for PostgreSQL use "
-              "pg_restore (docs/operations.md)", file=sys.stderr)
+    found = _sqlite_store(args.config, "restore", "restored", "pg_restore")
+    if found is None:
         return 2
+    config, url = found
     dest, source_file = Path(url.database), Path(args.backup)
     if dest.exists():
         print(f"hpf-gateway restore: {dest} exists; restore into a new directory", file=sys.stderr)
@@ -233,21 +225,9 @@ def cmd_restore(args: argparse.Namespace) -> int:
     if not source_file.is_file():
         print(f"hpf-gateway restore: no backup at {source_file}", file=sys.stderr)
         return 2
-    from gateway.store.db import private_file
+    from gateway.store import sqlite_copy
 
-    private_file(dest)
-    source = sqlite3.connect(f"file:{source_file}?mode=ro", uri=True)
-    target = sqlite3.connect(dest)
-    try:
-        source.backup(target, pages=1024)
-        check = target.execute("PRAGMA integrity_check").fetchone()[0]
-        with target:
-            marked = target.execute(
-                "UPDATE instructions SET sends = 1 WHERE sends = 0 AND bank_ref IS NOT NULL "
-                "AND state IN ('received', 'sent')").rowcount
-    finally:
-        target.close()
-        source.close()
+    check, marked = sqlite_copy.restore(source_file, dest)
     if check != "ok":
         dest.unlink()
         print(f"hpf-gateway restore: the backup fails its integrity check: {check}", file=sys.stderr)
@@ -255,23 +235,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
     from gateway.store import migrate
 
     migrate.upgrade(config.database)  # a backup from an older release gains the id floor too
-    target = sqlite3.connect(dest)
-    try:
-        with target:
-            # The lost store went on handing out ids (and so bank references) after the backup:
-            # new ones start far above, so no reference the bank may have seen is used again.
-            highest = target.execute("SELECT coalesce(max(id), 0) FROM instructions").fetchone()[0]
-            earlier = target.execute("SELECT coalesce(max(floor), 0) FROM id_floors "
-                                     "WHERE name = 'instructions'").fetchone()[0]  # a restored store's
-            floor = max(highest, earlier) + args.skip_ids
-            target.execute("INSERT OR REPLACE INTO id_floors (name, floor) VALUES ('instructions', ?)",
-                           (floor,))
-        journal_to = _mark_restored(config.database, args.skip_ids * RESTORE_SEQS_PER_ID)
-        open_by_bank = dict(target.execute(
-            "SELECT bank_id, count(*) FROM instructions WHERE state IN ('received', 'sent', 'accepted') "
-            "GROUP BY bank_id").fetchall())
-    finally:
-        target.close()
+    highest, floor, open_by_bank = sqlite_copy.after_restore(dest, args.skip_ids)
+    journal_to = _mark_restored(config.database, args.skip_ids * RESTORE_SEQS_PER_ID)
     unasked = sorted(b for b, n in open_by_bank.items()
                      if n and b in config.banks and not (config.banks[b].status and config.banks[b].status.before_resend))
     print(f"restored {source_file} to {dest} (integrity ok); {sum(open_by_bank.values())} open instructions, "

@@ -1,5 +1,8 @@
 """A copy of a journal event: the one definition the gateway writes and the ledger reads.
 
+(Over 600 lines on purpose: the copy, its JSON, its validation per kind and its signature input are
+one definition, read by the gateway, the ledger and the matcher alike; split, they would drift.)
+
 **The copy.**  One JSON object per journal event, with exactly the fields
 :data:`SIGNED_FIELDS` plus ``signature``; a field without a value is
 ``null``, never left out:

@@ -24,6 +24,9 @@ link's ``send(message)``):
   which takes the bank's own requests (notices, probes) one per connection and answers each
   once the dispatcher has committed it, is in :mod:`gateway.exchange_inbound`.  Both are
   named here too, where their users have always found them.
+
+(Over 600 lines because sign-on, the window, the probe, status before resend and statement
+paging are the rules of one link about one peer, and read best together.)
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ from adapters.base import Adapter, AdapterError
 from gateway.exchange_inbound import InboundFactory
 from gateway.exchange_wire import ExchangeFailed, Serials, StreamTransport, Transport
 from gateway.http_transport import TransportError
-from gateway.links import refuse_message
+from gateway.refusals import refuse_message
 
 __all__ = [
     "ExchangeFailed",

@@ -6,7 +6,7 @@ drops a silent peer, and hands every other decoded message, with its
 original bytes, to the bank's :class:`~gateway.relay.BankDispatcher`.  A
 framing error closes the connection: on a byte stream nothing after a bad
 frame header can be trusted.  A well-framed message that does not decode is
-refused on its own (:func:`refuse_message`) and the connection goes on.
+refused on its own (:func:`gateway.refusals.refuse_message`) and the connection goes on.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from adapters.base import Adapter, AdapterError
 from gateway.config import BankConfig
 from gateway.listener import listening_service
 from gateway.metrics import GatewayMetrics
+from gateway.refusals import refuse_message
 from gateway.relay import BankDispatcher
 from gateway.tls import TLSOptions, is_tls_error, peer_identity, tls_client_endpoint, tls_server_factory
 
@@ -159,31 +160,6 @@ class BankLinkProtocol(Protocol):
                 and now - self._last_probe >= self.link.heartbeat_interval:
             self._last_probe = now
             self.send(msg.Heartbeat(self.link.dispatcher.next_seq(), self.link.gateway_node))
-
-
-def refuse_message(link: Any, frame: bytes, error: AdapterError) -> bytes | None:
-    """Record one well-framed message that did not decode; the protocol's refusal to send back.
-
-    Counted (``refused{reason=bad_message}``, or ``answer_refused`` for an answer saying the
-    call itself failed) and logged; a bad message is also journalled through the
-    dispatcher's ``refused(frame, reason)`` (``bank.refused``).  The refusal frame comes from
-    the adapter's optional ``refusal(frame, sender=, seq_no=)`` and is None when the protocol
-    has none for it.
-    """
-    bank = link.bank.id
-    kind = "answer_refused" if hasattr(error, "tx_code") else "bad_message"
-    link.metrics.refused.labels(f"bank:{bank}", kind).inc()
-    log.warn("link." + kind, bank=bank, reason=str(error), frame_bytes=len(frame))
-    if kind == "bad_message":
-        # Journalled too, so the copy raises the ledger's bank-message-refused alert.  (An
-        # answer saying the call failed is the protocol working, not a bad message.)
-        record = getattr(link.dispatcher, "refused", None)
-        if record is not None:
-            record(frame, str(error))
-    refusal = getattr(link.adapter, "refusal", None)
-    if refusal is None or kind != "bad_message":
-        return None
-    return refusal(frame, sender=link.gateway_node, seq_no=link.dispatcher.next_seq())
 
 
 def _peer_ip(transport: Any) -> str:

@@ -9,7 +9,9 @@ copies raise the ledger's ``bank-message-refused`` / ``centre-message-refused`` 
 (``gateway/ledger/rules.py``).  A party sending bad messages by the thousand does not flood the
 journal or the ledger: :class:`RefusalGate` lets at most :data:`REFUSED_JOURNAL_CAP` through per
 party and :data:`REFUSED_JOURNAL_WINDOW` seconds; the rest are still refused, logged and counted
-by the caller.  Pure: no clock of its own, no I/O.
+by the caller.  :func:`refuse_message` is what every bank edge (``links`` for the framed
+sessions, ``exchange`` for request/answer) does with a well-framed message that does not decode,
+so that neither edge imports the other to reach it.  No clock of its own, no I/O but a log line.
 """
 
 from __future__ import annotations
@@ -17,10 +19,17 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from twisted.logger import Logger
+
+from adapters.base import AdapterError
+
 from gateway.copies import MAX_REFUSED_RAW
 from gateway.model import mask_numbers
 
-__all__ = ["REFUSED_JOURNAL_CAP", "REFUSED_JOURNAL_WINDOW", "RefusalGate", "centre_refusal", "refused_event"]
+__all__ = ["REFUSED_JOURNAL_CAP", "REFUSED_JOURNAL_WINDOW", "RefusalGate", "centre_refusal", "refused_event",
+           "refuse_message"]
+
+log = Logger()
 
 REFUSED_JOURNAL_CAP = 100
 """Refused messages journalled per party and window (the rest are only counted)."""
@@ -60,3 +69,28 @@ def centre_refusal(centre: str, frame: bytes, reason: str) -> Any:
     other facts: :class:`gateway.store.instructions.RefusedMessage`)."""
     payload, raw = refused_event(frame, reason, centre=centre)
     return lambda tx: tx.event("centre.refused", payload, centre_id=centre, raw=raw)
+
+
+def refuse_message(link: Any, frame: bytes, error: AdapterError) -> bytes | None:
+    """Record one well-framed message that did not decode; the protocol's refusal to send back.
+
+    Counted (``refused{reason=bad_message}``, or ``answer_refused`` for an answer saying the
+    call itself failed) and logged; a bad message is also journalled through the
+    dispatcher's ``refused(frame, reason)`` (``bank.refused``).  The refusal frame comes from
+    the adapter's optional ``refusal(frame, sender=, seq_no=)`` and is None when the protocol
+    has none for it.
+    """
+    bank = link.bank.id
+    kind = "answer_refused" if hasattr(error, "tx_code") else "bad_message"
+    link.metrics.refused.labels(f"bank:{bank}", kind).inc()
+    log.warn("link." + kind, bank=bank, reason=str(error), frame_bytes=len(frame))
+    if kind == "bad_message":
+        # Journalled too, so the copy raises the ledger's bank-message-refused alert.  (An
+        # answer saying the call failed is the protocol working, not a bad message.)
+        record = getattr(link.dispatcher, "refused", None)
+        if record is not None:
+            record(frame, str(error))
+    refusal = getattr(link.adapter, "refusal", None)
+    if refusal is None or kind != "bad_message":
+        return None
+    return refusal(frame, sender=link.gateway_node, seq_no=link.dispatcher.next_seq())

@@ -1,5 +1,8 @@
 """Mutually authenticated TLS for every link: the one module that touches pyOpenSSL.
 
+(Over 600 lines on purpose: every use of pyOpenSSL, from contexts to verify callbacks to reloads,
+is kept here so that its deprecations are one module's change; tests/unit/test_import_graph.py holds it.)
+
 Policy, the same for servers and clients (DESIGN §8):
 
 - TLS 1.2 at least (1.3 preferred, OpenSSL picks the highest both sides

@@ -30,7 +30,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from gateway.config._base import _IDENTITY_NAME, _NODE, ConfigError
+from gateway.config._base import _IDENTITY_NAME, _NODE, ConfigError, load_checked, value_or_raise
 from gateway.config.banks import (
     FRONT_END_ADAPTERS,
     INSTRUCTION_SIGNATURE_ALGS,
@@ -175,11 +175,7 @@ def load_config(path: str | Path, *, check_files: bool = True) -> GatewayConfig:
     False the files named in ``[tls]`` and ``ca`` keys need not exist yet
     (``hpf-gateway keys init`` creates them from this very config).
     """
-    config, problems = _load(path, check_files)
-    if problems:
-        raise ConfigError(problems)
-    assert config is not None
-    return config
+    return value_or_raise(_load(path, check_files))
 
 
 def check_config(path: str | Path, *, check_files: bool = True) -> list[str]:
@@ -198,12 +194,4 @@ def load_config_or_exit(path: str | Path, *, check_files: bool = True) -> Gatewa
 
 
 def _load(path: str | Path, check_files: bool) -> tuple[GatewayConfig | None, list[str]]:
-    doc, problems = read_toml(path)
-    if doc is None:
-        return None, problems
-    absolute = Path(path).absolute()
-    checker = _Checker(str(path), absolute.parent, check_files)
-    config = checker.gateway(doc, absolute)
-    if checker.problems:
-        return None, checker.problems
-    return config, []
+    return load_checked(path, check_files, _Checker, _Checker.gateway)

@@ -6,7 +6,7 @@ import difflib
 import math
 import re
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar
 
 from gateway.config.endpoints import (
     _Bind,
@@ -15,7 +15,7 @@ from gateway.config.endpoints import (
     _split_endpoint,
     _twisted_accepts,
 )
-from gateway.config.toml import _dotted, _is_control, _show
+from gateway.config.toml import _dotted, _is_control, _show, read_toml
 from gateway.model import deceptive_character, parse_amount
 from gateway.tls import resolve_credential
 
@@ -42,6 +42,37 @@ class ConfigError(Exception):
     def __init__(self, problems: list[str]) -> None:
         super().__init__("\n".join(problems))
         self.problems = problems
+
+
+C = TypeVar("C", bound="Checker")
+T = TypeVar("T")
+
+
+def load_checked(path: str | Path, check_files: bool, checker: type[C],
+                 walk: Callable[[C, dict[str, Any], Path], T | None]) -> tuple[T | None, list[str]]:
+    """Read the TOML file at ``path`` and walk it with a new ``checker``: the value, or every problem.
+
+    The one way the gateway's and the ledger's configs are loaded (``walk`` is the checker's
+    method for the whole file, given the document and the file's absolute path).
+    """
+    doc, problems = read_toml(path)
+    if doc is None:
+        return None, problems
+    absolute = Path(path).absolute()
+    walker = checker(str(path), absolute.parent, check_files)
+    config = walk(walker, doc, absolute)
+    if walker.problems:
+        return None, walker.problems
+    return config, []
+
+
+def value_or_raise(loaded: tuple[T | None, list[str]]) -> T:
+    """The loaded value of :func:`load_checked`; :class:`ConfigError` listing every problem."""
+    config, problems = loaded
+    if problems:
+        raise ConfigError(problems)
+    assert config is not None
+    return config
 
 
 class Checker:
@@ -91,6 +122,13 @@ class Checker:
             self.problem((name,), f"must be a table, not {_show(value)}")
             return None
         return value
+
+    def not_above(self, path: _Path, values: Mapping[str, Any], lower: str, upper: str) -> bool:
+        """Whether ``values[lower] <= values[upper]``; else a problem at ``lower`` naming ``upper``."""
+        if values[lower] <= values[upper]:
+            return True
+        self.problem(path + (lower,), f"must not be above {_dotted(path + (upper,))} ({values[upper]:g})")
+        return False
 
     def keys(self, table: Mapping[str, Any], path: _Path, allowed: Sequence[str]) -> None:
         """Report every key of ``table`` not in ``allowed``, suggesting the nearest one."""

@@ -74,11 +74,8 @@ class LimitsSection(Checker):
             self.problem(at + ("large_amount",),
                          f"must not be above limits.max_amount ({format_amount(max_amount)})")
             return None
-        if guards["centre_handshake_timeout"] > guards["centre_request_timeout"]:
-            # The request deadline also runs from the connection's start, so a longer
-            # handshake allowance could never be used.
-            self.problem(at + ("centre_handshake_timeout",),
-                         f"must not be above limits.centre_request_timeout "
-                         f"({guards['centre_request_timeout']:g})")
+        # The request deadline also runs from the connection's start, so a longer
+        # handshake allowance could never be used.
+        if not self.not_above(at, guards, "centre_handshake_timeout", "centre_request_timeout"):
             return None
         return Limits(max_amount, large_amount, max_batch, max_queue, **guards)

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from typing import Any, Collection
 
 from gateway.config._base import Checker
+from gateway.config.banks import _BANK_ID
+from gateway.config.centres import _CENTRE_ID
 from gateway.config.toml import _show
 
 ACCOUNT_TYPES = frozenset({"collection", "loan", "revenue", "other"})
@@ -47,21 +49,19 @@ class CounterpartyConfig:
 class RegistersSection(Checker):
     """The checks of ``[accounts]`` and ``[counterparties]`` (a part of the config checker)."""
 
-    def accounts(self, table: dict[str, Any], centres: Collection[str],
-                 banks: Collection[str]) -> dict[str, AccountConfig]:
+    def accounts(self, table: dict[str, Any], centres: Collection[str] | None,
+                 banks: Collection[str] | None) -> dict[str, AccountConfig]:
+        """The account register.  With ``centres`` and ``banks`` (the gateway's) each account's
+        bank and centre must be defined in the file; with None (the ledger's, which names banks
+        and centres without defining them) they must only be well-formed ids."""
         found: dict[str, AccountConfig] = {}
         for number, entry in self.entries(table, "accounts", _ACCOUNT_NO,
                                           "must be 1-32 of 0-9 A-Z a-z -"):
             at = ("accounts", number)
             self.keys(entry, at, _ACCOUNT_KEYS)
-            bank = self.string(entry, at, "bank")
-            if bank is not None and bank not in banks:
-                self.problem(at + ("bank",), f"no bank {_show(bank)} in [banks]")
-                bank = None
-            centre = self.string(entry, at, "centre")
-            if centre is not None and centre not in centres:
-                self.problem(at + ("centre",), f"no centre {_show(centre)} in [centres]")
-                centre = None
+            bank = self._party(entry, at, "bank", banks, _BANK_ID, "must be 1-16 of A-Z 0-9")
+            centre = self._party(entry, at, "centre", centres, _CENTRE_ID,
+                                 "must be C and 5 digits (the centre's node number)")
             name = self.label(entry, at, "name", _PARTY_NAME_MAX)
             kind = self.string(entry, at, "type")
             if kind is not None and kind not in ACCOUNT_TYPES:
@@ -74,6 +74,17 @@ class RegistersSection(Checker):
                     and bank_code is not None):
                 found[number] = AccountConfig(number, bank, centre, name, kind, bank_code)
         return found
+
+    def _party(self, entry: dict[str, Any], at: tuple[str, ...], key: str, defined: Collection[str] | None,
+               pattern: re.Pattern[str], what: str) -> str | None:
+        """An account's bank or centre: defined in its section, or (``defined`` None) well-formed."""
+        if defined is None:
+            return self.string(entry, at, key, pattern=pattern, what=what)
+        value = self.string(entry, at, key)
+        if value is not None and value not in defined:
+            self.problem(at + (key,), f"no {key} {_show(value)} in [{key}s]")
+            return None
+        return value
 
     def counterparties(self, table: dict[str, Any]) -> dict[str, CounterpartyConfig]:
         found: dict[str, CounterpartyConfig] = {}

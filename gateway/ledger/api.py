@@ -25,6 +25,7 @@ from gateway.ledger.config import LedgerConfig, PublicSigningKey
 from gateway.ledger.ingest import Ingest
 from gateway.ledger.report import REPORT_TZ, daily_report, report_csv, trail_item
 from gateway.model import FieldError, format_amount
+from gateway.query_args import QueryArgs
 from gateway.tls import PeerIdentity
 from gateway.web import Csv, JsonApi, Problem, json_body
 
@@ -213,16 +214,16 @@ class SupervisorApi(_JsonApi):
     # -- reads -------------------------------------------------------------------------
 
     async def _alerts(self, request: Any) -> dict[str, Any]:
-        state = _arg(request, b"state")
+        state = _ARGS.text(request, b"state")
         if state is not None and state not in store.ALERT_STATES:
             raise _bad_query("state", f"must be one of {', '.join(store.ALERT_STATES)}")
-        rule = _arg(request, b"rule")
+        rule = _ARGS.text(request, b"rule")
         if rule is not None and not _RULE.fullmatch(rule):
             raise _bad_query("rule", "is not a rule name")
-        since = _arg(request, b"since")
+        since = _ARGS.text(request, b"since")
         since_us = _since(since) if since is not None else None
-        after = _int_arg(request, b"after", 0, 0, 10**18)
-        limit = _int_arg(request, b"limit", 100, 1, 1000)
+        after = _ARGS.integer(request, b"after", 0, 0, 10**18)
+        limit = _ARGS.integer(request, b"limit", 100, 1, 1000)
         rows = await self.db.read(lambda c: store.list_alerts(c, state=state, rule=rule, since_us=since_us,
                                                               after_id=after, limit=limit))
         return {"alerts": rows, "next": rows[-1]["id"] if rows else after}
@@ -240,7 +241,7 @@ class SupervisorApi(_JsonApi):
         return {"centre_id": centre_id, "instruction_id": instruction_id, "copies": rows, "alerts": found}
 
     async def _balances(self, request: Any, account: str) -> dict[str, Any]:
-        limit = _int_arg(request, b"limit", 100, 1, 1000)
+        limit = _ARGS.integer(request, b"limit", 100, 1, 1000)
         snaps = await self.db.read(store.balance_history, account, limit)
         tolerance = self.config.thresholds.balance_tolerance
         out = []
@@ -261,15 +262,9 @@ class SupervisorApi(_JsonApi):
                 "breaks": sum(1 for s in out if s.get("continuous") is False)}
 
     async def _daily(self, request: Any) -> Any:
-        text = _arg(request, b"date")
-        if text is None:
+        day = _ARGS.date(request, b"date")
+        if day is None:
             raise _bad_query("date", "is required (YYYY-MM-DD)")
-        try:
-            day = _dt.date.fromisoformat(text)
-            if len(text) != 10:
-                raise ValueError
-        except ValueError:
-            raise _bad_query("date", "must be a date YYYY-MM-DD") from None
         start = _dt.datetime.combine(day, _dt.time(), REPORT_TZ)
         start_us = int(start.timestamp()) * 1_000_000
         end_us = start_us + 86_400 * 1_000_000
@@ -279,25 +274,6 @@ class SupervisorApi(_JsonApi):
         if "text/csv" in accept:
             return Csv(report_csv(report))
         return report
-
-
-def _arg(request: Any, name: bytes) -> str | None:
-    values = request.args.get(name)
-    if not values:
-        return None
-    try:
-        return values[0].decode("utf-8")
-    except UnicodeDecodeError:
-        raise _bad_query(name.decode(), "is not UTF-8") from None
-
-
-def _int_arg(request: Any, name: bytes, default: int, low: int, high: int) -> int:
-    text = _arg(request, name)
-    if text is None:
-        return default
-    if not text.isdigit() or len(text) > 19 or not low <= int(text) <= high:
-        raise _bad_query(name.decode(), f"must be a whole number from {low} to {high}")
-    return int(text)
 
 
 def _since(text: str) -> int:
@@ -317,3 +293,6 @@ def _since(text: str) -> int:
 
 def _bad_query(name: str, reason: str) -> Problem:
     return Problem(400, "invalid-query", f"{name} {reason}", errors=(FieldError(name, reason),))
+
+
+_ARGS = QueryArgs(_bad_query)

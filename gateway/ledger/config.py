@@ -20,17 +20,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from gateway.config import (
-    ACCOUNT_TYPES,
     AccountConfig,
-    ConfigError,
     CounterpartyConfig,
     TlsConfig,
     _Checker,
-    read_toml,
 )
-from gateway.config.banks import _BANK_ID
+from gateway.config._base import load_checked, value_or_raise
 from gateway.config.centres import _CENTRE_ID
-from gateway.config.registers import _ACCOUNT_NO, _PARTY_NAME_MAX
+from gateway.config.registers import _PARTY_NAME_MAX
 from gateway.config.toml import _show
 from gateway.tls import IDENTITY_NAME
 from gateway.web import ConnectionLimits
@@ -168,16 +165,12 @@ class LedgerConfig:
 
 
 def load_ledger_config(path: str | Path, *, check_files: bool = True) -> LedgerConfig:
-    """Read and validate the ledger config at ``path``; :class:`ConfigError` lists every problem.
+    """Read and validate the ledger config at ``path``; :class:`~gateway.config.ConfigError` lists every problem.
 
     With ``check_files`` False, the files named by ``tls`` and ``ca`` keys and
     the gateways' signing keys need not exist (nor be readable keys) yet.
     """
-    config, problems = _load(path, check_files)
-    if problems:
-        raise ConfigError(problems)
-    assert config is not None
-    return config
+    return value_or_raise(_load(path, check_files))
 
 
 def check_ledger_config(path: str | Path, *, check_files: bool = True) -> list[str]:
@@ -207,15 +200,7 @@ def load_public_key(path: Path, alg: str) -> PublicSigningKey:
 
 
 def _load(path: str | Path, check_files: bool) -> tuple[LedgerConfig | None, list[str]]:
-    doc, problems = read_toml(path)
-    if doc is None:
-        return None, problems
-    absolute = Path(path).absolute()
-    checker = _LedgerChecker(str(path), absolute.parent, check_files)
-    config = checker.ledger_config(doc, absolute)
-    if checker.problems:
-        return None, checker.problems
-    return config, []
+    return load_checked(path, check_files, _LedgerChecker, _LedgerChecker.ledger_config)
 
 
 # -- validation -----------------------------------------------------------------
@@ -227,14 +212,12 @@ _CITY_KEYS = ("name", "centres")
 _STAFF_KEYS = ("centre", "ca")
 _LEDGER_KEYS = ("name", "database", "check_processes")
 DEFAULT_CHECK_PROCESSES = 2
-_TLS_KEYS = ("certificate", "private_key", "ca", "crls")
 _LIMIT_KEYS = ("connections_per_ip", "connections_per_peer", "handshake_timeout", "request_timeout",
                "idle_timeout")
 _LISTEN_KEYS = ("ingest", "supervisor", "ops")
 _GATEWAY_KEYS = ("signing_key", "signature_alg", "ca")
 _SUPERVISOR_KEYS = ("ca",)
 _THRESHOLD_KEYS = ("large_amount", "result_deadline", "booking_deadline", "balance_tolerance")
-_ACCOUNT_KEYS = ("bank", "centre", "name", "type", "bank_code")
 _ZERO = re.compile(r"0(\.0{1,2})?")
 _IDENTITY_WHAT = "must be 1-32 of A-Z a-z 0-9 _ - (the NAME in the certificate's hpf:// URI)"
 
@@ -245,13 +228,14 @@ class _LedgerChecker(_Checker):
     def ledger_config(self, doc: dict[str, Any], path: Path) -> LedgerConfig | None:
         self.keys(doc, (), _SECTIONS)
         name, database, check_processes = self.ledger_section(self.section(doc, "ledger", required=True))
-        tls = self.ledger_tls(self.section(doc, "tls", required=True))
+        tls = self.tls(self.section(doc, "tls", required=True))
         ingest, supervisor, ops = self.ledger_listen(self.section(doc, "listen", required=True))
         gateways = self.gateways(self.section(doc, "gateways") or {})
         supervisors = self.supervisors(self.section(doc, "supervisors") or {})
         thresholds = self.thresholds(self.section(doc, "thresholds"))
         limits = self.ledger_limits(self.section(doc, "limits") or {})
-        accounts = self.ledger_accounts(self.section(doc, "accounts") or {})
+        # The account register as the gateway's, but banks and centres are named, not defined, here.
+        accounts = self.accounts(self.section(doc, "accounts") or {}, None, None)
         counterparties = self.counterparties(self.section(doc, "counterparties") or {})
         console = self.console(doc.get("console"), supervisors)
         self.check_listeners()
@@ -326,18 +310,6 @@ class _LedgerChecker(_Checker):
         return (name, self.database(table, at, "database"),
                 self.integer(table, at, "check_processes", 0, 16, default=DEFAULT_CHECK_PROCESSES))
 
-    def ledger_tls(self, table: dict[str, Any] | None) -> TlsConfig | None:
-        if table is None:
-            return None
-        self.keys(table, ("tls",), _TLS_KEYS)
-        certificate = self.file_path(table, ("tls",), "certificate")
-        private_key = self.file_path(table, ("tls",), "private_key")
-        ca = self.file_path(table, ("tls",), "ca")
-        crls = self.file_list(table, ("tls",), "crls")
-        if certificate is None or private_key is None or ca is None or crls is None:
-            return None
-        return TlsConfig(certificate, private_key, ca, crls)
-
     def ledger_limits(self, table: dict[str, Any]) -> ConnectionLimits | None:
         at = ("limits",)
         self.keys(table, at, _LIMIT_KEYS)
@@ -348,9 +320,7 @@ class _LedgerChecker(_Checker):
             values[key] = self.seconds(table, at, key, getattr(defaults, key))
         if any(v is None for v in values.values()):
             return None
-        if values["handshake_timeout"] > values["request_timeout"]:
-            self.problem(at + ("handshake_timeout",),
-                         f"must not be above limits.request_timeout ({values['request_timeout']:g})")
+        if not self.not_above(at, values, "handshake_timeout", "request_timeout"):
             return None
         return ConnectionLimits(**values)
 
@@ -412,27 +382,3 @@ class _LedgerChecker(_Checker):
         if large is None or result_deadline is None or booking_deadline is None or tolerance is None:
             return None
         return LedgerThresholds(large, result_deadline, booking_deadline, tolerance)
-
-    def ledger_accounts(self, table: dict[str, Any]) -> dict[str, AccountConfig]:
-        """The account register: as the gateway's, but banks and centres are named, not defined, here."""
-        found: dict[str, AccountConfig] = {}
-        for number, entry in self.entries(table, "accounts", _ACCOUNT_NO,
-                                          "must be 1-32 of 0-9 A-Z a-z -"):
-            at = ("accounts", number)
-            self.keys(entry, at, _ACCOUNT_KEYS)
-            bank = self.string(entry, at, "bank", pattern=_BANK_ID, what="must be 1-16 of A-Z 0-9")
-            centre = self.string(entry, at, "centre", pattern=_CENTRE_ID,
-                                 what="must be C and 5 digits (the centre's node number)")
-            name = self.label(entry, at, "name", _PARTY_NAME_MAX)
-            kind = self.string(entry, at, "type")
-            if kind is not None and kind not in ACCOUNT_TYPES:
-                self.problem(at + ("type",),
-                             f"must be one of {', '.join(sorted(ACCOUNT_TYPES))}, not {_show(kind)}")
-                kind = None
-            # The gateway's register as it is: its bank codes are checked, the ledger needs none.
-            bank_code = "" if "bank_code" not in entry else self.string(
-                entry, at, "bank_code", pattern=re.compile(r"[0-9]{12}"), what="must be a 12-digit CNAPS code")
-            if bank is not None and centre is not None and name is not None and kind is not None \
-                    and bank_code is not None:
-                found[number] = AccountConfig(number, bank, centre, name, kind, bank_code)
-        return found

@@ -83,14 +83,14 @@ def daily_report(day: _dt.date, data: Mapping[str, Any], config: LedgerConfig) -
         return row
 
     for c in data["copies"]:
-        payload = _payload(c["payload"])
+        payload = store._loads(c["payload"])
         kind = c["kind"]
         row = place(c["centre_id"], c["bank_id"] or payload.get("bank"), c["account"])
         if kind == "instruction.state":
             state = c["state"]
             ins = payload.get("instruction") if isinstance(payload.get("instruction"), dict) else {}
             known = amounts.get((c["centre_id"], c["instruction_id"]))
-            amount = _fen(ins.get("amount")) if ins else (known[0] if known else None)
+            amount = store._amount_or_none(ins.get("amount")) if ins else (known[0] if known else None)
             if state == "received":
                 row["instructed_count"] += 1
                 row["instructed_sum"] += amount or 0
@@ -105,7 +105,7 @@ def daily_report(day: _dt.date, data: Mapping[str, Any], config: LedgerConfig) -
             elif state == "in_doubt":
                 row["in_doubt_count"] += 1
         elif kind == "booking":
-            amount = _fen(payload.get("amount"))
+            amount = store._amount_or_none(payload.get("amount"))
             row["booked_count"] += 1
             row["booked_sum"] += amount or 0
         elif kind == "bank.movement":
@@ -161,20 +161,3 @@ def _cell(value: Any) -> str:
 
 def _is_amount(text: str) -> bool:
     return re.fullmatch(r"-?[0-9]+(\.[0-9]{1,2})?", text) is not None
-
-
-def _payload(text: str) -> dict[str, Any]:
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-def _fen(value: Any) -> int | None:
-    from gateway.model import parse_signed_amount
-
-    try:
-        return parse_signed_amount(value)
-    except ValueError:
-        return None

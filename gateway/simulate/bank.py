@@ -1,5 +1,8 @@
 """A simulated commissioned bank's host: :class:`BankCore`, pure, with no I/O and no clock.
 
+(Over 600 lines: one state machine whose answers, pushes, balances and planted faults share its
+transfer records; the faults' catalogue is bank_faults, the wire bank_link and bank_exchange.)
+
 It is fed neutral messages (:mod:`adapters.base`) with the current time and
 returns the messages it sends.  It keeps accounts in fen, executes each
 instruction reference at most once (a resend gets the original outcome),

@@ -7,6 +7,9 @@ writer thread, and every write submitted while a commit is running joins the
 next transaction.  A caller's Deferred fires only after its transaction is
 committed (SQLite ``synchronous=FULL`` or PostgreSQL's durable commit), which
 is promise G1 without one fsync per request.
+
+(Over 600 lines because the engine's connection settings, the pools and the writer, with the
+clock-step journalling it does at each commit, are one edge with one lifecycle.)
 """
 
 from __future__ import annotations
@@ -223,7 +226,7 @@ class Tx:
     now_us: int
     _ids: _EventIds
     _pending: list[dict[str, Any]] = field(default_factory=list)
-    centres: set[str] = field(default_factory=set)
+    centres: set[str] = field(default_factory=set)   # whose feeds the operation changed (told after commit)
 
     def event(self, kind: str, payload: dict[str, Any] | str, *, centre_id: str | None = None,
               instruction_id: str | None = None, bank_id: str | None = None,
@@ -241,8 +244,6 @@ class Tx:
             payload=payload if isinstance(payload, str) else canonical_json(payload),
             raw=raw, created_us=self.now_us,
         ))
-        if centre_id is not None and kind == "instruction.state":
-            self.centres.add(centre_id)
         return event_id
 
     def _flush(self) -> None:

@@ -29,7 +29,7 @@ from gateway.store.db import Tx, insert_many, marker, select_rows, update_many
 __all__ = [
     "IntakeItem", "IntakeOutcome", "intake", "get", "feed", "load_open", "load_new",
     "trail", "resolve_in_doubt", "count_by_state", "record_sent", "BankFact",
-    "apply_bank_facts", "apply_bank_batch", "Movements", "BalanceSnapshot", "RefusedMessage", "record_balance",
+    "apply_bank_batch", "Movements", "BalanceSnapshot", "RefusedMessage", "record_balance",
     "record_booking",
     "bank_ref_for",
     "public_record",
@@ -206,9 +206,7 @@ def intake(tx: Tx, items: Sequence[IntakeItem]) -> list[IntakeOutcome]:
                 row["bank_ref"] = bank_ref_for(row["centre_id"], row_id, day)
         insert_many(tx.conn, I, _INTAKE_COLUMNS, [tuple(row[c] for c in _INTAKE_COLUMNS) for row in new_rows])
         for row in new_rows:
-            tx.event("instruction.state", intake_payload(row), centre_id=row["centre_id"],
-                     instruction_id=row["instruction_id"], bank_id=row["bank_id"],
-                     account=row["debit_account"], state=row["state"])
+            _state_event(tx, row, intake_payload(row), row["state"], None)
         crash_point("intake.commit")
     return [IntakeOutcome(status, row) for status, row in plan]
 
@@ -327,10 +325,17 @@ def _transition(tx: Tx, row: dict[str, Any], event: lifecycle.Event, *, fields: 
     row.update(fields, state=new.value, updated_us=tx.now_us)
     dirty[row["id"]] = row
     payload = dict(payload, bank_ref=row["bank_ref"])
+    _state_event(tx, row, payload, new.value, raw)
+    return True
+
+
+def _state_event(tx: Tx, row: dict[str, Any], payload: dict[str, Any] | str, state: str,
+                 raw: bytes | None) -> None:
+    """Journal an instruction's new state: the centre's feed, whose long-polling readers the commit wakes."""
     tx.event("instruction.state", payload, centre_id=row["centre_id"],
              instruction_id=row["instruction_id"], bank_id=row["bank_id"],
-             account=row["debit_account"], state=new.value, raw=raw)
-    return True
+             account=row["debit_account"], state=state, raw=raw)
+    tx.centres.add(row["centre_id"])
 
 
 def _store_dirty(tx: Tx, dirty: dict[int, dict[str, Any]]) -> None:
@@ -444,19 +449,6 @@ class BankFact:
         return {}, {}
 
 
-def apply_bank_facts(tx: Tx, bank_id: str, facts: Sequence[BankFact]
-                     ) -> list[OutcomeRecorded | lifecycle.IllegalTransition]:
-    """Apply a batch of facts from ``bank_id``, in order; one answer per fact.
-
-    A reference that is not this bank's instruction is answered unknown and
-    changes nothing: a bank cannot report on another bank's instructions.  A
-    fact that contradicts the recorded outcome (or cannot happen in the
-    instruction's state) is answered with the refusal and changes nothing;
-    the others in the batch still apply.
-    """
-    return apply_bank_batch(tx, bank_id, facts)
-
-
 @dataclass(frozen=True)
 class Movements:
     """Account movements in one bank message (a notice or a statement), each with its account's centre.
@@ -498,9 +490,14 @@ def apply_bank_batch(tx: Tx, bank_id: str,
                      ) -> list[Any]:
     """Apply everything a bank said in one reactor turn, in arrival order, with batched look-ups.
 
-    Answers per item: for a :class:`BankFact` as :func:`apply_bank_facts`; for
-    :class:`Movements` the number of new movements; for a balance None; for a
-    :class:`RefusedMessage` the event id.
+    Answers per item: for a :class:`BankFact` an :class:`OutcomeRecorded`, or the
+    :class:`~gateway.lifecycle.IllegalTransition` refusing it; for :class:`Movements` the number
+    of new movements; for a balance None; for a :class:`RefusedMessage` the event id.
+
+    A fact whose reference is not this bank's instruction is answered unknown and changes
+    nothing: a bank cannot report on another bank's instructions.  A fact that contradicts the
+    recorded outcome (or cannot happen in the instruction's state) is answered with the refusal
+    and changes nothing; the other items still apply.
     """
     facts = [i for i in items if isinstance(i, BankFact)]
     rows = _rows_by_ref(tx, bank_id, (f.ref for f in facts)) if facts else {}

@@ -10,16 +10,12 @@ supervisor, then stops the demo.
 
 from __future__ import annotations
 
-import os
-import re
-import signal
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from tests.console.support import CHROMIUM, CHROMIUM_ARGS
+from tests.kit.procs import HPF, Proc
 
 
 def main(out: Path) -> int:
@@ -27,22 +23,13 @@ def main(out: Path) -> int:
 
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        log = open(Path(tmp) / "demo.out", "w+", encoding="utf-8")
-        demo = subprocess.Popen([sys.executable, "-m", "gateway.cli", "demo", "--dir", tmp, "--serve", "--count", "300",
-                                 "--bank-faults", "all", "--fault-every", "20"], stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        demo = Proc("demo", HPF + ["demo", "--dir", tmp, "--serve", "--count", "300", "--bank-faults", "all",
+                                   "--fault-every", "20"], Path(tmp) / "demo.out").start()
         try:
-            url = None
-            deadline = time.monotonic() + 240
-            while time.monotonic() < deadline and demo.poll() is None:
-                text = (Path(tmp) / "demo.out").read_text(encoding="utf-8")
-                found = re.search(r"the supervision console: (https://localhost:\d+/)", text)
-                if found:
-                    url = found.group(1).rstrip("/")
-                    break
-                time.sleep(1)
-            if url is None:
-                print((Path(tmp) / "demo.out").read_text(encoding="utf-8")[-3000:], file=sys.stderr)
+            try:
+                url = demo.wait_for(r"the supervision console: (https://localhost:\d+)/", 240).group(1)
+            except AssertionError as e:
+                print(e, file=sys.stderr)
                 return 1
             keys = Path(tmp) / "keys"
             with sync_playwright() as p:
@@ -61,8 +48,7 @@ def main(out: Path) -> int:
             print(f"wrote {out / 'console-overview.png'} and {out / 'console-alert.png'}")
             return 0
         finally:
-            os.killpg(demo.pid, signal.SIGTERM)
-            demo.wait(30)
+            demo.stop(30)
 
 
 if __name__ == "__main__":

@@ -14,8 +14,6 @@ import os
 import shutil
 import socket
 import ssl
-import subprocess
-import sys
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -27,6 +25,8 @@ from cryptography.hazmat.primitives import serialization
 from gateway.config import render_toml
 from gateway.pki import DevPki, issue
 from tests.kit.ledger import DEBIT, GATEWAY_KEY, PAYEE
+from tests.kit.procs import HPF, Proc
+from tests.kit.wait import wait_until
 
 CHROMIUM = os.environ.get("HPF_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -67,7 +67,7 @@ class LedgerProcess:
     ports: dict[str, int]
     other: DevPki | None = None  # an unrelated CA: carol's own anchor
     parties: dict[str, Party] = field(default_factory=dict)
-    popen: subprocess.Popen[bytes] | None = None
+    proc: Proc | None = None
     seq: int = 0
     console_options: dict[str, Any] = field(default_factory=dict)  # more keys of [console]
 
@@ -122,31 +122,18 @@ class LedgerProcess:
 
     def start(self, timeout: float = 30.0) -> None:
         path = self.config()
-        log = open(self.tmp / "ledger.log", "ab")
-        self.popen = subprocess.Popen([sys.executable, "-m", "gateway.cli", "ledger", "-c", str(path), "--migrate"],
-                                      stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                      env=dict(os.environ, PYTHONUNBUFFERED="1"))
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.popen.poll() is not None:
-                raise AssertionError(f"the ledger exited: {(self.tmp / 'ledger.log').read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.ports['ops']}/readyz", timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError("the ledger was not ready in time")
+        self.proc = Proc("ledger", HPF + ["ledger", "-c", str(path), "--migrate"], self.tmp / "ledger.log").start()
+        wait_until(lambda: self._ready(), "the ledger ready", timeout)
+
+    def _ready(self) -> bool:
+        if not self.proc.alive():
+            raise AssertionError(f"the ledger exited: {self.proc.text()[-2000:]}")
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.ports['ops']}/readyz", timeout=2) as r:
+            return r.status == 200
 
     def stop(self) -> None:
-        if self.popen is not None and self.popen.poll() is None:
-            self.popen.terminate()
-            try:
-                self.popen.wait(10)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(5)
+        if self.proc is not None:
+            self.proc.stop()
 
     def https(self, party: str, method: str, url: str, body: bytes | None = None,
               headers: dict[str, str] | None = None) -> tuple[int, bytes]:

@@ -9,9 +9,7 @@ overview groups the two cities.  One demo and one browser for the module.
 
 from __future__ import annotations
 
-import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -22,6 +20,7 @@ import pytest
 
 from gateway.demo import FAULT_RULES, SECOND_CITY
 from tests.console.support import CHROMIUM, CHROMIUM_ARGS, chromium_missing
+from tests.kit.procs import HPF, Proc
 
 OFFENCES = sorted(FAULT_RULES)  # every offence the demo banks can commit, balance-break included
 
@@ -32,30 +31,20 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]
     if missing:
         pytest.skip(missing)
     directory = tmp_path_factory.mktemp("demo")
-    out = directory / "demo.out"
-    with open(out, "w", encoding="utf-8") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "demo", "--dir", str(directory), "--serve",
-                                 "--count", "60", "--rate", "60", "--fault-every", "5",
-                                 "--bank-faults", ",".join(OFFENCES)], stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    proc = Proc("demo", HPF + ["demo", "--dir", str(directory), "--serve", "--count", "60", "--rate", "60",
+                               "--fault-every", "5", "--bank-faults", ",".join(OFFENCES)],
+                directory / "demo.out").start()
     try:
-        deadline = time.monotonic() + 150
-        url = None
-        while time.monotonic() < deadline and proc.poll() is None and url is None:
-            text = out.read_text(encoding="utf-8")
-            found = re.search(r"the supervision console: (https://localhost:\d+)/", text)
-            url = found.group(1) if found and "(or the PEM pair:" in text else None
-            time.sleep(0.5)
-        text = out.read_text(encoding="utf-8")
-        assert url is not None, text[-3000:]
+        proc.wait_for(r"the supervision console: (https://localhost:\d+)/[\s\S]*\(or the PEM pair:", 150)
+        text = proc.text()
+        url = re.search(r"the supervision console: (https://localhost:\d+)/", text).group(1)
         # ... and how to import the supervisor's certificate into a browser: its PKCS#12 file and password
         p12 = re.search(r"(\S+supervisor-sup1\.p12)\s+one-time password: (\S+)", text)
         assert p12 is not None and Path(p12.group(1)).exists() and "Manage certificates > Import" in text, text[-3000:]
         assert "every offence raised its alert" in text, text[-3000:]
         yield url, directory / "keys"
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(30)
+        proc.stop(30)
 
 
 @pytest.fixture(scope="module")

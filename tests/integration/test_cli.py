@@ -12,7 +12,7 @@ import tomllib
 import pytest
 
 from gateway.config import load_config, render_toml
-from tests import procs
+from tests.kit import procs
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ import tomllib
 import pytest
 
 from gateway.config import render_toml
-from tests import procs
+from tests.kit import procs
 
 pytestmark = pytest.mark.slow
 

@@ -14,7 +14,6 @@ from gateway.store.instructions import (
     Movements,
     OutcomeRecorded,
     apply_bank_batch,
-    apply_bank_facts,
 )
 
 __all__ = ["make_instruction", "record_bank_outcome", "record_movements", "record_movement"]
@@ -30,8 +29,8 @@ def make_instruction(n: int, *, centre: str = "C52240", amount: int = 10_000, me
 def record_bank_outcome(tx: Tx, bank_id: str, ref: str, event: lifecycle.Event, *,
                         host_seq_no: str = "", bank_seq_no: str = "", code: str = "",
                         text: str = "", raw: bytes | None = None) -> OutcomeRecorded:
-    """One fact (see :func:`apply_bank_facts`); a refusal is raised."""
-    [answer] = apply_bank_facts(tx, bank_id, [BankFact(ref, event, host_seq_no, bank_seq_no, code, text, raw)])
+    """One fact (see :func:`apply_bank_batch`); a refusal is raised."""
+    [answer] = apply_bank_batch(tx, bank_id, [BankFact(ref, event, host_seq_no, bank_seq_no, code, text, raw)])
     if isinstance(answer, lifecycle.IllegalTransition):
         raise answer
     return answer

@@ -7,13 +7,12 @@ kept.  One run per (umask, faults) serves every test that asks for it.
 
 from __future__ import annotations
 
-import os
 import stat
-import subprocess
-import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tests.kit.procs import HPF, Proc
 
 FAULTS = "unsolicited-debit,result-mismatch,balance-break"
 
@@ -35,7 +34,7 @@ class DemoRun:
 
 def run_demo(directory: Path, *, umask: int, faults: str = "", timeout: float = 240) -> DemoRun:
     """The demo with its defaults (as the README runs it), ``--bank-faults faults`` when given."""
-    argv = [sys.executable, "-m", "gateway.cli", "demo", "--dir", str(directory / "demo")]
+    argv = HPF + ["demo", "--dir", str(directory / "demo")]
     if faults:
         argv += ["--bank-faults", faults]
     modes: dict[Path, int] = {}
@@ -53,13 +52,15 @@ def run_demo(directory: Path, *, umask: int, faults: str = "", timeout: float = 
 
     watcher = threading.Thread(target=sample, daemon=True)
     watcher.start()
+    proc = Proc("demo", argv, directory / "demo.stdout", cwd=directory, umask=umask,
+                err_log=directory / "demo.stderr").start()
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=directory,
-                              preexec_fn=lambda: os.umask(umask))
+        returncode = proc.wait(timeout)
     finally:
+        proc.kill()
         done.set()
         watcher.join(5)
     root = directory / "demo"
     for path in [root, *root.rglob("*")]:
         modes[path] = modes.get(path, 0) | stat.S_IMODE(path.lstat().st_mode)
-    return DemoRun(root, proc.returncode, proc.stdout, proc.stderr, modes)
+    return DemoRun(root, returncode, proc.text(), (directory / "demo.stderr").read_text(encoding="utf-8"), modes)

@@ -1,6 +1,6 @@
 """Revocation without a restart: ``[tls] crls`` and SIGHUP on a real gateway process.
 
-The gateway runs as a subprocess (tests/procs.py) with a CRL that revokes
+The gateway runs as a subprocess (tests/kit/procs.py) with a CRL that revokes
 nothing and a simulated bank B001 dialled in.  The centre's certificate is
 then revoked in a new CRL and the gateway gets SIGHUP: the centre's open
 keep-alive connection is closed within a second (``tls.connection_closed``),
@@ -25,7 +25,7 @@ import pytest
 
 from gateway.config import GatewayConfig, load_config, render_toml
 from gateway.pki import issue, write_crl
-from tests import procs
+from tests.kit import procs
 
 pytestmark = pytest.mark.slow
 

@@ -34,7 +34,7 @@ from gateway.pki import issue, make_ca
 from gateway.store import instructions as q
 from gateway.listener import when_listening
 from tests.integration.harness import CENTRE, DEBIT_B001, Harness, start_harness
-from tests.procs import HPF
+from tests.kit.procs import HPF
 from tests.security.support import Https, capture_logs
 
 IN_DOUBT = {"result_timeout": 0.3, "status_query_interval": 0.2, "status_query_attempts": 2}

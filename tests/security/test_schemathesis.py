@@ -22,7 +22,7 @@ This file is also the run's Schemathesis hooks module (``hooks`` in the
 :func:`refusals_are_documented`, the steering of schema-valid bodies
 (:func:`before_call`) and the record of every call for the store audit
 (:func:`after_call`).  By hand, against a gateway started from a directory
-made by ``tests.procs.prepare``::
+made by ``tests.kit.procs.prepare``::
 
     HPF_SCHEMATHESIS_ACCOUNTS=6200001111222233,6217003333444455,6222002222333344 \
     schemathesis --config-file schemathesis.toml run gateway/openapi.json --url https://localhost:PORT \
@@ -222,7 +222,7 @@ def _accepted(calls: list[dict[str, Any]]) -> tuple[set[str], set[str]]:
 
 
 def test_centre_api_conforms_to_its_openapi_document_under_schemathesis(tmp_path: Path) -> None:
-    from tests import procs
+    from tests.kit import procs
 
     # No bank is connected: the links' backpressure (503 after refuse_when_link_down_for) must not set in.
     config = procs.prepare(tmp_path, timeouts={"max_feed_wait": FEED_WAIT, "balance_query_interval": 3600.0,

@@ -263,6 +263,8 @@ RULES: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
     ("limits.max_amount", set_key("limits", "max_amount", "1.005"), "more than two decimals"),
     ("limits.large_amount", set_key("limits", "large_amount", "50000000.01"),
      "must not be above limits.max_amount (50000000.00)"),
+    ("limits.centre_handshake_timeout", set_key("limits", "centre_handshake_timeout", 61.0),
+     "must not be above limits.centre_request_timeout (60)"),
     ("limits.max_batch", set_key("limits", "max_batch", 0), "must be from 1 to 1000, not 0"),
     ("limits.max_batch", set_key("limits", "max_batch", 1001), "must be from 1 to 1000, not 1001"),
     ("limits.max_batch", set_key("limits", "max_batch", True), "must be an integer, not true"),

@@ -147,3 +147,11 @@ def test_test_files_import_the_kit_not_each_other() -> None:
             offenders += [f"{path.relative_to(ROOT)}: {n}" for n in names
                           if n.startswith("tests.") and n.rpartition(".")[2].startswith(("test_", "conftest"))]
     assert not offenders
+
+
+def test_no_bank_edge_imports_another_to_reach_a_helper() -> None:
+    """What two edges share sits below both (``gateway.refusals``), not in one of them."""
+    edges = {"gateway.links", "gateway.exchange", "gateway.sftp_link"}
+    graph = import_graph()
+    offenders = sorted(f"{edge} -> {other}" for edge in edges for other in graph[edge] & edges)
+    assert not offenders

@@ -480,3 +480,22 @@ def test_config_loads_resolving_paths_against_its_directory(tmp_path):
     assert config.database == f"sqlite:///{tmp_path / 'ledger.db'}"
     assert config.gateways["main"].signing_key == tmp_path / "gw.pub"
     assert set(config.supervisors) == {"sup1"} and config.thresholds.balance_tolerance == 0
+
+
+def test_config_checks_shared_with_the_gateways_hold_for_the_ledger(tmp_path):
+    """[tls], [accounts] and the deadlines in [limits] are checked by the gateway config's own
+    checks: the ledger's accounts name banks and centres it does not define, by well-formed ids."""
+    path = _write_config(tmp_path, '[limits]\nhandshake_timeout = 61.0\nrequest_timeout = 60.0\n'
+                                   '[accounts.6200001111222233]\nbank = "b1"\ncentre = "C5224"\n'
+                                   'name = "中心归集户"\ntype = "collection"\n'
+                                   '[accounts.6200001111222244]\nbank = "B9"\ncentre = "C99999"\n'
+                                   'name = "另一户"\ntype = "collection"\n')
+    path.write_text(path.read_text().replace('ca = "ca.crt"\n', 'ca = "ca.crt"\ncrl = "x.crl"\n'))
+    with pytest.raises(ConfigError) as e:
+        load_ledger_config(path, check_files=False)
+    problems = "\n".join(e.value.problems)
+    assert "limits.handshake_timeout: must not be above limits.request_timeout (60)" in problems
+    assert "accounts.6200001111222233.bank: must be 1-16 of A-Z 0-9" in problems
+    assert "accounts.6200001111222233.centre: must be C and 5 digits" in problems
+    assert "tls.crl: unknown key" in problems
+    assert "6200001111222244" not in problems   # named, not defined here: well-formed is enough

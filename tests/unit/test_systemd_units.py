@@ -44,6 +44,8 @@ from gateway.demo import CENTRE, write_demo_config
 from gateway.pki import DevPki, init_dev_pki
 from gateway.store import migrate
 from gateway.tls import resolve_credential
+from tests.kit.config import ledger_data
+from tests.kit.ledger import DEBIT, PAYEE
 
 ROOT = Path(__file__).resolve().parents[2]
 UNITS = ROOT / "systemd"
@@ -571,18 +573,12 @@ def test_the_ledger_speaks_sd_notify(tmp_path, notify_socket, dev_pki):
 
     _, pub = init_signing_key(tmp_path / "signing")
     path = tmp_path / "ledger.toml"
-    path.write_text(render_toml({
-        "ledger": {"name": "main", "database": f"sqlite:///{tmp_path / 'ledger.db'}"},
-        "tls": {"certificate": str(dev_pki.cert("ledger")), "private_key": str(dev_pki.key("ledger")),
-                "ca": str(dev_pki.ca_cert)},
-        "listen": {"ingest": "tcp:0:interface=127.0.0.1", "supervisor": "tcp:0:interface=127.0.0.1",
-                   "ops": "tcp:0:interface=127.0.0.1"},
-        "gateways": {"main": {"signing_key": str(pub), "signature_alg": "ed25519"}},
-    }), encoding="utf-8")
+    path.write_text(render_toml(ledger_data(tmp_path, dev_pki, pub, account=DEBIT, payee=PAYEE)),
+                    encoding="utf-8")
     proc = _spawn(["ledger", "-c", str(path), "--migrate"], {}, notify_socket)
     try:
         try:
-            notify_socket.wait_for("READY=1", proc, timeout=5.0)
+            notify_socket.wait_for("READY=1", proc)
         except AssertionError:
             code, out = _stop(proc)
             raise AssertionError(f"exit {code}:\n{out[-2000:]}") from None

@@ -16,6 +16,7 @@ from gateway.ledger.console import queries, rectify
 from gateway.ledger.report import REPORT_TZ
 from gateway.ledger.rules import ALL_RULES, RULES
 from gateway.model import State
+from gateway.query_args import QueryArgs
 
 __all__ = ["CSP", "MAX_ATTACHMENT", "MAX_ATTACHMENTS", "MAX_ATTACHMENTS_TOTAL", "ATTACHMENT_TYPES", "PAGE",
            "Refused", "Redirect", "Raw", "describe_frame", "checked_attachments"]
@@ -137,41 +138,6 @@ def checked_attachments(files: Any) -> list[queries.Attachment]:
     return out
 
 
-def _arg(request: Any, name: bytes) -> str | None:
-    values = request.args.get(name)
-    if not values:
-        return None
-    try:
-        return values[0].decode("utf-8")
-    except UnicodeDecodeError:
-        raise Refused(400, "error.400", f"{name.decode()} is not UTF-8") from None
-
-
-def _choice(request: Any, name: bytes, allowed: Any) -> str | None:
-    value = _arg(request, name)
-    if not value:
-        return None
-    if value not in allowed:
-        raise Refused(400, "error.400", f"{name.decode()} is not one of the choices")
-    return value
-
-
-def _pattern(request: Any, name: bytes, pattern: re.Pattern[str]) -> str | None:
-    value = _arg(request, name)
-    if not value:
-        return None
-    if not pattern.fullmatch(value):
-        raise Refused(400, "error.400", f"{name.decode()} is not valid")
-    return value
-
-
-def _date(request: Any, name: bytes) -> _dt.date | None:
-    value = _arg(request, name)
-    if not value:
-        return None
-    try:
-        if len(value) != 10:
-            raise ValueError
-        return _dt.date.fromisoformat(value)
-    except ValueError:
-        raise Refused(400, "error.400", f"{name.decode()} must be a date YYYY-MM-DD") from None
+# Query arguments are read as the ledger API and the centre API read them (gateway/query_args.py).
+_ARGS = QueryArgs(lambda name, reason: Refused(400, "error.400", f"{name} {reason}"))
+_arg, _choice, _pattern, _date = _ARGS.text, _ARGS.choice, _ARGS.pattern, _ARGS.date

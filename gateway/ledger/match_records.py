@@ -1,0 +1,405 @@
+"""The matcher's records: what it remembers of each instruction, movement, booking and account.
+
+Mutable state private to :class:`gateway.ledger.matcher.Matcher` (each record dumps to JSON for
+its snapshot and loads back), the clock its deadlines run on (:class:`StreamClock`), and the pure
+helpers its rules share (the bank-time and same-second balance arithmetic, reference tokens,
+the index lists).  No I/O.
+"""
+
+from __future__ import annotations
+
+import bisect
+import datetime as _dt
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.model import parse_amount
+
+__all__ = ["StreamClock"]
+
+# Bank protocols carry local times without a zone; the banks are in China.
+_CST = _dt.timezone(_dt.timedelta(hours=8))
+
+
+@dataclass(frozen=True)
+class _Body:
+    """What an instruction said, as the matcher compares it."""
+
+    debit_account: str
+    cp_account: str
+    cp_name: str
+    cp_bank: str
+    amount: int
+    approval_ref: str | None
+
+    @classmethod
+    def from_payload(cls, data: Mapping[str, Any]) -> _Body:
+        c = data["creditor"]
+        return cls(data["debit_account"], c["account"], c.get("name") or "", c.get("bank_code") or "",
+                   parse_amount(data["amount"]), data.get("approval_ref") or None)
+
+    def dump(self) -> list[Any]:
+        return [self.debit_account, self.cp_account, self.cp_name, self.cp_bank, self.amount,
+                self.approval_ref]
+
+
+class _Instr:
+    __slots__ = (
+        "bank",
+        "bank_ref",
+        "body",
+        "bookings",
+        "centre",
+        "debits",
+        "iid",
+        "key",
+        "last_s",
+        "others",
+        "raised",
+        "result",
+        "states",
+        "success_s",
+    )
+
+    def __init__(self, key: str, centre: str, iid: str, now: float) -> None:
+        self.key = key
+        self.centre = centre
+        self.iid = iid
+        self.bank: str | None = None
+        self.bank_ref: str | None = None
+        self.body: _Body | None = None
+        self.states: dict[str, str] = {}        # state -> first event id reporting it
+        self.others: list[str] = []             # further event ids (repeats)
+        self.result: tuple[bool, str] | None = None   # (succeeded, host serial)
+        self.success_s: float | None = None
+        self.last_s = now
+        self.debits: dict[str, str] = {}        # movement key -> event id, debits matched here
+        self.bookings: dict[str, None] = {}     # booking keys naming this instruction
+        self.raised: set[str] = set()
+
+    def events(self) -> list[str]:
+        return [*self.states.values(), *self.others]
+
+    def final(self) -> bool:
+        s = self.states
+        return "succeeded" in s or "failed" in s or "rejected" in s
+
+    def dump(self) -> list[Any]:
+        return [self.key, self.centre, self.iid, self.bank, self.bank_ref,
+                self.body.dump() if self.body else None, dict(self.states),
+                list(self.others), list(self.result) if self.result else None, self.success_s,
+                self.last_s, dict(self.debits), list(self.bookings), sorted(self.raised)]
+
+    @classmethod
+    def load(cls, d: list[Any]) -> _Instr:
+        (key, centre, iid, bank, ref, body, states, others, result, success_s, last_s,
+         debits, bookings, raised) = d
+        r = cls(key, centre, iid, last_s)
+        r.bank, r.bank_ref = bank, ref
+        r.body = _Body(*body) if body else None
+        r.states, r.others = dict(states), list(others)
+        r.result = (bool(result[0]), str(result[1])) if result else None
+        r.success_s, r.debits = success_s, dict(debits)
+        r.bookings = dict.fromkeys(bookings)
+        r.raised = set(raised)
+        return r
+
+
+class _Move:
+    __slots__ = (
+        "account",
+        "amount",
+        "bank",
+        "centre",
+        "cp_account",
+        "cp_bank",
+        "event_id",
+        "host",
+        "instr",
+        "key",
+        "large_pending",
+        "last_s",
+        "others",
+        "raised",
+        "reversal",
+        "t",
+        "tokens",
+        "waiting",
+    )
+
+    def __init__(self, key: str, bank: str, account: str, host: str, amount: int, cp_account: str,
+                 cp_bank: str, reversal: bool, centre: str, t: str, tokens: list[str],
+                 event_id: str, now: float) -> None:
+        self.key = key
+        self.bank = bank
+        self.account = account
+        self.host = host
+        self.amount = amount
+        self.cp_account = cp_account
+        self.cp_bank = cp_bank
+        self.reversal = reversal
+        self.centre = centre
+        self.t = t
+        self.tokens = tokens
+        self.event_id = event_id
+        self.others: list[str] = []
+        self.last_s = now
+        self.instr: str | None = None           # the instruction this debit is matched to
+        self.waiting = False                    # in the unmatched-debit indexes
+        self.large_pending = False              # large-amount still to be judged
+        self.raised: set[str] = set()
+
+    def events(self) -> list[str]:
+        return [self.event_id, *self.others]
+
+    def dump(self) -> list[Any]:
+        return [self.key, self.bank, self.account, self.host, self.amount, self.cp_account,
+                self.cp_bank, self.reversal, self.centre, self.t, list(self.tokens), self.event_id,
+                list(self.others), self.last_s, self.instr, self.waiting, self.large_pending,
+                sorted(self.raised)]
+
+    @classmethod
+    def load(cls, d: list[Any]) -> _Move:
+        m = cls(*d[:12], now=d[13])
+        m.others, m.instr, m.waiting, m.large_pending = list(d[12]), d[14], d[15], d[16]
+        m.raised = set(d[17])
+        return m
+
+
+class _Booking:
+    __slots__ = (
+        "account",
+        "amount",
+        "centre",
+        "event_id",
+        "host",
+        "instr",
+        "key",
+        "last_s",
+        "matched",
+        "others",
+        "raised",
+    )
+
+    def __init__(self, key: str, centre: str, instr: str | None, host: str | None, account: str,
+                 amount: int, event_id: str, now: float) -> None:
+        self.key = key
+        self.centre = centre
+        self.instr = instr
+        self.host = host
+        self.account = account
+        self.amount = amount
+        self.event_id = event_id
+        self.others: list[str] = []
+        self.last_s = now
+        self.matched = False                    # its instruction or movement has been seen
+        self.raised: set[str] = set()
+
+    def content(self) -> tuple[Any, ...]:
+        return (self.instr, self.host, self.account, self.amount)
+
+    def events(self) -> list[str]:
+        return [self.event_id, *self.others]
+
+    def dump(self) -> list[Any]:
+        return [self.key, self.centre, self.instr, self.host, self.account, self.amount,
+                self.event_id, list(self.others), self.last_s, self.matched, sorted(self.raised)]
+
+    @classmethod
+    def load(cls, d: list[Any]) -> _Booking:
+        b = cls(*d[:7], now=d[8])
+        b.others, b.matched, b.raised = list(d[7]), d[9], set(d[10])
+        return b
+
+
+class _Account:
+    """Balance continuity of one account at one bank."""
+
+    __slots__ = ("account", "bank", "base", "kept", "moves", "pending", "pending_ids")
+
+    def __init__(self, bank: str, account: str) -> None:
+        self.bank = bank
+        self.account = account
+        self.base: list[Any] | None = None         # [t, balance, event id]: last settled snapshot
+        self.pending: list[list[Any]] = []         # [t, balance, event id, seen_s], sorted
+        self.pending_ids: set[str] = set()         # event ids in ``pending``
+        self.moves: list[list[Any]] = []           # [t, amount, event id, seen_s], sorted by t
+        self.kept = 0                              # size after the last prune (no snapshot yet)
+
+    def dump(self) -> list[Any]:
+        return [self.bank, self.account, list(self.base) if self.base else None,
+                [list(x) for x in self.pending], [list(x) for x in self.moves], self.kept]
+
+    @classmethod
+    def load(cls, d: list[Any]) -> _Account:
+        a = cls(d[0], d[1])
+        a.base = list(d[2]) if d[2] else None
+        a.pending = [list(x) for x in d[3]]
+        a.pending_ids = {x[2] for x in a.pending}
+        a.moves = [list(x) for x in d[4]]
+        a.kept = d[5]
+        return a
+
+
+class StreamClock:
+    """The time the matcher's deadlines are measured in: the ledger's clock, held back by how
+    far the copies lag behind the gateways that made them.
+
+    "No result 60 s after the instruction was seen" must not count the seconds the copies
+    spent queued on their way: when the ledger ingests more slowly than a gateway commits,
+    an instruction's result reaches it later and later after the instruction itself, and a
+    deadline on the ledger's own clock fires for results the gateway had long ago.  Each
+    copy's delay (the ledger's time when it is matched minus the gateway's ``created_us``)
+    is compared with the smallest delay seen from that gateway, which is the two clocks'
+    offset plus the quickest delivery; the excess is how far the ledger is behind.  The
+    clock runs the ledger's time less the largest such excess over the gateways, and never
+    backwards.  While a gateway sends nothing its last excess stands, so deadlines still
+    fall due in real time once the ledger has caught up with it.
+
+    The ledger's time is its own and does not step (:func:`gateway.clock.steady_clock`).
+    A gateway's times step with its wall clock; it journals each step
+    (``gateway.clock_step``, first in the first transaction stamped after it), and
+    :meth:`copy` undoes it: that copy and every later one of the gateway are read
+    ``step_s`` earlier, so a step back does not look like copies an hour late (every
+    deadline of every gateway held back by the hour) and a step forward does not make the
+    next step back look like one.  A step the gateway could not see (taken while it was
+    stopped) shows as a copy made more than :data:`SKEW_S` before the one before it, which a
+    journal written in order cannot hold: that copy is taken as delivered as quickly as any
+    (its excess 0), so the ledger's time goes on at once; if the ledger was in fact behind at
+    that moment its deadlines run early by as much until the next copies show it again.
+    Pure: the caller passes the ledger's time.
+    """
+
+    __slots__ = ("_floor", "_excess", "_now", "_shift", "_last")
+
+    SKEW_S = 2.0
+    """How far a gateway's copy may be stamped before the one before it (its nodes' clocks
+    differ a little) before the ledger takes it as an unreported step back."""
+
+    def __init__(self) -> None:
+        self._floor: dict[str, float] = {}    # gateway -> smallest delay seen
+        self._excess: dict[str, float] = {}   # gateway -> its last copy's delay over that
+        self._shift: dict[str, float] = {}    # gateway -> seconds added to its times (steps undone)
+        self._last: dict[str, float] = {}     # gateway -> its last copy's time, shifted
+        self._now = float("-inf")
+
+    def copy(self, gateway: str, created_us: int, wall: float, *, step_s: float = 0.0) -> float:
+        """The time to match a copy of ``gateway`` made at ``created_us`` by, at ledger time ``wall``;
+        ``step_s``: the copy is the gateway's record of its clock stepped by that much."""
+        shift = self._shift.get(gateway, 0.0) - step_s
+        made = created_us / 1_000_000 + shift
+        floor = self._floor.get(gateway)
+        last = self._last.get(gateway)
+        if floor is not None and last is not None and made < last - self.SKEW_S:
+            # An unreported step back: re-based so that this copy's delay is the floor.
+            shift += (wall - made) - floor
+            made = created_us / 1_000_000 + shift
+        self._shift[gateway] = shift
+        self._last[gateway] = made if last is None else max(last, made)
+        delay = wall - made
+        if floor is None or delay < floor:
+            self._floor[gateway] = floor = delay
+        self._excess[gateway] = delay - floor
+        return self.now(wall)
+
+    def now(self, wall: float) -> float:
+        """The time to run deadlines by, at ledger time ``wall``."""
+        behind = max(self._excess.values(), default=0.0)
+        if wall - behind > self._now:
+            self._now = wall - behind
+        return self._now
+
+
+def _t(row: list[Any]) -> str:
+    return row[0]
+
+
+def _explained(diff: int, tie_p: list[int], tie_s: list[int], *, same_time: bool, tolerance: int) -> bool:
+    """Whether the movements stamped in the same second as the two snapshots account for
+    ``diff`` (the later balance minus the earlier one and every movement strictly between).
+
+    Bank times have whole seconds, and a busy account moves many times a second, so a
+    snapshot holds some of its own second's movements: those the bank executed before it,
+    which are the first ones it reported.  ``tie_p`` and ``tie_s`` are the movements of
+    the earlier and the later snapshot's second, in the order the bank reported them.  The
+    later snapshot adds the ones of ``tie_p`` the earlier had not (a tail) and holds the
+    first ones of ``tie_s`` (a head).  With both snapshots in one second (``same_time``),
+    it holds a longer head of the same movements than the earlier one, or a shorter one
+    when the earlier was taken later.
+    """
+    def near(sums: list[int], target: int) -> bool:  # some value of ascending ``sums`` within tolerance
+        i = bisect.bisect_left(sums, target - tolerance)
+        return i < len(sums) and sums[i] <= target + tolerance
+
+    if same_time:
+        heads = [0]
+        for amount in tie_p:
+            heads.append(heads[-1] + amount)
+        seen: list[int] = []
+        for head in heads:  # a segment sum is one head minus an earlier (or later) one
+            bisect.insort(seen, head)
+            if near(seen, head - diff) or near(seen, head + diff):
+                return True
+        return False
+    heads = [0]
+    for amount in tie_s:
+        heads.append(heads[-1] + amount)
+    heads.sort()
+    tail = 0
+    if near(heads, diff):
+        return True
+    for amount in reversed(tie_p):
+        tail += amount
+        if near(heads, diff - tail):
+            return True
+    return False
+
+
+_WORD = re.compile(r"[A-Za-z0-9_-]+")
+_DIGITS = re.compile(r"[0-9]{8,}")
+
+
+def _tokens(*texts: str) -> list[str]:
+    """Candidate references in a movement's summary/remark: words and long digit runs."""
+    found: dict[str, None] = {}
+    for text in texts:
+        if text:
+            for w in _WORD.findall(text):
+                if len(w) <= 32:
+                    found[w] = None
+            for d in _DIGITS.findall(text):
+                if len(d) <= 32:
+                    found[d] = None
+    return list(found)[:16]
+
+
+def _bank_time(as_of: str | None, created_us: int) -> str:
+    """A snapshot's bank-local time as an ISO string comparable with movement times.
+
+    Without ``as_of`` the gateway's journal time stands in for it.
+    """
+    if as_of:
+        d = _dt.datetime.fromisoformat(as_of)
+        if d.tzinfo is not None:
+            d = d.astimezone(_CST).replace(tzinfo=None)
+    else:
+        d = _dt.datetime.fromtimestamp(created_us / 1_000_000, _CST).replace(tzinfo=None)
+    return d.isoformat()
+
+
+def _append(index: dict[str, list[str]], key: str, value: str) -> None:
+    lst = index.get(key)
+    if lst is None:
+        index[key] = [value]
+    elif value not in lst:
+        lst.append(value)
+
+
+def _remove(index: dict[str, list[str]], key: str, value: str) -> None:
+    lst = index.get(key)
+    if lst is not None and value in lst:
+        lst.remove(value)
+        if not lst:
+            del index[key]
