@@ -15,7 +15,6 @@ import math
 import os
 import platform
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from gateway.daemon import die_with_parent
+from gateway.ports import free_port
 
 __all__ = [
     "REPO",
@@ -337,11 +337,6 @@ class Children:
 # -- network helpers ---------------------------------------------------------------------
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def http_get(url: str, timeout: float = 2.0) -> tuple[int, str]:

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from gateway.config import FRONT_END_ADAPTERS, load_config, render_toml
+from gateway.ports import free_port, free_ports
 from gateway.store.db import private_file
 
 __all__ = ["BANKS", "BDC_CENTRE", "CENTRE", "write_demo_config", "write_ledger_config", "run_demo", "FAULT_RULES"]
@@ -80,24 +80,6 @@ FAULT_RULES = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _free_ports(names: Any) -> dict[str, int]:
-    """A distinct free loopback port per name (all held open until each is chosen)."""
-    held = []
-    try:
-        for _ in names:
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            held.append(s)
-        return {name: int(s.getsockname()[1]) for name, s in zip(names, held)}
-    finally:
-        for s in held:
-            s.close()
 
 
 def _registries(bdc_centre: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -138,7 +120,7 @@ def write_demo_config(directory: Path, *, ports: dict[str, int] | None = None,
                       ledger_url: str | None = None, bdc_centre: bool = False) -> Path:
     """Write ``DIR/gateway.toml`` for the demo (keys in ``DIR/keys``, database in ``DIR/var``);
     with ``bdc_centre``, also the centre that speaks only bdc (its notices to ``bdc_notify``)."""
-    ports = ports or _free_ports(("api", "ops", "centre_bdc", *BANKS,
+    ports = ports or free_ports(("api", "ops", "centre_bdc", *BANKS,
                                   *(f"{b}_sign" for b, v in BANKS.items() if v["adapter"] == "icbc"),
                                   *(f"{b}_peer" for b, v in BANKS.items() if v.get("connection") == "per_request")))
     banks: dict[str, Any] = {}
@@ -149,9 +131,9 @@ def write_demo_config(directory: Path, *, ports: dict[str, int] | None = None,
                           "direction": b["direction"], "endpoint": endpoint, "window": 256}
         if b["adapter"] in FRONT_END_ADAPTERS:
             banks[bank_id].update(_front_end(directory, bank_id, b["adapter"], ports[bank_id],
-                                             ports.get(f"{bank_id}_sign") or _free_port()))
+                                             ports.get(f"{bank_id}_sign") or free_port()))
         if b.get("connection") == "per_request":
-            peer = ports.get(f"{bank_id}_peer") or _free_port()
+            peer = ports.get(f"{bank_id}_peer") or free_port()
             # The bank listens for the gateway's requests: at most 16 connections at once.
             banks[bank_id].update(connection="per_request", window=16,
                                   peer_endpoint=f"tcp:127.0.0.1:{peer}")
@@ -162,7 +144,7 @@ def write_demo_config(directory: Path, *, ports: dict[str, int] | None = None,
         "listen": {"centre_api": f"tcp:{ports['api']}:interface=127.0.0.1",
                    "ops": f"tcp:{ports['ops']}:interface=127.0.0.1",
                    # The centre's existing bdc software connects here (gateway/simulate/bdc_centre.py).
-                   "centre_bdc": f"tcp:{ports.get('centre_bdc') or _free_port()}:interface=127.0.0.1"},
+                   "centre_bdc": f"tcp:{ports.get('centre_bdc') or free_port()}:interface=127.0.0.1"},
         "limits": {"max_amount": "50000000.00", "large_amount": "1000000.00", "max_batch": 1000},
         "timeouts": {"heartbeat_interval": 5.0, "dead_after": 15.0, "receipt_timeout": 5.0,
                      "result_timeout": 10.0, "status_query_interval": 2.0, "status_query_attempts": 5,
@@ -173,7 +155,7 @@ def write_demo_config(directory: Path, *, ports: dict[str, int] | None = None,
         "counterparties": counterparties,
     }
     if bdc_centre:
-        notify = (ports or {}).get("bdc_notify") or _free_port()
+        notify = (ports or {}).get("bdc_notify") or free_port()
         data["centres"][BDC_CENTRE["id"]] = {"unit_no": BDC_CENTRE["unit_no"], "name": BDC_CENTRE["name"],
                                              "bdc_notify": f"tcp:127.0.0.1:{notify}"}
     if ledger_url:
@@ -286,7 +268,7 @@ def run_demo(args: argparse.Namespace) -> int:
         private.chmod(0o700)
     pki = init_dev_pki(directory / "keys", banks=list(BANKS), centres=[CENTRE, BDC_CENTRE["id"]])
     init_signing_key(directory / "keys")
-    ports = {name: _free_port() for name in ("ingest", "supervisor", "ledger_ops", "console")}
+    ports = {name: free_port() for name in ("ingest", "supervisor", "ledger_ops", "console")}
     if not pki.cert("staff", "staff1").exists():
         from gateway.pki import issue
 

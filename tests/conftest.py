@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any, Iterator
 
 import pytest
 
 from tests.kit.pg import fresh_pg_database, need_pg
 from tests.pki_fixtures import *  # noqa: F401,F403  (dev_pki, other_ca_pki)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Each parallel worker draws its loopback ports from a block of its own (gateway/ports.py),
+    below the kernel's ephemeral range, so no worker and no outgoing connection takes a port a
+    test chose for a listener; the processes a test starts inherit the block."""
+    from gateway.ports import PORT_BLOCK_ENV
+
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    if worker.startswith("gw") and worker[2:].isdigit() and count > 1:
+        low, high = 10_000, 32_000
+        size = (high - low) // count
+        n = int(worker[2:])
+        os.environ[PORT_BLOCK_ENV] = f"{low + n * size}-{low + (n + 1) * size - 1}"
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

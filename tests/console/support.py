@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import ssl
 import time
 import urllib.request
@@ -24,6 +23,7 @@ from cryptography.hazmat.primitives import serialization
 
 from gateway.config import render_toml
 from gateway.pki import DevPki, issue
+from gateway.ports import free_port
 from tests.kit.ledger import DEBIT, GATEWAY_KEY, PAYEE
 from tests.kit.procs import HPF, Proc
 from tests.kit.wait import wait_until
@@ -46,10 +46,6 @@ def chromium_missing() -> str | None:
     return None
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

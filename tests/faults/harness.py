@@ -40,6 +40,7 @@ import sqlalchemy as sa
 
 from gateway.config import GatewayConfig, render_toml
 from gateway.model import FINAL_STATES
+from gateway.ports import free_port
 from gateway.signing import init_signing_key
 from gateway.store import schema
 from tests import procs
@@ -78,11 +79,6 @@ FINAL = frozenset(s.value for s in FINAL_STATES)
 _TRANSIENT = (ConnectionError, TimeoutError, socket.timeout, ssl.SSLError, HTTPException, OSError)
 
 
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def read_only_engine(db_file: Path) -> sa.Engine:

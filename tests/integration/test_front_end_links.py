@@ -22,7 +22,7 @@ from twisted.internet.task import deferLater
 from adapters.bocb2e import codec as boc
 from adapters.ccb import codec as wlpt
 from adapters.icbc import codec as nc
-from gateway.demo import _free_port
+from gateway.ports import free_port as _free_port
 from gateway.store import journal
 
 from .harness import DEBIT_B002, Harness, start_harness

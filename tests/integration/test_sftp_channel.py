@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from twisted.internet import reactor
 from twisted.internet.task import deferLater
 
 from gateway.config import ConfigError, load_config, render_toml
+from gateway.ports import free_port
 from gateway.service import makeService
 from gateway.store import schema
 from tests.integration.harness import DEBIT_B001, Harness, start_harness
@@ -31,10 +31,7 @@ BANK = "B001"
 USER = "hpfgw"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+_free_port = free_port  # below the ephemeral range (gateway/ports.py)
 
 
 def _key_file(path: Path) -> keys.Key:

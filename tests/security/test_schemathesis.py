@@ -92,6 +92,11 @@ def refusals_are_documented(ctx: Any, response: Any, case: Any) -> bool | None:
     problem = response.json()
     allowed = BEYOND_SCHEMA.get((case.method.upper(), case.operation.path), ())
     errors = problem.get("errors") or [{"field": None, "reason": problem.get("title")}]
+    if case.operation.path == "/v1/instructions/batch" and isinstance(case.body, dict) \
+            and case.body.get("bank_batch") is True:
+        # A bank batch is taken or refused whole, naming each bad line or bank_batch (the operation's
+        # description): a line's own refusal, which refuses only that line without it, is documented.
+        errors = [e for e in errors if not re.fullmatch(r"instructions\[\d+\](\..+)?|bank_batch", e.get("field") or "")]
     undocumented = [
         e for e in errors
         if not any(e.get("field") == field and re.search(reason, e.get("reason") or "")

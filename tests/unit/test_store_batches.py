@@ -50,15 +50,15 @@ def test_a_bank_batch_is_stored_whole_and_found_again_as_one(db):
 
     # Sent, then confirmed under a BatchNo, one line settled: a reload knows all of it.
     yield db.write(lambda tx: q.record_sent(tx, "B001", refs))
-    yield db.write(lambda tx: q.apply_bank_facts(tx, "B001", [
+    yield db.write(lambda tx: q.apply_bank_batch(tx, "B001", [
         q.BankFact(r, lifecycle.ReceiptConfirmed(), bank_seq_no="BN42") for r in refs]))
-    yield db.write(lambda tx: q.apply_bank_facts(tx, "B001", [
+    yield db.write(lambda tx: q.apply_bank_batch(tx, "B001", [
         q.BankFact(refs[1], lifecycle.ResultReceived(True), host_seq_no="H2", bank_seq_no="BN42")]))
     _, [batch] = yield db.read(rb.load_all, "B001")
     item = rb.batch_open(batch, lambda r: r["bank_ref"])
     assert (item.accepted, item.batch_no, item.sends, item.done) == (True, "BN42", 1, frozenset({refs[1]}))
     # Every line settled: no batch left to relay.
-    yield db.write(lambda tx: q.apply_bank_facts(tx, "B001", [
+    yield db.write(lambda tx: q.apply_bank_batch(tx, "B001", [
         q.BankFact(r, lifecycle.ResultReceived(False), text="closed") for r in (refs[0], refs[2])]))
     _, batches = yield db.read(rb.load_all, "B001")
     assert batches == []

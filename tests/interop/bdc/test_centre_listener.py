@@ -91,7 +91,7 @@ async def test_a_collection_as_the_centre_writes_it_is_one_durable_instruction(t
         record = await h.client().wait_state(instruction_id, {"succeeded"}, timeout=20)
         assert record["amount"] == "66.60" and record["instruction"]["debit_account"] == DEBIT_B001
         assert record["instruction"]["creditor"]["account"] == DEBIT_B002
-        assert record["instruction"]["creditor"]["bank_code"] == "102100000030"  # the register's
+        assert record["instruction"]["creditor"]["bank_code"] == "104100000030"  # the register's (B002: Bank of China, 104)
         # BDC110, as the deployed centre asks: succeeded, with the host serial.
         status = centre_codec().decode_answer(
             await centre.request(centre_codec().encode(StatusQuery(f"52240{TODAY:%y%m%d}000000103", seq, TODAY),
