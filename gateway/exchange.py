@@ -511,18 +511,9 @@ class ExchangeLink:
 
 def check_bank_peer(bank_id: str) -> Callable[[Any], str | None]:
     """After the handshake: why the peer is not bank ``bank_id`` (hpf://bank/ID), or None."""
-    from gateway.tls import peer_identity
+    from gateway.tls import peer_check
 
-    def check(transport: Any) -> str | None:
-        try:
-            identity = peer_identity(transport)
-        except ValueError:
-            identity = None
-        if identity is None or identity.role != "bank" or identity.name != bank_id:
-            return identity.uri if identity is not None else "no certificate"
-        return None
-
-    return check
+    return peer_check("bank", bank_id)
 
 
 def make_exchange_link(reactor: Any, bank: Any, adapter: Adapter, dispatcher: Any, metrics: Any,

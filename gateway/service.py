@@ -332,26 +332,17 @@ def _notice_pusher(config: GatewayConfig, db: Database, metrics: GatewayMetrics,
     from adapters.bdc import BdcAdapter
     from gateway.centre_notify import NoticePusher
     from gateway.exchange import StreamTransport
-    from gateway.tls import peer_identity, tls_client_endpoint
+    from gateway.tls import peer_check, tls_client_endpoint
 
     def transport_for(centre_id: str, endpoint: str) -> StreamTransport:
         tls = config.tls
         centre = config.centres[centre_id]
         options = client_options(tls.certificate, tls.private_key,
                                  PartyAnchors({("centre", centre_id): [centre.ca or tls.ca]}), crls=tls.crls)
-
-        def check(transport: Any) -> str | None:
-            try:
-                identity = peer_identity(transport)
-            except ValueError:
-                identity = None
-            if identity is None or identity.role != "centre" or identity.name != centre_id:
-                return identity.uri if identity is not None else "no certificate"
-            return None
-
         return StreamTransport(tls_client_endpoint(clientFromString(reactor, endpoint), options),
                                BdcAdapter(echo=False).framer, reactor,
-                               timeout=config.limits.centre_request_timeout, check_peer=check)
+                               timeout=config.limits.centre_request_timeout,
+                               check_peer=peer_check("centre", centre_id))
 
     return NoticePusher(lambda: config, db, BdcAdapter(echo=False), reactor, metrics, transport_for)
 

@@ -29,7 +29,7 @@ import os
 import re
 import stat
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,6 +55,7 @@ HTTP_ALPN = (b"http/1.1",)
 """What the HTTP listeners (centre API, ledger ingest and supervisor API) answer to ALPN."""
 
 __all__ = [
+    "peer_check",
     "FixedCreatorPolicy",
     "HTTP_ALPN",
     "AEAD_CIPHERS",
@@ -190,6 +191,22 @@ def peer_identity(transport: Any) -> PeerIdentity | None:
 
 
 # -- identity bound to its own anchor -----------------------------------------
+
+
+def peer_check(role: str, name: str) -> Callable[[Any], str | None]:
+    """After a client handshake: why the peer is not ``hpf://ROLE/NAME`` (the identity it showed,
+    or "no certificate"), or None when it is."""
+
+    def check(transport: Any) -> str | None:
+        try:
+            identity = peer_identity(transport)
+        except ValueError:
+            identity = None
+        if identity is None or identity.role != role or identity.name != name:
+            return identity.uri if identity is not None else "no certificate"
+        return None
+
+    return check
 
 
 def _fingerprint(cert: x509.Certificate) -> bytes:
