@@ -503,7 +503,7 @@ class BankDispatcher:
         """Journal the exchange that took a batch or gave its result file (``bank.file``, in)."""
         f = rb.evidence(self.outbox, message, raw)
         if f is not None:
-            from gateway.sftp import record_bank_file
+            from gateway.store.bank_files import record_bank_file
 
             self.db.write(lambda tx: record_bank_file(tx, self._bank.id, f, "in")).addErrback(
                 lambda failure: log.failure("relay.evidence_failed", failure, bank=self._bank.id))

@@ -15,18 +15,16 @@ files from another.  This module is that customer side, thin I/O only:
 * :class:`InboxPoller` collects the files of an inbox directory it has not collected
   before and hands each to the caller as a :class:`BankFile` (name, SHA-256, bytes), waiting
   for the caller's Deferred (the commit) before the next.
-* :func:`record_bank_file` journals a file exchanged with a bank: name, hash and bytes.
+* What is exchanged is journalled by the store (``gateway/store/bank_files.py``).
 
 What the files mean is the ``iso20022`` adapter's business (``decode_document``).
 """
 
 from __future__ import annotations
 
-import hashlib
 import posixpath
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +35,9 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IReactorTCP
 from twisted.python.failure import Failure
 
-__all__ = ["BankFile", "InboxPoller", "SftpError", "SftpSession", "connect", "pinned_host_keys",
-           "record_bank_file"]
+from gateway.store.bank_files import BankFile  # what a poll hands over; the store records it
+
+__all__ = ["BankFile", "InboxPoller", "SftpError", "SftpSession", "connect", "pinned_host_keys"]
 
 CHUNK = 32 * 1024
 """Bytes per SFTP read or write request (well under every server's packet limit)."""
@@ -53,19 +52,6 @@ misread."""
 
 class SftpError(Exception):
     """The server refused something or sent what the exchange does not accept."""
-
-
-@dataclass(frozen=True)
-class BankFile:
-    """One file exchanged with a bank, as it was on the wire."""
-
-    name: str
-    sha256: str
-    data: bytes
-
-    @classmethod
-    def of(cls, name: str, data: bytes) -> BankFile:
-        return cls(name, hashlib.sha256(data).hexdigest(), data)
 
 
 def _check_name(name: str) -> str:
@@ -384,13 +370,4 @@ class InboxPoller:
             collected.append(f)
         return collected
 
-
-def record_bank_file(tx: Any, bank_id: str, f: BankFile, direction: str) -> str:
-    """Journal a file sent to (``"out"``) or collected from (``"in"``) a bank: its name and
-    SHA-256 in the payload, its bytes as the event's raw.  Returns the event id."""
-    if direction not in ("in", "out"):
-        raise ValueError(f"direction must be 'in' or 'out', not {direction!r}")
-    return tx.event("bank.file", {"bank": bank_id, "direction": direction, "name": f.name,
-                                  "sha256": f.sha256, "size": len(f.data)},
-                    bank_id=bank_id, raw=f.data)
 

@@ -30,12 +30,10 @@ between them at worst makes the file be read again, and facts are idempotent (G3
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import select
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.internet.interfaces import IReactorTime
@@ -45,42 +43,15 @@ from twisted.logger import Logger
 from adapters import base as msg
 from adapters.base import AdapterError
 from gateway import sftp
-from gateway.store import schema
-from gateway.store.instructions import _facts_seen
+from gateway.store.bank_files import collected_keys, file_key, record_bank_file, record_collected
 
-__all__ = ["SftpLink", "file_key", "file_name", "make_sftp_link", "make_sftp_service", "record_collected"]
+__all__ = ["SftpLink", "file_name", "make_sftp_link", "make_sftp_service"]
 
 log = Logger()
-
-_FILE_KEY_PREFIX = "file:"
-
 
 def file_name(reference: str) -> str:
     """The name of the pain.001 file carrying the instruction with bank reference ``reference``."""
     return f"pain001-{reference}.xml"
-
-
-def file_key(f: sftp.BankFile) -> str:
-    """The ``bank_facts`` key that marks file ``f`` (its name and content) collected."""
-    return _FILE_KEY_PREFIX + hashlib.sha256(f"{f.name}\0{f.sha256}".encode()).hexdigest()
-
-
-def record_collected(tx: Any, bank_id: str, f: sftp.BankFile, unreadable: str | None) -> bool:
-    """Journal collected file ``f`` once: ``bank.file`` with its bytes and, when it could not be
-    read, ``bank.unreadable`` saying why.  False when it was recorded before (nothing written)."""
-    if _facts_seen(tx, bank_id, [file_key(f)]):
-        return False
-    sftp.record_bank_file(tx, bank_id, f, "in")
-    if unreadable is not None:
-        tx.event("bank.unreadable", {"part": f"File {f.name}", "reason": unreadable[:500], "bank": bank_id},
-                 bank_id=bank_id, raw=f.data)
-    return True
-
-
-def _collected_keys(conn: Any, bank_id: str) -> set[str]:
-    F = schema.bank_facts
-    return set(conn.execute(select(F.c.fact_key).where(
-        F.c.bank_id == bank_id, F.c.fact_key.startswith(_FILE_KEY_PREFIX))).scalars())
 
 
 class SftpLink:
@@ -136,7 +107,7 @@ class SftpLink:
         if not self.running or self.session is not None or self._connecting:
             return
         self._connecting = True
-        d = succeed(None) if self._seen is not None else self.db.read(_collected_keys, self.bank.id)
+        d = succeed(None) if self._seen is not None else self.db.read(collected_keys, self.bank.id)
         d.addCallback(self._loaded)
         d.addCallback(lambda _: self.connect())
         d.addCallbacks(self._connected, self._not_connected)
@@ -234,7 +205,7 @@ class SftpLink:
                     continue
                 self.counts["uploaded"] += 1
                 self.metrics.frames.labels(self.bank.id, "out").inc()
-                self.db.write(lambda tx, f=f: sftp.record_bank_file(tx, self.bank.id, f, "out")).addErrback(
+                self.db.write(lambda tx, f=f: record_bank_file(tx, self.bank.id, f, "out")).addErrback(
                     lambda failure: log.failure("sftp.journal_failed", failure, bank=self.bank.id))
         finally:
             self._uploading = False

@@ -503,7 +503,7 @@ def apply_bank_batch(tx: Tx, bank_id: str,
     rows = _rows_by_ref(tx, bank_id, (f.ref for f in facts)) if facts else {}
     keys = [_movement_key(e) for i in items if isinstance(i, Movements) for e, _ in i.entries]
     keys += [_movement_key(e, "pd") for i in items if isinstance(i, Movements) for e, _ in i.pending]
-    seen = _facts_seen(tx, bank_id, keys) if keys else set()
+    seen = facts_seen(tx, bank_id, keys) if keys else set()
     dirty: dict[int, dict[str, Any]] = {}
     out: list[Any] = []
     for item in items:
@@ -550,7 +550,7 @@ def apply_bank_batch(tx: Tx, bank_id: str,
     return out
 
 
-def _facts_seen(tx: Tx, bank_id: str, keys: Sequence[str]) -> set[str]:
+def facts_seen(tx: Tx, bank_id: str, keys: Sequence[str]) -> set[str]:
     """Mark bank facts applied; the keys that had been applied before (replays)."""
     F = schema.bank_facts
     seen: set[str] = set()

@@ -111,7 +111,7 @@ async def journal_everything(db: Database) -> list[dict[str, Any]]:
     # An ISO 20022 notice with an entry the bank announced but has not booked, and a part of
     # another document that could not be read (its bytes kept), as the relay records them.
     from adapters.iso20022 import Iso20022Adapter
-    from gateway.sftp import BankFile, record_bank_file
+    from gateway.store.bank_files import BankFile, record_bank_file
 
     pending = base.Entry(account=DEBIT, host_seq_no="H0009", amount=5_000, value_date=dt.date(2026, 11, 27),
                          time=dt.time(11, 0, 0))

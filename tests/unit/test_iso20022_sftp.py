@@ -26,6 +26,7 @@ from zope.interface import implementer
 from adapters import base
 from adapters.iso20022 import Iso20022Adapter
 from gateway import sftp
+from gateway.store.bank_files import record_bank_file
 from tests.kit.bank_peer import make_instruction
 from tests.kit.relay import setup  # noqa: F401  (the store fixture)
 
@@ -184,7 +185,7 @@ async def test_a_collected_file_is_journalled_with_its_name_hash_and_bytes(setup
 
     config, db, clock, d = setup
     f = sftp.BankFile.of("camt053-0001.xml", (DATA / "real" / "genkgo-camt__camt053.v4.xml").read_bytes())
-    await db.write(lambda tx: sftp.record_bank_file(tx, "B001", f, "in"))
+    await db.write(lambda tx: record_bank_file(tx, "B001", f, "in"))
     E = schema.events
     (row,) = await db.read(lambda c: c.execute(
         select(E.c.kind, E.c.payload, E.c.raw, E.c.bank_id).where(E.c.kind == "bank.file")).all())
@@ -192,7 +193,7 @@ async def test_a_collected_file_is_journalled_with_its_name_hash_and_bytes(setup
     assert (payload["name"], payload["sha256"], payload["direction"]) == (f.name, f.sha256, "in")
     assert bytes(row.raw) == f.data and row.bank_id == "B001"
     with pytest.raises(ValueError):
-        sftp.record_bank_file(None, "B001", f, "sideways")
+        record_bank_file(None, "B001", f, "sideways")
 
 
 def test_known_hosts_pins_the_keys_named_for_the_host_and_port_and_refuses_none(tmp_path) -> None:
