@@ -13,19 +13,13 @@ from pathlib import Path
 import pytest
 import pytest_twisted
 from cryptography.hazmat.primitives.asymmetric import ed25519
-from twisted.conch.avatar import ConchUser
-from twisted.conch.checkers import InMemorySSHKeyDB, SSHPublicKeyChecker
-from twisted.conch.ssh import factory, filetransfer, keys, session
-from twisted.conch.unix import SFTPServerForUnixConchUser
-from twisted.cred import portal
+from twisted.conch.ssh import keys
 from twisted.internet import defer, reactor
-from twisted.python import components
-from twisted.python.filepath import FilePath
-from zope.interface import implementer
 
 from adapters import base
 from adapters.iso20022 import Iso20022Adapter
 from gateway import sftp
+from gateway.simulate.sftp_bank import ssh_factory
 from gateway.store.bank_files import record_bank_file
 from tests.kit.bank_peer import make_instruction
 from tests.kit.relay import setup  # noqa: F401  (the store fixture)
@@ -38,39 +32,6 @@ def _key() -> keys.Key:
     return keys.Key(ed25519.Ed25519PrivateKey.generate())
 
 
-class _BankUser(ConchUser):
-    """The bank's SFTP account: a home directory, files as the test process's own user."""
-
-    def __init__(self, home: Path) -> None:
-        super().__init__()
-        self.home = home
-        self.channelLookup[b"session"] = session.SSHSession
-        self.subsystemLookup[b"sftp"] = filetransfer.FileTransferServer
-
-    def getHomeDir(self) -> FilePath:
-        return FilePath(str(self.home))
-
-    def _runAsUser(self, f, *args, **kw):  # already the right user: no uid switching
-        if callable(f):
-            return f(*args, **kw)
-        result = None
-        for call in f:
-            result = call[0](*(call[1] if len(call) > 1 else ()), **(call[2] if len(call) > 2 else {}))
-        return result
-
-
-components.registerAdapter(SFTPServerForUnixConchUser, _BankUser, filetransfer.ISFTPServer)
-
-
-@implementer(portal.IRealm)
-class _Realm:
-    def __init__(self, home: Path) -> None:
-        self.home = home
-
-    def requestAvatar(self, avatar_id, mind, *interfaces):
-        return interfaces[0], _BankUser(self.home), lambda: None
-
-
 @pytest.fixture
 def bank(tmp_path):
     """A conch SFTP server on 127.0.0.1 with outbox (ours to fill) and inbox (the bank's)."""
@@ -78,11 +39,7 @@ def bank(tmp_path):
     (home / "in").mkdir(parents=True)
     (home / "out").mkdir()
     host_key, client_key = _key(), _key()
-    f = factory.SSHFactory()
-    f.publicKeys = {b"ssh-ed25519": host_key.public()}
-    f.privateKeys = {b"ssh-ed25519": host_key}
-    f.portal = portal.Portal(_Realm(home), [SSHPublicKeyChecker(
-        InMemorySSHKeyDB({USER.encode(): [client_key.public()]}))])
+    f = ssh_factory(home, host_key, USER, client_key)  # the SFTP bank simulator's server
     port = reactor.listenTCP(0, f, interface="127.0.0.1")
     yield home, port.getHost().port, host_key, client_key
     pytest_twisted.blockon(defer.maybeDeferred(port.stopListening))
