@@ -164,6 +164,8 @@ def refusal(relay: Any, items: list[q.IntakeItem]) -> str | None:
         return f"bank {first.bank_id} does not speak bdc: only a bdc bank takes a bank batch"
     account = first.instruction.debit_account
     for i, item in enumerate(items):
+        if item.instruction.kind != "transfer":
+            return f"instructions[{i}]: a bank batch carries transfers only (BDC104 collection batches are not sent)"
         if item.bank_id != first.bank_id or item.instruction.debit_account != account:
             return f"instructions[{i}]: every line of a bank batch pays from the same debit account"
         if item.instruction.purpose != first.instruction.purpose:
