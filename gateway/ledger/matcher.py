@@ -15,6 +15,10 @@ What it matches (the rule table, severities and keys are in
 * **Debit movements** are matched to an instruction by the result's host
   serial (same bank), else by a bank reference found in the summary or remark,
   else by an instruction id found there (same centre, same debit account).
+  A *collection* (kind ``collection``: a payer debited, the centre's account
+  credited) expects a **credit** on the centre's account instead, matched the
+  same ways; a credit is never matched to a transfer nor a debit to a
+  collection, and a credit that matches nothing is not an alert.
   A debit that matches nothing yet is *held*: ``unsolicited-debit`` is raised
   only from :meth:`tick`, ``result_deadline_s`` after the ledger saw it, so a
   movement that overtakes its result never alerts.
@@ -180,7 +184,11 @@ Fact = Copy
 
 @dataclass(frozen=True)
 class _Body:
-    """What an instruction said, as the matcher compares it."""
+    """What an instruction said, as the matcher compares it.
+
+    ``debit_account`` is the centre's account the movement is expected on: debited by a
+    transfer, credited by a ``collection`` (then the counterparty is the payer).
+    """
 
     debit_account: str
     cp_account: str
@@ -188,16 +196,29 @@ class _Body:
     cp_bank: str
     amount: int
     approval_ref: str | None
+    collection: bool = False
 
     @classmethod
     def from_payload(cls, data: Mapping[str, Any]) -> "_Body":
+        if data.get("kind") == "collection":
+            d = data["debtor"]
+            return cls(data["credit_account"], d["account"], d.get("name") or "", d.get("bank_code") or "",
+                       parse_amount(data["amount"]), data.get("approval_ref") or None, True)
         c = data["creditor"]
         return cls(data["debit_account"], c["account"], c.get("name") or "", c.get("bank_code") or "",
                    parse_amount(data["amount"]), data.get("approval_ref") or None)
 
+    def expects(self, amount: int) -> bool:
+        """Whether a movement of signed ``amount`` goes the way this instruction moves money."""
+        return amount > 0 if self.collection else amount < 0
+
+    def signed(self) -> int:
+        """The signed movement this instruction should cause on the centre's account."""
+        return self.amount if self.collection else -self.amount
+
     def dump(self) -> list[Any]:
         return [self.debit_account, self.cp_account, self.cp_name, self.cp_bank, self.amount,
-                self.approval_ref]
+                self.approval_ref, self.collection]
 
 
 class _Instr:
@@ -251,7 +272,7 @@ class _Instr:
 class _Move:
     __slots__ = ("key", "bank", "account", "host", "amount", "cp_account", "cp_bank", "reversal",
                  "centre", "t", "tokens", "event_id", "others", "last_s", "instr", "waiting",
-                 "large_pending", "raised")
+                 "large_pending", "raised", "cp_name")
 
     def __init__(self, key: str, bank: str, account: str, host: str, amount: int, cp_account: str,
                  cp_bank: str, reversal: bool, centre: str, t: str, tokens: list[str],
@@ -274,6 +295,7 @@ class _Move:
         self.waiting = False                    # in the unmatched-debit indexes
         self.large_pending = False              # large-amount still to be judged
         self.raised: set[str] = set()
+        self.cp_name = ""                       # the counterparty's name, for a deferred alert
 
     def events(self) -> list[str]:
         return [self.event_id, *self.others]
@@ -282,13 +304,14 @@ class _Move:
         return [self.key, self.bank, self.account, self.host, self.amount, self.cp_account,
                 self.cp_bank, self.reversal, self.centre, self.t, list(self.tokens), self.event_id,
                 list(self.others), self.last_s, self.instr, self.waiting, self.large_pending,
-                sorted(self.raised)]
+                sorted(self.raised), self.cp_name]
 
     @classmethod
     def load(cls, d: list[Any]) -> "_Move":
         m = cls(*d[:12], now=d[13])
         m.others, m.instr, m.waiting, m.large_pending = list(d[12]), d[14], d[15], d[16]
         m.raised = set(d[17])
+        m.cp_name = d[18] if len(d) > 18 else ""  # snapshots before collections lack it
         return m
 
 
@@ -784,6 +807,10 @@ class Matcher:
             return False
         ins.body = body
         evidence = ins.events()
+        if body.collection:
+            # Money into the centre's account under the payer's agreement: no approval
+            # and no counterparty register apply (gateway.intake.Intake.policy_refusal).
+            return True
         threshold = self._large(ins.centre)
         if body.amount >= threshold:
             self._emit(ins.raised, rules.large_amount_instruction(
@@ -833,7 +860,7 @@ class Matcher:
                     cands.append(mk)
         for mk in dict.fromkeys(cands):
             m = self._moves[mk]
-            if m.instr is None:
+            if m.instr is None and (ins.body.expects(m.amount) if ins.body is not None else m.amount < 0):
                 self._link(m, ins, now, out)
         self._check_debits(ins, out)
         self._check_bookings(ins, out)
@@ -870,7 +897,7 @@ class Matcher:
         registry = self.registry
         info = registry.accounts.get(account)
         centre = info.centre if info is not None else (f.centre_id or "")
-        tokens = _tokens(p.get("summary") or "", p.get("remark") or "") if amount < 0 else []
+        tokens = _tokens(p.get("summary") or "", p.get("remark") or "") if amount != 0 else []
         m = _Move(mkey, bank, account, host, amount, cp, p.get("counterparty_bank_code") or "",
                   reversal, centre, t, tokens, f.event_id, now)
         self._moves[mkey] = m
@@ -882,8 +909,14 @@ class Matcher:
             self._emit(m.raised, rules.unregistered_account(
                 mkey, account, bank, info.bank if info is not None else None, evidence), out)
         if cp and not registry.counterparty_registered(cp, m.cp_bank):
-            self._emit(m.raised, rules.unregistered_counterparty_movement(
-                mkey, account, cp, p.get("counterparty_name") or "", amount, evidence), out)
+            if amount > 0:
+                # Money in from a payer off the register may be a collection's result
+                # (its debtor): judged at the result deadline, once it could be matched.
+                m.cp_name = p.get("counterparty_name") or ""
+                self._push(now + self._result_deadline(self._account_centre(account)), "credit", mkey)
+            else:
+                self._emit(m.raised, rules.unregistered_counterparty_movement(
+                    mkey, account, cp, p.get("counterparty_name") or "", amount, evidence), out)
         self._balance_move(bank, account, t, amount, f.event_id, now)
         waiting = self._wait_book.get(host)
         if waiting:
@@ -905,21 +938,39 @@ class Matcher:
             if m.instr is None or m.large_pending:
                 # Held until the result deadline: the instruction may still be on its way.
                 self._push(now + self._result_deadline(self._account_centre(account)), "debit", mkey)
-        elif amount >= threshold:
-            self._emit(m.raised, rules.large_amount_movement(
-                mkey, account, amount, approval_ref=None, threshold=threshold, evidence=evidence), out)
+        else:
+            if amount > 0:
+                # A credit: the result of a collection, when one expects it; else (interest,
+                # money sent to the centre) nothing to match and no alert.
+                ins = self._find_instruction(m)
+                if ins is None:
+                    self._wait(m)
+                else:
+                    self._link(m, ins, now, out)
+                    self._check_debits(ins, out)
+            if amount >= threshold:
+                self._emit(m.raised, rules.large_amount_movement(
+                    mkey, account, amount, approval_ref=None, threshold=threshold, evidence=evidence), out)
 
     def _find_instruction(self, m: _Move) -> _Instr | None:
+        """The instruction movement ``m`` is the result of, going its way (a debit for a
+        transfer, a credit for a collection), or None."""
+        def way(ins: _Instr | None) -> bool:
+            # A body not yet known: a credit waits for it, a debit is taken (as before).
+            if ins is None:
+                return False
+            return ins.body.expects(m.amount) if ins.body is not None else m.amount < 0
+
         key = self._by_host.get(f"{m.bank}:{m.host}")
-        if key is not None:
+        if key is not None and way(self._instrs.get(key)):
             return self._instrs[key]
         for tok in m.tokens:
             key = self._by_ref.get(tok)
-            if key is not None:
+            if key is not None and way(self._instrs.get(key)):
                 return self._instrs[key]
         for tok in m.tokens:
             ins = self._instrs.get(f"{m.centre}/{tok}")
-            if ins is not None and ins.body is not None and ins.body.debit_account == m.account:
+            if ins is not None and ins.body is not None and ins.body.debit_account == m.account and way(ins):
                 return ins
         return None
 
@@ -955,10 +1006,11 @@ class Matcher:
                 continue
             diffs: list[str] = []
             if body is not None:
-                if -m.amount != body.amount:
-                    diffs.append(f"amount {format_amount(-m.amount)} instead of {format_amount(body.amount)}")
+                if m.amount != body.signed():
+                    diffs.append(f"amount {format_amount(abs(m.amount))} instead of {format_amount(body.amount)}")
                 if m.account != body.debit_account:
-                    diffs.append(f"debit account {m.account} instead of {body.debit_account}")
+                    what = "credit" if body.collection else "debit"
+                    diffs.append(f"{what} account {m.account} instead of {body.debit_account}")
                 if m.cp_account and m.cp_account != body.cp_account:
                     diffs.append(f"counterparty {m.cp_account} instead of {body.cp_account}")
                 if m.cp_bank and body.cp_bank and m.cp_bank != body.cp_bank:
@@ -1129,10 +1181,11 @@ class Matcher:
         if body is not None:
             for b in books:
                 if b.account != body.debit_account:
-                    problems.append(f"{b.key} books account {b.account}, the debit was on {body.debit_account}")
-                if b.amount != -body.amount:
+                    what = "credit" if body.collection else "debit"
+                    problems.append(f"{b.key} books account {b.account}, the {what} was on {body.debit_account}")
+                if b.amount != body.signed():  # a collection books money in: positive
                     problems.append(f"{b.key} books {format_amount(b.amount)}, "
-                                    f"the instruction is {format_amount(-body.amount)}")
+                                    f"the instruction is {format_amount(body.signed())}")
         if "failed" in ins.states:
             problems.append("booked although the bank reported failure")
         if "rejected" in ins.states:
@@ -1169,6 +1222,19 @@ class Matcher:
             self._emit(m.raised, rules.large_amount_movement(
                 mkey, m.account, m.amount, approval_ref=approval,
                 threshold=self._large(self._account_centre(m.account)), evidence=m.events()), out)
+
+    def _due_credit(self, mkey: str, now: float, out: list[AlertDraft]) -> None:
+        """A credit from an unregistered counterparty: an alert unless it is the result of a
+        collection from that very payer."""
+        m = self._moves.get(mkey)
+        if m is None or self.registry.counterparty_registered(m.cp_account, m.cp_bank):
+            return
+        ins = self._instrs.get(m.instr) if m.instr is not None else None
+        if ins is not None and ins.body is not None and ins.body.collection \
+                and ins.body.cp_account == m.cp_account:
+            return
+        self._emit(m.raised, rules.unregistered_counterparty_movement(
+            mkey, m.account, m.cp_account, m.cp_name, m.amount, m.events()), out)
 
     def _due_booking(self, key: str, now: float, out: list[AlertDraft]) -> None:
         ins = self._instrs.get(key)
@@ -1238,6 +1304,7 @@ class Matcher:
     _DUE = {
         "result": _due_result,
         "debit": _due_debit,
+        "credit": _due_credit,
         "booking": _due_booking,
         "book": _due_book,
         "balance": _due_balance,
