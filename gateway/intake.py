@@ -153,7 +153,8 @@ class Intake:
         """Commit ``items`` as one bank batch (gateway/store/batches.py), or recognise its repeat;
         fires with one :class:`IntakeOutcome` each, after the commit.  Raises
         :class:`gateway.store.batches.BatchConflict` when part of it is stored and part not."""
-        outcomes = yield self.db.write(lambda tx: sb.intake_bank_batch(tx, items))
+        kind = "collection" if items and items[0].instruction.kind == "collection" else "payment"
+        outcomes = yield self.db.write(lambda tx: sb.intake_bank_batch(tx, items, kind))
         crash_point("intake.respond")
         created = [o.record for o in outcomes if o.status == "created"]
         for rec in created:

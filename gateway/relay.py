@@ -442,7 +442,7 @@ class BankDispatcher:
             self._timer.cancel()
         self._timer = None
 
-    def line_message(self, row: dict[str, Any]) -> Any:
+    def line_message(self, row: dict[str, Any], *, in_batch: bool = False) -> Any:
         """The message of stored instruction ``row`` (unsigned): what a single send writes, and
         what a bank batch writes as one of its lines.  A transfer is a neutral
         :class:`adapters.base.Instruction`; a collection a bdc :class:`adapters.bdc.messages.Collection`."""
@@ -454,7 +454,7 @@ class BankDispatcher:
                                    amount=row["amount"],
                                    debtor=(d["account"], d["name"], d["bank_code"], d["agreement_no"]),
                                    purpose=body["purpose"], memo=body.get("memo") or "",
-                                   created=business_date(row["created_us"]))
+                                   created=business_date(row["created_us"]), in_batch=in_batch)
         creditor = body["creditor"]
         created = business_date(row["created_us"])
         return self.message(ref=row["bank_ref"], centre_id=row["centre_id"], instruction_id=row["instruction_id"],
@@ -488,12 +488,13 @@ class BankDispatcher:
 
     def collection(self, *, ref: str, centre_id: str, instruction_id: str, credit_account: str, amount: int,
                    debtor: tuple[str, str, str, str], purpose: str, memo: str,
-                   created: _dt.date) -> bm.Collection:
+                   created: _dt.date, in_batch: bool = False) -> bm.Collection:
         """The BDC102 message for one collection: ``debtor`` (account, name, bank code,
         agreement number) debited, the centre's ``credit_account`` credited under its registered
         name.  The payer of a loan repayment is a person, of anything else a corporate
         (DeAcctClass); same bank when the payer's bank code is of the bank's own (as for a
-        transfer's creditor)."""
+        transfer's creditor).  A single BDC102 leaves a same-bank payer's DeChgNo empty, as the
+        deployed centre does; a batch line (``in_batch``) keeps it, for a mixed file's ChgNo."""
         centre = self.config.centres[centre_id]
         account = self.config.accounts.get(credit_account)
         d_account, d_name, d_bank, agreement = debtor
@@ -503,7 +504,7 @@ class BankDispatcher:
             credit_account=credit_account, credit_name=account.name if account else "",
             debtor_account=d_account, debtor_name=d_name, debtor_personal=purpose == "loan_repayment",
             same_bank=same, amount=amount, bus_type=bm.COLLECTION_BUS_TYPES.get(purpose, ""),
-            debtor_bank_code="" if same else d_bank, agreement_no=agreement, memo=memo,
+            debtor_bank_code="" if same and not in_batch else d_bank, agreement_no=agreement, memo=memo,
             reference=instruction_id)
 
     # -- what the bank says --------------------------------------------------

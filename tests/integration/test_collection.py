@@ -7,6 +7,8 @@ account once, and the result is final on the centre's feed (docs/protocols/bdc.m
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
@@ -99,5 +101,50 @@ async def test_a_collection_is_refused_where_it_cannot_be_carried_or_is_not_the_
         for iid in ("COL-2", "COL-3", "COL-4"):
             status, _ = await c.request("GET", f"/v1/instructions/{iid}")
             assert status == 404
+    finally:
+        await h.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_collections_as_one_bank_batch_go_out_as_bdc104_and_every_line_is_final(tmp_path):
+    payers = {"6222000011113333": "甲有限公司", "6222000011114444": "乙有限公司", "6217000011115555": "丙有限公司"}
+    h = await start_harness(tmp_path, banks={"B001": {"customers": dict.fromkeys(payers, OPENING), "delay": 0.4}},
+                            timeouts={"result_timeout": 0.5, "status_query_interval": 0.3,
+                                      "status_query_attempts": 20})
+    try:
+        await h.link_up("B001")
+        c = h.client()
+        core = h.banks["B001"].core
+        before = core.stats()["balances"][DEBIT_B001]
+        codes = ["105100000017", "105100000017", "102100000030"]  # two at the collecting bank, one not: FileType 3
+        lines = [{"instruction_id": f"CB-{n}", "kind": "collection", "credit_account": DEBIT_B001,
+                  "debtor": {"account": acct, "name": name, "bank_code": code, "agreement_no": f"AGR-{n}"},
+                  "amount": amount, "purpose": "contribution"}
+                 for n, ((acct, name), code, amount) in enumerate(zip(payers.items(), codes, ("10.00", "20.50", "3.05")), 1)]
+        # A bank batch is of one kind: a transfer among collections is refused whole.
+        mixed = [*lines, {"instruction_id": "CB-9", "debit_account": DEBIT_B001, "amount": "1.00", "purpose": "withdrawal",
+                          "creditor": {"account": "6200009999000011", "name": "张三", "bank_code": "105100000017"}}]
+        status, body = await c.request("POST", "/v1/instructions/batch", {"instructions": mixed, "bank_batch": True})
+        assert status == 422 and "one kind" in json.dumps(body, ensure_ascii=False), body
+
+        status, body = await c.request("POST", "/v1/instructions/batch", {"instructions": lines, "bank_batch": True})
+        assert status == 200, body
+        refs = [r["instruction"]["bank_ref"] for r in body["results"]]
+        finals = [await c.wait_state(f"CB-{n}", {"succeeded", "failed", "in_doubt"}, timeout=30) for n in (1, 2, 3)]
+        assert [f["state"] for f in finals] == ["succeeded"] * 3
+        [batch_no] = {f["result"]["bank_seq_no"] for f in finals}
+
+        # One BDC104, each line executed once under its line reference; the centre credited.
+        assert core.counts["batches"] == 1 and h.banks["B001"].link.counters["frames_in.Batch"] == 1
+        assert dict(core.stats()["executions"]) == {f"{batch_no}L{n}": 1 for n in (1, 2, 3)}
+        assert not any(ref in core.stats()["executions"] for ref in refs)
+        balances = core.stats()["balances"]
+        assert balances[DEBIT_B001] == before + 1000 + 2050 + 305
+        assert [balances[a] for a in payers] == [OPENING - 1000, OPENING - 2050, OPENING - 305]
+
+        from gateway.store import journal
+        events = await h.gateway.db.read(journal.events_after, 0, 10_000)
+        files = [json.loads(e["payload"])["name"] for e in events if e["kind"] == "bank.file"]
+        assert f"BDC104-{refs[0]}-{batch_no}.exchange" in files and f"BDC108-{batch_no}.exchange" in files
     finally:
         await h.stop()
