@@ -202,9 +202,9 @@ class CentreApi(JsonApi):
         return JsonText('{"results":[' + ",".join(results) + "]" + extra + "}")
 
     async def _bank_batch(self, centre: str, raw: list[Any]) -> tuple[int, Any]:
-        """``bank_batch: true``: the items go to their bank as ONE bank batch (bdc BDC103), taken
-        whole or refused whole (docs/protocols/bdc.md, "Batches"); each stays an instruction
-        of its own, with its own state and result on the feed."""
+        """``bank_batch: true``: the items go to their bank as ONE bank batch (bdc BDC103, or BDC104
+        for collections), taken whole or refused whole (docs/protocols/bdc.md, "Batches"); each
+        stays an instruction of its own, with its own state and result on the feed."""
         today = self.intake.today()
         items: list[q.IntakeItem] = []
         errors: list[FieldError] = []

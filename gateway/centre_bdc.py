@@ -7,7 +7,8 @@ node ``D00000`` would (docs/protocols/bdc.md, "The centre role").  What it takes
 - **BDC001** sign-on, **BDC002** sign-off and **SYS600** probe: answered at once (sign-on
   refused when the frame's SendNode is not the centre its certificate names);
 - **BDC109** single transfer, **BDC101** single payment (principal only) and **BDC102**
-  single collection from one of the centre's own accounts: turned into the very instruction
+  single collection (from one of the centre's own accounts a transfer, from any other payer
+  a ``collection`` under its agreement ConAgrNo): turned into the very instruction
   body the HTTPS API takes and passed through the same :class:`gateway.intake.Intake`
   (validation, the centre's own debit account, register, limits, the bank's protocol),
   stored, then relayed to whichever bank holds the account.  The instruction id is
@@ -22,7 +23,7 @@ node ``D00000`` would (docs/protocols/bdc.md, "The centre role").  What it takes
 - **BDC113**: the movements its bank notified (journal ``bank.movement``) on the centre's one
   account at the bank ReceiveNode names, value dates in the range.
 
-Everything else (a collection from someone else's account, batches, deposits, BDC90x, codes
+Everything else (batches, deposits, BDC90x, codes
 the codec does not know) is refused with the protocol's own answer, and every refusal is
 recorded (metric, log, and a ``centre.refused`` journal event through
 :mod:`gateway.refusals`, the path bank refusals take, whose ledger copy raises
@@ -95,19 +96,39 @@ def instruction_body(ins: base.Instruction, instruction_id: str, config: Any) ->
 
 
 def collection_body(c: bm.Collection, instruction_id: str, config: Any) -> dict[str, Any]:
-    """The HTTPS API's instruction body for a decoded BDC102 collection: the payer's account
-    (DeAcctNo) is debited, the collecting account (CrAcctNo) credited.  The gateway collects
-    only between the centre's own accounts (the intake refuses a payer account that is not the
-    centre's: the gateway holds no direct-debit mandates); the creditor's bank code is the
-    collecting account's, from the register."""
+    """The HTTPS API's instruction body for a decoded BDC102.
+
+    From one of the centre's own accounts it is exactly a transfer: the payer's account
+    (DeAcctNo) debited, the collecting account (CrAcctNo) credited with the register's bank
+    code, the purpose from BusType.  From any other payer (an employer's contribution, a
+    borrower's repayment by direct debit) it is a ``collection``: CrAcctNo credited, the payer
+    debited under the multi-party agreement ConAgrNo (required by the intake); the payer's bank
+    code is DeChgNo, or, for a same-bank payer that leaves it empty, the collecting account's
+    registered bank code (the same bank); the purpose from BusType (``01`` contribution, ``05``
+    loan repayment, anything else ``other``).  The intake validates either exactly as the HTTPS
+    API's body.
+    """
     own = config.accounts.get(c.credit_account)
+    own_code = (getattr(own, "bank_code", "") if own is not None else "") or ""
+    payer = config.accounts.get(c.debtor_account)
+    if payer is not None and own is not None and payer.centre == own.centre:
+        return {
+            "instruction_id": instruction_id, "kind": "transfer", "debit_account": c.debtor_account,
+            "creditor": {"account": c.credit_account, "name": c.credit_name, "bank_code": own_code},
+            "amount": format_amount(c.amount), "purpose": PURPOSE_OF_BUS_TYPE.get(c.bus_type, "other"),
+            "memo": c.memo,
+        }
     return {
-        "instruction_id": instruction_id, "kind": "transfer", "debit_account": c.debtor_account,
-        "creditor": {"account": c.credit_account, "name": c.credit_name,
-                     "bank_code": (getattr(own, "bank_code", "") if own is not None else "") or ""},
-        "amount": format_amount(c.amount), "purpose": PURPOSE_OF_BUS_TYPE.get(c.bus_type, "other"),
+        "instruction_id": instruction_id, "kind": "collection", "credit_account": c.credit_account,
+        "debtor": {"account": c.debtor_account, "name": c.debtor_name,
+                   "bank_code": c.debtor_bank_code or (own_code if c.same_bank else ""),
+                   "agreement_no": c.agreement_no},
+        "amount": format_amount(c.amount), "purpose": _COLLECTION_PURPOSE.get(c.bus_type, "other"),
         "memo": c.memo,
     }
+
+
+_COLLECTION_PURPOSE = {code: purpose for purpose, code in bm.COLLECTION_BUS_TYPES.items()}
 
 
 class CentreDesk:
@@ -163,10 +184,6 @@ class CentreDesk:
         account = self.config.accounts.get(c.credit_account)
         if account is None or account.centre != centre:
             return REFUSED_CODE, "CrAcctNo: not an account of this centre"
-        own = self.config.accounts.get(c.debtor_account)
-        if own is None or own.centre != centre:
-            # A payer of its own: the gateway holds no direct-debit mandates (docs/protocols/bdc.md).
-            return REFUSED_CODE, "DeAcctNo: the gateway collects only from the centre's own accounts"
         return await self._take(centre, c, lambda iid: collection_body(c, iid, self.config))
 
     async def _take(self, centre: str, request: Any, body: Any) -> base.Message | tuple[str, str]:

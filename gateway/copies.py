@@ -531,13 +531,19 @@ def _check_instruction(state: str, instruction_id: str, account: str | None, p: 
         w = "payload.instruction."
         if _text(body, "instruction_id", w, pattern=INSTRUCTION) != instruction_id:
             raise _bad("payload.instruction.instruction_id differs from instruction_id")
-        debit = _text(body, "debit_account", w, pattern=ACCOUNT)
-        if account is not None and debit != account:
-            raise _bad("payload.instruction.debit_account differs from account")
-        creditor = _obj(body, "creditor", w)
-        _text(creditor, "account", w + "creditor.", pattern=ACCOUNT)
-        _text(creditor, "name", w + "creditor.", max_len=200, empty=True)
-        _text(creditor, "bank_code", w + "creditor.", max_len=32, empty=True)
+        # The copy's account is the centre's: debited by a transfer, credited by a collection
+        # (whose payer, the debtor, is the counterparty).
+        collection = body.get("kind") == "collection"
+        own = "credit_account" if collection else "debit_account"
+        if _text(body, own, w, pattern=ACCOUNT) != account and account is not None:
+            raise _bad(f"payload.instruction.{own} differs from account")
+        party = "debtor" if collection else "creditor"
+        cp = _obj(body, party, w)
+        _text(cp, "account", f"{w}{party}.", pattern=ACCOUNT)
+        _text(cp, "name", f"{w}{party}.", max_len=200, empty=True)
+        _text(cp, "bank_code", f"{w}{party}.", max_len=32, empty=True)
+        if collection:
+            _text(cp, "agreement_no", f"{w}{party}.", max_len=64)
         try:
             parse_amount(body.get("amount"))
         except ValueError as e:

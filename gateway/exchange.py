@@ -45,6 +45,7 @@ from twisted.python.failure import Failure
 
 from adapters import base as msg
 from adapters.base import Adapter, AdapterError
+from adapters.bdc.messages import Collection
 from gateway.exchange_inbound import InboundFactory
 from gateway.exchange_wire import ExchangeFailed, Serials, StreamTransport, Transport
 from gateway.http_transport import TransportError
@@ -72,6 +73,7 @@ log = Logger()
 
 _CONTROL_REQUESTS = (msg.SignOn, msg.Heartbeat, msg.StatusQuery, msg.BalanceQuery)
 _ANSWERS_TO_BANK = (msg.Ack, msg.HeartbeatAnswer)
+_MONEY = (msg.Instruction, Collection)  # a request that moves money under its reference (bdc BDC109/101, BDC102)
 
 
 def bind_answer(adapter: Adapter, frame: bytes, request: msg.Message) -> msg.Message:
@@ -247,7 +249,7 @@ class ExchangeLink:
     def _never_received(self, message: Any, evidence: bytes) -> None:
         """A transfer refused for want of a session was never taken by the bank (the whole
         request is refused before it is read): the dispatcher may send it again, same reference."""
-        if isinstance(message, msg.Instruction):
+        if isinstance(message, _MONEY):
             self.dispatcher.handle(msg.NotFound(message.seq_no, message.seq_no, message.seq_no), evidence)
 
     def _tick(self) -> None:
@@ -308,7 +310,7 @@ class ExchangeLink:
         if self.bank_time is not None and isinstance(message, msg.BalanceQuery):
             if all(q.account != message.account for q, _ in self._balances):  # one waiting per account
                 self._balances.append((message, self.clock.seconds()))
-        elif isinstance(message, msg.Instruction) and self.transfers_first:
+        elif isinstance(message, _MONEY) and self.transfers_first:
             self.urgent.append(message)
         else:
             self.queue.append(message)
@@ -460,7 +462,7 @@ class ExchangeLink:
             self._down()
             if self._retry is None:
                 self._retry = self.clock.callLater(self.retry_after, self._sign_on)
-        elif isinstance(message, msg.Instruction) and self.signed_on and not self.before_resend \
+        elif isinstance(message, _MONEY) and self.signed_on and not self.before_resend \
                 and self._resent[message.seq_no] < self.RESEND_AFTER_LOSS:
             # The answer was lost on its connection, as a dropped persistent link loses it:
             # send it again at once, same reference, for the bank to answer the original.

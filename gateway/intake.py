@@ -64,13 +64,14 @@ class Intake:
             raise Problem(422, "invalid-instruction", "The instruction is invalid",
                           errors=(FieldError("instruction_id", "is reserved: /v1/instructions/batch is the batch "
                                                                "endpoint, so it could not be read back"),))
-        account = cfg.accounts.get(ins.debit_account)
+        account = cfg.accounts.get(ins.account)
+        field = "credit_account" if ins.kind == "collection" else "debit_account"
         if account is None or account.centre != centre_id:
             self.metrics.security_events.labels("foreign_account").inc()
             log.warn("centre.foreign_account", kind="foreign_account", centre=centre_id,
-                     debit_account=ins.debit_account)
-            raise Problem(403, "not-your-account", "The debit account is not one of this centre's",
-                          errors=(FieldError("debit_account", "not an account of this centre"),))
+                     **{field: ins.account})
+            raise Problem(403, "not-your-account", f"The {field.replace('_', ' ')} is not one of this centre's",
+                          errors=(FieldError(field, "not an account of this centre"),))
         mismatch = self.own_account_mismatch(ins)
         if mismatch:
             self.metrics.refused.labels("centre_api", "invalid_instruction").inc()
@@ -83,7 +84,7 @@ class Intake:
             if busy is not None:
                 self.metrics.refused.labels("centre_api", "backpressure").inc()
                 raise Problem(503, "unavailable", f"Bank {account.bank} cannot take more instructions now",
-                              busy, errors=(FieldError("debit_account", f"held at bank {account.bank}"),))
+                              busy, errors=(FieldError(field, f"held at bank {account.bank}"),))
         item = q.IntakeItem(ins, account.bank, self.policy_refusal(ins))
         if item.refusal is None and self.encodable is not None:
             reason = self.encodable(item)
@@ -95,7 +96,10 @@ class Intake:
 
     def own_account_mismatch(self, ins: Any) -> tuple[FieldError, ...]:
         """For a transfer to one of the centre's own registered accounts, each creditor field that
-        differs from the register (a bank code the register lacks cannot be checked, so differs)."""
+        differs from the register (a bank code the register lacks cannot be checked, so differs).
+        A collection names only the centre's account, so has nothing to differ."""
+        if ins.kind == "collection":
+            return ()
         c = ins.creditor
         own = self.config.accounts.get(c.account)
         if own is None or own.centre != ins.centre_id:
@@ -112,7 +116,13 @@ class Intake:
         return tuple(errors)
 
     def policy_refusal(self, ins: Any) -> str | None:
-        """Why policy refuses the instruction (stored as rejected), or None."""
+        """Why policy refuses the instruction (stored as rejected), or None.
+
+        A collection is money into the centre's own account, taken under the payer's
+        agreement (ConAgrNo): no counterparty register and no large-amount approval apply.
+        """
+        if ins.kind == "collection":
+            return None
         cfg = self.config
         c = ins.creditor
         registered = cfg.counterparties.get(c.account)
@@ -143,7 +153,8 @@ class Intake:
         """Commit ``items`` as one bank batch (gateway/store/batches.py), or recognise its repeat;
         fires with one :class:`IntakeOutcome` each, after the commit.  Raises
         :class:`gateway.store.batches.BatchConflict` when part of it is stored and part not."""
-        outcomes = yield self.db.write(lambda tx: sb.intake_bank_batch(tx, items))
+        kind = "collection" if items and items[0].instruction.kind == "collection" else "payment"
+        outcomes = yield self.db.write(lambda tx: sb.intake_bank_batch(tx, items, kind))
         crash_point("intake.respond")
         created = [o.record for o in outcomes if o.status == "created"]
         for rec in created:

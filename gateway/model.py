@@ -23,6 +23,8 @@ __all__ = [
     "parse_amount",
     "format_amount",
     "Creditor",
+    "Debtor",
+    "COLLECTION_PURPOSES",
     "Instruction",
     "State",
     "FINAL_STATES",
@@ -142,7 +144,10 @@ FINAL_STATES = frozenset({State.SUCCEEDED, State.FAILED, State.REJECTED})
 PURPOSES = frozenset(
     {"withdrawal", "loan_disbursement", "allocation", "deposit_placement", "refund", "fee", "other"}
 )
-KINDS = frozenset({"transfer"})
+COLLECTION_PURPOSES = frozenset({"contribution", "loan_repayment", "other"})
+"""Purposes of a collection (money into the centre's account): an employer's contribution,
+a borrower's repayment by direct debit, anything else."""
+KINDS = frozenset({"transfer", "collection"})
 
 _INSTRUCTION_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
 _BANK_CODE = re.compile(r"[0-9]{12}")
@@ -153,6 +158,12 @@ _FIELDS = frozenset(
      "approval_ref", "requested_date"}
 )
 _CREDITOR_FIELDS = frozenset({"account", "name", "bank_code"})
+_COLLECTION_FIELDS = frozenset(
+    {"instruction_id", "kind", "credit_account", "debtor", "amount", "purpose", "memo",
+     "approval_ref", "requested_date"}
+)
+_DEBTOR_FIELDS = frozenset({"account", "name", "bank_code", "agreement_no"})
+_AGREEMENT = re.compile(r"[\x21-\x7e]{1,64}")
 # C0 and C1 controls, DEL, and lone surrogates (which JSON can smuggle in as \\uD800).
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 # Text that displays other than it reads: bidirectional controls (LRM, RLM, ALM, the embeddings,
@@ -187,8 +198,25 @@ class Creditor:
 
 
 @dataclass(frozen=True)
+class Debtor:
+    """The payer of a collection, debited under the multi-party agreement ``agreement_no``."""
+
+    account: str
+    name: str
+    bank_code: str      # 12-digit CNAPS code
+    agreement_no: str   # bdc ConAgrNo
+
+
+@dataclass(frozen=True)
 class Instruction:
-    """A centre's payment instruction as validated; ``(centre_id, instruction_id)`` is unique."""
+    """A centre's instruction as validated; ``(centre_id, instruction_id)`` is unique.
+
+    A ``transfer`` debits the centre's ``debit_account`` and pays ``creditor``.  A
+    ``collection`` debits ``debtor`` (then ``debit_account`` is the debtor's account) and
+    credits the centre's account ``creditor.account`` (its name and bank code are the
+    register's, so ``creditor`` carries the account only).  :attr:`account` is the centre's
+    own account either way: the one whose bank executes the instruction.
+    """
 
     centre_id: str
     instruction_id: str
@@ -200,9 +228,30 @@ class Instruction:
     memo: str
     approval_ref: str | None
     requested_date: _dt.date
+    debtor: Debtor | None = None
+
+    @property
+    def account(self) -> str:
+        """The centre's own account: debited by a transfer, credited by a collection."""
+        return self.creditor.account if self.kind == "collection" else self.debit_account
 
     def to_json(self) -> dict[str, Any]:
         """The canonical JSON form: what a centre sent, normalised."""
+        if self.kind == "collection":
+            assert self.debtor is not None
+            d = self.debtor
+            return {
+                "instruction_id": self.instruction_id,
+                "kind": self.kind,
+                "credit_account": self.creditor.account,
+                "debtor": {"account": d.account, "name": d.name, "bank_code": d.bank_code,
+                           "agreement_no": d.agreement_no},
+                "amount": format_amount(self.amount),
+                "purpose": self.purpose,
+                "memo": self.memo,
+                "approval_ref": self.approval_ref,
+                "requested_date": self.requested_date.isoformat(),
+            }
         return {
             "instruction_id": self.instruction_id,
             "kind": self.kind,
@@ -235,6 +284,14 @@ class Instruction:
     @classmethod
     def from_json(cls, centre_id: str, data: Mapping[str, Any]) -> "Instruction":
         """Rebuild from :meth:`to_json` output (trusted, already validated)."""
+        if data["kind"] == "collection":
+            debtor = Debtor(**data["debtor"])
+            return cls(
+                centre_id=centre_id, instruction_id=data["instruction_id"], kind="collection",
+                debit_account=debtor.account, creditor=Creditor(data["credit_account"], "", ""),
+                amount=parse_amount(data["amount"]), purpose=data["purpose"], memo=data["memo"],
+                approval_ref=data["approval_ref"],
+                requested_date=_dt.date.fromisoformat(data["requested_date"]), debtor=debtor)
         return cls(
             centre_id=centre_id,
             instruction_id=data["instruction_id"],
@@ -285,10 +342,12 @@ def parse_instruction(centre_id: str, data: Any, *, ceiling_fen: int, today: _dt
     """
     if not isinstance(data, Mapping):
         raise InvalidInput([FieldError("", "the instruction must be a JSON object")])
+    kind = data.get("kind", "transfer")
+    if kind == "collection":
+        return _parse_collection(centre_id, data, ceiling_fen=ceiling_fen, today=today)
     errors: list[FieldError] = [FieldError(k, "unknown field") for k in sorted(set(data) - _FIELDS)]
     instruction_id = _text(errors, data, "instruction_id", pattern=_INSTRUCTION_ID,
                            what="must be 1-32 of A-Z a-z 0-9 _ -")
-    kind = data.get("kind", "transfer")
     # isinstance first: a JSON array or object is unhashable and must be refused, not raise.
     if not isinstance(kind, str) or kind not in KINDS:
         errors.append(FieldError("kind", f"must be one of {sorted(KINDS)}"))
@@ -310,6 +369,20 @@ def parse_instruction(centre_id: str, data: Any, *, ceiling_fen: int, today: _dt
                        what="must be a 12-digit CNAPS code")
         if c_account and c_name and c_bank:
             creditor = Creditor(c_account, c_name, c_bank)
+    purpose = data.get("purpose")
+    if not isinstance(purpose, str) or purpose not in PURPOSES:
+        errors.append(FieldError("purpose", f"must be one of {', '.join(sorted(PURPOSES))}"))
+    amount, memo, approval_ref, requested = _common(errors, data, ceiling_fen, today)
+    if errors:
+        raise InvalidInput(errors)
+    assert instruction_id and debit and creditor and amount is not None
+    return Instruction(centre_id, instruction_id, kind, debit, creditor, amount, purpose, memo,
+                       approval_ref, requested)
+
+
+def _common(errors: list[FieldError], data: Mapping[str, Any], ceiling_fen: int,
+            today: _dt.date) -> tuple[int | None, str, str | None, _dt.date]:
+    """amount, memo, approval_ref and requested_date, read as every kind reads them."""
     amount: int | None = None
     if "amount" not in data:
         errors.append(FieldError("amount", "is required"))
@@ -318,9 +391,6 @@ def parse_instruction(centre_id: str, data: Any, *, ceiling_fen: int, today: _dt
             amount = parse_amount(data["amount"], ceiling_fen)
         except ValueError as e:
             errors.append(FieldError("amount", str(e)))
-    purpose = data.get("purpose")
-    if not isinstance(purpose, str) or purpose not in PURPOSES:
-        errors.append(FieldError("purpose", f"must be one of {', '.join(sorted(PURPOSES))}"))
     memo = _text(errors, data, "memo", required=False, max_len=140) or ""
     approval_ref = _text(errors, data, "approval_ref", required=False, pattern=_APPROVAL,
                          what="must be 1-64 printable ASCII characters")
@@ -336,11 +406,48 @@ def parse_instruction(centre_id: str, data: Any, *, ceiling_fen: int, today: _dt
         else:
             if requested < today:
                 errors.append(FieldError("requested_date", "is in the past"))
+    return amount, memo, approval_ref, requested
+
+
+def _parse_collection(centre_id: str, data: Mapping[str, Any], *, ceiling_fen: int,
+                      today: _dt.date) -> Instruction:
+    """Validate a ``collection`` body: ``credit_account`` (the centre's, checked against the
+    register by the intake), ``debtor`` (account, name, bank_code, agreement_no), amount,
+    purpose (:data:`COLLECTION_PURPOSES`), memo, approval_ref, requested_date."""
+    errors: list[FieldError] = [FieldError(k, "unknown field") for k in sorted(set(data) - _COLLECTION_FIELDS)]
+    instruction_id = _text(errors, data, "instruction_id", pattern=_INSTRUCTION_ID,
+                           what="must be 1-32 of A-Z a-z 0-9 _ -")
+    credit = _text(errors, data, "credit_account", pattern=_ACCOUNT, what="must be 1-32 letters or digits")
+    debtor: Debtor | None = None
+    raw = data.get("debtor")
+    if not isinstance(raw, Mapping):
+        errors.append(FieldError("debtor", "is required and must be an object"))
+    else:
+        errors.extend(FieldError("debtor." + k, "unknown field") for k in sorted(set(raw) - _DEBTOR_FIELDS))
+        d_account = _text(errors, raw, "account", prefix="debtor.", pattern=_ACCOUNT,
+                          what="must be 1-32 letters or digits")
+        d_name = _text(errors, raw, "name", prefix="debtor.", max_len=60)
+        if d_name is not None and not d_name.strip():
+            errors.append(FieldError("debtor.name", "must not be blank"))
+            d_name = None
+        d_bank = _text(errors, raw, "bank_code", prefix="debtor.", pattern=_BANK_CODE,
+                       what="must be a 12-digit CNAPS code")
+        d_agreement = _text(errors, raw, "agreement_no", prefix="debtor.", pattern=_AGREEMENT,
+                            what="must be 1-64 printable ASCII characters (the multi-party agreement number)")
+        if d_account and d_name and d_bank and d_agreement:
+            debtor = Debtor(d_account, d_name, d_bank, d_agreement)
+    if credit is not None and debtor is not None and credit == debtor.account:
+        errors.append(FieldError("debtor.account", "is the credited account itself"))
+    purpose = data.get("purpose")
+    if not isinstance(purpose, str) or purpose not in COLLECTION_PURPOSES:
+        errors.append(FieldError("purpose", "must be one of " + ", ".join(sorted(COLLECTION_PURPOSES))
+                                 + " for a collection"))
+    amount, memo, approval_ref, requested = _common(errors, data, ceiling_fen, today)
     if errors:
         raise InvalidInput(errors)
-    assert instruction_id and debit and creditor and amount is not None
-    return Instruction(centre_id, instruction_id, kind, debit, creditor, amount, purpose, memo,
-                       approval_ref, requested)
+    assert instruction_id and credit and debtor and amount is not None and isinstance(purpose, str)
+    return Instruction(centre_id, instruction_id, "collection", debtor.account, Creditor(credit, "", ""),
+                       amount, purpose, memo, approval_ref, requested, debtor)
 
 
 # -- bookings ----------------------------------------------------------------

@@ -11,6 +11,7 @@ that line's own instruction, as a single instruction's is.
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any, Callable
 
@@ -54,7 +55,9 @@ def batch_open(batch: dict[str, Any], slim: Any) -> Open | None:
     confirmed = [r for r in lines if r["state"] != State.SENT.value and r["state"] != State.RECEIVED.value
                  and r.get("bank_seq_no")]
     batch_no = confirmed[0]["bank_seq_no"] if confirmed else ""
-    payload = {"batch_ref": batch["batch_ref"], "kind": batch.get("kind", "payment"),
+    kind = batch.get("kind") or ("collection" if json.loads(lines[0]["body"]).get("kind") == "collection"
+                                 else "payment")  # fresh from the intake: its lines say (one kind a batch)
+    payload = {"batch_ref": batch["batch_ref"], "kind": kind,
                "lines": [slim(r) for r in lines]}
     return Open(batch["batch_ref"], payload, accepted=bool(batch_no), sends=max(r.get("sends") or 0 for r in lines),
                 members=refs, batch_no=batch_no, done=done)
@@ -93,8 +96,11 @@ def claim_refs(outbox: Outbox, refs: tuple[str, ...]) -> list[str]:
 
 
 def batch_request(dispatcher: Any, payload: dict[str, Any]) -> bm.Batch:
-    """The BDC103 that sends batch ``payload``: each line as the single transfer would be written."""
-    lines = [dispatcher.line_message(row) for row in payload["lines"]]
+    """The BDC103 (transfers) or BDC104 (collections) that sends batch ``payload``: each line as
+    the single transfer or collection would be written."""
+    lines = [dispatcher.line_message(row, in_batch=True) for row in payload["lines"]]
+    if payload.get("kind") == "collection":
+        return bank_batch.collection_batch(payload["batch_ref"], lines)
     return bank_batch.payment_batch(payload["batch_ref"], lines)
 
 
@@ -120,8 +126,11 @@ def evidence(outbox: Outbox, answer: Any, raw: bytes) -> Any:
 
     if not raw:
         return None
-    if isinstance(answer, bm.BatchAccepted) and answer.ok and outbox.batch_asked(answer.reply_to) is not None:
-        return BankFile.of(f"BDC103-{outbox.batch_asked(answer.reply_to)}-{answer.batch_no}.exchange", bytes(raw))
+    ref = outbox.batch_asked(answer.reply_to) if isinstance(answer, bm.BatchAccepted) and answer.ok else None
+    if ref is not None:
+        held = outbox.entries[ref].payload
+        code = "BDC104" if isinstance(held, dict) and held.get("kind") == "collection" else "BDC103"
+        return BankFile.of(f"{code}-{ref}-{answer.batch_no}.exchange", bytes(raw))
     if isinstance(answer, bm.BatchResults) and outbox.batch_of(answer.batch_no) is not None:
         return BankFile.of(f"BDC108-{answer.batch_no}.exchange", bytes(raw))
     return None
@@ -156,30 +165,47 @@ def on_answer(outbox: Outbox, answer: Any, now: float, bank_id: str,
 
 def refusal(relay: Any, items: list[q.IntakeItem]) -> str | None:
     """Why ``items`` cannot go to their bank as one bank batch, or None (docs/protocols/bdc.md,
-    "Batches": one bdc bank, one debit account, one purpose, every line passing policy,
-    the whole request encodable as one BDC103)."""
+    "Batches": one bdc bank, one kind, one centre account (debited by transfers, credited by
+    collections), one purpose, every line passing policy, the whole request encodable as one
+    BDC103 or BDC104)."""
     first = items[0]
     bank = relay.config.banks.get(first.bank_id)
     if bank is None or bank.adapter != "bdc":
         return f"bank {first.bank_id} does not speak bdc: only a bdc bank takes a bank batch"
-    account = first.instruction.debit_account
+    kind = first.instruction.kind
+    account = first.instruction.account
     for i, item in enumerate(items):
-        if item.bank_id != first.bank_id or item.instruction.debit_account != account:
-            return f"instructions[{i}]: every line of a bank batch pays from the same debit account"
+        if item.instruction.kind != kind:
+            return f"instructions[{i}]: every line of a bank batch is of one kind ({kind})"
+        if item.bank_id != first.bank_id or item.instruction.account != account:
+            what = "credits the same account" if kind == "collection" else "pays from the same debit account"
+            return f"instructions[{i}]: every line of a bank batch {what}"
         if item.instruction.purpose != first.instruction.purpose:
             return f"instructions[{i}]: every line of a bank batch has the same purpose (one BusType)"
         if item.refusal is not None:
             return f"instructions[{i}]: refused by policy ({item.refusal}); a bank batch is taken whole"
     dispatcher = relay.dispatchers[first.bank_id]
     created = business_date(time.time_ns() // 1000)
-    lines = [dispatcher.message(
-        ref=f"{n:020d}", centre_id=it.instruction.centre_id, instruction_id=it.instruction.instruction_id,
-        debit_account=account, amount=it.instruction.amount,
-        creditor=(it.instruction.creditor.account, it.instruction.creditor.name, it.instruction.creditor.bank_code),
-        purpose=it.instruction.purpose, memo=it.instruction.memo, created=created) for n, it in enumerate(items, 1)]
     try:
-        batch = bank_batch.payment_batch(lines[0].seq_no, lines)
+        if kind == "collection":
+            lines_c = [dispatcher.collection(
+                ref=f"{n:020d}", centre_id=it.instruction.centre_id, instruction_id=it.instruction.instruction_id,
+                credit_account=account, amount=it.instruction.amount,
+                debtor=(it.instruction.debtor.account, it.instruction.debtor.name, it.instruction.debtor.bank_code,
+                        it.instruction.debtor.agreement_no),
+                purpose=it.instruction.purpose, memo=it.instruction.memo, created=created, in_batch=True)
+                for n, it in enumerate(items, 1)]
+            batch = bank_batch.collection_batch(lines_c[0].seq_no, lines_c)
+        else:
+            lines = [dispatcher.message(
+                ref=f"{n:020d}", centre_id=it.instruction.centre_id, instruction_id=it.instruction.instruction_id,
+                debit_account=account, amount=it.instruction.amount,
+                creditor=(it.instruction.creditor.account, it.instruction.creditor.name,
+                          it.instruction.creditor.bank_code),
+                purpose=it.instruction.purpose, memo=it.instruction.memo, created=created)
+                for n, it in enumerate(items, 1)]
+            batch = bank_batch.payment_batch(lines[0].seq_no, lines)
         msg.check(relay.adapters[first.bank_id], batch, sender=relay.config.node, receiver=bank.node)
     except msg.AdapterError as e:
-        return f"the batch cannot be written as one BDC103: {e}"
+        return f"the batch cannot be written as one {'BDC104' if kind == 'collection' else 'BDC103'}: {e}"
     return None

@@ -14,11 +14,16 @@ from dataclasses import dataclass
 
 __all__ = ["SignOff", "SignOffAnswer", "Collection", "BatchItem", "Batch", "BatchAccepted",
            "BatchQuery", "BatchStatus", "BATCH_STATES", "BatchResultQuery", "BatchLine",
-           "BatchResults", "BranchQuery", "Branch", "Branches", "StatementQuery", "BUS_TYPES", "REQUESTS",
+           "BatchResults", "BranchQuery", "Branch", "Branches", "StatementQuery", "BUS_TYPES", "COLLECTION_BUS_TYPES", "REQUESTS",
            "ANSWERS"]
 
 BUS_TYPES = frozenset([f"{n:02d}" for n in range(1, 21)] + ["2713", "2715"])
 """BusType codes of the interface (01-20, and the centres' local 2713 and 2715)."""
+
+COLLECTION_BUS_TYPES = {"contribution": "01", "loan_repayment": "05", "other": "20"}
+"""A collection's purpose (gateway.model.COLLECTION_PURPOSES) to its BusType: ``01``
+contribution/back-pay [汇补缴], ``05`` loan deduction [贷款扣款] (a borrower's repayment by
+direct debit), ``20`` other business."""
 
 
 @dataclass(frozen=True)

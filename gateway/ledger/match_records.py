@@ -25,7 +25,11 @@ _CST = _dt.timezone(_dt.timedelta(hours=8))
 
 @dataclass(frozen=True)
 class _Body:
-    """What an instruction said, as the matcher compares it."""
+    """What an instruction said, as the matcher compares it.
+
+    ``debit_account`` is the centre's account the movement is expected on: debited by a
+    transfer, credited by a ``collection`` (then the counterparty is the payer).
+    """
 
     debit_account: str
     cp_account: str
@@ -33,16 +37,29 @@ class _Body:
     cp_bank: str
     amount: int
     approval_ref: str | None
+    collection: bool = False
 
     @classmethod
-    def from_payload(cls, data: Mapping[str, Any]) -> _Body:
+    def from_payload(cls, data: Mapping[str, Any]) -> "_Body":
+        if data.get("kind") == "collection":
+            d = data["debtor"]
+            return cls(data["credit_account"], d["account"], d.get("name") or "", d.get("bank_code") or "",
+                       parse_amount(data["amount"]), data.get("approval_ref") or None, True)
         c = data["creditor"]
         return cls(data["debit_account"], c["account"], c.get("name") or "", c.get("bank_code") or "",
                    parse_amount(data["amount"]), data.get("approval_ref") or None)
 
+    def expects(self, amount: int) -> bool:
+        """Whether a movement of signed ``amount`` goes the way this instruction moves money."""
+        return amount > 0 if self.collection else amount < 0
+
+    def signed(self) -> int:
+        """The signed movement this instruction should cause on the centre's account."""
+        return self.amount if self.collection else -self.amount
+
     def dump(self) -> list[Any]:
         return [self.debit_account, self.cp_account, self.cp_name, self.cp_bank, self.amount,
-                self.approval_ref]
+                self.approval_ref, self.collection]
 
 
 class _Instr:
@@ -127,6 +144,7 @@ class _Move:
         "t",
         "tokens",
         "waiting",
+        "cp_name",
     )
 
     def __init__(self, key: str, bank: str, account: str, host: str, amount: int, cp_account: str,
@@ -150,6 +168,7 @@ class _Move:
         self.waiting = False                    # in the unmatched-debit indexes
         self.large_pending = False              # large-amount still to be judged
         self.raised: set[str] = set()
+        self.cp_name = ""                       # the counterparty's name, for a deferred alert
 
     def events(self) -> list[str]:
         return [self.event_id, *self.others]
@@ -158,13 +177,14 @@ class _Move:
         return [self.key, self.bank, self.account, self.host, self.amount, self.cp_account,
                 self.cp_bank, self.reversal, self.centre, self.t, list(self.tokens), self.event_id,
                 list(self.others), self.last_s, self.instr, self.waiting, self.large_pending,
-                sorted(self.raised)]
+                sorted(self.raised), self.cp_name]
 
     @classmethod
     def load(cls, d: list[Any]) -> _Move:
         m = cls(*d[:12], now=d[13])
         m.others, m.instr, m.waiting, m.large_pending = list(d[12]), d[14], d[15], d[16]
         m.raised = set(d[17])
+        m.cp_name = d[18] if len(d) > 18 else ""  # snapshots before collections lack it
         return m
 
 

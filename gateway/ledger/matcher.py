@@ -19,6 +19,10 @@ What it matches (the rule table, severities and keys are in
 * **Debit movements** are matched to an instruction by the result's host
   serial (same bank), else by a bank reference found in the summary or remark,
   else by an instruction id found there (same centre, same debit account).
+  A *collection* (kind ``collection``: a payer debited, the centre's account
+  credited) expects a **credit** on the centre's account instead, matched the
+  same ways; a credit is never matched to a transfer nor a debit to a
+  collection, and a credit that matches nothing is not an alert.
   A debit that matches nothing yet is *held*: ``unsolicited-debit`` is raised
   only from :meth:`tick`, ``result_deadline_s`` after the ledger saw it, so a
   movement that overtakes its result never alerts.
@@ -365,6 +369,10 @@ class Matcher:
             return False
         ins.body = body
         evidence = ins.events()
+        if body.collection:
+            # Money into the centre's account under the payer's agreement: no approval
+            # and no counterparty register apply (gateway.intake.Intake.policy_refusal).
+            return True
         threshold = self._large(ins.centre)
         if body.amount >= threshold:
             self._emit(ins.raised, rules.large_amount_instruction(
@@ -414,7 +422,7 @@ class Matcher:
                     cands.append(mk)
         for mk in dict.fromkeys(cands):
             m = self._moves[mk]
-            if m.instr is None:
+            if m.instr is None and (ins.body.expects(m.amount) if ins.body is not None else m.amount < 0):
                 self._link(m, ins, now, out)
         self._check_debits(ins, out)
         self._check_bookings(ins, out)
@@ -451,7 +459,7 @@ class Matcher:
         registry = self.registry
         info = registry.accounts.get(account)
         centre = info.centre if info is not None else (f.centre_id or "")
-        tokens = _tokens(p.get("summary") or "", p.get("remark") or "") if amount < 0 else []
+        tokens = _tokens(p.get("summary") or "", p.get("remark") or "") if amount != 0 else []
         m = _Move(mkey, bank, account, host, amount, cp, p.get("counterparty_bank_code") or "",
                   reversal, centre, t, tokens, f.event_id, now)
         self._moves[mkey] = m
@@ -463,8 +471,14 @@ class Matcher:
             self._emit(m.raised, rules.unregistered_account(
                 mkey, account, bank, info.bank if info is not None else None, evidence), out)
         if cp and not registry.counterparty_registered(cp, m.cp_bank):
-            self._emit(m.raised, rules.unregistered_counterparty_movement(
-                mkey, account, cp, p.get("counterparty_name") or "", amount, evidence), out)
+            if amount > 0:
+                # Money in from a payer off the register may be a collection's result
+                # (its debtor): judged at the result deadline, once it could be matched.
+                m.cp_name = p.get("counterparty_name") or ""
+                self._push(now + self._result_deadline(self._account_centre(account)), "credit", mkey)
+            else:
+                self._emit(m.raised, rules.unregistered_counterparty_movement(
+                    mkey, account, cp, p.get("counterparty_name") or "", amount, evidence), out)
         self._balance_move(bank, account, t, amount, f.event_id, now)
         waiting = self._wait_book.get(host)
         if waiting:
@@ -486,21 +500,39 @@ class Matcher:
             if m.instr is None or m.large_pending:
                 # Held until the result deadline: the instruction may still be on its way.
                 self._push(now + self._result_deadline(self._account_centre(account)), "debit", mkey)
-        elif amount >= threshold:
-            self._emit(m.raised, rules.large_amount_movement(
-                mkey, account, amount, approval_ref=None, threshold=threshold, evidence=evidence), out)
+        else:
+            if amount > 0:
+                # A credit: the result of a collection, when one expects it; else (interest,
+                # money sent to the centre) nothing to match and no alert.
+                ins = self._find_instruction(m)
+                if ins is None:
+                    self._wait(m)
+                else:
+                    self._link(m, ins, now, out)
+                    self._check_debits(ins, out)
+            if amount >= threshold:
+                self._emit(m.raised, rules.large_amount_movement(
+                    mkey, account, amount, approval_ref=None, threshold=threshold, evidence=evidence), out)
 
     def _find_instruction(self, m: _Move) -> _Instr | None:
+        """The instruction movement ``m`` is the result of, going its way (a debit for a
+        transfer, a credit for a collection), or None."""
+        def way(ins: _Instr | None) -> bool:
+            # A body not yet known: a credit waits for it, a debit is taken (as before).
+            if ins is None:
+                return False
+            return ins.body.expects(m.amount) if ins.body is not None else m.amount < 0
+
         key = self._by_host.get(f"{m.bank}:{m.host}")
-        if key is not None:
+        if key is not None and way(self._instrs.get(key)):
             return self._instrs[key]
         for tok in m.tokens:
             key = self._by_ref.get(tok)
-            if key is not None:
+            if key is not None and way(self._instrs.get(key)):
                 return self._instrs[key]
         for tok in m.tokens:
             ins = self._instrs.get(f"{m.centre}/{tok}")
-            if ins is not None and ins.body is not None and ins.body.debit_account == m.account:
+            if ins is not None and ins.body is not None and ins.body.debit_account == m.account and way(ins):
                 return ins
         return None
 
@@ -536,10 +568,11 @@ class Matcher:
                 continue
             diffs: list[str] = []
             if body is not None:
-                if -m.amount != body.amount:
-                    diffs.append(f"amount {format_amount(-m.amount)} instead of {format_amount(body.amount)}")
+                if m.amount != body.signed():
+                    diffs.append(f"amount {format_amount(abs(m.amount))} instead of {format_amount(body.amount)}")
                 if m.account != body.debit_account:
-                    diffs.append(f"debit account {m.account} instead of {body.debit_account}")
+                    what = "credit" if body.collection else "debit"
+                    diffs.append(f"{what} account {m.account} instead of {body.debit_account}")
                 if m.cp_account and m.cp_account != body.cp_account:
                     diffs.append(f"counterparty {m.cp_account} instead of {body.cp_account}")
                 if m.cp_bank and body.cp_bank and m.cp_bank != body.cp_bank:
@@ -710,10 +743,11 @@ class Matcher:
         if body is not None:
             for b in books:
                 if b.account != body.debit_account:
-                    problems.append(f"{b.key} books account {b.account}, the debit was on {body.debit_account}")
-                if b.amount != -body.amount:
+                    what = "credit" if body.collection else "debit"
+                    problems.append(f"{b.key} books account {b.account}, the {what} was on {body.debit_account}")
+                if b.amount != body.signed():  # a collection books money in: positive
                     problems.append(f"{b.key} books {format_amount(b.amount)}, "
-                                    f"the instruction is {format_amount(-body.amount)}")
+                                    f"the instruction is {format_amount(body.signed())}")
         if "failed" in ins.states:
             problems.append("booked although the bank reported failure")
         if "rejected" in ins.states:
@@ -750,6 +784,19 @@ class Matcher:
             self._emit(m.raised, rules.large_amount_movement(
                 mkey, m.account, m.amount, approval_ref=approval,
                 threshold=self._large(self._account_centre(m.account)), evidence=m.events()), out)
+
+    def _due_credit(self, mkey: str, now: float, out: list[AlertDraft]) -> None:
+        """A credit from an unregistered counterparty: an alert unless it is the result of a
+        collection from that very payer."""
+        m = self._moves.get(mkey)
+        if m is None or self.registry.counterparty_registered(m.cp_account, m.cp_bank):
+            return
+        ins = self._instrs.get(m.instr) if m.instr is not None else None
+        if ins is not None and ins.body is not None and ins.body.collection \
+                and ins.body.cp_account == m.cp_account:
+            return
+        self._emit(m.raised, rules.unregistered_counterparty_movement(
+            mkey, m.account, m.cp_account, m.cp_name, m.amount, m.events()), out)
 
     def _due_booking(self, key: str, now: float, out: list[AlertDraft]) -> None:
         ins = self._instrs.get(key)
@@ -819,6 +866,7 @@ class Matcher:
     _DUE = {
         "result": _due_result,
         "debit": _due_debit,
+        "credit": _due_credit,
         "booking": _due_booking,
         "book": _due_book,
         "balance": _due_balance,

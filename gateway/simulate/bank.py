@@ -219,6 +219,7 @@ class BankCore:
         node: str,
         accounts: Mapping[str, int],
         account_names: Mapping[str, str] | None = None,
+        customers: Mapping[str, int] | None = None,
         gateway_node: str = "D00000",
         delay: float = 0.0,
         reply_within: float = 0.0,
@@ -244,9 +245,12 @@ class BankCore:
             raise ValueError("delay and reply_within must not be negative")
         if not 1 <= first_serial < _SERIAL_LIMIT:
             raise ValueError(f"first_serial must be between 1 and {_SERIAL_LIMIT - 1}")
-        for account, balance in accounts.items():
+        customers = dict(customers or {})
+        for account, balance in (dict(accounts) | customers).items():
             if type(balance) is not int or balance < 0:
                 raise ValueError(f"opening balance of {account!r} must be a non-negative int (fen)")
+        if set(customers) & set(accounts):
+            raise ValueError("an account is either the gateway's or another customer's, not both")
         chosen = check_faults(faults)
         offsets = fault_schedule(chosen, fault_every)
         if type(fault_seed) is not int:
@@ -266,7 +270,11 @@ class BankCore:
         self.push_results = push_results
         self.seed = seed
         self.tz = tz
-        self._balances: dict[str, int] = dict(accounts)
+        self._balances: dict[str, int] = dict(accounts) | customers
+        # The bank's other customers (the payers of collections): held and booked here, but
+        # nothing about them is notified to the gateway, as a bank notifies only the
+        # accounts a centre holds.
+        self._customers: frozenset[str] = frozenset(customers)
         self._names: dict[str, str] = dict(account_names or {})
         self._serial = first_serial
         self._drop_rng = random.Random(f"{seed}:drop")
@@ -523,6 +531,7 @@ class BankCore:
                 booked = ins.amount + FAULT_MISMATCH_EXTRA
             host_seq_no = self._host_seq_no()
             entries = self._post(ins, booked, host_seq_no, now, summary=ins.reference, remark=ins.memo)
+            entries = tuple(e for e in entries if e.account not in self._customers)
         outcome = Outcome(ref=ref, succeeded=code == CODE_OK, host_seq_no=host_seq_no,
                           bank_seq_no=transfer.bank_seq_no, code=code, text=_TEXTS[code], executed_at=now)
         transfer.outcome = outcome

@@ -187,7 +187,7 @@ def intake(tx: Tx, items: Sequence[IntakeItem]) -> list[IntakeOutcome]:
             else State.RECEIVED
         row = dict(
             centre_id=ins.centre_id, instruction_id=ins.instruction_id, bank_id=it.bank_id,
-            debit_account=ins.debit_account, amount=ins.amount,
+            debit_account=ins.account, amount=ins.amount,
             body=body,
             fingerprint=fingerprint, state=state.value, bank_ref=None, reason=it.refusal, sends=0,
             created_us=tx.now_us, updated_us=tx.now_us,

@@ -139,7 +139,7 @@ bank_batches = Table(
     Column("batch_ref", String(32), primary_key=True),
     Column("bank_id", String(16), nullable=False),
     Column("centre_id", String(16), nullable=False),
-    Column("kind", String(16), nullable=False),       # payment (BDC103)
+    Column("kind", String(16), nullable=False),       # payment (BDC103) or collection (BDC104)
     Column("lines", Integer, nullable=False),
     Column("created_us", BigInteger, nullable=False),
 )

@@ -99,3 +99,36 @@ def test_a_centre_batch_is_one_bdc103_and_its_result_file_one_result_per_line() 
         bank_batch.line_results(file, ["R1"], [12_300])
     with pytest.raises(AdapterError):   # an amount other than its line's
         bank_batch.line_results(file, ["R1", "R2"], [12_300, 4_501])
+
+
+def _collection(n: int, payer: str, *, same: bool, code: str = "102100000030", credit: str = CENTRE_ACCT,
+                bus: str = "01") -> bm.Collection:
+    return bm.Collection(f"5224017113000000010{n}", dt.date(2017, 11, 30), "C52240", "522400000000000", credit,
+                         "示例中心归集户", payer, f"单位{n}", False, same, 1000 * n, bus, debtor_bank_code=code,
+                         agreement_no=f"AGR-{n}", memo=f"缴存{n}", reference=f"CB-{n}")
+
+
+def test_collections_are_written_as_one_bdc104_crediting_the_centre() -> None:
+    mixed = bank_batch.collection_batch("52240171130000000201", [
+        _collection(1, PAYEE, same=True, code="105100000017"), _collection(2, PAYEE2, same=False)])
+    assert (mixed.kind, mixed.file_type, mixed.account, mixed.bus_type) == ("collection", "3", CENTRE_ACCT, "01")
+    assert [(i.no, i.account, i.amount, i.branch_code, i.agreement_no, i.reference) for i in mixed.items] == [
+        (1, PAYEE, 1000, "105100000017", "AGR-1", "CB-1"), (2, PAYEE2, 2000, "102100000030", "AGR-2", "CB-2")]
+    frame = CANONICAL.encode(mixed, sender="C52240", receiver="105000")
+    assert b"BDC104" in frame and b"BDC103" not in frame
+    # All at the collecting bank: FileType 1, whose layout has no branch and no ConAgrNo.
+    same = bank_batch.collection_batch("52240171130000000202", [_collection(1, PAYEE, same=True),
+                                                               _collection(2, PAYEE2, same=True)])
+    assert same.file_type == "1" and {(i.branch_code, i.agreement_no) for i in same.items} == {("", "")}
+    CANONICAL.encode(same, sender="C52240", receiver="105000")
+    # One credited account and one BusType a batch; collections only.
+    with pytest.raises(AdapterError, match="credits the same account"):
+        bank_batch.collection_batch("x", [_collection(1, PAYEE, same=True), _collection(2, PAYEE2, same=True,
+                                                                                         credit=PAYEE)])
+    with pytest.raises(AdapterError, match="BusType"):
+        bank_batch.collection_batch("x", [_collection(1, PAYEE, same=True), _collection(2, PAYEE2, same=True,
+                                                                                         bus="05")])
+    with pytest.raises(AdapterError, match="collections only"):
+        bank_batch.collection_batch("x", [_collection(1, PAYEE, same=True), PAYMENT])
+    with pytest.raises(AdapterError, match="at least one"):
+        bank_batch.collection_batch("x", [])

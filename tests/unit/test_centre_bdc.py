@@ -6,9 +6,11 @@ from __future__ import annotations
 import datetime as dt
 from types import SimpleNamespace
 
+import pytest
+
 from adapters.base import Instruction
 from gateway.centre_bdc import instruction_body, instruction_id_for
-from gateway.model import parse_instruction
+from gateway.model import InvalidInput, parse_instruction
 
 DAY = dt.date(2017, 11, 30)
 INS = Instruction("52240171130000000007", DAY, "C52240", "522400000000000", "6200001111222233", "示例中心归集户",
@@ -49,16 +51,47 @@ def test_a_decoded_collection_between_the_centres_own_accounts_is_the_api_body()
     c = Collection("52240171130000000008", DAY, "C52240", "522400000000000", "6222002222333344", "示例中心贷款户",
                    "6200001111222233", "示例中心归集户", False, False, 6_660, "18",
                    debtor_bank_code="105100000017", memo="资金归集")
-    config = SimpleNamespace(accounts={"6222002222333344": SimpleNamespace(bank_code="102100000030")},
+    config = SimpleNamespace(accounts={"6222002222333344": SimpleNamespace(bank_code="102100000030", centre="C52240"),
+                                       "6200001111222233": SimpleNamespace(bank_code="105100000017", centre="C52240")},
                              counterparties={})
     body = collection_body(c, "20171130-52240171130000000008", config)
     assert body["debit_account"] == "6200001111222233" and body["creditor"] == {
         "account": "6222002222333344", "name": "示例中心贷款户", "bank_code": "102100000030"}
     assert (body["amount"], body["purpose"], body["memo"]) == ("66.60", "allocation", "资金归集")
     assert parse_instruction("C52240", body, ceiling_fen=10**12, today=DAY).amount == 6_660
-    # A BusType with no neutral purpose is "other"; an unregistered collecting account has no bank code.
-    other = collection_body(Collection(**{**c.__dict__, "bus_type": "01"}), "x", SimpleNamespace(accounts={}))
-    assert other["purpose"] == "other" and other["creditor"]["bank_code"] == ""
+    # A BusType with no neutral purpose is "other".
+    other = collection_body(Collection(**{**c.__dict__, "bus_type": "01"}), "x", config)
+    assert other["purpose"] == "other" and other["kind"] == "transfer"
+
+
+def test_a_decoded_collection_from_any_other_payer_is_a_collection_instruction() -> None:
+    """BDC102 from a payer who is not the centre (an employer's contribution): the API's
+    ``collection`` body, CrAcctNo credited, the payer debited under ConAgrNo."""
+    from adapters.bdc.messages import Collection
+    from gateway.centre_bdc import collection_body
+
+    config = SimpleNamespace(accounts={"6200001111222233": SimpleNamespace(bank_code="105100000017", centre="C52240")},
+                             counterparties={})
+    c = Collection("52240171130000000009", DAY, "C52240", "522400000000000", "6200001111222233", "示例中心归集户",
+                   "6222000011112222", "示例有限公司", False, False, 120_050, "01",
+                   debtor_bank_code="102100000030", agreement_no="AGR-2017-0001", memo="缴存")
+    body = collection_body(c, "20171130-52240171130000000009", config)
+    assert body == {"instruction_id": "20171130-52240171130000000009", "kind": "collection",
+                    "credit_account": "6200001111222233",
+                    "debtor": {"account": "6222000011112222", "name": "示例有限公司", "bank_code": "102100000030",
+                               "agreement_no": "AGR-2017-0001"},
+                    "amount": "1200.50", "purpose": "contribution", "memo": "缴存"}
+    ins = parse_instruction("C52240", body, ceiling_fen=10**12, today=DAY)
+    assert ins.kind == "collection" and ins.account == "6200001111222233"
+    # A same-bank payer with DeChgNo empty: the collecting account's bank; BusType 05 a loan repayment.
+    same = collection_body(Collection(**{**c.__dict__, "same_bank": True, "debtor_bank_code": "",
+                                         "bus_type": "05"}), "x", config)
+    assert same["debtor"]["bank_code"] == "105100000017" and same["purpose"] == "loan_repayment"
+    # Without ConAgrNo the intake refuses it: a direct debit needs its agreement.
+    bare = collection_body(Collection(**{**c.__dict__, "agreement_no": ""}), "20171130-x", config)
+    with pytest.raises(InvalidInput) as e:
+        parse_instruction("C52240", bare, ceiling_fen=10**12, today=DAY)
+    assert [err.field for err in e.value.errors] == ["debtor.agreement_no"]
 
 
 def test_refused_messages_are_journalled_at_most_the_cap_per_window() -> None:

@@ -1136,3 +1136,92 @@ def test_memory_stays_bounded_over_a_long_clean_run() -> None:
     sizes = m.sizes()
     assert sizes["instructions"] == sizes["movements"] == sizes["bookings"] == 0
     assert sizes["account_movements"] < 60
+
+
+# -- collections: a CREDIT on the centre's account is the result ------------------------------
+
+PAYER = "6222000011112222"   # an employer at the bank: not the centre's, not a registered counterparty
+PAYER_NAME = "示例有限公司"
+PAYER_BANK = "105100000017"
+
+
+def collection(j: Journal, iid: str, amount: int, *, ref: str, account: str = SPECIAL) -> dict[str, Any]:
+    body = {"instruction_id": iid, "kind": "collection", "credit_account": account,
+            "debtor": {"account": PAYER, "name": PAYER_NAME, "bank_code": PAYER_BANK, "agreement_no": "AGR-1"},
+            "amount": format_amount(amount), "purpose": "contribution", "memo": "缴存",
+            "approval_ref": None, "requested_date": DAY}
+    return j._state(iid, "received", {"instruction": body, "bank": BANK, "bank_ref": ref}, account)
+
+
+def collected(j: Journal, n: int, amount: int, *, credit: int | None = None,
+              succeeded: bool = True, credit_host: str | None = None) -> list[dict[str, Any]]:
+    """received -> sent -> accepted -> result, then the movement the bank notifies on the
+    centre's account (its own host serial: the credit leg, matched by the summary)."""
+    iid, ref, host = f"C{n}", ref_of(100 + n), host_of(100 + n)
+    moved = amount if credit is None else credit
+    return [
+        collection(j, iid, amount, ref=ref),
+        j.progress(iid, "sent", ref), j.progress(iid, "accepted", ref),
+        j.result(iid, ref, succeeded=succeeded, host=host if succeeded else ""),
+        j.movement(SPECIAL, credit_host or host_of(900 + n), moved, summary=iid, cp=PAYER, cp_name=PAYER_NAME,
+                   cp_bank=PAYER_BANK),
+        j.booking(f"BKC{n}", amount, iid=iid, account=SPECIAL),
+    ]
+
+
+def test_a_succeeded_collection_whose_credit_arrives_raises_nothing() -> None:
+    j = Journal()
+    before = 10_000_000_00
+    copies = [j.balance(SPECIAL, before, at="09:00:00"), *collected(j, 1, 250_000),
+              j.balance(SPECIAL, before + 250_000, at="11:00:00")]
+    assert run(copies) == []
+    # In any order: the credit before the instruction is held, then matched.
+    assert run(list(reversed(copies))) == []
+
+
+def test_the_credit_is_matched_by_the_result_host_serial_too() -> None:
+    j = Journal()
+    assert run(collected(j, 2, 5_000, credit_host=host_of(102))) == []
+
+
+def test_a_credit_of_another_amount_is_a_result_mismatch() -> None:
+    j = Journal()
+    alerts = run(collected(j, 3, 250_000, credit=250_001))
+    a = only(alerts, "result-mismatch")
+    assert a.key == f"result-mismatch:{CENTRE}/C3:{BANK}:{SPECIAL}:{host_of(903)}"
+    assert "amount 2500.01 instead of 2500.00" in a.summary
+
+
+def test_a_credit_for_a_failed_collection_is_a_result_mismatch() -> None:
+    j = Journal()
+    alerts = run(collected(j, 4, 250_000, succeeded=False))
+    assert "the bank reported the instruction failed" in only(alerts, "result-mismatch").summary
+
+
+def test_a_debit_is_never_taken_as_a_collection_result() -> None:
+    # The centre's account DEBITED under the collection's id: not its result, so unsolicited.
+    j = Journal()
+    copies = collected(j, 5, 250_000)
+    copies[4] = j.movement(SPECIAL, host_of(905), -250_000, summary="C5")
+    alerts = run(copies)
+    assert "unsolicited-debit" in rules_of(alerts)
+    assert "result-mismatch" not in rules_of(alerts)
+
+
+def test_a_credit_from_an_unregistered_payer_that_no_collection_explains_still_alerts() -> None:
+    j = Journal()
+    alerts = run([j.movement(SPECIAL, host_of(950), 7_000, summary="nothing", cp=PAYER, cp_name=PAYER_NAME,
+                             cp_bank=PAYER_BANK)])
+    assert rules_of(alerts) == ["unregistered-counterparty"]
+    assert PAYER_NAME in alerts[0].summary
+
+
+def test_a_credit_is_never_taken_as_a_transfer_result() -> None:
+    # A transfer's id in the summary of a credit: the transfer's debit is still what it expects.
+    j = Journal()
+    iid, ref = "I7", ref_of(7)
+    copies = [j.instruction(iid, 1_000, ref=ref), j.progress(iid, "sent", ref), j.result(iid, ref, host=host_of(7)),
+              j.movement(SPECIAL, host_of(907), 1_000, summary=iid),
+              j.movement(SPECIAL, host_of(7), -1_000, summary=iid)]
+    assert "result-mismatch" not in rules_of(run(copies))
+    assert "two-debits" not in " ".join(rules_of(run(copies)))

@@ -310,7 +310,9 @@ def test_nullable_fields_are_those_the_model_treats_null_as_absent(doc: dict[str
 def test_enums_are_the_model_values(doc: dict[str, Any]) -> None:
     ins = _schema(doc, "Instruction")
     assert set(_deref(doc, ins["properties"]["purpose"])["enum"]) == PURPOSES
-    assert set(ins["properties"]["kind"]["enum"]) == model.KINDS
+    col = _schema(doc, "Collection")
+    assert set(ins["properties"]["kind"]["enum"]) | set(col["properties"]["kind"]["enum"]) == model.KINDS
+    assert set(_deref(doc, col["properties"]["purpose"])["enum"]) == model.COLLECTION_PURPOSES
     assert ins["properties"]["kind"]["default"] == "transfer"
     assert _schema(doc, "State")["enum"] == [s.value for s in State]
 

@@ -58,13 +58,13 @@ def _head_in(seq: str, code: str, receiver: str = "105000") -> list[tuple[str, s
                                           "GZ20057304", "522400000000000000001")))
 
 
-def _collection(seq: str, payer: str, amount: str) -> bytes:
+def _collection(seq: str, payer: str, amount: str, agreement: str | None = None) -> bytes:
     """A BDC102 as ParmBean2XMLBean + JAXBUtil write it: the payer at another bank (SettleType 2,
     DeBankClass 1, its branch in DeChgNo), ConAgrNo and RefAcctNo null, the amount as
     BigDecimal.toString writes it."""
     body = list(zip(java.SINGLE_COLLECTION_IN, (
         "2", "18", DEBIT_B002, "示例中心贷款户", "2", payer, "示例中心归集户", "2", "示例银行",
-        "105100000017", "1", None, java.amount(amount), None, "021711300000042", "021711300000042", "资金归集")))
+        "105100000017", "1", agreement, java.amount(amount), None, "021711300000042", "021711300000042", "资金归集")))
     return java.frame(CENTRE, java.jaxb_xml(_head_in(seq, "BDC102"), body))
 
 
@@ -91,7 +91,8 @@ async def test_a_collection_as_the_centre_writes_it_is_one_durable_instruction(t
         record = await h.client().wait_state(instruction_id, {"succeeded"}, timeout=20)
         assert record["amount"] == "66.60" and record["instruction"]["debit_account"] == DEBIT_B001
         assert record["instruction"]["creditor"]["account"] == DEBIT_B002
-        assert record["instruction"]["creditor"]["bank_code"] == "104100000030"  # the register's (B002: Bank of China, 104)
+        # The register's (Bank of China's 104… since the demo's B002 became one; was 102…).
+        assert record["instruction"]["creditor"]["bank_code"] == h.config.accounts[DEBIT_B002].bank_code == "104100000030"
         # BDC110, as the deployed centre asks: succeeded, with the host serial.
         status = centre_codec().decode_answer(
             await centre.request(centre_codec().encode(StatusQuery(f"52240{TODAY:%y%m%d}000000103", seq, TODAY),
@@ -105,11 +106,12 @@ async def test_a_collection_as_the_centre_writes_it_is_one_durable_instruction(t
         assert core.executions[record["bank_ref"]] == 1 and set(core.executions.values()) == {1}
         assert await _events(h, "centre.refused") == []
 
-        # From a payer that is not the centre's: refused in protocol, nothing stored, recorded.
+        # From a payer that is not the centre's, into the centre's account at a bank whose
+        # protocol has no collection (B002, bocb2e): refused in protocol, nothing stored, recorded.
         other = f"52240{TODAY:%y%m%d}000000104"
-        refused = head(await centre.request(_collection(other, PAYEE["account"], "10")))
+        refused = head(await centre.request(_collection(other, PAYEE["account"], "10", "AGR-1")))
         assert (refused["TxCode"], refused["TxStatus"], refused["RtnCode"]) == ("BDC102", "1", "10000")
-        assert refused["RtnMessage"].startswith("DeAcctNo")
+        assert "no collection" in refused["RtnMessage"] and "bocb2e" in refused["RtnMessage"]
         status_code, _ = await h.client().request("GET", f"/v1/instructions/{TODAY:%Y%m%d}-{other}")
         assert status_code == 404
         for _ in range(50):
@@ -119,7 +121,55 @@ async def test_a_collection_as_the_centre_writes_it_is_one_durable_instruction(t
             await deferLater(reactor, 0.1, lambda: None)
         (row,) = rows
         assert row["centre_id"] == CENTRE and row["bank_id"] is None
-        assert "DeAcctNo" in json.loads(row["payload"])["reason"]
+        assert "no collection" in json.loads(row["payload"])["reason"]
+    finally:
+        await h.stop()
+
+
+EMPLOYER = "6222000011112222"  # an employer holding its account at B001: not the centre's
+
+
+def _employer_collection(seq: str, amount: str, agreement: str | None) -> bytes:
+    """A BDC102 as ParmBean2XMLBean + JAXBUtil write it for a contribution by direct debit: the
+    employer at the bank of the centre's account (SettleType 1, DeBankClass 0, DeChgNo null),
+    BusType 01, the multi-party agreement in ConAgrNo."""
+    body = list(zip(java.SINGLE_COLLECTION_IN, (
+        "1", "01", DEBIT_B001, "示例中心归集户", "2", EMPLOYER, "示例有限公司", "2", None,
+        None, "0", agreement, java.amount(amount), None, "021712070000077", "021712070000077", "12月缴存")))
+    return java.frame(CENTRE, java.jaxb_xml(_head_in(seq, "BDC102"), body))
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_collection_from_an_employer_is_a_collection_instruction_executed_once(tmp_path):
+    h = await start_harness(tmp_path, banks={"B001": {"customers": {EMPLOYER: 500_000_00}}},
+                            listen={"centre_bdc": "tcp:0:interface=127.0.0.1"})
+    try:
+        await h.link_up("B001")
+        port = (await when_listening(h.gateway.listeners["centre_bdc"])).getHost().port
+        centre = _transport(h, port)
+        core = h.banks["B001"].link.core
+        before = core.stats()["balances"][DEBIT_B001]
+        seq = f"52240{TODAY:%y%m%d}000000201"
+        fields = head(await centre.request(_employer_collection(seq, "1200.5", "AGR-2026-0001")))
+        assert fields["TxCode"] == "BDC102" and fields["TxStatus"] in ("0", "2"), fields
+
+        record = await h.client().wait_state(f"{TODAY:%Y%m%d}-{seq}", {"succeeded"}, timeout=20)
+        ins = record["instruction"]
+        assert (ins["kind"], ins["credit_account"], ins["purpose"]) == ("collection", DEBIT_B001, "contribution")
+        assert ins["debtor"] == {"account": EMPLOYER, "name": "示例有限公司", "bank_code": "105100000017",
+                                 "agreement_no": "AGR-2026-0001"}
+        again = head(await centre.request(_employer_collection(seq, "1200.5", "AGR-2026-0001")))
+        assert (again["TxCode"], again["TxStatus"]) == ("BDC102", "0")
+        assert core.executions[record["bank_ref"]] == 1
+        stats = core.stats()["balances"]
+        assert stats[EMPLOYER] == 500_000_00 - 120_050 and stats[DEBIT_B001] == before + 120_050
+
+        # Without ConAgrNo: no agreement, no direct debit; refused in protocol, nothing stored.
+        bare = f"52240{TODAY:%y%m%d}000000202"
+        refused = head(await centre.request(_employer_collection(bare, "10", None)))
+        assert (refused["TxStatus"], refused["RtnCode"]) == ("1", "10000") and "agreement_no" in refused["RtnMessage"]
+        status_code, _ = await h.client().request("GET", f"/v1/instructions/{TODAY:%Y%m%d}-{bare}")
+        assert status_code == 404
     finally:
         await h.stop()
 

@@ -132,8 +132,8 @@ async def test_a_centre_speaking_bdc_gets_durable_instructions_relayed_and_answe
             assert (fields["TxStatus"], fields["RtnCode"], fields["SendNode"]) == ("1", "10000", sender), fields
             reasons.append(fields["RtnMessage"])
         # The reason travels in RtnMessage: the intake's own for the foreign account.
-        # (The collection's payer is not the centre's: the gateway collects only between its own accounts.)
-        assert "debit_account" in reasons[0] and "centre" in reasons[1] and reasons[2].startswith("DeAcctNo")
+        # (The collection's payer is not the centre's: a collection, which needs its agreement, ConAgrNo.)
+        assert "debit_account" in reasons[0] and "centre" in reasons[1] and "debtor.agreement_no" in reasons[2]
         assert "not an account of this centre" in reasons[3]
 
         # BDC123: the newest balance the bank reported to the gateway (it asks every 2 s here).
