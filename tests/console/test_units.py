@@ -632,3 +632,20 @@ def test_the_inbox_filter_offers_every_rule_the_ledger_raises():
 
     assert set(ALERT_RULES) >= rules.ALL_RULES
     assert len(ALERT_RULES) == len(set(ALERT_RULES))
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_collection_is_listed_with_the_centres_account_and_its_payer(ldb):
+    # A collection credits the centre's account and debits its payer (the debtor): the list shows
+    # the centre's account and the payer as the other party, as it does a transfer's creditor.
+    from tests.kit.ledger import bank_ref
+
+    payer = {"account": "6217009999000123", "name": "示例缴存单位<b>", "bank_code": "105100000017",
+             "agreement_no": "AG-2026-001"}
+    instruction = {"instruction_id": "IC1", "kind": "collection", "credit_account": DEBIT, "debtor": payer,
+                   "amount": "9.00", "purpose": "contribution", "memo": "", "approval_ref": None,
+                   "requested_date": "2026-11-27"}
+    await file(ldb, [make_copy(1, instruction_id="IC1", payload={"instruction": instruction, "bank": "B001",
+                                                                 "bank_ref": bank_ref(1)})])
+    [row] = await ldb.read(lambda c: queries.instruction_list(c, None, state="received"))
+    assert (row["amount"], row["debit_account"], row["creditor"]) == (900, DEBIT, payer["name"])

@@ -106,7 +106,7 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "col.instruction": ("指令号", "Instruction"),
     "col.reached": ("所达状态", "State reached"),
     "col.now": ("当前状态", "State now"),
-    "col.creditor": ("收款人", "Creditor"),
+    "col.creditor": ("对方户名", "Counterparty"),
     "col.alert": ("预警", "Alert"),
     "col.received": ("受理", "Received"),
     "filter.overdue": ("仅逾期未回结果", "Overdue results only"),

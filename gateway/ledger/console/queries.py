@@ -205,9 +205,14 @@ def _with_instructions(conn: Connection, rows: list[dict[str, Any]]) -> list[dic
                 info["latest"] = c["state"]
                 if c["payload"] is not None:
                     instruction = store._loads(c["payload"]).get("instruction") or {}
-                    creditor = instruction.get("creditor") if isinstance(instruction.get("creditor"), dict) else {}
+                    # A transfer pays its creditor from debit_account; a collection takes from its
+                    # debtor into credit_account: either way the centre's account and the other party.
+                    collection = instruction.get("kind") == "collection"
+                    other = instruction.get("debtor" if collection else "creditor")
+                    other = other if isinstance(other, dict) else {}
                     info.update(amount=store._amount_or_none(instruction.get("amount")),
-                                debit_account=instruction.get("debit_account"), creditor=creditor.get("name"))
+                                debit_account=instruction.get("credit_account" if collection else "debit_account"),
+                                creditor=other.get("name"))
     for r in rows:
         r.update({"latest": None, "amount": None, "debit_account": None, "creditor": None},
                  **found.get((r["centre_id"], r["instruction_id"]), {}))
