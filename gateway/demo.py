@@ -395,7 +395,10 @@ def run_demo(args: argparse.Namespace) -> int:
         outcome["alerts"] = await _alerts(ledger)
 
     def finished(_: Any) -> None:
-        if not args.serve:
+        if not args.serve or "error" in outcome:
+            # A demo that failed part-way may leave a simulated party mid-conversation; its
+            # services get SHUTDOWN_GRACE seconds to stop, then the demo exits anyway, saying so.
+            reactor.callLater(SHUTDOWN_GRACE, _give_up, outcome)
             reactor.stop()
 
     d = Deferred.fromCoroutine(flow())
@@ -409,6 +412,18 @@ def run_demo(args: argparse.Namespace) -> int:
     reactor.run()
     log_file.close()
     return outcome.get("status", 1)
+
+
+SHUTDOWN_GRACE = 30.0
+"""Seconds the demo's services have to stop before it exits without them."""
+
+
+def _give_up(outcome: dict[str, Any]) -> None:
+    import os
+
+    print(f"the demo's services did not stop within {SHUTDOWN_GRACE:.0f} s; exiting without them", file=sys.stderr)
+    sys.stdout.flush()
+    os._exit(outcome.get("status", 1))
 
 
 def write_browser_identity(keys: Path, role: str, name: str) -> tuple[Path, str]:

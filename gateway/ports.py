@@ -6,7 +6,8 @@ same number to any outgoing connection (a database session, a bank link) as its 
 and the listener then fails with "address in use", or a client reaches a stranger. So ports
 are drawn at random from below the ephemeral range (``/proc/sys/net/ipv4/ip_local_port_range``;
 32768 when it cannot be read), which the kernel never hands out by itself, each one checked by
-binding it, all held until every one is chosen.
+binding it, all held until every one is chosen, and never one this process was given before (a
+port handed out and not yet bound looks free to the next draw).
 
 ``HPF_PORT_BLOCK=LOW-HIGH`` narrows the draw: the test suite gives each of its parallel
 workers a block of its own (tests/conftest.py), so two workers never draw the same port, and
@@ -27,6 +28,7 @@ K = TypeVar("K")
 
 PORT_BLOCK_ENV = "HPF_PORT_BLOCK"
 _LOWEST = 10_000  # below: ports that well-known local services tend to use
+_GIVEN: set[int] = set()  # every port this process handed out (its listeners may not be up yet)
 
 
 def _ephemeral_low() -> int:
@@ -62,7 +64,7 @@ def free_ports(names: Iterable[K]) -> dict[K, int]:
             if len(chosen) == len(wanted):
                 break
             port = rng.randint(low, high)
-            if port in chosen:
+            if port in chosen or port in _GIVEN:
                 continue
             s = socket.socket()
             try:
@@ -78,6 +80,7 @@ def free_ports(names: Iterable[K]) -> dict[K, int]:
     finally:
         for s in held:
             s.close()
+    _GIVEN.update(chosen)
     return dict(zip(wanted, chosen))
 
 

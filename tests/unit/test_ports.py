@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 
 import pytest
@@ -41,3 +42,20 @@ def test_a_malformed_block_is_refused(monkeypatch, spec):
     monkeypatch.setenv(ports.PORT_BLOCK_ENV, spec)
     with pytest.raises(ValueError):
         ports.port_block()
+
+
+def test_a_process_is_never_given_the_same_port_twice(monkeypatch):
+    # Separate draws (the demo's gateway ports, then its ledger's, then a centre's listener) must
+    # not collide while none of them is bound yet: a block of 40 ports drawn 40 times, one by one.
+    low = 20_000 + (os.getpid() % 100) * 40
+    monkeypatch.setenv(ports.PORT_BLOCK_ENV, f"{low}-{low + 39}")
+    monkeypatch.setattr(ports, "_GIVEN", set())
+    got = []
+    for _ in range(40):
+        try:
+            got.append(ports.free_port())
+        except OSError:
+            pytest.skip("some port of the block is in use by something else")
+    assert len(set(got)) == 40
+    with pytest.raises(OSError):
+        ports.free_port()
