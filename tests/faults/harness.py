@@ -43,7 +43,7 @@ from gateway.model import FINAL_STATES
 from gateway.ports import free_port
 from gateway.signing import init_signing_key
 from gateway.store import schema
-from tests import procs
+from tests.kit import procs
 from tests.kit.wait import wait_until
 
 __all__ = [

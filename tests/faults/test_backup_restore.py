@@ -31,7 +31,6 @@ from pathlib import Path
 import pytest
 
 from gateway.config import load_config, render_toml
-from tests import procs
 from tests.faults.harness import (
     FINAL,
     Load,
@@ -43,6 +42,7 @@ from tests.faults.harness import (
     settle,
     wait_until,
 )
+from tests.kit import procs
 
 pytestmark = pytest.mark.slow
 

@@ -12,7 +12,6 @@ import datetime as dt
 import pytest
 
 from adapters import base as msg
-from tests import procs
 from tests.faults.harness import (
     Load,
     Rig,
@@ -25,6 +24,7 @@ from tests.faults.harness import (
     wait_until,
 )
 from tests.faults.rawbank import RawBank
+from tests.kit import procs
 
 pytestmark = pytest.mark.slow
 

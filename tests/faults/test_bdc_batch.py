@@ -21,8 +21,8 @@ from collections import Counter
 
 import pytest
 
-from tests import procs
 from tests.faults.harness import CENTRE, FINAL, Rig, feed_entries, wait_until
+from tests.kit import procs
 
 pytestmark = pytest.mark.slow
 

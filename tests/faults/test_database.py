@@ -18,9 +18,9 @@ import pytest
 import sqlalchemy as sa
 
 from gateway.config import load_config
-from tests import procs
 from tests.faults.harness import Load, Rig, count_everything, dump, settle
 from tests.faults.netproxy import FaultyLink
+from tests.kit import procs
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from tests import procs
 from tests.faults.harness import Load, Rig, count_everything, dump, settle, wait_until
+from tests.kit import procs
 
 pytestmark = pytest.mark.slow
 

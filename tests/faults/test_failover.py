@@ -46,8 +46,8 @@ import sqlalchemy as sa
 
 from gateway.config import GatewayConfig, load_config, render_toml
 from gateway.ledger.verify import verify_database
-from tests import procs
 from tests.faults.harness import free_port, wait_until
+from tests.kit import procs
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 

@@ -18,9 +18,9 @@ from collections.abc import Callable
 
 import pytest
 
-from tests import procs
 from tests.faults.harness import Load, Rig, count_everything, dump, settle
 from tests.faults.netproxy import FaultyLink
+from tests.kit import procs
 
 pytestmark = pytest.mark.slow
 

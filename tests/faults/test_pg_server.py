@@ -30,7 +30,6 @@ import sqlalchemy as sa
 
 from gateway.config import GatewayConfig, load_config, render_toml
 from gateway.store import migrate
-from tests import procs
 from tests.faults.harness import (
     Load,
     Rig,
@@ -42,6 +41,7 @@ from tests.faults.harness import (
 )
 from tests.faults.netproxy import FaultyLink
 from tests.faults.pgserver import PgServer
+from tests.kit import procs
 
 pytestmark = pytest.mark.slow
 

@@ -18,7 +18,6 @@ from typing import Self
 
 import pytest
 
-from tests import procs
 from tests.faults.harness import (
     Load,
     Rig,
@@ -29,6 +28,7 @@ from tests.faults.harness import (
     settle,
     wait_until,
 )
+from tests.kit import procs
 
 pytestmark = pytest.mark.slow
 
