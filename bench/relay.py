@@ -260,7 +260,7 @@ def run(args: argparse.Namespace) -> Report:
         "raw_relay_msgs_per_s": round(raw.msgs_per_s, 1),
         "raw_relay": dict(raw.to_json(), instruction_frame_bytes=len(frames.instruction),
                           result_frame_bytes=len(frames.result)),
-        "ratio": None if ratio is None else round(ratio, 6),
+        "ratio": None if ratio is None else float(f"{ratio:.4g}"),  # 4 significant figures, however small
         "centre": report.to_json(),
     }
     # Where the two cores went: every process of the run, per instruction that became final.

@@ -72,7 +72,7 @@ def test_a_step_back_across_midnight_dates_each_instruction_once(tmp_path, reque
         gw = rig.start_gateway(env=env)
         bank = rig.start_bank()
         rig.wait_link()
-        load = Load(rig.config, [f"MN-{n}" for n in range(N)], interval=0.2, deadline=120)
+        load = Load(rig.config, [f"MN-{n}" for n in range(N)], interval=0.4, deadline=120)  # 20 s: past the step, quiet or not
         load.start()
         wait_until(lambda: rig.metric("hpf_gateway_clock_step_seconds") < -3500, "the step reported",
                    STEP_AFTER + 10)
