@@ -353,20 +353,9 @@ def parse_instruction(centre_id: str, data: Any, *, ceiling_fen: int, today: _dt
         errors.append(FieldError("kind", f"must be one of {sorted(KINDS)}"))
     debit = _text(errors, data, "debit_account", pattern=_ACCOUNT, what="must be 1-32 letters or digits")
     creditor: Creditor | None = None
-    raw_creditor = data.get("creditor")
-    if not isinstance(raw_creditor, Mapping):
-        errors.append(FieldError("creditor", "is required and must be an object"))
-    else:
-        errors.extend(FieldError("creditor." + k, "unknown field")
-                      for k in sorted(set(raw_creditor) - _CREDITOR_FIELDS))
-        c_account = _text(errors, raw_creditor, "account", prefix="creditor.", pattern=_ACCOUNT,
-                          what="must be 1-32 letters or digits")
-        c_name = _text(errors, raw_creditor, "name", prefix="creditor.", max_len=60)
-        if c_name is not None and not c_name.strip():
-            errors.append(FieldError("creditor.name", "must not be blank"))
-            c_name = None
-        c_bank = _text(errors, raw_creditor, "bank_code", prefix="creditor.", pattern=_BANK_CODE,
-                       what="must be a 12-digit CNAPS code")
+    raw_creditor = _party(errors, data, "creditor", _CREDITOR_FIELDS)
+    if raw_creditor is not None:
+        c_account, c_name, c_bank = raw_creditor
         if c_account and c_name and c_bank:
             creditor = Creditor(c_account, c_name, c_bank)
     purpose = data.get("purpose")
@@ -378,6 +367,25 @@ def parse_instruction(centre_id: str, data: Any, *, ceiling_fen: int, today: _dt
     assert instruction_id and debit and creditor and amount is not None
     return Instruction(centre_id, instruction_id, kind, debit, creditor, amount, purpose, memo,
                        approval_ref, requested)
+
+
+def _party(errors: list[FieldError], data: Mapping[str, Any], key: str,
+           fields: frozenset[str]) -> tuple[str | None, str | None, str | None] | None:
+    """The account, name and bank code of party ``key`` (a transfer's creditor, a collection's
+    debtor), each error recorded under ``key.field``; None when ``key`` is not an object."""
+    raw = data.get(key)
+    if not isinstance(raw, Mapping):
+        errors.append(FieldError(key, "is required and must be an object"))
+        return None
+    prefix = key + "."
+    errors.extend(FieldError(prefix + k, "unknown field") for k in sorted(set(raw) - fields))
+    account = _text(errors, raw, "account", prefix=prefix, pattern=_ACCOUNT, what="must be 1-32 letters or digits")
+    name = _text(errors, raw, "name", prefix=prefix, max_len=60)
+    if name is not None and not name.strip():
+        errors.append(FieldError(prefix + "name", "must not be blank"))
+        name = None
+    bank = _text(errors, raw, "bank_code", prefix=prefix, pattern=_BANK_CODE, what="must be a 12-digit CNAPS code")
+    return account, name, bank
 
 
 def _common(errors: list[FieldError], data: Mapping[str, Any], ceiling_fen: int,
@@ -420,18 +428,9 @@ def _parse_collection(centre_id: str, data: Mapping[str, Any], *, ceiling_fen: i
     credit = _text(errors, data, "credit_account", pattern=_ACCOUNT, what="must be 1-32 letters or digits")
     debtor: Debtor | None = None
     raw = data.get("debtor")
-    if not isinstance(raw, Mapping):
-        errors.append(FieldError("debtor", "is required and must be an object"))
-    else:
-        errors.extend(FieldError("debtor." + k, "unknown field") for k in sorted(set(raw) - _DEBTOR_FIELDS))
-        d_account = _text(errors, raw, "account", prefix="debtor.", pattern=_ACCOUNT,
-                          what="must be 1-32 letters or digits")
-        d_name = _text(errors, raw, "name", prefix="debtor.", max_len=60)
-        if d_name is not None and not d_name.strip():
-            errors.append(FieldError("debtor.name", "must not be blank"))
-            d_name = None
-        d_bank = _text(errors, raw, "bank_code", prefix="debtor.", pattern=_BANK_CODE,
-                       what="must be a 12-digit CNAPS code")
+    party = _party(errors, data, "debtor", _DEBTOR_FIELDS)
+    if party is not None:
+        d_account, d_name, d_bank = party
         d_agreement = _text(errors, raw, "agreement_no", prefix="debtor.", pattern=_AGREEMENT,
                             what="must be 1-64 printable ASCII characters (the multi-party agreement number)")
         if d_account and d_name and d_bank and d_agreement:
