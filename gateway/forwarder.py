@@ -12,6 +12,14 @@ order per instruction and per account).  When the ledger is down or refuses
 a copy whole, the cursor stays, the backlog grows (a metric), and the same
 copies go again after a backoff: at-least-once delivery, made exactly-once
 in effect by the ledger's dedupe on ``event_id``.
+
+Nothing is read while nothing happens: a commit of this process that
+appended journal events wakes the forwarder (:meth:`Database.on_journal`),
+and the rounds it starts are at least ``interval`` apart so that copies
+committed close together go as one batch.  Between wakes it looks at the
+journal only every ``idle_interval``: for the events another node commits
+to a shared database (only the node holding the forwarder's lease forwards),
+and as a net under a wake that never came (:class:`Cadence`).
 """
 
 from __future__ import annotations
@@ -36,7 +44,7 @@ from gateway.store import journal
 from gateway.store.db import Database
 from gateway.tls import ExpectPeer, FixedCreatorPolicy, TLSOptions
 
-__all__ = ["LedgerForwarder"]
+__all__ = ["Cadence", "LedgerForwarder"]
 
 DELIVERED = ("stored", "duplicate", "refused-stored")
 """The ledger's answers that take a copy off the backlog."""
@@ -45,13 +53,62 @@ log = Logger()
 TARGET = "ledger"
 
 
+class Cadence:
+    """When the forwarder next reads the journal: the schedule alone, no I/O.
+
+    A full batch is followed at once by the next; otherwise the forwarder waits for a
+    wake (:meth:`woken`), but never reads sooner than ``interval`` after its last read
+    began, and never later than ``idle_interval`` after its last round ended.  After a
+    failure it backs off (0.5 s doubling to 30 s) and a wake does not cut the backoff short.
+    """
+
+    def __init__(self, batch: int, interval: float, idle_interval: float) -> None:
+        if not 0 < interval <= idle_interval:
+            raise ValueError("need 0 < interval <= idle_interval")
+        self.batch, self.interval, self.idle_interval = batch, interval, idle_interval
+        self.failures = 0
+        self._began = float("-inf")   # when the last round began
+        self._woken = False           # a wake came since the last round began
+
+    def begin(self, now: float) -> None:
+        """A round starts reading now."""
+        self._began, self._woken = now, False
+
+    def sent(self, count: int, now: float) -> float:
+        """The round sent ``count`` copies: the delay to the next round."""
+        self.failures = 0
+        if count >= self.batch:
+            return 0.0
+        if self._woken:
+            return self._spaced(now)
+        return self.idle_interval
+
+    def failed(self) -> float:
+        """The round failed: the delay to the next."""
+        self.failures += 1
+        return min(30.0, 0.25 * 2 ** min(self.failures, 8))
+
+    def woken(self, now: float, running: bool) -> float | None:
+        """Journal events were committed: the delay to bring the next round forward to,
+        or None to leave the schedule alone (a round is running, which will see the wake,
+        or the link is backing off)."""
+        self._woken = True
+        if running or self.failures:
+            return None
+        return self._spaced(now)
+
+    def _spaced(self, now: float) -> float:
+        return max(0.0, self._began + self.interval - now)
+
+
 class LedgerForwarder(Service):
     """Delivers the journal to the ledger (see the module docstring)."""
 
     name = "ledger-forwarder"
 
     def __init__(self, config: GatewayConfig, db: Database, reactor: IReactorTime, metrics: GatewayMetrics,
-                 options: TLSOptions, *, gateway_name: str, interval: float = 0.05) -> None:
+                 options: TLSOptions, *, gateway_name: str, interval: float = 0.05,
+                 idle_interval: float = 1.0) -> None:
         ledger = config.ledger
         assert ledger is not None
         self.config = config
@@ -67,10 +124,10 @@ class LedgerForwarder(Service):
         self.agent = Agent(reactor, contextFactory=FixedCreatorPolicy(ExpectPeer(options, "ledger", ledger.name)),
                            pool=pool, connectTimeout=10)
         self.pool = pool
-        self.interval = interval
+        self.cadence = Cadence(self.batch, interval, idle_interval)
+        db.on_journal(self.wake)
         self.adapters = {bank_id: bank.adapter for bank_id, bank in config.banks.items()}
         self.delivered: int | None = None
-        self.failures = 0
         self._call: Any = None
         self._running: Deferred[None] | None = None
         self._marking: Deferred[None] | None = None
@@ -87,26 +144,36 @@ class LedgerForwarder(Service):
         closing = self.pool.closeCachedConnections()
         return d.addBoth(lambda _: self._marked()).addBoth(lambda _: closing)
 
+    def wake(self) -> None:
+        """Journal events were committed here: deliver them soon (see :class:`Cadence`)."""
+        if not self.running:
+            return
+        delay = self.cadence.woken(self.reactor.seconds(), running=self._running is not None)
+        call = self._call
+        if delay is not None and call is not None and call.active() \
+                and call.getTime() > self.reactor.seconds() + delay:
+            call.reset(delay)
+
     def _schedule(self, delay: float) -> None:
         if self.running:
             self._call = self.reactor.callLater(delay, self._round)
 
     def _round(self) -> None:
+        self.cadence.begin(self.reactor.seconds())
         self._running = self.deliver_once()
         self._running.addCallback(self._next)
         self._running.addErrback(self._failed)
 
     def _next(self, sent: int) -> None:
         self._running = None
-        self.failures = 0
-        self._schedule(0 if sent >= self.batch else self.interval)
+        self._schedule(self.cadence.sent(sent, self.reactor.seconds()))
 
     def _failed(self, failure: Any) -> None:
         self._running = None
-        self.failures += 1
-        delay = min(30.0, 0.25 * 2 ** min(self.failures, 8))
-        if self.failures in (1, 10) or self.failures % 100 == 0:
-            log.warn("ledger.unreachable", error=failure.getErrorMessage()[:200], failures=self.failures,
+        delay = self.cadence.failed()
+        failures = self.cadence.failures
+        if failures in (1, 10) or failures % 100 == 0:
+            log.warn("ledger.unreachable", error=failure.getErrorMessage()[:200], failures=failures,
                      retry_in_s=delay)
         self.metrics.ledger_failures.inc()
         self._schedule(delay)

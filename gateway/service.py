@@ -446,8 +446,11 @@ def makeService(config: GatewayConfig, reactor: Any) -> Gateway:  # noqa: N802 (
         from gateway.forwarder import LedgerForwarder
 
         # The ledger link gets the same CRLs and SIGHUP reload as every other link.
+        # Alone, every journal write is this process's and wakes the forwarder; the slow look
+        # is only a net.  Sharing the database, other nodes' events are found by looking.
         forwarder = LedgerForwarder(config, db, reactor, metrics, tls_options["ledger"],
-                                    gateway_name=certificate_identity(tls.certificate).name)
+                                    gateway_name=certificate_identity(tls.certificate).name,
+                                    idle_interval=1.0 if shared else 5.0)
     if forwarder is not None and not shared:
         forwarder.setServiceParent(top)
     elif forwarder is not None:

@@ -227,6 +227,7 @@ class Tx:
     _ids: _EventIds
     _pending: list[dict[str, Any]] = field(default_factory=list)
     centres: set[str] = field(default_factory=set)   # whose feeds the operation changed (told after commit)
+    journalled: bool = False   # events were appended (the ledger forwarder is told after commit)
 
     def event(self, kind: str, payload: dict[str, Any] | str, *, centre_id: str | None = None,
               instruction_id: str | None = None, bank_id: str | None = None,
@@ -250,6 +251,7 @@ class Tx:
         """Insert the pending events, chained after the journal's head (locked for this transaction)."""
         if not self._pending:
             return
+        self.journalled = True
         head = schema.chain_head
         found = self.conn.execute(select(head.c.hash).where(head.c.id == 1).with_for_update()).first()
         prev_hash = found[0] if found else GENESIS
@@ -394,7 +396,7 @@ class GroupCommitWriter:
     """
 
     def __init__(self, reactor: IReactorThreads, engine: Engine, *, max_batch: int = 2000,
-                 on_commit: Callable[[set[str]], None] | None = None) -> None:
+                 on_commit: Callable[[set[str], bool], None] | None = None) -> None:
         self._reactor = reactor
         self._engine = engine
         self._pool = ThreadPool(minthreads=1, maxthreads=1, name="hpf-db-writer")
@@ -449,13 +451,13 @@ class GroupCommitWriter:
         d = deferToThreadPool(self._reactor, self._pool, self._run, ops)
         d.addCallbacks(self._done, self._crashed, callbackArgs=(batch,), errbackArgs=(batch,))
 
-    def _done(self, outcome: tuple[list[tuple[bool, Any]], set[str]], batch: list[Any]) -> None:
-        results, centres = outcome
+    def _done(self, outcome: tuple[list[tuple[bool, Any]], set[str], bool], batch: list[Any]) -> None:
+        results, centres, journalled = outcome
         self.commits += 1
         self.operations += len(batch)
-        if centres and self._on_commit is not None:
+        if (centres or journalled) and self._on_commit is not None:
             try:
-                self._on_commit(centres)
+                self._on_commit(centres, journalled)
             except Exception:
                 log.failure("store.on_commit_failed")
         for (ok, value), (_, d) in zip(results, batch):
@@ -473,7 +475,7 @@ class GroupCommitWriter:
 
     # -- on the writer thread ------------------------------------------------
 
-    def _transaction(self, ops: list[WriteOp[Any]]) -> tuple[list[Any], set[str]]:
+    def _transaction(self, ops: list[WriteOp[Any]]) -> tuple[list[Any], set[str], bool]:
         started = time.perf_counter()
         with self._engine.begin() as conn:
             reading = self.clock.read()
@@ -493,26 +495,27 @@ class GroupCommitWriter:
         if done - started > 0.25:
             log.warn("store.slow_commit", operations=len(ops), work_ms=round((work - started) * 1000, 1),
                      commit_ms=round((done - work) * 1000, 1))
-        return values, tx.centres
+        return values, tx.centres, tx.journalled
 
-    def _run(self, ops: list[WriteOp[Any]]) -> tuple[list[tuple[bool, Any]], set[str]]:
+    def _run(self, ops: list[WriteOp[Any]]) -> tuple[list[tuple[bool, Any]], set[str], bool]:
         try:
-            values, centres = self._transaction(ops)
-            return [(True, v) for v in values], centres
+            values, centres, journalled = self._transaction(ops)
+            return [(True, v) for v in values], centres, journalled
         except Exception:
             if len(ops) == 1:
-                return [(False, _as_failure())], set()
+                return [(False, _as_failure())], set(), False
         # One of them spoiled the shared transaction: give each its own.
         results: list[tuple[bool, Any]] = []
-        centres = set()
+        centres, journalled = set(), False
         for op in ops:
             try:
-                (value,), c = self._transaction([op])
+                (value,), c, j = self._transaction([op])
                 results.append((True, value))
                 centres |= c
+                journalled = journalled or j
             except Exception:
                 results.append((False, _as_failure()))
-        return results, centres
+        return results, centres, journalled
 
 
 def _as_failure() -> Failure:
@@ -551,15 +554,25 @@ class Database(Service):
         # their own short transaction.
         self._urgent_pool = ThreadPool(minthreads=1, maxthreads=1, name="hpf-db-urgent")
         self._commit_listeners: list[Callable[[set[str]], None]] = []
+        self._journal_listeners: list[Callable[[], None]] = []
         self.writer = GroupCommitWriter(reactor, self.engine, on_commit=self._committed)
 
     def on_commit(self, listener: Callable[[set[str]], None]) -> None:
         """Call ``listener(centre_ids)`` after each commit that changed those centres' feeds."""
         self._commit_listeners.append(listener)
 
-    def _committed(self, centres: set[str]) -> None:
-        for listener in self._commit_listeners:
-            listener(centres)
+    def on_journal(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` after each commit of this process that appended journal events
+        (the ledger forwarder's wake-up; another node's commits are not seen here)."""
+        self._journal_listeners.append(listener)
+
+    def _committed(self, centres: set[str], journalled: bool) -> None:
+        if centres:
+            for listener in self._commit_listeners:
+                listener(centres)
+        if journalled:
+            for journal_listener in self._journal_listeners:
+                journal_listener()
 
     def startService(self) -> None:
         self._read_pool.start()

@@ -125,6 +125,19 @@ def test_a_failing_operation_fails_alone(db):
 
 
 @pytest_twisted.inlineCallbacks
+def test_a_commit_that_journals_wakes_the_journal_listeners_and_one_that_does_not_is_silent(db):
+    woken, feeds = [], []
+    db.on_journal(lambda: woken.append(True))
+    db.on_commit(feeds.append)
+    yield db.write(lambda tx: None)   # a transaction that appends nothing
+    assert woken == [] and feeds == []
+    yield db.write(lambda tx: q.intake(tx, [q.IntakeItem(make_instruction(1), "B001")]))
+    assert woken == [True] and feeds == [{"C52240"}]
+    yield db.write(lambda tx: tx.event("test.fact", {"n": 1}))   # journalled, no centre's feed
+    assert woken == [True, True] and feeds == [{"C52240"}]
+
+
+@pytest_twisted.inlineCallbacks
 def test_journal_rows_are_hash_chained(db):
     yield db.write(lambda tx: q.intake(tx, [q.IntakeItem(make_instruction(n), "B001") for n in range(5)]))
     rows = yield db.read(lambda c: c.execute(select(schema.events).order_by(schema.events.c.seq)).all())
