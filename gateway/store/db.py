@@ -253,7 +253,15 @@ class Tx:
             return
         self.journalled = True
         head = schema.chain_head
-        found = self.conn.execute(select(head.c.hash).where(head.c.id == 1).with_for_update()).first()
+        locked = select(head.c.hash).where(head.c.id == 1).with_for_update()
+        found = self.conn.execute(locked).first()
+        if found is None and self.conn.dialect.name == "postgresql":
+            # A new database that several nodes share: FOR UPDATE locks no row that is not there,
+            # so two first writers would both insert the head and one fail whole.  Insert the
+            # genesis head, waiting on another node's insert in flight, then lock the row.
+            self.conn.exec_driver_sql(f"INSERT INTO {head.name} (id, hash) VALUES (1, %s) "
+                                      "ON CONFLICT (id) DO NOTHING", (GENESIS,))
+            found = self.conn.execute(locked).first()
         prev_hash = found[0] if found else GENESIS
         for row in self._pending:
             prev_hash = row["hash"] = chain_hash(prev_hash, row)

@@ -347,3 +347,53 @@ def test_journal_events_and_the_chain_head_are_one_statement_on_postgresql(pg_ur
         prev = r.hash
     assert [r.kind for r in rows] == ["test.first", "test.more", "test.more", "test.more"]
     assert head == prev
+
+
+def test_two_nodes_first_journal_writes_to_a_new_shared_database_both_commit_on_one_chain(pg_url):
+    """Found by ``python -m bench intake --nodes 2``: on a new database both nodes found no chain
+    head, both inserted it, and the second failed its whole batch (a 500 to the centre).  Now
+    the second waits for the first and chains after it."""
+    import threading
+
+    from sqlalchemy import create_engine
+
+    from gateway.store.db import Tx, _EventIds
+
+    engine = create_engine(pg_url)
+    ids = _EventIds()
+    outcome: list[object] = []
+    try:
+        first = engine.connect()
+        first.begin()
+        tx = Tx(first, 1_000_000, ids)
+        tx.event("test.first", {"n": 1})
+        tx._flush()   # holds the head (or, before the fix, nothing at all) until it commits
+
+        def second() -> None:
+            try:
+                with engine.begin() as conn:
+                    other = Tx(conn, 2_000_000, ids)
+                    other.event("test.second", {"n": 2})
+                    other._flush()
+                outcome.append("committed")
+            except Exception as e:  # noqa: BLE001 (the test reports it)
+                outcome.append(e)
+
+        t = threading.Thread(target=second)
+        t.start()
+        t.join(1.0)
+        assert t.is_alive(), "the second node's write did not wait for the first's head"
+        first.commit()
+        first.close()
+        t.join(10.0)
+        assert outcome == ["committed"], outcome
+        with engine.connect() as c:
+            rows = c.execute(select(schema.events).order_by(schema.events.c.seq)).all()
+            head = c.execute(select(schema.chain_head.c.hash)).scalar()
+    finally:
+        engine.dispose()
+    prev = GENESIS
+    for r in rows:
+        prev = chain_hash(prev, r._mapping)
+        assert r.hash == prev
+    assert [r.kind for r in rows] == ["test.first", "test.second"] and head == prev
