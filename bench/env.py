@@ -16,7 +16,7 @@ import tempfile
 import tomllib
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Self
 
@@ -219,6 +219,28 @@ def make_gateway_env(directory: Path, *, database: str, bank_count: int | None =
     ops_port = int(config.ops.split(":")[1])
     return GatewayEnv(directory, path, config, database, keys, ops_port, banks, dict(overrides or {}),
                       ledger_path, ledger_ops)
+
+
+def another_node(env: GatewayEnv, name: str) -> GatewayEnv:
+    """One more node of ``env``'s gateway, as a deployment with several nodes runs them: the
+    same keys, database (PostgreSQL: nodes share one), banks and ledger; its own ``instance``
+    name and listening ports, in ``DIR/NAME.toml``.  Both nodes are named, so their leases tell
+    them apart."""
+    from gateway.config import load_config, render_toml
+
+    if env.database.startswith("sqlite"):
+        raise BenchError("nodes share a database only on PostgreSQL (SQLite is one process's)")
+    data = tomllib.loads(env.config_path.read_text(encoding="utf-8"))
+    data["gateway"]["instance"] = name
+    for listener, value in data["listen"].items():
+        if listener != "ops" and value.startswith("tcp:"):
+            data["listen"][listener] = f"tcp:{free_port()}:interface=127.0.0.1"
+    ops_port = free_port()
+    data["listen"]["ops"] = f"tcp:{ops_port}:interface=127.0.0.1"
+    path = env.directory / f"{name}.toml"
+    path.write_text(f"# Written by the benchmark harness (bench/env.py): node {name} of {env.config_path.name}.\n"
+                    + render_toml(data), encoding="utf-8")
+    return replace(env, config_path=path, config=load_config(path), ops_port=ops_port)
 
 
 def start_ledger(children: Children, env: GatewayEnv) -> Child:

@@ -13,6 +13,13 @@ warm-up.  Reported per database: instructions accepted per second (items
 answered 202) and the latency of the POST (sent to the whole answer read).
 ``--database`` may be given more than once; each runs on a fresh gateway
 (PostgreSQL: in a database created for the run and dropped after).
+
+``--nodes N`` (PostgreSQL only) runs N gateway nodes on the one database, as
+a deployment with several nodes does (each its own process, instance name
+and ports: :func:`bench.env.another_node`), each with its own ``--clients``;
+the figures are the nodes' sum, and each node's CPU is reported.  On one
+machine the nodes share its cores with the server and the clients, so this
+says what a second process buys here, not what a second machine would.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from bench.common import (
 )
 from bench.env import (
     Workspace,
+    another_node,
     fresh_database,
     make_gateway_env,
     pg_backend_cpu_seconds,
@@ -59,12 +67,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--count-round-trips", action="store_true",
                    help="on PostgreSQL, run the gateway under bench/pgcount.py and report its requests to the "
                         "server per 1,000 instructions, by SQL verb (its CPU figures are then not comparable)")
+    p.add_argument("--nodes", type=int, default=1,
+                   help="gateway nodes sharing each PostgreSQL database, each with its own --clients (default 1; "
+                        "SQLite runs one)")
     p.add_argument("--dir", help="work here and keep it (default: a temporary directory)")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
 
 
 async def offer(reactor: Any, env: Any, *, clients: int, batch: int, seconds: float,
-                warmup: float) -> dict[str, Any]:
+                warmup: float, node: int = 1) -> dict[str, Any]:
     """Run ``clients`` closed-loop batch posters against ``env``'s gateway; the figures of the window."""
     from twisted.internet.defer import Deferred, gatherResults
     from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool, readBody
@@ -79,8 +90,8 @@ async def offer(reactor: Any, env: Any, *, clients: int, batch: int, seconds: fl
     agent = Agent(reactor, contextFactory=GatewayTLSPolicy(opts["certificate"], opts["private_key"], opts["ca"]),
                   pool=pool, connectTimeout=10)
     url = (env.api_url + "/v1/instructions/batch").encode("ascii")
-    rng = random.Random(1)
-    prefix = f"I{int(time.time()) % 10**8:08d}-"
+    rng = random.Random(node)
+    prefix = f"I{int(time.time()) % 10**8:08d}-{node}-"  # nodes of one run must not share ids
     state = {"n": 0, "stop": False}
     latencies: list[float] = []
     items: Counter[int] = Counter()
@@ -131,9 +142,29 @@ async def offer(reactor: Any, env: Any, *, clients: int, batch: int, seconds: fl
             "bench_cpu_s": self_cpu_seconds() - cpu0}
 
 
+def _merged(outs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The figures of several nodes' offers over the same window, as one."""
+    if len(outs) == 1:
+        return outs[0]
+    total: dict[str, Any] = {"accepted": 0, "latencies": [], "window_s": outs[0]["window_s"], "bench_cpu_s": 0.0}
+    for key in ("items_by_status", "http_by_status", "errors"):
+        summed: Counter[str] = Counter()
+        for o in outs:
+            summed.update(o[key])
+        total[key] = dict(sorted(summed.items()))
+    for o in outs:
+        total["accepted"] += o["accepted"]
+        total["latencies"] += o["latencies"]
+        # One process plays every node's clients over the same window: its CPU, not the sum.
+        total["bench_cpu_s"] = max(total["bench_cpu_s"], o["bench_cpu_s"])
+    return total
+
+
 def run(args: argparse.Namespace) -> Report:
     if args.clients < 1 or not 1 <= args.batch <= 1000:
         raise BenchError("--clients must be positive and --batch within 1..1000")
+    if args.nodes < 1:
+        raise BenchError("--nodes must be positive")
     databases = args.database or ["sqlite"]
     results: dict[str, dict[str, Any]] = {}
     notes: list[str] = []
@@ -143,6 +174,8 @@ def run(args: argparse.Namespace) -> Report:
         log_file = start_bench_log(ws.directory / "bench.log")
 
         async def main(reactor: Any) -> None:
+            from twisted.internet.defer import Deferred, gatherResults
+
             for i, spec in enumerate(databases):
                 label = "sqlite" if spec == "sqlite" else "postgresql"
                 if label in results:
@@ -157,19 +190,28 @@ def run(args: argparse.Namespace) -> Report:
                                                overrides={"limits": {"max_queue_per_bank": 10_000_000}})
                         counts_path = part / "pg-requests.json"
                         counting = args.count_round_trips and label.startswith("postgresql")
-                        gateway = start_gateway(ws.children, env,
-                                                wrapper=("bench.pgcount", str(counts_path), "--") if counting else ())
-                        cpu0, wait0, t0 = gateway.cpu_seconds(), gateway.runqueue_wait_seconds(), time.monotonic()
-                        out = await offer(reactor, env, clients=args.clients, batch=args.batch,
-                                          seconds=args.seconds, warmup=args.warmup)
-                        cpu = gateway.cpu_seconds() - cpu0
-                        wait, wall = gateway.runqueue_wait_seconds() - wait0, time.monotonic() - t0
-                        _, hwm_kb = gateway.memory_kb()
+                        nodes = args.nodes if label.startswith("postgresql") else 1
+                        envs = [env] + [another_node(env, f"node-{k}") for k in range(2, nodes + 1)]
+                        gateways = [start_gateway(ws.children, e, name="gateway" if k == 1 else f"gateway-{k}",
+                                                  wrapper=("bench.pgcount", str(counts_path), "--")
+                                                  if counting and k == 1 else ())
+                                    for k, e in enumerate(envs, start=1)]
+                        cpu0 = [g.cpu_seconds() for g in gateways]
+                        wait0, t0 = [g.runqueue_wait_seconds() for g in gateways], time.monotonic()
+                        outs = await gatherResults([Deferred.fromCoroutine(
+                            offer(reactor, e, clients=args.clients, batch=args.batch, seconds=args.seconds,
+                                  warmup=args.warmup, node=k)) for k, e in enumerate(envs, start=1)])
+                        cpus = [g.cpu_seconds() - c for g, c in zip(gateways, cpu0)]
+                        cpu = sum(cpus)
+                        wait = sum(g.runqueue_wait_seconds() - w for g, w in zip(gateways, wait0))
+                        wall = time.monotonic() - t0
+                        hwm_kb = max(g.memory_kb()[1] for g in gateways)
                         server_cpu = pg_backend_cpu_seconds(database)
                     finally:
                         ws.children.stop_all()
                     counts = json.loads(counts_path.read_text(encoding="utf-8")) if counting \
                         and counts_path.exists() else None
+                out = _merged(outs)
                 accepted = out["accepted"]
                 lat = latency_summary(out["latencies"])
                 results[label] = {
@@ -184,6 +226,9 @@ def run(args: argparse.Namespace) -> Report:
                     "gateway_cpu_s_per_1000": round(cpu * 1000.0 / accepted, 3) if accepted else None,
                     "gateway_cpu_share": round(cpu / wall, 3) if wall else None,
                     "gateway_runqueue_wait_s": round(wait, 2), "wall_s": round(wall, 2),
+                    "nodes": nodes,
+                    "node_cpu_s_per_1000": [round(c * 1000.0 / accepted, 3) if accepted else None for c in cpus],
+                    "node_accepted": [o["accepted"] for o in outs],
                     "gateway_peak_rss_mb": round(hwm_kb / 1024, 1),
                     "bench_cpu_s": round(out["bench_cpu_s"], 2),
                     "database_server_cpu_s_per_1000": round(server_cpu * 1000.0 / accepted, 3)
@@ -215,7 +260,9 @@ def run(args: argparse.Namespace) -> Report:
              "CPU s (upper bound: its backends' whole life)"),
             (f"{label}: the most these costs allow", r["cpu_bound_instructions_per_s"],
              f"/s on {usable_cores()} cores, gateway, clients and server at full use"),
-            (f"{label}: gateway CPU share", r["gateway_cpu_share"], "cores"),
+            (f"{label}: gateway CPU share", r["gateway_cpu_share"], "cores" + (
+                f", {r['nodes']} nodes: CPU per 1,000 " + " / ".join(f"{c:g}" for c in r["node_cpu_s_per_1000"])
+                + ", accepted " + " / ".join(str(a) for a in r["node_accepted"]) if r["nodes"] > 1 else "")),
             (f"{label}: gateway waiting for a CPU", r["gateway_runqueue_wait_s"], f"thread-s in {r['wall_s']:g} s"),
             (f"{label}: gateway peak RSS", r["gateway_peak_rss_mb"], "MB"),
         ]
@@ -228,6 +275,7 @@ def run(args: argparse.Namespace) -> Report:
             notes.append(f"{label}: items not accepted {refused}, request errors {r['errors']}")
     figures = {"clients": args.clients, "batch": args.batch, "databases": results}
     params = {"seconds": args.seconds, "clients": args.clients, "batch": args.batch, "warmup": args.warmup,
+              "nodes": args.nodes,
               "databases": ["sqlite" if d == "sqlite" else "postgresql" for d in databases]}
     return Report("intake", "intake: durable acceptance (batch API, group commit, no bank)", tuple(rows),
                   figures, params, tuple(notes))
