@@ -639,6 +639,14 @@ def _check_booking(p: Mapping[str, Any]) -> None:
 # -- the bank's own frame ----------------------------------------------------------
 
 
+_DECODED: dict[tuple[str, bytes], tuple[Any, ...] | str] = {}
+_DECODED_MAX = 16
+"""The last frames :func:`check_raw` decoded, by adapter and bytes: the movements of one
+statement page each carry the whole page as their ``raw`` (a Bank of China page holds up to
+50), and decoding it once per movement made a page cost the square of its length.  Decoding
+is a pure function of the bytes, so the answer is the same; the oldest goes first."""
+
+
 def check_raw(copy: Copy, adapter: Any) -> str | None:
     """Whether the bank's original frame says what the copy says; the disagreement, or None.
 
@@ -655,12 +663,21 @@ def check_raw(copy: Copy, adapter: Any) -> str | None:
     assert copy.raw is not None
     if copy.kind not in FRAME_KINDS:
         return None  # a part of a document or a whole file: bytes kept as evidence, not a frame
-    try:
-        messages = decode_all(adapter, copy.raw)
-    except AdapterError as e:
-        return f"raw is not a valid {copy.adapter} frame ({str(e)[:120]})"
-    except Exception as e:  # an adapter bug must not take ingest down; fail closed
-        return f"raw cannot be decoded by {copy.adapter} ({type(e).__name__})"
+    key = (copy.adapter, copy.raw)
+    decoded = _DECODED.get(key)
+    if decoded is None:
+        try:
+            decoded = tuple(decode_all(adapter, copy.raw))
+        except AdapterError as e:
+            decoded = f"raw is not a valid {copy.adapter} frame ({str(e)[:120]})"
+        except Exception as e:  # an adapter bug must not take ingest down; fail closed
+            decoded = f"raw cannot be decoded by {copy.adapter} ({type(e).__name__})"
+        if len(_DECODED) >= _DECODED_MAX:
+            del _DECODED[next(iter(_DECODED))]
+        _DECODED[key] = decoded
+    if isinstance(decoded, str):
+        return decoded
+    messages = decoded
     if copy.kind == "instruction.state":
         ref = payload.get("bank_ref")
         about = [m for m in messages if getattr(m, "ref", None) == ref]

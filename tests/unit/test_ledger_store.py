@@ -499,3 +499,32 @@ def test_config_checks_shared_with_the_gateways_hold_for_the_ledger(tmp_path):
     assert "accounts.6200001111222233.centre: must be C and 5 digits" in problems
     assert "tls.crl: unknown key" in problems
     assert "6200001111222244" not in problems   # named, not defined here: well-formed is enough
+
+
+def test_copies_sharing_one_frame_have_it_decoded_once_with_the_same_verdicts():
+    """A statement page's movements each carry the whole page: decoded once, not once per movement."""
+    from gateway import copies
+
+    copies._DECODED.clear()   # what earlier tests decoded must not count here
+    real = load_adapter("bdc")
+
+    class Counting:
+        """The real bdc adapter, counting how often a frame is decoded."""
+
+        calls = 0
+
+        def decode(self, frame):
+            Counting.calls += 1
+            return real.decode(frame)
+
+    frame = result_frame(41, "H0041")
+    copies = [read_copy(make_copy(41, state="succeeded", payload=result_payload(41, host), raw=frame,
+                                  adapter="bdc")) for host in ("H0041", "H9999", "H0041")]
+    verdicts = [check_raw(c, Counting()) for c in copies]
+    assert verdicts[0] is None and verdicts[2] is None and "host_seq_no='H0041'" in verdicts[1]
+    assert Counting.calls == 1
+    junk = [read_copy(make_copy(n, kind="bank.movement", state=None, instruction_id=None,
+                                payload=movement_payload("H0042", -100), raw=b"not a frame 42", adapter="bdc"))
+            for n in (42, 43)]
+    assert [check_raw(c, Counting()) for c in junk] == [check_raw(junk[0], real)] * 2
+    assert Counting.calls == 2
