@@ -285,8 +285,10 @@ class CentreApi(JsonApi):
                 break
             waiter = self.feed.wait(centre)
             # Commits on this node wake us at once; another node's commits (several
-            # nodes on one PostgreSQL) are seen by looking again every second.
-            timer = self.reactor.callLater(min(remaining, 1.0), waiter.cancel)
+            # nodes on one PostgreSQL) are seen by looking again every second.  Alone
+            # on SQLite, nothing else commits: the feed sleeps until a commit or the deadline.
+            alone = self.config.database.startswith("sqlite")
+            timer = self.reactor.callLater(remaining if alone else min(remaining, 1.0), waiter.cancel)
             gone = request.notifyFinish()
             gone.addBoth(lambda _: waiter.cancel() if not waiter.called else None)
             try:
