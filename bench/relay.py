@@ -16,7 +16,12 @@ Processes, all on loopback:
 - the centre: :func:`gateway.simulate.centre.run_centre` in the bench process,
   submitting over HTTPS with the centre's certificate and following the
   results feed; it times each instruction from submission to its final
-  state on the feed.
+  state on the feed, overall and per bank (told which bank holds each debit
+  account).  The banks that push their results (bdc, ISO 20022) are reported
+  apart from the front-end banks the gateway polls for status (Bank of
+  China's bocb2e, ICBC's NC): a polled bank's latency starts at the first
+  status query, ``status_first_after`` after its receipt, the bank's
+  configured cadence.
 
 Modes: ``--rate R`` offers R instructions/s for ``--seconds`` (single POSTs,
 or ``--batch N``); ``--saturate`` runs closed-loop: ``--concurrency C`` batch
@@ -35,10 +40,12 @@ lifecycle, the results feed) leaves.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import signal
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from bench.common import (
@@ -90,8 +97,85 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_workspace_arguments(p)
 
 
+#: Adapters whose banks are reached through a front-end that pushes nothing: the gateway asks
+#: each instruction's status on the bank's configured cadence (``status_first_after`` and on).
+_FRONT_END_FALLBACK = ("bocb2e", "icbc", "ccb")
+
+
+def _front_end_adapters() -> tuple[str, ...]:
+    try:
+        from gateway.config import FRONT_END_ADAPTERS
+    except ImportError:  # an older tree measured as "before"
+        return _FRONT_END_FALLBACK
+    return tuple(FRONT_END_ADAPTERS)
+
+
+def bank_kinds(config: Any) -> dict[str, dict[str, Any]]:
+    """Per bank of ``config``: its adapter, whether the gateway polls it for status (a front-end
+    bank) or the bank pushes its results, and the polling cadence the bank's config sets."""
+    front_end = _front_end_adapters()
+    kinds: dict[str, dict[str, Any]] = {}
+    for bank_id, bank in sorted(config.banks.items()):
+        status = getattr(bank, "status", None)
+        polled = bank.adapter in front_end
+        kinds[bank_id] = {"adapter": bank.adapter, "polled": polled,
+                          "status_first_after_s": getattr(status, "first_after", None) if polled else None,
+                          "status_interval_s": getattr(status, "interval", None) if polled else None}
+    return kinds
+
+
+def latency_by_bank(centre: Mapping[str, Any], kinds: Mapping[str, Mapping[str, Any]],
+                    latency: Any) -> dict[str, Any]:
+    """Submission-to-final latency per bank, per adapter, and for the banks that push their
+    results apart from the front-end banks the gateway polls.
+
+    ``centre`` is the centre's report as JSON (its ``by_bank``), ``kinds`` what
+    :func:`bank_kinds` says of each bank, ``latency(banks)`` the centre report's
+    :meth:`~gateway.simulate.centre_load.CentreReport.latency` (percentiles over the union of
+    banks need every latency, not each bank's percentiles).  A polled bank's latency starts at
+    its first status query, ``status_first_after`` after the bank's receipt: that is the bank's
+    cadence, set in its config, not the gateway's speed.
+    """
+    by_bank = {bank: {**dict(kinds.get(bank, {})), **figures} for bank, figures in centre.get("by_bank", {}).items()}
+    adapters: dict[str, list[str]] = {}
+    for bank, kind in kinds.items():
+        adapters.setdefault(kind["adapter"], []).append(bank)
+
+    def group(banks: list[str]) -> dict[str, Any]:
+        return {"banks": banks, "adapters": sorted({kinds[b]["adapter"] for b in banks}),
+                **latency(banks).to_json()}
+
+    push = [b for b, k in kinds.items() if not k["polled"]]
+    polled = [b for b, k in kinds.items() if k["polled"]]
+    cadence = sorted({k["status_first_after_s"] for b, k in kinds.items() if k["polled"]
+                      and k["status_first_after_s"] is not None})
+    return {"by_bank": by_bank,
+            "by_adapter": {name: group(banks) for name, banks in sorted(adapters.items())},
+            "push_banks": group(push),
+            "polled_banks": dict(group(polled), status_first_after_s=cadence)}
+
+
 def _sum(samples: dict[Any, float], name: str) -> float:
     return sum(v for (n, _), v in samples.items() if n == name)
+
+
+def _latency_rows(split: Mapping[str, Any] | None) -> list[tuple[str, Any, str]]:
+    if split is None:
+        return []
+
+    def ms(g: Mapping[str, Any]) -> str:
+        return " / ".join("-" if g[k] is None else f"{g[k]:,.0f}" for k in ("p50_ms", "p95_ms", "p99_ms"))
+
+    rows = [(f"  {bank} ({b.get('adapter', '?')}, {'polled' if b.get('polled') else 'pushes'})", ms(b),
+             f"ms p50 / p95 / p99, {b['final']:,} final") for bank, b in split["by_bank"].items()]
+    for key, label in (("push_banks", "banks that push results"), ("polled_banks", "front-end banks, polled")):
+        g = split[key]
+        if g["banks"]:
+            cadence = (f"; first status query {', '.join(f'{c:g}' for c in g['status_first_after_s'])} s after "
+                       "the receipt (the bank's configured cadence)" if g.get("status_first_after_s") else "")
+            rows.append((f"  {label} ({', '.join(g['adapters'])})", ms(g),
+                         f"ms p50 / p95 / p99, {g['final']:,} final{cadence}"))
+    return rows
 
 
 def run(args: argparse.Namespace) -> Report:
@@ -142,6 +226,9 @@ def run(args: argparse.Namespace) -> Report:
                     from bench import rawrelay
                     from gateway.simulate.centre import run_centre
 
+                    # Which bank holds each debit account, so the centre times each bank apart.
+                    per_bank = ({"account_banks": {n: a.bank for n, a in env.config.accounts.items()}}
+                                if "account_banks" in inspect.signature(run_centre).parameters else {})
                     cpu0, bench0, bank0 = gateway.cpu_seconds(), self_cpu_seconds(), [b.cpu_seconds() for b in banks]
                     ledger0 = ledger.cpu_seconds() if ledger else 0.0
                     wait0 = gateway.runqueue_wait_seconds()
@@ -149,7 +236,7 @@ def run(args: argparse.Namespace) -> Report:
                     report = await run_centre(
                         reactor, base_url=env.api_url, rate=rate, duration=args.seconds, batch=batch, seed=1,
                         id_prefix=f"R{int(time.time()) % 10**8:08d}-", final_timeout=final_timeout,
-                        max_outstanding=max_outstanding, **env.centre_options())
+                        max_outstanding=max_outstanding, **env.centre_options(), **per_bank)
                     wall = time.monotonic() - t0
                     # Every copy must reach the ledger before the run counts as done.
                     drain_s, backlog = None, None
@@ -183,7 +270,7 @@ def run(args: argparse.Namespace) -> Report:
                             "ledger_cpu_s": ledger_cpu, "server_cpu_s": server_cpu,
                             "pg_requests": json.loads(counts_path.read_text(encoding="utf-8")) if counting else None,
                             "hwm_kb": hwm_kb, "samples": samples, "ledger_samples": ledger_samples,
-                            "raw": raw}
+                            "raw": raw, "config": env.config}
 
                 hard = args.seconds + final_timeout + raw_seconds + 120
                 try:
@@ -263,6 +350,13 @@ def run(args: argparse.Namespace) -> Report:
         "ratio": None if ratio is None else float(f"{ratio:.4g}"),  # 4 significant figures, however small
         "centre": report.to_json(),
     }
+    split = None
+    if report.to_json().get("by_bank"):
+        split = latency_by_bank(figures["centre"], bank_kinds(out["config"]), report.latency)
+        figures["latency_by_bank"] = split["by_bank"]
+        figures["latency_by_adapter"] = split["by_adapter"]
+        figures["latency_push_banks"] = split["push_banks"]
+        figures["latency_polled_banks"] = split["polled_banks"]
     # Where the two cores went: every process of the run, per instruction that became final.
     per = (lambda cpu: None if cpu is None or not final else round(cpu * 1000.0 / final, 2))
     by_process = figures["cpu_s_per_1000_by_process"] = {
@@ -291,6 +385,7 @@ def run(args: argparse.Namespace) -> Report:
         ("submit to final p50", report.p50_ms, "ms"),
         ("submit to final p95", report.p95_ms, "ms"),
         ("submit to final p99", report.p99_ms, "ms"),
+        *_latency_rows(split),
         ("gateway CPU per 1,000 instructions", cpu_per_1000, "CPU s"),
         ("gateway CPU share during the run", figures["gateway_cpu_share"], "cores"),
         ("gateway waiting for a CPU (run queue)", figures["gateway_runqueue_wait_s"],

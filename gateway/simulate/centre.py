@@ -6,7 +6,8 @@ API), follows ``GET /v1/results`` from the feed's tail as it was at the start,
 and measures for each of its instructions the time from submission to the
 first final state on the feed.  It ends with a :class:`CentreReport`: counts
 by outcome, refusals by HTTP status, duplicate finals (which must be 0: G5
-allows each outcome once) and exact latency percentiles.
+allows each outcome once) and exact latency percentiles, overall and, given
+which bank holds each debit account, per bank.
 
 The arithmetic is pure and has no reactor (:mod:`gateway.simulate.centre_load`:
 pacing, the book, the report, the options); :class:`CentreRun` here is the
@@ -323,8 +324,9 @@ class CentreRun:
             for b in bodies:
                 b["purpose"] = bodies[0]["purpose"]
         ids = [b["instruction_id"] for b in bodies]
-        for iid in ids:
-            self.book.submitted(iid, now)
+        banks = load.account_banks or {}
+        for b in bodies:
+            self.book.submitted(b["instruction_id"], now, banks.get(b["debit_account"]))
         if load.batch:
             request: dict[str, Any] = {"instructions": bodies}
             if load.bank_batch:
@@ -496,12 +498,15 @@ async def run_centre(
     request_timeout: float = 30.0,
     feed_wait: float = 5.0,
     startup_timeout: float = 10.0,
+    account_banks: Mapping[str, str] | None = None,
 ) -> CentreReport:
     """Run a simulated centre against the gateway at ``base_url`` and report.
 
     See :class:`CentreLoad` for the options; ``id_prefix`` defaults to one
     derived from the start time, so repeated runs do not reuse ids.
     ``progress`` is called about once a second with a one-line status.
+    ``account_banks`` (debit account -> bank id) makes the report give the
+    latency per bank as well.
     Raises ``ValueError`` for bad options or files and
     :class:`CentreLoadError` when the feed cannot be read at the start;
     once running, connection errors are counted, never raised.
@@ -514,6 +519,6 @@ async def run_centre(
         amount_range=(str(amount_range[0]), str(amount_range[1])), seed=seed,
         id_prefix=default_id_prefix(reactor.seconds()) if id_prefix is None else id_prefix,
         final_timeout=final_timeout, max_outstanding=max_outstanding, request_timeout=request_timeout,
-        feed_wait=feed_wait, startup_timeout=startup_timeout,
+        feed_wait=feed_wait, startup_timeout=startup_timeout, account_banks=account_banks,
     )
     return await CentreRun(reactor, load, progress).run()

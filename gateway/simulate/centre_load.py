@@ -13,8 +13,8 @@ import math
 import random
 import re
 from collections import Counter, deque
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ __all__ = [
     "CentreLoad",
     "CentreReport",
     "FeedPage",
+    "LatencySummary",
     "LoadBook",
     "RateMeter",
     "default_id_prefix",
@@ -154,6 +155,30 @@ def parse_feed_page(status: int, body: Any, after: int) -> FeedPage:
 
 
 @dataclass(frozen=True)
+class LatencySummary:
+    """Submission-to-final latencies of a set of instructions: how many, nearest-rank
+    percentiles and the largest, in milliseconds (None when there are none)."""
+
+    count: int
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+    max_ms: float | None
+
+    @classmethod
+    def of(cls, latencies_ms: Iterable[float]) -> LatencySummary:
+        """The summary of ``latencies_ms`` (any order)."""
+        ordered = sorted(latencies_ms)
+        return cls(len(ordered), percentile(ordered, 50), percentile(ordered, 95), percentile(ordered, 99),
+                   ordered[-1] if ordered else None)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {"final": self.count, "p50_ms": _round(self.p50_ms), "p95_ms": _round(self.p95_ms),
+                "p99_ms": _round(self.p99_ms), "max_ms": _round(self.max_ms)}
+
+
+@dataclass(frozen=True)
 class CentreReport:
     """What a load run achieved.
 
@@ -167,6 +192,12 @@ class CentreReport:
     was read) to the end of the run.  ``final_per_s`` is ``final`` over the seconds from the first submission
     to the last final; the ``p*_ms`` are nearest-rank percentiles of
     submission-to-final latency, None when nothing became final.
+
+    When the run knew which bank holds each debit account (``CentreLoad.account_banks``),
+    ``submitted_by_bank`` counts the submissions per bank and ``latencies_ms_by_bank`` holds
+    every latency per bank, ascending: banks differ by protocol (one that pushes its results
+    against one the gateway must poll on the bank's own cadence), and one overall percentile
+    hides which is which.  :meth:`latency` summarises any set of banks.
     """
 
     submitted: int
@@ -184,11 +215,25 @@ class CentreReport:
     p50_ms: float | None
     p95_ms: float | None
     p99_ms: float | None
+    submitted_by_bank: Mapping[str, int] = field(default_factory=dict)
+    latencies_ms_by_bank: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
 
     @property
     def refused(self) -> int:
         """All non-2xx answers."""
         return sum(self.refused_by_status.values())
+
+    def latency(self, banks: Iterable[str] | None = None) -> LatencySummary:
+        """Latencies of the instructions sent to ``banks`` together (None: every bank the run
+        knew); banks with no final instruction add nothing."""
+        chosen = self.latencies_ms_by_bank if banks is None else {b: self.latencies_ms_by_bank.get(b, ())
+                                                                  for b in banks}
+        return LatencySummary.of(v for values in chosen.values() for v in values)
+
+    def by_bank(self) -> dict[str, dict[str, Any]]:
+        """Per bank: submitted, final, and the latency percentiles (JSON-ready)."""
+        return {bank: {"submitted": self.submitted_by_bank.get(bank, 0), **self.latency([bank]).to_json()}
+                for bank in sorted(set(self.submitted_by_bank) | set(self.latencies_ms_by_bank))}
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (status codes become string keys)."""
@@ -209,6 +254,7 @@ class CentreReport:
             "p50_ms": _round(self.p50_ms),
             "p95_ms": _round(self.p95_ms),
             "p99_ms": _round(self.p99_ms),
+            "by_bank": self.by_bank(),
         }
 
     def summary(self) -> str:
@@ -237,6 +283,9 @@ class CentreReport:
             ("submit to final p95", ms(self.p95_ms)),
             ("submit to final p99", ms(self.p99_ms)),
         ]
+        for bank, b in self.by_bank().items():
+            rows.append((f"  bank {bank}", f"{b['final']} of {b['submitted']} final, p50 {ms(b['p50_ms'])}, "
+                                           f"p99 {ms(b['p99_ms'])}"))
         width = max(len(k) for k, _ in rows)
         return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
 
@@ -255,6 +304,9 @@ class LoadBook:
 
     def __init__(self) -> None:
         self._submitted_at: dict[str, float] = {}
+        self._bank_of: dict[str, str] = {}
+        self._submitted_by_bank: Counter[str] = Counter()
+        self._latencies_by_bank: dict[str, list[float]] = {}
         self._status: dict[str, int] = {}
         self._final: dict[str, str] = {}
         self._latencies_ms: list[float] = []
@@ -269,11 +321,14 @@ class LoadBook:
 
     # inputs
 
-    def submitted(self, instruction_id: str, at: float) -> None:
-        """Record that ``instruction_id`` was sent at ``at``; each id only once."""
+    def submitted(self, instruction_id: str, at: float, bank: str | None = None) -> None:
+        """Record that ``instruction_id`` was sent at ``at``, for ``bank`` if known; each id only once."""
         if instruction_id in self._submitted_at:
             raise ValueError(f"{instruction_id} submitted twice in one run")
         self._submitted_at[instruction_id] = at
+        if bank is not None:
+            self._bank_of[instruction_id] = bank
+            self._submitted_by_bank[bank] += 1
         if self.first_submit is None:
             self.first_submit = at
 
@@ -308,6 +363,9 @@ class LoadBook:
             latency = (at - submitted_at) * 1000.0
             self._latencies_ms.append(latency)
             self._recent_ms.append(latency)
+            bank = self._bank_of.get(instruction_id)
+            if bank is not None:
+                self._latencies_by_bank.setdefault(bank, []).append(latency)
             self.last_final = at if self.last_final is None else max(self.last_final, at)
             status = self._status.get(instruction_id)
             if status is not None and 200 <= status < 300:
@@ -390,6 +448,8 @@ class LoadBook:
             p50_ms=percentile(latencies, 50),
             p95_ms=percentile(latencies, 95),
             p99_ms=percentile(latencies, 99),
+            submitted_by_bank=dict(sorted(self._submitted_by_bank.items())),
+            latencies_ms_by_bank={bank: tuple(sorted(v)) for bank, v in sorted(self._latencies_by_bank.items())},
         )
 
 
@@ -413,7 +473,9 @@ class CentreLoad:
     ``rate`` is instructions per second either way.  After the last
     submission the run waits up to ``final_timeout`` seconds for every
     accepted instruction to become final.  ``amount_range`` is inclusive,
-    as decimal strings (or Decimals).
+    as decimal strings (or Decimals).  ``account_banks`` (debit account ->
+    bank id, as the gateway's ``[accounts]`` say) lets the report give the
+    latency per bank; when given, it must name every debit account.
     """
 
     base_url: str
@@ -436,9 +498,15 @@ class CentreLoad:
     request_timeout: float = 30.0
     feed_wait: float = 5.0
     startup_timeout: float = 10.0
+    account_banks: Mapping[str, str] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "debit_accounts", tuple(self.debit_accounts))
+        if self.account_banks is not None:
+            object.__setattr__(self, "account_banks", dict(self.account_banks))
+            unmapped = [a for a in self.debit_accounts if a not in self.account_banks]
+            if unmapped:
+                raise ValueError(f"account_banks names no bank for debit account(s) {', '.join(unmapped)}")
         object.__setattr__(self, "counterparties", tuple(tuple(c) for c in self.counterparties))
         object.__setattr__(self, "amount_range", tuple(str(a) for a in self.amount_range))
         for name in ("certificate", "private_key", "ca"):

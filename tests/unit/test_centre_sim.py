@@ -32,6 +32,7 @@ from gateway.simulate.centre import CentreLoadError, CentreRun, run_centre
 from gateway.simulate.centre_load import (
     CentreLoad,
     CentreReport,
+    LatencySummary,
     LoadBook,
     RateMeter,
     default_id_prefix,
@@ -313,6 +314,44 @@ def test_report_of_a_run_with_no_finals_has_no_percentiles() -> None:
     assert "-" in report.summary()
 
 
+def test_latency_is_given_per_bank_when_the_run_knows_each_accounts_bank() -> None:
+    """A bank that pushes its results and one polled on its own cadence differ by a second:
+    the report keeps each bank's latencies apart, and the overall figures stay as they were."""
+    book = LoadBook()
+    for i in range(1, 101):
+        book.submitted(f"p{i}", 0.0, "B001")
+        book.answered(f"p{i}", 202)
+        book.seen(f"p{i}", "succeeded", i / 1000)  # 1..100 ms
+        book.submitted(f"q{i}", 0.0, "B002")
+        book.answered(f"q{i}", 202)
+        book.seen(f"q{i}", "succeeded", 2.0 + i / 1000)  # 2,001..2,100 ms
+    book.submitted("r", 0.0, "B002")
+    book.answered("r", 422)  # refused: submitted to the bank's account, never final
+    book.submitted("u", 0.0)  # no bank known: counted overall only
+    book.answered("u", 202)
+    book.seen("u", "failed", 0.5)
+    report = book.report(elapsed_s=3.0)
+    assert report.final == 201 and report.p50_ms == pytest.approx(500.0)  # overall: every final, "u" too
+    assert report.submitted_by_bank == {"B001": 100, "B002": 101}
+    assert report.latency(["B001"]) == LatencySummary(100, pytest.approx(50.0), pytest.approx(95.0),
+                                                      pytest.approx(99.0), pytest.approx(100.0))
+    assert (report.latency(["B002"]).p50_ms, report.latency(["B002"]).p99_ms) == pytest.approx((2050.0, 2099.0))
+    both = report.latency(["B001", "B002", "B009"])  # a bank with nothing final adds nothing
+    assert both.count == 200 and both.p50_ms == pytest.approx(100.0) and both.p99_ms == pytest.approx(2098.0)
+    assert report.latency() == both
+    by_bank = report.to_json()["by_bank"]
+    assert by_bank["B002"] == {"submitted": 101, "final": 100, "p50_ms": pytest.approx(2050.0),
+                               "p95_ms": pytest.approx(2095.0), "p99_ms": pytest.approx(2099.0),
+                               "max_ms": pytest.approx(2100.0)}
+    assert set(by_bank) == {"B001", "B002"}
+    assert "bank B002" in report.summary()
+
+
+def test_a_run_without_account_banks_reports_no_bank() -> None:
+    report = _book_with(["a"]).report(elapsed_s=0.0)
+    assert report.to_json()["by_bank"] == {} and report.latency().count == 0
+
+
 # -- options ----------------------------------------------------------------------
 
 
@@ -353,6 +392,7 @@ def test_load_options_are_normalised() -> None:
     {"amount_range": ("10.00", "1.00")},
     {"amount_range": ("0", "1.00")},
     {"amount_range": ("1.001", "2")},
+    {"account_banks": {"6222002222333344": "B002"}},  # the run's debit account is not named
 ])
 def test_bad_load_options_are_refused(overrides: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
@@ -571,6 +611,23 @@ async def test_batch_mode_sends_the_batch_api_and_counts_each_item(dev_pki: DevP
     assert (report.submitted, report.accepted, report.refused_by_status) == (20, 18, {422: 2})
     assert (report.final, report.succeeded, report.failed, report.rejected, report.in_doubt) == (18, 13, 2, 2, 1)
     assert (report.not_final, report.duplicate_finals) == (0, 1)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_run_told_each_accounts_bank_reports_latency_per_bank(dev_pki: DevPki) -> None:
+    served = _Served(dev_pki, FakeGateway(lambda n: (202, ["received", "succeeded"])))
+    other = "6222002222333344"
+    try:
+        report = await run_centre(reactor, **_client(dev_pki, served.url, count=30, id_prefix="T7-",
+                                                     debit_accounts=[DEBIT, other],
+                                                     account_banks={DEBIT: "B001", other: "B002"}))
+    finally:
+        await served.close()
+    by_bank = report.to_json()["by_bank"]
+    assert set(by_bank) == {"B001", "B002"}
+    assert sum(b["submitted"] for b in by_bank.values()) == report.submitted == 30
+    assert sum(b["final"] for b in by_bank.values()) == report.final == 30
+    assert all(b["p50_ms"] >= 20.0 for b in by_bank.values())  # two steps of the fake, at least one
 
 
 @pytest_twisted.ensureDeferred
