@@ -18,4 +18,5 @@ BENCHMARKS: dict[str, str] = {
     "ledger": "bench.ledger",
     "memory": "bench.memory",
     "bdc-exchange": "bench.bdc_exchange",
+    "idle": "bench.idle",
 }

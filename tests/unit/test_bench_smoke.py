@@ -224,3 +224,16 @@ def test_bdc_exchange_reports_throughput_and_the_handshake_cost(tmp_path):
         assert r[phase]["exchanges"] > 0 and r[phase]["failed"] == 0, r[phase]
     assert r["probe_tls"]["cpu_ms"] > r["probe_plain"]["cpu_ms"]
     assert r["handshake_cpu_ms"] == round(r["probe_tls"]["cpu_ms"] - r["probe_plain"]["cpu_ms"], 3)
+
+
+@pytest.mark.slow
+def test_idle_reads_the_cpu_and_wakeups_of_the_whole_demo_serving(tmp_path):
+    doc = run_bench(tmp_path, "idle", "--seconds", "2", "--warmup", "0.5", timeout=400)
+    r = doc["results"]
+    assert r["seconds"] >= 2 and r["threads"] > 1
+    assert r["cpu_percent_of_a_core"] > 0 and r["wakeups_per_s"] > 0  # timers run even with nothing to do
+    assert r["cpu_percent_of_a_core"] == pytest.approx(r["demo_process_cpu_percent"] + r["children_cpu_percent"],
+                                                       abs=0.01)
+    assert r["children"] >= 1  # the ledger's check processes are counted with the demo
+    assert len(r["cpu_percent_per_second"]) >= 2 and r["rss_end_mb"] > 0
+    no_children_left(tmp_path)
