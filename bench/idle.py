@@ -24,6 +24,7 @@ went to sleep and were woken, i.e. its wakeups per second.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from bench.env import Workspace
 HELP = "the demo idle (every daemon in one process, nothing submitted): CPU % of a core and wakeups/s"
 DEFAULT_SECONDS = 30.0
 
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
 _READY = "still serving"
 _FAILED = ("demo failed", "NOT as expected")
 _START_TIMEOUT_S = 300.0  # a cold start, the PKI, and the demo's own instructions on a busy machine
@@ -101,7 +103,14 @@ def _reading(pid: int) -> dict[str, Any]:
         except OSError:
             continue
     return {"t": time.monotonic(), "cpu_with_children_s": proc_cpu_seconds(pid, with_children=True),
-            "procs": procs}
+            "main_thread_cpu_s": _thread_cpu_seconds(pid, pid), "procs": procs}
+
+
+def _thread_cpu_seconds(pid: int, tid: int) -> float:
+    """User + system CPU seconds of one thread (the main thread: ``tid == pid``)."""
+    data = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+    fields = data[data.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
 
 
 def summarise(first: dict[str, Any], last: dict[str, Any], pid: int) -> dict[str, Any]:
@@ -122,6 +131,10 @@ def summarise(first: dict[str, Any], last: dict[str, Any], pid: int) -> dict[str
         "seconds": round(wall, 2),
         "cpu_percent_of_a_core": round(100.0 * all_cpu / wall, 3),
         "demo_process_cpu_percent": round(100.0 * own_cpu / wall, 3),
+        # The main thread runs the reactor (every daemon's timers and protocols); the others
+        # are the database and check thread pools.
+        "reactor_thread_cpu_percent": round(100.0 * (last["main_thread_cpu_s"] - first["main_thread_cpu_s"])
+                                            / wall, 3),
         "children_cpu_percent": round(100.0 * (all_cpu - own_cpu) / wall, 3),
         "children": len(children),
         "threads": int(last["procs"][pid]["threads"]),
@@ -195,6 +208,7 @@ def run(args: argparse.Namespace) -> Report:
         ("measured", figures["seconds"], f"s, after {args.warmup:g} s of warm-up"),
         ("CPU, the demo and its processes", figures["cpu_percent_of_a_core"], "% of a core"),
         ("  the demo process (every daemon)", figures["demo_process_cpu_percent"], "% of a core"),
+        ("    of which its main thread (the reactor)", figures["reactor_thread_cpu_percent"], "% of a core"),
         ("  the processes it started", figures["children_cpu_percent"],
          f"% of a core ({figures['children']} processes: the ledger's check processes and their helpers)"),
         ("busiest second", figures["cpu_percent_busiest_second"], "% of a core"),

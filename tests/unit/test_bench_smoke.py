@@ -235,5 +235,6 @@ def test_idle_reads_the_cpu_and_wakeups_of_the_whole_demo_serving(tmp_path):
     assert r["cpu_percent_of_a_core"] == pytest.approx(r["demo_process_cpu_percent"] + r["children_cpu_percent"],
                                                        abs=0.01)
     assert r["children"] >= 1  # the ledger's check processes are counted with the demo
+    assert 0 <= r["reactor_thread_cpu_percent"] <= r["demo_process_cpu_percent"]
     assert len(r["cpu_percent_per_second"]) >= 2 and r["rss_end_mb"] > 0
     no_children_left(tmp_path)
