@@ -94,6 +94,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--count-round-trips", action="store_true",
                    help="on PostgreSQL, run the gateway under bench/pgcount.py and report its requests to the "
                         "server per 1,000 instructions, by SQL verb (its CPU figures are then not comparable)")
+    p.add_argument("--banks", default=None,
+                   help="comma-separated bank ids: the centre pays only from their accounts (every bank still "
+                        "runs and keeps its link), so the CPU per instruction is one protocol's (default: all)")
     add_workspace_arguments(p)
 
 
@@ -233,10 +236,19 @@ def run(args: argparse.Namespace) -> Report:
                     ledger0 = ledger.cpu_seconds() if ledger else 0.0
                     wait0 = gateway.runqueue_wait_seconds()
                     t0 = time.monotonic()
+                    options = env.centre_options()
+                    if args.banks:
+                        only = set(args.banks.split(","))
+                        unknown = only - set(env.banks)
+                        if unknown:
+                            raise BenchError(f"--banks: no bank {', '.join(sorted(unknown))} in the config "
+                                             f"({', '.join(env.banks)})")
+                        options["debit_accounts"] = [n for n in options["debit_accounts"]
+                                                     if env.config.accounts[n].bank in only]
                     report = await run_centre(
                         reactor, base_url=env.api_url, rate=rate, duration=args.seconds, batch=batch, seed=1,
                         id_prefix=f"R{int(time.time()) % 10**8:08d}-", final_timeout=final_timeout,
-                        max_outstanding=max_outstanding, **env.centre_options(), **per_bank)
+                        max_outstanding=max_outstanding, **options, **per_bank)
                     wall = time.monotonic() - t0
                     # Every copy must reach the ledger before the run counts as done.
                     drain_s, backlog = None, None
@@ -408,6 +420,7 @@ def run(args: argparse.Namespace) -> Report:
         ("ratio gateway / raw relay", ratio, ""),
     )
     params = {"seconds": args.seconds, "rate": args.rate, "saturate": args.saturate, "batch": batch,
+              "banks": args.banks,
               "concurrency": args.concurrency, "raw_seconds": raw_seconds, "final_timeout": final_timeout,
               "database": "sqlite" if args.database == "sqlite" else "postgresql", "ledger": args.ledger}
     return Report("relay", "relay: the full lifecycle on loopback", rows, figures, params, tuple(notes))
