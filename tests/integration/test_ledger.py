@@ -108,6 +108,33 @@ async def test_signed_copies_are_stored_duplicates_answered_and_forgeries_refuse
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_batch_says_how_far_the_gateways_journal_is_and_a_malformed_head_is_refused_alone(env):
+    """``head_seq`` (bench/README.md, item 39): the ledger gauges how far behind the gateway is
+    known to be; a head that is not a journal seq is refused 422 like any malformed body,
+    nothing of that request is stored, and the next good request is taken as usual."""
+    await env.start()
+    gateway = env.client("gateway")
+    url = env.url("ingest", "/v1/copies")
+    c1, c2, c3 = (make_copy(n, instruction_id=f"I{n}") for n in (1, 2, 3))
+    for bad in (-1, 2**63, 10**400, True, None, "3", 3.0, [3], {"seq": 3}):
+        status, ctype, body = await gateway.call("POST", url, {"copies": [c1], "head_seq": bad})
+        assert (status, ctype) == (422, "application/problem+json"), (bad, body)
+        assert body["errors"] == [{"field": "head_seq", "reason": "when given, an integer from 0 to "
+                                   f"{2**63 - 1}: the newest seq of the sender's journal"}], bad
+    assert await env.ledger.db.read(store.copies_after, 0, 10) == []
+
+    async def gauge(value: float) -> bool:
+        _, _, text = await gateway.call("GET", env.url("ops", "/metrics"), accept="text/plain")
+        return f'hpf_ledger_gateway_behind_events{{gateway="main"}} {value}' in text
+
+    status, _, body = await gateway.call("POST", url, {"copies": [c1], "head_seq": 3})
+    assert status == 200 and [r["status"] for r in body["results"]] == ["stored"]
+    await until(lambda: gauge(2.0), "the ledger to gauge two copies still at the gateway", TIMEOUT)
+    assert [r["status"] for r in await env.file([c2, c3])] == ["stored", "stored"]  # no head: as before
+    await until(lambda: gauge(0.0), "the gateway caught up", TIMEOUT)
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_well_signed_copy_the_ledger_cannot_read_is_stored_as_refused_and_the_rest_go_on(env):
     """The manual-resolution stall: one copy the ledger cannot read must not hold back the ones
     behind it.  It is kept (verbatim, in the chain), answered ``refused-stored`` and alerted."""
