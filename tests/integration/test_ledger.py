@@ -518,6 +518,51 @@ async def test_deadlines_run_on_the_gateways_time_while_the_copies_lag(env):
     assert missing == ["missing-result:C52240/I2"]
 
 
+@pytest.mark.parametrize("says_head", [True, False])
+@pytest_twisted.ensureDeferred
+async def test_a_balance_pair_waits_for_a_movement_a_batch_said_was_still_at_the_gateway(env, says_head):
+    """bench/README.md, item 39, end to end: two snapshots, and the movement between them that
+    the gateway journalled before it sent the later one but that reaches the ledger 5 s after
+    it (the deadline is 1.5 s).  The later snapshot's batch said the journal was at the
+    movement's seq: no balance-break.  A gateway that does not say (an older release) gets the
+    break item 39 found, as before."""
+    await env.start()
+    gateway = env.client("gateway")
+    url = env.url("ingest", "/v1/copies")
+    t0 = int(reactor.seconds() * 1_000_000)
+    moved = -160_267
+
+    def balance(seq: int, amount: int, at: str, made_us: int) -> dict[str, Any]:
+        return make_copy(seq, kind="bank.balance", state=None, instruction_id=None, created_us=made_us,
+                         payload={"bank": "B001", "account": DEBIT, "balance": amount, "available": amount,
+                                  "overdraft": 0, "status": "normal", "as_of": f"2026-11-27T10:30:{at}+08:00"})
+
+    async def post(copies: list[dict[str, Any]], head: int) -> None:
+        body: dict[str, Any] = {"copies": copies}
+        if says_head:
+            body["head_seq"] = head
+        status, _, answer = await gateway.call("POST", url, body)
+        assert status == 200 and [r["status"] for r in answer["results"]] == ["stored"] * len(copies), answer
+
+    # Journalled 1.4 s after the later snapshot: within its 1.5 s on the gateway's time, which the
+    # stream clock measures from the copies' own times, so the outcome does not depend on the load.
+    movement = make_copy(3, kind="bank.movement", state=None, instruction_id=None, created_us=t0 - 600_000,
+                         payload=dict(movement_payload("H0001", moved), time="10:30:01"))
+    await post([balance(1, 10_000_000, "00", t0 - 3_000_000)], 1)
+    await post([balance(2, 10_000_000 + moved, "02", t0 - 2_000_000)], 3)
+    await deferLater(reactor, 5.0, lambda: None)  # the movement's POST unanswered, sent again
+    await post([movement], 3)
+
+    async def judged() -> bool:
+        _, _, text = await gateway.call("GET", env.url("ops", "/metrics"), accept="text/plain")
+        return 'hpf_ledger_deadlines_pending{rule="balance"} 0.0' in text \
+            and "hpf_ledger_alerts_unstored 0.0" in text
+
+    await until(judged, "the balance pair settled", TIMEOUT)
+    breaks = [k for k in keys_of(await all_alerts(env)) if k.startswith("balance-break:")]
+    assert len(breaks) == (0 if says_head else 1), breaks
+
+
 @pytest_twisted.ensureDeferred
 async def test_the_matcher_snapshot_is_taken_with_the_collector_paused(env, monkeypatch):
     """A snapshot allocates a container per record; with the collector running, that set off
