@@ -3,7 +3,8 @@
 The journal is the outbox: the forwarder reads events after the delivery
 cursor in ``seq`` order, signs them as one batch (one signature over the
 Merkle root of the batch's copies; every copy carries its path to that root,
-so each is still provable alone: :mod:`gateway.signing`), POSTs the batch over mutual TLS and
+so each is still provable alone: :mod:`gateway.signing`), POSTs the batch over mutual TLS
+(with ``head_seq``, the journal's newest seq, so the ledger knows what is still to come) and
 moves the cursor past the copies the ledger answered ``stored``,
 ``duplicate`` or ``refused-stored`` (well signed but unreadable to the
 ledger, kept there as refused and alerted: see :mod:`gateway.copies`).  One
@@ -181,14 +182,21 @@ class LedgerForwarder(Service):
     def _prepare(self, conn: Any, after: int) -> tuple[list[tuple[int, str]], bytes | None, int]:
         """On a read thread: the next batch after ``after`` as (seq, event_id) pairs and the signed
         request body, and the journal's newest seq.  Building, signing (libsodium, without the
-        GIL) and serialising here keeps that work off the reactor thread."""
+        GIL) and serialising here keeps that work off the reactor thread.
+
+        The body carries that newest seq as ``head_seq``: read after the batch, so never below
+        its last copy, it tells the ledger this gateway has copies it has not sent yet, and the
+        ledger's deadlines wait for them (``StreamClock`` in ``gateway/ledger/match_records.py``;
+        bench/README.md, item 39).  A seq, not the newest event's ``created_us``: "behind" is
+        then an exact comparison with the copies' own seqs, untouched by this host's clock steps
+        and by its nodes' skew, and it costs no query (the backlog metric reads it already)."""
         rows = journal.events_after(conn, after, self.batch)
         last = journal.last_seq(conn)
         if not rows:
             return [], None, last
         copies = ",".join(self.signer.sign_batch_json(
             [copy_of(r, self.gateway_name, self.adapters.get(r["bank_id"])) for r in rows]))
-        body = f'{{"copies":[{copies}]}}'.encode("utf-8")
+        body = f'{{"copies":[{copies}],"head_seq":{int(last)}}}'.encode("utf-8")
         return [(r["seq"], r["event_id"]) for r in rows], body, last
 
     @inlineCallbacks

@@ -3,7 +3,13 @@
 Ingest (``POST /v1/copies``, ``hpf://gateway/NAME`` certificates of configured
 gateways only): every copy is checked before anything is stored
 (:mod:`gateway.ledger.checks`) and filed by :class:`~gateway.ledger.ingest.Ingest`;
-the answer per copy is sent only after the commit.
+the answer per copy is sent only after the commit.  The body is
+``{"copies": [...], "head_seq": N}``: ``head_seq`` (optional; gateways before it
+send none) is the newest seq of the sender's journal when it sent the batch, so
+the matcher's deadlines wait for copies the gateway has and the ledger has not
+(:class:`~gateway.ledger.match_records.StreamClock`).  It is not signed: a
+gateway's certificate vouches for it, and a false one can hold deadlines back by
+at most ``[thresholds] gateway_behind_hold``.
 
 Supervisor API (``hpf://supervisor/NAME`` certificates listed in the config):
 reads everything; the only writes are notes and state changes on alerts.
@@ -38,6 +44,8 @@ __all__ = ["MAX_COPIES", "IngestApi", "SupervisorApi"]
 log = Logger()
 
 MAX_COPIES = 1000
+MAX_SEQ = 2**63 - 1
+"""The largest journal seq (a signed 64-bit column on both sides); a ``head_seq`` above it is not one."""
 
 
 # -- HTTP plumbing --------------------------------------------------------------------
@@ -101,12 +109,18 @@ class IngestApi(_JsonApi):
         if not self.engine.ready:
             raise Problem(503, "unavailable", "The ledger is catching up after a restart; retry")
         body = self.json_body(request)
-        if not isinstance(body, dict) or set(body) != {"copies"} or not isinstance(body["copies"], list) \
-                or not 1 <= len(body["copies"]) <= MAX_COPIES:
+        if not isinstance(body, dict) or not set(body) <= {"copies", "head_seq"} \
+                or not isinstance(body.get("copies"), list) or not 1 <= len(body["copies"]) <= MAX_COPIES:
             raise Problem(422, "invalid-copies", f"The body must be {{\"copies\": [1 to {MAX_COPIES} copies]}}",
-                          errors=(FieldError("copies", f"is required, the only field, and holds 1 to "
-                                                       f"{MAX_COPIES} copies"),))
-        results = await self.ingest.file(identity.name, body["copies"])
+                          errors=(FieldError("copies", f"is required, the only field besides head_seq, and holds "
+                                                       f"1 to {MAX_COPIES} copies"),))
+        head_seq = body.get("head_seq")
+        if "head_seq" in body and (type(head_seq) is not int or not 0 <= head_seq <= MAX_SEQ):
+            # A bool is an int to Python, 1.0 a Decimal to strict_json: neither is a seq.
+            raise Problem(422, "invalid-copies", "head_seq must be a journal seq",
+                          errors=(FieldError("head_seq", f"when given, an integer from 0 to {MAX_SEQ}: the "
+                                                         "newest seq of the sender's journal"),))
+        results = await self.ingest.file(identity.name, body["copies"], head_seq)
         return "copies", 200, {"results": results}
 
 

@@ -85,13 +85,17 @@ class LedgerThresholds:
     """Matching thresholds: amounts in fen, deadlines in seconds.
 
     Promise (when loaded): ``large_amount > 0``, deadlines finite and > 0,
-    ``balance_tolerance >= 0``.
+    ``balance_tolerance >= 0``, ``0 < gateway_behind_hold <= MAX_BEHIND_HOLD``.
+    ``gateway_behind_hold`` bounds how long the deadlines wait for copies a gateway said it
+    had and has not delivered, from its last copy taken (``StreamClock.HOLD_S``, the same
+    default: two of the forwarder's longest retry cycles).
     """
 
     large_amount: int = 100_000_000      # 1,000,000.00 CNY
     result_deadline: float = 300.0
     booking_deadline: float = 86_400.0
     balance_tolerance: int = 0
+    gateway_behind_hold: float = 120.0
 
 
 @dataclass(frozen=True)
@@ -217,7 +221,10 @@ _LIMIT_KEYS = ("connections_per_ip", "connections_per_peer", "handshake_timeout"
 _LISTEN_KEYS = ("ingest", "supervisor", "ops")
 _GATEWAY_KEYS = ("signing_key", "signature_alg", "ca")
 _SUPERVISOR_KEYS = ("ca",)
-_THRESHOLD_KEYS = ("large_amount", "result_deadline", "booking_deadline", "balance_tolerance")
+_THRESHOLD_KEYS = ("large_amount", "result_deadline", "booking_deadline", "balance_tolerance", "gateway_behind_hold")
+MAX_BEHIND_HOLD = 3600.0
+"""The longest ``gateway_behind_hold``: a gateway unheard for an hour is down or cut off, not in a
+slow patch, and holding every gateway's deadlines longer is the freeze the bound is there to stop."""
 _ZERO = re.compile(r"0(\.0{1,2})?")
 _IDENTITY_WHAT = "must be 1-32 of A-Z a-z 0-9 _ - (the NAME in the certificate's hpf:// URI)"
 
@@ -379,6 +386,12 @@ class _LedgerChecker(_Checker):
             tolerance = 0  # parse_amount refuses zero; here zero is the strictest setting
         else:
             tolerance = self.amount(table, at, "balance_tolerance", defaults.balance_tolerance)
-        if large is None or result_deadline is None or booking_deadline is None or tolerance is None:
+        hold = self.seconds(table, at, "gateway_behind_hold", defaults.gateway_behind_hold)
+        if hold is not None and hold > MAX_BEHIND_HOLD:
+            self.problem(at + ("gateway_behind_hold",),
+                         f"must be at most {MAX_BEHIND_HOLD:g} seconds, not {_show(table['gateway_behind_hold'])}")
+            hold = None
+        if large is None or result_deadline is None or booking_deadline is None or tolerance is None \
+                or hold is None:
             return None
-        return LedgerThresholds(large, result_deadline, booking_deadline, tolerance)
+        return LedgerThresholds(large, result_deadline, booking_deadline, tolerance, hold)

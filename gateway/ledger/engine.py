@@ -91,7 +91,8 @@ class MatchEngine(Service):
     def __init__(self, db: store.LedgerDatabase, registry: Registry, thresholds: Thresholds,
                  metrics: LedgerMetrics, reactor: Any, *, tick_interval: float = 1.0,
                  snapshot_interval: float = 1.0, replay_page: int = 1000,
-                 clock: Callable[[], float] | None = None) -> None:
+                 clock: Callable[[], float] | None = None,
+                 behind_hold: float = StreamClock.HOLD_S) -> None:
         self.db = db
         self.registry = registry
         self.thresholds = thresholds
@@ -105,7 +106,9 @@ class MatchEngine(Service):
         # gateways' times only through StreamClock, which undoes their steps.
         self.clock = clock or steady_clock()
         self.matcher: Matcher | None = None
-        self.stream = StreamClock()  # deadlines run on the gateways' time, not the copies' queue
+        # Deadlines run on the gateways' time, not the copies' queue; ``behind_hold`` bounds how
+        # long they wait for copies a gateway said it had (StreamClock.head).
+        self.stream = StreamClock(behind_hold)
         self.ready = False
         self.applied_seq = 0
         self.saved_seq = 0
@@ -153,6 +156,9 @@ class MatchEngine(Service):
         self.metrics.journal_seq.set(head)
         for gateway, seq in heads.items():
             self.metrics.gateway_last_seq.labels(gateway).set(seq)
+            # Where each gateway's stored copies end, so that a head it reports is measured
+            # from there (no hold comes of it before a copy of it is timed: StreamClock).
+            self.stream.reached(gateway, seq, self.clock())
         await self._refresh_gauge()
         if not self.running:
             return
@@ -204,6 +210,7 @@ class MatchEngine(Service):
         for i, row in enumerate(rows):
             if row["seq"] <= self.applied_seq:
                 continue  # already taken (a replay page racing a live batch cannot happen, but be sure)
+            self.stream.reached(row["gateway"], row["gateway_seq"], wall)
             readable = row.get("refused") is None  # a copy stored as refused: copy-refused says so
             try:
                 fact = facts[i] if facts is not None else None
@@ -229,6 +236,11 @@ class MatchEngine(Service):
         for rule, n in self.matcher.pending().items():
             self.metrics.deadlines_pending.labels(rule).set(n)
 
+    def _gauge_gateways(self, wall: float) -> None:
+        for gateway, (events, held) in self.stream.behind(wall).items():
+            self.metrics.gateway_behind_events.labels(gateway).set(events)
+            self.metrics.gateway_hold.labels(gateway).set(held)
+
     def arrived(self) -> int:
         """A batch of copies has come in (the ingest calls this first): until :meth:`settled`
         with the token returned, deadlines are run no later than this moment.
@@ -239,11 +251,19 @@ class MatchEngine(Service):
         longer than ``result_deadline_s`` to file then had its copies judged late: a balance
         pair settled before the movement in the batch was seen raised balance-break on
         consistent data (bench/README.md, item 39).  Copies not yet here (still at the
-        gateway or on the wire) are not covered.
+        gateway or on the wire) are :meth:`reported_head`'s.
         """
         self._arrival_n += 1
         self._arrivals[self._arrival_n] = self.clock()
         return self._arrival_n
+
+    def reported_head(self, gateway: str, seq: int) -> None:
+        """A batch of ``gateway``'s says its journal had reached ``seq`` when it was sent (the
+        ingest calls this as the batch comes in).  Until copies up to ``seq`` are taken, and for
+        at most ``behind_hold`` seconds after the gateway's last copy taken, deadlines run no
+        later than that copy's time (:class:`StreamClock`): the copies after it are known to
+        exist, still at the gateway or on the wire (bench/README.md, item 39)."""
+        self.stream.head(gateway, seq)
 
     def settled(self, token: int) -> None:
         """The batch of :meth:`arrived` ``token`` is matched, refused or failed."""
@@ -256,6 +276,7 @@ class MatchEngine(Service):
         wall = self.clock()
         if self._arrivals:
             wall = min(wall, min(self._arrivals.values()))
+        self._gauge_gateways(wall)
         try:
             drafts = self.matcher.tick(self.stream.now(wall))
         except Exception:

@@ -48,8 +48,15 @@ class Ingest:
         self.metrics = metrics
         self._locks: dict[str, DeferredLock] = {}
 
-    async def file(self, gateway: str, docs: Sequence[Any]) -> list[dict[str, Any]]:
-        """One result per copy, in order, each ``{"event_id", "status", "reason"?}``; after the commit."""
+    async def file(self, gateway: str, docs: Sequence[Any], head_seq: int | None = None) -> list[dict[str, Any]]:
+        """One result per copy, in order, each ``{"event_id", "status", "reason"?}``; after the commit.
+
+        ``head_seq``: how far the gateway's journal had got when it sent the batch (None from a
+        gateway that does not say); deadlines wait for the copies up to it
+        (:meth:`MatchEngine.reported_head`).
+        """
+        if head_seq is not None:
+            self.engine.reported_head(gateway, head_seq)
         token = self.engine.arrived()  # deadlines wait for these copies (MatchEngine.arrived)
         try:
             lock = self._locks.setdefault(gateway, DeferredLock())

@@ -289,20 +289,47 @@ class StreamClock:
     journal written in order cannot hold: that copy is taken as delivered as quickly as any
     (its excess 0), so the ledger's time goes on at once; if the ledger was in fact behind at
     that moment its deadlines run early by as much until the next copies show it again.
+
+    **Copies the gateway has and the ledger has not.**  The lag is measured on copies that
+    arrived; copies still at the gateway or on the wire (a POST unanswered and sent again
+    a minute later) leave nothing to measure, and the clock would run on in real time while
+    a balance pair is settled before the movement between its snapshots arrives: a false
+    balance-break (bench/README.md, item 39).  So each batch says how far the gateway's
+    journal had got when it was sent (:meth:`head`), and every copy taken says where it is
+    in that journal (:meth:`reached`).  While a gateway is known to have journalled beyond
+    its last copy taken, the clock runs no later than that copy's time plus the gateway's
+    quickest delivery (the floor): every copy made before it is here (copies arrive in
+    journal order), any made after may not be.  Seqs, not times, say "behind": they are
+    exact, do not step with the gateway's clock and need no skew allowance.  The hold is
+    bounded: ``hold_s`` seconds after the gateway's last copy was taken, the clock runs in
+    real time again (as if the gateway had said nothing), so a gateway that dies or is cut
+    off while behind, or is stuck resending a copy the ledger refuses, delays deadlines by at
+    most ``hold_s`` and freezes none.  Nothing is said for a gateway that had sent
+    everything it had when its link went quiet: the ledger cannot know of copies journalled
+    after its last batch.
     Pure: the caller passes the ledger's time.
     """
 
-    __slots__ = ("_floor", "_excess", "_now", "_shift", "_last")
+    __slots__ = ("_floor", "_excess", "_now", "_shift", "_last", "_head", "_reached", "_heard", "hold_s")
 
     SKEW_S = 2.0
     """How far a gateway's copy may be stamped before the one before it (its nodes' clocks
     differ a little) before the ledger takes it as an unreported step back."""
 
-    def __init__(self) -> None:
+    HOLD_S = 120.0
+    """How long, by default, the clock waits for a gateway known to be behind, from its last
+    copy taken: two of its forwarder's longest retry cycles (a 30 s request timeout and a 30 s
+    backoff).  The ledger's ``[thresholds] gateway_behind_hold``."""
+
+    def __init__(self, hold_s: float = HOLD_S) -> None:
         self._floor: dict[str, float] = {}    # gateway -> smallest delay seen
         self._excess: dict[str, float] = {}   # gateway -> its last copy's delay over that
         self._shift: dict[str, float] = {}    # gateway -> seconds added to its times (steps undone)
         self._last: dict[str, float] = {}     # gateway -> its last copy's time, shifted
+        self._head: dict[str, int] = {}       # gateway -> journal seq it said it had, beyond _reached
+        self._reached: dict[str, int] = {}    # gateway -> the newest of its journal seqs taken
+        self._heard: dict[str, float] = {}    # gateway -> ledger time _reached last moved
+        self.hold_s = hold_s
         self._now = float("-inf")
 
     def copy(self, gateway: str, created_us: int, wall: float, *, step_s: float = 0.0) -> float:
@@ -324,12 +351,54 @@ class StreamClock:
         self._excess[gateway] = delay - floor
         return self.now(wall)
 
+    def reached(self, gateway: str, seq: int, wall: float) -> None:
+        """A copy of ``gateway`` at its journal ``seq`` was taken at ledger time ``wall`` (one
+        the matcher could not read too: it is delivered all the same)."""
+        if seq > self._reached.get(gateway, -1):
+            self._reached[gateway] = seq
+            self._heard[gateway] = wall
+            if self._head.get(gateway, -1) <= seq:
+                self._head.pop(gateway, None)
+
+    def head(self, gateway: str, seq: int) -> None:
+        """``gateway`` said its journal had reached ``seq`` when it sent a batch of copies."""
+        if seq > max(self._head.get(gateway, -1), self._reached.get(gateway, -1)):
+            self._head[gateway] = seq
+
     def now(self, wall: float) -> float:
         """The time to run deadlines by, at ledger time ``wall``."""
         behind = max(self._excess.values(), default=0.0)
+        for gateway in self._head:
+            held = self._held(gateway, wall)
+            if held is not None and held > behind:
+                behind = held
         if wall - behind > self._now:
             self._now = wall - behind
         return self._now
+
+    def _held(self, gateway: str, wall: float) -> float | None:
+        """How far ``gateway``, known to be behind, holds the clock back at ``wall``; None when it
+        does not (caught up, unheard for longer than ``hold_s``, or no copy timed yet)."""
+        if gateway not in self._head:
+            return None
+        heard = self._heard.get(gateway)
+        floor = self._floor.get(gateway)
+        if heard is None or floor is None or wall - heard > self.hold_s:
+            return None
+        return wall - (self._last[gateway] + floor)
+
+    def behind(self, wall: float) -> dict[str, tuple[int, float]]:
+        """Per gateway heard from: journal seqs it said it had beyond its last copy taken (0 when
+        none are known missing), and the seconds deadlines have waited for them (0 when they
+        do not wait, the bound passed included)."""
+        out: dict[str, tuple[int, float]] = {}
+        for gateway in self._reached.keys() | self._head.keys():
+            head = self._head.get(gateway)
+            reached = self._reached.get(gateway, 0)
+            waiting = self._held(gateway, wall) is not None
+            out[gateway] = (head - reached if head is not None else 0,
+                            max(0.0, wall - self._heard[gateway]) if waiting else 0.0)
+        return out
 
 
 def _t(row: list[Any]) -> str:

@@ -41,6 +41,17 @@ class LedgerMetrics:
         self.gateway_last_seq = Gauge(
             "hpf_ledger_gateway_last_seq", "The last gateway journal seq stored from each gateway.",
             ["gateway"], registry=r)
+        # Copies a gateway has and the ledger has not (its batches' head_seq, StreamClock.head):
+        # how many, and how long the deadlines have waited for them (at most
+        # [thresholds] gateway_behind_hold; 0 past it, while the first may stay above 0).
+        self.gateway_behind_events = Gauge(
+            "hpf_ledger_gateway_behind_events",
+            "Journal seqs a gateway said it had when it last sent, beyond its last copy taken; 0 when none "
+            "are known missing (an upper bound: a journal's seqs may skip).", ["gateway"], registry=r)
+        self.gateway_hold = Gauge(
+            "hpf_ledger_gateway_hold_seconds",
+            "How long the matcher's deadlines have waited for copies a gateway said it had; 0 when they do "
+            "not wait (caught up, or held past thresholds.gateway_behind_hold).", ["gateway"], registry=r)
         self.journal_seq = Gauge(
             "hpf_ledger_journal_seq", "The ledger's newest journal seq.", registry=r)
         self.matched_seq = Gauge(

@@ -168,7 +168,8 @@ def makeLedgerService(config: LedgerConfig, reactor: Any) -> Ledger:
     _PoolService(pool).setServiceParent(top)
     checks = CheckPool(CopyChecker(keys, load_adapter), keys, config.check_processes, reactor, pool, load_adapter)
     checks.setServiceParent(top)
-    engine = MatchEngine(db, registry_from_config(config), thresholds_from_config(config), metrics, reactor)
+    engine = MatchEngine(db, registry_from_config(config), thresholds_from_config(config), metrics, reactor,
+                         behind_hold=config.thresholds.gateway_behind_hold)
     engine.setServiceParent(top)
     ingest = Ingest(db, engine, checks, metrics)
     ingest_api = IngestApi(config, ingest, engine, metrics)

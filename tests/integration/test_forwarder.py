@@ -34,9 +34,13 @@ class FakeLedger(Resource):
         self.posts = 0
         self.signatures: set[str] = set()
         self.signed_alone = 0
+        self.heads: list[tuple[int, list[int]]] = []  # per POST: its head_seq, its copies' seqs
 
     def render_POST(self, request):
-        copies = json.loads(request.content.read())["copies"]
+        body = json.loads(request.content.read())
+        copies = body["copies"]
+        assert set(body) == {"copies", "head_seq"} and type(body["head_seq"]) is int
+        self.heads.append((body["head_seq"], [c["seq"] for c in copies]))
         self.posts += 1
         assert batch_break(copies) is None  # each batch whole and in order
         results = []
@@ -130,6 +134,41 @@ async def test_a_refused_copy_holds_the_backlog_until_accepted(tmp_path):
     finally:
         await h.stop()
         await site_port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_each_batch_says_how_far_the_journal_had_got(tmp_path):
+    """``head_seq`` is the journal's newest seq when the batch was read: never below the batch's
+    copies, beyond them while a backlog waits (what the ledger's deadlines wait for:
+    bench/README.md, item 39), and the journal's head once the backlog is gone."""
+    from gateway.pki import init_dev_pki
+
+    keys = tmp_path / "keys"
+    pki = init_dev_pki(keys, banks=["B001", "B002"], centres=["C52240", "C11000"])
+    key, pub = init_signing_key(keys)
+    ledger = FakeLedger(load_public_key(pub))
+    options = server_options(pki.cert("ledger", "main"), pki.key("ledger", "main"), [pki.ca_cert])
+    port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(
+        tls_server_factory(Site(ledger), options))
+    url = f"https://127.0.0.1:{port.getHost().port}"
+    h = await start_harness(tmp_path, ledger={"url": url, "signing_key": str(key), "batch": 2})
+    try:
+        await h.link_up("B001")
+        c = h.client()
+        ledger.refuse_instruction = "H-1"  # the gateway stays on H-1's first copy: a backlog grows
+        for n in range(3):
+            await c.submit(f"H-{n}")
+        for n in range(3):
+            await c.wait_state(f"H-{n}", {"succeeded"})
+        await until(lambda: any(head > seqs[-1] for head, seqs in ledger.heads))
+        ledger.refuse_instruction = None
+        last = await h.gateway.db.read(journal.last_seq)
+        await until(lambda: len(ledger.stored) == last)
+        assert all(len(seqs) <= 2 and head >= seqs[-1] for head, seqs in ledger.heads), ledger.heads
+        assert ledger.heads[-1][0] == last
+    finally:
+        await h.stop()
+        await port.stopListening()
 
 
 @pytest_twisted.ensureDeferred

@@ -108,6 +108,33 @@ async def test_signed_copies_are_stored_duplicates_answered_and_forgeries_refuse
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_batch_says_how_far_the_gateways_journal_is_and_a_malformed_head_is_refused_alone(env):
+    """``head_seq`` (bench/README.md, item 39): the ledger gauges how far behind the gateway is
+    known to be; a head that is not a journal seq is refused 422 like any malformed body,
+    nothing of that request is stored, and the next good request is taken as usual."""
+    await env.start()
+    gateway = env.client("gateway")
+    url = env.url("ingest", "/v1/copies")
+    c1, c2, c3 = (make_copy(n, instruction_id=f"I{n}") for n in (1, 2, 3))
+    for bad in (-1, 2**63, 10**400, True, None, "3", 3.0, [3], {"seq": 3}):
+        status, ctype, body = await gateway.call("POST", url, {"copies": [c1], "head_seq": bad})
+        assert (status, ctype) == (422, "application/problem+json"), (bad, body)
+        assert body["errors"] == [{"field": "head_seq", "reason": "when given, an integer from 0 to "
+                                   f"{2**63 - 1}: the newest seq of the sender's journal"}], bad
+    assert await env.ledger.db.read(store.copies_after, 0, 10) == []
+
+    async def gauge(value: float) -> bool:
+        _, _, text = await gateway.call("GET", env.url("ops", "/metrics"), accept="text/plain")
+        return f'hpf_ledger_gateway_behind_events{{gateway="main"}} {value}' in text
+
+    status, _, body = await gateway.call("POST", url, {"copies": [c1], "head_seq": 3})
+    assert status == 200 and [r["status"] for r in body["results"]] == ["stored"]
+    await until(lambda: gauge(2.0), "the ledger to gauge two copies still at the gateway", TIMEOUT)
+    assert [r["status"] for r in await env.file([c2, c3])] == ["stored", "stored"]  # no head: as before
+    await until(lambda: gauge(0.0), "the gateway caught up", TIMEOUT)
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_well_signed_copy_the_ledger_cannot_read_is_stored_as_refused_and_the_rest_go_on(env):
     """The manual-resolution stall: one copy the ledger cannot read must not hold back the ones
     behind it.  It is kept (verbatim, in the chain), answered ``refused-stored`` and alerted."""
@@ -489,6 +516,51 @@ async def test_deadlines_run_on_the_gateways_time_while_the_copies_lag(env):
     await until(i2_missing, "the missing result of I2", TIMEOUT)
     missing = [k for k in keys_of(await all_alerts(env)) if k.startswith("missing-result:")]
     assert missing == ["missing-result:C52240/I2"]
+
+
+@pytest.mark.parametrize("says_head", [True, False])
+@pytest_twisted.ensureDeferred
+async def test_a_balance_pair_waits_for_a_movement_a_batch_said_was_still_at_the_gateway(env, says_head):
+    """bench/README.md, item 39, end to end: two snapshots, and the movement between them that
+    the gateway journalled before it sent the later one but that reaches the ledger 5 s after
+    it (the deadline is 1.5 s).  The later snapshot's batch said the journal was at the
+    movement's seq: no balance-break.  A gateway that does not say (an older release) gets the
+    break item 39 found, as before."""
+    await env.start()
+    gateway = env.client("gateway")
+    url = env.url("ingest", "/v1/copies")
+    t0 = int(reactor.seconds() * 1_000_000)
+    moved = -160_267
+
+    def balance(seq: int, amount: int, at: str, made_us: int) -> dict[str, Any]:
+        return make_copy(seq, kind="bank.balance", state=None, instruction_id=None, created_us=made_us,
+                         payload={"bank": "B001", "account": DEBIT, "balance": amount, "available": amount,
+                                  "overdraft": 0, "status": "normal", "as_of": f"2026-11-27T10:30:{at}+08:00"})
+
+    async def post(copies: list[dict[str, Any]], head: int) -> None:
+        body: dict[str, Any] = {"copies": copies}
+        if says_head:
+            body["head_seq"] = head
+        status, _, answer = await gateway.call("POST", url, body)
+        assert status == 200 and [r["status"] for r in answer["results"]] == ["stored"] * len(copies), answer
+
+    # Journalled 1.4 s after the later snapshot: within its 1.5 s on the gateway's time, which the
+    # stream clock measures from the copies' own times, so the outcome does not depend on the load.
+    movement = make_copy(3, kind="bank.movement", state=None, instruction_id=None, created_us=t0 - 600_000,
+                         payload=dict(movement_payload("H0001", moved), time="10:30:01"))
+    await post([balance(1, 10_000_000, "00", t0 - 3_000_000)], 1)
+    await post([balance(2, 10_000_000 + moved, "02", t0 - 2_000_000)], 3)
+    await deferLater(reactor, 5.0, lambda: None)  # the movement's POST unanswered, sent again
+    await post([movement], 3)
+
+    async def judged() -> bool:
+        _, _, text = await gateway.call("GET", env.url("ops", "/metrics"), accept="text/plain")
+        return 'hpf_ledger_deadlines_pending{rule="balance"} 0.0' in text \
+            and "hpf_ledger_alerts_unstored 0.0" in text
+
+    await until(judged, "the balance pair settled", TIMEOUT)
+    breaks = [k for k in keys_of(await all_alerts(env)) if k.startswith("balance-break:")]
+    assert len(breaks) == (0 if says_head else 1), breaks
 
 
 @pytest_twisted.ensureDeferred

@@ -474,6 +474,24 @@ def test_config_check_processes_defaults_to_two_and_is_bounded(tmp_path):
     assert load_ledger_config(path, check_files=False).check_processes == 0
 
 
+def test_config_gateway_behind_hold_defaults_to_two_minutes_and_is_bounded(tmp_path):
+    """How long deadlines wait for copies a gateway said it had: a finite number of seconds above
+    0 and at most an hour (longer is the freeze of every deadline that the bound prevents)."""
+    assert load_ledger_config(_write_config(tmp_path, ""), check_files=False).thresholds.gateway_behind_hold == 120.0
+    path = _write_config(tmp_path, "[thresholds]\ngateway_behind_hold = 600\n")
+    assert load_ledger_config(path, check_files=False).thresholds.gateway_behind_hold == 600.0
+    for bad, why in (("0", "must be a finite number greater than 0, not 0"),
+                     ("-5.0", "must be a finite number greater than 0, not -5.0"),
+                     ("nan", "must be a finite number greater than 0"),
+                     ("true", "must be a number of seconds, not true"),
+                     ('"120"', "must be a number of seconds"),
+                     ("3600.5", "must be at most 3600 seconds, not 3600.5")):
+        path = _write_config(tmp_path, f"[thresholds]\ngateway_behind_hold = {bad}\n")
+        with pytest.raises(ConfigError) as e:
+            load_ledger_config(path, check_files=False)
+        assert f"thresholds.gateway_behind_hold: {why}" in "\n".join(e.value.problems), bad
+
+
 def test_config_loads_resolving_paths_against_its_directory(tmp_path):
     path = _write_config(tmp_path, "[supervisors.sup1]\n[thresholds]\nbalance_tolerance = \"0.00\"\n")
     config = load_ledger_config(path, check_files=False)
