@@ -69,18 +69,24 @@ class FakeLedger(Resource):
         return json.dumps({"results": results}).encode()
 
 
-@pytest_twisted.ensureDeferred
-async def test_every_event_reaches_the_ledger_once_in_order_and_signed(tmp_path):
+async def _listening_ledger(tmp_path, role: tuple[str, str] = ("ledger", "main")):
+    """The dev PKI, the gateway's signing key and a FakeLedger listening over TLS with the
+    certificate of ``role``: (ledger, its port, its URL, the signing key's path)."""
     from gateway.pki import init_dev_pki
 
     keys = tmp_path / "keys"
     pki = init_dev_pki(keys, banks=["B001", "B002"], centres=["C52240", "C11000"])
     key, pub = init_signing_key(keys)
     ledger = FakeLedger(load_public_key(pub))
-    options = server_options(pki.cert("ledger", "main"), pki.key("ledger", "main"), [pki.ca_cert])
+    options = server_options(pki.cert(*role), pki.key(*role), [pki.ca_cert])
     port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(
         tls_server_factory(Site(ledger), options))
-    url = f"https://127.0.0.1:{port.getHost().port}"
+    return ledger, port, f"https://127.0.0.1:{port.getHost().port}", key
+
+
+@pytest_twisted.ensureDeferred
+async def test_every_event_reaches_the_ledger_once_in_order_and_signed(tmp_path):
+    ledger, port, url, key = await _listening_ledger(tmp_path)
     h = await start_harness(tmp_path, ledger={"url": url, "signing_key": str(key)})
     try:
         await h.link_up("B001")
@@ -109,16 +115,7 @@ async def test_every_event_reaches_the_ledger_once_in_order_and_signed(tmp_path)
 
 @pytest_twisted.ensureDeferred
 async def test_a_refused_copy_holds_the_backlog_until_accepted(tmp_path):
-    from gateway.pki import init_dev_pki
-
-    keys = tmp_path / "keys"
-    pki = init_dev_pki(keys, banks=["B001", "B002"], centres=["C52240", "C11000"])
-    key, pub = init_signing_key(keys)
-    ledger = FakeLedger(load_public_key(pub))
-    options = server_options(pki.cert("ledger", "main"), pki.key("ledger", "main"), [pki.ca_cert])
-    site_port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(
-        tls_server_factory(Site(ledger), options))
-    url = f"https://127.0.0.1:{site_port.getHost().port}"
+    ledger, site_port, url, key = await _listening_ledger(tmp_path)
     h = await start_harness(tmp_path, ledger={"url": url, "signing_key": str(key)}, banks={})
     try:
         c = h.client()
@@ -141,16 +138,7 @@ async def test_each_batch_says_how_far_the_journal_had_got(tmp_path):
     """``head_seq`` is the journal's newest seq when the batch was read: never below the batch's
     copies, beyond them while a backlog waits (what the ledger's deadlines wait for:
     bench/README.md, item 39), and the journal's head once the backlog is gone."""
-    from gateway.pki import init_dev_pki
-
-    keys = tmp_path / "keys"
-    pki = init_dev_pki(keys, banks=["B001", "B002"], centres=["C52240", "C11000"])
-    key, pub = init_signing_key(keys)
-    ledger = FakeLedger(load_public_key(pub))
-    options = server_options(pki.cert("ledger", "main"), pki.key("ledger", "main"), [pki.ca_cert])
-    port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(
-        tls_server_factory(Site(ledger), options))
-    url = f"https://127.0.0.1:{port.getHost().port}"
+    ledger, port, url, key = await _listening_ledger(tmp_path)
     h = await start_harness(tmp_path, ledger={"url": url, "signing_key": str(key), "batch": 2})
     try:
         await h.link_up("B001")
@@ -174,17 +162,8 @@ async def test_each_batch_says_how_far_the_journal_had_got(tmp_path):
 @pytest_twisted.ensureDeferred
 async def test_a_server_that_is_not_the_ledger_gets_nothing(tmp_path):
     """A server with a valid certificate of another role (a bank) is refused in the handshake."""
-    from gateway.pki import init_dev_pki
-
-    keys = tmp_path / "keys"
-    pki = init_dev_pki(keys, banks=["B001", "B002"], centres=["C52240", "C11000"])
-    key, pub = init_signing_key(keys)
-    impostor = FakeLedger(load_public_key(pub))
-    options = server_options(pki.cert("bank", "B001"), pki.key("bank", "B001"), [pki.ca_cert])
-    port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(
-        tls_server_factory(Site(impostor), options))
-    h = await start_harness(tmp_path, ledger={"url": f"https://127.0.0.1:{port.getHost().port}",
-                                               "signing_key": str(key)}, banks={})
+    impostor, port, url, key = await _listening_ledger(tmp_path, role=("bank", "B001"))
+    h = await start_harness(tmp_path, ledger={"url": url, "signing_key": str(key)}, banks={})
     try:
         await h.client().submit("X-1")
         await until(lambda: h.gateway.metrics.ledger_failures._value.get() >= 1)
@@ -198,17 +177,8 @@ async def test_a_server_that_is_not_the_ledger_gets_nothing(tmp_path):
 @pytest_twisted.ensureDeferred
 async def test_a_copy_kept_by_the_ledger_as_refused_does_not_hold_the_backlog(tmp_path):
     """``refused-stored``: the ledger kept a well-signed copy it cannot read; the ones behind it go on."""
-    from gateway.pki import init_dev_pki
-
-    keys = tmp_path / "keys"
-    pki = init_dev_pki(keys, banks=["B001", "B002"], centres=["C52240", "C11000"])
-    key, pub = init_signing_key(keys)
-    ledger = FakeLedger(load_public_key(pub))
+    ledger, site_port, url, key = await _listening_ledger(tmp_path)
     ledger.unreadable_instruction = "R-1"
-    options = server_options(pki.cert("ledger", "main"), pki.key("ledger", "main"), [pki.ca_cert])
-    site_port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(
-        tls_server_factory(Site(ledger), options))
-    url = f"https://127.0.0.1:{site_port.getHost().port}"
     h = await start_harness(tmp_path, ledger={"url": url, "signing_key": str(key)}, banks={})
     try:
         c = h.client()
