@@ -334,3 +334,32 @@ def test_journal_events_and_the_chain_head_are_one_statement_on_postgresql(pg_ur
         prev = r.hash
     assert [r.kind for r in rows] == ["test.first", "test.more", "test.more", "test.more"]
     assert head == prev
+
+
+def test_multi_row_writes_read_back_exactly(database_url):
+    """insert_many and update_many write every value into its own column, in one chunk and across
+    several (on PostgreSQL the statements number their parameters $1, $2, …; a chunk holds at
+    most 65,535 of them, and the texts of large ones are built afresh, small ones kept)."""
+    from gateway.store.db import insert_many, make_engine, update_many
+
+    columns = ("event_id", "kind", "centre_id", "instruction_id", "bank_id", "account", "state", "payload",
+               "raw", "created_us", "hash")
+    rows = [(f"E{n:06d}", "test.kind", None if n % 3 else "C52240", f"I{n}", "B001", "账户" * (n % 4), None,
+             canonical_json({"n": n}), None if n % 2 else bytes([n % 256]) * (n % 7), 2**53 + n, f"{n:064x}")
+            for n in range(6100)]  # 67,100 parameters: two chunks on PostgreSQL
+    engine = make_engine(database_url)
+    try:
+        with engine.begin() as conn:
+            insert_many(conn, schema.events, columns, rows[:3])
+            insert_many(conn, schema.events, columns, rows[3:])
+            insert_many(conn, schema.id_floors, ("name", "floor"), [("a", 1), ("b", 2), ("c", 3)])
+            update_many(conn, schema.id_floors, "name", ("floor",), [(20, "b"), (2**40, "c")])
+        with engine.connect() as conn:
+            back = [tuple(r) for r in conn.execute(
+                select(*[schema.events.c[c] for c in columns]).order_by(schema.events.c.seq))]
+            floors = dict(conn.execute(select(schema.id_floors.c.name, schema.id_floors.c.floor)).all())
+    finally:
+        engine.dispose()
+    assert back == [tuple(bytes(v) if isinstance(v, memoryview) else v for v in r) for r in rows]
+    assert floors == {"a": 1, "b": 20, "c": 2**40}
+
