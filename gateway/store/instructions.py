@@ -364,7 +364,16 @@ def _rows_where(tx: Tx, column: str, values: Iterable[str], *, centre_id: str | 
     out: list[dict[str, Any]] = []
     for i in range(0, len(keys), 500):
         chunk = keys[i:i + 500]
-        if postgres:
+        if postgres and centre_id is not None and column == "instruction_id":
+            # One probe of the unique (centre_id, instruction_id) index per key.  Given
+            # "centre_id = $1 AND instruction_id = ANY($2)" instead, PostgreSQL scanned every row
+            # of the centre whenever its statistics were older than the table (a new database,
+            # its first minute: autovacuum had not analysed it yet), which made the intake's
+            # look-up grow with the table; a LATERAL subquery with LIMIT 1 keeps its plan fixed.
+            rows = select_rows(conn, f"SELECT i.* FROM unnest(%s::text[]) AS k(key) CROSS JOIN LATERAL "
+                                     f"(SELECT {select_list} FROM instructions WHERE centre_id = %s AND "
+                                     f"{column} = k.key LIMIT 1) AS i", (chunk, centre_id))
+        elif postgres:
             rows = select_rows(conn, f"SELECT {select_list} FROM instructions WHERE {where}{column} = ANY(%s)",
                                fixed + (chunk,))
         else:

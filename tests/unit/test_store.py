@@ -363,3 +363,38 @@ def test_multi_row_writes_read_back_exactly(database_url):
     assert back == [tuple(bytes(v) if isinstance(v, memoryview) else v for v in r) for r in rows]
     assert floors == {"a": 1, "b": 20, "c": 2**40}
 
+
+@pytest_twisted.inlineCallbacks
+def test_the_intake_look_up_probes_the_unique_index_on_a_new_postgresql_database(pg_url):
+    """The intake finds repeats by (centre_id, instruction_id).  On a table whose statistics are
+    older than its rows (a new database, before autovacuum's first analysis), PostgreSQL read
+    "centre_id = $1 AND instruction_id = ANY($2)" as: every row of the centre, filtered; the
+    look-up then grew with the table.  The statement it sends must probe both columns of the
+    unique index, whatever the statistics say."""
+    from sqlalchemy import event
+
+    database = Database(reactor, pg_url)
+    database.startService()
+    lookups: list[tuple[str, object]] = []
+
+    def seen(conn, cursor, statement, parameters, context, executemany):
+        if "FROM instructions" in statement and "instruction_id" in statement and statement.startswith("SELECT"):
+            lookups.append((statement, parameters))
+
+    try:
+        for start in range(0, 3000, 500):
+            yield database.write(lambda tx, s=start: q.intake(
+                tx, [q.IntakeItem(make_instruction(n), "B001") for n in range(s, s + 500)]))
+        event.listen(database.engine, "before_cursor_execute", seen)
+        outs = yield database.write(lambda tx: q.intake(
+            tx, [q.IntakeItem(make_instruction(n), "B001") for n in range(2950, 3050)]))
+        event.remove(database.engine, "before_cursor_execute", seen)
+        [(statement, parameters)] = lookups
+        plan = yield database.read(lambda c: [r[0] for r in c.exec_driver_sql("EXPLAIN " + statement, parameters)])
+    finally:
+        yield database.stopService()
+    assert [o.status for o in outs] == ["existing"] * 50 + ["created"] * 50
+    text = "\n".join(plan)
+    assert "uq_instructions_centre_instruction" in text and "Filter" not in text, text
+    [cond] = [line for line in plan if "Index Cond" in line]
+    assert "centre_id" in cond and "instruction_id" in cond, text
