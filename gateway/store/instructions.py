@@ -297,12 +297,18 @@ def load_open(conn: Connection, bank_id: str) -> list[dict[str, Any]]:
     )]
 
 
+_NEW_SQL = "SELECT {columns} FROM instructions WHERE bank_id = {m} AND id > {m} AND state = {m} ORDER BY id LIMIT {m}"
+
+
 def load_new(conn: Connection, bank_id: str, after_id: int, limit: int) -> list[dict[str, Any]]:
-    """Instructions received for ``bank_id`` after row ``after_id`` (intake on another node)."""
-    return [_row_dict(r) for r in conn.execute(
-        select(I).where(I.c.bank_id == bank_id, I.c.id > after_id, I.c.state == State.RECEIVED.value)
-        .order_by(I.c.id).limit(limit)
-    )]
+    """Instructions received for ``bank_id`` after row ``after_id`` (intake on another node).
+
+    Read at driver level (:func:`select_rows`): with several nodes on PostgreSQL the relay polls
+    this every second, and it reads back every instruction the node's own intake committed since.
+    """
+    rows = select_rows(conn, _NEW_SQL.format(columns=", ".join(_COLUMNS), m=marker(conn)),
+                       (bank_id, after_id, State.RECEIVED.value, limit))
+    return [dict(zip(_COLUMNS, values)) for values in rows]
 
 
 # -- bank facts --------------------------------------------------------------

@@ -145,6 +145,16 @@ def test_open_instructions_reload_for_a_bank(db):
     assert [r["instruction_id"] for r in newer] == ["I2"]
 
 
+@pytest_twisted.inlineCallbacks
+def test_the_relays_poll_reads_the_records_as_they_are_stored(db):
+    """load_new reads at driver level: each row must be the whole record, as get() reads it."""
+    items = [q.IntakeItem(make_instruction(n, amount=10_000 + n), "B001") for n in range(3)]
+    yield db.write(lambda tx: q.intake(tx, items))
+    polled = yield db.read(lambda c: q.load_new(c, "B001", 0, 10))
+    stored = yield db.read(lambda c: [q.get(c, "C52240", f"I{n}") for n in range(3)])
+    assert polled == stored and [r["amount"] for r in polled] == [10_000, 10_001, 10_002]
+
+
 def test_schema_check_refuses_an_empty_database(tmp_path):
     from gateway.store.db import make_engine
 
