@@ -356,7 +356,10 @@ def _raw_cursor() -> Any:
 # middle of sending a pipeline leaves its backend waiting for the rest of it.  The server does
 # not count that as idle in a transaction, so idle_in_transaction_session_timeout never ends
 # it, and its row locks stopped every other node (tests/faults/test_failover.py caught it;
-# tests/unit/test_store.py holds the store to it).
+# tests/unit/test_store.py holds the store to it).  COPY FROM STDIN would cost the gateway less
+# still, but has the same flaw: a backend waiting for the rest of the copy data is "active"
+# (ClientRead), so neither idle_in_transaction_session_timeout nor statement_timeout ends it,
+# and it keeps the journal head locked (tried on PostgreSQL 15, bench/README.md).
 
 
 def insert_many(conn: Connection, table: Any, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
