@@ -18,7 +18,7 @@ from sqlalchemy.engine import Connection
 from gateway.model import State
 from gateway.store import instructions as q
 from gateway.store import schema
-from gateway.store.db import Tx, insert_many
+from gateway.store.db import Tx, insert_many, select_rows
 
 __all__ = ["BatchConflict", "intake_bank_batch", "load_batches", "batch_members"]
 
@@ -77,9 +77,16 @@ def batch_members(conn: Connection, instruction_ids: Sequence[int]) -> dict[int,
     """The batch reference of each of these instructions (by row id) that is a batch line."""
     out: dict[int, str] = {}
     ids = sorted(set(instruction_ids))
+    # Read at driver level (the relay's poll asks this about every row it reads).
     for i in range(0, len(ids), 500):
-        for r in conn.execute(select(L.c.instruction, L.c.batch_ref).where(L.c.instruction.in_(ids[i:i + 500]))):
-            out[r.instruction] = r.batch_ref
+        chunk = ids[i:i + 500]
+        if conn.dialect.name == "postgresql":
+            rows = select_rows(conn, f"SELECT instruction, batch_ref FROM {L.name} WHERE instruction = ANY(%s)",
+                               (chunk,))
+        else:
+            rows = select_rows(conn, f"SELECT instruction, batch_ref FROM {L.name} WHERE instruction IN "
+                                     f"({', '.join('?' * len(chunk))})", tuple(chunk))
+        out.update(rows)
     return out
 
 

@@ -14,6 +14,7 @@ clock-step journalling it does at each commit, are one edge with one lifecycle.)
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import time
@@ -271,11 +272,12 @@ class Tx:
                 and (len(rows) + 1) * len(_EVENT_COLUMNS) <= _PG_MAX_PARAMETERS:
             # One statement, one round trip: the events and the head that now covers them.
             # A data-modifying WITH runs to completion whether or not its output is read.
-            self.conn.exec_driver_sql(
-                f"WITH e AS (INSERT INTO {schema.events.name} ({', '.join(_EVENT_COLUMNS)}) VALUES "
-                f"{_pg_values(len(rows), len(_EVENT_COLUMNS))}) "
-                f"UPDATE {head.name} SET hash = %s WHERE id = 1",
-                (*[v for r in rows for v in r], prev_hash))
+            width = len(_EVENT_COLUMNS)
+            _pg_raw(self.conn,
+                    f"WITH e AS (INSERT INTO {schema.events.name} ({', '.join(_EVENT_COLUMNS)}) VALUES "
+                    f"{_pg_values(len(rows), width)}) "
+                    f"UPDATE {head.name} SET hash = ${len(rows) * width + 1} WHERE id = 1",
+                    (*[v for r in rows for v in r], prev_hash))
             return
         insert_many(self.conn, schema.events, _EVENT_COLUMNS, rows)
         if found is None:
@@ -316,8 +318,47 @@ def _pg_chunks(rows: list[tuple[Any, ...]], width: int) -> Iterator[list[tuple[A
 
 
 def _pg_values(n: int, width: int) -> str:
-    row = "(" + ", ".join(["%s"] * width) + ")"
-    return ", ".join([row] * n)
+    """``($1, $2), ($3, $4)``: ``n`` rows of ``width`` numbered parameters (see :func:`_pg_raw`).
+
+    The texts of the common sizes are kept (a few MB at most); a larger one is built each time.
+    """
+    if n * width <= 4096:
+        return _pg_values_kept(n, width)
+    return _pg_values_built(n, width)
+
+
+def _pg_values_built(n: int, width: int) -> str:
+    return ", ".join("(" + ", ".join([f"${r * width + c}" for c in range(1, width + 1)]) + ")" for r in range(n))
+
+
+_pg_values_kept = functools.lru_cache(maxsize=64)(_pg_values_built)
+
+
+def _pg_raw(conn: Connection, sql: str, params: tuple[Any, ...]) -> None:
+    """Execute ``sql`` written with PostgreSQL's own numbered parameters (``$1``), through
+    SQLAlchemy as any statement (its events, its error handling, its invalidation of a lost
+    connection), on a psycopg ``RawCursor``.
+
+    A statement with ``%s`` markers is split by psycopg in Python on every execution when it
+    has more than 50 parameters (it caches only smaller ones): for a multi-row ``VALUES`` of a
+    hundred instructions that was most of the gateway's CPU on the intake's write path, more
+    than the whole write path costs on SQLite (bench/README.md).  A raw statement is sent as it
+    is; its parameters are adapted by psycopg's C code as before.
+    """
+    driver = conn.connection.driver_connection
+    factory = driver.cursor_factory
+    driver.cursor_factory = _raw_cursor()
+    try:
+        conn.exec_driver_sql(sql, params)
+    finally:
+        driver.cursor_factory = factory
+
+
+@functools.lru_cache(maxsize=1)
+def _raw_cursor() -> Any:
+    import psycopg
+
+    return psycopg.RawCursor
 
 
 # On PostgreSQL every multi-row write is ONE statement (multi-row VALUES), never the driver's
@@ -325,7 +366,10 @@ def _pg_values(n: int, width: int) -> str:
 # middle of sending a pipeline leaves its backend waiting for the rest of it.  The server does
 # not count that as idle in a transaction, so idle_in_transaction_session_timeout never ends
 # it, and its row locks stopped every other node (tests/faults/test_failover.py caught it;
-# tests/unit/test_store.py holds the store to it).
+# tests/unit/test_store.py holds the store to it).  COPY FROM STDIN would cost the gateway less
+# still, but has the same flaw: a backend waiting for the rest of the copy data is "active"
+# (ClientRead), so neither idle_in_transaction_session_timeout nor statement_timeout ends it,
+# and it keeps the journal head locked (tried on PostgreSQL 15, bench/README.md).
 
 
 def insert_many(conn: Connection, table: Any, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
@@ -343,9 +387,8 @@ def insert_many(conn: Connection, table: Any, columns: tuple[str, ...], rows: li
         return
     _checked(table, columns)
     for chunk in _pg_chunks(rows, len(columns)):
-        conn.exec_driver_sql(f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES "
-                             f"{_pg_values(len(chunk), len(columns))}",
-                             tuple([v for row in chunk for v in row]))
+        _pg_raw(conn, f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES {_pg_values(len(chunk), len(columns))}",
+                tuple([v for row in chunk for v in row]))
 
 
 def update_many(conn: Connection, table: Any, key: str, columns: tuple[str, ...],
@@ -369,8 +412,7 @@ def update_many(conn: Connection, table: Any, key: str, columns: tuple[str, ...]
             f"UPDATE {table.name} AS t SET {', '.join(f'{c} = v.{c}::{cast[c]}' for c in columns)} "
             f"FROM (VALUES {{}}) AS v({', '.join(names)}) WHERE t.{key} = v.{key}::{cast[key]}")
     for chunk in _pg_chunks(rows, len(names)):
-        conn.exec_driver_sql(head.format(_pg_values(len(chunk), len(names))),
-                             tuple([v for row in chunk for v in row]))
+        _pg_raw(conn, head.format(_pg_values(len(chunk), len(names))), tuple([v for row in chunk for v in row]))
 
 
 def select_rows(conn: Connection, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:

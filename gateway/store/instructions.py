@@ -297,12 +297,18 @@ def load_open(conn: Connection, bank_id: str) -> list[dict[str, Any]]:
     )]
 
 
+_NEW_SQL = "SELECT {columns} FROM instructions WHERE bank_id = {m} AND id > {m} AND state = {m} ORDER BY id LIMIT {m}"
+
+
 def load_new(conn: Connection, bank_id: str, after_id: int, limit: int) -> list[dict[str, Any]]:
-    """Instructions received for ``bank_id`` after row ``after_id`` (intake on another node)."""
-    return [_row_dict(r) for r in conn.execute(
-        select(I).where(I.c.bank_id == bank_id, I.c.id > after_id, I.c.state == State.RECEIVED.value)
-        .order_by(I.c.id).limit(limit)
-    )]
+    """Instructions received for ``bank_id`` after row ``after_id`` (intake on another node).
+
+    Read at driver level (:func:`select_rows`): with several nodes on PostgreSQL the relay polls
+    this every second, and it reads back every instruction the node's own intake committed since.
+    """
+    rows = select_rows(conn, _NEW_SQL.format(columns=", ".join(_COLUMNS), m=marker(conn)),
+                       (bank_id, after_id, State.RECEIVED.value, limit))
+    return [dict(zip(_COLUMNS, values)) for values in rows]
 
 
 # -- bank facts --------------------------------------------------------------
@@ -364,7 +370,16 @@ def _rows_where(tx: Tx, column: str, values: Iterable[str], *, centre_id: str | 
     out: list[dict[str, Any]] = []
     for i in range(0, len(keys), 500):
         chunk = keys[i:i + 500]
-        if postgres:
+        if postgres and centre_id is not None and column == "instruction_id":
+            # One probe of the unique (centre_id, instruction_id) index per key.  Given
+            # "centre_id = $1 AND instruction_id = ANY($2)" instead, PostgreSQL scanned every row
+            # of the centre whenever its statistics were older than the table (a new database,
+            # its first minute: autovacuum had not analysed it yet), which made the intake's
+            # look-up grow with the table; a LATERAL subquery with LIMIT 1 keeps its plan fixed.
+            rows = select_rows(conn, f"SELECT i.* FROM unnest(%s::text[]) AS k(key) CROSS JOIN LATERAL "
+                                     f"(SELECT {select_list} FROM instructions WHERE centre_id = %s AND "
+                                     f"{column} = k.key LIMIT 1) AS i", (chunk, centre_id))
+        elif postgres:
             rows = select_rows(conn, f"SELECT {select_list} FROM instructions WHERE {where}{column} = ANY(%s)",
                                fixed + (chunk,))
         else:

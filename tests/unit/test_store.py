@@ -158,6 +158,16 @@ def test_open_instructions_reload_for_a_bank(db):
     assert [r["instruction_id"] for r in newer] == ["I2"]
 
 
+@pytest_twisted.inlineCallbacks
+def test_the_relays_poll_reads_the_records_as_they_are_stored(db):
+    """load_new reads at driver level: each row must be the whole record, as get() reads it."""
+    items = [q.IntakeItem(make_instruction(n, amount=10_000 + n), "B001") for n in range(3)]
+    yield db.write(lambda tx: q.intake(tx, items))
+    polled = yield db.read(lambda c: q.load_new(c, "B001", 0, 10))
+    stored = yield db.read(lambda c: [q.get(c, "C52240", f"I{n}") for n in range(3)])
+    assert polled == stored and [r["amount"] for r in polled] == [10_000, 10_001, 10_002]
+
+
 def test_schema_check_refuses_an_empty_database(tmp_path):
     from gateway.store.db import make_engine
 
@@ -397,3 +407,67 @@ def test_two_nodes_first_journal_writes_to_a_new_shared_database_both_commit_on_
         prev = chain_hash(prev, r._mapping)
         assert r.hash == prev
     assert [r.kind for r in rows] == ["test.first", "test.second"] and head == prev
+
+
+def test_multi_row_writes_read_back_exactly(database_url):
+    """insert_many and update_many write every value into its own column, in one chunk and across
+    several (on PostgreSQL the statements number their parameters $1, $2, …; a chunk holds at
+    most 65,535 of them, and the texts of large ones are built afresh, small ones kept)."""
+    from gateway.store.db import insert_many, make_engine, update_many
+
+    columns = ("event_id", "kind", "centre_id", "instruction_id", "bank_id", "account", "state", "payload",
+               "raw", "created_us", "hash")
+    rows = [(f"E{n:06d}", "test.kind", None if n % 3 else "C52240", f"I{n}", "B001", "账户" * (n % 4), None,
+             canonical_json({"n": n}), None if n % 2 else bytes([n % 256]) * (n % 7), 2**53 + n, f"{n:064x}")
+            for n in range(6100)]  # 67,100 parameters: two chunks on PostgreSQL
+    engine = make_engine(database_url)
+    try:
+        with engine.begin() as conn:
+            insert_many(conn, schema.events, columns, rows[:3])
+            insert_many(conn, schema.events, columns, rows[3:])
+            insert_many(conn, schema.id_floors, ("name", "floor"), [("a", 1), ("b", 2), ("c", 3)])
+            update_many(conn, schema.id_floors, "name", ("floor",), [(20, "b"), (2**40, "c")])
+        with engine.connect() as conn:
+            back = [tuple(r) for r in conn.execute(
+                select(*[schema.events.c[c] for c in columns]).order_by(schema.events.c.seq))]
+            floors = dict(conn.execute(select(schema.id_floors.c.name, schema.id_floors.c.floor)).all())
+    finally:
+        engine.dispose()
+    assert back == [tuple(bytes(v) if isinstance(v, memoryview) else v for v in r) for r in rows]
+    assert floors == {"a": 1, "b": 20, "c": 2**40}
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_intake_look_up_probes_the_unique_index_on_a_new_postgresql_database(pg_url):
+    """The intake finds repeats by (centre_id, instruction_id).  On a table whose statistics are
+    older than its rows (a new database, before autovacuum's first analysis), PostgreSQL read
+    "centre_id = $1 AND instruction_id = ANY($2)" as: every row of the centre, filtered; the
+    look-up then grew with the table.  The statement it sends must probe both columns of the
+    unique index, whatever the statistics say."""
+    from sqlalchemy import event
+
+    database = Database(reactor, pg_url)
+    database.startService()
+    lookups: list[tuple[str, object]] = []
+
+    def seen(conn, cursor, statement, parameters, context, executemany):
+        if "FROM instructions" in statement and "instruction_id" in statement and statement.startswith("SELECT"):
+            lookups.append((statement, parameters))
+
+    try:
+        for start in range(0, 3000, 500):
+            yield database.write(lambda tx, s=start: q.intake(
+                tx, [q.IntakeItem(make_instruction(n), "B001") for n in range(s, s + 500)]))
+        event.listen(database.engine, "before_cursor_execute", seen)
+        outs = yield database.write(lambda tx: q.intake(
+            tx, [q.IntakeItem(make_instruction(n), "B001") for n in range(2950, 3050)]))
+        event.remove(database.engine, "before_cursor_execute", seen)
+        [(statement, parameters)] = lookups
+        plan = yield database.read(lambda c: [r[0] for r in c.exec_driver_sql("EXPLAIN " + statement, parameters)])
+    finally:
+        yield database.stopService()
+    assert [o.status for o in outs] == ["existing"] * 50 + ["created"] * 50
+    text = "\n".join(plan)
+    assert "uq_instructions_centre_instruction" in text and "Filter" not in text, text
+    [cond] = [line for line in plan if "Index Cond" in line]
+    assert "centre_id" in cond and "instruction_id" in cond, text
