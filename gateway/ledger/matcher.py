@@ -217,12 +217,18 @@ class Matcher:
         }
 
     def snapshot_json(self) -> str:
-        """:meth:`snapshot` as compact JSON text (``separators=(",", ":")``, ``ensure_ascii=False``),
+        """:meth:`snapshot` as compact JSON text (``separators=(",", ":")``, ``ensure_ascii=True``),
         written record by record: the same text, without first building the whole state again
         as lists.  That copy was about 3.3 times the state's own size and, with the text, the
         ledger's peak memory (bench/README.md, item 41).
+
+        ASCII (a payee's Chinese name escaped), because one such name in a snapshot of
+        thousands of records made the whole joined text two bytes a character, and SQLite
+        binds a non-ASCII text through a UTF-8 copy besides: writing a snapshot of 4,000
+        bench instructions peaked at 32.9 MB of Python memory, 11.7 MB in ASCII, for a text
+        1.8 % longer (bench/README.md, item 40).  Snapshots written before are read the same.
         """
-        enc = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+        enc = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode
         parts = ['{"version":', enc(SNAPSHOT_VERSION)]
         for name, records in (("instructions", self._instrs), ("movements", self._moves),
                               ("bookings", self._bookings), ("accounts", self._accounts)):
