@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 import datetime as _dt
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -23,12 +24,18 @@ __all__ = ["StreamClock"]
 _CST = _dt.timezone(_dt.timedelta(hours=8))
 
 
-@dataclass(frozen=True)
+_intern = sys.intern
+_NONE: tuple[str, ...] = ()   # the ``others`` of a record no fact has repeated (shared)
+
+
+@dataclass(frozen=True, slots=True)
 class _Body:
     """What an instruction said, as the matcher compares it.
 
     ``debit_account`` is the centre's account the movement is expected on: debited by a
-    transfer, credited by a ``collection`` (then the counterparty is the payer).
+    transfer, credited by a ``collection`` (then the counterparty is the payer).  The
+    accounts, the name and the bank code are interned: the same few accounts and payees
+    come back in thousands of instructions, each copy with its own unpickled string.
     """
 
     debit_account: str
@@ -43,11 +50,17 @@ class _Body:
     def from_payload(cls, data: Mapping[str, Any]) -> "_Body":
         if data.get("kind") == "collection":
             d = data["debtor"]
-            return cls(data["credit_account"], d["account"], d.get("name") or "", d.get("bank_code") or "",
-                       parse_amount(data["amount"]), data.get("approval_ref") or None, True)
+            return cls.of(data["credit_account"], d["account"], d.get("name") or "", d.get("bank_code") or "",
+                          parse_amount(data["amount"]), data.get("approval_ref") or None, True)
         c = data["creditor"]
-        return cls(data["debit_account"], c["account"], c.get("name") or "", c.get("bank_code") or "",
-                   parse_amount(data["amount"]), data.get("approval_ref") or None)
+        return cls.of(data["debit_account"], c["account"], c.get("name") or "", c.get("bank_code") or "",
+                      parse_amount(data["amount"]), data.get("approval_ref") or None)
+
+    @classmethod
+    def of(cls, debit_account: str, cp_account: str, cp_name: str, cp_bank: str, amount: int,
+           approval_ref: str | None, collection: bool = False) -> "_Body":
+        return cls(_intern(debit_account), _intern(cp_account), _intern(cp_name), _intern(cp_bank),
+                   amount, approval_ref, collection)
 
     def expects(self, amount: int) -> bool:
         """Whether a movement of signed ``amount`` goes the way this instruction moves money."""
@@ -63,6 +76,17 @@ class _Body:
 
 
 class _Instr:
+    """One instruction as the matcher knows it.
+
+    Kept for ``Thresholds.retention`` after its last fact, since a booking may come a day
+    later; most are settled long before, so the record is lean by default (bench/README.md,
+    item 40): the containers a clean lifecycle never fills (``others``, ``bookings``,
+    ``raised``; ``debits`` until its debit) are None or a shared empty tuple until something
+    goes in, the instruction id is read from the key, and the strings repeated across
+    records (centre, bank, state names) are interned.  What every later rule may read stays: the event ids are the
+    evidence of any alert a late fact raises and what makes a repeated fact a no-op.
+    """
+
     __slots__ = (
         "bank",
         "bank_ref",
@@ -70,7 +94,6 @@ class _Instr:
         "bookings",
         "centre",
         "debits",
-        "iid",
         "key",
         "last_s",
         "others",
@@ -81,23 +104,51 @@ class _Instr:
     )
 
     def __init__(self, key: str, centre: str, iid: str, now: float) -> None:
+        if key != f"{centre}/{iid}":
+            raise ValueError(f"instruction key {key!r} is not {centre!r}/{iid!r}")
         self.key = key
-        self.centre = centre
-        self.iid = iid
+        self.centre = _intern(centre)
         self.bank: str | None = None
         self.bank_ref: str | None = None
         self.body: _Body | None = None
-        self.states: dict[str, str] = {}        # state -> first event id reporting it
-        self.others: list[str] = []             # further event ids (repeats)
+        self.states: dict[str, str] = {}        # state (interned) -> first event id reporting it
+        self.others: tuple[str, ...] | list[str] = _NONE   # further event ids (repeats)
         self.result: tuple[bool, str] | None = None   # (succeeded, host serial)
         self.success_s: float | None = None
         self.last_s = now
-        self.debits: dict[str, str] = {}        # movement key -> event id, debits matched here
-        self.bookings: dict[str, None] = {}     # booking keys naming this instruction
-        self.raised: set[str] = set()
+        self.debits: dict[str, str] | None = None      # movement key -> event id, debits matched here
+        self.bookings: dict[str, None] | None = None   # booking keys naming this instruction
+        self.raised: set[str] | None = None             # alert keys raised (None: none yet)
+
+    @property
+    def iid(self) -> str:
+        return self.key[len(self.centre) + 1:]
 
     def events(self) -> list[str]:
         return [*self.states.values(), *self.others]
+
+    def repeat(self, eid: str) -> None:
+        """Record a further event id reporting a state already known."""
+        if self.others is _NONE:
+            self.others = [eid]
+        else:
+            self.others.append(eid)  # type: ignore[union-attr]
+
+    def set_bank(self, bank: str | None) -> None:
+        self.bank = _intern(bank) if bank is not None else None
+
+    def add_state(self, state: str, eid: str) -> None:
+        self.states[_intern(state)] = eid
+
+    def add_debit(self, mkey: str, eid: str) -> None:
+        if self.debits is None:
+            self.debits = {}
+        self.debits[mkey] = eid
+
+    def add_booking(self, bkey: str) -> None:
+        if self.bookings is None:
+            self.bookings = {}
+        self.bookings[bkey] = None
 
     def final(self) -> bool:
         s = self.states
@@ -107,24 +158,35 @@ class _Instr:
         return [self.key, self.centre, self.iid, self.bank, self.bank_ref,
                 self.body.dump() if self.body else None, dict(self.states),
                 list(self.others), list(self.result) if self.result else None, self.success_s,
-                self.last_s, dict(self.debits), list(self.bookings), sorted(self.raised)]
+                self.last_s, dict(self.debits or ()), list(self.bookings or ()), sorted(self.raised or ())]
 
     @classmethod
     def load(cls, d: list[Any]) -> _Instr:
         (key, centre, iid, bank, ref, body, states, others, result, success_s, last_s,
          debits, bookings, raised) = d
         r = cls(key, centre, iid, last_s)
-        r.bank, r.bank_ref = bank, ref
-        r.body = _Body(*body) if body else None
-        r.states, r.others = dict(states), list(others)
+        r.set_bank(bank)
+        r.bank_ref = ref
+        r.body = _Body.of(*body) if body else None
+        for state, eid in states.items():
+            r.add_state(state, eid)
+        r.others = list(others) if others else _NONE
         r.result = (bool(result[0]), str(result[1])) if result else None
-        r.success_s, r.debits = success_s, dict(debits)
-        r.bookings = dict.fromkeys(bookings)
-        r.raised = set(raised)
+        r.success_s = success_s
+        r.debits = dict(debits) if debits else None
+        r.bookings = dict.fromkeys(bookings) if bookings else None
+        r.raised = set(raised) if raised else None
         return r
 
 
 class _Move:
+    """One movement (a bank's host serial on one account).
+
+    As lean as :class:`_Instr`, for the same reason; its summary's reference ``tokens`` are
+    dropped once it is matched to an instruction, the one moment after which no rule reads
+    them (they serve to find its instruction, and to index it while it waits for one).
+    """
+
     __slots__ = (
         "account",
         "amount",
@@ -148,42 +210,56 @@ class _Move:
     )
 
     def __init__(self, key: str, bank: str, account: str, host: str, amount: int, cp_account: str,
-                 cp_bank: str, reversal: bool, centre: str, t: str, tokens: list[str],
+                 cp_bank: str, reversal: bool, centre: str, t: str, tokens: list[str] | tuple[str, ...],
                  event_id: str, now: float) -> None:
         self.key = key
-        self.bank = bank
-        self.account = account
+        self.bank = _intern(bank)
+        self.account = _intern(account)
         self.host = host
         self.amount = amount
-        self.cp_account = cp_account
-        self.cp_bank = cp_bank
+        self.cp_account = _intern(cp_account)
+        self.cp_bank = _intern(cp_bank)
         self.reversal = reversal
-        self.centre = centre
+        self.centre = _intern(centre)
         self.t = t
-        self.tokens = tokens
+        self.tokens: tuple[str, ...] = tuple(tokens) if tokens else _NONE
         self.event_id = event_id
-        self.others: list[str] = []
+        self.others: tuple[str, ...] | list[str] = _NONE
         self.last_s = now
         self.instr: str | None = None           # the instruction this debit is matched to
         self.waiting = False                    # in the unmatched-debit indexes
         self.large_pending = False              # large-amount still to be judged
-        self.raised: set[str] = set()
+        self.raised: set[str] | None = None
         self.cp_name = ""                       # the counterparty's name, for a deferred alert
 
     def events(self) -> list[str]:
         return [self.event_id, *self.others]
 
+    def repeat(self, eid: str) -> None:
+        if self.others is _NONE:
+            self.others = [eid]
+        else:
+            self.others.append(eid)  # type: ignore[union-attr]
+
+    def matched(self, instr: str) -> None:
+        """Matched to instruction ``instr`` (already out of the waiting indexes): its tokens go."""
+        assert not self.waiting
+        self.instr = instr
+        self.tokens = _NONE
+
     def dump(self) -> list[Any]:
         return [self.key, self.bank, self.account, self.host, self.amount, self.cp_account,
                 self.cp_bank, self.reversal, self.centre, self.t, list(self.tokens), self.event_id,
                 list(self.others), self.last_s, self.instr, self.waiting, self.large_pending,
-                sorted(self.raised), self.cp_name]
+                sorted(self.raised or ()), self.cp_name]
 
     @classmethod
     def load(cls, d: list[Any]) -> _Move:
         m = cls(*d[:12], now=d[13])
-        m.others, m.instr, m.waiting, m.large_pending = list(d[12]), d[14], d[15], d[16]
-        m.raised = set(d[17])
+        m.others, m.instr, m.waiting, m.large_pending = list(d[12]) or _NONE, d[14], d[15], d[16]
+        if m.instr is not None and not m.waiting:
+            m.tokens = _NONE  # matched: as :meth:`matched` leaves it (older snapshots kept them)
+        m.raised = set(d[17]) or None
         m.cp_name = d[18] if len(d) > 18 else ""  # snapshots before collections lack it
         return m
 
@@ -206,16 +282,16 @@ class _Booking:
     def __init__(self, key: str, centre: str, instr: str | None, host: str | None, account: str,
                  amount: int, event_id: str, now: float) -> None:
         self.key = key
-        self.centre = centre
+        self.centre = _intern(centre)
         self.instr = instr
         self.host = host
-        self.account = account
+        self.account = _intern(account)
         self.amount = amount
         self.event_id = event_id
-        self.others: list[str] = []
+        self.others: tuple[str, ...] | list[str] = _NONE
         self.last_s = now
         self.matched = False                    # its instruction or movement has been seen
-        self.raised: set[str] = set()
+        self.raised: set[str] | None = None
 
     def content(self) -> tuple[Any, ...]:
         return (self.instr, self.host, self.account, self.amount)
@@ -223,30 +299,40 @@ class _Booking:
     def events(self) -> list[str]:
         return [self.event_id, *self.others]
 
+    def repeat(self, eid: str) -> None:
+        if self.others is _NONE:
+            self.others = [eid]
+        else:
+            self.others.append(eid)  # type: ignore[union-attr]
+
     def dump(self) -> list[Any]:
         return [self.key, self.centre, self.instr, self.host, self.account, self.amount,
-                self.event_id, list(self.others), self.last_s, self.matched, sorted(self.raised)]
+                self.event_id, list(self.others), self.last_s, self.matched, sorted(self.raised or ())]
 
     @classmethod
     def load(cls, d: list[Any]) -> _Booking:
         b = cls(*d[:7], now=d[8])
-        b.others, b.matched, b.raised = list(d[7]), d[9], set(d[10])
+        b.others, b.matched, b.raised = list(d[7]) or _NONE, d[9], set(d[10]) or None
         return b
 
 
 class _Account:
-    """Balance continuity of one account at one bank."""
+    """Balance continuity of one account at one bank.
 
-    __slots__ = ("account", "bank", "base", "kept", "moves", "pending", "pending_ids")
+    Its snapshots and movements are tuples (not lists: nothing changes them in place).
+    """
+
+    __slots__ = ("account", "bank", "base", "key", "kept", "moves", "pending", "pending_ids")
 
     def __init__(self, bank: str, account: str) -> None:
-        self.bank = bank
-        self.account = account
-        self.base: list[Any] | None = None         # [t, balance, event id]: last settled snapshot
-        self.pending: list[list[Any]] = []         # [t, balance, event id, seen_s], sorted
-        self.pending_ids: set[str] = set()         # event ids in ``pending``
-        self.moves: list[list[Any]] = []           # [t, amount, event id, seen_s], sorted by t
-        self.kept = 0                              # size after the last prune (no snapshot yet)
+        self.bank = _intern(bank)
+        self.account = _intern(account)
+        self.key = _intern(f"{bank}:{account}")     # its deadlines' key, one string for them all
+        self.base: tuple[Any, ...] | None = None    # (t, balance, event id): last settled snapshot
+        self.pending: list[tuple[Any, ...]] = []    # (t, balance, event id, seen_s), sorted
+        self.pending_ids: set[str] = set()          # event ids in ``pending``
+        self.moves: list[tuple[Any, ...]] = []      # (t, amount, event id, seen_s), sorted by t
+        self.kept = 0                               # size after the last prune (no snapshot yet)
 
     def dump(self) -> list[Any]:
         return [self.bank, self.account, list(self.base) if self.base else None,
@@ -255,10 +341,10 @@ class _Account:
     @classmethod
     def load(cls, d: list[Any]) -> _Account:
         a = cls(d[0], d[1])
-        a.base = list(d[2]) if d[2] else None
-        a.pending = [list(x) for x in d[3]]
+        a.base = tuple(d[2]) if d[2] else None
+        a.pending = [tuple(x) for x in d[3]]
         a.pending_ids = {x[2] for x in a.pending}
-        a.moves = [list(x) for x in d[4]]
+        a.moves = [tuple(x) for x in d[4]]
         a.kept = d[5]
         return a
 

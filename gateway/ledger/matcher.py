@@ -55,6 +55,10 @@ by then).  Duplicate *delivery* of a copy after that is excluded by the
 daemon's unique index on ``event_id``; the matcher keeps no global set of
 event ids.  Movements are kept per account until the next balance snapshot
 settles (or ``result_deadline_s`` when the account has no snapshot at all).
+Since retention is a day and more, a record holds only what a later rule
+reads (:mod:`~gateway.ledger.match_records`: containers made when first
+filled, repeated strings interned, a matched debit's tokens dropped), and
+:meth:`Matcher.restore` gives equal keys one string, as the live state has.
 """
 
 from __future__ import annotations
@@ -213,12 +217,18 @@ class Matcher:
         }
 
     def snapshot_json(self) -> str:
-        """:meth:`snapshot` as compact JSON text (``separators=(",", ":")``, ``ensure_ascii=False``),
+        """:meth:`snapshot` as compact JSON text (``separators=(",", ":")``, ``ensure_ascii=True``),
         written record by record: the same text, without first building the whole state again
         as lists.  That copy was about 3.3 times the state's own size and, with the text, the
         ledger's peak memory (bench/README.md, item 41).
+
+        ASCII (a payee's Chinese name escaped), because one such name in a snapshot of
+        thousands of records made the whole joined text two bytes a character, and SQLite
+        binds a non-ASCII text through a UTF-8 copy besides: writing a snapshot of 4,000
+        bench instructions peaked at 32.9 MB of Python memory, 11.7 MB in ASCII, for a text
+        1.8 % longer (bench/README.md, item 40).  Snapshots written before are read the same.
         """
-        enc = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+        enc = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode
         parts = ['{"version":', enc(SNAPSHOT_VERSION)]
         for name, records in (("instructions", self._instrs), ("movements", self._moves),
                               ("bookings", self._bookings), ("accounts", self._accounts)):
@@ -240,12 +250,30 @@ class Matcher:
         m._instrs = {r.key: r for r in map(_Instr.load, snap["instructions"])}
         m._moves = {r.key: r for r in map(_Move.load, snap["movements"])}
         m._bookings = {r.key: r for r in map(_Booking.load, snap["bookings"])}
-        m._accounts = {f"{r.bank}:{r.account}": r for r in map(_Account.load, snap["accounts"])}
-        m._by_ref = dict(snap["by_ref"])
-        m._by_host = dict(snap["by_host"])
+        m._accounts = {r.key: r for r in map(_Account.load, snap["accounts"])}
+        # One string per key, as a live matcher has: JSON gives every mention its own copy,
+        # which made a restored state a quarter larger than the one snapshotted.
+        same: dict[str, str] = {}
+        for records in (m._instrs, m._moves, m._bookings, m._accounts):
+            same.update(zip(records, records))
+        one = same.get
+        for ins in m._instrs.values():
+            if ins.debits:
+                ins.debits = {one(k, k): v for k, v in ins.debits.items()}
+            if ins.bookings:
+                ins.bookings = dict.fromkeys(one(k, k) for k in ins.bookings)
+        for mv in m._moves.values():
+            if mv.instr is not None:
+                mv.instr = one(mv.instr, mv.instr)
+        for b in m._bookings.values():
+            if b.instr is not None:
+                b.instr = one(b.instr, b.instr)
+        m._by_ref = {k: one(v, v) for k, v in snap["by_ref"].items()}
+        m._by_host = {k: one(v, v) for k, v in snap["by_host"].items()}
         for name in ("wait_host", "wait_token", "moves_by_host", "wait_book"):
-            setattr(m, "_" + name, {k: list(v) for k, v in snap[name].items()})
-        m._deadlines = [(float(d), str(w), str(k)) for d, w, k in snap["deadlines"]]
+            setattr(m, "_" + name, {k: [one(x, x) for x in v] for k, v in snap[name].items()})
+        what = {w: w for w in cls._DUE}
+        m._deadlines = [(float(d), what[w], one(k, k)) for d, w, k in snap["deadlines"]]
         heapq.heapify(m._deadlines)
         for _, what, _ in m._deadlines:
             m._pending[what] += 1
@@ -262,6 +290,19 @@ class Matcher:
         if raised is not None:
             if draft.key in raised:
                 return
+            raised.add(draft.key)
+        out.append(draft)
+
+    @staticmethod
+    def _once(rec: _Instr | _Move | _Booking, draft: AlertDraft, out: list[AlertDraft]) -> None:
+        """An alert about ``rec``, once per key while the record lives (its ``raised`` is made
+        with its first alert: most records never raise one)."""
+        raised = rec.raised
+        if raised is None:
+            rec.raised = {draft.key}
+        elif draft.key in raised:
+            return
+        else:
             raised.add(draft.key)
         out.append(draft)
 
@@ -317,17 +358,17 @@ class Matcher:
             # The result deadline runs from the ledger's first sight of the instruction.
             self._push(now + self._result_deadline(f.centre_id), "result", ins.key)
         if state in ins.states:
-            ins.others.append(eid)
+            ins.repeat(eid)
         else:
-            ins.states[state] = eid
+            ins.add_state(state, eid)
             if state in _FINAL:
                 changed = True
                 finals = [s for s in _FINAL if s in ins.states]
                 if len(finals) > 1:
-                    self._emit(ins.raised, rules.conflicting_reports(
+                    self._once(ins, rules.conflicting_reports(
                         ins.key, "final states " + " and ".join(finals), ins.events()), out)
         if ins.bank is None:
-            ins.bank = f.bank_id
+            ins.set_bank(f.bank_id)
         ref = p.get("bank_ref")
         if ref and self._learn_ref(ins, ref, out):
             changed = True
@@ -338,7 +379,7 @@ class Matcher:
             outcome = p["result"] if "result" in p else p["resolution"]
             changed = self._learn_result(ins, outcome, state, now, out) or changed
         elif state == "in_doubt":
-            self._emit(ins.raised, rules.in_doubt(ins.key, p.get("reason") or "", ins.events()), out)
+            self._once(ins, rules.in_doubt(ins.key, p.get("reason") or "", ins.events()), out)
         if changed:
             self._resolve(ins, now, out)
 
@@ -350,11 +391,11 @@ class Matcher:
             other = self._instrs.get(owner)
             if owner != ins.key and other is not None:
                 # Owned by the first holder, so a third claimant adds no second alert.
-                self._emit(other.raised, rules.bank_ref_reused(
+                self._once(other, rules.bank_ref_reused(
                     ref, (owner, ins.key), other.events() + ins.events()), out)
             return True
         if ins.bank_ref != ref:
-            self._emit(ins.raised, rules.conflicting_reports(
+            self._once(ins, rules.conflicting_reports(
                 ins.key, f"bank references {ins.bank_ref} and {ref}", ins.events()), out)
         return False
 
@@ -364,7 +405,7 @@ class Matcher:
         body = _Body.from_payload(data)
         if ins.body is not None:
             if body != ins.body:
-                self._emit(ins.raised, rules.conflicting_reports(
+                self._once(ins, rules.conflicting_reports(
                     ins.key, "two different instruction bodies", ins.events()), out)
             return False
         ins.body = body
@@ -375,12 +416,12 @@ class Matcher:
             return True
         threshold = self._large(ins.centre)
         if body.amount >= threshold:
-            self._emit(ins.raised, rules.large_amount_instruction(
+            self._once(ins, rules.large_amount_instruction(
                 ins.key, body.amount, body.approval_ref, rejected=rejected, threshold=threshold,
                 evidence=evidence), out)
         if self._counterparty_check(ins.centre) and \
                 not self.registry.counterparty_registered(body.cp_account, body.cp_bank):
-            self._emit(ins.raised, rules.unregistered_counterparty_instruction(
+            self._once(ins, rules.unregistered_counterparty_instruction(
                 ins.key, body.cp_account, body.cp_name, rejected=rejected, evidence=evidence), out)
         return True
 
@@ -390,7 +431,7 @@ class Matcher:
         result = (bool(res["succeeded"]), res.get("host_seq_no") or "")
         if ins.result is not None:
             if result != ins.result:
-                self._emit(ins.raised, rules.conflicting_reports(
+                self._once(ins, rules.conflicting_reports(
                     ins.key, f"results {ins.result} and {result}", ins.events()), out)
             return False
         ins.result = result
@@ -400,7 +441,7 @@ class Matcher:
             owner = self._by_host.setdefault(hk, ins.key)
             other = self._instrs.get(owner)
             if owner != ins.key and other is not None:
-                self._emit(other.raised, rules.host_reused(
+                self._once(other, rules.host_reused(
                     str(ins.bank), host, (owner, ins.key), other.events() + ins.events()), out)
         if state == "succeeded" and ins.success_s is None:
             ins.success_s = now
@@ -444,10 +485,10 @@ class Matcher:
             eid = f.event_id
             if eid == m.event_id or eid in m.others:
                 return
-            m.others.append(eid)
+            m.repeat(eid)
             m.last_s = max(m.last_s, now)
             if (amount, cp, reversal) != (m.amount, m.cp_account, m.reversal):
-                self._emit(m.raised, rules.movement_conflict(
+                self._once(m, rules.movement_conflict(
                     mkey, account, f"{format_amount(m.amount)} with {m.cp_account or '-'}",
                     f"{format_amount(amount)} with {cp or '-'}", m.events()), out)
                 if amount != m.amount:
@@ -468,7 +509,7 @@ class Matcher:
         evidence = (f.event_id,)
 
         if info is None or info.bank != bank:
-            self._emit(m.raised, rules.unregistered_account(
+            self._once(m, rules.unregistered_account(
                 mkey, account, bank, info.bank if info is not None else None, evidence), out)
         if cp and not registry.counterparty_registered(cp, m.cp_bank):
             if amount > 0:
@@ -477,7 +518,7 @@ class Matcher:
                 m.cp_name = p.get("counterparty_name") or ""
                 self._push(now + self._result_deadline(self._account_centre(account)), "credit", mkey)
             else:
-                self._emit(m.raised, rules.unregistered_counterparty_movement(
+                self._once(m, rules.unregistered_counterparty_movement(
                     mkey, account, cp, p.get("counterparty_name") or "", amount, evidence), out)
         self._balance_move(bank, account, t, amount, f.event_id, now)
         waiting = self._wait_book.get(host)
@@ -511,7 +552,7 @@ class Matcher:
                     self._link(m, ins, now, out)
                     self._check_debits(ins, out)
             if amount >= threshold:
-                self._emit(m.raised, rules.large_amount_movement(
+                self._once(m, rules.large_amount_movement(
                     mkey, account, amount, approval_ref=None, threshold=threshold, evidence=evidence), out)
 
     def _find_instruction(self, m: _Move) -> _Instr | None:
@@ -550,19 +591,19 @@ class Matcher:
                 _remove(self._wait_token, tok, m.key)
 
     def _link(self, m: _Move, ins: _Instr, now: float, out: list[AlertDraft]) -> None:
-        m.instr = ins.key
         self._unwait(m)
-        ins.debits[m.key] = m.event_id
+        m.matched(ins.key)
+        ins.add_debit(m.key, m.event_id)
         ins.last_s = max(ins.last_s, now)
         if len(ins.debits) > 1:
-            self._emit(ins.raised, rules.two_debits(
+            self._once(ins, rules.two_debits(
                 ins.key, ins.debits, ins.events() + list(ins.debits.values())), out)
 
     def _check_debits(self, ins: _Instr, out: list[AlertDraft]) -> None:
         """Compare every debit matched to ``ins`` with what it said and how it ended."""
         body = ins.body
         threshold = self._large(ins.centre)
-        for mk in ins.debits:
+        for mk in ins.debits or ():
             m = self._moves.get(mk)
             if m is None:
                 continue
@@ -582,13 +623,13 @@ class Matcher:
             if "rejected" in ins.states:
                 diffs.append("the instruction was rejected and never sent")
             if diffs:
-                self._emit(ins.raised, rules.result_mismatch(
+                self._once(ins, rules.result_mismatch(
                     ins.key, mk, diffs, ins.events() + m.events()), out)
             if m.large_pending and body is not None:
                 m.large_pending = False
                 # An instruction at or above the threshold has its own alert.
                 if body.amount < threshold:
-                    self._emit(m.raised, rules.large_amount_movement(
+                    self._once(m, rules.large_amount_movement(
                         mk, m.account, m.amount, approval_ref=body.approval_ref,
                         threshold=threshold, evidence=m.events()), out)
 
@@ -613,7 +654,7 @@ class Matcher:
             a.moves = [mv for mv in a.moves if mv[3] >= horizon]
             a.kept = len(a.moves)
         # After any movement of the same second: the order the bank reported them in.
-        bisect.insort(a.moves, [t, amount, eid, now], key=_t)
+        bisect.insort(a.moves, (t, amount, eid, now), key=_t)
 
     def _on_balance(self, f: Fact, now: float, out: list[AlertDraft]) -> None:
         p = f.payload
@@ -625,9 +666,9 @@ class Matcher:
         t = _bank_time(p.get("as_of"), f.created_us)
         if a.base is not None and t < a.base[0]:
             return  # older than a settled snapshot
-        bisect.insort(a.pending, [t, p["balance"], eid, now])
+        bisect.insort(a.pending, (t, p["balance"], eid, now))
         a.pending_ids.add(eid)
-        self._push(now + self.thresholds.result_deadline_s, "balance", f"{bank}:{p['account']}")
+        self._push(now + self.thresholds.result_deadline_s, "balance", a.key)
 
     def _due_balance(self, akey: str, now: float, out: list[AlertDraft]) -> None:
         a = self._accounts.get(akey)
@@ -641,7 +682,7 @@ class Matcher:
                 if t < a.base[0]:
                     continue
                 self._check_interval(a, t, balance, eid, out)
-            a.base = [t, balance, eid]
+            a.base = (t, balance, eid)
             # Movements stamped at ``t`` stay: they may belong to the next interval.
             del a.moves[:bisect.bisect_left(a.moves, t, key=_t)]
         if not a.pending:
@@ -690,10 +731,10 @@ class Matcher:
             eid = f.event_id
             if eid == b.event_id or eid in b.others:
                 return
-            b.others.append(eid)
+            b.repeat(eid)
             b.last_s = max(b.last_s, now)
             if (instr_key, host, p["account"], amount) != b.content():
-                self._emit(b.raised, rules.booking_mismatch_booking(
+                self._once(b, rules.booking_mismatch_booking(
                     bkey, instr_key or b.account, "booked twice with different content",
                     b.events()), out)
             return
@@ -702,7 +743,7 @@ class Matcher:
         self._push(now + self.thresholds.retention, "forget-b", bkey)
         if iid:
             ins = self._instr(centre, iid, now)
-            ins.bookings[bkey] = None
+            ins.add_booking(bkey)
             ins.last_s = max(ins.last_s, now)
             self._check_bookings(ins, out)
         elif host:
@@ -715,7 +756,7 @@ class Matcher:
                 _append(self._wait_book, host, bkey)
         else:
             b.matched = True
-            self._emit(b.raised, rules.booking_mismatch_booking(
+            self._once(b, rules.booking_mismatch_booking(
                 bkey, b.account, "names neither an instruction nor a bank host serial",
                 b.events()), out)
         if not b.matched:
@@ -724,7 +765,7 @@ class Matcher:
     def _check_booking_movement(self, b: _Booking, m: _Move, out: list[AlertDraft]) -> None:
         b.matched = True
         if b.amount != m.amount:
-            self._emit(b.raised, rules.booking_mismatch_booking(
+            self._once(b, rules.booking_mismatch_booking(
                 b.key, b.account,
                 f"books {format_amount(b.amount)} but movement {m.key} is {format_amount(m.amount)}",
                 b.events() + m.events()), out)
@@ -754,7 +795,7 @@ class Matcher:
             problems.append("booked although the instruction was rejected")
         if problems:
             evidence = ins.events() + [e for b in books for e in b.events()]
-            self._emit(ins.raised, rules.booking_mismatch_instruction(
+            self._once(ins, rules.booking_mismatch_instruction(
                 ins.key, "; ".join(problems), evidence), out)
 
     # -- deadlines -----------------------------------------------------------------
@@ -764,7 +805,7 @@ class Matcher:
         if ins is None or not ins.states or ins.final():
             return
         last = next(s for s in _PROGRESS if s in ins.states)
-        self._emit(ins.raised, rules.missing_result(
+        self._once(ins, rules.missing_result(
             key, last, self.thresholds.result_deadline_s, ins.events()), out)
 
     def _due_debit(self, mkey: str, now: float, out: list[AlertDraft]) -> None:
@@ -775,13 +816,13 @@ class Matcher:
         if m.instr is None:
             info = self.registry.accounts.get(m.account)
             if info is not None and info.bank == m.bank:
-                self._emit(m.raised, rules.unsolicited_debit(
+                self._once(m, rules.unsolicited_debit(
                     mkey, m.account, m.host, m.amount, special=info.special,
                     deadline_s=self._result_deadline(info.centre), evidence=m.events()), out)
         if m.large_pending:
             m.large_pending = False
             approval = ins.body.approval_ref if ins is not None and ins.body is not None else None
-            self._emit(m.raised, rules.large_amount_movement(
+            self._once(m, rules.large_amount_movement(
                 mkey, m.account, m.amount, approval_ref=approval,
                 threshold=self._large(self._account_centre(m.account)), evidence=m.events()), out)
 
@@ -795,14 +836,14 @@ class Matcher:
         if ins is not None and ins.body is not None and ins.body.collection \
                 and ins.body.cp_account == m.cp_account:
             return
-        self._emit(m.raised, rules.unregistered_counterparty_movement(
+        self._once(m, rules.unregistered_counterparty_movement(
             mkey, m.account, m.cp_account, m.cp_name, m.amount, m.events()), out)
 
     def _due_booking(self, key: str, now: float, out: list[AlertDraft]) -> None:
         ins = self._instrs.get(key)
         if ins is None or ins.bookings:
             return
-        self._emit(ins.raised, rules.booking_mismatch_instruction(
+        self._once(ins, rules.booking_mismatch_instruction(
             key, f"no booking {self.thresholds.booking_deadline_s:g}s after the bank reported success",
             ins.events()), out)
 
@@ -821,7 +862,7 @@ class Matcher:
                            f"is on {', '.join(sorted(set(others)))}")
             else:
                 problem = f"names host serial {b.host}, which the ledger never saw"
-        self._emit(b.raised, rules.booking_mismatch_booking(bkey, subject, problem, b.events()), out)
+        self._once(b, rules.booking_mismatch_booking(bkey, subject, problem, b.events()), out)
 
     def _due_forget_instruction(self, key: str, now: float, out: list[AlertDraft]) -> None:
         ins = self._instrs.get(key)
