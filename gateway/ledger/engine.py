@@ -321,7 +321,7 @@ class MatchEngine(Service):
                 # Taken in the same synchronous step as the drafts: the snapshot never
                 # covers an alert that is not written with it.
                 with gc_paused():
-                    state = (self.applied_seq, self.matcher.snapshot_json())
+                    state = (self.applied_seq, store.pack_snapshot(self.matcher.snapshot_parts()))
                 self._dirty = False
                 since, self._since_saved = self._since_saved, 0
             rows = [store.AlertRow(d.key, d.rule, d.severity, d.subject, d.summary, tuple(d.evidence))

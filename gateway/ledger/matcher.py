@@ -66,7 +66,7 @@ from __future__ import annotations
 import bisect
 import heapq
 import json
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 from gateway.copies import KINDS as _KINDS, STATES, Copy, signed_fen as _signed_fen
 from gateway.ledger import rules
@@ -228,18 +228,23 @@ class Matcher:
         bench instructions peaked at 32.9 MB of Python memory, 11.7 MB in ASCII, for a text
         1.8 % longer (bench/README.md, item 40).  Snapshots written before are read the same.
         """
+        return "".join(self.snapshot_parts())
+
+    def snapshot_parts(self) -> Iterator[str]:
+        """The text of :meth:`snapshot_json` in pieces, a record at a time, for a writer that
+        need not hold the whole text at once (the ledger compresses it as it comes:
+        :func:`gateway.ledger.store.pack_snapshot`)."""
         enc = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode
-        parts = ['{"version":', enc(SNAPSHOT_VERSION)]
+        yield '{"version":' + enc(SNAPSHOT_VERSION)
         for name, records in (("instructions", self._instrs), ("movements", self._moves),
                               ("bookings", self._bookings), ("accounts", self._accounts)):
-            parts.append(f',"{name}":[')
+            yield f',"{name}":['
             for i, r in enumerate(records.values()):
-                parts.append(enc(r.dump()) if i == 0 else "," + enc(r.dump()))
-            parts.append("]")
+                yield enc(r.dump()) if i == 0 else "," + enc(r.dump())
+            yield "]"
         for name in ("by_ref", "by_host", "wait_host", "wait_token", "moves_by_host", "wait_book"):
-            parts.append(f',"{name}":{enc(getattr(self, "_" + name))}')
-        parts.append(f',"deadlines":{enc(sorted(self._deadlines))}}}')
-        return "".join(parts)
+            yield f',"{name}":{enc(getattr(self, "_" + name))}'
+        yield f',"deadlines":{enc(sorted(self._deadlines))}}}'
 
     @classmethod
     def restore(cls, registry: Registry, thresholds: Thresholds, snap: Mapping[str, Any]) -> "Matcher":

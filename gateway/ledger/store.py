@@ -21,8 +21,10 @@ epoch (UTC); money is integer fen.
 
 from __future__ import annotations
 
+import base64
 import datetime as _dt
 import json
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -70,7 +72,7 @@ __all__ = [
     "LedgerDatabase", "CopyRow", "CopyOutcome", "AlertRow",
     "canonical_bytes", "copy_document", "signed_bytes", "batch_proof", "verify_row", "ledger_chain_hash", "row_chain_hash",
     "store_copies", "store_alerts", "add_note", "change_state",
-    "load_state", "load_conditions", "load_head", "copies_after", "gateway_heads", "list_alerts", "get_alert",
+    "load_state", "pack_snapshot", "unpack_snapshot", "load_conditions", "load_head", "copies_after", "gateway_heads", "list_alerts", "get_alert",
     "alert_counts", "trail", "balance_history", "daily_rows",
 ]
 
@@ -282,7 +284,8 @@ def store_alerts(tx: Tx, drafts: Sequence[AlertRow], *,
     """Store each draft whose key is new (the rest are already stored: nothing changes).
 
     Each new alert is placed (centre, bank, account) from its first evidence
-    copy that has them.  With ``state`` = (last_seq, snapshot JSON) the
+    copy that has them.  With ``state`` = (last_seq, snapshot as stored: :func:`pack_snapshot`'s
+    text, or plain JSON) the
     matcher state is saved in the same transaction.  Returns the new alerts.
     """
     conn = tx.conn
@@ -373,7 +376,34 @@ def load_state(conn: Connection) -> tuple[int, str | None]:
     """The matcher's saved (last applied ledger seq, snapshot JSON); (0, None) when none is saved."""
     row = conn.execute(select(matcher_state.c.last_seq, matcher_state.c.snapshot)
                        .where(matcher_state.c.id == 1)).first()
-    return (int(row[0]), row[1]) if row else (0, None)
+    return (int(row[0]), unpack_snapshot(row[1])) if row else (0, None)
+
+
+PACKED = "zlib1:"
+"""How a packed snapshot begins; a snapshot stored as plain JSON (before packing, or by
+hand) begins with ``{`` and is read as it is."""
+
+
+def pack_snapshot(parts: Iterable[str]) -> str:
+    """The matcher's snapshot text (ASCII, :meth:`Matcher.snapshot_parts`), compressed as it
+    comes and stored as ``zlib1:`` and base64: never the whole text at once.
+
+    Writing the snapshot was the ledger's peak memory: the text joined from its pieces, and
+    the database driver's copy of it, at the largest state (bench/README.md, items 41 and
+    43).  Compressed as it is written, what is held is the compressed text, a tenth of the
+    size or less; the column stays TEXT on SQLite and PostgreSQL alike.
+    """
+    z = zlib.compressobj(1)
+    out = [z.compress(part.encode("ascii")) for part in parts]
+    out.append(z.flush())
+    return PACKED + base64.b64encode(b"".join(out)).decode("ascii")
+
+
+def unpack_snapshot(stored: str) -> str:
+    """The snapshot JSON text of a stored snapshot, packed (:func:`pack_snapshot`) or plain."""
+    if not stored.startswith(PACKED):
+        return stored
+    return zlib.decompress(base64.b64decode(stored[len(PACKED):], validate=True)).decode("ascii")
 
 
 def load_conditions(conn: Connection) -> dict[str, dict[str, Any]]:

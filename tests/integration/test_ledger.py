@@ -463,6 +463,7 @@ async def test_restart_mid_stream_neither_repeats_nor_misses_an_alert(env):
     with engine.connect() as conn:
         saved = conn.execute(sa.select(store.matcher_state)).mappings().one()
     assert saved["last_seq"] == len(phase1)  # a clean stop saves the snapshot covering everything
+    assert saved["snapshot"].startswith(store.PACKED)   # compressed as it was written
 
     await env.start()
     again = await env.file([phase1[0], forged])
@@ -568,13 +569,13 @@ async def test_the_matcher_snapshot_is_taken_with_the_collector_paused(env, monk
     """A snapshot allocates a container per record; with the collector running, that set off
     full collections over the whole heap (three quarters of the snapshot's time)."""
     seen: list[bool] = []
-    snapshot_json = Matcher.snapshot_json  # what the engine stores
+    snapshot_parts = Matcher.snapshot_parts  # what the engine stores, packed as it comes
 
-    def watched(self: Matcher) -> str:
-        seen.append(gc.isenabled())
-        return snapshot_json(self)
+    def watched(self: Matcher):
+        seen.append(gc.isenabled())   # on the first piece: the snapshot is being written
+        yield from snapshot_parts(self)
 
-    monkeypatch.setattr(Matcher, "snapshot_json", watched)
+    monkeypatch.setattr(Matcher, "snapshot_parts", watched)
     await env.start()
     assert {r["status"] for r in await env.file([make_copy(1, instruction_id="I1")])} == {"stored"}
     await env.stop()  # a clean stop saves a snapshot

@@ -6,6 +6,7 @@ tampering is done behind the store's back with plain SQL.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -546,3 +547,20 @@ def test_copies_sharing_one_frame_have_it_decoded_once_with_the_same_verdicts():
             for n in (42, 43)]
     assert [check_raw(c, Counting()) for c in junk] == [check_raw(junk[0], real)] * 2
     assert Counting.calls == 2
+
+
+def test_a_snapshot_is_packed_as_it_is_written_and_read_back_whole_as_is_a_plain_one():
+    """pack_snapshot compresses the matcher's pieces as they come (never the whole text at once);
+    load_state gives the JSON text back, packed or stored plain before packing existed."""
+    parts = ['{"version":1', ',"instructions":[']
+    parts += [("," if n else "") + json.dumps({"key": f"C52240/I{n}", "payee": "\u5f20\u4e09", "n": n})
+              for n in range(2000)]
+    parts += ["]}"]
+    text = "".join(parts)
+    packed = store.pack_snapshot(iter(parts))
+    assert packed.startswith(store.PACKED) and packed.isascii()
+    assert len(packed) * 5 < len(text)
+    assert store.unpack_snapshot(packed) == text
+    assert store.unpack_snapshot(text) == text   # a plain snapshot is read as it is
+    with pytest.raises(ValueError):
+        store.unpack_snapshot(store.PACKED + "not base64!")
