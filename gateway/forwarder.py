@@ -58,9 +58,11 @@ class Cadence:
     """When the forwarder next reads the journal: the schedule alone, no I/O.
 
     A full batch is followed at once by the next; otherwise the forwarder waits for a
-    wake (:meth:`woken`), but never reads sooner than ``interval`` after its last read
-    began, and never later than ``idle_interval`` after its last round ended.  After a
-    failure it backs off (0.5 s doubling to 30 s) and a wake does not cut the backoff short.
+    wake (:meth:`woken`), but never reads sooner than ``interval`` after its last round
+    ended (as it did when it polled: under steady load the batches are as large as before,
+    and the ledger gets as few requests), and never later than ``idle_interval`` after it.
+    After a failure it backs off (0.5 s doubling to 30 s) and a wake does not cut the
+    backoff short.
     """
 
     def __init__(self, batch: int, interval: float, idle_interval: float) -> None:
@@ -68,20 +70,20 @@ class Cadence:
             raise ValueError("need 0 < interval <= idle_interval")
         self.batch, self.interval, self.idle_interval = batch, interval, idle_interval
         self.failures = 0
-        self._began = float("-inf")   # when the last round began
+        self._ended = float("-inf")   # when the last round ended
         self._woken = False           # a wake came since the last round began
 
     def begin(self, now: float) -> None:
         """A round starts reading now."""
-        self._began, self._woken = now, False
+        self._woken = False
 
     def sent(self, count: int, now: float) -> float:
         """The round sent ``count`` copies: the delay to the next round."""
-        self.failures = 0
+        self.failures, self._ended = 0, now
         if count >= self.batch:
             return 0.0
         if self._woken:
-            return self._spaced(now)
+            return self.interval
         return self.idle_interval
 
     def failed(self) -> float:
@@ -99,7 +101,7 @@ class Cadence:
         return self._spaced(now)
 
     def _spaced(self, now: float) -> float:
-        return max(0.0, self._began + self.interval - now)
+        return max(0.0, self._ended + self.interval - now)
 
 
 class LedgerForwarder(Service):

@@ -21,17 +21,17 @@ def test_a_wake_brings_the_next_round_forward_but_keeps_rounds_an_interval_apart
     c = cadence()
     c.begin(100.0)
     assert c.sent(0, 100.01) == 5.0
-    assert c.woken(100.02, running=False) == pytest.approx(0.03)   # not before 100.05
+    assert c.woken(100.02, running=False) == pytest.approx(0.04)   # not before 100.06
     assert c.woken(101.0, running=False) == 0.0                    # long after: at once
 
 
-def test_a_wake_during_a_round_makes_the_next_follow_it_an_interval_after_it_began():
+def test_a_wake_during_a_round_makes_the_next_follow_it_an_interval_after_it_ended():
     c = cadence()
     c.begin(100.0)
     assert c.woken(100.01, running=True) is None   # the running round decides
-    assert c.sent(3, 100.02) == pytest.approx(0.03)
-    c.begin(100.05)
-    assert c.sent(0, 100.06) == 5.0                 # that wake is spent
+    assert c.sent(3, 100.02) == pytest.approx(0.05)
+    c.begin(100.07)
+    assert c.sent(0, 100.08) == 5.0                 # that wake is spent
 
 
 def test_a_full_batch_is_followed_at_once():
