@@ -17,6 +17,10 @@ named here too, so a caller reaches every ledger name through the store.  Every 
 function of a :class:`gateway.store.db.Tx` run through the group-commit writer; every read is
 a function of a connection run on the read pool, returning plain values.  Times are integer microseconds since the
 epoch (UTC); money is integer fen.
+
+(Over 600 lines on purpose: it is the named reads and writes of the ingest, the matcher, the
+supervisor API and the console over the ledger's tables, so that their SQL is in one place;
+only ``hpf-gateway verify`` (gateway/ledger/verify.py) reads the chain on its own.)
 """
 
 from __future__ import annotations

@@ -5,6 +5,11 @@ thread inside a group-committed transaction; reads take a connection and run
 on the read pool.  Every function returns plain values (dicts), never live
 result objects.  Every state change goes through :func:`gateway.lifecycle.advance`
 and appends an ``instruction.state`` event, which is the centre's feed.
+
+(Over 600 lines because every query on the instructions table and the facts recorded against
+it is here, a few with a PostgreSQL form beside the portable one (the intake's duplicate
+probe, the relay's driver-level polls): intake, the relay's loads and polls, the bank facts,
+the feed and the trail.  Split by caller, one table's rules would be read in three places.)
 """
 
 from __future__ import annotations
