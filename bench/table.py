@@ -468,7 +468,7 @@ def main(argv: Sequence[str] | None = None, *, say: Callable[[str], None] = prin
             notes.append(f"{o.key} ({o.side}) gave no figures: {o.error}")
     text = render(machine, started_at, finished_at, after_rows, before_rows, outcomes, notes,
                   before=f"{args.before} ({before_commit[:12]})" if before_commit else None, quick=args.quick)
-    (out / "table.md").write_text(text + "\n", encoding="utf-8")
+    (out / "table.txt").write_text(text + "\n", encoding="utf-8")
     write_json(out / "table.json", {
         "benchmark": "table", "started_at": started_at, "elapsed_s": round(time.monotonic() - t0, 1),
         "machine": machine, "before": before_commit, "quick": args.quick,
@@ -480,7 +480,7 @@ def main(argv: Sequence[str] | None = None, *, say: Callable[[str], None] = prin
         "notes": notes})
     say("")
     say(text)
-    say(f"\nfigures, outputs and this table (table.md, table.json) in {out}")
+    say(f"\nfigures, outputs and this table (table.txt, table.json) in {out}")
     return 0 if outcomes and all(o.doc is not None for o in outcomes) else 1
 
 

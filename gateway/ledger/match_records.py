@@ -75,7 +75,26 @@ class _Body:
                 self.approval_ref, self.collection]
 
 
-class _Instr:
+class _Repeated:
+    """What a record does with a fact it already holds: its further event ids are kept in
+    ``others`` (the evidence of later alerts; shared ``_NONE`` until the first)."""
+
+    __slots__ = ()
+    others: tuple[str, ...] | list[str]
+    event_id: str
+
+    def events(self) -> list[str]:
+        return [self.event_id, *self.others]
+
+    def repeat(self, eid: str) -> None:
+        """Record a further event id reporting a fact already known."""
+        if self.others is _NONE:
+            self.others = [eid]
+        else:
+            self.others.append(eid)  # type: ignore[union-attr]
+
+
+class _Instr(_Repeated):
     """One instruction as the matcher knows it.
 
     Kept for ``Thresholds.retention`` after its last fact, since a booking may come a day
@@ -127,12 +146,6 @@ class _Instr:
     def events(self) -> list[str]:
         return [*self.states.values(), *self.others]
 
-    def repeat(self, eid: str) -> None:
-        """Record a further event id reporting a state already known."""
-        if self.others is _NONE:
-            self.others = [eid]
-        else:
-            self.others.append(eid)  # type: ignore[union-attr]
 
     def set_bank(self, bank: str | None) -> None:
         self.bank = _intern(bank) if bank is not None else None
@@ -179,7 +192,7 @@ class _Instr:
         return r
 
 
-class _Move:
+class _Move(_Repeated):
     """One movement (a bank's host serial on one account).
 
     As lean as :class:`_Instr`, for the same reason; its summary's reference ``tokens`` are
@@ -232,14 +245,6 @@ class _Move:
         self.raised: set[str] | None = None
         self.cp_name = ""                       # the counterparty's name, for a deferred alert
 
-    def events(self) -> list[str]:
-        return [self.event_id, *self.others]
-
-    def repeat(self, eid: str) -> None:
-        if self.others is _NONE:
-            self.others = [eid]
-        else:
-            self.others.append(eid)  # type: ignore[union-attr]
 
     def matched(self, instr: str) -> None:
         """Matched to instruction ``instr`` (already out of the waiting indexes): its tokens go."""
@@ -264,7 +269,7 @@ class _Move:
         return m
 
 
-class _Booking:
+class _Booking(_Repeated):
     __slots__ = (
         "account",
         "amount",
@@ -296,14 +301,6 @@ class _Booking:
     def content(self) -> tuple[Any, ...]:
         return (self.instr, self.host, self.account, self.amount)
 
-    def events(self) -> list[str]:
-        return [self.event_id, *self.others]
-
-    def repeat(self, eid: str) -> None:
-        if self.others is _NONE:
-            self.others = [eid]
-        else:
-            self.others.append(eid)  # type: ignore[union-attr]
 
     def dump(self) -> list[Any]:
         return [self.key, self.centre, self.instr, self.host, self.account, self.amount,

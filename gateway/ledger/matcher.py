@@ -537,12 +537,7 @@ class Matcher:
         threshold = self._large(self._account_centre(account))
         if amount < 0:
             m.large_pending = -amount >= threshold
-            ins = self._find_instruction(m)
-            if ins is None:
-                self._wait(m)
-            else:
-                self._link(m, ins, now, out)
-                self._check_debits(ins, out)
+            self._match(m, now, out)
             if m.instr is None or m.large_pending:
                 # Held until the result deadline: the instruction may still be on its way.
                 self._push(now + self._result_deadline(self._account_centre(account)), "debit", mkey)
@@ -550,12 +545,7 @@ class Matcher:
             if amount > 0:
                 # A credit: the result of a collection, when one expects it; else (interest,
                 # money sent to the centre) nothing to match and no alert.
-                ins = self._find_instruction(m)
-                if ins is None:
-                    self._wait(m)
-                else:
-                    self._link(m, ins, now, out)
-                    self._check_debits(ins, out)
+                self._match(m, now, out)
             if amount >= threshold:
                 self._once(m, rules.large_amount_movement(
                     mkey, account, amount, approval_ref=None, threshold=threshold, evidence=evidence), out)
@@ -581,6 +571,15 @@ class Matcher:
             if ins is not None and ins.body is not None and ins.body.debit_account == m.account and way(ins):
                 return ins
         return None
+
+    def _match(self, m: _Move, now: float, out: list[AlertDraft]) -> None:
+        """Link a movement to its instruction if it is known, else wait for it."""
+        ins = self._find_instruction(m)
+        if ins is None:
+            self._wait(m)
+        else:
+            self._link(m, ins, now, out)
+            self._check_debits(ins, out)
 
     def _wait(self, m: _Move) -> None:
         m.waiting = True

@@ -37,8 +37,7 @@ async def test_a_collection_is_sent_as_bdc102_executed_once_and_final_on_the_fee
     # delay 0.6: the bank answers "taken, no outcome yet" first; the outcome comes by the
     # BDC110 inquiry (or the bank's late answer), exactly as for a BDC109 transfer.
     h = await start_harness(tmp_path, banks={"B001": {"customers": {PAYER: OPENING}, "delay": delay}},
-                            timeouts={"result_timeout": 0.5, "status_query_interval": 0.3,
-                                      "status_query_attempts": 20})
+                            timeouts=QUICK_INQUIRY)
     try:
         await h.link_up("B001")
         c = h.client()
@@ -81,6 +80,9 @@ async def test_a_collection_is_sent_as_bdc102_executed_once_and_final_on_the_fee
         await h.stop()
 
 
+# The result is late, and the BDC110 inquiry asks soon and often, so the outcome comes in time.
+QUICK_INQUIRY = {"result_timeout": 0.5, "status_query_interval": 0.3, "status_query_attempts": 20}
+
 @pytest_twisted.ensureDeferred
 async def test_a_collection_is_refused_where_it_cannot_be_carried_or_is_not_the_centres(tmp_path):
     h = await start_harness(tmp_path, banks={})
@@ -109,8 +111,7 @@ async def test_a_collection_is_refused_where_it_cannot_be_carried_or_is_not_the_
 async def test_collections_as_one_bank_batch_go_out_as_bdc104_and_every_line_is_final(tmp_path):
     payers = {"6222000011113333": "甲有限公司", "6222000011114444": "乙有限公司", "6217000011115555": "丙有限公司"}
     h = await start_harness(tmp_path, banks={"B001": {"customers": dict.fromkeys(payers, OPENING), "delay": 0.4}},
-                            timeouts={"result_timeout": 0.5, "status_query_interval": 0.3,
-                                      "status_query_attempts": 20})
+                            timeouts=QUICK_INQUIRY)
     try:
         await h.link_up("B001")
         c = h.client()
