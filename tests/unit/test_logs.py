@@ -52,3 +52,34 @@ def test_debug_events_are_dropped_below_the_minimum_level():
     out, log = _capture()
     log.debug("instruction.final", bank="B001")
     assert out.getvalue() == ""
+
+
+def test_the_access_log_is_one_structured_event_per_request_with_its_uri_masked():
+    """Twisted's access line was Combined Log Format text dated by the monotonic reactor clock (1970)."""
+    import time
+
+    from twisted.logger import globalLogPublisher
+    from twisted.web.resource import Resource
+    from twisted.web.server import Request
+    from twisted.web.test.requesthelper import DummyChannel
+
+    from gateway.web import make_site
+
+    out = io.StringIO()
+    observer = StructlogObserver(out, console=False)
+    request = Request(DummyChannel())
+    request.method, request.uri, request.code, request.sentLength = b"GET", b"/v1/accounts/6217003333444455?x=1", 200, 42
+    request.requestHeaders.setRawHeaders(b"user-agent", [b"centre-client/2"])
+    request.hpf_route = "GET /v1/accounts/{account}"
+    before = time.time()
+    globalLogPublisher.addObserver(observer)
+    try:
+        make_site(Resource()).log(request)
+    finally:
+        globalLogPublisher.removeObserver(observer)
+    [line] = [json.loads(x) for x in out.getvalue().splitlines() if '"http.request"' in x]
+    assert line["method"] == "GET" and line["status"] == 200 and line["bytes"] == 42
+    assert line["route"] == "GET /v1/accounts/{account}" and line["agent"] == "centre-client/2"
+    assert line["uri"] == "/v1/accounts/************4455?x=1"
+    assert before - 1 <= line["timestamp"] <= time.time() + 1  # the wall clock, whatever the reactor's
+    assert "6217003333444455" not in out.getvalue()
