@@ -87,29 +87,47 @@ class IcbcAdapter:
 
     # -- encode ------------------------------------------------------------------------------
 
+    def check(self, message: base.Message, *, sender: str, receiver: str = "") -> None:
+        """Raise the :class:`AdapterError` that :meth:`encode` would raise for ``message``.
+
+        A payment (an Instruction) is checked without writing its document: its fields are
+        checked as :meth:`encode` checks them, then one scan of the document's values says
+        whether :func:`~adapters.icbc.codec.write_document` would write them (the size limit
+        aside); only when it would not is the document written, to refuse it as encode does.
+        Every other kind is encoded and the frame dropped."""
+        if isinstance(message, base.Instruction):
+            doc = self._payment(message)
+            if not c.carried(doc):
+                c.write_document(doc)
+            return
+        self.encode(message, sender=sender, receiver=receiver)
+
+    def _payment(self, m: base.Instruction) -> c.Doc:
+        """The PAYENT document of instruction ``m``, its fields checked (not yet written)."""
+        if not m.same_bank and not (len(m.creditor_bank_code) == 12
+                                    and m.creditor_bank_code.isdigit()):
+            raise AdapterError("creditor_bank_code: a 12-digit CNAPS code is needed across banks")
+        if m.amount <= 0:
+            raise AdapterError("amount: must be above zero")
+        rd = {"iSeqno": "1", "PayType": self._corp.pay_type,
+              "PayAccNo": s._account("debit_account", m.debit_account),
+              "PayAccNameCN": _text("debit_name", m.debit_name, 60, required=True),
+              "RecAccNo": s._account("creditor_account", m.creditor_account),
+              "RecAccNameCN": _text("creditor_name", m.creditor_name, 60, required=True),
+              # Within ICBC the payee's bank is ICBC: its CNAPS code is not written.
+              "SysIOFlg": "1" if m.same_bank else "2",
+              "RecBankNo": "" if m.same_bank else m.creditor_bank_code,
+              "CurrType": "001", "PayAmt": c.fen("amount", m.amount),
+              "UseCN": s.PURPOSE_TEXT[m.purpose], "Summary": _text("memo", m.memo, 140),
+              "ERPSqn": _text("reference", m.reference, 35)}
+        leaves = {"OnlBatF": "1", "SettleMode": "0", "TotalNum": "1",
+                  "TotalAmt": c.fen("amount", m.amount)}
+        return c.Doc(self._pub("PAYENT", m.seq_no, m.send_date), False, leaves, (c.Rd(rd),))
+
     def encode(self, message: base.Message, *, sender: str, receiver: str = "") -> bytes:
         m = message
         if isinstance(m, base.Instruction):
-            if not m.same_bank and not (len(m.creditor_bank_code) == 12
-                                        and m.creditor_bank_code.isdigit()):
-                raise AdapterError("creditor_bank_code: a 12-digit CNAPS code is needed across banks")
-            if m.amount <= 0:
-                raise AdapterError("amount: must be above zero")
-            rd = {"iSeqno": "1", "PayType": self._corp.pay_type,
-                  "PayAccNo": s._account("debit_account", m.debit_account),
-                  "PayAccNameCN": _text("debit_name", m.debit_name, 60, required=True),
-                  "RecAccNo": s._account("creditor_account", m.creditor_account),
-                  "RecAccNameCN": _text("creditor_name", m.creditor_name, 60, required=True),
-                  # Within ICBC the payee's bank is ICBC: its CNAPS code is not written.
-                  "SysIOFlg": "1" if m.same_bank else "2",
-                  "RecBankNo": "" if m.same_bank else m.creditor_bank_code,
-                  "CurrType": "001", "PayAmt": c.fen("amount", m.amount),
-                  "UseCN": s.PURPOSE_TEXT[m.purpose], "Summary": _text("memo", m.memo, 140),
-                  "ERPSqn": _text("reference", m.reference, 35)}
-            leaves = {"OnlBatF": "1", "SettleMode": "0", "TotalNum": "1",
-                      "TotalAmt": c.fen("amount", m.amount)}
-            return c.write_document(c.Doc(self._pub("PAYENT", m.seq_no, m.send_date), False,
-                                          leaves, (c.Rd(rd),)))
+            return c.write_document(self._payment(m))
         if isinstance(m, s.HistoryPage):
             return c.write_document(c.Doc(self._pub("QHISD", m.seq_no), False, {
                 "AccNo": s._account("account", m.account), "BeginDate": m.first.strftime("%Y%m%d"),
