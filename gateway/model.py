@@ -183,9 +183,14 @@ def deceptive_character(text: str) -> str | None:
            "zero-width characters are refused"
 
 
+# One encoder for every call: json.dumps with options builds a new JSONEncoder each time, which
+# cost as much as encoding the short values most calls pass (a bank id, a reference).
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def canonical_json(value: Any) -> str:
     """The canonical JSON text of ``value``: sorted keys, no spaces, non-ASCII kept as is."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _CANONICAL.encode(value)
 
 
 @dataclass(frozen=True)

@@ -204,14 +204,19 @@ def chain_hash(prev: str, row: Any) -> str:
     back breaks the chain from that row on.
     """
     get = row.get if isinstance(row, dict) else (lambda k: getattr(row, k))
-    h = hashlib.sha256()
-    h.update(prev.encode("ascii"))
+    # prev, then each column after a 0x1f (None as 0x00), then created_us and raw's own hash:
+    # one string, hashed at once (the same bytes as updating the hash part by part).
+    parts = [prev]
     for column in CHAINED:
         value = get(column)
-        h.update(b"\x1f" + (b"\x00" if value is None else str(value).encode("utf-8")))
-    h.update(b"\x1f" + str(get("created_us")).encode("ascii"))
-    h.update(b"\x1f" + hashlib.sha256(get("raw") or b"").digest())
-    return h.hexdigest()
+        parts.append("\x00" if value is None else str(value))
+    parts.append(str(get("created_us")))
+    raw = get("raw")
+    return hashlib.sha256("\x1f".join(parts).encode("utf-8") + b"\x1f"
+                          + (_EMPTY_SHA256 if not raw else hashlib.sha256(raw).digest())).hexdigest()
+
+
+_EMPTY_SHA256 = hashlib.sha256(b"").digest()
 
 
 @dataclass
