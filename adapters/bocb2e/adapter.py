@@ -34,11 +34,12 @@ __all__ = ["BocB2eAdapter", "NOT_CARRIED", "china_now"]
 NOT_CARRIED = (base.Heartbeat, base.HeartbeatAnswer, base.Ack, base.NotFound, base.Movement)
 """Neutral kinds with no place in bocb2e."""
 _REQUESTS = (base.SignOn, base.Instruction, base.StatusQuery, base.BalanceQuery)
+_CHINA = dt.timezone(dt.timedelta(hours=8))
 
 
 def china_now() -> dt.datetime:
     """The bank's local time: China Standard Time (UTC+8, no daylight saving), naive."""
-    return dt.datetime.now(dt.timezone(dt.timedelta(hours=8))).replace(tzinfo=None)
+    return dt.datetime.now(_CHINA).replace(tzinfo=None)
 
 
 def _stateless(terminal: c.Terminal) -> Session:
