@@ -183,14 +183,21 @@ def deceptive_character(text: str) -> str | None:
            "zero-width characters are refused"
 
 
-# One encoder for every call: json.dumps with options builds a new JSONEncoder each time, which
-# cost as much as encoding the short values most calls pass (a bank id, a reference).
+# One encoder each for every call: json.dumps with options builds a new JSONEncoder each time,
+# which cost as much as encoding the short values most calls pass (a bank id, a reference, an
+# item of a batch's answer).  An encoder keeps no state between calls.
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
 def canonical_json(value: Any) -> str:
     """The canonical JSON text of ``value``: sorted keys, no spaces, non-ASCII kept as is."""
     return _CANONICAL.encode(value)
+
+
+def compact_json(value: Any) -> str:
+    """``value`` as compact JSON text (no spaces, non-ASCII kept as is, keys in their order)."""
+    return _COMPACT.encode(value)
 
 
 @dataclass(frozen=True)

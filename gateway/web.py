@@ -27,7 +27,7 @@ from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 from zope.interface import implementer
 
-from gateway.model import FieldError
+from gateway.model import FieldError, compact_json
 from gateway.store.db import StoreUnavailable
 from gateway.tls import PeerIdentity, is_tls_error, peer_identity
 
@@ -80,7 +80,7 @@ class Csv:
 
 def json_text(value: Any) -> str:
     """``value`` as the compact JSON text every answer uses."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return compact_json(value)
 
 
 def send(request: Any, status: int, body: Any) -> None:

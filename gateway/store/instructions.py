@@ -26,7 +26,7 @@ from sqlalchemy.engine import Connection
 
 from gateway import lifecycle
 from gateway.clock import business_date
-from gateway.model import Instruction, State, canonical_json, format_amount
+from gateway.model import Instruction, State, canonical_json, compact_json, format_amount
 from gateway.store import leases, schema
 from gateway.faults import crash_point
 from gateway.store.db import Tx, insert_many, marker, select_rows, update_many
@@ -107,7 +107,7 @@ def public_record_json(row: dict[str, Any]) -> str:
     The body is already canonical JSON, so an answer never parses it only to
     serialise it again (a batch answer holds one per item).
     """
-    head = json.dumps(_public_fields(row), ensure_ascii=False, separators=(",", ":"))
+    head = compact_json(_public_fields(row))
     return f'{head[:-1]},"instruction":{row["body"]}}}'
 
 
