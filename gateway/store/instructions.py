@@ -68,7 +68,13 @@ def bank_ref_for(centre_id: str, row_id: int, day: _dt.date) -> str:
     The serial is the instruction's row id, so the reference is unique for as
     long as the database lives and is fixed at intake: every resend reuses it.
     """
-    return f"{centre_id[-5:]}{day:%y%m%d}{row_id % 1_000_000_000:09d}"
+    return f"{centre_id[-5:]}{_yymmdd(day)}{row_id % 1_000_000_000:09d}"
+
+
+@functools.lru_cache(maxsize=64)
+def _yymmdd(day: _dt.date) -> str:
+    # Cached: an intake's references all carry its one day, and strftime costs more than the rest.
+    return f"{day:%y%m%d}"
 
 
 def _row_dict(row: Any) -> dict[str, Any]:
