@@ -171,6 +171,8 @@ _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 # invisible operators, BOM).  A creditor name or memo with one could show a bank clerk or a
 # supervisor something else than what the bytes say.
 _DECEPTIVE = re.compile("[\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
+_SUSPECT = re.compile(f"[{_CONTROL.pattern[1:-1]}{_DECEPTIVE.pattern[1:-1]}]")
+"""Either of the two: a value without one needs neither scan."""
 
 
 def deceptive_character(text: str) -> str | None:
@@ -336,6 +338,8 @@ def _text(errors: list[FieldError], data: Mapping[str, Any], key: str, *, prefix
     if pattern is not None and not pattern.fullmatch(value):
         errors.append(FieldError(name, what or "has a bad format"))
         return None
+    if _SUSPECT.search(value) is None:  # the common case: one scan for both kinds below
+        return value
     if _CONTROL.search(value):
         errors.append(FieldError(name, "contains control characters"))
         return None

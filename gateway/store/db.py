@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import operator
 import os
 import time
 from collections.abc import Iterator
@@ -271,7 +272,7 @@ class Tx:
         prev_hash = found[0] if found else GENESIS
         for row in self._pending:
             prev_hash = row["hash"] = chain_hash(prev_hash, row)
-        rows = [tuple(row[c] for c in _EVENT_COLUMNS) for row in self._pending]
+        rows = [_event_values(row) for row in self._pending]
         self._pending = []
         if found is not None and self.conn.dialect.name == "postgresql" \
                 and (len(rows) + 1) * len(_EVENT_COLUMNS) <= _PG_MAX_PARAMETERS:
@@ -294,6 +295,7 @@ class Tx:
 WriteOp = Callable[[Tx], T]
 
 _EVENT_COLUMNS = (*CHAINED, "raw", "created_us", "hash")
+_event_values = operator.itemgetter(*_EVENT_COLUMNS)  # a pending event's values, in that order
 _STATEMENTS: dict[tuple[str, str, str, tuple[str, ...]], str] = {}
 _PG_MAX_PARAMETERS = 65_535  # the wire protocol's limit per statement
 

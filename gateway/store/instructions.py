@@ -18,6 +18,7 @@ import datetime as _dt
 import functools
 import hashlib
 import json
+import operator
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
@@ -129,6 +130,7 @@ def _iso(us: int) -> str:
 
 _INTAKE_COLUMNS = ("id", "centre_id", "instruction_id", "bank_id", "debit_account", "amount", "body",
                    "fingerprint", "state", "bank_ref", "reason", "sends", "created_us", "updated_us")
+_intake_values = operator.itemgetter(*_INTAKE_COLUMNS)  # a new row's values, in that order
 
 
 def _new_ids(tx: Tx, n: int) -> list[int]:
@@ -215,7 +217,7 @@ def intake(tx: Tx, items: Sequence[IntakeItem]) -> list[IntakeOutcome]:
             row["id"] = row_id
             if row["state"] == State.RECEIVED.value:
                 row["bank_ref"] = bank_ref_for(row["centre_id"], row_id, day)
-        insert_many(tx.conn, I, _INTAKE_COLUMNS, [tuple(row[c] for c in _INTAKE_COLUMNS) for row in new_rows])
+        insert_many(tx.conn, I, _INTAKE_COLUMNS, [_intake_values(row) for row in new_rows])
         for row in new_rows:
             _state_event(tx, row, intake_payload(row), row["state"], None)
         crash_point("intake.commit")
