@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from adapters._frozen import quick_init
+
 __all__ = [
     "FieldError",
     "InvalidInput",
@@ -202,6 +204,7 @@ def compact_json(value: Any) -> str:
     return _COMPACT.encode(value)
 
 
+@quick_init
 @dataclass(frozen=True)
 class Creditor:
     """The payee of an instruction."""
@@ -221,6 +224,7 @@ class Debtor:
     agreement_no: str   # bdc ConAgrNo
 
 
+@quick_init
 @dataclass(frozen=True)
 class Instruction:
     """A centre's instruction as validated; ``(centre_id, instruction_id)`` is unique.

@@ -25,6 +25,7 @@ from typing import Any, Iterable, Sequence
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection
 
+from adapters._frozen import quick_init
 from gateway import lifecycle
 from gateway.clock import business_date
 from gateway.model import Instruction, State, canonical_json, compact_json, format_amount
@@ -46,6 +47,7 @@ I = schema.instructions
 E = schema.events
 
 
+@quick_init
 @dataclass(frozen=True)
 class IntakeItem:
     """One validated instruction to store; ``refusal`` is set for policy rejections."""
@@ -55,6 +57,7 @@ class IntakeItem:
     refusal: str | None = None
 
 
+@quick_init
 @dataclass(frozen=True)
 class IntakeOutcome:
     """What intake did with one item: ``created``, ``existing`` (same body) or ``conflict``."""
