@@ -324,6 +324,14 @@ class Instruction:
         )
 
 
+def _unknown(data: Mapping[str, Any], known: frozenset[str], prefix: str = "") -> list[FieldError]:
+    """An error for each field of ``data`` that is not one of ``known``, in name order (the
+    common case, none, is one subset test of the keys)."""
+    if data.keys() <= known:
+        return []
+    return [FieldError(prefix + k, "unknown field") for k in sorted(set(data) - known)]
+
+
 def _text(errors: list[FieldError], data: Mapping[str, Any], key: str, *, prefix: str = "",
           required: bool = True, pattern: re.Pattern[str] | None = None, max_len: int | None = None,
           what: str = "") -> str | None:
@@ -365,7 +373,7 @@ def parse_instruction(centre_id: str, data: Any, *, ceiling_fen: int, today: _dt
     kind = data.get("kind", "transfer")
     if kind == "collection":
         return _parse_collection(centre_id, data, ceiling_fen=ceiling_fen, today=today)
-    errors: list[FieldError] = [FieldError(k, "unknown field") for k in sorted(set(data) - _FIELDS)]
+    errors: list[FieldError] = _unknown(data, _FIELDS)
     instruction_id = _text(errors, data, "instruction_id", pattern=_INSTRUCTION_ID,
                            what="must be 1-32 of A-Z a-z 0-9 _ -")
     # isinstance first: a JSON array or object is unhashable and must be refused, not raise.
@@ -398,7 +406,7 @@ def _party(errors: list[FieldError], data: Mapping[str, Any], key: str,
         errors.append(FieldError(key, "is required and must be an object"))
         return None
     prefix = key + "."
-    errors.extend(FieldError(prefix + k, "unknown field") for k in sorted(set(raw) - fields))
+    errors.extend(_unknown(raw, fields, prefix))
     account = _text(errors, raw, "account", prefix=prefix, pattern=_ACCOUNT, what="must be 1-32 letters or digits")
     name = _text(errors, raw, "name", prefix=prefix, max_len=60)
     if name is not None and not name.strip():
@@ -442,7 +450,7 @@ def _parse_collection(centre_id: str, data: Mapping[str, Any], *, ceiling_fen: i
     """Validate a ``collection`` body: ``credit_account`` (the centre's, checked against the
     register by the intake), ``debtor`` (account, name, bank_code, agreement_no), amount,
     purpose (:data:`COLLECTION_PURPOSES`), memo, approval_ref, requested_date."""
-    errors: list[FieldError] = [FieldError(k, "unknown field") for k in sorted(set(data) - _COLLECTION_FIELDS)]
+    errors: list[FieldError] = _unknown(data, _COLLECTION_FIELDS)
     instruction_id = _text(errors, data, "instruction_id", pattern=_INSTRUCTION_ID,
                            what="must be 1-32 of A-Z a-z 0-9 _ -")
     credit = _text(errors, data, "credit_account", pattern=_ACCOUNT, what="must be 1-32 letters or digits")
@@ -508,7 +516,7 @@ def parse_booking(centre_id: str, data: Any, *, ceiling_fen: int) -> Booking:
     """Validate a booking body from a centre; :class:`InvalidInput` names every bad field."""
     if not isinstance(data, Mapping):
         raise InvalidInput([FieldError("", "the booking must be a JSON object")])
-    errors: list[FieldError] = [FieldError(k, "unknown field") for k in sorted(set(data) - _BOOKING_FIELDS)]
+    errors: list[FieldError] = _unknown(data, _BOOKING_FIELDS)
     booking_id = _text(errors, data, "booking_id", pattern=_INSTRUCTION_ID, what="must be 1-32 of A-Z a-z 0-9 _ -")
     instruction_id = _text(errors, data, "instruction_id", required=False, pattern=_INSTRUCTION_ID,
                            what="must be 1-32 of A-Z a-z 0-9 _ -")
