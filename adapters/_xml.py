@@ -35,7 +35,7 @@ from lxml import etree
 from adapters.base import AdapterError
 
 __all__ = ["parse_xml", "element_children", "escape_text", "escape_attr", "needs_escape", "check_text",
-           "encode_text", "DEFAULT_MAX_DEPTH"]
+           "encode_text", "carries", "DEFAULT_MAX_DEPTH"]
 
 DEFAULT_MAX_DEPTH = 32
 
@@ -240,6 +240,20 @@ def check_text(fields: Sequence[tuple[str, str]], encoding: str, label: str) -> 
     if needs_escape(joined):
         escape_text(joined)
     encode_text(joined, fields, encoding, label)
+
+
+def carries(text: str, encoding: str) -> bool:
+    """True when ``text`` (the values of a document, joined) can be written as element text in
+    ``encoding``: no character XML 1.0 cannot carry, none the encoding lacks.  Markup and
+    escapes are ASCII, so an encoder's check can ask this of its values alone, in one scan
+    and one encoding, and write the document (to refuse it naming the field) only when not."""
+    if _NOT_XML_CHAR.search(text) is not None:
+        return False
+    try:
+        text.encode(encoding)
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _uncarried(fields: Sequence[tuple[str, str]], encoding: str, label: str) -> AdapterError:

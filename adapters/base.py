@@ -21,6 +21,8 @@ import datetime as _dt
 from dataclasses import dataclass
 from typing import BinaryIO, ClassVar, Iterator, Protocol, Union, runtime_checkable
 
+from adapters._frozen import quick_init
+
 __all__ = [
     "AdapterError",
     "SignOn", "SignOnAnswer", "Heartbeat", "HeartbeatAnswer",
@@ -82,6 +84,7 @@ class HeartbeatAnswer:
 # -- gateway to bank ----------------------------------------------------------
 
 
+@quick_init
 @dataclass(frozen=True)
 class Instruction:
     """A single credit transfer for the bank to execute (bdc BDC109).

@@ -22,6 +22,7 @@ Pure but for the two clock readings, which are parameters for tests.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,7 +41,13 @@ def business_date(at_us: int) -> _dt.date:
     ledger's daily report counts it on the same day: a clock stepped across midnight moves later
     instructions to another day, never one instruction to two days.
     """
-    return _dt.datetime.fromtimestamp(at_us / 1_000_000, BUSINESS_TZ).date()
+    return _date_of_second(at_us // 1_000_000)  # a date changes on a whole second (UTC+8)
+
+
+@functools.lru_cache(maxsize=8)
+def _date_of_second(second: int) -> _dt.date:
+    # Cached: the intake asks once per instruction (its encodability check), within the same second.
+    return _dt.datetime.fromtimestamp(second, BUSINESS_TZ).date()
 
 
 STEP_THRESHOLD_S = 1.0

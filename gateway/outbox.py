@@ -75,6 +75,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Union
 
 from adapters import base as msg
+from adapters._frozen import quick_init
 from gateway import lifecycle
 
 __all__ = ["Phase", "Schedule", "Open", "Entry", "Outbox", "Outcome",
@@ -124,6 +125,7 @@ class Schedule:
         return min(wait, max(DAY, self.query_interval))  # without backoff: the interval as configured
 
 
+@quick_init
 @dataclass(frozen=True)
 class Open:
     """An open instruction handed to the outbox: its reference and what sending it needs (opaque)."""

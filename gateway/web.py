@@ -27,7 +27,7 @@ from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 from zope.interface import implementer
 
-from gateway.model import FieldError
+from gateway.model import FieldError, compact_json
 from gateway.store.db import StoreUnavailable
 from gateway.tls import PeerIdentity, is_tls_error, peer_identity
 
@@ -80,7 +80,7 @@ class Csv:
 
 def json_text(value: Any) -> str:
     """``value`` as the compact JSON text every answer uses."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return compact_json(value)
 
 
 def send(request: Any, status: int, body: Any) -> None:
@@ -116,11 +116,13 @@ def send(request: Any, status: int, body: Any) -> None:
 
 
 def _unique_pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in items:
-        if k in out:
-            raise ValueError(f"duplicate key {k!r}")
-        out[k] = v
+    out = dict(items)  # built in C; a key given twice leaves it shorter than the pairs
+    if len(out) != len(items):
+        seen: set[str] = set()
+        for k, _ in items:
+            if k in seen:
+                raise ValueError(f"duplicate key {k!r}")
+            seen.add(k)
     return out
 
 

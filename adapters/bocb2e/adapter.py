@@ -34,11 +34,12 @@ __all__ = ["BocB2eAdapter", "NOT_CARRIED", "china_now"]
 NOT_CARRIED = (base.Heartbeat, base.HeartbeatAnswer, base.Ack, base.NotFound, base.Movement)
 """Neutral kinds with no place in bocb2e."""
 _REQUESTS = (base.SignOn, base.Instruction, base.StatusQuery, base.BalanceQuery)
+_CHINA = dt.timezone(dt.timedelta(hours=8))
 
 
 def china_now() -> dt.datetime:
     """The bank's local time: China Standard Time (UTC+8, no daylight saving), naive."""
-    return dt.datetime.now(dt.timezone(dt.timedelta(hours=8))).replace(tzinfo=None)
+    return dt.datetime.now(_CHINA).replace(tzinfo=None)
 
 
 def _stateless(terminal: c.Terminal) -> Session:
@@ -97,7 +98,16 @@ class BocB2eAdapter:
         return BocB2eAdapter(session=Session(terminal, front.password, china_now))
 
     def check(self, message: base.Message, *, sender: str, receiver: str = "") -> None:
-        """Whether ``message`` can be written, asked of the stateless face (no token needed)."""
+        """Whether ``message`` can be written, asked of the stateless face (no token needed).
+
+        A transfer (an Instruction) is checked without writing it: its values are checked as
+        :meth:`encode` checks them, in the same order, then one scan of them and the head says
+        whether the document would be written (its size limit aside); only when not is it
+        written, to refuse it as encode does.  Every other kind is encoded and dropped."""
+        if isinstance(message, base.Instruction):
+            values, _ = self._transfer(message)
+            if c.carried(self._head(message.seq_no, "b2e0009"), values):
+                return
         BocB2eAdapter(self._terminal).encode(message, sender=sender, receiver=receiver)
 
     def statement_page(self, seq_no: str, account: str, day: dt.date, cursor: int | None) -> StatementPage:
@@ -106,6 +116,19 @@ class BocB2eAdapter:
                              begnum=cursor or 1)
 
     # -- encode ------------------------------------------------------------------------------
+
+    def _transfer(self, m: base.Instruction) -> tuple[tuple[str, ...], list[tuple[str, str]]]:
+        """The checked values of instruction ``m``'s b2e0009 record (codec.transfer_values)."""
+        if not m.same_bank and not (len(m.creditor_bank_code) == 12
+                                    and m.creditor_bank_code.isdigit()):
+            raise AdapterError("creditor_bank_code: a 12-digit CNAPS code is needed across banks")
+        return c.transfer_values(
+            insid=m.seq_no, payer_account=m.debit_account,
+            payer_name=v.text("debit_name", m.debit_name, 60, required=True),
+            payee_account=m.creditor_account, payee_name=m.creditor_name,
+            payee_bank="" if m.same_bank else m.creditor_bank_code, payee_bank_name="",
+            amount=m.amount,
+            memo=m.memo, day=m.send_date)
 
     def _head(self, trnid: str, trncod: str) -> c.Head:
         t = self._terminal
@@ -121,17 +144,8 @@ class BocB2eAdapter:
             return c.write_request(self._head(m.seq_no, "b2e0001"),
                                    c.sign_on_body(dt.datetime(2000, 1, 1), ""), [])
         if isinstance(m, base.Instruction):
-            if not m.same_bank and not (len(m.creditor_bank_code) == 12
-                                        and m.creditor_bank_code.isdigit()):
-                raise AdapterError("creditor_bank_code: a 12-digit CNAPS code is needed across banks")
-            body, texts = c.transfer_body(
-                insid=m.seq_no, payer_account=m.debit_account,
-                payer_name=v.text("debit_name", m.debit_name, 60, required=True),
-                payee_account=m.creditor_account, payee_name=m.creditor_name,
-                payee_bank="" if m.same_bank else m.creditor_bank_code, payee_bank_name="",
-                amount=m.amount,
-                memo=m.memo, day=m.send_date)
-            return c.write_request(self._head(m.seq_no, "b2e0009"), body, texts)
+            values, texts = self._transfer(m)
+            return c.write_request(self._head(m.seq_no, "b2e0009"), c.transfer_xml(values), texts)
         if isinstance(m, base.StatusQuery):
             return c.write_request(self._head(m.seq_no, "b2e0007"), c.status_body(m.ref), [])
         if isinstance(m, base.BalanceQuery):

@@ -13,7 +13,8 @@ from adapters.bocb2e import _values as v
 
 __all__ = [
     "MAX_DOCUMENT", "OK", "MORE", "PROCESSING", "NOT_SIGNED_ON", "Terminal", "Head", "Record",
-    "Answer", "write_request", "sign_on_body", "sign_off_body", "transfer_body", "status_body",
+    "Answer", "write_request", "sign_on_body", "sign_off_body", "transfer_body", "transfer_values",
+    "transfer_xml", "carried", "status_body",
     "balance_body", "statement_body", "read_answer", "write_answer", "record_xml", "read_request",
     "read_document", "answer_body", "Request",
 ]
@@ -128,10 +129,13 @@ def sign_off_body(moment: dt.datetime) -> str:
                                            _leaf("custdt", moment.strftime("%Y%m%d%H%M%S"))))
 
 
-def transfer_body(*, insid: str, payer_account: str, payer_name: str, payee_account: str,
-                  payee_name: str, payee_bank: str, payee_bank_name: str, amount: int,
-                  memo: str, day: dt.date) -> tuple[str, list[tuple[str, str]]]:
-    """b2e0009 with one record keyed by ``insid`` (the gateway's durable serial); amount in fen."""
+def transfer_values(*, insid: str, payer_account: str, payer_name: str, payee_account: str,
+                    payee_name: str, payee_bank: str, payee_bank_name: str, amount: int,
+                    memo: str, day: dt.date) -> tuple[tuple[str, ...], list[tuple[str, str]]]:
+    """A b2e0009 record's values, checked as writing it checks them and in the same order: the
+    text of each of its non-empty leaves in document order (insid, payer account and name,
+    payee bank, account, name and bank name, amount in yuan, memo, date), and its free-text
+    values by field.  :func:`transfer_body` writes them; a check can stop here."""
     v.serial("insid", insid)
     v.account("fractn/actacn", payer_account)
     v.account("toactn/actacn", payee_account)
@@ -139,16 +143,45 @@ def transfer_body(*, insid: str, payer_account: str, payer_name: str, payee_acco
              ("toactn/toname", v.text("toactn/toname", payee_name, 60, required=True)),
              ("toactn/tobknm", v.text("toactn/tobknm", payee_bank_name, 60)),
              ("furinfo", v.text("furinfo", memo, 140))]
+    _xml.escape_text(payee_bank)  # the one value not checked above: refused where its leaf would be
+    return (insid, payer_account, payer_name, payee_bank, payee_account, payee_name, payee_bank_name,
+            v.format_yuan("trnamt", amount, positive=True), memo, v.format_date(day)), texts
+
+
+def transfer_body(*, insid: str, payer_account: str, payer_name: str, payee_account: str,
+                  payee_name: str, payee_bank: str, payee_bank_name: str, amount: int,
+                  memo: str, day: dt.date) -> tuple[str, list[tuple[str, str]]]:
+    """b2e0009 with one record keyed by ``insid`` (the gateway's durable serial); amount in fen."""
+    values, texts = transfer_values(
+        insid=insid, payer_account=payer_account, payer_name=payer_name, payee_account=payee_account,
+        payee_name=payee_name, payee_bank=payee_bank, payee_bank_name=payee_bank_name, amount=amount,
+        memo=memo, day=day)
+    return transfer_xml(values), texts
+
+
+def transfer_xml(values: tuple[str, ...]) -> str:
+    """The ``trn-b2e0009-rq`` element holding the record of :func:`transfer_values`' values."""
+    insid, payer_account, payer_name, payee_bank, payee_account, payee_name, payee_bank_name, trnamt, \
+        memo, trfdate = values
     record = _group(
         "b2e0009-rq", _leaf("insid", insid), _leaf("obssid", ""),
         _group("fractn", _leaf("fribkn", ""), _leaf("actacn", payer_account),
                _leaf("actnam", payer_name)),
         _group("toactn", _leaf("toibkn", payee_bank), _leaf("actacn", payee_account),
                _leaf("toname", payee_name), _leaf("toaddr", ""), _leaf("tobknm", payee_bank_name)),
-        _leaf("trnamt", v.format_yuan("trnamt", amount, positive=True)), _leaf("trncur", "001"),
-        _leaf("priolv", "0"), _leaf("furinfo", memo), _leaf("trfdate", v.format_date(day)),
+        _leaf("trnamt", trnamt), _leaf("trncur", "001"),
+        _leaf("priolv", "0"), _leaf("furinfo", memo), _leaf("trfdate", trfdate),
         _leaf("trftime", ""), _leaf("comacn", ""))
-    return _group("trn-b2e0009-rq", _leaf("transtype", ""), record), texts
+    return _group("trn-b2e0009-rq", _leaf("transtype", ""), record)
+
+
+def carried(head: Head, values: tuple[str, ...]) -> bool:
+    """True when :func:`write_request` writes a request with ``head`` whose body holds the
+    leaf texts ``values`` and nothing else that is not ASCII markup (its size limit aside),
+    found without writing it: one scan of them all joined for a character XML cannot carry
+    and one encoding.  False says only that writing it refuses it, naming the field."""
+    names = _HEAD if head.trncod != "b2e0001" else _HEAD[:-1]
+    return _xml.carries("".join([*(getattr(head, n) for n in names), *values]), WRITE_ENCODING)
 
 
 def status_body(insid: str, obssid: str = "") -> str:

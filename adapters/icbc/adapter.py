@@ -76,10 +76,11 @@ class IcbcAdapter:
         """A link's QHISD request for ``account`` on ``day`` from ``cursor`` (NextTag; None: the first page)."""
         return s.HistoryPage(s._serial("fSeqno", seq_no), s._account("account", account), day, day, cursor or "")
 
-    def _pub(self, code: str, fseqno: str, day: dt.date | None = None) -> c.Pub:
+    def _pub(self, code: str, fseqno: str, day: dt.date | None = None, *, clock: bool = True) -> c.Pub:
         s._serial("fSeqno", fseqno)
         if self._now is not None:
-            stamp_day, stamp_time = c.tran_stamp(self._now())
+            # Without the clock (``clock`` False, a check) the stamp is digits as the clock's are.
+            stamp_day, stamp_time = c.tran_stamp(self._now()) if clock else ("0" * 8, "0" * 12)
             return c.Pub(code, self._corp.cis, self._corp.cert_id, stamp_day, stamp_time, fseqno)
         stamp = f"{day.year:04d}{day.month:02d}{day.day:02d}" if day else ""
         return c.Pub(code, self._corp.cis, self._corp.cert_id, stamp,
@@ -87,29 +88,49 @@ class IcbcAdapter:
 
     # -- encode ------------------------------------------------------------------------------
 
+    def check(self, message: base.Message, *, sender: str, receiver: str = "") -> None:
+        """Raise the :class:`AdapterError` that :meth:`encode` would raise for ``message``.
+
+        A payment (an Instruction) is checked without writing its document: its fields are
+        checked as :meth:`encode` checks them, then one scan of the document's values says
+        whether :func:`~adapters.icbc.codec.write_document` would write them (the size limit
+        aside); only when it would not is the document written, to refuse it as encode does.
+        Every other kind is encoded and the frame dropped."""
+        if isinstance(message, base.Instruction):
+            # Without the clock: TranDate and TranTime are digits whatever it says, so they
+            # cannot decide whether the document is written (and reading it cost a third).
+            doc = self._payment(message, clock=False)
+            if not c.carried(doc):
+                c.write_document(doc)
+            return
+        self.encode(message, sender=sender, receiver=receiver)
+
+    def _payment(self, m: base.Instruction, *, clock: bool = True) -> c.Doc:
+        """The PAYENT document of instruction ``m``, its fields checked (not yet written)."""
+        if not m.same_bank and not (len(m.creditor_bank_code) == 12
+                                    and m.creditor_bank_code.isdigit()):
+            raise AdapterError("creditor_bank_code: a 12-digit CNAPS code is needed across banks")
+        if m.amount <= 0:
+            raise AdapterError("amount: must be above zero")
+        rd = {"iSeqno": "1", "PayType": self._corp.pay_type,
+              "PayAccNo": s._account("debit_account", m.debit_account),
+              "PayAccNameCN": _text("debit_name", m.debit_name, 60, required=True),
+              "RecAccNo": s._account("creditor_account", m.creditor_account),
+              "RecAccNameCN": _text("creditor_name", m.creditor_name, 60, required=True),
+              # Within ICBC the payee's bank is ICBC: its CNAPS code is not written.
+              "SysIOFlg": "1" if m.same_bank else "2",
+              "RecBankNo": "" if m.same_bank else m.creditor_bank_code,
+              "CurrType": "001", "PayAmt": c.fen("amount", m.amount),
+              "UseCN": s.PURPOSE_TEXT[m.purpose], "Summary": _text("memo", m.memo, 140),
+              "ERPSqn": _text("reference", m.reference, 35)}
+        leaves = {"OnlBatF": "1", "SettleMode": "0", "TotalNum": "1",
+                  "TotalAmt": c.fen("amount", m.amount)}
+        return c.Doc(self._pub("PAYENT", m.seq_no, m.send_date, clock=clock), False, leaves, (c.Rd(rd),))
+
     def encode(self, message: base.Message, *, sender: str, receiver: str = "") -> bytes:
         m = message
         if isinstance(m, base.Instruction):
-            if not m.same_bank and not (len(m.creditor_bank_code) == 12
-                                        and m.creditor_bank_code.isdigit()):
-                raise AdapterError("creditor_bank_code: a 12-digit CNAPS code is needed across banks")
-            if m.amount <= 0:
-                raise AdapterError("amount: must be above zero")
-            rd = {"iSeqno": "1", "PayType": self._corp.pay_type,
-                  "PayAccNo": s._account("debit_account", m.debit_account),
-                  "PayAccNameCN": _text("debit_name", m.debit_name, 60, required=True),
-                  "RecAccNo": s._account("creditor_account", m.creditor_account),
-                  "RecAccNameCN": _text("creditor_name", m.creditor_name, 60, required=True),
-                  # Within ICBC the payee's bank is ICBC: its CNAPS code is not written.
-                  "SysIOFlg": "1" if m.same_bank else "2",
-                  "RecBankNo": "" if m.same_bank else m.creditor_bank_code,
-                  "CurrType": "001", "PayAmt": c.fen("amount", m.amount),
-                  "UseCN": s.PURPOSE_TEXT[m.purpose], "Summary": _text("memo", m.memo, 140),
-                  "ERPSqn": _text("reference", m.reference, 35)}
-            leaves = {"OnlBatF": "1", "SettleMode": "0", "TotalNum": "1",
-                      "TotalAmt": c.fen("amount", m.amount)}
-            return c.write_document(c.Doc(self._pub("PAYENT", m.seq_no, m.send_date), False,
-                                          leaves, (c.Rd(rd),)))
+            return c.write_document(self._payment(m))
         if isinstance(m, s.HistoryPage):
             return c.write_document(c.Doc(self._pub("QHISD", m.seq_no), False, {
                 "AccNo": s._account("account", m.account), "BeginDate": m.first.strftime("%Y%m%d"),

@@ -21,7 +21,7 @@ from adapters.base import AdapterError
 __all__ = [
     "MAX_DOCUMENT", "BANK_CODE", "Pub", "Rd", "Doc", "NcAnswer", "write_document", "read_document",
     "form_body", "read_form", "read_nc_answer", "write_nc_answer", "sign_request", "read_signature",
-    "fen", "parse_fen", "show", "nc_query", "tran_stamp", "nc_answer_document",
+    "fen", "parse_fen", "show", "nc_query", "tran_stamp", "nc_answer_document", "carried",
 ]
 
 MAX_DOCUMENT = 4 * 1024 * 1024
@@ -122,6 +122,23 @@ def write_document(doc: Doc) -> bytes:
     if len(data) > MAX_DOCUMENT:
         raise AdapterError(f"document of {len(data)} bytes exceeds the frame limit {MAX_DOCUMENT}")
     return data
+
+
+def carried(doc: Doc) -> bool:
+    """True when :func:`write_document` writes ``doc`` (its size limit aside), found without
+    writing it: markup and escapes are ASCII, so its text values alone decide, and one scan
+    of them all joined finds what a leaf refuses (a control character, which covers every
+    character XML cannot carry) and what GBK lacks.  False says only that writing it refuses
+    it: :func:`write_document` then names the field."""
+    p = doc.pub
+    values = [getattr(p, n) for n in _PUB]
+    if doc.answer:
+        values += [*p.extra.values(), p.RetCode or "", p.RetMsg]
+    values += doc.leaves.values()
+    for r in doc.records:
+        values += r.leaves.values()
+    joined = "".join(values)
+    return _NOT_TEXT.search(joined) is None and _xml.carries(joined, ENCODING)
 
 
 def _kids(el: etree._Element) -> list[etree._Element]:

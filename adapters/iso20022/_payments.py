@@ -30,6 +30,7 @@ __all__ = [
     "PURPOSES",
     "STATUS_QUERY_DEF",
     "batch_id",
+    "carried",
     "decode_pain001",
     "decode_pain002",
     "encode_pain001",
@@ -102,6 +103,13 @@ def _plain(m: object) -> bool:
                                       + m.reference) is None)
     except TypeError:
         return False
+
+
+def carried(m: object, definition: str = PAIN001) -> bool:
+    """True when :func:`encode_pain001` writes instruction ``m`` alone (as the link sends it)
+    without refusing it: every field valid and plain (:func:`_plain`), and a place for its
+    signature in ``definition``.  False says only that writing it decides."""
+    return _plain(m) and not (m.signature and definition == PAIN001_03)  # type: ignore[attr-defined]
 
 
 def _check_instruction(i: int, m: base.Instruction) -> None:

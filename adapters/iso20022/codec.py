@@ -211,7 +211,13 @@ class Iso20022Adapter:
     def check(self, message: base.Message, *, sender: str, receiver: str = "") -> None:
         """Raise the :class:`AdapterError` that :meth:`encode` would raise for ``message``,
         without framing it (the frame-size limit and the optional outbound schema check
-        aside)."""
+        aside).  An instruction that :func:`~adapters.iso20022._payments.carried` says its
+        pain.001 takes is not written: what else could refuse it is its nodes and the clock,
+        asked as :meth:`_parts` asks them (its AppHdr holds its serial and the nodes, checked)."""
+        if isinstance(message, base.Instruction) and pay.carried(message, self.pain001):
+            self._nodes(sender, receiver)
+            self._stamp()
+            return
         self._parts(message, sender, receiver)
 
     def _parts(self, message: base.Message, sender: str, receiver: str) -> tuple[str, str, str]:

@@ -284,3 +284,22 @@ def test_the_adapter_writes_what_the_session_writes_for_a_transfer() -> None:
     by_adapter = c.read_request(BocB2eAdapter(TERMINAL).encode(ins, sender="C52240"))
     by_session = c.read_request(signed_on().request(ins))
     assert by_adapter.records == by_session.records
+
+
+def test_a_transfer_is_checked_without_writing_its_document(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The intake asks of every transfer whether its link could send it: the check reads the
+    request's values and head, and writes the request only to refuse it as encode does."""
+    from adapters.bocb2e import BocB2eAdapter
+
+    uncarried = BocB2eAdapter(Terminal("T\x01", TERMINAL.custid, TERMINAL.cusopr))  # XML cannot carry \x01
+    with pytest.raises(AdapterError) as refused:
+        uncarried.encode(instruction(), sender="C52240")
+    written: list[object] = []
+    write = c.write_request
+    monkeypatch.setattr(c, "write_request", lambda *args: written.append(args) or write(*args))
+    BocB2eAdapter(TERMINAL).check(instruction(), sender="C52240")
+    assert written == []
+    with pytest.raises(AdapterError) as checked:
+        uncarried.check(instruction(), sender="C52240")
+    assert str(checked.value) == str(refused.value)
+    assert len(written) == 1

@@ -339,3 +339,23 @@ def test_a_transfer_within_icbc_is_never_refused_for_carrying_a_bank_code() -> N
     ins = base.Instruction(**{**instruction(same_bank=True).__dict__, "creditor_bank_code": "102100000030"})
     [rd] = c.read_document(IcbcAdapter(CORP).encode(ins, sender="C52240")).records
     assert rd.get("SysIOFlg") == "1" and rd.get("RecBankNo") == ""
+
+
+def test_a_payment_is_checked_without_writing_its_document(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The intake asks of every payment whether its link could send it: the check reads the
+    document's values, and writes the document only to refuse it as encode does."""
+    from adapters.icbc import IcbcAdapter
+
+    adapter = IcbcAdapter(CORP)
+    uncarried = base.Instruction(**{**instruction().__dict__, "memo": "星\u0e01"})  # Thai: not in GBK
+    with pytest.raises(AdapterError) as refused:
+        adapter.encode(uncarried, sender="C52240")
+    written: list[c.Doc] = []
+    write = c.write_document
+    monkeypatch.setattr(c, "write_document", lambda doc: written.append(doc) or write(doc))
+    adapter.check(instruction(), sender="C52240")
+    assert written == []
+    with pytest.raises(AdapterError) as checked:
+        adapter.check(uncarried, sender="C52240")
+    assert str(checked.value) == str(refused.value) and "Summary" in str(refused.value)
+    assert len(written) == 1

@@ -147,3 +147,22 @@ def test_what_the_link_cannot_carry_back_is_refused_at_encode(message, field) ->
         NEW.encode(message, sender=BANK, receiver=GATEWAY)
     with pytest.raises(AdapterError, match=field):
         NEW.check(message, sender=BANK, receiver=GATEWAY)
+
+
+def test_a_plain_instruction_is_checked_without_writing_its_pain001(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The intake asks of every instruction whether its link could send it: a plain one is
+    answered from its fields, its nodes and the clock; anything else is written to decide."""
+    from adapters.iso20022 import _payments
+
+    written: list[object] = []
+    write = _payments.encode_pain001
+    monkeypatch.setattr(_payments, "encode_pain001", lambda *args: written.append(args) or write(*args))
+    NEW.check(make_instruction(), sender=GATEWAY, receiver=BANK)
+    assert written == []
+    for adapter, sender, refusal in ((NEW, "no node!", "sender"),
+                                     (Iso20022Adapter(clock=lambda: "noon"), GATEWAY, "clock")):
+        with pytest.raises(AdapterError, match=refusal):
+            adapter.check(make_instruction(), sender=sender, receiver=BANK)
+    with pytest.raises(AdapterError, match="memo"):
+        NEW.check(dataclasses.replace(make_instruction(), memo="a\x00b"), sender=GATEWAY, receiver=BANK)
+    assert len(written) == 1
