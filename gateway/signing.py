@@ -70,9 +70,10 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, MutableMapping, Sequence
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
@@ -120,10 +121,15 @@ def _ed25519_verify(key: ed25519.Ed25519PublicKey, signature: bytes, data: bytes
 _PROOF_FIELDS = ("signature", "batch")
 
 
+# json.dumps with these arguments, without building an encoder per call (a copy is serialised
+# once by the gateway's signer and once by the ledger's check).
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def canonical_text(copy: Mapping[str, Any]) -> str:
-    """The copy without ``signature`` and ``batch``, as canonical JSON text (see :func:`canonical`)."""
-    body = {k: v for k, v in copy.items() if k not in _PROOF_FIELDS}
-    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """The copy without ``signature`` and ``batch``, as canonical JSON text (see :func:`canonical`):
+    ``json.dumps(..., sort_keys=True, separators=(",", ":"), ensure_ascii=False)``."""
+    return _CANONICAL.encode({k: v for k, v in copy.items() if k not in _PROOF_FIELDS})
 
 
 def canonical(copy: Mapping[str, Any]) -> bytes:
@@ -235,7 +241,7 @@ class BatchProof:
 
 
 def verify_copy(key: Any, alg: str, content: bytes, signature_b64: str, batch: BatchProof | None, *,
-                seen: MutableMapping[tuple[bytes, str], bool] | None = None) -> bool:
+                seen: MutableMapping[tuple[str, int, str], bool] | None = None) -> bool:
     """Whether a copy is signed by ``key``: alone, the signature over ``content``
     (:func:`canonical`); in a batch, ``content``'s path to the batch's root and the signature
     over :func:`batch_statement`.  ``seen`` remembers batch statements already checked (for
@@ -250,14 +256,15 @@ def verify_copy(key: Any, alg: str, content: bytes, signature_b64: str, batch: B
     root = batch_root(leaf_hash(content), batch.index, batch.count, path)
     if root is None or root.hex() != batch.root:
         return False
-    statement = batch_statement(batch.root, batch.count)
     if seen is None:
-        return verify_bytes(key, alg, statement, signature_b64)
-    known = seen.get((statement, signature_b64))
+        return verify_bytes(key, alg, batch_statement(batch.root, batch.count), signature_b64)
+    # By root and count, which are all the statement says: it is written once per batch, not per copy.
+    known = seen.get((batch.root, batch.count, signature_b64))
     if known is None:
         if len(seen) >= 4096:
             seen.clear()
-        known = seen[(statement, signature_b64)] = verify_bytes(key, alg, statement, signature_b64)
+        known = seen[(batch.root, batch.count, signature_b64)] = verify_bytes(
+            key, alg, batch_statement(batch.root, batch.count), signature_b64)
     return known
 
 

@@ -58,7 +58,7 @@ def batch_proof(row: Mapping[str, Any]) -> BatchProof | None:
 
 
 def verify_row(key: Any, alg: str, row: Mapping[str, Any], *,
-               seen: MutableMapping[tuple[bytes, str], bool] | None = None) -> bool:
+               seen: MutableMapping[tuple[str, int, str], bool] | None = None) -> bool:
     """Whether a stored copy's signature still verifies with the gateway's key, alone or by
     its batch (:func:`gateway.signing.verify_copy`); the ledger's ``verify`` walk, its trail API
     and the console's evidence all check a stored copy through this."""
