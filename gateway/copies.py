@@ -243,10 +243,16 @@ def _shown(doc: Any) -> str:
     return event_id if isinstance(event_id, str) and EVENT_ID.fullmatch(event_id) else "?"
 
 
+_ENVELOPE_FIELDS = FIELDS - {"batch"}
+_CONTENT_FIELDS = frozenset(SIGNED_FIELDS)
+
+
 def _fields(doc: Any, *, signature: bool) -> None:
     if not isinstance(doc, Mapping):
         raise _bad("a copy is a JSON object")
-    want = FIELDS - {"batch"} if signature else frozenset(SIGNED_FIELDS)
+    want = _ENVELOPE_FIELDS if signature else _CONTENT_FIELDS
+    if want <= doc.keys() <= FIELDS:
+        return
     missing = sorted(want - set(doc))
     unknown = sorted(set(doc) - FIELDS)
     if missing or unknown:

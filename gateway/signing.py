@@ -145,6 +145,7 @@ MAX_BATCH = 1 << 16
 """The most copies one batch signature may cover (the ledger takes at most 1,000 a request)."""
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _HEX = re.compile(r"[0-9a-f]*")
+_PROOF_KEYS = frozenset({"root", "count", "index", "path"})
 
 
 def leaf_hash(content: bytes) -> bytes:
@@ -213,7 +214,7 @@ class BatchProof:
     @classmethod
     def parse(cls, value: Any) -> "BatchProof":
         """Read a ``batch`` field strictly; ``ValueError`` says what is wrong."""
-        if not isinstance(value, Mapping) or set(value) != {"root", "count", "index", "path"}:
+        if not isinstance(value, Mapping) or value.keys() != _PROOF_KEYS:
             raise ValueError("batch must be an object of root, count, index and path")
         root, count, index, path = value["root"], value["count"], value["index"], value["path"]
         if not isinstance(root, str) or not _HEX64.fullmatch(root):

@@ -13,6 +13,7 @@ beside the ledger's, or on a thread.
 from __future__ import annotations
 
 import multiprocessing
+import operator
 import os
 import signal
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -143,6 +144,7 @@ def _check_in_worker(gateway: str, docs: Sequence[Any]) -> list[Any]:
 # Refusals and copies stored as refused are rare and travel as they are.
 
 _ROW_FIELDS = tuple(store.CopyRow.__dataclass_fields__)
+_row_fields = operator.attrgetter(*_ROW_FIELDS)
 
 
 def pack(checked: Sequence[ParsedCopy | Refusal]) -> list[Any]:
@@ -151,7 +153,7 @@ def pack(checked: Sequence[ParsedCopy | Refusal]) -> list[Any]:
     for c in checked:
         if isinstance(c, ParsedCopy) and c.fact is not None:
             row, batch = c.row, c.fact.batch
-            out.append((*[getattr(row, f) for f in _ROW_FIELDS], c.fact.payload,
+            out.append((*_row_fields(row), c.fact.payload,
                         None if batch is None else (batch.root, batch.count, batch.index, batch.path)))
         else:
             out.append(c)
