@@ -137,14 +137,29 @@ def _check_in_worker(gateway: str, docs: Sequence[Any]) -> list[Any]:
 
 # What crosses back from a check process.  A copy fit to store was a ParsedCopy of two frozen
 # dataclasses (its row, its fact) and a BatchProof, pickled one attribute at a time by
-# copyreg and rebuilt the same way: about 30 µs a copy in the check process and 15 in the
-# ledger's (bench/README.md, item 50).  It now travels as one flat tuple of plain values --
-# the row's columns, its signed bytes, the parsed payload and the proof's fields -- which
-# pickle writes and reads in C; the fact is the same copy, so it is rebuilt from the row.
+# copyreg: about 30 µs a copy in the check process and 15 in the ledger's (bench/README.md,
+# item 50).  It now travels as one flat tuple of plain values -- the row's columns, the
+# parsed payload, the proof's fields -- which pickle writes and reads in C.  The fact is the
+# copy the row was made from (store.CopyRow.of), so it is rebuilt from the same tuple; and
+# both are rebuilt as pickle rebuilds a dataclass, their fields set at once without running
+# __init__, which the ledger's process otherwise ran three times a copy on the reactor thread.
 # Refusals and copies stored as refused are rare and travel as they are.
 
 _ROW_FIELDS = tuple(store.CopyRow.__dataclass_fields__)
-_row_fields = operator.attrgetter(*_ROW_FIELDS)
+_FACT_FIELDS = tuple(Copy.__dataclass_fields__)
+_PROOF_FIELDS = tuple(BatchProof.__dataclass_fields__)
+_PAYLOAD, _PROOF = len(_ROW_FIELDS), len(_ROW_FIELDS) + 1  # after the row's columns
+_row_values = operator.attrgetter(*_ROW_FIELDS)
+_COLUMN_OF = {"seq": "gateway_seq", "payload_text": "payload", "hash": "gateway_hash"}  # the fact's name -> the row's
+_fact_values = operator.itemgetter(*[
+    _PAYLOAD if f == "payload" else _PROOF if f == "batch" else _ROW_FIELDS.index(_COLUMN_OF.get(f, f))
+    for f in _FACT_FIELDS])
+
+
+def _rebuilt(cls: type, fields: dict[str, Any]) -> Any:
+    obj = object.__new__(cls)
+    obj.__dict__.update(fields)
+    return obj
 
 
 def pack(checked: Sequence[ParsedCopy | Refusal]) -> list[Any]:
@@ -152,8 +167,8 @@ def pack(checked: Sequence[ParsedCopy | Refusal]) -> list[Any]:
     out: list[Any] = []
     for c in checked:
         if isinstance(c, ParsedCopy) and c.fact is not None:
-            row, batch = c.row, c.fact.batch
-            out.append((*_row_fields(row), c.fact.payload,
+            batch = c.fact.batch
+            out.append((*_row_values(c.row), c.fact.payload,
                         None if batch is None else (batch.root, batch.count, batch.index, batch.path)))
         else:
             out.append(c)
@@ -161,23 +176,17 @@ def pack(checked: Sequence[ParsedCopy | Refusal]) -> list[Any]:
 
 
 def unpack(packed: Sequence[Any]) -> list[ParsedCopy | Refusal]:
-    """The results :func:`pack` was given (a fact is the copy its row was made from:
-    :meth:`store.CopyRow.of` read backwards)."""
+    """The results :func:`pack` was given."""
     out: list[ParsedCopy | Refusal] = []
-    n = len(_ROW_FIELDS)
     for item in packed:
         if not isinstance(item, tuple):
             out.append(item)
             continue
-        row = store.CopyRow(*item[:n])
-        proof = item[n + 1]
-        out.append(ParsedCopy(row, Copy(
-            gateway=row.gateway, seq=row.gateway_seq, event_id=row.event_id, kind=row.kind,
-            centre_id=row.centre_id, instruction_id=row.instruction_id, bank_id=row.bank_id,
-            account=row.account, state=row.state, created_us=row.created_us, payload=item[n],
-            payload_text=row.payload, raw=row.raw, adapter=row.adapter, hash=row.gateway_hash,
-            signature=row.signature, signature_alg=row.signature_alg, host_seq_no=row.host_seq_no,
-            signed=row.signed or b"", batch=None if proof is None else BatchProof(*proof))))
+        fact = dict(zip(_FACT_FIELDS, _fact_values(item)))
+        fact["signed"] = fact["signed"] or b""  # the row's None is the fact's b"" (CopyRow.of)
+        if fact["batch"] is not None:
+            fact["batch"] = _rebuilt(BatchProof, dict(zip(_PROOF_FIELDS, fact["batch"])))
+        out.append(ParsedCopy(_rebuilt(store.CopyRow, dict(zip(_ROW_FIELDS, item))), _rebuilt(Copy, fact)))
     return out
 
 
