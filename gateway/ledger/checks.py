@@ -26,6 +26,7 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from gateway.copies import Copy, CopyError, Refusal, Unreadable, check_raw, read_content, read_envelope
@@ -157,6 +158,7 @@ _fact_values = operator.itemgetter(*[
 
 
 def _rebuilt(cls: type, fields: dict[str, Any]) -> Any:
+    """An instance of the dataclass ``cls`` with ``fields``, made as pickle makes one."""
     obj = object.__new__(cls)
     obj.__dict__.update(fields)
     return obj
@@ -278,7 +280,12 @@ class CheckPool(Service):
             return
         error = future.exception()
         if error is None:
-            d.callback(unpack(future.result()))
+            try:
+                checked = unpack(future.result())
+            except Exception:  # a fault here fails this batch; it must not leave it waiting
+                d.errback(Failure())
+                return
+            d.callback(checked)
         elif isinstance(error, BrokenProcessPool):
             log.error("ledger.check_process_died", error=str(error)[:200])
             self._replace(executor)
