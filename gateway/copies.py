@@ -73,8 +73,9 @@ import base64
 import binascii
 import datetime as _dt
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from gateway.model import State, format_amount, parse_amount
 from gateway.signing import BatchProof, canonical
@@ -84,6 +85,7 @@ __all__ = [
     "SIGNED_FIELDS", "FIELDS", "KINDS", "STATES", "MAX_PAYLOAD", "MAX_REFUSED_RAW", "ACCOUNT",
     "copy_of", "signing_input", "Envelope", "Copy", "Unreadable", "Refusal", "CopyError",
     "read", "read_envelope", "read_copy", "read_content", "check_raw", "signed_fen", "batch_break",
+    "batch_proof_of",
 ]
 
 SIGNED_FIELDS = ("gateway", "seq", "event_id", "kind", "centre_id", "instruction_id", "bank_id",
@@ -241,10 +243,16 @@ def _shown(doc: Any) -> str:
     return event_id if isinstance(event_id, str) and EVENT_ID.fullmatch(event_id) else "?"
 
 
+_ENVELOPE_FIELDS = FIELDS - {"batch"}
+_CONTENT_FIELDS = frozenset(SIGNED_FIELDS)
+
+
 def _fields(doc: Any, *, signature: bool) -> None:
     if not isinstance(doc, Mapping):
         raise _bad("a copy is a JSON object")
-    want = FIELDS - {"batch"} if signature else frozenset(SIGNED_FIELDS)
+    want = _ENVELOPE_FIELDS if signature else _CONTENT_FIELDS
+    if want <= doc.keys() <= FIELDS:
+        return
     missing = sorted(want - set(doc))
     unknown = sorted(set(doc) - FIELDS)
     if missing or unknown:
@@ -292,7 +300,17 @@ def _batch(doc: Mapping[str, Any]) -> BatchProof | None:
         raise _bad(str(e)) from None
 
 
-def batch_break(docs: Sequence[Any]) -> tuple[int, str] | None:
+def batch_proof_of(doc: Any) -> BatchProof | None:
+    """A received copy's batch proof, or None when it has no readable one (:func:`read_envelope`
+    refuses a copy whose ``batch`` does not read; an envelope it reads has this proof)."""
+    proof = doc.get("batch") if isinstance(doc, Mapping) else None
+    try:
+        return BatchProof.parse(proof) if proof is not None else None
+    except ValueError:
+        return None
+
+
+def batch_break(docs: Sequence[Any], proofs: Sequence[BatchProof | None] | None = None) -> tuple[int, str] | None:
     """The first place where the batches in one request are not whole and in order, and why;
     None when they all are.
 
@@ -301,17 +319,15 @@ def batch_break(docs: Sequence[Any]) -> tuple[int, str] | None:
     another batch.  The position named is the first copy out of place, or the first copy of
     a batch cut short (nothing after the first break is stored, so one is enough).  Copies
     without a (readable) ``batch`` are not batches here: :func:`read_envelope` judges them.
-    Pure.
+    ``proofs``: each copy's :func:`batch_proof_of`, when the caller has them already (the
+    ledger's checks read them with the envelopes); read from ``docs`` otherwise.  Pure.
     """
     seen: set[str] = set()
     root: str | None = None
     start = expected = count = 0
-    for i, doc in enumerate(docs):
-        proof = doc.get("batch") if isinstance(doc, Mapping) else None
-        try:
-            b = BatchProof.parse(proof) if proof is not None else None
-        except ValueError:
-            b = None
+    if proofs is None:
+        proofs = [batch_proof_of(doc) for doc in docs]
+    for i, b in enumerate(proofs):
         if b is not None and b.root == root:
             if b.index != expected:
                 return i, f"out of its batch's order: index {b.index} where {expected} was due"

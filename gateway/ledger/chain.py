@@ -58,7 +58,7 @@ def batch_proof(row: Mapping[str, Any]) -> BatchProof | None:
 
 
 def verify_row(key: Any, alg: str, row: Mapping[str, Any], *,
-               seen: MutableMapping[tuple[bytes, str], bool] | None = None) -> bool:
+               seen: MutableMapping[tuple[str, int, str], bool] | None = None) -> bool:
     """Whether a stored copy's signature still verifies with the gateway's key, alone or by
     its batch (:func:`gateway.signing.verify_copy`); the ledger's ``verify`` walk, its trail API
     and the console's evidence all check a stored copy through this."""
@@ -92,14 +92,11 @@ def row_chain_hash(prev: str, row: Mapping[str, Any]) -> str:
 
 def chain_hash(prev: str, seq: int, received_us: int, signed: bytes, signature: Any,
                 batch: str | None = None) -> str:
-    h = hashlib.sha256()
-    for part in (prev, str(seq), str(received_us)):
-        h.update(part.encode("ascii"))
-        h.update(b"\x1f")
-    h.update(signed)
-    h.update(b"\x1f")
-    h.update(str(signature).encode("ascii", "replace"))
-    if batch is not None:  # a copy signed alone chains as it did before batches
-        h.update(b"\x1f")
-        h.update(str(batch).encode("utf-8"))
-    return h.hexdigest()
+    """SHA-256 of the parts joined by ``0x1f``: ``prev``, ``seq``, ``received_us``, the signed
+    bytes, the signature, and the batch proof's text when there is one (a copy signed alone
+    chains as it did before batches)."""
+    parts = [prev.encode("ascii"), str(seq).encode("ascii"), str(received_us).encode("ascii"), signed,
+             str(signature).encode("ascii", "replace")]
+    if batch is not None:
+        parts.append(str(batch).encode("utf-8"))
+    return hashlib.sha256(b"\x1f".join(parts)).hexdigest()

@@ -11,12 +11,13 @@ the commit.
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import TYPE_CHECKING, Any, Sequence
 
 from twisted.internet.defer import DeferredLock
 from twisted.logger import Logger
 
-from gateway.copies import Refusal, batch_break
+from gateway.copies import Refusal, batch_break, batch_proof_of
 from gateway.ledger import store
 from gateway.ledger.checks import CheckPool, ParsedCopy
 from gateway.ledger.matcher import forged_copy_alert
@@ -79,7 +80,11 @@ class Ingest:
         finally:
             for d in slices:  # a failed slice fails the batch; the others' failures are its too
                 d.addErrback(lambda _: None)
-        broken = batch_break(docs)  # a batch cut short or out of order: refused where it breaks
+        # A batch cut short or out of order: refused where it breaks.  The proofs the checks
+        # read with the envelopes serve; only a copy they refused is read here again.
+        proofs = [c.fact.batch if isinstance(c, ParsedCopy) and c.fact is not None else batch_proof_of(doc)
+                  for c, doc in zip(checked, docs)]
+        broken = batch_break(docs, proofs)
         if broken is not None and not isinstance(checked[broken[0]], Refusal):
             checked[broken[0]] = Refusal(_event_id(checked[broken[0]]), broken[1], forged=True)
         return await self._file_checked(gateway, checked)
@@ -133,8 +138,9 @@ class Ingest:
                     result["reason"] = o.reason
                     log.warn("ledger.copy_refused", gateway=gateway, event_id=o.event_id, reason=o.reason,
                              forged=o.conflict)
-            self.metrics.copies.labels(gateway, result["status"]).inc()
             results.append(result)
+        for status, n in Counter(r["status"] for r in results).items():  # a label lookup per status, not per copy
+            self.metrics.copies.labels(gateway, status).inc(n)
         if stored:
             self.metrics.gateway_last_seq.labels(gateway).set(max(r["gateway_seq"] for r in stored))
             self.metrics.journal_seq.set(max(r["seq"] for r in stored))

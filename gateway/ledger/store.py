@@ -28,6 +28,7 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import json
+import operator
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,7 +141,12 @@ class CopyRow:
 
     def values(self) -> dict[str, Any]:
         """The columns of this copy (without seq, received_us and hash)."""
-        return {f: getattr(self, f) for f in _COPY_COLUMNS}
+        return dict(zip(_COPY_COLUMNS, self.columns()))
+
+    def columns(self) -> tuple[Any, ...]:
+        """The columns of this copy in ``_COPY_COLUMNS`` order (read in C: the ingest stores
+        a row per copy)."""
+        return _copy_columns(self)
 
     @classmethod
     def of(cls, copy: spec.Copy) -> "CopyRow":
@@ -208,6 +214,7 @@ class AlertRow:
 
 _COPY_COLUMNS = tuple(f for f in CopyRow.__dataclass_fields__ if f != "signed")
 _STORED_COLUMNS = _COPY_COLUMNS + ("seq", "received_us", "hash")
+_copy_columns = operator.attrgetter(*_COPY_COLUMNS)
 
 
 def _head(conn: Connection) -> tuple[int, str]:
@@ -243,12 +250,13 @@ def store_copies(tx: Tx, gateway: str, rows: Sequence[CopyRow]) -> list[CopyOutc
     seq, prev = _head(conn)
     head_before = seq
     outcomes: list[CopyOutcome] = []
-    new_rows: list[dict[str, Any]] = []
+    new_rows: list[tuple[Any, ...]] = []
     for r in rows:
         if outcomes and outcomes[-1].status in ("refused", "skipped"):
             outcomes.append(CopyOutcome(r.event_id, "skipped", "after a refused copy; send it again"))
             continue
-        values = r.values()
+        columns = r.columns()
+        values = dict(zip(_COPY_COLUMNS, columns))
         existing = known.get(r.event_id)
         if existing is not None:
             if existing["gateway"] == gateway and signed_bytes(existing) == (r.signed or signed_bytes(values)):
@@ -269,13 +277,13 @@ def store_copies(tx: Tx, gateway: str, rows: Sequence[CopyRow]) -> list[CopyOutc
         values.update(seq=seq, received_us=tx.now_us)
         signed = r.signed if r.signed is not None else signed_bytes(values)
         values["hash"] = prev = chain_hash(prev, seq, tx.now_us, signed, r.signature, r.batch)
-        new_rows.append(values)
+        new_rows.append((*columns, seq, tx.now_us, prev))  # _STORED_COLUMNS
         known[r.event_id] = values
         last_gseq = r.gateway_seq
         outcomes.append(CopyOutcome(r.event_id, "stored" if r.refused is None else "refused-stored",
                                     r.refused or "", seq=seq, row=values))
     if new_rows:
-        insert_many(conn, copies, _STORED_COLUMNS, [tuple([v[c] for c in _STORED_COLUMNS]) for v in new_rows])
+        insert_many(conn, copies, _STORED_COLUMNS, new_rows)
         if head_before == 0 and conn.execute(select(ledger_head.c.id)).first() is None:
             conn.execute(insert(ledger_head).values(id=1, seq=seq, hash=prev))
         else:

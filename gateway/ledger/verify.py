@@ -186,7 +186,7 @@ def _ledger_walk(conn: Connection, keys: Mapping[str, tuple[str, Any]] | None) -
     def hash_of(prev: str, row: Mapping[str, Any]) -> str:
         return store.row_chain_hash(prev, row)
 
-    seen: dict[str, dict[tuple[bytes, str], bool]] = {}  # per gateway: its batch signatures checked
+    seen: dict[str, dict[tuple[str, int, str], bool]] = {}  # per gateway: its batch signatures checked
 
     def check(row: dict[str, Any]) -> str | None:
         if keys is None:

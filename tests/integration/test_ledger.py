@@ -255,6 +255,23 @@ async def test_a_killed_check_process_fails_its_batch_with_503_and_the_next_is_c
 
 
 @pytest_twisted.ensureDeferred
+async def test_results_that_cannot_be_read_back_fail_their_batch_and_store_nothing(env, monkeypatch):
+    """A fault reading a check process's packed results (gateway.ledger.checks.unpack) answers
+    the batch with an error at once, stores nothing of it, and the next batch is checked."""
+    from gateway.ledger import checks
+
+    await env.start()
+    real = checks.unpack
+    monkeypatch.setattr(checks, "unpack", lambda packed: 1 / 0)
+    copies = [make_copy(n, instruction_id=f"I{n}") for n in range(1, 3)]
+    status, _, _ = await env.client("gateway").call("POST", env.url("ingest", "/v1/copies"), {"copies": copies})
+    assert status == 500
+    assert await env.ledger.db.read(store.copies_after, 0, 100) == []
+    monkeypatch.setattr(checks, "unpack", real)
+    assert [r["status"] for r in await env.file(copies)] == ["stored", "stored"]
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_bank_frame_that_contradicts_the_copy_is_refused_as_forged(env):
     await env.start()
     frame = result_frame(5, "H0005")

@@ -172,6 +172,35 @@ async def test_every_event_the_gateway_journals_is_a_copy_the_ledger_reads(db, g
 
 
 @pytest_twisted.ensureDeferred
+async def test_what_a_check_process_hands_back_is_every_field_the_check_produced(db, gateway_key):
+    """Results cross from a check process packed (gateway.ledger.checks.pack); unpacked, every
+    field of every row and fact is the check's own, compared fields or not, and the batch proofs
+    the ingest takes from the facts are the ones it would read from the documents."""
+    import dataclasses
+    import pickle
+
+    from gateway.ledger import checks
+
+    signer, checker = gateway_key
+    rows = await journal_everything(db)
+    rows[3] = dict(rows[3], kind="bank.teleport")                        # signed, unreadable: stored as refused
+    docs = signed_copies(signer, rows)
+    docs[5] = dict(docs[5], payload=docs[5]["payload"].replace("B001", "B002"))  # forged
+    checked = checker.check("main", docs)
+    assert isinstance(checked[5], Refusal) and checked[3].fact is None  # type: ignore[union-attr]
+    back = checks.unpack(pickle.loads(pickle.dumps(checks.pack(checked))))
+
+    def fields(x: Any) -> Any:
+        if dataclasses.is_dataclass(x):
+            return (type(x), {f.name: fields(getattr(x, f.name)) for f in dataclasses.fields(x)})
+        return x
+
+    assert [fields(c) for c in back] == [fields(c) for c in checked]
+    assert [c.fact.batch for c in back if isinstance(c, ParsedCopy) and c.fact is not None] == [
+        copies.batch_proof_of(d) for d, c in zip(docs, checked) if isinstance(c, ParsedCopy) and c.fact is not None]
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_manual_resolution_by_two_operators_is_read_too(db, gateway_key):
     """The resolution may carry more than the reader looks at (a proposer and a confirmer)."""
     signer, checker = gateway_key

@@ -143,3 +143,18 @@ def test_a_batch_signs_each_copys_content_and_its_sent_text_is_canonical(keys: t
         assert verify_copy(public, "ed25519", canonical(doc), doc["signature"], proof)
         assert not verify_copy(public, "ed25519", canonical(dict(doc, seq=-1)), doc["signature"], proof)
     assert len(seen) == 1  # one signature checked for the whole batch
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 8 * 64 - 1), st.sampled_from(list("ABCDEFgxz \t\n\u0661\u00e9\x00")))
+def test_a_batch_path_holds_lowercase_hex_digits_only(at: int, bad: str) -> None:
+    """One character that is not a lowercase hex digit, anywhere in a path, refuses it: the
+    reader checks the joined path in C now (gateway.signing._lower_hex), not by a regex."""
+    from gateway.signing import BatchProof
+
+    good = {"root": "ab" * 32, "count": 300, "index": 7, "path": ["0123456789abcdef" * 4] * 8}
+    assert BatchProof.parse(good).path == tuple(good["path"])
+    joined = "".join(good["path"])
+    path = joined[:at] + bad + joined[at + 1:]
+    with pytest.raises(ValueError, match="batch.path"):
+        BatchProof.parse(dict(good, path=[path[i:i + 64] for i in range(0, len(path), 64)]))
