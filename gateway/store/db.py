@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Callable, TypeVar
 
-from sqlalchemy import create_engine, event, insert, select, update
+from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection, Engine
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
@@ -36,8 +36,8 @@ from gateway.clock import ClockWatch
 from gateway.model import canonical_json
 from gateway.store import schema
 
-__all__ = ["CLOCK_STEP", "Database", "GroupCommitWriter", "Tx", "StoreUnavailable", "make_engine", "now_us", "private_file",
-           "PRIVATE_UMASK"]
+__all__ = ["CLOCK_STEP", "Database", "GroupCommitWriter", "IN_CHUNK", "Tx", "StoreUnavailable", "make_engine", "now_us",
+           "one_of", "private_file", "PRIVATE_UMASK"]
 
 PRIVATE_UMASK = 0o077
 """Added to the process umask by every ``hpf-gateway`` command: what it writes is its user's alone."""
@@ -254,15 +254,19 @@ class Tx:
             return
         self.journalled = True
         head = schema.chain_head
-        locked = select(head.c.hash).where(head.c.id == 1).with_for_update()
-        found = self.conn.execute(locked).first()
-        if found is None and self.conn.dialect.name == "postgresql":
+        postgres = self.conn.dialect.name == "postgresql"
+        # The head's statements go to the driver as SQL text (select_rows): built by SQLAlchemy's
+        # compiler they cost six times as much, and every transaction that journals runs them.
+        # SQLite has no FOR UPDATE: its single writer holds the file's write lock instead.
+        locked = f"SELECT hash FROM {head.name} WHERE id = 1" + (" FOR UPDATE" if postgres else "")
+        found = next(iter(select_rows(self.conn, locked, ())), None)
+        if found is None and postgres:
             # A new database that several nodes share: FOR UPDATE locks no row that is not there,
             # so two first writers would both insert the head and one fail whole.  Insert the
             # genesis head, waiting on another node's insert in flight, then lock the row.
             self.conn.exec_driver_sql(f"INSERT INTO {head.name} (id, hash) VALUES (1, %s) "
                                       "ON CONFLICT (id) DO NOTHING", (GENESIS,))
-            found = self.conn.execute(locked).first()
+            found = next(iter(select_rows(self.conn, locked, ())), None)
         prev_hash = found[0] if found else GENESIS
         for row in self._pending:
             prev_hash = row["hash"] = chain_hash(prev_hash, row)
@@ -280,10 +284,11 @@ class Tx:
                     (*[v for r in rows for v in r], prev_hash))
             return
         insert_many(self.conn, schema.events, _EVENT_COLUMNS, rows)
+        m = marker(self.conn)
         if found is None:
-            self.conn.execute(insert(head).values(id=1, hash=prev_hash))
+            self.conn.exec_driver_sql(f"INSERT INTO {head.name} (id, hash) VALUES (1, {m})", (prev_hash,))
         else:
-            self.conn.execute(update(head).where(head.c.id == 1).values(hash=prev_hash))
+            self.conn.exec_driver_sql(f"UPDATE {head.name} SET hash = {m} WHERE id = 1", (prev_hash,))
 
 
 WriteOp = Callable[[Tx], T]
@@ -434,6 +439,19 @@ def select_rows(conn: Connection, sql: str, params: tuple[Any, ...]) -> list[tup
 def marker(conn: Connection) -> str:
     """The driver's parameter marker for ``conn``: ``%s`` (psycopg) or ``?`` (sqlite3)."""
     return "%s" if conn.dialect.name == "postgresql" else "?"
+
+
+IN_CHUNK = 500
+"""The most values :func:`one_of` is given at once (callers cut longer lists into chunks)."""
+
+
+def one_of(conn: Connection, values: list[Any]) -> tuple[str, tuple[Any, ...]]:
+    """The driver-level SQL, and its parameters, that a column is one of ``values`` (at most
+    ``IN_CHUNK``): ``= ANY(%s)`` with one array parameter on PostgreSQL, ``IN (?, …)`` on SQLite.
+    Written after the column: ``f"WHERE bank_ref {sql}"``."""
+    if conn.dialect.name == "postgresql":
+        return "= ANY(%s)", (values,)
+    return f"IN ({', '.join('?' * len(values))})", tuple(values)
 
 
 class GroupCommitWriter:
