@@ -36,7 +36,7 @@ from gateway.clock import ClockWatch
 from gateway.model import canonical_json
 from gateway.store import schema
 
-__all__ = ["CLOCK_STEP", "Database", "GroupCommitWriter", "IN_CHUNK", "Tx", "StoreUnavailable", "make_engine", "now_us",
+__all__ = ["CLOCK_STEP", "Database", "GroupCommitWriter", "IN_CHUNK", "execute", "Tx", "StoreUnavailable", "make_engine", "now_us",
            "one_of", "private_file", "PRIVATE_UMASK"]
 
 PRIVATE_UMASK = 0o077
@@ -286,9 +286,9 @@ class Tx:
         insert_many(self.conn, schema.events, _EVENT_COLUMNS, rows)
         m = marker(self.conn)
         if found is None:
-            self.conn.exec_driver_sql(f"INSERT INTO {head.name} (id, hash) VALUES (1, {m})", (prev_hash,))
+            execute(self.conn, f"INSERT INTO {head.name} (id, hash) VALUES (1, {m})", (prev_hash,))
         else:
-            self.conn.exec_driver_sql(f"UPDATE {head.name} SET hash = {m} WHERE id = 1", (prev_hash,))
+            execute(self.conn, f"UPDATE {head.name} SET hash = {m} WHERE id = 1", (prev_hash,))
 
 
 WriteOp = Callable[[Tx], T]
@@ -377,6 +377,30 @@ def _raw_cursor() -> Any:
 # and it keeps the journal head locked (tried on PostgreSQL 15, bench/README.md).
 
 
+def execute(conn: Connection, sql: str, params: Any = (), *, many: bool = False) -> Any:
+    """Run one statement written in the driver's own SQL (:func:`marker`) in ``conn``'s transaction.
+
+    On PostgreSQL through SQLAlchemy (``exec_driver_sql``: its events, its invalidation of a
+    lost connection).  On SQLite on the transaction's own sqlite3 connection, whose cursor is
+    returned: SQLAlchemy's result object and its per-statement bookkeeping cost two to five
+    times what SQLite's own work does on the hot statements (about twenty per instruction over
+    its three commits; bench/README.md).  The statement and the transaction are the same; a
+    driver error is raised as SQLAlchemy's (``OperationalError``, ``IntegrityError``…), as
+    ``exec_driver_sql`` raises it, so :func:`_as_failure` still makes a locked or full
+    database ``StoreUnavailable``.  ``many``: ``params`` is a list of parameter tuples.
+    """
+    if conn.dialect.name == "postgresql":
+        return conn.exec_driver_sql(sql, params)
+    driver = conn.connection.driver_connection
+    try:
+        return driver.executemany(sql, params) if many else driver.execute(sql, params)
+    except conn.dialect.loaded_dbapi.Error as e:
+        from sqlalchemy.exc import DBAPIError
+
+        raise DBAPIError.instance(sql, params, e, conn.dialect.loaded_dbapi.Error,
+                                  dialect=conn.dialect, ismulti=many) from e
+
+
 def insert_many(conn: Connection, table: Any, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
     """Insert ``rows`` (tuples in ``columns`` order) with SQL sent straight to the driver.
 
@@ -388,7 +412,7 @@ def insert_many(conn: Connection, table: Any, columns: tuple[str, ...], rows: li
     if not rows:
         return
     if conn.dialect.name != "postgresql":
-        conn.exec_driver_sql(_sqlite_sql("insert", table, columns, None), rows)
+        execute(conn, _sqlite_sql("insert", table, columns, None), rows, many=True)
         return
     _checked(table, columns)
     for chunk in _pg_chunks(rows, len(columns)):
@@ -403,7 +427,7 @@ def update_many(conn: Connection, table: Any, key: str, columns: tuple[str, ...]
     if not rows:
         return
     if conn.dialect.name != "postgresql":
-        conn.exec_driver_sql(_sqlite_sql("update", table, columns, key), rows)
+        execute(conn, _sqlite_sql("update", table, columns, key), rows, many=True)
         return
     names = columns + (key,)
     cache_key = ("postgresql", "update", table.name, names)
@@ -429,6 +453,8 @@ def select_rows(conn: Connection, sql: str, params: tuple[Any, ...]) -> list[tup
     ``sql`` uses the connection's own parameter marker (:func:`marker`); the
     columns read must be plain str, int, bytes or None, as the schema's are.
     """
+    if conn.dialect.name != "postgresql":
+        return execute(conn, sql, params).fetchall()  # type: ignore[no-any-return]
     result = conn.exec_driver_sql(sql, params)
     try:
         return result.cursor.fetchall()

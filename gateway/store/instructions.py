@@ -29,7 +29,7 @@ from gateway.clock import business_date
 from gateway.model import Instruction, State, canonical_json, format_amount
 from gateway.store import leases, schema
 from gateway.faults import crash_point
-from gateway.store.db import IN_CHUNK, Tx, insert_many, marker, one_of, select_rows, update_many
+from gateway.store.db import IN_CHUNK, Tx, execute, insert_many, marker, one_of, select_rows, update_many
 
 __all__ = [
     "IntakeItem", "IntakeOutcome", "intake", "get", "feed", "load_open", "load_new",
@@ -139,9 +139,8 @@ def _new_ids(tx: Tx, n: int) -> list[int]:
         return list(conn.exec_driver_sql(
             "SELECT nextval(pg_get_serial_sequence('instructions', 'id')) FROM generate_series(1, %(n)s)",
             {"n": n}).scalars())
-    top = conn.exec_driver_sql(
-        "SELECT max(coalesce((SELECT max(id) FROM instructions), 0), "
-        "coalesce((SELECT floor FROM id_floors WHERE name = 'instructions'), 0))").scalar()
+    [(top,)] = select_rows(conn, "SELECT max(coalesce((SELECT max(id) FROM instructions), 0), "
+                                 "coalesce((SELECT floor FROM id_floors WHERE name = 'instructions'), 0))", ())
     return list(range(top + 1, top + 1 + n))
 
 
@@ -422,7 +421,7 @@ def record_sent(tx: Tx, bank_id: str, refs: Iterable[str], *,
     ids = sorted(row["id"] for row in rows.values())  # by id: checked to be this bank's by _rows_by_ref
     for i in range(0, len(ids), IN_CHUNK):  # SQL text to the driver: every claim runs it
         test, params = one_of(tx.conn, ids[i:i + IN_CHUNK])
-        tx.conn.exec_driver_sql(f"UPDATE {I.name} SET sends = sends + 1 WHERE id {test}", params)
+        execute(tx.conn, f"UPDATE {I.name} SET sends = sends + 1 WHERE id {test}", params)
     dirty: dict[int, dict[str, Any]] = {}
     changed = 0
     for row in rows.values():
