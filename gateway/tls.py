@@ -25,6 +25,7 @@ module works with ``cryptography`` objects and paths, so that change stays here.
 from __future__ import annotations
 
 import datetime
+import functools
 import os
 import re
 import stat
@@ -130,7 +131,30 @@ def identity_from_certificate(cert: x509.Certificate) -> PeerIdentity:
     subjectAltName, of the exact form ``hpf://ROLE/NAME`` with ROLE one of
     ``ROLES`` and NAME 1-32 of ``[A-Za-z0-9_-]``.  URIs of other schemes are
     ignored.  Anything else raises ``ValueError`` saying why.
+
+    What a certificate names depends on its bytes alone, so the answer is kept for the last
+    few hundred certificates, keyed by their DER encoding: a peer that connects for every
+    exchange (bdc) shows the same certificate each time, and each handshake read it three
+    times (the verify callback, :func:`chain_refusal`, :func:`peer_identity`).  Nothing
+    about trust is kept: every handshake still verifies the chain and binds it to the
+    party's anchor.
     """
+    identity = _identity_of_der(cert.public_bytes(serialization.Encoding.DER))
+    if isinstance(identity, str):
+        raise ValueError(identity)
+    return identity
+
+
+@functools.lru_cache(maxsize=256)
+def _identity_of_der(der: bytes) -> PeerIdentity | str:
+    """The identity a certificate's DER names, or why it names none."""
+    try:
+        return _read_identity(x509.load_der_x509_certificate(der))
+    except ValueError as e:
+        return str(e)
+
+
+def _read_identity(cert: x509.Certificate) -> PeerIdentity:
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
     except x509.ExtensionNotFound:

@@ -18,7 +18,7 @@ from sqlalchemy.engine import Connection
 from gateway.model import State
 from gateway.store import instructions as q
 from gateway.store import schema
-from gateway.store.db import Tx, insert_many, select_rows
+from gateway.store.db import IN_CHUNK, Tx, insert_many, one_of, select_rows
 
 __all__ = ["BatchConflict", "intake_bank_batch", "load_batches", "batch_members"]
 
@@ -78,15 +78,9 @@ def batch_members(conn: Connection, instruction_ids: Sequence[int]) -> dict[int,
     out: dict[int, str] = {}
     ids = sorted(set(instruction_ids))
     # Read at driver level (the relay's poll asks this about every row it reads).
-    for i in range(0, len(ids), 500):
-        chunk = ids[i:i + 500]
-        if conn.dialect.name == "postgresql":
-            rows = select_rows(conn, f"SELECT instruction, batch_ref FROM {L.name} WHERE instruction = ANY(%s)",
-                               (chunk,))
-        else:
-            rows = select_rows(conn, f"SELECT instruction, batch_ref FROM {L.name} WHERE instruction IN "
-                                     f"({', '.join('?' * len(chunk))})", tuple(chunk))
-        out.update(rows)
+    for i in range(0, len(ids), IN_CHUNK):
+        test, params = one_of(conn, ids[i:i + IN_CHUNK])
+        out.update(select_rows(conn, f"SELECT instruction, batch_ref FROM {L.name} WHERE instruction {test}", params))
     return out
 
 

@@ -14,6 +14,7 @@ clock-step journalling it does at each commit, are one edge with one lifecycle.)
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import operator
@@ -23,7 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Callable, TypeVar
 
-from sqlalchemy import create_engine, event, insert, select, update
+from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection, Engine
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
@@ -37,8 +38,8 @@ from gateway.clock import ClockWatch
 from gateway.model import canonical_json
 from gateway.store import schema
 
-__all__ = ["CLOCK_STEP", "Database", "GroupCommitWriter", "Tx", "StoreUnavailable", "make_engine", "now_us", "private_file",
-           "PRIVATE_UMASK"]
+__all__ = ["CLOCK_STEP", "Database", "GroupCommitWriter", "IN_CHUNK", "execute", "Tx", "StoreUnavailable", "make_engine", "now_us",
+           "one_of", "private_file", "PRIVATE_UMASK"]
 
 PRIVATE_UMASK = 0o077
 """Added to the process umask by every ``hpf-gateway`` command: what it writes is its user's alone."""
@@ -260,15 +261,19 @@ class Tx:
             return
         self.journalled = True
         head = schema.chain_head
-        locked = select(head.c.hash).where(head.c.id == 1).with_for_update()
-        found = self.conn.execute(locked).first()
-        if found is None and self.conn.dialect.name == "postgresql":
+        postgres = self.conn.dialect.name == "postgresql"
+        # The head's statements go to the driver as SQL text (select_rows): built by SQLAlchemy's
+        # compiler they cost six times as much, and every transaction that journals runs them.
+        # SQLite has no FOR UPDATE: its single writer holds the file's write lock instead.
+        locked = f"SELECT hash FROM {head.name} WHERE id = 1" + (" FOR UPDATE" if postgres else "")
+        found = next(iter(select_rows(self.conn, locked, ())), None)
+        if found is None and postgres:
             # A new database that several nodes share: FOR UPDATE locks no row that is not there,
             # so two first writers would both insert the head and one fail whole.  Insert the
             # genesis head, waiting on another node's insert in flight, then lock the row.
             self.conn.exec_driver_sql(f"INSERT INTO {head.name} (id, hash) VALUES (1, %s) "
                                       "ON CONFLICT (id) DO NOTHING", (GENESIS,))
-            found = self.conn.execute(locked).first()
+            found = next(iter(select_rows(self.conn, locked, ())), None)
         prev_hash = found[0] if found else GENESIS
         for row in self._pending:
             prev_hash = row["hash"] = chain_hash(prev_hash, row)
@@ -286,10 +291,11 @@ class Tx:
                     (*[v for r in rows for v in r], prev_hash))
             return
         insert_many(self.conn, schema.events, _EVENT_COLUMNS, rows)
+        m = marker(self.conn)
         if found is None:
-            self.conn.execute(insert(head).values(id=1, hash=prev_hash))
+            execute(self.conn, f"INSERT INTO {head.name} (id, hash) VALUES (1, {m})", (prev_hash,))
         else:
-            self.conn.execute(update(head).where(head.c.id == 1).values(hash=prev_hash))
+            execute(self.conn, f"UPDATE {head.name} SET hash = {m} WHERE id = 1", (prev_hash,))
 
 
 WriteOp = Callable[[Tx], T]
@@ -379,6 +385,30 @@ def _raw_cursor() -> Any:
 # and it keeps the journal head locked (tried on PostgreSQL 15, bench/README.md).
 
 
+def execute(conn: Connection, sql: str, params: Any = (), *, many: bool = False) -> Any:
+    """Run one statement written in the driver's own SQL (:func:`marker`) in ``conn``'s transaction.
+
+    On PostgreSQL through SQLAlchemy (``exec_driver_sql``: its events, its invalidation of a
+    lost connection).  On SQLite on the transaction's own sqlite3 connection, whose cursor is
+    returned: SQLAlchemy's result object and its per-statement bookkeeping cost two to five
+    times what SQLite's own work does on the hot statements (about twenty per instruction over
+    its three commits; bench/README.md).  The statement and the transaction are the same; a
+    driver error is raised as SQLAlchemy's (``OperationalError``, ``IntegrityError``…), as
+    ``exec_driver_sql`` raises it, so :func:`_as_failure` still makes a locked or full
+    database ``StoreUnavailable``.  ``many``: ``params`` is a list of parameter tuples.
+    """
+    if conn.dialect.name == "postgresql":
+        return conn.exec_driver_sql(sql, params)
+    driver = conn.connection.driver_connection
+    try:
+        return driver.executemany(sql, params) if many else driver.execute(sql, params)
+    except conn.dialect.loaded_dbapi.Error as e:
+        from sqlalchemy.exc import DBAPIError
+
+        raise DBAPIError.instance(sql, params, e, conn.dialect.loaded_dbapi.Error,
+                                  dialect=conn.dialect, ismulti=many) from e
+
+
 def insert_many(conn: Connection, table: Any, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
     """Insert ``rows`` (tuples in ``columns`` order) with SQL sent straight to the driver.
 
@@ -390,7 +420,7 @@ def insert_many(conn: Connection, table: Any, columns: tuple[str, ...], rows: li
     if not rows:
         return
     if conn.dialect.name != "postgresql":
-        conn.exec_driver_sql(_sqlite_sql("insert", table, columns, None), rows)
+        execute(conn, _sqlite_sql("insert", table, columns, None), rows, many=True)
         return
     _checked(table, columns)
     for chunk in _pg_chunks(rows, len(columns)):
@@ -405,7 +435,7 @@ def update_many(conn: Connection, table: Any, key: str, columns: tuple[str, ...]
     if not rows:
         return
     if conn.dialect.name != "postgresql":
-        conn.exec_driver_sql(_sqlite_sql("update", table, columns, key), rows)
+        execute(conn, _sqlite_sql("update", table, columns, key), rows, many=True)
         return
     names = columns + (key,)
     cache_key = ("postgresql", "update", table.name, names)
@@ -431,6 +461,8 @@ def select_rows(conn: Connection, sql: str, params: tuple[Any, ...]) -> list[tup
     ``sql`` uses the connection's own parameter marker (:func:`marker`); the
     columns read must be plain str, int, bytes or None, as the schema's are.
     """
+    if conn.dialect.name != "postgresql":
+        return execute(conn, sql, params).fetchall()  # type: ignore[no-any-return]
     result = conn.exec_driver_sql(sql, params)
     try:
         return result.cursor.fetchall()
@@ -441,6 +473,19 @@ def select_rows(conn: Connection, sql: str, params: tuple[Any, ...]) -> list[tup
 def marker(conn: Connection) -> str:
     """The driver's parameter marker for ``conn``: ``%s`` (psycopg) or ``?`` (sqlite3)."""
     return "%s" if conn.dialect.name == "postgresql" else "?"
+
+
+IN_CHUNK = 500
+"""The most values :func:`one_of` is given at once (callers cut longer lists into chunks)."""
+
+
+def one_of(conn: Connection, values: list[Any]) -> tuple[str, tuple[Any, ...]]:
+    """The driver-level SQL, and its parameters, that a column is one of ``values`` (at most
+    ``IN_CHUNK``): ``= ANY(%s)`` with one array parameter on PostgreSQL, ``IN (?, …)`` on SQLite.
+    Written after the column: ``f"WHERE bank_ref {sql}"``."""
+    if conn.dialect.name == "postgresql":
+        return "= ANY(%s)", (values,)
+    return f"IN ({', '.join('?' * len(values))})", tuple(values)
 
 
 class GroupCommitWriter:
@@ -461,6 +506,7 @@ class GroupCommitWriter:
         self._busy = False
         self._max_batch = max_batch
         self._ids = _EventIds()
+        self._held: Connection | None = None  # SQLite: the writer's own connection (_begin)
         # Each transaction's timestamp, and the wall clock's steps journalled (gateway.clock_step).
         self.clock = ClockWatch()
         self._on_commit = on_commit
@@ -474,6 +520,9 @@ class GroupCommitWriter:
 
     def stop(self) -> None:
         self._pool.stop()
+        if self._held is not None:  # the writer thread is gone: nothing uses it any more
+            self._held.close()
+            self._held = None
 
     @property
     def queued(self) -> int:
@@ -534,7 +583,7 @@ class GroupCommitWriter:
 
     def _transaction(self, ops: list[WriteOp[Any]]) -> tuple[list[Any], set[str], bool]:
         started = time.perf_counter()
-        with self._engine.begin() as conn:
+        with self._begin() as conn:
             reading = self.clock.read()
             tx = Tx(conn, reading.now_us, self._ids)
             if reading.step_us:
@@ -553,6 +602,25 @@ class GroupCommitWriter:
             log.warn("store.slow_commit", operations=len(ops), work_ms=round((work - started) * 1000, 1),
                      commit_ms=round((done - work) * 1000, 1))
         return values, tx.centres, tx.journalled
+
+    def _begin(self) -> Any:
+        """A transaction on the writer's connection: on SQLite one connection held for good.
+
+        SQLite has one writer, this thread, so nothing is gained by returning its connection
+        to the pool after every commit, and checking it out again (a Connection object, the
+        pool's events and its reset) cost about a sixth of the store's CPU per instruction at
+        100/s, where every commit is a transaction of its own.  The transaction and its commit
+        are the same.  PostgreSQL keeps the pool: its checkout is where a connection the server
+        ended is found and replaced (:func:`_ping_when_idle`).
+        """
+        if self._engine.dialect.name == "postgresql":
+            return self._engine.begin()
+        held = self._held
+        if held is None or held.closed or held.invalidated:
+            if held is not None:
+                held.close()
+            held = self._held = self._engine.connect()
+        return _begun(held)
 
     def _run(self, ops: list[WriteOp[Any]]) -> tuple[list[tuple[bool, Any]], set[str], bool]:
         try:
@@ -573,6 +641,14 @@ class GroupCommitWriter:
             except Exception:
                 results.append((False, _as_failure()))
         return results, centres, journalled
+
+
+@contextlib.contextmanager
+def _begun(conn: Connection) -> Iterator[Connection]:
+    """A transaction on ``conn``, committed at the end of the block or rolled back when it
+    raises: what ``engine.begin()`` does, on a connection that is kept."""
+    with conn.begin():
+        yield conn
 
 
 def _as_failure() -> Failure:

@@ -22,7 +22,7 @@ import operator
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, select
 from sqlalchemy.engine import Connection
 
 from adapters._frozen import quick_init
@@ -31,7 +31,7 @@ from gateway.clock import business_date
 from gateway.model import Instruction, State, canonical_json, compact_json, format_amount
 from gateway.store import leases, schema
 from gateway.faults import crash_point
-from gateway.store.db import Tx, insert_many, marker, select_rows, update_many
+from gateway.store.db import IN_CHUNK, Tx, execute, insert_many, marker, one_of, select_rows, update_many
 
 __all__ = [
     "IntakeItem", "IntakeOutcome", "intake", "get", "feed", "load_open", "load_new",
@@ -150,9 +150,8 @@ def _new_ids(tx: Tx, n: int) -> list[int]:
         return list(conn.exec_driver_sql(
             "SELECT nextval(pg_get_serial_sequence('instructions', 'id')) FROM generate_series(1, %(n)s)",
             {"n": n}).scalars())
-    top = conn.exec_driver_sql(
-        "SELECT max(coalesce((SELECT max(id) FROM instructions), 0), "
-        "coalesce((SELECT floor FROM id_floors WHERE name = 'instructions'), 0))").scalar()
+    [(top,)] = select_rows(conn, "SELECT max(coalesce((SELECT max(id) FROM instructions), 0), "
+                                 "coalesce((SELECT floor FROM id_floors WHERE name = 'instructions'), 0))", ())
     return list(range(top + 1, top + 1 + n))
 
 
@@ -384,8 +383,8 @@ def _rows_where(tx: Tx, column: str, values: Iterable[str], *, centre_id: str | 
     mark = marker(conn)
     where, fixed = (f"centre_id = {mark} AND ", (centre_id,)) if centre_id is not None else ("", ())
     out: list[dict[str, Any]] = []
-    for i in range(0, len(keys), 500):
-        chunk = keys[i:i + 500]
+    for i in range(0, len(keys), IN_CHUNK):
+        chunk = keys[i:i + IN_CHUNK]
         if postgres and centre_id is not None and column == "instruction_id":
             # One probe of the unique (centre_id, instruction_id) index per key.  Given
             # "centre_id = $1 AND instruction_id = ANY($2)" instead, PostgreSQL scanned every row
@@ -395,12 +394,10 @@ def _rows_where(tx: Tx, column: str, values: Iterable[str], *, centre_id: str | 
             rows = select_rows(conn, f"SELECT i.* FROM unnest(%s::text[]) AS k(key) CROSS JOIN LATERAL "
                                      f"(SELECT {select_list} FROM instructions WHERE centre_id = %s AND "
                                      f"{column} = k.key LIMIT 1) AS i", (chunk, centre_id))
-        elif postgres:
-            rows = select_rows(conn, f"SELECT {select_list} FROM instructions WHERE {where}{column} = ANY(%s)",
-                               fixed + (chunk,))
         else:
-            rows = select_rows(conn, f"SELECT {select_list} FROM instructions WHERE {where}{column} IN "
-                                     f"({', '.join('?' * len(chunk))})", fixed + tuple(chunk))
+            test, params = one_of(conn, chunk)
+            rows = select_rows(conn, f"SELECT {select_list} FROM instructions WHERE {where}{column} {test}",
+                               fixed + params)
         out += [dict(zip(_COLUMNS, values)) for values in rows]
     return out
 
@@ -432,9 +429,10 @@ def record_sent(tx: Tx, bank_id: str, refs: Iterable[str], *,
     if lease is not None and not leases.holds(tx, *lease):
         raise leases.Fenced(f"lease {lease[0]} is no longer held by {lease[1]} at epoch {lease[2]}")
     rows = _rows_by_ref(tx, bank_id, refs)
-    if rows:  # by id: the references were checked to be this bank's by _rows_by_ref
-        tx.conn.execute(update(I).where(I.c.id.in_([row["id"] for row in rows.values()]))
-                        .values(sends=I.c.sends + 1))
+    ids = sorted(row["id"] for row in rows.values())  # by id: checked to be this bank's by _rows_by_ref
+    for i in range(0, len(ids), IN_CHUNK):  # SQL text to the driver: every claim runs it
+        test, params = one_of(tx.conn, ids[i:i + IN_CHUNK])
+        execute(tx.conn, f"UPDATE {I.name} SET sends = sends + 1 WHERE id {test}", params)
     dirty: dict[int, dict[str, Any]] = {}
     changed = 0
     for row in rows.values():
@@ -586,9 +584,11 @@ def facts_seen(tx: Tx, bank_id: str, keys: Sequence[str]) -> set[str]:
     F = schema.bank_facts
     seen: set[str] = set()
     unique = sorted(set(keys))
-    for i in range(0, len(unique), 500):
-        seen.update(tx.conn.execute(select(F.c.fact_key).where(
-            F.c.bank_id == bank_id, F.c.fact_key.in_(unique[i:i + 500]))).scalars())
+    for i in range(0, len(unique), IN_CHUNK):  # SQL text to the driver: every movement notice asks
+        test, params = one_of(tx.conn, unique[i:i + IN_CHUNK])
+        seen.update(key for (key,) in select_rows(
+            tx.conn, f"SELECT fact_key FROM {F.name} WHERE bank_id = {marker(tx.conn)} AND fact_key {test}",
+            (bank_id,) + params))
     fresh = [k for k in unique if k not in seen]
     if fresh:
         insert_many(tx.conn, F, ("bank_id", "fact_key"), [(bank_id, k) for k in fresh])

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import insert, select, update
 
 from gateway.store import schema
-from gateway.store.db import Tx
+from gateway.store.db import Tx, marker, select_rows
 
 __all__ = ["Fenced", "acquire", "holds", "release"]
 
@@ -61,8 +61,10 @@ def _insert_if_absent(tx: Tx) -> Any:
 
 def holds(tx: Tx, name: str, owner: str, epoch: int) -> bool:
     """Whether ``owner`` still holds lease ``name`` at ``epoch`` and it has not expired."""
-    row = tx.conn.execute(select(L).where(L.c.name == name)).first()
-    return row is not None and row.owner == owner and row.epoch == epoch and row.expires_us >= tx.now_us
+    # SQL text to the driver (select_rows): every claim of a bank link's sends asks this.
+    rows = select_rows(tx.conn, f"SELECT owner, epoch, expires_us FROM {L.name} WHERE name = {marker(tx.conn)}",
+                       (name,))
+    return bool(rows) and rows[0][0] == owner and rows[0][1] == epoch and rows[0][2] >= tx.now_us
 
 
 def release(tx: Tx, name: str, owner: str, epoch: int) -> None:
