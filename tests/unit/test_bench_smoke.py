@@ -127,6 +127,15 @@ def test_the_ledger_benchmark_copies_pass_every_check_of_the_ledger_and_forget_r
     assert {b.bank_id: b.balance for b in banks} == before
 
 
+def test_the_store_benchmark_runs_the_three_commits_and_walks_the_whole_chain(tmp_path, capsys):
+    from bench.storecost import main
+
+    assert main(["--instructions", "4", "--batch", "2", "--dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    # 200 warm-up + 4 measured instructions: received, sent, succeeded and a movement each
+    assert "4 instructions, 2 per transaction" in out and "816 journal events, chain intact" in out, out
+
+
 def test_the_adapters_benchmark_reports_every_installed_adapter_and_kind():
     from adapters.base import iter_adapter_names
     from bench import adapter_codecs
