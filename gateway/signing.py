@@ -82,7 +82,7 @@ from nacl import bindings as _sodium
 from nacl.exceptions import BadSignatureError as _SodiumBadSignature
 
 from adapters.base import Instruction
-from gateway.model import format_amount
+from gateway.model import canonical_json, format_amount
 from gateway.tls import check_key_file, resolve_credential
 
 __all__ = ["ALGORITHMS", "canonical", "canonical_text", "Signer", "load_public_key", "verify_bytes", "init_signing_key",
@@ -121,15 +121,10 @@ def _ed25519_verify(key: ed25519.Ed25519PublicKey, signature: bytes, data: bytes
 _PROOF_FIELDS = ("signature", "batch")
 
 
-# json.dumps with these arguments, without building an encoder per call (a copy is serialised
-# once by the gateway's signer and once by the ledger's check).
-_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
 def canonical_text(copy: Mapping[str, Any]) -> str:
     """The copy without ``signature`` and ``batch``, as canonical JSON text (see :func:`canonical`):
-    ``json.dumps(..., sort_keys=True, separators=(",", ":"), ensure_ascii=False)``."""
-    return _CANONICAL.encode({k: v for k, v in copy.items() if k not in _PROOF_FIELDS})
+    :func:`gateway.model.canonical_json`, sorted keys, no spaces, non-ASCII kept."""
+    return canonical_json({k: v for k, v in copy.items() if k not in _PROOF_FIELDS})
 
 
 def canonical(copy: Mapping[str, Any]) -> bytes:
@@ -469,7 +464,7 @@ def instruction_signing_bytes(ins: Instruction) -> bytes:
         "creditor_bank_code": ins.creditor_bank_code,
         "amount": format_amount(ins.amount),
     }
-    return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return canonical_json(fields).encode("utf-8")
 
 
 class InstructionSignatureError(Exception):
