@@ -77,6 +77,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from adapters._frozen import quick_init
 from gateway.model import State, format_amount, parse_amount
 from gateway.signing import BatchProof, canonical
 from gateway.tls import IDENTITY_NAME
@@ -199,6 +200,7 @@ class Unreadable:
         return self.envelope.event_id
 
 
+@quick_init
 @dataclass(frozen=True)
 class Copy:
     """A copy whose every field the ledger relies on is valid; the matcher's fact.

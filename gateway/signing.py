@@ -82,6 +82,7 @@ from nacl import bindings as _sodium
 from nacl.exceptions import BadSignatureError as _SodiumBadSignature
 
 from adapters.base import Instruction
+from adapters._frozen import quick_init
 from gateway.model import canonical_json, format_amount
 from gateway.tls import check_key_file, resolve_credential
 
@@ -209,6 +210,7 @@ def batch_statement(root: str, count: int) -> bytes:
                       sort_keys=True, separators=(",", ":")).encode("ascii")
 
 
+@quick_init
 @dataclass(frozen=True)
 class BatchProof:
     """A batch-signed copy's ``batch`` field: the signed root and size, its index and path (hex)."""

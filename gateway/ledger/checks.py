@@ -141,27 +141,19 @@ def _check_in_worker(gateway: str, docs: Sequence[Any]) -> list[Any]:
 # copyreg: about 30 µs a copy in the check process and 15 in the ledger's (bench/README.md,
 # item 50).  It now travels as one flat tuple of plain values -- the row's columns, the
 # parsed payload, the proof's fields -- which pickle writes and reads in C.  The fact is the
-# copy the row was made from (store.CopyRow.of), so it is rebuilt from the same tuple; and
-# both are rebuilt as pickle rebuilds a dataclass, their fields set at once without running
-# __init__, which the ledger's process otherwise ran three times a copy on the reactor thread.
+# copy the row was made from (store.CopyRow.of), so it is rebuilt from the same tuple.  The
+# three classes fill their fields in one call (adapters._frozen.quick_init): the dataclass's
+# own frozen __init__, three times a copy on the ledger's reactor thread, cost as much again.
 # Refusals and copies stored as refused are rare and travel as they are.
 
 _ROW_FIELDS = tuple(store.CopyRow.__dataclass_fields__)
 _FACT_FIELDS = tuple(Copy.__dataclass_fields__)
-_PROOF_FIELDS = tuple(BatchProof.__dataclass_fields__)
 _PAYLOAD, _PROOF = len(_ROW_FIELDS), len(_ROW_FIELDS) + 1  # after the row's columns
 _row_values = operator.attrgetter(*_ROW_FIELDS)
 _COLUMN_OF = {"seq": "gateway_seq", "payload_text": "payload", "hash": "gateway_hash"}  # the fact's name -> the row's
 _fact_values = operator.itemgetter(*[
     _PAYLOAD if f == "payload" else _PROOF if f == "batch" else _ROW_FIELDS.index(_COLUMN_OF.get(f, f))
     for f in _FACT_FIELDS])
-
-
-def _rebuilt(cls: type, fields: dict[str, Any]) -> Any:
-    """An instance of the dataclass ``cls`` with ``fields``, made as pickle makes one."""
-    obj = object.__new__(cls)
-    obj.__dict__.update(fields)
-    return obj
 
 
 def pack(checked: Sequence[ParsedCopy | Refusal]) -> list[Any]:
@@ -187,8 +179,8 @@ def unpack(packed: Sequence[Any]) -> list[ParsedCopy | Refusal]:
         fact = dict(zip(_FACT_FIELDS, _fact_values(item)))
         fact["signed"] = fact["signed"] or b""  # the row's None is the fact's b"" (CopyRow.of)
         if fact["batch"] is not None:
-            fact["batch"] = _rebuilt(BatchProof, dict(zip(_PROOF_FIELDS, fact["batch"])))
-        out.append(ParsedCopy(_rebuilt(store.CopyRow, dict(zip(_ROW_FIELDS, item))), _rebuilt(Copy, fact)))
+            fact["batch"] = BatchProof(*fact["batch"])
+        out.append(ParsedCopy(store.CopyRow(*item[:_PAYLOAD]), Copy(**fact)))
     return out
 
 

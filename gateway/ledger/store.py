@@ -37,6 +37,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
+from adapters._frozen import quick_init
 from gateway import copies as spec
 from gateway.ledger.schema import (
     alert_notes,
@@ -110,6 +111,7 @@ class LedgerDatabase(Database):
 # -- writes ------------------------------------------------------------------------
 
 
+@quick_init
 @dataclass(frozen=True)
 class CopyRow:
     """A checked copy ready to store: the parsed fields (``raw`` as bytes) and ``host_seq_no``;
